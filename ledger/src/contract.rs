@@ -1,0 +1,393 @@
+//! The contracts: deterministic rules every transaction must pass before it is appended.
+//!
+//! [`apply`] checks all rules of one transaction against the state, and only then changes the
+//! state and returns how to undo the change. Signatures (the transaction's own and a round's
+//! endorsements) are not checked here but queued, with the key the state says is right, for the
+//! block's batch check. Rule names (the prefix of each [`ContractError`] message) are listed in
+//! `docs/ledger-design.md`.
+
+use std::collections::HashSet;
+
+use crate::error::ContractError;
+use crate::genesis::check_agreement_shape;
+use crate::member::{MemberId, Role};
+use crate::sigs::PendingSig;
+use crate::state::{AgreementRecord, ChainState, Culprit, MemberRecord, Undo};
+use crate::timestamp::Timestamp;
+use crate::tx::{
+    AlertAnchor, AuditAnchor, ConsentChoice, DataUseAgreement, MAX_LISTED_MEMBERS, MAX_TEXT_LEN,
+    Pseudonym, RoundAnchor, Transaction, TxBody, TxId,
+};
+
+/// Where a transaction sits.
+pub(crate) struct Context {
+    pub(crate) index: usize,
+    pub(crate) id: TxId,
+    pub(crate) block_time: Timestamp,
+}
+
+type Pending = Vec<PendingSig<Culprit>>;
+
+/// Checks `tx` and applies it; on error the state is unchanged.
+pub(crate) fn apply(
+    state: &mut ChainState,
+    tx: &Transaction,
+    ctx: &Context,
+    pending: &mut Pending,
+) -> Result<Undo, ContractError> {
+    let signer = check_signer(state, tx)?;
+    if state.seen.contains(&ctx.id) {
+        return Err(ContractError::Replayed(ctx.id));
+    }
+    if tx.issued_at > ctx.block_time {
+        return Err(ContractError::IssuedInFuture { issued_at: tx.issued_at, block_time: ctx.block_time });
+    }
+    let message = tx
+        .signing_message(&state.genesis_hash)
+        .map_err(|e| ContractError::Malformed(e.to_string()))?;
+    let signature = PendingSig {
+        message,
+        signature: tx.signature,
+        key: signer.member.public_key,
+        culprit: Culprit::Tx(ctx.index, tx.signer.clone()),
+    };
+    let undo = match &tx.body {
+        TxBody::AddMember(m) => add_member(state, m)?,
+        TxBody::RevokeMember { member, reason } => revoke(state, member, reason)?,
+        TxBody::RegisterAgreement(a) => register_agreement(state, a, ctx.block_time)?,
+        TxBody::AcceptAgreement { agreement } => accept(state, &tx.signer, agreement, ctx.block_time)?,
+        TxBody::Consent { subject, choice } => consent(state, &tx.signer, subject, *choice)?,
+        TxBody::AnchorRound(r) => anchor_round(state, r, ctx, pending)?,
+        TxBody::AnchorAuditLog(a) => anchor_audit(state, &tx.signer, a, ctx.block_time)?,
+        TxBody::AnchorAlert(a) => anchor_alert(state, a, ctx.block_time)?,
+    };
+    pending.push(signature);
+    state.seen.insert(ctx.id);
+    Ok(undo)
+}
+
+/// The signer must be an active member whose role may issue this kind of transaction.
+fn check_signer<'s>(state: &'s ChainState, tx: &Transaction) -> Result<&'s MemberRecord, ContractError> {
+    let record = state
+        .members
+        .get(&tx.signer)
+        .ok_or_else(|| ContractError::UnknownSigner(tx.signer.clone()))?;
+    if record.revoked {
+        return Err(ContractError::SignerRevoked(tx.signer.clone()));
+    }
+    let role = record.member.role;
+    let (allowed, required): (&[Role], &'static str) = match &tx.body {
+        TxBody::AddMember(_) | TxBody::RegisterAgreement(_) | TxBody::AnchorRound(_) => {
+            (&[Role::Coordinator], "coordinator")
+        }
+        // Any member may leave; only a coordinator may remove someone else.
+        TxBody::RevokeMember { member, .. } if member == &tx.signer => {
+            (&[Role::Coordinator, Role::Hospital, Role::Auditor], "member")
+        }
+        TxBody::RevokeMember { .. } => (&[Role::Coordinator], "coordinator"),
+        TxBody::AcceptAgreement { .. } | TxBody::Consent { .. } | TxBody::AnchorAlert(_) => {
+            (&[Role::Hospital], "hospital")
+        }
+        TxBody::AnchorAuditLog(_) => (&[Role::Hospital, Role::Coordinator], "hospital or coordinator"),
+    };
+    if !allowed.contains(&role) {
+        return Err(ContractError::WrongRole {
+            signer: tx.signer.clone(),
+            role,
+            kind: tx.body.kind(),
+            required,
+        });
+    }
+    Ok(record)
+}
+
+/// A referenced member must exist and be active.
+fn active_member<'s>(state: &'s ChainState, id: &MemberId) -> Result<&'s MemberRecord, ContractError> {
+    match state.members.get(id) {
+        None => Err(ContractError::UnknownMember(id.clone())),
+        Some(r) if r.revoked => Err(ContractError::MemberRevoked(id.clone())),
+        Some(r) => Ok(r),
+    }
+}
+
+fn add_member(state: &mut ChainState, m: &crate::member::Member) -> Result<Undo, ContractError> {
+    m.check().map_err(ContractError::Malformed)?;
+    if state.members.contains_key(&m.id) {
+        return Err(ContractError::MemberExists(m.id.clone()));
+    }
+    let key = m.public_key.to_bytes();
+    if state.key_owners.contains_key(&key) {
+        return Err(ContractError::KeyInUse(m.id.clone()));
+    }
+    state.members.insert(m.id.clone(), MemberRecord { member: m.clone(), revoked: false });
+    state.key_owners.insert(key, m.id.clone());
+    Ok(Undo::AddMember(m.id.clone(), key))
+}
+
+fn revoke(
+    state: &mut ChainState,
+    target: &MemberId,
+    reason: &str,
+) -> Result<Undo, ContractError> {
+    if reason.len() > MAX_TEXT_LEN {
+        return Err(ContractError::Malformed(format!("reason longer than {MAX_TEXT_LEN} bytes")));
+    }
+    let record = active_member(state, target)?;
+    if record.member.role == Role::Coordinator {
+        let others = state
+            .members
+            .values()
+            .filter(|r| !r.revoked && r.member.role == Role::Coordinator && &r.member.id != target)
+            .count();
+        if others == 0 {
+            return Err(ContractError::LastCoordinator(target.clone()));
+        }
+    }
+    if let Some(r) = state.members.get_mut(target) {
+        r.revoked = true;
+    }
+    Ok(Undo::Revoke(target.clone()))
+}
+
+fn register_agreement(
+    state: &mut ChainState,
+    a: &DataUseAgreement,
+    now: Timestamp,
+) -> Result<Undo, ContractError> {
+    check_agreement_shape(a).map_err(ContractError::Malformed)?;
+    if state.agreements.contains_key(&a.id) {
+        return Err(ContractError::AgreementExists(a.id.clone()));
+    }
+    if a.expires_at <= now {
+        return Err(ContractError::AgreementExpired { agreement: a.id.clone(), expires_at: a.expires_at });
+    }
+    for id in &a.members {
+        if active_member(state, id)?.member.role != Role::Hospital {
+            return Err(ContractError::NotAHospital(id.clone()));
+        }
+    }
+    let record = AgreementRecord {
+        agreement: a.clone(),
+        accepted: Default::default(),
+        last_round: 0,
+        last_model: None,
+        spent: Default::default(),
+    };
+    state.agreements.insert(a.id.clone(), record);
+    Ok(Undo::RegisterAgreement(a.id.clone()))
+}
+
+/// An agreement that exists and has not expired at `now`.
+fn live_agreement<'s>(
+    state: &'s ChainState,
+    id: &crate::member::AgreementId,
+    now: Timestamp,
+) -> Result<&'s AgreementRecord, ContractError> {
+    let a = state
+        .agreements
+        .get(id)
+        .ok_or_else(|| ContractError::UnknownAgreement(id.clone()))?;
+    if a.agreement.expires_at <= now {
+        return Err(ContractError::AgreementExpired { agreement: id.clone(), expires_at: a.agreement.expires_at });
+    }
+    Ok(a)
+}
+
+fn accept(
+    state: &mut ChainState,
+    signer: &MemberId,
+    agreement: &crate::member::AgreementId,
+    now: Timestamp,
+) -> Result<Undo, ContractError> {
+    let a = live_agreement(state, agreement, now)?;
+    if !a.agreement.members.contains(signer) {
+        return Err(ContractError::NotInAgreement { member: signer.clone(), agreement: agreement.clone() });
+    }
+    if a.accepted.contains(signer) {
+        return Err(ContractError::AlreadyAccepted { member: signer.clone(), agreement: agreement.clone() });
+    }
+    if let Some(a) = state.agreements.get_mut(agreement) {
+        a.accepted.insert(signer.clone());
+    }
+    Ok(Undo::Accept(agreement.clone(), signer.clone()))
+}
+
+fn consent(
+    state: &mut ChainState,
+    signer: &MemberId,
+    subject: &Pseudonym,
+    choice: ConsentChoice,
+) -> Result<Undo, ContractError> {
+    let key = (signer.clone(), *subject);
+    let previous = state.consent.get(&key).copied();
+    if previous.unwrap_or(ConsentChoice::OptIn) == choice {
+        return Err(ContractError::ConsentUnchanged);
+    }
+    state.consent.insert(key.clone(), choice);
+    Ok(Undo::Consent(key, previous))
+}
+
+fn anchor_round(
+    state: &mut ChainState,
+    r: &RoundAnchor,
+    ctx: &Context,
+    pending: &mut Pending,
+) -> Result<Undo, ContractError> {
+    r.dp.check().map_err(ContractError::Malformed)?;
+    let a = live_agreement(state, &r.agreement, ctx.block_time)?;
+    if r.round != a.last_round + 1 {
+        return Err(ContractError::RoundOutOfOrder {
+            agreement: r.agreement.clone(),
+            expected: a.last_round + 1,
+            got: r.round,
+        });
+    }
+    if let Some(last) = a.last_model
+        && last != r.previous_model
+    {
+        return Err(ContractError::PreviousModelMismatch { expected: last, got: r.previous_model });
+    }
+    if r.participants.is_empty() {
+        return Err(ContractError::NoParticipants);
+    }
+    if r.participants.len() + r.dropped.len() > MAX_LISTED_MEMBERS
+        || r.endorsements.len() > MAX_LISTED_MEMBERS
+    {
+        return Err(ContractError::Malformed(format!("more than {MAX_LISTED_MEMBERS} members listed")));
+    }
+    let budget = a.agreement.budget;
+    if r.dp.delta > budget.delta {
+        return Err(ContractError::DeltaExceeded { budget: budget.delta, round: r.dp.delta });
+    }
+
+    let mut listed = HashSet::new();
+    for (member, spend) in &r.participants {
+        if !listed.insert(member) {
+            return Err(ContractError::ListedTwice(member.clone()));
+        }
+        if active_member(state, member)?.member.role != Role::Hospital {
+            return Err(ContractError::NotAHospital(member.clone()));
+        }
+        check_covered(a, member)?;
+        let claimed = spend.epsilon_total;
+        if !claimed.is_finite() || claimed < 0.0 {
+            return Err(ContractError::Malformed(format!("{member}: epsilon {claimed} is not a finite, non-negative number")));
+        }
+        let recorded = a.spent.get(member).copied().unwrap_or(0.0);
+        if claimed < recorded {
+            return Err(ContractError::PrivacyDecreased { member: member.clone(), recorded, claimed });
+        }
+        if claimed > budget.epsilon {
+            return Err(ContractError::BudgetExceeded { member: member.clone(), budget: budget.epsilon, claimed });
+        }
+    }
+    for member in &r.dropped {
+        if !listed.insert(member) {
+            return Err(ContractError::ListedTwice(member.clone()));
+        }
+        if !state.members.contains_key(member) {
+            return Err(ContractError::UnknownMember(member.clone()));
+        }
+        if !a.agreement.members.contains(member) {
+            return Err(ContractError::NotInAgreement { member: member.clone(), agreement: r.agreement.clone() });
+        }
+    }
+
+    let message = r.endorsement_message(&state.genesis_hash);
+    let participants: HashSet<&MemberId> = r.participants.iter().map(|(m, _)| m).collect();
+    let mut endorsers = HashSet::new();
+    let mut endorsements = Vec::with_capacity(r.endorsements.len());
+    for e in &r.endorsements {
+        if !endorsers.insert(&e.member) {
+            return Err(ContractError::ListedTwice(e.member.clone()));
+        }
+        if !participants.contains(&e.member) {
+            return Err(ContractError::EndorserNotParticipant(e.member.clone()));
+        }
+        // Participants were checked active above, so the key lookup cannot miss.
+        let key = active_member(state, &e.member)?.member.public_key;
+        endorsements.push(PendingSig {
+            message: message.clone(),
+            signature: e.signature,
+            key,
+            culprit: Culprit::Endorsement(ctx.index, e.member.clone()),
+        });
+    }
+    if endorsers.len() < state.quorum as usize {
+        return Err(ContractError::QuorumNotReached { have: endorsers.len(), need: state.quorum });
+    }
+
+    // Every rule holds: change the state.
+    pending.extend(endorsements);
+    let record = state
+        .agreements
+        .get_mut(&r.agreement)
+        .ok_or_else(|| ContractError::UnknownAgreement(r.agreement.clone()))?;
+    let undo = Undo::Round {
+        agreement: r.agreement.clone(),
+        last_round: record.last_round,
+        last_model: record.last_model,
+        spent: r
+            .participants
+            .iter()
+            .map(|(m, _)| (m.clone(), record.spent.get(m).copied()))
+            .collect(),
+        model: r.model,
+    };
+    record.last_round = r.round;
+    record.last_model = Some(r.model);
+    for (member, spend) in &r.participants {
+        record.spent.insert(member.clone(), spend.epsilon_total);
+    }
+    *state.models.entry(r.model).or_insert(0) += 1;
+    Ok(undo)
+}
+
+/// The member is listed in the agreement and has accepted it.
+fn check_covered(a: &AgreementRecord, member: &MemberId) -> Result<(), ContractError> {
+    let agreement = a.agreement.id.clone();
+    if !a.agreement.members.contains(member) {
+        return Err(ContractError::NotInAgreement { member: member.clone(), agreement });
+    }
+    if !a.accepted.contains(member) {
+        return Err(ContractError::NotAccepted { member: member.clone(), agreement });
+    }
+    Ok(())
+}
+
+fn anchor_audit(
+    state: &mut ChainState,
+    signer: &MemberId,
+    a: &AuditAnchor,
+    now: Timestamp,
+) -> Result<Undo, ContractError> {
+    if a.count == 0 {
+        return Err(ContractError::Malformed("an audit batch must hold at least one event".into()));
+    }
+    if a.first_event_at > a.last_event_at || a.last_event_at > now {
+        return Err(ContractError::Malformed(format!(
+            "audit range {} .. {} must be ordered and not after the block time {now}",
+            a.first_event_at, a.last_event_at
+        )));
+    }
+    let previous = state.audit_last.get(signer).copied();
+    if let Some(previous_last) = previous
+        && a.first_event_at < previous_last
+    {
+        return Err(ContractError::AuditOverlap { previous_last, first: a.first_event_at });
+    }
+    state.audit_last.insert(signer.clone(), a.last_event_at);
+    Ok(Undo::Audit(signer.clone(), previous))
+}
+
+fn anchor_alert(state: &mut ChainState, a: &AlertAnchor, now: Timestamp) -> Result<Undo, ContractError> {
+    if a.raised_at > now {
+        return Err(ContractError::Malformed(format!("alert raised at {}, after the block time {now}", a.raised_at)));
+    }
+    if let Some(model) = &a.model
+        && !state.is_anchored_model(model)
+    {
+        return Err(ContractError::UnknownModel(*model));
+    }
+    Ok(Undo::Nothing)
+}

@@ -1,0 +1,253 @@
+//! A ledger on disk: the store, the genesis, and the state rebuilt from the blocks.
+
+use std::path::{Path, PathBuf};
+
+use crate::block::{BLOCK_VERSION, Block, BlockHeader};
+use crate::bytes::Hash;
+use crate::codec::{self, CodecError};
+use crate::error::BlockError;
+use crate::genesis::{Genesis, GenesisError};
+use crate::member::MemberId;
+use crate::merkle;
+use crate::proof::InclusionProof;
+use crate::state::{ChainState, Signatures};
+use crate::store::{self, Store, StoreError};
+use crate::timestamp::Timestamp;
+use crate::tx::{Transaction, TxId};
+
+/// File name of the database inside a ledger directory.
+pub const DB_FILE: &str = "ledger.redb";
+/// File name of the genesis inside a ledger directory.
+pub const GENESIS_FILE: &str = "genesis.toml";
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// The block was refused; the ledger is unchanged.
+    #[error("block refused: {0}")]
+    Rejected(#[from] BlockError),
+    /// Stored bytes could not be decoded.
+    #[error("stored data at height {height} is damaged: {source} (run `medfl ledger verify`)")]
+    Damaged {
+        /// Where.
+        height: u64,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The directory already holds a ledger.
+    #[error("{0} already holds a ledger")]
+    Exists(PathBuf),
+    /// The directory holds no ledger.
+    #[error("{0} holds no ledger (expected {DB_FILE}); create one with `medfl ledger init`")]
+    Missing(PathBuf),
+    /// The ledger's genesis differs from the genesis file beside it.
+    #[error("the database's genesis {stored} differs from {GENESIS_FILE} ({file})")]
+    GenesisMismatch {
+        /// Hash of the stored genesis.
+        stored: Hash,
+        /// Hash of the file.
+        file: Hash,
+    },
+    /// No such transaction.
+    #[error("transaction {0} is not on the ledger")]
+    UnknownTx(TxId),
+    /// Encoding failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// What an append produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockReceipt {
+    /// Height of the new block.
+    pub height: u64,
+    /// Its hash.
+    pub hash: Hash,
+    /// Ids of its transactions, in order.
+    pub tx_ids: Vec<TxId>,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    dir: PathBuf,
+    store: Store,
+    genesis: Genesis,
+    state: ChainState,
+}
+
+impl Ledger {
+    /// Creates a ledger in `dir` (made if absent) holding only `genesis`.
+    pub fn create(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
+        genesis.check()?;
+        let io = |path: PathBuf| move |source| LedgerError::Io { path, source };
+        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+        let db_path = dir.join(DB_FILE);
+        if db_path.exists() {
+            return Err(LedgerError::Exists(dir.to_path_buf()));
+        }
+        let text = genesis.to_file().to_toml()?;
+        let genesis_path = dir.join(GENESIS_FILE);
+        std::fs::write(&genesis_path, text).map_err(io(genesis_path))?;
+        let store = Store::create(&db_path, &codec::encode(genesis)?)?;
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            store,
+            genesis: genesis.clone(),
+            state: ChainState::from_genesis(genesis)?,
+        })
+    }
+
+    /// Opens the ledger in `dir` and rebuilds its state.
+    ///
+    /// Every block is decoded and run through the contracts, but signatures are not re-checked
+    /// (they were when the block was appended); `verify` checks everything.
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        let (store, genesis) = open_parts(dir)?;
+        let mut state = ChainState::from_genesis(&genesis)?;
+        store.for_each_block(
+            |height, bytes| {
+                let damaged = |e: Box<dyn std::error::Error + Send + Sync>| LedgerError::Damaged { height, source: e };
+                let block: Block = codec::decode(bytes).map_err(|e| damaged(e.into()))?;
+                let ids = block.tx_ids()?;
+                state
+                    .apply_block_trusting_signatures(&block, &ids)
+                    .map_err(|e| damaged(e.into()))
+            },
+            |_, e| LedgerError::Store(e),
+        )?;
+        Ok(Ledger { dir: dir.to_path_buf(), store, genesis, state })
+    }
+
+    /// Builds and signs a block of `txs` on top of the tip, without appending it.
+    pub fn propose(
+        &self,
+        txs: Vec<Transaction>,
+        timestamp: Timestamp,
+        proposer: &MemberId,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<Block, LedgerError> {
+        let ids: Vec<TxId> = txs.iter().map(Transaction::id).collect::<Result<_, _>>()?;
+        let header = BlockHeader {
+            version: BLOCK_VERSION,
+            height: self.state.height() + 1,
+            previous: self.state.tip(),
+            tx_root: merkle::root(&ids),
+            tx_count: u32::try_from(txs.len()).unwrap_or(u32::MAX),
+            timestamp,
+            proposer: proposer.clone(),
+        };
+        let header = header.sign(&self.state.genesis_hash(), key)?;
+        Ok(Block { header, txs })
+    }
+
+    /// Proposes a block of `txs` and appends it; returns once it is durable.
+    pub fn append(
+        &mut self,
+        txs: Vec<Transaction>,
+        timestamp: Timestamp,
+        proposer: &MemberId,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<BlockReceipt, LedgerError> {
+        let block = self.propose(txs, timestamp, proposer, key)?;
+        self.append_block(&block)
+    }
+
+    /// Validates a block against every rule and, if it passes, stores it durably.
+    /// A refused block leaves the ledger unchanged.
+    pub fn append_block(&mut self, block: &Block) -> Result<BlockReceipt, LedgerError> {
+        let ids = block.tx_ids()?;
+        let bytes = codec::encode(block)?;
+        let applied = self.state.apply_block_with_ids(block, &ids, Signatures::Check)?;
+        let (height, hash) = (self.state.height(), self.state.tip());
+        if let Err(e) = self.store.append(height, &bytes, &ids, &store::tip_record(height, &hash)) {
+            // Not on disk, so not on the ledger: take the block back out of the state.
+            self.state.revert(applied);
+            return Err(e.into());
+        }
+        drop(applied);
+        Ok(BlockReceipt { height, hash, tx_ids: ids })
+    }
+
+    /// The state after the last block.
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, LedgerError> {
+        match self.store.block(height)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| LedgerError::Damaged { height, source: e.into() }),
+        }
+    }
+
+    /// An inclusion proof for a transaction, checkable with nothing but the genesis.
+    pub fn prove(&self, id: &TxId) -> Result<InclusionProof, LedgerError> {
+        let (height, position) = self.store.tx_location(id)?.ok_or(LedgerError::UnknownTx(*id))?;
+        let block = self.block(height)?.ok_or(LedgerError::UnknownTx(*id))?;
+        let ids = block.tx_ids()?;
+        let position = position as usize;
+        if ids.get(position) != Some(id) {
+            return Err(LedgerError::Damaged { height, source: "transaction index points at the wrong transaction".into() });
+        }
+        let path = merkle::path(&ids, position).ok_or(LedgerError::UnknownTx(*id))?;
+        let mut headers = Vec::with_capacity(height as usize);
+        for h in 1..=height {
+            let b = self
+                .block(h)?
+                .ok_or_else(|| LedgerError::Damaged { height: h, source: "block missing".into() })?;
+            headers.push(b.header);
+        }
+        let tx = block.txs.into_iter().nth(position).ok_or(LedgerError::UnknownTx(*id))?;
+        Ok(InclusionProof { genesis: self.state.genesis_hash(), tx, path, headers })
+    }
+}
+
+/// Opens the store and its genesis, checking the genesis file beside it agrees.
+pub(crate) fn open_parts(dir: &Path) -> Result<(Store, Genesis), LedgerError> {
+    let db_path = dir.join(DB_FILE);
+    if !db_path.is_file() {
+        return Err(LedgerError::Missing(dir.to_path_buf()));
+    }
+    let store = Store::open(&db_path)?;
+    let bytes = store.genesis()?.ok_or_else(|| LedgerError::Damaged { height: 0, source: "no genesis stored".into() })?;
+    let genesis: Genesis = codec::decode(&bytes).map_err(|e| LedgerError::Damaged { height: 0, source: e.into() })?;
+    genesis.check()?;
+    let genesis_path = dir.join(GENESIS_FILE);
+    if genesis_path.exists() {
+        let text = std::fs::read_to_string(&genesis_path)
+            .map_err(|source| LedgerError::Io { path: genesis_path.clone(), source })?;
+        let file = Genesis::from_toml(&text)?;
+        let (stored, file) = (genesis.hash()?, file.hash()?);
+        if stored != file {
+            return Err(LedgerError::GenesisMismatch { stored, file });
+        }
+    }
+    Ok((store, genesis))
+}

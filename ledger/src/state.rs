@@ -1,0 +1,392 @@
+//! The world state the contracts read: who is a member, which agreements hold, what has been
+//! spent, which rounds and models are anchored. It is a pure fold over the blocks, so replaying
+//! the ledger from genesis rebuilds it exactly.
+//!
+//! A block is applied all or nothing: each transaction is checked against the state left by
+//! the ones before it (a block may add a member and then carry that member's first transaction),
+//! its change is applied at once and its [`Undo`] kept; if any later check or the batched
+//! signature check fails, the undo records roll the state back to where it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::block::{BLOCK_VERSION, Block, MAX_BLOCK_TXS};
+use crate::bytes::{Hash, PublicKey};
+use crate::contract;
+use crate::error::{BlockError, ContractError};
+use crate::genesis::Genesis;
+use crate::member::{AgreementId, Member, MemberId, Role};
+use crate::merkle;
+use crate::sigs::{self, PendingSig};
+use crate::timestamp::Timestamp;
+use crate::tx::{ConsentChoice, DataUseAgreement, Pseudonym, TxId};
+
+/// A member and whether it was revoked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberRecord {
+    /// The registered member.
+    pub member: Member,
+    /// Revoked members stay listed (their id and key are never reused) but can do nothing.
+    pub revoked: bool,
+}
+
+/// An agreement and its running totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgreementRecord {
+    /// The agreement as registered.
+    pub agreement: DataUseAgreement,
+    /// Hospitals that accepted it.
+    pub accepted: BTreeSet<MemberId>,
+    /// The last anchored round (0 before the first).
+    pub last_round: u64,
+    /// The model of the last anchored round.
+    pub last_model: Option<Hash>,
+    /// Each member's cumulative epsilon under the agreement.
+    pub spent: BTreeMap<MemberId, f64>,
+}
+
+/// The state after some prefix of the chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainState {
+    pub(crate) genesis_hash: Hash,
+    pub(crate) genesis_time: Timestamp,
+    pub(crate) quorum: u32,
+    pub(crate) height: u64,
+    pub(crate) tip: Hash,
+    pub(crate) tip_time: Timestamp,
+    pub(crate) members: BTreeMap<MemberId, MemberRecord>,
+    pub(crate) key_owners: HashMap<[u8; 32], MemberId>,
+    pub(crate) agreements: BTreeMap<AgreementId, AgreementRecord>,
+    /// Only explicit choices are stored; a subject absent here has the default, opted in.
+    pub(crate) consent: HashMap<(MemberId, Pseudonym), ConsentChoice>,
+    pub(crate) audit_last: HashMap<MemberId, Timestamp>,
+    /// Anchored model hashes, with how many anchors name each (so an undo can remove one).
+    pub(crate) models: HashMap<Hash, u32>,
+    pub(crate) seen: HashSet<TxId>,
+}
+
+/// How to take back one applied transaction.
+#[derive(Debug)]
+pub(crate) enum Undo {
+    AddMember(MemberId, [u8; 32]),
+    Revoke(MemberId),
+    RegisterAgreement(AgreementId),
+    Accept(AgreementId, MemberId),
+    Consent((MemberId, Pseudonym), Option<ConsentChoice>),
+    Round {
+        agreement: AgreementId,
+        last_round: u64,
+        last_model: Option<Hash>,
+        spent: Vec<(MemberId, Option<f64>)>,
+        model: Hash,
+    },
+    Audit(MemberId, Option<Timestamp>),
+    Nothing,
+}
+
+/// Whether to check signatures while applying a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Signatures {
+    Check,
+    Trust,
+}
+
+/// A block applied to the state, with what it takes to undo it.
+#[must_use = "an applied block is either kept (drop this) or reverted"]
+pub(crate) struct AppliedBlock {
+    undos: Vec<(TxId, Undo)>,
+    previous: (u64, Hash, Timestamp),
+}
+
+/// What a signature in a block vouches for, to name it if it fails.
+#[derive(Clone, Debug)]
+pub(crate) enum Culprit {
+    Header,
+    Tx(usize, MemberId),
+    Endorsement(usize, MemberId),
+}
+
+impl ChainState {
+    /// The state right after genesis.
+    pub fn from_genesis(genesis: &Genesis) -> Result<ChainState, crate::codec::CodecError> {
+        let hash = genesis.hash()?;
+        let members: BTreeMap<_, _> = genesis
+            .members
+            .iter()
+            .map(|m| (m.id.clone(), MemberRecord { member: m.clone(), revoked: false }))
+            .collect();
+        let key_owners = genesis
+            .members
+            .iter()
+            .map(|m| (m.public_key.to_bytes(), m.id.clone()))
+            .collect();
+        let agreements = genesis
+            .agreements
+            .iter()
+            .map(|a| {
+                let record = AgreementRecord {
+                    agreement: a.clone(),
+                    accepted: a.members.iter().cloned().collect(),
+                    last_round: 0,
+                    last_model: None,
+                    spent: BTreeMap::new(),
+                };
+                (a.id.clone(), record)
+            })
+            .collect();
+        Ok(ChainState {
+            genesis_hash: hash,
+            genesis_time: genesis.created_at,
+            quorum: genesis.quorum,
+            height: 0,
+            tip: hash,
+            tip_time: genesis.created_at,
+            members,
+            key_owners,
+            agreements,
+            consent: HashMap::new(),
+            audit_last: HashMap::new(),
+            models: HashMap::new(),
+            seen: HashSet::new(),
+        })
+    }
+
+    /// Height of the last applied block (0: only genesis).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Hash of the last applied block (the genesis hash at height 0).
+    pub fn tip(&self) -> Hash {
+        self.tip
+    }
+
+    /// Time of the last applied block.
+    pub fn tip_time(&self) -> Timestamp {
+        self.tip_time
+    }
+
+    /// The genesis hash every signature is bound to.
+    pub fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
+    }
+
+    /// Endorsements a round anchor needs.
+    pub fn quorum(&self) -> u32 {
+        self.quorum
+    }
+
+    /// A member, revoked or not.
+    pub fn member(&self, id: &MemberId) -> Option<&MemberRecord> {
+        self.members.get(id)
+    }
+
+    /// Every member, in id order.
+    pub fn members(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.members.values()
+    }
+
+    /// An agreement.
+    pub fn agreement(&self, id: &AgreementId) -> Option<&AgreementRecord> {
+        self.agreements.get(id)
+    }
+
+    /// Every agreement, in id order.
+    pub fn agreements(&self) -> impl Iterator<Item = &AgreementRecord> {
+        self.agreements.values()
+    }
+
+    /// Whether a hospital recorded the subject as opted out.
+    pub fn is_opted_out(&self, hospital: &MemberId, subject: &Pseudonym) -> bool {
+        self.consent.get(&(hospital.clone(), *subject)) == Some(&ConsentChoice::OptOut)
+    }
+
+    /// Whether a model hash was anchored by some round.
+    pub fn is_anchored_model(&self, model: &Hash) -> bool {
+        self.models.contains_key(model)
+    }
+
+    /// Whether a transaction id is on the ledger.
+    pub fn contains_tx(&self, id: &TxId) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// The member id owning `key`, if any.
+    pub fn owner_of(&self, key: &PublicKey) -> Option<&MemberId> {
+        self.key_owners.get(&key.to_bytes())
+    }
+
+    /// Applies a block if every rule holds; otherwise leaves the state untouched.
+    pub fn apply_block(&mut self, block: &Block) -> Result<(), BlockError> {
+        let ids = block.tx_ids()?;
+        self.apply_block_with_ids(block, &ids, Signatures::Check).map(drop)
+    }
+
+    /// Applies a block already known to be valid (read back from our own store), skipping the
+    /// signature checks; every other rule still runs.
+    pub(crate) fn apply_block_trusting_signatures(
+        &mut self,
+        block: &Block,
+        ids: &[TxId],
+    ) -> Result<(), BlockError> {
+        self.apply_block_with_ids(block, ids, Signatures::Trust).map(drop)
+    }
+
+    /// Applies a block; the returned record can take it back (if storing it fails).
+    pub(crate) fn apply_block_with_ids(
+        &mut self,
+        block: &Block,
+        ids: &[TxId],
+        signatures: Signatures,
+    ) -> Result<AppliedBlock, BlockError> {
+        let proposer_key = self.check_header(block, ids)?;
+        let h = &block.header.header;
+        let mut pending = Vec::with_capacity(block.txs.len() + 1);
+        pending.push(PendingSig {
+            message: h.signing_message(&self.genesis_hash)?,
+            signature: block.header.signature,
+            key: proposer_key,
+            culprit: Culprit::Header,
+        });
+
+        let mut undos = Vec::with_capacity(block.txs.len());
+        for (index, (tx, id)) in block.txs.iter().zip(ids).enumerate() {
+            let ctx = contract::Context { index, id: *id, block_time: h.timestamp };
+            match contract::apply(self, tx, &ctx, &mut pending) {
+                Ok(undo) => undos.push((*id, undo)),
+                Err(error) => {
+                    self.rollback(undos);
+                    return Err(BlockError::Contract { index, id: *id, error });
+                }
+            }
+        }
+
+        if let (Signatures::Check, Err(culprit)) = (signatures, sigs::verify_all(&pending)) {
+            self.rollback(undos);
+            return Err(match culprit {
+                Culprit::Header => BlockError::Signature,
+                Culprit::Tx(index, who) => BlockError::Contract {
+                    index,
+                    id: ids[index],
+                    error: ContractError::BadSignature(who),
+                },
+                Culprit::Endorsement(index, who) => BlockError::Contract {
+                    index,
+                    id: ids[index],
+                    error: ContractError::BadEndorsement(who),
+                },
+            });
+        }
+
+        let applied = AppliedBlock { undos, previous: (self.height, self.tip, self.tip_time) };
+        match block.header.hash() {
+            Ok(hash) => self.tip = hash,
+            Err(e) => {
+                self.revert(applied);
+                return Err(e.into());
+            }
+        }
+        self.height = h.height;
+        self.tip_time = h.timestamp;
+        Ok(applied)
+    }
+
+    /// Takes back a block applied last.
+    pub(crate) fn revert(&mut self, applied: AppliedBlock) {
+        self.rollback(applied.undos);
+        (self.height, self.tip, self.tip_time) = applied.previous;
+    }
+
+    /// Checks the header against the tip; returns the proposer's key.
+    fn check_header(&self, block: &Block, ids: &[TxId]) -> Result<PublicKey, BlockError> {
+        let h = &block.header.header;
+        if h.version != BLOCK_VERSION {
+            return Err(BlockError::Version(h.version));
+        }
+        if h.height != self.height + 1 {
+            return Err(BlockError::Height { tip: self.height, got: h.height });
+        }
+        if h.previous != self.tip {
+            return Err(BlockError::Previous { expected: self.tip, got: h.previous });
+        }
+        if h.timestamp < self.tip_time {
+            return Err(BlockError::TimeTravel { previous: self.tip_time, got: h.timestamp });
+        }
+        let n = block.txs.len();
+        if n == 0 || n > MAX_BLOCK_TXS || h.tx_count as usize != n {
+            return Err(BlockError::TxCount { txs: n, header: h.tx_count, max: MAX_BLOCK_TXS });
+        }
+        let proposer = match self.members.get(&h.proposer) {
+            Some(r) if !r.revoked && r.member.role == Role::Coordinator => r.member.public_key,
+            _ => return Err(BlockError::Proposer(h.proposer.clone())),
+        };
+        let root = merkle::root(ids);
+        if root != h.tx_root {
+            return Err(BlockError::TxRoot { expected: root, got: h.tx_root });
+        }
+        Ok(proposer)
+    }
+
+    fn rollback(&mut self, undos: Vec<(TxId, Undo)>) {
+        for (id, undo) in undos.into_iter().rev() {
+            self.seen.remove(&id);
+            self.undo(undo);
+        }
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::AddMember(id, key) => {
+                self.members.remove(&id);
+                self.key_owners.remove(&key);
+            }
+            Undo::Revoke(id) => {
+                if let Some(r) = self.members.get_mut(&id) {
+                    r.revoked = false;
+                }
+            }
+            Undo::RegisterAgreement(id) => {
+                self.agreements.remove(&id);
+            }
+            Undo::Accept(agreement, member) => {
+                if let Some(a) = self.agreements.get_mut(&agreement) {
+                    a.accepted.remove(&member);
+                }
+            }
+            Undo::Consent(key, previous) => match previous {
+                Some(choice) => {
+                    self.consent.insert(key, choice);
+                }
+                None => {
+                    self.consent.remove(&key);
+                }
+            },
+            Undo::Round { agreement, last_round, last_model, spent, model } => {
+                if let Some(a) = self.agreements.get_mut(&agreement) {
+                    a.last_round = last_round;
+                    a.last_model = last_model;
+                    for (member, previous) in spent {
+                        match previous {
+                            Some(e) => a.spent.insert(member, e),
+                            None => a.spent.remove(&member),
+                        };
+                    }
+                }
+                if let Some(n) = self.models.get_mut(&model) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.models.remove(&model);
+                    }
+                }
+            }
+            Undo::Audit(member, previous) => match previous {
+                Some(t) => {
+                    self.audit_last.insert(member, t);
+                }
+                None => {
+                    self.audit_last.remove(&member);
+                }
+            },
+            Undo::Nothing => {}
+        }
+    }
+}

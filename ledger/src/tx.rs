@@ -1,0 +1,271 @@
+//! Transactions: what members say on the ledger, each signed by the member who says it.
+//!
+//! A transaction's signature covers a domain tag, the genesis hash (so a transaction can never be
+//! replayed into another consortium's ledger), the signer's id, the issue time and the body. Its
+//! id is the hash of the whole signed encoding; the contracts refuse an id seen before, so a
+//! signed transaction cannot be replayed within a ledger either.
+
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::{Hash, PublicKey, Signature};
+use crate::codec::{self, CodecError};
+use crate::member::{AgreementId, Member, MemberId};
+use crate::privacy::{DpParams, PrivacyBudget};
+use crate::timestamp::Timestamp;
+
+/// Longest free-text field (purpose, reason) we accept.
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Most members one agreement or one round may list.
+pub const MAX_LISTED_MEMBERS: usize = 10_000;
+
+/// A data-use agreement: who may train on what, until when, with how much privacy each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataUseAgreement {
+    /// Unique id.
+    pub id: AgreementId,
+    /// What the data may be used for, in words the hospitals' boards approved.
+    pub purpose: String,
+    /// The hospitals covered.
+    pub members: Vec<MemberId>,
+    /// After this instant no round may be anchored under the agreement.
+    pub expires_at: Timestamp,
+    /// Each member's privacy budget under it.
+    pub budget: PrivacyBudget,
+}
+
+/// A salted, keyed pseudonym of a patient: 32 bytes, never the identity itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Pseudonym(pub Hash);
+
+/// A patient's choice about secondary use of their access records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentChoice {
+    /// Exclude the patient's records from training.
+    OptOut,
+    /// Include them again.
+    OptIn,
+}
+
+/// A participant's privacy spend as of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySpend {
+    /// Cumulative epsilon under the agreement after this round, at the round's delta.
+    pub epsilon_total: f64,
+}
+
+/// A participant's signature over a round's outcome: "I checked this model and accept it".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endorsement {
+    /// Who endorses.
+    pub member: MemberId,
+    /// Signature over [`RoundAnchor::endorsement_message`].
+    pub signature: Signature,
+}
+
+/// The record of one federated round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundAnchor {
+    /// The agreement the round ran under.
+    pub agreement: AgreementId,
+    /// Round number under the agreement, from 1.
+    pub round: u64,
+    /// Hash of the global model the round started from.
+    pub previous_model: Hash,
+    /// Hash of the new global model (stored off-chain, content-addressed).
+    pub model: Hash,
+    /// Hospitals whose updates are in the aggregate, with their privacy spend.
+    pub participants: Vec<(MemberId, PrivacySpend)>,
+    /// Hospitals selected for the round that dropped out.
+    pub dropped: Vec<MemberId>,
+    /// The DP parameters of the round.
+    pub dp: DpParams,
+    /// Hash of the secure-aggregation transcript.
+    pub secagg_transcript: Hash,
+    /// Participants' signatures over the outcome.
+    pub endorsements: Vec<Endorsement>,
+}
+
+impl RoundAnchor {
+    /// The bytes an endorser signs: the round's identity and outcome, bound to the ledger.
+    pub fn endorsement_message(&self, genesis: &Hash) -> Vec<u8> {
+        endorsement_message(
+            genesis,
+            &self.agreement,
+            self.round,
+            &self.previous_model,
+            &self.model,
+            &self.secagg_transcript,
+        )
+    }
+}
+
+/// The bytes a participant signs to endorse a round's outcome.
+pub fn endorsement_message(
+    genesis: &Hash,
+    agreement: &AgreementId,
+    round: u64,
+    previous_model: &Hash,
+    model: &Hash,
+    secagg_transcript: &Hash,
+) -> Vec<u8> {
+    let mut m = b"medfl/endorse/v1".to_vec();
+    m.extend_from_slice(&genesis.0);
+    m.extend_from_slice(&(agreement.as_str().len() as u64).to_le_bytes());
+    m.extend_from_slice(agreement.as_str().as_bytes());
+    m.extend_from_slice(&round.to_le_bytes());
+    m.extend_from_slice(&previous_model.0);
+    m.extend_from_slice(&model.0);
+    m.extend_from_slice(&secagg_transcript.0);
+    m
+}
+
+/// The record of a batch of off-chain access events, so later tampering with them shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    /// Merkle root over the batch's event hashes.
+    pub merkle_root: Hash,
+    /// Number of events in the batch.
+    pub count: u64,
+    /// Time of the first event.
+    pub first_event_at: Timestamp,
+    /// Time of the last event.
+    pub last_event_at: Timestamp,
+}
+
+/// How serious an alert is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Logged for review.
+    Low,
+    /// Reviewed within a day.
+    Medium,
+    /// Reviewed now.
+    High,
+    /// The account was blocked.
+    Critical,
+}
+
+/// The record that the access monitor raised an alert (the alert itself stays off-chain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertAnchor {
+    /// Hash of the off-chain alert record.
+    pub alert: Hash,
+    /// Severity.
+    pub severity: Severity,
+    /// When it was raised.
+    pub raised_at: Timestamp,
+    /// The anchored global model that raised it, if any.
+    pub model: Option<Hash>,
+}
+
+/// What a transaction says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TxBody {
+    /// Admit a member.
+    AddMember(Member),
+    /// Revoke a member for good (by a coordinator, or by the member itself).
+    RevokeMember {
+        /// Who.
+        member: MemberId,
+        /// Why, for the record.
+        reason: String,
+    },
+    /// Register a data-use agreement.
+    RegisterAgreement(DataUseAgreement),
+    /// A listed hospital accepts an agreement registered after genesis.
+    AcceptAgreement {
+        /// Which agreement.
+        agreement: AgreementId,
+    },
+    /// Record a patient's consent choice at the signing hospital.
+    Consent {
+        /// The patient's pseudonym.
+        subject: Pseudonym,
+        /// The choice.
+        choice: ConsentChoice,
+    },
+    /// Anchor a federated round.
+    AnchorRound(RoundAnchor),
+    /// Anchor a batch of audit-log events.
+    AnchorAuditLog(AuditAnchor),
+    /// Anchor an alert.
+    AnchorAlert(AlertAnchor),
+}
+
+impl TxBody {
+    /// A short name of the kind, for listings.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TxBody::AddMember(_) => "add-member",
+            TxBody::RevokeMember { .. } => "revoke-member",
+            TxBody::RegisterAgreement(_) => "register-agreement",
+            TxBody::AcceptAgreement { .. } => "accept-agreement",
+            TxBody::Consent { .. } => "consent",
+            TxBody::AnchorRound(_) => "anchor-round",
+            TxBody::AnchorAuditLog(_) => "anchor-audit-log",
+            TxBody::AnchorAlert(_) => "anchor-alert",
+        }
+    }
+}
+
+/// A signed transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The member who signs.
+    pub signer: MemberId,
+    /// When the signer issued it (no later than the block that includes it).
+    pub issued_at: Timestamp,
+    /// What it says.
+    pub body: TxBody,
+    /// The signer's signature over [`Transaction::signing_message`].
+    pub signature: Signature,
+}
+
+/// A transaction id: the hash of the transaction's canonical encoding.
+pub type TxId = Hash;
+
+impl Transaction {
+    /// Builds and signs a transaction.
+    pub fn sign(
+        genesis: &Hash,
+        signer: MemberId,
+        key: &ed25519_dalek::SigningKey,
+        issued_at: Timestamp,
+        body: TxBody,
+    ) -> Result<Transaction, CodecError> {
+        let message = signing_message(genesis, &signer, issued_at, &body)?;
+        let signature = key.sign(&message).into();
+        Ok(Transaction { signer, issued_at, body, signature })
+    }
+
+    /// The bytes the signer signed.
+    pub fn signing_message(&self, genesis: &Hash) -> Result<Vec<u8>, CodecError> {
+        signing_message(genesis, &self.signer, self.issued_at, &self.body)
+    }
+
+    /// The id: hash of the canonical encoding, signature included.
+    pub fn id(&self) -> Result<TxId, CodecError> {
+        Ok(Hash::tagged(b"medfl/tx-id/v1", &[&codec::encode(self)?]))
+    }
+
+    /// Checks the signature against `key` (single verification; blocks batch them).
+    pub fn verify_signature(&self, genesis: &Hash, key: &PublicKey) -> Result<bool, CodecError> {
+        Ok(key.verify(&self.signing_message(genesis)?, &self.signature))
+    }
+}
+
+fn signing_message(
+    genesis: &Hash,
+    signer: &MemberId,
+    issued_at: Timestamp,
+    body: &TxBody,
+) -> Result<Vec<u8>, CodecError> {
+    let mut m = b"medfl/tx/v1".to_vec();
+    m.extend_from_slice(&genesis.0);
+    m.extend_from_slice(&codec::encode(&(signer, issued_at, body))?);
+    Ok(m)
+}

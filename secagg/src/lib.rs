@@ -1,0 +1,1 @@
+//! Secure aggregation (SecAgg+), sans-IO. Not yet written: see issue 3.
