@@ -68,7 +68,10 @@ impl BlockHeader {
         key: &ed25519_dalek::SigningKey,
     ) -> Result<SignedHeader, CodecError> {
         let signature = key.sign(&self.signing_message(genesis)?).into();
-        Ok(SignedHeader { header: self, signature })
+        Ok(SignedHeader {
+            header: self,
+            signature,
+        })
     }
 }
 

@@ -66,9 +66,15 @@ mod tests {
 
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(matches!(decode::<(u32, String, Vec<u8>)>(&trailing), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<(u32, String, Vec<u8>)>(&trailing),
+            Err(CodecError::Trailing(1))
+        ));
 
-        assert!(matches!(decode::<(u32, String, Vec<u8>)>(&bytes[..bytes.len() - 1]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<(u32, String, Vec<u8>)>(&bytes[..bytes.len() - 1]),
+            Err(CodecError::Malformed(_))
+        ));
         // A bool is one byte, 0 or 1: anything else is refused rather than read as `true`.
         assert!(decode::<bool>(&[2]).is_err());
     }

@@ -40,7 +40,10 @@ pub(crate) fn apply(
         return Err(ContractError::Replayed(ctx.id));
     }
     if tx.issued_at > ctx.block_time {
-        return Err(ContractError::IssuedInFuture { issued_at: tx.issued_at, block_time: ctx.block_time });
+        return Err(ContractError::IssuedInFuture {
+            issued_at: tx.issued_at,
+            block_time: ctx.block_time,
+        });
     }
     let message = tx
         .signing_message(&state.genesis_hash)
@@ -55,7 +58,9 @@ pub(crate) fn apply(
         TxBody::AddMember(m) => add_member(state, m)?,
         TxBody::RevokeMember { member, reason } => revoke(state, member, reason)?,
         TxBody::RegisterAgreement(a) => register_agreement(state, a, ctx.block_time)?,
-        TxBody::AcceptAgreement { agreement } => accept(state, &tx.signer, agreement, ctx.block_time)?,
+        TxBody::AcceptAgreement { agreement } => {
+            accept(state, &tx.signer, agreement, ctx.block_time)?
+        }
         TxBody::Consent { subject, choice } => consent(state, &tx.signer, subject, *choice)?,
         TxBody::AnchorRound(r) => anchor_round(state, r, ctx, pending)?,
         TxBody::AnchorAuditLog(a) => anchor_audit(state, &tx.signer, a, ctx.block_time)?,
@@ -67,7 +72,10 @@ pub(crate) fn apply(
 }
 
 /// The signer must be an active member whose role may issue this kind of transaction.
-fn check_signer<'s>(state: &'s ChainState, tx: &Transaction) -> Result<&'s MemberRecord, ContractError> {
+fn check_signer<'s>(
+    state: &'s ChainState,
+    tx: &Transaction,
+) -> Result<&'s MemberRecord, ContractError> {
     let record = state
         .members
         .get(&tx.signer)
@@ -81,14 +89,18 @@ fn check_signer<'s>(state: &'s ChainState, tx: &Transaction) -> Result<&'s Membe
             (&[Role::Coordinator], "coordinator")
         }
         // Any member may leave; only a coordinator may remove someone else.
-        TxBody::RevokeMember { member, .. } if member == &tx.signer => {
-            (&[Role::Coordinator, Role::Hospital, Role::Auditor], "member")
-        }
+        TxBody::RevokeMember { member, .. } if member == &tx.signer => (
+            &[Role::Coordinator, Role::Hospital, Role::Auditor],
+            "member",
+        ),
         TxBody::RevokeMember { .. } => (&[Role::Coordinator], "coordinator"),
         TxBody::AcceptAgreement { .. } | TxBody::Consent { .. } | TxBody::AnchorAlert(_) => {
             (&[Role::Hospital], "hospital")
         }
-        TxBody::AnchorAuditLog(_) => (&[Role::Hospital, Role::Coordinator], "hospital or coordinator"),
+        TxBody::AnchorAuditLog(_) => (
+            &[Role::Hospital, Role::Coordinator],
+            "hospital or coordinator",
+        ),
     };
     if !allowed.contains(&role) {
         return Err(ContractError::WrongRole {
@@ -102,7 +114,10 @@ fn check_signer<'s>(state: &'s ChainState, tx: &Transaction) -> Result<&'s Membe
 }
 
 /// A referenced member must exist and be active.
-fn active_member<'s>(state: &'s ChainState, id: &MemberId) -> Result<&'s MemberRecord, ContractError> {
+fn active_member<'s>(
+    state: &'s ChainState,
+    id: &MemberId,
+) -> Result<&'s MemberRecord, ContractError> {
     match state.members.get(id) {
         None => Err(ContractError::UnknownMember(id.clone())),
         Some(r) if r.revoked => Err(ContractError::MemberRevoked(id.clone())),
@@ -119,18 +134,22 @@ fn add_member(state: &mut ChainState, m: &crate::member::Member) -> Result<Undo,
     if state.key_owners.contains_key(&key) {
         return Err(ContractError::KeyInUse(m.id.clone()));
     }
-    state.members.insert(m.id.clone(), MemberRecord { member: m.clone(), revoked: false });
+    state.members.insert(
+        m.id.clone(),
+        MemberRecord {
+            member: m.clone(),
+            revoked: false,
+        },
+    );
     state.key_owners.insert(key, m.id.clone());
     Ok(Undo::AddMember(m.id.clone(), key))
 }
 
-fn revoke(
-    state: &mut ChainState,
-    target: &MemberId,
-    reason: &str,
-) -> Result<Undo, ContractError> {
+fn revoke(state: &mut ChainState, target: &MemberId, reason: &str) -> Result<Undo, ContractError> {
     if reason.len() > MAX_TEXT_LEN {
-        return Err(ContractError::Malformed(format!("reason longer than {MAX_TEXT_LEN} bytes")));
+        return Err(ContractError::Malformed(format!(
+            "reason longer than {MAX_TEXT_LEN} bytes"
+        )));
     }
     let record = active_member(state, target)?;
     if record.member.role == Role::Coordinator {
@@ -159,7 +178,10 @@ fn register_agreement(
         return Err(ContractError::AgreementExists(a.id.clone()));
     }
     if a.expires_at <= now {
-        return Err(ContractError::AgreementExpired { agreement: a.id.clone(), expires_at: a.expires_at });
+        return Err(ContractError::AgreementExpired {
+            agreement: a.id.clone(),
+            expires_at: a.expires_at,
+        });
     }
     for id in &a.members {
         if active_member(state, id)?.member.role != Role::Hospital {
@@ -188,7 +210,10 @@ fn live_agreement<'s>(
         .get(id)
         .ok_or_else(|| ContractError::UnknownAgreement(id.clone()))?;
     if a.agreement.expires_at <= now {
-        return Err(ContractError::AgreementExpired { agreement: id.clone(), expires_at: a.agreement.expires_at });
+        return Err(ContractError::AgreementExpired {
+            agreement: id.clone(),
+            expires_at: a.agreement.expires_at,
+        });
     }
     Ok(a)
 }
@@ -201,10 +226,16 @@ fn accept(
 ) -> Result<Undo, ContractError> {
     let a = live_agreement(state, agreement, now)?;
     if !a.agreement.members.contains(signer) {
-        return Err(ContractError::NotInAgreement { member: signer.clone(), agreement: agreement.clone() });
+        return Err(ContractError::NotInAgreement {
+            member: signer.clone(),
+            agreement: agreement.clone(),
+        });
     }
     if a.accepted.contains(signer) {
-        return Err(ContractError::AlreadyAccepted { member: signer.clone(), agreement: agreement.clone() });
+        return Err(ContractError::AlreadyAccepted {
+            member: signer.clone(),
+            agreement: agreement.clone(),
+        });
     }
     if let Some(a) = state.agreements.get_mut(agreement) {
         a.accepted.insert(signer.clone());
@@ -245,7 +276,10 @@ fn anchor_round(
     if let Some(last) = a.last_model
         && last != r.previous_model
     {
-        return Err(ContractError::PreviousModelMismatch { expected: last, got: r.previous_model });
+        return Err(ContractError::PreviousModelMismatch {
+            expected: last,
+            got: r.previous_model,
+        });
     }
     if r.participants.is_empty() {
         return Err(ContractError::NoParticipants);
@@ -253,11 +287,16 @@ fn anchor_round(
     if r.participants.len() + r.dropped.len() > MAX_LISTED_MEMBERS
         || r.endorsements.len() > MAX_LISTED_MEMBERS
     {
-        return Err(ContractError::Malformed(format!("more than {MAX_LISTED_MEMBERS} members listed")));
+        return Err(ContractError::Malformed(format!(
+            "more than {MAX_LISTED_MEMBERS} members listed"
+        )));
     }
     let budget = a.agreement.budget;
     if r.dp.delta > budget.delta {
-        return Err(ContractError::DeltaExceeded { budget: budget.delta, round: r.dp.delta });
+        return Err(ContractError::DeltaExceeded {
+            budget: budget.delta,
+            round: r.dp.delta,
+        });
     }
 
     let mut listed = HashSet::new();
@@ -271,14 +310,24 @@ fn anchor_round(
         check_covered(a, member)?;
         let claimed = spend.epsilon_total;
         if !claimed.is_finite() || claimed < 0.0 {
-            return Err(ContractError::Malformed(format!("{member}: epsilon {claimed} is not a finite, non-negative number")));
+            return Err(ContractError::Malformed(format!(
+                "{member}: epsilon {claimed} is not a finite, non-negative number"
+            )));
         }
         let recorded = a.spent.get(member).copied().unwrap_or(0.0);
         if claimed < recorded {
-            return Err(ContractError::PrivacyDecreased { member: member.clone(), recorded, claimed });
+            return Err(ContractError::PrivacyDecreased {
+                member: member.clone(),
+                recorded,
+                claimed,
+            });
         }
         if claimed > budget.epsilon {
-            return Err(ContractError::BudgetExceeded { member: member.clone(), budget: budget.epsilon, claimed });
+            return Err(ContractError::BudgetExceeded {
+                member: member.clone(),
+                budget: budget.epsilon,
+                claimed,
+            });
         }
     }
     for member in &r.dropped {
@@ -289,7 +338,10 @@ fn anchor_round(
             return Err(ContractError::UnknownMember(member.clone()));
         }
         if !a.agreement.members.contains(member) {
-            return Err(ContractError::NotInAgreement { member: member.clone(), agreement: r.agreement.clone() });
+            return Err(ContractError::NotInAgreement {
+                member: member.clone(),
+                agreement: r.agreement.clone(),
+            });
         }
     }
 
@@ -314,7 +366,10 @@ fn anchor_round(
         });
     }
     if endorsers.len() < state.quorum as usize {
-        return Err(ContractError::QuorumNotReached { have: endorsers.len(), need: state.quorum });
+        return Err(ContractError::QuorumNotReached {
+            have: endorsers.len(),
+            need: state.quorum,
+        });
     }
 
     // Every rule holds: change the state.
@@ -347,10 +402,16 @@ fn anchor_round(
 fn check_covered(a: &AgreementRecord, member: &MemberId) -> Result<(), ContractError> {
     let agreement = a.agreement.id.clone();
     if !a.agreement.members.contains(member) {
-        return Err(ContractError::NotInAgreement { member: member.clone(), agreement });
+        return Err(ContractError::NotInAgreement {
+            member: member.clone(),
+            agreement,
+        });
     }
     if !a.accepted.contains(member) {
-        return Err(ContractError::NotAccepted { member: member.clone(), agreement });
+        return Err(ContractError::NotAccepted {
+            member: member.clone(),
+            agreement,
+        });
     }
     Ok(())
 }
@@ -362,7 +423,9 @@ fn anchor_audit(
     now: Timestamp,
 ) -> Result<Undo, ContractError> {
     if a.count == 0 {
-        return Err(ContractError::Malformed("an audit batch must hold at least one event".into()));
+        return Err(ContractError::Malformed(
+            "an audit batch must hold at least one event".into(),
+        ));
     }
     if a.first_event_at > a.last_event_at || a.last_event_at > now {
         return Err(ContractError::Malformed(format!(
@@ -374,15 +437,25 @@ fn anchor_audit(
     if let Some(previous_last) = previous
         && a.first_event_at < previous_last
     {
-        return Err(ContractError::AuditOverlap { previous_last, first: a.first_event_at });
+        return Err(ContractError::AuditOverlap {
+            previous_last,
+            first: a.first_event_at,
+        });
     }
     state.audit_last.insert(signer.clone(), a.last_event_at);
     Ok(Undo::Audit(signer.clone(), previous))
 }
 
-fn anchor_alert(state: &mut ChainState, a: &AlertAnchor, now: Timestamp) -> Result<Undo, ContractError> {
+fn anchor_alert(
+    state: &mut ChainState,
+    a: &AlertAnchor,
+    now: Timestamp,
+) -> Result<Undo, ContractError> {
     if a.raised_at > now {
-        return Err(ContractError::Malformed(format!("alert raised at {}, after the block time {now}", a.raised_at)));
+        return Err(ContractError::Malformed(format!(
+            "alert raised at {}, after the block time {now}",
+            a.raised_at
+        )));
     }
     if let Some(model) = &a.model
         && !state.is_anchored_model(model)

@@ -168,7 +168,9 @@ pub enum ContractError {
         need: u32,
     },
     /// An audit batch starting before the previous one ended.
-    #[error("audit-sequence: batch starts at {first}, before the previous batch ended at {previous_last}")]
+    #[error(
+        "audit-sequence: batch starts at {first}, before the previous batch ended at {previous_last}"
+    )]
     AuditOverlap {
         /// End of the previous batch.
         previous_last: Timestamp,

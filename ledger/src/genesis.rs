@@ -117,14 +117,19 @@ impl ConsortiumFile {
             let i = ids.iter().position(|id| *id == &m.id).unwrap_or(0) as u64;
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&i.to_le_bytes());
-            Ok(ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().into())
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .into())
         })
         .map(|_| ())
     }
 
     /// Builds the genesis; every member must have a key.
     pub fn to_genesis(&self) -> Result<Genesis, GenesisError> {
-        self.to_genesis_with(|m| m.public_key.ok_or_else(|| GenesisError::MissingKey(m.id.clone())))
+        self.to_genesis_with(|m| {
+            m.public_key
+                .ok_or_else(|| GenesisError::MissingKey(m.id.clone()))
+        })
     }
 
     fn to_genesis_with(
@@ -153,13 +158,17 @@ impl ConsortiumFile {
                     members: a.members.clone(),
                     expires_at: Timestamp::parse_rfc3339(&a.expires_at)
                         .map_err(|e| GenesisError::Invalid(format!("agreement {}: {e}", a.id)))?,
-                    budget: PrivacyBudget { epsilon: a.epsilon, delta: a.delta },
+                    budget: PrivacyBudget {
+                        epsilon: a.epsilon,
+                        delta: a.delta,
+                    },
                 })
             })
             .collect::<Result<Vec<_>, GenesisError>>()?;
         let genesis = Genesis {
             name: self.name.clone(),
-            created_at: Timestamp::parse_rfc3339(&self.created_at).map_err(GenesisError::Invalid)?,
+            created_at: Timestamp::parse_rfc3339(&self.created_at)
+                .map_err(GenesisError::Invalid)?,
             quorum: self.quorum,
             members,
             agreements,
@@ -235,12 +244,17 @@ impl Genesis {
             if !keys.insert(m.public_key.to_bytes()) {
                 return bad(format!("member {} and another share a public key", m.id));
             }
-            check_address(&m.address).map_err(|e| GenesisError::Invalid(format!("member {}: {e}", m.id)))?;
+            check_address(&m.address)
+                .map_err(|e| GenesisError::Invalid(format!("member {}: {e}", m.id)))?;
         }
         if !self.members.iter().any(|m| m.role == Role::Coordinator) {
             return bad("no member has the coordinator role".into());
         }
-        let hospitals = self.members.iter().filter(|m| m.role == Role::Hospital).count();
+        let hospitals = self
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Hospital)
+            .count();
         if self.quorum == 0 || self.quorum as usize > hospitals {
             return bad(format!(
                 "quorum {} must be between 1 and the number of hospitals ({hospitals})",
@@ -252,17 +266,24 @@ impl Genesis {
             if !agreement_ids.insert(&a.id) {
                 return bad(format!("agreement {} is listed twice", a.id));
             }
-            let in_agreement = |e: String| GenesisError::Invalid(format!("agreement {}: {e}", a.id));
+            let in_agreement =
+                |e: String| GenesisError::Invalid(format!("agreement {}: {e}", a.id));
             check_agreement_shape(a).map_err(in_agreement)?;
             for id in &a.members {
                 match self.member(id) {
                     Some(m) if m.role == Role::Hospital => {}
                     Some(_) => return Err(in_agreement(format!("member {id} is not a hospital"))),
-                    None => return Err(in_agreement(format!("member {id} is not in the consortium"))),
+                    None => {
+                        return Err(in_agreement(format!(
+                            "member {id} is not in the consortium"
+                        )));
+                    }
                 }
             }
             if a.expires_at <= self.created_at {
-                return Err(in_agreement("expires before the consortium is founded".into()));
+                return Err(in_agreement(
+                    "expires before the consortium is founded".into(),
+                ));
             }
         }
         Ok(())

@@ -120,7 +120,10 @@ impl Ledger {
         let mut state = ChainState::from_genesis(&genesis)?;
         store.for_each_block(
             |height, bytes| {
-                let damaged = |e: Box<dyn std::error::Error + Send + Sync>| LedgerError::Damaged { height, source: e };
+                let damaged = |e: Box<dyn std::error::Error + Send + Sync>| LedgerError::Damaged {
+                    height,
+                    source: e,
+                };
                 let block: Block = codec::decode(bytes).map_err(|e| damaged(e.into()))?;
                 let ids = block.tx_ids()?;
                 state
@@ -129,7 +132,12 @@ impl Ledger {
             },
             |_, e| LedgerError::Store(e),
         )?;
-        Ok(Ledger { dir: dir.to_path_buf(), store, genesis, state })
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            store,
+            genesis,
+            state,
+        })
     }
 
     /// Builds and signs a block of `txs` on top of the tip, without appending it.
@@ -171,15 +179,24 @@ impl Ledger {
     pub fn append_block(&mut self, block: &Block) -> Result<BlockReceipt, LedgerError> {
         let ids = block.tx_ids()?;
         let bytes = codec::encode(block)?;
-        let applied = self.state.apply_block_with_ids(block, &ids, Signatures::Check)?;
+        let applied = self
+            .state
+            .apply_block_with_ids(block, &ids, Signatures::Check)?;
         let (height, hash) = (self.state.height(), self.state.tip());
-        if let Err(e) = self.store.append(height, &bytes, &ids, &store::tip_record(height, &hash)) {
+        if let Err(e) = self
+            .store
+            .append(height, &bytes, &ids, &store::tip_record(height, &hash))
+        {
             // Not on disk, so not on the ledger: take the block back out of the state.
             self.state.revert(applied);
             return Err(e.into());
         }
         drop(applied);
-        Ok(BlockReceipt { height, hash, tx_ids: ids })
+        Ok(BlockReceipt {
+            height,
+            hash,
+            tx_ids: ids,
+        })
     }
 
     /// The state after the last block.
@@ -203,29 +220,48 @@ impl Ledger {
             None => Ok(None),
             Some(bytes) => codec::decode(&bytes)
                 .map(Some)
-                .map_err(|e| LedgerError::Damaged { height, source: e.into() }),
+                .map_err(|e| LedgerError::Damaged {
+                    height,
+                    source: e.into(),
+                }),
         }
     }
 
     /// An inclusion proof for a transaction, checkable with nothing but the genesis.
     pub fn prove(&self, id: &TxId) -> Result<InclusionProof, LedgerError> {
-        let (height, position) = self.store.tx_location(id)?.ok_or(LedgerError::UnknownTx(*id))?;
+        let (height, position) = self
+            .store
+            .tx_location(id)?
+            .ok_or(LedgerError::UnknownTx(*id))?;
         let block = self.block(height)?.ok_or(LedgerError::UnknownTx(*id))?;
         let ids = block.tx_ids()?;
         let position = position as usize;
         if ids.get(position) != Some(id) {
-            return Err(LedgerError::Damaged { height, source: "transaction index points at the wrong transaction".into() });
+            return Err(LedgerError::Damaged {
+                height,
+                source: "transaction index points at the wrong transaction".into(),
+            });
         }
         let path = merkle::path(&ids, position).ok_or(LedgerError::UnknownTx(*id))?;
         let mut headers = Vec::with_capacity(height as usize);
         for h in 1..=height {
-            let b = self
-                .block(h)?
-                .ok_or_else(|| LedgerError::Damaged { height: h, source: "block missing".into() })?;
+            let b = self.block(h)?.ok_or_else(|| LedgerError::Damaged {
+                height: h,
+                source: "block missing".into(),
+            })?;
             headers.push(b.header);
         }
-        let tx = block.txs.into_iter().nth(position).ok_or(LedgerError::UnknownTx(*id))?;
-        Ok(InclusionProof { genesis: self.state.genesis_hash(), tx, path, headers })
+        let tx = block
+            .txs
+            .into_iter()
+            .nth(position)
+            .ok_or(LedgerError::UnknownTx(*id))?;
+        Ok(InclusionProof {
+            genesis: self.state.genesis_hash(),
+            tx,
+            path,
+            headers,
+        })
     }
 }
 
@@ -236,13 +272,21 @@ pub(crate) fn open_parts(dir: &Path) -> Result<(Store, Genesis), LedgerError> {
         return Err(LedgerError::Missing(dir.to_path_buf()));
     }
     let store = Store::open(&db_path)?;
-    let bytes = store.genesis()?.ok_or_else(|| LedgerError::Damaged { height: 0, source: "no genesis stored".into() })?;
-    let genesis: Genesis = codec::decode(&bytes).map_err(|e| LedgerError::Damaged { height: 0, source: e.into() })?;
+    let bytes = store.genesis()?.ok_or_else(|| LedgerError::Damaged {
+        height: 0,
+        source: "no genesis stored".into(),
+    })?;
+    let genesis: Genesis = codec::decode(&bytes).map_err(|e| LedgerError::Damaged {
+        height: 0,
+        source: e.into(),
+    })?;
     genesis.check()?;
     let genesis_path = dir.join(GENESIS_FILE);
     if genesis_path.exists() {
-        let text = std::fs::read_to_string(&genesis_path)
-            .map_err(|source| LedgerError::Io { path: genesis_path.clone(), source })?;
+        let text = std::fs::read_to_string(&genesis_path).map_err(|source| LedgerError::Io {
+            path: genesis_path.clone(),
+            source,
+        })?;
         let file = Genesis::from_toml(&text)?;
         let (stored, file) = (genesis.hash()?, file.hash()?);
         if stored != file {

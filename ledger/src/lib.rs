@@ -35,6 +35,8 @@ pub mod proof;
 mod sigs;
 pub mod state;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod timestamp;
 pub mod tx;
 pub mod verify;

@@ -15,7 +15,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub(crate) fn check_id(kind: &str, s: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
     if s.is_empty() || s.len() > MAX_ID_LEN {
-        return Err(format!("{kind} id {s:?} must have 1 to {MAX_ID_LEN} characters"));
+        return Err(format!(
+            "{kind} id {s:?} must have 1 to {MAX_ID_LEN} characters"
+        ));
     }
     if !s.chars().all(ok_char) || !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(format!(
@@ -133,9 +135,7 @@ pub(crate) fn check_address(a: &str) -> Result<(), String> {
     if a.is_empty() {
         return Ok(());
     }
-    if a.len() > MAX_ADDRESS_LEN
-        || !a.starts_with('/')
-        || !a.bytes().all(|b| b.is_ascii_graphic())
+    if a.len() > MAX_ADDRESS_LEN || !a.starts_with('/') || !a.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(format!(
             "address {a:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/7000"

@@ -120,7 +120,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n as u64).map(|i| Hash::tagged(b"leaf", &[&i.to_le_bytes()])).collect()
+        (0..n as u64)
+            .map(|i| Hash::tagged(b"leaf", &[&i.to_le_bytes()]))
+            .collect()
     }
 
     #[test]

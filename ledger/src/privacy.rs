@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Checks that a float is finite and within `[lo, hi]`.
 pub(crate) fn check_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
     if !v.is_finite() || v < lo || v > hi {
-        return Err(format!("{name} = {v} must be a finite number in [{lo}, {hi}]"));
+        return Err(format!(
+            "{name} = {v} must be a finite number in [{lo}, {hi}]"
+        ));
     }
     Ok(())
 }
@@ -73,7 +75,12 @@ pub struct DpParams {
 impl DpParams {
     /// Checks ranges: multiplier and clip norm positive, rate in `(0, 1]`, delta in `[0, 1)`.
     pub fn check(&self) -> Result<(), String> {
-        check_range("noise_multiplier", self.noise_multiplier, f64::MIN_POSITIVE, 1e6)?;
+        check_range(
+            "noise_multiplier",
+            self.noise_multiplier,
+            f64::MIN_POSITIVE,
+            1e6,
+        )?;
         check_range("sampling_rate", self.sampling_rate, f64::MIN_POSITIVE, 1.0)?;
         check_range("clip_norm", self.clip_norm, f64::MIN_POSITIVE, 1e12)?;
         check_range("delta", self.delta, 0.0, 1.0)?;
@@ -93,9 +100,30 @@ mod tests {
 
     #[test]
     fn bad_budgets_and_params_are_refused() {
-        assert!(PrivacyBudget { epsilon: 8.0, delta: 1e-5 }.check().is_ok());
-        for (e, d) in [(0.0, 1e-5), (f64::NAN, 1e-5), (8.0, 1.0), (8.0, -1e-9), (f64::INFINITY, 0.0)] {
-            assert!(PrivacyBudget { epsilon: e, delta: d }.check().is_err(), "{e} {d}");
+        assert!(
+            PrivacyBudget {
+                epsilon: 8.0,
+                delta: 1e-5
+            }
+            .check()
+            .is_ok()
+        );
+        for (e, d) in [
+            (0.0, 1e-5),
+            (f64::NAN, 1e-5),
+            (8.0, 1.0),
+            (8.0, -1e-9),
+            (f64::INFINITY, 0.0),
+        ] {
+            assert!(
+                PrivacyBudget {
+                    epsilon: e,
+                    delta: d
+                }
+                .check()
+                .is_err(),
+                "{e} {d}"
+            );
         }
         let ok = DpParams {
             mechanism: DpMechanism::DpSgd,
@@ -106,8 +134,22 @@ mod tests {
             delta: 1e-5,
         };
         assert!(ok.check().is_ok());
-        assert!(DpParams { sampling_rate: 1.5, ..ok }.check().is_err());
-        assert!(DpParams { noise_multiplier: -1.0, ..ok }.check().is_err());
+        assert!(
+            DpParams {
+                sampling_rate: 1.5,
+                ..ok
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            DpParams {
+                noise_multiplier: -1.0,
+                ..ok
+            }
+            .check()
+            .is_err()
+        );
         assert!(DpParams { steps: 0, ..ok }.check().is_err());
     }
 }

@@ -96,7 +96,10 @@ impl InclusionProof {
     pub fn verify(&self, genesis: &Genesis) -> Result<ProvenTx, ProofError> {
         let genesis_hash = genesis.hash()?;
         if self.genesis != genesis_hash {
-            return Err(ProofError::WrongGenesis { proof: self.genesis, genesis: genesis_hash });
+            return Err(ProofError::WrongGenesis {
+                proof: self.genesis,
+                genesis: genesis_hash,
+            });
         }
         let mut previous = genesis_hash;
         let mut previous_time = genesis.created_at;
@@ -104,7 +107,11 @@ impl InclusionProof {
             let h = &signed.header;
             let broken = |reason: String| ProofError::BrokenChain { index, reason };
             if h.height != index as u64 + 1 {
-                return Err(broken(format!("height {} where {} was expected", h.height, index + 1)));
+                return Err(broken(format!(
+                    "height {} where {} was expected",
+                    h.height,
+                    index + 1
+                )));
             }
             if h.previous != previous {
                 return Err(broken("does not link to the header before it".into()));
@@ -143,6 +150,11 @@ impl InclusionProof {
             }
             None => false,
         };
-        Ok(ProvenTx { id, height: last.height, block_time: last.timestamp, signer_checked })
+        Ok(ProvenTx {
+            id,
+            height: last.height,
+            block_time: last.timestamp,
+            signer_checked,
+        })
     }
 }

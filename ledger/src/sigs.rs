@@ -27,7 +27,10 @@ pub(crate) fn verify_all<C: Clone>(pending: &[PendingSig<C>]) -> Result<(), C> {
     if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
         return Ok(());
     }
-    match pending.iter().find(|p| !p.key.verify(&p.message, &p.signature)) {
+    match pending
+        .iter()
+        .find(|p| !p.key.verify(&p.message, &p.signature))
+    {
         Some(bad) => Err(bad.culprit.clone()),
         // Strict single verification is the rule; the batch is only a fast path to it.
         None => Ok(()),

@@ -112,7 +112,15 @@ impl ChainState {
         let members: BTreeMap<_, _> = genesis
             .members
             .iter()
-            .map(|m| (m.id.clone(), MemberRecord { member: m.clone(), revoked: false }))
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    MemberRecord {
+                        member: m.clone(),
+                        revoked: false,
+                    },
+                )
+            })
             .collect();
         let key_owners = genesis
             .members
@@ -218,7 +226,8 @@ impl ChainState {
     /// Applies a block if every rule holds; otherwise leaves the state untouched.
     pub fn apply_block(&mut self, block: &Block) -> Result<(), BlockError> {
         let ids = block.tx_ids()?;
-        self.apply_block_with_ids(block, &ids, Signatures::Check).map(drop)
+        self.apply_block_with_ids(block, &ids, Signatures::Check)
+            .map(drop)
     }
 
     /// Applies a block already known to be valid (read back from our own store), skipping the
@@ -228,7 +237,8 @@ impl ChainState {
         block: &Block,
         ids: &[TxId],
     ) -> Result<(), BlockError> {
-        self.apply_block_with_ids(block, ids, Signatures::Trust).map(drop)
+        self.apply_block_with_ids(block, ids, Signatures::Trust)
+            .map(drop)
     }
 
     /// Applies a block; the returned record can take it back (if storing it fails).
@@ -250,12 +260,20 @@ impl ChainState {
 
         let mut undos = Vec::with_capacity(block.txs.len());
         for (index, (tx, id)) in block.txs.iter().zip(ids).enumerate() {
-            let ctx = contract::Context { index, id: *id, block_time: h.timestamp };
+            let ctx = contract::Context {
+                index,
+                id: *id,
+                block_time: h.timestamp,
+            };
             match contract::apply(self, tx, &ctx, &mut pending) {
                 Ok(undo) => undos.push((*id, undo)),
                 Err(error) => {
                     self.rollback(undos);
-                    return Err(BlockError::Contract { index, id: *id, error });
+                    return Err(BlockError::Contract {
+                        index,
+                        id: *id,
+                        error,
+                    });
                 }
             }
         }
@@ -277,7 +295,10 @@ impl ChainState {
             });
         }
 
-        let applied = AppliedBlock { undos, previous: (self.height, self.tip, self.tip_time) };
+        let applied = AppliedBlock {
+            undos,
+            previous: (self.height, self.tip, self.tip_time),
+        };
         match block.header.hash() {
             Ok(hash) => self.tip = hash,
             Err(e) => {
@@ -303,17 +324,30 @@ impl ChainState {
             return Err(BlockError::Version(h.version));
         }
         if h.height != self.height + 1 {
-            return Err(BlockError::Height { tip: self.height, got: h.height });
+            return Err(BlockError::Height {
+                tip: self.height,
+                got: h.height,
+            });
         }
         if h.previous != self.tip {
-            return Err(BlockError::Previous { expected: self.tip, got: h.previous });
+            return Err(BlockError::Previous {
+                expected: self.tip,
+                got: h.previous,
+            });
         }
         if h.timestamp < self.tip_time {
-            return Err(BlockError::TimeTravel { previous: self.tip_time, got: h.timestamp });
+            return Err(BlockError::TimeTravel {
+                previous: self.tip_time,
+                got: h.timestamp,
+            });
         }
         let n = block.txs.len();
         if n == 0 || n > MAX_BLOCK_TXS || h.tx_count as usize != n {
-            return Err(BlockError::TxCount { txs: n, header: h.tx_count, max: MAX_BLOCK_TXS });
+            return Err(BlockError::TxCount {
+                txs: n,
+                header: h.tx_count,
+                max: MAX_BLOCK_TXS,
+            });
         }
         let proposer = match self.members.get(&h.proposer) {
             Some(r) if !r.revoked && r.member.role == Role::Coordinator => r.member.public_key,
@@ -321,7 +355,10 @@ impl ChainState {
         };
         let root = merkle::root(ids);
         if root != h.tx_root {
-            return Err(BlockError::TxRoot { expected: root, got: h.tx_root });
+            return Err(BlockError::TxRoot {
+                expected: root,
+                got: h.tx_root,
+            });
         }
         Ok(proposer)
     }
@@ -360,7 +397,13 @@ impl ChainState {
                     self.consent.remove(&key);
                 }
             },
-            Undo::Round { agreement, last_round, last_model, spent, model } => {
+            Undo::Round {
+                agreement,
+                last_round,
+                last_model,
+                spent,
+                model,
+            } => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
                     a.last_round = last_round;
                     a.last_model = last_model;

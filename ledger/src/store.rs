@@ -34,7 +34,10 @@ pub struct StoreError {
 }
 
 fn ctx<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError { context, source: e.into() }
+    move |e| StoreError {
+        context,
+        source: e.into(),
+    }
 }
 
 /// The redb database holding one ledger.
@@ -46,10 +49,13 @@ impl Store {
     /// Creates a new database at `path` holding only the genesis.
     pub fn create(path: &Path, genesis: &[u8]) -> Result<Store, StoreError> {
         let db = redb::Database::create(path).map_err(ctx("creating the database"))?;
-        let txn = db.begin_write().map_err(ctx("starting the genesis write"))?;
+        let txn = db
+            .begin_write()
+            .map_err(ctx("starting the genesis write"))?;
         {
             let mut meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-            meta.insert(GENESIS_KEY, genesis).map_err(ctx("writing the genesis"))?;
+            meta.insert(GENESIS_KEY, genesis)
+                .map_err(ctx("writing the genesis"))?;
             txn.open_table(BLOCKS).map_err(ctx("creating blocks"))?;
             txn.open_table(TX_INDEX).map_err(ctx("creating tx_index"))?;
         }
@@ -67,14 +73,20 @@ impl Store {
     pub fn genesis(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
         let meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-        Ok(meta.get(GENESIS_KEY).map_err(ctx("reading the genesis"))?.map(|v| v.value().to_vec()))
+        Ok(meta
+            .get(GENESIS_KEY)
+            .map_err(ctx("reading the genesis"))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// The stored tip record `(height, hash)`, if any block was appended.
     pub fn tip_record(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
         let meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-        Ok(meta.get(TIP_KEY).map_err(ctx("reading the tip"))?.map(|v| v.value().to_vec()))
+        Ok(meta
+            .get(TIP_KEY)
+            .map_err(ctx("reading the tip"))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Appends one block and its index entries in one durable write transaction.
@@ -85,17 +97,25 @@ impl Store {
         tx_ids: &[TxId],
         tip_record: &[u8],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(ctx("starting a block write"))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(ctx("starting a block write"))?;
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(ctx("opening blocks"))?;
-            blocks.insert(height, block).map_err(ctx("writing the block"))?;
+            blocks
+                .insert(height, block)
+                .map_err(ctx("writing the block"))?;
             let mut index = txn.open_table(TX_INDEX).map_err(ctx("opening tx_index"))?;
             // Blocks hold at most MAX_BLOCK_TXS (10,000) transactions: positions fit in u32.
             for (position, id) in (0u32..).zip(tx_ids) {
-                index.insert(id.0, (height, position)).map_err(ctx("indexing a transaction"))?;
+                index
+                    .insert(id.0, (height, position))
+                    .map_err(ctx("indexing a transaction"))?;
             }
             let mut meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-            meta.insert(TIP_KEY, tip_record).map_err(ctx("writing the tip"))?;
+            meta.insert(TIP_KEY, tip_record)
+                .map_err(ctx("writing the tip"))?;
         }
         txn.commit().map_err(ctx("committing the block"))
     }
@@ -104,7 +124,10 @@ impl Store {
     pub fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
         let blocks = txn.open_table(BLOCKS).map_err(ctx("opening blocks"))?;
-        Ok(blocks.get(height).map_err(ctx("reading a block"))?.map(|v| v.value().to_vec()))
+        Ok(blocks
+            .get(height)
+            .map_err(ctx("reading a block"))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Calls `f(height, bytes)` for every stored block in height order; stops at `f`'s first error.
@@ -119,7 +142,9 @@ impl Store {
             .map_err(ctx("starting a read"))
             .and_then(|txn| txn.open_table(BLOCKS).map_err(ctx("opening blocks")))
             .map_err(|e| storage_error(0, e))?;
-        let iter = blocks.iter().map_err(|e| storage_error(0, ctx("listing blocks")(e)))?;
+        let iter = blocks
+            .iter()
+            .map_err(|e| storage_error(0, ctx("listing blocks")(e)))?;
         let mut last = 0;
         for entry in iter {
             let (k, v) = entry.map_err(|e| storage_error(last + 1, ctx("reading a block")(e)))?;
@@ -133,7 +158,10 @@ impl Store {
     pub fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>, StoreError> {
         let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
         let index = txn.open_table(TX_INDEX).map_err(ctx("opening tx_index"))?;
-        Ok(index.get(id.0).map_err(ctx("reading tx_index"))?.map(|v| v.value()))
+        Ok(index
+            .get(id.0)
+            .map_err(ctx("reading tx_index"))?
+            .map(|v| v.value()))
     }
 
     /// Number of entries in the transaction index.

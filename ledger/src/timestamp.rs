@@ -14,7 +14,11 @@ impl Timestamp {
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
         use time::format_description::well_known::Rfc3339;
         let s = s.trim();
-        let full = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
+        let full = if s.len() == 10 {
+            format!("{s}T00:00:00Z")
+        } else {
+            s.to_string()
+        };
         let t = time::OffsetDateTime::parse(&full, &Rfc3339)
             .map_err(|e| format!("{s:?} is not an RFC 3339 date-time: {e}"))?;
         let ms = t.unix_timestamp_nanos() / 1_000_000;

@@ -239,7 +239,12 @@ impl Transaction {
     ) -> Result<Transaction, CodecError> {
         let message = signing_message(genesis, &signer, issued_at, &body)?;
         let signature = key.sign(&message).into();
-        Ok(Transaction { signer, issued_at, body, signature })
+        Ok(Transaction {
+            signer,
+            issued_at,
+            body,
+            signature,
+        })
     }
 
     /// The bytes the signer signed.

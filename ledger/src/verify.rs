@@ -44,7 +44,10 @@ pub struct VerifyError {
 
 impl VerifyError {
     fn at(height: u64, reason: impl ToString) -> VerifyError {
-        VerifyError { height, reason: reason.to_string() }
+        VerifyError {
+            height,
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -79,9 +82,17 @@ pub fn verify_dir(dir: &Path, expected_tip: Option<Hash>) -> Result<VerifyReport
     if let Some(expected) = expected_tip
         && expected != tip
     {
-        return Err(VerifyError::at(next, format!("the ledger ends at {tip}, not at the expected tip {expected}")));
+        return Err(VerifyError::at(
+            next,
+            format!("the ledger ends at {tip}, not at the expected tip {expected}"),
+        ));
     }
-    Ok(VerifyReport { genesis: state.genesis_hash(), height, tip, transactions })
+    Ok(VerifyReport {
+        genesis: state.genesis_hash(),
+        height,
+        tip,
+        transactions,
+    })
 }
 
 /// Checks every block in order against `state`; returns the number of transactions.
@@ -91,15 +102,25 @@ fn verify_blocks(store: &Store, state: &mut ChainState) -> Result<u64, VerifyErr
         |height, bytes| {
             let expected = state.height() + 1;
             if height != expected {
-                return Err(VerifyError::at(expected, format!("missing (the next stored block is at height {height})")));
+                return Err(VerifyError::at(
+                    expected,
+                    format!("missing (the next stored block is at height {height})"),
+                ));
             }
             let block: Block = codec::decode(bytes).map_err(|e| VerifyError::at(height, e))?;
             let ids = block.tx_ids().map_err(|e| VerifyError::at(height, e))?;
-            state.apply_block(&block).map_err(|e| VerifyError::at(height, e))?;
+            state
+                .apply_block(&block)
+                .map_err(|e| VerifyError::at(height, e))?;
             for (position, id) in (0u32..).zip(&ids) {
                 match store.tx_location(id) {
                     Ok(Some(loc)) if loc == (height, position) => {}
-                    Ok(_) => return Err(VerifyError::at(height, format!("transaction {id} is not indexed at its position"))),
+                    Ok(_) => {
+                        return Err(VerifyError::at(
+                            height,
+                            format!("transaction {id} is not indexed at its position"),
+                        ));
+                    }
                     Err(e) => return Err(VerifyError::at(height, e)),
                 }
             }
