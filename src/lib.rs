@@ -1,1 +1,17 @@
-//! x
+//! medfl: federated learning of EHR access-anomaly models across hospitals, with secure
+//! aggregation, differential privacy and a permissioned ledger.
+//!
+//! This package holds the `medfl` command line and re-exports the member crates, so that a
+//! program embedding medfl depends on one crate.
+//!
+//! # Layout
+//! - [`ledger`]: the permissioned ledger (`medfl-ledger`).
+//! - [`provision`]: startup folders for every member of a consortium.
+//! - [`report`]: what `medfl ledger show` and `verify` print.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub use medfl_ledger as ledger;
+
+pub mod provision;
+pub mod report;

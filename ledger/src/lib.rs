@@ -14,6 +14,7 @@
 //! - [`state`] and `contract`: the world state and the rules every transaction must pass.
 //!   Pure and deterministic: no I/O, no clock.
 //! - [`store`]: the redb tables. [`ledger`]: a ledger directory (store + genesis + state).
+//! - [`keyfile`]: a member's secret key on disk (PKCS#8 PEM, mode 0600).
 //! - [`verify`]: full re-verification. [`proof`]: inclusion proofs for light clients.
 //! - [`codec`]: the one canonical byte format everything is hashed and signed in.
 //!
@@ -27,6 +28,7 @@ pub mod codec;
 mod contract;
 pub mod error;
 pub mod genesis;
+pub mod keyfile;
 pub mod ledger;
 pub mod member;
 pub mod merkle;

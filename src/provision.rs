@@ -1,0 +1,212 @@
+//! Provisioning: turn a consortium plan into one startup folder per member, the way NVIDIA
+//! FLARE's provisioning makes startup kits.
+//!
+//! Each member's folder holds its secret key (mode 0600), the genesis, its peers' identities and
+//! addresses, and a ready `config.toml`; the folders are written to a staging directory and
+//! renamed into place at the end, so a failure never leaves half a consortium behind.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::SigningKey;
+use medfl_ledger::genesis::{ConsortiumFile, MemberEntry};
+use medfl_ledger::{Genesis, MemberId, PublicKey, Role, keyfile};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+/// File names inside a member's startup folder.
+pub mod files {
+    /// The member's secret key.
+    pub const KEY: &str = "member.key";
+    /// The consortium's genesis.
+    pub const GENESIS: &str = "genesis.toml";
+    /// The other members.
+    pub const PEERS: &str = "peers.toml";
+    /// The member's configuration.
+    pub const CONFIG: &str = "config.toml";
+}
+
+/// A member's configuration, as provisioning writes it; paths are relative to its folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// This member's id.
+    pub member: MemberId,
+    /// Its role.
+    pub role: Role,
+    /// Its secret key file.
+    pub key_file: PathBuf,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The peers file.
+    pub peers: PathBuf,
+    /// Where this member keeps its copy of the ledger.
+    pub ledger_dir: PathBuf,
+    /// The multiaddr to listen on (empty: dial out only).
+    pub listen: String,
+    /// The coordinators' multiaddrs.
+    pub coordinators: Vec<String>,
+}
+
+/// The other members, as a member's folder lists them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersFile {
+    /// Every member but the folder's owner.
+    pub peers: Vec<MemberEntry>,
+}
+
+/// Where keys come from.
+pub enum KeySource {
+    /// The operating system's secure generator: the only choice for a real consortium.
+    Os,
+    /// ChaCha20 from a public seed, for reproducible tests and simulations. Anyone who knows the
+    /// seed knows every key.
+    InsecureSeed(u64),
+}
+
+/// What provisioning produced.
+pub struct Provisioned {
+    /// The genesis written.
+    pub genesis: Genesis,
+    /// Each member's folder, in plan order.
+    pub folders: Vec<(MemberId, PathBuf)>,
+}
+
+/// Generates keys for every member of `plan` that has none and writes the startup folders to
+/// `out` (which must not exist, or be empty).
+pub fn provision(plan: &ConsortiumFile, out: &Path, keys: KeySource) -> Result<Provisioned> {
+    plan.check_plan()
+        .context("the consortium plan is invalid")?;
+    if out.exists() {
+        let mut entries =
+            std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "{} is not empty; provisioning never overwrites a consortium",
+                out.display()
+            );
+        }
+    }
+    let mut rng = match keys {
+        KeySource::Os => rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()),
+        KeySource::InsecureSeed(seed) => rand_chacha::ChaCha20Rng::seed_from_u64(seed),
+    };
+    let mut file = plan.clone();
+    let mut secrets: Vec<(MemberId, SigningKey)> = Vec::new();
+    for m in &mut file.members {
+        if m.public_key.is_none() {
+            let key = SigningKey::generate(&mut rng);
+            m.public_key = Some(PublicKey::from(key.verifying_key()));
+            secrets.push((m.id.clone(), key));
+        }
+    }
+    let genesis = file
+        .to_genesis()
+        .context("the provisioned genesis is invalid")?;
+    let genesis_text = genesis.to_file().to_toml()?;
+
+    let staging = staging_dir(out)?;
+    let result = write_folders(&staging, &file, &genesis_text, &secrets);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir(out)
+            .with_context(|| format!("replacing the empty {}", out.display()))?;
+    }
+    std::fs::rename(&staging, out)
+        .with_context(|| format!("moving {} to {}", staging.display(), out.display()))?;
+    let folders = file
+        .members
+        .iter()
+        .map(|m| (m.id.clone(), out.join(m.id.as_str())))
+        .collect();
+    Ok(Provisioned { genesis, folders })
+}
+
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "consortium".into());
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = parent.join(format!(".{name}.provisioning-{}", std::process::id()));
+    create_private_dir(&staging)?;
+    Ok(staging)
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+fn write_folders(
+    root: &Path,
+    file: &ConsortiumFile,
+    genesis_text: &str,
+    secrets: &[(MemberId, SigningKey)],
+) -> Result<()> {
+    let write = |path: PathBuf, text: &str| {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write(root.join(files::GENESIS), genesis_text)?;
+    let coordinators: Vec<String> = file
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Coordinator && !m.address.is_empty())
+        .map(|m| m.address.clone())
+        .collect();
+    for m in &file.members {
+        let dir = root.join(m.id.as_str());
+        create_private_dir(&dir)?;
+        match secrets.iter().find(|(id, _)| id == &m.id) {
+            Some((_, key)) => keyfile::write(&dir.join(files::KEY), key)?,
+            // A member that brought its own public key keeps its secret key to itself.
+            None => write(
+                dir.join("KEY-NOT-INCLUDED.txt"),
+                "This member supplied its own public key: place its PKCS#8 PEM secret key here as member.key (mode 0600).\n",
+            )?,
+        }
+        write(dir.join(files::GENESIS), genesis_text)?;
+        let peers = PeersFile {
+            peers: file
+                .members
+                .iter()
+                .filter(|p| p.id != m.id)
+                .cloned()
+                .collect(),
+        };
+        write(dir.join(files::PEERS), &toml::to_string_pretty(&peers)?)?;
+        let config = MemberConfig {
+            member: m.id.clone(),
+            role: m.role,
+            key_file: files::KEY.into(),
+            genesis: files::GENESIS.into(),
+            peers: files::PEERS.into(),
+            ledger_dir: "ledger".into(),
+            listen: m.address.clone(),
+            coordinators: coordinators.clone(),
+        };
+        let text = format!(
+            "# medfl configuration for member {} ({}), written by `medfl provision`.\n# Paths are relative to this folder.\n{}",
+            m.id,
+            m.role,
+            toml::to_string_pretty(&config)?
+        );
+        write(dir.join(files::CONFIG), &text)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! What `medfl ledger show` prints: one summary, rendered as tables for people or JSON for
+//! programs (the JSON is the same data, complete).
+
+use std::fmt::Write;
+
+use medfl_ledger::{Block, Hash, Ledger, LedgerError, Timestamp};
+use serde::Serialize;
+
+/// Everything `show` reports about a ledger.
+#[derive(Debug, Serialize)]
+pub struct LedgerSummary {
+    /// Consortium name.
+    pub consortium: String,
+    /// Genesis hash.
+    pub genesis: Hash,
+    /// Blocks after genesis.
+    pub height: u64,
+    /// Hash of the last block.
+    pub tip: Hash,
+    /// Time of the last block (the founding time at height 0).
+    pub tip_time: Timestamp,
+    /// Endorsements a round needs.
+    pub quorum: u32,
+    /// Members, in id order.
+    pub members: Vec<MemberRow>,
+    /// Agreements, in id order.
+    pub agreements: Vec<AgreementRow>,
+    /// Blocks, oldest first.
+    pub blocks: Vec<BlockRow>,
+}
+
+/// One member.
+#[derive(Debug, Serialize)]
+pub struct MemberRow {
+    /// Id.
+    pub id: String,
+    /// Role.
+    pub role: String,
+    /// `active` or `revoked`.
+    pub status: &'static str,
+    /// Public key, hex.
+    pub public_key: String,
+    /// Address.
+    pub address: String,
+}
+
+/// One agreement and its totals.
+#[derive(Debug, Serialize)]
+pub struct AgreementRow {
+    /// Id.
+    pub id: String,
+    /// Purpose.
+    pub purpose: String,
+    /// Expiry.
+    pub expires_at: Timestamp,
+    /// Epsilon budget per member.
+    pub epsilon_budget: f64,
+    /// Delta.
+    pub delta: f64,
+    /// Covered hospitals and whether each accepted, with cumulative epsilon spent.
+    pub members: Vec<(String, bool, f64)>,
+    /// Last anchored round.
+    pub last_round: u64,
+    /// Model of the last anchored round.
+    pub last_model: Option<Hash>,
+}
+
+/// One block.
+#[derive(Debug, Serialize)]
+pub struct BlockRow {
+    /// Height.
+    pub height: u64,
+    /// Hash.
+    pub hash: Hash,
+    /// Time.
+    pub time: Timestamp,
+    /// Proposer.
+    pub proposer: String,
+    /// Transactions: id, kind, signer.
+    pub txs: Vec<(Hash, &'static str, String)>,
+}
+
+/// Gathers the summary of an open ledger.
+pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
+    let state = ledger.state();
+    let members = state
+        .members()
+        .map(|r| MemberRow {
+            id: r.member.id.to_string(),
+            role: r.member.role.to_string(),
+            status: if r.revoked { "revoked" } else { "active" },
+            public_key: r.member.public_key.to_string(),
+            address: r.member.address.clone(),
+        })
+        .collect();
+    let agreements = state
+        .agreements()
+        .map(|a| AgreementRow {
+            id: a.agreement.id.to_string(),
+            purpose: a.agreement.purpose.clone(),
+            expires_at: a.agreement.expires_at,
+            epsilon_budget: a.agreement.budget.epsilon,
+            delta: a.agreement.budget.delta,
+            members: a
+                .agreement
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.to_string(),
+                        a.accepted.contains(m),
+                        a.spent.get(m).copied().unwrap_or(0.0),
+                    )
+                })
+                .collect(),
+            last_round: a.last_round,
+            last_model: a.last_model,
+        })
+        .collect();
+    let mut blocks = Vec::new();
+    for height in 1..=state.height() {
+        let block: Block = ledger.block(height)?.ok_or_else(|| LedgerError::Damaged {
+            height,
+            source: "block missing".into(),
+        })?;
+        let ids = block.tx_ids()?;
+        blocks.push(BlockRow {
+            height,
+            hash: block.header.hash()?,
+            time: block.header.header.timestamp,
+            proposer: block.header.header.proposer.to_string(),
+            txs: block
+                .txs
+                .iter()
+                .zip(ids)
+                .map(|(tx, id)| (id, tx.body.kind(), tx.signer.to_string()))
+                .collect(),
+        });
+    }
+    Ok(LedgerSummary {
+        consortium: ledger.genesis().name.clone(),
+        genesis: state.genesis_hash(),
+        height: state.height(),
+        tip: state.tip(),
+        tip_time: state.tip_time(),
+        quorum: state.quorum(),
+        members,
+        agreements,
+        blocks,
+    })
+}
+
+/// Lays out rows under headers with columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, w) in cells.zip(&widths) {
+            let _ = write!(text, "{cell:<w$}  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut headers.iter().copied());
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut out, &mut rule.iter().map(String::as_str));
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn short(h: &Hash) -> String {
+    h.to_string()[..16].to_string()
+}
+
+/// Renders the summary for a terminal; `last_blocks` limits the block list.
+pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "consortium  {}", s.consortium);
+    let _ = writeln!(out, "genesis     {}", s.genesis);
+    let _ = writeln!(
+        out,
+        "height      {}   (last block {})",
+        s.height, s.tip_time
+    );
+    let _ = writeln!(out, "tip         {}", s.tip);
+    let _ = writeln!(out, "quorum      {} endorsements per round\n", s.quorum);
+
+    let rows: Vec<Vec<String>> = s
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.role.clone(),
+                m.status.into(),
+                format!("{}..", &m.public_key[..16]),
+                m.address.clone(),
+            ]
+        })
+        .collect();
+    out.push_str("members\n");
+    out.push_str(&table(&["id", "role", "status", "key", "address"], &rows));
+
+    for a in &s.agreements {
+        let _ = writeln!(
+            out,
+            "\nagreement {}  (expires {}, budget epsilon {} at delta {:e}; last round {}{})",
+            a.id,
+            a.expires_at,
+            a.epsilon_budget,
+            a.delta,
+            a.last_round,
+            a.last_model
+                .map(|m| format!(", model {}..", short(&m)))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(out, "  purpose: {}", a.purpose);
+        let rows: Vec<Vec<String>> = a
+            .members
+            .iter()
+            .map(|(m, accepted, spent)| {
+                let used = 100.0 * spent / a.epsilon_budget;
+                vec![
+                    m.clone(),
+                    if *accepted { "yes" } else { "no" }.into(),
+                    format!("{spent:.3}"),
+                    format!("{used:.1}%"),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["member", "accepted", "epsilon spent", "of budget"],
+            &rows,
+        ));
+    }
+
+    let skip = s.blocks.len().saturating_sub(last_blocks);
+    let _ = writeln!(
+        out,
+        "\nblocks{}",
+        if skip > 0 {
+            format!(" (last {last_blocks} of {})", s.blocks.len())
+        } else {
+            String::new()
+        }
+    );
+    let rows: Vec<Vec<String>> = s.blocks[skip..]
+        .iter()
+        .map(|b| {
+            let mut kinds: Vec<(&str, usize)> = Vec::new();
+            for (_, kind, _) in &b.txs {
+                match kinds.iter_mut().find(|(k, _)| k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => kinds.push((kind, 1)),
+                }
+            }
+            let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            vec![
+                b.height.to_string(),
+                b.time.to_string(),
+                format!("{}..", short(&b.hash)),
+                b.proposer.clone(),
+                kinds.join(", "),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["height", "time", "hash", "proposer", "transactions"],
+        &rows,
+    ));
+    out
+}
