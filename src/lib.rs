@@ -6,12 +6,14 @@
 //!
 //! # Layout
 //! - [`ledger`]: the permissioned ledger (`medfl-ledger`).
+//! - [`secagg`]: SecAgg+ secure aggregation, sans-IO (`medfl-secagg`).
 //! - [`provision`]: startup folders for every member of a consortium.
 //! - [`report`]: what `medfl ledger show` and `verify` print.
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub use medfl_ledger as ledger;
+pub use medfl_secagg as secagg;
 
 pub mod provision;
 pub mod report;

@@ -1,0 +1,593 @@
+//! The client state machine.
+//!
+//! A [`ClientSession`] consumes [`ServerMessage`]s and produces
+//! [`ClientMessage`]s; it never touches a socket, a clock or the OS RNG. All
+//! randomness is drawn in [`ClientSession::new`] from the caller's RNG (two
+//! X25519 keys, the self-mask seed, and a seed for an internal ChaCha20 RNG
+//! used later for Shamir coefficients), so a session is a deterministic
+//! function of that RNG and the messages it receives.
+//!
+//! Any invalid server message aborts the session: its secrets are dropped
+//! (and wiped), and every later call returns [`SecAggError::Aborted`]. An
+//! honest client never gets a second chance to answer inconsistently.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use chacha20::ChaCha20Rng;
+use ed25519_dalek::SigningKey;
+use rand::{CryptoRng, SeedableRng};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use crate::config::{ClientId, Roster, RoundPlan, SecAggConfig};
+use crate::crypto::{self, SHARE_PLAINTEXT_LEN};
+use crate::error::SecAggError;
+use crate::message::{
+    AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareKind, Stage,
+};
+use crate::prg::{self, MaskDomain, Seed, Sign};
+use crate::shamir::{self, SHARE_BYTES, SecretShare};
+
+/// Where a client is in the protocol, for drivers and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientStatus {
+    /// Waiting for the server's message that closes this stage.
+    Waiting(Stage),
+    /// Shares are exchanged; the masked input goes out once the input is provided.
+    NeedsInput,
+    /// Unmask shares sent; nothing more to do.
+    Finished,
+    /// The session refused a server message and stopped.
+    Aborted(SecAggError),
+}
+
+/// A neighbour's advertised public keys.
+#[derive(Clone)]
+struct PeerKeys {
+    mask: PublicKey,
+    share: PublicKey,
+}
+
+/// The two shares a client holds of one neighbour's secrets.
+struct HeldShares {
+    self_mask: SecretShare,
+    mask_key: SecretShare,
+}
+
+/// Mask-agreement public keys of the neighbours we exchanged shares with.
+type Partners = BTreeMap<ClientId, PublicKey>;
+/// Shares we hold, by the neighbour who owns the secrets.
+type HeldByOwner = BTreeMap<ClientId, HeldShares>;
+
+enum ClientPhase {
+    AwaitingKeyRoster,
+    AwaitingShares {
+        peers: BTreeMap<ClientId, PeerKeys>,
+    },
+    ReadyToMask {
+        partners: BTreeMap<ClientId, PublicKey>,
+        held: BTreeMap<ClientId, HeldShares>,
+    },
+    AwaitingSurvivors {
+        held: BTreeMap<ClientId, HeldShares>,
+    },
+    AwaitingUnmaskRequest {
+        held: BTreeMap<ClientId, HeldShares>,
+        survivors: Vec<ClientId>,
+    },
+    Finished,
+    Aborted(SecAggError),
+}
+
+/// One client's side of a SecAgg+ round.
+pub struct ClientSession {
+    plan: RoundPlan,
+    id: ClientId,
+    identity: SigningKey,
+    mask_secret: StaticSecret,
+    share_secret: StaticSecret,
+    self_seed: Seed,
+    rng: ChaCha20Rng,
+    input: Option<Zeroizing<Vec<u64>>>,
+    phase: ClientPhase,
+    outgoing: VecDeque<ClientMessage>,
+}
+
+impl fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("id", &self.id)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSession {
+    /// Starts a session and queues the signed key advertisement.
+    ///
+    /// Fails if the config is invalid for `roster`, `id` is not in it, or
+    /// `identity` is not the key the roster lists for `id`.
+    pub fn new<R: CryptoRng + ?Sized>(
+        config: SecAggConfig,
+        id: ClientId,
+        identity: SigningKey,
+        roster: &Roster,
+        rng: &mut R,
+    ) -> Result<Self, SecAggError> {
+        let plan = RoundPlan::new(&config, roster)?;
+        let listed = roster.get(&id).ok_or(SecAggError::UnknownClient(id))?;
+        if *listed != identity.verifying_key() {
+            return Err(SecAggError::InvalidConfig(
+                "identity key does not match the roster entry",
+            ));
+        }
+        let mask_secret = StaticSecret::random_from_rng(rng);
+        let share_secret = StaticSecret::random_from_rng(rng);
+        let mut seed = Seed([0u8; 32]);
+        rng.fill_bytes(&mut seed.0);
+        let mut inner = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut inner[..]);
+        let mut session = Self {
+            rng: ChaCha20Rng::from_seed(*inner),
+            plan,
+            id,
+            identity,
+            mask_secret,
+            share_secret,
+            self_seed: seed,
+            input: None,
+            phase: ClientPhase::AwaitingKeyRoster,
+            outgoing: VecDeque::new(),
+        };
+        let mask_key = PublicKey::from(&session.mask_secret).to_bytes();
+        let share_key = PublicKey::from(&session.share_secret).to_bytes();
+        let transcript =
+            crypto::advertise_transcript(&session.plan.session, id, &mask_key, &share_key);
+        session
+            .outgoing
+            .push_back(ClientMessage::AdvertiseKeys(AdvertiseKeys {
+                round: session.plan.config.round,
+                sender: id,
+                mask_key: mask_key.to_vec(),
+                share_key: share_key.to_vec(),
+                signature: crypto::sign(&session.identity, &transcript),
+            }));
+        Ok(session)
+    }
+
+    /// This client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The plan (graph, threshold, session tag) this client derived.
+    pub fn plan(&self) -> &RoundPlan {
+        &self.plan
+    }
+
+    /// Current protocol position.
+    pub fn status(&self) -> ClientStatus {
+        match &self.phase {
+            ClientPhase::AwaitingKeyRoster => ClientStatus::Waiting(Stage::AdvertiseKeys),
+            ClientPhase::AwaitingShares { .. } => ClientStatus::Waiting(Stage::ShareKeys),
+            ClientPhase::ReadyToMask { .. } => ClientStatus::NeedsInput,
+            ClientPhase::AwaitingSurvivors { .. } => ClientStatus::Waiting(Stage::MaskedInput),
+            ClientPhase::AwaitingUnmaskRequest { .. } => {
+                ClientStatus::Waiting(Stage::ConsistencyCheck)
+            }
+            ClientPhase::Finished => ClientStatus::Finished,
+            ClientPhase::Aborted(e) => ClientStatus::Aborted(e.clone()),
+        }
+    }
+
+    /// Next message to send to the server, if any.
+    pub fn poll_outgoing(&mut self) -> Option<ClientMessage> {
+        self.outgoing.pop_front()
+    }
+
+    /// Supplies the input vector, already in `Z_{2^b}` (see [`crate::quantize`]).
+    ///
+    /// May be called at any time before the masked-input stage; the masked
+    /// input is queued as soon as both the input and the neighbours' shares
+    /// are present.
+    pub fn provide_input(&mut self, input: Vec<u64>) -> Result<(), SecAggError> {
+        self.check_live()?;
+        let input = Zeroizing::new(input);
+        if self.input.is_some() {
+            return Err(SecAggError::InputAlreadyProvided);
+        }
+        if input.len() != self.plan.config.vector_len {
+            return Err(SecAggError::InputLength {
+                expected: self.plan.config.vector_len,
+                got: input.len(),
+            });
+        }
+        if let Some(index) = input.iter().position(|&x| x & !self.plan.modulus_mask != 0) {
+            return Err(SecAggError::InputOutOfRange {
+                index,
+                bits: self.plan.config.bits,
+            });
+        }
+        self.input = Some(input);
+        let r = self.try_mask();
+        self.abort_on_err(r)
+    }
+
+    /// Processes one message from the server; any error aborts the session.
+    pub fn handle_message(&mut self, msg: ServerMessage) -> Result<(), SecAggError> {
+        self.check_live()?;
+        let r = self.process(msg);
+        self.abort_on_err(r)
+    }
+
+    fn check_live(&self) -> Result<(), SecAggError> {
+        match &self.phase {
+            ClientPhase::Aborted(e) => Err(SecAggError::Aborted(Box::new(e.clone()))),
+            ClientPhase::Finished => Err(SecAggError::Finished),
+            _ => Ok(()),
+        }
+    }
+
+    fn abort_on_err(&mut self, r: Result<(), SecAggError>) -> Result<(), SecAggError> {
+        if let Err(e) = &r {
+            // Dropping the phase wipes every held share; queued output is withdrawn.
+            self.phase = ClientPhase::Aborted(e.clone());
+            self.outgoing.clear();
+            self.input = None;
+        }
+        r
+    }
+
+    fn expected_stage(&self) -> Stage {
+        match &self.phase {
+            ClientPhase::AwaitingKeyRoster => Stage::AdvertiseKeys,
+            ClientPhase::AwaitingShares { .. } => Stage::ShareKeys,
+            ClientPhase::ReadyToMask { .. } | ClientPhase::AwaitingSurvivors { .. } => {
+                Stage::MaskedInput
+            }
+            _ => Stage::ConsistencyCheck,
+        }
+    }
+
+    fn process(&mut self, msg: ServerMessage) -> Result<(), SecAggError> {
+        msg.validate(&self.plan)?;
+        let phase = std::mem::replace(&mut self.phase, ClientPhase::AwaitingKeyRoster);
+        let (phase, result) = match (phase, msg) {
+            (ClientPhase::AwaitingKeyRoster, ServerMessage::KeyRoster { keys, .. }) => {
+                match self.on_key_roster(&keys) {
+                    Ok(peers) => (ClientPhase::AwaitingShares { peers }, Ok(())),
+                    Err(e) => (ClientPhase::AwaitingKeyRoster, Err(e)),
+                }
+            }
+            (
+                ClientPhase::AwaitingShares { peers },
+                ServerMessage::ForwardShares { shares, .. },
+            ) => match self.on_forwarded_shares(&peers, &shares) {
+                Ok((partners, held)) => (ClientPhase::ReadyToMask { partners, held }, Ok(())),
+                Err(e) => (ClientPhase::AwaitingShares { peers }, Err(e)),
+            },
+            (
+                ClientPhase::AwaitingSurvivors { held },
+                ServerMessage::SurvivorSet { survivors, .. },
+            ) => match self.on_survivor_set(&held, &survivors) {
+                Ok(()) => (
+                    ClientPhase::AwaitingUnmaskRequest { held, survivors },
+                    Ok(()),
+                ),
+                Err(e) => (ClientPhase::AwaitingSurvivors { held }, Err(e)),
+            },
+            (
+                ClientPhase::AwaitingUnmaskRequest { held, survivors },
+                ServerMessage::UnmaskRequest {
+                    signatures, reveal, ..
+                },
+            ) => match self.on_unmask_request(&held, &survivors, &signatures, &reveal) {
+                Ok(()) => (ClientPhase::Finished, Ok(())),
+                Err(e) => (
+                    ClientPhase::AwaitingUnmaskRequest { held, survivors },
+                    Err(e),
+                ),
+            },
+            (phase, _) => {
+                self.phase = phase;
+                return Err(SecAggError::UnexpectedMessage {
+                    stage: self.expected_stage(),
+                });
+            }
+        };
+        self.phase = phase;
+        result?;
+        self.try_mask()
+    }
+
+    /// Verifies neighbours' advertisements and sends them our shares.
+    fn on_key_roster(
+        &mut self,
+        keys: &[AdvertiseKeys],
+    ) -> Result<BTreeMap<ClientId, PeerKeys>, SecAggError> {
+        let neighbours = self.plan.graph.neighbours(self.id);
+        let mut peers = BTreeMap::new();
+        for adv in keys {
+            if !neighbours.contains(&adv.sender) {
+                return Err(SecAggError::NotANeighbour {
+                    of: self.id,
+                    peer: adv.sender,
+                });
+            }
+            if peers.contains_key(&adv.sender) {
+                return Err(SecAggError::Duplicate(adv.sender));
+            }
+            let vk = self
+                .plan
+                .roster
+                .get(&adv.sender)
+                .ok_or(SecAggError::UnknownClient(adv.sender))?;
+            let mask = crypto::parse_public_key(&adv.mask_key, "mask_key")?;
+            let share = crypto::parse_public_key(&adv.share_key, "share_key")?;
+            let transcript = crypto::advertise_transcript(
+                &self.plan.session,
+                adv.sender,
+                mask.as_bytes(),
+                share.as_bytes(),
+            );
+            crypto::verify(vk, adv.sender, &transcript, &adv.signature)?;
+            crypto::check_public_key(&mask, adv.sender)?;
+            crypto::check_public_key(&share, adv.sender)?;
+            peers.insert(adv.sender, PeerKeys { mask, share });
+        }
+        let t = self.plan.threshold;
+        if peers.len() < t {
+            return Err(SecAggError::TooFewNeighbours {
+                client: self.id,
+                got: peers.len(),
+                need: t,
+            });
+        }
+        let holders: Vec<ClientId> = peers.keys().copied().collect();
+        let self_shares = shamir::split_secret(&self.self_seed.0, t, &holders, &mut self.rng);
+        let mask_bytes = Zeroizing::new(self.mask_secret.to_bytes());
+        let key_shares = shamir::split_secret(&mask_bytes, t, &holders, &mut self.rng);
+        let mut out = Vec::with_capacity(holders.len());
+        for ((holder, s), c) in holders.iter().zip(&self_shares).zip(&key_shares) {
+            let mut pt = Zeroizing::new(Vec::with_capacity(SHARE_PLAINTEXT_LEN));
+            pt.extend_from_slice(&self.id.0.to_le_bytes());
+            pt.extend_from_slice(&holder.0.to_le_bytes());
+            pt.extend_from_slice(&s.to_bytes()[..]);
+            pt.extend_from_slice(&c.to_bytes()[..]);
+            let recipient = &peers[holder];
+            let ciphertext = crypto::seal_share(
+                &self.plan.session,
+                &self.share_secret,
+                &recipient.share,
+                self.id,
+                *holder,
+                &pt,
+            )?;
+            out.push(EncryptedShare {
+                peer: *holder,
+                ciphertext,
+            });
+        }
+        self.outgoing.push_back(ClientMessage::ShareKeys {
+            round: self.plan.config.round,
+            shares: out,
+        });
+        Ok(peers)
+    }
+
+    /// Decrypts the shares neighbours sent us; they become our mask partners.
+    fn on_forwarded_shares(
+        &self,
+        peers: &BTreeMap<ClientId, PeerKeys>,
+        shares: &[EncryptedShare],
+    ) -> Result<(Partners, HeldByOwner), SecAggError> {
+        let mut held = BTreeMap::new();
+        let mut partners = BTreeMap::new();
+        for enc in shares {
+            let sender = enc.peer;
+            let keys = peers.get(&sender).ok_or(SecAggError::NotANeighbour {
+                of: self.id,
+                peer: sender,
+            })?;
+            if held.contains_key(&sender) {
+                return Err(SecAggError::Duplicate(sender));
+            }
+            let pt = crypto::open_share(
+                &self.plan.session,
+                &self.share_secret,
+                &keys.share,
+                sender,
+                self.id,
+                &enc.ciphertext,
+            )?;
+            if pt.len() != SHARE_PLAINTEXT_LEN
+                || pt[..4] != sender.0.to_le_bytes()
+                || pt[4..8] != self.id.0.to_le_bytes()
+            {
+                return Err(SecAggError::DecryptionFailed(sender));
+            }
+            let self_mask = SecretShare::from_bytes(self.id, &pt[8..8 + SHARE_BYTES])?;
+            let mask_key = SecretShare::from_bytes(self.id, &pt[8 + SHARE_BYTES..])?;
+            held.insert(
+                sender,
+                HeldShares {
+                    self_mask,
+                    mask_key,
+                },
+            );
+            partners.insert(sender, keys.mask);
+        }
+        let t = self.plan.threshold;
+        if held.len() < t {
+            return Err(SecAggError::TooFewNeighbours {
+                client: self.id,
+                got: held.len(),
+                need: t,
+            });
+        }
+        Ok((partners, held))
+    }
+
+    /// Queues the masked input once both the input and the partner set are known.
+    fn try_mask(&mut self) -> Result<(), SecAggError> {
+        if !matches!(self.phase, ClientPhase::ReadyToMask { .. }) {
+            return Ok(());
+        }
+        let Some(input) = self.input.take() else {
+            return Ok(());
+        };
+        let ClientPhase::ReadyToMask { partners, held } =
+            std::mem::replace(&mut self.phase, ClientPhase::AwaitingKeyRoster)
+        else {
+            return Err(SecAggError::Internal("phase changed while masking"));
+        };
+        let bits = self.plan.config.bits;
+        let mut y: Vec<u64> = input.to_vec();
+        drop(input);
+        prg::apply_mask(
+            &mut y,
+            &self.self_seed,
+            MaskDomain::SelfMask,
+            Sign::Add,
+            bits,
+        );
+        for (&peer, public) in &partners {
+            let seed = crypto::pairwise_seed(
+                &self.plan.session,
+                &self.mask_secret,
+                public,
+                self.id,
+                peer,
+            )?;
+            let sign = if self.id < peer {
+                Sign::Add
+            } else {
+                Sign::Subtract
+            };
+            prg::apply_mask(&mut y, &seed, MaskDomain::Pairwise, sign, bits);
+        }
+        prg::reduce(&mut y, bits);
+        self.outgoing.push_back(ClientMessage::MaskedInput {
+            round: self.plan.config.round,
+            masked: y,
+        });
+        self.phase = ClientPhase::AwaitingSurvivors { held };
+        Ok(())
+    }
+
+    /// Checks the announced survivor set and signs it.
+    fn on_survivor_set(
+        &mut self,
+        held: &BTreeMap<ClientId, HeldShares>,
+        survivors: &[ClientId],
+    ) -> Result<(), SecAggError> {
+        if survivors.binary_search(&self.id).is_err() {
+            return Err(SecAggError::Excluded(self.id));
+        }
+        let t = self.plan.threshold;
+        if survivors.len() < t {
+            return Err(SecAggError::TooFewSurvivors {
+                stage: Stage::MaskedInput,
+                got: survivors.len(),
+                need: t,
+            });
+        }
+        let neighbours = self.plan.graph.neighbours(self.id);
+        if let Some(&j) = survivors
+            .iter()
+            .find(|j| neighbours.contains(j) && !held.contains_key(j))
+        {
+            return Err(SecAggError::InconsistentSurvivorSet(j));
+        }
+        let transcript = crypto::consistency_transcript(&self.plan.session, self.id, survivors);
+        self.outgoing
+            .push_back(ClientMessage::ConsistencySignature {
+                round: self.plan.config.round,
+                signature: crypto::sign(&self.identity, &transcript),
+            });
+        Ok(())
+    }
+
+    /// Verifies everyone signed our survivor set, then reveals exactly one share per neighbour.
+    fn on_unmask_request(
+        &mut self,
+        held: &BTreeMap<ClientId, HeldShares>,
+        survivors: &[ClientId],
+        signatures: &[(ClientId, Vec<u8>)],
+        reveal: &[(ClientId, ShareKind)],
+    ) -> Result<(), SecAggError> {
+        let mut signers = BTreeSet::new();
+        for (signer, sig) in signatures {
+            if !signers.insert(*signer) {
+                return Err(SecAggError::Duplicate(*signer));
+            }
+            if survivors.binary_search(signer).is_err() {
+                return Err(SecAggError::ConsistencyCheckFailed(*signer));
+            }
+            let vk = self
+                .plan
+                .roster
+                .get(signer)
+                .ok_or(SecAggError::UnknownClient(*signer))?;
+            let transcript = crypto::consistency_transcript(&self.plan.session, *signer, survivors);
+            // Valid key, wrong set: the server showed this signer a different survivor set.
+            crypto::verify(vk, *signer, &transcript, sig)
+                .map_err(|_| SecAggError::ConsistencyCheckFailed(*signer))?;
+        }
+        let t = self.plan.threshold;
+        if signers.len() < t {
+            return Err(SecAggError::TooFewSurvivors {
+                stage: Stage::ConsistencyCheck,
+                got: signers.len(),
+                need: t,
+            });
+        }
+        let mut requested: BTreeMap<ClientId, ShareKind> = BTreeMap::new();
+        for &(owner, kind) in reveal {
+            if let Some(&prev) = requested.get(&owner) {
+                return Err(if prev == kind {
+                    SecAggError::Duplicate(owner)
+                } else {
+                    SecAggError::BothSharesRequested(owner)
+                });
+            }
+            if !held.contains_key(&owner) {
+                return Err(SecAggError::NotANeighbour {
+                    of: self.id,
+                    peer: owner,
+                });
+            }
+            let survived = survivors.binary_search(&owner).is_ok();
+            let expected = if survived {
+                ShareKind::SelfMask
+            } else {
+                ShareKind::MaskKey
+            };
+            if kind != expected {
+                return Err(SecAggError::InconsistentUnmaskRequest(owner));
+            }
+            requested.insert(owner, kind);
+        }
+        let shares = requested
+            .into_iter()
+            .filter_map(|(owner, kind)| {
+                let h = held.get(&owner)?;
+                let s = match kind {
+                    ShareKind::SelfMask => &h.self_mask,
+                    ShareKind::MaskKey => &h.mask_key,
+                };
+                Some(RevealedShare {
+                    owner,
+                    kind,
+                    share: s.to_bytes().to_vec(),
+                })
+            })
+            .collect();
+        self.outgoing.push_back(ClientMessage::UnmaskShares {
+            round: self.plan.config.round,
+            shares,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! Wire messages, as plain serde types, and their structural validation.
+//!
+//! Keys, signatures and ciphertexts are carried as byte vectors rather than
+//! fixed arrays so that the receiver, not the decoder, decides what a wrong
+//! length means: [`ClientMessage::validate`] and [`ServerMessage::validate`]
+//! turn it into a typed [`SecAggError::Malformed`]. Validation here covers
+//! everything checkable from the message and the plan alone (round, lengths,
+//! ranges, sortedness, roster membership); the state machines check the rest
+//! (stage, duplicates, neighbourhoods, signatures).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClientId, RoundPlan};
+use crate::crypto::SHARE_CIPHERTEXT_LEN;
+use crate::error::SecAggError;
+use crate::shamir::SHARE_BYTES;
+
+/// The five protocol stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Stage {
+    /// Clients publish signed X25519 public keys.
+    AdvertiseKeys,
+    /// Clients send encrypted Shamir shares to their neighbours via the server.
+    ShareKeys,
+    /// Clients send their masked inputs.
+    MaskedInput,
+    /// Clients sign the survivor set and check each other's signatures.
+    ConsistencyCheck,
+    /// Clients reveal the shares the server needs to remove masks.
+    Unmask,
+}
+
+/// Signed advertisement of a client's two X25519 public keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvertiseKeys {
+    /// Round id.
+    pub round: u64,
+    /// Advertising client (signed, so it can be forwarded verbatim).
+    pub sender: ClientId,
+    /// Public key `C_i` for pairwise mask agreement.
+    pub mask_key: Vec<u8>,
+    /// Public key `S_i` for share encryption.
+    pub share_key: Vec<u8>,
+    /// ed25519 signature over [`crate::crypto::advertise_transcript`].
+    pub signature: Vec<u8>,
+}
+
+/// One encrypted share bundle addressed to a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedShare {
+    /// Recipient (when sent) or sender (when forwarded) of the ciphertext.
+    pub peer: ClientId,
+    /// ChaCha20-Poly1305 ciphertext of both shares for that neighbour.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Which of a neighbour's two secrets a share belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ShareKind {
+    /// Share of the self-mask seed `b_j` (requested when `j` survived).
+    SelfMask,
+    /// Share of the mask secret key `c_j` (requested when `j` dropped).
+    MaskKey,
+}
+
+/// A share revealed during unmasking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedShare {
+    /// Whose secret this is a share of.
+    pub owner: ClientId,
+    /// Which secret.
+    pub kind: ShareKind,
+    /// Encoded [`crate::shamir::SecretShare`] (64 bytes).
+    pub share: Vec<u8>,
+}
+
+/// Messages from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// Stage 0: signed public keys.
+    AdvertiseKeys(AdvertiseKeys),
+    /// Stage 1: encrypted shares, one per neighbour (`peer` = recipient).
+    ShareKeys {
+        /// Round id.
+        round: u64,
+        /// The ciphertexts.
+        shares: Vec<EncryptedShare>,
+    },
+    /// Stage 2: the masked input `y_i` over `Z_{2^b}`.
+    MaskedInput {
+        /// Round id.
+        round: u64,
+        /// `x_i + PRG(b_i) + Σ ± PRG(s_ij) mod 2^b`.
+        masked: Vec<u64>,
+    },
+    /// Stage 3: signature over the survivor set the server announced.
+    ConsistencySignature {
+        /// Round id.
+        round: u64,
+        /// ed25519 signature over [`crate::crypto::consistency_transcript`].
+        signature: Vec<u8>,
+    },
+    /// Stage 4: revealed shares.
+    UnmaskShares {
+        /// Round id.
+        round: u64,
+        /// One share per neighbour the server asked about.
+        shares: Vec<RevealedShare>,
+    },
+}
+
+/// Messages from the server to one client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// Advertisements of the recipient's neighbours that took part.
+    KeyRoster {
+        /// Round id.
+        round: u64,
+        /// Signed advertisements, forwarded verbatim.
+        keys: Vec<AdvertiseKeys>,
+    },
+    /// Ciphertexts neighbours addressed to the recipient (`peer` = sender).
+    ForwardShares {
+        /// Round id.
+        round: u64,
+        /// The ciphertexts.
+        shares: Vec<EncryptedShare>,
+    },
+    /// The set `U3` of clients whose masked inputs the server accepted.
+    SurvivorSet {
+        /// Round id.
+        round: u64,
+        /// Sorted, duplicate-free.
+        survivors: Vec<ClientId>,
+    },
+    /// Consistency signatures of all responders, and which shares to reveal.
+    UnmaskRequest {
+        /// Round id.
+        round: u64,
+        /// `(signer, signature)` pairs collected in the consistency stage.
+        signatures: Vec<(ClientId, Vec<u8>)>,
+        /// `(neighbour, kind)`: reveal that neighbour's share of that secret.
+        reveal: Vec<(ClientId, ShareKind)>,
+    },
+}
+
+fn check_len(field: &'static str, got: usize, expected: usize) -> Result<(), SecAggError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(SecAggError::Malformed {
+            field,
+            expected,
+            got,
+        })
+    }
+}
+
+fn check_bounded(field: &'static str, got: usize, max: usize) -> Result<(), SecAggError> {
+    if got <= max {
+        Ok(())
+    } else {
+        Err(SecAggError::Malformed {
+            field,
+            expected: max,
+            got,
+        })
+    }
+}
+
+impl AdvertiseKeys {
+    /// Checks round, roster membership and field lengths.
+    pub fn validate(&self, plan: &RoundPlan) -> Result<(), SecAggError> {
+        plan.check_round(self.round)?;
+        plan.check_member(self.sender)?;
+        check_len("mask_key", self.mask_key.len(), 32)?;
+        check_len("share_key", self.share_key.len(), 32)?;
+        check_len("signature", self.signature.len(), 64)
+    }
+}
+
+impl ClientMessage {
+    /// The stage this message belongs to.
+    pub fn stage(&self) -> Stage {
+        match self {
+            ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
+            ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
+            ClientMessage::MaskedInput { .. } => Stage::MaskedInput,
+            ClientMessage::ConsistencySignature { .. } => Stage::ConsistencyCheck,
+            ClientMessage::UnmaskShares { .. } => Stage::Unmask,
+        }
+    }
+
+    /// Structural checks a server runs before touching any state.
+    pub fn validate(&self, plan: &RoundPlan) -> Result<(), SecAggError> {
+        let n = plan.roster.len();
+        match self {
+            ClientMessage::AdvertiseKeys(a) => a.validate(plan),
+            ClientMessage::ShareKeys { round, shares } => {
+                plan.check_round(*round)?;
+                check_bounded("shares", shares.len(), n)?;
+                for s in shares {
+                    plan.check_member(s.peer)?;
+                    check_len("ciphertext", s.ciphertext.len(), SHARE_CIPHERTEXT_LEN)?;
+                }
+                Ok(())
+            }
+            ClientMessage::MaskedInput { round, masked } => {
+                plan.check_round(*round)?;
+                check_len("masked", masked.len(), plan.config.vector_len)?;
+                if let Some(i) = masked.iter().position(|&x| x & !plan.modulus_mask != 0) {
+                    return Err(SecAggError::InputOutOfRange {
+                        index: i,
+                        bits: plan.config.bits,
+                    });
+                }
+                Ok(())
+            }
+            ClientMessage::ConsistencySignature { round, signature } => {
+                plan.check_round(*round)?;
+                check_len("signature", signature.len(), 64)
+            }
+            ClientMessage::UnmaskShares { round, shares } => {
+                plan.check_round(*round)?;
+                check_bounded("shares", shares.len(), n)?;
+                for s in shares {
+                    plan.check_member(s.owner)?;
+                    check_len("share", s.share.len(), SHARE_BYTES)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ServerMessage {
+    /// The stage a client must be in to accept this message.
+    pub fn stage(&self) -> Stage {
+        match self {
+            ServerMessage::KeyRoster { .. } => Stage::AdvertiseKeys,
+            ServerMessage::ForwardShares { .. } => Stage::ShareKeys,
+            ServerMessage::SurvivorSet { .. } => Stage::MaskedInput,
+            ServerMessage::UnmaskRequest { .. } => Stage::ConsistencyCheck,
+        }
+    }
+
+    /// Structural checks a client runs before touching any state.
+    pub fn validate(&self, plan: &RoundPlan) -> Result<(), SecAggError> {
+        let n = plan.roster.len();
+        match self {
+            ServerMessage::KeyRoster { round, keys } => {
+                plan.check_round(*round)?;
+                check_bounded("keys", keys.len(), n)?;
+                keys.iter().try_for_each(|k| k.validate(plan))
+            }
+            ServerMessage::ForwardShares { round, shares } => {
+                plan.check_round(*round)?;
+                check_bounded("shares", shares.len(), n)?;
+                for s in shares {
+                    plan.check_member(s.peer)?;
+                    check_len("ciphertext", s.ciphertext.len(), SHARE_CIPHERTEXT_LEN)?;
+                }
+                Ok(())
+            }
+            ServerMessage::SurvivorSet { round, survivors } => {
+                plan.check_round(*round)?;
+                check_bounded("survivors", survivors.len(), n)?;
+                survivors.iter().try_for_each(|&s| plan.check_member(s))?;
+                if survivors.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(SecAggError::Unsorted("survivors"));
+                }
+                Ok(())
+            }
+            ServerMessage::UnmaskRequest {
+                round,
+                signatures,
+                reveal,
+            } => {
+                plan.check_round(*round)?;
+                check_bounded("signatures", signatures.len(), n)?;
+                check_bounded("reveal", reveal.len(), 2 * n)?;
+                for (id, sig) in signatures {
+                    plan.check_member(*id)?;
+                    check_len("signature", sig.len(), 64)?;
+                }
+                reveal.iter().try_for_each(|&(id, _)| plan.check_member(id))
+            }
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The server state machine.
+//!
+//! The server routes messages, tracks who is still alive after each stage,
+//! and finally removes the masks. It owns no clock: the driver calls
+//! [`ServerSession::close_stage`] at its deadline, and everyone who has not
+//! answered by then is a dropout. A stage also closes by itself as soon as
+//! every expected client has answered, so a fast round never waits for a timer.
+//!
+//! # Unmasking
+//!
+//! Let `S` be the clients whose masked inputs arrived, `U2 ⊇ S` those that
+//! completed the share stage, and `P(i) = N(i) ∩ U2` the mask partners of `i`.
+//! Each `i ∈ S` sent
+//!
+//! ```text
+//!     y_i = x_i + PRG(b_i) + Σ_{j ∈ P(i), i < j} PRG(s_ij) - Σ_{j ∈ P(i), j < i} PRG(s_ij)   (mod 2^b).
+//! ```
+//!
+//! In `Σ_{i∈S} y_i` every pairwise mask between two members of `S` appears
+//! once with each sign and cancels. What remains is `Σ_{i∈S} PRG(b_i)`,
+//! removed with the self-mask seeds rebuilt from neighbours' shares, and, for
+//! each dropped `d ∈ U2 \ S`, the masks `± PRG(s_id)` its surviving partners
+//! added; the server rebuilds `c_d` from shares, recomputes `s_id` from
+//! `c_d` and the advertised `C_i`, and subtracts them. The result is exactly
+//! `Σ_{i∈S} x_i mod 2^b`. Every secret is rebuilt before any mask is removed,
+//! so a missing share aborts the round without a partial result.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::config::{ClientId, Roster, RoundPlan, SecAggConfig};
+use crate::crypto;
+use crate::error::SecAggError;
+use crate::message::{
+    AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareKind, Stage,
+};
+use crate::prg::{self, MaskDomain, Seed, Sign};
+use crate::shamir::{self, SecretShare};
+
+/// Something the driver should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A stage closed with this many participants.
+    StageClosed {
+        /// The stage that closed.
+        stage: Stage,
+        /// Clients that answered in it.
+        participants: usize,
+    },
+    /// The round finished: the sum of the survivors' inputs.
+    Aggregated(Aggregate),
+    /// The round failed; no result exists.
+    Aborted(SecAggError),
+}
+
+/// The output of a successful round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    /// `Σ_{i ∈ survivors} x_i mod 2^b`, coordinate-wise.
+    pub sum: Vec<u64>,
+    /// Clients whose inputs are in the sum, ascending.
+    pub survivors: Vec<ClientId>,
+}
+
+/// State carried from the masked-input stage to the end.
+struct MaskState {
+    mask_keys: BTreeMap<ClientId, PublicKey>,
+    u2: BTreeSet<ClientId>,
+    survivors: Vec<ClientId>,
+    sum: Vec<u64>,
+}
+
+enum ServerPhase {
+    AdvertiseKeys {
+        adverts: BTreeMap<ClientId, AdvertiseKeys>,
+    },
+    ShareKeys {
+        adverts: BTreeMap<ClientId, AdvertiseKeys>,
+        shares: BTreeMap<ClientId, Vec<EncryptedShare>>,
+    },
+    MaskedInput {
+        state: MaskState,
+        received: BTreeSet<ClientId>,
+    },
+    ConsistencyCheck {
+        state: MaskState,
+        signatures: BTreeMap<ClientId, Vec<u8>>,
+    },
+    Unmask {
+        state: MaskState,
+        requests: BTreeMap<ClientId, BTreeMap<ClientId, ShareKind>>,
+        responded: BTreeSet<ClientId>,
+        revealed: BTreeMap<(ClientId, ShareKind), Vec<SecretShare>>,
+    },
+    Finished,
+    Aborted(SecAggError),
+}
+
+/// The server's side of a SecAgg+ round.
+pub struct ServerSession {
+    plan: RoundPlan,
+    phase: ServerPhase,
+    outgoing: VecDeque<(ClientId, ServerMessage)>,
+    events: VecDeque<ServerEvent>,
+}
+
+impl fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("plan", &self.plan)
+            .field("stage", &self.stage())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSession {
+    /// Starts a round in the advertise stage.
+    pub fn new(config: SecAggConfig, roster: &Roster) -> Result<Self, SecAggError> {
+        Ok(Self {
+            plan: RoundPlan::new(&config, roster)?,
+            phase: ServerPhase::AdvertiseKeys {
+                adverts: BTreeMap::new(),
+            },
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The plan (graph, threshold, session tag) this server derived.
+    pub fn plan(&self) -> &RoundPlan {
+        &self.plan
+    }
+
+    /// The open stage, or `None` once the round finished or aborted.
+    pub fn stage(&self) -> Option<Stage> {
+        match &self.phase {
+            ServerPhase::AdvertiseKeys { .. } => Some(Stage::AdvertiseKeys),
+            ServerPhase::ShareKeys { .. } => Some(Stage::ShareKeys),
+            ServerPhase::MaskedInput { .. } => Some(Stage::MaskedInput),
+            ServerPhase::ConsistencyCheck { .. } => Some(Stage::ConsistencyCheck),
+            ServerPhase::Unmask { .. } => Some(Stage::Unmask),
+            ServerPhase::Finished | ServerPhase::Aborted(_) => None,
+        }
+    }
+
+    /// Next `(recipient, message)` to deliver.
+    pub fn poll_outgoing(&mut self) -> Option<(ClientId, ServerMessage)> {
+        self.outgoing.pop_front()
+    }
+
+    /// Next event for the driver.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Processes one message from `from` (the transport-authenticated sender).
+    ///
+    /// An invalid message is rejected with a typed error and leaves the round
+    /// untouched: one misbehaving client cannot abort it for everyone else.
+    pub fn handle_message(
+        &mut self,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<(), SecAggError> {
+        match &self.phase {
+            ServerPhase::Finished => return Err(SecAggError::Finished),
+            ServerPhase::Aborted(e) => return Err(SecAggError::Aborted(Box::new(e.clone()))),
+            _ => {}
+        }
+        self.plan.check_member(from)?;
+        msg.validate(&self.plan)?;
+        let plan = &self.plan;
+        let complete = match (&mut self.phase, msg) {
+            (ServerPhase::AdvertiseKeys { adverts }, ClientMessage::AdvertiseKeys(adv)) => {
+                if adv.sender != from {
+                    return Err(SecAggError::SenderMismatch {
+                        claimed: adv.sender,
+                        actual: from,
+                    });
+                }
+                if adverts.contains_key(&from) {
+                    return Err(SecAggError::Duplicate(from));
+                }
+                let mask = crypto::parse_public_key(&adv.mask_key, "mask_key")?;
+                let share = crypto::parse_public_key(&adv.share_key, "share_key")?;
+                let vk = plan
+                    .roster
+                    .get(&from)
+                    .ok_or(SecAggError::UnknownClient(from))?;
+                let transcript = crypto::advertise_transcript(
+                    &plan.session,
+                    from,
+                    mask.as_bytes(),
+                    share.as_bytes(),
+                );
+                crypto::verify(vk, from, &transcript, &adv.signature)?;
+                crypto::check_public_key(&mask, from)?;
+                crypto::check_public_key(&share, from)?;
+                adverts.insert(from, adv);
+                adverts.len() == plan.roster.len()
+            }
+            (
+                ServerPhase::ShareKeys { adverts, shares },
+                ClientMessage::ShareKeys { shares: s, .. },
+            ) => {
+                if !adverts.contains_key(&from) {
+                    return Err(SecAggError::Excluded(from));
+                }
+                if shares.contains_key(&from) {
+                    return Err(SecAggError::Duplicate(from));
+                }
+                let expected: BTreeSet<ClientId> = plan
+                    .graph
+                    .neighbours(from)
+                    .iter()
+                    .copied()
+                    .filter(|j| adverts.contains_key(j))
+                    .collect();
+                let mut seen = BTreeSet::new();
+                for e in &s {
+                    if !expected.contains(&e.peer) {
+                        return Err(SecAggError::NotANeighbour {
+                            of: from,
+                            peer: e.peer,
+                        });
+                    }
+                    if !seen.insert(e.peer) {
+                        return Err(SecAggError::Duplicate(e.peer));
+                    }
+                }
+                if seen.len() != expected.len() {
+                    return Err(SecAggError::Malformed {
+                        field: "shares",
+                        expected: expected.len(),
+                        got: seen.len(),
+                    });
+                }
+                shares.insert(from, s);
+                shares.len() == adverts.len()
+            }
+            (
+                ServerPhase::MaskedInput { state, received },
+                ClientMessage::MaskedInput { masked, .. },
+            ) => {
+                if !state.u2.contains(&from) {
+                    return Err(SecAggError::Excluded(from));
+                }
+                if !received.insert(from) {
+                    return Err(SecAggError::Duplicate(from));
+                }
+                for (acc, y) in state.sum.iter_mut().zip(&masked) {
+                    *acc = acc.wrapping_add(*y);
+                }
+                received.len() == state.u2.len()
+            }
+            (
+                ServerPhase::ConsistencyCheck { state, signatures },
+                ClientMessage::ConsistencySignature { signature, .. },
+            ) => {
+                if state.survivors.binary_search(&from).is_err() {
+                    return Err(SecAggError::Excluded(from));
+                }
+                if signatures.contains_key(&from) {
+                    return Err(SecAggError::Duplicate(from));
+                }
+                let vk = plan
+                    .roster
+                    .get(&from)
+                    .ok_or(SecAggError::UnknownClient(from))?;
+                let transcript =
+                    crypto::consistency_transcript(&plan.session, from, &state.survivors);
+                crypto::verify(vk, from, &transcript, &signature)?;
+                signatures.insert(from, signature);
+                signatures.len() == state.survivors.len()
+            }
+            (
+                ServerPhase::Unmask {
+                    requests,
+                    responded,
+                    revealed,
+                    ..
+                },
+                ClientMessage::UnmaskShares { shares, .. },
+            ) => {
+                let Some(request) = requests.get(&from) else {
+                    return Err(SecAggError::Excluded(from));
+                };
+                if responded.contains(&from) {
+                    return Err(SecAggError::Duplicate(from));
+                }
+                let parsed = Self::check_revealed(from, request, &shares)?;
+                for (owner, kind, share) in parsed {
+                    revealed.entry((owner, kind)).or_default().push(share);
+                }
+                responded.insert(from);
+                responded.len() == requests.len()
+            }
+            _ => {
+                return Err(SecAggError::UnexpectedMessage {
+                    stage: self.stage().unwrap_or(Stage::Unmask),
+                });
+            }
+        };
+        if complete && let Some(stage) = self.stage() {
+            self.close_stage(stage);
+        }
+        Ok(())
+    }
+
+    fn check_revealed(
+        from: ClientId,
+        request: &BTreeMap<ClientId, ShareKind>,
+        shares: &[RevealedShare],
+    ) -> Result<Vec<(ClientId, ShareKind, SecretShare)>, SecAggError> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(shares.len());
+        for r in shares {
+            if request.get(&r.owner) != Some(&r.kind) {
+                return Err(SecAggError::InconsistentUnmaskRequest(r.owner));
+            }
+            if !seen.insert(r.owner) {
+                return Err(SecAggError::Duplicate(r.owner));
+            }
+            out.push((r.owner, r.kind, SecretShare::from_bytes(from, &r.share)?));
+        }
+        if seen.len() != request.len() {
+            return Err(SecAggError::Malformed {
+                field: "unmask shares",
+                expected: request.len(),
+                got: seen.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Closes `stage` if it is still open: whoever has not answered has dropped.
+    ///
+    /// Closing a stage that already closed (e.g. by itself, because everyone
+    /// answered before the driver's deadline fired) does nothing, so drivers
+    /// can call this from a timer without racing the auto-advance.
+    pub fn close_stage(&mut self, stage: Stage) {
+        if self.stage() != Some(stage) {
+            return;
+        }
+        let phase = std::mem::replace(&mut self.phase, ServerPhase::Finished);
+        let next = match self.advance(phase) {
+            Ok(p) => p,
+            Err(e) => {
+                self.outgoing.clear();
+                self.events.push_back(ServerEvent::Aborted(e.clone()));
+                ServerPhase::Aborted(e)
+            }
+        };
+        self.phase = next;
+    }
+
+    fn require(&mut self, stage: Stage, got: usize) -> Result<(), SecAggError> {
+        let need = self.plan.threshold;
+        self.events.push_back(ServerEvent::StageClosed {
+            stage,
+            participants: got,
+        });
+        if got < need {
+            return Err(SecAggError::TooFewSurvivors { stage, got, need });
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, phase: ServerPhase) -> Result<ServerPhase, SecAggError> {
+        let round = self.plan.config.round;
+        match phase {
+            ServerPhase::AdvertiseKeys { adverts } => {
+                self.require(Stage::AdvertiseKeys, adverts.len())?;
+                for &i in adverts.keys() {
+                    let keys = self
+                        .plan
+                        .graph
+                        .neighbours(i)
+                        .iter()
+                        .filter_map(|j| adverts.get(j).cloned())
+                        .collect();
+                    self.outgoing
+                        .push_back((i, ServerMessage::KeyRoster { round, keys }));
+                }
+                Ok(ServerPhase::ShareKeys {
+                    adverts,
+                    shares: BTreeMap::new(),
+                })
+            }
+            ServerPhase::ShareKeys { adverts, shares } => {
+                self.require(Stage::ShareKeys, shares.len())?;
+                let mut inbox: BTreeMap<ClientId, Vec<EncryptedShare>> =
+                    shares.keys().map(|&j| (j, Vec::new())).collect();
+                for (&sender, list) in &shares {
+                    for e in list {
+                        // Only clients that completed this stage are mask partners.
+                        if let Some(slot) = inbox.get_mut(&e.peer) {
+                            slot.push(EncryptedShare {
+                                peer: sender,
+                                ciphertext: e.ciphertext.clone(),
+                            });
+                        }
+                    }
+                }
+                for (j, shares) in inbox {
+                    self.outgoing
+                        .push_back((j, ServerMessage::ForwardShares { round, shares }));
+                }
+                let mut mask_keys = BTreeMap::new();
+                for &i in shares.keys() {
+                    let adv = adverts
+                        .get(&i)
+                        .ok_or(SecAggError::Internal("advert lost"))?;
+                    mask_keys.insert(i, crypto::parse_public_key(&adv.mask_key, "mask_key")?);
+                }
+                Ok(ServerPhase::MaskedInput {
+                    state: MaskState {
+                        mask_keys,
+                        u2: shares.into_keys().collect(),
+                        survivors: Vec::new(),
+                        sum: vec![0; self.plan.config.vector_len],
+                    },
+                    received: BTreeSet::new(),
+                })
+            }
+            ServerPhase::MaskedInput {
+                mut state,
+                received,
+            } => {
+                self.require(Stage::MaskedInput, received.len())?;
+                state.survivors = received.into_iter().collect();
+                for &i in &state.survivors {
+                    self.outgoing.push_back((
+                        i,
+                        ServerMessage::SurvivorSet {
+                            round,
+                            survivors: state.survivors.clone(),
+                        },
+                    ));
+                }
+                Ok(ServerPhase::ConsistencyCheck {
+                    state,
+                    signatures: BTreeMap::new(),
+                })
+            }
+            ServerPhase::ConsistencyCheck { state, signatures } => {
+                self.require(Stage::ConsistencyCheck, signatures.len())?;
+                let signatures: Vec<(ClientId, Vec<u8>)> = signatures.into_iter().collect();
+                let mut requests = BTreeMap::new();
+                for &(j, _) in &signatures {
+                    let reveal = self.reveal_list(&state, j);
+                    requests.insert(j, reveal.iter().copied().collect());
+                    self.outgoing.push_back((
+                        j,
+                        ServerMessage::UnmaskRequest {
+                            round,
+                            signatures: signatures.clone(),
+                            reveal,
+                        },
+                    ));
+                }
+                Ok(ServerPhase::Unmask {
+                    state,
+                    requests,
+                    responded: BTreeSet::new(),
+                    revealed: BTreeMap::new(),
+                })
+            }
+            ServerPhase::Unmask {
+                state,
+                responded,
+                revealed,
+                ..
+            } => {
+                self.require(Stage::Unmask, responded.len())?;
+                let aggregate = self.unmask(state, revealed)?;
+                self.events.push_back(ServerEvent::Aggregated(aggregate));
+                Ok(ServerPhase::Finished)
+            }
+            done @ (ServerPhase::Finished | ServerPhase::Aborted(_)) => Ok(done),
+        }
+    }
+
+    /// What holder `j` must reveal: for each mask partner, the self-mask share
+    /// if it survived, else the mask-key share, and only if some survivor
+    /// actually carries a mask shared with it.
+    fn reveal_list(&self, state: &MaskState, j: ClientId) -> Vec<(ClientId, ShareKind)> {
+        let survived = |i: &ClientId| state.survivors.binary_search(i).is_ok();
+        self.plan
+            .graph
+            .neighbours(j)
+            .iter()
+            .filter(|i| state.u2.contains(i))
+            .filter_map(|&i| {
+                if survived(&i) {
+                    Some((i, ShareKind::SelfMask))
+                } else if self.plan.graph.neighbours(i).iter().any(survived) {
+                    Some((i, ShareKind::MaskKey))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn unmask(
+        &self,
+        mut state: MaskState,
+        mut revealed: BTreeMap<(ClientId, ShareKind), Vec<SecretShare>>,
+    ) -> Result<Aggregate, SecAggError> {
+        let t = self.plan.threshold;
+        let bits = self.plan.config.bits;
+        let mut take =
+            |owner: ClientId, kind: ShareKind| -> Result<Vec<SecretShare>, SecAggError> {
+                let shares = revealed.remove(&(owner, kind)).unwrap_or_default();
+                if shares.len() < t {
+                    return Err(SecAggError::TooFewShares {
+                        owner,
+                        got: shares.len(),
+                        need: t,
+                    });
+                }
+                Ok(shares)
+            };
+        // Rebuild every secret first, so that an abort leaves no partial result.
+        let mut self_seeds = Vec::with_capacity(state.survivors.len());
+        for &i in &state.survivors {
+            let shares = take(i, ShareKind::SelfMask)?;
+            self_seeds.push(Seed(*shamir::reconstruct_secret(i, &shares, t)?));
+        }
+        let mut dropped_keys = Vec::new();
+        for &d in state.u2.iter() {
+            if state.survivors.binary_search(&d).is_ok() {
+                continue;
+            }
+            let partners: Vec<ClientId> = self
+                .plan
+                .graph
+                .neighbours(d)
+                .iter()
+                .copied()
+                .filter(|i| state.survivors.binary_search(i).is_ok())
+                .collect();
+            if partners.is_empty() {
+                continue;
+            }
+            let shares = take(d, ShareKind::MaskKey)?;
+            let secret = StaticSecret::from(*shamir::reconstruct_secret(d, &shares, t)?);
+            let advertised = state
+                .mask_keys
+                .get(&d)
+                .ok_or(SecAggError::Internal("key lost"))?;
+            // The advertised public key commits to c_d: a wrong rebuild cannot slip through.
+            if PublicKey::from(&secret) != *advertised {
+                return Err(SecAggError::InconsistentShares(d));
+            }
+            dropped_keys.push((d, secret, partners));
+        }
+        for seed in &self_seeds {
+            prg::apply_mask(
+                &mut state.sum,
+                seed,
+                MaskDomain::SelfMask,
+                Sign::Subtract,
+                bits,
+            );
+        }
+        for (d, secret, partners) in &dropped_keys {
+            for &i in partners {
+                let public = state
+                    .mask_keys
+                    .get(&i)
+                    .ok_or(SecAggError::Internal("key lost"))?;
+                let seed = crypto::pairwise_seed(&self.plan.session, secret, public, *d, i)?;
+                // i added PRG(s_id) if i < d, subtracted it otherwise; undo that.
+                let sign = if i < *d { Sign::Subtract } else { Sign::Add };
+                prg::apply_mask(&mut state.sum, &seed, MaskDomain::Pairwise, sign, bits);
+            }
+        }
+        prg::reduce(&mut state.sum, bits);
+        Ok(Aggregate {
+            sum: state.sum,
+            survivors: state.survivors,
+        })
+    }
+}

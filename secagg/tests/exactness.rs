@@ -1,0 +1,256 @@
+//! The unmasked aggregate equals the plain modular sum of the survivors'
+//! inputs, bit for bit, under random sizes, parameters and dropouts at every
+//! stage; when too few clients remain the round aborts with a typed error.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use medfl_secagg::sim::{DropPoint, Simulation};
+use medfl_secagg::{ClientId, Quantizer, SecAggConfig, SecAggError};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use common::{Expect, oracle, plain_sum};
+
+#[derive(Debug, Clone)]
+struct Case {
+    n: u32,
+    d: usize,
+    bits: u32,
+    k: usize,
+    t: usize,
+    drops: BTreeMap<ClientId, DropPoint>,
+    seed: [u8; 32],
+}
+
+fn case(max_n: u32) -> impl Strategy<Value = Case> {
+    (2..=max_n, 1usize..=24, 1u32..=64, any::<[u8; 32]>())
+        .prop_flat_map(|(n, d, bits, seed)| {
+            let max_k = (n - 1) as usize;
+            (Just((n, d, bits, seed)), 1..=max_k)
+        })
+        .prop_flat_map(|((n, d, bits, seed), k)| {
+            // The graph degree is k, or k+1 when k and n are both odd.
+            let deg = if k % 2 == 1 && n % 2 == 1 { k + 1 } else { k };
+            (
+                Just((n, d, bits, seed, k)),
+                (deg / 2 + 1)..=deg,
+                // ~1 in 6 clients drops, at a uniformly chosen stage.
+                proptest::collection::vec(proptest::option::weighted(0.17, 0usize..5), n as usize),
+            )
+        })
+        .prop_map(|((n, d, bits, seed, k), t, drop_at)| Case {
+            n,
+            d,
+            bits,
+            k,
+            t,
+            drops: drop_at
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.map(|p| (ClientId(i as u32), DropPoint::ALL[p])))
+                .collect(),
+            seed,
+        })
+}
+
+fn run_case(c: &Case) -> Result<(), TestCaseError> {
+    let mut config = SecAggConfig::new(7, c.d);
+    config.bits = c.bits;
+    config.neighbours = Some(c.k);
+    config.threshold = Some(c.t);
+    config.graph_seed = c.seed;
+    let mut sim = Simulation::new(config, c.n, c.seed).expect("valid config");
+    let mut rng = ChaCha20Rng::from_seed(c.seed);
+    let mask = if c.bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << c.bits) - 1
+    };
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..c.n)
+        .map(|i| {
+            let v = (0..c.d)
+                .map(|_| rand::Rng::next_u64(&mut rng) & mask)
+                .collect();
+            (ClientId(i), v)
+        })
+        .collect();
+    sim.provide_inputs(&inputs).expect("inputs in range");
+    for (&id, &p) in &c.drops {
+        sim.drop_client(id, p);
+    }
+    let graph = sim.server.plan().graph.clone();
+    let report = sim.run();
+    prop_assert!(
+        report.server_rejections.is_empty(),
+        "{:?}",
+        report.server_rejections
+    );
+    match (oracle(&graph, c.n, c.t, &c.drops), report.outcome) {
+        (Ok(expected), Ok(agg)) => {
+            if std::env::var_os("SECAGG_TRACE").is_some() {
+                eprintln!(
+                    "ok n={} k={} t={} drops={} survivors={}",
+                    c.n,
+                    c.k,
+                    c.t,
+                    c.drops.len(),
+                    expected.len()
+                );
+            }
+            prop_assert_eq!(
+                &agg.survivors,
+                &expected.iter().copied().collect::<Vec<_>>()
+            );
+            prop_assert_eq!(agg.sum, plain_sum(&inputs, &expected, c.bits, c.d));
+        }
+        (Err(Expect::TooFewSurvivors), Err(SecAggError::TooFewSurvivors { .. }))
+        | (Err(Expect::TooFewShares), Err(SecAggError::TooFewShares { .. })) => {}
+        (want, got) => prop_assert!(false, "oracle {:?}, got {:?}", want, got),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn aggregate_is_exact_under_dropouts(c in case(30)) {
+        run_case(&c)?;
+    }
+
+    #[test]
+    fn quantized_floats_sum_exactly(
+        n in 3u32..=12,
+        xs in proptest::collection::vec(proptest::collection::vec(-2.0f32..2.0, 6), 12),
+        seed in any::<[u8; 32]>(),
+    ) {
+        let d = 6;
+        let config = SecAggConfig::new(1, d);
+        let q = Quantizer::new(1.5, config.bits, u64::from(n)).expect("fits");
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+            .map(|i| (ClientId(i), q.encode(&xs[i as usize], &mut rng).expect("finite")))
+            .collect();
+        let mut sim = Simulation::new(config, n, seed).expect("valid config");
+        sim.provide_inputs(&inputs).expect("in range");
+        let agg = sim.run().outcome.expect("no dropouts");
+        let all = inputs.keys().copied().collect();
+        prop_assert_eq!(&agg.sum, &plain_sum(&inputs, &all, 32, d));
+        // And the decoded mean is the clipped mean up to one quantization step.
+        let mean = q.decode_mean(&agg.sum, u64::from(n)).expect("n > 0");
+        let step = 3.0 / q.levels() as f64;
+        for (j, m) in mean.iter().enumerate() {
+            let truth: f64 = (0..n as usize)
+                .map(|i| f64::from(xs[i][j].clamp(-1.5, 1.5)))
+                .sum::<f64>() / f64::from(n);
+            prop_assert!((m - truth).abs() <= step + 1e-9, "{} vs {}", m, truth);
+        }
+    }
+}
+
+/// Every drop point, each with exactly enough neighbours left, in a fixed graph.
+#[test]
+fn one_dropout_at_each_stage_is_recovered() {
+    // k - 5 dropouts >= t for every neighbourhood, so recovery must succeed.
+    let n = 16;
+    let mut config = SecAggConfig::new(3, 50);
+    config.neighbours = Some(12);
+    config.threshold = Some(7);
+    let mut sim = Simulation::new(config, n, [9; 32]).unwrap();
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+        .map(|i| {
+            (
+                ClientId(i),
+                (0..50).map(|j| u64::from(i) * 1000 + j).collect(),
+            )
+        })
+        .collect();
+    sim.provide_inputs(&inputs).unwrap();
+    for (i, p) in DropPoint::ALL.iter().enumerate() {
+        sim.drop_client(ClientId(2 * i as u32), *p);
+    }
+    let graph = sim.server.plan().graph.clone();
+    let drops: BTreeMap<_, _> = DropPoint::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (ClientId(2 * i as u32), *p))
+        .collect();
+    let expected = oracle(&graph, n, 7, &drops).expect("recoverable");
+    let report = sim.run();
+    let agg = report.outcome.unwrap();
+    assert_eq!(agg.survivors, expected.iter().copied().collect::<Vec<_>>());
+    // Clients 0, 2, 4 dropped before their masked input; 6 and 8 after it.
+    assert!(!agg.survivors.contains(&ClientId(4)));
+    assert!(agg.survivors.contains(&ClientId(6)) && agg.survivors.contains(&ClientId(8)));
+    assert_eq!(agg.sum, plain_sum(&inputs, &expected, 32, 50));
+}
+
+/// Fewer than t survivors: typed abort, and no aggregate event at all.
+#[test]
+fn too_few_survivors_abort_without_result() {
+    let n = 6;
+    let mut config = SecAggConfig::new(3, 4);
+    config.neighbours = Some(5);
+    config.threshold = Some(4);
+    let mut sim = Simulation::new(config, n, [1; 32]).unwrap();
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n).map(|i| (ClientId(i), vec![1; 4])).collect();
+    sim.provide_inputs(&inputs).unwrap();
+    for i in 0..3 {
+        sim.drop_client(ClientId(i), DropPoint::BeforeMaskedInput);
+    }
+    let report = sim.run();
+    assert_eq!(
+        report.outcome,
+        Err(SecAggError::TooFewSurvivors {
+            stage: medfl_secagg::Stage::MaskedInput,
+            got: 3,
+            need: 4
+        })
+    );
+}
+
+/// Too many shareholders vanish before unmasking: typed abort.
+#[test]
+fn too_few_shares_abort_without_result() {
+    let n = 10;
+    let mut config = SecAggConfig::new(3, 4);
+    config.neighbours = Some(4);
+    config.threshold = Some(3);
+    let mut sim = Simulation::new(config, n, [2; 32]).unwrap();
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n).map(|i| (ClientId(i), vec![1; 4])).collect();
+    sim.provide_inputs(&inputs).unwrap();
+    let graph = sim.server.plan().graph.clone();
+    // Silence two of client 0's four neighbours at the unmask stage.
+    let victims: Vec<ClientId> = graph
+        .neighbours(ClientId(0))
+        .iter()
+        .copied()
+        .take(2)
+        .collect();
+    for v in &victims {
+        sim.drop_client(*v, DropPoint::BeforeUnmask);
+    }
+    let report = sim.run();
+    assert!(
+        matches!(
+            report.outcome,
+            Err(SecAggError::TooFewShares { need: 3, .. })
+        ),
+        "{:?}",
+        report.outcome
+    );
+}
+
+/// Larger federations, up to 100 clients (slow in debug builds).
+#[test]
+#[ignore]
+fn aggregate_is_exact_up_to_100_clients() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 12,
+        ..ProptestConfig::default()
+    });
+    runner.run(&case(100), |c| run_case(&c)).unwrap();
+}
