@@ -1,0 +1,48 @@
+//! Ground truth for simulated logs, stored apart from the events.
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of abuse an access belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackKind {
+    /// Looking up a VIP without a reason.
+    VipSnooping,
+    /// Looking up a relative.
+    FamilySnooping,
+    /// Accessing patients outside the user's care team without a reason.
+    OutsideCareTeam,
+    /// Bulk access or export outside working hours.
+    OffHoursExfiltration,
+    /// A stolen credential used from a new IP or location.
+    StolenCredentials,
+    /// A compromised account hitting many patients fast.
+    CompromisedAccount,
+    /// A role reading what it has no need for (billing reading clinical notes).
+    RoleMisuse,
+    /// Slow, steady exfiltration over weeks, under rate thresholds.
+    SlowDripExfiltration,
+}
+
+impl AttackKind {
+    /// Every kind, in a fixed order (for tables).
+    pub const ALL: [AttackKind; 8] = [
+        AttackKind::VipSnooping,
+        AttackKind::FamilySnooping,
+        AttackKind::OutsideCareTeam,
+        AttackKind::OffHoursExfiltration,
+        AttackKind::StolenCredentials,
+        AttackKind::CompromisedAccount,
+        AttackKind::RoleMisuse,
+        AttackKind::SlowDripExfiltration,
+    ];
+}
+
+/// The label of one event: normal, or part of an attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    /// The event's id.
+    pub event_id: u64,
+    /// `None` for normal behaviour (legitimate exceptions included).
+    pub attack: Option<AttackKind>,
+}
