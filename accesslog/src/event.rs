@@ -88,10 +88,73 @@ pub struct AccessEvent {
     pub ip: String,
     /// The user invoked emergency ("break-the-glass") access.
     pub break_glass: bool,
-    /// The user is on the patient's care team at the time.
+    /// The user is on the patient's care team at the time: the treatment team, or an assigned
+    /// worklist that documents a need (the patient's pharmacist, billing account, research
+    /// cohort), as the hospital's EHR records it.
     pub care_team: bool,
     /// The patient is flagged VIP (celebrity, staff member, public figure).
     pub vip: bool,
     /// User and patient are linked as family.
     pub family_link: bool,
 }
+
+/// Implements the stable text names (the serde `snake_case` names) used by every file format,
+/// so that CSV, FHIR and serde agree on one spelling.
+macro_rules! names {
+    ($ty:ident, $what:literal, $($variant:ident => $name:literal),+ $(,)?) => {
+        impl $ty {
+            /// Every variant, in declaration order (for tables and for sampling).
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The stable text name, as written in files.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            /// Parses a stable text name; `None` if it is not one.
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s {
+                    $($name => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// What the value is, for error messages.
+            pub const KIND: &'static str = $what;
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(StaffRole, "role",
+    Physician => "physician",
+    Nurse => "nurse",
+    Pharmacist => "pharmacist",
+    Billing => "billing",
+    It => "it",
+    Researcher => "researcher",
+    Student => "student",
+);
+
+names!(Action, "action",
+    View => "view",
+    Edit => "edit",
+    Print => "print",
+    Export => "export",
+);
+
+names!(Resource, "resource",
+    Demographics => "demographics",
+    ClinicalNote => "clinical_note",
+    Medication => "medication",
+    LabResult => "lab_result",
+    Imaging => "imaging",
+    Billing => "billing",
+);

@@ -46,3 +46,30 @@ pub struct Label {
     /// `None` for normal behaviour (legitimate exceptions included).
     pub attack: Option<AttackKind>,
 }
+
+impl AttackKind {
+    /// The stable text name, as written in the labels CSV (the serde `snake_case` name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackKind::VipSnooping => "vip_snooping",
+            AttackKind::FamilySnooping => "family_snooping",
+            AttackKind::OutsideCareTeam => "outside_care_team",
+            AttackKind::OffHoursExfiltration => "off_hours_exfiltration",
+            AttackKind::StolenCredentials => "stolen_credentials",
+            AttackKind::CompromisedAccount => "compromised_account",
+            AttackKind::RoleMisuse => "role_misuse",
+            AttackKind::SlowDripExfiltration => "slow_drip_exfiltration",
+        }
+    }
+
+    /// Parses a stable text name; `None` if it is not one.
+    pub fn parse(s: &str) -> Option<AttackKind> {
+        AttackKind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for AttackKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

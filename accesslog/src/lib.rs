@@ -5,11 +5,26 @@
 //! - [`event`]: the event schema ([`AccessEvent`]) and its vocabularies.
 //! - [`label`]: ground-truth labels ([`AttackKind`]), kept apart from the events so that they
 //!   never leak into training input.
+//! - [`csv`]: events CSV and labels CSV.
+//! - [`fhir`]: FHIR R4 `AuditEvent` NDJSON.
+//! - [`tabular`]: plain numeric CSV tables (third-party data sets, exported features).
+//! - [`features`]: streaming per-user feature extraction.
+//! - [`error`]: the errors and the malformed-row policy ([`OnError`]) shared by the readers.
+//! - [`time`]: FHIR instants.
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod csv;
+pub mod error;
 pub mod event;
+pub mod features;
+pub mod fhir;
 pub mod label;
+mod lines;
+pub mod tabular;
+pub mod time;
 
+pub use error::{FormatError, OnError, Parsed, RowError};
 pub use event::{AccessEvent, Action, Resource, StaffRole};
+pub use features::{FEATURE_NAMES, FeatureExtractor, FeatureMatrix, N_FEATURES, extract};
 pub use label::{AttackKind, Label};

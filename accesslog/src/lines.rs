@@ -1,0 +1,116 @@
+//! Line reading and CSV field splitting shared by the CSV readers.
+//!
+//! Records are single-line: a quoted field may hold commas and doubled quotes (`""`) but not a
+//! line break, which keeps "line N" in error messages equal to record N + 1 and lets readers
+//! resynchronise after a bad row.
+
+use std::io::BufRead;
+
+use crate::error::RowError;
+
+/// Reads lines as raw bytes, counting them, so that invalid UTF-8 is a row error, not an abort.
+pub(crate) struct Lines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    line: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Lines {
+            inner,
+            buf: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// The next line (without `\n` or `\r\n`) and its 1-based number; `Ok(None)` at the end.
+    /// The inner `Result` is a decoding error for that line.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn next_line(&mut self) -> std::io::Result<Option<(u64, Result<&str, RowError>)>> {
+        self.buf.clear();
+        let n = self.inner.read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        }
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        let line = self.line;
+        let text = std::str::from_utf8(&self.buf).map_err(|e| RowError {
+            line,
+            message: format!("not valid UTF-8: {e}"),
+        });
+        Ok(Some((line, text)))
+    }
+}
+
+/// Splits one CSV record into `out` (cleared first). Fails on a stray or unterminated quote.
+pub(crate) fn split_csv(line: &str, out: &mut Vec<String>) -> Result<(), String> {
+    out.clear();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        // At the start of a field.
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => {
+                        if chars.peek() == Some(&'"') {
+                            chars.next();
+                            field.push('"');
+                        } else {
+                            break;
+                        }
+                    }
+                    Some(c) => field.push(c),
+                    None => return Err("unterminated quoted field".into()),
+                }
+            }
+            match chars.next() {
+                None => {
+                    out.push(std::mem::take(&mut field));
+                    return Ok(());
+                }
+                Some(',') => out.push(std::mem::take(&mut field)),
+                Some(c) => return Err(format!("unexpected {c:?} after a quoted field")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        out.push(std::mem::take(&mut field));
+                        return Ok(());
+                    }
+                    Some(',') => {
+                        out.push(std::mem::take(&mut field));
+                        break;
+                    }
+                    Some('"') => return Err("quote inside an unquoted field".into()),
+                    Some(c) => field.push(c),
+                }
+            }
+        }
+    }
+}
+
+/// Writes one CSV field, quoting it only when it needs quoting, so common output stays plain.
+pub(crate) fn write_field(out: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        for c in field.chars() {
+            if c == '"' {
+                out.push('"');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(field);
+    }
+}

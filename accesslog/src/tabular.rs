@@ -1,0 +1,146 @@
+//! A plain numeric table in CSV: a header row, then one record per row of numbers, with an
+//! optional label column. This is how third-party anomaly data sets (and medfl's own exported
+//! feature matrices) come in, so the model can be trained and compared on them too.
+
+use std::io::BufRead;
+
+use crate::error::{FormatError, OnError, RowError};
+use crate::lines::{Lines, split_csv};
+
+/// A numeric table read from CSV.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    /// Names of the numeric columns, in order (the label column excluded).
+    pub columns: Vec<String>,
+    /// Number of numeric columns (`columns.len()`).
+    pub n_cols: usize,
+    /// Row-major values, `rows * n_cols` long; every value is finite.
+    pub data: Vec<f32>,
+    /// One label per row (`true` = anomalous) when a label column was named.
+    pub labels: Option<Vec<bool>>,
+    /// Rows skipped under [`OnError::Skip`].
+    pub skipped: Vec<RowError>,
+}
+
+impl Table {
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.data.len().checked_div(self.n_cols).unwrap_or(0)
+    }
+
+    /// Row `i` (panics if out of range, like slice indexing).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.n_cols..(i + 1) * self.n_cols]
+    }
+}
+
+/// Whether a label cell means anomalous: anything but empty, `0` (or a number equal to 0) and
+/// `normal` (any case).
+pub fn label_is_anomalous(cell: &str) -> bool {
+    let c = cell.trim();
+    if c.is_empty() || c.eq_ignore_ascii_case("normal") {
+        return false;
+    }
+    match c.parse::<f64>() {
+        Ok(v) => v != 0.0,
+        Err(_) => true,
+    }
+}
+
+/// Reads a numeric CSV table. `label` names the label column, which must then exist in the
+/// header; every other column must hold finite numbers. Blank lines are ignored.
+pub fn read_table<R: BufRead>(
+    r: R,
+    label: Option<&str>,
+    on_error: OnError,
+) -> Result<Table, FormatError> {
+    let mut lines = Lines::new(r);
+    let mut fields = Vec::new();
+    let header = match lines.next_line()? {
+        None => return Err(FormatError::MissingHeader),
+        Some((_, Err(e))) => return Err(FormatError::BadHeader(e.message)),
+        Some((_, Ok(h))) => h,
+    };
+    split_csv(header.trim_start_matches('\u{feff}'), &mut fields)
+        .map_err(FormatError::BadHeader)?;
+    let header: Vec<String> = fields.iter().map(|f| f.trim().to_owned()).collect();
+    if header.iter().any(String::is_empty) {
+        return Err(FormatError::BadHeader("empty column name".into()));
+    }
+    let label_idx = match label {
+        None => None,
+        Some(name) => Some(
+            header
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| FormatError::BadHeader(format!("no label column {name:?}")))?,
+        ),
+    };
+    let columns: Vec<String> = header
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != label_idx)
+        .map(|(_, h)| h.clone())
+        .collect();
+    if columns.is_empty() {
+        return Err(FormatError::BadHeader("no numeric columns".into()));
+    }
+    let n_cols = columns.len();
+    let mut table = Table {
+        columns,
+        n_cols,
+        data: Vec::new(),
+        labels: label_idx.map(|_| Vec::new()),
+        skipped: Vec::new(),
+    };
+    let mut row = Vec::with_capacity(n_cols);
+    while let Some((line, text)) = lines.next_line()? {
+        let parsed = text.and_then(|text| {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            let fail = |message: String| RowError { line, message };
+            split_csv(text, &mut fields).map_err(fail)?;
+            if fields.len() != header.len() {
+                return Err(fail(format!(
+                    "expected {} columns, found {}",
+                    header.len(),
+                    fields.len()
+                )));
+            }
+            row.clear();
+            let mut lab = false;
+            for (i, cell) in fields.iter().enumerate() {
+                if Some(i) == label_idx {
+                    lab = label_is_anomalous(cell);
+                    continue;
+                }
+                let v: f32 = cell.trim().parse().map_err(|_| {
+                    fail(format!("column {:?}: {cell:?} is not a number", header[i]))
+                })?;
+                if !v.is_finite() {
+                    return Err(fail(format!(
+                        "column {:?}: {cell:?} is not finite",
+                        header[i]
+                    )));
+                }
+                row.push(v);
+            }
+            Ok(Some(lab))
+        });
+        match parsed {
+            Ok(Some(lab)) => {
+                table.data.extend_from_slice(&row);
+                if let Some(l) = table.labels.as_mut() {
+                    l.push(lab);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => match on_error {
+                OnError::Skip => table.skipped.push(e),
+                OnError::Reject => return Err(FormatError::Row(e)),
+            },
+        }
+    }
+    Ok(table)
+}

@@ -1,0 +1,295 @@
+//! Feature extraction: always finite, and each behaviour moves the feature meant to catch it.
+
+use medfl_accesslog::features::{FEATURE_NAMES, FeatureExtractor, N_FEATURES, extract, role_needs};
+use medfl_accesslog::tabular::read_table;
+use medfl_accesslog::time::{DAY_MS, HOUR_MS, MINUTE_MS};
+use medfl_accesslog::{AccessEvent, Action, Label, OnError, Resource, StaffRole};
+use proptest::prelude::*;
+
+const T0: u64 = 1_767_571_200_000; // 2026-01-05T00:00Z
+
+fn col(name: &str) -> usize {
+    FEATURE_NAMES.iter().position(|n| *n == name).unwrap()
+}
+
+fn ev(t: u64, user: &str, patient: &str) -> AccessEvent {
+    AccessEvent {
+        event_id: t,
+        time_ms: t,
+        user: user.into(),
+        role: StaffRole::Nurse,
+        user_department: "icu".into(),
+        patient: patient.into(),
+        patient_department: "icu".into(),
+        action: Action::View,
+        resource: Resource::Medication,
+        workstation: "ws-1".into(),
+        ip: "10.0.0.1".into(),
+        break_glass: false,
+        care_team: true,
+        vip: false,
+        family_link: false,
+    }
+}
+
+/// Ten days of a day-shift nurse: five patients, a few accesses an hour, 08:00-15:00.
+fn routine(fx: &mut FeatureExtractor, user: &str) -> u64 {
+    let mut last = 0;
+    for day in 0..10 {
+        for k in 0..20u64 {
+            let t = T0 + day * DAY_MS + 8 * HOUR_MS + k * 20 * MINUTE_MS;
+            fx.push(&ev(t, user, &format!("p{}", k % 5)));
+            last = t;
+        }
+    }
+    last
+}
+
+#[test]
+fn names_match_width() {
+    assert_eq!(FEATURE_NAMES.len(), N_FEATURES);
+    let m = extract(&[ev(T0, "u", "p")]);
+    assert_eq!(m.n_cols, N_FEATURES);
+    assert_eq!(m.data.len(), N_FEATURES);
+    assert_eq!(m.names.len(), N_FEATURES);
+    assert_eq!(m.event_ids, vec![T0]);
+}
+
+#[test]
+fn first_seen_ip_and_workstation_set_novelty_for_a_day() {
+    let mut fx = FeatureExtractor::new();
+    let last = routine(&mut fx, "u1");
+    let known = fx.push(&ev(last + DAY_MS, "u1", "p1"));
+    assert_eq!(known[col("new_ip")], 0.0);
+    assert_eq!(known[col("new_workstation")], 0.0);
+    let mut odd = ev(last + DAY_MS + MINUTE_MS, "u1", "p1");
+    odd.ip = "203.0.113.9".into();
+    odd.workstation = "ext-laptop".into();
+    let f = fx.push(&odd);
+    assert_eq!(f[col("new_ip")], 1.0);
+    assert_eq!(f[col("new_workstation")], 1.0);
+    assert_eq!(
+        f[col("org_new_ip")],
+        1.0,
+        "nobody in the hospital used this address"
+    );
+    // The same intruder's next access, an hour later, is still from a new place...
+    odd.time_ms += HOUR_MS;
+    assert_eq!(fx.push(&odd)[col("new_ip")], 1.0);
+    // ...but after a day of use the address is familiar.
+    odd.time_ms += 2 * DAY_MS;
+    assert_eq!(fx.push(&odd)[col("new_ip")], 0.0);
+    // Another user has their own history, but the hospital knows the address.
+    let mut other = ev(last + 3 * DAY_MS + 2 * HOUR_MS, "u2", "p1");
+    other.ip = "10.0.0.1".into();
+    let f = fx.push(&other);
+    assert_eq!(f[col("new_ip")], 1.0);
+    assert_eq!(f[col("org_new_ip")], 0.0);
+}
+
+#[test]
+fn first_access_to_a_patient_is_new() {
+    let mut fx = FeatureExtractor::new();
+    let last = routine(&mut fx, "u");
+    assert_eq!(
+        fx.push(&ev(last + MINUTE_MS, "u", "p3"))[col("new_patient")],
+        0.0
+    );
+    assert_eq!(
+        fx.push(&ev(last + 2 * MINUTE_MS, "u", "stranger"))[col("new_patient")],
+        1.0
+    );
+    assert_eq!(
+        fx.push(&ev(last + 3 * MINUTE_MS, "u", "stranger"))[col("new_patient")],
+        0.0
+    );
+}
+
+#[test]
+fn a_burst_raises_rate_and_distinct_patient_features() {
+    let mut fx = FeatureExtractor::new();
+    let last = routine(&mut fx, "u");
+    let t = last + DAY_MS;
+    let calm = fx.push(&ev(t, "u", "p1"));
+    let mut f = calm;
+    for i in 0..200u64 {
+        f = fx.push(&ev(t + 1000 + i * 3000, "u", &format!("x{i}")));
+    }
+    for name in [
+        "rate_5m",
+        "rate_1h",
+        "rate_24h",
+        "distinct_patients_1h",
+        "distinct_patients_24h",
+    ] {
+        assert!(
+            f[col(name)] > calm[col(name)] + 0.2,
+            "{name}: {} -> {}",
+            calm[col(name)],
+            f[col(name)]
+        );
+    }
+    assert!(f[col("rate_5m")] > 0.8, "{}", f[col("rate_5m")]);
+    // Rates decay back after a quiet day.
+    let later = fx.push(&ev(t + 3 * DAY_MS, "u", "p1"));
+    assert!(later[col("rate_5m")] < 0.25 && later[col("rate_1h")] < 0.25);
+}
+
+#[test]
+fn night_access_deviates_from_a_day_worker_baseline() {
+    let mut fx = FeatureExtractor::new();
+    let last = routine(&mut fx, "u");
+    let day = fx.push(&ev(last - last % DAY_MS + DAY_MS + 10 * HOUR_MS, "u", "p1"));
+    assert_eq!(day[col("off_hours")], 0.0);
+    assert!(
+        day[col("tod_deviation")] < 0.05,
+        "{}",
+        day[col("tod_deviation")]
+    );
+    // A burst at 03:00 stays off-hours throughout: the baseline learns hours, not events.
+    let night = last - last % DAY_MS + 2 * DAY_MS + 3 * HOUR_MS;
+    for i in 0..100 {
+        let f = fx.push(&ev(night + i * 10_000, "u", &format!("n{i}")));
+        assert_eq!(f[col("off_hours")], 1.0, "event {i}");
+        assert!(
+            f[col("tod_deviation")] > 0.5,
+            "event {i}: {}",
+            f[col("tod_deviation")]
+        );
+    }
+    assert!(day[col("tod_spread")] < 0.3);
+}
+
+#[test]
+fn flags_and_tables() {
+    let mut e = ev(T0, "billing-1", "p");
+    e.role = StaffRole::Billing;
+    e.user_department = "billing".into();
+    e.resource = Resource::ClinicalNote;
+    e.action = Action::Export;
+    e.care_team = false;
+    e.vip = true;
+    e.break_glass = true;
+    let f = FeatureExtractor::new().push(&e);
+    for name in [
+        "role_resource_mismatch",
+        "not_care_team",
+        "vip",
+        "break_glass",
+        "print_export",
+        "dept_mismatch",
+        "sensitive_outside_team",
+    ] {
+        assert_eq!(f[col(name)], 1.0, "{name}");
+    }
+    assert_eq!(f[col("family_link")], 0.0);
+    assert_eq!(f[col("history_len")], 0.0);
+    assert!(f[col("export_volume_24h")] > 0.1);
+    assert!(role_needs(StaffRole::Billing, Resource::Billing));
+    assert!(!role_needs(StaffRole::It, Resource::ClinicalNote));
+    assert!(role_needs(StaffRole::Physician, Resource::Imaging));
+}
+
+#[test]
+fn extraction_is_reproducible_and_exports_as_a_table() {
+    let evs: Vec<AccessEvent> = (0..500u64)
+        .map(|i| {
+            ev(
+                T0 + i * 37_000,
+                &format!("u{}", i % 7),
+                &format!("p{}", i % 31),
+            )
+        })
+        .collect();
+    let a = extract(&evs);
+    let b = extract(&evs);
+    assert_eq!(a, b);
+    let labels: Vec<Label> = evs
+        .iter()
+        .map(|e| Label {
+            event_id: e.event_id,
+            attack: None,
+        })
+        .collect();
+    let mut buf = Vec::new();
+    a.write_csv(&mut buf, Some(&labels)).unwrap();
+    let t = read_table(buf.as_slice(), Some("label"), OnError::Reject).unwrap();
+    assert_eq!(t.columns, FEATURE_NAMES.to_vec());
+    assert_eq!(t.data, a.data, "f32 Display round-trips exactly");
+    assert_eq!(t.labels.unwrap().len(), 500);
+}
+
+#[test]
+fn patient_memory_false_positive_rate_is_small() {
+    // 1000 distinct patients, then 1000 never-seen ones: how many look already seen?
+    let mut fx = FeatureExtractor::new();
+    for i in 0..1000u64 {
+        fx.push(&ev(T0 + i * 1000, "u", &format!("seen-{i}")));
+    }
+    let mut false_seen = 0;
+    for i in 0..1000u64 {
+        let f = fx.push(&ev(T0 + DAY_MS + i * 1000, "u", &format!("fresh-{i}")));
+        if f[col("new_patient")] == 0.0 {
+            false_seen += 1;
+        }
+    }
+    assert!(
+        false_seen < 50,
+        "{false_seen} of 1000 fresh patients looked seen"
+    );
+}
+
+fn arb_event() -> impl Strategy<Value = AccessEvent> {
+    (
+        (0u64..u64::MAX, 0usize..7, 0usize..4, 0usize..6),
+        (
+            "[a-c]{0,3}",
+            "[a-c]{0,3}",
+            "[a-c]{0,2}",
+            "[a-c]{0,2}",
+            "[ab]{0,2}",
+            "[ab]{0,2}",
+        ),
+        any::<[bool; 4]>(),
+    )
+        .prop_map(|((t, r, a, res), (u, p, ud, pd, ws, ip), b)| AccessEvent {
+            event_id: t,
+            time_ms: t,
+            user: u,
+            role: StaffRole::ALL[r],
+            user_department: ud,
+            patient: p,
+            patient_department: pd,
+            action: Action::ALL[a],
+            resource: Resource::ALL[res],
+            workstation: ws,
+            ip,
+            break_glass: b[0],
+            care_team: b[1],
+            vip: b[2],
+            family_link: b[3],
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn instant_parsing_never_panics(s in "\\PC{0,40}", ms in 0u64..8_000_000_000_000) {
+        let _ = medfl_accesslog::time::parse_instant(&s);
+        let text = medfl_accesslog::time::format_instant(ms);
+        prop_assert_eq!(medfl_accesslog::time::parse_instant(&text), Some(ms));
+    }
+
+    #[test]
+    fn features_are_finite_and_bounded(mut evs in proptest::collection::vec(arb_event(), 1..80), sorted in any::<bool>()) {
+        // Both time-ordered and arbitrary orders (including huge jumps) must stay finite.
+        if sorted {
+            evs.sort_by_key(|e| e.time_ms);
+        }
+        let m = extract(&evs);
+        for v in &m.data {
+            prop_assert!(v.is_finite() && *v >= 0.0 && *v <= 2.0, "{v}");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! File formats: round trips, line-numbered errors under both policies, and no panic on garbage.
+
+use medfl_accesslog::csv::{read_events, read_labels, write_events, write_labels};
+use medfl_accesslog::fhir::{read_audit_events, write_audit_events};
+use medfl_accesslog::tabular::{label_is_anomalous, read_table};
+use medfl_accesslog::{
+    AccessEvent, Action, AttackKind, FormatError, Label, OnError, Resource, StaffRole,
+};
+use proptest::prelude::*;
+
+fn event(i: u64) -> AccessEvent {
+    AccessEvent {
+        event_id: i,
+        time_ms: 1_767_571_200_000 + i * 61_001,
+        user: format!("u{}", i % 7),
+        role: StaffRole::ALL[i as usize % StaffRole::ALL.len()],
+        user_department: "cardiology".into(),
+        patient: format!("p{}", i * 13 % 17),
+        patient_department: if i.is_multiple_of(3) {
+            "oncology"
+        } else {
+            "cardiology"
+        }
+        .into(),
+        action: Action::ALL[i as usize % Action::ALL.len()],
+        resource: Resource::ALL[i as usize % Resource::ALL.len()],
+        workstation: format!("ws-{}", i % 5),
+        ip: format!("10.0.0.{}", i % 9),
+        break_glass: i.is_multiple_of(5),
+        care_team: i.is_multiple_of(2),
+        vip: i.is_multiple_of(11),
+        family_link: i.is_multiple_of(13),
+    }
+}
+
+fn events(n: u64) -> Vec<AccessEvent> {
+    (0..n).map(event).collect()
+}
+
+#[test]
+fn csv_round_trip_with_awkward_text() {
+    let mut evs = events(50);
+    evs[3].user = "smith, j".into();
+    evs[4].patient = "say \"hi\"".into();
+    evs[5].user_department = "a,\"b\",c".into();
+    let mut buf = Vec::new();
+    write_events(&mut buf, &evs).unwrap();
+    let text = String::from_utf8(buf.clone()).unwrap();
+    assert!(text.starts_with(
+        "event_id,time_ms,user,role,user_department,patient,patient_department,action,resource,workstation,ip,break_glass,care_team,vip,family_link\n"
+    ));
+    let back = read_events(buf.as_slice(), OnError::Reject).unwrap();
+    assert_eq!(back.records, evs);
+    assert!(back.skipped.is_empty());
+}
+
+#[test]
+fn csv_writer_refuses_line_breaks() {
+    let mut evs = events(2);
+    evs[1].ip = "10.0.0.1\n".into();
+    let err = write_events(Vec::new(), &evs).unwrap_err();
+    assert!(
+        matches!(err, FormatError::Unwritable { event_id: 1, .. }),
+        "{err}"
+    );
+}
+
+fn corrupt_csv() -> Vec<u8> {
+    let mut buf = Vec::new();
+    write_events(&mut buf, &events(5)).unwrap();
+    let mut lines: Vec<String> = String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[2] = lines[2].replace(",nurse,", ",surgeon,"); // line 3: unknown role
+    lines[4] = "1,2,3".into(); // line 5: too few columns
+    lines.push(String::new()); // blank lines are ignored
+    lines.push("7,xx,u,nurse,d,p,d,view,imaging,w,i,0,0,0,0".into()); // line 8: bad time
+    let mut out = lines.join("\n").into_bytes();
+    out.push(b'\n');
+    out.extend_from_slice(b"8,1,u,nurse,d,p,d,view,imaging,w,i,0,0,0,\xff\n"); // line 9: bad UTF-8
+    out
+}
+
+#[test]
+fn csv_malformed_rows_are_skipped_or_rejected_with_line_numbers() {
+    let data = corrupt_csv();
+    let parsed = read_events(data.as_slice(), OnError::Skip).unwrap();
+    assert_eq!(parsed.records.len(), 3);
+    let lines: Vec<u64> = parsed.skipped.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![3, 5, 8, 9], "{:?}", parsed.skipped);
+    assert!(
+        parsed.skipped[0].message.contains("role"),
+        "{}",
+        parsed.skipped[0]
+    );
+    assert!(parsed.skipped[1].message.contains("columns"));
+    assert!(parsed.skipped[2].message.contains("time_ms"));
+    assert!(parsed.skipped[3].message.contains("UTF-8"));
+
+    let err = read_events(data.as_slice(), OnError::Reject).unwrap_err();
+    match err {
+        FormatError::Row(e) => assert_eq!(e.line, 3),
+        other => panic!("expected a row error, got {other}"),
+    }
+    assert!(err_string(&data).starts_with("line 3:"));
+}
+
+fn err_string(data: &[u8]) -> String {
+    read_events(data, OnError::Reject).unwrap_err().to_string()
+}
+
+#[test]
+fn csv_header_is_checked() {
+    assert!(matches!(
+        read_events(&b""[..], OnError::Skip),
+        Err(FormatError::MissingHeader)
+    ));
+    assert!(matches!(
+        read_events(&b"event_id,time\n1,2\n"[..], OnError::Skip),
+        Err(FormatError::BadHeader(_))
+    ));
+    assert!(matches!(
+        read_labels(&b"id,attack\n"[..], OnError::Skip),
+        Err(FormatError::BadHeader(_))
+    ));
+}
+
+#[test]
+fn labels_round_trip_and_errors() {
+    let labels: Vec<Label> = (0..40)
+        .map(|i| Label {
+            event_id: i,
+            attack: if i.is_multiple_of(4) {
+                Some(AttackKind::ALL[i as usize / 4 % AttackKind::ALL.len()])
+            } else {
+                None
+            },
+        })
+        .collect();
+    let mut buf = Vec::new();
+    write_labels(&mut buf, &labels).unwrap();
+    assert_eq!(
+        read_labels(buf.as_slice(), OnError::Reject)
+            .unwrap()
+            .records,
+        labels
+    );
+    let bad = b"event_id,attack\n1,\n2,martian_invasion\nx,vip_snooping\n3,role_misuse\n";
+    let p = read_labels(&bad[..], OnError::Skip).unwrap();
+    assert_eq!(p.records.len(), 2);
+    assert_eq!(
+        p.skipped.iter().map(|e| e.line).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+}
+
+#[test]
+fn fhir_round_trip_and_shape() {
+    let evs = events(60);
+    let mut buf = Vec::new();
+    write_audit_events(&mut buf, &evs).unwrap();
+    let text = String::from_utf8(buf.clone()).unwrap();
+    assert_eq!(text.lines().count(), 60);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["resourceType"], "AuditEvent");
+    assert_eq!(first["type"]["code"], "110110");
+    assert_eq!(first["agent"][0]["requestor"], true);
+    assert_eq!(
+        first["agent"][0]["purposeOfUse"][0]["coding"][0]["code"],
+        "BTG"
+    ); // event 0 is BTG
+    assert_eq!(first["entity"][0]["what"]["reference"], "Patient/p0");
+    assert_eq!(first["recorded"], "2026-01-05T00:00:00.000Z");
+    let back = read_audit_events(buf.as_slice(), OnError::Reject).unwrap();
+    assert_eq!(back.records, evs);
+}
+
+#[test]
+fn fhir_malformed_lines_are_reported_with_line_numbers() {
+    let mut buf = Vec::new();
+    write_audit_events(&mut buf, &events(4)).unwrap();
+    let mut lines: Vec<String> = String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[1] = lines[1].replace(
+        "\"resourceType\":\"AuditEvent\"",
+        "\"resourceType\":\"Patient\"",
+    );
+    lines[2] = lines[2].replace("care-team", "care-teem");
+    lines.insert(3, "{not json".into());
+    lines.insert(4, "".into());
+    lines.push(lines[0].replace(
+        "\"recorded\":\"2026-01-05T00:00:00.000Z\"",
+        "\"recorded\":\"yesterday\"",
+    ));
+    let data = lines.join("\n");
+    let p = read_audit_events(data.as_bytes(), OnError::Skip).unwrap();
+    assert_eq!(p.records.len(), 2);
+    let got: Vec<u64> = p.skipped.iter().map(|e| e.line).collect();
+    assert_eq!(got, vec![2, 3, 4, 7], "{:?}", p.skipped);
+    assert!(p.skipped[0].message.contains("resourceType"));
+    assert!(p.skipped[1].message.contains("care-team"));
+    assert!(p.skipped[3].message.contains("recorded"));
+    let err = read_audit_events(data.as_bytes(), OnError::Reject).unwrap_err();
+    assert!(err.to_string().starts_with("line 2:"), "{err}");
+}
+
+#[test]
+fn table_reads_numbers_and_labels() {
+    let data = "a,b,label,c\n1,2,0,3\n4.5,-1e-3,attack,6\n\n7,8,normal,9\n0,0,1,0\n";
+    let t = read_table(data.as_bytes(), Some("label"), OnError::Reject).unwrap();
+    assert_eq!(t.columns, vec!["a", "b", "c"]);
+    assert_eq!(t.n_cols, 3);
+    assert_eq!(t.n_rows(), 4);
+    assert_eq!(t.row(1), &[4.5, -1e-3, 6.0]);
+    assert_eq!(t.labels, Some(vec![false, true, false, true]));
+    // Without a label column, the text label cells are not numbers.
+    let t = read_table(data.as_bytes(), None, OnError::Skip).unwrap();
+    assert_eq!(t.labels, None);
+    assert_eq!(
+        t.skipped.iter().map(|e| e.line).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    assert!(
+        label_is_anomalous("yes") && !label_is_anomalous(" 0.0 ") && !label_is_anomalous("NORMAL")
+    );
+}
+
+#[test]
+fn table_errors_carry_line_numbers() {
+    let data = "x,y\n1,2\n1,NaN\n1,inf\n1\n1,2,3\n1,abc\n1e40,1\n3,4\n";
+    let t = read_table(data.as_bytes(), None, OnError::Skip).unwrap();
+    assert_eq!(t.n_rows(), 2);
+    let lines: Vec<u64> = t.skipped.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![3, 4, 5, 6, 7, 8]);
+    assert!(t.skipped[0].message.contains("finite"));
+    assert!(t.skipped[2].message.contains("columns"));
+    assert!(t.skipped[4].message.contains("not a number"));
+    let err = read_table(data.as_bytes(), None, OnError::Reject).unwrap_err();
+    assert!(err.to_string().starts_with("line 3:"), "{err}");
+    assert!(matches!(
+        read_table("x,y\n".as_bytes(), Some("label"), OnError::Skip),
+        Err(FormatError::BadHeader(_))
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn readers_never_panic_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        for policy in [OnError::Skip, OnError::Reject] {
+            let _ = read_events(data.as_slice(), policy);
+            let _ = read_labels(data.as_slice(), policy);
+            let _ = read_audit_events(data.as_slice(), policy);
+            let _ = read_table(data.as_slice(), None, policy);
+            let _ = read_table(data.as_slice(), Some("label"), policy);
+        }
+    }
+
+    #[test]
+    fn readers_never_panic_on_mangled_valid_files(
+        n in 1u64..6,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let evs = events(n);
+        let mut csv = Vec::new();
+        write_events(&mut csv, &evs).unwrap();
+        let mut nd = Vec::new();
+        write_audit_events(&mut nd, &evs).unwrap();
+        for (at, byte) in edits {
+            let i = at.index(csv.len());
+            csv[i] = byte;
+            let j = at.index(nd.len());
+            nd[j] = byte;
+        }
+        for policy in [OnError::Skip, OnError::Reject] {
+            if let Ok(p) = read_events(csv.as_slice(), policy) {
+                // Every line is accounted for: accepted, skipped, or blank.
+                prop_assert!(p.records.len() + p.skipped.len() <= n as usize + 1);
+            }
+            let _ = read_audit_events(nd.as_slice(), policy);
+        }
+    }
+
+    #[test]
+    fn csv_round_trips_arbitrary_text(user in "[^\r\n]{1,20}", patient in "[^\r\n]{1,20}") {
+        let mut e = event(1);
+        e.user = user;
+        e.patient = patient;
+        let mut buf = Vec::new();
+        write_events(&mut buf, std::slice::from_ref(&e)).unwrap();
+        let back = read_events(buf.as_slice(), OnError::Reject).unwrap();
+        prop_assert_eq!(back.records, vec![e]);
+    }
+}

@@ -1,0 +1,75 @@
+//! Judging a detector: overall and per attack type.
+
+use medfl_accesslog::AttackKind;
+use serde::Serialize;
+
+use crate::metrics::{auprc, auroc, rates_at};
+
+/// How well scores separate attacks from normal access.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    /// Events scored.
+    pub events: usize,
+    /// Of which attacks.
+    pub attacks: usize,
+    /// AUROC over all events.
+    pub auroc: Option<f64>,
+    /// Average precision over all events.
+    pub auprc: Option<f64>,
+    /// The alert threshold used for the rates.
+    pub threshold: f32,
+    /// Share of attack events flagged.
+    pub recall: f64,
+    /// Share of normal events flagged.
+    pub fpr: f64,
+    /// Per attack type: events, AUROC against normal events, recall at the threshold.
+    pub per_attack: Vec<AttackRow>,
+}
+
+/// One attack type's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttackRow {
+    /// The attack type.
+    pub attack: AttackKind,
+    /// Its events.
+    pub events: usize,
+    /// AUROC of this type's events against all normal events.
+    pub auroc: Option<f64>,
+    /// Share of its events flagged.
+    pub recall: f64,
+}
+
+/// Evaluates `scores` against `labels` (one per event) at `threshold`.
+pub fn evaluate(scores: &[f32], labels: &[Option<AttackKind>], threshold: f32) -> Evaluation {
+    let positive: Vec<bool> = labels.iter().map(Option::is_some).collect();
+    let (recall, fpr) = rates_at(scores, &positive, threshold);
+    let per_attack = AttackKind::ALL
+        .iter()
+        .filter_map(|&kind| {
+            // This type's events against the normal ones; other attacks left out.
+            let (s, p): (Vec<f32>, Vec<bool>) = scores
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| l.is_none() || **l == Some(kind))
+                .map(|(s, l)| (*s, l.is_some()))
+                .unzip();
+            let events = p.iter().filter(|x| **x).count();
+            (events > 0).then(|| AttackRow {
+                attack: kind,
+                events,
+                auroc: auroc(&s, &p),
+                recall: rates_at(&s, &p, threshold).0,
+            })
+        })
+        .collect();
+    Evaluation {
+        events: scores.len(),
+        attacks: positive.iter().filter(|p| **p).count(),
+        auroc: auroc(scores, &positive),
+        auprc: auprc(scores, &positive),
+        threshold,
+        recall,
+        fpr,
+        per_attack,
+    }
+}

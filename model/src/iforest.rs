@@ -1,0 +1,217 @@
+//! Isolation forest (Liu, Ting & Zhou 2008): the non-neural baseline.
+//!
+//! Anomalies are few and different, so random axis-aligned cuts isolate them in fewer steps
+//! than normal points. Each tree is grown on a subsample of `psi` rows to depth
+//! `ceil(log2 psi)`; the score of `x` is `2^(-E[h(x)] / c(psi))`, where `h` is the path length
+//! (plus `c(size)` for the unresolved points left in a leaf) and `c(n)` the average path length
+//! of an unsuccessful binary-search-tree lookup, `2 H(n-1) - 2 (n-1)/n`.
+
+use rand::RngExt;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+
+/// Forest parameters (the paper's defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct IsolationForestConfig {
+    /// Number of trees.
+    pub trees: usize,
+    /// Rows sampled per tree.
+    pub sample_size: usize,
+    /// Seed for sampling and cuts.
+    pub seed: u64,
+}
+
+impl Default for IsolationForestConfig {
+    fn default() -> Self {
+        IsolationForestConfig {
+            trees: 100,
+            sample_size: 256,
+            seed: 0,
+        }
+    }
+}
+
+enum Node {
+    Leaf {
+        size: usize,
+    },
+    Split {
+        feature: usize,
+        value: f32,
+        left: usize,
+        right: usize,
+    },
+}
+
+/// A trained forest.
+pub struct IsolationForest {
+    trees: Vec<Vec<Node>>,
+    n_cols: usize,
+    c_psi: f64,
+}
+
+/// Average path length of an unsuccessful search in a binary search tree of `n` nodes.
+fn c(n: usize) -> f64 {
+    match n {
+        0 | 1 => 0.0,
+        2 => 1.0,
+        n => {
+            let n = n as f64;
+            2.0 * ((n - 1.0).ln() + 0.577_215_664_901_532_9) - 2.0 * (n - 1.0) / n
+        }
+    }
+}
+
+impl IsolationForest {
+    /// Grows a forest on a row-major matrix of `n_cols` columns.
+    pub fn fit(data: &[f32], n_cols: usize, config: IsolationForestConfig) -> IsolationForest {
+        let n_rows = data.len().checked_div(n_cols).unwrap_or(0);
+        let psi = config.sample_size.min(n_rows).max(1);
+        let depth_limit = (psi as f64).log2().ceil() as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut rows: Vec<usize> = (0..n_rows).collect();
+        let trees = (0..config.trees)
+            .map(|_| {
+                rows.shuffle(&mut rng);
+                let mut sample: Vec<usize> = rows[..psi.min(n_rows)].to_vec();
+                let mut nodes = Vec::new();
+                grow(
+                    data,
+                    n_cols,
+                    &mut sample,
+                    0,
+                    depth_limit,
+                    &mut rng,
+                    &mut nodes,
+                );
+                nodes
+            })
+            .collect();
+        IsolationForest {
+            trees,
+            n_cols,
+            c_psi: c(psi),
+        }
+    }
+
+    /// Anomaly scores in `(0, 1]` for each row; higher is more anomalous.
+    pub fn score(&self, data: &[f32]) -> Vec<f32> {
+        if self.n_cols == 0 || self.trees.is_empty() {
+            return vec![0.0; data.len().checked_div(self.n_cols).unwrap_or(0)];
+        }
+        data.chunks_exact(self.n_cols)
+            .map(|row| {
+                let mean_path: f64 = self.trees.iter().map(|t| path_length(t, row)).sum::<f64>()
+                    / self.trees.len() as f64;
+                2f64.powf(-mean_path / self.c_psi.max(f64::MIN_POSITIVE)) as f32
+            })
+            .collect()
+    }
+}
+
+fn grow(
+    data: &[f32],
+    n_cols: usize,
+    rows: &mut [usize],
+    depth: usize,
+    limit: usize,
+    rng: &mut ChaCha8Rng,
+    nodes: &mut Vec<Node>,
+) -> usize {
+    let me = nodes.len();
+    nodes.push(Node::Leaf { size: rows.len() });
+    if depth >= limit || rows.len() <= 1 {
+        return me;
+    }
+    // Pick a feature that still varies among these rows; give up after a few tries.
+    for _ in 0..n_cols.max(1) * 2 {
+        let feature = rng.random_range(0..n_cols);
+        let (lo, hi) = rows
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &r| {
+                let v = data[r * n_cols + feature];
+                (lo.min(v), hi.max(v))
+            });
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+            continue;
+        }
+        let value = lo + rng.random::<f32>() * (hi - lo);
+        let split = partition(rows, |r| data[r * n_cols + feature] < value);
+        let (left_rows, right_rows) = rows.split_at_mut(split);
+        let left = grow(data, n_cols, left_rows, depth + 1, limit, rng, nodes);
+        let right = grow(data, n_cols, right_rows, depth + 1, limit, rng, nodes);
+        nodes[me] = Node::Split {
+            feature,
+            value,
+            left,
+            right,
+        };
+        return me;
+    }
+    me
+}
+
+/// Reorders `rows` so those satisfying `pred` come first; returns how many do.
+fn partition(rows: &mut [usize], pred: impl Fn(usize) -> bool) -> usize {
+    let mut k = 0;
+    for i in 0..rows.len() {
+        if pred(rows[i]) {
+            rows.swap(i, k);
+            k += 1;
+        }
+    }
+    k
+}
+
+fn path_length(tree: &[Node], row: &[f32]) -> f64 {
+    let (mut node, mut depth) = (0usize, 0f64);
+    loop {
+        match tree.get(node) {
+            Some(Node::Split {
+                feature,
+                value,
+                left,
+                right,
+            }) => {
+                node = if row[*feature] < *value {
+                    *left
+                } else {
+                    *right
+                };
+                depth += 1.0;
+            }
+            Some(Node::Leaf { size }) => return depth + c(*size),
+            None => return depth,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outlier_scores_higher_than_the_crowd() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut data: Vec<f32> = (0..2000).map(|_| rng.random::<f32>()).collect();
+        data.extend_from_slice(&[8.0, -7.0]);
+        let forest = IsolationForest::fit(&data, 2, IsolationForestConfig::default());
+        let scores = forest.score(&data);
+        let outlier = scores[1000];
+        let typical = scores[..1000].iter().copied().fold(0.0f32, f32::max);
+        assert!(
+            outlier > typical,
+            "outlier {outlier} vs max typical {typical}"
+        );
+        assert!(outlier > 0.6);
+    }
+
+    #[test]
+    fn deterministic_from_the_seed() {
+        let data: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
+        let a = IsolationForest::fit(&data, 3, IsolationForestConfig::default()).score(&data);
+        let b = IsolationForest::fit(&data, 3, IsolationForestConfig::default()).score(&data);
+        assert_eq!(a, b);
+    }
+}

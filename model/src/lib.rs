@@ -1,0 +1,37 @@
+//! The access-anomaly model: an autoencoder in burn scoring events by reconstruction error, an
+//! isolation-forest baseline, feature standardization that hospitals can aggregate, and the
+//! metrics detection is judged by.
+//!
+//! # Layout
+//! - [`autoencoder`]: the network, its flat parameter vector.
+//! - [`train`]: the training loop and scoring.
+//! - [`standardize`]: aggregable per-feature moments.
+//! - [`iforest`]: the isolation-forest baseline.
+//! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
+//! - [`modelfile`]: the model file and its hash.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod autoencoder;
+pub mod evaluate;
+pub mod iforest;
+pub mod metrics;
+pub mod modelfile;
+pub mod standardize;
+pub mod train;
+
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
+
+/// Why a model operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Shapes or widths do not fit.
+    #[error("model shape: {0}")]
+    Shape(String),
+    /// The tensor backend failed.
+    #[error("tensor backend: {0}")]
+    Backend(String),
+    /// Bad training parameters.
+    #[error("training parameters: {0}")]
+    Config(String),
+}
