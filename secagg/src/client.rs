@@ -26,6 +26,7 @@ use crate::error::SecAggError;
 use crate::message::{
     AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareKind, Stage,
 };
+use crate::packed::PackedVector;
 use crate::prg::{self, MaskDomain, Seed, Sign};
 use crate::shamir::{self, SHARE_BYTES, SecretShare};
 
@@ -443,15 +444,10 @@ impl ClientSession {
             return Err(SecAggError::Internal("phase changed while masking"));
         };
         let bits = self.plan.config.bits;
-        let mut y: Vec<u64> = input.to_vec();
-        drop(input);
-        prg::apply_mask(
-            &mut y,
-            &self.self_seed,
-            MaskDomain::SelfMask,
-            Sign::Add,
-            bits,
-        );
+        // Mask in place: no second d-long buffer; the Zeroizing wrapper still
+        // wipes it on drop (by then it only holds the masked vector).
+        let mut y = input;
+        let mut pair_seeds = Vec::with_capacity(partners.len());
         for (&peer, public) in &partners {
             let seed = crypto::pairwise_seed(
                 &self.plan.session,
@@ -465,12 +461,22 @@ impl ClientSession {
             } else {
                 Sign::Subtract
             };
-            prg::apply_mask(&mut y, &seed, MaskDomain::Pairwise, sign, bits);
+            pair_seeds.push((seed, sign));
         }
-        prg::reduce(&mut y, bits);
+        let masks: Vec<(&Seed, MaskDomain, Sign)> =
+            std::iter::once((&self.self_seed, MaskDomain::SelfMask, Sign::Add))
+                .chain(
+                    pair_seeds
+                        .iter()
+                        .map(|(s, sign)| (s, MaskDomain::Pairwise, *sign)),
+                )
+                .collect();
+        prg::apply_masks(&mut y[..], &masks, bits);
+        // Packing keeps only the low `bits` bits, which is the reduction mod 2^b.
+        let masked = PackedVector::pack(&y, bits)?;
         self.outgoing.push_back(ClientMessage::MaskedInput {
             round: self.plan.config.round,
-            masked: y,
+            masked,
         });
         self.phase = ClientPhase::AwaitingSurvivors { held };
         Ok(())

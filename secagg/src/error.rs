@@ -60,6 +60,9 @@ pub enum SecAggError {
         /// Observed length or value.
         got: usize,
     },
+    /// A packed vector has set bits in the unused high bits of its last byte.
+    #[error("packed vector has non-zero padding bits")]
+    NonZeroPadding,
     /// A list that must be sorted and duplicate-free is not.
     #[error("list {0} is not strictly increasing")]
     Unsorted(&'static str),

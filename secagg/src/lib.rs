@@ -43,6 +43,7 @@
 //! - [`crypto`]: how X25519, HKDF, ChaCha20-Poly1305 and ed25519 are bound to the round.
 //! - [`quantize`]: `f32` to `Z_{2^b}` with stochastic rounding; weighted sums without overflow.
 //! - [`message`]: wire types and their structural validation.
+//! - [`packed`]: the `b`-bits-per-coordinate wire encoding of masked inputs.
 //! - [`client`]: the client state machine.
 //! - [`server`]: the server state machine and unmasking.
 //! - [`error`]: the single typed error.
@@ -57,6 +58,7 @@ pub mod crypto;
 pub mod error;
 pub mod graph;
 pub mod message;
+pub mod packed;
 pub mod prg;
 pub mod quantize;
 pub mod server;
@@ -67,5 +69,6 @@ pub use client::{ClientSession, ClientStatus};
 pub use config::{ClientId, Roster, RoundPlan, SecAggConfig, default_degree};
 pub use error::SecAggError;
 pub use message::{ClientMessage, ServerMessage, ShareKind, Stage};
+pub use packed::PackedVector;
 pub use quantize::{Quantizer, WeightedQuantizer};
 pub use server::{Aggregate, ServerEvent, ServerSession};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClientId, RoundPlan};
 use crate::crypto::SHARE_CIPHERTEXT_LEN;
 use crate::error::SecAggError;
+use crate::packed::PackedVector;
 use crate::shamir::SHARE_BYTES;
 
 /// The five protocol stages, in order.
@@ -90,8 +91,9 @@ pub enum ClientMessage {
     MaskedInput {
         /// Round id.
         round: u64,
-        /// `x_i + PRG(b_i) + Σ ± PRG(s_ij) mod 2^b`.
-        masked: Vec<u64>,
+        /// `x_i + PRG(b_i) + Σ ± PRG(s_ij) mod 2^b`, packed to `b` bits per
+        /// coordinate (`ceil(d*b/8)` bytes, see [`crate::packed`]).
+        masked: PackedVector,
     },
     /// Stage 3: signature over the survivor set the server announced.
     ConsistencySignature {
@@ -207,14 +209,8 @@ impl ClientMessage {
             }
             ClientMessage::MaskedInput { round, masked } => {
                 plan.check_round(*round)?;
-                check_len("masked", masked.len(), plan.config.vector_len)?;
-                if let Some(i) = masked.iter().position(|&x| x & !plan.modulus_mask != 0) {
-                    return Err(SecAggError::InputOutOfRange {
-                        index: i,
-                        bits: plan.config.bits,
-                    });
-                }
-                Ok(())
+                // Exact byte length and zero padding: every coordinate is in Z_{2^b} by construction.
+                masked.validate(plan.config.vector_len, plan.config.bits)
             }
             ClientMessage::ConsistencySignature { round, signature } => {
                 plan.check_round(*round)?;
@@ -286,5 +282,67 @@ impl ServerMessage {
                 reveal.iter().try_for_each(|&(id, _)| plan.check_member(id))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Roster, SecAggConfig};
+
+    fn plan(d: usize, bits: u32) -> RoundPlan {
+        let roster: Roster = (0..4u32)
+            .map(|i| {
+                let sk = ed25519_dalek::SigningKey::from_bytes(&[i as u8 + 1; 32]);
+                (ClientId(i), sk.verifying_key())
+            })
+            .collect();
+        let mut c = SecAggConfig::new(3, d);
+        c.bits = bits;
+        RoundPlan::new(&c, &roster).unwrap()
+    }
+
+    #[test]
+    fn masked_input_costs_d_b_over_8_bytes_plus_a_small_header() {
+        let cfg = bincode::config::standard();
+        for (d, bits) in [(10_000usize, 32u32), (10_000, 20), (100_000, 64), (999, 7)] {
+            let p = plan(d, bits);
+            let v: Vec<u64> = (0..d as u64).map(|i| !i & p.modulus_mask).collect();
+            let msg = ClientMessage::MaskedInput {
+                round: 3,
+                masked: PackedVector::pack(&v, bits).unwrap(),
+            };
+            msg.validate(&p).unwrap();
+            let enc = bincode::serde::encode_to_vec(&msg, cfg).unwrap();
+            let payload = (d * bits as usize).div_ceil(8);
+            // Variant tag + round varint + length varint: at most 1 + 9 + 9 bytes.
+            assert!(
+                enc.len() >= payload && enc.len() <= payload + 19,
+                "{d} {bits}: {}",
+                enc.len()
+            );
+            let (back, _): (ClientMessage, usize) =
+                bincode::serde::decode_from_slice(&enc, cfg).unwrap();
+            let ClientMessage::MaskedInput { masked, .. } = back else {
+                panic!("wrong variant");
+            };
+            assert_eq!(masked.unpack(d, bits).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn masked_input_with_set_padding_bits_is_refused() {
+        // 5 coordinates of 12 bits: 60 bits in 8 bytes, the top 4 bits are padding.
+        let p = plan(5, 12);
+        let mut bytes = PackedVector::pack(&[0xFFF; 5], 12)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        bytes[7] |= 0x10;
+        let msg = ClientMessage::MaskedInput {
+            round: 3,
+            masked: PackedVector::from_bytes(bytes),
+        };
+        assert_eq!(msg.validate(&p), Err(SecAggError::NonZeroPadding));
     }
 }

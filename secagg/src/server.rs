@@ -247,12 +247,12 @@ impl ServerSession {
                 if !state.u2.contains(&from) {
                     return Err(SecAggError::Excluded(from));
                 }
-                if !received.insert(from) {
+                if received.contains(&from) {
                     return Err(SecAggError::Duplicate(from));
                 }
-                for (acc, y) in state.sum.iter_mut().zip(&masked) {
-                    *acc = acc.wrapping_add(*y);
-                }
+                // Validates before touching the sum, so a bad encoding changes nothing.
+                masked.add_to(&mut state.sum, plan.config.bits)?;
+                received.insert(from);
                 received.len() == state.u2.len()
             }
             (
@@ -558,15 +558,7 @@ impl ServerSession {
             }
             dropped_keys.push((d, secret, partners));
         }
-        for seed in &self_seeds {
-            prg::apply_mask(
-                &mut state.sum,
-                seed,
-                MaskDomain::SelfMask,
-                Sign::Subtract,
-                bits,
-            );
-        }
+        let mut pair_seeds = Vec::new();
         for (d, secret, partners) in &dropped_keys {
             for &i in partners {
                 let public = state
@@ -576,9 +568,19 @@ impl ServerSession {
                 let seed = crypto::pairwise_seed(&self.plan.session, secret, public, *d, i)?;
                 // i added PRG(s_id) if i < d, subtracted it otherwise; undo that.
                 let sign = if i < *d { Sign::Subtract } else { Sign::Add };
-                prg::apply_mask(&mut state.sum, &seed, MaskDomain::Pairwise, sign, bits);
+                pair_seeds.push((seed, sign));
             }
         }
+        let masks: Vec<(&Seed, MaskDomain, Sign)> = self_seeds
+            .iter()
+            .map(|s| (s, MaskDomain::SelfMask, Sign::Subtract))
+            .chain(
+                pair_seeds
+                    .iter()
+                    .map(|(s, sign)| (s, MaskDomain::Pairwise, *sign)),
+            )
+            .collect();
+        prg::apply_masks(&mut state.sum, &masks, bits);
         prg::reduce(&mut state.sum, bits);
         Ok(Aggregate {
             sum: state.sum,

@@ -10,7 +10,7 @@ use medfl_secagg::message::{
     AdvertiseKeys, ClientMessage, EncryptedShare, ServerMessage, ShareKind,
 };
 use medfl_secagg::sim::{Interceptor, Simulation, make_identities};
-use medfl_secagg::{ClientId, ClientStatus, SecAggConfig, SecAggError, Stage};
+use medfl_secagg::{ClientId, ClientStatus, PackedVector, SecAggConfig, SecAggError, Stage};
 use proptest::prelude::*;
 
 const N: u32 = 6;
@@ -167,7 +167,7 @@ fn replays_and_duplicates_are_rejected() {
             ClientId(0),
             ClientMessage::MaskedInput {
                 round: 5,
-                masked: vec![0; 8]
+                masked: PackedVector::pack(&[0; 8], 32).unwrap()
             }
         ),
         Err(SecAggError::UnexpectedMessage {
@@ -278,29 +278,35 @@ fn malformed_messages_are_rejected_with_typed_errors() {
             .handle_message(ClientId(999), ClientMessage::AdvertiseKeys(good.clone())),
         Err(SecAggError::UnknownClient(ClientId(999)))
     );
+    // 8 coordinates of 32 bits are exactly 32 bytes; 7 coordinates' worth is refused.
     assert!(matches!(
         s.server.handle_message(
             ClientId(0),
             ClientMessage::MaskedInput {
                 round: 5,
-                masked: vec![0; 7]
+                masked: PackedVector::pack(&[0; 7], 32).unwrap()
             }
         ),
         Err(SecAggError::Malformed {
             field: "masked",
-            expected: 8,
-            got: 7
+            expected: 32,
+            got: 28
         })
     ));
+    // One byte too many: a 33-bit coordinate cannot be smuggled in.
     assert!(matches!(
         s.server.handle_message(
             ClientId(0),
             ClientMessage::MaskedInput {
                 round: 5,
-                masked: vec![1u64 << 32; 8]
+                masked: PackedVector::from_bytes(vec![0xFF; 33])
             }
         ),
-        Err(SecAggError::InputOutOfRange { index: 0, bits: 32 })
+        Err(SecAggError::Malformed {
+            field: "masked",
+            expected: 32,
+            got: 33
+        })
     ));
     assert!(matches!(
         s.server.handle_message(
