@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`ledger`]: the permissioned ledger (`medfl-ledger`).
 //! - [`secagg`]: SecAgg+ secure aggregation, sans-IO (`medfl-secagg`).
+//! - [`data`]: reading events (CSV, FHIR NDJSON) and tables for training and evaluation.
+//! - [`detection`]: the detection experiment on a simulated consortium.
 //! - [`provision`]: startup folders for every member of a consortium.
 //! - [`report`]: what `medfl ledger show` and `verify` print.
 
@@ -15,5 +17,7 @@
 pub use medfl_ledger as ledger;
 pub use medfl_secagg as secagg;
 
+pub mod data;
+pub mod detection;
 pub mod provision;
 pub mod report;

@@ -5,9 +5,19 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use medfl::data::{self, DataFormat};
+use medfl::detection::{self, Split};
 use medfl::ledger::{ConsortiumFile, Genesis, Hash, InclusionProof, Ledger, verify_dir};
 use medfl::provision::{self, KeySource};
 use medfl::report;
+use medfl_accesslog::OnError;
+use medfl_model::evaluate::{evaluate, evaluate_binary};
+use medfl_model::experiment::ExperimentConfig;
+use medfl_model::modelfile::ModelFile;
+use medfl_model::standardize::Moments;
+use medfl_model::train::{TrainConfig, score, training_device};
+use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_simulations::Scenario;
 
 /// medfl: federated learning of access-anomaly models across hospitals, with secure
 /// aggregation, differential privacy and a permissioned ledger.
@@ -33,9 +43,102 @@ enum Command {
         #[arg(long, value_name = "SEED")]
         insecure_deterministic_seed: Option<u64>,
     },
+    /// Compare local, federated and centralized training of the anomaly model, and the
+    /// isolation-forest baseline, on a simulated consortium.
+    Experiment {
+        /// Scenario file (TOML); the embedded default scenario if absent.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Federated rounds (centralized and local training get as many epochs).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also write the full results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Generate a consortium's access-audit logs (events CSV, FHIR AuditEvent NDJSON, labels).
+    Logs {
+        /// Scenario file (TOML); the embedded default scenario if absent.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory (one folder per hospital).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train a local anomaly model on one hospital's data and save it with its hash.
+    Train {
+        #[command(flatten)]
+        input: DataArgs,
+        /// Where to write the model file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Passes over the training rows.
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// False-positive rate the alert threshold is set for, on held-out normal rows.
+        #[arg(long, default_value_t = 0.02)]
+        target_fpr: f64,
+        /// Seed of initial weights and data order.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Score data with a model and, given labels, report AUROC, AUPRC, recall and FPR.
+    Eval {
+        #[command(flatten)]
+        input: DataArgs,
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Print the evaluation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, inspect and check ledgers.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+}
+
+/// Where data comes from.
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Events (CSV or FHIR AuditEvent NDJSON) or a numeric table (CSV).
+    #[arg(long)]
+    data: PathBuf,
+    /// The file's format; detected from the extension and header if absent.
+    #[arg(long, value_enum)]
+    format: Option<DataFormat>,
+    /// Labels CSV (event_id,attack) for an event file.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Name of a table's label column (excluded from the features).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Skip malformed rows (reported with their line numbers) instead of refusing the file.
+    #[arg(long)]
+    skip_bad_rows: bool,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<data::Dataset> {
+        let on_error = if self.skip_bad_rows {
+            OnError::Skip
+        } else {
+            OnError::Reject
+        };
+        data::load(
+            &self.data,
+            self.format,
+            self.labels.as_deref(),
+            self.label_column.as_deref(),
+            on_error,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -150,6 +253,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Ledger(cmd) => return ledger(cmd),
+        Command::Train {
+            input,
+            out,
+            epochs,
+            target_fpr,
+            seed,
+        } => train(&input, &out, epochs, target_fpr, seed)?,
+        Command::Eval { input, model, json } => eval(&input, &model, json)?,
+        Command::Logs {
+            scenario,
+            seed,
+            out,
+        } => {
+            let sc = load_scenario(scenario.as_deref(), seed)?;
+            let summaries = medfl_simulations::write_consortium(&sc, &out)
+                .with_context(|| format!("writing logs to {}", out.display()))?;
+            let mut headers = vec!["hospital", "staff", "patients", "days", "events"];
+            let kinds: Vec<String> = medfl_accesslog::AttackKind::ALL
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            headers.extend(kinds.iter().map(String::as_str));
+            let rows: Vec<Vec<String>> = summaries
+                .iter()
+                .map(|s| {
+                    let mut row = vec![
+                        s.name.clone(),
+                        s.staff.to_string(),
+                        s.patients.to_string(),
+                        s.days.to_string(),
+                        s.events.to_string(),
+                    ];
+                    row.extend(s.attack_events.iter().map(|n| n.to_string()));
+                    row
+                })
+                .collect();
+            print!("{}", report::table(&headers, &rows));
+            println!("logs written to {}", out.display());
+        }
+        Command::Experiment {
+            scenario,
+            rounds,
+            seed,
+            json,
+        } => {
+            let sc = load_scenario(scenario.as_deref(), seed)?;
+            if rounds == 0 {
+                bail!("--rounds must be at least 1");
+            }
+            let config = ExperimentConfig {
+                rounds,
+                ..ExperimentConfig::default()
+            };
+            let started = std::time::Instant::now();
+            let results = detection::run(&sc, Split::default(), &config, |msg| eprintln!("{msg}"))?;
+            eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+            print!("{}", detection::render(&results, config.target_fpr));
+            for r in &results {
+                if let Some(hash) = &r.model_hash {
+                    println!("{} model hash {hash}", r.setting);
+                }
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -267,4 +437,141 @@ fn check_dir(dir: &Path) -> Result<()> {
 fn open(dir: &Path) -> Result<Ledger> {
     check_dir(dir)?;
     Ledger::open(dir).with_context(|| format!("opening the ledger in {}", dir.display()))
+}
+
+/// Trains on the first 80% of rows; sets the threshold on the normal rows of the last 20%.
+fn train(input: &DataArgs, out: &Path, epochs: usize, target_fpr: f64, seed: u64) -> Result<()> {
+    let ds = input.load()?;
+    let (n, d) = (ds.n_rows(), ds.n_cols);
+    if n < 10 {
+        bail!(
+            "{} has {n} usable rows; training needs at least 10",
+            input.data.display()
+        );
+    }
+    if !(0.0..1.0).contains(&target_fpr) || epochs == 0 {
+        bail!("--target-fpr must be in [0, 1) and --epochs at least 1");
+    }
+    let cut = n * 4 / 5;
+    let standardizer = Moments::of(&ds.data[..cut * d], d).standardizer();
+    let mut rows = ds.data.clone();
+    standardizer.apply(&mut rows);
+    let (train_rows, held_out) = rows.split_at(cut * d);
+    let normal_held_out: Vec<f32> = held_out
+        .chunks_exact(d)
+        .enumerate()
+        .filter(|(i, _)| ds.labels.as_ref().is_none_or(|l| l.is_normal(cut + i)))
+        .flat_map(|(_, r)| r.iter().copied())
+        .collect();
+    let device = training_device();
+    let config = AutoencoderConfig::for_inputs(d);
+    let model = Autoencoder::new(config, seed, &device)?;
+    let started = std::time::Instant::now();
+    let tc = TrainConfig {
+        epochs,
+        seed,
+        ..TrainConfig::default()
+    };
+    let (model, losses) = medfl_model::train::train(model, config, train_rows, tc, &device)?;
+    let val = score(&model, &normal_held_out, d, &device)?;
+    let threshold = medfl_model::metrics::threshold_for_fpr(&val, target_fpr)
+        .context("no held-out normal rows to set the threshold on")?;
+    let file = ModelFile {
+        config,
+        standardizer,
+        threshold,
+        params: model.to_flat()?,
+    };
+    let hash = file.save(out)?;
+    let rows: Vec<Vec<String>> = losses
+        .iter()
+        .enumerate()
+        .map(|(i, l)| vec![(i + 1).to_string(), format!("{l:.5}")])
+        .collect();
+    print!("{}", report::table(&["epoch", "loss"], &rows));
+    println!(
+        "trained on {cut} rows x {d} features in {:.1} s; threshold {threshold:.5} for {:.1}% FPR on {} held-out normal rows",
+        started.elapsed().as_secs_f64(),
+        100.0 * target_fpr,
+        val.len()
+    );
+    println!("model {} sha256 {hash}", out.display());
+    Ok(())
+}
+
+fn eval(input: &DataArgs, model_path: &Path, json: bool) -> Result<()> {
+    let (file, hash) =
+        ModelFile::load(model_path).with_context(|| format!("loading {}", model_path.display()))?;
+    let ds = input.load()?;
+    file.expect_inputs(ds.n_cols)?;
+    let device = training_device();
+    let model = Autoencoder::new(file.config, 0, &device)?.load_flat(file.config, &file.params)?;
+    let mut rows = ds.data.clone();
+    file.standardizer.apply(&mut rows);
+    let scores = score(&model, &rows, file.config.inputs, &device)?;
+    let flagged = scores.iter().filter(|s| **s > file.threshold).count();
+    let evaluation = match &ds.labels {
+        Some(data::Labels::Typed(l)) => Some(evaluate(&scores, l, file.threshold)),
+        Some(data::Labels::Binary(l)) => Some(evaluate_binary(&scores, l, file.threshold)),
+        None => None,
+    };
+    if json {
+        let value = serde_json::json!({ "model": hash, "rows": scores.len(), "flagged": flagged, "evaluation": evaluation });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "model {hash}: {} rows scored, {flagged} flagged ({:.2}%)",
+        scores.len(),
+        100.0 * flagged as f64 / scores.len().max(1) as f64
+    );
+    if let Some(e) = evaluation {
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+        print!(
+            "{}",
+            report::table(
+                &["rows", "anomalous", "AUROC", "AUPRC", "recall", "FPR"],
+                &[vec![
+                    e.events.to_string(),
+                    e.attacks.to_string(),
+                    f(e.auroc),
+                    f(e.auprc),
+                    format!("{:.1}%", 100.0 * e.recall),
+                    format!("{:.2}%", 100.0 * e.fpr)
+                ]],
+            )
+        );
+        if !e.per_attack.is_empty() {
+            let rows: Vec<Vec<String>> = e
+                .per_attack
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.attack.to_string(),
+                        r.events.to_string(),
+                        f(r.auroc),
+                        format!("{:.1}%", 100.0 * r.recall),
+                    ]
+                })
+                .collect();
+            print!(
+                "\n{}",
+                report::table(&["attack", "events", "AUROC", "recall"], &rows)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn load_scenario(path: Option<&Path>, seed: Option<u64>) -> Result<Scenario> {
+    let mut sc = match path {
+        Some(path) => Scenario::from_toml(&read(path)?)
+            .with_context(|| format!("scenario {}", path.display()))?,
+        None => Scenario::default_embedded(),
+    };
+    if let Some(seed) = seed {
+        sc.seed = seed;
+    }
+    sc.validate()?;
+    Ok(sc)
 }

@@ -118,7 +118,7 @@ impl Autoencoder {
         err.mean_dim(1).squeeze_dim(1)
     }
 
-    fn linears(&self) -> [&Linear; 4] {
+    pub(crate) fn linears(&self) -> [&Linear; 4] {
         [&self.enc1, &self.enc2, &self.dec1, &self.dec2]
     }
 

@@ -39,6 +39,22 @@ pub struct AttackRow {
     pub recall: f64,
 }
 
+/// Evaluates scores against plain anomalous/normal labels (no attack types: a hospital's own
+/// tabular data).
+pub fn evaluate_binary(scores: &[f32], positive: &[bool], threshold: f32) -> Evaluation {
+    let (recall, fpr) = rates_at(scores, positive, threshold);
+    Evaluation {
+        events: scores.len(),
+        attacks: positive.iter().filter(|p| **p).count(),
+        auroc: auroc(scores, positive),
+        auprc: auprc(scores, positive),
+        threshold,
+        recall,
+        fpr,
+        per_attack: Vec::new(),
+    }
+}
+
 /// Evaluates `scores` against `labels` (one per event) at `threshold`.
 pub fn evaluate(scores: &[f32], labels: &[Option<AttackKind>], threshold: f32) -> Evaluation {
     let positive: Vec<bool> = labels.iter().map(Option::is_some).collect();

@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`autoencoder`]: the network, its flat parameter vector.
-//! - [`train`]: the training loop and scoring.
+//! - [`train`]: the training loop and scoring. [`dpsgd`]: the same with per-example clipping and
+//!   calibrated noise.
+//! - [`experiment`]: local, federated and centralized training on a simulated consortium.
 //! - [`standardize`]: aggregable per-feature moments.
 //! - [`iforest`]: the isolation-forest baseline.
 //! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
@@ -13,7 +15,9 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod autoencoder;
+pub mod dpsgd;
 pub mod evaluate;
+pub mod experiment;
 pub mod iforest;
 pub mod metrics;
 pub mod modelfile;

@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Largest factor a column is scaled by: rare binary flags (a VIP patient, 1% of rows) would
+/// otherwise become values near 10 and dominate the reconstruction error of normal events.
+const MAX_SCALE: f64 = 3.0;
+
 /// Additive per-column moments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
@@ -62,7 +66,7 @@ impl Moments {
                 let var = (sq / n - (s / n).powi(2)).max(0.0);
                 // A constant column carries no information; leave it centred, unscaled.
                 if var > 1e-12 {
-                    (1.0 / var.sqrt()) as f32
+                    (1.0 / var.sqrt()).min(MAX_SCALE) as f32
                 } else {
                     1.0
                 }

@@ -1,0 +1,379 @@
+//! Local, federated and centralized training compared on the same hospitals, plus the
+//! isolation-forest baseline: the table that says whether federating is worth it.
+//!
+//! Each hospital brings a training matrix (its unlabelled traffic, attacks and all, as a real
+//! hospital would have), normal validation rows (audited traffic, to set the alert threshold)
+//! and a labelled test matrix. Every setting is judged on every hospital's own test data, with
+//! the threshold calibrated on that hospital's validation rows for the target false-positive
+//! rate (a security office tunes its alert volume to its own traffic); figures are averaged over
+//! hospitals (macro averages), so a large hospital does not hide a small one.
+//!
+//! - **local**: each hospital trains alone, on its own data and its own standardization.
+//! - **federated**: FedAvg (McMahan et al. 2017): each round every hospital trains
+//!   `local_epochs` from the global parameters; the coordinator averages the results weighted by
+//!   training rows. Standardization uses moments summed across hospitals.
+//! - **centralized**: all training data pooled in one place (the upper bound FL aims at), for
+//!   as many epochs as federated training runs in total.
+//! - **isolation forest**: the non-neural baseline, per hospital.
+
+use burn::tensor::Device;
+use medfl_accesslog::AttackKind;
+use serde::Serialize;
+
+use crate::evaluate::{Evaluation, evaluate};
+use crate::iforest::{IsolationForest, IsolationForestConfig};
+use crate::metrics::threshold_for_fpr;
+use crate::modelfile::ModelFile;
+use crate::standardize::{Moments, Standardizer};
+use crate::train::{TrainConfig, score, train};
+use crate::{Autoencoder, AutoencoderConfig, ModelError};
+
+/// One hospital's data, already turned into features.
+#[derive(Clone, Debug)]
+pub struct HospitalData {
+    /// Name, for tables.
+    pub name: String,
+    /// Features per row.
+    pub n_cols: usize,
+    /// Training rows (unlabelled).
+    pub train: Vec<f32>,
+    /// Normal rows held out to set the threshold.
+    pub validation_normal: Vec<f32>,
+    /// Test rows.
+    pub test: Vec<f32>,
+    /// One label per test row.
+    pub test_labels: Vec<Option<AttackKind>>,
+}
+
+/// How the comparison runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ExperimentConfig {
+    /// Network widths (inputs taken from the data).
+    pub hidden: usize,
+    /// Bottleneck width.
+    pub latent: usize,
+    /// Federated rounds.
+    pub rounds: usize,
+    /// Epochs each hospital trains per round.
+    pub local_epochs: usize,
+    /// Batch size and learning rate (epochs and seed are set per run).
+    pub train: TrainConfig,
+    /// Target false-positive rate for the alert threshold.
+    pub target_fpr: f64,
+    /// Seed of initial weights and data order.
+    pub seed: u64,
+    /// Baseline parameters.
+    pub iforest: IsolationForestConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            hidden: 32,
+            latent: 8,
+            rounds: 10,
+            local_epochs: 1,
+            train: TrainConfig {
+                epochs: 1,
+                batch_size: 256,
+                learning_rate: 2e-3,
+                seed: 0,
+            },
+            target_fpr: 0.02,
+            seed: 7,
+            iforest: IsolationForestConfig::default(),
+        }
+    }
+}
+
+/// The result of one setting.
+#[derive(Clone, Debug, Serialize)]
+pub struct SettingResult {
+    /// `local`, `federated`, `centralized` or `isolation forest`.
+    pub setting: &'static str,
+    /// Per hospital.
+    pub hospitals: Vec<(String, Evaluation)>,
+    /// Hash of the shared model file (federated and centralized).
+    pub model_hash: Option<String>,
+    /// Mean training loss per round (federated) or epoch (others), first hospital for local.
+    pub losses: Vec<f32>,
+}
+
+impl SettingResult {
+    /// Macro average of a per-hospital figure, skipping hospitals where it is undefined.
+    pub fn mean(&self, f: impl Fn(&Evaluation) -> Option<f64>) -> Option<f64> {
+        let v: Vec<f64> = self.hospitals.iter().filter_map(|(_, e)| f(e)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// Macro-averaged recall of one attack type.
+    pub fn attack_recall(&self, kind: AttackKind) -> Option<f64> {
+        self.mean(|e| {
+            e.per_attack
+                .iter()
+                .find(|r| r.attack == kind)
+                .map(|r| r.recall)
+        })
+    }
+
+    /// Macro-averaged AUROC of one attack type against normal access.
+    pub fn attack_auroc(&self, kind: AttackKind) -> Option<f64> {
+        self.mean(|e| {
+            e.per_attack
+                .iter()
+                .find(|r| r.attack == kind)
+                .and_then(|r| r.auroc)
+        })
+    }
+}
+
+fn standardized(data: &[f32], s: &Standardizer) -> Vec<f32> {
+    let mut v = data.to_vec();
+    s.apply(&mut v);
+    v
+}
+
+fn check(hospitals: &[HospitalData]) -> Result<usize, ModelError> {
+    let n_cols = hospitals
+        .first()
+        .map(|h| h.n_cols)
+        .ok_or_else(|| ModelError::Config("no hospitals".into()))?;
+    for h in hospitals {
+        let rows = |v: &[f32]| n_cols > 0 && v.len().is_multiple_of(n_cols);
+        if h.n_cols != n_cols || !rows(&h.train) || !rows(&h.validation_normal) || !rows(&h.test) {
+            return Err(ModelError::Shape(format!(
+                "hospital {}: matrices do not have {n_cols} columns",
+                h.name
+            )));
+        }
+        if h.test.len() / n_cols != h.test_labels.len()
+            || h.validation_normal.is_empty()
+            || h.train.is_empty()
+        {
+            return Err(ModelError::Shape(format!(
+                "hospital {}: empty split or labels do not match test rows",
+                h.name
+            )));
+        }
+    }
+    Ok(n_cols)
+}
+
+/// Scores each hospital's test set with `model` under `standardizer`, thresholds on its validation rows.
+fn judge(
+    hospitals: &[HospitalData],
+    model: &Autoencoder,
+    inputs: usize,
+    standardizer: &Standardizer,
+    target_fpr: f64,
+    device: &Device,
+) -> Result<Vec<(String, Evaluation)>, ModelError> {
+    hospitals
+        .iter()
+        .map(|h| {
+            let val = score(
+                model,
+                &standardized(&h.validation_normal, standardizer),
+                inputs,
+                device,
+            )?;
+            let t = threshold_for_fpr(&val, target_fpr)
+                .ok_or_else(|| ModelError::Config("bad target FPR".into()))?;
+            let test = score(model, &standardized(&h.test, standardizer), inputs, device)?;
+            Ok((h.name.clone(), evaluate(&test, &h.test_labels, t)))
+        })
+        .collect()
+}
+
+/// Runs every setting.
+pub fn run(
+    hospitals: &[HospitalData],
+    cfg: &ExperimentConfig,
+    device: &Device,
+) -> Result<Vec<SettingResult>, ModelError> {
+    let inputs = check(hospitals)?;
+    let net = AutoencoderConfig {
+        inputs,
+        hidden: cfg.hidden,
+        latent: cfg.latent,
+    };
+    let total_epochs = cfg.rounds * cfg.local_epochs;
+    Ok(vec![
+        local(hospitals, net, cfg, total_epochs, device)?,
+        federated(hospitals, net, cfg, device)?,
+        centralized(hospitals, net, cfg, total_epochs, device)?,
+        baseline(hospitals, cfg),
+    ])
+}
+
+fn local(
+    h: &[HospitalData],
+    net: AutoencoderConfig,
+    cfg: &ExperimentConfig,
+    epochs: usize,
+    device: &Device,
+) -> Result<SettingResult, ModelError> {
+    let mut hospitals = Vec::new();
+    let mut losses = Vec::new();
+    for (i, hd) in h.iter().enumerate() {
+        let s = Moments::of(&hd.train, net.inputs).standardizer();
+        let model = Autoencoder::new(net, cfg.seed, device)?;
+        let tc = TrainConfig {
+            epochs,
+            seed: cfg.seed ^ (i as u64 + 1),
+            ..cfg.train
+        };
+        let (model, l) = train(model, net, &standardized(&hd.train, &s), tc, device)?;
+        if i == 0 {
+            losses = l;
+        }
+        hospitals.extend(judge(
+            std::slice::from_ref(hd),
+            &model,
+            net.inputs,
+            &s,
+            cfg.target_fpr,
+            device,
+        )?);
+    }
+    Ok(SettingResult {
+        setting: "local",
+        hospitals,
+        model_hash: None,
+        losses,
+    })
+}
+
+/// Consortium-wide standardization from summed moments.
+fn pooled_standardizer(h: &[HospitalData], inputs: usize) -> Standardizer {
+    let mut m = Moments::of(&[], inputs);
+    for hd in h {
+        m.add(&Moments::of(&hd.train, inputs));
+    }
+    m.standardizer()
+}
+
+fn model_file(
+    net: AutoencoderConfig,
+    s: &Standardizer,
+    model: &Autoencoder,
+    h: &[HospitalData],
+    cfg: &ExperimentConfig,
+    device: &Device,
+) -> Result<String, ModelError> {
+    // The file's threshold is set on all hospitals' validation rows together.
+    let mut val = Vec::new();
+    for hd in h {
+        val.extend(score(
+            model,
+            &standardized(&hd.validation_normal, s),
+            net.inputs,
+            device,
+        )?);
+    }
+    let threshold = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
+    ModelFile {
+        config: net,
+        standardizer: s.clone(),
+        threshold,
+        params: model.to_flat()?,
+    }
+    .hash()
+}
+
+fn federated(
+    h: &[HospitalData],
+    net: AutoencoderConfig,
+    cfg: &ExperimentConfig,
+    device: &Device,
+) -> Result<SettingResult, ModelError> {
+    let s = pooled_standardizer(h, net.inputs);
+    let data: Vec<Vec<f32>> = h.iter().map(|hd| standardized(&hd.train, &s)).collect();
+    let mut global = Autoencoder::new(net, cfg.seed, device)?.to_flat()?;
+    let mut losses = Vec::with_capacity(cfg.rounds);
+    for round in 0..cfg.rounds {
+        let mut sum = vec![0f64; global.len()];
+        let (mut weight, mut loss) = (0f64, 0f64);
+        for (i, d) in data.iter().enumerate() {
+            let model = Autoencoder::new(net, cfg.seed, device)?.load_flat(net, &global)?;
+            let tc = TrainConfig {
+                epochs: cfg.local_epochs,
+                seed: cfg.seed ^ ((round as u64) << 16) ^ (i as u64 + 1),
+                ..cfg.train
+            };
+            let (model, l) = train(model, net, d, tc, device)?;
+            let w = (d.len() / net.inputs) as f64;
+            for (acc, p) in sum.iter_mut().zip(model.to_flat()?) {
+                *acc += w * f64::from(p);
+            }
+            weight += w;
+            loss += w * f64::from(l.last().copied().unwrap_or(0.0));
+        }
+        global = sum.iter().map(|v| (v / weight) as f32).collect();
+        losses.push((loss / weight) as f32);
+    }
+    let model = Autoencoder::new(net, cfg.seed, device)?.load_flat(net, &global)?;
+    let hospitals = judge(h, &model, net.inputs, &s, cfg.target_fpr, device)?;
+    let model_hash = Some(model_file(net, &s, &model, h, cfg, device)?);
+    Ok(SettingResult {
+        setting: "federated",
+        hospitals,
+        model_hash,
+        losses,
+    })
+}
+
+fn centralized(
+    h: &[HospitalData],
+    net: AutoencoderConfig,
+    cfg: &ExperimentConfig,
+    epochs: usize,
+    device: &Device,
+) -> Result<SettingResult, ModelError> {
+    let s = pooled_standardizer(h, net.inputs);
+    let pooled: Vec<f32> = h
+        .iter()
+        .flat_map(|hd| standardized(&hd.train, &s))
+        .collect();
+    let model = Autoencoder::new(net, cfg.seed, device)?;
+    let (model, losses) = train(
+        model,
+        net,
+        &pooled,
+        TrainConfig {
+            epochs,
+            seed: cfg.seed,
+            ..cfg.train
+        },
+        device,
+    )?;
+    let hospitals = judge(h, &model, net.inputs, &s, cfg.target_fpr, device)?;
+    let model_hash = Some(model_file(net, &s, &model, h, cfg, device)?);
+    Ok(SettingResult {
+        setting: "centralized",
+        hospitals,
+        model_hash,
+        losses,
+    })
+}
+
+fn baseline(h: &[HospitalData], cfg: &ExperimentConfig) -> SettingResult {
+    let hospitals = h
+        .iter()
+        .map(|hd| {
+            let forest = IsolationForest::fit(&hd.train, hd.n_cols, cfg.iforest);
+            let val = forest.score(&hd.validation_normal);
+            let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
+            (
+                hd.name.clone(),
+                evaluate(&forest.score(&hd.test), &hd.test_labels, t),
+            )
+        })
+        .collect();
+    SettingResult {
+        setting: "isolation forest",
+        hospitals,
+        model_hash: None,
+        losses: vec![],
+    }
+}

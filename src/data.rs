@@ -1,0 +1,164 @@
+//! Reading a hospital's data for training and evaluation: the simulator's (or an EHR's) events
+//! as CSV or FHIR `AuditEvent` NDJSON, turned into features; or a plain numeric table from the
+//! hospital's own feature pipeline.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use medfl_accesslog::{AttackKind, OnError, csv, extract, fhir, tabular};
+
+/// What a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataFormat {
+    /// Access events, CSV (the simulator's `events.csv`).
+    Events,
+    /// Access events, FHIR R4 AuditEvent NDJSON.
+    Fhir,
+    /// A numeric table: header row, one record per row.
+    Tabular,
+}
+
+/// Labels, when known.
+#[derive(Clone, Debug)]
+pub enum Labels {
+    /// Attack type per row (events with a labels file).
+    Typed(Vec<Option<AttackKind>>),
+    /// Anomalous or not per row (a table's label column).
+    Binary(Vec<bool>),
+}
+
+impl Labels {
+    /// Whether row `i` is normal.
+    pub fn is_normal(&self, i: usize) -> bool {
+        match self {
+            Labels::Typed(v) => v.get(i).is_some_and(Option::is_none),
+            Labels::Binary(v) => v.get(i).is_some_and(|b| !b),
+        }
+    }
+}
+
+/// Features (row-major) and optional labels.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Columns.
+    pub n_cols: usize,
+    /// Values.
+    pub data: Vec<f32>,
+    /// Labels, if given.
+    pub labels: Option<Labels>,
+}
+
+impl Dataset {
+    /// Rows.
+    pub fn n_rows(&self) -> usize {
+        self.data.len().checked_div(self.n_cols).unwrap_or(0)
+    }
+}
+
+/// Guesses the format from the extension and, for CSV, the header.
+pub fn detect(path: &Path) -> Result<DataFormat> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ext == "ndjson" || ext == "jsonl" {
+        return Ok(DataFormat::Fhir);
+    }
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut BufReader::new(open(path)?), &mut first)?;
+    let header: Vec<&str> = first.trim_end().split(',').collect();
+    Ok(if header == csv::EVENT_COLUMNS {
+        DataFormat::Events
+    } else {
+        DataFormat::Tabular
+    })
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Loads `path` (format given or detected); `labels` is a labels CSV for events, `label_column`
+/// names the label column of a table.
+pub fn load(
+    path: &Path,
+    format: Option<DataFormat>,
+    labels: Option<&Path>,
+    label_column: Option<&str>,
+    on_error: OnError,
+) -> Result<Dataset> {
+    let format = match format {
+        Some(f) => f,
+        None => detect(path)?,
+    };
+    let report = |skipped: &[medfl_accesslog::RowError]| {
+        for e in skipped.iter().take(10) {
+            eprintln!(
+                "warning: {}: skipped line {}: {}",
+                path.display(),
+                e.line,
+                e.message
+            );
+        }
+        if skipped.len() > 10 {
+            eprintln!(
+                "warning: {}: {} more rows skipped",
+                path.display(),
+                skipped.len() - 10
+            );
+        }
+    };
+    let events = match format {
+        DataFormat::Tabular => {
+            if labels.is_some() {
+                bail!("--labels is for event files; a table names its label column with --label-column");
+            }
+            let t = tabular::read_table(BufReader::new(open(path)?), label_column, on_error)
+                .with_context(|| format!("reading {}", path.display()))?;
+            report(&t.skipped);
+            return Ok(Dataset { n_cols: t.n_cols, data: t.data, labels: t.labels.map(Labels::Binary) });
+        }
+        DataFormat::Events => csv::read_events(BufReader::new(open(path)?), on_error),
+        DataFormat::Fhir => fhir::read_audit_events(BufReader::new(open(path)?), on_error),
+    }
+    .with_context(|| format!("reading {}", path.display()))?;
+    report(&events.skipped);
+    if label_column.is_some() {
+        bail!("--label-column is for tables; event files take a labels CSV with --labels");
+    }
+    let mut events = events.records;
+    // Features are computed in time order; a log written out of order is sorted (stably).
+    events.sort_by_key(|e| e.time_ms);
+    let features = extract(&events);
+    let labels = match labels {
+        None => None,
+        Some(lp) => {
+            let parsed = csv::read_labels(BufReader::new(open(lp)?), on_error)
+                .with_context(|| format!("reading {}", lp.display()))?;
+            report(&parsed.skipped);
+            let by_id: HashMap<u64, Option<AttackKind>> = parsed
+                .records
+                .iter()
+                .map(|l| (l.event_id, l.attack))
+                .collect();
+            let per_row = events
+                .iter()
+                .map(|e| {
+                    by_id.get(&e.event_id).copied().with_context(|| {
+                        format!("{} has no label for event {}", lp.display(), e.event_id)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Labels::Typed(per_row))
+        }
+    };
+    Ok(Dataset {
+        n_cols: features.n_cols,
+        data: features.data,
+        labels,
+    })
+}

@@ -1,0 +1,163 @@
+//! The detection experiment on a simulated consortium: generate each hospital's log, extract
+//! features, split by time, and compare local, federated and centralized training with the
+//! isolation-forest baseline (`medfl experiment`).
+//!
+//! Time split of every hospital's log (days counted from the scenario's start):
+//! - the first `warmup_days` only warm up the feature extractor's per-user history (on day 1
+//!   everyone's IP is "new");
+//! - then training days, whose events are used unlabelled, attacks included, as a hospital's
+//!   real traffic would be;
+//! - then validation days, whose normal events set the alert threshold (audited traffic);
+//! - then test days, labelled, on which everything is judged.
+
+use std::fmt::Write;
+
+use anyhow::{Context, Result, bail};
+use medfl_accesslog::time::DAY_MS;
+use medfl_accesslog::{AttackKind, extract};
+use medfl_model::experiment::{self, ExperimentConfig, HospitalData, SettingResult};
+use medfl_simulations::{Scenario, generate_hospital};
+
+use crate::report::table;
+
+/// How a log is split in time, in whole days.
+#[derive(Clone, Copy, Debug)]
+pub struct Split {
+    /// Days that only warm up feature history.
+    pub warmup_days: u32,
+    /// Days of validation (threshold setting), before the test days.
+    pub validation_days: u32,
+    /// Days of test, at the end.
+    pub test_days: u32,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split {
+            warmup_days: 3,
+            validation_days: 3,
+            test_days: 5,
+        }
+    }
+}
+
+/// Generates the scenario's hospitals and turns them into experiment inputs.
+pub fn consortium_data(
+    scenario: &Scenario,
+    split: Split,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<HospitalData>> {
+    let reserved = split.warmup_days + split.validation_days + split.test_days;
+    if reserved >= scenario.days {
+        bail!(
+            "the scenario has {} days; the split needs more than {reserved}",
+            scenario.days
+        );
+    }
+    let start = scenario.start_ms()?;
+    let day = |d: u32| start + u64::from(d) * DAY_MS;
+    let train_from = day(split.warmup_days);
+    let validation_from = day(scenario.days - split.test_days - split.validation_days);
+    let test_from = day(scenario.days - split.test_days);
+    let mut out = Vec::new();
+    for (i, h) in scenario.hospitals.iter().enumerate() {
+        progress(&format!(
+            "simulating {} ({}/{})",
+            h.name,
+            i + 1,
+            scenario.hospitals.len()
+        ));
+        let (events, labels) =
+            generate_hospital(scenario, i).with_context(|| format!("hospital {}", h.name))?;
+        let features = extract(&events);
+        let n = features.n_cols;
+        let mut data = HospitalData {
+            name: h.name.clone(),
+            n_cols: n,
+            train: Vec::new(),
+            validation_normal: Vec::new(),
+            test: Vec::new(),
+            test_labels: Vec::new(),
+        };
+        for (row, (e, l)) in events.iter().zip(&labels).enumerate() {
+            let values = features.row(row);
+            if e.time_ms >= test_from {
+                data.test.extend_from_slice(values);
+                data.test_labels.push(l.attack);
+            } else if e.time_ms >= validation_from {
+                if l.attack.is_none() {
+                    data.validation_normal.extend_from_slice(values);
+                }
+            } else if e.time_ms >= train_from {
+                data.train.extend_from_slice(values);
+            }
+        }
+        out.push(data);
+    }
+    Ok(out)
+}
+
+/// Runs the experiment on the scenario.
+pub fn run(
+    scenario: &Scenario,
+    split: Split,
+    config: &ExperimentConfig,
+    progress: impl FnMut(&str),
+) -> Result<Vec<SettingResult>> {
+    let data = consortium_data(scenario, split, progress)?;
+    let device = medfl_model::train::training_device();
+    Ok(experiment::run(&data, config, &device)?)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.1}%", 100.0 * v))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+
+/// The overall and per-attack tables.
+pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
+    let mut out = String::new();
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.setting.to_string(),
+                num(r.mean(|e| e.auroc)),
+                num(r.mean(|e| e.auprc)),
+                pct(r.mean(|e| Some(e.recall))),
+                pct(r.mean(|e| Some(e.fpr))),
+            ]
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "detection on the test days (macro average over hospitals; alert threshold set for {:.0}% FPR on validation days)\n",
+        100.0 * target_fpr
+    );
+    out.push_str(&table(
+        &["setting", "AUROC", "AUPRC", "recall", "FPR"],
+        &rows,
+    ));
+
+    let mut headers = vec!["attack (recall / AUROC)"];
+    headers.extend(results.iter().map(|r| r.setting));
+    let rows: Vec<Vec<String>> = AttackKind::ALL
+        .iter()
+        .map(|&k| {
+            let mut row = vec![k.to_string()];
+            row.extend(
+                results
+                    .iter()
+                    .map(|r| format!("{} / {}", pct(r.attack_recall(k)), num(r.attack_auroc(k)))),
+            );
+            row
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&headers, &rows));
+    out
+}

@@ -1,0 +1,216 @@
+//! The data path end to end: simulated logs, training, evaluation from CSV, FHIR NDJSON and a
+//! plain numeric table, and the experiment's reproducibility.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use medfl::detection::{self, Split};
+use medfl_model::experiment::ExperimentConfig;
+use medfl_simulations::Scenario;
+
+fn medfl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(args)
+        .output()
+        .expect("run medfl")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = medfl(args);
+    assert!(
+        out.status.success(),
+        "medfl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = medfl(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "medfl {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Two small hospitals over two weeks: enough for every split, fast to simulate.
+fn small() -> Scenario {
+    let mut sc = Scenario::default_embedded();
+    sc.hospitals.truncate(2);
+    sc.days = 14;
+    sc
+}
+
+#[test]
+fn the_experiment_is_bit_reproducible() {
+    let config = ExperimentConfig {
+        rounds: 2,
+        ..ExperimentConfig::default()
+    };
+    let run = || detection::run(&small(), Split::default(), &config, |_| {}).unwrap();
+    let (a, b) = (run(), run());
+    let hashes = |r: &[medfl_model::experiment::SettingResult]| {
+        r.iter().map(|s| s.model_hash.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(hashes(&a), hashes(&b));
+    assert!(
+        a[1].model_hash.is_some(),
+        "federated training yields a model file hash"
+    );
+    // The federated model is a real detector on held-out days, not chance.
+    let auroc = a[1].mean(|e| e.auroc).unwrap();
+    assert!(auroc > 0.8, "federated AUROC {auroc}");
+    let mut other = small();
+    other.seed += 1;
+    let c = detection::run(&other, Split::default(), &config, |_| {}).unwrap();
+    assert_ne!(hashes(&a), hashes(&c), "another seed, another model");
+}
+
+#[test]
+fn train_on_csv_evaluate_on_fhir_and_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("small.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/scenarios/default.toml"),
+    )
+    .unwrap();
+    // The first hospital only, over 10 days.
+    let first = text
+        .split("\n[[hospital]]")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n[[hospital]]")
+        .replace("days = 21", "days = 10");
+    std::fs::write(&scenario, first).unwrap();
+    let logs = tmp.path().join("logs");
+    assert!(ok(&["logs", "--scenario", p(&scenario), "--out", p(&logs)]).contains("rural-clinic"));
+    let h = logs.join("rural-clinic");
+    let model = tmp.path().join("m.bin");
+    let trained = ok(&[
+        "train",
+        "--data",
+        p(&h.join("events.csv")),
+        "--labels",
+        p(&h.join("labels.csv")),
+        "--out",
+        p(&model),
+        "--epochs",
+        "3",
+    ]);
+    let hash = trained
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--data",
+        p(&h.join("audit_events.ndjson")),
+        "--labels",
+        p(&h.join("labels.csv")),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(json["model"].as_str(), Some(hash.as_str()));
+    let auroc = json["evaluation"]["auroc"].as_f64().unwrap();
+    assert!(auroc > 0.8, "AUROC {auroc}");
+    // The same events as CSV score identically.
+    let from_csv: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--data",
+        p(&h.join("events.csv")),
+        "--labels",
+        p(&h.join("labels.csv")),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(from_csv["evaluation"]["auroc"], json["evaluation"]["auroc"]);
+
+    // A hospital's own numeric table, with its label column.
+    let table = tmp.path().join("table.csv");
+    let mut csv = String::from("a,b,c,is_fraud\n");
+    for i in 0..400 {
+        let x = (i as f32 * 0.37).sin();
+        csv.push_str(&format!("{x},{},{},0\n", 2.0 * x, -x));
+    }
+    for _ in 0..20 {
+        csv.push_str("3.0,-4.0,5.0,1\n");
+    }
+    std::fs::write(&table, csv).unwrap();
+    let tm = tmp.path().join("t.bin");
+    ok(&[
+        "train",
+        "--data",
+        p(&table),
+        "--label-column",
+        "is_fraud",
+        "--out",
+        p(&tm),
+        "--epochs",
+        "20",
+    ]);
+    let out = ok(&[
+        "eval",
+        "--model",
+        p(&tm),
+        "--data",
+        p(&table),
+        "--label-column",
+        "is_fraud",
+    ]);
+    assert!(out.contains("AUROC"), "{out}");
+    // A model of the wrong width is refused, with the widths named.
+    let err = fails(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--data",
+        p(&table),
+        "--label-column",
+        "is_fraud",
+    ]);
+    assert!(err.contains("expects 22 features, the data has 3"), "{err}");
+    // A malformed row is reported with its line number, or skipped on request.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "a,b,c,is_fraud\n1,2,3,0\n1,x,3,0\n").unwrap();
+    assert!(
+        fails(&[
+            "eval",
+            "--model",
+            p(&tm),
+            "--data",
+            p(&bad),
+            "--label-column",
+            "is_fraud"
+        ])
+        .contains("line 3")
+    );
+    let out = medfl(&[
+        "eval",
+        "--model",
+        p(&tm),
+        "--data",
+        p(&bad),
+        "--label-column",
+        "is_fraud",
+        "--skip-bad-rows",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped line 3"));
+    // A file that is not a model.
+    assert!(
+        fails(&["eval", "--model", p(&table), "--data", p(&table)])
+            .contains("not a medfl model file")
+    );
+}
