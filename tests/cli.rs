@@ -1,50 +1,16 @@
 //! The `medfl` binary end to end: provisioning, ledger init/verify/show/prove/check-proof, and
 //! bad input giving a clear error and a non-zero exit, never a panic.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::{fails, medfl, ok, p};
 
 use medfl::provision::MemberConfig;
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::tx::{ConsentChoice, Pseudonym};
 use medfl_ledger::{Genesis, Hash, Ledger, Timestamp, TxBody};
-
-fn medfl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medfl"))
-        .args(args)
-        .output()
-        .expect("run medfl")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = medfl(args);
-    assert!(
-        out.status.success(),
-        "medfl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail cleanly; returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let out = medfl(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "medfl {args:?} should fail");
-    assert!(
-        !stderr.contains("panicked"),
-        "medfl {args:?} panicked: {stderr}"
-    );
-    assert!(
-        !stderr.trim().is_empty(),
-        "medfl {args:?} failed without saying why"
-    );
-    stderr
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn plan() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,41 +1,15 @@
 //! The data path end to end: simulated logs, training, evaluation from CSV, FHIR NDJSON and a
 //! plain numeric table, and the experiment's reproducibility.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::{fails, medfl, ok, p};
 
 use medfl::detection::{self, Split};
 use medfl_model::experiment::ExperimentConfig;
 use medfl_simulations::Scenario;
-
-fn medfl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medfl"))
-        .args(args)
-        .output()
-        .expect("run medfl")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = medfl(args);
-    assert!(
-        out.status.success(),
-        "medfl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = medfl(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "medfl {args:?} should fail");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// Two small hospitals over two weeks: enough for every split, fast to simulate.
 fn small() -> Scenario {

@@ -1,0 +1,46 @@
+//! Running the `medfl` binary from tests.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `medfl` with `args`.
+pub fn medfl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(args)
+        .output()
+        .expect("run medfl")
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = medfl(args);
+    assert!(
+        out.status.success(),
+        "medfl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = medfl(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "medfl {args:?} should fail");
+    assert!(
+        !stderr.contains("panicked"),
+        "medfl {args:?} panicked: {stderr}"
+    );
+    assert!(
+        !stderr.trim().is_empty(),
+        "medfl {args:?} failed without saying why"
+    );
+    stderr
+}
+
+/// A path as a command-line argument.
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
