@@ -541,12 +541,12 @@ impl ClientSession {
             crypto::verify(vk, *signer, &transcript, sig)
                 .map_err(|_| SecAggError::ConsistencyCheckFailed(*signer))?;
         }
-        let t = self.plan.threshold;
-        if signers.len() < t {
+        let quorum = self.plan.consistency_quorum();
+        if signers.len() < quorum {
             return Err(SecAggError::TooFewSurvivors {
                 stage: Stage::ConsistencyCheck,
                 got: signers.len(),
-                need: t,
+                need: quorum,
             });
         }
         let mut requested: BTreeMap<ClientId, ShareKind> = BTreeMap::new();

@@ -105,6 +105,22 @@ pub struct RoundPlan {
     pub session: [u8; 32],
 }
 
+impl RoundPlan {
+    /// Signatures a survivor set needs before any client reveals a share: more than
+    /// `(n + c) / 2` of the roster's `n` clients, with `c = t - 1` colluding clients tolerated.
+    ///
+    /// Each honest client signs one set. Two different sets that both reach this quorum would
+    /// need `2Q <= (n - c) + 2c` signers, which `Q > (n + c) / 2` rules out: a malicious server
+    /// cannot show some of `v`'s neighbours that `v` survived and others that it dropped, which
+    /// is what it would need to collect both of `v`'s secrets. (Fewer than `t` colluders are
+    /// the protocol's assumption anyway: `t` colluding neighbours hold enough shares alone.)
+    pub fn consistency_quorum(&self) -> usize {
+        let n = self.roster.len();
+        let c = self.threshold.saturating_sub(1);
+        ((n + c) / 2 + 1).max(self.threshold)
+    }
+}
+
 impl fmt::Debug for RoundPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundPlan")

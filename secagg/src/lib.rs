@@ -26,21 +26,20 @@
 //!    `j` survived or of `c_j` if it dropped, never both. The server rebuilds
 //!    the seeds, strips the masks and outputs the exact sum.
 //!
-//! # Security, and a known gap
+//! # Security
 //!
 //! Against an honest-but-curious server, and against a malicious server that colludes with no
 //! client, each input stays hidden: to unmask `x_v` alone the server needs `t` shares of `b_v`
 //! *and* `t` shares of `c_v`, both held only by `v`'s `k` neighbours, and an honest neighbour
 //! reveals at most one of the two; the configuration requires `t > k/2`, so `2t > k`.
 //!
-//! **Known gap (open):** the consistency check accepts a survivor set signed by at least `t`
-//! clients, not by a majority of the roster. A malicious server can therefore split the clients
-//! into two camps shown different sets, each camp collecting its own `t` signatures; with one
-//! colluding neighbour of `v` on top of such a split (`2t <= k + 1`), it can obtain both secrets
-//! of `v`. Bonawitz et al. close this with a global threshold above `2n/3`; the fix here is to
-//! require signatures on the set from more than `(n + c)/2` of the roster (`c` the tolerated
-//! colluding clients), checked against a reference model of dropouts. Until then, treat the
-//! protocol as secure against a malicious server *or* colluding clients, not both.
+//! With colluding clients, a malicious server would try to show some of `v`'s neighbours that
+//! `v` survived and others that it dropped. The consistency check stops that: a client reveals
+//! nothing until its survivor set is signed by more than `(n + c) / 2` of the roster's `n`
+//! clients, with `c = t - 1` colluders tolerated ([`RoundPlan::consistency_quorum`]); two
+//! different sets cannot both reach that quorum, because each honest client signs one set. (An
+//! earlier version accepted any `t` signatures, which a server splitting clients into two camps
+//! could collect in each camp.)
 //!
 //! # Sans-IO
 //!

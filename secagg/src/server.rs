@@ -357,7 +357,10 @@ impl ServerSession {
     }
 
     fn require(&mut self, stage: Stage, got: usize) -> Result<(), SecAggError> {
-        let need = self.plan.threshold;
+        let need = match stage {
+            Stage::ConsistencyCheck => self.plan.consistency_quorum(),
+            _ => self.plan.threshold,
+        };
         self.events.push_back(ServerEvent::StageClosed {
             stage,
             participants: got,

@@ -538,3 +538,53 @@ proptest! {
         }
     }
 }
+
+/// A server that forwards only `t` valid consistency signatures (enough for the old rule, which
+/// a server splitting clients into camps could meet in each camp) is refused: a client reveals
+/// nothing until more than `(n + t - 1) / 2` of the roster signed its survivor set.
+#[test]
+fn too_few_consistency_signatures_for_the_quorum_reveal_nothing() {
+    struct Starve {
+        keep: usize,
+        unmask_shares_sent: usize,
+    }
+    impl Interceptor for Starve {
+        fn client_to_server(&mut self, _from: ClientId, msg: &mut ClientMessage) -> bool {
+            if let ClientMessage::UnmaskShares { .. } = msg {
+                self.unmask_shares_sent += 1;
+            }
+            true
+        }
+        fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
+            if let ServerMessage::UnmaskRequest { signatures, .. } = msg {
+                signatures.truncate(self.keep);
+            }
+            true
+        }
+    }
+    let mut s = sim();
+    let plan = s.server.plan().clone();
+    assert!(
+        plan.consistency_quorum() > plan.threshold,
+        "the fixture must tell the two rules apart"
+    );
+    let mut starve = Starve {
+        keep: plan.threshold,
+        unmask_shares_sent: 0,
+    };
+    let report = s.run_with(&mut starve);
+    assert_eq!(starve.unmask_shares_sent, 0, "no client revealed anything");
+    assert!(report.outcome.is_err());
+    for (id, status) in &report.client_status {
+        assert!(
+            matches!(
+                aborted_with(status),
+                Some(SecAggError::TooFewSurvivors {
+                    stage: Stage::ConsistencyCheck,
+                    ..
+                })
+            ),
+            "client {id}: {status:?}"
+        );
+    }
+}

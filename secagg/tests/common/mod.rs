@@ -58,8 +58,10 @@ pub fn oracle(
     if u3.len() < t {
         return Err(Expect::TooFewSurvivors);
     }
+    // U4: signed the survivor set; a quorum of the roster must (see `consistency_quorum`).
     let u4 = alive_at(&u3, DropPoint::BeforeConsistency);
-    if u4.len() < t {
+    let quorum = (n as usize + t - 1) / 2 + 1;
+    if u4.len() < quorum.max(t) {
         return Err(Expect::TooFewSurvivors);
     }
     let u5 = alive_at(&u4, DropPoint::BeforeUnmask);
