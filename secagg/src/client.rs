@@ -524,7 +524,8 @@ impl ClientSession {
         reveal: &[(ClientId, ShareKind)],
     ) -> Result<(), SecAggError> {
         let mut signers = BTreeSet::new();
-        for (signer, sig) in signatures {
+        let mut transcripts = Vec::with_capacity(signatures.len());
+        for (signer, _) in signatures {
             if !signers.insert(*signer) {
                 return Err(SecAggError::Duplicate(*signer));
             }
@@ -536,11 +537,22 @@ impl ClientSession {
                 .roster
                 .get(signer)
                 .ok_or(SecAggError::UnknownClient(*signer))?;
-            let transcript = crypto::consistency_transcript(&self.plan.session, *signer, survivors);
-            // Valid key, wrong set: the server showed this signer a different survivor set.
-            crypto::verify(vk, *signer, &transcript, sig)
-                .map_err(|_| SecAggError::ConsistencyCheckFailed(*signer))?;
+            transcripts.push((
+                *signer,
+                vk,
+                crypto::consistency_transcript(&self.plan.session, *signer, survivors),
+            ));
         }
+        let items: Vec<_> = transcripts
+            .iter()
+            .zip(signatures)
+            .map(|((signer, vk, t), (_, sig))| (*signer, *vk, t.as_slice(), sig.as_slice()))
+            .collect();
+        // Valid key, wrong set: the server showed this signer a different survivor set.
+        crypto::verify_all(&items).map_err(|e| match e {
+            SecAggError::InvalidSignature(signer) => SecAggError::ConsistencyCheckFailed(signer),
+            other => other,
+        })?;
         let quorum = self.plan.consistency_quorum();
         if signers.len() < quorum {
             return Err(SecAggError::TooFewSurvivors {

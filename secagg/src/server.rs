@@ -450,16 +450,22 @@ impl ServerSession {
             }
             ServerPhase::ConsistencyCheck { state, signatures } => {
                 self.require(Stage::ConsistencyCheck, signatures.len())?;
-                let signatures: Vec<(ClientId, Vec<u8>)> = signatures.into_iter().collect();
+                let signers: Vec<ClientId> = signatures.keys().copied().collect();
+                // A quorum of signatures is the proof each client needs; sending more would only
+                // make every client verify more (the check is O(quorum) per client).
+                let proof: Vec<(ClientId, Vec<u8>)> = signatures
+                    .into_iter()
+                    .take(self.plan.consistency_quorum())
+                    .collect();
                 let mut requests = BTreeMap::new();
-                for &(j, _) in &signatures {
+                for &j in &signers {
                     let reveal = self.reveal_list(&state, j);
                     requests.insert(j, reveal.iter().copied().collect());
                     self.outgoing.push_back((
                         j,
                         ServerMessage::UnmaskRequest {
                             round,
-                            signatures: signatures.clone(),
+                            signatures: proof.clone(),
                             reveal,
                         },
                     ));
