@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, medfl, ok, p};
+use common::{fails, ok, p};
 
 use medfl::provision::MemberConfig;
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
