@@ -182,13 +182,7 @@ fn read_csv<R: BufRead, T>(
 ) -> Result<Parsed<T>, FormatError> {
     let mut lines = Lines::new(r);
     let mut fields = Vec::with_capacity(columns.len());
-    let header = match lines.next_line()? {
-        None => return Err(FormatError::MissingHeader),
-        Some((_, Err(e))) => return Err(FormatError::BadHeader(e.message)),
-        Some((_, Ok(h))) => h,
-    };
-    split_csv(header.trim_start_matches('\u{feff}'), &mut fields)
-        .map_err(FormatError::BadHeader)?;
+    lines.read_header(&mut fields)?;
     if fields
         .iter()
         .map(String::as_str)

@@ -6,7 +6,7 @@
 
 use std::io::BufRead;
 
-use crate::error::RowError;
+use crate::error::{FormatError, RowError};
 
 /// Reads lines as raw bytes, counting them, so that invalid UTF-8 is a row error, not an abort.
 pub(crate) struct Lines<R> {
@@ -16,6 +16,16 @@ pub(crate) struct Lines<R> {
 }
 
 impl<R: BufRead> Lines<R> {
+    /// Reads the header row into `fields` (a UTF-8 byte-order mark is dropped).
+    pub(crate) fn read_header(&mut self, fields: &mut Vec<String>) -> Result<(), FormatError> {
+        let header = match self.next_line()? {
+            None => return Err(FormatError::MissingHeader),
+            Some((_, Err(e))) => return Err(FormatError::BadHeader(e.message)),
+            Some((_, Ok(h))) => h,
+        };
+        split_csv(header.trim_start_matches('\u{feff}'), fields).map_err(FormatError::BadHeader)
+    }
+
     pub(crate) fn new(inner: R) -> Self {
         Lines {
             inner,

@@ -56,13 +56,7 @@ pub fn read_table<R: BufRead>(
 ) -> Result<Table, FormatError> {
     let mut lines = Lines::new(r);
     let mut fields = Vec::new();
-    let header = match lines.next_line()? {
-        None => return Err(FormatError::MissingHeader),
-        Some((_, Err(e))) => return Err(FormatError::BadHeader(e.message)),
-        Some((_, Ok(h))) => h,
-    };
-    split_csv(header.trim_start_matches('\u{feff}'), &mut fields)
-        .map_err(FormatError::BadHeader)?;
+    lines.read_header(&mut fields)?;
     let header: Vec<String> = fields.iter().map(|f| f.trim().to_owned()).collect();
     if header.iter().any(String::is_empty) {
         return Err(FormatError::BadHeader("empty column name".into()));

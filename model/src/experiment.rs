@@ -20,7 +20,7 @@ use burn::tensor::Device;
 use medfl_accesslog::AttackKind;
 use serde::Serialize;
 
-use crate::evaluate::{Evaluation, evaluate};
+use crate::evaluate::{AttackRow, Evaluation, evaluate};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
 use crate::modelfile::ModelFile;
@@ -108,22 +108,16 @@ impl SettingResult {
 
     /// Macro-averaged recall of one attack type.
     pub fn attack_recall(&self, kind: AttackKind) -> Option<f64> {
-        self.mean(|e| {
-            e.per_attack
-                .iter()
-                .find(|r| r.attack == kind)
-                .map(|r| r.recall)
-        })
+        self.attack_mean(kind, |r| Some(r.recall))
     }
 
     /// Macro-averaged AUROC of one attack type against normal access.
     pub fn attack_auroc(&self, kind: AttackKind) -> Option<f64> {
-        self.mean(|e| {
-            e.per_attack
-                .iter()
-                .find(|r| r.attack == kind)
-                .and_then(|r| r.auroc)
-        })
+        self.attack_mean(kind, |r| r.auroc)
+    }
+
+    fn attack_mean(&self, kind: AttackKind, f: impl Fn(&AttackRow) -> Option<f64>) -> Option<f64> {
+        self.mean(|e| e.per_attack.iter().find(|r| r.attack == kind).and_then(&f))
     }
 }
 
