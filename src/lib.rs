@@ -17,6 +17,7 @@
 pub use medfl_ledger as ledger;
 pub use medfl_secagg as secagg;
 
+pub mod consortium;
 pub mod data;
 pub mod detection;
 pub mod provision;

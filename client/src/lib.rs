@@ -1,4 +1,17 @@
-//! The hospital agent: local training on the hospital's own access logs, secure-aggregation
-//! client, and the access monitor applying the shared model.
+//! The hospital agent: takes part in federated rounds as a sans-IO state machine.
 //!
-//! Not yet written (issues 5 and 6).
+//! [`Agent`] checks every round the coordinator announces against the hospital's own copy of
+//! the ledger (agreement accepted and live, round number, previous model, privacy spend within
+//! budget), asks its driver to train ([`AgentEvent::Train`], run with [`train::run`]), encodes
+//! the update with distributed noise and runs the SecAgg+ client, then recomputes the new model
+//! from the aggregate and endorses it. It adopts a model only once the ledger anchors it.
+//!
+//! It must never send anything derived from its data except through secure aggregation, and
+//! never endorse a model it did not recompute itself.
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod agent;
+pub mod train;
+
+pub use agent::{Agent, AgentError, AgentEvent, TrainingTask};

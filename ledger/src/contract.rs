@@ -194,6 +194,7 @@ fn register_agreement(
         last_round: 0,
         last_model: None,
         spent: Default::default(),
+        rounds_joined: Default::default(),
     };
     state.agreements.insert(a.id.clone(), record);
     Ok(Undo::RegisterAgreement(a.id.clone()))
@@ -393,6 +394,7 @@ fn anchor_round(
     record.last_model = Some(r.model);
     for (member, spend) in &r.participants {
         record.spent.insert(member.clone(), spend.epsilon_total);
+        *record.rounds_joined.entry(member.clone()).or_insert(0) += 1;
     }
     *state.models.entry(r.model).or_insert(0) += 1;
     Ok(undo)

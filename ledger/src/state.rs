@@ -42,6 +42,9 @@ pub struct AgreementRecord {
     pub last_model: Option<Hash>,
     /// Each member's cumulative epsilon under the agreement.
     pub spent: BTreeMap<MemberId, f64>,
+    /// How many anchored rounds each member's update is in; with the round's DP parameters it
+    /// lets anyone recompute the cumulative epsilon.
+    pub rounds_joined: BTreeMap<MemberId, u64>,
 }
 
 /// The state after some prefix of the chain.
@@ -137,6 +140,7 @@ impl ChainState {
                     last_round: 0,
                     last_model: None,
                     spent: BTreeMap::new(),
+                    rounds_joined: BTreeMap::new(),
                 };
                 (a.id.clone(), record)
             })
@@ -408,6 +412,12 @@ impl ChainState {
                     a.last_round = last_round;
                     a.last_model = last_model;
                     for (member, previous) in spent {
+                        if let Some(n) = a.rounds_joined.get_mut(&member) {
+                            *n -= 1;
+                            if *n == 0 {
+                                a.rounds_joined.remove(&member);
+                            }
+                        }
                         match previous {
                             Some(e) => a.spent.insert(member, e),
                             None => a.spent.remove(&member),

@@ -282,37 +282,7 @@ pub fn train_dp(
     dp: DpSgdConfig,
     device: &Device,
 ) -> Result<(Autoencoder, DpSgdReport), DpSgdError> {
-    let mut trainer = DpSgdTrainer::new(config, data, dp, device)?;
-    check_model(&model, config)?;
-    let epoch_len = (1.0 / dp.sampling_rate).ceil().max(1.0) as u64;
-    let mut losses = Vec::new();
-    let (mut epoch_loss, mut epoch_rows) = (0.0f64, 0usize);
-    let (mut sampled, mut clipped, mut empty) = (0u64, 0u64, 0u64);
-    let mut model = model;
-    for step in 0..dp.steps {
-        let (next, stats) = trainer.step(model)?;
-        model = next;
-        epoch_loss += stats.loss_sum;
-        epoch_rows += stats.batch_size;
-        sampled += stats.batch_size as u64;
-        clipped += stats.clipped as u64;
-        empty += u64::from(stats.batch_size == 0);
-        if (step + 1) % epoch_len == 0 || step + 1 == dp.steps {
-            losses.push((epoch_loss / epoch_rows as f64) as f32);
-            (epoch_loss, epoch_rows) = (0.0, 0);
-        }
-    }
-    Ok((
-        model,
-        DpSgdReport {
-            steps: dp.steps,
-            accounting: trainer.accounting,
-            losses,
-            sampled_rows: sampled,
-            clipped_rows: clipped,
-            empty_steps: empty,
-        },
-    ))
+    DpSgdTrainer::new(config, data, dp, device)?.run(model)
 }
 
 /// Step-by-step DP-SGD over borrowed data, holding the optimizer state and the random streams.
@@ -341,6 +311,8 @@ pub struct DpSgdTrainer<'a> {
     step: u64,
     /// The cost of the configured run.
     accounting: DpAccounting,
+    /// FedProx's proximal term `μ/2·‖w − w_global‖²`: its weight and the global parameters.
+    proximal: Option<(f32, Vec<f32>)>,
 }
 
 impl<'a> DpSgdTrainer<'a> {
@@ -392,12 +364,71 @@ impl<'a> DpSgdTrainer<'a> {
             batch: Vec::new(),
             step: 0,
             accounting,
+            proximal: None,
         })
+    }
+
+    /// Adds FedProx's proximal term `μ/2·‖w − anchor‖²` to every step (Li et al. 2020).
+    ///
+    /// Its gradient `μ(w − anchor)` depends on the parameters only, never on the data, so adding
+    /// it after the noise is post-processing and costs no privacy.
+    pub fn with_proximal(mut self, mu: f32, anchor: Vec<f32>) -> Result<Self, DpSgdError> {
+        check(
+            "proximal_mu",
+            f64::from(mu),
+            mu.is_finite() && mu >= 0.0,
+            "must be finite and non-negative",
+        )?;
+        if anchor.len() != self.config.param_count() || anchor.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::Shape(format!(
+                "proximal anchor has {} values (all finite?) for {} parameters",
+                anchor.len(),
+                self.config.param_count()
+            ))
+            .into());
+        }
+        self.proximal = Some((mu, anchor));
+        Ok(self)
     }
 
     /// The privacy cost of the configured number of steps.
     pub fn accounting(&self) -> &DpAccounting {
         &self.accounting
+    }
+
+    /// Takes every configured step from `model`; returns the trained model and the report.
+    pub fn run(mut self, model: Autoencoder) -> Result<(Autoencoder, DpSgdReport), DpSgdError> {
+        check_model(&model, self.config)?;
+        let dp = self.dp;
+        let epoch_len = (1.0 / dp.sampling_rate).ceil().max(1.0) as u64;
+        let mut losses = Vec::new();
+        let (mut epoch_loss, mut epoch_rows) = (0.0f64, 0usize);
+        let (mut sampled, mut clipped, mut empty) = (0u64, 0u64, 0u64);
+        let mut model = model;
+        for step in 0..dp.steps {
+            let (next, stats) = self.step(model)?;
+            model = next;
+            epoch_loss += stats.loss_sum;
+            epoch_rows += stats.batch_size;
+            sampled += stats.batch_size as u64;
+            clipped += stats.clipped as u64;
+            empty += u64::from(stats.batch_size == 0);
+            if (step + 1) % epoch_len == 0 || step + 1 == dp.steps {
+                losses.push((epoch_loss / epoch_rows as f64) as f32);
+                (epoch_loss, epoch_rows) = (0.0, 0);
+            }
+        }
+        Ok((
+            model,
+            DpSgdReport {
+                steps: dp.steps,
+                accounting: self.accounting,
+                losses,
+                sampled_rows: sampled,
+                clipped_rows: clipped,
+                empty_steps: empty,
+            },
+        ))
     }
 
     /// One DP-SGD step: sample, clip, noise, update. Steps beyond the configured count are
@@ -445,6 +476,11 @@ impl<'a> DpSgdTrainer<'a> {
         }
         let scale = (1.0 / self.expected_batch) as f32;
         flat.iter_mut().for_each(|g| *g *= scale);
+        if let Some((mu, anchor)) = &self.proximal {
+            for ((g, w), a) in flat.iter_mut().zip(model.to_flat()?).zip(anchor) {
+                *g += mu * (w - a);
+            }
+        }
         let grads = gradients_params(&model, self.config, &flat, &self.device)?;
         let model = self.optim.step(self.dp.learning_rate, model, grads);
         self.step += 1;

@@ -1,0 +1,746 @@
+//! The round state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use ed25519_dalek::SigningKey;
+use medfl_ledger::tx::{Endorsement, PrivacySpend, RoundAnchor, endorsement_message};
+use medfl_ledger::{
+    AgreementId, ChainState, Hash, MemberId, Role, Signature, Timestamp, Transaction, TxBody,
+};
+use medfl_model::AutoencoderConfig;
+use medfl_protocol::model::chunks;
+use medfl_protocol::update::UpdateCodec;
+use medfl_protocol::{
+    DdgParams, GlobalModel, ProtocolError, RoundConfig, SecAggParams, Strategy, ToAgent,
+    ToCoordinator, TrainingParams, privacy, strategy, transcript,
+};
+use medfl_secagg::{ClientId, PackedVector, ServerEvent, ServerSession, Stage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::metrics::RoundMetrics;
+
+/// How long each stage may take, in milliseconds of the driver's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Each secure-aggregation stage but the masked input.
+    pub stage_ms: u64,
+    /// The masked-input stage, which includes local training.
+    pub training_ms: u64,
+    /// Collecting endorsements.
+    pub endorse_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stage_ms: 10_000,
+            training_ms: 600_000,
+            endorse_ms: 10_000,
+        }
+    }
+}
+
+/// What the coordinator runs rounds with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordinatorConfig {
+    /// The agreement rounds run under.
+    pub agreement: AgreementId,
+    /// Network shape.
+    pub model: AutoencoderConfig,
+    /// Local training.
+    pub training: TrainingParams,
+    /// Distributed noise and weighting.
+    pub ddg: DdgParams,
+    /// Secure aggregation.
+    pub secagg: SecAggParams,
+    /// Server update rule.
+    pub strategy: Strategy,
+    /// Fewest participants a round starts with.
+    pub min_participants: usize,
+    /// Most participants a round takes (0: no limit).
+    pub max_participants: usize,
+    /// Stage deadlines.
+    pub timeouts: Timeouts,
+}
+
+/// Why the coordinator refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// Too few eligible members are connected.
+    #[error("{eligible} eligible members connected, the round needs {needed}")]
+    NotEnoughParticipants {
+        /// Connected, covered, with budget.
+        eligible: usize,
+        /// The configured minimum.
+        needed: usize,
+    },
+    /// A round is already running.
+    #[error("round {0} is still running")]
+    Busy(u64),
+    /// The agreement is missing or expired.
+    #[error("agreement {0}: {1}")]
+    Agreement(AgreementId, String),
+    /// A message from someone who may not send it.
+    #[error("message from {from} refused: {reason}")]
+    Refused {
+        /// The sender.
+        from: MemberId,
+        /// Why.
+        reason: String,
+    },
+    /// The protocol layer refused.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The ledger layer refused (encoding).
+    #[error("ledger: {0}")]
+    Ledger(String),
+}
+
+/// A finished round, ready to anchor.
+#[derive(Clone, Debug)]
+pub struct RoundOutcome {
+    /// The signed `AnchorRound` transaction.
+    pub tx: Transaction,
+    /// The new global model (store it, content-addressed, before anchoring).
+    pub model: GlobalModel,
+    /// The server optimizer's state after the round.
+    pub server_state: Vec<f32>,
+    /// Figures.
+    pub metrics: RoundMetrics,
+}
+
+/// What the driver must act on.
+#[derive(Clone, Debug)]
+pub enum CoordinatorEvent {
+    /// Store the model, append the transaction, then call [`Coordinator::anchored`].
+    Anchor(Box<RoundOutcome>),
+    /// The attempt ended without a result; the next one may start.
+    RoundFailed {
+        /// Why.
+        reason: String,
+        /// Figures so far.
+        metrics: RoundMetrics,
+    },
+    /// A member sent something invalid (the driver may disconnect it).
+    Misbehaved {
+        /// Who.
+        member: MemberId,
+        /// What.
+        reason: String,
+    },
+}
+
+struct Endorsing {
+    survivors: Vec<ClientId>,
+    model: GlobalModel,
+    state: Vec<f32>,
+    transcript: Hash,
+    endorsements: BTreeMap<MemberId, Signature>,
+}
+
+struct Active {
+    config: RoundConfig,
+    codec: UpdateCodec,
+    server: ServerSession,
+    started_ms: u64,
+    stage: Option<Stage>,
+    stage_started_ms: u64,
+    deadline_ms: u64,
+    endorsing: Option<Endorsing>,
+    /// Endorsements the ledger requires.
+    quorum: usize,
+    metrics: RoundMetrics,
+}
+
+/// The coordinator's state machine (see the crate docs).
+pub struct Coordinator {
+    cfg: CoordinatorConfig,
+    me: MemberId,
+    key: SigningKey,
+    genesis: Hash,
+    model: GlobalModel,
+    server_state: Vec<f32>,
+    rng: ChaCha20Rng,
+    round: Option<Active>,
+    pending_anchor: Option<(GlobalModel, Vec<f32>)>,
+    outgoing: VecDeque<(MemberId, ToAgent)>,
+    events: VecDeque<CoordinatorEvent>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("me", &self.me)
+            .field("model", &self.model.hash)
+            .field("round", &self.round.as_ref().map(|r| r.config.round))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator holding `model` (the last anchored one, or the initial one) and the
+    /// strategy's `server_state`; `seed` drives its public randomness and attempt ids.
+    pub fn new(
+        cfg: CoordinatorConfig,
+        me: MemberId,
+        key: SigningKey,
+        genesis: Hash,
+        model: GlobalModel,
+        server_state: Vec<f32>,
+        seed: [u8; 32],
+    ) -> Result<Self, CoordinatorError> {
+        if model.file.config != cfg.model {
+            return Err(ProtocolError::invalid(
+                "model",
+                "the model's shape differs from the config",
+            )
+            .into());
+        }
+        cfg.strategy.check()?;
+        Ok(Coordinator {
+            cfg,
+            me,
+            key,
+            genesis,
+            model,
+            server_state,
+            rng: ChaCha20Rng::from_seed(seed),
+            round: None,
+            pending_anchor: None,
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The current global model (the last one anchored).
+    pub fn model(&self) -> &GlobalModel {
+        &self.model
+    }
+
+    /// The strategy's server state that goes with [`Self::model`].
+    pub fn server_state(&self) -> &[f32] {
+        &self.server_state
+    }
+
+    /// The running attempt's config, if any.
+    pub fn current_round(&self) -> Option<&RoundConfig> {
+        self.round.as_ref().map(|r| &r.config)
+    }
+
+    /// Whether no round is running and no anchor is pending.
+    pub fn is_idle(&self) -> bool {
+        self.round.is_none() && self.pending_anchor.is_none()
+    }
+
+    /// The next message to send.
+    pub fn poll_outgoing(&mut self) -> Option<(MemberId, ToAgent)> {
+        self.outgoing.pop_front()
+    }
+
+    /// The next event to act on.
+    pub fn poll_event(&mut self) -> Option<CoordinatorEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time [`Self::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.round.as_ref().map(|r| r.deadline_ms)
+    }
+
+    /// Members eligible for the next round: connected, active hospitals covered by the
+    /// agreement, with budget left for one more round.
+    pub fn eligible(
+        &self,
+        chain: &ChainState,
+        connected: &BTreeSet<MemberId>,
+        now: Timestamp,
+    ) -> Result<Vec<(MemberId, f64)>, CoordinatorError> {
+        let a = chain.agreement(&self.cfg.agreement).ok_or_else(|| {
+            CoordinatorError::Agreement(self.cfg.agreement.clone(), "not on the ledger".into())
+        })?;
+        if a.agreement.expires_at <= now {
+            return Err(CoordinatorError::Agreement(
+                self.cfg.agreement.clone(),
+                format!("expired at {}", a.agreement.expires_at),
+            ));
+        }
+        let mut out = Vec::new();
+        for m in connected {
+            let active_hospital = chain
+                .member(m)
+                .is_some_and(|r| !r.revoked && r.member.role == Role::Hospital);
+            if !active_hospital || !a.accepted.contains(m) || !a.agreement.members.contains(m) {
+                continue;
+            }
+            let joined = a.rounds_joined.get(m).copied().unwrap_or(0);
+            let eps = privacy::epsilon_after(&self.cfg.training, self.cfg.model, joined + 1)?;
+            if eps <= a.agreement.budget.epsilon {
+                out.push((m.clone(), eps));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts the next round with the eligible connected members.
+    pub fn start_round(
+        &mut self,
+        now_ms: u64,
+        wall: Timestamp,
+        chain: &ChainState,
+        connected: &BTreeSet<MemberId>,
+    ) -> Result<&RoundConfig, CoordinatorError> {
+        if let Some(r) = &self.round {
+            return Err(CoordinatorError::Busy(r.config.round));
+        }
+        if self.pending_anchor.is_some() {
+            return Err(CoordinatorError::Busy(0));
+        }
+        let mut eligible = self.eligible(chain, connected, wall)?;
+        let needed = self.cfg.min_participants.max(2);
+        if eligible.len() < needed {
+            return Err(CoordinatorError::NotEnoughParticipants {
+                eligible: eligible.len(),
+                needed,
+            });
+        }
+        if self.cfg.max_participants > 0 && eligible.len() > self.cfg.max_participants {
+            // A seeded shuffle picks who joins when more are eligible than wanted.
+            for i in (1..eligible.len()).rev() {
+                let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
+                eligible.swap(i, j);
+            }
+            eligible.truncate(self.cfg.max_participants);
+            eligible.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let a = chain.agreement(&self.cfg.agreement).ok_or_else(|| {
+            CoordinatorError::Agreement(self.cfg.agreement.clone(), "gone".into())
+        })?;
+        let mut public_seed = [0u8; 32];
+        self.rng.fill_bytes(&mut public_seed);
+        let config = RoundConfig {
+            agreement: self.cfg.agreement.clone(),
+            round: a.last_round + 1,
+            session: self.rng.next_u64(),
+            issued_at: wall,
+            previous_model: self.model.hash,
+            model: self.cfg.model,
+            participants: eligible.iter().map(|(m, _)| m.clone()).collect(),
+            epsilon_after: eligible.iter().map(|(_, e)| *e).collect(),
+            training: self.cfg.training,
+            ddg: self.cfg.ddg,
+            secagg: self.cfg.secagg,
+            strategy: self.cfg.strategy,
+            public_seed,
+        };
+        config.check()?;
+        let codec = UpdateCodec::new(&config)?;
+        let roster = config.roster(chain)?;
+        let server = ServerSession::new(
+            config.secagg_config(codec.encoded_len(), codec.bits()),
+            &roster,
+        )
+        .map_err(|e| ProtocolError::invalid("secagg", e.to_string()))?;
+        let bytes = self.model.to_bytes()?;
+        for m in &config.participants {
+            self.outgoing
+                .push_back((m.clone(), ToAgent::RoundStart(Box::new(config.clone()))));
+            for (offset, chunk) in chunks(&bytes) {
+                self.outgoing.push_back((
+                    m.clone(),
+                    ToAgent::ModelChunk {
+                        session: config.session,
+                        offset,
+                        total: bytes.len() as u64,
+                        bytes: chunk.to_vec(),
+                    },
+                ));
+            }
+        }
+        let metrics = RoundMetrics {
+            round: config.round,
+            session: config.session,
+            selected: config.participants.len(),
+            max_epsilon: config.epsilon_after.iter().copied().fold(0.0, f64::max),
+            ..RoundMetrics::default()
+        };
+        let mut active = Active {
+            config,
+            codec,
+            server,
+            started_ms: now_ms,
+            stage: None,
+            stage_started_ms: now_ms,
+            deadline_ms: now_ms,
+            endorsing: None,
+            quorum: chain.quorum() as usize,
+            metrics,
+        };
+        self.sync_stage(&mut active, now_ms);
+        self.round = Some(active);
+        Ok(&self.round.as_ref().expect("just set").config)
+    }
+
+    /// Processes one message from `from`, checked against the ledger state `chain`.
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        wall: Timestamp,
+        from: &MemberId,
+        msg: ToCoordinator,
+        chain: &ChainState,
+    ) -> Result<(), CoordinatorError> {
+        let refuse = |reason: String| CoordinatorError::Refused {
+            from: from.clone(),
+            reason,
+        };
+        let key = match chain.member(from) {
+            Some(r) if !r.revoked => r.member.public_key,
+            Some(_) => return Err(refuse("revoked on the ledger".into())),
+            None => return Err(refuse("not a member".into())),
+        };
+        let Some(mut active) = self.round.take() else {
+            return match msg {
+                ToCoordinator::Hello { .. } => Ok(()),
+                _ => Err(refuse("no round is running".into())),
+            };
+        };
+        let result = self.handle_in_round(&mut active, now_ms, from, &key, msg);
+        self.after_progress(active, now_ms, wall);
+        if let Err(e) = &result {
+            self.events.push_back(CoordinatorEvent::Misbehaved {
+                member: from.clone(),
+                reason: e.to_string(),
+            });
+        }
+        result
+    }
+
+    fn handle_in_round(
+        &mut self,
+        active: &mut Active,
+        now_ms: u64,
+        from: &MemberId,
+        key: &medfl_ledger::PublicKey,
+        msg: ToCoordinator,
+    ) -> Result<(), CoordinatorError> {
+        let refuse = |reason: String| CoordinatorError::Refused {
+            from: from.clone(),
+            reason,
+        };
+        let session = active.config.session;
+        let id = active
+            .config
+            .client_index(from)
+            .map(ClientId)
+            .ok_or_else(|| refuse("not a participant of this round".into()))?;
+        match msg {
+            ToCoordinator::Hello { .. } => Ok(()),
+            ToCoordinator::Decline { session: s, reason } if s == session => {
+                active.metrics.declined.push(format!("{from}: {reason}"));
+                Ok(())
+            }
+            ToCoordinator::SecAgg { session: s, msg } if s == session => {
+                if active.endorsing.is_some() {
+                    return Err(refuse("secure aggregation is over".into()));
+                }
+                active
+                    .server
+                    .handle_message(id, msg)
+                    .map_err(|e| refuse(format!("secure aggregation: {e}")))?;
+                self.sync_stage(active, now_ms);
+                Ok(())
+            }
+            ToCoordinator::Endorse {
+                session: s,
+                model,
+                signature,
+            } if s == session => {
+                let genesis = self.genesis;
+                let e = active
+                    .endorsing
+                    .as_mut()
+                    .ok_or_else(|| refuse("nothing to endorse yet".into()))?;
+                if !e.survivors.contains(&id) {
+                    return Err(refuse("only participants in the aggregate endorse".into()));
+                }
+                if model != e.model.hash {
+                    return Err(refuse(format!(
+                        "endorses model {model}, the aggregate gives {}",
+                        e.model.hash
+                    )));
+                }
+                let message = endorsement_message(
+                    &genesis,
+                    &active.config.agreement,
+                    active.config.round,
+                    &active.config.previous_model,
+                    &model,
+                    &e.transcript,
+                );
+                if !key.verify(&message, &signature) {
+                    return Err(refuse("endorsement signature does not verify".into()));
+                }
+                e.endorsements.insert(from.clone(), signature);
+                Ok(())
+            }
+            other => Err(refuse(format!(
+                "{} for another attempt (current {session})",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Advances deadlines: closes a late stage, or ends the endorsement collection.
+    pub fn tick(&mut self, now_ms: u64, wall: Timestamp) {
+        let Some(mut active) = self.round.take() else {
+            return;
+        };
+        if now_ms >= active.deadline_ms {
+            if active.endorsing.is_some() {
+                self.finish_endorsing(active, now_ms, wall);
+                return;
+            }
+            if let Some(stage) = active.server.stage() {
+                active.server.close_stage(stage);
+                self.sync_stage(&mut active, now_ms);
+            }
+        }
+        self.after_progress(active, now_ms, wall);
+    }
+
+    /// The driver stored and anchored the last [`CoordinatorEvent::Anchor`] (`ok`), or could
+    /// not (then the model is dropped and the next round starts from the old one).
+    pub fn anchored(&mut self, ok: bool) {
+        if let Some((model, state)) = self.pending_anchor.take()
+            && ok
+        {
+            self.model = model;
+            self.server_state = state;
+        }
+    }
+
+    /// Records stage changes and forwards the server's messages.
+    fn sync_stage(&mut self, active: &mut Active, now_ms: u64) {
+        while let Some((to, msg)) = active.server.poll_outgoing() {
+            if let Some(m) = active.config.participants.get(to.0 as usize) {
+                self.outgoing.push_back((
+                    m.clone(),
+                    ToAgent::SecAgg {
+                        session: active.config.session,
+                        msg,
+                    },
+                ));
+            }
+        }
+        let stage = active.server.stage();
+        if stage != active.stage {
+            if let Some(old) = active.stage {
+                active
+                    .metrics
+                    .stage_ms
+                    .push((stage_name(old).into(), now_ms - active.stage_started_ms));
+            }
+            active.stage = stage;
+            active.stage_started_ms = now_ms;
+            let timeout = match stage {
+                Some(Stage::MaskedInput) => self.cfg.timeouts.training_ms,
+                _ => self.cfg.timeouts.stage_ms,
+            };
+            active.deadline_ms = now_ms.saturating_add(timeout);
+        }
+    }
+
+    /// Reacts to server events after any input; puts the round back unless it ended.
+    fn after_progress(&mut self, mut active: Active, now_ms: u64, wall: Timestamp) {
+        while let Some(ev) = active.server.poll_event() {
+            match ev {
+                ServerEvent::StageClosed { .. } => {}
+                ServerEvent::Aggregated(agg) => {
+                    if let Err(e) = self.begin_endorsing(&mut active, agg, now_ms) {
+                        self.fail(active, format!("aggregate: {e}"));
+                        return;
+                    }
+                }
+                ServerEvent::Aborted(e) => {
+                    self.fail(active, format!("secure aggregation aborted: {e}"));
+                    return;
+                }
+            }
+        }
+        if let Some(e) = &active.endorsing
+            && e.endorsements.len() == e.survivors.len()
+        {
+            self.finish_endorsing(active, now_ms, wall);
+            return;
+        }
+        self.round = Some(active);
+    }
+
+    fn begin_endorsing(
+        &mut self,
+        active: &mut Active,
+        agg: medfl_secagg::Aggregate,
+        now_ms: u64,
+    ) -> Result<(), CoordinatorError> {
+        let decoded = active.codec.decode(&agg.sum)?;
+        let (params, state) = strategy::apply(
+            &active.config.strategy,
+            &self.model.file.params,
+            &self.server_state,
+            &decoded.mean_update,
+        )?;
+        let model = GlobalModel::from_params(self.cfg.model, params)?;
+        let transcript = transcript::round_transcript(
+            &active.config,
+            &agg.survivors,
+            &agg.sum,
+            &self.server_state,
+        )?;
+        let packed = PackedVector::pack(&agg.sum, active.codec.bits())
+            .map_err(|e| ProtocolError::invalid("aggregate", e.to_string()))?;
+        for id in &agg.survivors {
+            if let Some(m) = active.config.participants.get(id.0 as usize) {
+                self.outgoing.push_back((
+                    m.clone(),
+                    ToAgent::EndorseRequest {
+                        session: active.config.session,
+                        survivors: agg.survivors.clone(),
+                        aggregate: packed.clone(),
+                        server_state: self.server_state.clone(),
+                    },
+                ));
+            }
+        }
+        if let Some(old) = active.stage.take() {
+            active
+                .metrics
+                .stage_ms
+                .push((stage_name(old).into(), now_ms - active.stage_started_ms));
+        }
+        active.stage_started_ms = now_ms;
+        active.deadline_ms = now_ms.saturating_add(self.cfg.timeouts.endorse_ms);
+        active.metrics.participants = agg.survivors.len();
+        active.metrics.loss = Some(decoded.mean_loss);
+        active.metrics.total_weight = Some(decoded.total_weight);
+        active.endorsing = Some(Endorsing {
+            survivors: agg.survivors,
+            model,
+            state,
+            transcript,
+            endorsements: BTreeMap::new(),
+        });
+        Ok(())
+    }
+
+    fn finish_endorsing(&mut self, mut active: Active, now_ms: u64, wall: Timestamp) {
+        let Some(e) = active.endorsing.take() else {
+            self.round = Some(active);
+            return;
+        };
+        if e.endorsements.len() < active.quorum {
+            let reason = format!(
+                "{} endorsements, the ledger needs {}",
+                e.endorsements.len(),
+                active.quorum
+            );
+            self.fail(active, reason);
+            return;
+        }
+        active
+            .metrics
+            .stage_ms
+            .push(("endorse".into(), now_ms - active.stage_started_ms));
+        let config = &active.config;
+        let survivors: BTreeSet<u32> = e.survivors.iter().map(|c| c.0).collect();
+        let mut participants = Vec::new();
+        let mut dropped = Vec::new();
+        for (i, m) in config.participants.iter().enumerate() {
+            if survivors.contains(&(i as u32)) {
+                participants.push((
+                    m.clone(),
+                    PrivacySpend {
+                        epsilon_total: config.epsilon_after[i],
+                    },
+                ));
+            } else {
+                dropped.push(m.clone());
+            }
+        }
+        active.metrics.dropped = dropped.iter().map(|m| m.to_string()).collect();
+        active.metrics.max_epsilon = participants
+            .iter()
+            .map(|(_, s)| s.epsilon_total)
+            .fold(0.0, f64::max);
+        active.metrics.duration_ms = now_ms - active.started_ms;
+        let dp = match privacy::anchored_params(&config.training, config.model) {
+            Ok(dp) => dp,
+            Err(err) => {
+                self.fail(active, err.to_string());
+                return;
+            }
+        };
+        let anchor = RoundAnchor {
+            agreement: config.agreement.clone(),
+            round: config.round,
+            previous_model: config.previous_model,
+            model: e.model.hash,
+            participants,
+            dropped,
+            dp,
+            secagg_transcript: e.transcript,
+            endorsements: e
+                .endorsements
+                .into_iter()
+                .map(|(member, signature)| Endorsement { member, signature })
+                .collect(),
+        };
+        let tx = match Transaction::sign(
+            &self.genesis,
+            self.me.clone(),
+            &self.key,
+            wall,
+            TxBody::AnchorRound(anchor),
+        ) {
+            Ok(tx) => tx,
+            Err(err) => {
+                self.fail(active, format!("signing the anchor: {err}"));
+                return;
+            }
+        };
+        self.pending_anchor = Some((e.model.clone(), e.state.clone()));
+        self.events
+            .push_back(CoordinatorEvent::Anchor(Box::new(RoundOutcome {
+                tx,
+                model: e.model,
+                server_state: e.state,
+                metrics: active.metrics,
+            })));
+    }
+
+    fn fail(&mut self, active: Active, reason: String) {
+        for m in &active.config.participants {
+            self.outgoing.push_back((
+                m.clone(),
+                ToAgent::Abort {
+                    session: active.config.session,
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        self.events.push_back(CoordinatorEvent::RoundFailed {
+            reason,
+            metrics: active.metrics,
+        });
+    }
+}
+
+fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::AdvertiseKeys => "advertise_keys",
+        Stage::ShareKeys => "share_keys",
+        Stage::MaskedInput => "masked_input",
+        Stage::ConsistencyCheck => "consistency_check",
+        Stage::Unmask => "unmask",
+    }
+}

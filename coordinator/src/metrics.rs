@@ -1,0 +1,32 @@
+//! What a round did, for the structured log and the metrics file.
+
+use serde::Serialize;
+
+/// One round attempt's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoundMetrics {
+    /// Round number under the agreement.
+    pub round: u64,
+    /// The attempt id.
+    pub session: u64,
+    /// Members selected.
+    pub selected: usize,
+    /// Members whose updates are in the aggregate.
+    pub participants: usize,
+    /// Selected members whose updates are not.
+    pub dropped: Vec<String>,
+    /// Members that declined the round.
+    pub declined: Vec<String>,
+    /// Weighted mean training loss, from the aggregate (noisy; `None` before aggregation).
+    pub loss: Option<f64>,
+    /// Sum of the participants' weights, from the aggregate (noisy).
+    pub total_weight: Option<f64>,
+    /// Largest cumulative epsilon among the participants after the round.
+    pub max_epsilon: f64,
+    /// Milliseconds spent in each stage, in order.
+    pub stage_ms: Vec<(String, u64)>,
+    /// Milliseconds from start to the anchor transaction.
+    pub duration_ms: u64,
+    /// Milliseconds the coordinator computed (decode, strategy, hashing, signatures).
+    pub compute_ms: u64,
+}

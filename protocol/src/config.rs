@@ -1,0 +1,285 @@
+//! What a round runs with: the coordinator decides, every participant checks.
+
+use medfl_ledger::tx::MAX_LISTED_MEMBERS;
+use medfl_ledger::{AgreementId, Hash, MemberId, Timestamp};
+use medfl_model::AutoencoderConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+
+/// Local training: DP-SGD with Poisson sampling (record-level privacy inside each hospital).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingParams {
+    /// Expected passes over the local data per round.
+    pub epochs: f64,
+    /// Poisson sampling rate `q` of each step's batch.
+    pub sampling_rate: f64,
+    /// DP-SGD noise multiplier `σ` (noise std over the clip norm).
+    pub noise_multiplier: f64,
+    /// Per-example L2 clip norm.
+    pub clip_norm: f64,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// The `δ` every epsilon is stated at.
+    pub delta: f64,
+}
+
+impl Default for TrainingParams {
+    fn default() -> Self {
+        TrainingParams {
+            epochs: 1.0,
+            sampling_rate: 0.01,
+            noise_multiplier: 1.0,
+            clip_norm: 1.0,
+            learning_rate: 2e-3,
+            delta: 1e-6,
+        }
+    }
+}
+
+/// Member-level protection of the aggregate: each update is clipped, weighted, and carries a
+/// share of a discrete Gaussian whose sum over at least `min_clients` survivors has std
+/// `noise_multiplier · clip` (Kairouz, Liu & Steinke 2021).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DdgParams {
+    /// L2 bound on one hospital's model update (parameter space).
+    pub update_clip: f64,
+    /// Noise std of the sum over `update_clip · √2` (the weighted update plus its weight).
+    pub noise_multiplier: f64,
+    /// Ring width of secure aggregation.
+    pub bits: u32,
+    /// Training rows at which a hospital's weight saturates: weight = min(rows, cap) / cap.
+    pub weight_cap: u64,
+    /// Fewest survivors the noise is calibrated for.
+    pub min_clients: u64,
+}
+
+impl Default for DdgParams {
+    fn default() -> Self {
+        DdgParams {
+            update_clip: 5.0,
+            noise_multiplier: 0.01,
+            bits: 32,
+            weight_cap: 10_000,
+            min_clients: 2,
+        }
+    }
+}
+
+/// SecAgg+ graph parameters; `None` takes the secagg crate's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecAggParams {
+    /// Neighbours per client.
+    pub neighbours: Option<u32>,
+    /// Shamir threshold.
+    pub threshold: Option<u32>,
+}
+
+/// How the coordinator turns the mean update into the next global model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum Strategy {
+    /// Weighted FedAvg (McMahan et al. 2017): `w + η·Δ`.
+    FedAvg {
+        /// Server learning rate `η` (1 is plain averaging).
+        server_lr: f64,
+    },
+    /// FedProx (Li et al. 2020): clients add `μ/2·‖w − w_global‖²` to their loss; the server
+    /// averages as FedAvg with `η = 1`.
+    FedProx {
+        /// Proximal weight `μ`.
+        mu: f64,
+    },
+    /// FedAdam (Reddi et al. 2021): Adam on the server with the mean update as pseudo-gradient.
+    FedAdam {
+        /// Server learning rate.
+        lr: f64,
+        /// First-moment decay.
+        beta1: f64,
+        /// Second-moment decay.
+        beta2: f64,
+        /// Adaptivity `τ` (Adam's epsilon).
+        tau: f64,
+    },
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy::FedAvg { server_lr: 1.0 }
+    }
+}
+
+impl Strategy {
+    /// Checks every number is finite and in range.
+    pub fn check(&self) -> Result<(), ProtocolError> {
+        let ok = match *self {
+            Strategy::FedAvg { server_lr } => server_lr.is_finite() && server_lr > 0.0,
+            Strategy::FedProx { mu } => mu.is_finite() && mu >= 0.0,
+            Strategy::FedAdam {
+                lr,
+                beta1,
+                beta2,
+                tau,
+            } => {
+                lr.is_finite()
+                    && lr > 0.0
+                    && (0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && tau.is_finite()
+                    && tau > 0.0
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ProtocolError::invalid("strategy", format!("{self:?}")))
+        }
+    }
+}
+
+/// Everything a participant needs to take part in one round attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundConfig {
+    /// The agreement the round runs under.
+    pub agreement: AgreementId,
+    /// Round number under the agreement (the ledger's last round + 1).
+    pub round: u64,
+    /// Unique id of this attempt: a restarted round gets a new one, so secure-aggregation keys
+    /// and signatures from one attempt are refused in another.
+    pub session: u64,
+    /// When the coordinator started the attempt.
+    pub issued_at: Timestamp,
+    /// Hash of the model the round starts from.
+    pub previous_model: Hash,
+    /// Network shape.
+    pub model: AutoencoderConfig,
+    /// Participants; a member's index is its secure-aggregation client id.
+    pub participants: Vec<MemberId>,
+    /// Each participant's cumulative epsilon if its update is in this round's aggregate.
+    pub epsilon_after: Vec<f64>,
+    /// Local training.
+    pub training: TrainingParams,
+    /// Distributed noise and weighting.
+    pub ddg: DdgParams,
+    /// Secure aggregation.
+    pub secagg: SecAggParams,
+    /// Server-side update rule.
+    pub strategy: Strategy,
+    /// Public randomness of the round (the rotation of the update encoding, the SecAgg+ graph).
+    pub public_seed: [u8; 32],
+}
+
+/// Largest model the protocol moves (parameters).
+pub const MAX_PARAMS: usize = 1 << 26;
+
+fn finite_in(field: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), ProtocolError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(ProtocolError::invalid(
+            field,
+            format!("{v} is not in [{lo}, {hi}]"),
+        ))
+    }
+}
+
+impl RoundConfig {
+    /// Checks shapes and ranges; a participant refuses a config that fails.
+    pub fn check(&self) -> Result<(), ProtocolError> {
+        if self.round == 0 {
+            return Err(ProtocolError::invalid("round", "rounds count from 1"));
+        }
+        self.model
+            .check()
+            .map_err(|e| ProtocolError::invalid("model", e.to_string()))?;
+        if self.model.param_count() > MAX_PARAMS {
+            return Err(ProtocolError::invalid("model", "too many parameters"));
+        }
+        let n = self.participants.len();
+        if !(2..=MAX_LISTED_MEMBERS).contains(&n) {
+            return Err(ProtocolError::invalid(
+                "participants",
+                format!("{n} listed; a round needs 2..={MAX_LISTED_MEMBERS}"),
+            ));
+        }
+        let mut sorted = self.participants.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != n {
+            return Err(ProtocolError::invalid(
+                "participants",
+                "a member is listed twice",
+            ));
+        }
+        if self.epsilon_after.len() != n {
+            return Err(ProtocolError::invalid(
+                "epsilon_after",
+                "one entry per participant",
+            ));
+        }
+        for &e in &self.epsilon_after {
+            finite_in("epsilon_after", e, 0.0, f64::MAX)?;
+        }
+        let t = &self.training;
+        finite_in("training.epochs", t.epochs, 1e-6, 1e6)?;
+        finite_in("training.sampling_rate", t.sampling_rate, 1e-9, 1.0)?;
+        finite_in("training.noise_multiplier", t.noise_multiplier, 0.0, 1e6)?;
+        finite_in("training.clip_norm", t.clip_norm, 1e-9, 1e9)?;
+        finite_in("training.learning_rate", t.learning_rate, 1e-12, 1e3)?;
+        finite_in("training.delta", t.delta, 1e-300, 0.5)?;
+        let g = &self.ddg;
+        finite_in("ddg.update_clip", g.update_clip, 1e-9, 1e9)?;
+        finite_in("ddg.noise_multiplier", g.noise_multiplier, 1e-9, 1e6)?;
+        if !(8..=62).contains(&g.bits) {
+            return Err(ProtocolError::invalid("ddg.bits", "must be in 8..=62"));
+        }
+        if g.weight_cap == 0 || g.min_clients == 0 || g.min_clients > n as u64 {
+            return Err(ProtocolError::invalid(
+                "ddg",
+                "weight_cap must be positive and min_clients in 1..=participants",
+            ));
+        }
+        self.strategy.check()
+    }
+
+    /// The secure-aggregation client id of `member`, if it participates.
+    pub fn client_index(&self, member: &MemberId) -> Option<u32> {
+        self.participants
+            .iter()
+            .position(|m| m == member)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+}
+
+impl RoundConfig {
+    /// The secure-aggregation parameters of this attempt, for vectors of `len` values in
+    /// `Z_{2^bits}`; every party derives the same.
+    pub fn secagg_config(&self, len: usize, bits: u32) -> medfl_secagg::SecAggConfig {
+        let mut c = medfl_secagg::SecAggConfig::new(self.session, len);
+        c.bits = bits;
+        c.neighbours = self.secagg.neighbours.map(|k| k as usize);
+        c.threshold = self.secagg.threshold.map(|t| t as usize);
+        c.graph_seed = Hash::tagged(b"medfl/secagg-graph/v1", &[&self.public_seed]).0;
+        c
+    }
+
+    /// The secure-aggregation roster: participant `i`'s ledger key under client id `i`.
+    pub fn roster(
+        &self,
+        state: &medfl_ledger::ChainState,
+    ) -> Result<medfl_secagg::Roster, ProtocolError> {
+        let mut roster = medfl_secagg::Roster::new();
+        for (i, m) in self.participants.iter().enumerate() {
+            let record = state.member(m).ok_or_else(|| {
+                ProtocolError::invalid("participants", format!("{m} is not on the ledger"))
+            })?;
+            let id =
+                u32::try_from(i).map_err(|_| ProtocolError::invalid("participants", "too many"))?;
+            roster.insert(
+                medfl_secagg::ClientId(id),
+                *record.member.public_key.as_dalek(),
+            );
+        }
+        Ok(roster)
+    }
+}

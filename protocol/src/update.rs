@@ -1,0 +1,245 @@
+//! A hospital's model update as a vector over `Z_{2^b}`, and the aggregate back to a mean update.
+//!
+//! Hospital `i` with `n_i` training rows and training loss `ℓ_i` sends
+//! `v_i = [w_i · clip(Δ_i, C), w_i · C, w_i · C · min(ℓ_i, L)/L]`, where `Δ_i` is its trained
+//! parameters minus the global ones and `w_i = min(n_i, cap) / cap ∈ (0, 1]` its weight. Then
+//! `‖v_i‖ ≤ √3·C` whatever `n_i` is, so a hospital with millions of records neither overflows the
+//! ring nor raises the sensitivity, and the sum carries the weighted update sum, the total weight
+//! `Σ w_i` and the weighted loss: the coordinator learns the consortium's training loss only in
+//! aggregate and under the same noise, never one hospital's. The distributed
+//! discrete Gaussian ([`medfl_dp::DdpPlan`]) rotates, scales, rounds and noises `v_i` into
+//! `Z_{2^b}`; secure aggregation sums the vectors; the coordinator decodes the sum and divides.
+
+use medfl_dp::ddp::granularity_for_bits;
+use medfl_dp::{DdpConfig, DdpPlan};
+use rand::CryptoRng;
+
+use crate::config::RoundConfig;
+use crate::error::ProtocolError;
+
+/// The update encoding both sides derive from a round config.
+#[derive(Debug, Clone)]
+pub struct UpdateCodec {
+    plan: DdpPlan,
+    params: usize,
+    clip: f64,
+    cap: u64,
+}
+
+/// Smallest total weight the decoder divides by: noise can push a tiny sum towards zero.
+const MIN_TOTAL_WEIGHT: f64 = 1e-3;
+/// Largest training loss a hospital reports (`L`); higher losses count as `L`.
+pub const LOSS_CAP: f64 = 10.0;
+/// Coordinates after the parameters: total weight and weighted loss.
+const EXTRA: usize = 2;
+
+/// What the coordinator learns from one aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAggregate {
+    /// `Σ w_i Δ_i / Σ w_i`: the weighted mean update (noisy).
+    pub mean_update: Vec<f64>,
+    /// `Σ w_i` (noisy).
+    pub total_weight: f64,
+    /// `Σ w_i ℓ_i / Σ w_i` (noisy).
+    pub mean_loss: f64,
+}
+
+impl UpdateCodec {
+    /// Derives the encoding (granularity, ring width, rotation) from the round config.
+    pub fn new(config: &RoundConfig) -> Result<Self, ProtocolError> {
+        let params = config.model.param_count();
+        let g = &config.ddg;
+        let mut template = DdpConfig::new(
+            params + EXTRA,
+            g.min_clients,
+            g.update_clip * 3f64.sqrt(),
+            g.noise_multiplier,
+            1.0,
+        );
+        template.max_clients = config.participants.len() as u64;
+        let granularity = granularity_for_bits(&template, g.bits)?;
+        template.granularity = granularity;
+        template.bits = Some(g.bits);
+        let plan = DdpPlan::new(template, config.public_seed)?;
+        Ok(UpdateCodec {
+            plan,
+            params,
+            clip: g.update_clip,
+            cap: g.weight_cap,
+        })
+    }
+
+    /// Length of the encoded vector (the secure-aggregation vector length).
+    pub fn encoded_len(&self) -> usize {
+        self.plan.encoded_len()
+    }
+
+    /// Ring width `b`.
+    pub fn bits(&self) -> u32 {
+        self.plan.bits()
+    }
+
+    /// The plan, for its privacy figures.
+    pub fn plan(&self) -> &DdpPlan {
+        &self.plan
+    }
+
+    /// A hospital's weight for `rows` training rows.
+    pub fn weight(&self, rows: u64) -> f64 {
+        rows.min(self.cap) as f64 / self.cap as f64
+    }
+
+    /// Encodes `trained − global` for a hospital with `rows` training rows and training `loss`.
+    pub fn encode<R: CryptoRng + ?Sized>(
+        &self,
+        global: &[f32],
+        trained: &[f32],
+        rows: u64,
+        loss: f64,
+        rng: &mut R,
+    ) -> Result<Vec<u64>, ProtocolError> {
+        if global.len() != self.params || trained.len() != self.params {
+            return Err(ProtocolError::invalid(
+                "update",
+                format!(
+                    "{} / {} parameters, expected {}",
+                    global.len(),
+                    trained.len(),
+                    self.params
+                ),
+            ));
+        }
+        let mut v: Vec<f64> = trained
+            .iter()
+            .zip(global)
+            .map(|(t, g)| f64::from(*t) - f64::from(*g))
+            .collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(ProtocolError::invalid("update", "non-finite parameter"));
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let w = self.weight(rows);
+        let scale = w * if norm > self.clip {
+            self.clip / norm
+        } else {
+            1.0
+        };
+        v.iter_mut().for_each(|x| *x *= scale);
+        v.push(w * self.clip);
+        let loss = if loss.is_finite() {
+            loss.clamp(0.0, LOSS_CAP)
+        } else {
+            LOSS_CAP
+        };
+        v.push(w * self.clip * loss / LOSS_CAP);
+        Ok(self.plan.encode(&v, rng)?)
+    }
+
+    /// From the aggregate to the mean update, total weight and mean loss.
+    pub fn decode(&self, sum: &[u64]) -> Result<DecodedAggregate, ProtocolError> {
+        let mut s = self.plan.decode_sum(sum)?;
+        if s.len() != self.params + EXTRA {
+            return Err(ProtocolError::invalid("aggregate", "wrong length"));
+        }
+        let loss_sum = s.pop().unwrap_or(0.0) * LOSS_CAP / self.clip;
+        let total_weight = s.pop().unwrap_or(0.0) / self.clip;
+        let divisor = total_weight.max(MIN_TOTAL_WEIGHT);
+        s.iter_mut().for_each(|x| *x /= divisor);
+        Ok(DecodedAggregate {
+            mean_update: s,
+            total_weight,
+            mean_loss: loss_sum / divisor,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DdgParams, SecAggParams, Strategy, TrainingParams};
+    use medfl_ledger::{AgreementId, Hash, MemberId, Timestamp};
+    use medfl_model::AutoencoderConfig;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn config(n: usize) -> RoundConfig {
+        RoundConfig {
+            agreement: AgreementId::new("a").unwrap(),
+            round: 1,
+            session: 9,
+            issued_at: Timestamp(0),
+            previous_model: Hash([0; 32]),
+            model: AutoencoderConfig {
+                inputs: 6,
+                hidden: 5,
+                latent: 2,
+            },
+            participants: (0..n)
+                .map(|i| MemberId::new(format!("h{i}")).unwrap())
+                .collect(),
+            epsilon_after: vec![1.0; n],
+            training: TrainingParams::default(),
+            ddg: DdgParams {
+                noise_multiplier: 1e-5,
+                ..DdgParams::default()
+            },
+            secagg: SecAggParams::default(),
+            strategy: Strategy::default(),
+            public_seed: [3; 32],
+        }
+    }
+
+    #[test]
+    fn weighted_mean_survives_encoding_and_modular_sum() {
+        let cfg = config(3);
+        cfg.check().unwrap();
+        let codec = UpdateCodec::new(&cfg).unwrap();
+        let d = cfg.model.param_count();
+        let global = vec![0.5f32; d];
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        // Deltas 0.01, 0.02, 0.03 everywhere; rows 10_000 (w=1), 5_000 (w=0.5), 50M (w=1).
+        let rows = [10_000u64, 5_000, 50_000_000];
+        let mut sum = vec![0u64; codec.encoded_len()];
+        for (i, r) in rows.iter().enumerate() {
+            let trained: Vec<f32> = global.iter().map(|g| g + 0.01 * (i + 1) as f32).collect();
+            let x = codec
+                .encode(&global, &trained, *r, 0.1 * (i + 1) as f64, &mut rng)
+                .unwrap();
+            codec.plan().add_mod(&mut sum, &x).unwrap();
+        }
+        let agg = codec.decode(&sum).unwrap();
+        let total = agg.total_weight;
+        assert!((total - 2.5).abs() < 0.01, "total weight {total}");
+        let want_loss = (0.1 + 0.5 * 0.2 + 0.3) / 2.5;
+        assert!(
+            (agg.mean_loss - want_loss).abs() < 0.01,
+            "loss {}",
+            agg.mean_loss
+        );
+        let want = (0.01 + 0.5 * 0.02 + 0.03) / 2.5;
+        for m in &agg.mean_update {
+            assert!((m - want).abs() < 2e-3, "{m} vs {want}");
+        }
+    }
+
+    #[test]
+    fn a_huge_update_is_clipped() {
+        let cfg = config(2);
+        let codec = UpdateCodec::new(&cfg).unwrap();
+        let d = cfg.model.param_count();
+        let global = vec![0f32; d];
+        let trained = vec![1e6f32; d];
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let x = codec
+            .encode(&global, &trained, 10_000, 1.0, &mut rng)
+            .unwrap();
+        let agg = codec.decode(&x).unwrap();
+        let norm = agg.mean_update.iter().map(|v| v * v).sum::<f64>().sqrt() * agg.total_weight;
+        assert!(norm <= cfg.ddg.update_clip * 1.01, "norm {norm}");
+        assert!(
+            codec
+                .encode(&global, &[f32::NAN; 3], 1, 1.0, &mut rng)
+                .is_err()
+        );
+    }
+}

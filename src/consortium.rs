@@ -1,0 +1,409 @@
+//! A whole consortium in one process: the coordinator's and every hospital's state machines,
+//! wired through in-memory queues instead of libp2p, with the real ledger on disk.
+//!
+//! Everything runs on a virtual clock that advances only when nothing else can happen (to the
+//! coordinator's next deadline), and every random choice (keys, dropouts, DP noise, training)
+//! flows from one seed, so a run is bit-reproducible: `medfl replay` re-runs it and compares
+//! each round's model hash with the one the ledger anchors.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::SigningKey;
+use medfl_client::train::{self, Trained};
+use medfl_client::{Agent, AgentEvent};
+use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
+use medfl_ledger::tx::DataUseAgreement;
+use medfl_ledger::{Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp};
+use medfl_protocol::{GlobalModel, ToAgent, ToCoordinator};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// The founding time of every simulated consortium (2026-01-01T00:00:00Z).
+pub const EPOCH: Timestamp = Timestamp(1_767_225_600_000);
+
+/// One simulated hospital's training rows, already standardized with its own moments.
+#[derive(Clone, Debug)]
+pub struct SimHospital {
+    /// Its member id.
+    pub id: MemberId,
+    /// Row-major training matrix.
+    pub train: Vec<f32>,
+}
+
+/// How the consortium runs.
+#[derive(Clone, Debug)]
+pub struct SimSettings {
+    /// The coordinator's round parameters.
+    pub coordinator: CoordinatorConfig,
+    /// Probability that a selected hospital goes silent somewhere in a round.
+    pub dropout: f64,
+    /// Every random choice derives from it.
+    pub seed: u64,
+    /// Each hospital's epsilon budget under the agreement.
+    pub budget_epsilon: f64,
+}
+
+/// The time split of one round, in seconds of this machine's time.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RoundTimes {
+    /// Local DP-SGD training, summed over hospitals.
+    pub training: f64,
+    /// Secure aggregation and update encoding in the agents, summed over hospitals.
+    pub agents: f64,
+    /// The coordinator's state machine (SecAgg+ server, decoding, strategy, signatures).
+    pub coordinator: f64,
+    /// Appending the anchor block to the ledger (durable write included).
+    pub ledger: f64,
+    /// Wall time of the whole round.
+    pub total: f64,
+}
+
+/// What one round did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RoundReport {
+    /// The coordinator's figures.
+    pub metrics: RoundMetrics,
+    /// The anchored model, if the round anchored.
+    pub model: Option<String>,
+    /// Why the round failed, if it did.
+    pub failure: Option<String>,
+    /// Where the time went.
+    pub times: RoundTimes,
+    /// Bytes the coordinator sent and received (bincode, as the network would carry them).
+    pub bytes_out: u64,
+    /// See `bytes_out`.
+    pub bytes_in: u64,
+}
+
+struct SimAgent {
+    agent: Agent,
+    data: Vec<f32>,
+    /// Messages this agent may still send this round (`None`: no limit).
+    budget: Option<usize>,
+}
+
+/// The running consortium.
+pub struct Consortium {
+    ledger: Ledger,
+    coordinator_id: MemberId,
+    coordinator_key: SigningKey,
+    coordinator: Coordinator,
+    agents: Vec<SimAgent>,
+    clock_ms: u64,
+    rng: ChaCha20Rng,
+    models_dir: PathBuf,
+    dropout: f64,
+}
+
+fn seed_bytes(rng: &mut ChaCha20Rng) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rng.fill_bytes(&mut s);
+    s
+}
+
+/// The deterministic genesis and keys of a simulated consortium.
+pub fn genesis(
+    hospitals: &[MemberId],
+    settings: &SimSettings,
+) -> Result<(Genesis, Vec<(MemberId, SigningKey)>)> {
+    let mut rng = ChaCha20Rng::seed_from_u64(settings.seed);
+    let mut keys = Vec::new();
+    let mut members = Vec::new();
+    let coordinator = MemberId::new("coordinator").map_err(anyhow::Error::msg)?;
+    for (id, role) in std::iter::once((coordinator, Role::Coordinator))
+        .chain(hospitals.iter().map(|h| (h.clone(), Role::Hospital)))
+    {
+        let key = SigningKey::generate(&mut rng);
+        members.push(Member {
+            id: id.clone(),
+            role,
+            public_key: key.verifying_key().into(),
+            address: String::new(),
+        });
+        keys.push((id, key));
+    }
+    let quorum = (hospitals.len() / 2).max(1) as u32;
+    let genesis = Genesis {
+        name: "simulated consortium".into(),
+        created_at: EPOCH,
+        quorum,
+        members,
+        agreements: vec![DataUseAgreement {
+            id: settings.coordinator.agreement.clone(),
+            purpose: "simulation: learn a model of abnormal access to health records".into(),
+            members: hospitals.to_vec(),
+            expires_at: Timestamp(EPOCH.0 + 10 * 365 * 86_400_000),
+            budget: PrivacyBudget {
+                epsilon: settings.budget_epsilon,
+                delta: settings.coordinator.training.delta.max(1e-5),
+            },
+        }],
+    };
+    Ok((genesis, keys))
+}
+
+impl Consortium {
+    /// Creates the ledger in `dir/ledger` and the parties; models go to `dir/models`.
+    pub fn create(dir: &Path, hospitals: Vec<SimHospital>, settings: &SimSettings) -> Result<Self> {
+        let ids: Vec<MemberId> = hospitals.iter().map(|h| h.id.clone()).collect();
+        let (genesis, keys) = genesis(&ids, settings)?;
+        let ledger =
+            Ledger::create(&dir.join("ledger"), &genesis).context("creating the ledger")?;
+        let models_dir = dir.join("models");
+        std::fs::create_dir_all(&models_dir)
+            .with_context(|| format!("creating {}", models_dir.display()))?;
+        let mut rng = ChaCha20Rng::seed_from_u64(settings.seed ^ 0x6d65_6466_6c00);
+        let cfg = &settings.coordinator;
+        let initial = GlobalModel::initial(cfg.model, settings.seed)?;
+        save_model(&models_dir, &initial)?;
+        let (coordinator_id, coordinator_key) = keys[0].clone();
+        let genesis_hash = ledger.state().genesis_hash();
+        let coordinator = Coordinator::new(
+            cfg.clone(),
+            coordinator_id.clone(),
+            coordinator_key.clone(),
+            genesis_hash,
+            initial,
+            Vec::new(),
+            seed_bytes(&mut rng),
+        )?;
+        let mut agents = Vec::new();
+        for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
+            let rows = (h.train.len() / cfg.model.inputs.max(1)) as u64;
+            debug_assert_eq!(h.id, id);
+            agents.push(SimAgent {
+                agent: Agent::new(id, key, genesis_hash, rows, seed_bytes(&mut rng)),
+                data: h.train,
+                budget: None,
+            });
+        }
+        Ok(Consortium {
+            ledger,
+            coordinator_id,
+            coordinator_key,
+            coordinator,
+            agents,
+            clock_ms: 0,
+            rng,
+            models_dir,
+            dropout: settings.dropout,
+        })
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The current global model.
+    pub fn model(&self) -> &GlobalModel {
+        self.coordinator.model()
+    }
+
+    /// The model each hospital holds for its access monitor.
+    pub fn agent_models(&self) -> Vec<(MemberId, Option<Hash>)> {
+        self.agents
+            .iter()
+            .map(|a| (a.agent.member().clone(), a.agent.model().map(|m| m.hash)))
+            .collect()
+    }
+
+    fn wall(&self) -> Timestamp {
+        Timestamp(EPOCH.0 + 1000 + self.clock_ms)
+    }
+
+    /// Runs one round to its end (anchored or failed), with scripted dropouts.
+    pub fn run_round(&mut self, mut progress: impl FnMut(&str)) -> Result<RoundReport> {
+        let started = Instant::now();
+        let mut times = RoundTimes::default();
+        self.clock_ms += 60_000;
+        // Each hospital goes silent with probability `dropout`, after a random number of its
+        // messages (0: before advertising keys; 3: after its masked input).
+        let dropout = self.dropout;
+        for a in &mut self.agents {
+            a.budget = self
+                .rng
+                .random_bool(dropout)
+                .then(|| self.rng.random_range(0..4usize));
+        }
+        let connected: BTreeSet<MemberId> = self
+            .agents
+            .iter()
+            .map(|a| a.agent.member().clone())
+            .collect();
+        let t = Instant::now();
+        let round = self
+            .coordinator
+            .start_round(self.clock_ms, self.wall(), self.ledger.state(), &connected)
+            .map(|c| c.round);
+        times.coordinator += t.elapsed().as_secs_f64();
+        let round = match round {
+            Ok(r) => r,
+            Err(e) => bail!("the round could not start: {e}"),
+        };
+        progress(&format!("round {round}: started"));
+        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+        let mut to_coordinator: VecDeque<(usize, ToCoordinator)> = VecDeque::new();
+        let mut training: Vec<(usize, Box<medfl_client::TrainingTask>)> = Vec::new();
+        let mut outcome: Option<(RoundMetrics, Option<String>, Option<String>)> = None;
+        while outcome.is_none() {
+            let mut moved = false;
+            while let Some((to, msg)) = self.coordinator.poll_outgoing() {
+                moved = true;
+                bytes_out += wire_len(&msg);
+                let Some(i) = self.agents.iter().position(|a| a.agent.member() == &to) else {
+                    continue;
+                };
+                let a = &mut self.agents[i];
+                if a.budget == Some(0) {
+                    continue; // gone silent
+                }
+                let t = Instant::now();
+                let _ = a.agent.handle(msg, self.ledger.state());
+                times.agents += t.elapsed().as_secs_f64();
+                self.drain_agent(i, &mut to_coordinator, &mut training);
+            }
+            while let Some((i, msg)) = to_coordinator.pop_front() {
+                moved = true;
+                bytes_in += wire_len(&msg);
+                let from = self.agents[i].agent.member().clone();
+                let t = Instant::now();
+                let _ = self.coordinator.handle(
+                    self.clock_ms,
+                    self.wall(),
+                    &from,
+                    msg,
+                    self.ledger.state(),
+                );
+                times.coordinator += t.elapsed().as_secs_f64();
+            }
+            if !moved && !training.is_empty() {
+                moved = true;
+                progress(&format!(
+                    "round {round}: training {} hospitals",
+                    training.len()
+                ));
+                for (i, task) in std::mem::take(&mut training) {
+                    let t = Instant::now();
+                    let trained: Trained =
+                        train::run(&task, &self.agents[i].data).with_context(|| {
+                            format!("training at {}", self.agents[i].agent.member())
+                        })?;
+                    times.training += t.elapsed().as_secs_f64();
+                    let t = Instant::now();
+                    let _ = self.agents[i].agent.submit_update(
+                        task.session,
+                        &trained.params,
+                        trained.loss,
+                    );
+                    times.agents += t.elapsed().as_secs_f64();
+                    self.drain_agent(i, &mut to_coordinator, &mut training);
+                }
+                progress(&format!("round {round}: secure aggregation"));
+            }
+            while let Some(ev) = self.coordinator.poll_event() {
+                match ev {
+                    CoordinatorEvent::Anchor(o) => {
+                        let t = Instant::now();
+                        save_model(&self.models_dir, &o.model)?;
+                        let receipt = self.ledger.append(
+                            vec![o.tx.clone()],
+                            self.wall(),
+                            &self.coordinator_id,
+                            &self.coordinator_key,
+                        );
+                        times.ledger += t.elapsed().as_secs_f64();
+                        self.coordinator.anchored(receipt.is_ok());
+                        let receipt = receipt.context("anchoring the round")?;
+                        if let Some(block) = self.ledger.block(receipt.height)? {
+                            for a in &mut self.agents {
+                                let _ = a.agent.handle(
+                                    ToAgent::Block(Box::new(block.clone())),
+                                    self.ledger.state(),
+                                );
+                                a.agent.ledger_updated(self.ledger.state());
+                                while a.agent.poll_event().is_some() {}
+                            }
+                        }
+                        outcome = Some((o.metrics, Some(o.model.hash.to_string()), None));
+                    }
+                    CoordinatorEvent::RoundFailed { reason, metrics } => {
+                        outcome = Some((metrics, None, Some(reason)));
+                    }
+                    CoordinatorEvent::Misbehaved { .. } => {}
+                }
+            }
+            if !moved && outcome.is_none() {
+                match self.coordinator.next_deadline() {
+                    Some(d) => {
+                        self.clock_ms = self.clock_ms.max(d);
+                        let t = Instant::now();
+                        self.coordinator.tick(self.clock_ms, self.wall());
+                        times.coordinator += t.elapsed().as_secs_f64();
+                    }
+                    None => bail!("the round stalled with no deadline"),
+                }
+            }
+        }
+        // Whatever the agents still hold of this round is over.
+        for a in &mut self.agents {
+            while a.agent.poll_outgoing().is_some() {}
+            while a.agent.poll_event().is_some() {}
+        }
+        let (metrics, model, failure) = outcome.unwrap_or_default();
+        times.total = started.elapsed().as_secs_f64();
+        Ok(RoundReport {
+            metrics,
+            model,
+            failure,
+            times,
+            bytes_out,
+            bytes_in,
+        })
+    }
+
+    /// Moves an agent's outgoing messages and events into the round's queues.
+    fn drain_agent(
+        &mut self,
+        i: usize,
+        out: &mut VecDeque<(usize, ToCoordinator)>,
+        training: &mut Vec<(usize, Box<medfl_client::TrainingTask>)>,
+    ) {
+        let a = &mut self.agents[i];
+        while let Some(msg) = a.agent.poll_outgoing() {
+            match &mut a.budget {
+                Some(0) => {}
+                Some(n) => {
+                    *n -= 1;
+                    out.push_back((i, msg));
+                }
+                None => out.push_back((i, msg)),
+            }
+        }
+        while let Some(ev) = a.agent.poll_event() {
+            if let AgentEvent::Train(task) = ev
+                && a.budget != Some(0)
+            {
+                training.push((i, task));
+            }
+        }
+    }
+}
+
+/// Writes a model under its hash; the store is content-addressed, so rewriting is harmless.
+pub fn save_model(dir: &Path, model: &GlobalModel) -> Result<PathBuf> {
+    let path = dir.join(format!("{}.model", model.hash));
+    if !path.exists() {
+        std::fs::write(&path, model.to_bytes()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// The bytes a message takes on the wire.
+fn wire_len<T: serde::Serialize>(msg: &T) -> u64 {
+    medfl_ledger::codec::encode(msg).map_or(0, |b| b.len() as u64)
+}

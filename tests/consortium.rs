@@ -1,0 +1,142 @@
+//! The whole round protocol in one process: coordinator and hospital state machines, the real
+//! ledger, DP-SGD, distributed noise and SecAgg+.
+
+use medfl::consortium::{Consortium, SimHospital, SimSettings};
+use medfl_coordinator::{CoordinatorConfig, Timeouts};
+use medfl_ledger::{AgreementId, MemberId, TxBody, verify_dir};
+use medfl_model::AutoencoderConfig;
+use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+fn hospitals(n: usize, rows: usize, cols: usize, seed: u64) -> Vec<SimHospital> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| SimHospital {
+            id: MemberId::new(format!("hospital-{i}")).unwrap(),
+            train: (0..rows * cols)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
+        })
+        .collect()
+}
+
+fn settings(strategy: Strategy, dropout: f64, seed: u64) -> SimSettings {
+    SimSettings {
+        coordinator: CoordinatorConfig {
+            agreement: AgreementId::new("dua").unwrap(),
+            model: AutoencoderConfig {
+                inputs: 6,
+                hidden: 8,
+                latent: 3,
+            },
+            training: TrainingParams {
+                sampling_rate: 0.1,
+                ..TrainingParams::default()
+            },
+            ddg: DdgParams::default(),
+            secagg: SecAggParams::default(),
+            strategy,
+            min_participants: 2,
+            max_participants: 0,
+            timeouts: Timeouts::default(),
+        },
+        dropout,
+        seed,
+        budget_epsilon: 50.0,
+    }
+}
+
+#[test]
+fn three_rounds_anchor_and_every_hospital_holds_the_anchored_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Consortium::create(
+        dir.path(),
+        hospitals(5, 200, 6, 1),
+        &settings(Strategy::default(), 0.0, 7),
+    )
+    .unwrap();
+    let mut last = None;
+    for round in 1..=3u64 {
+        let r = c.run_round(|_| {}).unwrap();
+        assert_eq!(r.failure, None, "round {round}");
+        assert_eq!(r.metrics.round, round);
+        assert_eq!(r.metrics.participants, 5);
+        assert!(r.metrics.dropped.is_empty());
+        let loss = r.metrics.loss.unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+        last = r.model;
+    }
+    let last = last.unwrap();
+    assert_eq!(c.model().hash.to_string(), last);
+    for (member, model) in c.agent_models() {
+        assert_eq!(
+            model.map(|h| h.to_string()).as_deref(),
+            Some(last.as_str()),
+            "{member}"
+        );
+    }
+    let a = c
+        .ledger()
+        .state()
+        .agreement(&AgreementId::new("dua").unwrap())
+        .unwrap();
+    assert_eq!(a.last_round, 3);
+    assert_eq!(a.last_model.unwrap().to_string(), last);
+    assert!(a.rounds_joined.values().all(|&n| n == 3));
+    drop(c);
+    let report = verify_dir(&dir.path().join("ledger"), None).unwrap();
+    assert_eq!(report.height, 3);
+}
+
+#[test]
+fn dropouts_are_recorded_and_runs_are_bit_reproducible() {
+    let run = |dir: &std::path::Path| {
+        let mut c = Consortium::create(
+            dir,
+            hospitals(8, 100, 6, 2),
+            &settings(
+                Strategy::FedAdam {
+                    lr: 0.01,
+                    beta1: 0.9,
+                    beta2: 0.99,
+                    tau: 1e-3,
+                },
+                0.25,
+                11,
+            ),
+        )
+        .unwrap();
+        (0..3)
+            .map(|_| c.run_round(|_| {}).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (run(d1.path()), run(d2.path()));
+    let models = |v: &[medfl::consortium::RoundReport]| {
+        v.iter().map(|r| r.model.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(models(&a), models(&b), "same seed, same models");
+    let dropped: usize = a.iter().map(|r| r.metrics.dropped.len()).sum();
+    assert!(
+        dropped > 0,
+        "a 25% dropout over 3 rounds of 8 should drop someone"
+    );
+    // The ledger lists exactly who dropped.
+    let ledger = medfl_ledger::Ledger::open(&d1.path().join("ledger")).unwrap();
+    let mut anchored_dropped = 0;
+    for h in 1..=ledger.state().height() {
+        for tx in ledger.block(h).unwrap().unwrap().txs {
+            if let TxBody::AnchorRound(r) = tx.body {
+                anchored_dropped += r.dropped.len();
+                assert_eq!(r.participants.len() + r.dropped.len(), 8);
+            }
+        }
+    }
+    let anchored_rounds_dropped: usize = a
+        .iter()
+        .filter(|r| r.model.is_some())
+        .map(|r| r.metrics.dropped.len())
+        .sum();
+    assert_eq!(anchored_dropped, anchored_rounds_dropped);
+}
