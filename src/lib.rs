@@ -9,6 +9,8 @@
 //! - [`secagg`]: SecAgg+ secure aggregation, sans-IO (`medfl-secagg`).
 //! - [`data`]: reading events (CSV, FHIR NDJSON) and tables for training and evaluation.
 //! - [`detection`]: the detection experiment on a simulated consortium.
+//! - [`consortium`]: a whole consortium's state machines in one process.
+//! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts.
 //! - [`provision`]: startup folders for every member of a consortium.
 //! - [`report`]: what `medfl ledger show` and `verify` print.
 
@@ -20,5 +22,7 @@ pub use medfl_secagg as secagg;
 pub mod consortium;
 pub mod data;
 pub mod detection;
+pub mod plot;
 pub mod provision;
 pub mod report;
+pub mod simulate;

@@ -18,6 +18,9 @@ pub enum ScenarioError {
     Invalid(String),
 }
 
+/// The text of the bundled `scenarios/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../scenarios/default.toml");
+
 /// A consortium to simulate.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -148,9 +151,8 @@ impl Scenario {
 
     /// The bundled `scenarios/default.toml`: five hospitals, three weeks.
     pub fn default_embedded() -> Scenario {
-        const DEFAULT: &str = include_str!("../scenarios/default.toml");
         // The bundled file is checked by a unit test; falling back keeps this infallible.
-        Scenario::from_toml(DEFAULT).unwrap_or_else(|_| Scenario {
+        Scenario::from_toml(DEFAULT_TOML).unwrap_or_else(|_| Scenario {
             seed: 0,
             start_date: "2026-01-05".into(),
             days: 0,
