@@ -20,6 +20,7 @@ pub use medfl_ledger as ledger;
 pub use medfl_secagg as secagg;
 
 pub mod consortium;
+pub mod daemon;
 pub mod data;
 pub mod detection;
 pub mod plot;

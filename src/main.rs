@@ -57,6 +57,27 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run the coordinator of a provisioned consortium: rounds over libp2p, anchored on the ledger.
+    Coordinator {
+        /// The coordinator's config.toml (from its provisioned startup folder).
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop once the ledger holds this many rounds (overrides the config).
+        #[arg(long)]
+        rounds: Option<u64>,
+    },
+    /// Run a hospital's agent: trains on its logs with DP-SGD and joins rounds over libp2p.
+    Client {
+        /// The hospital's config.toml (from its provisioned startup folder).
+        #[arg(long)]
+        config: PathBuf,
+        /// Access events (CSV or FHIR AuditEvent NDJSON); overrides the config's [data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Exit once the model of this round is adopted.
+        #[arg(long)]
+        until_round: Option<u64>,
+    },
     /// Re-run a recorded simulation and check every model hash against its ledger.
     Replay {
         /// The run directory `medfl simulate` wrote.
@@ -210,6 +231,21 @@ enum LedgerCommand {
         /// The ledger directory to create.
         dir: PathBuf,
     },
+    /// Revoke a member: the coordinator signs it and its running daemon appends it.
+    ///
+    /// The signed transaction goes to the coordinator folder's `inbox/`; the daemon appends it
+    /// within a second and cuts the member off.
+    Revoke {
+        /// The coordinator's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The member to revoke.
+        #[arg(long)]
+        member: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+    },
     /// Re-check every hash, signature, Merkle root and contract rule from genesis.
     Verify {
         /// The ledger directory.
@@ -261,6 +297,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -389,6 +432,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("simulation into {}", out.display()))?;
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
         }
+        Command::Coordinator { config, rounds } => {
+            medfl::daemon::init_logging();
+            let opts = medfl::daemon::coordinator::Options { rounds };
+            runtime()?.block_on(medfl::daemon::coordinator::run(&config, opts))?;
+        }
+        Command::Client {
+            config,
+            data,
+            until_round,
+        } => {
+            medfl::daemon::init_logging();
+            let opts = medfl::daemon::agent::Options { data, until_round };
+            runtime()?.block_on(medfl::daemon::agent::run(&config, opts))?;
+        }
         Command::Replay { dir } => {
             let started = std::time::Instant::now();
             let r =
@@ -497,6 +554,33 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 }
                 None => println!("{text}"),
             }
+        }
+        LedgerCommand::Revoke {
+            config,
+            member,
+            reason,
+        } => {
+            let me = medfl::daemon::Member::load(&config)?;
+            let target = medfl::ledger::MemberId::new(member).map_err(anyhow::Error::msg)?;
+            let tx = medfl::ledger::Transaction::sign(
+                &me.genesis.hash()?,
+                me.config.member.clone(),
+                &me.key,
+                medfl::daemon::wall_now(),
+                medfl::ledger::TxBody::RevokeMember {
+                    member: target.clone(),
+                    reason,
+                },
+            )?;
+            let inbox = me.dir.join("inbox");
+            std::fs::create_dir_all(&inbox)?;
+            let path = inbox.join(format!("{}-revoke-{target}.tx", tx.issued_at.0));
+            std::fs::write(&path, medfl::ledger::codec::encode(&tx)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "revocation of {target} queued for the coordinator: {}",
+                path.display()
+            );
         }
         LedgerCommand::CheckProof { genesis, proof } => {
             let g = load_genesis(&genesis)?;

@@ -76,8 +76,11 @@ pub struct SecAggParams {
 }
 
 /// How the coordinator turns the mean update into the next global model.
+///
+/// Externally tagged (`{ fedavg = { server_lr = 1.0 } }` in TOML): the wire codec is not
+/// self-describing, so internally tagged enums cannot cross it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Weighted FedAvg (McMahan et al. 2017): `w + η·Δ`.
     FedAvg {

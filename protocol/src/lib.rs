@@ -32,5 +32,5 @@ pub mod update;
 
 pub use config::{DdgParams, RoundConfig, SecAggParams, Strategy, TrainingParams};
 pub use error::ProtocolError;
-pub use message::{ToAgent, ToCoordinator};
+pub use message::{Envelope, ToAgent, ToCoordinator};
 pub use model::GlobalModel;

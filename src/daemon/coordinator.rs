@@ -1,0 +1,566 @@
+//! `medfl coordinator`: runs rounds for the consortium over libp2p and anchors them.
+//!
+//! On start it opens its ledger, loads the last anchored model from its content-addressed
+//! store (or builds the initial one) and runs the next round number the ledger allows: a
+//! coordinator killed mid-round starts that round again under a new attempt id, and one killed
+//! after anchoring moves on. Nothing is anchored twice because round numbers come from the
+//! ledger, and nothing anchored is lost because the model file is written before its anchor.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use medfl_coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorEvent, Timeouts,
+};
+use medfl_ledger::{AgreementId, Block, Hash, Ledger, MemberId, Role, Transaction, codec};
+use medfl_model::AutoencoderConfig;
+use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
+use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
+use rand::Rng;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::{Member, peer_map, wall_now};
+use crate::provision::RoundSettings;
+
+/// Command-line overrides.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Stop once the ledger holds this many rounds (overrides the config).
+    pub rounds: Option<u64>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Serialize)]
+struct MetricsLine<'a> {
+    #[serde(flatten)]
+    metrics: &'a medfl_coordinator::RoundMetrics,
+    model: Option<String>,
+    failure: Option<&'a str>,
+    ledger_ms: f64,
+    bytes_out: u64,
+    bytes_in: u64,
+}
+
+fn model_path(dir: &Path, hash: &Hash, ext: &str) -> PathBuf {
+    dir.join("models").join(format!("{hash}.{ext}"))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
+/// half-written model under its hash.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn load_model(
+    dir: &Path,
+    hash: &Hash,
+    config: AutoencoderConfig,
+) -> Result<(GlobalModel, Vec<f32>)> {
+    let path = model_path(dir, hash, "model");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "the ledger anchors model {hash}, but {} cannot be read",
+            path.display()
+        )
+    })?;
+    let model = GlobalModel::from_bytes(&bytes, config, hash)?;
+    let state = match std::fs::read(model_path(dir, hash, "state")) {
+        Ok(b) if b.len() % 4 == 0 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Ok(_) => bail!("the server state of model {hash} is damaged"),
+        Err(_) => Vec::new(),
+    };
+    Ok((model, state))
+}
+
+fn coordinator_config(r: &RoundSettings) -> CoordinatorConfig {
+    let ms = |s: f64| (s.max(0.0) * 1000.0) as u64;
+    CoordinatorConfig {
+        agreement: r.agreement.clone(),
+        model: AutoencoderConfig {
+            inputs: medfl_accesslog::features::N_FEATURES,
+            hidden: r.hidden,
+            latent: r.latent,
+        },
+        training: r.training,
+        ddg: r.ddg,
+        secagg: r.secagg,
+        strategy: r.strategy,
+        min_participants: r.min_participants,
+        max_participants: r.max_participants,
+        timeouts: Timeouts {
+            stage_ms: ms(r.stage_timeout_s),
+            training_ms: ms(r.training_timeout_s),
+            endorse_ms: ms(r.endorse_timeout_s),
+        },
+    }
+}
+
+struct Daemon {
+    min_participants: usize,
+    member: Member,
+    agreement: AgreementId,
+    ledger: Ledger,
+    coordinator: Coordinator,
+    net: NetHandle<Envelope>,
+    peers: BTreeMap<PeerId, MemberId>,
+    connected: BTreeMap<MemberId, PeerId>,
+    started: Instant,
+    bytes_out: u64,
+    bytes_in: u64,
+    metrics: std::fs::File,
+}
+
+/// Runs the coordinator described by `config` until the target round is anchored.
+pub async fn run(config: &Path, opts: Options) -> Result<()> {
+    let member = Member::load(config)?;
+    if member.config.role != Role::Coordinator {
+        bail!(
+            "{} is a {}, not the coordinator",
+            member.config.member,
+            member.config.role
+        );
+    }
+    let settings = member
+        .config
+        .rounds
+        .clone()
+        .context("the config has no [rounds] table")?;
+    let target = opts.rounds.unwrap_or(settings.rounds);
+    let cfg = coordinator_config(&settings);
+    let ledger = member.open_ledger()?;
+    std::fs::create_dir_all(member.dir.join("models"))?;
+    std::fs::create_dir_all(member.dir.join("inbox"))?;
+    let record = ledger
+        .state()
+        .agreement(&cfg.agreement)
+        .with_context(|| format!("agreement {} is not on the ledger", cfg.agreement))?;
+    let (model, state) = match record.last_model {
+        Some(h) => load_model(&member.dir, &h, cfg.model)?,
+        None => {
+            let m = GlobalModel::initial(cfg.model, settings.init_seed)?;
+            write_atomic(&model_path(&member.dir, &m.hash, "model"), &m.to_bytes()?)?;
+            (m, Vec::new())
+        }
+    };
+    info!(
+        round = record.last_round,
+        model = %model.hash,
+        height = ledger.state().height(),
+        "coordinator resuming from the last anchored round"
+    );
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let coordinator = Coordinator::new(
+        cfg,
+        member.config.member.clone(),
+        member.key.clone(),
+        ledger.state().genesis_hash(),
+        model,
+        state,
+        seed,
+    )?;
+    let listen: Multiaddr = member
+        .config
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", member.config.listen))?;
+    let peers = peer_map(ledger.state());
+    let allowed: BTreeSet<PeerId> = peers.keys().copied().collect();
+    let (net, mut events) = medfl_net::spawn::<Envelope>(
+        &member.key,
+        NetConfig {
+            listen: vec![listen],
+            ..NetConfig::default()
+        },
+        allowed,
+    )
+    .await
+    .context("starting the network")?;
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(member.dir.join("metrics.jsonl"))
+        .context("opening metrics.jsonl")?;
+    let mut d = Daemon {
+        min_participants: settings.min_participants.max(2),
+        agreement: settings.agreement.clone(),
+        member,
+        ledger,
+        coordinator,
+        net,
+        peers,
+        connected: BTreeMap::new(),
+        started: Instant::now(),
+        bytes_out: 0,
+        bytes_in: 0,
+        metrics,
+    };
+    let interval = Duration::from_secs_f64(settings.interval_s.max(0.0));
+    let mut next_round = Instant::now() + interval;
+    let mut next_inbox = Instant::now();
+    let mut waiting_logged = false;
+    let gather = Duration::from_secs_f64(settings.gather_s.max(0.0));
+    let mut gathering: Option<Instant> = None;
+    loop {
+        if d.done(target) {
+            break;
+        }
+        if Instant::now() >= next_inbox {
+            d.poll_inbox().await;
+            next_inbox = Instant::now() + Duration::from_millis(500);
+        }
+        if d.coordinator.is_idle()
+            && Instant::now() >= next_round
+            && d.gathered(&mut gathering, gather)
+        {
+            let connected: BTreeSet<MemberId> = d.connected.keys().cloned().collect();
+            let now_ms = d.now_ms();
+            match d
+                .coordinator
+                .start_round(now_ms, wall_now(), d.ledger.state(), &connected)
+            {
+                Ok(c) => {
+                    info!(
+                        round = c.round,
+                        session = c.session,
+                        participants = c.participants.len(),
+                        "round started"
+                    );
+                    d.bytes_out = 0;
+                    d.bytes_in = 0;
+                    waiting_logged = false;
+                    gathering = None;
+                }
+                Err(CoordinatorError::NotEnoughParticipants { eligible, needed }) => {
+                    if !waiting_logged {
+                        info!(eligible, needed, "waiting for hospitals to connect");
+                        waiting_logged = true;
+                    }
+                    next_round = Instant::now() + Duration::from_millis(200);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot start a round");
+                    next_round = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+        d.flush().await;
+        if d.drain_events().await? {
+            next_round = Instant::now() + interval;
+        }
+        d.flush().await;
+        let mut wake = next_inbox.min(next_round);
+        if let Some(deadline) = d.coordinator.next_deadline() {
+            wake = wake.min(d.started + Duration::from_millis(deadline));
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => d.on_net(ev).await,
+                None => bail!("the network stopped"),
+            },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                let now_ms = d.now_ms();
+                d.coordinator.tick(now_ms, wall_now());
+            }
+        }
+    }
+    info!(
+        height = d.ledger.state().height(),
+        "target round anchored; stopping"
+    );
+    // Give the last block broadcast a moment to leave before the node shuts down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.net.shutdown().await;
+    Ok(())
+}
+
+impl Daemon {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether to start a round now: every eligible hospital is connected, or `gather` has
+    /// passed since enough of them were.
+    fn gathered(&self, since: &mut Option<Instant>, gather: Duration) -> bool {
+        let chain = self.ledger.state();
+        let wall = wall_now();
+        let all: BTreeSet<MemberId> = self.peers.values().cloned().collect();
+        let connected: BTreeSet<MemberId> = self.connected.keys().cloned().collect();
+        let (Ok(everyone), Ok(present)) = (
+            self.coordinator.eligible(chain, &all, wall),
+            self.coordinator.eligible(chain, &connected, wall),
+        ) else {
+            return true; // let start_round report the problem
+        };
+        if present.len() >= everyone.len() {
+            return true;
+        }
+        if present.len() < self.min_participants {
+            *since = None;
+            return false;
+        }
+        since.get_or_insert_with(Instant::now).elapsed() >= gather
+    }
+
+    fn done(&self, target: u64) -> bool {
+        target > 0
+            && self
+                .ledger
+                .state()
+                .agreement(&self.agreement)
+                .is_some_and(|a| a.last_round >= target)
+    }
+
+    async fn send(&mut self, to: &MemberId, msg: ToAgent) {
+        let Some(peer) = self.connected.get(to).copied() else {
+            return; // not connected: to the protocol, a dropout
+        };
+        let env = Envelope::ToAgent(msg);
+        self.bytes_out += medfl_net::codec::encode(&env).map_or(0, |b| b.len() as u64);
+        if let Err(e) = self.net.send(peer, &env).await {
+            warn!(member = %to, error = %e, "send failed");
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some((to, msg)) = self.coordinator.poll_outgoing() {
+            self.send(&to, msg).await;
+        }
+    }
+
+    async fn broadcast_block(&mut self, block: &Block) {
+        let members: Vec<MemberId> = self.connected.keys().cloned().collect();
+        for m in members {
+            self.send(&m, ToAgent::Block(Box::new(block.clone()))).await;
+        }
+    }
+
+    /// Acts on the coordinator's events; returns whether a round ended.
+    async fn drain_events(&mut self) -> Result<bool> {
+        let mut ended = false;
+        while let Some(ev) = self.coordinator.poll_event() {
+            match ev {
+                CoordinatorEvent::Anchor(o) => {
+                    ended = true;
+                    let t = Instant::now();
+                    let dir = self.member.dir.clone();
+                    write_atomic(
+                        &model_path(&dir, &o.model.hash, "model"),
+                        &o.model.to_bytes()?,
+                    )?;
+                    let state: Vec<u8> = o
+                        .server_state
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect();
+                    if !state.is_empty() {
+                        write_atomic(&model_path(&dir, &o.model.hash, "state"), &state)?;
+                    }
+                    let receipt = self.ledger.append(
+                        vec![o.tx.clone()],
+                        wall_now(),
+                        &self.member.config.member,
+                        &self.member.key,
+                    );
+                    let ledger_ms = t.elapsed().as_secs_f64() * 1000.0;
+                    self.coordinator.anchored(receipt.is_ok());
+                    let m = &o.metrics;
+                    match receipt {
+                        Ok(r) => {
+                            info!(
+                                round = m.round,
+                                model = %o.model.hash,
+                                participants = m.participants,
+                                dropped = ?m.dropped,
+                                loss = ?m.loss,
+                                max_epsilon = m.max_epsilon,
+                                duration_ms = m.duration_ms,
+                                ledger_ms,
+                                bytes_out = self.bytes_out,
+                                bytes_in = self.bytes_in,
+                                height = r.height,
+                                "round anchored"
+                            );
+                            self.write_metrics(m, Some(o.model.hash.to_string()), None, ledger_ms);
+                            if let Some(block) = self.ledger.block(r.height)? {
+                                self.broadcast_block(&block).await;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(round = m.round, error = %e, "the ledger refused the round");
+                            self.write_metrics(m, None, Some(&e.to_string()), ledger_ms);
+                        }
+                    }
+                }
+                CoordinatorEvent::RoundFailed { reason, metrics } => {
+                    ended = true;
+                    warn!(round = metrics.round, reason = %reason, "round failed");
+                    self.write_metrics(&metrics, None, Some(&reason), 0.0);
+                }
+                CoordinatorEvent::Misbehaved { member, reason } => {
+                    warn!(member = %member, reason = %reason, "message refused");
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    fn write_metrics(
+        &mut self,
+        m: &medfl_coordinator::RoundMetrics,
+        model: Option<String>,
+        failure: Option<&str>,
+        ledger_ms: f64,
+    ) {
+        let line = MetricsLine {
+            metrics: m,
+            model,
+            failure,
+            ledger_ms,
+            bytes_out: self.bytes_out,
+            bytes_in: self.bytes_in,
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            let _ = writeln!(self.metrics, "{text}");
+        }
+    }
+
+    async fn on_net(&mut self, ev: NetEvent<Envelope>) {
+        match ev {
+            NetEvent::Connected(peer) => match self.peers.get(&peer) {
+                Some(m) => {
+                    info!(member = %m, "connected");
+                    self.connected.insert(m.clone(), peer);
+                }
+                None => {
+                    warn!(%peer, "connection from a peer that is not an active member; closing");
+                    let _ = self.net.disconnect(peer).await;
+                }
+            },
+            NetEvent::Disconnected(peer) => {
+                if let Some(m) = self.peers.get(&peer) {
+                    info!(member = %m, "disconnected");
+                    self.connected.remove(m);
+                }
+            }
+            NetEvent::Message { from, msg } => {
+                let Some(member) = self.peers.get(&from).cloned() else {
+                    warn!(peer = %from, "message from a peer that is not an active member; closing");
+                    let _ = self.net.disconnect(from).await;
+                    return;
+                };
+                self.connected.insert(member.clone(), from);
+                self.bytes_in += medfl_net::codec::encode(&msg).map_or(0, |b| b.len() as u64);
+                match msg {
+                    Envelope::ToCoordinator(ToCoordinator::Hello { height }) => {
+                        self.catch_up(&member, height).await;
+                    }
+                    Envelope::ToCoordinator(m) => {
+                        let now_ms = self.now_ms();
+                        if let Err(e) = self.coordinator.handle(
+                            now_ms,
+                            wall_now(),
+                            &member,
+                            m,
+                            self.ledger.state(),
+                        ) {
+                            warn!(member = %member, error = %e, "message refused");
+                        }
+                    }
+                    Envelope::ToAgent(_) => {
+                        warn!(member = %member, "sent a coordinator's message; closing");
+                        let _ = self.net.disconnect(from).await;
+                    }
+                }
+            }
+            NetEvent::Refused { peer } => warn!(%peer, "refused a peer that is not on the ledger"),
+            NetEvent::Misbehaved { peer, reason } => {
+                warn!(peer = %peer, member = ?self.peers.get(&peer), reason = %reason, "disconnected a misbehaving peer");
+            }
+            NetEvent::SendFailed { to, reason } => {
+                warn!(peer = %to, member = ?self.peers.get(&to), reason = %reason, "delivery failed");
+            }
+            NetEvent::Listening(addr) => info!(%addr, "listening"),
+        }
+    }
+
+    /// Sends a (re)connecting member the blocks it lacks.
+    async fn catch_up(&mut self, member: &MemberId, height: u64) {
+        let tip = self.ledger.state().height();
+        for h in height.saturating_add(1)..=tip {
+            match self.ledger.block(h) {
+                Ok(Some(b)) => self.send(member, ToAgent::Block(Box::new(b))).await,
+                _ => {
+                    warn!(height = h, "cannot read block for catch-up");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Appends signed transactions dropped in `inbox/` (by `medfl ledger submit`), one block
+    /// each, then updates who may connect.
+    async fn poll_inbox(&mut self) {
+        let inbox = self.member.dir.join("inbox");
+        let Ok(entries) = std::fs::read_dir(&inbox) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tx"))
+            .collect();
+        files.sort();
+        for path in files {
+            let result = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(codec::decode::<Transaction>(&b)?))
+                .and_then(|tx| {
+                    Ok(self.ledger.append(
+                        vec![tx],
+                        wall_now(),
+                        &self.member.config.member,
+                        &self.member.key,
+                    )?)
+                });
+            match result {
+                Ok(r) => {
+                    info!(file = %path.display(), height = r.height, "transaction from the inbox appended");
+                    let _ = std::fs::rename(&path, path.with_extension("done"));
+                    if let Ok(Some(block)) = self.ledger.block(r.height) {
+                        self.broadcast_block(&block).await;
+                    }
+                    self.refresh_members().await;
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "inbox transaction refused");
+                    let _ = std::fs::write(path.with_extension("rejected"), e.to_string());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Re-reads the active members from the ledger: a revoked member is cut off at once.
+    async fn refresh_members(&mut self) {
+        self.peers = peer_map(self.ledger.state());
+        self.connected
+            .retain(|m, _| self.peers.values().any(|x| x == m));
+        let allowed = self.peers.keys().copied().collect();
+        if let Err(e) = self.net.set_allowed(allowed).await {
+            warn!(error = %e, "cannot update the allowlist");
+        }
+    }
+}

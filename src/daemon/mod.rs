@@ -1,0 +1,119 @@
+//! The networked edges: `medfl coordinator` and `medfl client` run the same state machines as
+//! the simulator, with libp2p (`medfl-net`) for messages, redb for the ledger and files for
+//! models. Everything here is plumbing; every protocol decision is in the state machines.
+
+pub mod agent;
+pub mod coordinator;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::SigningKey;
+use medfl_ledger::{ChainState, Genesis, Ledger, MemberId, Timestamp, keyfile};
+use medfl_net::PeerId;
+
+use crate::provision::MemberConfig;
+
+/// A member's startup folder, loaded and checked.
+pub struct Member {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its config.
+    pub config: MemberConfig,
+    /// Its secret key.
+    pub key: SigningKey,
+    /// The consortium's genesis.
+    pub genesis: Genesis,
+}
+
+impl Member {
+    /// Loads `config.toml` and what it names; paths are relative to its folder.
+    pub fn load(config_path: &Path) -> Result<Member> {
+        let text = std::fs::read_to_string(config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config: MemberConfig = toml::from_str(&text)
+            .with_context(|| format!("{} is not a member config", config_path.display()))?;
+        let dir = config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let key = keyfile::read(&dir.join(&config.key_file))
+            .with_context(|| format!("reading the key of {}", config.member))?;
+        let genesis_path = dir.join(&config.genesis);
+        let genesis = Genesis::from_toml(
+            &std::fs::read_to_string(&genesis_path)
+                .with_context(|| format!("reading {}", genesis_path.display()))?,
+        )
+        .with_context(|| format!("{} is not a usable genesis", genesis_path.display()))?;
+        let listed = genesis
+            .member(&config.member)
+            .with_context(|| format!("{} is not in the genesis", config.member))?;
+        if listed.public_key.to_bytes() != key.verifying_key().to_bytes() {
+            bail!(
+                "the key in {} is not the one the genesis lists for {}",
+                config.key_file.display(),
+                config.member
+            );
+        }
+        Ok(Member {
+            dir,
+            config,
+            key,
+            genesis,
+        })
+    }
+
+    /// Opens the member's ledger, creating it from the genesis on first start.
+    pub fn open_ledger(&self) -> Result<Ledger> {
+        let dir = self.dir.join(&self.config.ledger_dir);
+        let ledger = if dir.join("ledger.redb").exists() {
+            Ledger::open(&dir)
+                .with_context(|| format!("opening the ledger in {}", dir.display()))?
+        } else {
+            Ledger::create(&dir, &self.genesis)
+                .with_context(|| format!("creating the ledger in {}", dir.display()))?
+        };
+        if ledger.state().genesis_hash() != self.genesis.hash()? {
+            bail!(
+                "the ledger in {} belongs to another consortium",
+                dir.display()
+            );
+        }
+        Ok(ledger)
+    }
+}
+
+/// Every active member's PeerId, from the ledger's keys: who may talk to whom.
+pub fn peer_map(state: &ChainState) -> BTreeMap<PeerId, MemberId> {
+    state
+        .members()
+        .filter(|r| !r.revoked)
+        .map(|r| {
+            (
+                medfl_net::peer_id_of(r.member.public_key.as_dalek()),
+                r.member.id.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Wall-clock time for ledger timestamps.
+pub fn wall_now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Logs to stderr: `LEVEL target: message key=value ...`.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .try_init();
+}
