@@ -41,8 +41,8 @@ mean over survivors; medfl: median over survivors; both include quantizing
 the float input); server = the server's compute for the round; both are
 medians over --repeats runs. Bytes = what one surviving client uploads
 (Flower: payload bytes; medfl: bincode-encoded messages). PRG bound = time
-to generate only the ChaCha20 keystream medfl's server must expand; it is a
-lower bound on medfl's server time.
+to generate only the mask keystream (AES-256-CTR) medfl's server must
+expand; it is a lower bound on medfl's server time.
 
 Finally it runs 100 seeded medfl rounds at N=100, 10 % dropout, each dropped
 client going silent at a random stage, with medfl's default parameters, and
@@ -53,6 +53,8 @@ Usage:
   python3 benches/secagg_vs_flower.py                  # N in {10,50,100}, d up to 1e6
   python3 benches/secagg_vs_flower.py --n 100 --d 10000 100000 1000000 \\
       --configs flower-default medfl-default
+  python3 benches/secagg_vs_flower.py --reuse-flower   # rerun medfl only, against
+                                                       # the Flower CSVs of an earlier run
 Only the standard library is used.
 """
 
@@ -168,9 +170,9 @@ def run_medfl(binary: Path, n: int, d: int, dropout: float, k: int, t: int, repe
 
 def run_flower(
     config: str, ns: list[int], ds: list[int], dropouts: list[float],
-    repeats: int, max_seconds: float, out_dir: Path,
+    repeats: int, max_seconds: float, out_dir: Path, reuse: bool = False,
 ) -> dict[tuple[int, int, float], dict]:
-    """Runs Flower's bench; returns CSV rows keyed by (N, d, dropout)."""
+    """Runs Flower's bench (or, with reuse, reads an earlier run's CSV); rows keyed by (N, d, dropout)."""
     rows: dict[tuple[int, int, float], dict] = {}
     # medfl-default maps to a per-N num_shares, so it needs one invocation per N.
     groups = [[n] for n in ns] if config == "medfl-default" else [ns]
@@ -185,10 +187,13 @@ def run_flower(
             "--repeats", str(repeats), "--max-seconds", str(max_seconds),
             "--out", str(out), "--no-verify",
         ]
-        log(f"flower {config}: {' '.join(cmd[1:])}")
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=out_dir, stdout=sys.stderr)
-        log(f"flower {config} took {time.perf_counter() - t0:.0f}s")
+        if reuse and out.exists():
+            log(f"flower {config}: reusing {out}")
+        else:
+            log(f"flower {config}: {' '.join(cmd[1:])}")
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=out_dir, stdout=sys.stderr)
+            log(f"flower {config} took {time.perf_counter() - t0:.0f}s")
         with open(out, newline="") as fh:
             for row in csv.DictReader(fh):
                 key = (int(row["n_clients"]), int(row["d_params"]), float(row["dropout_frac"]))
@@ -354,6 +359,10 @@ def main() -> None:
         help="Flower skips (writes a 'skipped' row for) a row predicted to take longer",
     )
     ap.add_argument("--skip-flower", action="store_true")
+    ap.add_argument(
+        "--reuse-flower", action="store_true",
+        help="reuse Flower CSVs already in --out-dir (same configs and N groups) instead of rerunning Flower",
+    )
     ap.add_argument("--completion-rounds", type=int, default=100, help="0 to skip")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "target" / "secagg-vs-flower")
     args = ap.parse_args()
@@ -377,7 +386,8 @@ def main() -> None:
                 else (args.flower_repeats or args.repeats)
             )
             flower_rows = run_flower(
-                config, ns, ds, args.dropout, reps, args.max_seconds, args.out_dir
+                config, ns, ds, args.dropout, reps, args.max_seconds, args.out_dir,
+                args.reuse_flower,
             )
         results = []
         for n in ns:

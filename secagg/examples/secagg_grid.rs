@@ -22,8 +22,9 @@
 //! stages), server compute (time inside the server's state machine), bytes
 //! uploaded per client (median of the summed bincode-encoded sizes of the
 //! messages it actually sent, with the masked-input message alone and
-//! `d*b/8` for reference), and the time to generate just the ChaCha20
-//! keystream the server must expand to unmask (a lower bound on server work).
+//! `d*b/8` for reference), and the time to generate just the mask keystream
+//! (AES-256-CTR, [`prg::Keystream`]) the server must expand to unmask (a
+//! lower bound on server work).
 //! Times are wall clock and thread CPU time (everything runs on one thread);
 //! CPU time is what other load on a shared machine disturbs least.
 //! `--feasible-drops` redraws the drop set until every secret the server must
@@ -39,9 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chacha20::ChaCha20;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
-use medfl_secagg::prg;
+use medfl_secagg::prg::{self, Keystream, MaskDomain, Seed};
 use medfl_secagg::quantize::Quantizer;
 use medfl_secagg::sim::{DropPoint, Simulation, make_identities};
 use medfl_secagg::{
@@ -178,15 +177,15 @@ fn drop_points(
         .collect()
 }
 
-/// Time to generate `bytes` of ChaCha20 keystream, in 32 KiB blocks as the PRG does.
+/// Time to generate `bytes` of mask keystream, in 32 KiB pieces.
 fn keystream_time(bytes: usize) -> Spent {
-    let mut cipher = ChaCha20::new(&[7u8; 32].into(), &[0u8; 12].into());
+    let mut cipher = Keystream::new(&Seed([7u8; 32]), MaskDomain::Pairwise);
     let mut buf = vec![0u8; 32 * 1024];
     let start = Stamp::now();
     let mut left = bytes;
     while left > 0 {
         let n = left.min(buf.len());
-        cipher.write_keystream(&mut buf[..n]);
+        cipher.fill(&mut buf[..n]);
         left -= n;
     }
     let el = start.elapsed();

@@ -21,12 +21,12 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::config::{ClientId, Roster, RoundPlan, SecAggConfig};
-use crate::crypto::{self, SHARE_PLAINTEXT_LEN};
+use crate::crypto::{self, Agreement, SHARE_PLAINTEXT_LEN};
 use crate::error::SecAggError;
 use crate::message::{
     AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareKind, Stage,
 };
-use crate::packed::PackedVector;
+use crate::packed::{self, PackedVector};
 use crate::prg::{self, MaskDomain, Seed, Sign};
 use crate::shamir::{self, SHARE_BYTES, SecretShare};
 
@@ -43,11 +43,15 @@ pub enum ClientStatus {
     Aborted(SecAggError),
 }
 
-/// A neighbour's advertised public keys.
-#[derive(Clone)]
+/// Our X25519 agreements with a neighbour's two advertised keys.
+///
+/// Computed once when the key roster arrives (which is also the check that
+/// the keys are contributory); every later key is derived from them.
 struct PeerKeys {
-    mask: PublicKey,
-    share: PublicKey,
+    /// With their mask key: seeds the pairwise mask.
+    mask: Agreement,
+    /// With their share key: encrypts our shares to them and theirs to us.
+    share: Agreement,
 }
 
 /// The two shares a client holds of one neighbour's secrets.
@@ -56,8 +60,8 @@ struct HeldShares {
     mask_key: SecretShare,
 }
 
-/// Mask-agreement public keys of the neighbours we exchanged shares with.
-type Partners = BTreeMap<ClientId, PublicKey>;
+/// Mask agreements with the neighbours we exchanged shares with.
+type Partners = BTreeMap<ClientId, Agreement>;
 /// Shares we hold, by the neighbour who owns the secrets.
 type HeldByOwner = BTreeMap<ClientId, HeldShares>;
 
@@ -67,7 +71,7 @@ enum ClientPhase {
         peers: BTreeMap<ClientId, PeerKeys>,
     },
     ReadyToMask {
-        partners: BTreeMap<ClientId, PublicKey>,
+        partners: Partners,
         held: BTreeMap<ClientId, HeldShares>,
     },
     AwaitingSurvivors {
@@ -333,8 +337,9 @@ impl ClientSession {
                 share.as_bytes(),
             );
             crypto::verify(vk, adv.sender, &transcript, &adv.signature)?;
-            crypto::check_public_key(&mask, adv.sender)?;
-            crypto::check_public_key(&share, adv.sender)?;
+            // Agreeing is the contributory-key check (a small-order key fails it).
+            let mask = crypto::agree(&self.mask_secret, &mask, adv.sender)?;
+            let share = crypto::agree(&self.share_secret, &share, adv.sender)?;
             peers.insert(adv.sender, PeerKeys { mask, share });
         }
         let t = self.plan.threshold;
@@ -356,11 +361,9 @@ impl ClientSession {
             pt.extend_from_slice(&holder.0.to_le_bytes());
             pt.extend_from_slice(&s.to_bytes()[..]);
             pt.extend_from_slice(&c.to_bytes()[..]);
-            let recipient = &peers[holder];
-            let ciphertext = crypto::seal_share(
+            let ciphertext = crypto::seal_share_with(
                 &self.plan.session,
-                &self.share_secret,
-                &recipient.share,
+                &peers[holder].share,
                 self.id,
                 *holder,
                 &pt,
@@ -394,9 +397,8 @@ impl ClientSession {
             if held.contains_key(&sender) {
                 return Err(SecAggError::Duplicate(sender));
             }
-            let pt = crypto::open_share(
+            let pt = crypto::open_share_with(
                 &self.plan.session,
-                &self.share_secret,
                 &keys.share,
                 sender,
                 self.id,
@@ -417,7 +419,7 @@ impl ClientSession {
                     mask_key,
                 },
             );
-            partners.insert(sender, keys.mask);
+            partners.insert(sender, keys.mask.clone());
         }
         let t = self.plan.threshold;
         if held.len() < t {
@@ -444,18 +446,9 @@ impl ClientSession {
             return Err(SecAggError::Internal("phase changed while masking"));
         };
         let bits = self.plan.config.bits;
-        // Mask in place: no second d-long buffer; the Zeroizing wrapper still
-        // wipes it on drop (by then it only holds the masked vector).
-        let mut y = input;
         let mut pair_seeds = Vec::with_capacity(partners.len());
-        for (&peer, public) in &partners {
-            let seed = crypto::pairwise_seed(
-                &self.plan.session,
-                &self.mask_secret,
-                public,
-                self.id,
-                peer,
-            )?;
+        for (&peer, agreement) in &partners {
+            let seed = crypto::pairwise_seed_from(&self.plan.session, agreement, self.id, peer)?;
             let sign = if self.id < peer {
                 Sign::Add
             } else {
@@ -471,9 +464,18 @@ impl ClientSession {
                         .map(|(s, sign)| (s, MaskDomain::Pairwise, *sign)),
                 )
                 .collect();
-        prg::apply_masks(&mut y[..], &masks, bits);
-        // Packing keeps only the low `bits` bits, which is the reduction mod 2^b.
-        let masked = PackedVector::pack(&y, bits)?;
+        // Mask and pack chunk by chunk: the masked vector exists only in packed
+        // form, and no d-long intermediate is written. `input` is wiped on drop.
+        let mut bytes = vec![0u8; packed::packed_len(input.len(), bits)?];
+        let chunk_bytes = prg::CHUNK_WORDS * bits as usize / 8;
+        let mut masker = prg::Masker::new(&masks, bits);
+        for (src, dst) in input
+            .chunks(prg::CHUNK_WORDS)
+            .zip(bytes.chunks_mut(chunk_bytes))
+        {
+            packed::pack_into(masker.mask_chunk(src), bits, dst);
+        }
+        let masked = PackedVector::from_bytes(bytes);
         self.outgoing.push_back(ClientMessage::MaskedInput {
             round: self.plan.config.round,
             masked,

@@ -173,7 +173,10 @@ impl RoundPlan {
             (1u64 << config.bits) - 1
         };
         let mut h = Sha256::new();
-        h.update(b"medfl-secagg/v1/session");
+        // v2: masks are expanded with AES-256-CTR (v1 used ChaCha20). Every
+        // signature and key derivation binds this tag, so a v1 peer fails loudly
+        // at the first signature check instead of corrupting the sum.
+        h.update(b"medfl-secagg/v2/session");
         h.update(config.round.to_le_bytes());
         h.update(config.bits.to_le_bytes());
         h.update((config.vector_len as u64).to_le_bytes());

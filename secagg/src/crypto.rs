@@ -40,18 +40,34 @@ fn hkdf32(
     Ok(okm)
 }
 
-fn agree(
+/// An X25519 shared secret that passed the contributory check; wiped on drop, never printed.
+///
+/// Computing an agreement once and deriving every key from it lets a client
+/// check a neighbour's key, encrypt to it, decrypt from it and seed the
+/// pairwise mask with one scalar multiplication per key instead of one each.
+/// Clones are wiped on drop too.
+#[derive(Clone)]
+pub struct Agreement(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for Agreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agreement").finish_non_exhaustive()
+    }
+}
+
+/// `X25519(secret, peer_public)`, refusing a non-contributory (small-order) peer key.
+pub fn agree(
     secret: &StaticSecret,
     peer_public: &PublicKey,
     peer: ClientId,
-) -> Result<Zeroizing<[u8; 32]>, SecAggError> {
+) -> Result<Agreement, SecAggError> {
     let shared = secret.diffie_hellman(peer_public);
     // A low-order peer key forces the shared secret to zero, which would make
     // the "secret" mask public; refuse it.
     if !shared.was_contributory() {
         return Err(SecAggError::NonContributoryKey(peer));
     }
-    Ok(Zeroizing::new(shared.to_bytes()))
+    Ok(Agreement(Zeroizing::new(shared.to_bytes())))
 }
 
 /// Rejects public keys that cannot produce a contributory agreement.
@@ -72,11 +88,20 @@ pub fn pairwise_seed(
     me: ClientId,
     peer: ClientId,
 ) -> Result<Seed, SecAggError> {
-    let ikm = agree(my_secret, peer_public, peer)?;
+    pairwise_seed_from(session, &agree(my_secret, peer_public, peer)?, me, peer)
+}
+
+/// [`pairwise_seed`] from an agreement already computed with [`agree`].
+pub fn pairwise_seed_from(
+    session: &[u8; 32],
+    agreement: &Agreement,
+    me: ClientId,
+    peer: ClientId,
+) -> Result<Seed, SecAggError> {
     let (lo, hi) = if me < peer { (me, peer) } else { (peer, me) };
     let okm = hkdf32(
         session,
-        &ikm[..],
+        &agreement.0[..],
         &[
             b"medfl-secagg/v1/pairwise-mask",
             &lo.0.to_le_bytes(),
@@ -92,16 +117,13 @@ pub fn pairwise_seed(
 /// round, which is what makes the fixed all-zero nonce safe.
 fn share_key(
     session: &[u8; 32],
-    my_secret: &StaticSecret,
-    peer_public: &PublicKey,
-    peer: ClientId,
+    agreement: &Agreement,
     sender: ClientId,
     recipient: ClientId,
 ) -> Result<Zeroizing<[u8; 32]>, SecAggError> {
-    let ikm = agree(my_secret, peer_public, peer)?;
     hkdf32(
         session,
-        &ikm[..],
+        &agreement.0[..],
         &[
             b"medfl-secagg/v1/share-key",
             &sender.0.to_le_bytes(),
@@ -128,14 +150,19 @@ pub fn seal_share(
     recipient: ClientId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, SecAggError> {
-    let key = share_key(
-        session,
-        my_secret,
-        recipient_public,
-        recipient,
-        sender,
-        recipient,
-    )?;
+    let agreement = agree(my_secret, recipient_public, recipient)?;
+    seal_share_with(session, &agreement, sender, recipient, plaintext)
+}
+
+/// [`seal_share`] with the sender's agreement with `recipient` already computed.
+pub fn seal_share_with(
+    session: &[u8; 32],
+    agreement: &Agreement,
+    sender: ClientId,
+    recipient: ClientId,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SecAggError> {
+    let key = share_key(session, agreement, sender, recipient)?;
     let aead = ChaCha20Poly1305::new(&(*key).into());
     let aad = share_aad(session, sender, recipient);
     aead.encrypt(
@@ -157,7 +184,19 @@ pub fn open_share(
     recipient: ClientId,
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
-    let key = share_key(session, my_secret, sender_public, sender, sender, recipient)?;
+    let agreement = agree(my_secret, sender_public, sender)?;
+    open_share_with(session, &agreement, sender, recipient, ciphertext)
+}
+
+/// [`open_share`] with the recipient's agreement with `sender` already computed.
+pub fn open_share_with(
+    session: &[u8; 32],
+    agreement: &Agreement,
+    sender: ClientId,
+    recipient: ClientId,
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
+    let key = share_key(session, agreement, sender, recipient)?;
     let aead = ChaCha20Poly1305::new(&(*key).into());
     let aad = share_aad(session, sender, recipient);
     aead.decrypt(

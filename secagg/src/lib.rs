@@ -18,7 +18,7 @@
 //!    pair ChaCha20-Poly1305-encrypted under `HKDF(X25519(s_i, S_j))`.
 //! 3. **Masked input.** `i` sends `y_i = x_i + PRG(b_i) ± Σ_j PRG(s_ij)`, the
 //!    pairwise seeds `s_ij = HKDF(X25519(c_i, C_j))` added by the lower id and
-//!    subtracted by the higher.
+//!    subtracted by the higher; `PRG` is AES-256-CTR keyed by the seed.
 //! 4. **Consistency check.** The server announces the survivor set; each
 //!    client signs it, and checks everyone else's signatures on the same set
 //!    before revealing anything, so an equivocating server is caught.
@@ -54,7 +54,7 @@
 //! - [`config`]: round parameters, client ids, the derived [`RoundPlan`].
 //! - [`graph`]: the Harary neighbour graph and why it was chosen.
 //! - [`shamir`]: Shamir sharing of 32-byte secrets over the curve25519 scalar field.
-//! - [`prg`]: ChaCha20 mask expansion into `Z_{2^b}`.
+//! - [`prg`]: mask expansion into `Z_{2^b}` with AES-256 in counter mode.
 //! - [`crypto`]: how X25519, HKDF, ChaCha20-Poly1305 and ed25519 are bound to the round.
 //! - [`quantize`]: `f32` to `Z_{2^b}` with stochastic rounding; weighted sums without overflow.
 //! - [`message`]: wire types and their structural validation.

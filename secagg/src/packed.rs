@@ -25,6 +25,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::config::MAX_VECTOR_LEN;
 use crate::error::SecAggError;
 
 /// Coordinates unpacked per chunk when accumulating, so that no `d`-long
@@ -147,7 +148,10 @@ impl PackedVector {
 }
 
 /// Writes `values` into `out`, which must be exactly `packed_len(values.len(), bits)` zeroed bytes.
-fn pack_into(values: &[u64], bits: u32, out: &mut [u8]) {
+///
+/// Packing consecutive chunks of a multiple of 8 coordinates into consecutive
+/// byte ranges gives the same bytes as packing the whole vector at once.
+pub(crate) fn pack_into(values: &[u64], bits: u32, out: &mut [u8]) {
     macro_rules! aligned {
         ($t:ty, $n:expr) => {
             for (dst, &v) in out.chunks_exact_mut($n).zip(values) {
@@ -234,27 +238,46 @@ impl Serialize for PackedVector {
     }
 }
 
+/// Most bytes a packed vector can take: [`MAX_VECTOR_LEN`] coordinates of 64 bits.
+///
+/// Deserialization refuses anything longer before allocating for it.
+pub const MAX_PACKED_BYTES: usize = MAX_VECTOR_LEN * 8;
+
+fn check_claimed_len<E: de::Error>(len: usize) -> Result<(), E> {
+    if len > MAX_PACKED_BYTES {
+        return Err(E::invalid_length(len, &BytesVisitor));
+    }
+    Ok(())
+}
+
 struct BytesVisitor;
 
 impl<'de> Visitor<'de> for BytesVisitor {
     type Value = PackedVector;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a byte string")
+        write!(f, "a byte string of at most {MAX_PACKED_BYTES} bytes")
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        check_claimed_len(v.len())?;
         Ok(PackedVector(v.to_vec()))
     }
 
     fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+        check_claimed_len(v.len())?;
         Ok(PackedVector(v))
     }
 
     // Self-describing formats without a byte type (e.g. JSON) send a list of integers.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut v = Vec::new();
+        // A length hint is only a claim: refuse one above the cap, and never
+        // reserve more than a page for it; the bytes themselves must follow.
+        let hint = seq.size_hint().unwrap_or(0);
+        check_claimed_len(hint)?;
+        let mut v = Vec::with_capacity(hint.min(4096));
         while let Some(b) = seq.next_element::<u8>()? {
+            check_claimed_len(v.len() + 1)?;
             v.push(b);
         }
         Ok(PackedVector(v))
@@ -262,8 +285,16 @@ impl<'de> Visitor<'de> for BytesVisitor {
 }
 
 impl<'de> Deserialize<'de> for PackedVector {
+    /// Reads a byte string of at most [`MAX_PACKED_BYTES`] bytes.
+    ///
+    /// Asks for *borrowed* bytes, so a decoder over an in-memory buffer (bincode's
+    /// `decode_from_slice`) checks the claimed length against the bytes actually
+    /// present and the visitor checks it against the cap, both before anything
+    /// is allocated; only then are the bytes copied. A decoder over a stream
+    /// (`decode_from_std_read`) allocates the claimed length itself before the
+    /// visitor sees it: give such a decoder a byte limit (bincode's `with_limit`).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_byte_buf(BytesVisitor)
+        deserializer.deserialize_bytes(BytesVisitor)
     }
 }
 
@@ -466,6 +497,63 @@ mod tests {
                 assert_eq!(p.as_bytes(), &pack_bitwise(&v, bits)[..], "b={bits} d={d}");
                 assert_eq!(p.unpack(d, bits).unwrap(), v, "b={bits} d={d}");
             }
+        }
+    }
+
+    #[test]
+    fn claimed_length_beyond_the_bytes_present_is_refused_without_allocating() {
+        let cfg = bincode::config::standard();
+        // bincode's varint: 253 announces a u64 length. 2^62 bytes could never be
+        // allocated (the old `deserialize_byte_buf` path tried and aborted).
+        for claimed in [1u64 << 62, (MAX_PACKED_BYTES + 1) as u64, 1000] {
+            let mut enc = vec![253u8];
+            enc.extend_from_slice(&claimed.to_le_bytes());
+            enc.extend_from_slice(&[7u8; 16]);
+            let r: Result<(PackedVector, usize), _> = bincode::serde::decode_from_slice(&enc, cfg);
+            assert!(r.is_err(), "claimed {claimed}");
+        }
+    }
+
+    #[test]
+    fn claimed_length_above_the_cap_is_refused_before_reading() {
+        use serde::de::value::{Error, SeqDeserializer};
+        // An exact size hint above the cap: refused up front, without reserving it
+        // or reading (and copying) half a gigabyte first.
+        let seq = SeqDeserializer::<_, Error>::new(std::iter::repeat_n(0u8, MAX_PACKED_BYTES + 1));
+        let err = PackedVector::deserialize(seq).unwrap_err();
+        assert!(err.to_string().contains("invalid length"), "{err}");
+        // Within the cap the sequence form still decodes.
+        let seq = SeqDeserializer::<_, Error>::new([1u8, 2, 3].into_iter());
+        assert_eq!(
+            PackedVector::deserialize(seq).unwrap().as_bytes(),
+            &[1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn packing_masked_chunks_equals_masking_then_packing() {
+        use crate::prg::{self, MaskDomain, Seed, Sign};
+        let seeds = [Seed([1; 32]), Seed([2; 32])];
+        let masks = [
+            (&seeds[0], MaskDomain::SelfMask, Sign::Add),
+            (&seeds[1], MaskDomain::Pairwise, Sign::Subtract),
+        ];
+        for bits in [1u32, 7, 12, 32, 33, 64] {
+            let d = 2 * prg::CHUNK_WORDS + 77;
+            let input: Vec<u64> = (0..d as u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+            let mut whole = input.clone();
+            prg::apply_masks(&mut whole, &masks, bits);
+            let expect = PackedVector::pack(&whole, bits).unwrap();
+            let mut bytes = vec![0u8; packed_len(d, bits).unwrap()];
+            let mut masker = prg::Masker::new(&masks, bits);
+            let chunk_bytes = prg::CHUNK_WORDS * bits as usize / 8;
+            for (src, dst) in input
+                .chunks(prg::CHUNK_WORDS)
+                .zip(bytes.chunks_mut(chunk_bytes))
+            {
+                pack_into(masker.mask_chunk(src), bits, dst);
+            }
+            assert_eq!(bytes, expect.as_bytes(), "bits={bits}");
         }
     }
 }

@@ -589,8 +589,8 @@ impl ServerSession {
                     .map(|(s, sign)| (s, MaskDomain::Pairwise, *sign)),
             )
             .collect();
+        // Also reduces the sum mod 2^b (the accumulator wraps in Z_{2^64}).
         prg::apply_masks(&mut state.sum, &masks, bits);
-        prg::reduce(&mut state.sum, bits);
         Ok(Aggregate {
             sum: state.sum,
             survivors: state.survivors,

@@ -24,7 +24,7 @@
 //!
 //! # Encoding 32-byte secrets
 //!
-//! A 32-byte string (a ChaCha20 seed or an X25519 secret key) does not fit in
+//! A 32-byte string (a PRG seed or an X25519 secret key) does not fit in
 //! `F` (`ℓ < 2^253`). We split it into two 16-byte little-endian halves, each
 //! `< 2^128 < ℓ`, and share each half with an independent polynomial. After
 //! interpolation each half must again be `< 2^128`; anything else proves the
