@@ -127,9 +127,9 @@ impl Net {
             )
             .replace("gather_s = 10.0", "gather_s = 3.0")
             .replace("interval_s = 1.0", "interval_s = 0.2")
-            .replace("stage_timeout_s = 30.0", "stage_timeout_s = 4.0")
-            .replace("training_timeout_s = 600.0", "training_timeout_s = 30.0")
-            .replace("endorse_timeout_s = 30.0", "endorse_timeout_s = 4.0")
+            .replace("stage_timeout_s = 30.0", "stage_timeout_s = 8.0")
+            .replace("training_timeout_s = 600.0", "training_timeout_s = 60.0")
+            .replace("endorse_timeout_s = 30.0", "endorse_timeout_s = 8.0")
             .replace("sampling_rate = 0.01", "sampling_rate = 0.05");
         fs::write(&coord, text).unwrap();
         // One small hospital's two weeks of logs, shared by every client (the protocol is the

@@ -1,0 +1,185 @@
+//! The agent refuses rounds that do not check out against its ledger, and messages that do
+//! not belong to its round.
+
+use medfl_client::{Agent, AgentError, AgentEvent};
+use medfl_ledger::testkit::{Fixture, T0};
+use medfl_ledger::{ChainState, Timestamp};
+use medfl_model::AutoencoderConfig;
+use medfl_protocol::model::chunks;
+use medfl_protocol::{
+    DdgParams, GlobalModel, RoundConfig, SecAggParams, Strategy, ToAgent, ToCoordinator,
+    TrainingParams, privacy,
+};
+
+fn setup() -> (Fixture, ChainState, RoundConfig, GlobalModel) {
+    let f = Fixture::new(1, 3, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let model_cfg = AutoencoderConfig {
+        inputs: 4,
+        hidden: 3,
+        latent: 2,
+    };
+    let training = TrainingParams {
+        sampling_rate: 0.1,
+        ..TrainingParams::default()
+    };
+    let eps = privacy::epsilon_after(&training, model_cfg, 1).unwrap();
+    let model = GlobalModel::initial(model_cfg, 1).unwrap();
+    let config = RoundConfig {
+        agreement: Fixture::dua(),
+        round: 1,
+        session: 77,
+        issued_at: Timestamp(T0.0 + 1000),
+        previous_model: model.hash,
+        model: model_cfg,
+        participants: vec![Fixture::id("hospital-0"), Fixture::id("hospital-1")],
+        epsilon_after: vec![eps, eps],
+        training,
+        ddg: DdgParams::default(),
+        secagg: SecAggParams::default(),
+        strategy: Strategy::default(),
+        public_seed: [1; 32],
+    };
+    (f, state, config, model)
+}
+
+fn agent(f: &Fixture, name: &str) -> Agent {
+    let id = Fixture::id(name);
+    Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [5; 32])
+}
+
+fn declined(a: &mut Agent) -> bool {
+    std::iter::from_fn(|| a.poll_outgoing()).any(|m| matches!(m, ToCoordinator::Decline { .. }))
+}
+
+#[test]
+fn a_sound_round_is_joined_and_the_model_is_trained_after_its_chunks() {
+    let (f, state, config, model) = setup();
+    let mut a = agent(&f, "hospital-0");
+    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state)
+        .unwrap();
+    let out: Vec<_> = std::iter::from_fn(|| a.poll_outgoing()).collect();
+    assert!(
+        matches!(out.as_slice(), [ToCoordinator::SecAgg { session: 77, .. }]),
+        "{out:?}"
+    );
+    let bytes = model.to_bytes().unwrap();
+    for (offset, c) in chunks(&bytes) {
+        a.handle(
+            ToAgent::ModelChunk {
+                session: 77,
+                offset,
+                total: bytes.len() as u64,
+                bytes: c.to_vec(),
+            },
+            &state,
+        )
+        .unwrap();
+    }
+    let events: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Train(t) if t.global.hash == model.hash))
+    );
+}
+
+#[test]
+fn rounds_that_do_not_match_the_ledger_are_declined() {
+    let (f, state, config, _) = setup();
+    let cases: Vec<(&str, RoundConfig)> = vec![
+        (
+            "wrong round number",
+            RoundConfig {
+                round: 2,
+                ..config.clone()
+            },
+        ),
+        (
+            "understated epsilon",
+            RoundConfig {
+                epsilon_after: vec![0.01, 0.01],
+                ..config.clone()
+            },
+        ),
+        ("over budget", {
+            let training = TrainingParams {
+                noise_multiplier: 0.3,
+                epochs: 50.0,
+                ..config.training
+            };
+            let eps = privacy::epsilon_after(&training, config.model, 1).unwrap();
+            assert!(eps > 10.0, "the fixture's budget is 10, this costs {eps}");
+            RoundConfig {
+                training,
+                epsilon_after: vec![eps, eps],
+                ..config.clone()
+            }
+        }),
+        (
+            "expired agreement",
+            RoundConfig {
+                issued_at: Timestamp(T0.0 + 400 * 24 * 3_600_000),
+                ..config.clone()
+            },
+        ),
+        (
+            "another hospital's round",
+            RoundConfig {
+                participants: vec![Fixture::id("hospital-1"), Fixture::id("hospital-2")],
+                ..config.clone()
+            },
+        ),
+    ];
+    for (what, c) in cases {
+        let mut a = agent(&f, "hospital-0");
+        let r = a.handle(ToAgent::RoundStart(Box::new(c)), &state);
+        assert!(
+            matches!(r, Err(AgentError::RoundRefused(_))),
+            "{what}: {r:?}"
+        );
+        assert!(declined(&mut a), "{what}: no Decline sent");
+        assert_eq!(a.session(), None, "{what}");
+    }
+}
+
+#[test]
+fn stale_messages_and_a_tampered_model_are_refused() {
+    let (f, state, config, model) = setup();
+    let mut a = agent(&f, "hospital-0");
+    a.handle(ToAgent::RoundStart(Box::new(config)), &state)
+        .unwrap();
+    let r = a.handle(
+        ToAgent::Abort {
+            session: 1,
+            reason: "x".into(),
+        },
+        &state,
+    );
+    assert!(
+        matches!(
+            r,
+            Err(AgentError::Stale {
+                got: 1,
+                current: Some(77)
+            })
+        ),
+        "{r:?}"
+    );
+    let mut bytes = model.to_bytes().unwrap();
+    bytes[30] ^= 1;
+    let r = a.handle(
+        ToAgent::ModelChunk {
+            session: 77,
+            offset: 0,
+            total: bytes.len() as u64,
+            bytes,
+        },
+        &state,
+    );
+    assert!(
+        r.is_err(),
+        "a model that does not hash to the announced one"
+    );
+    assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, AgentEvent::Train(_))));
+}

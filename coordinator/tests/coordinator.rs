@@ -1,0 +1,171 @@
+//! The coordinator selects from the ledger and refuses messages it must not act on.
+
+use std::collections::BTreeSet;
+
+use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, Timeouts};
+use medfl_ledger::testkit::{Fixture, HOUR, T0};
+use medfl_ledger::{ChainState, MemberId, Timestamp, TxBody};
+use medfl_model::AutoencoderConfig;
+use medfl_protocol::{
+    DdgParams, GlobalModel, SecAggParams, Strategy, ToAgent, ToCoordinator, TrainingParams,
+};
+
+fn coordinator(f: &Fixture, training: TrainingParams) -> Coordinator {
+    let model = AutoencoderConfig {
+        inputs: 4,
+        hidden: 3,
+        latent: 2,
+    };
+    let cfg = CoordinatorConfig {
+        agreement: Fixture::dua(),
+        model,
+        training,
+        ddg: DdgParams::default(),
+        secagg: SecAggParams::default(),
+        strategy: Strategy::default(),
+        min_participants: 2,
+        max_participants: 0,
+        timeouts: Timeouts::default(),
+    };
+    let (id, key) = f.coordinator();
+    Coordinator::new(
+        cfg,
+        id.clone(),
+        key.clone(),
+        f.genesis_hash,
+        GlobalModel::initial(model, 1).unwrap(),
+        Vec::new(),
+        [3; 32],
+    )
+    .unwrap()
+}
+
+fn training() -> TrainingParams {
+    TrainingParams {
+        sampling_rate: 0.1,
+        ..TrainingParams::default()
+    }
+}
+
+fn hospitals(names: &[&str]) -> BTreeSet<MemberId> {
+    names.iter().map(|n| Fixture::id(n)).collect()
+}
+
+const NOW: Timestamp = Timestamp(T0.0 + HOUR);
+
+#[test]
+fn a_round_starts_with_the_connected_eligible_hospitals_and_sends_each_its_config() {
+    let f = Fixture::new(2, 4, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f, training());
+    let connected = hospitals(&["hospital-0", "hospital-2", "auditor"]);
+    let config = c.start_round(0, NOW, &state, &connected).unwrap().clone();
+    assert_eq!(config.round, 1);
+    assert_eq!(
+        config.participants,
+        vec![Fixture::id("hospital-0"), Fixture::id("hospital-2")],
+        "the auditor is not a hospital"
+    );
+    let starts = std::iter::from_fn(|| c.poll_outgoing())
+        .filter(|(_, m)| matches!(m, ToAgent::RoundStart(_)))
+        .count();
+    assert_eq!(starts, 2);
+    assert!(matches!(
+        c.start_round(0, NOW, &state, &connected),
+        Err(CoordinatorError::Busy(1))
+    ));
+}
+
+#[test]
+fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
+    let f = Fixture::new(2, 4, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f, training());
+    let r = c.start_round(0, NOW, &state, &hospitals(&["hospital-1"]));
+    assert!(
+        matches!(
+            r,
+            Err(CoordinatorError::NotEnoughParticipants {
+                eligible: 1,
+                needed: 2
+            })
+        ),
+        "{r:?}"
+    );
+    // A round that would cost more than the budget of 10 makes nobody eligible.
+    let greedy = TrainingParams {
+        noise_multiplier: 0.3,
+        epochs: 50.0,
+        ..training()
+    };
+    let mut c = coordinator(&f, greedy);
+    let r = c.start_round(
+        0,
+        NOW,
+        &state,
+        &hospitals(&["hospital-0", "hospital-1", "hospital-2"]),
+    );
+    assert!(
+        matches!(
+            r,
+            Err(CoordinatorError::NotEnoughParticipants { eligible: 0, .. })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn strangers_revoked_members_and_other_attempts_are_refused() {
+    let f = Fixture::new(2, 4, 2);
+    let mut state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f, training());
+    let connected = hospitals(&["hospital-0", "hospital-1", "hospital-2", "hospital-3"]);
+    let session = c.start_round(0, NOW, &state, &connected).unwrap().session;
+    let hello = || ToCoordinator::Decline {
+        session,
+        reason: "no".into(),
+    };
+    let stranger = Fixture::id("mallory");
+    assert!(matches!(
+        c.handle(1, NOW, &stranger, hello(), &state),
+        Err(CoordinatorError::Refused { .. })
+    ));
+    let other = ToCoordinator::Decline {
+        session: session ^ 1,
+        reason: "no".into(),
+    };
+    assert!(matches!(
+        c.handle(1, NOW, &Fixture::id("hospital-0"), other, &state),
+        Err(CoordinatorError::Refused { .. })
+    ));
+    let early = ToCoordinator::Endorse {
+        session,
+        model: c.model().hash,
+        signature: medfl_ledger::Signature([0; 64]),
+    };
+    assert!(matches!(
+        c.handle(1, NOW, &Fixture::id("hospital-0"), early, &state),
+        Err(CoordinatorError::Refused { .. })
+    ));
+    // Revoke hospital-3 on the ledger: from its next message on, it is refused.
+    let (cid, _) = f.coordinator();
+    let tx = f.tx(
+        cid,
+        NOW,
+        TxBody::RevokeMember {
+            member: Fixture::id("hospital-3"),
+            reason: "stolen key".into(),
+        },
+    );
+    let block = f.block(&state, vec![tx], NOW);
+    state.apply_block(&block).unwrap();
+    let r = c.handle(2, NOW, &Fixture::id("hospital-3"), hello(), &state);
+    assert!(
+        matches!(&r, Err(CoordinatorError::Refused { reason, .. }) if reason.contains("revoked")),
+        "{r:?}"
+    );
+    assert!(
+        c.handle(2, NOW, &Fixture::id("hospital-1"), hello(), &state)
+            .is_ok()
+    );
+}
