@@ -72,7 +72,7 @@ pub enum AgentEvent {
     },
     /// A model the ledger anchors is now the hospital's model.
     ModelAdopted {
-        /// The round that produced it (0: received at a round start).
+        /// The round that produced it.
         round: u64,
         /// The model.
         model: Box<GlobalModel>,
@@ -198,12 +198,17 @@ impl Agent {
                     dp: privacy::dpsgd_config(&r.config.training, u64::from_le_bytes(seed))?,
                     strategy: r.config.strategy,
                 };
+                let anchored_round = r.config.round.saturating_sub(1);
                 r.global = Some(global.clone());
-                // The ledger already anchors this model (checked at the round start).
-                if self.model.as_ref().map(|m| m.hash) != Some(global.hash) {
+                // A hospital that missed rounds catches up here: the round starts from the
+                // ledger's last model, which it adopts. The initial model is never anchored, so
+                // it is trained from but never monitored with.
+                if chain.is_anchored_model(&global.hash)
+                    && self.model.as_ref().map(|m| m.hash) != Some(global.hash)
+                {
                     self.model = Some(global.clone());
                     self.events.push_back(AgentEvent::ModelAdopted {
-                        round: 0,
+                        round: anchored_round,
                         model: Box::new(global),
                     });
                 }

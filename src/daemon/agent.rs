@@ -250,16 +250,8 @@ impl Daemon {
                 AgentEvent::Endorsed { round, model } => info!(round, %model, "endorsed"),
                 AgentEvent::ModelAdopted { round, model } => {
                     self.adopt(&model)?;
-                    let anchored = self
-                        .ledger
-                        .state()
-                        .agreements()
-                        .map(|a| a.last_round)
-                        .max()
-                        .unwrap_or(0);
-                    info!(round = anchored, model = %model.hash, "model adopted for the access monitor");
-                    let _ = round;
-                    if until_round.is_some_and(|r| anchored >= r) {
+                    info!(round, model = %model.hash, "model adopted for the access monitor");
+                    if until_round.is_some_and(|r| round >= r) {
                         stop = true;
                     }
                 }
