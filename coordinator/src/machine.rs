@@ -536,10 +536,10 @@ impl Coordinator {
         let stage = active.server.stage();
         if stage != active.stage {
             if let Some(old) = active.stage {
-                active
-                    .metrics
-                    .stage_ms
-                    .push((stage_name(old).into(), now_ms - active.stage_started_ms));
+                active.metrics.stage_ms.push((
+                    stage_name(old).into(),
+                    now_ms.saturating_sub(active.stage_started_ms),
+                ));
             }
             active.stage = stage;
             active.stage_started_ms = now_ms;
@@ -613,10 +613,10 @@ impl Coordinator {
             }
         }
         if let Some(old) = active.stage.take() {
-            active
-                .metrics
-                .stage_ms
-                .push((stage_name(old).into(), now_ms - active.stage_started_ms));
+            active.metrics.stage_ms.push((
+                stage_name(old).into(),
+                now_ms.saturating_sub(active.stage_started_ms),
+            ));
         }
         active.stage_started_ms = now_ms;
         active.deadline_ms = now_ms.saturating_add(self.cfg.timeouts.endorse_ms);
@@ -647,10 +647,10 @@ impl Coordinator {
             self.fail(active, reason);
             return;
         }
-        active
-            .metrics
-            .stage_ms
-            .push(("endorse".into(), now_ms - active.stage_started_ms));
+        active.metrics.stage_ms.push((
+            "endorse".into(),
+            now_ms.saturating_sub(active.stage_started_ms),
+        ));
         let config = &active.config;
         let survivors: BTreeSet<u32> = e.survivors.iter().map(|c| c.0).collect();
         let mut participants = Vec::new();
@@ -672,7 +672,7 @@ impl Coordinator {
             .iter()
             .map(|(_, s)| s.epsilon_total)
             .fold(0.0, f64::max);
-        active.metrics.duration_ms = now_ms - active.started_ms;
+        active.metrics.duration_ms = now_ms.saturating_sub(active.started_ms);
         let dp = match privacy::anchored_params(&config.training, config.model) {
             Ok(dp) => dp,
             Err(err) => {
