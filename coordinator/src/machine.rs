@@ -377,8 +377,7 @@ impl Coordinator {
             metrics,
         };
         self.sync_stage(&mut active, now_ms);
-        self.round = Some(active);
-        Ok(&self.round.as_ref().expect("just set").config)
+        Ok(&self.round.insert(active).config)
     }
 
     /// Processes one message from `from`, checked against the ledger state `chain`.
