@@ -170,11 +170,51 @@ fn drop_points(
         .map(|id| {
             let p = match stage {
                 DropStage::At(p) => p,
-                DropStage::Random => DropPoint::ALL[rng.random_range(0..DropPoint::ALL.len())],
+                // A client silent before revealing its nonce always stops the attempt (the
+                // graph seed needs every nonce); the grid measures the stages after it.
+                DropStage::Random => {
+                    let after_nonce = &DropPoint::ALL[2..];
+                    after_nonce[rng.random_range(0..after_nonce.len())]
+                }
             };
             (id, p)
         })
         .collect()
+}
+
+/// Runs the advertise and nonce stages honestly on copies of the clients: the graph the real
+/// run will use, since the copies draw the same keys and nonces.
+fn rehearse_graph(
+    config: &SecAggConfig,
+    roster: &medfl_secagg::Roster,
+    mut clients: BTreeMap<ClientId, ClientSession>,
+) -> Result<medfl_secagg::graph::NeighbourGraph, String> {
+    let mut server = ServerSession::new(config.clone(), roster).map_err(|e| e.to_string())?;
+    while server.graph().is_none() {
+        let mut moved = false;
+        for (&id, c) in clients.iter_mut() {
+            while let Some(m) = c.poll_outgoing() {
+                moved = true;
+                server.handle_message(id, m).map_err(|e| e.to_string())?;
+            }
+        }
+        while let Some((to, m)) = server.poll_outgoing() {
+            moved = true;
+            if let Some(c) = clients.get_mut(&to) {
+                let _ = c.handle_message(m);
+            }
+        }
+        if !moved {
+            match server.stage() {
+                Some(stage) => server.close_stage(stage),
+                None => return Err("rehearsal ended before the graph was known".into()),
+            }
+        }
+    }
+    server
+        .graph()
+        .cloned()
+        .ok_or_else(|| "no graph".to_string())
 }
 
 /// Time to generate `bytes` of mask keystream, in 32 KiB pieces.
@@ -210,12 +250,22 @@ fn run_once(p: &Params, seed: u64) -> Result<Outcome, String> {
     let mut upload: BTreeMap<ClientId, usize> = BTreeMap::new();
     let mut masked_bytes = 0;
     let mut clients = BTreeMap::new();
+    // Copies of each client as it starts (same randomness), to learn the neighbour graph ahead
+    // of the timed run when drop sets must be feasible: the graph seed comes from the
+    // clients' nonces, so only the first two stages can tell it.
+    let mut rehearsal = BTreeMap::new();
     for (id, sk) in keys {
         let x: Vec<f32> = (0..p.d).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
         let mut crng = ChaCha20Rng::from_seed(rng.random());
         let start = Stamp::now();
         let input = quantizer.encode(&x, &mut crng).map_err(|e| e.to_string())?;
         let q = start.elapsed();
+        if p.feasible_drops {
+            let mut copy = crng.clone();
+            let r = ClientSession::new(config.clone(), id, sk.clone(), &roster, &mut copy)
+                .map_err(|e| e.to_string())?;
+            rehearsal.insert(id, r);
+        }
         let mut c = ClientSession::new(config.clone(), id, sk, &roster, &mut crng)
             .map_err(|e| e.to_string())?;
         c.provide_input(input).map_err(|e| e.to_string())?;
@@ -230,10 +280,10 @@ fn run_once(p: &Params, seed: u64) -> Result<Outcome, String> {
         // Flower's benchmark policy: redraw until every secret that must be
         // rebuilt keeps `t` live holders, so that the timed round completes.
         let plan = RoundPlan::new(&config, &roster).map_err(|e| e.to_string())?;
+        let graph = rehearse_graph(&config, &roster, rehearsal)?;
         let feasible = |drops: &BTreeMap<ClientId, DropPoint>| {
             ids.iter().all(|c| {
-                let live = plan
-                    .graph
+                let live = graph
                     .neighbours(*c)
                     .iter()
                     .filter(|j| !drops.contains_key(j))
@@ -254,7 +304,7 @@ fn run_once(p: &Params, seed: u64) -> Result<Outcome, String> {
     let start = Stamp::now();
     let mut server = ServerSession::new(config.clone(), &roster).map_err(|e| e.to_string())?;
     let mut server_time = start.elapsed();
-    let k = server.plan().graph.max_degree();
+    let k = server.plan().degree;
     let t = server.plan().threshold;
     let mut result = None;
     let mut per_stage: BTreeMap<Option<Stage>, Spent> = BTreeMap::new();
@@ -308,7 +358,7 @@ fn run_once(p: &Params, seed: u64) -> Result<Outcome, String> {
             match ev {
                 ServerEvent::Aggregated(a) => result = Some(Ok(a)),
                 ServerEvent::Aborted(e) => result = Some(Err(e)),
-                ServerEvent::StageClosed { .. } => {}
+                ServerEvent::StageClosed { .. } | ServerEvent::Misbehaved { .. } => {}
             }
         }
         if !moved {
@@ -336,7 +386,8 @@ fn run_once(p: &Params, seed: u64) -> Result<Outcome, String> {
     // Lower bound: the keystream the server must generate to unmask, and nothing
     // else: one self mask per survivor, one pairwise mask per (dropped, survivor) edge.
     let survivor_set: BTreeSet<ClientId> = survivors.iter().copied().collect();
-    let graph = &server.plan().graph;
+    let empty = medfl_secagg::graph::NeighbourGraph::harary(&[], 0, &[0; 32]);
+    let graph = server.graph().unwrap_or(&empty);
     let pairwise: usize = u2
         .iter()
         .filter(|d| !survivor_set.contains(d))
@@ -431,7 +482,7 @@ fn completion(p: &Params, rounds: u64, json: bool) {
                 continue;
             }
         };
-        k = sim.server.plan().graph.max_degree();
+        k = sim.server.plan().degree;
         t = sim.server.plan().threshold;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let inputs: BTreeMap<ClientId, Vec<u64>> = sim

@@ -3,8 +3,8 @@
 //! A [`ClientSession`] consumes [`ServerMessage`]s and produces
 //! [`ClientMessage`]s; it never touches a socket, a clock or the OS RNG. All
 //! randomness is drawn in [`ClientSession::new`] from the caller's RNG (two
-//! X25519 keys, the self-mask seed, and a seed for an internal ChaCha20 RNG
-//! used later for Shamir coefficients), so a session is a deterministic
+//! X25519 keys, the self-mask seed, a seed for an internal ChaCha20 RNG
+//! used later for Shamir coefficients, and the graph nonce), so a session is a deterministic
 //! function of that RNG and the messages it receives.
 //!
 //! Any invalid server message aborts the session: its secrets are dropped
@@ -23,8 +23,10 @@ use zeroize::Zeroizing;
 use crate::config::{ClientId, Roster, RoundPlan, SecAggConfig};
 use crate::crypto::{self, Agreement, SHARE_PLAINTEXT_LEN};
 use crate::error::SecAggError;
+use crate::graph::NeighbourGraph;
 use crate::message::{
-    AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareKind, Stage,
+    AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareCommitment,
+    ShareCommitments, ShareKind, Stage, TranscriptEntry,
 };
 use crate::packed::{self, PackedVector};
 use crate::prg::{self, MaskDomain, Seed, Sign};
@@ -65,8 +67,14 @@ type Partners = BTreeMap<ClientId, Agreement>;
 /// Shares we hold, by the neighbour who owns the secrets.
 type HeldByOwner = BTreeMap<ClientId, HeldShares>;
 
+/// The key transcript as a client holds it: `client -> (advert digest, nonce commitment)`.
+type Transcript = BTreeMap<ClientId, ([u8; 32], [u8; 32])>;
+
 enum ClientPhase {
-    AwaitingKeyRoster,
+    AwaitingTranscript,
+    AwaitingKeyRoster {
+        transcript: Transcript,
+    },
     AwaitingShares {
         peers: BTreeMap<ClientId, PeerKeys>,
     },
@@ -93,6 +101,12 @@ pub struct ClientSession {
     mask_secret: StaticSecret,
     share_secret: StaticSecret,
     self_seed: Seed,
+    nonce: [u8; 32],
+    /// Digest of our own signed advertisement: the key transcript must list exactly it.
+    own_advert: [u8; 32],
+    /// Hash of the key transcript we accepted; every later signature covers it.
+    key_transcript: [u8; 32],
+    graph: Option<NeighbourGraph>,
     rng: ChaCha20Rng,
     input: Option<Zeroizing<Vec<u64>>>,
     phase: ClientPhase,
@@ -133,6 +147,30 @@ impl ClientSession {
         rng.fill_bytes(&mut seed.0);
         let mut inner = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut inner[..]);
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        let mask_key = PublicKey::from(&mask_secret).to_bytes();
+        let share_key = PublicKey::from(&share_secret).to_bytes();
+        let nonce_commitment = crypto::nonce_commitment(&plan.session, id, &nonce);
+        let self_mask_commitment = crypto::self_mask_commitment(&plan.session, id, &seed);
+        let transcript = crypto::advertise_transcript(
+            &plan.session,
+            id,
+            &mask_key,
+            &share_key,
+            &nonce_commitment,
+            &self_mask_commitment,
+        );
+        let advert = AdvertiseKeys {
+            round: plan.config.round,
+            sender: id,
+            mask_key: mask_key.to_vec(),
+            share_key: share_key.to_vec(),
+            nonce_commitment: nonce_commitment.to_vec(),
+            self_mask_commitment: self_mask_commitment.to_vec(),
+            signature: crypto::sign(&identity, &transcript),
+        };
+        let own_advert = crypto::advert_digest(&plan.session, &advert);
         let mut session = Self {
             rng: ChaCha20Rng::from_seed(*inner),
             plan,
@@ -141,23 +179,17 @@ impl ClientSession {
             mask_secret,
             share_secret,
             self_seed: seed,
+            nonce,
+            own_advert,
+            key_transcript: [0u8; 32],
+            graph: None,
             input: None,
-            phase: ClientPhase::AwaitingKeyRoster,
+            phase: ClientPhase::AwaitingTranscript,
             outgoing: VecDeque::new(),
         };
-        let mask_key = PublicKey::from(&session.mask_secret).to_bytes();
-        let share_key = PublicKey::from(&session.share_secret).to_bytes();
-        let transcript =
-            crypto::advertise_transcript(&session.plan.session, id, &mask_key, &share_key);
         session
             .outgoing
-            .push_back(ClientMessage::AdvertiseKeys(AdvertiseKeys {
-                round: session.plan.config.round,
-                sender: id,
-                mask_key: mask_key.to_vec(),
-                share_key: share_key.to_vec(),
-                signature: crypto::sign(&session.identity, &transcript),
-            }));
+            .push_back(ClientMessage::AdvertiseKeys(advert));
         Ok(session)
     }
 
@@ -166,15 +198,21 @@ impl ClientSession {
         self.id
     }
 
-    /// The plan (graph, threshold, session tag) this client derived.
+    /// The plan (degree, threshold, session tag) this client derived.
     pub fn plan(&self) -> &RoundPlan {
         &self.plan
+    }
+
+    /// The neighbour graph, once every nonce is revealed and checked (`None` before).
+    pub fn graph(&self) -> Option<&NeighbourGraph> {
+        self.graph.as_ref()
     }
 
     /// Current protocol position.
     pub fn status(&self) -> ClientStatus {
         match &self.phase {
-            ClientPhase::AwaitingKeyRoster => ClientStatus::Waiting(Stage::AdvertiseKeys),
+            ClientPhase::AwaitingTranscript => ClientStatus::Waiting(Stage::AdvertiseKeys),
+            ClientPhase::AwaitingKeyRoster { .. } => ClientStatus::Waiting(Stage::RevealNonces),
             ClientPhase::AwaitingShares { .. } => ClientStatus::Waiting(Stage::ShareKeys),
             ClientPhase::ReadyToMask { .. } => ClientStatus::NeedsInput,
             ClientPhase::AwaitingSurvivors { .. } => ClientStatus::Waiting(Stage::MaskedInput),
@@ -246,7 +284,8 @@ impl ClientSession {
 
     fn expected_stage(&self) -> Stage {
         match &self.phase {
-            ClientPhase::AwaitingKeyRoster => Stage::AdvertiseKeys,
+            ClientPhase::AwaitingTranscript => Stage::AdvertiseKeys,
+            ClientPhase::AwaitingKeyRoster { .. } => Stage::RevealNonces,
             ClientPhase::AwaitingShares { .. } => Stage::ShareKeys,
             ClientPhase::ReadyToMask { .. } | ClientPhase::AwaitingSurvivors { .. } => {
                 Stage::MaskedInput
@@ -257,18 +296,29 @@ impl ClientSession {
 
     fn process(&mut self, msg: ServerMessage) -> Result<(), SecAggError> {
         msg.validate(&self.plan)?;
-        let phase = std::mem::replace(&mut self.phase, ClientPhase::AwaitingKeyRoster);
+        let phase = std::mem::replace(&mut self.phase, ClientPhase::AwaitingTranscript);
         let (phase, result) = match (phase, msg) {
-            (ClientPhase::AwaitingKeyRoster, ServerMessage::KeyRoster { keys, .. }) => {
-                match self.on_key_roster(&keys) {
-                    Ok(peers) => (ClientPhase::AwaitingShares { peers }, Ok(())),
-                    Err(e) => (ClientPhase::AwaitingKeyRoster, Err(e)),
+            (ClientPhase::AwaitingTranscript, ServerMessage::KeyTranscript { entries, .. }) => {
+                match self.on_key_transcript(&entries) {
+                    Ok(transcript) => (ClientPhase::AwaitingKeyRoster { transcript }, Ok(())),
+                    Err(e) => (ClientPhase::AwaitingTranscript, Err(e)),
                 }
             }
             (
+                ClientPhase::AwaitingKeyRoster { transcript },
+                ServerMessage::KeyRoster { nonces, keys, .. },
+            ) => match self.on_key_roster(&transcript, &nonces, &keys) {
+                Ok(peers) => (ClientPhase::AwaitingShares { peers }, Ok(())),
+                Err(e) => (ClientPhase::AwaitingKeyRoster { transcript }, Err(e)),
+            },
+            (
                 ClientPhase::AwaitingShares { peers },
-                ServerMessage::ForwardShares { shares, .. },
-            ) => match self.on_forwarded_shares(&peers, &shares) {
+                ServerMessage::ForwardShares {
+                    shares,
+                    commitments,
+                    ..
+                },
+            ) => match self.on_forwarded_shares(&peers, &shares, &commitments) {
                 Ok((partners, held)) => (ClientPhase::ReadyToMask { partners, held }, Ok(())),
                 Err(e) => (ClientPhase::AwaitingShares { peers }, Err(e)),
             },
@@ -306,12 +356,81 @@ impl ClientSession {
         self.try_mask()
     }
 
-    /// Verifies neighbours' advertisements and sends them our shares.
+    /// Checks the key transcript lists our own advertisement, then reveals our nonce.
+    ///
+    /// The transcript fixes every advertisement (and so every nonce commitment) of this
+    /// attempt before any honest nonce is known; the graph seed depends on all of them.
+    fn on_key_transcript(
+        &mut self,
+        entries: &[TranscriptEntry],
+    ) -> Result<Transcript, SecAggError> {
+        let mut transcript = Transcript::new();
+        for e in entries {
+            let advert = crypto::array32(&e.advert, "advert digest")?;
+            let commitment = crypto::array32(&e.nonce_commitment, "nonce_commitment")?;
+            transcript.insert(e.client, (advert, commitment));
+        }
+        let own_commitment = crypto::nonce_commitment(&self.plan.session, self.id, &self.nonce);
+        if transcript.get(&self.id) != Some(&(self.own_advert, own_commitment)) {
+            return Err(SecAggError::KeyTranscriptMismatch(self.id));
+        }
+        let need = self.plan.min_survivors;
+        if transcript.len() < need {
+            return Err(SecAggError::TooFewSurvivors {
+                stage: Stage::AdvertiseKeys,
+                got: transcript.len(),
+                need,
+            });
+        }
+        self.key_transcript = crypto::key_transcript_hash(&self.plan.session, entries);
+        self.outgoing.push_back(ClientMessage::RevealNonce {
+            round: self.plan.config.round,
+            nonce: self.nonce.to_vec(),
+        });
+        Ok(transcript)
+    }
+
+    /// Checks every nonce against its commitment, derives the graph, verifies the neighbours'
+    /// advertisements against the transcript, and deals our shares to them.
     fn on_key_roster(
         &mut self,
+        transcript: &Transcript,
+        nonces: &[(ClientId, Vec<u8>)],
         keys: &[AdvertiseKeys],
     ) -> Result<BTreeMap<ClientId, PeerKeys>, SecAggError> {
-        let neighbours = self.plan.graph.neighbours(self.id);
+        // A nonce from every member and no one else: a server that drops a nonce it dislikes
+        // (to try another graph) stops the attempt instead.
+        let mut revealed = Vec::with_capacity(transcript.len());
+        let mut given = nonces.iter();
+        for (&client, (_, commitment)) in transcript {
+            let Some((id, nonce)) = given.next() else {
+                return Err(SecAggError::MissingNonce(client));
+            };
+            if *id != client {
+                return Err(if *id > client {
+                    SecAggError::MissingNonce(client)
+                } else {
+                    SecAggError::KeyTranscriptMismatch(*id)
+                });
+            }
+            let nonce = crypto::array32(nonce, "nonce")?;
+            if crypto::nonce_commitment(&self.plan.session, client, &nonce) != *commitment {
+                return Err(SecAggError::BadNonce(client));
+            }
+            revealed.push((client, nonce));
+        }
+        if let Some((extra, _)) = given.next() {
+            return Err(SecAggError::KeyTranscriptMismatch(*extra));
+        }
+        let seed = crypto::graph_seed(&self.plan.session, &self.key_transcript, &revealed);
+        let graph = self.plan.graph(&seed);
+        let neighbours: BTreeSet<ClientId> = graph
+            .neighbours(self.id)
+            .iter()
+            .copied()
+            .filter(|j| transcript.contains_key(j))
+            .collect();
+        self.graph = Some(graph);
         let mut peers = BTreeMap::new();
         for adv in keys {
             if !neighbours.contains(&adv.sender) {
@@ -323,6 +442,10 @@ impl ClientSession {
             if peers.contains_key(&adv.sender) {
                 return Err(SecAggError::Duplicate(adv.sender));
             }
+            let listed = transcript.get(&adv.sender).map(|(digest, _)| digest);
+            if listed != Some(&crypto::advert_digest(&self.plan.session, adv)) {
+                return Err(SecAggError::KeyTranscriptMismatch(adv.sender));
+            }
             let vk = self
                 .plan
                 .roster
@@ -330,17 +453,22 @@ impl ClientSession {
                 .ok_or(SecAggError::UnknownClient(adv.sender))?;
             let mask = crypto::parse_public_key(&adv.mask_key, "mask_key")?;
             let share = crypto::parse_public_key(&adv.share_key, "share_key")?;
-            let transcript = crypto::advertise_transcript(
+            let signed = crypto::advertise_transcript(
                 &self.plan.session,
                 adv.sender,
                 mask.as_bytes(),
                 share.as_bytes(),
+                &crypto::array32(&adv.nonce_commitment, "nonce_commitment")?,
+                &crypto::array32(&adv.self_mask_commitment, "self_mask_commitment")?,
             );
-            crypto::verify(vk, adv.sender, &transcript, &adv.signature)?;
+            crypto::verify(vk, adv.sender, &signed, &adv.signature)?;
             // Agreeing is the contributory-key check (a small-order key fails it).
             let mask = crypto::agree(&self.mask_secret, &mask, adv.sender)?;
             let share = crypto::agree(&self.share_secret, &share, adv.sender)?;
             peers.insert(adv.sender, PeerKeys { mask, share });
+        }
+        if let Some(&missing) = neighbours.iter().find(|j| !peers.contains_key(j)) {
+            return Err(SecAggError::MissingAdvertisement(missing));
         }
         let t = self.plan.threshold;
         if peers.len() < t {
@@ -355,37 +483,101 @@ impl ClientSession {
         let mask_bytes = Zeroizing::new(self.mask_secret.to_bytes());
         let key_shares = shamir::split_secret(&mask_bytes, t, &holders, &mut self.rng);
         let mut out = Vec::with_capacity(holders.len());
+        let mut entries = Vec::with_capacity(holders.len());
+        let session = self.plan.session;
         for ((holder, s), c) in holders.iter().zip(&self_shares).zip(&key_shares) {
+            let (s, c) = (s.to_bytes(), c.to_bytes());
             let mut pt = Zeroizing::new(Vec::with_capacity(SHARE_PLAINTEXT_LEN));
             pt.extend_from_slice(&self.id.0.to_le_bytes());
             pt.extend_from_slice(&holder.0.to_le_bytes());
-            pt.extend_from_slice(&s.to_bytes()[..]);
-            pt.extend_from_slice(&c.to_bytes()[..]);
-            let ciphertext = crypto::seal_share_with(
-                &self.plan.session,
-                &peers[holder].share,
-                self.id,
-                *holder,
-                &pt,
-            )?;
+            pt.extend_from_slice(&s[..]);
+            pt.extend_from_slice(&c[..]);
+            let ciphertext =
+                crypto::seal_share_with(&session, &peers[holder].share, self.id, *holder, &pt)?;
             out.push(EncryptedShare {
                 peer: *holder,
                 ciphertext,
             });
+            entries.push(ShareCommitment {
+                holder: *holder,
+                self_mask: crypto::share_commitment(
+                    &session,
+                    self.id,
+                    *holder,
+                    ShareKind::SelfMask,
+                    &s,
+                )
+                .to_vec(),
+                mask_key: crypto::share_commitment(
+                    &session,
+                    self.id,
+                    *holder,
+                    ShareKind::MaskKey,
+                    &c,
+                )
+                .to_vec(),
+            });
         }
+        let signed =
+            crypto::share_commitments_transcript(&session, &self.key_transcript, self.id, &entries);
         self.outgoing.push_back(ClientMessage::ShareKeys {
             round: self.plan.config.round,
             shares: out,
+            commitments: ShareCommitments {
+                dealer: self.id,
+                entries,
+                signature: crypto::sign(&self.identity, &signed),
+            },
         });
         Ok(peers)
     }
 
     /// Decrypts the shares neighbours sent us; they become our mask partners.
+    ///
+    /// Each share must match the commitment its dealer signed (and the server will judge our
+    /// revealed share against): if it does not, the dealer cheated and we stop here, naming it.
     fn on_forwarded_shares(
         &self,
         peers: &BTreeMap<ClientId, PeerKeys>,
         shares: &[EncryptedShare],
+        commitments: &[ShareCommitments],
     ) -> Result<(Partners, HeldByOwner), SecAggError> {
+        let mut lists: BTreeMap<ClientId, &ShareCommitments> = BTreeMap::new();
+        for c in commitments {
+            if !peers.contains_key(&c.dealer) {
+                return Err(SecAggError::NotANeighbour {
+                    of: self.id,
+                    peer: c.dealer,
+                });
+            }
+            if lists.insert(c.dealer, c).is_some() {
+                return Err(SecAggError::Duplicate(c.dealer));
+            }
+        }
+        let signed: Vec<(ClientId, Vec<u8>)> = lists
+            .values()
+            .map(|c| {
+                let t = crypto::share_commitments_transcript(
+                    &self.plan.session,
+                    &self.key_transcript,
+                    c.dealer,
+                    &c.entries,
+                );
+                (c.dealer, t)
+            })
+            .collect();
+        let mut items = Vec::with_capacity(signed.len());
+        for ((dealer, t), c) in signed.iter().zip(lists.values()) {
+            let vk = self
+                .plan
+                .roster
+                .get(dealer)
+                .ok_or(SecAggError::UnknownClient(*dealer))?;
+            items.push((*dealer, vk, t.as_slice(), c.signature.as_slice()));
+        }
+        if !items.is_empty() {
+            crypto::verify_all(&items)?;
+        }
         let mut held = BTreeMap::new();
         let mut partners = BTreeMap::new();
         for enc in shares {
@@ -410,8 +602,32 @@ impl ClientSession {
             {
                 return Err(SecAggError::DecryptionFailed(sender));
             }
-            let self_mask = SecretShare::from_bytes(self.id, &pt[8..8 + SHARE_BYTES])?;
-            let mask_key = SecretShare::from_bytes(self.id, &pt[8 + SHARE_BYTES..])?;
+            let list = lists
+                .get(&sender)
+                .ok_or(SecAggError::MissingCommitment(sender))?;
+            let entry = list
+                .entries
+                .binary_search_by_key(&self.id, |e| e.holder)
+                .map(|i| &list.entries[i])
+                .map_err(|_| SecAggError::MissingCommitment(sender))?;
+            let s_bytes: &[u8; SHARE_BYTES] = (&pt[8..8 + SHARE_BYTES])
+                .try_into()
+                .map_err(|_| SecAggError::DecryptionFailed(sender))?;
+            let c_bytes: &[u8; SHARE_BYTES] = (&pt[8 + SHARE_BYTES..])
+                .try_into()
+                .map_err(|_| SecAggError::DecryptionFailed(sender))?;
+            let session = &self.plan.session;
+            let ok_s =
+                crypto::share_commitment(session, sender, self.id, ShareKind::SelfMask, s_bytes)
+                    == entry.self_mask[..];
+            let ok_c =
+                crypto::share_commitment(session, sender, self.id, ShareKind::MaskKey, c_bytes)
+                    == entry.mask_key[..];
+            if !(ok_s && ok_c) {
+                return Err(SecAggError::BadDealing(sender));
+            }
+            let self_mask = SecretShare::from_bytes(self.id, s_bytes)?;
+            let mask_key = SecretShare::from_bytes(self.id, c_bytes)?;
             held.insert(
                 sender,
                 HeldShares {
@@ -441,7 +657,7 @@ impl ClientSession {
             return Ok(());
         };
         let ClientPhase::ReadyToMask { partners, held } =
-            std::mem::replace(&mut self.phase, ClientPhase::AwaitingKeyRoster)
+            std::mem::replace(&mut self.phase, ClientPhase::AwaitingTranscript)
         else {
             return Err(SecAggError::Internal("phase changed while masking"));
         };
@@ -493,22 +709,33 @@ impl ClientSession {
         if survivors.binary_search(&self.id).is_err() {
             return Err(SecAggError::Excluded(self.id));
         }
-        let t = self.plan.threshold;
-        if survivors.len() < t {
+        // The DP noise is calibrated for this many survivors; a smaller set would leave each
+        // input with less noise than promised (and is what isolating a victim looks like).
+        let need = self.plan.min_survivors;
+        if survivors.len() < need {
             return Err(SecAggError::TooFewSurvivors {
                 stage: Stage::MaskedInput,
                 got: survivors.len(),
-                need: t,
+                need,
             });
         }
-        let neighbours = self.plan.graph.neighbours(self.id);
+        let graph = self
+            .graph
+            .as_ref()
+            .ok_or(SecAggError::Internal("survivor set before the graph"))?;
+        let neighbours = graph.neighbours(self.id);
         if let Some(&j) = survivors
             .iter()
             .find(|j| neighbours.contains(j) && !held.contains_key(j))
         {
             return Err(SecAggError::InconsistentSurvivorSet(j));
         }
-        let transcript = crypto::consistency_transcript(&self.plan.session, self.id, survivors);
+        let transcript = crypto::consistency_transcript(
+            &self.plan.session,
+            &self.key_transcript,
+            self.id,
+            survivors,
+        );
         self.outgoing
             .push_back(ClientMessage::ConsistencySignature {
                 round: self.plan.config.round,
@@ -542,7 +769,12 @@ impl ClientSession {
             transcripts.push((
                 *signer,
                 vk,
-                crypto::consistency_transcript(&self.plan.session, *signer, survivors),
+                crypto::consistency_transcript(
+                    &self.plan.session,
+                    &self.key_transcript,
+                    *signer,
+                    survivors,
+                ),
             ));
         }
         let items: Vec<_> = transcripts

@@ -1,10 +1,11 @@
 //! Round parameters, client identities, and the resolved per-round plan.
 //!
 //! [`SecAggConfig`] is what a deployment chooses; [`RoundPlan`] is what both
-//! sides derive from it plus the roster: the neighbour graph, the effective
-//! degree `k` and threshold `t`, and a session tag that every signature, key
-//! derivation and associated-data string binds, so that nothing produced for
-//! one round (or one parameter set) is accepted in another.
+//! sides derive from it plus the roster: the effective degree `k`, threshold `t`
+//! and survivor minimum, and a session tag that every signature, key derivation
+//! and associated-data string binds, so that nothing produced for one round (or
+//! one parameter set, or one caller context) is accepted in another. The
+//! neighbour graph itself is fixed later, by the clients' nonces.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,8 +52,19 @@ pub struct SecAggConfig {
     /// Shamir threshold `t` within each neighbourhood; `None` picks `floor(deg/2)+1`,
     /// where `deg` is the graph degree (`k`, or `k+1` when `k` and `N` are both odd).
     pub threshold: Option<usize>,
-    /// Public seed that places clients on the ring of the neighbour graph.
+    /// Public context mixed into the neighbour-graph seed. The seed itself comes from the
+    /// clients' commit-reveal (see [`crate::graph`]), so whoever picks this value cannot steer
+    /// the graph with it.
     pub graph_seed: [u8; 32],
+    /// What this attempt belongs to, bound into the session tag and so into every signature,
+    /// key derivation and commitment: the agent puts the hash of the genesis, the agreement,
+    /// the round number and the attempt number here, so nothing from another consortium,
+    /// round or attempt verifies in this one.
+    pub context: [u8; 32],
+    /// Fewest survivors a client accepts: no client signs a survivor set, or reveals a
+    /// share, for fewer inputs than this. The distributed DP noise is calibrated for this many
+    /// survivors. Values below the Shamir threshold are raised to it.
+    pub min_survivors: usize,
 }
 
 impl SecAggConfig {
@@ -65,6 +77,8 @@ impl SecAggConfig {
             neighbours: None,
             threshold: None,
             graph_seed: [0u8; 32],
+            context: [0u8; 32],
+            min_survivors: 0,
         }
     }
 }
@@ -89,16 +103,24 @@ pub fn default_degree(n: usize) -> usize {
 }
 
 /// Parameters resolved against the roster; both client and server build the same plan.
+///
+/// The neighbour graph is not part of the plan: its seed is only known once every client has
+/// revealed its nonce ([`RoundPlan::graph`] builds it then). Its degree is known now, because
+/// a Harary graph's degree does not depend on the seed.
 #[derive(Clone)]
 pub struct RoundPlan {
     /// The configuration this plan came from.
     pub config: SecAggConfig,
     /// Members and their identity keys.
     pub roster: Roster,
-    /// Who shares keys and masks with whom.
-    pub graph: NeighbourGraph,
+    /// Requested graph degree `k` (the graph has degree `k`, or `k+1` when `k` and `N` are odd).
+    pub neighbours: usize,
+    /// Degree of every vertex of the neighbour graph.
+    pub degree: usize,
     /// Shamir threshold within a neighbourhood.
     pub threshold: usize,
+    /// Fewest survivors any client accepts: `max(config.min_survivors, threshold)`.
+    pub min_survivors: usize,
     /// `2^b - 1`, the mask that reduces a `u64` into `Z_{2^b}`.
     pub modulus_mask: u64,
     /// Hash of every public parameter; domain-separates this round from all others.
@@ -126,7 +148,7 @@ impl fmt::Debug for RoundPlan {
         f.debug_struct("RoundPlan")
             .field("round", &self.config.round)
             .field("clients", &self.roster.len())
-            .field("degree", &self.graph.min_degree())
+            .field("degree", &self.degree)
             .field("threshold", &self.threshold)
             .finish_non_exhaustive()
     }
@@ -157,32 +179,39 @@ impl RoundPlan {
         if k == 0 || k > n - 1 {
             return Err(SecAggError::InvalidConfig("neighbours must be in 1..=N-1"));
         }
-        let ids: Vec<ClientId> = roster.keys().copied().collect();
-        let graph = NeighbourGraph::harary(&ids, k, &config.graph_seed);
-        // The graph is regular; its degree is k, or k+1 when k and N are both odd.
-        let degree = graph.min_degree();
+        // The Harary graph is regular whatever its seed; its degree is k, or k+1 when k and N
+        // are both odd (see `NeighbourGraph::harary`).
+        let degree = if k % 2 == 1 && n % 2 == 1 { k + 1 } else { k };
         let t = config.threshold.unwrap_or(degree / 2 + 1);
-        if t == 0 || t <= graph.max_degree() / 2 || t > degree {
+        if t == 0 || t <= degree / 2 || t > degree {
             return Err(SecAggError::InvalidConfig(
                 "threshold must satisfy degree/2 < t <= degree",
             ));
         }
+        if config.min_survivors > n {
+            return Err(SecAggError::InvalidConfig(
+                "min_survivors must not exceed the roster size",
+            ));
+        }
+        let min_survivors = config.min_survivors.max(t);
         let modulus_mask = if config.bits == 64 {
             u64::MAX
         } else {
             (1u64 << config.bits) - 1
         };
         let mut h = Sha256::new();
-        // v2: masks are expanded with AES-256-CTR (v1 used ChaCha20). Every
-        // signature and key derivation binds this tag, so a v1 peer fails loudly
-        // at the first signature check instead of corrupting the sum.
-        h.update(b"medfl-secagg/v2/session");
+        // v3: commit-reveal graph seed, key transcript, share commitments (v2 had none; v1
+        // expanded masks with ChaCha20). Every signature and key derivation binds this tag, so
+        // an older peer fails loudly at the first signature check instead of corrupting the sum.
+        h.update(b"medfl-secagg/v3/session");
         h.update(config.round.to_le_bytes());
         h.update(config.bits.to_le_bytes());
         h.update((config.vector_len as u64).to_le_bytes());
         h.update((k as u64).to_le_bytes());
         h.update((t as u64).to_le_bytes());
         h.update(config.graph_seed);
+        h.update(config.context);
+        h.update((min_survivors as u64).to_le_bytes());
         h.update((n as u64).to_le_bytes());
         for (id, vk) in roster {
             h.update(id.0.to_le_bytes());
@@ -192,11 +221,19 @@ impl RoundPlan {
         Ok(Self {
             config: config.clone(),
             roster: roster.clone(),
-            graph,
+            neighbours: k,
+            degree,
             threshold: t,
+            min_survivors,
             modulus_mask,
             session,
         })
+    }
+
+    /// The neighbour graph for a graph seed (see [`crate::crypto::graph_seed`]).
+    pub fn graph(&self, seed: &[u8; 32]) -> NeighbourGraph {
+        let ids: Vec<ClientId> = self.roster.keys().copied().collect();
+        NeighbourGraph::harary(&ids, self.neighbours, seed)
     }
 
     /// Errors unless `id` is a roster member.
@@ -243,7 +280,7 @@ mod tests {
         // is a neighbour of the same client.
         for n in [10u32, 20, 50, 100] {
             let plan = RoundPlan::new(&SecAggConfig::new(1, 4), &roster(n)).unwrap();
-            let margin = plan.graph.min_degree() - plan.threshold;
+            let margin = plan.degree - plan.threshold;
             assert!(margin >= n as usize / 10, "n={n}: margin {margin}");
         }
     }

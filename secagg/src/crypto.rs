@@ -15,13 +15,15 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::config::ClientId;
 use crate::error::SecAggError;
+use crate::message::{AdvertiseKeys, ShareCommitment, ShareKind, TranscriptEntry};
 use crate::prg::Seed;
+use crate::shamir::SHARE_BYTES;
 
 /// Length of an encrypted share: 4+4 id bytes, two 64-byte shares, 16-byte tag.
 pub const SHARE_CIPHERTEXT_LEN: usize = SHARE_PLAINTEXT_LEN + 16;
@@ -210,31 +212,172 @@ pub fn open_share_with(
     .map_err(|_| SecAggError::DecryptionFailed(sender))
 }
 
-/// Bytes signed when advertising keys: session, sender and both public keys.
+/// Bytes signed when advertising keys: session, sender, both public keys and both commitments.
 pub fn advertise_transcript(
     session: &[u8; 32],
     sender: ClientId,
     mask_key: &[u8; 32],
     share_key: &[u8; 32],
+    nonce_commitment: &[u8; 32],
+    self_mask_commitment: &[u8; 32],
 ) -> Vec<u8> {
-    let mut t = Vec::with_capacity(128);
-    t.extend_from_slice(b"medfl-secagg/v1/advertise");
+    let mut t = Vec::with_capacity(192);
+    t.extend_from_slice(b"medfl-secagg/v3/advertise");
     t.extend_from_slice(session);
     t.extend_from_slice(&sender.0.to_le_bytes());
     t.extend_from_slice(mask_key);
     t.extend_from_slice(share_key);
+    t.extend_from_slice(nonce_commitment);
+    t.extend_from_slice(self_mask_commitment);
     t
 }
 
-/// Bytes signed in the consistency check: session, signer and the survivor set.
+fn tagged_hash(label: &[u8], session: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label);
+    h.update(session);
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// `H(session, client, nonce)`: the commitment to the nonce a client reveals for the graph seed.
+pub fn nonce_commitment(session: &[u8; 32], client: ClientId, nonce: &[u8; 32]) -> [u8; 32] {
+    tagged_hash(
+        b"medfl-secagg/v3/nonce-commitment",
+        session,
+        &[&client.0.to_le_bytes(), nonce],
+    )
+}
+
+/// `H(session, client, b)`: the commitment to a client's self-mask seed `b`.
+///
+/// `b` is 256 uniform bits, so the hash hides it; it lets the server tell a dealer who shared
+/// a polynomial that does not open to `b` from an honest one.
+pub fn self_mask_commitment(session: &[u8; 32], client: ClientId, seed: &Seed) -> [u8; 32] {
+    tagged_hash(
+        b"medfl-secagg/v3/self-mask-commitment",
+        session,
+        &[&client.0.to_le_bytes(), &seed.0],
+    )
+}
+
+/// Digest of a signed advertisement (every field, the signature included), for the key
+/// transcript. Callers pass a validated advertisement (fixed-length fields).
+pub fn advert_digest(session: &[u8; 32], adv: &AdvertiseKeys) -> [u8; 32] {
+    tagged_hash(
+        b"medfl-secagg/v3/advert-digest",
+        session,
+        &[
+            &adv.round.to_le_bytes(),
+            &adv.sender.0.to_le_bytes(),
+            &adv.mask_key,
+            &adv.share_key,
+            &adv.nonce_commitment,
+            &adv.self_mask_commitment,
+            &adv.signature,
+        ],
+    )
+}
+
+/// Hash of the key transcript: every accepted advertisement's digest and nonce commitment,
+/// in client order. Every consistency signature covers it. Entries are validated (32-byte
+/// fields), so the concatenation is unambiguous.
+pub fn key_transcript_hash(session: &[u8; 32], entries: &[TranscriptEntry]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medfl-secagg/v3/key-transcript");
+    h.update(session);
+    h.update((entries.len() as u64).to_le_bytes());
+    for e in entries {
+        h.update(e.client.0.to_le_bytes());
+        h.update(&e.advert);
+        h.update(&e.nonce_commitment);
+    }
+    h.finalize().into()
+}
+
+/// The neighbour-graph seed: `H(session, key transcript, every revealed nonce)`, nonces in
+/// client order. Each honest client's nonce was hidden when the transcript was fixed.
+pub fn graph_seed(
+    session: &[u8; 32],
+    key_transcript: &[u8; 32],
+    nonces: &[(ClientId, [u8; 32])],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medfl-secagg/v3/graph-seed");
+    h.update(session);
+    h.update(key_transcript);
+    h.update((nonces.len() as u64).to_le_bytes());
+    for (id, nonce) in nonces {
+        h.update(id.0.to_le_bytes());
+        h.update(nonce);
+    }
+    h.finalize().into()
+}
+
+/// `H(session, dealer, holder, kind, share)`: a dealer's commitment to one share it dealt.
+///
+/// A share is a uniformly random field element pair whenever `t >= 2` (and the secret's own
+/// encoding when `t = 1`, which the seed commitment already binds), so the hash hides it.
+pub fn share_commitment(
+    session: &[u8; 32],
+    dealer: ClientId,
+    holder: ClientId,
+    kind: ShareKind,
+    share: &[u8; SHARE_BYTES],
+) -> [u8; 32] {
+    let kind = match kind {
+        ShareKind::SelfMask => [0u8],
+        ShareKind::MaskKey => [1u8],
+    };
+    tagged_hash(
+        b"medfl-secagg/v3/share-commitment",
+        session,
+        &[
+            &dealer.0.to_le_bytes(),
+            &holder.0.to_le_bytes(),
+            &kind,
+            share,
+        ],
+    )
+}
+
+/// Bytes a dealer signs over its share commitments: session, key transcript, dealer, entries.
+pub fn share_commitments_transcript(
+    session: &[u8; 32],
+    key_transcript: &[u8; 32],
+    dealer: ClientId,
+    entries: &[ShareCommitment],
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(112 + 68 * entries.len());
+    t.extend_from_slice(b"medfl-secagg/v3/share-commitments");
+    t.extend_from_slice(session);
+    t.extend_from_slice(key_transcript);
+    t.extend_from_slice(&dealer.0.to_le_bytes());
+    t.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for e in entries {
+        t.extend_from_slice(&e.holder.0.to_le_bytes());
+        t.extend_from_slice(&e.self_mask);
+        t.extend_from_slice(&e.mask_key);
+    }
+    t
+}
+
+/// Bytes signed in the consistency check: session, key transcript, signer, survivor set.
+///
+/// Binding the key transcript (the digests of every advertisement of this attempt, with
+/// their fresh keys) makes a signature from any other attempt of the same session useless.
 pub fn consistency_transcript(
     session: &[u8; 32],
+    key_transcript: &[u8; 32],
     signer: ClientId,
     survivors: &[ClientId],
 ) -> Vec<u8> {
-    let mut t = Vec::with_capacity(80 + 4 * survivors.len());
-    t.extend_from_slice(b"medfl-secagg/v1/consistency");
+    let mut t = Vec::with_capacity(112 + 4 * survivors.len());
+    t.extend_from_slice(b"medfl-secagg/v3/consistency");
     t.extend_from_slice(session);
+    t.extend_from_slice(key_transcript);
     t.extend_from_slice(&signer.0.to_le_bytes());
     t.extend_from_slice(&(survivors.len() as u64).to_le_bytes());
     for s in survivors {
@@ -290,6 +433,15 @@ pub fn verify_all(items: &[(ClientId, &VerifyingKey, &[u8], &[u8])]) -> Result<(
         verify(key, *signer, transcript, sig)?;
     }
     Ok(())
+}
+
+/// Reads a 32-byte field (a digest, nonce or commitment).
+pub fn array32(bytes: &[u8], field: &'static str) -> Result<[u8; 32], SecAggError> {
+    bytes.try_into().map_err(|_| SecAggError::Malformed {
+        field,
+        expected: 32,
+        got: bytes.len(),
+    })
 }
 
 /// Parses a 32-byte X25519 public key field.

@@ -121,10 +121,39 @@ pub enum SecAggError {
         /// Threshold.
         need: usize,
     },
-    /// Shares of one secret do not lie on a single polynomial of the agreed degree,
-    /// or rebuild a key that does not match its advertised public key.
-    #[error("shares of client {0}'s secret are inconsistent")]
+    /// Shares of one secret do not lie on a single polynomial of the agreed degree, or rebuild
+    /// a seed or key that does not match the owner's commitment. Every share was first checked
+    /// against the owner's signed share commitments, so the owner (the dealer) is the culprit.
+    #[error("shares of client {0}'s secret are inconsistent (client {0} dealt them)")]
     InconsistentShares(ClientId),
+    /// The key transcript the server sent misstates (or leaves out) a client's advertisement.
+    #[error("the key transcript misstates the advertisement of client {0}")]
+    KeyTranscriptMismatch(ClientId),
+    /// A member of the key transcript revealed no nonce, so the graph seed cannot be derived.
+    #[error("client {0} of the key transcript revealed no nonce")]
+    MissingNonce(ClientId),
+    /// A revealed nonce does not match the commitment in the advertisement.
+    #[error("the nonce of client {0} does not match its commitment")]
+    BadNonce(ClientId),
+    /// The key roster lacks the advertisement of a neighbour listed in the key transcript.
+    #[error("the key roster lacks the advertisement of neighbour {0}")]
+    MissingAdvertisement(ClientId),
+    /// Shares arrived from a client without its signed list of share commitments.
+    #[error("no signed share commitments from client {0}")]
+    MissingCommitment(ClientId),
+    /// A dealer's encrypted share does not match the commitment it signed: the dealer cheated.
+    #[error("client {0} dealt a share that does not match its signed commitment")]
+    BadDealing(ClientId),
+    /// A revealed share does not match the dealer's signed commitment: the holder cheated.
+    #[error(
+        "client {holder} revealed a share of client {owner}'s secret that its dealer never dealt"
+    )]
+    BadShare {
+        /// The client that revealed the wrong share (the culprit).
+        holder: ClientId,
+        /// Whose secret the share claims to be of.
+        owner: ClientId,
+    },
     /// The input vector has the wrong length.
     #[error("input has length {got}, expected {expected}")]
     InputLength {

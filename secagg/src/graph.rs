@@ -13,8 +13,8 @@
 //!   neighbours (or the round aborts), every surviving input is masked against
 //!   at least `t` other survivors and hides inside a sum of at least `t+1`
 //!   inputs.
-//! * **Determinism.** Every party derives the same graph from public data, with
-//!   no extra round trip; the hash ordering (rather than id order) makes the
+//! * **Determinism.** Every party derives the same graph from the revealed
+//!   nonces; the hash ordering (rather than id order) makes the
 //!   neighbourhoods unrelated to how ids were assigned.
 //! * **Exact degree.** Every vertex has degree exactly `k` (or `k+1` when both
 //!   `k` and `N` are odd, where a `k`-regular graph cannot exist), so cost per
@@ -23,8 +23,10 @@
 //! With `k = N-1` this is the complete graph: classic SecAgg.
 //!
 //! Bell et al. analyse an Erdős–Rényi graph chosen after the adversary commits
-//! to its corruptions; the seed should likewise come from a source the server
-//! cannot steer (e.g. a ledger-committed beacon) for that argument to carry over.
+//! to its corruptions. Here the seed is likewise out of the server's reach: it is
+//! `H(session, key transcript, every client's nonce)` ([`crate::crypto::graph_seed`]),
+//! each nonce committed to in a signed advertisement before any is revealed, and
+//! every client checks the nonces and derives the graph itself (see the crate docs).
 
 use std::collections::{BTreeMap, BTreeSet};
 

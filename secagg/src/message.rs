@@ -16,11 +16,13 @@ use crate::error::SecAggError;
 use crate::packed::PackedVector;
 use crate::shamir::SHARE_BYTES;
 
-/// The five protocol stages, in order.
+/// The six protocol stages, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Stage {
-    /// Clients publish signed X25519 public keys.
+    /// Clients publish signed X25519 public keys and commitments to a nonce and a self-mask seed.
     AdvertiseKeys,
+    /// Clients, shown the key transcript, reveal the nonces that seed the neighbour graph.
+    RevealNonces,
     /// Clients send encrypted Shamir shares to their neighbours via the server.
     ShareKeys,
     /// Clients send their masked inputs.
@@ -31,7 +33,7 @@ pub enum Stage {
     Unmask,
 }
 
-/// Signed advertisement of a client's two X25519 public keys.
+/// Signed advertisement of a client's two X25519 public keys and two commitments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdvertiseKeys {
     /// Round id.
@@ -42,7 +44,47 @@ pub struct AdvertiseKeys {
     pub mask_key: Vec<u8>,
     /// Public key `S_i` for share encryption.
     pub share_key: Vec<u8>,
+    /// [`crate::crypto::nonce_commitment`] to the nonce revealed in [`Stage::RevealNonces`].
+    pub nonce_commitment: Vec<u8>,
+    /// [`crate::crypto::self_mask_commitment`] to the self-mask seed `b_i`.
+    pub self_mask_commitment: Vec<u8>,
     /// ed25519 signature over [`crate::crypto::advertise_transcript`].
+    pub signature: Vec<u8>,
+}
+
+/// One accepted advertisement in the key transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    /// The advertising client.
+    pub client: ClientId,
+    /// [`crate::crypto::advert_digest`] of its signed advertisement.
+    pub advert: Vec<u8>,
+    /// Its nonce commitment, repeated so every client can check every revealed nonce.
+    pub nonce_commitment: Vec<u8>,
+}
+
+/// A dealer's commitments to the shares it dealt one holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareCommitment {
+    /// The holder.
+    pub holder: ClientId,
+    /// [`crate::crypto::share_commitment`] of the holder's self-mask share.
+    pub self_mask: Vec<u8>,
+    /// [`crate::crypto::share_commitment`] of the holder's mask-key share.
+    pub mask_key: Vec<u8>,
+}
+
+/// A dealer's signed list of share commitments, one per holder, sorted by holder.
+///
+/// Holders check their decrypted shares against it (naming the dealer if they differ); the
+/// server checks revealed shares against it (naming the holder if they differ).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareCommitments {
+    /// The dealer (signed, so the list can be forwarded verbatim).
+    pub dealer: ClientId,
+    /// One entry per holder, strictly increasing by holder.
+    pub entries: Vec<ShareCommitment>,
+    /// ed25519 signature over [`crate::crypto::share_commitments_transcript`].
     pub signature: Vec<u8>,
 }
 
@@ -78,14 +120,23 @@ pub struct RevealedShare {
 /// Messages from a client to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMessage {
-    /// Stage 0: signed public keys.
+    /// Stage 0: signed public keys and commitments.
     AdvertiseKeys(AdvertiseKeys),
-    /// Stage 1: encrypted shares, one per neighbour (`peer` = recipient).
+    /// Stage 1: the nonce committed to in the advertisement.
+    RevealNonce {
+        /// Round id.
+        round: u64,
+        /// 32 bytes.
+        nonce: Vec<u8>,
+    },
+    /// Stage 2: encrypted shares, one per neighbour (`peer` = recipient), and their commitments.
     ShareKeys {
         /// Round id.
         round: u64,
         /// The ciphertexts.
         shares: Vec<EncryptedShare>,
+        /// The signed commitments to every share dealt.
+        commitments: ShareCommitments,
     },
     /// Stage 2: the masked input `y_i` over `Z_{2^b}`.
     MaskedInput {
@@ -114,10 +165,19 @@ pub enum ClientMessage {
 /// Messages from the server to one client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMessage {
-    /// Advertisements of the recipient's neighbours that took part.
+    /// Every advertisement the server accepted, as digests: the key transcript.
+    KeyTranscript {
+        /// Round id.
+        round: u64,
+        /// Strictly increasing by client.
+        entries: Vec<TranscriptEntry>,
+    },
+    /// Every revealed nonce, and the advertisements of the recipient's neighbours.
     KeyRoster {
         /// Round id.
         round: u64,
+        /// `(client, nonce)` for every member of the key transcript, strictly increasing.
+        nonces: Vec<(ClientId, Vec<u8>)>,
         /// Signed advertisements, forwarded verbatim.
         keys: Vec<AdvertiseKeys>,
     },
@@ -127,6 +187,8 @@ pub enum ServerMessage {
         round: u64,
         /// The ciphertexts.
         shares: Vec<EncryptedShare>,
+        /// The senders' signed share commitments.
+        commitments: Vec<ShareCommitments>,
     },
     /// The set `U3` of clients whose masked inputs the server accepted.
     SurvivorSet {
@@ -170,6 +232,20 @@ fn check_bounded(field: &'static str, got: usize, max: usize) -> Result<(), SecA
     }
 }
 
+fn check_increasing(
+    field: &'static str,
+    ids: impl Iterator<Item = ClientId>,
+) -> Result<(), SecAggError> {
+    let mut prev: Option<ClientId> = None;
+    for id in ids {
+        if prev.is_some_and(|p| p >= id) {
+            return Err(SecAggError::Unsorted(field));
+        }
+        prev = Some(id);
+    }
+    Ok(())
+}
+
 impl AdvertiseKeys {
     /// Checks round, roster membership and field lengths.
     pub fn validate(&self, plan: &RoundPlan) -> Result<(), SecAggError> {
@@ -177,6 +253,23 @@ impl AdvertiseKeys {
         plan.check_member(self.sender)?;
         check_len("mask_key", self.mask_key.len(), 32)?;
         check_len("share_key", self.share_key.len(), 32)?;
+        check_len("nonce_commitment", self.nonce_commitment.len(), 32)?;
+        check_len("self_mask_commitment", self.self_mask_commitment.len(), 32)?;
+        check_len("signature", self.signature.len(), 64)
+    }
+}
+
+impl ShareCommitments {
+    /// Checks membership, lengths, order, and that the list is no longer than a neighbourhood.
+    pub fn validate(&self, plan: &RoundPlan) -> Result<(), SecAggError> {
+        plan.check_member(self.dealer)?;
+        check_bounded("share commitments", self.entries.len(), plan.degree)?;
+        for e in &self.entries {
+            plan.check_member(e.holder)?;
+            check_len("self_mask commitment", e.self_mask.len(), 32)?;
+            check_len("mask_key commitment", e.mask_key.len(), 32)?;
+        }
+        check_increasing("share commitments", self.entries.iter().map(|e| e.holder))?;
         check_len("signature", self.signature.len(), 64)
     }
 }
@@ -186,6 +279,7 @@ impl ClientMessage {
     pub fn stage(&self) -> Stage {
         match self {
             ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
+            ClientMessage::RevealNonce { .. } => Stage::RevealNonces,
             ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
             ClientMessage::MaskedInput { .. } => Stage::MaskedInput,
             ClientMessage::ConsistencySignature { .. } => Stage::ConsistencyCheck,
@@ -198,14 +292,22 @@ impl ClientMessage {
         let n = plan.roster.len();
         match self {
             ClientMessage::AdvertiseKeys(a) => a.validate(plan),
-            ClientMessage::ShareKeys { round, shares } => {
+            ClientMessage::RevealNonce { round, nonce } => {
                 plan.check_round(*round)?;
-                check_bounded("shares", shares.len(), n)?;
+                check_len("nonce", nonce.len(), 32)
+            }
+            ClientMessage::ShareKeys {
+                round,
+                shares,
+                commitments,
+            } => {
+                plan.check_round(*round)?;
+                check_bounded("shares", shares.len(), plan.degree)?;
                 for s in shares {
                     plan.check_member(s.peer)?;
                     check_len("ciphertext", s.ciphertext.len(), SHARE_CIPHERTEXT_LEN)?;
                 }
-                Ok(())
+                commitments.validate(plan)
             }
             ClientMessage::MaskedInput { round, masked } => {
                 plan.check_round(*round)?;
@@ -233,7 +335,8 @@ impl ServerMessage {
     /// The stage a client must be in to accept this message.
     pub fn stage(&self) -> Stage {
         match self {
-            ServerMessage::KeyRoster { .. } => Stage::AdvertiseKeys,
+            ServerMessage::KeyTranscript { .. } => Stage::AdvertiseKeys,
+            ServerMessage::KeyRoster { .. } => Stage::RevealNonces,
             ServerMessage::ForwardShares { .. } => Stage::ShareKeys,
             ServerMessage::SurvivorSet { .. } => Stage::MaskedInput,
             ServerMessage::UnmaskRequest { .. } => Stage::ConsistencyCheck,
@@ -244,19 +347,44 @@ impl ServerMessage {
     pub fn validate(&self, plan: &RoundPlan) -> Result<(), SecAggError> {
         let n = plan.roster.len();
         match self {
-            ServerMessage::KeyRoster { round, keys } => {
+            ServerMessage::KeyTranscript { round, entries } => {
                 plan.check_round(*round)?;
-                check_bounded("keys", keys.len(), n)?;
+                check_bounded("key transcript", entries.len(), n)?;
+                for e in entries {
+                    plan.check_member(e.client)?;
+                    check_len("advert digest", e.advert.len(), 32)?;
+                    check_len("nonce_commitment", e.nonce_commitment.len(), 32)?;
+                }
+                check_increasing("key transcript", entries.iter().map(|e| e.client))
+            }
+            ServerMessage::KeyRoster {
+                round,
+                nonces,
+                keys,
+            } => {
+                plan.check_round(*round)?;
+                check_bounded("nonces", nonces.len(), n)?;
+                for (id, nonce) in nonces {
+                    plan.check_member(*id)?;
+                    check_len("nonce", nonce.len(), 32)?;
+                }
+                check_increasing("nonces", nonces.iter().map(|(id, _)| *id))?;
+                check_bounded("keys", keys.len(), plan.degree)?;
                 keys.iter().try_for_each(|k| k.validate(plan))
             }
-            ServerMessage::ForwardShares { round, shares } => {
+            ServerMessage::ForwardShares {
+                round,
+                shares,
+                commitments,
+            } => {
                 plan.check_round(*round)?;
-                check_bounded("shares", shares.len(), n)?;
+                check_bounded("shares", shares.len(), plan.degree)?;
                 for s in shares {
                     plan.check_member(s.peer)?;
                     check_len("ciphertext", s.ciphertext.len(), SHARE_CIPHERTEXT_LEN)?;
                 }
-                Ok(())
+                check_bounded("commitments", commitments.len(), plan.degree)?;
+                commitments.iter().try_for_each(|c| c.validate(plan))
             }
             ServerMessage::SurvivorSet { round, survivors } => {
                 plan.check_round(*round)?;

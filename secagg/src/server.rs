@@ -33,8 +33,10 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use crate::config::{ClientId, Roster, RoundPlan, SecAggConfig};
 use crate::crypto;
 use crate::error::SecAggError;
+use crate::graph::NeighbourGraph;
 use crate::message::{
-    AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareKind, Stage,
+    AdvertiseKeys, ClientMessage, EncryptedShare, RevealedShare, ServerMessage, ShareCommitments,
+    ShareKind, Stage, TranscriptEntry,
 };
 use crate::prg::{self, MaskDomain, Seed, Sign};
 use crate::shamir::{self, SecretShare};
@@ -48,6 +50,14 @@ pub enum ServerEvent {
         stage: Stage,
         /// Clients that answered in it.
         participants: usize,
+    },
+    /// A client provably cheated (a wrong share revealed, a dealing that does not open to its
+    /// commitment); the driver should drop it. The round goes on without it when it can.
+    Misbehaved {
+        /// The culprit.
+        client: ClientId,
+        /// What it did.
+        error: SecAggError,
     },
     /// The round finished: the sum of the survivors' inputs.
     Aggregated(Aggregate),
@@ -67,6 +77,10 @@ pub struct Aggregate {
 /// State carried from the masked-input stage to the end.
 struct MaskState {
     mask_keys: BTreeMap<ClientId, PublicKey>,
+    /// Each client's commitment to its self-mask seed, from its signed advertisement.
+    seed_commitments: BTreeMap<ClientId, [u8; 32]>,
+    /// `(dealer, holder) -> (self-mask share, mask-key share)` commitments the dealer signed.
+    share_commitments: BTreeMap<(ClientId, ClientId), ([u8; 32], [u8; 32])>,
     u2: BTreeSet<ClientId>,
     survivors: Vec<ClientId>,
     sum: Vec<u64>,
@@ -76,9 +90,13 @@ enum ServerPhase {
     AdvertiseKeys {
         adverts: BTreeMap<ClientId, AdvertiseKeys>,
     },
+    RevealNonces {
+        adverts: BTreeMap<ClientId, AdvertiseKeys>,
+        nonces: BTreeMap<ClientId, [u8; 32]>,
+    },
     ShareKeys {
         adverts: BTreeMap<ClientId, AdvertiseKeys>,
-        shares: BTreeMap<ClientId, Vec<EncryptedShare>>,
+        shares: BTreeMap<ClientId, (Vec<EncryptedShare>, ShareCommitments)>,
     },
     MaskedInput {
         state: MaskState,
@@ -93,6 +111,8 @@ enum ServerPhase {
         requests: BTreeMap<ClientId, BTreeMap<ClientId, ShareKind>>,
         responded: BTreeSet<ClientId>,
         revealed: BTreeMap<(ClientId, ShareKind), Vec<SecretShare>>,
+        /// Holders caught revealing a wrong share: nothing more is taken from them.
+        banned: BTreeSet<ClientId>,
     },
     Finished,
     Aborted(SecAggError),
@@ -101,6 +121,9 @@ enum ServerPhase {
 /// The server's side of a SecAgg+ round.
 pub struct ServerSession {
     plan: RoundPlan,
+    /// Hash of the key transcript sent to the clients (zero until sent).
+    key_transcript: [u8; 32],
+    graph: Option<NeighbourGraph>,
     phase: ServerPhase,
     outgoing: VecDeque<(ClientId, ServerMessage)>,
     events: VecDeque<ServerEvent>,
@@ -120,6 +143,8 @@ impl ServerSession {
     pub fn new(config: SecAggConfig, roster: &Roster) -> Result<Self, SecAggError> {
         Ok(Self {
             plan: RoundPlan::new(&config, roster)?,
+            key_transcript: [0u8; 32],
+            graph: None,
             phase: ServerPhase::AdvertiseKeys {
                 adverts: BTreeMap::new(),
             },
@@ -128,15 +153,21 @@ impl ServerSession {
         })
     }
 
-    /// The plan (graph, threshold, session tag) this server derived.
+    /// The plan (degree, threshold, session tag) this server derived.
     pub fn plan(&self) -> &RoundPlan {
         &self.plan
+    }
+
+    /// The neighbour graph, once every nonce is revealed (`None` before).
+    pub fn graph(&self) -> Option<&NeighbourGraph> {
+        self.graph.as_ref()
     }
 
     /// The open stage, or `None` once the round finished or aborted.
     pub fn stage(&self) -> Option<Stage> {
         match &self.phase {
             ServerPhase::AdvertiseKeys { .. } => Some(Stage::AdvertiseKeys),
+            ServerPhase::RevealNonces { .. } => Some(Stage::RevealNonces),
             ServerPhase::ShareKeys { .. } => Some(Stage::ShareKeys),
             ServerPhase::MaskedInput { .. } => Some(Stage::MaskedInput),
             ServerPhase::ConsistencyCheck { .. } => Some(Stage::ConsistencyCheck),
@@ -172,6 +203,8 @@ impl ServerSession {
         self.plan.check_member(from)?;
         msg.validate(&self.plan)?;
         let plan = &self.plan;
+        let graph = self.graph.as_ref();
+        let key_transcript = &self.key_transcript;
         let complete = match (&mut self.phase, msg) {
             (ServerPhase::AdvertiseKeys { adverts }, ClientMessage::AdvertiseKeys(adv)) => {
                 if adv.sender != from {
@@ -194,6 +227,8 @@ impl ServerSession {
                     from,
                     mask.as_bytes(),
                     share.as_bytes(),
+                    &crypto::array32(&adv.nonce_commitment, "nonce_commitment")?,
+                    &crypto::array32(&adv.self_mask_commitment, "self_mask_commitment")?,
                 );
                 crypto::verify(vk, from, &transcript, &adv.signature)?;
                 crypto::check_public_key(&mask, from)?;
@@ -202,8 +237,31 @@ impl ServerSession {
                 adverts.len() == plan.roster.len()
             }
             (
+                ServerPhase::RevealNonces { adverts, nonces },
+                ClientMessage::RevealNonce { nonce, .. },
+            ) => {
+                let Some(adv) = adverts.get(&from) else {
+                    return Err(SecAggError::Excluded(from));
+                };
+                if nonces.contains_key(&from) {
+                    return Err(SecAggError::Duplicate(from));
+                }
+                let nonce = crypto::array32(&nonce, "nonce")?;
+                if crypto::nonce_commitment(&plan.session, from, &nonce)[..]
+                    != adv.nonce_commitment[..]
+                {
+                    return Err(SecAggError::BadNonce(from));
+                }
+                nonces.insert(from, nonce);
+                nonces.len() == adverts.len()
+            }
+            (
                 ServerPhase::ShareKeys { adverts, shares },
-                ClientMessage::ShareKeys { shares: s, .. },
+                ClientMessage::ShareKeys {
+                    shares: s,
+                    commitments,
+                    ..
+                },
             ) => {
                 if !adverts.contains_key(&from) {
                     return Err(SecAggError::Excluded(from));
@@ -211,8 +269,8 @@ impl ServerSession {
                 if shares.contains_key(&from) {
                     return Err(SecAggError::Duplicate(from));
                 }
-                let expected: BTreeSet<ClientId> = plan
-                    .graph
+                let graph = graph.ok_or(SecAggError::Internal("share stage without a graph"))?;
+                let expected: BTreeSet<ClientId> = graph
                     .neighbours(from)
                     .iter()
                     .copied()
@@ -237,7 +295,34 @@ impl ServerSession {
                         got: seen.len(),
                     });
                 }
-                shares.insert(from, s);
+                // One commitment per share dealt, signed: holders check what they decrypt
+                // against it, and unmasking checks what holders reveal.
+                if commitments.dealer != from {
+                    return Err(SecAggError::SenderMismatch {
+                        claimed: commitments.dealer,
+                        actual: from,
+                    });
+                }
+                if !commitments
+                    .entries
+                    .iter()
+                    .map(|e| e.holder)
+                    .eq(seen.iter().copied())
+                {
+                    return Err(SecAggError::MissingCommitment(from));
+                }
+                let vk = plan
+                    .roster
+                    .get(&from)
+                    .ok_or(SecAggError::UnknownClient(from))?;
+                let signed = crypto::share_commitments_transcript(
+                    &plan.session,
+                    key_transcript,
+                    from,
+                    &commitments.entries,
+                );
+                crypto::verify(vk, from, &signed, &commitments.signature)?;
+                shares.insert(from, (s, commitments));
                 shares.len() == adverts.len()
             }
             (
@@ -269,33 +354,70 @@ impl ServerSession {
                     .roster
                     .get(&from)
                     .ok_or(SecAggError::UnknownClient(from))?;
-                let transcript =
-                    crypto::consistency_transcript(&plan.session, from, &state.survivors);
+                let transcript = crypto::consistency_transcript(
+                    &plan.session,
+                    key_transcript,
+                    from,
+                    &state.survivors,
+                );
                 crypto::verify(vk, from, &transcript, &signature)?;
                 signatures.insert(from, signature);
                 signatures.len() == state.survivors.len()
             }
             (
                 ServerPhase::Unmask {
+                    state,
                     requests,
                     responded,
                     revealed,
-                    ..
+                    banned,
                 },
                 ClientMessage::UnmaskShares { shares, .. },
             ) => {
                 let Some(request) = requests.get(&from) else {
                     return Err(SecAggError::Excluded(from));
                 };
-                if responded.contains(&from) {
+                if responded.contains(&from) || banned.contains(&from) {
                     return Err(SecAggError::Duplicate(from));
                 }
                 let parsed = Self::check_revealed(from, request, &shares)?;
+                // Judge every share against its dealer's signed commitment before keeping any:
+                // the holder checked the same commitment when it received the share, so a
+                // mismatch now is the holder's doing. Its shares are all dropped and the round
+                // recovers from the others when enough remain.
+                for r in &shares {
+                    let committed = state.share_commitments.get(&(r.owner, from));
+                    let share: Option<&[u8; crate::shamir::SHARE_BYTES]> =
+                        r.share.as_slice().try_into().ok();
+                    let ok = match (committed, share) {
+                        (Some((self_mask, mask_key)), Some(share)) => {
+                            let expected = match r.kind {
+                                ShareKind::SelfMask => self_mask,
+                                ShareKind::MaskKey => mask_key,
+                            };
+                            crypto::share_commitment(&plan.session, r.owner, from, r.kind, share)
+                                == *expected
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        let error = SecAggError::BadShare {
+                            holder: from,
+                            owner: r.owner,
+                        };
+                        banned.insert(from);
+                        self.events.push_back(ServerEvent::Misbehaved {
+                            client: from,
+                            error: error.clone(),
+                        });
+                        return Err(error);
+                    }
+                }
                 for (owner, kind, share) in parsed {
                     revealed.entry((owner, kind)).or_default().push(share);
                 }
                 responded.insert(from);
-                responded.len() == requests.len()
+                responded.len() + banned.len() == requests.len()
             }
             _ => {
                 return Err(SecAggError::UnexpectedMessage {
@@ -349,6 +471,14 @@ impl ServerSession {
             Ok(p) => p,
             Err(e) => {
                 self.outgoing.clear();
+                if let SecAggError::InconsistentShares(dealer) = e {
+                    // Every share was checked against the dealer's commitments on arrival, so
+                    // shares that do not open to its committed secret are the dealer's doing.
+                    self.events.push_back(ServerEvent::Misbehaved {
+                        client: dealer,
+                        error: e.clone(),
+                    });
+                }
                 self.events.push_back(ServerEvent::Aborted(e.clone()));
                 ServerPhase::Aborted(e)
             }
@@ -359,7 +489,11 @@ impl ServerSession {
     fn require(&mut self, stage: Stage, got: usize) -> Result<(), SecAggError> {
         let need = match stage {
             Stage::ConsistencyCheck => self.plan.consistency_quorum(),
-            _ => self.plan.threshold,
+            // Fewer inputs than the minimum can never be aggregated: no client would sign.
+            Stage::AdvertiseKeys | Stage::RevealNonces | Stage::ShareKeys | Stage::MaskedInput => {
+                self.plan.min_survivors
+            }
+            Stage::Unmask => self.plan.threshold,
         };
         self.events.push_back(ServerEvent::StageClosed {
             stage,
@@ -376,17 +510,57 @@ impl ServerSession {
         match phase {
             ServerPhase::AdvertiseKeys { adverts } => {
                 self.require(Stage::AdvertiseKeys, adverts.len())?;
+                let entries: Vec<TranscriptEntry> = adverts
+                    .values()
+                    .map(|a| TranscriptEntry {
+                        client: a.sender,
+                        advert: crypto::advert_digest(&self.plan.session, a).to_vec(),
+                        nonce_commitment: a.nonce_commitment.clone(),
+                    })
+                    .collect();
+                self.key_transcript = crypto::key_transcript_hash(&self.plan.session, &entries);
                 for &i in adverts.keys() {
-                    let keys = self
-                        .plan
-                        .graph
+                    self.outgoing.push_back((
+                        i,
+                        ServerMessage::KeyTranscript {
+                            round,
+                            entries: entries.clone(),
+                        },
+                    ));
+                }
+                Ok(ServerPhase::RevealNonces {
+                    adverts,
+                    nonces: BTreeMap::new(),
+                })
+            }
+            ServerPhase::RevealNonces { adverts, nonces } => {
+                self.require(Stage::RevealNonces, nonces.len())?;
+                // Every member of the transcript must reveal: going on without one would let a
+                // server choose, by dropping nonces, among several graphs.
+                if let Some(&missing) = adverts.keys().find(|i| !nonces.contains_key(i)) {
+                    return Err(SecAggError::MissingNonce(missing));
+                }
+                let revealed: Vec<(ClientId, [u8; 32])> = nonces.into_iter().collect();
+                let seed = crypto::graph_seed(&self.plan.session, &self.key_transcript, &revealed);
+                let graph = self.plan.graph(&seed);
+                let wire: Vec<(ClientId, Vec<u8>)> =
+                    revealed.iter().map(|(id, n)| (*id, n.to_vec())).collect();
+                for &i in adverts.keys() {
+                    let keys = graph
                         .neighbours(i)
                         .iter()
                         .filter_map(|j| adverts.get(j).cloned())
                         .collect();
-                    self.outgoing
-                        .push_back((i, ServerMessage::KeyRoster { round, keys }));
+                    self.outgoing.push_back((
+                        i,
+                        ServerMessage::KeyRoster {
+                            round,
+                            nonces: wire.clone(),
+                            keys,
+                        },
+                    ));
                 }
+                self.graph = Some(graph);
                 Ok(ServerPhase::ShareKeys {
                     adverts,
                     shares: BTreeMap::new(),
@@ -394,33 +568,60 @@ impl ServerSession {
             }
             ServerPhase::ShareKeys { adverts, shares } => {
                 self.require(Stage::ShareKeys, shares.len())?;
-                let mut inbox: BTreeMap<ClientId, Vec<EncryptedShare>> =
-                    shares.keys().map(|&j| (j, Vec::new())).collect();
-                for (&sender, list) in &shares {
+                let mut inbox: BTreeMap<ClientId, (Vec<EncryptedShare>, Vec<ShareCommitments>)> =
+                    shares
+                        .keys()
+                        .map(|&j| (j, (Vec::new(), Vec::new())))
+                        .collect();
+                let mut share_commitments = BTreeMap::new();
+                for (&sender, (list, commitments)) in &shares {
                     for e in list {
                         // Only clients that completed this stage are mask partners.
-                        if let Some(slot) = inbox.get_mut(&e.peer) {
+                        if let Some((slot, lists)) = inbox.get_mut(&e.peer) {
                             slot.push(EncryptedShare {
                                 peer: sender,
                                 ciphertext: e.ciphertext.clone(),
                             });
+                            lists.push(commitments.clone());
                         }
                     }
+                    for c in &commitments.entries {
+                        share_commitments.insert(
+                            (sender, c.holder),
+                            (
+                                crypto::array32(&c.self_mask, "self_mask commitment")?,
+                                crypto::array32(&c.mask_key, "mask_key commitment")?,
+                            ),
+                        );
+                    }
                 }
-                for (j, shares) in inbox {
-                    self.outgoing
-                        .push_back((j, ServerMessage::ForwardShares { round, shares }));
+                for (j, (shares, commitments)) in inbox {
+                    self.outgoing.push_back((
+                        j,
+                        ServerMessage::ForwardShares {
+                            round,
+                            shares,
+                            commitments,
+                        },
+                    ));
                 }
                 let mut mask_keys = BTreeMap::new();
+                let mut seed_commitments = BTreeMap::new();
                 for &i in shares.keys() {
                     let adv = adverts
                         .get(&i)
                         .ok_or(SecAggError::Internal("advert lost"))?;
                     mask_keys.insert(i, crypto::parse_public_key(&adv.mask_key, "mask_key")?);
+                    seed_commitments.insert(
+                        i,
+                        crypto::array32(&adv.self_mask_commitment, "self_mask_commitment")?,
+                    );
                 }
                 Ok(ServerPhase::MaskedInput {
                     state: MaskState {
                         mask_keys,
+                        seed_commitments,
+                        share_commitments,
                         u2: shares.into_keys().collect(),
                         survivors: Vec::new(),
                         sum: vec![0; self.plan.config.vector_len],
@@ -475,6 +676,7 @@ impl ServerSession {
                     requests,
                     responded: BTreeSet::new(),
                     revealed: BTreeMap::new(),
+                    banned: BTreeSet::new(),
                 })
             }
             ServerPhase::Unmask {
@@ -497,15 +699,17 @@ impl ServerSession {
     /// actually carries a mask shared with it.
     fn reveal_list(&self, state: &MaskState, j: ClientId) -> Vec<(ClientId, ShareKind)> {
         let survived = |i: &ClientId| state.survivors.binary_search(i).is_ok();
-        self.plan
-            .graph
+        let Some(graph) = &self.graph else {
+            return Vec::new();
+        };
+        graph
             .neighbours(j)
             .iter()
             .filter(|i| state.u2.contains(i))
             .filter_map(|&i| {
                 if survived(&i) {
                     Some((i, ShareKind::SelfMask))
-                } else if self.plan.graph.neighbours(i).iter().any(survived) {
+                } else if graph.neighbours(i).iter().any(survived) {
                     Some((i, ShareKind::MaskKey))
                 } else {
                     None
@@ -534,19 +738,29 @@ impl ServerSession {
                 Ok(shares)
             };
         // Rebuild every secret first, so that an abort leaves no partial result.
+        let graph = self
+            .graph
+            .as_ref()
+            .ok_or(SecAggError::Internal("unmasking without a graph"))?;
         let mut self_seeds = Vec::with_capacity(state.survivors.len());
         for &i in &state.survivors {
             let shares = take(i, ShareKind::SelfMask)?;
-            self_seeds.push(Seed(*shamir::reconstruct_secret(i, &shares, t)?));
+            let seed = Seed(*shamir::reconstruct_secret(i, &shares, t)?);
+            // The shares all match i's commitments; a seed that is not the committed one means
+            // i dealt shares of something else.
+            if state.seed_commitments.get(&i)
+                != Some(&crypto::self_mask_commitment(&self.plan.session, i, &seed))
+            {
+                return Err(SecAggError::InconsistentShares(i));
+            }
+            self_seeds.push(seed);
         }
         let mut dropped_keys = Vec::new();
         for &d in state.u2.iter() {
             if state.survivors.binary_search(&d).is_ok() {
                 continue;
             }
-            let partners: Vec<ClientId> = self
-                .plan
-                .graph
+            let partners: Vec<ClientId> = graph
                 .neighbours(d)
                 .iter()
                 .copied()

@@ -23,7 +23,9 @@ use crate::server::{Aggregate, ServerEvent, ServerSession};
 pub enum DropPoint {
     /// Never advertises keys.
     BeforeAdvertise,
-    /// Advertises, then never sends shares.
+    /// Advertises, then never reveals its nonce (the attempt cannot go on: see [`crate::graph`]).
+    BeforeRevealNonce,
+    /// Reveals its nonce, then never sends shares.
     BeforeShareKeys,
     /// Sends shares, never its masked input.
     BeforeMaskedInput,
@@ -35,8 +37,9 @@ pub enum DropPoint {
 
 impl DropPoint {
     /// All drop points, in protocol order.
-    pub const ALL: [DropPoint; 5] = [
+    pub const ALL: [DropPoint; 6] = [
         DropPoint::BeforeAdvertise,
+        DropPoint::BeforeRevealNonce,
         DropPoint::BeforeShareKeys,
         DropPoint::BeforeMaskedInput,
         DropPoint::BeforeConsistency,
@@ -47,6 +50,7 @@ impl DropPoint {
     pub fn stage(self) -> Stage {
         match self {
             DropPoint::BeforeAdvertise => Stage::AdvertiseKeys,
+            DropPoint::BeforeRevealNonce => Stage::RevealNonces,
             DropPoint::BeforeShareKeys => Stage::ShareKeys,
             DropPoint::BeforeMaskedInput => Stage::MaskedInput,
             DropPoint::BeforeConsistency => Stage::ConsistencyCheck,
@@ -84,6 +88,8 @@ pub struct SimReport {
     pub server_rejections: Vec<(ClientId, SecAggError)>,
     /// Stage-closing events in order: `(stage, participants)`.
     pub stages: Vec<(Stage, usize)>,
+    /// Clients the server caught cheating, with what they did.
+    pub misbehaved: Vec<(ClientId, SecAggError)>,
 }
 
 /// Deterministic identities `0..n` and the matching roster.
@@ -162,6 +168,7 @@ impl Simulation {
         let mut dead: BTreeSet<ClientId> = BTreeSet::new();
         let mut rejections = Vec::new();
         let mut stages = Vec::new();
+        let mut misbehaved = Vec::new();
         let mut outcome = None;
         loop {
             let mut moved = false;
@@ -202,6 +209,7 @@ impl Simulation {
                         stage,
                         participants,
                     } => stages.push((stage, participants)),
+                    ServerEvent::Misbehaved { client, error } => misbehaved.push((client, error)),
                     ServerEvent::Aggregated(a) => outcome = Some(Ok(a)),
                     ServerEvent::Aborted(e) => outcome = Some(Err(e)),
                 }
@@ -222,6 +230,7 @@ impl Simulation {
                 .collect(),
             server_rejections: rejections,
             stages,
+            misbehaved,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use ed25519_dalek::Signer;
 use medfl_secagg::crypto;
 use medfl_secagg::message::{
-    AdvertiseKeys, ClientMessage, EncryptedShare, ServerMessage, ShareKind,
+    AdvertiseKeys, ClientMessage, EncryptedShare, ServerMessage, ShareCommitments, ShareKind,
 };
 use medfl_secagg::sim::{Interceptor, Simulation, make_identities};
 use medfl_secagg::{ClientId, ClientStatus, PackedVector, SecAggConfig, SecAggError, Stage};
@@ -68,12 +68,21 @@ fn forged_advertisement_signature_is_rejected() {
     // Signed by the wrong identity (client 1 impersonating client 0).
     let (_, keys) = make_identities(N, SEED);
     let plan = s.server.plan().clone();
-    let t = crypto::advertise_transcript(&plan.session, ClientId(0), &[9; 32], &[8; 32]);
+    let t = crypto::advertise_transcript(
+        &plan.session,
+        ClientId(0),
+        &[9; 32],
+        &[8; 32],
+        &[7; 32],
+        &[6; 32],
+    );
     let forged = AdvertiseKeys {
         round: 5,
         sender: ClientId(0),
         mask_key: vec![9; 32],
         share_key: vec![8; 32],
+        nonce_commitment: vec![7; 32],
+        self_mask_commitment: vec![6; 32],
         signature: keys[&ClientId(1)].sign(&t).to_bytes().to_vec(),
     };
     assert_eq!(
@@ -98,9 +107,15 @@ fn server_injecting_a_forged_key_makes_clients_abort() {
     }
     let report = sim().run_with(&mut Inject);
     assert!(report.outcome.is_err());
+    // The forged advertisement no longer matches its digest in the key transcript; listing
+    // the forgery's digest instead makes its owner refuse the transcript, and its signature
+    // would not verify either.
     for status in report.client_status.values() {
         assert!(
-            matches!(aborted_with(status), Some(SecAggError::InvalidSignature(_))),
+            matches!(
+                aborted_with(status),
+                Some(SecAggError::KeyTranscriptMismatch(_))
+            ),
             "{status:?}"
         );
     }
@@ -113,12 +128,21 @@ fn low_order_key_is_rejected_even_when_signed() {
     let plan = s.server.plan().clone();
     let zero = [0u8; 32];
     let share = [7u8; 32];
-    let t = crypto::advertise_transcript(&plan.session, ClientId(0), &zero, &share);
+    let t = crypto::advertise_transcript(
+        &plan.session,
+        ClientId(0),
+        &zero,
+        &share,
+        &[1; 32],
+        &[2; 32],
+    );
     let adv = AdvertiseKeys {
         round: 5,
         sender: ClientId(0),
         mask_key: zero.to_vec(),
         share_key: share.to_vec(),
+        nonce_commitment: vec![1; 32],
+        self_mask_commitment: vec![2; 32],
         signature: keys[&ClientId(0)].sign(&t).to_bytes().to_vec(),
     };
     assert_eq!(
@@ -317,6 +341,11 @@ fn malformed_messages_are_rejected_with_typed_errors() {
                     peer: ClientId(1),
                     ciphertext: vec![0; 10]
                 }],
+                commitments: ShareCommitments {
+                    dealer: ClientId(0),
+                    entries: vec![],
+                    signature: vec![0; 64],
+                },
             }
         ),
         Err(SecAggError::Malformed {
@@ -403,8 +432,9 @@ fn relabelled_share_is_caught_by_the_associated_data() {
 
 /// A server that tells client 0 that client `victim` dropped, while telling
 /// everyone else it survived, hoping to collect both of the victim's secrets.
+/// The victim is client 0's first neighbour, read off the keys forwarded to it.
 struct Equivocate {
-    victim: ClientId,
+    victim: Option<ClientId>,
     sig_of_0: Option<Vec<u8>>,
     unmask_shares_sent: usize,
 }
@@ -422,8 +452,11 @@ impl Interceptor for Equivocate {
     }
     fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
         match msg {
+            ServerMessage::KeyRoster { keys, .. } if to == ClientId(0) => {
+                self.victim = keys.first().map(|k| k.sender);
+            }
             ServerMessage::SurvivorSet { survivors, .. } if to == ClientId(0) => {
-                survivors.retain(|&c| c != self.victim);
+                survivors.retain(|&c| Some(c) != self.victim);
             }
             ServerMessage::UnmaskRequest { signatures, .. } => {
                 // Forward client 0's signature as if it covered the common set.
@@ -443,14 +476,13 @@ impl Interceptor for Equivocate {
 #[test]
 fn equivocating_survivor_sets_are_caught_before_any_share_is_revealed() {
     let mut s = sim();
-    let graph = s.server.plan().graph.clone();
-    let victim = *graph.neighbours(ClientId(0)).iter().next().unwrap();
     let mut eq = Equivocate {
-        victim,
+        victim: None,
         sig_of_0: None,
         unmask_shares_sent: 0,
     };
     let report = s.run_with(&mut eq);
+    assert!(eq.victim.is_some());
     assert_eq!(eq.unmask_shares_sent, 0, "no client revealed anything");
     assert!(report.outcome.is_err());
     for (id, status) in &report.client_status {

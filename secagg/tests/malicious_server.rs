@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;
 use medfl_secagg::graph::NeighbourGraph;
-use medfl_secagg::message::{AdvertiseKeys, ClientMessage, RevealedShare, ServerMessage, ShareKind};
+use medfl_secagg::message::{
+    AdvertiseKeys, ClientMessage, RevealedShare, ServerMessage, ShareKind,
+};
 use medfl_secagg::prg::{self, MaskDomain, Seed, Sign};
 use medfl_secagg::shamir::{self, SecretShare};
 use medfl_secagg::sim::{Interceptor, Simulation, make_identities};
@@ -56,7 +58,10 @@ struct Observed {
 
 /// Routes every message honestly through a real server until it announces the survivor set,
 /// which the attacker withholds (it will send survivor sets of its own choosing).
-fn run_until_survivor_set(server: &mut ServerSession, parties: &mut BTreeMap<ClientId, Party>) -> Observed {
+fn run_until_survivor_set(
+    server: &mut ServerSession,
+    parties: &mut BTreeMap<ClientId, Party>,
+) -> Observed {
     let mut seen = Observed::default();
     loop {
         let mut moved = false;
@@ -102,7 +107,11 @@ fn run_until_survivor_set(server: &mut ServerSession, parties: &mut BTreeMap<Cli
 }
 
 /// Shows `client` the survivor set `survivors` and returns its consistency signature, if any.
-fn sign_survivors(client: &mut ClientSession, round: u64, survivors: &[ClientId]) -> Option<Vec<u8>> {
+fn sign_survivors(
+    client: &mut ClientSession,
+    round: u64,
+    survivors: &[ClientId],
+) -> Option<Vec<u8>> {
     let _ = client.handle_message(ServerMessage::SurvivorSet {
         round,
         survivors: survivors.to_vec(),
@@ -163,7 +172,11 @@ fn consistency_signatures_replayed_from_an_earlier_attempt_do_not_unmask_a_victi
                     main: session(&config, id, &keys, &roster, seed),
                     twin,
                 };
-                let x = if id == victim { x_victim.clone() } else { vec![7; D] };
+                let x = if id == victim {
+                    x_victim.clone()
+                } else {
+                    vec![7; D]
+                };
                 p.main.provide_input(x.clone()).unwrap();
                 if let Some(t) = &mut p.twin {
                     t.provide_input(x).unwrap();
@@ -179,8 +192,12 @@ fn consistency_signatures_replayed_from_an_earlier_attempt_do_not_unmask_a_victi
     run_until_survivor_set(&mut server, &mut parties);
     let mut old_signatures = BTreeMap::new();
     for &id in &without_victim {
-        let sig = sign_survivors(&mut parties.get_mut(&id).unwrap().main, round, &without_victim)
-            .expect("attempt 1 signature");
+        let sig = sign_survivors(
+            &mut parties.get_mut(&id).unwrap().main,
+            round,
+            &without_victim,
+        )
+        .expect("attempt 1 signature");
         old_signatures.insert(id, sig);
     }
 
@@ -198,7 +215,11 @@ fn consistency_signatures_replayed_from_an_earlier_attempt_do_not_unmask_a_victi
         }
     }
     // Camp B (honest_b, colluders' twins) sees the set without the victim.
-    let _ = sign_survivors(&mut parties.get_mut(&honest_b).unwrap().main, round, &without_victim);
+    let _ = sign_survivors(
+        &mut parties.get_mut(&honest_b).unwrap().main,
+        round,
+        &without_victim,
+    );
     for c in colluders {
         let twin = parties.get_mut(&c).unwrap().twin.as_mut().unwrap();
         let _ = sign_survivors(twin, round, &without_victim);
@@ -219,7 +240,12 @@ fn consistency_signatures_replayed_from_an_earlier_attempt_do_not_unmask_a_victi
     }
     for c in colluders {
         let twin = parties.get_mut(&c).unwrap().twin.as_mut().unwrap();
-        for s in request_shares(twin, round, &old_signatures, vec![(victim, ShareKind::MaskKey)]) {
+        for s in request_shares(
+            twin,
+            round,
+            &old_signatures,
+            vec![(victim, ShareKind::MaskKey)],
+        ) {
             mask_key_shares.push(SecretShare::from_bytes(c, &s.share).unwrap());
         }
     }
@@ -233,13 +259,18 @@ fn consistency_signatures_replayed_from_an_earlier_attempt_do_not_unmask_a_victi
         mask_key_shares.push(SecretShare::from_bytes(honest_b, &s.share).unwrap());
     }
     // The first half of the attack works: the full set is honestly signed by a quorum.
-    assert_eq!(self_mask_shares.len(), 3, "camp A revealed the self-mask shares");
+    assert_eq!(
+        self_mask_shares.len(),
+        3,
+        "camp A revealed the self-mask shares"
+    );
 
     // The attacker unmasks whatever it can.
     let t = 3;
     let recovered = (self_mask_shares.len() >= t && mask_key_shares.len() >= t).then(|| {
         let b = shamir::reconstruct_secret(victim, &self_mask_shares, t).unwrap();
-        let c = StaticSecret::from(*shamir::reconstruct_secret(victim, &mask_key_shares, t).unwrap());
+        let c =
+            StaticSecret::from(*shamir::reconstruct_secret(victim, &mask_key_shares, t).unwrap());
         let plan = server.plan().clone();
         let mut x = y_victim.clone();
         let self_seed = Seed(*b);
@@ -250,14 +281,25 @@ fn consistency_signatures_replayed_from_an_earlier_attempt_do_not_unmask_a_victi
                 crypto::pairwise_seed(&plan.session, &c, &pk, victim, j).unwrap()
             })
             .collect();
-        let masks: Vec<(&Seed, MaskDomain, Sign)> = std::iter::once((&self_seed, MaskDomain::SelfMask, Sign::Subtract))
-            .chain(pair.iter().map(|s| (s, MaskDomain::Pairwise, Sign::Subtract)))
-            .collect();
+        let masks: Vec<(&Seed, MaskDomain, Sign)> =
+            std::iter::once((&self_seed, MaskDomain::SelfMask, Sign::Subtract))
+                .chain(
+                    pair.iter()
+                        .map(|s| (s, MaskDomain::Pairwise, Sign::Subtract)),
+                )
+                .collect();
         prg::apply_masks(&mut x, &masks, config.bits);
         x
     });
-    assert_ne!(recovered.as_ref(), Some(&x_victim), "the server unmasked the victim's input");
-    assert!(revealed_by_b.is_empty(), "honest client revealed a mask-key share");
+    assert_ne!(
+        recovered.as_ref(),
+        Some(&x_victim),
+        "the server unmasked the victim's input"
+    );
+    assert!(
+        revealed_by_b.is_empty(),
+        "honest client revealed a mask-key share"
+    );
     assert!(
         matches!(
             aborted_with(&parties[&honest_b].main.status()),
@@ -278,7 +320,8 @@ fn a_ground_graph_seed_cannot_surround_a_victim_with_colluders() {
     let victim = ClientId(0);
     let colluders: BTreeSet<ClientId> = [7, 8, 9].into_iter().map(ClientId).collect();
     let ids: Vec<ClientId> = (0..n).map(ClientId).collect();
-    let surrounded = |g: &NeighbourGraph| g.neighbours(victim).intersection(&colluders).count() >= t;
+    let surrounded =
+        |g: &NeighbourGraph| g.neighbours(victim).intersection(&colluders).count() >= t;
     let ground = (0u32..)
         .map(|s| {
             let mut seed = [0u8; 32];
@@ -298,7 +341,8 @@ fn a_ground_graph_seed_cannot_surround_a_victim_with_colluders() {
     config.threshold = Some(t);
     config.graph_seed = ground;
     let mut sim = Simulation::new(config, n, [41; 32]).unwrap();
-    let inputs: BTreeMap<ClientId, Vec<u64>> = ids.iter().map(|&i| (i, vec![u64::from(i.0); D])).collect();
+    let inputs: BTreeMap<ClientId, Vec<u64>> =
+        ids.iter().map(|&i| (i, vec![u64::from(i.0); D])).collect();
     sim.provide_inputs(&inputs).unwrap();
 
     struct Grind {
@@ -340,14 +384,21 @@ fn a_ground_graph_seed_cannot_surround_a_victim_with_colluders() {
         victim_dealt_to: Vec::new(),
     };
     let report = sim.run_with(&mut grind);
-    let to_colluders = grind.victim_dealt_to.iter().filter(|c| colluders.contains(c)).count();
+    let to_colluders = grind
+        .victim_dealt_to
+        .iter()
+        .filter(|c| colluders.contains(c))
+        .count();
     assert!(
         to_colluders < t,
         "the victim dealt its shares to {to_colluders} colluders: {:?}",
         grind.victim_dealt_to
     );
     assert!(
-        matches!(aborted_with(&report.client_status[&victim]), Some(SecAggError::NotANeighbour { .. })),
+        matches!(
+            aborted_with(&report.client_status[&victim]),
+            Some(SecAggError::NotANeighbour { .. })
+        ),
         "{:?}",
         report.client_status[&victim]
     );
@@ -409,7 +460,9 @@ fn a_bad_unmask_share_is_named_and_the_round_completes_without_it() {
     config.neighbours = Some(4);
     config.threshold = Some(3);
     let mut sim = Simulation::new(config, n, [51; 32]).unwrap();
-    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n).map(|i| (ClientId(i), vec![u64::from(i) * 3 + 1; D])).collect();
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+        .map(|i| (ClientId(i), vec![u64::from(i) * 3 + 1; D]))
+        .collect();
     sim.provide_inputs(&inputs).unwrap();
     let mut bad = BadHolder {
         owner: ClientId(0),
@@ -418,10 +471,20 @@ fn a_bad_unmask_share_is_named_and_the_round_completes_without_it() {
         want_silent: false,
     };
     let report = sim.run_with(&mut bad);
-    let agg = report.outcome.as_ref().expect("the round completes without the bad share");
+    let agg = report
+        .outcome
+        .as_ref()
+        .expect("the round completes without the bad share");
     let all: Vec<ClientId> = (0..n).map(ClientId).collect();
     assert_eq!(agg.survivors, all);
     assert_eq!(agg.sum, plain_sum(&inputs, &all));
+    let holder = bad.holder.expect("a holder was picked");
+    let named = SecAggError::BadShare {
+        holder,
+        owner: ClientId(0),
+    };
+    assert_eq!(report.misbehaved, vec![(holder, named.clone())]);
+    assert!(report.server_rejections.contains(&(holder, named)));
 }
 
 /// With exactly `t` shares of a secret, one of them wrong, the old server rebuilt a wrong seed
@@ -433,7 +496,9 @@ fn a_bad_share_among_exactly_t_does_not_go_unnoticed() {
     config.neighbours = Some(3); // complete graph, t = 2: the owner has 3 holders, one silent
     config.threshold = Some(2);
     let mut sim = Simulation::new(config, n, [52; 32]).unwrap();
-    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n).map(|i| (ClientId(i), vec![u64::from(i) + 10; D])).collect();
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+        .map(|i| (ClientId(i), vec![u64::from(i) + 10; D]))
+        .collect();
     sim.provide_inputs(&inputs).unwrap();
     let mut bad = BadHolder {
         owner: ClientId(0),
@@ -443,9 +508,34 @@ fn a_bad_share_among_exactly_t_does_not_go_unnoticed() {
     };
     let report = sim.run_with(&mut bad);
     if let Ok(agg) = &report.outcome {
-        assert_eq!(agg.sum, plain_sum(&inputs, &agg.survivors), "a wrong sum was published");
+        assert_eq!(
+            agg.sum,
+            plain_sum(&inputs, &agg.survivors),
+            "a wrong sum was published"
+        );
     }
-    assert!(report.outcome.is_err(), "{:?}", report.outcome);
+    assert!(
+        matches!(
+            report.outcome,
+            Err(SecAggError::TooFewShares {
+                owner: ClientId(0),
+                ..
+            })
+        ),
+        "{:?}",
+        report.outcome
+    );
+    let holder = bad.holder.expect("a holder was picked");
+    assert_eq!(
+        report.misbehaved,
+        vec![(
+            holder,
+            SecAggError::BadShare {
+                holder,
+                owner: ClientId(0)
+            }
+        )]
+    );
 }
 
 /// Issue #11, attack 4: a server announces a survivor set smaller than the number of
@@ -458,6 +548,7 @@ fn no_client_signs_a_survivor_set_below_the_minimum() {
     let mut config = SecAggConfig::new(5, D);
     config.neighbours = Some(5);
     config.threshold = Some(3);
+    config.min_survivors = MIN_SURVIVORS;
     let mut sim = Simulation::new(config, n, [61; 32]).unwrap();
     let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n).map(|i| (ClientId(i), vec![1; D])).collect();
     sim.provide_inputs(&inputs).unwrap();
@@ -491,17 +582,189 @@ fn no_client_signs_a_survivor_set_below_the_minimum() {
         revealed: 0,
     };
     let report = sim.run_with(&mut shrink);
-    assert_eq!(shrink.signed, 0, "a client signed a survivor set below the minimum");
+    assert_eq!(
+        shrink.signed, 0,
+        "a client signed a survivor set below the minimum"
+    );
     assert_eq!(shrink.revealed, 0);
     assert!(report.outcome.is_err());
     for id in &shrink.small {
         assert!(
             matches!(
                 aborted_with(&report.client_status[id]),
-                Some(SecAggError::TooFewSurvivors { stage: Stage::MaskedInput, .. })
+                Some(SecAggError::TooFewSurvivors {
+                    stage: Stage::MaskedInput,
+                    ..
+                })
             ),
             "{:?}",
             report.client_status[id]
         );
     }
+}
+
+fn small_round(seed: u8) -> Simulation {
+    let n = 6u32;
+    let mut config = SecAggConfig::new(5, D);
+    config.neighbours = Some(4);
+    config.threshold = Some(3);
+    let mut sim = Simulation::new(config, n, [seed; 32]).unwrap();
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n).map(|i| (ClientId(i), vec![2; D])).collect();
+    sim.provide_inputs(&inputs).unwrap();
+    sim
+}
+
+/// Counts the shares dealt: a client that deals has accepted the graph.
+#[derive(Default)]
+struct Dealt(usize);
+
+fn dealt(msg: &ClientMessage, count: &mut Dealt) {
+    if matches!(msg, ClientMessage::ShareKeys { .. }) {
+        count.0 += 1;
+    }
+}
+
+/// Selective abort: the server withholds one member's nonce (say, because with it the graph
+/// came out wrong for it). Nobody accepts a graph without every nonce.
+#[test]
+fn a_withheld_nonce_stops_every_client() {
+    struct Withhold(Dealt);
+    impl Interceptor for Withhold {
+        fn client_to_server(&mut self, _from: ClientId, msg: &mut ClientMessage) -> bool {
+            dealt(msg, &mut self.0);
+            true
+        }
+        fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
+            if let ServerMessage::KeyRoster { nonces, .. } = msg {
+                nonces.retain(|(id, _)| *id != ClientId(3));
+            }
+            true
+        }
+    }
+    let mut w = Withhold(Dealt::default());
+    let report = small_round(71).run_with(&mut w);
+    assert_eq!(
+        w.0.0, 0,
+        "a client dealt shares over a graph missing a nonce"
+    );
+    for status in report.client_status.values() {
+        assert_eq!(
+            aborted_with(status),
+            Some(&SecAggError::MissingNonce(ClientId(3)))
+        );
+    }
+}
+
+/// The server swaps a member's nonce for one of its choosing, after seeing the others.
+#[test]
+fn a_substituted_nonce_is_refused() {
+    struct Swap(Dealt);
+    impl Interceptor for Swap {
+        fn client_to_server(&mut self, _from: ClientId, msg: &mut ClientMessage) -> bool {
+            dealt(msg, &mut self.0);
+            true
+        }
+        fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
+            if let ServerMessage::KeyRoster { nonces, .. } = msg {
+                nonces[2].1 = vec![0x42; 32];
+            }
+            true
+        }
+    }
+    let mut w = Swap(Dealt::default());
+    let report = small_round(72).run_with(&mut w);
+    assert_eq!(w.0.0, 0);
+    for status in report.client_status.values() {
+        assert_eq!(
+            aborted_with(status),
+            Some(&SecAggError::BadNonce(ClientId(2)))
+        );
+    }
+}
+
+/// The server shows a client a key transcript that does not hold its own advertisement (it
+/// could then show it nonces it never committed to): the client reveals nothing.
+#[test]
+fn a_key_transcript_without_the_clients_own_advertisement_is_refused() {
+    struct Forge(usize);
+    impl Interceptor for Forge {
+        fn client_to_server(&mut self, _from: ClientId, msg: &mut ClientMessage) -> bool {
+            if matches!(msg, ClientMessage::RevealNonce { .. }) {
+                self.0 += 1;
+            }
+            true
+        }
+        fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
+            if let ServerMessage::KeyTranscript { entries, .. } = msg {
+                for e in entries.iter_mut().filter(|e| e.client == to) {
+                    e.nonce_commitment = vec![0x13; 32];
+                }
+            }
+            true
+        }
+    }
+    let mut f = Forge(0);
+    let report = small_round(73).run_with(&mut f);
+    assert_eq!(f.0, 0, "a nonce was revealed against a forged transcript");
+    for (id, status) in &report.client_status {
+        assert_eq!(
+            aborted_with(status),
+            Some(&SecAggError::KeyTranscriptMismatch(*id))
+        );
+    }
+}
+
+/// A malicious dealer signs share commitments that do not match the shares it encrypted: the
+/// holder that decrypts a mismatching share aborts naming the dealer.
+#[test]
+fn a_dealing_that_contradicts_its_commitments_names_the_dealer() {
+    let (_, keys) = make_identities(6, [74; 32]);
+    struct Cheat {
+        dealer: ClientId,
+        key: SigningKey,
+        session: [u8; 32],
+        transcript: Option<[u8; 32]>,
+        victim: Option<ClientId>,
+    }
+    impl Interceptor for Cheat {
+        fn client_to_server(&mut self, from: ClientId, msg: &mut ClientMessage) -> bool {
+            if from == self.dealer
+                && let ClientMessage::ShareKeys { commitments, .. } = msg
+                && let Some(transcript) = self.transcript
+            {
+                let first = &mut commitments.entries[0];
+                first.self_mask[0] ^= 1;
+                self.victim = Some(first.holder);
+                let signed = crypto::share_commitments_transcript(
+                    &self.session,
+                    &transcript,
+                    from,
+                    &commitments.entries,
+                );
+                commitments.signature = crypto::sign(&self.key, &signed);
+            }
+            true
+        }
+        fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
+            if let ServerMessage::KeyTranscript { entries, .. } = msg {
+                self.transcript = Some(crypto::key_transcript_hash(&self.session, entries));
+            }
+            true
+        }
+    }
+    let mut sim = small_round(74);
+    let dealer = ClientId(1);
+    let mut cheat = Cheat {
+        dealer,
+        key: keys[&dealer].clone(),
+        session: sim.server.plan().session,
+        transcript: None,
+        victim: None,
+    };
+    let report = sim.run_with(&mut cheat);
+    let victim = cheat.victim.expect("the dealer dealt");
+    assert_eq!(
+        aborted_with(&report.client_status[&victim]),
+        Some(&SecAggError::BadDealing(dealer))
+    );
 }

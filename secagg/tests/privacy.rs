@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use curve25519_dalek::Scalar;
 use medfl_secagg::crypto;
-use medfl_secagg::message::{ClientMessage, ServerMessage};
+use medfl_secagg::message::{ClientMessage, ServerMessage, TranscriptEntry};
 use medfl_secagg::shamir::{self, SecretShare, eval_point};
 use medfl_secagg::sim::{Interceptor, Simulation, make_identities};
 use medfl_secagg::{
@@ -213,7 +213,6 @@ fn messages_from_one_round_are_refused_in_another() {
         ),
         Err(SecAggError::InvalidSignature(ClientId(0)))
     );
-    // A client of round 2 refuses the old advertisement forwarded to it, and aborts.
     let mut fresh = ClientSession::new(
         c2,
         ClientId(1),
@@ -222,17 +221,31 @@ fn messages_from_one_round_are_refused_in_another() {
         &mut rng,
     )
     .unwrap();
+    // A client of round 2 refuses a key transcript that lists the old advertisement and not its
+    // own fresh one, and aborts.
+    let entry = TranscriptEntry {
+        client: ClientId(0),
+        advert: crypto::advert_digest(&fresh.plan().session, &relabelled).to_vec(),
+        nonce_commitment: relabelled.nonce_commitment.clone(),
+    };
     let err = fresh
-        .handle_message(ServerMessage::KeyRoster {
+        .handle_message(ServerMessage::KeyTranscript {
             round: 2,
-            keys: vec![relabelled],
+            entries: vec![entry],
         })
         .unwrap_err();
-    assert_eq!(err, SecAggError::InvalidSignature(ClientId(0)));
+    assert_eq!(err, SecAggError::KeyTranscriptMismatch(ClientId(1)));
     assert!(matches!(fresh.status(), ClientStatus::Aborted(_)));
     // And the signature itself is over a transcript that names the session tag.
     let plan = old.plan();
-    let t = crypto::advertise_transcript(&plan.session, ClientId(0), &[0; 32], &[0; 32]);
+    let t = crypto::advertise_transcript(
+        &plan.session,
+        ClientId(0),
+        &[0; 32],
+        &[0; 32],
+        &[0; 32],
+        &[0; 32],
+    );
     assert!(t.windows(32).any(|w| w == plan.session));
 }
 

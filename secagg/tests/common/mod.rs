@@ -17,6 +17,10 @@ pub enum Expect {
     TooFewSurvivors,
     /// Some secret has fewer than `t` live shareholders.
     TooFewShares,
+    /// A client advertised but never revealed its nonce.
+    MissingNonce,
+    /// The round should have fixed a graph but the server reports none.
+    NoGraph,
 }
 
 fn live_neighbours(g: &NeighbourGraph, i: ClientId, set: &BTreeSet<ClientId>) -> usize {
@@ -25,7 +29,7 @@ fn live_neighbours(g: &NeighbourGraph, i: ClientId, set: &BTreeSet<ClientId>) ->
 
 /// Survivor set the round must produce, or the kind of abort it must end in.
 pub fn oracle(
-    g: &NeighbourGraph,
+    g: Option<&NeighbourGraph>,
     n: u32,
     t: usize,
     drops: &BTreeMap<ClientId, DropPoint>,
@@ -42,6 +46,13 @@ pub fn oracle(
     if u1.len() < t {
         return Err(Expect::TooFewSurvivors);
     }
+    // Every advertiser must reveal its nonce, or nobody learns the graph.
+    if u1.len() != alive_at(&u1, DropPoint::BeforeRevealNonce).len() {
+        return Err(Expect::MissingNonce);
+    }
+    let Some(g) = g else {
+        return Err(Expect::NoGraph);
+    };
     // U2: sent shares; a client with fewer than t advertised neighbours refuses to.
     let u2: BTreeSet<ClientId> = alive_at(&u1, DropPoint::BeforeShareKeys)
         .into_iter()
