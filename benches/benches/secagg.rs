@@ -107,7 +107,7 @@ fn record(n: u32, d: usize, dropout: f64) -> Transcript {
             match ev {
                 ServerEvent::Aggregated(_) => done = true,
                 ServerEvent::Aborted(e) => panic!("round aborted: {e}"),
-                ServerEvent::StageClosed { .. } => {}
+                ServerEvent::StageClosed { .. } | ServerEvent::Misbehaved { .. } => {}
             }
         }
         if !moved && !done {

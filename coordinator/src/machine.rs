@@ -554,7 +554,7 @@ impl Coordinator {
     fn after_progress(&mut self, mut active: Active, now_ms: u64, wall: Timestamp) {
         while let Some(ev) = active.server.poll_event() {
             match ev {
-                ServerEvent::StageClosed { .. } => {}
+                ServerEvent::StageClosed { .. } | ServerEvent::Misbehaved { .. } => {}
                 ServerEvent::Aggregated(agg) => {
                     if let Err(e) = self.begin_endorsing(&mut active, agg, now_ms) {
                         self.fail(active, format!("aggregate: {e}"));
@@ -737,6 +737,7 @@ impl Coordinator {
 fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::AdvertiseKeys => "advertise_keys",
+        Stage::RevealNonces => "reveal_nonces",
         Stage::ShareKeys => "share_keys",
         Stage::MaskedInput => "masked_input",
         Stage::ConsistencyCheck => "consistency_check",
