@@ -53,6 +53,10 @@ pub struct SecAggConfig {
     pub threshold: Option<usize>,
     /// Public seed that places clients on the ring of the neighbour graph.
     pub graph_seed: [u8; 32],
+    /// What the session belongs to, computed by each party itself (the federated protocol
+    /// hashes its genesis, agreement, round, attempt and whole round config into it), so keys
+    /// and signatures from one context are refused in any other.
+    pub context: [u8; 32],
 }
 
 impl SecAggConfig {
@@ -65,6 +69,7 @@ impl SecAggConfig {
             neighbours: None,
             threshold: None,
             graph_seed: [0u8; 32],
+            context: [0u8; 32],
         }
     }
 }
@@ -183,6 +188,7 @@ impl RoundPlan {
         h.update((k as u64).to_le_bytes());
         h.update((t as u64).to_le_bytes());
         h.update(config.graph_seed);
+        h.update(config.context);
         h.update((n as u64).to_le_bytes());
         for (id, vk) in roster {
             h.update(id.0.to_le_bytes());
