@@ -1,15 +1,15 @@
 //! A malicious coordinator against the hospital agent: each test drives the real agent the way
 //! an attacker would, and the agent must refuse.
 
-use medfl_client::{Agent, AgentEvent};
+use medfl_client::{Agent, AgentError, AgentEvent};
 use medfl_ledger::testkit::{Fixture, T0};
-use medfl_ledger::{ChainState, Timestamp};
+use medfl_ledger::{ChainState, Floor, Timestamp};
 use medfl_model::AutoencoderConfig;
 use medfl_protocol::model::chunks;
 use medfl_protocol::update::UpdateCodec;
 use medfl_protocol::{
-    DdgParams, GlobalModel, RoundConfig, SecAggParams, Strategy, ToAgent, ToCoordinator,
-    TrainingParams, privacy,
+    DdgParams, DeclineReason, GlobalModel, RoundConfig, SecAggParams, Strategy, ToAgent,
+    ToCoordinator, TrainingParams, privacy,
 };
 use medfl_secagg::{ClientId, PackedVector};
 use rand::SeedableRng;
@@ -61,14 +61,18 @@ fn outgoing(a: &mut Agent) -> Vec<ToCoordinator> {
     std::iter::from_fn(|| a.poll_outgoing()).collect()
 }
 
-fn declines(out: &[ToCoordinator]) -> usize {
+fn declines(out: &[ToCoordinator]) -> Vec<DeclineReason> {
     out.iter()
-        .filter(|m| matches!(m, ToCoordinator::Decline { .. }))
-        .count()
+        .filter_map(|m| match m {
+            ToCoordinator::Decline { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn endorsed(out: &[ToCoordinator]) -> bool {
-    out.iter().any(|m| matches!(m, ToCoordinator::Endorse { .. }))
+    out.iter()
+        .any(|m| matches!(m, ToCoordinator::Endorse { .. }))
 }
 
 /// Starts `config` at `a` and feeds it the initial model, as an honest coordinator would.
@@ -101,9 +105,7 @@ fn aggregate(config: &RoundConfig, extra: Option<Vec<u64>>) -> (Vec<u64>, Packed
     let mut sum = vec![0u64; codec.encoded_len()];
     let honest = config.participants.len() - usize::from(extra.is_some());
     for _ in 0..honest {
-        let x = codec
-            .encode(&global, &trained, 100, 0.5, &mut rng)
-            .unwrap();
+        let x = codec.encode(&global, &trained, 100, 0.5, &mut rng).unwrap();
         codec.plan().add_mod(&mut sum, &x).unwrap();
     }
     if let Some(x) = extra {
@@ -114,7 +116,9 @@ fn aggregate(config: &RoundConfig, extra: Option<Vec<u64>>) -> (Vec<u64>, Packed
 }
 
 fn survivors(config: &RoundConfig) -> Vec<ClientId> {
-    (0..config.participants.len() as u32).map(ClientId).collect()
+    (0..config.participants.len() as u32)
+        .map(ClientId)
+        .collect()
 }
 
 #[test]
@@ -126,9 +130,17 @@ fn a_reannounced_session_is_refused() {
     // same secure-aggregation session.
     let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state);
     let out = outgoing(&mut a);
-    assert!(r.is_err(), "a repeated session id was joined again");
-    assert_eq!(declines(&out), 1, "{out:?}");
-    assert!(!out.iter().any(|m| matches!(m, ToCoordinator::SecAgg { .. })));
+    let reused = DeclineReason::SessionReused { session: 77 };
+    assert!(
+        matches!(&r, Err(AgentError::RoundRefused(why)) if *why == reused),
+        "a repeated session id was joined again: {r:?}"
+    );
+    assert_eq!(declines(&out), vec![reused], "{out:?}");
+    assert_eq!(a.session(), Some(77), "the running attempt is left alone");
+    assert!(
+        !out.iter()
+            .any(|m| matches!(m, ToCoordinator::SecAgg { .. }))
+    );
     // A session the agent declined cannot be retried either, even with a config that checks out.
     let mut b = agent(&f, 1);
     let bad = RoundConfig {
@@ -136,14 +148,25 @@ fn a_reannounced_session_is_refused() {
         round: 5,
         ..config.clone()
     };
-    assert!(b.handle(ToAgent::RoundStart(Box::new(bad)), &state).is_err());
+    assert!(
+        b.handle(ToAgent::RoundStart(Box::new(bad)), &state)
+            .is_err()
+    );
     outgoing(&mut b);
     let retry = RoundConfig {
         session: 78,
         ..config.clone()
     };
     let r = b.handle(ToAgent::RoundStart(Box::new(retry)), &state);
-    assert!(r.is_err(), "a declined session id was joined on a retry");
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(DeclineReason::SessionReused {
+                session: 78
+            }))
+        ),
+        "a declined session id was joined on a retry: {r:?}"
+    );
     // A fresh session id is joined: the rule refuses repeats, not rounds.
     let fresh = RoundConfig {
         session: 79,
@@ -166,8 +189,20 @@ fn degree_one_threshold_one_is_declined_by_every_agent() {
         let mut a = agent(&f, i);
         let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state);
         let out = outgoing(&mut a);
-        assert!(r.is_err(), "hospital-{i} joined a degree-1 threshold-1 round");
-        assert_eq!(declines(&out), 1, "hospital-{i}: {out:?}");
+        assert!(
+            matches!(
+                &r,
+                Err(AgentError::RoundRefused(DeclineReason::BelowFloor(v))) if v.floor == Floor::Neighbours
+            ),
+            "hospital-{i} joined a degree-1 threshold-1 round: {r:?}"
+        );
+        assert!(
+            matches!(
+                declines(&out).as_slice(),
+                [DeclineReason::BelowFloor(v)] if v.floor == Floor::Neighbours && v.value == 1.0
+            ),
+            "hospital-{i}: {out:?}"
+        );
         assert_eq!(a.session(), None);
     }
 }
@@ -178,8 +213,16 @@ fn a_strategy_other_than_the_agreements_is_declined() {
     config.strategy = Strategy::FedAvg { server_lr: 50.0 };
     let mut a = agent(&f, 0);
     let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state);
-    assert!(r.is_err(), "a strategy the agreement does not fix was joined");
-    assert_eq!(declines(&outgoing(&mut a)), 1);
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(
+                DeclineReason::StrategyMismatch { .. }
+            ))
+        ),
+        "a strategy the agreement does not fix was joined: {r:?}"
+    );
+    assert_eq!(declines(&outgoing(&mut a)).len(), 1);
 }
 
 #[test]
@@ -201,7 +244,10 @@ fn an_unanchored_server_state_is_refused() {
         &state,
     );
     let out = outgoing(&mut a);
-    assert!(r.is_err(), "a forged server state was endorsed");
+    assert!(
+        matches!(r, Err(AgentError::ServerState { .. })),
+        "a forged server state was endorsed: {r:?}"
+    );
     assert!(!endorsed(&out), "{out:?}");
     // The anchored (initial) state is endorsed.
     let mut b = agent(&f, 1);
@@ -241,6 +287,9 @@ fn a_sum_wrapped_by_a_malicious_member_is_not_endorsed() {
         &state,
     );
     let out = outgoing(&mut a);
-    assert!(r.is_err(), "an out-of-range sum was endorsed");
+    assert!(
+        matches!(&r, Err(AgentError::OutOfRange(range)) if !range.ok()),
+        "an out-of-range sum was endorsed: {r:?}"
+    );
     assert!(!endorsed(&out), "{out:?}");
 }
