@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ed25519_dalek::Signer;
 use medfl::ledger::tx::{
-    AuditAnchor, ConsentChoice, Endorsement, PrivacySpend, Pseudonym, RoundAnchor,
+    AuditAnchor, ConsentChoice, Endorsement, PrivacySpend, Pseudonym, RoundAnchor, Strategy,
 };
 use medfl::ledger::{
-    ConsortiumFile, DpMechanism, DpParams, Hash, Ledger, Role, Timestamp, Transaction, TxBody,
-    keyfile, verify_dir,
+    AggregationParams, ConsortiumFile, DpMechanism, DpParams, Hash, Ledger, Role, Timestamp,
+    Transaction, TxBody, keyfile, verify_dir,
 };
 use medfl::provision::{self, KeySource};
 use medfl::report;
@@ -151,10 +151,19 @@ fn main() -> Result<()> {
                 clip_norm: 1.0,
                 delta: 1e-5,
             },
+            aggregation: AggregationParams {
+                neighbours: 4,
+                threshold: 3,
+                min_survivors: 3,
+                bits: 32,
+                noise_multiplier: 0.5,
+            },
+            strategy: Strategy::default(),
+            server_state: Hash::of_bytes(format!("server state after round {round}").as_bytes()),
             secagg_transcript: Hash::of_bytes(format!("secagg transcript {round}").as_bytes()),
             endorsements: vec![],
         };
-        let message = anchor.endorsement_message(&genesis_hash);
+        let message = anchor.endorsement_message(&genesis_hash)?;
         anchor.endorsements = participants
             .iter()
             .map(|h| Endorsement {

@@ -16,7 +16,9 @@ use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
 use medfl_ledger::tx::DataUseAgreement;
-use medfl_ledger::{Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp};
+use medfl_ledger::{
+    AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp,
+};
 use medfl_protocol::{GlobalModel, ToAgent, ToCoordinator};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -140,6 +142,8 @@ pub fn genesis(
                 epsilon: settings.budget_epsilon,
                 delta: settings.coordinator.training.delta.max(1e-5),
             },
+            floors: AggregationFloors::default(),
+            strategy: settings.coordinator.strategy,
         }],
     };
     Ok((genesis, keys))

@@ -111,7 +111,7 @@ impl RunConfig {
         if !(self.target_fpr > 0.0 && self.target_fpr < 1.0) {
             bail!("target FPR {} must be in (0, 1)", self.target_fpr);
         }
-        self.strategy.check()?;
+        self.strategy.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

@@ -1,16 +1,16 @@
 //! The agent's state machine.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use ed25519_dalek::{Signer, SigningKey};
-use medfl_ledger::tx::endorsement_message;
 use medfl_ledger::{Block, ChainState, Hash, MemberId};
 use medfl_model::dpsgd::DpSgdConfig;
+use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::{ChunkAssembler, file_len};
-use medfl_protocol::update::UpdateCodec;
+use medfl_protocol::update::{RangeCheck, UpdateCodec};
 use medfl_protocol::{
-    GlobalModel, ProtocolError, RoundConfig, Strategy, ToAgent, ToCoordinator, privacy, strategy,
-    transcript,
+    DeclineReason, GlobalModel, ProtocolError, RoundConfig, Strategy, ToAgent, ToCoordinator,
+    privacy, strategy, transcript,
 };
 use medfl_secagg::{ClientId, ClientSession, SecAggError};
 use rand::{Rng, SeedableRng};
@@ -19,9 +19,30 @@ use rand_chacha::ChaCha20Rng;
 /// Why the agent refused a message or a round.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The round does not check out against the ledger; the agent declined it.
+    /// The round does not check out against the ledger, its own floors, or the sessions the
+    /// agent has seen; the agent declined it.
     #[error("round refused: {0}")]
-    RoundRefused(String),
+    RoundRefused(DeclineReason),
+    /// The server state the coordinator supplied is not the one the ledger anchors.
+    #[error("server state {supplied} is not the anchored {anchored}")]
+    ServerState {
+        /// Hash of the state supplied.
+        supplied: Hash,
+        /// Hash the ledger anchors (of the empty state before the first round).
+        anchored: Hash,
+    },
+    /// The aggregate is outside what the survivors' clipped, noised updates can reach: some
+    /// member did not send an encoding. The agent does not endorse it.
+    #[error("aggregate out of range: {0}")]
+    OutOfRange(Box<RangeCheck>),
+    /// Fewer survivors than the distributed noise is calibrated for.
+    #[error("{survivors} survivors, the noise is calibrated for {needed}")]
+    TooFewSurvivors {
+        /// Clients in the aggregate.
+        survivors: usize,
+        /// The round's minimum.
+        needed: u64,
+    },
     /// A message for an attempt that is not the current one.
     #[error("message for attempt {got}, current is {current:?}")]
     Stale {
@@ -93,6 +114,8 @@ struct AgentRound {
     assembler: ChunkAssembler,
     global: Option<GlobalModel>,
     submitted: bool,
+    /// Hash of the server state the ledger anchored when the round was checked.
+    anchored_state: Hash,
 }
 
 /// A hospital's agent (see the crate docs).
@@ -103,6 +126,8 @@ pub struct Agent {
     rows: u64,
     rng: ChaCha20Rng,
     round: Option<AgentRound>,
+    /// Every session id announced to this agent, joined or declined: one attempt per session.
+    sessions: BTreeSet<u64>,
     model: Option<GlobalModel>,
     candidate: Option<(u64, GlobalModel)>,
     outgoing: VecDeque<ToCoordinator>,
@@ -129,6 +154,7 @@ impl Agent {
             rows,
             rng: ChaCha20Rng::from_seed(seed),
             round: None,
+            sessions: BTreeSet::new(),
             model: None,
             candidate: None,
             outgoing: VecDeque::new(),
@@ -315,6 +341,12 @@ impl Agent {
 
     /// Checks a round against the ledger; declines it, or joins it.
     fn start(&mut self, config: RoundConfig, chain: &ChainState) -> Result<(), AgentError> {
+        let session = config.session;
+        // Before anything else, and without touching the running attempt: a repeated id is
+        // the coordinator trying to get a second set of keys or inputs under one session.
+        if !self.sessions.insert(session) {
+            return Err(self.decline(session, DeclineReason::SessionReused { session }));
+        }
         // A new attempt replaces whatever ran before: the old one can no longer finish.
         if let Some(old) = self.round.take() {
             self.events.push_back(AgentEvent::RoundEnded {
@@ -322,18 +354,44 @@ impl Agent {
                 reason: "superseded by a new attempt".into(),
             });
         }
-        let session = config.session;
-        match self.check_round(&config, chain) {
+        let checked = self.check_security(&config, chain).and_then(|()| {
+            self.check_round(&config, chain)
+                .map_err(DeclineReason::Ledger)
+        });
+        match checked {
             Ok(index) => {
                 let codec = UpdateCodec::new(&config)?;
                 let roster = config.roster(chain)?;
+                let anchored_state = chain
+                    .agreement(&config.agreement)
+                    .and_then(|a| a.last_server_state)
+                    .unwrap_or_else(|| server_state_hash(&[]));
                 let secagg = ClientSession::new(
-                    config.secagg_config(codec.encoded_len(), codec.bits()),
+                    config.secagg_config(&self.genesis, codec.encoded_len(), codec.bits())?,
                     ClientId(index),
                     self.key.clone(),
                     &roster,
                     &mut self.rng,
                 )?;
+                // The floors were judged on the resolved degree and threshold: they must be
+                // what the secure-aggregation plan actually runs with.
+                let p = config.aggregation_params();
+                let plan = secagg.plan();
+                if plan.graph.min_degree() != p.neighbours as usize
+                    || plan.graph.max_degree() != p.neighbours as usize
+                    || plan.threshold != p.threshold as usize
+                {
+                    return Err(self.decline(
+                        session,
+                        DeclineReason::Invalid(format!(
+                            "the secure-aggregation plan runs degree {} threshold {}, not {} and {}",
+                            plan.graph.min_degree(),
+                            plan.threshold,
+                            p.neighbours,
+                            p.threshold
+                        )),
+                    ));
+                }
                 self.round = Some(AgentRound {
                     assembler: ChunkAssembler::new(file_len(config.model)),
                     config,
@@ -341,18 +399,48 @@ impl Agent {
                     secagg,
                     global: None,
                     submitted: false,
+                    anchored_state,
                 });
                 self.drain_secagg();
                 Ok(())
             }
-            Err(reason) => {
-                self.outgoing.push_back(ToCoordinator::Decline {
-                    session,
-                    reason: reason.clone(),
-                });
-                Err(AgentError::RoundRefused(reason))
-            }
+            Err(reason) => Err(self.decline(session, reason)),
         }
+    }
+
+    fn decline(&mut self, session: u64, reason: DeclineReason) -> AgentError {
+        self.outgoing.push_back(ToCoordinator::Decline {
+            session,
+            reason: reason.clone(),
+        });
+        AgentError::RoundRefused(reason)
+    }
+
+    /// What protects the hospital's update whoever coordinates: the config's shape, the
+    /// agreement's floors under the secure-aggregation and noise parameters, and its strategy.
+    fn check_security(
+        &self,
+        config: &RoundConfig,
+        chain: &ChainState,
+    ) -> Result<(), DeclineReason> {
+        config
+            .check()
+            .map_err(|e| DeclineReason::Invalid(e.to_string()))?;
+        // A missing agreement is refused by `check_round`, with the ledger's reasons.
+        let Some(a) = chain.agreement(&config.agreement) else {
+            return Ok(());
+        };
+        a.agreement
+            .floors
+            .admits(&config.aggregation_params())
+            .map_err(DeclineReason::BelowFloor)?;
+        if config.strategy != a.agreement.strategy {
+            return Err(DeclineReason::StrategyMismatch {
+                announced: format!("{:?}", config.strategy),
+                agreed: format!("{:?}", a.agreement.strategy),
+            });
+        }
+        Ok(())
     }
 
     /// Every check a hospital makes before training: returns its client index.
@@ -435,9 +523,27 @@ impl Agent {
         let global = r.global.as_ref().ok_or(AgentError::Unexpected(
             "endorsement request before the model",
         ))?;
+        let needed = r.config.ddg.min_clients;
+        if (survivors.len() as u64) < needed {
+            return Err(AgentError::TooFewSurvivors {
+                survivors: survivors.len(),
+                needed,
+            });
+        }
+        // The model is recomputed from this state: it must be the one the ledger anchors.
+        let supplied = server_state_hash(server_state);
+        if supplied != r.anchored_state {
+            return Err(AgentError::ServerState {
+                supplied,
+                anchored: r.anchored_state,
+            });
+        }
         let sum = aggregate.unpack(r.codec.encoded_len(), r.codec.bits())?;
-        let decoded = r.codec.decode(&sum)?;
-        let (params, _) = strategy::apply(
+        let (decoded, range) = r.codec.decode_checked(&sum, survivors.len())?;
+        if !range.ok() {
+            return Err(AgentError::OutOfRange(Box::new(range)));
+        }
+        let (params, state_after) = strategy::apply(
             &r.config.strategy,
             &global.file.params,
             server_state,
@@ -445,14 +551,14 @@ impl Agent {
         )?;
         let model = GlobalModel::from_params(r.config.model, params)?;
         let transcript = transcript::round_transcript(&r.config, survivors, &sum, server_state)?;
-        let message = endorsement_message(
-            &genesis,
-            &r.config.agreement,
-            r.config.round,
-            &r.config.previous_model,
+        let anchor = round_anchor(
+            &r.config,
+            survivors,
             &model.hash,
+            &server_state_hash(&state_after),
             &transcript,
-        );
+        )?;
+        let message = endorsement_message(&genesis, &anchor)?;
         let signature = key.sign(&message).into();
         let round = r.config.round;
         self.outgoing.push_back(ToCoordinator::Endorse {

@@ -2,9 +2,13 @@
 //!
 //! [`Agent`] checks every round the coordinator announces against the hospital's own copy of
 //! the ledger (agreement accepted and live, round number, previous model, privacy spend within
-//! budget), asks its driver to train ([`AgentEvent::Train`], run with [`train::run`]), encodes
-//! the update with distributed noise and runs the SecAgg+ client, then recomputes the new model
-//! from the aggregate and endorses it. It adopts a model only once the ledger anchors it.
+//! budget, the agreement's floors under the secure-aggregation and noise parameters and its
+//! strategy) and takes part at most once per session id; it asks its driver to train
+//! ([`AgentEvent::Train`], run with [`train::run`]), encodes the update with distributed noise
+//! and runs the SecAgg+ client under a session context it computes itself, then checks the
+//! aggregate is in the range its survivors can reach and the server state is the anchored one,
+//! recomputes the new model and endorses the whole outcome. It adopts a model only once the
+//! ledger anchors it.
 //!
 //! It must never send anything derived from its data except through secure aggregation, and
 //! never endorse a model it did not recompute itself.

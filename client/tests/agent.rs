@@ -12,7 +12,7 @@ use medfl_protocol::{
 };
 
 fn setup() -> (Fixture, ChainState, RoundConfig, GlobalModel) {
-    let f = Fixture::new(1, 3, 2);
+    let f = Fixture::new(1, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
     let model_cfg = AutoencoderConfig {
         inputs: 4,
@@ -32,8 +32,12 @@ fn setup() -> (Fixture, ChainState, RoundConfig, GlobalModel) {
         issued_at: Timestamp(T0.0 + 1000),
         previous_model: model.hash,
         model: model_cfg,
-        participants: vec![Fixture::id("hospital-0"), Fixture::id("hospital-1")],
-        epsilon_after: vec![eps, eps],
+        participants: vec![
+            Fixture::id("hospital-0"),
+            Fixture::id("hospital-1"),
+            Fixture::id("hospital-2"),
+        ],
+        epsilon_after: vec![eps, eps, eps],
         training,
         ddg: DdgParams::default(),
         secagg: SecAggParams::default(),
@@ -98,7 +102,7 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
         (
             "understated epsilon",
             RoundConfig {
-                epsilon_after: vec![0.01, 0.01],
+                epsilon_after: vec![0.01; 3],
                 ..config.clone()
             },
         ),
@@ -112,7 +116,7 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
             assert!(eps > 10.0, "the fixture's budget is 10, this costs {eps}");
             RoundConfig {
                 training,
-                epsilon_after: vec![eps, eps],
+                epsilon_after: vec![eps; 3],
                 ..config.clone()
             }
         }),
@@ -126,7 +130,11 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
         (
             "another hospital's round",
             RoundConfig {
-                participants: vec![Fixture::id("hospital-1"), Fixture::id("hospital-2")],
+                participants: vec![
+                    Fixture::id("hospital-1"),
+                    Fixture::id("hospital-2"),
+                    Fixture::id("hospital-3"),
+                ],
                 ..config.clone()
             },
         ),

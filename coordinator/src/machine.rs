@@ -3,11 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ed25519_dalek::SigningKey;
-use medfl_ledger::tx::{Endorsement, PrivacySpend, RoundAnchor, endorsement_message};
+use medfl_ledger::tx::{Endorsement, RoundAnchor};
 use medfl_ledger::{
     AgreementId, ChainState, Hash, MemberId, Role, Signature, Timestamp, Transaction, TxBody,
 };
 use medfl_model::AutoencoderConfig;
+use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::chunks;
 use medfl_protocol::update::UpdateCodec;
 use medfl_protocol::{
@@ -135,7 +136,9 @@ struct Endorsing {
     survivors: Vec<ClientId>,
     model: GlobalModel,
     state: Vec<f32>,
-    transcript: Hash,
+    /// The anchor the endorsers sign (without endorsements) and the bytes they sign.
+    anchor: RoundAnchor,
+    message: Vec<u8>,
     endorsements: BTreeMap<MemberId, Signature>,
 }
 
@@ -197,7 +200,9 @@ impl Coordinator {
             )
             .into());
         }
-        cfg.strategy.check()?;
+        cfg.strategy
+            .check()
+            .map_err(|e| ProtocolError::invalid("strategy", e))?;
         Ok(Coordinator {
             cfg,
             me,
@@ -297,7 +302,12 @@ impl Coordinator {
             return Err(CoordinatorError::Busy(0));
         }
         let mut eligible = self.eligible(chain, connected, wall)?;
-        let needed = self.cfg.min_participants.max(2);
+        // The noise is calibrated for `min_clients` survivors: fewer selected cannot work.
+        let needed = self
+            .cfg
+            .min_participants
+            .max(2)
+            .max(usize::try_from(self.cfg.ddg.min_clients).unwrap_or(usize::MAX));
         if eligible.len() < needed {
             return Err(CoordinatorError::NotEnoughParticipants {
                 eligible: eligible.len(),
@@ -334,10 +344,24 @@ impl Coordinator {
             public_seed,
         };
         config.check()?;
+        // The agents would decline: say why here rather than run an attempt for nothing.
+        a.agreement
+            .floors
+            .admits(&config.aggregation_params())
+            .map_err(|v| CoordinatorError::Agreement(config.agreement.clone(), v.to_string()))?;
+        if config.strategy != a.agreement.strategy {
+            return Err(CoordinatorError::Agreement(
+                config.agreement.clone(),
+                format!(
+                    "fixes strategy {:?}, this coordinator runs {:?}",
+                    a.agreement.strategy, config.strategy
+                ),
+            ));
+        }
         let codec = UpdateCodec::new(&config)?;
         let roster = config.roster(chain)?;
         let server = ServerSession::new(
-            config.secagg_config(codec.encoded_len(), codec.bits()),
+            config.secagg_config(&self.genesis, codec.encoded_len(), codec.bits())?,
             &roster,
         )
         .map_err(|e| ProtocolError::invalid("secagg", e.to_string()))?;
@@ -455,7 +479,6 @@ impl Coordinator {
                 model,
                 signature,
             } if s == session => {
-                let genesis = self.genesis;
                 let e = active
                     .endorsing
                     .as_mut()
@@ -469,15 +492,7 @@ impl Coordinator {
                         e.model.hash
                     )));
                 }
-                let message = endorsement_message(
-                    &genesis,
-                    &active.config.agreement,
-                    active.config.round,
-                    &active.config.previous_model,
-                    &model,
-                    &e.transcript,
-                );
-                if !key.verify(&message, &signature) {
+                if !key.verify(&e.message, &signature) {
                     return Err(refuse("endorsement signature does not verify".into()));
                 }
                 e.endorsements.insert(from.clone(), signature);
@@ -582,7 +597,36 @@ impl Coordinator {
         agg: medfl_secagg::Aggregate,
         now_ms: u64,
     ) -> Result<(), CoordinatorError> {
-        let decoded = active.codec.decode(&agg.sum)?;
+        let needed = active.config.ddg.min_clients;
+        if (agg.survivors.len() as u64) < needed {
+            return Err(ProtocolError::invalid(
+                "survivors",
+                format!(
+                    "{} in the aggregate, the noise is calibrated for {needed}",
+                    agg.survivors.len()
+                ),
+            )
+            .into());
+        }
+        let (decoded, range) = active.codec.decode_checked(&agg.sum, agg.survivors.len())?;
+        let in_range = range.ok();
+        active.metrics.range = Some(range);
+        if !in_range {
+            // Some member sent something other than an encoding; the agents will not endorse
+            // this sum, so the round ends here, with the figures recorded.
+            return Err(ProtocolError::invalid(
+                "aggregate",
+                format!(
+                    "out of the range its survivors can reach: {}",
+                    active
+                        .metrics
+                        .range
+                        .as_ref()
+                        .map_or(String::new(), |r| r.to_string())
+                ),
+            )
+            .into());
+        }
         let (params, state) = strategy::apply(
             &active.config.strategy,
             &self.model.file.params,
@@ -596,6 +640,14 @@ impl Coordinator {
             &agg.sum,
             &self.server_state,
         )?;
+        let anchor = round_anchor(
+            &active.config,
+            &agg.survivors,
+            &model.hash,
+            &server_state_hash(&state),
+            &transcript,
+        )?;
+        let message = endorsement_message(&self.genesis, &anchor)?;
         let packed = PackedVector::pack(&agg.sum, active.codec.bits())
             .map_err(|e| ProtocolError::invalid("aggregate", e.to_string()))?;
         for id in &agg.survivors {
@@ -626,7 +678,8 @@ impl Coordinator {
             survivors: agg.survivors,
             model,
             state,
-            transcript,
+            anchor,
+            message,
             endorsements: BTreeMap::new(),
         });
         Ok(())
@@ -650,50 +703,19 @@ impl Coordinator {
             "endorse".into(),
             now_ms.saturating_sub(active.stage_started_ms),
         ));
-        let config = &active.config;
-        let survivors: BTreeSet<u32> = e.survivors.iter().map(|c| c.0).collect();
-        let mut participants = Vec::new();
-        let mut dropped = Vec::new();
-        for (i, m) in config.participants.iter().enumerate() {
-            if survivors.contains(&(i as u32)) {
-                participants.push((
-                    m.clone(),
-                    PrivacySpend {
-                        epsilon_total: config.epsilon_after[i],
-                    },
-                ));
-            } else {
-                dropped.push(m.clone());
-            }
-        }
-        active.metrics.dropped = dropped.iter().map(|m| m.to_string()).collect();
-        active.metrics.max_epsilon = participants
+        let mut anchor = e.anchor;
+        active.metrics.dropped = anchor.dropped.iter().map(|m| m.to_string()).collect();
+        active.metrics.max_epsilon = anchor
+            .participants
             .iter()
             .map(|(_, s)| s.epsilon_total)
             .fold(0.0, f64::max);
         active.metrics.duration_ms = now_ms.saturating_sub(active.started_ms);
-        let dp = match privacy::anchored_params(&config.training, config.model) {
-            Ok(dp) => dp,
-            Err(err) => {
-                self.fail(active, err.to_string());
-                return;
-            }
-        };
-        let anchor = RoundAnchor {
-            agreement: config.agreement.clone(),
-            round: config.round,
-            previous_model: config.previous_model,
-            model: e.model.hash,
-            participants,
-            dropped,
-            dp,
-            secagg_transcript: e.transcript,
-            endorsements: e
-                .endorsements
-                .into_iter()
-                .map(|(member, signature)| Endorsement { member, signature })
-                .collect(),
-        };
+        anchor.endorsements = e
+            .endorsements
+            .into_iter()
+            .map(|(member, signature)| Endorsement { member, signature })
+            .collect();
         let tx = match Transaction::sign(
             &self.genesis,
             self.me.clone(),

@@ -1,5 +1,6 @@
 //! What a round did, for the structured log and the metrics file.
 
+use medfl_protocol::update::RangeCheck;
 use serde::Serialize;
 
 /// One round attempt's figures.
@@ -29,4 +30,7 @@ pub struct RoundMetrics {
     pub duration_ms: u64,
     /// Milliseconds the coordinator computed (decode, strategy, hashing, signatures).
     pub compute_ms: u64,
+    /// Whether the aggregate was in the range its survivors' updates can reach, and which
+    /// coordinates were not (`None` before aggregation).
+    pub range: Option<RangeCheck>,
 }

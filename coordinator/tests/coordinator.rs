@@ -7,7 +7,8 @@ use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::{ChainState, MemberId, Timestamp, TxBody};
 use medfl_model::AutoencoderConfig;
 use medfl_protocol::{
-    DdgParams, GlobalModel, SecAggParams, Strategy, ToAgent, ToCoordinator, TrainingParams,
+    DdgParams, DeclineReason, GlobalModel, SecAggParams, Strategy, ToAgent, ToCoordinator,
+    TrainingParams,
 };
 
 fn coordinator(f: &Fixture, training: TrainingParams) -> Coordinator {
@@ -58,18 +59,22 @@ fn a_round_starts_with_the_connected_eligible_hospitals_and_sends_each_its_confi
     let f = Fixture::new(2, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
     let mut c = coordinator(&f, training());
-    let connected = hospitals(&["hospital-0", "hospital-2", "auditor"]);
+    let connected = hospitals(&["hospital-0", "hospital-2", "hospital-3", "auditor"]);
     let config = c.start_round(0, NOW, &state, &connected).unwrap().clone();
     assert_eq!(config.round, 1);
     assert_eq!(
         config.participants,
-        vec![Fixture::id("hospital-0"), Fixture::id("hospital-2")],
+        vec![
+            Fixture::id("hospital-0"),
+            Fixture::id("hospital-2"),
+            Fixture::id("hospital-3")
+        ],
         "the auditor is not a hospital"
     );
     let starts = std::iter::from_fn(|| c.poll_outgoing())
         .filter(|(_, m)| matches!(m, ToAgent::RoundStart(_)))
         .count();
-    assert_eq!(starts, 2);
+    assert_eq!(starts, 3);
     assert!(matches!(
         c.start_round(0, NOW, &state, &connected),
         Err(CoordinatorError::Busy(1))
@@ -87,7 +92,7 @@ fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
             r,
             Err(CoordinatorError::NotEnoughParticipants {
                 eligible: 1,
-                needed: 2
+                needed: 3
             })
         ),
         "{r:?}"
@@ -123,7 +128,7 @@ fn strangers_revoked_members_and_other_attempts_are_refused() {
     let session = c.start_round(0, NOW, &state, &connected).unwrap().session;
     let hello = || ToCoordinator::Decline {
         session,
-        reason: "no".into(),
+        reason: DeclineReason::Ledger("no".into()),
     };
     let stranger = Fixture::id("mallory");
     assert!(matches!(
@@ -132,7 +137,7 @@ fn strangers_revoked_members_and_other_attempts_are_refused() {
     ));
     let other = ToCoordinator::Decline {
         session: session ^ 1,
-        reason: "no".into(),
+        reason: DeclineReason::Ledger("no".into()),
     };
     assert!(matches!(
         c.handle(1, NOW, &Fixture::id("hospital-0"), other, &state),

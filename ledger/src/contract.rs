@@ -193,6 +193,7 @@ fn register_agreement(
         accepted: Default::default(),
         last_round: 0,
         last_model: None,
+        last_server_state: None,
         spent: Default::default(),
         rounds_joined: Default::default(),
     };
@@ -292,6 +293,24 @@ fn anchor_round(
             "more than {MAX_LISTED_MEMBERS} members listed"
         )));
     }
+    a.agreement
+        .floors
+        .admits(&r.aggregation)
+        .map_err(ContractError::BelowFloor)?;
+    if r.strategy != a.agreement.strategy {
+        return Err(ContractError::StrategyMismatch {
+            round: format!("{:?}", r.strategy),
+            agreement: format!("{:?}", a.agreement.strategy),
+        });
+    }
+    // The noise is calibrated for `min_survivors`: a sum over fewer would be under-noised.
+    let needed = r.aggregation.min_survivors;
+    if (r.participants.len() as u64) < needed {
+        return Err(ContractError::TooFewSurvivors {
+            survivors: r.participants.len(),
+            needed,
+        });
+    }
     let budget = a.agreement.budget;
     if r.dp.delta > budget.delta {
         return Err(ContractError::DeltaExceeded {
@@ -346,7 +365,11 @@ fn anchor_round(
         }
     }
 
-    let message = r.endorsement_message(&state.genesis_hash);
+    // Rebuilt from the anchor itself: a field changed after the endorsers signed breaks
+    // every endorsement.
+    let message = r
+        .endorsement_message(&state.genesis_hash)
+        .map_err(|e| ContractError::Malformed(e.to_string()))?;
     let participants: HashSet<&MemberId> = r.participants.iter().map(|(m, _)| m).collect();
     let mut endorsers = HashSet::new();
     let mut endorsements = Vec::with_capacity(r.endorsements.len());
@@ -383,6 +406,7 @@ fn anchor_round(
         agreement: r.agreement.clone(),
         last_round: record.last_round,
         last_model: record.last_model,
+        last_server_state: record.last_server_state,
         spent: r
             .participants
             .iter()
@@ -392,6 +416,7 @@ fn anchor_round(
     };
     record.last_round = r.round;
     record.last_model = Some(r.model);
+    record.last_server_state = Some(r.server_state);
     for (member, spend) in &r.participants {
         record.spent.insert(member.clone(), spend.epsilon_total);
         *record.rounds_joined.entry(member.clone()).or_insert(0) += 1;

@@ -183,6 +183,25 @@ pub enum ContractError {
     /// A reference to a model that was never anchored.
     #[error("model-anchored: model {0} was never anchored")]
     UnknownModel(Hash),
+    /// A round ran with secure-aggregation or noise parameters below the agreement's floors.
+    #[error("aggregation-floors: {0}")]
+    BelowFloor(crate::privacy::FloorViolation),
+    /// Fewer hospitals in the aggregate than the distributed noise is calibrated for.
+    #[error("survivors: {survivors} hospitals in the aggregate, the round needs {needed}")]
+    TooFewSurvivors {
+        /// Participants in the aggregate.
+        survivors: usize,
+        /// The round's (and the agreement's) minimum.
+        needed: u64,
+    },
+    /// A round computed with a server strategy other than the agreement's.
+    #[error("strategy: the round used {round}, the agreement fixes {agreement}")]
+    StrategyMismatch {
+        /// What the anchor records.
+        round: String,
+        /// What the agreement fixes.
+        agreement: String,
+    },
 }
 
 /// Why a block is refused.

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::bytes::{Hash, PublicKey};
 use crate::codec::{self, CodecError};
 use crate::member::{AgreementId, Member, MemberId, Role, check_address};
-use crate::privacy::PrivacyBudget;
+use crate::privacy::{AggregationFloors, PrivacyBudget};
 use crate::timestamp::Timestamp;
-use crate::tx::{DataUseAgreement, MAX_LISTED_MEMBERS, MAX_TEXT_LEN};
+use crate::tx::{DataUseAgreement, MAX_LISTED_MEMBERS, MAX_TEXT_LEN, Strategy};
 
 /// The consortium as founded: members, agreements and the endorsement quorum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +79,12 @@ pub struct AgreementEntry {
     pub epsilon: f64,
     /// Delta.
     pub delta: f64,
+    /// Floors under the secure-aggregation and noise parameters (safe defaults if absent).
+    #[serde(default)]
+    pub floors: AggregationFloors,
+    /// The server strategy rounds run with (FedAvg with rate 1 if absent).
+    #[serde(default)]
+    pub strategy: Strategy,
 }
 
 /// The TOML file: a consortium plan or, with every key filled in, a genesis.
@@ -162,6 +168,8 @@ impl ConsortiumFile {
                         epsilon: a.epsilon,
                         delta: a.delta,
                     },
+                    floors: a.floors,
+                    strategy: a.strategy,
                 })
             })
             .collect::<Result<Vec<_>, GenesisError>>()?;
@@ -210,6 +218,8 @@ impl Genesis {
                     expires_at: a.expires_at.to_rfc3339(),
                     epsilon: a.budget.epsilon,
                     delta: a.budget.delta,
+                    floors: a.floors,
+                    strategy: a.strategy,
                 })
                 .collect(),
         }
@@ -302,5 +312,7 @@ pub(crate) fn check_agreement_shape(a: &DataUseAgreement) -> Result<(), String> 
     if let Some(dup) = a.members.iter().find(|m| !seen.insert(*m)) {
         return Err(format!("lists member {dup} twice"));
     }
-    a.budget.check()
+    a.budget.check()?;
+    a.floors.check()?;
+    a.strategy.check()
 }

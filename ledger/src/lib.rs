@@ -49,7 +49,10 @@ pub use error::{BlockError, ContractError};
 pub use genesis::{ConsortiumFile, Genesis, GenesisError};
 pub use ledger::{BlockReceipt, Ledger, LedgerError};
 pub use member::{AgreementId, Member, MemberId, Role};
-pub use privacy::{DpMechanism, DpParams, PrivacyBudget};
+pub use privacy::{
+    AggregationFloors, AggregationParams, DpMechanism, DpParams, Floor, FloorViolation,
+    PrivacyBudget,
+};
 pub use proof::{InclusionProof, ProofError, ProvenTx};
 pub use state::ChainState;
 pub use timestamp::Timestamp;

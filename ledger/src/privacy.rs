@@ -94,6 +94,190 @@ impl DpParams {
     }
 }
 
+/// A secure-aggregation or distributed-noise parameter an agreement puts a floor under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Floor {
+    /// Neighbours per client in the SecAgg+ graph.
+    Neighbours,
+    /// Shamir threshold within a neighbourhood.
+    Threshold,
+    /// The threshold must exceed half the degree, or a server can split a neighbourhood in
+    /// two groups that each reconstruct a different secret of one client.
+    ThresholdMajority,
+    /// Fewest survivors the distributed noise is calibrated for.
+    Survivors,
+    /// Ring width of secure aggregation.
+    Bits,
+    /// Noise multiplier of the distributed discrete Gaussian.
+    NoiseMultiplier,
+}
+
+impl std::fmt::Display for Floor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Floor::Neighbours => "neighbours",
+            Floor::Threshold => "threshold",
+            Floor::ThresholdMajority => "threshold majority (2t > degree)",
+            Floor::Survivors => "survivors",
+            Floor::Bits => "bits",
+            Floor::NoiseMultiplier => "noise multiplier",
+        })
+    }
+}
+
+/// A parameter below its floor: which, the value, and the least the agreement allows.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FloorViolation {
+    /// Which parameter.
+    pub floor: Floor,
+    /// Its value in the round.
+    pub value: f64,
+    /// The least allowed (for [`Floor::ThresholdMajority`], the degree the threshold must
+    /// exceed half of).
+    pub minimum: f64,
+}
+
+impl std::fmt::Display for FloorViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.floor {
+            Floor::ThresholdMajority => write!(
+                f,
+                "threshold {} is not above half the degree {}",
+                self.value, self.minimum
+            ),
+            floor => write!(
+                f,
+                "{floor} {} is below the floor {}",
+                self.value, self.minimum
+            ),
+        }
+    }
+}
+
+/// The secure-aggregation and distributed-noise parameters a round ran with, as anchored.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationParams {
+    /// Degree of the SecAgg+ neighbour graph (after resolving defaults).
+    pub neighbours: u32,
+    /// Shamir threshold within a neighbourhood (after resolving defaults).
+    pub threshold: u32,
+    /// Fewest survivors the distributed noise is calibrated for.
+    pub min_survivors: u64,
+    /// Ring width `b` of `Z_{2^b}`.
+    pub bits: u32,
+    /// Noise std of the sum over the clipping bound, member level.
+    pub noise_multiplier: f64,
+}
+
+/// The weakest [`AggregationParams`] an agreement allows. Safe defaults apply to a consortium
+/// file that does not state them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationFloors {
+    /// Least graph degree.
+    pub min_neighbours: u32,
+    /// Least Shamir threshold (and it must exceed half the degree in any case).
+    pub min_threshold: u32,
+    /// Least number of survivors the noise may be calibrated for (and a round needs).
+    pub min_survivors: u64,
+    /// Least ring width.
+    pub min_bits: u32,
+    /// Least member-level noise multiplier.
+    pub min_noise_multiplier: f64,
+}
+
+impl Default for AggregationFloors {
+    fn default() -> Self {
+        AggregationFloors {
+            min_neighbours: 2,
+            min_threshold: 2,
+            min_survivors: 3,
+            min_bits: 16,
+            min_noise_multiplier: 0.01,
+        }
+    }
+}
+
+/// Floors no agreement may go under: below them a Shamir share is the secret itself, or the
+/// sum of two survivors gives each the other's update.
+const ABSOLUTE_FLOORS: AggregationFloors = AggregationFloors {
+    min_neighbours: 2,
+    min_threshold: 2,
+    min_survivors: 2,
+    min_bits: 8,
+    min_noise_multiplier: f64::MIN_POSITIVE,
+};
+
+impl AggregationFloors {
+    /// Checks the floors are themselves sound (no agreement may allow a threshold of 1).
+    pub fn check(&self) -> Result<(), String> {
+        let a = ABSOLUTE_FLOORS;
+        if self.min_neighbours < a.min_neighbours
+            || self.min_threshold < a.min_threshold
+            || self.min_survivors < a.min_survivors
+        {
+            return Err(format!(
+                "floors: neighbours, threshold and survivors must be at least {}, {}, {}",
+                a.min_neighbours, a.min_threshold, a.min_survivors
+            ));
+        }
+        if !(a.min_bits..=62).contains(&self.min_bits) {
+            return Err(format!("floors: min_bits must be in {}..=62", a.min_bits));
+        }
+        check_range(
+            "floors: min_noise_multiplier",
+            self.min_noise_multiplier,
+            a.min_noise_multiplier,
+            1e6,
+        )
+    }
+
+    /// The first parameter of `p` below its floor, if any.
+    pub fn admits(&self, p: &AggregationParams) -> Result<(), FloorViolation> {
+        let below = |floor, value: f64, minimum: f64| {
+            if value.is_nan() || value < minimum {
+                Err(FloorViolation {
+                    floor,
+                    value,
+                    minimum,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        below(
+            Floor::Neighbours,
+            f64::from(p.neighbours),
+            f64::from(self.min_neighbours),
+        )?;
+        below(
+            Floor::Threshold,
+            f64::from(p.threshold),
+            f64::from(self.min_threshold),
+        )?;
+        if 2 * u64::from(p.threshold) <= u64::from(p.neighbours) {
+            return Err(FloorViolation {
+                floor: Floor::ThresholdMajority,
+                value: f64::from(p.threshold),
+                minimum: f64::from(p.neighbours),
+            });
+        }
+        below(
+            Floor::Survivors,
+            p.min_survivors as f64,
+            self.min_survivors as f64,
+        )?;
+        below(Floor::Bits, f64::from(p.bits), f64::from(self.min_bits))?;
+        below(
+            Floor::NoiseMultiplier,
+            p.noise_multiplier,
+            self.min_noise_multiplier,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +335,59 @@ mod tests {
             .is_err()
         );
         assert!(DpParams { steps: 0, ..ok }.check().is_err());
+    }
+
+    #[test]
+    fn floors_admit_what_meets_them_and_name_what_does_not() {
+        let floors = AggregationFloors::default();
+        floors.check().unwrap();
+        let ok = AggregationParams {
+            neighbours: 4,
+            threshold: 3,
+            min_survivors: 3,
+            bits: 32,
+            noise_multiplier: 0.5,
+        };
+        floors.admits(&ok).unwrap();
+        for (p, floor) in [
+            (
+                AggregationParams {
+                    neighbours: 1,
+                    threshold: 1,
+                    ..ok
+                },
+                Floor::Neighbours,
+            ),
+            (
+                AggregationParams {
+                    neighbours: 4,
+                    threshold: 2,
+                    ..ok
+                },
+                Floor::ThresholdMajority,
+            ),
+            (
+                AggregationParams {
+                    min_survivors: 2,
+                    ..ok
+                },
+                Floor::Survivors,
+            ),
+            (AggregationParams { bits: 8, ..ok }, Floor::Bits),
+            (
+                AggregationParams {
+                    noise_multiplier: f64::NAN,
+                    ..ok
+                },
+                Floor::NoiseMultiplier,
+            ),
+        ] {
+            assert_eq!(floors.admits(&p).map_err(|v| v.floor), Err(floor));
+        }
+        let weak = AggregationFloors {
+            min_threshold: 1,
+            ..floors
+        };
+        assert!(weak.check().is_err(), "no agreement may allow threshold 1");
     }
 }

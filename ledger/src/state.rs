@@ -40,6 +40,9 @@ pub struct AgreementRecord {
     pub last_round: u64,
     /// The model of the last anchored round.
     pub last_model: Option<Hash>,
+    /// The hash of the server optimizer's state after the last anchored round (`None` before
+    /// the first: the state is then the empty one).
+    pub last_server_state: Option<Hash>,
     /// Each member's cumulative epsilon under the agreement.
     pub spent: BTreeMap<MemberId, f64>,
     /// How many anchored rounds each member's update is in; with the round's DP parameters it
@@ -79,6 +82,7 @@ pub(crate) enum Undo {
         agreement: AgreementId,
         last_round: u64,
         last_model: Option<Hash>,
+        last_server_state: Option<Hash>,
         spent: Vec<(MemberId, Option<f64>)>,
         model: Hash,
     },
@@ -139,6 +143,7 @@ impl ChainState {
                     accepted: a.members.iter().cloned().collect(),
                     last_round: 0,
                     last_model: None,
+                    last_server_state: None,
                     spent: BTreeMap::new(),
                     rounds_joined: BTreeMap::new(),
                 };
@@ -405,12 +410,14 @@ impl ChainState {
                 agreement,
                 last_round,
                 last_model,
+                last_server_state,
                 spent,
                 model,
             } => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
                     a.last_round = last_round;
                     a.last_model = last_model;
+                    a.last_server_state = last_server_state;
                     for (member, previous) in spent {
                         if let Some(n) = a.rounds_joined.get_mut(&member) {
                             *n -= 1;

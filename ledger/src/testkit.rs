@@ -10,9 +10,11 @@ use rand_chacha::rand_core::SeedableRng;
 use crate::bytes::Hash;
 use crate::genesis::Genesis;
 use crate::member::{AgreementId, Member, MemberId, Role};
-use crate::privacy::{DpMechanism, DpParams, PrivacyBudget};
+use crate::privacy::{AggregationFloors, AggregationParams, DpMechanism, DpParams, PrivacyBudget};
 use crate::timestamp::Timestamp;
-use crate::tx::{DataUseAgreement, Endorsement, PrivacySpend, RoundAnchor, Transaction, TxBody};
+use crate::tx::{
+    DataUseAgreement, Endorsement, PrivacySpend, RoundAnchor, Strategy, Transaction, TxBody,
+};
 
 /// 2026-01-01T00:00:00Z, the fixture's founding time.
 pub const T0: Timestamp = Timestamp(1_767_225_600_000);
@@ -36,7 +38,8 @@ pub fn key_from(rng: &mut ChaCha20Rng) -> SigningKey {
 
 impl Fixture {
     /// `hospitals` hospitals (at least 1), quorum `quorum`, one agreement `dua` over all of them
-    /// with budget epsilon 10, delta 1e-5, expiring a year after founding.
+    /// with budget epsilon 10, delta 1e-5, expiring a year after founding, FedAvg with rate 1
+    /// and [`Self::floors`].
     pub fn new(seed: u64, hospitals: usize, quorum: u32) -> Fixture {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut keys = Vec::new();
@@ -76,6 +79,8 @@ impl Fixture {
                     epsilon: 10.0,
                     delta: 1e-5,
                 },
+                floors: Self::floors(),
+                strategy: Strategy::default(),
             }],
         };
         let genesis_hash = genesis
@@ -131,8 +136,28 @@ impl Fixture {
             .unwrap_or_else(|e| unreachable!("fixture tx: {e}"))
     }
 
+    /// The fixture agreement's floors: the defaults, but two survivors suffice (small rounds
+    /// keep tests short).
+    pub fn floors() -> AggregationFloors {
+        AggregationFloors {
+            min_survivors: 2,
+            ..AggregationFloors::default()
+        }
+    }
+
+    /// Secure-aggregation parameters that meet [`Self::floors`].
+    pub fn aggregation() -> AggregationParams {
+        AggregationParams {
+            neighbours: 2,
+            threshold: 2,
+            min_survivors: 2,
+            bits: 32,
+            noise_multiplier: 0.5,
+        }
+    }
+
     /// A round anchor for `round` over `participants` (each spending `epsilon_total`),
-    /// endorsed by all of them.
+    /// endorsed by all of them, with [`Self::aggregation`]'s parameters.
     pub fn round(
         &self,
         round: u64,
@@ -159,6 +184,9 @@ impl Fixture {
                 clip_norm: 1.0,
                 delta: 1e-5,
             },
+            aggregation: Self::aggregation(),
+            strategy: Strategy::default(),
+            server_state: Hash::tagged(b"test-server-state", &[]),
             secagg_transcript: Hash::tagged(b"test-transcript", &[&round.to_le_bytes()]),
             endorsements: vec![],
         };
@@ -168,7 +196,9 @@ impl Fixture {
 
     /// Replaces the endorsements of `anchor` with signatures by `endorsers`.
     pub fn endorse(&self, anchor: &mut RoundAnchor, endorsers: &[MemberId]) {
-        let message = anchor.endorsement_message(&self.genesis_hash);
+        let message = anchor
+            .endorsement_message(&self.genesis_hash)
+            .unwrap_or_else(|e| unreachable!("fixture anchor: {e}"));
         anchor.endorsements = endorsers
             .iter()
             .map(|m| Endorsement {

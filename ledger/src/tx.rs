@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::bytes::{Hash, PublicKey, Signature};
 use crate::codec::{self, CodecError};
 use crate::member::{AgreementId, Member, MemberId};
-use crate::privacy::{DpParams, PrivacyBudget};
+use crate::privacy::{AggregationFloors, AggregationParams, DpParams, PrivacyBudget};
 use crate::timestamp::Timestamp;
 
 /// Longest free-text field (purpose, reason) we accept.
@@ -33,6 +33,77 @@ pub struct DataUseAgreement {
     pub expires_at: Timestamp,
     /// Each member's privacy budget under it.
     pub budget: PrivacyBudget,
+    /// The weakest secure-aggregation and noise parameters a round under it may run with: a
+    /// hospital declines, and the contract refuses to anchor, anything weaker.
+    pub floors: AggregationFloors,
+    /// The server's update rule, fixed with its hyperparameters: the coordinator cannot pick
+    /// another one to steer the model.
+    pub strategy: Strategy,
+}
+
+/// How the coordinator turns the mean update into the next global model; fixed per agreement.
+///
+/// Externally tagged (`{ fedavg = { server_lr = 1.0 } }` in TOML): the wire codec is not
+/// self-describing, so internally tagged enums cannot cross it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Weighted FedAvg (McMahan et al. 2017): `w + η·Δ`.
+    FedAvg {
+        /// Server learning rate `η` (1 is plain averaging).
+        server_lr: f64,
+    },
+    /// FedProx (Li et al. 2020): clients add `μ/2·‖w − w_global‖²` to their loss; the server
+    /// averages as FedAvg with `η = 1`.
+    FedProx {
+        /// Proximal weight `μ`.
+        mu: f64,
+    },
+    /// FedAdam (Reddi et al. 2021): Adam on the server with the mean update as pseudo-gradient.
+    FedAdam {
+        /// Server learning rate.
+        lr: f64,
+        /// First-moment decay.
+        beta1: f64,
+        /// Second-moment decay.
+        beta2: f64,
+        /// Adaptivity `τ` (Adam's epsilon).
+        tau: f64,
+    },
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy::FedAvg { server_lr: 1.0 }
+    }
+}
+
+impl Strategy {
+    /// Checks every number is finite and in range.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = match *self {
+            Strategy::FedAvg { server_lr } => server_lr.is_finite() && server_lr > 0.0,
+            Strategy::FedProx { mu } => mu.is_finite() && mu >= 0.0,
+            Strategy::FedAdam {
+                lr,
+                beta1,
+                beta2,
+                tau,
+            } => {
+                lr.is_finite()
+                    && lr > 0.0
+                    && (0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && tau.is_finite()
+                    && tau > 0.0
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("strategy {self:?} has a parameter out of range"))
+        }
+    }
 }
 
 /// A salted, keyed pseudonym of a patient: 32 bytes, never the identity itself.
@@ -82,44 +153,59 @@ pub struct RoundAnchor {
     pub dropped: Vec<MemberId>,
     /// The DP parameters of the round.
     pub dp: DpParams,
+    /// The secure-aggregation and distributed-noise parameters the round ran with.
+    pub aggregation: AggregationParams,
+    /// The server update rule the new model was computed with.
+    pub strategy: Strategy,
+    /// Hash of the server optimizer's state after the round (FedAdam's moments; the empty
+    /// state for the others): the next round's endorsers check the state they are shown
+    /// against it.
+    pub server_state: Hash,
     /// Hash of the secure-aggregation transcript.
     pub secagg_transcript: Hash,
     /// Participants' signatures over the outcome.
     pub endorsements: Vec<Endorsement>,
 }
 
-impl RoundAnchor {
-    /// The bytes an endorser signs: the round's identity and outcome, bound to the ledger.
-    pub fn endorsement_message(&self, genesis: &Hash) -> Vec<u8> {
-        endorsement_message(
-            genesis,
-            &self.agreement,
-            self.round,
-            &self.previous_model,
-            &self.model,
-            &self.secagg_transcript,
-        )
-    }
+/// Everything in a [`RoundAnchor`] but the endorsements: what an endorser signs.
+#[derive(Serialize)]
+struct EndorsedOutcome<'a> {
+    agreement: &'a AgreementId,
+    round: u64,
+    previous_model: &'a Hash,
+    model: &'a Hash,
+    participants: &'a [(MemberId, PrivacySpend)],
+    dropped: &'a [MemberId],
+    dp: &'a DpParams,
+    aggregation: &'a AggregationParams,
+    strategy: &'a Strategy,
+    server_state: &'a Hash,
+    secagg_transcript: &'a Hash,
 }
 
-/// The bytes a participant signs to endorse a round's outcome.
-pub fn endorsement_message(
-    genesis: &Hash,
-    agreement: &AgreementId,
-    round: u64,
-    previous_model: &Hash,
-    model: &Hash,
-    secagg_transcript: &Hash,
-) -> Vec<u8> {
-    let mut m = b"medfl/endorse/v1".to_vec();
-    m.extend_from_slice(&genesis.0);
-    m.extend_from_slice(&(agreement.as_str().len() as u64).to_le_bytes());
-    m.extend_from_slice(agreement.as_str().as_bytes());
-    m.extend_from_slice(&round.to_le_bytes());
-    m.extend_from_slice(&previous_model.0);
-    m.extend_from_slice(&model.0);
-    m.extend_from_slice(&secagg_transcript.0);
-    m
+impl RoundAnchor {
+    /// The bytes an endorser signs: every field of the anchor but the endorsements, bound to
+    /// the ledger, so a coordinator cannot anchor a participant list, a dropped list, a spend
+    /// or a server state other than the one the hospitals checked.
+    pub fn endorsement_message(&self, genesis: &Hash) -> Result<Vec<u8>, CodecError> {
+        let outcome = EndorsedOutcome {
+            agreement: &self.agreement,
+            round: self.round,
+            previous_model: &self.previous_model,
+            model: &self.model,
+            participants: &self.participants,
+            dropped: &self.dropped,
+            dp: &self.dp,
+            aggregation: &self.aggregation,
+            strategy: &self.strategy,
+            server_state: &self.server_state,
+            secagg_transcript: &self.secagg_transcript,
+        };
+        let mut m = b"medfl/endorse/v2".to_vec();
+        m.extend_from_slice(&genesis.0);
+        m.extend_from_slice(&codec::encode(&outcome)?);
+        Ok(m)
+    }
 }
 
 /// The record of a batch of off-chain access events, so later tampering with them shows.

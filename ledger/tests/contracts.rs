@@ -275,6 +275,8 @@ fn agreement(
             epsilon: 4.0,
             delta: 1e-6,
         },
+        floors: Fixture::floors(),
+        strategy: Default::default(),
     }
 }
 
@@ -575,6 +577,8 @@ fn round_rules() {
     ));
     let mut r2 = f.round(2, m1, &all[..2], 3.0);
     r2.dropped = vec![h(2)];
+    // The dropped list is part of what the endorsers sign.
+    f.endorse(&mut r2, &all[..2]);
     apply(&f, &mut s, vec![anchor(r2)], t(2)).unwrap();
     assert_eq!(s.agreement(&Fixture::dua()).unwrap().last_round, 2);
     // agreement-unexpired

@@ -1,7 +1,8 @@
 //! What a round runs with: the coordinator decides, every participant checks.
 
 use medfl_ledger::tx::MAX_LISTED_MEMBERS;
-use medfl_ledger::{AgreementId, Hash, MemberId, Timestamp};
+pub use medfl_ledger::tx::Strategy;
+use medfl_ledger::{AggregationParams, AgreementId, Hash, MemberId, Timestamp, codec};
 use medfl_model::AutoencoderConfig;
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +62,7 @@ impl Default for DdgParams {
             noise_multiplier: 0.01,
             bits: 32,
             weight_cap: 10_000,
-            min_clients: 2,
+            min_clients: 3,
         }
     }
 }
@@ -75,68 +76,18 @@ pub struct SecAggParams {
     pub threshold: Option<u32>,
 }
 
-/// How the coordinator turns the mean update into the next global model.
-///
-/// Externally tagged (`{ fedavg = { server_lr = 1.0 } }` in TOML): the wire codec is not
-/// self-describing, so internally tagged enums cannot cross it.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Weighted FedAvg (McMahan et al. 2017): `w + η·Δ`.
-    FedAvg {
-        /// Server learning rate `η` (1 is plain averaging).
-        server_lr: f64,
-    },
-    /// FedProx (Li et al. 2020): clients add `μ/2·‖w − w_global‖²` to their loss; the server
-    /// averages as FedAvg with `η = 1`.
-    FedProx {
-        /// Proximal weight `μ`.
-        mu: f64,
-    },
-    /// FedAdam (Reddi et al. 2021): Adam on the server with the mean update as pseudo-gradient.
-    FedAdam {
-        /// Server learning rate.
-        lr: f64,
-        /// First-moment decay.
-        beta1: f64,
-        /// Second-moment decay.
-        beta2: f64,
-        /// Adaptivity `τ` (Adam's epsilon).
-        tau: f64,
-    },
-}
-
-impl Default for Strategy {
-    fn default() -> Self {
-        Strategy::FedAvg { server_lr: 1.0 }
-    }
-}
-
-impl Strategy {
-    /// Checks every number is finite and in range.
-    pub fn check(&self) -> Result<(), ProtocolError> {
-        let ok = match *self {
-            Strategy::FedAvg { server_lr } => server_lr.is_finite() && server_lr > 0.0,
-            Strategy::FedProx { mu } => mu.is_finite() && mu >= 0.0,
-            Strategy::FedAdam {
-                lr,
-                beta1,
-                beta2,
-                tau,
-            } => {
-                lr.is_finite()
-                    && lr > 0.0
-                    && (0.0..1.0).contains(&beta1)
-                    && (0.0..1.0).contains(&beta2)
-                    && tau.is_finite()
-                    && tau > 0.0
-            }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(ProtocolError::invalid("strategy", format!("{self:?}")))
-        }
+impl SecAggParams {
+    /// The graph degree and threshold a round of `n` clients actually runs with, resolving
+    /// defaults as `medfl_secagg::RoundPlan::new` does (a Harary graph of even degree `k` for
+    /// odd `k` and odd `n` has degree `k + 1`), so floors are judged on what runs.
+    pub fn resolve(&self, n: usize) -> (u32, u32) {
+        let k = self
+            .neighbours
+            .map_or_else(|| medfl_secagg::default_degree(n), |k| k as usize);
+        let degree = if k % 2 == 1 && n % 2 == 1 { k + 1 } else { k };
+        let t = self.threshold.map_or(degree / 2 + 1, |t| t as usize);
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        (clamp(degree), clamp(t))
     }
 }
 
@@ -242,7 +193,50 @@ impl RoundConfig {
                 "weight_cap must be positive and min_clients in 1..=participants",
             ));
         }
-        self.strategy.check()
+        self.strategy
+            .check()
+            .map_err(|e| ProtocolError::invalid("strategy", e))
+    }
+
+    /// The secure-aggregation and noise parameters this round runs with, as anchored and as
+    /// judged against the agreement's floors.
+    pub fn aggregation_params(&self) -> AggregationParams {
+        let (neighbours, threshold) = self.secagg.resolve(self.participants.len());
+        AggregationParams {
+            neighbours,
+            threshold,
+            min_survivors: self.ddg.min_clients,
+            bits: self.ddg.bits,
+            noise_multiplier: self.ddg.noise_multiplier,
+        }
+    }
+
+    /// The hash of the whole config: any field changed makes another round.
+    pub fn hash(&self) -> Result<Hash, ProtocolError> {
+        let bytes =
+            codec::encode(self).map_err(|e| ProtocolError::invalid("config", e.to_string()))?;
+        Ok(Hash::tagged(b"medfl/round-config/v1", &[&bytes]))
+    }
+
+    /// The secure-aggregation context: `H(genesis, agreement, round, session, H(config))`.
+    ///
+    /// Each party computes it from its own genesis and the config it checked, never taking it
+    /// from the coordinator, so keys and signatures from another consortium, round, attempt or
+    /// parameter set cannot be replayed into this one.
+    pub fn session_context(&self, genesis: &Hash) -> Result<[u8; 32], ProtocolError> {
+        let config = self.hash()?;
+        Ok(Hash::tagged(
+            b"medfl/secagg-context/v1",
+            &[
+                &genesis.0,
+                &(self.agreement.as_str().len() as u64).to_le_bytes(),
+                self.agreement.as_str().as_bytes(),
+                &self.round.to_le_bytes(),
+                &self.session.to_le_bytes(),
+                &config.0,
+            ],
+        )
+        .0)
     }
 
     /// The secure-aggregation client id of `member`, if it participates.
@@ -255,15 +249,24 @@ impl RoundConfig {
 }
 
 impl RoundConfig {
-    /// The secure-aggregation parameters of this attempt, for vectors of `len` values in
-    /// `Z_{2^bits}`; every party derives the same.
-    pub fn secagg_config(&self, len: usize, bits: u32) -> medfl_secagg::SecAggConfig {
+    /// The secure-aggregation parameters of this attempt in the consortium of `genesis`, for
+    /// vectors of `len` values in `Z_{2^bits}`; every party derives the same.
+    pub fn secagg_config(
+        &self,
+        genesis: &Hash,
+        len: usize,
+        bits: u32,
+    ) -> Result<medfl_secagg::SecAggConfig, ProtocolError> {
         let mut c = medfl_secagg::SecAggConfig::new(self.session, len);
         c.bits = bits;
         c.neighbours = self.secagg.neighbours.map(|k| k as usize);
         c.threshold = self.secagg.threshold.map(|t| t as usize);
         c.graph_seed = Hash::tagged(b"medfl/secagg-graph/v1", &[&self.public_seed]).0;
-        c
+        c.context = self.session_context(genesis)?;
+        // The distributed noise is calibrated for this many survivors: no client unmasks fewer.
+        c.min_survivors = usize::try_from(self.ddg.min_clients)
+            .map_err(|_| ProtocolError::invalid("ddg.min_clients", "too large"))?;
+        Ok(c)
     }
 
     /// The secure-aggregation roster: participant `i`'s ledger key under client id `i`.

@@ -21,7 +21,9 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod anchor;
 pub mod config;
+pub mod decline;
 pub mod error;
 pub mod message;
 pub mod model;
@@ -31,6 +33,7 @@ pub mod transcript;
 pub mod update;
 
 pub use config::{DdgParams, RoundConfig, SecAggParams, Strategy, TrainingParams};
+pub use decline::DeclineReason;
 pub use error::ProtocolError;
 pub use message::{Envelope, ToAgent, ToCoordinator};
 pub use model::GlobalModel;

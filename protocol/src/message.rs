@@ -6,6 +6,7 @@ use medfl_secagg::{ClientId, ClientMessage, PackedVector, ServerMessage};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RoundConfig;
+use crate::decline::DeclineReason;
 
 /// From the coordinator to one agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +66,7 @@ pub enum ToCoordinator {
         /// The attempt.
         session: u64,
         /// Why.
-        reason: String,
+        reason: DeclineReason,
     },
     /// A secure-aggregation message.
     SecAgg {
@@ -177,7 +178,15 @@ mod tests {
                 Envelope::ToCoordinator(ToCoordinator::Hello { height: 9 }),
                 Envelope::ToCoordinator(ToCoordinator::Decline {
                     session: 1,
-                    reason: "budget".into(),
+                    reason: DeclineReason::Ledger("budget".into()),
+                }),
+                Envelope::ToCoordinator(ToCoordinator::Decline {
+                    session: 1,
+                    reason: DeclineReason::BelowFloor(medfl_ledger::FloorViolation {
+                        floor: medfl_ledger::Floor::Threshold,
+                        value: 1.0,
+                        minimum: 2.0,
+                    }),
                 }),
             ];
             for m in messages {

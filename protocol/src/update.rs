@@ -13,6 +13,7 @@
 use medfl_dp::ddp::granularity_for_bits;
 use medfl_dp::{DdpConfig, DdpPlan};
 use rand::CryptoRng;
+use serde::Serialize;
 
 use crate::config::RoundConfig;
 use crate::error::ProtocolError;
@@ -32,6 +33,63 @@ const MIN_TOTAL_WEIGHT: f64 = 1e-3;
 pub const LOSS_CAP: f64 = 10.0;
 /// Coordinates after the parameters: total weight and weighted loss.
 const EXTRA: usize = 2;
+
+/// Probability, over the distributed noise, that an honest aggregate fails [`RangeCheck`]
+/// (`2^-40`, split evenly between the coordinate and the norm bounds).
+pub const RANGE_FAILURE_PROBABILITY: f64 = 9.094_947_017_729_282e-13;
+/// Most out-of-range coordinate indices a [`RangeCheck`] lists (it counts them all).
+pub const MAX_FLAGGED: usize = 32;
+
+/// Whether an aggregate lies where the clipped, noised updates of its survivors can put it.
+///
+/// Each honest client's rounded vector has L2 norm at most `Δ₂` integer steps (conditional
+/// rounding checks it exactly), so `s` of them sum to at most `s·Δ₂` in L2, and so in every
+/// coordinate of the un-rotated sum (the rotation is orthogonal). The noise is a sum of `s`
+/// discrete Gaussians per coordinate, sub-Gaussian with proxy `s·σ²` in every direction:
+/// a coordinate exceeds `σ√(2s·ln(4d/p))` with probability at most `p/(2d)` (union bound over
+/// the `d` coordinates), and the norm exceeds `σ√s·√(d' + 2√(d'x) + 2x)`, `x = ln(2/p)`, with
+/// probability at most `p/2` (Laurent and Massart's chi-square bound, which needs only the
+/// moment generating function a sub-Gaussian vector dominates). With
+/// `p =` [`RANGE_FAILURE_PROBABILITY`], an honest sum fails either bound with probability at
+/// most `p`; a member that wraps the modulus (sends anything but an encoding) is caught unless
+/// its contribution stays within these bounds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RangeCheck {
+    /// Survivors the bounds are computed for.
+    pub survivors: usize,
+    /// Bound on each decoded coordinate, in update units.
+    pub coordinate_bound: f64,
+    /// The first coordinates over the bound (at most [`MAX_FLAGGED`]).
+    pub out_of_range: Vec<u64>,
+    /// How many coordinates are over the bound.
+    pub out_of_range_count: u64,
+    /// L2 norm of the centred sum, in integer steps.
+    pub norm: f64,
+    /// Its bound.
+    pub norm_bound: f64,
+}
+
+impl RangeCheck {
+    /// Whether every coordinate and the norm are within their bounds.
+    pub fn ok(&self) -> bool {
+        self.out_of_range_count == 0 && self.norm <= self.norm_bound
+    }
+}
+
+impl std::fmt::Display for RangeCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} coordinates beyond ±{:.3e} (first {:?}), norm {:.3e} of at most {:.3e}, for {} survivors",
+            self.out_of_range_count,
+            self.coordinate_bound,
+            self.out_of_range,
+            self.norm,
+            self.norm_bound,
+            self.survivors
+        )
+    }
+}
 
 /// What the coordinator learns from one aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +195,67 @@ impl UpdateCodec {
 
     /// From the aggregate to the mean update, total weight and mean loss.
     pub fn decode(&self, sum: &[u64]) -> Result<DecodedAggregate, ProtocolError> {
-        let mut s = self.plan.decode_sum(sum)?;
+        let s = self.plan.decode_sum(sum)?;
+        self.finish_decode(s)
+    }
+
+    /// [`Self::decode`], and whether the sum is in the range `survivors` honest updates can
+    /// reach ([`RangeCheck`]).
+    pub fn decode_checked(
+        &self,
+        sum: &[u64],
+        survivors: usize,
+    ) -> Result<(DecodedAggregate, RangeCheck), ProtocolError> {
+        if survivors == 0 {
+            return Err(ProtocolError::invalid("survivors", "an empty aggregate"));
+        }
+        let s = self.plan.decode_sum(sum)?;
+        let sf = survivors as f64;
+        let p = RANGE_FAILURE_PROBABILITY;
+        let sigma = self.plan.local_sigma();
+        let gamma = self.plan.config().granularity;
+        let signal = sf * self.plan.l2_sensitivity();
+        let d = s.len().max(1) as f64;
+        let coordinate_bound = gamma * (signal + sigma * (2.0 * sf * (4.0 * d / p).ln()).sqrt());
+        let mut out_of_range = Vec::new();
+        let mut out_of_range_count = 0u64;
+        for (j, v) in s.iter().enumerate() {
+            if !v.is_finite() || v.abs() > coordinate_bound {
+                out_of_range_count += 1;
+                if out_of_range.len() < MAX_FLAGGED {
+                    out_of_range.push(j as u64);
+                }
+            }
+        }
+        let dp = sum.len() as f64;
+        let x = (2.0 / p).ln();
+        let norm_bound = signal + sigma * sf.sqrt() * (dp + 2.0 * (dp * x).sqrt() + 2.0 * x).sqrt();
+        let half = 1u64 << (self.bits() - 1);
+        let modulus = 2.0 * half as f64;
+        let norm = sum
+            .iter()
+            .map(|&v| {
+                let c = if v >= half {
+                    v as f64 - modulus
+                } else {
+                    v as f64
+                };
+                c * c
+            })
+            .sum::<f64>()
+            .sqrt();
+        let range = RangeCheck {
+            survivors,
+            coordinate_bound,
+            out_of_range,
+            out_of_range_count,
+            norm,
+            norm_bound,
+        };
+        Ok((self.finish_decode(s)?, range))
+    }
+
+    fn finish_decode(&self, mut s: Vec<f64>) -> Result<DecodedAggregate, ProtocolError> {
         if s.len() != self.params + EXTRA {
             return Err(ProtocolError::invalid("aggregate", "wrong length"));
         }
@@ -207,7 +325,8 @@ mod tests {
                 .unwrap();
             codec.plan().add_mod(&mut sum, &x).unwrap();
         }
-        let agg = codec.decode(&sum).unwrap();
+        let (agg, range) = codec.decode_checked(&sum, 3).unwrap();
+        assert!(range.ok(), "an honest sum: {range}");
         let total = agg.total_weight;
         assert!((total - 2.5).abs() < 0.01, "total weight {total}");
         let want_loss = (0.1 + 0.5 * 0.2 + 0.3) / 2.5;
@@ -220,6 +339,40 @@ mod tests {
         for m in &agg.mean_update {
             assert!((m - want).abs() < 2e-3, "{m} vs {want}");
         }
+    }
+
+    #[test]
+    fn a_wrapped_sum_is_flagged_and_an_honest_one_is_not() {
+        let cfg = config(3);
+        let codec = UpdateCodec::new(&cfg).unwrap();
+        let d = cfg.model.param_count();
+        let global = vec![0f32; d];
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let mut honest = vec![0u64; codec.encoded_len()];
+        for _ in 0..3 {
+            // Updates far past the clip: the largest an honest hospital can send.
+            let trained = vec![100f32; d];
+            let x = codec
+                .encode(&global, &trained, 10_000, 1e9, &mut rng)
+                .unwrap();
+            codec.plan().add_mod(&mut honest, &x).unwrap();
+        }
+        let (_, range) = codec.decode_checked(&honest, 3).unwrap();
+        assert!(range.ok(), "{range}");
+        // Two honest members and one that skips the encoder and wraps every coordinate by a
+        // quarter of the ring.
+        let mut wrapped = vec![0u64; codec.encoded_len()];
+        for _ in 0..2 {
+            let x = codec
+                .encode(&global, &vec![0.01f32; d], 10_000, 1.0, &mut rng)
+                .unwrap();
+            codec.plan().add_mod(&mut wrapped, &x).unwrap();
+        }
+        let evil = vec![1u64 << (codec.bits() - 2); codec.encoded_len()];
+        codec.plan().add_mod(&mut wrapped, &evil).unwrap();
+        let (_, range) = codec.decode_checked(&wrapped, 3).unwrap();
+        assert!(!range.ok(), "{range}");
+        assert!(range.norm > range.norm_bound);
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! A malicious coordinator against the hospital agent: each test drives the real agent the way
+//! an attacker would, and the agent must refuse.
+
+use medfl_client::{Agent, AgentError, AgentEvent};
+use medfl_ledger::testkit::{Fixture, T0};
+use medfl_ledger::{ChainState, Floor, Timestamp};
+use medfl_model::AutoencoderConfig;
+use medfl_protocol::model::chunks;
+use medfl_protocol::update::UpdateCodec;
+use medfl_protocol::{
+    DdgParams, DeclineReason, GlobalModel, RoundConfig, SecAggParams, Strategy, ToAgent,
+    ToCoordinator, TrainingParams, privacy,
+};
+use medfl_secagg::{ClientId, PackedVector};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const MODEL: AutoencoderConfig = AutoencoderConfig {
+    inputs: 4,
+    hidden: 3,
+    latent: 2,
+};
+
+/// A consortium of `hospitals` whose agreement fixes `strategy`, and a sound round over the
+/// first `n` of them.
+fn setup(hospitals: usize, n: usize, strategy: Strategy) -> (Fixture, ChainState, RoundConfig) {
+    let f = Fixture::new(1, hospitals, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let training = TrainingParams {
+        sampling_rate: 0.1,
+        ..TrainingParams::default()
+    };
+    let eps = privacy::epsilon_after(&training, MODEL, 1).unwrap();
+    let model = GlobalModel::initial(MODEL, 1).unwrap();
+    let config = RoundConfig {
+        agreement: Fixture::dua(),
+        round: 1,
+        session: 77,
+        issued_at: Timestamp(T0.0 + 1000),
+        previous_model: model.hash,
+        model: MODEL,
+        participants: (0..n)
+            .map(|i| Fixture::id(&format!("hospital-{i}")))
+            .collect(),
+        epsilon_after: vec![eps; n],
+        training,
+        ddg: DdgParams::default(),
+        secagg: SecAggParams::default(),
+        strategy,
+        public_seed: [1; 32],
+    };
+    (f, state, config)
+}
+
+fn agent(f: &Fixture, i: usize) -> Agent {
+    let id = Fixture::id(&format!("hospital-{i}"));
+    Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [5; 32])
+}
+
+fn outgoing(a: &mut Agent) -> Vec<ToCoordinator> {
+    std::iter::from_fn(|| a.poll_outgoing()).collect()
+}
+
+fn declines(out: &[ToCoordinator]) -> Vec<DeclineReason> {
+    out.iter()
+        .filter_map(|m| match m {
+            ToCoordinator::Decline { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn endorsed(out: &[ToCoordinator]) -> bool {
+    out.iter()
+        .any(|m| matches!(m, ToCoordinator::Endorse { .. }))
+}
+
+/// Starts `config` at `a` and feeds it the initial model, as an honest coordinator would.
+fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) {
+    a.handle(ToAgent::RoundStart(Box::new(config.clone())), state)
+        .unwrap();
+    let bytes = GlobalModel::initial(MODEL, 1).unwrap().to_bytes().unwrap();
+    for (offset, c) in chunks(&bytes) {
+        a.handle(
+            ToAgent::ModelChunk {
+                session: config.session,
+                offset,
+                total: bytes.len() as u64,
+                bytes: c.to_vec(),
+            },
+            state,
+        )
+        .unwrap();
+    }
+    while a.poll_event().is_some() {}
+    outgoing(a);
+}
+
+/// The modular sum of `n` honest encodings of a small update, plus `extra` if given.
+fn aggregate(config: &RoundConfig, extra: Option<Vec<u64>>) -> (Vec<u64>, PackedVector) {
+    let codec = UpdateCodec::new(config).unwrap();
+    let global = GlobalModel::initial(MODEL, 1).unwrap().file.params;
+    let trained: Vec<f32> = global.iter().map(|g| g + 0.01).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut sum = vec![0u64; codec.encoded_len()];
+    let honest = config.participants.len() - usize::from(extra.is_some());
+    for _ in 0..honest {
+        let x = codec.encode(&global, &trained, 100, 0.5, &mut rng).unwrap();
+        codec.plan().add_mod(&mut sum, &x).unwrap();
+    }
+    if let Some(x) = extra {
+        codec.plan().add_mod(&mut sum, &x).unwrap();
+    }
+    let packed = PackedVector::pack(&sum, codec.bits()).unwrap();
+    (sum, packed)
+}
+
+fn survivors(config: &RoundConfig) -> Vec<ClientId> {
+    (0..config.participants.len() as u32)
+        .map(ClientId)
+        .collect()
+}
+
+#[test]
+fn a_reannounced_session_is_refused() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let mut a = agent(&f, 0);
+    join(&mut a, &config, &state);
+    // The coordinator announces the very same attempt again, hoping for fresh keys under the
+    // same secure-aggregation session.
+    let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state);
+    let out = outgoing(&mut a);
+    let reused = DeclineReason::SessionReused { session: 77 };
+    assert!(
+        matches!(&r, Err(AgentError::RoundRefused(why)) if *why == reused),
+        "a repeated session id was joined again: {r:?}"
+    );
+    assert_eq!(declines(&out), vec![reused], "{out:?}");
+    assert_eq!(a.session(), Some(77), "the running attempt is left alone");
+    assert!(
+        !out.iter()
+            .any(|m| matches!(m, ToCoordinator::SecAgg { .. }))
+    );
+    // A session the agent declined cannot be retried either, even with a config that checks out.
+    let mut b = agent(&f, 1);
+    let bad = RoundConfig {
+        session: 78,
+        round: 5,
+        ..config.clone()
+    };
+    assert!(
+        b.handle(ToAgent::RoundStart(Box::new(bad)), &state)
+            .is_err()
+    );
+    outgoing(&mut b);
+    let retry = RoundConfig {
+        session: 78,
+        ..config.clone()
+    };
+    let r = b.handle(ToAgent::RoundStart(Box::new(retry)), &state);
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(DeclineReason::SessionReused {
+                session: 78
+            }))
+        ),
+        "a declined session id was joined on a retry: {r:?}"
+    );
+    // A fresh session id is joined: the rule refuses repeats, not rounds.
+    let fresh = RoundConfig {
+        session: 79,
+        ..config
+    };
+    b.handle(ToAgent::RoundStart(Box::new(fresh)), &state)
+        .unwrap();
+}
+
+#[test]
+fn degree_one_threshold_one_is_declined_by_every_agent() {
+    // With four clients and degree 1 the graph is a perfect matching: a Shamir share with
+    // threshold 1 is the secret itself, so the coordinator could unmask anyone.
+    let (f, state, mut config) = setup(4, 4, Strategy::default());
+    config.secagg = SecAggParams {
+        neighbours: Some(1),
+        threshold: Some(1),
+    };
+    for i in 0..4 {
+        let mut a = agent(&f, i);
+        let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state);
+        let out = outgoing(&mut a);
+        assert!(
+            matches!(
+                &r,
+                Err(AgentError::RoundRefused(DeclineReason::BelowFloor(v))) if v.floor == Floor::Neighbours
+            ),
+            "hospital-{i} joined a degree-1 threshold-1 round: {r:?}"
+        );
+        assert!(
+            matches!(
+                declines(&out).as_slice(),
+                [DeclineReason::BelowFloor(v)] if v.floor == Floor::Neighbours && v.value == 1.0
+            ),
+            "hospital-{i}: {out:?}"
+        );
+        assert_eq!(a.session(), None);
+    }
+}
+
+#[test]
+fn a_strategy_other_than_the_agreements_is_declined() {
+    let (f, state, mut config) = setup(3, 3, Strategy::default());
+    config.strategy = Strategy::FedAvg { server_lr: 50.0 };
+    let mut a = agent(&f, 0);
+    let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state);
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(
+                DeclineReason::StrategyMismatch { .. }
+            ))
+        ),
+        "a strategy the agreement does not fix was joined: {r:?}"
+    );
+    assert_eq!(declines(&outgoing(&mut a)).len(), 1);
+}
+
+#[test]
+fn an_unanchored_server_state_is_refused() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let (_, packed) = aggregate(&config, None);
+    let d = MODEL.param_count();
+    // Round 1 starts from the defined initial state (empty); the coordinator supplies moments
+    // that nothing anchors.
+    let mut a = agent(&f, 0);
+    join(&mut a, &config, &state);
+    let r = a.handle(
+        ToAgent::EndorseRequest {
+            session: config.session,
+            survivors: survivors(&config),
+            aggregate: packed.clone(),
+            server_state: vec![0.25; 2 * d],
+        },
+        &state,
+    );
+    let out = outgoing(&mut a);
+    assert!(
+        matches!(r, Err(AgentError::ServerState { .. })),
+        "a forged server state was endorsed: {r:?}"
+    );
+    assert!(!endorsed(&out), "{out:?}");
+    // The anchored (initial) state is endorsed.
+    let mut b = agent(&f, 1);
+    join(&mut b, &config, &state);
+    b.handle(
+        ToAgent::EndorseRequest {
+            session: config.session,
+            survivors: survivors(&config),
+            aggregate: packed,
+            server_state: vec![],
+        },
+        &state,
+    )
+    .unwrap();
+    assert!(endorsed(&outgoing(&mut b)));
+    assert!(
+        std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, AgentEvent::Endorsed { .. }))
+    );
+}
+
+#[test]
+fn a_sum_wrapped_by_a_malicious_member_is_not_endorsed() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let codec = UpdateCodec::new(&config).unwrap();
+    // The malicious hospital skips the encoder: a quarter of the ring in every coordinate.
+    let quarter = 1u64 << (codec.bits() - 2);
+    let (_, packed) = aggregate(&config, Some(vec![quarter; codec.encoded_len()]));
+    let mut a = agent(&f, 0);
+    join(&mut a, &config, &state);
+    let r = a.handle(
+        ToAgent::EndorseRequest {
+            session: config.session,
+            survivors: survivors(&config),
+            aggregate: packed,
+            server_state: vec![],
+        },
+        &state,
+    );
+    let out = outgoing(&mut a);
+    assert!(
+        matches!(&r, Err(AgentError::OutOfRange(range)) if !range.ok()),
+        "an out-of-range sum was endorsed: {r:?}"
+    );
+    assert!(!endorsed(&out), "{out:?}");
+}
