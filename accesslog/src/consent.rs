@@ -167,7 +167,10 @@ mod tests {
         assert_ne!(p, a.pseudonym("p-2"));
         assert_ne!(p, b.pseudonym("p-1"), "another secret");
         assert_ne!(p, c.pseudonym("p-1"), "another hospital");
-        assert!(!format!("{a:?}").contains("mac"), "no key material in Debug");
+        assert!(
+            !format!("{a:?}").contains("mac"),
+            "no key material in Debug"
+        );
     }
 
     #[test]
@@ -180,7 +183,11 @@ mod tests {
             ev(4, 4_000, "u1", "carol"),
         ];
         let none = training_features(&log, &key, &BTreeSet::new(), None);
-        assert_eq!(none.data, extract(&log).data, "no opt-out: the usual features");
+        assert_eq!(
+            none.data,
+            extract(&log).data,
+            "no opt-out: the usual features"
+        );
         assert_eq!(none.removed_events, 0);
 
         let out: BTreeSet<_> = [key.pseudonym("alice")].into();

@@ -332,6 +332,9 @@ impl Coordinator {
             secagg: self.cfg.secagg,
             strategy: self.cfg.strategy,
             public_seed,
+            // The consent choices of the ledger the round is started from; each agent checks
+            // no later change exists in its own copy.
+            consent_height: chain.height(),
         };
         config.check()?;
         let codec = UpdateCodec::new(&config)?;

@@ -9,7 +9,13 @@ fn subject(n: u8) -> Pseudonym {
     Pseudonym(Hash::tagged(b"consent-state-subject", &[&[n]]))
 }
 
-fn consent(f: &Fixture, hospital: &str, n: u8, choice: ConsentChoice, at: u64) -> medfl_ledger::Transaction {
+fn consent(
+    f: &Fixture,
+    hospital: &str,
+    n: u8,
+    choice: ConsentChoice,
+    at: u64,
+) -> medfl_ledger::Transaction {
     f.tx(
         &Fixture::id(hospital),
         Timestamp(T0.0 + at),
@@ -26,7 +32,11 @@ fn the_newest_consent_change_and_each_hospitals_opt_outs_follow_the_blocks() {
     let mut s = ChainState::from_genesis(&f.genesis).unwrap();
     assert_eq!(s.consent_changed_at(), 0);
 
-    let b = f.block(&s, vec![consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 10)], Timestamp(T0.0 + 10));
+    let b = f.block(
+        &s,
+        vec![consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 10)],
+        Timestamp(T0.0 + 10),
+    );
     s.apply_block(&b).unwrap();
     // A block without consent leaves the height of the last change alone.
     let b = f.block(

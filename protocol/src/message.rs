@@ -161,6 +161,7 @@ mod tests {
                 },
                 strategy,
                 public_seed: [5; 32],
+                consent_height: 0,
             };
             let messages = [
                 Envelope::ToAgent(ToAgent::RoundStart(Box::new(config))),
