@@ -168,7 +168,7 @@ async fn main() -> Result<()> {
                         }
                         Some(NetEvent::Message { msg: Envelope::ToAgent(m), .. }) => {
                             let Ok(state) = ledger.lock().map(|l| l.state().clone()) else { return };
-                            let _ = clocks.agents[index].time(|| agent.handle(m, &state));
+                            let _ = clocks.agents[index].time(|| agent.handle(m, &state, wall(start)));
                             agent.ledger_updated(&state);
                         }
                         Some(_) => {}

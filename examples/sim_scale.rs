@@ -365,6 +365,7 @@ fn hospitals(n: usize, mean_rows: usize, seed: u64) -> Result<Vec<SimHospital>> 
             Ok(SimHospital {
                 id,
                 train: standardize(&x, rows),
+                log: None,
             })
         })
         .collect()

@@ -5,20 +5,30 @@
 //! coordinator's next deadline), and every random choice (keys, dropouts, DP noise, training)
 //! flows from one seed, so a run is bit-reproducible: `medfl replay` re-runs it and compares
 //! each round's model hash with the one the ledger anchors.
+//!
+//! Consent is applied as a hospital's daemon applies it: hospitals record opt-outs on the
+//! ledger ([`Consortium::record_consent`]), and each training task names the hospital's
+//! opted-out pseudonyms; their events are removed from the hospital's log before features are
+//! computed, and the rows are standardized again.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
+use medfl_accesslog::AccessEvent;
+use medfl_accesslog::consent::{self, PseudonymKey};
 use medfl_client::train::{self, Trained};
-use medfl_client::{Agent, AgentEvent};
+use medfl_client::{Agent, AgentEvent, TrainingTask};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
-use medfl_ledger::tx::DataUseAgreement;
+use medfl_ledger::tx::{ConsentChoice, DataUseAgreement, Pseudonym};
 use medfl_ledger::{
     AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp,
+    Transaction, TxBody,
 };
+use medfl_model::standardize::Moments;
 use medfl_protocol::{GlobalModel, ToAgent, ToCoordinator};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -31,8 +41,42 @@ pub const EPOCH: Timestamp = Timestamp(1_767_225_600_000);
 pub struct SimHospital {
     /// Its member id.
     pub id: MemberId,
-    /// Row-major training matrix.
+    /// Row-major training matrix, used while none of the hospital's patients has opted out.
     pub train: Vec<f32>,
+    /// The access log `train` was computed from, kept so that opt-outs can be applied to it.
+    /// Without it, a round in which one of the hospital's patients has opted out fails rather
+    /// than train on that patient's records.
+    pub log: Option<SimLog>,
+}
+
+/// A hospital's whole access log (time order) and the training window inside it: events
+/// before the window only warm up the feature history.
+#[derive(Clone, Debug)]
+pub struct SimLog {
+    /// Every event, in time order.
+    pub events: Vec<AccessEvent>,
+    /// Times (ms) of the events whose rows are training rows.
+    pub window: Range<u64>,
+}
+
+/// What a hospital trained on in its last round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingSummary {
+    /// The round.
+    pub round: u64,
+    /// The consent height the round applied.
+    pub consent_height: u64,
+    /// Training rows.
+    pub rows: usize,
+    /// Pseudonyms of the patients with rows in the set, when it was built from the log.
+    pub patients: Option<BTreeSet<Pseudonym>>,
+}
+
+/// A hospital's current training rows and the opt-out set they were built without.
+struct Rows {
+    opted_out: BTreeSet<Pseudonym>,
+    data: Vec<f32>,
+    patients: Option<BTreeSet<Pseudonym>>,
 }
 
 /// How the consortium runs.
@@ -82,7 +126,12 @@ pub struct RoundReport {
 
 struct SimAgent {
     agent: Agent,
-    data: Vec<f32>,
+    key: SigningKey,
+    pseudonyms: PseudonymKey,
+    log: Option<SimLog>,
+    rows: Rows,
+    inputs: usize,
+    last: Option<TrainingSummary>,
     /// Messages this agent may still send this round (`None`: no limit).
     budget: Option<usize>,
 }
@@ -178,9 +227,19 @@ impl Consortium {
         for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
             let rows = (h.train.len() / cfg.model.inputs.max(1)) as u64;
             debug_assert_eq!(h.id, id);
+            let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
             agents.push(SimAgent {
-                agent: Agent::new(id, key, genesis_hash, rows, seed_bytes(&mut rng)),
-                data: h.train,
+                agent: Agent::new(id, key.clone(), genesis_hash, rows, seed_bytes(&mut rng)),
+                key,
+                pseudonyms,
+                log: h.log,
+                rows: Rows {
+                    opted_out: BTreeSet::new(),
+                    data: h.train,
+                    patients: None,
+                },
+                inputs: cfg.model.inputs,
+                last: None,
                 budget: None,
             });
         }
@@ -213,6 +272,72 @@ impl Consortium {
             .iter()
             .map(|a| (a.agent.member().clone(), a.agent.model().map(|m| m.hash)))
             .collect()
+    }
+
+    /// What each hospital trained on in its last round (`None`: it has not trained yet).
+    pub fn training_summaries(&self) -> Vec<(MemberId, Option<TrainingSummary>)> {
+        self.agents
+            .iter()
+            .map(|a| (a.agent.member().clone(), a.last.clone()))
+            .collect()
+    }
+
+    /// The ledger pseudonym `hospital` records for its patient id `patient`.
+    pub fn pseudonym(&self, hospital: &MemberId, patient: &str) -> Option<Pseudonym> {
+        self.agents
+            .iter()
+            .find(|a| a.agent.member() == hospital)
+            .map(|a| crate::data::pseudonym(&a.pseudonyms, patient))
+    }
+
+    /// `hospital` records `choice` for each of its patients `patients` on the ledger (one
+    /// block, signed transactions of the hospital's own); returns the block's height.
+    pub fn record_consent(
+        &mut self,
+        hospital: &MemberId,
+        patients: &[&str],
+        choice: ConsentChoice,
+    ) -> Result<u64> {
+        self.clock_ms += 1_000;
+        let wall = self.wall();
+        let a = self
+            .agents
+            .iter()
+            .find(|a| a.agent.member() == hospital)
+            .with_context(|| format!("{hospital} is not a simulated hospital"))?;
+        let genesis = self.ledger.state().genesis_hash();
+        let txs = patients
+            .iter()
+            .map(|p| {
+                Transaction::sign(
+                    &genesis,
+                    hospital.clone(),
+                    &a.key,
+                    wall,
+                    TxBody::Consent {
+                        subject: crate::data::pseudonym(&a.pseudonyms, p),
+                        choice,
+                    },
+                )
+                .context("signing a consent transaction")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let receipt = self
+            .ledger
+            .append(txs, wall, &self.coordinator_id, &self.coordinator_key)
+            .context("recording consent")?;
+        if let Some(block) = self.ledger.block(receipt.height)? {
+            for a in &mut self.agents {
+                let _ = a.agent.handle(
+                    ToAgent::Block(Box::new(block.clone())),
+                    self.ledger.state(),
+                    wall,
+                );
+                a.agent.ledger_updated(self.ledger.state());
+                while a.agent.poll_event().is_some() {}
+            }
+        }
+        Ok(receipt.height)
     }
 
     fn wall(&self) -> Timestamp {
@@ -255,6 +380,7 @@ impl Consortium {
         let mut outcome: Option<(RoundMetrics, Option<String>, Option<String>)> = None;
         while outcome.is_none() {
             let mut moved = false;
+            let now = self.wall();
             while let Some((to, msg)) = self.coordinator.poll_outgoing() {
                 moved = true;
                 bytes_out += wire_len(&msg);
@@ -266,7 +392,7 @@ impl Consortium {
                     continue; // gone silent
                 }
                 let t = Instant::now();
-                let _ = a.agent.handle(msg, self.ledger.state());
+                let _ = a.agent.handle(msg, self.ledger.state(), now);
                 times.agents += t.elapsed().as_secs_f64();
                 self.drain_agent(i, &mut to_coordinator, &mut training);
             }
@@ -292,10 +418,18 @@ impl Consortium {
                 ));
                 for (i, task) in std::mem::take(&mut training) {
                     let t = Instant::now();
-                    let trained: Trained =
-                        train::run(&task, &self.agents[i].data).with_context(|| {
-                            format!("training at {}", self.agents[i].agent.member())
-                        })?;
+                    let a = &mut self.agents[i];
+                    a.apply_consent(&task)?;
+                    let trained: Trained = train::run(&task, &a.rows.data)
+                        .with_context(|| format!("training at {}", a.agent.member()))?;
+                    let rows = a.rows.data.len() / a.inputs.max(1);
+                    a.last = Some(TrainingSummary {
+                        round: task.round,
+                        consent_height: task.consent_height,
+                        rows,
+                        patients: a.rows.patients.clone(),
+                    });
+                    a.agent.set_rows(rows as u64);
                     times.training += t.elapsed().as_secs_f64();
                     let t = Instant::now();
                     let _ = self.agents[i].agent.submit_update(
@@ -323,10 +457,12 @@ impl Consortium {
                         self.coordinator.anchored(receipt.is_ok());
                         let receipt = receipt.context("anchoring the round")?;
                         if let Some(block) = self.ledger.block(receipt.height)? {
+                            let now = self.wall();
                             for a in &mut self.agents {
                                 let _ = a.agent.handle(
                                     ToAgent::Block(Box::new(block.clone())),
                                     self.ledger.state(),
+                                    now,
                                 );
                                 a.agent.ledger_updated(self.ledger.state());
                                 while a.agent.poll_event().is_some() {}
@@ -394,6 +530,39 @@ impl Consortium {
                 training.push((i, task));
             }
         }
+    }
+}
+
+impl SimAgent {
+    /// Makes `rows` the hospital's training rows without the patients the task says opted out:
+    /// their events leave the log before features are computed, as in `medfl client`.
+    fn apply_consent(&mut self, task: &TrainingTask) -> Result<()> {
+        if self.rows.opted_out == task.opted_out {
+            return Ok(());
+        }
+        let Some(log) = &self.log else {
+            bail!(
+                "{} patients of {} opted out, and the simulator holds only its feature rows: \
+                 give the hospital its log (SimHospital::log) so consent can be applied",
+                task.opted_out.len(),
+                self.agent.member()
+            );
+        };
+        let out: BTreeSet<consent::Pseudonym> = task.opted_out.iter().map(|p| p.0.0).collect();
+        let f = consent::training_features(
+            &log.events,
+            &self.pseudonyms,
+            &out,
+            Some(log.window.clone()),
+        );
+        let mut data = f.data;
+        Moments::of(&data, f.n_cols).standardizer().apply(&mut data);
+        self.rows = Rows {
+            opted_out: task.opted_out.clone(),
+            data,
+            patients: Some(f.patients.into_iter().map(|p| Pseudonym(Hash(p))).collect()),
+        };
+        Ok(())
     }
 }
 

@@ -1,14 +1,22 @@
 //! Reading a hospital's data for training and evaluation: the simulator's (or an EHR's) events
 //! as CSV or FHIR `AuditEvent` NDJSON, turned into features; or a plain numeric table from the
 //! hospital's own feature pipeline.
+//!
+//! Training goes through [`load_source`] and [`training_set`]: events are kept as events so
+//! that each round can remove the patients who opted out (on the ledger, by their consent
+//! pseudonym) before features are computed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use medfl_accesslog::{AttackKind, OnError, csv, extract, fhir, tabular};
+use medfl_accesslog::consent::{self, PseudonymKey};
+use medfl_accesslog::{AccessEvent, AttackKind, OnError, csv, extract, fhir, tabular};
+use medfl_ledger::MemberId;
+use medfl_ledger::tx::Pseudonym;
+use medfl_model::standardize::{Moments, Standardizer};
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -160,5 +168,115 @@ pub fn load(
         n_cols: features.n_cols,
         data: features.data,
         labels,
+    })
+}
+
+/// The hospital's consent pseudonym key, derived from its ledger signing key and member id
+/// (see `medfl_accesslog::consent` for why a key only the hospital holds).
+pub fn pseudonym_key(key: &ed25519_dalek::SigningKey, member: &MemberId) -> Result<PseudonymKey> {
+    let secret = zeroize::Zeroizing::new(key.to_bytes());
+    PseudonymKey::derive(&secret, member.as_str()).context("deriving the consent pseudonym key")
+}
+
+/// The ledger pseudonym of the hospital's patient id `patient`.
+pub fn pseudonym(key: &PseudonymKey, patient: &str) -> Pseudonym {
+    Pseudonym(medfl_ledger::Hash(key.pseudonym(patient)))
+}
+
+/// What a hospital trains from: its events (consent can be applied to them) or a feature table
+/// (whose rows name no patient, so consent cannot).
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Access events in time order.
+    Events(Vec<AccessEvent>),
+    /// Feature rows from the hospital's own pipeline.
+    Table(Dataset),
+}
+
+/// Loads a training source; unlike [`load`], events stay events (no labels: training never
+/// sees them).
+pub fn load_source(path: &Path, format: Option<DataFormat>, on_error: OnError) -> Result<Source> {
+    let format = match format {
+        Some(f) => f,
+        None => detect(path)?,
+    };
+    let parsed = match format {
+        DataFormat::Tabular => {
+            return Ok(Source::Table(load(
+                path,
+                Some(format),
+                None,
+                None,
+                on_error,
+            )?));
+        }
+        DataFormat::Events => csv::read_events(BufReader::new(open(path)?), on_error),
+        DataFormat::Fhir => fhir::read_audit_events(BufReader::new(open(path)?), on_error),
+    }
+    .with_context(|| format!("reading {}", path.display()))?;
+    if !parsed.skipped.is_empty() {
+        eprintln!(
+            "warning: {}: skipped {} malformed rows (first at line {})",
+            path.display(),
+            parsed.skipped.len(),
+            parsed.skipped[0].line
+        );
+    }
+    let mut events = parsed.records;
+    events.sort_by_key(|e| e.time_ms);
+    Ok(Source::Events(events))
+}
+
+/// A hospital's training rows under one consent set, standardized with their own moments.
+#[derive(Clone, Debug)]
+pub struct TrainingSet {
+    /// The opted-out pseudonyms it was built without.
+    pub opted_out: BTreeSet<Pseudonym>,
+    /// Columns.
+    pub n_cols: usize,
+    /// Standardized row-major rows.
+    pub rows: Vec<f32>,
+    /// The standardization (moments of these rows only, so opted-out records do not shape it).
+    pub standardizer: Standardizer,
+    /// Events removed because their patient opted out.
+    pub removed_events: usize,
+}
+
+impl TrainingSet {
+    /// Rows.
+    pub fn n_rows(&self) -> usize {
+        self.rows.len().checked_div(self.n_cols).unwrap_or(0)
+    }
+}
+
+/// Builds the training rows of `source` without the patients in `opted_out` (pseudonyms under
+/// `key`): their events are removed before features are computed. A table cannot be filtered,
+/// so it is refused as soon as any patient of the hospital has opted out.
+pub fn training_set(
+    source: &Source,
+    key: &PseudonymKey,
+    opted_out: &BTreeSet<Pseudonym>,
+) -> Result<TrainingSet> {
+    let (n_cols, mut rows, removed_events) = match source {
+        Source::Events(events) => {
+            let out: BTreeSet<consent::Pseudonym> = opted_out.iter().map(|p| p.0.0).collect();
+            let f = consent::training_features(events, key, &out, None);
+            (f.n_cols, f.data, f.removed_events)
+        }
+        Source::Table(t) if opted_out.is_empty() => (t.n_cols, t.data.clone(), 0),
+        Source::Table(_) => bail!(
+            "{} patients of this hospital opted out, and a feature table names no patient: \
+             train from events (CSV or FHIR) so that consent can be applied",
+            opted_out.len()
+        ),
+    };
+    let standardizer = Moments::of(&rows, n_cols).standardizer();
+    standardizer.apply(&mut rows);
+    Ok(TrainingSet {
+        opted_out: opted_out.clone(),
+        n_cols,
+        rows,
+        standardizer,
+        removed_events,
     })
 }

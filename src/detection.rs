@@ -11,10 +11,11 @@
 //! - then test days, labelled, on which everything is judged.
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::time::DAY_MS;
-use medfl_accesslog::{AttackKind, extract};
+use medfl_accesslog::{AccessEvent, AttackKind, extract};
 use medfl_model::experiment::{self, ExperimentConfig, HospitalData, SettingResult};
 use medfl_simulations::{Scenario, generate_hospital};
 
@@ -45,8 +46,25 @@ impl Default for Split {
 pub fn consortium_data(
     scenario: &Scenario,
     split: Split,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<Vec<HospitalData>> {
+    Ok(consortium_data_with_logs(scenario, split, false, progress)?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect())
+}
+
+/// A hospital's whole log (time order) and the times of its training rows.
+pub type TrainingLog = (Vec<AccessEvent>, Range<u64>);
+
+/// As [`consortium_data`]; with `keep_logs`, also each hospital's log and training window, from
+/// which the training rows can be recomputed without some patients (consent).
+pub fn consortium_data_with_logs(
+    scenario: &Scenario,
+    split: Split,
+    keep_logs: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<(HospitalData, Option<TrainingLog>)>> {
     let reserved = split.warmup_days + split.validation_days + split.test_days;
     if reserved >= scenario.days {
         bail!(
@@ -92,7 +110,8 @@ pub fn consortium_data(
                 data.train.extend_from_slice(values);
             }
         }
-        out.push(data);
+        let log = keep_logs.then(|| (events, train_from..validation_from));
+        out.push((data, log));
     }
     Ok(out)
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use medfl_coordinator::{CoordinatorConfig, Timeouts};
+use medfl_ledger::tx::ConsentChoice;
 use medfl_ledger::{AgreementId, Hash, Ledger, MemberId, TxBody, verify_dir};
 use medfl_model::experiment::{HospitalData, SettingResult};
 use medfl_model::metrics::threshold_for_fpr;
@@ -20,7 +21,7 @@ use medfl_protocol::{DdgParams, GlobalModel, SecAggParams, Strategy, TrainingPar
 use medfl_simulations::Scenario;
 use serde::{Deserialize, Serialize};
 
-use crate::consortium::{Consortium, RoundReport, SimHospital, SimSettings};
+use crate::consortium::{Consortium, RoundReport, SimHospital, SimLog, SimSettings};
 use crate::detection::{self, Split};
 use crate::plot;
 use crate::report::table;
@@ -280,21 +281,39 @@ fn execute(
             eprintln!("{m}");
         }
     };
-    let data = detection::consortium_data(scenario, Split::default(), say)?;
-    let hospitals: Vec<Prepared> = data.into_iter().map(prepare).collect();
+    // Logs are kept only when patients will opt out: they are what consent is applied to.
+    let opt_outs = scenario.consent.opt_outs > 0;
+    let data = detection::consortium_data_with_logs(scenario, Split::default(), opt_outs, say)?;
+    let (hospitals, logs): (Vec<Prepared>, Vec<_>) =
+        data.into_iter().map(|(d, log)| (prepare(d), log)).unzip();
     let inputs = hospitals.first().map(|h| h.data.n_cols).unwrap_or(0);
     let sims = hospitals
         .iter()
-        .map(|p| {
+        .zip(logs)
+        .map(|(p, log)| {
             Ok(SimHospital {
                 id: MemberId::new(p.data.name.clone()).map_err(anyhow::Error::msg)?,
                 train: p.data.train.clone(),
+                log: log.map(|(events, window)| SimLog { events, window }),
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let mut consortium = Consortium::create(dir, sims, &run.settings(inputs)?)?;
     let mut rows = Vec::new();
     for r in 1..=run.rounds {
+        if opt_outs && r == scenario.consent.after_round + 1 {
+            let mut height = 0;
+            for (i, h) in hospitals.iter().enumerate() {
+                let patients = medfl_simulations::opt_out_patients(scenario, i)?;
+                let refs: Vec<&str> = patients.iter().map(String::as_str).collect();
+                let id = MemberId::new(h.data.name.clone()).map_err(anyhow::Error::msg)?;
+                height = consortium.record_consent(&id, &refs, ConsentChoice::OptOut)?;
+            }
+            say(&format!(
+                "consent: {} patients of each hospital opted out (ledger height {height}); rounds from {r} on train without their records",
+                scenario.consent.opt_outs
+            ));
+        }
         let bar = progress_bar(r - 1, run.rounds);
         let report = consortium.run_round(|stage| say(&format!("{bar} {stage}")))?;
         let auroc = match &report.model {

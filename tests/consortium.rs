@@ -17,6 +17,7 @@ fn hospitals(n: usize, rows: usize, cols: usize, seed: u64) -> Vec<SimHospital> 
             train: (0..rows * cols)
                 .map(|_| rng.random_range(-1.0f32..1.0))
                 .collect(),
+            log: None,
         })
         .collect()
 }

@@ -5,6 +5,7 @@
 //! - [`event`]: the event schema ([`AccessEvent`]) and its vocabularies.
 //! - [`label`]: ground-truth labels ([`AttackKind`]), kept apart from the events so that they
 //!   never leak into training input.
+//! - [`consent`]: patients' consent pseudonyms and the opt-out filter applied before features.
 //! - [`csv`]: events CSV and labels CSV.
 //! - [`fhir`]: FHIR R4 `AuditEvent` NDJSON.
 //! - [`tabular`]: plain numeric CSV tables (third-party data sets, exported features).
@@ -14,6 +15,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod consent;
 pub mod csv;
 pub mod error;
 pub mod event;

@@ -3,13 +3,15 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use ed25519_dalek::{Signer, SigningKey};
-use medfl_ledger::{Block, ChainState, Hash, MemberId};
+use medfl_ledger::tx::Pseudonym;
+use medfl_ledger::{Block, ChainState, Hash, MemberId, Timestamp};
 use medfl_model::dpsgd::DpSgdConfig;
 use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::{ChunkAssembler, file_len};
 use medfl_protocol::update::{RangeCheck, UpdateCodec};
 use medfl_protocol::{
-    DeclineReason, GlobalModel, ProtocolError, RoundConfig, Strategy, ToAgent, ToCoordinator,
+    DeclineReason, GlobalModel, MAX_CLOCK_SKEW_MS, ProtocolError, RoundConfig, Strategy,
+    ToAgent, ToCoordinator,
     privacy, strategy, transcript,
 };
 use medfl_secagg::{ClientId, ClientSession, SecAggError};
@@ -75,6 +77,11 @@ pub struct TrainingTask {
     pub dp: DpSgdConfig,
     /// The round's strategy (FedProx changes the local objective).
     pub strategy: Strategy,
+    /// The ledger height whose consent choices apply (the round's `consent_height`).
+    pub consent_height: u64,
+    /// This hospital's patients opted out as of `consent_height`: the driver removes their
+    /// events before computing features, and trains on what is left.
+    pub opted_out: BTreeSet<Pseudonym>,
 }
 
 /// What the driver must act on.
@@ -194,10 +201,22 @@ impl Agent {
         self.events.pop_front()
     }
 
-    /// Processes one message from the coordinator, checked against the local ledger `chain`.
-    pub fn handle(&mut self, msg: ToAgent, chain: &ChainState) -> Result<(), AgentError> {
+    /// Sets the rows the next update is weighted by: a driver that removed opted-out patients'
+    /// events reports the rows it actually trained on, before [`Agent::submit_update`].
+    pub fn set_rows(&mut self, rows: u64) {
+        self.rows = rows;
+    }
+
+    /// Processes one message from the coordinator, checked against the local ledger `chain`;
+    /// `now` is the agent's own clock (the driver's), never a time the coordinator chose.
+    pub fn handle(
+        &mut self,
+        msg: ToAgent,
+        chain: &ChainState,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
         match msg {
-            ToAgent::RoundStart(config) => self.start(*config, chain),
+            ToAgent::RoundStart(config) => self.start(*config, chain, now),
             ToAgent::Block(b) => {
                 self.events.push_back(AgentEvent::Block(b));
                 Ok(())
@@ -214,6 +233,22 @@ impl Agent {
                 };
                 let global =
                     GlobalModel::from_bytes(&done, r.config.model, &r.config.previous_model)?;
+                // A consent change may have reached the ledger since the round was checked: the
+                // round's consent set is then stale, and training on it would use records of a
+                // patient who has opted out.
+                let changed = chain.consent_changed_at();
+                let consent_height = self.current(session)?.config.consent_height;
+                if changed > consent_height {
+                    let reason = format!(
+                        "consent changed at height {changed}, after the round's consent height {consent_height}"
+                    );
+                    return Err(self.end_round(
+                        session,
+                        reason.clone(),
+                        AgentError::RoundRefused(reason),
+                    ));
+                }
+                let opted_out = chain.opted_out(&self.me);
                 let mut seed = [0u8; 8];
                 self.rng.fill_bytes(&mut seed);
                 let r = self.current(session)?;
@@ -223,6 +258,8 @@ impl Agent {
                     global: global.clone(),
                     dp: privacy::dpsgd_config(&r.config.training, u64::from_le_bytes(seed))?,
                     strategy: r.config.strategy,
+                    consent_height,
+                    opted_out,
                 };
                 let anchored_round = r.config.round.saturating_sub(1);
                 r.global = Some(global.clone());
@@ -340,7 +377,12 @@ impl Agent {
     }
 
     /// Checks a round against the ledger; declines it, or joins it.
-    fn start(&mut self, config: RoundConfig, chain: &ChainState) -> Result<(), AgentError> {
+    fn start(
+        &mut self,
+        config: RoundConfig,
+        chain: &ChainState,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
         let session = config.session;
         // Before anything else, and without touching the running attempt: a repeated id is
         // the coordinator trying to get a second set of keys or inputs under one session.
@@ -355,7 +397,7 @@ impl Agent {
             });
         }
         let checked = self.check_security(&config, chain).and_then(|()| {
-            self.check_round(&config, chain)
+            self.check_round(&config, chain, now)
                 .map_err(DeclineReason::Ledger)
         });
         match checked {
@@ -444,7 +486,12 @@ impl Agent {
     }
 
     /// Every check a hospital makes before training: returns its client index.
-    fn check_round(&self, config: &RoundConfig, chain: &ChainState) -> Result<u32, String> {
+    fn check_round(
+        &self,
+        config: &RoundConfig,
+        chain: &ChainState,
+        now: Timestamp,
+    ) -> Result<u32, String> {
         config.check().map_err(|e| e.to_string())?;
         if chain.genesis_hash() != self.genesis {
             return Err("the local ledger is another consortium's".into());
@@ -455,7 +502,15 @@ impl Agent {
         let a = chain
             .agreement(&config.agreement)
             .ok_or_else(|| format!("agreement {} is not on the ledger", config.agreement))?;
-        if a.agreement.expires_at <= config.issued_at {
+        // Expiry by this hospital's own clock: `issued_at` is the coordinator's word, and a
+        // coordinator could back-date it to run a round under an expired agreement.
+        if config.issued_at.0 > now.0.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(format!(
+                "issued at {}, in the future of this hospital's clock ({})",
+                config.issued_at, now
+            ));
+        }
+        if a.agreement.expires_at <= now || a.agreement.expires_at <= config.issued_at {
             return Err(format!("agreement {} has expired", config.agreement));
         }
         if !a.accepted.contains(&self.me) || !a.agreement.members.contains(&self.me) {
@@ -477,6 +532,22 @@ impl Agent {
             return Err(format!(
                 "starts from model {}, the ledger's last is {last}",
                 config.previous_model
+            ));
+        }
+        // Consent: the round must train under the newest consent choices this hospital's
+        // ledger holds, and name a height the hospital can check.
+        if config.consent_height > chain.height() {
+            return Err(format!(
+                "consent height {} is beyond this hospital's ledger (height {})",
+                config.consent_height,
+                chain.height()
+            ));
+        }
+        if config.consent_height < chain.consent_changed_at() {
+            return Err(format!(
+                "consent height {} is stale: consent changed at height {}",
+                config.consent_height,
+                chain.consent_changed_at()
             ));
         }
         let joined = a.rounds_joined.get(&self.me).copied().unwrap_or(0);

@@ -11,6 +11,9 @@ use medfl_protocol::{
     TrainingParams, privacy,
 };
 
+/// The agent's own clock in these tests: a second after the fixture's genesis.
+const NOW: Timestamp = Timestamp(T0.0 + 1000);
+
 fn setup() -> (Fixture, ChainState, RoundConfig, GlobalModel) {
     let f = Fixture::new(1, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
@@ -43,6 +46,7 @@ fn setup() -> (Fixture, ChainState, RoundConfig, GlobalModel) {
         secagg: SecAggParams::default(),
         strategy: Strategy::default(),
         public_seed: [1; 32],
+        consent_height: 0,
     };
     (f, state, config, model)
 }
@@ -60,7 +64,7 @@ fn declined(a: &mut Agent) -> bool {
 fn a_sound_round_is_joined_and_the_model_is_trained_after_its_chunks() {
     let (f, state, config, model) = setup();
     let mut a = agent(&f, "hospital-0");
-    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state)
+    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW)
         .unwrap();
     let out: Vec<_> = std::iter::from_fn(|| a.poll_outgoing()).collect();
     assert!(
@@ -77,6 +81,7 @@ fn a_sound_round_is_joined_and_the_model_is_trained_after_its_chunks() {
                 bytes: c.to_vec(),
             },
             &state,
+            NOW,
         )
         .unwrap();
     }
@@ -141,7 +146,7 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
     ];
     for (what, c) in cases {
         let mut a = agent(&f, "hospital-0");
-        let r = a.handle(ToAgent::RoundStart(Box::new(c)), &state);
+        let r = a.handle(ToAgent::RoundStart(Box::new(c)), &state, NOW);
         assert!(
             matches!(r, Err(AgentError::RoundRefused(_))),
             "{what}: {r:?}"
@@ -155,7 +160,7 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
 fn stale_messages_and_a_tampered_model_are_refused() {
     let (f, state, config, model) = setup();
     let mut a = agent(&f, "hospital-0");
-    a.handle(ToAgent::RoundStart(Box::new(config)), &state)
+    a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW)
         .unwrap();
     let r = a.handle(
         ToAgent::Abort {
@@ -163,6 +168,7 @@ fn stale_messages_and_a_tampered_model_are_refused() {
             reason: "x".into(),
         },
         &state,
+        NOW,
     );
     assert!(
         matches!(
@@ -184,6 +190,7 @@ fn stale_messages_and_a_tampered_model_are_refused() {
             bytes,
         },
         &state,
+        NOW,
     );
     assert!(
         r.is_err(),

@@ -342,6 +342,9 @@ impl Coordinator {
             secagg: self.cfg.secagg,
             strategy: self.cfg.strategy,
             public_seed,
+            // The consent choices of the ledger the round is started from; each agent checks
+            // no later change exists in its own copy.
+            consent_height: chain.height(),
         };
         config.check()?;
         // The agents would decline: say why here rather than run an attempt for nothing.

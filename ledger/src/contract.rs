@@ -257,7 +257,11 @@ fn consent(
         return Err(ContractError::ConsentUnchanged);
     }
     state.consent.insert(key.clone(), choice);
-    Ok(Undo::Consent(key, previous))
+    let changed_at = state.consent_changed_at;
+    // Transactions are applied while the state is still at the previous tip; the header check
+    // made sure the block is the next one.
+    state.consent_changed_at = state.height + 1;
+    Ok(Undo::Consent(key, previous, changed_at))
 }
 
 fn anchor_round(

@@ -64,6 +64,9 @@ pub struct ChainState {
     pub(crate) agreements: BTreeMap<AgreementId, AgreementRecord>,
     /// Only explicit choices are stored; a subject absent here has the default, opted in.
     pub(crate) consent: HashMap<(MemberId, Pseudonym), ConsentChoice>,
+    /// Height of the newest block that changed any consent (0: none yet); an agent refuses a
+    /// round whose consent height is older, so it never trains on a superseded opt-out set.
+    pub(crate) consent_changed_at: u64,
     pub(crate) audit_last: HashMap<MemberId, Timestamp>,
     /// Anchored model hashes, with how many anchors name each (so an undo can remove one).
     pub(crate) models: HashMap<Hash, u32>,
@@ -77,7 +80,7 @@ pub(crate) enum Undo {
     Revoke(MemberId),
     RegisterAgreement(AgreementId),
     Accept(AgreementId, MemberId),
-    Consent((MemberId, Pseudonym), Option<ConsentChoice>),
+    Consent((MemberId, Pseudonym), Option<ConsentChoice>, u64),
     Round {
         agreement: AgreementId,
         last_round: u64,
@@ -161,6 +164,7 @@ impl ChainState {
             key_owners,
             agreements,
             consent: HashMap::new(),
+            consent_changed_at: 0,
             audit_last: HashMap::new(),
             models: HashMap::new(),
             seen: HashSet::new(),
@@ -215,6 +219,20 @@ impl ChainState {
     /// Whether a hospital recorded the subject as opted out.
     pub fn is_opted_out(&self, hospital: &MemberId, subject: &Pseudonym) -> bool {
         self.consent.get(&(hospital.clone(), *subject)) == Some(&ConsentChoice::OptOut)
+    }
+
+    /// The subjects a hospital recorded as opted out, in pseudonym order.
+    pub fn opted_out(&self, hospital: &MemberId) -> BTreeSet<Pseudonym> {
+        self.consent
+            .iter()
+            .filter(|((h, _), c)| h == hospital && **c == ConsentChoice::OptOut)
+            .map(|((_, p), _)| *p)
+            .collect()
+    }
+
+    /// Height of the newest block that changed any consent choice (0 if none has).
+    pub fn consent_changed_at(&self) -> u64 {
+        self.consent_changed_at
     }
 
     /// Whether a model hash was anchored by some round.
@@ -398,14 +416,17 @@ impl ChainState {
                     a.accepted.remove(&member);
                 }
             }
-            Undo::Consent(key, previous) => match previous {
-                Some(choice) => {
-                    self.consent.insert(key, choice);
+            Undo::Consent(key, previous, changed_at) => {
+                self.consent_changed_at = changed_at;
+                match previous {
+                    Some(choice) => {
+                        self.consent.insert(key, choice);
+                    }
+                    None => {
+                        self.consent.remove(&key);
+                    }
                 }
-                None => {
-                    self.consent.remove(&key);
-                }
-            },
+            }
             Undo::Round {
                 agreement,
                 last_round,

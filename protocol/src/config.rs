@@ -121,7 +121,15 @@ pub struct RoundConfig {
     pub strategy: Strategy,
     /// Public randomness of the round (the rotation of the update encoding, the SecAgg+ graph).
     pub public_seed: [u8; 32],
+    /// The ledger height whose consent choices the round trains under. Each agent refuses a
+    /// height older than the newest consent change it has seen, and it is in the transcript, so
+    /// the anchored round records which opt-outs were applied.
+    pub consent_height: u64,
 }
+
+/// How far in the future (ms) an agent accepts a round's `issued_at` by its own clock: clocks
+/// of different machines drift, but a round cannot have been issued much later than "now".
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
 /// Largest model the protocol moves (parameters).
 pub const MAX_PARAMS: usize = 1 << 26;

@@ -32,7 +32,9 @@ pub mod strategy;
 pub mod transcript;
 pub mod update;
 
-pub use config::{DdgParams, RoundConfig, SecAggParams, Strategy, TrainingParams};
+pub use config::{
+    DdgParams, MAX_CLOCK_SKEW_MS, RoundConfig, SecAggParams, Strategy, TrainingParams,
+};
 pub use decline::DeclineReason;
 pub use error::ProtocolError;
 pub use message::{Envelope, ToAgent, ToCoordinator};

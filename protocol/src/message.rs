@@ -162,6 +162,7 @@ mod tests {
                 },
                 strategy,
                 public_seed: [5; 32],
+                consent_height: 0,
             };
             let messages = [
                 Envelope::ToAgent(ToAgent::RoundStart(Box::new(config))),

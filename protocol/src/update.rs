@@ -304,6 +304,7 @@ mod tests {
             secagg: SecAggParams::default(),
             strategy: Strategy::default(),
             public_seed: [3; 32],
+            consent_height: 0,
         }
     }
 

@@ -360,7 +360,7 @@ fn build_world(
             vips.push(p);
         }
         patients.push(Patient {
-            name: format!("h{index}-p{p:07}"),
+            name: patient_name(index, p),
             dept,
             admit,
             discharge,
@@ -1260,4 +1260,29 @@ pub fn generate_hospital(
         });
     }
     Ok((events, labels))
+}
+
+/// The id hospital `index` gives its patient number `p` in its log.
+fn patient_name(index: usize, p: u32) -> String {
+    format!("h{index}-p{p:07}")
+}
+
+/// The patients of hospital `index` who opt out in a simulated run: `[consent] opt_outs` of
+/// them (at most all), distinct, drawn from the scenario's seed on a stream of their own so the
+/// log does not change. Their ids are as the log writes them, in ascending order.
+pub fn opt_out_patients(scenario: &Scenario, index: usize) -> Result<Vec<String>, ScenarioError> {
+    scenario.validate()?;
+    let cfg = scenario.hospitals.get(index).ok_or_else(|| {
+        ScenarioError::Invalid(format!(
+            "no hospital {index} (the scenario has {})",
+            scenario.hospitals.len()
+        ))
+    })?;
+    let n = scenario.consent.opt_outs.min(cfg.patients) as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(scenario.seed, index, 3));
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < n {
+        chosen.insert(rng.random_range(0..cfg.patients));
+    }
+    Ok(chosen.into_iter().map(|p| patient_name(index, p)).collect())
 }

@@ -37,8 +37,10 @@ use std::path::{Path, PathBuf};
 
 use medfl_accesslog::{AttackKind, FormatError, Label};
 
-pub use generate::generate_hospital;
-pub use scenario::{AttackConfig, ExceptionConfig, HospitalConfig, Scenario, ScenarioError};
+pub use generate::{generate_hospital, opt_out_patients};
+pub use scenario::{
+    AttackConfig, ConsentConfig, ExceptionConfig, HospitalConfig, Scenario, ScenarioError,
+};
 
 /// Why writing a consortium failed.
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,30 @@ pub struct Scenario {
     /// The hospitals, in order (their index is their identity in the seed derivation).
     #[serde(rename = "hospital", default)]
     pub hospitals: Vec<HospitalConfig>,
+    /// Patients who opt out of training during a simulated run (off by default).
+    #[serde(default)]
+    pub consent: ConsentConfig,
+}
+
+/// Opt-outs a simulated run records on the ledger: `opt_outs` patients of every hospital
+/// (drawn from the seed, see [`crate::opt_out_patients`]) opt out after round `after_round`,
+/// so rounds from `after_round + 1` on train without their records. The log is unchanged.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// Patients per hospital who opt out (0: none, the default).
+    pub opt_outs: u32,
+    /// The round after which they opt out (0: before the first round).
+    pub after_round: u64,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            opt_outs: 0,
+            after_round: 1,
+        }
+    }
 }
 
 /// One hospital: size, organisation, habits and attack rates, so that hospitals differ.
@@ -157,6 +181,7 @@ impl Scenario {
             start_date: "2026-01-05".into(),
             days: 0,
             hospitals: Vec::new(),
+            consent: ConsentConfig::default(),
         })
     }
 
@@ -197,6 +222,12 @@ impl Scenario {
             return bad(format!("days must be 1..=400, found {}", self.days));
         }
         self.start_ms()?;
+        if self.consent.opt_outs > 10_000 {
+            return bad(format!(
+                "consent.opt_outs must be 0..=10000, found {}",
+                self.consent.opt_outs
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for h in &self.hospitals {
             let n = &h.name;

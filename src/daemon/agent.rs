@@ -7,6 +7,11 @@
 //! on a blocking thread so the connection stays served. Each model the ledger anchors becomes
 //! `models/current.model`: the global network with the hospital's standardization and an alert
 //! threshold set on its own traffic, ready for the access monitor (`medfl eval --model`).
+//!
+//! Consent: each training task names the hospital's opted-out patients (by consent pseudonym,
+//! as of the round's consent height); their events are removed before features are computed,
+//! and the standardization is recomputed on what is left. Pseudonyms are keyed with a key
+//! derived from the hospital's own signing key (`medfl_accesslog::consent`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,13 +19,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::OnError;
+use medfl_accesslog::consent::PseudonymKey;
 use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
 use medfl_ledger::{Ledger, Role};
 use medfl_model::Autoencoder;
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::modelfile::ModelFile;
-use medfl_model::standardize::{Moments, Standardizer};
 use medfl_model::train::{score, training_device};
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent};
@@ -28,8 +33,8 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::Member;
-use crate::data;
+use super::{Member, wall_now};
+use crate::data::{self, Source, TrainingSet};
 
 /// Command-line overrides.
 #[derive(Clone, Debug, Default)]
@@ -47,11 +52,16 @@ struct Daemon {
     net: NetHandle<Envelope>,
     coordinator: PeerId,
     connected: bool,
-    data: Arc<Vec<f32>>,
-    standardizer: Standardizer,
+    source: Arc<Source>,
+    pseudonyms: Arc<PseudonymKey>,
+    /// The rows of the last consent set trained under (the monitor's threshold uses them too).
+    current: Arc<TrainingSet>,
     target_fpr: f64,
-    trained_tx: mpsc::Sender<(u64, Result<Trained, String>)>,
+    trained_tx: mpsc::Sender<TrainedMsg>,
 }
+
+/// A finished training: the attempt, and the update with the rows it was trained on.
+type TrainedMsg = (u64, Result<(Trained, Arc<TrainingSet>), String>);
 
 /// Runs the agent described by `config`.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
@@ -70,22 +80,23 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         (None, None) => bail!("no data: give --data or a [data] table in the config"),
     };
     let target_fpr = settings.as_ref().map_or(0.02, |s| s.target_fpr);
-    let ds = data::load(&events, None, None, None, OnError::Skip)
+    let source = data::load_source(&events, None, OnError::Skip)
         .with_context(|| format!("loading {}", events.display()))?;
-    if ds.n_rows() < 10 {
+    let ledger = member.open_ledger()?;
+    let pseudonyms = data::pseudonym_key(&member.key, &member.config.member)?;
+    let opted_out = ledger.state().opted_out(&member.config.member);
+    let current = data::training_set(&source, &pseudonyms, &opted_out)
+        .with_context(|| format!("training rows of {}", events.display()))?;
+    if current.n_rows() < 10 {
         bail!(
             "{} holds {} usable rows; training needs more",
             events.display(),
-            ds.n_rows()
+            current.n_rows()
         );
     }
-    let standardizer = Moments::of(&ds.data, ds.n_cols).standardizer();
-    let mut rows = ds.data;
-    standardizer.apply(&mut rows);
-    let n_rows = (rows.len() / ds.n_cols) as u64;
-    info!(rows = n_rows, file = %events.display(), "training data loaded");
+    let n_rows = current.n_rows() as u64;
+    info!(rows = n_rows, opted_out = opted_out.len(), removed_events = current.removed_events, file = %events.display(), "training data loaded");
 
-    let ledger = member.open_ledger()?;
     let genesis_hash = ledger.state().genesis_hash();
     let coordinator = member
         .genesis
@@ -126,8 +137,9 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         net,
         coordinator: coordinator_peer,
         connected: false,
-        data: Arc::new(rows),
-        standardizer,
+        source: Arc::new(source),
+        pseudonyms: Arc::new(pseudonyms),
+        current: Arc::new(current),
         target_fpr,
         trained_tx,
     };
@@ -150,8 +162,10 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
                 None => bail!("the network stopped"),
             },
             Some((session, result)) = trained_rx.recv() => match result {
-                Ok(t) => {
-                    info!(session, loss = t.loss, steps = t.report.steps, epsilon = t.report.accounting.epsilon, "local training done");
+                Ok((t, set)) => {
+                    info!(session, loss = t.loss, steps = t.report.steps, epsilon = t.report.accounting.epsilon, rows = set.n_rows(), "local training done");
+                    d.agent.set_rows(set.n_rows() as u64);
+                    d.current = set;
                     if let Err(e) = d.agent.submit_update(session, &t.params, t.loss) {
                         warn!(error = %e, "update not submitted");
                     }
@@ -190,7 +204,7 @@ impl Daemon {
                 if let ToAgent::RoundStart(c) = &msg {
                     info!(round = c.round, session = c.session, "round started");
                 }
-                if let Err(e) = self.agent.handle(msg, self.ledger.state()) {
+                if let Err(e) = self.agent.handle(msg, self.ledger.state(), wall_now()) {
                     warn!(error = %e, "message refused");
                 }
             }
@@ -264,15 +278,31 @@ impl Daemon {
     }
 
     fn train(&self, task: TrainingTask) {
-        let data = Arc::clone(&self.data);
+        let current = Arc::clone(&self.current);
+        let source = Arc::clone(&self.source);
+        let pseudonyms = Arc::clone(&self.pseudonyms);
         let tx = self.trained_tx.clone();
         info!(
             round = task.round,
             steps = task.dp.steps,
+            consent_height = task.consent_height,
+            opted_out = task.opted_out.len(),
             "training locally with DP-SGD"
         );
         tokio::task::spawn_blocking(move || {
-            let result = train::run(&task, &data).map_err(|e| e.to_string());
+            let result: Result<(Trained, Arc<TrainingSet>), String> = (|| {
+                // Rows are rebuilt only when the round's opt-out set differs from the last one.
+                let set = if current.opted_out == task.opted_out {
+                    current
+                } else {
+                    Arc::new(
+                        data::training_set(&source, &pseudonyms, &task.opted_out)
+                            .map_err(|e| format!("{e:#}"))?,
+                    )
+                };
+                let trained = train::run(&task, &set.rows).map_err(|e| e.to_string())?;
+                Ok((trained, set))
+            })();
             let _ = tx.blocking_send((task.session, result));
         });
     }
@@ -285,11 +315,11 @@ impl Daemon {
         let cfg = model.file.config;
         let device = training_device();
         let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
-        let scores = score(&net, &self.data, cfg.inputs, &device)?;
+        let scores = score(&net, &self.current.rows, cfg.inputs, &device)?;
         let threshold = threshold_for_fpr(&scores, self.target_fpr).unwrap_or(f32::MAX);
         let monitor = ModelFile {
             config: cfg,
-            standardizer: self.standardizer.clone(),
+            standardizer: self.current.standardizer.clone(),
             threshold,
             params: model.file.params.clone(),
         };
