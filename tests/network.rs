@@ -490,7 +490,10 @@ fn a_coordinator_that_drops_a_hospitals_transaction_is_reported_as_censoring() {
     });
     let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
     client.wait_for("connected to the coordinator", 1, 60);
-    let out = net.submit("h-a", &["consent", "--subject", SUBJECT, "--choice", "opt-out"]);
+    let out = net.submit(
+        "h-a",
+        &["consent", "--subject", SUBJECT, "--choice", "opt-out"],
+    );
     assert!(out.contains("queued"), "{out}");
     // The dropping coordinator sees the transaction, then sees it again after the deadline.
     let submitted = rt.block_on(async {
@@ -534,7 +537,10 @@ fn an_honest_coordinator_orders_a_hospitals_transaction_or_says_why_not() {
     let _coord = net.coordinator("1");
     let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
     client.wait_for("connected to the coordinator", 1, 60);
-    net.submit("h-a", &["consent", "--subject", SUBJECT, "--choice", "opt-out"]);
+    net.submit(
+        "h-a",
+        &["consent", "--subject", SUBJECT, "--choice", "opt-out"],
+    );
     client.wait_for("transaction ordered into a block", 1, 30);
     // Accepting an agreement the genesis already has it in is refused by the contract.
     net.submit("h-a", &["accept", "--agreement", "dua"]);
@@ -546,8 +552,16 @@ fn an_honest_coordinator_orders_a_hospitals_transaction_or_says_why_not() {
     let subject = medfl_ledger::tx::Pseudonym(SUBJECT.parse().unwrap());
     assert!(ledger.state().is_opted_out(&id("h-a"), &subject));
     let status = net.status("h-a");
-    assert_eq!(status["censored"].as_array().map(Vec::len), Some(0), "{status}");
-    assert_eq!(status["pending"].as_array().map(Vec::len), Some(0), "{status}");
+    assert_eq!(
+        status["censored"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    assert_eq!(
+        status["pending"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
 }
 
 /// Attack: a member floods the coordinator with thousands of `Hello { height: 0 }` (each asking
@@ -635,6 +649,10 @@ fn a_member_flooding_hellos_and_declines_gets_bounded_answers_and_rounds_go_on()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|m| m["declines_repeated"].as_u64().unwrap_or(0) > 0)
         .unwrap_or_else(|| panic!("no round counted repeated declines:\n{metrics}"));
-    assert_eq!(flooded["declined"].as_array().unwrap().len(), 1, "{flooded}");
+    assert_eq!(
+        flooded["declined"].as_array().unwrap().len(),
+        1,
+        "{flooded}"
+    );
     assert!(flooded["declined"][0].as_str().unwrap().len() < 1_000);
 }

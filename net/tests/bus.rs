@@ -245,14 +245,18 @@ async fn a_peer_that_stops_reading_is_cut_off_at_the_queue_cap() {
     for i in 0..200 {
         a.handle.send(stalled.id, &Msg::Seq(i)).await.unwrap();
     }
-    let failed = wait_for(&mut a.events, "SendFailed", |e| {
-        matches!(e, NetEvent::SendFailed { reason, .. } if reason.contains("queue"))
-    })
+    let failed = wait_for(
+        &mut a.events,
+        "SendFailed",
+        |e| matches!(e, NetEvent::SendFailed { reason, .. } if reason.contains("queue")),
+    )
     .await;
     assert!(matches!(failed, NetEvent::SendFailed { to, .. } if to == stalled.id));
-    wait_for(&mut a.events, "Disconnected", |e| {
-        matches!(e, NetEvent::Disconnected(p) if *p == stalled.id)
-    })
+    wait_for(
+        &mut a.events,
+        "Disconnected",
+        |e| matches!(e, NetEvent::Disconnected(p) if *p == stalled.id),
+    )
     .await;
     // One report, not one per dropped message.
     let rest = drain(&mut a.events, Duration::from_millis(300)).await;

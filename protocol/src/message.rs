@@ -192,16 +192,14 @@ mod tests {
                     session: 1,
                     reason: "budget".into(),
                 }),
-                Envelope::ToCoordinator(ToCoordinator::SubmitTx(Box::new(
-                    Transaction {
-                        signer: MemberId::new("h1").unwrap(),
-                        issued_at: Timestamp(8),
-                        body: medfl_ledger::TxBody::AcceptAgreement {
-                            agreement: AgreementId::new("a").unwrap(),
-                        },
-                        signature: Signature([7; 64]),
+                Envelope::ToCoordinator(ToCoordinator::SubmitTx(Box::new(Transaction {
+                    signer: MemberId::new("h1").unwrap(),
+                    issued_at: Timestamp(8),
+                    body: medfl_ledger::TxBody::AcceptAgreement {
+                        agreement: AgreementId::new("a").unwrap(),
                     },
-                ))),
+                    signature: Signature([7; 64]),
+                }))),
                 Envelope::ToAgent(ToAgent::TxRefused {
                     id: Hash([9; 32]),
                     reason: "consent: no".into(),

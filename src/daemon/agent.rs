@@ -28,8 +28,8 @@ use medfl_model::standardize::{Moments, Standardizer};
 use medfl_model::train::{score, training_device};
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
-use serde::Serialize;
 use rand::Rng;
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -354,7 +354,10 @@ impl Daemon {
             let tx = match read_tx(&path) {
                 Ok(tx) if tx.signer == self.member.config.member => tx,
                 Ok(tx) => {
-                    reject(&path, &format!("signed by {}, not by this member", tx.signer));
+                    reject(
+                        &path,
+                        &format!("signed by {}, not by this member", tx.signer),
+                    );
                     continue;
                 }
                 Err(e) => {

@@ -192,7 +192,11 @@ mod tests {
         let mut c = CatchUp::new(limits);
         assert_eq!(c.hello(&m("a"), 5, 30, 0), HelloVerdict::Started);
         assert_eq!(drain(&mut c, 0, 30), vec![(m("a"), 6..=15)]);
-        assert_eq!(drain(&mut c, 50, 30), vec![], "the next batch waits its gap");
+        assert_eq!(
+            drain(&mut c, 50, 30),
+            vec![],
+            "the next batch waits its gap"
+        );
         assert_eq!(c.next_deadline(), Some(100));
         assert_eq!(drain(&mut c, 100, 30), vec![(m("a"), 16..=25)]);
         // The chain grew meanwhile: the catch-up follows the tip.

@@ -510,7 +510,7 @@ impl Daemon {
         let tip = self.ledger.state().height();
         let now_ms = self.now_ms();
         if let HelloVerdict::RateLimited { refused } =
-            self.catch_up.hello(member, height, tip, now_ms, )
+            self.catch_up.hello(member, height, tip, now_ms)
             && refused.is_power_of_two()
         {
             warn!(member = %member, refused, "hello rate-limited: catch-up refused");
@@ -542,7 +542,9 @@ impl Daemon {
             Ok(id)
         });
         match verdict {
-            Ok(id) => info!(member = %member, tx = %id, kind = tx.body.kind(), "transaction submitted"),
+            Ok(id) => {
+                info!(member = %member, tx = %id, kind = tx.body.kind(), "transaction submitted")
+            }
             Err(e) => {
                 let id = tx.id().unwrap_or_default();
                 warn!(member = %member, tx = %id, error = %e, "submitted transaction refused");
@@ -571,9 +573,18 @@ impl Daemon {
             return;
         }
         let count = txs.len();
-        match self.ledger.append(txs.clone(), now, &self.member.config.member, &self.member.key) {
+        match self.ledger.append(
+            txs.clone(),
+            now,
+            &self.member.config.member,
+            &self.member.key,
+        ) {
             Ok(r) => {
-                info!(height = r.height, transactions = count, "members' transactions ordered");
+                info!(
+                    height = r.height,
+                    transactions = count,
+                    "members' transactions ordered"
+                );
                 if let Ok(Some(block)) = self.ledger.block(r.height) {
                     self.broadcast_block(&block).await;
                 }

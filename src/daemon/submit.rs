@@ -48,7 +48,9 @@ pub enum SubmitError {
     #[error("transaction {0} is already on the ledger")]
     AlreadyOrdered(TxId),
     /// The member has [`MAX_PENDING_PER_MEMBER`] transactions waiting already.
-    #[error("{0} has {MAX_PENDING_PER_MEMBER} transactions waiting; try again after the next block")]
+    #[error(
+        "{0} has {MAX_PENDING_PER_MEMBER} transactions waiting; try again after the next block"
+    )]
     Backlog(MemberId),
     /// A contract rule refuses it (the rule's name comes first).
     #[error("{0}")]
@@ -152,10 +154,7 @@ impl Mempool {
             depth += 1;
         }
         let mut refused = Vec::new();
-        loop {
-            if batch.is_empty() {
-                break;
-            }
+        while !batch.is_empty() {
             let txs: Vec<Transaction> = batch.iter().map(|(_, t)| t.clone()).collect();
             match trial(&txs) {
                 Ok(()) => break,
@@ -327,7 +326,12 @@ impl Submissions {
     pub fn status(&self) -> SubmissionStatus {
         SubmissionStatus {
             pending: self.pending.keys().map(ToString::to_string).collect(),
-            censored: self.censored.iter().filter(|c| c.outstanding).cloned().collect(),
+            censored: self
+                .censored
+                .iter()
+                .filter(|c| c.outstanding)
+                .cloned()
+                .collect(),
             censored_then_included: self
                 .censored
                 .iter()
@@ -432,15 +436,16 @@ mod tests {
             pool.offer(tx.id().unwrap(), tx.clone()).unwrap();
         }
         let bad = txs[1].id().unwrap();
-        let (block, refused) = pool.order(|batch| {
-            match batch.iter().position(|t| t.id().unwrap() == bad) {
-                Some(index) => Err(TrialError::Tx {
-                    index,
-                    reason: "consent: no".into(),
-                }),
-                None => Ok(()),
-            }
-        });
+        let (block, refused) =
+            pool.order(
+                |batch| match batch.iter().position(|t| t.id().unwrap() == bad) {
+                    Some(index) => Err(TrialError::Tx {
+                        index,
+                        reason: "consent: no".into(),
+                    }),
+                    None => Ok(()),
+                },
+            );
         assert_eq!(block, vec![txs[0].clone(), txs[2].clone()]);
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].1, bad);
@@ -468,7 +473,10 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].0, due[0].2), (id, 1));
         assert_eq!(s.status().censored.len(), 1);
-        assert!(s.overdue(1_500).is_empty(), "the clock restarted at the resend");
+        assert!(
+            s.overdue(1_500).is_empty(),
+            "the clock restarted at the resend"
+        );
         assert_eq!(s.overdue(2_000)[0].2, 2);
         assert_eq!(s.status().censored[0].missed_deadlines, 2);
         assert!(s.included(&id).is_some());
