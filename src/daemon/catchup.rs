@@ -129,7 +129,7 @@ impl CatchUp {
                 continue;
             }
             let last = tip.min(next.saturating_add(limits.batch.max(1) - 1));
-            peer.next = (last < tip).then(|| last + 1);
+            peer.next = (last < tip).then_some(last + 1);
             peer.next_batch_ms = now_ms.saturating_add(limits.batch_gap_ms);
             return Some((member.clone(), next..=last));
         }
