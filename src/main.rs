@@ -77,6 +77,10 @@ enum Command {
         /// Exit once the model of this round is adopted.
         #[arg(long)]
         until_round: Option<u64>,
+        /// Seconds a transaction from `medfl ledger submit` may stay out of every block before
+        /// it is reported as censored and sent again.
+        #[arg(long, default_value_t = 60.0)]
+        submit_deadline_s: f64,
     },
     /// Re-run a recorded simulation and check every model hash against its ledger.
     Replay {
@@ -246,6 +250,19 @@ enum LedgerCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Sign a transaction with a member's own key and hand it to its running daemon.
+    ///
+    /// A hospital's transaction goes to its folder's `outbox/`; its `medfl client` sends it to
+    /// the coordinator, watches for the block that carries it, and reports it as censored (log
+    /// and `status.json`) if none does within the deadline. A coordinator's goes to `inbox/`.
+    Submit {
+        /// The member's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// What to sign.
+        #[command(subcommand)]
+        body: SubmitBody,
+    },
     /// Re-check every hash, signature, Merkle root and contract rule from genesis.
     Verify {
         /// The ledger directory.
@@ -286,6 +303,134 @@ enum LedgerCommand {
         /// The proof (JSON).
         proof: PathBuf,
     },
+}
+
+/// The transactions a member signs itself (what the contracts let each role sign).
+#[derive(Subcommand)]
+enum SubmitBody {
+    /// Record a patient's consent choice (hospital).
+    Consent {
+        /// The patient's 32-byte salted pseudonym (hex).
+        #[arg(long)]
+        subject: Hash,
+        /// `opt-out` excludes the patient's records from training; `opt-in` includes them again.
+        #[arg(long, value_enum)]
+        choice: ConsentArg,
+    },
+    /// Accept a data-use agreement registered after genesis (hospital).
+    Accept {
+        /// The agreement id.
+        #[arg(long)]
+        agreement: String,
+    },
+    /// Leave the consortium for good: the member revokes itself.
+    Leave {
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Anchor a batch of audit-log events (hospital).
+    Audit {
+        /// Merkle root over the batch's event hashes (hex).
+        #[arg(long)]
+        root: Hash,
+        /// Number of events.
+        #[arg(long)]
+        count: u64,
+        /// Time of the first event (RFC 3339).
+        #[arg(long)]
+        first: String,
+        /// Time of the last event (RFC 3339).
+        #[arg(long)]
+        last: String,
+    },
+    /// Anchor an alert (hospital).
+    Alert {
+        /// Hash of the off-chain alert record (hex).
+        #[arg(long)]
+        alert: Hash,
+        /// Severity.
+        #[arg(long, value_enum)]
+        severity: SeverityArg,
+        /// When it was raised (RFC 3339).
+        #[arg(long)]
+        raised_at: String,
+        /// The anchored global model that raised it (hex), if any.
+        #[arg(long)]
+        model: Option<Hash>,
+    },
+}
+
+/// A consent choice on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConsentArg {
+    OptOut,
+    OptIn,
+}
+
+/// An alert severity on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SeverityArg {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl SubmitBody {
+    /// The transaction body this asks for.
+    fn into_body(self, me: &medfl::ledger::MemberId) -> Result<medfl::ledger::TxBody> {
+        use medfl::ledger::TxBody;
+        use medfl::ledger::tx::{AlertAnchor, AuditAnchor, ConsentChoice, Pseudonym, Severity};
+        let time = |what: &str, s: &str| {
+            medfl::ledger::Timestamp::parse_rfc3339(s)
+                .map_err(|e| anyhow::anyhow!("--{what} {s:?}: {e}"))
+        };
+        Ok(match self {
+            SubmitBody::Consent { subject, choice } => TxBody::Consent {
+                subject: Pseudonym(subject),
+                choice: match choice {
+                    ConsentArg::OptOut => ConsentChoice::OptOut,
+                    ConsentArg::OptIn => ConsentChoice::OptIn,
+                },
+            },
+            SubmitBody::Accept { agreement } => TxBody::AcceptAgreement {
+                agreement: medfl::ledger::AgreementId::new(agreement)
+                    .map_err(anyhow::Error::msg)?,
+            },
+            SubmitBody::Leave { reason } => TxBody::RevokeMember {
+                member: me.clone(),
+                reason,
+            },
+            SubmitBody::Audit {
+                root,
+                count,
+                first,
+                last,
+            } => TxBody::AnchorAuditLog(AuditAnchor {
+                merkle_root: root,
+                count,
+                first_event_at: time("first", &first)?,
+                last_event_at: time("last", &last)?,
+            }),
+            SubmitBody::Alert {
+                alert,
+                severity,
+                raised_at,
+                model,
+            } => TxBody::AnchorAlert(AlertAnchor {
+                alert,
+                severity: match severity {
+                    SeverityArg::Low => Severity::Low,
+                    SeverityArg::Medium => Severity::Medium,
+                    SeverityArg::High => Severity::High,
+                    SeverityArg::Critical => Severity::Critical,
+                },
+                raised_at: time("raised-at", &raised_at)?,
+                model,
+            }),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -441,9 +586,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             data,
             until_round,
+            submit_deadline_s,
         } => {
             medfl::daemon::init_logging();
-            let opts = medfl::daemon::agent::Options { data, until_round };
+            let submit_deadline = std::time::Duration::try_from_secs_f64(submit_deadline_s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--submit-deadline-s must be a positive number of seconds")?;
+            let opts = medfl::daemon::agent::Options {
+                data,
+                until_round,
+                submit_deadline: Some(submit_deadline),
+            };
             runtime()?.block_on(medfl::daemon::agent::run(&config, opts))?;
         }
         Command::Replay { dir } => {
@@ -579,6 +733,17 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 .with_context(|| format!("writing {}", path.display()))?;
             println!(
                 "revocation of {target} queued for the coordinator: {}",
+                path.display()
+            );
+        }
+        LedgerCommand::Submit { config, body } => {
+            let me = medfl::daemon::Member::load(&config)?;
+            let body = body.into_body(&me.config.member)?;
+            let kind = body.kind();
+            let (path, id) = medfl::daemon::queue_transaction(&me, body)?;
+            println!(
+                "{kind} transaction {id} queued for {}'s daemon: {}",
+                me.config.member,
                 path.display()
             );
         }

@@ -158,20 +158,40 @@ impl Net {
     }
 
     fn client(&self, member: &str, until: u64) -> Proc {
+        self.client_with(member, &["--until-round", &until.to_string()])
+    }
+
+    fn client_with(&self, member: &str, extra: &[&str]) -> Proc {
         let config = self.folder(member).join("config.toml");
-        let until = until.to_string();
-        Proc::start(
-            &[
-                "client",
-                "--config",
-                p(&config),
-                "--data",
-                p(&self.events),
-                "--until-round",
-                &until,
-            ],
-            self.dir.path().join(format!("{member}.log")),
-        )
+        let mut args = vec!["client", "--config", p(&config), "--data", p(&self.events)];
+        args.extend_from_slice(extra);
+        Proc::start(&args, self.dir.path().join(format!("{member}.log")))
+    }
+
+    /// The coordinator's listen address, from its config.
+    fn coordinator_addr(&self) -> medfl_net::Multiaddr {
+        let config = fs::read_to_string(self.folder("coordinator").join("config.toml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .parse()
+            .unwrap()
+    }
+
+    /// `medfl ledger submit` for `member`, with the transaction's arguments.
+    fn submit(&self, member: &str, args: &[&str]) -> String {
+        let config = self.folder(member).join("config.toml");
+        let mut all = vec!["ledger", "submit", "--config", p(&config)];
+        all.extend_from_slice(args);
+        ok(&all)
+    }
+
+    /// The client's `status.json`.
+    fn status(&self, member: &str) -> serde_json::Value {
+        let text = fs::read_to_string(self.folder(member).join("status.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
     fn anchors(&self) -> Vec<medfl_ledger::tx::RoundAnchor> {
@@ -428,4 +448,211 @@ fn a_restarted_coordinator_continues_from_the_last_anchored_round() {
     for h in &HOSPITALS[..5] {
         assert_eq!(net.client_model(h), last, "{h}");
     }
+}
+
+/// A subject pseudonym for consent transactions in these tests.
+const SUBJECT: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+/// Polls `cond` every 100 ms for `secs` seconds.
+fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Attack: the coordinator (the single orderer) silently drops a hospital's transaction. Here
+/// the coordinator is played by the test with the coordinator's own key on its address: it
+/// takes the hospital's connection and its `SubmitTx` and never orders it. The hospital's agent
+/// must notice that its transaction is not in a block by the deadline, say so (a warning and
+/// `status.json`), and send it again.
+#[test]
+fn a_coordinator_that_drops_a_hospitals_transaction_is_reported_as_censoring() {
+    use medfl_protocol::{Envelope, ToCoordinator};
+    let net = Net::new(1, 3);
+    let coordinator_key =
+        medfl_ledger::keyfile::read(&net.folder("coordinator").join("member.key")).unwrap();
+    let hospital = medfl_ledger::keyfile::read(&net.folder("h-a").join("member.key")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (handle, mut events) = rt.block_on(async {
+        let cfg = medfl_net::NetConfig {
+            listen: vec![net.coordinator_addr()],
+            ..medfl_net::NetConfig::default()
+        };
+        let allowed = [medfl_net::peer_id_of(&hospital.verifying_key())];
+        medfl_net::spawn::<Envelope>(&coordinator_key, cfg, allowed.into_iter().collect())
+            .await
+            .unwrap()
+    });
+    let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
+    client.wait_for("connected to the coordinator", 1, 60);
+    let out = net.submit(
+        "h-a",
+        &["consent", "--subject", SUBJECT, "--choice", "opt-out"],
+    );
+    assert!(out.contains("queued"), "{out}");
+    // The dropping coordinator sees the transaction, then sees it again after the deadline.
+    let submitted = rt.block_on(async {
+        let mut ids = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs(60);
+        while ids.len() < 2 {
+            let ev = tokio::time::timeout_at(end, events.recv()).await;
+            let Ok(Some(ev)) = ev else { break };
+            if let medfl_net::NetEvent::Message {
+                msg: Envelope::ToCoordinator(ToCoordinator::SubmitTx(tx)),
+                ..
+            } = ev
+            {
+                ids.push(tx.id().unwrap());
+            }
+        }
+        ids
+    });
+    assert_eq!(submitted.len(), 2, "sent, then re-sent:\n{}", client.text());
+    assert_eq!(submitted[0], submitted[1]);
+    client.wait_for("censored", 1, 30);
+    let id = submitted[0].to_string();
+    assert!(
+        eventually(10, || {
+            let status = net.status("h-a");
+            status["censored"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|e| e["tx"] == id.as_str()))
+        }),
+        "status.json does not report {id} as censored: {}",
+        net.status("h-a")
+    );
+    rt.block_on(handle.shutdown());
+}
+
+/// The honest coordinator orders a hospital's own transaction into its next block, and answers
+/// one the contracts refuse with the contract's reason; neither is reported as censored.
+#[test]
+fn an_honest_coordinator_orders_a_hospitals_transaction_or_says_why_not() {
+    let net = Net::new(1, 3); // three hospitals needed: no round starts with one client
+    let _coord = net.coordinator("1");
+    let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
+    client.wait_for("connected to the coordinator", 1, 60);
+    net.submit(
+        "h-a",
+        &["consent", "--subject", SUBJECT, "--choice", "opt-out"],
+    );
+    client.wait_for("transaction ordered into a block", 1, 30);
+    // Accepting an agreement the genesis already has it in is refused by the contract.
+    net.submit("h-a", &["accept", "--agreement", "dua"]);
+    client.wait_for("transaction refused", 1, 30);
+    assert!(client.text().contains("already"), "{}", client.text());
+    std::thread::sleep(Duration::from_secs(3)); // past the deadline: still nothing censored
+    assert!(!client.text().contains("censored"), "{}", client.text());
+    let ledger = Ledger::open(&net.folder("coordinator").join("ledger")).unwrap();
+    let subject = medfl_ledger::tx::Pseudonym(SUBJECT.parse().unwrap());
+    assert!(ledger.state().is_opted_out(&id("h-a"), &subject));
+    let status = net.status("h-a");
+    assert_eq!(
+        status["censored"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    assert_eq!(
+        status["pending"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+}
+
+/// Attack: a member floods the coordinator with thousands of `Hello { height: 0 }` (each asking
+/// for the whole chain) and thousands of long declines. The coordinator sends it the chain at
+/// most a few times, records one decline for it, and the rounds complete.
+#[test]
+fn a_member_flooding_hellos_and_declines_gets_bounded_answers_and_rounds_go_on() {
+    use medfl_protocol::{Envelope, ToAgent, ToCoordinator};
+    let net = Net::new(2, 3);
+    let mut coord = net.coordinator("1");
+    let _clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 2)).collect();
+    coord.wait_for("round anchored", 1, 180);
+    let key = medfl_ledger::keyfile::read(&net.folder("h-spare").join("member.key")).unwrap();
+    let coordinator_peer = medfl_net::peer_id_of(&net_coordinator_key(&net));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let blocks = rt.block_on(async {
+        let cfg = medfl_net::NetConfig {
+            max_queued_per_peer: 1 << 20, // the attacker queues as much as it likes
+            ..medfl_net::NetConfig::default()
+        };
+        let (h, mut events) =
+            medfl_net::spawn::<Envelope>(&key, cfg, [coordinator_peer].into_iter().collect())
+                .await
+                .unwrap();
+        h.dial(net.coordinator_addr()).await.unwrap();
+        // Joined as an eligible hospital, it is picked for round 2: flood with its session.
+        let mut session = None;
+        let mut blocks = 0;
+        let end = tokio::time::Instant::now() + Duration::from_secs(60);
+        while session.is_none() {
+            let Ok(Some(ev)) = tokio::time::timeout_at(end, events.recv()).await else {
+                break;
+            };
+            match ev {
+                medfl_net::NetEvent::Message {
+                    msg: Envelope::ToAgent(ToAgent::RoundStart(c)),
+                    ..
+                } => session = Some(c.session),
+                medfl_net::NetEvent::Message {
+                    msg: Envelope::ToAgent(ToAgent::Block(_)),
+                    ..
+                } => blocks += 1,
+                _ => {}
+            }
+        }
+        let session = session.expect("the flooder was never picked for a round");
+        let reason = "z".repeat(10_000);
+        for _ in 0..3_000 {
+            let hello = Envelope::ToCoordinator(ToCoordinator::Hello { height: 0 });
+            h.send(coordinator_peer, &hello).await.unwrap();
+            let decline = Envelope::ToCoordinator(ToCoordinator::Decline {
+                session,
+                reason: reason.clone(),
+            });
+            h.send(coordinator_peer, &decline).await.unwrap();
+        }
+        // Count the blocks the flood earned, until the coordinator has been quiet a while.
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+            match next {
+                Ok(Some(medfl_net::NetEvent::Message {
+                    msg: Envelope::ToAgent(ToAgent::Block(_)),
+                    ..
+                })) => blocks += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        h.shutdown().await;
+        blocks
+    });
+    assert!(
+        blocks <= 20,
+        "3,000 hellos earned {blocks} blocks: catch-up is not rate-limited"
+    );
+    assert!(
+        coord.wait_exit(240),
+        "coordinator failed:\n{}",
+        coord.text()
+    );
+    assert_eq!(net.anchors().len(), 2, "rounds went on");
+    let metrics = fs::read_to_string(net.folder("coordinator").join("metrics.jsonl")).unwrap();
+    let flooded = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|m| m["declines_repeated"].as_u64().unwrap_or(0) > 0)
+        .unwrap_or_else(|| panic!("no round counted repeated declines:\n{metrics}"));
+    assert_eq!(
+        flooded["declined"].as_array().unwrap().len(),
+        1,
+        "{flooded}"
+    );
+    assert!(flooded["declined"][0].as_str().unwrap().len() < 1_000);
 }

@@ -293,6 +293,8 @@ impl Agent {
                 let result = self.endorse(session, &survivors, &aggregate, &server_state);
                 result.map_err(|e| self.end_round(session, e.to_string(), e))
             }
+            // The driver tracks its own submitted transactions; nothing of a round here.
+            ToAgent::TxRefused { .. } => Ok(()),
             ToAgent::Abort { session, reason } => {
                 self.current(session)?;
                 self.round = None;

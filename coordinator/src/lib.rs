@@ -17,6 +17,7 @@ mod machine;
 mod metrics;
 
 pub use machine::{
-    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorEvent, RoundOutcome, Timeouts,
+    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorEvent, MAX_DECLINE_REASON,
+    RoundOutcome, Timeouts,
 };
 pub use metrics::RoundMetrics;

@@ -153,6 +153,8 @@ struct Active {
     endorsing: Option<Endorsing>,
     /// Endorsements the ledger requires.
     quorum: usize,
+    /// Participants whose decline is recorded; one per member per attempt.
+    declined: BTreeSet<ClientId>,
     metrics: RoundMetrics,
 }
 
@@ -401,6 +403,7 @@ impl Coordinator {
             deadline_ms: now_ms,
             endorsing: None,
             quorum: chain.quorum() as usize,
+            declined: BTreeSet::new(),
             metrics,
         };
         self.sync_stage(&mut active, now_ms);
@@ -463,7 +466,13 @@ impl Coordinator {
         match msg {
             ToCoordinator::Hello { .. } => Ok(()),
             ToCoordinator::Decline { session: s, reason } if s == session => {
-                active.metrics.declined.push(format!("{from}: {reason}"));
+                if active.declined.insert(id) {
+                    let reason = cap_reason(&reason);
+                    active.metrics.declined.push(format!("{from}: {reason}"));
+                } else {
+                    active.metrics.declines_repeated =
+                        active.metrics.declines_repeated.saturating_add(1);
+                }
                 Ok(())
             }
             ToCoordinator::SecAgg { session: s, msg } if s == session => {
@@ -757,6 +766,22 @@ impl Coordinator {
             metrics: active.metrics,
         });
     }
+}
+
+/// Longest decline reason kept, in bytes: enough for any reason an agent gives, small enough
+/// that a member cannot make the metrics line large.
+pub const MAX_DECLINE_REASON: usize = 256;
+
+/// `reason` cut to [`MAX_DECLINE_REASON`] bytes at a character boundary.
+fn cap_reason(reason: &str) -> String {
+    if reason.len() <= MAX_DECLINE_REASON {
+        return reason.to_owned();
+    }
+    let mut end = MAX_DECLINE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
 }
 
 fn stage_name(s: Stage) -> &'static str {

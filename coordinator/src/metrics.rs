@@ -16,8 +16,12 @@ pub struct RoundMetrics {
     pub participants: usize,
     /// Selected members whose updates are not.
     pub dropped: Vec<String>,
-    /// Members that declined the round.
+    /// Members that declined the round, one entry each (`member: reason`, the reason cut to
+    /// [`crate::MAX_DECLINE_REASON`] bytes).
     pub declined: Vec<String>,
+    /// Declines beyond each member's first in this attempt: counted, not stored, so a member
+    /// repeating itself cannot grow the coordinator's memory.
+    pub declines_repeated: u64,
     /// Weighted mean training loss, from the aggregate (noisy; `None` before aggregation).
     pub loss: Option<f64>,
     /// Sum of the participants' weights, from the aggregate (noisy).

@@ -174,3 +174,54 @@ fn strangers_revoked_members_and_other_attempts_are_refused() {
             .is_ok()
     );
 }
+
+/// Attack: a participant floods the coordinator with thousands of declines, each with a long
+/// reason. The coordinator keeps one decline per member per attempt (its reason cut to
+/// `MAX_DECLINE_REASON` bytes) and only counts the repeats, so its memory does not grow with
+/// the flood; the other participants' declines are still recorded.
+#[test]
+fn a_participant_flooding_declines_is_recorded_once_and_counted() {
+    use medfl_coordinator::{CoordinatorEvent, MAX_DECLINE_REASON};
+    let f = Fixture::new(2, 4, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f, training());
+    let connected = hospitals(&["hospital-0", "hospital-1", "hospital-2", "hospital-3"]);
+    let session = c.start_round(0, NOW, &state, &connected).unwrap().session;
+    let flooder = Fixture::id("hospital-0");
+    let long = "x".repeat(64 * 1024);
+    for _ in 0..5_000 {
+        let decline = ToCoordinator::Decline {
+            session,
+            reason: long.clone(),
+        };
+        c.handle(1, NOW, &flooder, decline, &state).unwrap();
+    }
+    let honest = ToCoordinator::Decline {
+        session,
+        reason: "budget".into(),
+    };
+    c.handle(1, NOW, &Fixture::id("hospital-1"), honest, &state)
+        .unwrap();
+    // Nobody advertises keys: the stages time out and the attempt fails, carrying its metrics.
+    let mut now = 1;
+    let metrics = loop {
+        if let Some(ev) = c.poll_event() {
+            if let CoordinatorEvent::RoundFailed { metrics, .. } = ev {
+                break metrics;
+            }
+            continue;
+        }
+        now = c.next_deadline().expect("the attempt is still running").max(now);
+        c.tick(now, NOW);
+    };
+    assert_eq!(metrics.declined.len(), 2, "{:?}", metrics.declined.len());
+    assert!(
+        metrics
+            .declined
+            .iter()
+            .all(|d| d.len() <= MAX_DECLINE_REASON + "hospital-0: ".len() + 4),
+        "reasons are length-capped"
+    );
+    assert!(metrics.declined.iter().any(|d| d.ends_with("budget")));
+    assert_eq!(metrics.declines_repeated, 4_999);
+}

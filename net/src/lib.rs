@@ -32,6 +32,11 @@
 //!   before reading the body; an oversized or undecodable message gets its sender disconnected
 //!   and reported as [`NetEvent::Misbehaved`]. Other peers are unaffected. Streams per
 //!   connection, connections per peer, request time and idle time are bounded.
+//! - **Memory per peer:** a peer that stops acknowledging cannot grow our outbound queue past
+//!   [`NetConfig::max_queued_per_peer`] (its backlog is dropped, it is disconnected, and that is
+//!   reported once); a peer cannot park more than [`NetConfig::max_inbound_per_peer`] messages
+//!   in our inbox (further ones are refused). Pending and established connections are capped in
+//!   total (`libp2p::connection_limits`).
 //!
 //! **Architecture Invariant:** no protocol knowledge here. This crate never inspects `M`; it
 //! knows peers, bytes and acknowledgements.

@@ -1,7 +1,7 @@
 //! The node: one tokio task owns the libp2p swarm; a cloneable [`NetHandle`] sends it commands
 //! and a bounded channel carries [`NetEvent`]s back to the application.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -48,6 +48,17 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Capacity of the event channel; a full channel holds acknowledgements back (backpressure).
     pub event_capacity: usize,
+    /// Most messages waiting to be sent to one peer. A peer that does not acknowledge fast
+    /// enough to stay under it (a stalled or hostile reader) is disconnected and its queue
+    /// dropped, so it cannot make this node hold an unbounded backlog.
+    pub max_queued_per_peer: usize,
+    /// Most messages from one peer received but not yet taken by the application; more are
+    /// refused (the sender sees a failed send). Our own senders have one in flight per peer.
+    pub max_inbound_per_peer: usize,
+    /// Most established connections in total (in and out).
+    pub max_connections: u32,
+    /// Most connections being set up (TCP + Noise handshake) at once, per direction.
+    pub max_pending_connections: u32,
 }
 
 impl Default for NetConfig {
@@ -59,6 +70,10 @@ impl Default for NetConfig {
             request_timeout: Duration::from_mins(1),
             idle_timeout: Duration::from_mins(10),
             event_capacity: 1024,
+            max_queued_per_peer: 1024,
+            max_inbound_per_peer: 8,
+            max_connections: 256,
+            max_pending_connections: 64,
         }
     }
 }
@@ -73,9 +88,15 @@ impl NetConfig {
                 self.max_message_bytes
             )));
         }
-        if self.max_concurrent_streams == 0 || self.event_capacity == 0 {
+        if self.max_concurrent_streams == 0
+            || self.event_capacity == 0
+            || self.max_queued_per_peer == 0
+            || self.max_inbound_per_peer == 0
+            || self.max_connections == 0
+            || self.max_pending_connections == 0
+        {
             return Err(NetError::Config(
-                "max_concurrent_streams and event_capacity must be positive".into(),
+                "stream, event, queue and connection limits must be positive".into(),
             ));
         }
         Ok(())
@@ -326,7 +347,11 @@ where
             allowed: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(
                 ConnectionLimits::default()
-                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_established(Some(cfg.max_connections))
+                    .with_max_established_incoming(Some(cfg.max_connections))
+                    .with_max_pending_incoming(Some(cfg.max_pending_connections))
+                    .with_max_pending_outgoing(Some(cfg.max_pending_connections)),
             ),
             messages: request_response::Behaviour::with_codec(
                 codec,
@@ -362,6 +387,10 @@ where
         pending_dials: HashMap::new(),
         addresses: HashMap::new(),
         listen_addrs: Vec::new(),
+        max_queued_per_peer: cfg.max_queued_per_peer,
+        max_inbound_per_peer: cfg.max_inbound_per_peer,
+        inbound: HashMap::new(),
+        cut_off: HashSet::new(),
     };
     tokio::time::timeout(LISTEN_READY_TIMEOUT, node.wait_for_listeners(listeners))
         .await
@@ -426,6 +455,15 @@ struct Node<M: DeserializeOwned + Send + 'static> {
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     /// Bound listen addresses.
     listen_addrs: Vec<Multiaddr>,
+    /// [`NetConfig::max_queued_per_peer`].
+    max_queued_per_peer: usize,
+    /// [`NetConfig::max_inbound_per_peer`].
+    max_inbound_per_peer: usize,
+    /// Messages per peer in `inbox` not yet taken by the application.
+    inbound: HashMap<PeerId, usize>,
+    /// Peers disconnected for overflowing their outbound queue; messages to them are dropped
+    /// until their connection is gone, so one overflow is reported once.
+    cut_off: HashSet<PeerId>,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Node<M> {
@@ -474,6 +512,9 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                 permit = events.reserve(), if !self.inbox.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(Pending { event, ack }) = self.inbox.pop_front() {
+                            if let NetEvent::Message { from, .. } = &event {
+                                self.release_inbound(*from);
+                            }
                             if let Some(channel) = ack {
                                 // Err: the sender gave up (timeout); the message still counts.
                                 let _ = self
@@ -507,6 +548,7 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
     fn on_app_gone(&mut self) {
         tracing::debug!("event receiver dropped; refusing further messages");
         self.app_gone = true;
+        self.inbound.clear();
         for pending in std::mem::take(&mut self.inbox) {
             if let Some(channel) = pending.ack {
                 let _ = self
@@ -559,8 +601,48 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
             });
             return;
         }
-        self.outbox.entry(to).or_default().queued.push_back(bytes);
+        if self.cut_off.contains(&to) {
+            tracing::debug!(peer = %to, "dropping a message to a peer cut off for its backlog");
+            return;
+        }
+        let queue = self.outbox.entry(to).or_default();
+        if queue.queued.len() >= self.max_queued_per_peer {
+            self.overflow(to);
+            return;
+        }
+        queue.queued.push_back(bytes);
         self.pump(to);
+    }
+
+    /// `peer` does not take its messages fast enough: drop its backlog, disconnect it, say so
+    /// once. It may reconnect and start afresh.
+    fn overflow(&mut self, peer: PeerId) {
+        let dropped = self
+            .outbox
+            .get_mut(&peer)
+            .map_or(0, |q| std::mem::take(&mut q.queued).len());
+        tracing::warn!(%peer, dropped, "outbound queue over its cap; disconnecting the peer");
+        let _ = self.swarm.disconnect_peer_id(peer);
+        if self.swarm.is_connected(&peer) {
+            self.cut_off.insert(peer);
+        }
+        self.emit(NetEvent::SendFailed {
+            to: peer,
+            reason: format!(
+                "outbound queue exceeded {} messages; {dropped} dropped and the peer disconnected",
+                self.max_queued_per_peer
+            ),
+        });
+    }
+
+    /// One message from `peer` left the inbox.
+    fn release_inbound(&mut self, peer: PeerId) {
+        if let Some(n) = self.inbound.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound.remove(&peer);
+            }
+        }
     }
 
     /// Sends the next queued message to `peer` if none is in flight.
@@ -692,6 +774,7 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                         event: NetEvent::Message { from, .. },
                         ack,
                     } if from == peer => {
+                        self.release_inbound(from);
                         if let Some(channel) = ack {
                             let _ = self
                                 .swarm
@@ -743,6 +826,7 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                 num_established: 0,
                 ..
             } => {
+                self.cut_off.remove(&peer_id);
                 self.fail_queued(peer_id, "connection closed");
                 self.emit(NetEvent::Disconnected(peer_id));
             }
@@ -781,7 +865,19 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                     },
                 ..
             } => match request {
+                Frame::Decoded(_)
+                    if self.inbound.get(&peer).copied().unwrap_or(0)
+                        >= self.max_inbound_per_peer =>
+                {
+                    tracing::debug!(%peer, "refusing a message over the per-peer inbound cap");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .messages
+                        .send_response(channel, Ack::Refused);
+                }
                 Frame::Decoded(msg) if self.is_allowed(&peer) && !self.app_gone => {
+                    *self.inbound.entry(peer).or_default() += 1;
                     self.inbox.push_back(Pending {
                         event: NetEvent::Message { from: peer, msg },
                         ack: Some(channel),

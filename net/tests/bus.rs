@@ -222,3 +222,50 @@ async fn shutdown_closes_everything() {
         Err(NetError::Closed)
     ));
 }
+
+/// Attack: a peer that stops reading (its application never drains events) must not make the
+/// sender queue without bound. Past `max_queued_per_peer` messages the sender drops that
+/// peer's queue, disconnects it and says so once; other peers are unaffected.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_cut_off_at_the_queue_cap() {
+    let capped = NetConfig {
+        max_queued_per_peer: 8,
+        ..config()
+    };
+    let mut a = node_with::<Msg>(1, &[2, 3], capped).await;
+    let stalled_cfg = NetConfig {
+        event_capacity: 1,
+        ..config()
+    };
+    let mut stalled = node_with::<Msg>(2, &[1], stalled_cfg).await;
+    let mut c = node(3, &[1]).await;
+    connect(&mut stalled, &mut a).await;
+    connect(&mut c, &mut a).await;
+    // `stalled.events` is never read from here on: its node holds acknowledgements back.
+    for i in 0..200 {
+        a.handle.send(stalled.id, &Msg::Seq(i)).await.unwrap();
+    }
+    let failed = wait_for(
+        &mut a.events,
+        "SendFailed",
+        |e| matches!(e, NetEvent::SendFailed { reason, .. } if reason.contains("queue")),
+    )
+    .await;
+    assert!(matches!(failed, NetEvent::SendFailed { to, .. } if to == stalled.id));
+    wait_for(
+        &mut a.events,
+        "Disconnected",
+        |e| matches!(e, NetEvent::Disconnected(p) if *p == stalled.id),
+    )
+    .await;
+    // One report, not one per dropped message.
+    let rest = drain(&mut a.events, Duration::from_millis(300)).await;
+    let reports = rest
+        .iter()
+        .filter(|e| matches!(e, NetEvent::SendFailed { reason, .. } if reason.contains("queue")))
+        .count();
+    assert!(reports <= 1, "{rest:?}");
+    a.handle.send(c.id, &Msg::Seq(9)).await.unwrap();
+    assert_eq!(next_message(&mut c.events).await, (a.id, Msg::Seq(9)));
+    drop(stalled);
+}

@@ -1,7 +1,7 @@
 //! The messages of a round, both directions. Every one names its attempt (`session`), so a
 //! message from an old attempt can never be taken for one of the current attempt.
 
-use medfl_ledger::{Block, Hash, Signature};
+use medfl_ledger::{Block, Hash, Signature, Transaction, TxId};
 use medfl_secagg::{ClientId, ClientMessage, PackedVector, ServerMessage};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,14 @@ pub enum ToAgent {
         /// Why.
         reason: String,
     },
+    /// A transaction the agent submitted will not be ordered: the contract's refusal. Silence
+    /// is not refusal: an agent that hears nothing and sees no block treats it as censored.
+    TxRefused {
+        /// The refused transaction.
+        id: TxId,
+        /// The contract rule it breaks (or why it was not accepted for ordering).
+        reason: String,
+    },
 }
 
 /// From an agent to the coordinator.
@@ -84,6 +92,9 @@ pub enum ToCoordinator {
         /// Signature over `RoundAnchor::endorsement_message`.
         signature: Signature,
     },
+    /// A transaction the member signed itself, for the coordinator to order into a block
+    /// (consent, agreement acceptance, leaving, audit and alert anchors).
+    SubmitTx(Box<Transaction>),
 }
 
 impl ToAgent {
@@ -96,6 +107,7 @@ impl ToAgent {
             ToAgent::EndorseRequest { .. } => "endorse_request",
             ToAgent::Block(_) => "block",
             ToAgent::Abort { .. } => "abort",
+            ToAgent::TxRefused { .. } => "tx_refused",
         }
     }
 }
@@ -108,6 +120,7 @@ impl ToCoordinator {
             ToCoordinator::Decline { .. } => "decline",
             ToCoordinator::SecAgg { .. } => "secagg",
             ToCoordinator::Endorse { .. } => "endorse",
+            ToCoordinator::SubmitTx(_) => "submit_tx",
         }
     }
 }
@@ -188,6 +201,18 @@ mod tests {
                         value: 1.0,
                         minimum: 2.0,
                     }),
+                }),
+                Envelope::ToCoordinator(ToCoordinator::SubmitTx(Box::new(Transaction {
+                    signer: MemberId::new("h1").unwrap(),
+                    issued_at: Timestamp(8),
+                    body: medfl_ledger::TxBody::AcceptAgreement {
+                        agreement: AgreementId::new("a").unwrap(),
+                    },
+                    signature: Signature([7; 64]),
+                }))),
+                Envelope::ToAgent(ToAgent::TxRefused {
+                    id: Hash([9; 32]),
+                    reason: "consent: no".into(),
                 }),
             ];
             for m in messages {

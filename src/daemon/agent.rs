@@ -12,28 +12,34 @@
 //! as of the round's consent height); their events are removed before features are computed,
 //! and the standardization is recomputed on what is left. Pseudonyms are keyed with a key
 //! derived from the hospital's own signing key (`medfl_accesslog::consent`).
+//!
+//! It also sends the hospital's own signed transactions (`medfl ledger submit` drops them in
+//! `outbox/`) and watches its ledger copy for them: one neither in a block nor refused by a
+//! contract within the deadline is logged as censored, recorded in `status.json`, and sent again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::OnError;
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
-use medfl_ledger::{Ledger, Role};
+use medfl_ledger::{Ledger, Role, Transaction, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::modelfile::ModelFile;
 use medfl_model::train::{score, training_device};
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
-use medfl_protocol::{Envelope, GlobalModel, ToAgent};
+use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
 use rand::Rng;
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{Member, wall_now};
+use super::submit::{MAX_TX_BYTES, SubmissionStatus, Submissions};
+use super::{Member, wall_now, write_atomic};
 use crate::data::{self, Source, TrainingSet};
 
 /// Command-line overrides.
@@ -43,6 +49,26 @@ pub struct Options {
     pub data: Option<PathBuf>,
     /// Exit once the model of this round is adopted.
     pub until_round: Option<u64>,
+    /// How long a submitted transaction may stay out of every block before it is reported as
+    /// censored and sent again (default [`DEFAULT_SUBMIT_DEADLINE`]).
+    pub submit_deadline: Option<Duration>,
+}
+
+/// The default time for a submitted transaction to reach a block: many blocks' worth, since
+/// the coordinator orders members' transactions every half second.
+pub const DEFAULT_SUBMIT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How often the outbox is scanned and deadlines are checked.
+const OUTBOX_INTERVAL: Duration = Duration::from_millis(500);
+
+/// `status.json`: what an operator or a monitor reads to see the agent's state.
+#[derive(Serialize)]
+struct Status<'a> {
+    member: &'a str,
+    connected: bool,
+    height: u64,
+    #[serde(flatten)]
+    submissions: SubmissionStatus,
 }
 
 struct Daemon {
@@ -58,6 +84,10 @@ struct Daemon {
     current: Arc<TrainingSet>,
     target_fpr: f64,
     trained_tx: mpsc::Sender<TrainedMsg>,
+    /// Transactions sent and not yet seen in a block.
+    submissions: Submissions,
+    /// The driver's clock for deadlines.
+    started: Instant,
 }
 
 /// A finished training: the attempt, and the update with the rows it was trained on.
@@ -142,7 +172,18 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         current: Arc::new(current),
         target_fpr,
         trained_tx,
+        submissions: Submissions::new(
+            opts.submit_deadline
+                .unwrap_or(DEFAULT_SUBMIT_DEADLINE)
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+        ),
+        started: Instant::now(),
     };
+    std::fs::create_dir_all(d.member.dir.join("outbox"))?;
+    d.write_status();
+    let mut next_outbox = tokio::time::Instant::now();
     let mut next_dial = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -156,11 +197,18 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             }
             next_dial = tokio::time::Instant::now() + backoff;
         }
+        if tokio::time::Instant::now() >= next_outbox {
+            d.scan_outbox().await;
+            d.check_deadlines().await;
+            d.write_status();
+            next_outbox = tokio::time::Instant::now() + OUTBOX_INTERVAL;
+        }
         tokio::select! {
             ev = net_events.recv() => match ev {
                 Some(ev) => d.on_net(ev).await?,
                 None => bail!("the network stopped"),
             },
+            _ = tokio::time::sleep_until(next_outbox) => {}
             Some((session, result)) = trained_rx.recv() => match result {
                 Ok((t, set)) => {
                     info!(session, loss = t.loss, steps = t.report.steps, epsilon = t.report.accounting.epsilon, rows = set.n_rows(), "local training done");
@@ -192,6 +240,10 @@ impl Daemon {
                 info!("connected to the coordinator");
                 self.connected = true;
                 self.agent.hello(self.ledger.state());
+                // Whatever was sent before may have been lost with the connection.
+                for tx in self.submissions.outstanding() {
+                    self.submit(tx).await;
+                }
             }
             NetEvent::Disconnected(p) if p == self.coordinator => {
                 warn!("disconnected from the coordinator");
@@ -201,6 +253,10 @@ impl Daemon {
                 from,
                 msg: Envelope::ToAgent(msg),
             } if from == self.coordinator => {
+                if let ToAgent::TxRefused { id, reason } = &msg {
+                    self.on_refused(id, reason);
+                    return Ok(());
+                }
                 if let ToAgent::RoundStart(c) = &msg {
                     info!(round = c.round, session = c.session, "round started");
                 }
@@ -257,7 +313,12 @@ impl Daemon {
                         continue;
                     }
                     match self.ledger.append_block(&b) {
-                        Ok(_) => self.agent.ledger_updated(self.ledger.state()),
+                        Ok(r) => {
+                            self.agent.ledger_updated(self.ledger.state());
+                            for id in &r.tx_ids {
+                                self.on_included(id, r.height);
+                            }
+                        }
                         Err(e) => warn!(height, error = %e, "block refused by the local ledger"),
                     }
                 }
@@ -275,6 +336,127 @@ impl Daemon {
             }
         }
         Ok(stop)
+    }
+
+    /// Sends one of our transactions to the coordinator.
+    async fn submit(&mut self, tx: Transaction) {
+        let msg = Envelope::ToCoordinator(ToCoordinator::SubmitTx(Box::new(tx)));
+        if let Err(e) = self.net.send(self.coordinator, &msg).await {
+            warn!(error = %e, "cannot send a transaction");
+        }
+    }
+
+    /// Picks up transactions `medfl ledger submit` left in `outbox/` and sends the new ones.
+    /// A file stays `*.tx` until a block carries it (`*.included`) or a contract refuses it
+    /// (`*.refused`); one that is not ours or not a transaction becomes `*.rejected`.
+    async fn scan_outbox(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.member.dir.join("outbox")) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tx"))
+            .collect();
+        files.sort();
+        for path in files {
+            if !self.submissions.has_room() {
+                break;
+            }
+            let tx = match read_tx(&path) {
+                Ok(tx) if tx.signer == self.member.config.member => tx,
+                Ok(tx) => {
+                    reject(
+                        &path,
+                        &format!("signed by {}, not by this member", tx.signer),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    reject(&path, &format!("{e:#}"));
+                    continue;
+                }
+            };
+            let Ok(id) = tx.id() else {
+                reject(&path, "the transaction cannot be encoded");
+                continue;
+            };
+            if self.submissions.contains(&id) {
+                continue;
+            }
+            if self.ledger.state().contains_tx(&id) {
+                let _ = std::fs::rename(&path, path.with_extension("included"));
+                continue;
+            }
+            info!(tx = %id, kind = tx.body.kind(), "submitting a transaction");
+            let now = self.now_ms();
+            self.submissions.sent(id, tx.clone(), path, now);
+            self.submit(tx).await;
+        }
+    }
+
+    /// Reports and re-sends transactions past their deadline.
+    async fn check_deadlines(&mut self) {
+        let now = self.now_ms();
+        for (id, tx, missed) in self.submissions.overdue(now) {
+            warn!(
+                tx = %id,
+                kind = tx.body.kind(),
+                missed_deadlines = missed,
+                "transaction censored: the coordinator has not ordered it within the deadline; sending it again"
+            );
+            if self.connected {
+                self.submit(tx).await;
+            }
+        }
+    }
+
+    /// A block carried `id`.
+    fn on_included(&mut self, id: &TxId, height: u64) {
+        if let Some(s) = self.submissions.included(id) {
+            info!(tx = %id, height, "transaction ordered into a block");
+            let _ = std::fs::rename(&s.path, s.path.with_extension("included"));
+            self.write_status();
+        }
+    }
+
+    /// The coordinator refused `id` with a contract's reason.
+    fn on_refused(&mut self, id: &TxId, reason: &str) {
+        let Some(s) = self.submissions.refused(id) else {
+            return;
+        };
+        let reason: String = reason.chars().take(1024).collect();
+        warn!(tx = %id, reason = %reason, "transaction refused");
+        let _ = std::fs::write(s.path.with_extension("refused"), &reason);
+        let _ = std::fs::remove_file(&s.path);
+        self.write_status();
+    }
+
+    /// Writes `status.json` (atomically: a reader never sees half of it).
+    fn write_status(&self) {
+        let status = Status {
+            member: self.member.config.member.as_str(),
+            connected: self.connected,
+            height: self.ledger.state().height(),
+            submissions: self.submissions.status(),
+        };
+        let path = self.member.dir.join("status.json");
+        let written = serde_json::to_vec_pretty(&status)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| write_atomic(&path, &b));
+        if let Err(e) = written {
+            warn!(error = %e, "cannot write status.json");
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started
+            .elapsed()
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
     }
 
     fn train(&self, task: TrainingTask) {
@@ -327,4 +509,23 @@ impl Daemon {
         std::fs::write(dir.join("current.global"), model.hash.to_string())?;
         Ok(())
     }
+}
+
+/// Reads one outbox file: a bounded, canonical transaction encoding.
+fn read_tx(path: &Path) -> Result<Transaction> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size > MAX_TX_BYTES as u64 {
+        bail!("{size} bytes, over the limit of {MAX_TX_BYTES}");
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(codec::decode::<Transaction>(&bytes)?)
+}
+
+/// Sets an unusable outbox file aside with the reason.
+fn reject(path: &Path, reason: &str) {
+    warn!(file = %path.display(), reason, "outbox file rejected");
+    let _ = std::fs::write(path.with_extension("rejected"), reason);
+    let _ = std::fs::remove_file(path);
 }

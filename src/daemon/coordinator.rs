@@ -15,7 +15,9 @@ use anyhow::{Context, Result, bail};
 use medfl_coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorEvent, Timeouts,
 };
-use medfl_ledger::{AgreementId, Block, Hash, Ledger, MemberId, Role, Transaction, codec};
+use medfl_ledger::{
+    AgreementId, Block, BlockError, Hash, Ledger, MemberId, Role, Timestamp, Transaction, codec,
+};
 use medfl_model::AutoencoderConfig;
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
@@ -23,7 +25,9 @@ use rand::Rng;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Member, peer_map, wall_now};
+use super::catchup::{CatchUp, CatchUpLimits, HelloVerdict};
+use super::submit::{Mempool, TrialError, admit};
+use super::{Member, peer_map, wall_now, write_atomic};
 use crate::provision::RoundSettings;
 
 /// Command-line overrides.
@@ -47,18 +51,6 @@ struct MetricsLine<'a> {
 
 fn model_path(dir: &Path, hash: &Hash, ext: &str) -> PathBuf {
     dir.join("models").join(format!("{hash}.{ext}"))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
-/// half-written model under its hash.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 fn load_model(
@@ -121,6 +113,10 @@ struct Daemon {
     bytes_out: u64,
     bytes_in: u64,
     metrics: std::fs::File,
+    /// Members' own transactions waiting for the next block.
+    mempool: Mempool,
+    /// Who is being sent the chain, and how often they may ask.
+    catch_up: CatchUp,
 }
 
 /// Runs the coordinator described by `config` until the target round is anchored.
@@ -207,6 +203,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         bytes_out: 0,
         bytes_in: 0,
         metrics,
+        mempool: Mempool::default(),
+        catch_up: CatchUp::new(CatchUpLimits::default()),
     };
     let interval = Duration::from_secs_f64(settings.interval_s.max(0.0));
     let mut next_round = Instant::now() + interval;
@@ -220,8 +218,10 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         }
         if Instant::now() >= next_inbox {
             d.poll_inbox().await;
+            d.order_submissions().await;
             next_inbox = Instant::now() + Duration::from_millis(500);
         }
+        d.pump_catch_up().await;
         if d.coordinator.is_idle()
             && Instant::now() >= next_round
             && d.gathered(&mut gathering, gather)
@@ -265,6 +265,9 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         let mut wake = next_inbox.min(next_round);
         if let Some(deadline) = d.coordinator.next_deadline() {
             wake = wake.min(d.started + Duration::from_millis(deadline));
+        }
+        if let Some(due) = d.catch_up.next_deadline() {
+            wake = wake.min(d.started + Duration::from_millis(due));
         }
         tokio::select! {
             ev = events.recv() => match ev {
@@ -454,6 +457,7 @@ impl Daemon {
                 if let Some(m) = self.peers.get(&peer) {
                     info!(member = %m, "disconnected");
                     self.connected.remove(m);
+                    self.catch_up.disconnected(m);
                 }
             }
             NetEvent::Message { from, msg } => {
@@ -466,7 +470,10 @@ impl Daemon {
                 self.bytes_in += medfl_net::codec::encode(&msg).map_or(0, |b| b.len() as u64);
                 match msg {
                     Envelope::ToCoordinator(ToCoordinator::Hello { height }) => {
-                        self.catch_up(&member, height).await;
+                        self.on_hello(&member, height);
+                    }
+                    Envelope::ToCoordinator(ToCoordinator::SubmitTx(tx)) => {
+                        self.on_submit(&member, *tx).await;
                     }
                     Envelope::ToCoordinator(m) => {
                         let now_ms = self.now_ms();
@@ -497,15 +504,98 @@ impl Daemon {
         }
     }
 
-    /// Sends a (re)connecting member the blocks it lacks.
-    async fn catch_up(&mut self, member: &MemberId, height: u64) {
+    /// A (re)connecting member says how many blocks it has: start sending it the rest, unless
+    /// it asks too often.
+    fn on_hello(&mut self, member: &MemberId, height: u64) {
         let tip = self.ledger.state().height();
-        for h in height.saturating_add(1)..=tip {
-            match self.ledger.block(h) {
-                Ok(Some(b)) => self.send(member, ToAgent::Block(Box::new(b))).await,
-                _ => {
-                    warn!(height = h, "cannot read block for catch-up");
-                    return;
+        let now_ms = self.now_ms();
+        if let HelloVerdict::RateLimited { refused } =
+            self.catch_up.hello(member, height, tip, now_ms)
+            && refused.is_power_of_two()
+        {
+            warn!(member = %member, refused, "hello rate-limited: catch-up refused");
+        }
+    }
+
+    /// Sends the catch-up batches that are due.
+    async fn pump_catch_up(&mut self) {
+        let tip = self.ledger.state().height();
+        while let Some((member, heights)) = self.catch_up.poll_batch(self.now_ms(), tip) {
+            for h in heights {
+                match self.ledger.block(h) {
+                    Ok(Some(b)) => self.send(&member, ToAgent::Block(Box::new(b))).await,
+                    _ => {
+                        warn!(height = h, "cannot read block for catch-up");
+                        self.catch_up.disconnected(&member);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A member's own signed transaction: queued for the next block, or refused with the
+    /// reason (the member's agent reports silence as censorship).
+    async fn on_submit(&mut self, member: &MemberId, tx: Transaction) {
+        let verdict = admit(member, &tx, self.ledger.state()).and_then(|id| {
+            self.mempool.offer(id, tx.clone())?;
+            Ok(id)
+        });
+        match verdict {
+            Ok(id) => {
+                info!(member = %member, tx = %id, kind = tx.body.kind(), "transaction submitted")
+            }
+            Err(e) => {
+                let id = tx.id().unwrap_or_default();
+                warn!(member = %member, tx = %id, error = %e, "submitted transaction refused");
+                let reason = e.to_string();
+                self.send(member, ToAgent::TxRefused { id, reason }).await;
+            }
+        }
+    }
+
+    /// Orders waiting submissions into one block: each is tried against the contracts on a
+    /// copy of the state first, so one refused transaction does not sink the others.
+    async fn order_submissions(&mut self) {
+        if self.mempool.is_empty() {
+            return;
+        }
+        let now = wall_now();
+        let (me, key, ledger) = (&self.member.config.member, &self.member.key, &self.ledger);
+        let (txs, refused) = self
+            .mempool
+            .order(|batch| trial(ledger, batch, now, me, key));
+        for (member, id, reason) in refused {
+            warn!(member = %member, tx = %id, reason = %reason, "submitted transaction refused by the contracts");
+            self.send(&member, ToAgent::TxRefused { id, reason }).await;
+        }
+        if txs.is_empty() {
+            return;
+        }
+        let count = txs.len();
+        match self.ledger.append(
+            txs.clone(),
+            now,
+            &self.member.config.member,
+            &self.member.key,
+        ) {
+            Ok(r) => {
+                info!(
+                    height = r.height,
+                    transactions = count,
+                    "members' transactions ordered"
+                );
+                if let Ok(Some(block)) = self.ledger.block(r.height) {
+                    self.broadcast_block(&block).await;
+                }
+                self.refresh_members().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot append members' transactions; keeping them for the next block");
+                for tx in txs {
+                    if let Ok(id) = tx.id() {
+                        let _ = self.mempool.offer(id, tx);
+                    }
                 }
             }
         }
@@ -556,11 +646,43 @@ impl Daemon {
     /// Re-reads the active members from the ledger: a revoked member is cut off at once.
     async fn refresh_members(&mut self) {
         self.peers = peer_map(self.ledger.state());
-        self.connected
-            .retain(|m, _| self.peers.values().any(|x| x == m));
+        let gone: Vec<MemberId> = self
+            .connected
+            .keys()
+            .filter(|m| !self.peers.values().any(|x| x == *m))
+            .cloned()
+            .collect();
+        for m in &gone {
+            self.connected.remove(m);
+            self.catch_up.forget(m);
+            self.mempool.forget(m);
+        }
         let allowed = self.peers.keys().copied().collect();
         if let Err(e) = self.net.set_allowed(allowed).await {
             warn!(error = %e, "cannot update the allowlist");
         }
+    }
+}
+
+/// Whether `txs`, in this order, would pass every rule as the next block: proposes it and applies
+/// it to a copy of the state, so nothing is stored.
+fn trial(
+    ledger: &Ledger,
+    txs: &[Transaction],
+    now: Timestamp,
+    me: &MemberId,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<(), TrialError> {
+    let block = ledger
+        .propose(txs.to_vec(), now, me, key)
+        .map_err(|e| TrialError::Other(e.to_string()))?;
+    let mut state = ledger.state().clone();
+    match state.apply_block(&block) {
+        Ok(()) => Ok(()),
+        Err(BlockError::Contract { index, error, .. }) => Err(TrialError::Tx {
+            index,
+            reason: error.to_string(),
+        }),
+        Err(e) => Err(TrialError::Other(e.to_string())),
     }
 }

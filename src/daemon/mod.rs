@@ -3,7 +3,9 @@
 //! models. Everything here is plumbing; every protocol decision is in the state machines.
 
 pub mod agent;
+pub mod catchup;
 pub mod coordinator;
+pub mod submit;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
-use medfl_ledger::{ChainState, Genesis, Ledger, MemberId, Timestamp, keyfile};
+use medfl_ledger::{
+    ChainState, Genesis, Ledger, MemberId, Role, Timestamp, Transaction, TxBody, TxId, codec,
+    keyfile,
+};
 use medfl_net::PeerId;
 
 use crate::provision::MemberConfig;
@@ -98,6 +103,42 @@ pub fn peer_map(state: &ChainState) -> BTreeMap<PeerId, MemberId> {
             )
         })
         .collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash or a concurrent
+/// reader never sees a half-written file under its final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("partial");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Signs `body` with the member's key and hands it to the member's running daemon: a hospital's
+/// `outbox/` (its `medfl client` sends it to the coordinator and watches for its block), the
+/// coordinator's `inbox/` (its daemon appends it). Returns the file and the transaction id.
+pub fn queue_transaction(member: &Member, body: TxBody) -> Result<(PathBuf, TxId)> {
+    let tx = Transaction::sign(
+        &member.genesis.hash()?,
+        member.config.member.clone(),
+        &member.key,
+        wall_now(),
+        body,
+    )?;
+    let id = tx.id()?;
+    let folder = match member.config.role {
+        Role::Coordinator => "inbox",
+        _ => "outbox",
+    };
+    let dir = member.dir.join(folder);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{id}.tx"));
+    write_atomic(&path, &codec::encode(&tx)?)?;
+    Ok((path, id))
 }
 
 /// Wall-clock time for ledger timestamps.
