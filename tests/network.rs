@@ -114,6 +114,7 @@ impl Net {
             p(&dir.path().join("plan.toml")),
             "--out",
             p(&cons),
+            "--generate-keys-centrally",
             "--insecure-deterministic-seed",
             "3",
         ]);
@@ -152,7 +153,12 @@ impl Net {
     fn coordinator(&self, tag: &str) -> Proc {
         let config = self.folder("coordinator").join("config.toml");
         Proc::start(
-            &["coordinator", "--config", p(&config)],
+            &[
+                "coordinator",
+                "--allow-insecure-keys",
+                "--config",
+                p(&config),
+            ],
             self.dir.path().join(format!("coordinator-{tag}.log")),
         )
     }
@@ -163,6 +169,7 @@ impl Net {
         Proc::start(
             &[
                 "client",
+                "--allow-insecure-keys",
                 "--config",
                 p(&config),
                 "--data",
@@ -266,6 +273,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
         p(&net.dir.path().join("plan2.toml")),
         "--out",
         p(&other),
+        "--generate-keys-centrally",
         "--insecure-deterministic-seed",
         "99",
     ]);
@@ -275,6 +283,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     let outsider = Proc::start(
         &[
             "client",
+            "--allow-insecure-keys",
             "--config",
             p(&other.join("h-a/config.toml")),
             "--data",
@@ -286,6 +295,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     ok(&[
         "ledger",
         "revoke",
+        "--allow-insecure-keys",
         "--config",
         p(&net.folder("coordinator").join("config.toml")),
         "--member",
@@ -328,7 +338,8 @@ fn garbage_and_oversized_messages_cut_the_sender_off_and_rounds_go_on() {
     let _clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 4)).collect();
     coord.wait_for("round started", 1, 120);
     // A member's key (h-spare's) speaking nonsense: first garbage, then 70 MiB.
-    let key = medfl_ledger::keyfile::read(&net.folder("h-spare").join("member.key")).unwrap();
+    let (key, _) =
+        medfl_ledger::keyfile::read_with_origin(&net.folder("h-spare").join("member.key")).unwrap();
     let config = fs::read_to_string(net.folder("coordinator").join("config.toml")).unwrap();
     let addr: medfl_net::Multiaddr = config
         .lines()
@@ -385,8 +396,9 @@ fn garbage_and_oversized_messages_cut_the_sender_off_and_rounds_go_on() {
 }
 
 fn net_coordinator_key(net: &Net) -> ed25519_dalek::VerifyingKey {
-    medfl_ledger::keyfile::read(&net.folder("coordinator").join("member.key"))
+    medfl_ledger::keyfile::read_with_origin(&net.folder("coordinator").join("member.key"))
         .unwrap()
+        .0
         .verifying_key()
 }
 

@@ -38,6 +38,8 @@ pub struct Options {
     pub data: Option<PathBuf>,
     /// Exit once the model of this round is adopted.
     pub until_round: Option<u64>,
+    /// Whether a key derived from a public seed is accepted.
+    pub insecure_keys: super::InsecureKeys,
 }
 
 struct Daemon {
@@ -55,7 +57,7 @@ struct Daemon {
 
 /// Runs the agent described by `config`.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
-    let member = Member::load(config)?;
+    let member = Member::load(config, opts.insecure_keys)?;
     if member.config.role != Role::Hospital {
         bail!(
             "{} is a {}, not a hospital",
