@@ -19,7 +19,7 @@ use medfl::ledger::{
     AggregationParams, ConsortiumFile, DpMechanism, DpParams, Hash, Ledger, Role, Timestamp,
     Transaction, TxBody, keyfile, verify_dir,
 };
-use medfl::provision::{self, KeySource};
+use medfl::provision::{self, KeyGeneration, KeySource};
 use medfl::report;
 
 const MINUTE: u64 = 60_000;
@@ -37,17 +37,20 @@ fn main() -> Result<()> {
         plan.members.len(),
         out.join("consortium").display()
     );
+    // A demo makes every key here from a public seed; a real consortium runs `medfl keygen`
+    // on each member's machine and provisions from the public keys alone.
     let kit = provision::provision(
         &plan,
         &out.join("consortium"),
-        KeySource::InsecureSeed(2026),
+        KeyGeneration::Central(KeySource::InsecureSeed(2026)),
     )?;
     let genesis = kit.genesis.clone();
     let genesis_hash = genesis.hash()?;
     // Each member loads its own key from its startup folder, as a deployed agent would.
     let mut keys = Vec::new();
     for (id, dir) in &kit.folders {
-        keys.push((id.clone(), keyfile::read(&dir.join(provision::files::KEY))?));
+        let (key, _seeded) = keyfile::read_with_origin(&dir.join(provision::files::KEY))?;
+        keys.push((id.clone(), key));
     }
     let key = |id: &medfl::ledger::MemberId| {
         &keys

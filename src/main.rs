@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use medfl::data::{self, DataFormat};
 use medfl::detection::{self, Split};
-use medfl::ledger::{ConsortiumFile, Genesis, Hash, InclusionProof, Ledger, verify_dir};
-use medfl::provision::{self, KeySource};
+use medfl::ledger::{ConsortiumFile, Genesis, Hash, InclusionProof, Ledger, verify_dir_from};
+use medfl::provision::{self, KeyGeneration, KeySource};
 use medfl::report;
 use medfl::simulate;
 use medfl_accesslog::OnError;
@@ -65,6 +65,8 @@ enum Command {
         /// Stop once the ledger holds this many rounds (overrides the config).
         #[arg(long)]
         rounds: Option<u64>,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
     },
     /// Run a hospital's agent: trains on its logs with DP-SGD and joins rounds over libp2p.
     Client {
@@ -81,23 +83,52 @@ enum Command {
         /// it is reported as censored and sent again.
         #[arg(long, default_value_t = 60.0)]
         submit_deadline_s: f64,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
     },
     /// Re-run a recorded simulation and check every model hash against its ledger.
     Replay {
         /// The run directory `medfl simulate` wrote.
         dir: PathBuf,
     },
-    /// Generate every member's key and a startup folder per member from a consortium plan.
+    /// Make this member's key, here, on the machine that will use it.
+    ///
+    /// Writes DIR/member.key (PKCS#8 PEM, mode 0600) and DIR/member.pub, and prints the public
+    /// key and PeerId: send the public key to whoever assembles the consortium file; the
+    /// secret key never leaves this machine.
+    Keygen {
+        /// Directory to write the key into (created if absent; an existing key is never
+        /// overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Derive the key from this public seed instead of the OS generator. For reproducible
+        /// tests only: anyone who knows the seed knows the key. The key file is marked so, and
+        /// daemons refuse it without --allow-insecure-keys.
+        #[arg(long, value_name = "SEED")]
+        insecure_deterministic_seed: Option<u64>,
+    },
+    /// Write the genesis and a startup folder per member from a consortium file.
+    ///
+    /// By default every member has made its own key (`medfl keygen`) and the file lists every
+    /// public key; no secret key is written and each member drops its own key into its folder.
     Provision {
-        /// The consortium plan (TOML): members, roles, addresses, quorum, agreements.
+        /// The consortium file (TOML): members with their public keys, roles, addresses,
+        /// quorum, agreements.
         #[arg(long)]
         consortium: PathBuf,
         /// Where to write the startup folders (must not exist, or be empty).
         #[arg(long)]
         out: PathBuf,
-        /// Derive keys from this public seed instead of the OS generator. For reproducible
-        /// tests and simulations only: anyone who knows the seed knows every key.
-        #[arg(long, value_name = "SEED")]
+        /// Generate the keys the file lacks here and write them into the folders. Costs the
+        /// consortium its independence: whoever runs this holds every generated key and can
+        /// sign rounds, endorsements and consent as any of those members. For tests and demos.
+        #[arg(long)]
+        generate_keys_centrally: bool,
+        /// With --generate-keys-centrally: derive the keys from this public seed instead of the
+        /// OS generator. For reproducible tests only: anyone who knows the seed knows every
+        /// key. The key files are marked so, and daemons refuse them without
+        /// --allow-insecure-keys.
+        #[arg(long, value_name = "SEED", requires = "generate_keys_centrally")]
         insecure_deterministic_seed: Option<u64>,
     },
     /// Compare local, federated and centralized training of the anomaly model, and the
@@ -188,6 +219,25 @@ impl StrategyArg {
     }
 }
 
+/// The daemons' opt-in to keys derived from a public seed.
+#[derive(clap::Args)]
+struct InsecureKeysArg {
+    /// Accept a key file marked as derived from a public seed (--insecure-deterministic-seed).
+    /// Anyone who knows the seed can sign as this member: tests and demos only.
+    #[arg(long)]
+    allow_insecure_keys: bool,
+}
+
+impl InsecureKeysArg {
+    fn policy(&self) -> medfl::daemon::InsecureKeys {
+        if self.allow_insecure_keys {
+            medfl::daemon::InsecureKeys::Allow
+        } else {
+            medfl::daemon::InsecureKeys::Refuse
+        }
+    }
+}
+
 /// Where data comes from.
 #[derive(clap::Args)]
 struct DataArgs {
@@ -243,6 +293,8 @@ enum LedgerCommand {
         /// The coordinator's config.toml.
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
         /// The member to revoke.
         #[arg(long)]
         member: String,
@@ -259,14 +311,20 @@ enum LedgerCommand {
         /// The member's config.toml.
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
         /// What to sign.
         #[command(subcommand)]
         body: SubmitBody,
     },
-    /// Re-check every hash, signature, Merkle root and contract rule from genesis.
+    /// Re-check every hash, signature, Merkle root and contract rule from the genesis you hold.
     Verify {
         /// The ledger directory.
         dir: PathBuf,
+        /// The genesis (consortium file) you hold, from your startup folder or the consortium:
+        /// a ledger that starts from any other genesis is refused, however consistent.
+        #[arg(long)]
+        genesis: PathBuf,
         /// Also require the ledger to end at this block hash (one held elsewhere).
         #[arg(long)]
         tip: Option<Hash>,
@@ -453,22 +511,40 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Keygen {
+            out,
+            insecure_deterministic_seed,
+        } => {
+            let source = key_source(insecure_deterministic_seed);
+            let made = provision::keygen(&out, source)?;
+            println!(
+                "secret key written to {} (mode 0600)",
+                made.key_file.display()
+            );
+            println!("public_key = \"{}\"", made.public_key);
+            println!("peer_id = \"{}\"", made.peer_id);
+            println!(
+                "next: send the public_key line (also in {}) for this member's entry in the consortium file; keep the secret key on this machine",
+                made.public_file.display()
+            );
+        }
         Command::Provision {
             consortium,
             out,
+            generate_keys_centrally,
             insecure_deterministic_seed,
         } => {
             let text = read(&consortium)?;
             let plan = ConsortiumFile::from_toml(&text)
                 .with_context(|| format!("reading {}", consortium.display()))?;
-            let keys = match insecure_deterministic_seed {
-                Some(seed) => {
-                    eprintln!(
-                        "warning: keys derived from the public seed {seed}; never use them for real data"
-                    );
-                    KeySource::InsecureSeed(seed)
-                }
-                None => KeySource::Os,
+            let keys = if generate_keys_centrally {
+                eprintln!(
+                    "warning: generating members' keys centrally: whoever holds {} can sign as each of those members",
+                    out.display()
+                );
+                KeyGeneration::Central(key_source(insecure_deterministic_seed))
+            } else {
+                KeyGeneration::ByMembers
             };
             let done = provision::provision(&plan, &out, keys)?;
             let rows: Vec<Vec<String>> = done
@@ -494,6 +570,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 done.genesis.hash()?,
                 out.join(provision::files::GENESIS).display()
             );
+            if !generate_keys_centrally {
+                println!(
+                    "no secret key was written: each member places the member.key it made with `medfl keygen` in its folder"
+                );
+            }
             println!(
                 "next: medfl ledger init --genesis {} <ledger dir>",
                 out.join(provision::files::GENESIS).display()
@@ -577,9 +658,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("simulation into {}", out.display()))?;
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
         }
-        Command::Coordinator { config, rounds } => {
+        Command::Coordinator {
+            config,
+            rounds,
+            insecure,
+        } => {
             medfl::daemon::init_logging();
-            let opts = medfl::daemon::coordinator::Options { rounds };
+            let opts = medfl::daemon::coordinator::Options {
+                rounds,
+                insecure_keys: insecure.policy(),
+            };
             runtime()?.block_on(medfl::daemon::coordinator::run(&config, opts))?;
         }
         Command::Client {
@@ -587,6 +675,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             until_round,
             submit_deadline_s,
+            insecure,
         } => {
             medfl::daemon::init_logging();
             let submit_deadline = std::time::Duration::try_from_secs_f64(submit_deadline_s)
@@ -597,6 +686,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 data,
                 until_round,
                 submit_deadline: Some(submit_deadline),
+                insecure_keys: insecure.policy(),
             };
             runtime()?.block_on(medfl::daemon::agent::run(&config, opts))?;
         }
@@ -653,9 +743,15 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 ledger.state().genesis_hash()
             );
         }
-        LedgerCommand::Verify { dir, tip, json } => {
+        LedgerCommand::Verify {
+            dir,
+            genesis,
+            tip,
+            json,
+        } => {
+            let pinned = load_genesis(&genesis)?;
             check_dir(&dir)?;
-            let result = verify_dir(&dir, tip);
+            let result = verify_dir_from(&dir, &pinned, tip);
             if json {
                 let value = match &result {
                     Ok(r) => serde_json::json!({
@@ -672,8 +768,8 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 Ok(r) => {
                     if !json {
                         println!(
-                            "ok: {} blocks, {} transactions verified; tip {}",
-                            r.height, r.transactions, r.tip
+                            "ok: {} blocks, {} transactions verified from genesis {}; tip {}",
+                            r.height, r.transactions, r.genesis, r.tip
                         );
                     }
                 }
@@ -711,10 +807,11 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
         }
         LedgerCommand::Revoke {
             config,
+            insecure,
             member,
             reason,
         } => {
-            let me = medfl::daemon::Member::load(&config)?;
+            let me = medfl::daemon::Member::load(&config, insecure.policy())?;
             let target = medfl::ledger::MemberId::new(member).map_err(anyhow::Error::msg)?;
             let tx = medfl::ledger::Transaction::sign(
                 &me.genesis.hash()?,
@@ -736,8 +833,12 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 path.display()
             );
         }
-        LedgerCommand::Submit { config, body } => {
-            let me = medfl::daemon::Member::load(&config)?;
+        LedgerCommand::Submit {
+            config,
+            insecure,
+            body,
+        } => {
+            let me = medfl::daemon::Member::load(&config, insecure.policy())?;
             let body = body.into_body(&me.config.member)?;
             let kind = body.kind();
             let (path, id) = medfl::daemon::queue_transaction(&me, body)?;
@@ -772,6 +873,18 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn key_source(insecure_deterministic_seed: Option<u64>) -> KeySource {
+    match insecure_deterministic_seed {
+        Some(seed) => {
+            eprintln!(
+                "warning: keys derived from the public seed {seed}; never use them for real data"
+            );
+            KeySource::InsecureSeed(seed)
+        }
+        None => KeySource::Os,
+    }
 }
 
 fn read(path: &Path) -> Result<String> {

@@ -1,16 +1,24 @@
-//! Provisioning: turn a consortium plan into one startup folder per member, the way NVIDIA
-//! FLARE's provisioning makes startup kits.
+//! Provisioning: turn a consortium file into one startup folder per member, the way NVIDIA
+//! FLARE's provisioning makes startup kits, and `medfl keygen`, which makes a member's key
+//! where it will be used.
 //!
-//! Each member's folder holds its secret key (mode 0600), the genesis, its peers' identities and
-//! addresses, and a ready `config.toml`; the folders are written to a staging directory and
-//! renamed into place at the end, so a failure never leaves half a consortium behind.
+//! Keys are born where they are used: each member runs [`keygen`] on its own machine and sends
+//! only its public key, which goes into the consortium file; [`provision`] then writes the
+//! genesis, the peers and a ready `config.toml` in each member's folder, and no secret key at
+//! all. The member drops its own key in. Generating every key centrally
+//! ([`KeyGeneration::Central`]) remains for tests and demos; whoever runs it holds every
+//! member's key and can sign as any of them.
+//!
+//! The folders are written to a staging directory and renamed into place at the end, so a
+//! failure never leaves half a consortium behind.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use medfl_ledger::genesis::{ConsortiumFile, MemberEntry};
-use medfl_ledger::{AgreementId, Genesis, MemberId, PublicKey, Role, keyfile};
+use medfl_ledger::keyfile::{self, KeyOrigin};
+use medfl_ledger::{AgreementId, Genesis, MemberId, PublicKey, Role};
 use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -19,6 +27,10 @@ use serde::{Deserialize, Serialize};
 pub mod files {
     /// The member's secret key.
     pub const KEY: &str = "member.key";
+    /// The member's public identity, as `medfl keygen` writes it beside the key.
+    pub const PUBLIC: &str = "member.pub";
+    /// What a folder written without a secret key says about it.
+    pub const KEY_INSTRUCTIONS: &str = "KEY-NOT-INCLUDED.txt";
     /// The consortium's genesis.
     pub const GENESIS: &str = "genesis.toml";
     /// The other members.
@@ -141,13 +153,42 @@ pub struct PeersFile {
     pub peers: Vec<MemberEntry>,
 }
 
-/// Where keys come from.
+/// Where a generated key comes from.
+#[derive(Clone, Copy, Debug)]
 pub enum KeySource {
     /// The operating system's secure generator: the only choice for a real consortium.
     Os,
     /// ChaCha20 from a public seed, for reproducible tests and simulations. Anyone who knows the
     /// seed knows every key.
     InsecureSeed(u64),
+}
+
+impl KeySource {
+    fn rng(self) -> rand_chacha::ChaCha20Rng {
+        match self {
+            KeySource::Os => rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()),
+            KeySource::InsecureSeed(seed) => rand_chacha::ChaCha20Rng::seed_from_u64(seed),
+        }
+    }
+
+    fn origin(self) -> KeyOrigin {
+        match self {
+            KeySource::Os => KeyOrigin::Secret,
+            KeySource::InsecureSeed(_) => KeyOrigin::PublicSeed,
+        }
+    }
+}
+
+/// Who makes the members' keys.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyGeneration {
+    /// Each member made its own (`medfl keygen`): the consortium file lists every public key
+    /// and no secret key is written.
+    ByMembers,
+    /// The provisioner makes the keys the file lacks and writes them into the folders. It
+    /// then knows every such secret key: it can impersonate those members on the ledger and
+    /// on the network.
+    Central(KeySource),
 }
 
 /// What provisioning produced.
@@ -158,9 +199,11 @@ pub struct Provisioned {
     pub folders: Vec<(MemberId, PathBuf)>,
 }
 
-/// Generates keys for every member of `plan` that has none and writes the startup folders to
-/// `out` (which must not exist, or be empty).
-pub fn provision(plan: &ConsortiumFile, out: &Path, keys: KeySource) -> Result<Provisioned> {
+/// Writes the genesis of `plan` and a startup folder per member to `out` (which must not
+/// exist, or be empty). With [`KeyGeneration::ByMembers`] every member must have its public
+/// key in the plan and no secret key is written; with [`KeyGeneration::Central`] the missing
+/// keys are generated and written into their members' folders.
+pub fn provision(plan: &ConsortiumFile, out: &Path, keys: KeyGeneration) -> Result<Provisioned> {
     plan.check_plan()
         .context("the consortium plan is invalid")?;
     if out.exists() {
@@ -173,26 +216,46 @@ pub fn provision(plan: &ConsortiumFile, out: &Path, keys: KeySource) -> Result<P
             );
         }
     }
-    let mut rng = match keys {
-        KeySource::Os => rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()),
-        KeySource::InsecureSeed(seed) => rand_chacha::ChaCha20Rng::seed_from_u64(seed),
-    };
     let mut file = plan.clone();
     let mut secrets: Vec<(MemberId, SigningKey)> = Vec::new();
-    for m in &mut file.members {
-        if m.public_key.is_none() {
-            let key = SigningKey::generate(&mut rng);
-            m.public_key = Some(PublicKey::from(key.verifying_key()));
-            secrets.push((m.id.clone(), key));
+    let missing: Vec<&str> = file
+        .members
+        .iter()
+        .filter(|m| m.public_key.is_none())
+        .map(|m| m.id.as_str())
+        .collect();
+    let origin = match keys {
+        KeyGeneration::ByMembers => {
+            if !missing.is_empty() {
+                bail!(
+                    "members without a public_key in the consortium file: {}. Each member runs \
+                     `medfl keygen --out DIR` on its own machine and sends the public key it \
+                     prints; or pass --generate-keys-centrally (the provisioner then holds \
+                     every generated key)",
+                    missing.join(", ")
+                );
+            }
+            KeyOrigin::Secret
         }
-    }
+        KeyGeneration::Central(source) => {
+            let mut rng = source.rng();
+            for m in &mut file.members {
+                if m.public_key.is_none() {
+                    let key = SigningKey::generate(&mut rng);
+                    m.public_key = Some(PublicKey::from(key.verifying_key()));
+                    secrets.push((m.id.clone(), key));
+                }
+            }
+            source.origin()
+        }
+    };
     let genesis = file
         .to_genesis()
         .context("the provisioned genesis is invalid")?;
     let genesis_text = genesis.to_file().to_toml()?;
 
     let staging = staging_dir(out)?;
-    let result = write_folders(&staging, &file, &genesis_text, &secrets);
+    let result = write_folders(&staging, &file, &genesis_text, &secrets, origin);
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -209,6 +272,53 @@ pub fn provision(plan: &ConsortiumFile, out: &Path, keys: KeySource) -> Result<P
         .map(|m| (m.id.clone(), out.join(m.id.as_str())))
         .collect();
     Ok(Provisioned { genesis, folders })
+}
+
+/// A key `keygen` made.
+pub struct Generated {
+    /// The secret key file (mode 0600).
+    pub key_file: PathBuf,
+    /// The public identity file: the line for the consortium file and the PeerId.
+    pub public_file: PathBuf,
+    /// The public key, for the member's `public_key` in the consortium file.
+    pub public_key: PublicKey,
+    /// The libp2p PeerId the member will authenticate as.
+    pub peer_id: medfl_net::PeerId,
+}
+
+/// Makes a member's key in `dir` (created if absent), on the machine that will use it: the
+/// secret key as `member.key` (mode 0600, never overwritten) and the public identity as
+/// `member.pub`. A key from [`KeySource::InsecureSeed`] is marked so inside its file.
+pub fn keygen(dir: &Path, source: KeySource) -> Result<Generated> {
+    if !dir.exists() {
+        create_private_dir(dir)?;
+    }
+    let key_file = dir.join(files::KEY);
+    let public_file = dir.join(files::PUBLIC);
+    if key_file.exists() || public_file.exists() {
+        bail!(
+            "{} already holds a key; keygen never overwrites one",
+            dir.display()
+        );
+    }
+    let key = SigningKey::generate(&mut source.rng());
+    let public_key = PublicKey::from(key.verifying_key());
+    let peer_id = medfl_net::peer_id_of(&key.verifying_key());
+    keyfile::write_with_origin(&key_file, &key, source.origin())?;
+    let text = format!(
+        "# The public identity of the key in {}: send it to whoever assembles the consortium\n\
+         # file, as this member's public_key. It reveals nothing secret.\n\
+         public_key = \"{public_key}\"\npeer_id = \"{peer_id}\"\n",
+        files::KEY
+    );
+    std::fs::write(&public_file, text)
+        .with_context(|| format!("writing {}", public_file.display()))?;
+    Ok(Generated {
+        key_file,
+        public_file,
+        public_key,
+        peer_id,
+    })
 }
 
 fn staging_dir(out: &Path) -> Result<PathBuf> {
@@ -243,6 +353,7 @@ fn write_folders(
     file: &ConsortiumFile,
     genesis_text: &str,
     secrets: &[(MemberId, SigningKey)],
+    origin: KeyOrigin,
 ) -> Result<()> {
     let write = |path: PathBuf, text: &str| {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
@@ -258,11 +369,17 @@ fn write_folders(
         let dir = root.join(m.id.as_str());
         create_private_dir(&dir)?;
         match secrets.iter().find(|(id, _)| id == &m.id) {
-            Some((_, key)) => keyfile::write(&dir.join(files::KEY), key)?,
-            // A member that brought its own public key keeps its secret key to itself.
+            Some((_, key)) => keyfile::write_with_origin(&dir.join(files::KEY), key, origin)?,
+            // A member that made its own key keeps it to itself.
             None => write(
-                dir.join("KEY-NOT-INCLUDED.txt"),
-                "This member supplied its own public key: place its PKCS#8 PEM secret key here as member.key (mode 0600).\n",
+                dir.join(files::KEY_INSTRUCTIONS),
+                &format!(
+                    "No secret key was written here: member {} made its own with `medfl keygen`.\n\
+                     Place that key file here as {} (mode 0600). Its public key must be {}.\n",
+                    m.id,
+                    files::KEY,
+                    m.public_key.map(|k| k.to_string()).unwrap_or_default()
+                ),
             )?,
         }
         write(dir.join(files::GENESIS), genesis_text)?;

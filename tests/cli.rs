@@ -5,8 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, ok, p};
+use common::{fails, medfl, ok, p};
 
+use medfl::daemon::InsecureKeys;
 use medfl::provision::MemberConfig;
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::tx::{ConsentChoice, Pseudonym};
@@ -19,11 +20,162 @@ fn plan() -> String {
         .to_string()
 }
 
+/// The member's public key as `medfl keygen` prints it.
+fn printed_public_key(stdout: &str) -> medfl_ledger::PublicKey {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no public key printed: {stdout}"))
+        .parse()
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The default flow: each member makes its key where it runs, the consortium file carries
+/// public keys only, and provisioning writes no secret key anywhere.
 #[test]
-fn provision_writes_a_startup_folder_per_member() {
+fn keys_are_born_where_they_are_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut file =
+        medfl_ledger::ConsortiumFile::from_toml(&std::fs::read_to_string(plan()).unwrap()).unwrap();
+    // Without public keys, provisioning refuses and says what to do.
+    let refused = fails(&[
+        "provision",
+        "--consortium",
+        &plan(),
+        "--out",
+        p(&tmp.path().join("refused")),
+    ]);
+    assert!(
+        refused.contains("medfl keygen") && refused.contains("st-olaf"),
+        "{refused}"
+    );
+    assert!(!tmp.path().join("refused").exists());
+    // The seed flag alone would silently generate keys: it needs the explicit flag.
+    fails(&[
+        "provision",
+        "--consortium",
+        &plan(),
+        "--out",
+        p(&tmp.path().join("refused")),
+        "--insecure-deterministic-seed",
+        "5",
+    ]);
+
+    for m in &mut file.members {
+        let dir = tmp.path().join("machines").join(m.id.as_str());
+        let out = ok(&["keygen", "--out", p(&dir)]);
+        let public = printed_public_key(&out);
+        let secret = medfl_ledger::keyfile::read(&dir.join("member.key")).unwrap();
+        assert_eq!(
+            medfl_ledger::PublicKey::from(secret.verifying_key()),
+            public
+        );
+        assert_eq!(mode(&dir.join("member.key")), 0o600);
+        let peer = medfl_net::peer_id_of(&secret.verifying_key()).to_string();
+        let card = std::fs::read_to_string(dir.join("member.pub")).unwrap();
+        assert!(
+            card.contains(&public.to_string()) && card.contains(&peer),
+            "{card}"
+        );
+        assert!(out.contains(&peer), "{out}");
+        m.public_key = Some(public);
+    }
+    let again = fails(&["keygen", "--out", p(&tmp.path().join("machines/st-olaf"))]);
+    assert!(again.contains("never overwrites"), "{again}");
+
+    let consortium = tmp.path().join("consortium.toml");
+    std::fs::write(&consortium, file.to_toml().unwrap()).unwrap();
+    let cons = tmp.path().join("cons");
+    let printed = ok(&[
+        "provision",
+        "--consortium",
+        p(&consortium),
+        "--out",
+        p(&cons),
+    ]);
+    assert!(printed.contains("no secret key was written"), "{printed}");
+    let genesis =
+        Genesis::from_toml(&std::fs::read_to_string(cons.join("genesis.toml")).unwrap()).unwrap();
+    for (m, planned) in genesis.members.iter().zip(&file.members) {
+        assert_eq!(Some(m.public_key), planned.public_key);
+        assert!(!cons.join(m.id.as_str()).join("member.key").exists());
+        assert!(
+            cons.join(m.id.as_str())
+                .join("KEY-NOT-INCLUDED.txt")
+                .is_file()
+        );
+    }
+    for path in files_under(&cons) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "{}", path.display());
+    }
+
+    // A member without its key in place gets told what to do; with it, it starts.
+    let config = cons.join("st-olaf/config.toml");
+    let err = match medfl::daemon::Member::load(&config, InsecureKeys::Refuse) {
+        Ok(_) => panic!("loaded a member without a key"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("medfl keygen"), "{err}");
+    std::fs::rename(
+        tmp.path().join("machines/st-olaf/member.key"),
+        cons.join("st-olaf/member.key"),
+    )
+    .unwrap();
+    let member = medfl::daemon::Member::load(&config, InsecureKeys::Refuse).unwrap();
+    assert_eq!(member.genesis, genesis);
+    // Another member's key in the wrong folder is refused.
+    std::fs::rename(
+        tmp.path().join("machines/riverside/member.key"),
+        cons.join("mercy-general/member.key"),
+    )
+    .unwrap();
+    assert!(
+        medfl::daemon::Member::load(
+            &cons.join("mercy-general/config.toml"),
+            InsecureKeys::Refuse
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn provision_can_still_generate_keys_centrally_when_told() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("consortium");
-    ok(&["provision", "--consortium", &plan(), "--out", p(&out)]);
+    let central = [
+        "provision",
+        "--consortium",
+        &plan(),
+        "--generate-keys-centrally",
+        "--out",
+    ];
+    let run = medfl(&[&central[..], &[p(&out)]].concat());
+    assert!(run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("can sign as each of those members"),
+        "the cost is said"
+    );
     let genesis =
         Genesis::from_toml(&std::fs::read_to_string(out.join("genesis.toml")).unwrap()).unwrap();
     assert_eq!(genesis.members.len(), 7);
@@ -59,36 +211,64 @@ fn provision_writes_a_startup_folder_per_member() {
         );
     }
     // Never overwrites; OS keys differ between runs; a public seed reproduces.
-    assert!(fails(&["provision", "--consortium", &plan(), "--out", p(&out)]).contains("not empty"));
+    assert!(fails(&[&central[..], &[p(&out)]].concat()).contains("not empty"));
     let again = tmp.path().join("again");
-    ok(&["provision", "--consortium", &plan(), "--out", p(&again)]);
+    ok(&[&central[..], &[p(&again)]].concat());
     assert_ne!(
         std::fs::read(out.join("genesis.toml")).unwrap(),
         std::fs::read(again.join("genesis.toml")).unwrap()
     );
     let (s1, s2) = (tmp.path().join("s1"), tmp.path().join("s2"));
-    ok(&[
-        "provision",
-        "--consortium",
-        &plan(),
-        "--out",
-        p(&s1),
-        "--insecure-deterministic-seed",
-        "5",
-    ]);
-    ok(&[
-        "provision",
-        "--consortium",
-        &plan(),
-        "--out",
-        p(&s2),
-        "--insecure-deterministic-seed",
-        "5",
-    ]);
+    for s in [&s1, &s2] {
+        ok(&[&central[..], &[p(s), "--insecure-deterministic-seed", "5"]].concat());
+    }
     assert_eq!(
         std::fs::read(s1.join("genesis.toml")).unwrap(),
         std::fs::read(s2.join("genesis.toml")).unwrap()
     );
+    // Seeded keys are marked inside their files; the daemons refuse them unless told.
+    let seeded = s1.join("st-olaf/member.key");
+    assert!(
+        std::fs::read_to_string(&seeded)
+            .unwrap()
+            .starts_with(medfl_ledger::keyfile::INSECURE_MARKER)
+    );
+    assert!(medfl_ledger::keyfile::read(&seeded).is_err());
+    let config = s1.join("st-olaf/config.toml");
+    let err = match medfl::daemon::Member::load(&config, InsecureKeys::Refuse) {
+        Ok(_) => panic!("a seeded key was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("--allow-insecure-keys"), "{err}");
+    medfl::daemon::Member::load(&config, InsecureKeys::Allow).unwrap();
+    let coordinator = s1.join("coordinator/config.toml");
+    assert!(
+        fails(&["coordinator", "--config", p(&coordinator)]).contains("public seed"),
+        "the daemon refuses at startup"
+    );
+    assert!(
+        fails(&[
+            "ledger",
+            "revoke",
+            "--config",
+            p(&coordinator),
+            "--member",
+            "riverside",
+            "--reason",
+            "test"
+        ])
+        .contains("--allow-insecure-keys")
+    );
+    // Same for a seeded keygen.
+    let machine = tmp.path().join("machine");
+    ok(&[
+        "keygen",
+        "--out",
+        p(&machine),
+        "--insecure-deterministic-seed",
+        "9",
+    ]);
+    assert!(medfl_ledger::keyfile::read(&machine.join("member.key")).is_err());
 
     // The provisioned genesis starts a ledger that verifies.
     let ledger = tmp.path().join("ledger");
@@ -99,7 +279,17 @@ fn provision_writes_a_startup_folder_per_member() {
         p(&out.join("genesis.toml")),
         p(&ledger),
     ]);
-    assert!(ok(&["ledger", "verify", p(&ledger)]).starts_with("ok: 0 blocks"));
+    let genesis_path = out.join("genesis.toml");
+    assert!(
+        ok(&[
+            "ledger",
+            "verify",
+            "--genesis",
+            p(&genesis_path),
+            p(&ledger)
+        ])
+        .starts_with("ok: 0 blocks")
+    );
     assert!(
         fails(&[
             "ledger",
@@ -145,9 +335,11 @@ fn verify_show_prove_and_check_proof() {
     let dir = tmp.path().join("ledger");
     let (_f, ids) = sample_ledger(&dir);
 
-    assert!(ok(&["ledger", "verify", p(&dir)]).starts_with("ok: 3 blocks, 6 transactions"));
+    let genesis = dir.join("genesis.toml");
+    let verify = ["ledger", "verify", "--genesis", p(&genesis), p(&dir)];
+    assert!(ok(&verify).starts_with("ok: 3 blocks, 6 transactions"));
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&["ledger", "verify", p(&dir), "--json"])).unwrap();
+        serde_json::from_str(&ok(&[&verify[..], &["--json"]].concat())).unwrap();
     assert_eq!(
         (json["ok"].as_bool(), json["height"].as_u64()),
         (Some(true), Some(3))
@@ -216,15 +408,38 @@ fn verify_names_the_broken_height() {
         .expect("block 2 in the file");
     file[at + bytes.len() / 2] ^= 1;
     std::fs::write(&path, file).unwrap();
-    let stderr = fails(&["ledger", "verify", p(&dir)]);
+    let genesis = dir.join("genesis.toml");
+    let stderr = fails(&["ledger", "verify", "--genesis", p(&genesis), p(&dir)]);
     assert!(stderr.contains("height 2"), "{stderr}");
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
+    let f = Fixture::new(1, 2, 1);
+    let genesis = tmp.path().join("genesis.toml");
+    std::fs::write(&genesis, f.genesis.to_file().to_toml().unwrap()).unwrap();
     // Unknown paths and subcommands.
-    assert!(fails(&["ledger", "verify", "/no/such/ledger"]).contains("not a directory"));
+    assert!(
+        fails(&[
+            "ledger",
+            "verify",
+            "--genesis",
+            p(&genesis),
+            "/no/such/ledger"
+        ])
+        .contains("not a directory")
+    );
+    assert!(
+        fails(&[
+            "ledger",
+            "verify",
+            "--genesis",
+            "/no/such/genesis.toml",
+            p(tmp.path())
+        ])
+        .contains("/no/such/genesis.toml")
+    );
     assert!(fails(&["ledger", "show", p(tmp.path())]).contains("holds no ledger"));
     fails(&["ledger", "frobnicate"]);
     fails(&[
@@ -238,10 +453,11 @@ fn bad_input_is_a_clear_error() {
     let garbage = tmp.path().join("garbage");
     std::fs::create_dir(&garbage).unwrap();
     std::fs::write(garbage.join("ledger.redb"), vec![0xA5; 10_000]).unwrap();
-    assert!(fails(&["ledger", "verify", p(&garbage)]).contains("height 0"));
+    assert!(
+        fails(&["ledger", "verify", "--genesis", p(&genesis), p(&garbage)]).contains("height 0")
+    );
     fails(&["ledger", "show", p(&garbage)]);
     // A genesis with a duplicate member, and one with a malformed key.
-    let f = Fixture::new(1, 2, 1);
     let text = f.genesis.to_file().to_toml().unwrap();
     let dup = text.replace("id = \"hospital-1\"", "id = \"hospital-0\"");
     let dup_path = tmp.path().join("dup.toml");
@@ -289,4 +505,204 @@ fn bad_input_is_a_clear_error() {
         ])
         .contains("unknown field")
     );
+}
+
+/// A ledger of one block like [`sample_ledger`]'s first, for the consortium of `seed`.
+fn other_consortium_ledger(dir: &Path, seed: u64) -> Fixture {
+    let f = Fixture::new(seed, 3, 1);
+    let mut ledger = Ledger::create(dir, &f.genesis).unwrap();
+    let (coord, key) = f.coordinator();
+    let at = Timestamp(T0.0 + HOUR);
+    let who = Fixture::id("hospital-0");
+    let tx = f.tx(
+        &who,
+        at,
+        TxBody::Consent {
+            subject: Pseudonym(Hash::tagged(b"cli", &[b"other"])),
+            choice: ConsentChoice::OptOut,
+        },
+    );
+    ledger.append(vec![tx], at, coord, key).unwrap();
+    f
+}
+
+/// The attacker hands an auditor a whole other chain: another consortium's genesis, keys and
+/// blocks, correct within itself (its own `genesis.toml` beside it). Verification pinned to the
+/// genesis the auditor holds refuses it; the same command accepts the auditor's own ledger and
+/// names the genesis it verified from.
+#[test]
+fn verify_pinned_to_a_genesis_refuses_a_substituted_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = tmp.path().join("ours");
+    let (f, _) = sample_ledger(&ours);
+    let our_genesis = tmp.path().join("our-genesis.toml");
+    std::fs::write(&our_genesis, f.genesis.to_file().to_toml().unwrap()).unwrap();
+    let out = ok(&["ledger", "verify", "--genesis", p(&our_genesis), p(&ours)]);
+    assert!(
+        out.contains(&format!("genesis {}", f.genesis_hash)),
+        "names the genesis: {out}"
+    );
+
+    let theirs = tmp.path().join("theirs");
+    let other = other_consortium_ledger(&theirs, 77);
+    // Self-consistent: it verifies against its own genesis.
+    let their_genesis = theirs.join("genesis.toml");
+    ok(&[
+        "ledger",
+        "verify",
+        "--genesis",
+        p(&their_genesis),
+        p(&theirs),
+    ]);
+    let stderr = fails(&["ledger", "verify", "--genesis", p(&our_genesis), p(&theirs)]);
+    assert!(
+        stderr.contains(&other.genesis_hash.to_string())
+            && stderr.contains(&f.genesis_hash.to_string())
+            && stderr.contains("not the genesis you hold"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &medfl(&[
+            "ledger",
+            "verify",
+            "--json",
+            "--genesis",
+            p(&our_genesis),
+            p(&theirs),
+        ])
+        .stdout
+        .iter()
+        .map(|b| *b as char)
+        .collect::<String>(),
+    )
+    .unwrap();
+    assert_eq!(json["ok"].as_bool(), Some(false));
+}
+
+/// A member's startup folder with a ledger someone else wrote into it: a chain of the right
+/// consortium whose block is signed by a key that is not the coordinator's (anyone with write
+/// access to the folder, or a peer that handed over a copy). Opening it must verify it first.
+#[test]
+fn daemons_refuse_a_tampered_ledger_at_startup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan_path = tmp.path().join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "name = \"t\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n\
+         [[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/0\"\n\n\
+         [[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n\
+         [[members]]\nid = \"h-b\"\nrole = \"hospital\"\n\n\
+         [[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [\"h-a\", \"h-b\"]\n\
+         expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-5\n",
+    )
+    .unwrap();
+    let cons = tmp.path().join("cons");
+    ok(&[
+        "provision",
+        "--consortium",
+        p(&plan_path),
+        "--out",
+        p(&cons),
+        "--generate-keys-centrally",
+        "--insecure-deterministic-seed",
+        "11",
+    ]);
+    let genesis =
+        Genesis::from_toml(&std::fs::read_to_string(cons.join("genesis.toml")).unwrap()).unwrap();
+    for member in ["coordinator", "h-a"] {
+        forge_ledger(&cons.join(member).join("ledger"), &genesis);
+    }
+
+    let hospital =
+        medfl::daemon::Member::load(&cons.join("h-a/config.toml"), InsecureKeys::Allow).unwrap();
+    let err = match hospital.open_ledger() {
+        Ok(_) => panic!("the hospital trusted a ledger it did not verify"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("height 1") && err.contains("signature"),
+        "{err}"
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(["coordinator", "--allow-insecure-keys", "--config"])
+        .arg(cons.join("coordinator/config.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status =
+        status.unwrap_or_else(|| panic!("the coordinator ran on a forged ledger:\n{stderr}"));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("height 1") && stderr.contains("signature"),
+        "{stderr}"
+    );
+}
+
+/// Writes a ledger for `genesis` whose block 1 is well formed but signed by an outsider's key,
+/// straight into the store (no append would accept it).
+fn forge_ledger(dir: &Path, genesis: &Genesis) {
+    use medfl_ledger::block::{BLOCK_VERSION, Block, BlockHeader};
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("genesis.toml"),
+        genesis.to_file().to_toml().unwrap(),
+    )
+    .unwrap();
+    let store = medfl_ledger::store::Store::create(
+        &dir.join("ledger.redb"),
+        &medfl_ledger::codec::encode(genesis).unwrap(),
+    )
+    .unwrap();
+    let outsider = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
+    let genesis_hash = genesis.hash().unwrap();
+    let at = Timestamp(genesis.created_at.0 + HOUR);
+    let tx = medfl_ledger::Transaction::sign(
+        &genesis_hash,
+        medfl_ledger::MemberId::new("h-a").unwrap(),
+        &outsider,
+        at,
+        TxBody::Consent {
+            subject: Pseudonym(Hash::tagged(b"forged", &[])),
+            choice: ConsentChoice::OptOut,
+        },
+    )
+    .unwrap();
+    let ids = vec![tx.id().unwrap()];
+    let header = BlockHeader {
+        version: BLOCK_VERSION,
+        height: 1,
+        previous: genesis_hash,
+        tx_root: medfl_ledger::merkle::root(&ids),
+        tx_count: 1,
+        timestamp: at,
+        proposer: medfl_ledger::MemberId::new("coordinator").unwrap(),
+    }
+    .sign(&genesis_hash, &outsider)
+    .unwrap();
+    let hash = header.hash().unwrap();
+    let block = Block {
+        header,
+        txs: vec![tx],
+    };
+    let mut tip = 1u64.to_le_bytes().to_vec();
+    tip.extend_from_slice(&hash.0);
+    store
+        .append(1, &medfl_ledger::codec::encode(&block).unwrap(), &ids, &tip)
+        .unwrap();
 }

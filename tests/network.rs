@@ -114,6 +114,7 @@ impl Net {
             p(&dir.path().join("plan.toml")),
             "--out",
             p(&cons),
+            "--generate-keys-centrally",
             "--insecure-deterministic-seed",
             "3",
         ]);
@@ -152,7 +153,12 @@ impl Net {
     fn coordinator(&self, tag: &str) -> Proc {
         let config = self.folder("coordinator").join("config.toml");
         Proc::start(
-            &["coordinator", "--config", p(&config)],
+            &[
+                "coordinator",
+                "--allow-insecure-keys",
+                "--config",
+                p(&config),
+            ],
             self.dir.path().join(format!("coordinator-{tag}.log")),
         )
     }
@@ -163,7 +169,7 @@ impl Net {
 
     fn client_with(&self, member: &str, extra: &[&str]) -> Proc {
         let config = self.folder(member).join("config.toml");
-        let mut args = vec!["client", "--config", p(&config), "--data", p(&self.events)];
+        let mut args = vec!["client", "--allow-insecure-keys", "--config", p(&config), "--data", p(&self.events)];
         args.extend_from_slice(extra);
         Proc::start(&args, self.dir.path().join(format!("{member}.log")))
     }
@@ -183,7 +189,7 @@ impl Net {
     /// `medfl ledger submit` for `member`, with the transaction's arguments.
     fn submit(&self, member: &str, args: &[&str]) -> String {
         let config = self.folder(member).join("config.toml");
-        let mut all = vec!["ledger", "submit", "--config", p(&config)];
+        let mut all = vec!["ledger", "submit", "--allow-insecure-keys", "--config", p(&config)];
         all.extend_from_slice(args);
         ok(&all)
     }
@@ -286,6 +292,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
         p(&net.dir.path().join("plan2.toml")),
         "--out",
         p(&other),
+        "--generate-keys-centrally",
         "--insecure-deterministic-seed",
         "99",
     ]);
@@ -295,6 +302,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     let outsider = Proc::start(
         &[
             "client",
+            "--allow-insecure-keys",
             "--config",
             p(&other.join("h-a/config.toml")),
             "--data",
@@ -306,6 +314,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     ok(&[
         "ledger",
         "revoke",
+        "--allow-insecure-keys",
         "--config",
         p(&net.folder("coordinator").join("config.toml")),
         "--member",
@@ -348,7 +357,8 @@ fn garbage_and_oversized_messages_cut_the_sender_off_and_rounds_go_on() {
     let _clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 4)).collect();
     coord.wait_for("round started", 1, 120);
     // A member's key (h-spare's) speaking nonsense: first garbage, then 70 MiB.
-    let key = medfl_ledger::keyfile::read(&net.folder("h-spare").join("member.key")).unwrap();
+    let (key, _) =
+        medfl_ledger::keyfile::read_with_origin(&net.folder("h-spare").join("member.key")).unwrap();
     let config = fs::read_to_string(net.folder("coordinator").join("config.toml")).unwrap();
     let addr: medfl_net::Multiaddr = config
         .lines()
@@ -405,8 +415,9 @@ fn garbage_and_oversized_messages_cut_the_sender_off_and_rounds_go_on() {
 }
 
 fn net_coordinator_key(net: &Net) -> ed25519_dalek::VerifyingKey {
-    medfl_ledger::keyfile::read(&net.folder("coordinator").join("member.key"))
+    medfl_ledger::keyfile::read_with_origin(&net.folder("coordinator").join("member.key"))
         .unwrap()
+        .0
         .verifying_key()
 }
 

@@ -142,21 +142,35 @@ impl fmt::Debug for Signature {
     }
 }
 
-/// A member's ed25519 public key: its ledger identity (and, later, its libp2p PeerId).
+/// A member's ed25519 public key: its ledger identity (and its libp2p PeerId).
 ///
 /// # Invariant
-/// The bytes are a valid, canonical curve point that is not of small order: a
-/// `PublicKey` can only be built through [`PublicKey::from_bytes`], which checks it.
+/// The bytes are the canonical encoding of a curve point in the prime-order subgroup, other
+/// than the identity: no small-order key (which verifies signatures on any message) and no
+/// torsion component (with which strict and batch verification disagree on some signatures).
+/// Bytes from outside go through [`PublicKey::from_bytes`], which checks it; the `From`
+/// conversion is for keys derived from a secret key, which always hold it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(ed25519_dalek::VerifyingKey);
 
 impl PublicKey {
-    /// Checks and wraps 32 key bytes.
+    /// Checks and wraps 32 key bytes, refusing small-order, torsioned and non-canonical points.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey, String> {
         let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map_err(|_| "not a valid ed25519 public key".to_string())?;
         if key.is_weak() {
             return Err("a weak (small-order) ed25519 public key".into());
+        }
+        let point = key.to_edwards();
+        if point.compress().to_bytes() != *bytes {
+            return Err("a non-canonical encoding of an ed25519 public key".into());
+        }
+        if !point.is_torsion_free() {
+            return Err(
+                "an ed25519 public key with a small-order (torsion) component, outside the \
+                 prime-order subgroup"
+                    .into(),
+            );
         }
         Ok(PublicKey(key))
     }
@@ -171,7 +185,9 @@ impl PublicKey {
         self.0.to_bytes()
     }
 
-    /// Checks `signature` over `message`, refusing malleable and small-order forms.
+    /// Checks `signature` over `message` with `verify_strict` semantics: `s` canonical, `R`
+    /// exactly the recomputed nonce point (so never of small order nor carrying torsion, since
+    /// the key has none). Every signature check of the ledger, block or proof, is this one.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
         self.0.verify_strict(message, &signature.to_dalek()).is_ok()
     }

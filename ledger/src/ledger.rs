@@ -62,6 +62,9 @@ pub enum LedgerError {
         /// Hash of the file.
         file: Hash,
     },
+    /// Full verification from the caller's genesis failed.
+    #[error("the ledger does not verify: {0}")]
+    Unverified(#[from] crate::verify::VerifyError),
     /// No such transaction.
     #[error("transaction {0} is not on the ledger")]
     UnknownTx(TxId),
@@ -111,10 +114,26 @@ impl Ledger {
         })
     }
 
+    /// Opens a ledger this process cannot vouch for (someone else may have written it, or
+    /// changed it since) and verifies it in full from `genesis`, the one the caller holds:
+    /// every signature, hash link, contract rule, the index and the tip record. A ledger of
+    /// another genesis, or one that fails any check, is refused with the first failing height.
+    pub fn open_verified(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
+        let (store, stored) = open_parts(dir)?;
+        let (_, state) = crate::verify::verify_store(&store, &stored, Some(genesis), None)?;
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            store,
+            genesis: stored,
+            state,
+        })
+    }
+
     /// Opens the ledger in `dir` and rebuilds its state.
     ///
-    /// Every block is decoded and run through the contracts, but signatures are not re-checked
-    /// (they were when the block was appended); `verify` checks everything.
+    /// Every block is decoded and run through the contracts, but signatures are not re-checked:
+    /// use it only on a ledger this process wrote and nobody else could have changed. For any
+    /// other, [`Ledger::open_verified`].
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         let (store, genesis) = open_parts(dir)?;
         let mut state = ChainState::from_genesis(&genesis)?;

@@ -15,7 +15,7 @@
 //!   Pure and deterministic: no I/O, no clock.
 //! - [`store`]: the redb tables. [`ledger`]: a ledger directory (store + genesis + state).
 //! - [`keyfile`]: a member's secret key on disk (PKCS#8 PEM, mode 0600).
-//! - [`verify`]: full re-verification. [`proof`]: inclusion proofs for light clients.
+//! - [`verify`]: full re-verification from a genesis the verifier holds. [`proof`]: inclusion proofs for light clients.
 //! - [`codec`]: the one canonical byte format everything is hashed and signed in.
 //!
 //! The byte layouts and invariants are in `docs/ledger-design.md`.
@@ -57,4 +57,4 @@ pub use proof::{InclusionProof, ProofError, ProvenTx};
 pub use state::ChainState;
 pub use timestamp::Timestamp;
 pub use tx::{Transaction, TxBody, TxId};
-pub use verify::{VerifyError, VerifyReport, verify_dir};
+pub use verify::{VerifyError, VerifyReport, verify_dir, verify_dir_from};

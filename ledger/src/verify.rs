@@ -6,6 +6,12 @@
 //! data (transaction index, tip record) is checked against the blocks. The first failure is
 //! reported with its height.
 //!
+//! A ledger only proves itself against a genesis its verifier already holds: a whole other
+//! chain (another genesis, other keys, re-signed throughout) is correct within itself.
+//! [`verify_dir_from`] pins verification to the caller's genesis and is what members, auditors
+//! and daemons use; [`verify_dir`] checks consistency with the genesis stored in the ledger,
+//! and so says nothing about whose ledger it is.
+//!
 //! What verification cannot see alone: a ledger cut short at its end is a valid, shorter
 //! ledger. The tip record catches a block deleted by accident; against a deliberate truncation,
 //! compare the tip with one held elsewhere (`--tip`, or the hash a member last endorsed).
@@ -15,6 +21,7 @@ use std::path::Path;
 use crate::block::Block;
 use crate::bytes::Hash;
 use crate::codec;
+use crate::genesis::Genesis;
 use crate::ledger::{LedgerError, open_parts};
 use crate::state::ChainState;
 use crate::store::{Store, tip_record};
@@ -51,14 +58,56 @@ impl VerifyError {
     }
 }
 
-/// Verifies the ledger in `dir`; with `expected_tip`, also that it ends at that block hash.
+/// Verifies the ledger in `dir` against the genesis stored in it; with `expected_tip`, also
+/// that it ends at that block hash. This shows the ledger is consistent, not whose it is: use
+/// [`verify_dir_from`] with the genesis you hold.
 pub fn verify_dir(dir: &Path, expected_tip: Option<Hash>) -> Result<VerifyReport, VerifyError> {
-    let (store, genesis) = open_parts(dir).map_err(|e| match e {
+    let (store, genesis) = open_store(dir)?;
+    verify_store(&store, &genesis, None, expected_tip).map(|(report, _)| report)
+}
+
+/// Verifies the ledger in `dir` from `genesis`, the one the caller holds: a ledger that starts
+/// from any other genesis (another consortium's chain, however consistent) is refused at
+/// height 0 before anything else is read.
+pub fn verify_dir_from(
+    dir: &Path,
+    genesis: &Genesis,
+    expected_tip: Option<Hash>,
+) -> Result<VerifyReport, VerifyError> {
+    let (store, stored) = open_store(dir)?;
+    verify_store(&store, &stored, Some(genesis), expected_tip).map(|(report, _)| report)
+}
+
+fn open_store(dir: &Path) -> Result<(Store, Genesis), VerifyError> {
+    open_parts(dir).map_err(|e| match e {
         LedgerError::Damaged { height, source } => VerifyError::at(height, source),
         e => VerifyError::at(0, e),
-    })?;
-    let mut state = ChainState::from_genesis(&genesis).map_err(|e| VerifyError::at(0, e))?;
-    let transactions = verify_blocks(&store, &mut state)?;
+    })
+}
+
+/// Verifies an open store whose stored genesis is `stored`, pinned to `pinned` if given;
+/// returns the report and the state after the last block.
+pub(crate) fn verify_store(
+    store: &Store,
+    stored: &Genesis,
+    pinned: Option<&Genesis>,
+    expected_tip: Option<Hash>,
+) -> Result<(VerifyReport, ChainState), VerifyError> {
+    let mut state = ChainState::from_genesis(stored).map_err(|e| VerifyError::at(0, e))?;
+    if let Some(pinned) = pinned {
+        let ours = pinned.hash().map_err(|e| VerifyError::at(0, e))?;
+        if ours != state.genesis_hash() {
+            return Err(VerifyError::at(
+                0,
+                format!(
+                    "the ledger starts from genesis {}, not the genesis you hold ({ours}): it is \
+                     another chain, whatever it proves about itself",
+                    state.genesis_hash()
+                ),
+            ));
+        }
+    }
+    let transactions = verify_blocks(store, &mut state)?;
 
     let (height, tip) = (state.height(), state.tip());
     let next = height + 1;
@@ -87,12 +136,13 @@ pub fn verify_dir(dir: &Path, expected_tip: Option<Hash>) -> Result<VerifyReport
             format!("the ledger ends at {tip}, not at the expected tip {expected}"),
         ));
     }
-    Ok(VerifyReport {
+    let report = VerifyReport {
         genesis: state.genesis_hash(),
         height,
         tip,
         transactions,
-    })
+    };
+    Ok((report, state))
 }
 
 /// Checks every block in order against `state`; returns the number of transactions.

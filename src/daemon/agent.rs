@@ -52,6 +52,8 @@ pub struct Options {
     /// How long a submitted transaction may stay out of every block before it is reported as
     /// censored and sent again (default [`DEFAULT_SUBMIT_DEADLINE`]).
     pub submit_deadline: Option<Duration>,
+    /// Whether a key derived from a public seed is accepted.
+    pub insecure_keys: super::InsecureKeys,
 }
 
 /// The default time for a submitted transaction to reach a block: many blocks' worth, since
@@ -95,7 +97,7 @@ type TrainedMsg = (u64, Result<(Trained, Arc<TrainingSet>), String>);
 
 /// Runs the agent described by `config`.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
-    let member = Member::load(config)?;
+    let member = Member::load(config, opts.insecure_keys)?;
     if member.config.role != Role::Hospital {
         bail!(
             "{} is a {}, not a hospital",

@@ -35,6 +35,8 @@ use crate::provision::RoundSettings;
 pub struct Options {
     /// Stop once the ledger holds this many rounds (overrides the config).
     pub rounds: Option<u64>,
+    /// Whether a key derived from a public seed is accepted.
+    pub insecure_keys: super::InsecureKeys,
 }
 
 /// One line of `metrics.jsonl`.
@@ -121,7 +123,7 @@ struct Daemon {
 
 /// Runs the coordinator described by `config` until the target round is anchored.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
-    let member = Member::load(config)?;
+    let member = Member::load(config, opts.insecure_keys)?;
     if member.config.role != Role::Coordinator {
         bail!(
             "{} is a {}, not the coordinator",

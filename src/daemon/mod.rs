@@ -33,9 +33,20 @@ pub struct Member {
     pub genesis: Genesis,
 }
 
+/// Whether a daemon accepts a key derived from a public seed (`--insecure-deterministic-seed`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InsecureKeys {
+    /// Refuse it: anyone who knows the seed can sign as the member.
+    #[default]
+    Refuse,
+    /// Accept it (`--allow-insecure-keys`): tests and demos only.
+    Allow,
+}
+
 impl Member {
-    /// Loads `config.toml` and what it names; paths are relative to its folder.
-    pub fn load(config_path: &Path) -> Result<Member> {
+    /// Loads `config.toml` and what it names; paths are relative to its folder. A key marked
+    /// as derived from a public seed is refused unless `insecure` allows it.
+    pub fn load(config_path: &Path, insecure: InsecureKeys) -> Result<Member> {
         let text = std::fs::read_to_string(config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
         let config: MemberConfig = toml::from_str(&text)
@@ -45,8 +56,26 @@ impl Member {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let key = keyfile::read(&dir.join(&config.key_file))
+        let key_path = dir.join(&config.key_file);
+        if !key_path.exists() {
+            bail!(
+                "{} holds no key for {}: place there the key file `medfl keygen` made on this \
+                 machine (its public key is the one the genesis lists)",
+                key_path.display(),
+                config.member
+            );
+        }
+        let (key, origin) = keyfile::read_with_origin(&key_path)
             .with_context(|| format!("reading the key of {}", config.member))?;
+        if origin == keyfile::KeyOrigin::PublicSeed && insecure == InsecureKeys::Refuse {
+            bail!(
+                "{}: the key of {} was derived from a public seed (--insecure-deterministic-seed), \
+                 so anyone who knows the seed can sign as this member; make a real one with \
+                 `medfl keygen`, or pass --allow-insecure-keys for a test",
+                key_path.display(),
+                config.member
+            );
+        }
         let genesis_path = dir.join(&config.genesis);
         let genesis = Genesis::from_toml(
             &std::fs::read_to_string(&genesis_path)
@@ -72,11 +101,20 @@ impl Member {
     }
 
     /// Opens the member's ledger, creating it from the genesis on first start.
+    ///
+    /// An existing ledger is verified in full from the genesis this member holds before it is
+    /// trusted: between two runs anyone with access to the folder could have replaced or
+    /// edited it, and the daemon cannot tell its own writes from someone else's.
     pub fn open_ledger(&self) -> Result<Ledger> {
         let dir = self.dir.join(&self.config.ledger_dir);
         let ledger = if dir.join("ledger.redb").exists() {
-            Ledger::open(&dir)
-                .with_context(|| format!("opening the ledger in {}", dir.display()))?
+            Ledger::open_verified(&dir, &self.genesis).with_context(|| {
+                format!(
+                    "refusing the ledger in {}: it does not verify from the genesis in {}",
+                    dir.display(),
+                    self.config.genesis.display()
+                )
+            })?
         } else {
             Ledger::create(&dir, &self.genesis)
                 .with_context(|| format!("creating the ledger in {}", dir.display()))?
