@@ -291,6 +291,10 @@ pub struct Generated {
 /// `member.pub`. A key from [`KeySource::InsecureSeed`] is marked so inside its file.
 pub fn keygen(dir: &Path, source: KeySource) -> Result<Generated> {
     if !dir.exists() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
         create_private_dir(dir)?;
     }
     let key_file = dir.join(files::KEY);

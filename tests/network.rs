@@ -625,7 +625,7 @@ fn a_member_flooding_hellos_and_declines_gets_bounded_answers_and_rounds_go_on()
             h.send(coordinator_peer, &hello).await.unwrap();
             let decline = Envelope::ToCoordinator(ToCoordinator::Decline {
                 session,
-                reason: reason.clone(),
+                reason: medfl_protocol::DeclineReason::Invalid(reason.clone()),
             });
             h.send(coordinator_peer, &decline).await.unwrap();
         }

@@ -245,7 +245,7 @@ impl Agent {
                     return Err(self.end_round(
                         session,
                         reason.clone(),
-                        AgentError::RoundRefused(reason),
+                        AgentError::RoundRefused(DeclineReason::Ledger(reason)),
                     ));
                 }
                 let opted_out = chain.opted_out(&self.me);
@@ -421,15 +421,13 @@ impl Agent {
                 // what the secure-aggregation plan actually runs with.
                 let p = config.aggregation_params();
                 let plan = secagg.plan();
-                if plan.graph.min_degree() != p.neighbours as usize
-                    || plan.graph.max_degree() != p.neighbours as usize
-                    || plan.threshold != p.threshold as usize
+                if plan.degree != p.neighbours as usize || plan.threshold != p.threshold as usize
                 {
                     return Err(self.decline(
                         session,
                         DeclineReason::Invalid(format!(
                             "the secure-aggregation plan runs degree {} threshold {}, not {} and {}",
-                            plan.graph.min_degree(),
+                            plan.degree,
                             plan.threshold,
                             p.neighbours,
                             p.threshold

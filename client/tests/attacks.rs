@@ -15,6 +15,8 @@ use medfl_secagg::{ClientId, PackedVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+/// The agent's own clock in these tests.
+const NOW: Timestamp = Timestamp(T0.0 + 1000);
 const MODEL: AutoencoderConfig = AutoencoderConfig {
     inputs: 4,
     hidden: 3,
@@ -37,6 +39,7 @@ fn setup(hospitals: usize, n: usize, strategy: Strategy) -> (Fixture, ChainState
         round: 1,
         session: 77,
         issued_at: Timestamp(T0.0 + 1000),
+        consent_height: 0,
         previous_model: model.hash,
         model: MODEL,
         participants: (0..n)
@@ -77,7 +80,7 @@ fn endorsed(out: &[ToCoordinator]) -> bool {
 
 /// Starts `config` at `a` and feeds it the initial model, as an honest coordinator would.
 fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) {
-    a.handle(ToAgent::RoundStart(Box::new(config.clone())), state)
+    a.handle(ToAgent::RoundStart(Box::new(config.clone())), state, NOW)
         .unwrap();
     let bytes = GlobalModel::initial(MODEL, 1).unwrap().to_bytes().unwrap();
     for (offset, c) in chunks(&bytes) {
@@ -88,7 +91,7 @@ fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) {
                 total: bytes.len() as u64,
                 bytes: c.to_vec(),
             },
-            state,
+            state, NOW,
         )
         .unwrap();
     }
@@ -128,7 +131,7 @@ fn a_reannounced_session_is_refused() {
     join(&mut a, &config, &state);
     // The coordinator announces the very same attempt again, hoping for fresh keys under the
     // same secure-aggregation session.
-    let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state);
+    let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW);
     let out = outgoing(&mut a);
     let reused = DeclineReason::SessionReused { session: 77 };
     assert!(
@@ -149,7 +152,7 @@ fn a_reannounced_session_is_refused() {
         ..config.clone()
     };
     assert!(
-        b.handle(ToAgent::RoundStart(Box::new(bad)), &state)
+        b.handle(ToAgent::RoundStart(Box::new(bad)), &state, NOW)
             .is_err()
     );
     outgoing(&mut b);
@@ -157,7 +160,7 @@ fn a_reannounced_session_is_refused() {
         session: 78,
         ..config.clone()
     };
-    let r = b.handle(ToAgent::RoundStart(Box::new(retry)), &state);
+    let r = b.handle(ToAgent::RoundStart(Box::new(retry)), &state, NOW);
     assert!(
         matches!(
             &r,
@@ -172,7 +175,7 @@ fn a_reannounced_session_is_refused() {
         session: 79,
         ..config
     };
-    b.handle(ToAgent::RoundStart(Box::new(fresh)), &state)
+    b.handle(ToAgent::RoundStart(Box::new(fresh)), &state, NOW)
         .unwrap();
 }
 
@@ -187,7 +190,7 @@ fn degree_one_threshold_one_is_declined_by_every_agent() {
     };
     for i in 0..4 {
         let mut a = agent(&f, i);
-        let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state);
+        let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW);
         let out = outgoing(&mut a);
         assert!(
             matches!(
@@ -212,7 +215,7 @@ fn a_strategy_other_than_the_agreements_is_declined() {
     let (f, state, mut config) = setup(3, 3, Strategy::default());
     config.strategy = Strategy::FedAvg { server_lr: 50.0 };
     let mut a = agent(&f, 0);
-    let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state);
+    let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW);
     assert!(
         matches!(
             &r,
@@ -241,7 +244,7 @@ fn an_unanchored_server_state_is_refused() {
             aggregate: packed.clone(),
             server_state: vec![0.25; 2 * d],
         },
-        &state,
+        &state, NOW,
     );
     let out = outgoing(&mut a);
     assert!(
@@ -259,7 +262,7 @@ fn an_unanchored_server_state_is_refused() {
             aggregate: packed,
             server_state: vec![],
         },
-        &state,
+        &state, NOW,
     )
     .unwrap();
     assert!(endorsed(&outgoing(&mut b)));
@@ -284,7 +287,7 @@ fn a_sum_wrapped_by_a_malicious_member_is_not_endorsed() {
             aggregate: packed,
             server_state: vec![],
         },
-        &state,
+        &state, NOW,
     );
     let out = outgoing(&mut a);
     assert!(

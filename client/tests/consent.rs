@@ -91,7 +91,7 @@ fn announce(
                 .any(|m| matches!(m, ToCoordinator::Decline { .. }));
             assert!(declined, "refused without a Decline: {reason}");
             assert_eq!(a.session(), None);
-            Err(reason)
+            Err(reason.to_string())
         }
         Err(e) => panic!("unexpected error {e}"),
     }

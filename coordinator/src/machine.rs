@@ -467,7 +467,7 @@ impl Coordinator {
             ToCoordinator::Hello { .. } => Ok(()),
             ToCoordinator::Decline { session: s, reason } if s == session => {
                 if active.declined.insert(id) {
-                    let reason = cap_reason(&reason);
+                    let reason = cap_reason(&reason.to_string());
                     active.metrics.declined.push(format!("{from}: {reason}"));
                 } else {
                     active.metrics.declines_repeated =

@@ -192,13 +192,13 @@ fn a_participant_flooding_declines_is_recorded_once_and_counted() {
     for _ in 0..5_000 {
         let decline = ToCoordinator::Decline {
             session,
-            reason: long.clone(),
+            reason: medfl_protocol::DeclineReason::Invalid(long.clone()),
         };
         c.handle(1, NOW, &flooder, decline, &state).unwrap();
     }
     let honest = ToCoordinator::Decline {
         session,
-        reason: "budget".into(),
+        reason: medfl_protocol::DeclineReason::Ledger("budget".into()),
     };
     c.handle(1, NOW, &Fixture::id("hospital-1"), honest, &state)
         .unwrap();
