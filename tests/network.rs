@@ -169,7 +169,14 @@ impl Net {
 
     fn client_with(&self, member: &str, extra: &[&str]) -> Proc {
         let config = self.folder(member).join("config.toml");
-        let mut args = vec!["client", "--allow-insecure-keys", "--config", p(&config), "--data", p(&self.events)];
+        let mut args = vec![
+            "client",
+            "--allow-insecure-keys",
+            "--config",
+            p(&config),
+            "--data",
+            p(&self.events),
+        ];
         args.extend_from_slice(extra);
         Proc::start(&args, self.dir.path().join(format!("{member}.log")))
     }
@@ -189,7 +196,13 @@ impl Net {
     /// `medfl ledger submit` for `member`, with the transaction's arguments.
     fn submit(&self, member: &str, args: &[&str]) -> String {
         let config = self.folder(member).join("config.toml");
-        let mut all = vec!["ledger", "submit", "--allow-insecure-keys", "--config", p(&config)];
+        let mut all = vec![
+            "ledger",
+            "submit",
+            "--allow-insecure-keys",
+            "--config",
+            p(&config),
+        ];
         all.extend_from_slice(args);
         ok(&all)
     }
@@ -273,8 +286,16 @@ fn a_client_killed_mid_round_is_recorded_as_dropped() {
     );
     let anchors = net.anchors();
     assert_eq!(anchors.len(), 2);
-    assert_eq!(anchors[0].dropped, vec![id("h-a")], "{:?}", anchors[0]);
+    // Killed after it advertised its keys, it is recorded as dropped; killed before it revealed
+    // its graph nonce, the attempt stops (the server may not pick the graph by dropping nonces)
+    // and the round is retried without it. Either way round 1 goes on without h-a.
+    assert!(
+        anchors[0].dropped.is_empty() || anchors[0].dropped == vec![id("h-a")],
+        "{:?}",
+        anchors[0]
+    );
     assert_eq!(anchors[0].participants.len(), 4);
+    assert!(anchors[0].participants.iter().all(|(m, _)| m != &id("h-a")));
     assert!(anchors[1].participants.iter().all(|(m, _)| m != &id("h-a")));
     verify_dir(&net.folder("coordinator").join("ledger"), None).unwrap();
 }
@@ -486,8 +507,12 @@ fn a_coordinator_that_drops_a_hospitals_transaction_is_reported_as_censoring() {
     use medfl_protocol::{Envelope, ToCoordinator};
     let net = Net::new(1, 3);
     let coordinator_key =
-        medfl_ledger::keyfile::read(&net.folder("coordinator").join("member.key")).unwrap();
-    let hospital = medfl_ledger::keyfile::read(&net.folder("h-a").join("member.key")).unwrap();
+        medfl_ledger::keyfile::read_with_origin(&net.folder("coordinator").join("member.key"))
+            .unwrap()
+            .0;
+    let hospital = medfl_ledger::keyfile::read_with_origin(&net.folder("h-a").join("member.key"))
+        .unwrap()
+        .0;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (handle, mut events) = rt.block_on(async {
         let cfg = medfl_net::NetConfig {
@@ -545,7 +570,7 @@ fn a_coordinator_that_drops_a_hospitals_transaction_is_reported_as_censoring() {
 #[test]
 fn an_honest_coordinator_orders_a_hospitals_transaction_or_says_why_not() {
     let net = Net::new(1, 3); // three hospitals needed: no round starts with one client
-    let _coord = net.coordinator("1");
+    let mut coord = net.coordinator("1");
     let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
     client.wait_for("connected to the coordinator", 1, 60);
     net.submit(
@@ -559,6 +584,7 @@ fn an_honest_coordinator_orders_a_hospitals_transaction_or_says_why_not() {
     assert!(client.text().contains("already"), "{}", client.text());
     std::thread::sleep(Duration::from_secs(3)); // past the deadline: still nothing censored
     assert!(!client.text().contains("censored"), "{}", client.text());
+    coord.kill(); // the running coordinator holds its ledger's lock
     let ledger = Ledger::open(&net.folder("coordinator").join("ledger")).unwrap();
     let subject = medfl_ledger::tx::Pseudonym(SUBJECT.parse().unwrap());
     assert!(ledger.state().is_opted_out(&id("h-a"), &subject));
@@ -585,7 +611,9 @@ fn a_member_flooding_hellos_and_declines_gets_bounded_answers_and_rounds_go_on()
     let mut coord = net.coordinator("1");
     let _clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 2)).collect();
     coord.wait_for("round anchored", 1, 180);
-    let key = medfl_ledger::keyfile::read(&net.folder("h-spare").join("member.key")).unwrap();
+    let key = medfl_ledger::keyfile::read_with_origin(&net.folder("h-spare").join("member.key"))
+        .unwrap()
+        .0;
     let coordinator_peer = medfl_net::peer_id_of(&net_coordinator_key(&net));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let blocks = rt.block_on(async {

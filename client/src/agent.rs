@@ -10,9 +10,8 @@ use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_has
 use medfl_protocol::model::{ChunkAssembler, file_len};
 use medfl_protocol::update::{RangeCheck, UpdateCodec};
 use medfl_protocol::{
-    DeclineReason, GlobalModel, MAX_CLOCK_SKEW_MS, ProtocolError, RoundConfig, Strategy,
-    ToAgent, ToCoordinator,
-    privacy, strategy, transcript,
+    DeclineReason, GlobalModel, MAX_CLOCK_SKEW_MS, ProtocolError, RoundConfig, Strategy, ToAgent,
+    ToCoordinator, privacy, strategy, transcript,
 };
 use medfl_secagg::{ClientId, ClientSession, SecAggError};
 use rand::{Rng, SeedableRng};
@@ -421,8 +420,7 @@ impl Agent {
                 // what the secure-aggregation plan actually runs with.
                 let p = config.aggregation_params();
                 let plan = secagg.plan();
-                if plan.degree != p.neighbours as usize || plan.threshold != p.threshold as usize
-                {
+                if plan.degree != p.neighbours as usize || plan.threshold != p.threshold as usize {
                     return Err(self.decline(
                         session,
                         DeclineReason::Invalid(format!(

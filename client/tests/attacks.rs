@@ -91,7 +91,8 @@ fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) {
                 total: bytes.len() as u64,
                 bytes: c.to_vec(),
             },
-            state, NOW,
+            state,
+            NOW,
         )
         .unwrap();
     }
@@ -244,7 +245,8 @@ fn an_unanchored_server_state_is_refused() {
             aggregate: packed.clone(),
             server_state: vec![0.25; 2 * d],
         },
-        &state, NOW,
+        &state,
+        NOW,
     );
     let out = outgoing(&mut a);
     assert!(
@@ -262,7 +264,8 @@ fn an_unanchored_server_state_is_refused() {
             aggregate: packed,
             server_state: vec![],
         },
-        &state, NOW,
+        &state,
+        NOW,
     )
     .unwrap();
     assert!(endorsed(&outgoing(&mut b)));
@@ -287,7 +290,8 @@ fn a_sum_wrapped_by_a_malicious_member_is_not_endorsed() {
             aggregate: packed,
             server_state: vec![],
         },
-        &state, NOW,
+        &state,
+        NOW,
     );
     let out = outgoing(&mut a);
     assert!(

@@ -59,9 +59,14 @@ fn config(issued_at: Timestamp, consent_height: u64) -> (RoundConfig, GlobalMode
         issued_at,
         previous_model: model.hash,
         model: model_cfg,
-        participants: vec![Fixture::id("hospital-0"), Fixture::id("hospital-1")],
-        epsilon_after: vec![eps, eps],
+        participants: vec![
+            Fixture::id("hospital-0"),
+            Fixture::id("hospital-1"),
+            Fixture::id("hospital-2"),
+        ],
+        epsilon_after: vec![eps, eps, eps],
         training,
+        // Three participants: with two the neighbour degree (1) is below the floors.
         ddg: DdgParams::default(),
         secagg: SecAggParams::default(),
         strategy: Strategy::default(),

@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_huge_update_is_clipped() {
-        let cfg = config(2);
+        let cfg = config(3);
         let codec = UpdateCodec::new(&cfg).unwrap();
         let d = cfg.model.param_count();
         let global = vec![0f32; d];

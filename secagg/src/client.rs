@@ -106,6 +106,8 @@ pub struct ClientSession {
     own_advert: [u8; 32],
     /// Hash of the key transcript we accepted; every later signature covers it.
     key_transcript: [u8; 32],
+    /// Who advertised in this attempt: a survivor set may name no one else.
+    transcript_members: BTreeSet<ClientId>,
     graph: Option<NeighbourGraph>,
     rng: ChaCha20Rng,
     input: Option<Zeroizing<Vec<u64>>>,
@@ -182,6 +184,7 @@ impl ClientSession {
             nonce,
             own_advert,
             key_transcript: [0u8; 32],
+            transcript_members: BTreeSet::new(),
             graph: None,
             input: None,
             phase: ClientPhase::AwaitingTranscript,
@@ -383,6 +386,7 @@ impl ClientSession {
             });
         }
         self.key_transcript = crypto::key_transcript_hash(&self.plan.session, entries);
+        self.transcript_members = transcript.keys().copied().collect();
         self.outgoing.push_back(ClientMessage::RevealNonce {
             round: self.plan.config.round,
             nonce: self.nonce.to_vec(),
@@ -709,9 +713,24 @@ impl ClientSession {
         if survivors.binary_search(&self.id).is_err() {
             return Err(SecAggError::Excluded(self.id));
         }
-        // The DP noise is calibrated for this many survivors; a smaller set would leave each
-        // input with less noise than promised (and is what isolating a victim looks like).
-        let need = self.plan.min_survivors;
+        if let Some(&j) = survivors
+            .iter()
+            .find(|j| !self.transcript_members.contains(j))
+        {
+            return Err(SecAggError::InconsistentSurvivorSet(j));
+        }
+        // Two floors. The DP noise is calibrated for `min_survivors` inputs. And the Harary
+        // graph is `degree`-connected: with at most `degree - t` clients dropped and at most
+        // `t - 1` colluders, fewer than `degree` vertices are gone, so the honest survivors stay
+        // one connected group. With more dropped, a server that discards chosen inputs can cut
+        // a small group off (its masks with the dropped are revealed, those inside cancel) and
+        // learn that group's sum alone, however large the survivor set.
+        let connected = self
+            .plan
+            .roster
+            .len()
+            .saturating_sub(self.plan.degree.saturating_sub(self.plan.threshold));
+        let need = self.plan.min_survivors.max(connected);
         if survivors.len() < need {
             return Err(SecAggError::TooFewSurvivors {
                 stage: Stage::MaskedInput,

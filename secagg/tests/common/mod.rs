@@ -66,7 +66,10 @@ pub fn oracle(
         .into_iter()
         .filter(|&i| live_neighbours(g, i, &u2) >= t)
         .collect();
-    if u3.len() < t {
+    // Clients sign only a survivor set that leaves at most `degree - t` clients out, so the
+    // honest survivors stay connected in the graph (see `on_survivor_set`).
+    let connected = (n as usize).saturating_sub(g.min_degree().saturating_sub(t));
+    if u3.len() < connected.max(t) {
         return Err(Expect::TooFewSurvivors);
     }
     // U4: signed the survivor set; a quorum of the roster must (see `consistency_quorum`).
