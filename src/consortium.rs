@@ -471,7 +471,7 @@ impl Consortium {
                         outcome = Some((o.metrics, Some(o.model.hash.to_string()), None));
                     }
                     CoordinatorEvent::RoundFailed { reason, metrics } => {
-                        outcome = Some((metrics, None, Some(reason)));
+                        outcome = Some((*metrics, None, Some(reason)));
                     }
                     CoordinatorEvent::Misbehaved { .. } => {}
                 }

@@ -110,7 +110,7 @@ pub fn consortium_data_with_logs(
                 data.train.extend_from_slice(values);
             }
         }
-        let log = keep_logs.then(|| (events, train_from..validation_from));
+        let log = keep_logs.then_some((events, train_from..validation_from));
         out.push((data, log));
     }
     Ok(out)

@@ -121,7 +121,7 @@ pub enum CoordinatorEvent {
         /// Why.
         reason: String,
         /// Figures so far.
-        metrics: RoundMetrics,
+        metrics: Box<RoundMetrics>,
     },
     /// A member sent something invalid (the driver may disconnect it).
     Misbehaved {
@@ -763,7 +763,7 @@ impl Coordinator {
         }
         self.events.push_back(CoordinatorEvent::RoundFailed {
             reason,
-            metrics: active.metrics,
+            metrics: Box::new(active.metrics),
         });
     }
 }

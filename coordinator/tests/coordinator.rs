@@ -211,7 +211,10 @@ fn a_participant_flooding_declines_is_recorded_once_and_counted() {
             }
             continue;
         }
-        now = c.next_deadline().expect("the attempt is still running").max(now);
+        now = c
+            .next_deadline()
+            .expect("the attempt is still running")
+            .max(now);
         c.tick(now, NOW);
     };
     assert_eq!(metrics.declined.len(), 2, "{:?}", metrics.declined.len());
