@@ -517,6 +517,23 @@ impl Agent {
                 config.agreement
             ));
         }
+        // Every other participant is checked here, before any key is advertised: the contract
+        // would refuse an anchor with an outsider, but only after the sum was unmasked, and a
+        // coordinator that slips its own key (or a revoked member's) into the roster subtracts
+        // that input and learns the rest with less noise than the round promises.
+        for m in &config.participants {
+            let ok = chain
+                .member(m)
+                .is_some_and(|r| !r.revoked && r.member.role == medfl_ledger::Role::Hospital)
+                && a.agreement.members.contains(m)
+                && a.accepted.contains(m);
+            if !ok {
+                return Err(format!(
+                    "participant {m} is not an active hospital that accepted {}",
+                    config.agreement
+                ));
+            }
+        }
         if config.round != a.last_round + 1 {
             return Err(format!(
                 "round {} announced, the ledger's next is {}",

@@ -300,3 +300,29 @@ fn a_sum_wrapped_by_a_malicious_member_is_not_endorsed() {
     );
     assert!(!endorsed(&out), "{out:?}");
 }
+
+/// A coordinator that puts its own key (or an auditor's) in the roster would subtract that input
+/// from the unmasked sum and learn the honest hospitals' updates with less noise than the round
+/// promises; the contract refuses such an anchor only after the sum is out. The agent refuses
+/// before it advertises a key.
+#[test]
+fn a_roster_with_a_non_hospital_is_declined_before_any_key_is_sent() {
+    for outsider in ["coordinator", "auditor"] {
+        let (f, state, mut config) = setup(3, 3, Strategy::default());
+        config.participants[2] = Fixture::id(outsider);
+        let mut a = agent(&f, 0);
+        let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW);
+        let out = outgoing(&mut a);
+        assert!(
+            matches!(&r, Err(AgentError::RoundRefused(DeclineReason::Ledger(why))) if why.contains(outsider)),
+            "{outsider} in the roster was accepted: {r:?}"
+        );
+        assert_eq!(declines(&out).len(), 1, "{out:?}");
+        assert!(
+            !out.iter()
+                .any(|m| matches!(m, ToCoordinator::SecAgg { .. })),
+            "a key was advertised to a roster with {outsider}"
+        );
+        assert_eq!(a.session(), None);
+    }
+}
