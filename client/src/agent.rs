@@ -44,6 +44,16 @@ pub enum AgentError {
         /// The round's minimum.
         needed: u64,
     },
+    /// The endorsement request names a survivor set other than the one this agent signed in
+    /// the consistency check (or the agent never signed one): the coordinator would have it
+    /// vouch for a sum it did not take part in, e.g. over fewer hospitals than were charged.
+    #[error("endorsement over survivors {claimed:?}, the agent signed {signed:?}")]
+    SurvivorsNotSigned {
+        /// Client ids the request names.
+        claimed: Vec<u32>,
+        /// Client ids the agent signed, if it signed any.
+        signed: Option<Vec<u32>>,
+    },
     /// A message for an attempt that is not the current one.
     #[error("message for attempt {got}, current is {current:?}")]
     Stale {
@@ -605,6 +615,16 @@ impl Agent {
             return Err(AgentError::Unexpected(
                 "endorsement request to a client the aggregate leaves out",
             ));
+        }
+        // The sum holds exactly the inputs of the survivor set every survivor signed; an
+        // endorsement for any other list would let the coordinator anchor (and charge privacy
+        // budget for) a round that is not the one this agent took part in.
+        let signed = r.secagg.signed_survivors();
+        if !r.submitted || signed != Some(survivors) {
+            return Err(AgentError::SurvivorsNotSigned {
+                claimed: survivors.iter().map(|c| c.0).collect(),
+                signed: signed.map(|s| s.iter().map(|c| c.0).collect()),
+            });
         }
         let global = r.global.as_ref().ok_or(AgentError::Unexpected(
             "endorsement request before the model",

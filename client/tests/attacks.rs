@@ -11,9 +11,12 @@ use medfl_protocol::{
     DdgParams, DeclineReason, GlobalModel, RoundConfig, SecAggParams, Strategy, ToAgent,
     ToCoordinator, TrainingParams, privacy,
 };
-use medfl_secagg::{ClientId, PackedVector};
+use medfl_secagg::{
+    Aggregate, ClientId, ClientSession, PackedVector, ServerEvent, ServerMessage, ServerSession,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The agent's own clock in these tests.
 const NOW: Timestamp = Timestamp(T0.0 + 1000);
@@ -78,8 +81,9 @@ fn endorsed(out: &[ToCoordinator]) -> bool {
         .any(|m| matches!(m, ToCoordinator::Endorse { .. }))
 }
 
-/// Starts `config` at `a` and feeds it the initial model, as an honest coordinator would.
-fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) {
+/// Starts `config` at `a` and feeds it the initial model, as an honest coordinator would;
+/// returns what the agent sent (its key advertisement).
+fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) -> Vec<ToCoordinator> {
     a.handle(ToAgent::RoundStart(Box::new(config.clone())), state, NOW)
         .unwrap();
     let bytes = GlobalModel::initial(MODEL, 1).unwrap().to_bytes().unwrap();
@@ -97,7 +101,128 @@ fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) {
         .unwrap();
     }
     while a.poll_event().is_some() {}
-    outgoing(a);
+    outgoing(a)
+}
+
+/// The parameters an honest hospital sends back after training: a small step from `global`.
+fn trained(global: &[f32]) -> Vec<f32> {
+    global.iter().map(|g| g + 0.01).collect()
+}
+
+/// A participant in [`run_round`]: an honest hospital's agent, or a malicious hospital that
+/// skips the agent and its encoder and drives a bare secure-aggregation client.
+enum Party {
+    Honest(Box<Agent>),
+    Raw(Box<ClientSession>),
+}
+
+/// Runs `config`'s secure aggregation to the end as an honest coordinator would: every
+/// participant joins, trains (a small honest step) and sends its input, except participant
+/// `raw.0` (if given), which sends `raw.1` as its input unencoded. Returns the honest agents by
+/// participant index and the server's aggregate.
+fn run_round(
+    f: &Fixture,
+    state: &ChainState,
+    config: &RoundConfig,
+    raw: Option<(usize, Vec<u64>)>,
+) -> (BTreeMap<usize, Agent>, Aggregate) {
+    let codec = UpdateCodec::new(config).unwrap();
+    let secagg = config
+        .secagg_config(&f.genesis_hash, codec.encoded_len(), codec.bits())
+        .unwrap();
+    let roster = config.roster(state).unwrap();
+    let mut server = ServerSession::new(secagg.clone(), &roster).unwrap();
+    let global = GlobalModel::initial(MODEL, 1).unwrap().file.params;
+    let mut parties = BTreeMap::new();
+    let mut to_server = VecDeque::new();
+    for i in 0..config.participants.len() {
+        let id = ClientId(i as u32);
+        let party = match &raw {
+            Some((r, input)) if *r == i => {
+                let key = f.key(&config.participants[i]).clone();
+                let mut rng = ChaCha20Rng::seed_from_u64(i as u64);
+                let mut c = ClientSession::new(secagg.clone(), id, key, &roster, &mut rng).unwrap();
+                c.provide_input(input.clone()).unwrap();
+                Party::Raw(Box::new(c))
+            }
+            _ => {
+                let mut a = agent(f, i);
+                to_server.extend(join(&mut a, config, state).into_iter().map(|m| (id, m)));
+                a.submit_update(config.session, &trained(&global), 0.5)
+                    .unwrap();
+                Party::Honest(Box::new(a))
+            }
+        };
+        parties.insert(id, party);
+    }
+    let deliver = |party: &mut Party, msg: ServerMessage, out: &mut VecDeque<_>, id| match party {
+        Party::Honest(a) => {
+            a.handle(
+                ToAgent::SecAgg {
+                    session: config.session,
+                    msg,
+                },
+                state,
+                NOW,
+            )
+            .unwrap();
+            out.extend(outgoing(a).into_iter().map(|m| (id, m)));
+        }
+        Party::Raw(c) => {
+            c.handle_message(msg).unwrap();
+            while let Some(msg) = c.poll_outgoing() {
+                let session = config.session;
+                out.push_back((id, ToCoordinator::SecAgg { session, msg }));
+            }
+        }
+    };
+    for (id, party) in parties.iter_mut() {
+        if let Party::Raw(c) = party {
+            while let Some(msg) = c.poll_outgoing() {
+                let session = config.session;
+                to_server.push_back((*id, ToCoordinator::SecAgg { session, msg }));
+            }
+        }
+    }
+    loop {
+        while let Some((from, m)) = to_server.pop_front() {
+            if let ToCoordinator::SecAgg { msg, .. } = m {
+                server.handle_message(from, msg).unwrap();
+            }
+        }
+        let mut sent = false;
+        while let Some((to, msg)) = server.poll_outgoing() {
+            sent = true;
+            deliver(parties.get_mut(&to).unwrap(), msg, &mut to_server, to);
+        }
+        if !sent && to_server.is_empty() {
+            break;
+        }
+    }
+    let aggregate = std::iter::from_fn(|| server.poll_event())
+        .find_map(|e| match e {
+            ServerEvent::Aggregated(a) => Some(a),
+            _ => None,
+        })
+        .expect("the honest round aggregates");
+    let agents = parties
+        .into_iter()
+        .filter_map(|(id, p)| match p {
+            Party::Honest(a) => Some((id.0 as usize, *a)),
+            Party::Raw(_) => None,
+        })
+        .collect();
+    (agents, aggregate)
+}
+
+fn endorse_request(config: &RoundConfig, survivors: Vec<ClientId>, sum: &[u64]) -> ToAgent {
+    let codec = UpdateCodec::new(config).unwrap();
+    ToAgent::EndorseRequest {
+        session: config.session,
+        survivors,
+        aggregate: PackedVector::pack(sum, codec.bits()).unwrap(),
+        server_state: vec![],
+    }
 }
 
 /// The modular sum of `n` honest encodings of a small update, plus `extra` if given.
@@ -232,43 +357,41 @@ fn a_strategy_other_than_the_agreements_is_declined() {
 #[test]
 fn an_unanchored_server_state_is_refused() {
     let (f, state, config) = setup(3, 3, Strategy::default());
-    let (_, packed) = aggregate(&config, None);
+    let (mut agents, agg) = run_round(&f, &state, &config, None);
     let d = MODEL.param_count();
     // Round 1 starts from the defined initial state (empty); the coordinator supplies moments
     // that nothing anchors.
-    let mut a = agent(&f, 0);
-    join(&mut a, &config, &state);
-    let r = a.handle(
+    let a = agents.get_mut(&0).unwrap();
+    let forged = match endorse_request(&config, agg.survivors.clone(), &agg.sum) {
         ToAgent::EndorseRequest {
-            session: config.session,
-            survivors: survivors(&config),
-            aggregate: packed.clone(),
+            session,
+            survivors,
+            aggregate,
+            ..
+        } => ToAgent::EndorseRequest {
+            session,
+            survivors,
+            aggregate,
             server_state: vec![0.25; 2 * d],
         },
-        &state,
-        NOW,
-    );
-    let out = outgoing(&mut a);
+        _ => unreachable!(),
+    };
+    let r = a.handle(forged, &state, NOW);
+    let out = outgoing(a);
     assert!(
         matches!(r, Err(AgentError::ServerState { .. })),
         "a forged server state was endorsed: {r:?}"
     );
     assert!(!endorsed(&out), "{out:?}");
     // The anchored (initial) state is endorsed.
-    let mut b = agent(&f, 1);
-    join(&mut b, &config, &state);
+    let b = agents.get_mut(&1).unwrap();
     b.handle(
-        ToAgent::EndorseRequest {
-            session: config.session,
-            survivors: survivors(&config),
-            aggregate: packed,
-            server_state: vec![],
-        },
+        endorse_request(&config, agg.survivors.clone(), &agg.sum),
         &state,
         NOW,
     )
     .unwrap();
-    assert!(endorsed(&outgoing(&mut b)));
+    assert!(endorsed(&outgoing(b)));
     assert!(
         std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, AgentEvent::Endorsed { .. }))
     );
@@ -280,23 +403,68 @@ fn a_sum_wrapped_by_a_malicious_member_is_not_endorsed() {
     let codec = UpdateCodec::new(&config).unwrap();
     // The malicious hospital skips the encoder: a quarter of the ring in every coordinate.
     let quarter = 1u64 << (codec.bits() - 2);
-    let (_, packed) = aggregate(&config, Some(vec![quarter; codec.encoded_len()]));
+    let raw = vec![quarter; codec.encoded_len()];
+    let (mut agents, agg) = run_round(&f, &state, &config, Some((2, raw)));
+    let a = agents.get_mut(&0).unwrap();
+    let r = a.handle(
+        endorse_request(&config, agg.survivors, &agg.sum),
+        &state,
+        NOW,
+    );
+    let out = outgoing(a);
+    assert!(
+        matches!(&r, Err(AgentError::OutOfRange(range)) if !range.ok()),
+        "an out-of-range sum was endorsed: {r:?}"
+    );
+    assert!(!endorsed(&out), "{out:?}");
+}
+
+/// The coordinator asks for an endorsement naming fewer hospitals than the sum holds: the
+/// anchor would charge privacy budget to fewer members than released an update (and a
+/// dropped-out list the agent never saw). Every survivor signed the one true set.
+#[test]
+fn a_survivor_list_the_agent_did_not_sign_is_not_endorsed() {
+    let (f, state, config) = setup(4, 4, Strategy::default());
+    let (mut agents, agg) = run_round(&f, &state, &config, None);
+    assert_eq!(agg.survivors.len(), 4);
+    let fewer: Vec<ClientId> = agg.survivors[..3].to_vec();
+    let a = agents.get_mut(&0).unwrap();
+    let r = a.handle(endorse_request(&config, fewer, &agg.sum), &state, NOW);
+    let out = outgoing(a);
+    assert!(
+        matches!(&r, Err(AgentError::SurvivorsNotSigned { claimed, signed: Some(signed) })
+            if claimed.len() == 3 && signed.len() == 4),
+        "a survivor list the agent never signed was endorsed: {r:?}"
+    );
+    assert!(!endorsed(&out), "{out:?}");
+    // The set every survivor signed is endorsed.
+    let b = agents.get_mut(&1).unwrap();
+    b.handle(
+        endorse_request(&config, agg.survivors, &agg.sum),
+        &state,
+        NOW,
+    )
+    .unwrap();
+    assert!(endorsed(&outgoing(b)));
+}
+
+/// An agent that never sent its input (it is still waiting for the model, or the coordinator
+/// skipped secure aggregation altogether) is asked to vouch for a sum: it refuses.
+#[test]
+fn a_sum_the_agent_took_no_part_in_is_not_endorsed() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let (sum, _) = aggregate(&config, None);
     let mut a = agent(&f, 0);
     join(&mut a, &config, &state);
     let r = a.handle(
-        ToAgent::EndorseRequest {
-            session: config.session,
-            survivors: survivors(&config),
-            aggregate: packed,
-            server_state: vec![],
-        },
+        endorse_request(&config, survivors(&config), &sum),
         &state,
         NOW,
     );
     let out = outgoing(&mut a);
     assert!(
-        matches!(&r, Err(AgentError::OutOfRange(range)) if !range.ok()),
-        "an out-of-range sum was endorsed: {r:?}"
+        matches!(&r, Err(AgentError::SurvivorsNotSigned { signed: None, .. })),
+        "a fabricated sum was endorsed: {r:?}"
     );
     assert!(!endorsed(&out), "{out:?}");
 }

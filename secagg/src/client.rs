@@ -89,7 +89,10 @@ enum ClientPhase {
         held: BTreeMap<ClientId, HeldShares>,
         survivors: Vec<ClientId>,
     },
-    Finished,
+    /// Unmask shares sent for the survivor set we signed.
+    Finished {
+        survivors: Vec<ClientId>,
+    },
     Aborted(SecAggError),
 }
 
@@ -211,6 +214,18 @@ impl ClientSession {
         self.graph.as_ref()
     }
 
+    /// The survivor set this client signed in the consistency check: exactly the clients whose
+    /// inputs the sum holds. `None` before it signed (or after it aborted).
+    ///
+    /// Whatever the server later claims about the round, this is what the client vouched for.
+    pub fn signed_survivors(&self) -> Option<&[ClientId]> {
+        match &self.phase {
+            ClientPhase::AwaitingUnmaskRequest { survivors, .. }
+            | ClientPhase::Finished { survivors } => Some(survivors),
+            _ => None,
+        }
+    }
+
     /// Current protocol position.
     pub fn status(&self) -> ClientStatus {
         match &self.phase {
@@ -222,7 +237,7 @@ impl ClientSession {
             ClientPhase::AwaitingUnmaskRequest { .. } => {
                 ClientStatus::Waiting(Stage::ConsistencyCheck)
             }
-            ClientPhase::Finished => ClientStatus::Finished,
+            ClientPhase::Finished { .. } => ClientStatus::Finished,
             ClientPhase::Aborted(e) => ClientStatus::Aborted(e.clone()),
         }
     }
@@ -270,7 +285,7 @@ impl ClientSession {
     fn check_live(&self) -> Result<(), SecAggError> {
         match &self.phase {
             ClientPhase::Aborted(e) => Err(SecAggError::Aborted(Box::new(e.clone()))),
-            ClientPhase::Finished => Err(SecAggError::Finished),
+            ClientPhase::Finished { .. } => Err(SecAggError::Finished),
             _ => Ok(()),
         }
     }
@@ -341,7 +356,7 @@ impl ClientSession {
                     signatures, reveal, ..
                 },
             ) => match self.on_unmask_request(&held, &survivors, &signatures, &reveal) {
-                Ok(()) => (ClientPhase::Finished, Ok(())),
+                Ok(()) => (ClientPhase::Finished { survivors }, Ok(())),
                 Err(e) => (
                     ClientPhase::AwaitingUnmaskRequest { held, survivors },
                     Err(e),

@@ -118,6 +118,13 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
                 &expected.iter().copied().collect::<Vec<_>>()
             );
             prop_assert_eq!(agg.sum, plain_sum(&inputs, &expected, c.bits, c.d));
+            // Every client that signed vouched for exactly the set the sum covers, which is
+            // what its endorsement is later checked against.
+            for (id, client) in &sim.clients {
+                if let Some(signed) = client.signed_survivors() {
+                    prop_assert_eq!(signed, agg.survivors.as_slice(), "client {:?}", id);
+                }
+            }
         }
         (Err(Expect::TooFewSurvivors), Err(SecAggError::TooFewSurvivors { .. }))
         | (Err(Expect::TooFewShares), Err(SecAggError::TooFewShares { .. }))
