@@ -61,7 +61,9 @@ pub(crate) fn apply(
         TxBody::AcceptAgreement { agreement } => {
             accept(state, &tx.signer, agreement, ctx.block_time)?
         }
-        TxBody::Consent { subject, choice } => consent(state, &tx.signer, subject, *choice)?,
+        TxBody::Consent { subject, choice } => {
+            consent(state, &tx.signer, subject, *choice, tx.issued_at)?
+        }
         TxBody::AnchorRound(r) => anchor_round(state, r, ctx, pending)?,
         TxBody::AnchorAuditLog(a) => anchor_audit(state, &tx.signer, a, ctx.block_time)?,
         TxBody::AnchorAlert(a) => anchor_alert(state, a, ctx.block_time)?,
@@ -250,13 +252,24 @@ fn consent(
     signer: &MemberId,
     subject: &Pseudonym,
     choice: ConsentChoice,
+    issued_at: Timestamp,
 ) -> Result<Undo, ContractError> {
     let key = (signer.clone(), *subject);
     let previous = state.consent.get(&key).copied();
-    if previous.unwrap_or(ConsentChoice::OptIn) == choice {
+    // The orderer chooses the order of transactions. Without this rule it could hold back a
+    // patient's earlier choice and order it after a later one, so the stale choice wins.
+    if let Some((_, recorded)) = previous
+        && issued_at <= recorded
+    {
+        return Err(ContractError::ConsentOutOfOrder {
+            issued_at,
+            recorded,
+        });
+    }
+    if previous.map_or(ConsentChoice::OptIn, |(c, _)| c) == choice {
         return Err(ContractError::ConsentUnchanged);
     }
-    state.consent.insert(key.clone(), choice);
+    state.consent.insert(key.clone(), (choice, issued_at));
     let changed_at = state.consent_changed_at;
     // Transactions are applied while the state is still at the previous tip; the header check
     // made sure the block is the next one.

@@ -98,6 +98,17 @@ pub enum ContractError {
         /// Its expiry.
         expires_at: Timestamp,
     },
+    /// A consent change issued no later than the subject's recorded choice: ordering it now
+    /// would let an older choice overwrite a newer one.
+    #[error(
+        "consent-order: the change was issued at {issued_at}, the recorded choice at {recorded}"
+    )]
+    ConsentOutOfOrder {
+        /// When the refused change was issued.
+        issued_at: Timestamp,
+        /// When the recorded choice was issued.
+        recorded: Timestamp,
+    },
     /// The consent is already in the requested state.
     #[error("consent-changes: the subject's consent is already in that state")]
     ConsentUnchanged,

@@ -18,7 +18,7 @@ use crate::member::{AgreementId, Member, MemberId, Role};
 use crate::merkle;
 use crate::sigs::{self, PendingSig};
 use crate::timestamp::Timestamp;
-use crate::tx::{ConsentChoice, DataUseAgreement, Pseudonym, TxId};
+use crate::tx::{ConsentChoice, DataUseAgreement, Pseudonym, Transaction, TxId};
 
 /// A member and whether it was revoked.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +63,9 @@ pub struct ChainState {
     pub(crate) key_owners: HashMap<[u8; 32], MemberId>,
     pub(crate) agreements: BTreeMap<AgreementId, AgreementRecord>,
     /// Only explicit choices are stored; a subject absent here has the default, opted in.
-    pub(crate) consent: HashMap<(MemberId, Pseudonym), ConsentChoice>,
+    /// Each subject's current choice at each hospital, and when the hospital issued it: a later
+    /// consent transaction must be issued later (see the `consent-order` rule).
+    pub(crate) consent: HashMap<(MemberId, Pseudonym), (ConsentChoice, Timestamp)>,
     /// Height of the newest block that changed any consent (0: none yet); an agent refuses a
     /// round whose consent height is older, so it never trains on a superseded opt-out set.
     pub(crate) consent_changed_at: u64,
@@ -80,7 +82,11 @@ pub(crate) enum Undo {
     Revoke(MemberId),
     RegisterAgreement(AgreementId),
     Accept(AgreementId, MemberId),
-    Consent((MemberId, Pseudonym), Option<ConsentChoice>, u64),
+    Consent(
+        (MemberId, Pseudonym),
+        Option<(ConsentChoice, Timestamp)>,
+        u64,
+    ),
     Round {
         agreement: AgreementId,
         last_round: u64,
@@ -218,14 +224,16 @@ impl ChainState {
 
     /// Whether a hospital recorded the subject as opted out.
     pub fn is_opted_out(&self, hospital: &MemberId, subject: &Pseudonym) -> bool {
-        self.consent.get(&(hospital.clone(), *subject)) == Some(&ConsentChoice::OptOut)
+        self.consent
+            .get(&(hospital.clone(), *subject))
+            .is_some_and(|(c, _)| *c == ConsentChoice::OptOut)
     }
 
     /// The subjects a hospital recorded as opted out, in pseudonym order.
     pub fn opted_out(&self, hospital: &MemberId) -> BTreeSet<Pseudonym> {
         self.consent
             .iter()
-            .filter(|((h, _), c)| h == hospital && **c == ConsentChoice::OptOut)
+            .filter(|((h, _), (c, _))| h == hospital && *c == ConsentChoice::OptOut)
             .map(|((_, p), _)| *p)
             .collect()
     }
@@ -255,6 +263,34 @@ impl ChainState {
         let ids = block.tx_ids()?;
         self.apply_block_with_ids(block, &ids, Signatures::Check)
             .map(drop)
+    }
+
+    /// Whether the contracts would accept `tx` in a block stamped `time` on top of this state
+    /// (its signature included); the state is not changed.
+    ///
+    /// A hospital runs this on its own ledger copy when the coordinator says one of its
+    /// transactions is refused: a refusal the hospital cannot reproduce is not a verdict but a
+    /// transaction not ordered, and so censorship until a block carries it.
+    ///
+    /// # Errors
+    /// The [`ContractError`] of the first rule `tx` breaks.
+    pub fn check_tx(&self, tx: &Transaction, time: Timestamp) -> Result<(), ContractError> {
+        let id = tx
+            .id()
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        let ctx = contract::Context {
+            index: 0,
+            id,
+            block_time: time.max(self.tip_time),
+        };
+        let mut scratch = self.clone();
+        let mut pending = Vec::with_capacity(1);
+        contract::apply(&mut scratch, tx, &ctx, &mut pending)?;
+        sigs::verify_all(&pending).map_err(|culprit| match culprit {
+            Culprit::Endorsement(_, who) => ContractError::BadEndorsement(who),
+            Culprit::Tx(_, who) => ContractError::BadSignature(who),
+            Culprit::Header => ContractError::BadSignature(tx.signer.clone()),
+        })
     }
 
     /// Applies a block already known to be valid (read back from our own store), skipping the

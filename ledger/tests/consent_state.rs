@@ -84,3 +84,53 @@ fn the_newest_consent_change_and_each_hospitals_opt_outs_follow_the_blocks() {
     assert_eq!(s, before);
     assert_eq!(s.consent_changed_at(), 3);
 }
+
+/// Attack: a patient opts in at 10 and out at 20. The orderer holds back the opt-in, orders the
+/// opt-out, then the stale opt-in, hoping the patient ends up opted in. The contract refuses a
+/// change issued no later than the recorded one, so the newest choice stands.
+#[test]
+fn an_older_consent_choice_ordered_after_a_newer_one_is_refused() {
+    let f = Fixture::new(3, 2, 1);
+    let mut s = ChainState::from_genesis(&f.genesis).unwrap();
+    let first_out = consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 5);
+    s.apply_block(&f.block(&s, vec![first_out], Timestamp(T0.0 + 5)))
+        .unwrap();
+    let older_in = consent(&f, "hospital-0", 1, ConsentChoice::OptIn, 10);
+    let newer_out = consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 20);
+    let newer_in = consent(&f, "hospital-0", 1, ConsentChoice::OptIn, 20);
+    // Held back: the patient's opt-in at 10 never reached a block, so the opt-out at 20
+    // changes nothing (the patient is still out) and the opt-in at 20 is what we test next.
+    s.apply_block(&f.block(&s, vec![newer_in], Timestamp(T0.0 + 30)))
+        .unwrap();
+    s.apply_block(&f.block(&s, vec![newer_out.clone()], Timestamp(T0.0 + 31)))
+        .expect_err("issued at the same instant as the recorded choice");
+    assert!(!s.is_opted_out(&Fixture::id("hospital-0"), &subject(1)));
+    let stale = f.block(&s, vec![older_in.clone()], Timestamp(T0.0 + 32));
+    let err = s.apply_block(&stale).unwrap_err();
+    assert!(err.to_string().contains("consent-order"), "{err}");
+    // The same verdict without a block, as a hospital checks a refusal on its own copy.
+    let err = s.check_tx(&older_in, Timestamp(T0.0 + 32)).unwrap_err();
+    assert!(err.to_string().starts_with("consent-order"), "{err}");
+    // Consent is ordered per subject: another patient's older change is still fine.
+    let other = consent(&f, "hospital-0", 2, ConsentChoice::OptOut, 1);
+    s.check_tx(&other, Timestamp(T0.0 + 32)).unwrap();
+}
+
+/// `check_tx` is a dry run: it judges like a block would, signature included, and changes
+/// nothing.
+#[test]
+fn checking_a_transaction_changes_nothing_and_checks_its_signature() {
+    let f = Fixture::new(3, 2, 1);
+    let s = ChainState::from_genesis(&f.genesis).unwrap();
+    let tx = consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 5);
+    s.check_tx(&tx, Timestamp(T0.0 + 5)).unwrap();
+    s.check_tx(&tx, Timestamp(T0.0 + 5)).unwrap();
+    assert!(!s.is_opted_out(&Fixture::id("hospital-0"), &subject(1)));
+    let mut forged = tx.clone();
+    forged.issued_at = Timestamp(T0.0 + 6);
+    let err = s.check_tx(&forged, Timestamp(T0.0 + 6)).unwrap_err();
+    assert!(
+        matches!(err, medfl_ledger::ContractError::BadSignature(_)),
+        "{err}"
+    );
+}
