@@ -38,7 +38,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::submit::{MAX_TX_BYTES, SubmissionStatus, Submissions};
+use super::submit::{MAX_TX_BYTES, Refusal, SubmissionStatus, Submissions};
 use super::{Member, wall_now, write_atomic};
 use crate::data::{self, Source, TrainingSet};
 
@@ -424,15 +424,28 @@ impl Daemon {
         }
     }
 
-    /// The coordinator refused `id` with a contract's reason.
-    fn on_refused(&mut self, id: &TxId, reason: &str) {
-        let Some(s) = self.submissions.refused(id) else {
-            return;
-        };
-        let reason: String = reason.chars().take(1024).collect();
-        warn!(tx = %id, reason = %reason, "transaction refused");
-        let _ = std::fs::write(s.path.with_extension("refused"), &reason);
-        let _ = std::fs::remove_file(&s.path);
+    /// The coordinator refused `id`. The hospital believes it only if its own ledger copy's
+    /// contracts refuse it too; otherwise the transaction stays pending and is reported as not
+    /// ordered (`submit::Refusal::Disputed`).
+    fn on_refused(&mut self, id: &TxId, claimed: &str) {
+        let state = self.ledger.state();
+        let local = |tx: &Transaction| state.check_tx(tx, wall_now()).map_err(|e| e.to_string());
+        match self.submissions.refused(id, claimed, local) {
+            None => return,
+            Some(Refusal::Confirmed(s, reason)) => {
+                warn!(tx = %id, reason = %reason, "transaction refused by the contracts");
+                let _ = std::fs::write(s.path.with_extension("refused"), &reason);
+                let _ = std::fs::remove_file(&s.path);
+            }
+            Some(Refusal::Disputed) => {
+                let claimed: String = claimed.chars().take(256).collect();
+                warn!(
+                    tx = %id,
+                    claimed = %claimed,
+                    "the coordinator refused a transaction our own contract check accepts; it stays pending and is sent again at its deadline"
+                );
+            }
+        }
         self.write_status();
     }
 

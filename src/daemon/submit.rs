@@ -213,6 +213,20 @@ pub struct Censored {
     pub missed_deadlines: u32,
     /// Whether it is still not in a block (false once a later block carried it).
     pub outstanding: bool,
+    /// The refusal the coordinator claimed, if it sent one the hospital's own contract check
+    /// does not reproduce (a refusal is no excuse for not ordering a valid transaction).
+    pub unconfirmed_refusal: Option<String>,
+}
+
+/// A coordinator's refusal, after the hospital checked it on its own ledger copy.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The contracts refuse it here too: the submission is over, with the local reason.
+    Confirmed(Box<Submitted>, String),
+    /// The contracts accept it here (or the coordinator refused for its own reasons: a full
+    /// queue, a transaction it says is ordered but no block shows): it stays pending, is
+    /// recorded as not ordered, and goes out again at its deadline.
+    Disputed,
 }
 
 /// The hospital's side: every transaction it submitted, until a block carries it or a contract
@@ -230,8 +244,12 @@ pub struct Submissions {
 /// Most entries kept in each of the status lists.
 const STATUS_HISTORY: usize = 64;
 
-/// Most transactions the agent keeps in flight; further outbox files wait their turn.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// Most transactions the agent keeps in flight; further outbox files wait their turn. No more
+/// than the coordinator queues for one member, so an honest hospital never fills its queue.
+pub const MAX_IN_FLIGHT: usize = MAX_PENDING_PER_MEMBER;
+
+/// Longest refusal reason from the coordinator kept in the status.
+const MAX_CLAIMED_REASON: usize = 1024;
 
 impl Submissions {
     /// Tracking with a deadline of `deadline_ms` from sending to inclusion.
@@ -276,9 +294,38 @@ impl Submissions {
         Some(done)
     }
 
-    /// The coordinator answered with a contract refusal: it is done, and not censored.
-    pub fn refused(&mut self, id: &TxId) -> Option<Submitted> {
-        self.pending.remove(id)
+    /// The coordinator says it will not order `id` because of `claimed`; `local` is the
+    /// hospital's own verdict on the transaction from its ledger copy
+    /// (`ChainState::check_tx`). Only a refusal the hospital reproduces ends the submission:
+    /// the coordinator's word alone would let it drop any transaction with a made-up reason.
+    /// `None` if `id` is not pending.
+    pub fn refused(
+        &mut self,
+        id: &TxId,
+        claimed: &str,
+        local: impl FnOnce(&Transaction) -> Result<(), String>,
+    ) -> Option<Refusal> {
+        let s = self.pending.get(id)?;
+        if let Err(reason) = local(&s.tx) {
+            let s = self.pending.remove(id)?;
+            return Some(Refusal::Confirmed(Box::new(s), reason));
+        }
+        let hex = id.to_string();
+        let claimed: String = claimed.chars().take(MAX_CLAIMED_REASON).collect();
+        match self.censored.iter_mut().find(|c| c.tx == hex) {
+            Some(c) => c.unconfirmed_refusal = Some(claimed),
+            None => push_bounded(
+                &mut self.censored,
+                Censored {
+                    tx: hex,
+                    kind: s.tx.body.kind(),
+                    missed_deadlines: s.resent,
+                    outstanding: true,
+                    unconfirmed_refusal: Some(claimed),
+                },
+            ),
+        }
+        Some(Refusal::Disputed)
     }
 
     /// Transactions whose deadline passed by `now_ms`: recorded as censored and due to be sent
@@ -301,6 +348,7 @@ impl Submissions {
                         kind: s.tx.body.kind(),
                         missed_deadlines: s.resent,
                         outstanding: true,
+                        unconfirmed_refusal: None,
                     },
                 ),
             }
@@ -487,14 +535,53 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_transaction_is_not_censored() {
+    fn a_refusal_the_hospital_reproduces_ends_the_submission() {
         let f = Fixture::new(2, 3, 2);
         let tx = consent(&f, "hospital-0", 1);
         let id = tx.id().unwrap();
         let mut s = Submissions::new(1_000);
         s.sent(id, tx, PathBuf::from("x.tx"), 0);
-        assert!(s.refused(&id).is_some());
+        let verdict = s.refused(
+            &id,
+            "consent-changes: no",
+            |_| Err("consent-changes".into()),
+        );
+        assert!(
+            matches!(verdict, Some(Refusal::Confirmed(_, ref why)) if why == "consent-changes")
+        );
         assert!(s.overdue(5_000).is_empty());
         assert!(s.status().censored.is_empty());
+    }
+
+    /// Attack, from the hospital's side: the coordinator answers a valid transaction with a
+    /// made-up refusal (or a full queue, or "already ordered" with no block to show). The
+    /// hospital's own contract check accepts it, so it stays pending, is shown as not ordered
+    /// with the claimed reason, and goes out again at its deadline.
+    #[test]
+    fn a_refusal_the_hospital_cannot_reproduce_is_censorship() {
+        let f = Fixture::new(2, 3, 2);
+        let state = ChainState::from_genesis(&f.genesis).unwrap();
+        let tx = consent(&f, "hospital-0", 1);
+        let id = tx.id().unwrap();
+        let mut s = Submissions::new(1_000);
+        s.sent(id, tx, PathBuf::from("x.tx"), 0);
+        let local = |tx: &Transaction| {
+            state
+                .check_tx(tx, Timestamp(T0.0 + HOUR))
+                .map_err(|e| e.to_string())
+        };
+        let verdict = s.refused(&id, "consent-changes: trust me", local);
+        assert!(matches!(verdict, Some(Refusal::Disputed)), "{verdict:?}");
+        assert!(s.contains(&id));
+        let status = s.status();
+        assert_eq!(status.censored.len(), 1);
+        assert_eq!(
+            status.censored[0].unconfirmed_refusal.as_deref(),
+            Some("consent-changes: trust me")
+        );
+        let due = s.overdue(1_000);
+        assert_eq!(due.len(), 1, "sent again at the deadline");
+        assert_eq!(s.status().censored[0].missed_deadlines, 1);
+        assert!(s.refused(&TxId::default(), "x", |_| Ok(())).is_none());
     }
 }
