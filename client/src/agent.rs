@@ -1,10 +1,10 @@
 //! The agent's state machine.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ed25519_dalek::{Signer, SigningKey};
 use medfl_ledger::tx::Pseudonym;
-use medfl_ledger::{Block, ChainState, Hash, MemberId, Timestamp};
+use medfl_ledger::{AgreementId, Block, ChainState, Hash, MemberId, Timestamp};
 use medfl_model::dpsgd::DpSgdConfig;
 use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::{ChunkAssembler, file_len};
@@ -72,6 +72,11 @@ pub enum AgentError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
 }
+
+/// Most attempts a hospital joins or declines for one round. A coordinator retries a round
+/// after dropouts; far more than this many attempts is either a broken consortium or a
+/// coordinator collecting fresh noisy updates of the same data.
+pub const MAX_ATTEMPTS_PER_ROUND: usize = 32;
 
 /// Work the driver must do for the agent: train the global model on the hospital's rows.
 #[derive(Clone, Debug)]
@@ -142,8 +147,10 @@ pub struct Agent {
     rows: u64,
     rng: ChaCha20Rng,
     round: Option<AgentRound>,
-    /// Every session id announced to this agent, joined or declined: one attempt per session.
-    sessions: BTreeSet<u64>,
+    /// Session ids announced for each round the ledger has not anchored yet, joined or
+    /// declined: one attempt per session id, at most [`MAX_ATTEMPTS_PER_ROUND`] per round.
+    /// Rounds leave once anchored, so this stays bounded whatever the coordinator sends.
+    attempts: BTreeMap<(AgreementId, u64), BTreeSet<u64>>,
     model: Option<GlobalModel>,
     candidate: Option<(u64, GlobalModel)>,
     outgoing: VecDeque<ToCoordinator>,
@@ -170,7 +177,7 @@ impl Agent {
             rows,
             rng: ChaCha20Rng::from_seed(seed),
             round: None,
-            sessions: BTreeSet::new(),
+            attempts: BTreeMap::new(),
             model: None,
             candidate: None,
             outgoing: VecDeque::new(),
@@ -237,6 +244,11 @@ impl Agent {
                 bytes,
             } => {
                 let r = self.current(session)?;
+                // Once assembled, the model is fixed for the attempt: a second copy would start
+                // a second training run (and a second release) of the same round.
+                if r.global.is_some() {
+                    return Err(AgentError::Unexpected("a model chunk after the model"));
+                }
                 let Some(done) = r.assembler.push(offset, total, &bytes)? else {
                     return Ok(());
                 };
@@ -342,6 +354,11 @@ impl Agent {
 
     /// Call after appending blocks: adopts the endorsed model once the ledger anchors it.
     pub fn ledger_updated(&mut self, chain: &ChainState) {
+        self.attempts.retain(|(agreement, round), _| {
+            chain
+                .agreement(agreement)
+                .is_some_and(|a| a.last_round < *round)
+        });
         let Some((round, candidate)) = &self.candidate else {
             return;
         };
@@ -397,9 +414,39 @@ impl Agent {
         let session = config.session;
         // Before anything else, and without touching the running attempt: a repeated id is
         // the coordinator trying to get a second set of keys or inputs under one session.
-        if !self.sessions.insert(session) {
+        if self.attempts.values().any(|s| s.contains(&session)) {
             return Err(self.decline(session, DeclineReason::SessionReused { session }));
         }
+        // Only the next round of an agreement is bookkept; anything else is refused outright
+        // (and would be by `check_round` too), so a flood of made-up rounds costs no memory.
+        let next = chain.agreement(&config.agreement).map(|a| a.last_round + 1);
+        if next != Some(config.round) {
+            let why = match next {
+                Some(next) => format!(
+                    "round {} announced, the ledger's next is {next}",
+                    config.round
+                ),
+                None => format!("agreement {} is not on the ledger", config.agreement),
+            };
+            return Err(self.decline(session, DeclineReason::Ledger(why)));
+        }
+        let tried = self
+            .attempts
+            .entry((config.agreement.clone(), config.round))
+            .or_default();
+        // Each attempt that reaches the input stage releases a fresh noisy update of the same
+        // data; the cap bounds what retries can average away (the budget charge is per round).
+        if tried.len() >= MAX_ATTEMPTS_PER_ROUND {
+            let round = config.round;
+            return Err(self.decline(
+                session,
+                DeclineReason::TooManyAttempts {
+                    round,
+                    max: MAX_ATTEMPTS_PER_ROUND as u32,
+                },
+            ));
+        }
+        tried.insert(session);
         // A new attempt replaces whatever ran before: the old one can no longer finish.
         if let Some(old) = self.round.take() {
             self.events.push_back(AgentEvent::RoundEnded {

@@ -18,4 +18,4 @@
 mod agent;
 pub mod train;
 
-pub use agent::{Agent, AgentError, AgentEvent, TrainingTask};
+pub use agent::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND, TrainingTask};

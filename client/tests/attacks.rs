@@ -1,7 +1,7 @@
 //! A malicious coordinator against the hospital agent: each test drives the real agent the way
 //! an attacker would, and the agent must refuse.
 
-use medfl_client::{Agent, AgentError, AgentEvent};
+use medfl_client::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND};
 use medfl_ledger::testkit::{Fixture, T0};
 use medfl_ledger::{ChainState, Floor, Timestamp};
 use medfl_model::AutoencoderConfig;
@@ -274,7 +274,7 @@ fn a_reannounced_session_is_refused() {
     let mut b = agent(&f, 1);
     let bad = RoundConfig {
         session: 78,
-        round: 5,
+        consent_height: 99,
         ..config.clone()
     };
     assert!(
@@ -493,4 +493,85 @@ fn a_roster_with_a_non_hospital_is_declined_before_any_key_is_sent() {
         );
         assert_eq!(a.session(), None);
     }
+}
+
+/// A coordinator re-announces the same round under ever new session ids, to collect fresh
+/// noisy updates of the same data (or to grow the agent's memory with session ids). The agent
+/// joins at most [`MAX_ATTEMPTS_PER_ROUND`] attempts of a round and refuses rounds other than
+/// the ledger's next without remembering them.
+#[test]
+fn endless_attempts_of_one_round_are_capped_and_made_up_rounds_are_not_remembered() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let mut a = agent(&f, 0);
+    for session in 0..MAX_ATTEMPTS_PER_ROUND as u64 {
+        let attempt = RoundConfig {
+            session: 1000 + session,
+            ..config.clone()
+        };
+        a.handle(ToAgent::RoundStart(Box::new(attempt)), &state, NOW)
+            .unwrap();
+        outgoing(&mut a);
+    }
+    let one_more = RoundConfig {
+        session: 5000,
+        ..config.clone()
+    };
+    let r = a.handle(ToAgent::RoundStart(Box::new(one_more)), &state, NOW);
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(DeclineReason::TooManyAttempts {
+                round: 1,
+                ..
+            }))
+        ),
+        "attempt {} of one round was joined: {r:?}",
+        MAX_ATTEMPTS_PER_ROUND + 1
+    );
+    assert_eq!(declines(&outgoing(&mut a)).len(), 1);
+    // A made-up future round is refused before it is bookkept: the same session id is then
+    // not "reused" for a real attempt of another agreement's round.
+    let mut b = agent(&f, 1);
+    let future = RoundConfig {
+        session: 9,
+        round: 1_000_000,
+        ..config.clone()
+    };
+    let r = b.handle(ToAgent::RoundStart(Box::new(future)), &state, NOW);
+    assert!(
+        matches!(&r, Err(AgentError::RoundRefused(DeclineReason::Ledger(why))) if why.contains("next is 1")),
+        "{r:?}"
+    );
+    let real = RoundConfig {
+        session: 9,
+        ..config
+    };
+    b.handle(ToAgent::RoundStart(Box::new(real)), &state, NOW)
+        .unwrap();
+}
+
+/// The coordinator pushes the model a second time, hoping the agent trains (and releases) the
+/// same round twice.
+#[test]
+fn a_second_copy_of_the_model_does_not_start_a_second_training() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let mut a = agent(&f, 0);
+    join(&mut a, &config, &state);
+    let bytes = GlobalModel::initial(MODEL, 1).unwrap().to_bytes().unwrap();
+    let (offset, first) = chunks(&bytes).next().unwrap();
+    let r = a.handle(
+        ToAgent::ModelChunk {
+            session: config.session,
+            offset,
+            total: bytes.len() as u64,
+            bytes: first.to_vec(),
+        },
+        &state,
+        NOW,
+    );
+    assert!(matches!(r, Err(AgentError::Unexpected(_))), "{r:?}");
+    assert!(
+        !std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, AgentEvent::Train(_))),
+        "the agent trained the same round twice"
+    );
 }

@@ -14,6 +14,15 @@ pub enum DeclineReason {
         /// The repeated id.
         session: u64,
     },
+    /// The round was already attempted as often as a hospital allows; every attempt that
+    /// reaches the input stage releases another noisy update of the same data.
+    #[error("round {round} was already attempted {max} times")]
+    TooManyAttempts {
+        /// The round.
+        round: u64,
+        /// The hospital's limit.
+        max: u32,
+    },
     /// A secure-aggregation or noise parameter is weaker than the agreement allows.
     #[error("below the agreement's floors: {0}")]
     BelowFloor(FloorViolation),
