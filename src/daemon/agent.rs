@@ -299,7 +299,11 @@ impl Daemon {
         let mut stop = false;
         while let Some(ev) = self.agent.poll_event() {
             match ev {
-                AgentEvent::Train(task) => self.train(*task),
+                AgentEvent::Train(mut task) => {
+                    // Our own opt-outs apply before the coordinator orders them.
+                    task.opted_out.extend(self.submissions.pending_opt_outs());
+                    self.train(*task)
+                }
                 AgentEvent::Block(b) => {
                     let height = b.header.header.height;
                     let ours = self.ledger.state().height();

@@ -8,10 +8,11 @@
 //! in a block nor refused by a contract rule within the deadline is reported as censored and
 //! sent again. Pure: time is passed in, no I/O.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
-use medfl_ledger::{ChainState, MemberId, Transaction, TxId, codec};
+use medfl_ledger::tx::{ConsentChoice, Pseudonym};
+use medfl_ledger::{ChainState, MemberId, Timestamp, Transaction, TxBody, TxId, codec};
 use serde::Serialize;
 
 /// Largest encoded transaction a member may submit. The biggest a hospital can sign (a
@@ -357,6 +358,27 @@ impl Submissions {
         out
     }
 
+    /// Subjects this hospital opted out in a transaction no block carries yet. The hospital
+    /// applies its own choice at once: a coordinator that does not order an opt-out must not
+    /// keep the patient's records in training.
+    pub fn pending_opt_outs(&self) -> BTreeSet<Pseudonym> {
+        // The newest pending choice per subject decides (a later opt-in undoes an opt-out).
+        let mut newest: BTreeMap<Pseudonym, (Timestamp, ConsentChoice)> = BTreeMap::new();
+        for s in self.pending.values() {
+            if let TxBody::Consent { subject, choice } = &s.tx.body {
+                let e = newest.entry(*subject).or_insert((s.tx.issued_at, *choice));
+                if s.tx.issued_at > e.0 {
+                    *e = (s.tx.issued_at, *choice);
+                }
+            }
+        }
+        newest
+            .into_iter()
+            .filter(|(_, (_, c))| *c == ConsentChoice::OptOut)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
     /// Everything still waiting, to send again after a reconnection (the clock is kept).
     pub fn outstanding(&self) -> Vec<Transaction> {
         self.pending.values().map(|s| s.tx.clone()).collect()
@@ -417,9 +439,8 @@ pub struct SubmissionStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medfl_ledger::Hash;
     use medfl_ledger::testkit::{Fixture, HOUR, T0};
-    use medfl_ledger::tx::{ConsentChoice, Pseudonym};
-    use medfl_ledger::{Hash, Timestamp, TxBody};
 
     fn consent(f: &Fixture, who: &str, n: u8) -> Transaction {
         f.tx(
@@ -583,5 +604,35 @@ mod tests {
         assert_eq!(due.len(), 1, "sent again at the deadline");
         assert_eq!(s.status().censored[0].missed_deadlines, 1);
         assert!(s.refused(&TxId::default(), "x", |_| Ok(())).is_none());
+    }
+
+    /// Attack: the coordinator sits on a patient's opt-out. The hospital stops training on the
+    /// patient at once; an opt-in issued later (also pending) takes the patient back.
+    #[test]
+    fn an_opt_out_not_yet_ordered_is_applied_by_the_hospital() {
+        let f = Fixture::new(2, 3, 2);
+        let choice = |n: u8, choice, at| {
+            f.tx(
+                &Fixture::id("hospital-0"),
+                Timestamp(T0.0 + at),
+                TxBody::Consent {
+                    subject: Pseudonym(Hash([n; 32])),
+                    choice,
+                },
+            )
+        };
+        let mut s = Submissions::new(1_000);
+        for tx in [
+            choice(1, ConsentChoice::OptOut, 10),
+            choice(2, ConsentChoice::OptOut, 10),
+            choice(2, ConsentChoice::OptIn, 20),
+        ] {
+            s.sent(tx.id().unwrap(), tx, PathBuf::from("x.tx"), 0);
+        }
+        let out = s.pending_opt_outs();
+        assert_eq!(out, BTreeSet::from([Pseudonym(Hash([1; 32]))]));
+        let ordered = choice(1, ConsentChoice::OptOut, 10).id().unwrap();
+        s.included(&ordered);
+        assert!(s.pending_opt_outs().is_empty(), "the ledger holds it now");
     }
 }
