@@ -169,6 +169,10 @@ pub struct Coordinator {
     rng: ChaCha20Rng,
     round: Option<Active>,
     pending_anchor: Option<(GlobalModel, Vec<f32>)>,
+    /// Members secure aggregation proved to have cheated (a share or dealing that does not
+    /// open to its commitment), with the proof's description: left out of later rounds, so one
+    /// hospital cannot abort round after round. Until an operator revokes them on the ledger.
+    excluded: BTreeMap<MemberId, String>,
     outgoing: VecDeque<(MemberId, ToAgent)>,
     events: VecDeque<CoordinatorEvent>,
 }
@@ -215,6 +219,7 @@ impl Coordinator {
             rng: ChaCha20Rng::from_seed(seed),
             round: None,
             pending_anchor: None,
+            excluded: BTreeMap::new(),
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
         })
@@ -255,8 +260,13 @@ impl Coordinator {
         self.round.as_ref().map(|r| r.deadline_ms)
     }
 
+    /// Members left out of rounds because secure aggregation proved they cheated, and why.
+    pub fn excluded(&self) -> &BTreeMap<MemberId, String> {
+        &self.excluded
+    }
+
     /// Members eligible for the next round: connected, active hospitals covered by the
-    /// agreement, with budget left for one more round.
+    /// agreement, with budget left for one more round, and not proven to cheat.
     pub fn eligible(
         &self,
         chain: &ChainState,
@@ -277,7 +287,11 @@ impl Coordinator {
             let active_hospital = chain
                 .member(m)
                 .is_some_and(|r| !r.revoked && r.member.role == Role::Hospital);
-            if !active_hospital || !a.accepted.contains(m) || !a.agreement.members.contains(m) {
+            if !active_hospital
+                || self.excluded.contains_key(m)
+                || !a.accepted.contains(m)
+                || !a.agreement.members.contains(m)
+            {
                 continue;
             }
             let joined = a.rounds_joined.get(m).copied().unwrap_or(0);
@@ -581,7 +595,18 @@ impl Coordinator {
     fn after_progress(&mut self, mut active: Active, now_ms: u64, wall: Timestamp) {
         while let Some(ev) = active.server.poll_event() {
             match ev {
-                ServerEvent::StageClosed { .. } | ServerEvent::Misbehaved { .. } => {}
+                ServerEvent::StageClosed { .. } => {}
+                ServerEvent::Misbehaved { client, error } => {
+                    let Some(member) = active.config.participants.get(client.0 as usize) else {
+                        continue;
+                    };
+                    let reason = format!("secure aggregation proved misbehaviour: {error}");
+                    self.excluded.insert(member.clone(), reason.clone());
+                    self.events.push_back(CoordinatorEvent::Misbehaved {
+                        member: member.clone(),
+                        reason,
+                    });
+                }
                 ServerEvent::Aggregated(agg) => {
                     if let Err(e) = self.begin_endorsing(&mut active, agg, now_ms) {
                         self.fail(active, format!("aggregate: {e}"));

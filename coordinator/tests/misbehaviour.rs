@@ -1,0 +1,172 @@
+//! A hospital that cheats in secure aggregation is named by the protocol's own proof, and the
+//! coordinator leaves it out of later rounds: one member cannot abort round after round.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use medfl_client::{Agent, AgentEvent};
+use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, Timeouts};
+use medfl_ledger::testkit::{Fixture, HOUR, T0};
+use medfl_ledger::{ChainState, MemberId, Timestamp};
+use medfl_model::AutoencoderConfig;
+use medfl_protocol::update::UpdateCodec;
+use medfl_protocol::{
+    DdgParams, GlobalModel, SecAggParams, Strategy, ToAgent, ToCoordinator, TrainingParams,
+};
+use medfl_secagg::{ClientId, ClientMessage, ClientSession};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const NOW: Timestamp = Timestamp(T0.0 + HOUR);
+const MODEL: AutoencoderConfig = AutoencoderConfig {
+    inputs: 4,
+    hidden: 3,
+    latent: 2,
+};
+
+fn coordinator(f: &Fixture) -> Coordinator {
+    let cfg = CoordinatorConfig {
+        agreement: Fixture::dua(),
+        model: MODEL,
+        training: TrainingParams {
+            sampling_rate: 0.1,
+            ..TrainingParams::default()
+        },
+        ddg: DdgParams::default(),
+        secagg: SecAggParams::default(),
+        strategy: Strategy::default(),
+        min_participants: 3,
+        max_participants: 0,
+        timeouts: Timeouts::default(),
+    };
+    let (id, key) = f.coordinator();
+    Coordinator::new(
+        cfg,
+        id.clone(),
+        key.clone(),
+        f.genesis_hash,
+        GlobalModel::initial(MODEL, 1).unwrap(),
+        Vec::new(),
+        [3; 32],
+    )
+    .unwrap()
+}
+
+/// hospital-3 runs a bare secure-aggregation client and reveals corrupted shares when the
+/// server asks it to unmask; the others are honest agents.
+#[test]
+fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
+    let f = Fixture::new(2, 4, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f);
+    let all: BTreeSet<MemberId> = (0..4)
+        .map(|i| Fixture::id(&format!("hospital-{i}")))
+        .collect();
+    let cheater = Fixture::id("hospital-3");
+    c.start_round(0, NOW, &state, &all).unwrap();
+    let mut agents: BTreeMap<MemberId, Agent> = (0..3)
+        .map(|i| {
+            let id = Fixture::id(&format!("hospital-{i}"));
+            let a = Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [i; 32]);
+            (id, a)
+        })
+        .collect();
+    let mut bad: Option<ClientSession> = None;
+    let mut session = 0;
+    let mut inbox: VecDeque<(MemberId, ToCoordinator)> = VecDeque::new();
+    // Drains the cheater's messages, corrupting every share it reveals.
+    let drain_bad = |b: &mut ClientSession, session: u64, inbox: &mut VecDeque<_>| {
+        while let Some(mut msg) = b.poll_outgoing() {
+            if let ClientMessage::UnmaskShares { shares, .. } = &mut msg {
+                for s in shares {
+                    if let Some(byte) = s.share.last_mut() {
+                        *byte ^= 1;
+                    }
+                }
+            }
+            inbox.push_back((cheater.clone(), ToCoordinator::SecAgg { session, msg }));
+        }
+    };
+    for _ in 0..10_000 {
+        let mut progressed = false;
+        while let Some((to, msg)) = c.poll_outgoing() {
+            progressed = true;
+            if to == cheater {
+                match msg {
+                    ToAgent::RoundStart(cfg) => {
+                        let codec = UpdateCodec::new(&cfg).unwrap();
+                        let secagg = cfg
+                            .secagg_config(&f.genesis_hash, codec.encoded_len(), codec.bits())
+                            .unwrap();
+                        let index = cfg.client_index(&cheater).unwrap();
+                        let mut rng = ChaCha20Rng::seed_from_u64(3);
+                        let mut b = ClientSession::new(
+                            secagg,
+                            ClientId(index),
+                            f.key(&cheater).clone(),
+                            &cfg.roster(&state).unwrap(),
+                            &mut rng,
+                        )
+                        .unwrap();
+                        b.provide_input(vec![0; codec.encoded_len()]).unwrap();
+                        session = cfg.session;
+                        drain_bad(&mut b, session, &mut inbox);
+                        bad = Some(b);
+                    }
+                    ToAgent::SecAgg { msg, .. } => {
+                        if let Some(b) = bad.as_mut() {
+                            let _ = b.handle_message(msg);
+                            drain_bad(b, session, &mut inbox);
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let Some(a) = agents.get_mut(&to) else {
+                continue;
+            };
+            let _ = a.handle(msg, &state, NOW);
+            while let Some(e) = a.poll_event() {
+                if let AgentEvent::Train(task) = e {
+                    let params: Vec<f32> =
+                        task.global.file.params.iter().map(|p| p + 0.01).collect();
+                    a.submit_update(task.session, &params, 0.5).unwrap();
+                }
+            }
+            while let Some(m) = a.poll_outgoing() {
+                inbox.push_back((to.clone(), m));
+            }
+        }
+        while let Some((from, m)) = inbox.pop_front() {
+            progressed = true;
+            let _ = c.handle(0, NOW, &from, m, &state);
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let named: BTreeSet<MemberId> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            CoordinatorEvent::Misbehaved { member, reason }
+                if reason.contains("secure aggregation") =>
+            {
+                Some(member)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        named,
+        BTreeSet::from([cheater.clone()]),
+        "the cheater is named, and only it"
+    );
+    assert!(c.excluded().contains_key(&cheater));
+    let eligible: Vec<MemberId> = c
+        .eligible(&state, &all, NOW)
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(eligible.len(), 3);
+    assert!(!eligible.contains(&cheater), "{eligible:?}");
+}
