@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use medfl::consortium::{SimSettings, genesis};
+use medfl_client::spend::{PrivacyBudget, PrivacySpend};
 use medfl_client::{Agent, AgentEvent, train};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, Timeouts};
 use medfl_ledger::{AgreementId, Ledger, MemberId, Timestamp};
@@ -147,7 +148,10 @@ async fn main() -> Result<()> {
         );
         let mut seed = [0u8; 32];
         rng.fill(&mut seed);
-        let mut agent = Agent::new(id, key.clone(), genesis_hash, rows as u64, seed);
+        // The bench measures rounds, not budgets: each hospital's own ledger, in memory, has
+        // room for every round.
+        let spend = PrivacySpend::new(PrivacyBudget::new(1e9, 1e-6)?, Vec::new())?;
+        let mut agent = Agent::new(id, key.clone(), genesis_hash, rows as u64, spend, seed);
         let (net, mut events) = medfl_net::spawn::<Envelope>(
             &key,
             NetConfig::default(),
@@ -180,6 +184,9 @@ async fn main() -> Result<()> {
                     }
                 }
                 while let Some(ev) = agent.poll_event() {
+                    if let AgentEvent::Charge(c) = &ev {
+                        let _ = clocks.agents[index].time(|| agent.charge_recorded(c.session));
+                    }
                     if let AgentEvent::Train(task) = ev {
                         let tx = tx.clone();
                         let data = Arc::clone(&data);

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use medfl_accesslog::AccessEvent;
 use medfl_accesslog::consent::{self, PseudonymKey};
+use medfl_client::spend::{PrivacyBudget as DpBudget, PrivacySpend};
 use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
@@ -229,7 +230,18 @@ impl Consortium {
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
             agents.push(SimAgent {
-                agent: Agent::new(id, key.clone(), genesis_hash, rows, seed_bytes(&mut rng)),
+                agent: Agent::new(
+                    id,
+                    key.clone(),
+                    genesis_hash,
+                    rows,
+                    // Each simulated hospital holds itself to the agreement's budget, in memory.
+                    PrivacySpend::new(
+                        DpBudget::new(settings.budget_epsilon, cfg.training.delta)?,
+                        Vec::new(),
+                    )?,
+                    seed_bytes(&mut rng),
+                ),
                 key,
                 pseudonyms,
                 log: h.log,
@@ -513,6 +525,18 @@ impl Consortium {
         training: &mut Vec<(usize, Box<medfl_client::TrainingTask>)>,
     ) {
         let a = &mut self.agents[i];
+        let mut charged = Vec::new();
+        while let Some(ev) = a.agent.poll_event() {
+            match ev {
+                AgentEvent::Train(task) if a.budget != Some(0) => training.push((i, task)),
+                // A simulated hospital's privacy ledger lives in memory: recorded at once.
+                AgentEvent::Charge(c) => charged.push(c.session),
+                _ => {}
+            }
+        }
+        for session in charged {
+            let _ = a.agent.charge_recorded(session);
+        }
         while let Some(msg) = a.agent.poll_outgoing() {
             match &mut a.budget {
                 Some(0) => {}
@@ -521,13 +545,6 @@ impl Consortium {
                     out.push_back((i, msg));
                 }
                 None => out.push_back((i, msg)),
-            }
-        }
-        while let Some(ev) = a.agent.poll_event() {
-            if let AgentEvent::Train(task) = ev
-                && a.budget != Some(0)
-            {
-                training.push((i, task));
             }
         }
     }

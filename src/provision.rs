@@ -143,6 +143,11 @@ pub struct DataSettings {
     pub events: PathBuf,
     /// False-positive rate the local alert threshold is set for.
     pub target_fpr: f64,
+    /// The hospital's own privacy budget over these logs, across every agreement and attempt
+    /// (`epsilon`, `delta`). Absent: the tightest budget of the agreements that list the
+    /// hospital in its genesis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_budget: Option<(f64, f64)>,
 }
 
 /// The other members, as a member's folder lists them.
@@ -412,6 +417,7 @@ fn write_folders(
             data: (m.role == Role::Hospital).then(|| DataSettings {
                 events: "data/events.csv".into(),
                 target_fpr: 0.02,
+                privacy_budget: None,
             }),
         };
         let text = format!(

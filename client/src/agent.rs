@@ -14,6 +14,9 @@ use medfl_protocol::{
     ToCoordinator, privacy, strategy, transcript,
 };
 use medfl_secagg::{ClientId, ClientSession, SecAggError};
+
+use crate::spend::{Charge, PrivacySpend, SpendError};
+use medfl_dp::PrivacyEvent;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -65,6 +68,9 @@ pub enum AgentError {
     /// A message out of order (e.g. an endorsement request before any aggregation).
     #[error("unexpected {0}")]
     Unexpected(&'static str),
+    /// Releasing the update would take the hospital past its own privacy budget.
+    #[error("{0}")]
+    OwnBudget(SpendError),
     /// Secure aggregation failed; the agent aborted its session.
     #[error("secure aggregation: {0}")]
     SecAgg(#[from] SecAggError),
@@ -103,6 +109,9 @@ pub struct TrainingTask {
 pub enum AgentEvent {
     /// Train, then call [`Agent::submit_update`].
     Train(Box<TrainingTask>),
+    /// The update of this attempt is charged to the hospital's own privacy ledger: store the
+    /// charge durably, then call [`Agent::charge_recorded`]; the masked input leaves only then.
+    Charge(Box<Charge>),
     /// Append this block to the local ledger, then call [`Agent::ledger_updated`].
     Block(Box<Block>),
     /// The agent endorsed the outcome of `round`.
@@ -135,6 +144,8 @@ struct AgentRound {
     assembler: ChunkAssembler,
     global: Option<GlobalModel>,
     submitted: bool,
+    /// The encoded update, charged and waiting for the driver to make the charge durable.
+    charged_input: Option<Vec<u64>>,
     /// Hash of the server state the ledger anchored when the round was checked.
     anchored_state: Hash,
 }
@@ -146,6 +157,8 @@ pub struct Agent {
     genesis: Hash,
     rows: u64,
     rng: ChaCha20Rng,
+    /// What the hospital has released, against its own budget.
+    spend: PrivacySpend,
     round: Option<AgentRound>,
     /// Session ids announced for each round the ledger has not anchored yet, joined or
     /// declined: one attempt per session id, at most [`MAX_ATTEMPTS_PER_ROUND`] per round.
@@ -167,14 +180,24 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// An agent for member `me` with `rows` training rows; `seed` drives all its randomness
-    /// (keys, DP-SGD and distributed noise): in a deployment it must come from the OS.
-    pub fn new(me: MemberId, key: SigningKey, genesis: Hash, rows: u64, seed: [u8; 32]) -> Self {
+    /// An agent for member `me` with `rows` training rows and the hospital's privacy ledger
+    /// `spend` (its own budget and every charge so far, from its durable store); `seed` drives
+    /// all its randomness (keys, DP-SGD and distributed noise): in a deployment it must come
+    /// from the OS.
+    pub fn new(
+        me: MemberId,
+        key: SigningKey,
+        genesis: Hash,
+        rows: u64,
+        spend: PrivacySpend,
+        seed: [u8; 32],
+    ) -> Self {
         Agent {
             me,
             key,
             genesis,
             rows,
+            spend,
             rng: ChaCha20Rng::from_seed(seed),
             round: None,
             attempts: BTreeMap::new(),
@@ -347,9 +370,37 @@ impl Agent {
             .codec
             .encode(&global.file.params, params, rows, loss, &mut rng)?;
         r.submitted = true;
+        // Charged before it can leave: whatever happens to this attempt after the input stage,
+        // the release is on the hospital's own record.
+        let charge = Charge {
+            agreement: r.config.agreement.clone(),
+            round: r.config.round,
+            session,
+            event: round_event(&r.config)?,
+        };
+        r.charged_input = Some(x);
+        if let Err(e) = self.spend.charge(charge.clone()) {
+            let reason = e.to_string();
+            return Err(self.end_round(session, reason, AgentError::OwnBudget(e)));
+        }
+        self.events.push_back(AgentEvent::Charge(Box::new(charge)));
+        Ok(())
+    }
+
+    /// The driver stored the charge of attempt `session` durably: the masked input goes out.
+    pub fn charge_recorded(&mut self, session: u64) -> Result<(), AgentError> {
+        let r = self.current(session)?;
+        let x = r.charged_input.take().ok_or(AgentError::Unexpected(
+            "a charge confirmation without a charge",
+        ))?;
         let result = r.secagg.provide_input(x);
         self.drain_secagg();
         result.map_err(|e| self.end_round(session, e.to_string(), e.into()))
+    }
+
+    /// The hospital's own privacy ledger.
+    pub fn privacy_spend(&self) -> &PrivacySpend {
+        &self.spend
     }
 
     /// Call after appending blocks: adopts the endorsed model once the ledger anchors it.
@@ -455,8 +506,19 @@ impl Agent {
             });
         }
         let checked = self.check_security(&config, chain).and_then(|()| {
-            self.check_round(&config, chain, now)
-                .map_err(DeclineReason::Ledger)
+            let index = self
+                .check_round(&config, chain, now)
+                .map_err(DeclineReason::Ledger)?;
+            // The hospital's own record spans every agreement and failed attempt: no keys are
+            // advertised for a round whose update it would refuse to release.
+            round_event(&config)
+                .map_err(|e| DeclineReason::Invalid(e.to_string()))
+                .and_then(|event| {
+                    self.spend
+                        .check(&event)
+                        .map_err(|e| DeclineReason::OwnBudget(e.to_string()))
+                })?;
+            Ok(index)
         });
         match checked {
             Ok(index) => {
@@ -496,6 +558,7 @@ impl Agent {
                     secagg,
                     global: None,
                     submitted: false,
+                    charged_input: None,
                     anchored_state,
                 });
                 self.drain_secagg();
@@ -727,4 +790,12 @@ impl Agent {
         self.round = None;
         Ok(())
     }
+}
+
+/// What one release of a round's update costs, as the hospital's accountant composes it.
+fn round_event(config: &RoundConfig) -> Result<PrivacyEvent, ProtocolError> {
+    let accounting = privacy::dpsgd_config(&config.training, 0)?
+        .accounting(config.model)
+        .map_err(|e| ProtocolError::invalid("training", e.to_string()))?;
+    Ok(accounting.event)
 }

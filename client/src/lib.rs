@@ -16,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod agent;
+pub mod spend;
 pub mod train;
 
 pub use agent::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND, TrainingTask};

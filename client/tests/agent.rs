@@ -53,7 +53,14 @@ fn setup() -> (Fixture, ChainState, RoundConfig, GlobalModel) {
 
 fn agent(f: &Fixture, name: &str) -> Agent {
     let id = Fixture::id(name);
-    Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [5; 32])
+    Agent::new(
+        id.clone(),
+        f.key(&id).clone(),
+        f.genesis_hash,
+        100,
+        roomy_spend(),
+        [5; 32],
+    )
 }
 
 fn declined(a: &mut Agent) -> bool {
@@ -197,4 +204,10 @@ fn stale_messages_and_a_tampered_model_are_refused() {
         "a model that does not hash to the announced one"
     );
     assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, AgentEvent::Train(_))));
+}
+
+/// A hospital privacy ledger with room for every round these tests run.
+fn roomy_spend() -> medfl_client::spend::PrivacySpend {
+    let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
+    medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
 }

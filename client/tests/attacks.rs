@@ -1,6 +1,7 @@
 //! A malicious coordinator against the hospital agent: each test drives the real agent the way
 //! an attacker would, and the agent must refuse.
 
+use medfl_client::spend::{Charge, PrivacyBudget, PrivacySpend};
 use medfl_client::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND};
 use medfl_ledger::testkit::{Fixture, T0};
 use medfl_ledger::{ChainState, Floor, Timestamp};
@@ -59,8 +60,19 @@ fn setup(hospitals: usize, n: usize, strategy: Strategy) -> (Fixture, ChainState
 }
 
 fn agent(f: &Fixture, i: usize) -> Agent {
+    agent_with(f, i, roomy_spend())
+}
+
+fn agent_with(f: &Fixture, i: usize, spend: PrivacySpend) -> Agent {
     let id = Fixture::id(&format!("hospital-{i}"));
-    Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [5; 32])
+    Agent::new(
+        id.clone(),
+        f.key(&id).clone(),
+        f.genesis_hash,
+        100,
+        spend,
+        [5; 32],
+    )
 }
 
 fn outgoing(a: &mut Agent) -> Vec<ToCoordinator> {
@@ -150,6 +162,12 @@ fn run_round(
                 to_server.extend(join(&mut a, config, state).into_iter().map(|m| (id, m)));
                 a.submit_update(config.session, &trained(&global), 0.5)
                     .unwrap();
+                assert!(
+                    outgoing(&mut a).is_empty(),
+                    "nothing leaves before the charge is recorded"
+                );
+                a.charge_recorded(config.session).unwrap();
+                to_server.extend(outgoing(&mut a).into_iter().map(|m| (id, m)));
                 Party::Honest(Box::new(a))
             }
         };
@@ -574,4 +592,119 @@ fn a_second_copy_of_the_model_does_not_start_a_second_training() {
         !std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, AgentEvent::Train(_))),
         "the agent trained the same round twice"
     );
+}
+
+/// A hospital privacy ledger with room for every round these tests run.
+fn roomy_spend() -> PrivacySpend {
+    PrivacySpend::new(PrivacyBudget::new(1e9, 1e-6).unwrap(), Vec::new()).unwrap()
+}
+
+/// What one release of `config`'s update costs, and a hospital budget that `releases` of them
+/// fit in but not one more (at the training delta), as a hospital would configure it.
+fn budget_for(config: &RoundConfig, releases: u64) -> (Charge, PrivacyBudget) {
+    let accounting = privacy::dpsgd_config(&config.training, 0)
+        .unwrap()
+        .accounting(MODEL)
+        .unwrap();
+    let charge = Charge {
+        agreement: config.agreement.clone(),
+        round: config.round,
+        session: 1,
+        event: accounting.event,
+    };
+    let mut probe = PrivacySpend::new(
+        PrivacyBudget::new(1e9, config.training.delta).unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
+    let eps: Vec<f64> = (0..=releases)
+        .map(|_| probe.charge(charge.clone()).unwrap())
+        .collect();
+    let n = releases as usize;
+    let budget = PrivacyBudget::new((eps[n - 1] + eps[n]) / 2.0, config.training.delta).unwrap();
+    (charge, budget)
+}
+
+/// Attack: an attempt fails after the hospital's input was unmasked (here the coordinator
+/// aborts it; an endorsement timeout or a refused anchor look the same), so the ledger never
+/// charges it, and the coordinator retries the round to average the noise away. The hospital
+/// charged its own ledger before its input left, and refuses the retry past its budget.
+#[test]
+fn a_failed_attempt_after_input_is_charged_and_a_retry_past_the_budget_is_refused() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let (_, budget) = budget_for(&config, 1);
+    let spend = PrivacySpend::new(budget, Vec::new()).unwrap();
+    let mut a = agent_with(&f, 0, spend);
+    join(&mut a, &config, &state);
+    let global = GlobalModel::initial(MODEL, 1).unwrap().file.params;
+    a.submit_update(config.session, &trained(&global), 0.5)
+        .unwrap();
+    let charged: Vec<Charge> = std::iter::from_fn(|| a.poll_event())
+        .filter_map(|e| match e {
+            AgentEvent::Charge(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(charged.len(), 1, "the release is charged before it leaves");
+    assert_eq!(charged[0].session, config.session);
+    a.charge_recorded(config.session).unwrap();
+    a.handle(
+        ToAgent::Abort {
+            session: config.session,
+            reason: "endorsement timeout".into(),
+        },
+        &state,
+        NOW,
+    )
+    .unwrap();
+    outgoing(&mut a);
+    assert_eq!(
+        a.privacy_spend().charges().len(),
+        1,
+        "the failed attempt stays charged"
+    );
+    // The ledger shows nothing spent; the coordinator retries the same round.
+    let retry = RoundConfig {
+        session: config.session + 1,
+        ..config.clone()
+    };
+    let r = a.handle(ToAgent::RoundStart(Box::new(retry)), &state, NOW);
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(DeclineReason::OwnBudget(_)))
+        ),
+        "a retry past the hospital's budget was joined: {r:?}"
+    );
+    assert!(
+        !outgoing(&mut a)
+            .iter()
+            .any(|m| matches!(m, ToCoordinator::SecAgg { .. })),
+        "a key was advertised for a round the hospital cannot pay for"
+    );
+}
+
+/// A new agreement over the same access logs starts the consortium ledger's spend at zero; the
+/// hospital's own ledger does not: its budget is per dataset, across agreements.
+#[test]
+fn a_second_agreement_does_not_reset_the_hospitals_spend() {
+    let (f, state, config) = setup(3, 3, Strategy::default());
+    let (mut earlier, budget) = budget_for(&config, 1);
+    earlier.agreement = medfl_ledger::AgreementId::new("dua-2025").unwrap();
+    let spend = PrivacySpend::new(budget, vec![earlier]).unwrap();
+    let mut a = agent_with(&f, 0, spend);
+    let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW);
+    assert!(
+        matches!(
+            &r,
+            Err(AgentError::RoundRefused(DeclineReason::OwnBudget(_)))
+        ),
+        "the spend under an earlier agreement was forgotten: {r:?}"
+    );
+    // With room for two releases the round is joined.
+    let (mut earlier, budget) = budget_for(&config, 2);
+    earlier.agreement = medfl_ledger::AgreementId::new("dua-2025").unwrap();
+    let mut b = agent_with(&f, 1, PrivacySpend::new(budget, vec![earlier]).unwrap());
+    b.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW)
+        .unwrap();
 }

@@ -78,7 +78,14 @@ fn config(issued_at: Timestamp, consent_height: u64) -> (RoundConfig, GlobalMode
 
 fn agent(f: &Fixture) -> Agent {
     let id = Fixture::id("hospital-0");
-    Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [3; 32])
+    Agent::new(
+        id.clone(),
+        f.key(&id).clone(),
+        f.genesis_hash,
+        100,
+        roomy_spend(),
+        [3; 32],
+    )
 }
 
 /// Starts the round at the agent; `Ok` if it joined, the refusal otherwise (and then checks
@@ -212,4 +219,10 @@ fn an_issue_time_in_the_future_of_the_agents_clock_is_refused() {
     // Clock drift within the allowed skew is tolerated.
     let (c, _) = config(Timestamp(now.0 + MAX_CLOCK_SKEW_MS), 0);
     announce(&mut agent(&f), c, &chain, now).unwrap();
+}
+
+/// A hospital privacy ledger with room for every round these tests run.
+fn roomy_spend() -> medfl_client::spend::PrivacySpend {
+    let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
+    medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
 }

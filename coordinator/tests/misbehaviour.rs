@@ -66,7 +66,14 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
     let mut agents: BTreeMap<MemberId, Agent> = (0..3)
         .map(|i| {
             let id = Fixture::id(&format!("hospital-{i}"));
-            let a = Agent::new(id.clone(), f.key(&id).clone(), f.genesis_hash, 100, [i; 32]);
+            let a = Agent::new(
+                id.clone(),
+                f.key(&id).clone(),
+                f.genesis_hash,
+                100,
+                roomy_spend(),
+                [i; 32],
+            );
             (id, a)
         })
         .collect();
@@ -131,6 +138,7 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
                     let params: Vec<f32> =
                         task.global.file.params.iter().map(|p| p + 0.01).collect();
                     a.submit_update(task.session, &params, 0.5).unwrap();
+                    a.charge_recorded(task.session).unwrap();
                 }
             }
             while let Some(m) = a.poll_outgoing() {
@@ -169,4 +177,10 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
         .collect();
     assert_eq!(eligible.len(), 3);
     assert!(!eligible.contains(&cheater), "{eligible:?}");
+}
+
+/// A hospital privacy ledger with room for every round these tests run.
+fn roomy_spend() -> medfl_client::spend::PrivacySpend {
+    let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
+    medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
 }

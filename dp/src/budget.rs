@@ -161,6 +161,13 @@ impl MemberBudget {
         Ok(self.epsilon_after(event)? > self.budget.epsilon)
     }
 
+    /// Composes an event that already happened, fitting or not (a history being reloaded);
+    /// returns the new `ε` spent.
+    pub fn record(&mut self, event: &PrivacyEvent) -> Result<f64, DpError> {
+        event.apply(&mut self.accountant)?;
+        self.spent()
+    }
+
     /// Commits `event` if it fits, returning the new `ε` spent; refuses (unchanged) otherwise.
     pub fn charge(&mut self, event: &PrivacyEvent) -> Result<f64, DpError> {
         let mut acc = self.accountant.clone();

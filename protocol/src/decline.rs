@@ -23,6 +23,10 @@ pub enum DeclineReason {
         /// The hospital's limit.
         max: u32,
     },
+    /// Releasing this round's update would take the hospital past its own privacy budget,
+    /// which counts every release under every agreement, anchored or not.
+    #[error("{0}")]
+    OwnBudget(String),
     /// A secure-aggregation or noise parameter is weaker than the agreement allows.
     #[error("below the agreement's floors: {0}")]
     BelowFloor(FloorViolation),

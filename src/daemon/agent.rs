@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::submit::{MAX_TX_BYTES, Refusal, SubmissionStatus, Submissions};
-use super::{Member, wall_now, write_atomic};
+use super::{Member, privacy, wall_now, write_atomic};
 use crate::data::{self, Source, TrainingSet};
 
 /// Command-line overrides.
@@ -77,6 +77,8 @@ struct Daemon {
     member: Member,
     ledger: Ledger,
     agent: Agent,
+    /// The hospital's privacy ledger: each charge is committed here before its update leaves.
+    privacy_store: privacy::PrivacyStore,
     net: NetHandle<Envelope>,
     coordinator: PeerId,
     connected: bool,
@@ -146,11 +148,25 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         .context("coordinator address")?;
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
+    let budget = privacy::own_budget(
+        settings.as_ref().and_then(|s| s.privacy_budget),
+        &member.genesis,
+        &member.config.member,
+    )?;
+    let (privacy_store, spend) = privacy::load(&member.dir.join("privacy.redb"), budget)?;
+    info!(
+        epsilon_spent = spend.spent().unwrap_or(f64::INFINITY),
+        budget = budget.epsilon(),
+        delta = budget.delta(),
+        charges = spend.charges().len(),
+        "the hospital's own privacy ledger"
+    );
     let agent = Agent::new(
         member.config.member.clone(),
         member.key.clone(),
         genesis_hash,
         n_rows,
+        spend,
         seed,
     );
     let (net, mut net_events) = medfl_net::spawn::<Envelope>(
@@ -166,6 +182,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         member,
         ledger,
         agent,
+        privacy_store,
         net,
         coordinator: coordinator_peer,
         connected: false,
@@ -303,6 +320,26 @@ impl Daemon {
                     // Our own opt-outs apply before the coordinator orders them.
                     task.opted_out.extend(self.submissions.pending_opt_outs());
                     self.train(*task)
+                }
+                AgentEvent::Charge(charge) => {
+                    // Durable first; only then may the masked input leave.
+                    match self.privacy_store.append(&charge) {
+                        Ok(()) => {
+                            info!(
+                                round = charge.round,
+                                session = charge.session,
+                                epsilon_spent =
+                                    self.agent.privacy_spend().spent().unwrap_or(f64::INFINITY),
+                                "update charged to the hospital's privacy ledger"
+                            );
+                            if let Err(e) = self.agent.charge_recorded(charge.session) {
+                                warn!(error = %e, "the charged update was not sent");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %format!("{e:#}"), "cannot record the privacy charge; the update is not sent")
+                        }
+                    }
                 }
                 AgentEvent::Block(b) => {
                     let height = b.header.header.height;

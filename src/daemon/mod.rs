@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod catchup;
 pub mod coordinator;
+pub mod privacy;
 pub mod submit;
 
 use std::collections::BTreeMap;
