@@ -14,6 +14,7 @@ use medfl_protocol::{
 };
 use medfl_secagg::{
     Aggregate, ClientId, ClientSession, PackedVector, ServerEvent, ServerMessage, ServerSession,
+    Stage,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -138,6 +139,19 @@ fn run_round(
     config: &RoundConfig,
     raw: Option<(usize, Vec<u64>)>,
 ) -> (BTreeMap<usize, Agent>, Aggregate) {
+    run_round_withholding(f, state, config, raw, None)
+}
+
+/// [`run_round`], except that participant `withhold` (if given) never gets the unmask request:
+/// it signed the survivor set but never saw the quorum's signatures over it. The server
+/// finishes with the other survivors' shares.
+fn run_round_withholding(
+    f: &Fixture,
+    state: &ChainState,
+    config: &RoundConfig,
+    raw: Option<(usize, Vec<u64>)>,
+    withhold: Option<usize>,
+) -> (BTreeMap<usize, Agent>, Aggregate) {
     let codec = UpdateCodec::new(config).unwrap();
     let secagg = config
         .secagg_config(&f.genesis_hash, codec.encoded_len(), codec.bits())
@@ -211,12 +225,18 @@ fn run_round(
         let mut sent = false;
         while let Some((to, msg)) = server.poll_outgoing() {
             sent = true;
+            if withhold == Some(to.0 as usize) && matches!(msg, ServerMessage::UnmaskRequest { .. })
+            {
+                continue;
+            }
             deliver(parties.get_mut(&to).unwrap(), msg, &mut to_server, to);
         }
         if !sent && to_server.is_empty() {
             break;
         }
     }
+    // The withheld client never answers: its deadline closes the stage.
+    server.close_stage(Stage::Unmask);
     let aggregate = std::iter::from_fn(|| server.poll_event())
         .find_map(|e| match e {
             ServerEvent::Aggregated(a) => Some(a),
@@ -456,6 +476,35 @@ fn a_survivor_list_the_agent_did_not_sign_is_not_endorsed() {
     );
     assert!(!endorsed(&out), "{out:?}");
     // The set every survivor signed is endorsed.
+    let b = agents.get_mut(&1).unwrap();
+    b.handle(
+        endorse_request(&config, agg.survivors, &agg.sum),
+        &state,
+        NOW,
+    )
+    .unwrap();
+    assert!(endorsed(&outgoing(b)));
+}
+
+/// The server shows a few clients a smaller survivor set than the quorum signed, unmasks the
+/// sum over the larger set without them, and asks them to vouch for the smaller one. Here the
+/// agent signed a set but never saw the quorum's signatures over it (no unmask request): it
+/// does not endorse anything.
+#[test]
+fn an_agent_that_never_saw_the_quorum_does_not_endorse() {
+    let (f, state, config) = setup(4, 4, Strategy::default());
+    let (mut agents, agg) = run_round_withholding(&f, &state, &config, None, Some(0));
+    let a = agents.get_mut(&0).unwrap();
+    let r = a.handle(
+        endorse_request(&config, agg.survivors.clone(), &agg.sum),
+        &state,
+        NOW,
+    );
+    assert!(
+        matches!(&r, Err(AgentError::SurvivorsNotSigned { signed: None, .. })),
+        "an agent endorsed a set it never saw a quorum sign: {r:?}"
+    );
+    assert!(!endorsed(&outgoing(a)));
     let b = agents.get_mut(&1).unwrap();
     b.handle(
         endorse_request(&config, agg.survivors, &agg.sum),

@@ -14,19 +14,6 @@ pub enum DeclineReason {
         /// The repeated id.
         session: u64,
     },
-    /// The round was already attempted as often as a hospital allows; every attempt that
-    /// reaches the input stage releases another noisy update of the same data.
-    #[error("round {round} was already attempted {max} times")]
-    TooManyAttempts {
-        /// The round.
-        round: u64,
-        /// The hospital's limit.
-        max: u32,
-    },
-    /// Releasing this round's update would take the hospital past its own privacy budget,
-    /// which counts every release under every agreement, anchored or not.
-    #[error("{0}")]
-    OwnBudget(String),
     /// A secure-aggregation or noise parameter is weaker than the agreement allows.
     #[error("below the agreement's floors: {0}")]
     BelowFloor(FloorViolation),
@@ -45,4 +32,18 @@ pub enum DeclineReason {
     /// round number, previous model, privacy spend, budget).
     #[error("{0}")]
     Ledger(String),
+    // New variants go last: bincode encodes the variant index on the wire.
+    /// The round was already attempted as often as a hospital allows; every attempt that
+    /// reaches the input stage releases another noisy update of the same data.
+    #[error("round {round} was already attempted {max} times")]
+    TooManyAttempts {
+        /// The round.
+        round: u64,
+        /// The hospital's limit.
+        max: u32,
+    },
+    /// Releasing this round's update would take the hospital past its own privacy budget,
+    /// which counts every release under every agreement, anchored or not.
+    #[error("{0}")]
+    OwnBudget(String),
 }

@@ -214,14 +214,16 @@ impl ClientSession {
         self.graph.as_ref()
     }
 
-    /// The survivor set this client signed in the consistency check: exactly the clients whose
-    /// inputs the sum holds. `None` before it signed (or after it aborted).
+    /// The survivor set this client signed in the consistency check and then saw a quorum of
+    /// other survivors sign too (it revealed its shares only then): exactly the clients whose
+    /// inputs the sum holds. `None` before that (or after it aborted).
     ///
-    /// Whatever the server later claims about the round, this is what the client vouched for.
+    /// Having signed is not enough: a server can show a few clients a smaller set than the
+    /// quorum signed, unmask the sum over the larger one without them, and ask them to vouch
+    /// for the smaller one. Only the quorum check rules that out.
     pub fn signed_survivors(&self) -> Option<&[ClientId]> {
         match &self.phase {
-            ClientPhase::AwaitingUnmaskRequest { survivors, .. }
-            | ClientPhase::Finished { survivors } => Some(survivors),
+            ClientPhase::Finished { survivors } => Some(survivors),
             _ => None,
         }
     }
