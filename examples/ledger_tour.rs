@@ -129,21 +129,10 @@ fn main() -> Result<()> {
             round,
             previous_model: previous,
             model,
+            // Filled in below: the epsilon the contract composes from the anchored rounds.
             participants: participants
                 .iter()
-                .map(|h| {
-                    let rounds_joined = if round == 3 && h == &hospitals[4] {
-                        2.0
-                    } else {
-                        round as f64
-                    };
-                    (
-                        h.clone(),
-                        PrivacySpend {
-                            epsilon_total: 0.9 * rounds_joined.sqrt(),
-                        },
-                    )
-                })
+                .map(|h| (h.clone(), PrivacySpend { epsilon_total: 0.0 }))
                 .collect(),
             dropped: dropped.to_vec(),
             dp: DpParams {
@@ -166,6 +155,12 @@ fn main() -> Result<()> {
             secagg_transcript: Hash::of_bytes(format!("secagg transcript {round}").as_bytes()),
             endorsements: vec![],
         };
+        for (h, spend) in &mut anchor.participants {
+            spend.epsilon_total = ledger
+                .state()
+                .epsilon_after(&agreement, h, &anchor.dp)
+                .map_err(anyhow::Error::msg)?;
+        }
         let message = anchor.endorsement_message(&genesis_hash)?;
         anchor.endorsements = participants
             .iter()

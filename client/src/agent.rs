@@ -685,9 +685,11 @@ impl Agent {
                 chain.consent_changed_at()
             ));
         }
-        let joined = a.rounds_joined.get(&self.me).copied().unwrap_or(0);
-        let eps = privacy::epsilon_after(&config.training, config.model, joined + 1)
-            .map_err(|e| e.to_string())?;
+        // Composed from the anchored parameters of every round this hospital joined, as the
+        // contract will check it.
+        let dp =
+            privacy::anchored_params(&config.training, config.model).map_err(|e| e.to_string())?;
+        let eps = chain.epsilon_after(&config.agreement, &self.me, &dp)?;
         let announced = config.epsilon_after[index as usize];
         if announced != eps {
             return Err(format!(

@@ -282,6 +282,8 @@ impl Coordinator {
                 format!("expired at {}", a.agreement.expires_at),
             ));
         }
+        // The same composition the contract checks the anchor against.
+        let dp = privacy::anchored_params(&self.cfg.training, self.cfg.model)?;
         let mut out = Vec::new();
         for m in connected {
             let active_hospital = chain
@@ -294,8 +296,9 @@ impl Coordinator {
             {
                 continue;
             }
-            let joined = a.rounds_joined.get(m).copied().unwrap_or(0);
-            let eps = privacy::epsilon_after(&self.cfg.training, self.cfg.model, joined + 1)?;
+            let eps = chain
+                .epsilon_after(&self.cfg.agreement, m, &dp)
+                .map_err(|e| ProtocolError::invalid("training", e))?;
             if eps <= a.agreement.budget.epsilon {
                 out.push((m.clone(), eps));
             }

@@ -430,6 +430,19 @@ impl RdpAccountant {
         }
     }
 
+    /// Composes everything `other` holds (tracked over the same orders) into this one.
+    pub fn compose_accountant(&mut self, other: &RdpAccountant) -> Result<(), DpError> {
+        if other.orders != self.orders {
+            return Err(DpError::InvalidCount {
+                name: "orders",
+                value: other.orders.len() as u64,
+                reason: "accountants track different orders",
+            });
+        }
+        self.add(&other.rdp);
+        Ok(())
+    }
+
     /// `ε` at target `δ` for everything composed so far.
     pub fn epsilon(&self, delta: f64) -> Result<f64, DpError> {
         Ok(rdp_to_epsilon(&self.orders, &self.rdp, delta)?.0)

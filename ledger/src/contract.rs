@@ -19,6 +19,10 @@ use crate::tx::{
     Pseudonym, RoundAnchor, Transaction, TxBody, TxId,
 };
 
+/// Relative difference allowed between a claimed and a recomputed epsilon: the same code
+/// computes both, but `ln` and `exp` may round differently on another platform.
+const EPSILON_TOLERANCE: f64 = 1e-9;
+
 /// Where a transaction sits.
 pub(crate) struct Context {
     pub(crate) index: usize,
@@ -198,6 +202,7 @@ fn register_agreement(
         last_server_state: None,
         spent: Default::default(),
         rounds_joined: Default::default(),
+        rdp: Default::default(),
     };
     state.agreements.insert(a.id.clone(), record);
     Ok(Undo::RegisterAgreement(a.id.clone()))
@@ -266,14 +271,15 @@ fn consent(
             recorded,
         });
     }
-    if previous.map_or(ConsentChoice::OptIn, |(c, _)| c) == choice {
-        return Err(ContractError::ConsentUnchanged);
-    }
+    // A choice equal to the recorded one is still recorded, with its newer time: refusing it
+    // would let an older, different choice still waiting in the orderer's hands win after it.
     state.consent.insert(key.clone(), (choice, issued_at));
     let changed_at = state.consent_changed_at;
-    // Transactions are applied while the state is still at the previous tip; the header check
-    // made sure the block is the next one.
-    state.consent_changed_at = state.height + 1;
+    if previous.map_or(ConsentChoice::OptIn, |(c, _)| c) != choice {
+        // Transactions are applied while the state is still at the previous tip; the header
+        // check made sure the block is the next one.
+        state.consent_changed_at = state.height + 1;
+    }
     Ok(Undo::Consent(key, previous, changed_at))
 }
 
@@ -336,6 +342,8 @@ fn anchor_round(
         });
     }
 
+    let round = crate::state::round_privacy(&r.dp).map_err(ContractError::Malformed)?;
+    let mut composed = Vec::with_capacity(r.participants.len());
     let mut listed = HashSet::new();
     for (member, spend) in &r.participants {
         if !listed.insert(member) {
@@ -351,6 +359,22 @@ fn anchor_round(
                 "{member}: epsilon {claimed} is not a finite, non-negative number"
             )));
         }
+        // Recomputed from the parameters anchored for every round the member joined and this
+        // round's: a coordinator cannot under-report a spend, nor re-price past rounds.
+        let mut acc = a.rdp.get(member).cloned().unwrap_or_default();
+        acc.compose_accountant(&round)
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        let recomputed = acc
+            .epsilon(r.dp.delta)
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        if (claimed - recomputed).abs() > EPSILON_TOLERANCE * recomputed.max(1.0) {
+            return Err(ContractError::EpsilonMismatch {
+                member: member.clone(),
+                claimed,
+                recomputed,
+            });
+        }
+        composed.push((member.clone(), acc));
         let recorded = a.spent.get(member).copied().unwrap_or(0.0);
         if claimed < recorded {
             return Err(ContractError::PrivacyDecreased {
@@ -429,6 +453,11 @@ fn anchor_round(
             .iter()
             .map(|(m, _)| (m.clone(), record.spent.get(m).copied()))
             .collect(),
+        rdp: r
+            .participants
+            .iter()
+            .map(|(m, _)| (m.clone(), record.rdp.get(m).cloned()))
+            .collect(),
         model: r.model,
     };
     record.last_round = r.round;
@@ -438,6 +467,7 @@ fn anchor_round(
         record.spent.insert(member.clone(), spend.epsilon_total);
         *record.rounds_joined.entry(member.clone()).or_insert(0) += 1;
     }
+    record.rdp.extend(composed);
     *state.models.entry(r.model).or_insert(0) += 1;
     Ok(undo)
 }

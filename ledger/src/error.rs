@@ -109,9 +109,6 @@ pub enum ContractError {
         /// When the recorded choice was issued.
         recorded: Timestamp,
     },
-    /// The consent is already in the requested state.
-    #[error("consent-changes: the subject's consent is already in that state")]
-    ConsentUnchanged,
     /// The round number does not follow the last anchored round.
     #[error("round-sequence: agreement {agreement} expects round {expected}, got {got}")]
     RoundOutOfOrder {
@@ -155,6 +152,19 @@ pub enum ContractError {
         budget: f64,
         /// Claimed cumulative epsilon.
         claimed: f64,
+    },
+    /// The epsilon an anchor records for a member is not the one the contract composes from
+    /// the anchored DP parameters of every round the member joined.
+    #[error(
+        "privacy-recomputed: {member} is recorded at epsilon {claimed}, the anchored parameters give {recomputed}"
+    )]
+    EpsilonMismatch {
+        /// The member.
+        member: MemberId,
+        /// What the anchor says.
+        claimed: f64,
+        /// What the contract computes.
+        recomputed: f64,
     },
     /// The round's delta is above the agreement's.
     #[error("within-budget: round delta {round} is above the agreement's delta {budget}")]

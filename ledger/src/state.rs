@@ -16,9 +16,11 @@ use crate::error::{BlockError, ContractError};
 use crate::genesis::Genesis;
 use crate::member::{AgreementId, Member, MemberId, Role};
 use crate::merkle;
+use crate::privacy::DpParams;
 use crate::sigs::{self, PendingSig};
 use crate::timestamp::Timestamp;
 use crate::tx::{ConsentChoice, DataUseAgreement, Pseudonym, Transaction, TxId};
+use medfl_dp::RdpAccountant;
 
 /// A member and whether it was revoked.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,9 +47,11 @@ pub struct AgreementRecord {
     pub last_server_state: Option<Hash>,
     /// Each member's cumulative epsilon under the agreement.
     pub spent: BTreeMap<MemberId, f64>,
-    /// How many anchored rounds each member's update is in; with the round's DP parameters it
-    /// lets anyone recompute the cumulative epsilon.
+    /// How many anchored rounds each member's update is in.
     pub rounds_joined: BTreeMap<MemberId, u64>,
+    /// Each member's privacy loss under the agreement, composed by the contract from the DP
+    /// parameters of every anchored round it joined (never from a figure the coordinator wrote).
+    pub rdp: BTreeMap<MemberId, RdpAccountant>,
 }
 
 /// The state after some prefix of the chain.
@@ -93,6 +97,7 @@ pub(crate) enum Undo {
         last_model: Option<Hash>,
         last_server_state: Option<Hash>,
         spent: Vec<(MemberId, Option<f64>)>,
+        rdp: Vec<(MemberId, Option<RdpAccountant>)>,
         model: Hash,
     },
     Audit(MemberId, Option<Timestamp>),
@@ -155,6 +160,7 @@ impl ChainState {
                     last_server_state: None,
                     spent: BTreeMap::new(),
                     rounds_joined: BTreeMap::new(),
+                    rdp: BTreeMap::new(),
                 };
                 (a.id.clone(), record)
             })
@@ -263,6 +269,28 @@ impl ChainState {
         let ids = block.tx_ids()?;
         self.apply_block_with_ids(block, &ids, Signatures::Check)
             .map(drop)
+    }
+
+    /// The cumulative epsilon (at the round's delta) `member` would reach under `agreement`
+    /// after a round with DP parameters `dp`: its anchored rounds composed with this one. The
+    /// contract, the coordinator and every agent compute it with this one function.
+    ///
+    /// # Errors
+    /// The agreement is unknown or the parameters are invalid.
+    pub fn epsilon_after(
+        &self,
+        agreement: &AgreementId,
+        member: &MemberId,
+        dp: &DpParams,
+    ) -> Result<f64, String> {
+        let a = self
+            .agreements
+            .get(agreement)
+            .ok_or_else(|| format!("agreement {agreement} is not on the ledger"))?;
+        let round = round_privacy(dp)?;
+        let mut acc = a.rdp.get(member).cloned().unwrap_or_default();
+        acc.compose_accountant(&round).map_err(|e| e.to_string())?;
+        acc.epsilon(dp.delta).map_err(|e| e.to_string())
     }
 
     /// Whether the contracts would accept `tx` in a block stamped `time` on top of this state
@@ -469,9 +497,20 @@ impl ChainState {
                 last_model,
                 last_server_state,
                 spent,
+                rdp,
                 model,
             } => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
+                    for (member, previous) in rdp {
+                        match previous {
+                            Some(acc) => {
+                                a.rdp.insert(member, acc);
+                            }
+                            None => {
+                                a.rdp.remove(&member);
+                            }
+                        }
+                    }
                     a.last_round = last_round;
                     a.last_model = last_model;
                     a.last_server_state = last_server_state;
@@ -506,4 +545,13 @@ impl ChainState {
             Undo::Nothing => {}
         }
     }
+}
+
+/// The privacy loss of one round's DP-SGD, as the accountant composes it.
+pub(crate) fn round_privacy(dp: &DpParams) -> Result<RdpAccountant, String> {
+    dp.check()?;
+    let mut acc = RdpAccountant::new();
+    acc.compose_poisson_gaussian(dp.sampling_rate, dp.noise_multiplier, dp.steps)
+        .map_err(|e| e.to_string())?;
+    Ok(acc)
 }

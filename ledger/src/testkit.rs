@@ -194,6 +194,32 @@ impl Fixture {
         anchor
     }
 
+    /// [`Self::round`] with the epsilons the contract recomputes on `state`, endorsed by all
+    /// participants: an anchor an honest coordinator would write.
+    pub fn round_on(
+        &self,
+        state: &crate::state::ChainState,
+        round: u64,
+        previous: Hash,
+        participants: &[MemberId],
+    ) -> RoundAnchor {
+        let mut anchor = self.round(round, previous, participants, 0.0);
+        self.set_epsilons(state, &mut anchor);
+        anchor
+    }
+
+    /// Sets every participant's epsilon to what the contract recomputes on `state` for the
+    /// anchor's DP parameters, and re-endorses the anchor by all participants.
+    pub fn set_epsilons(&self, state: &crate::state::ChainState, anchor: &mut RoundAnchor) {
+        for (m, spend) in &mut anchor.participants {
+            spend.epsilon_total = state
+                .epsilon_after(&anchor.agreement, m, &anchor.dp)
+                .unwrap_or(f64::NAN);
+        }
+        let endorsers: Vec<MemberId> = anchor.participants.iter().map(|(m, _)| m.clone()).collect();
+        self.endorse(anchor, &endorsers);
+    }
+
     /// Replaces the endorsements of `anchor` with signatures by `endorsers`.
     pub fn endorse(&self, anchor: &mut RoundAnchor, endorsers: &[MemberId]) {
         let message = anchor

@@ -69,14 +69,14 @@ fn the_newest_consent_change_and_each_hospitals_opt_outs_follow_the_blocks() {
     assert_eq!(s.consent_changed_at(), 3);
     assert_eq!(s.opted_out(&Fixture::id("hospital-0")), [subject(2)].into());
 
-    // A refused block (its second consent changes nothing) leaves the state as it was,
-    // the consent height included.
+    // A refused block (its second consent is older than the recorded choice) leaves the state
+    // as it was, the consent height included.
     let before = s.clone();
     let b = f.block(
         &s,
         vec![
             consent(&f, "hospital-0", 3, ConsentChoice::OptOut, 40),
-            consent(&f, "hospital-0", 2, ConsentChoice::OptOut, 40),
+            consent(&f, "hospital-0", 2, ConsentChoice::OptIn, 20),
         ],
         Timestamp(T0.0 + 40),
     );
@@ -85,35 +85,35 @@ fn the_newest_consent_change_and_each_hospitals_opt_outs_follow_the_blocks() {
     assert_eq!(s.consent_changed_at(), 3);
 }
 
-/// Attack: a patient opts in at 10 and out at 20. The orderer holds back the opt-in, orders the
-/// opt-out, then the stale opt-in, hoping the patient ends up opted in. The contract refuses a
-/// change issued no later than the recorded one, so the newest choice stands.
+/// Attack: the ledger has a patient opted out (issued at 5). The patient opts in (10), then
+/// out again (20). The orderer holds back the opt-in, orders the opt-out, then the stale
+/// opt-in, hoping the patient ends up opted in against their latest choice. The opt-out at 20
+/// is recorded although it changes nothing, so the opt-in at 10 is refused as out of order.
 #[test]
 fn an_older_consent_choice_ordered_after_a_newer_one_is_refused() {
     let f = Fixture::new(3, 2, 1);
     let mut s = ChainState::from_genesis(&f.genesis).unwrap();
+    let hospital = Fixture::id("hospital-0");
     let first_out = consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 5);
     s.apply_block(&f.block(&s, vec![first_out], Timestamp(T0.0 + 5)))
         .unwrap();
-    let older_in = consent(&f, "hospital-0", 1, ConsentChoice::OptIn, 10);
-    let newer_out = consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 20);
-    let newer_in = consent(&f, "hospital-0", 1, ConsentChoice::OptIn, 20);
-    // Held back: the patient's opt-in at 10 never reached a block, so the opt-out at 20
-    // changes nothing (the patient is still out) and the opt-in at 20 is what we test next.
-    s.apply_block(&f.block(&s, vec![newer_in], Timestamp(T0.0 + 30)))
+    let held_in = consent(&f, "hospital-0", 1, ConsentChoice::OptIn, 10);
+    let newest_out = consent(&f, "hospital-0", 1, ConsentChoice::OptOut, 20);
+    s.apply_block(&f.block(&s, vec![newest_out], Timestamp(T0.0 + 30)))
         .unwrap();
-    s.apply_block(&f.block(&s, vec![newer_out.clone()], Timestamp(T0.0 + 31)))
-        .expect_err("issued at the same instant as the recorded choice");
-    assert!(!s.is_opted_out(&Fixture::id("hospital-0"), &subject(1)));
-    let stale = f.block(&s, vec![older_in.clone()], Timestamp(T0.0 + 32));
+    let stale = f.block(&s, vec![held_in.clone()], Timestamp(T0.0 + 31));
     let err = s.apply_block(&stale).unwrap_err();
     assert!(err.to_string().contains("consent-order"), "{err}");
+    assert!(
+        s.is_opted_out(&hospital, &subject(1)),
+        "the latest choice stands"
+    );
     // The same verdict without a block, as a hospital checks a refusal on its own copy.
-    let err = s.check_tx(&older_in, Timestamp(T0.0 + 32)).unwrap_err();
+    let err = s.check_tx(&held_in, Timestamp(T0.0 + 31)).unwrap_err();
     assert!(err.to_string().starts_with("consent-order"), "{err}");
     // Consent is ordered per subject: another patient's older change is still fine.
     let other = consent(&f, "hospital-0", 2, ConsentChoice::OptOut, 1);
-    s.check_tx(&other, Timestamp(T0.0 + 32)).unwrap();
+    s.check_tx(&other, Timestamp(T0.0 + 31)).unwrap();
 }
 
 /// `check_tx` is a dry run: it judges like a block would, signature included, and changes

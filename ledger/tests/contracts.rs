@@ -376,7 +376,7 @@ fn agreement_rules() {
     let mut r = f.round(1, Hash::ZERO, &[h(0), h(1)], 1.0);
     r.agreement = dua2.clone();
     r.dp.delta = 1e-6;
-    f.endorse(&mut r, &[h(0), h(1)]);
+    f.set_epsilons(&s, &mut r);
     let tx = f.tx(&coord, t(3), TxBody::AnchorRound(r));
     assert!(matches!(
         refused(&f, &mut s, tx, t(3)),
@@ -406,61 +406,25 @@ fn agreement_rules() {
 fn consent_rules() {
     let (f, mut s) = setup();
     let subject = Pseudonym(Hash::tagged(b"salted-patient", &[b"42"]));
-    // consent-changes: opting in a subject who never opted out
-    let tx = f.tx(
-        &h(0),
-        t(1),
-        TxBody::Consent {
-            subject,
-            choice: ConsentChoice::OptIn,
-        },
-    );
-    assert!(matches!(
-        refused(&f, &mut s, tx, t(1)),
-        ContractError::ConsentUnchanged
-    ));
-    apply(
-        &f,
-        &mut s,
-        vec![f.tx(
-            &h(0),
-            t(1),
-            TxBody::Consent {
-                subject,
-                choice: ConsentChoice::OptOut,
-            },
-        )],
-        t(1),
-    )
-    .unwrap();
+    let consent = |at, choice| f.tx(&h(0), t(at), TxBody::Consent { subject, choice });
+    // Opting in a subject never opted out is recorded (with its time) and changes nothing else.
+    let changed = s.consent_changed_at();
+    apply(&f, &mut s, vec![consent(1, ConsentChoice::OptIn)], t(1)).unwrap();
+    assert!(!s.is_opted_out(&h(0), &subject));
+    assert_eq!(s.consent_changed_at(), changed, "no choice changed");
+    apply(&f, &mut s, vec![consent(2, ConsentChoice::OptOut)], t(2)).unwrap();
     assert!(s.is_opted_out(&h(0), &subject));
     assert!(!s.is_opted_out(&h(1), &subject), "consent is per hospital");
-    let tx = f.tx(
-        &h(0),
-        t(2),
-        TxBody::Consent {
-            subject,
-            choice: ConsentChoice::OptOut,
-        },
-    );
+    let changed = s.consent_changed_at();
+    // The same choice again, issued later: recorded, no change.
+    apply(&f, &mut s, vec![consent(3, ConsentChoice::OptOut)], t(3)).unwrap();
+    assert_eq!(s.consent_changed_at(), changed);
+    // consent-order: issued no later than the recorded choice.
     assert!(matches!(
-        refused(&f, &mut s, tx, t(2)),
-        ContractError::ConsentUnchanged
+        refused(&f, &mut s, consent(3, ConsentChoice::OptIn), t(4)),
+        ContractError::ConsentOutOfOrder { .. }
     ));
-    apply(
-        &f,
-        &mut s,
-        vec![f.tx(
-            &h(0),
-            t(2),
-            TxBody::Consent {
-                subject,
-                choice: ConsentChoice::OptIn,
-            },
-        )],
-        t(2),
-    )
-    .unwrap();
+    apply(&f, &mut s, vec![consent(4, ConsentChoice::OptIn)], t(4)).unwrap();
     assert!(!s.is_opted_out(&h(0), &subject));
 }
 
@@ -471,10 +435,17 @@ fn round_rules() {
     let all = [h(0), h(1), h(2)];
     let anchor = |r| f.tx(&coord, t(2), TxBody::AnchorRound(r));
     let reason = |s: &mut ChainState, r| refused(&f, s, anchor(r), t(2));
+    // Honest epsilons on the current state (what the contract recomputes).
+    let on = |s: &ChainState, round, previous, who: &[medfl_ledger::MemberId]| {
+        f.round_on(s, round, previous, who)
+    };
 
     // round-sequence: the first round is 1
     assert!(matches!(
-        reason(&mut s, f.round(2, Hash::ZERO, &all, 1.0)),
+        {
+            let r = on(&s, 2, Hash::ZERO, &all);
+            reason(&mut s, r)
+        },
         ContractError::RoundOutOfOrder {
             expected: 1,
             got: 2,
@@ -483,24 +454,30 @@ fn round_rules() {
     ));
     // has-participants
     assert!(matches!(
-        reason(&mut s, f.round(1, Hash::ZERO, &[], 1.0)),
+        {
+            let r = on(&s, 1, Hash::ZERO, &[]);
+            reason(&mut s, r)
+        },
         ContractError::NoParticipants
     ));
     // listed-once
-    let mut r = f.round(1, Hash::ZERO, &all, 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all);
     r.dropped = vec![h(0)];
     assert!(matches!(reason(&mut s, r), ContractError::ListedTwice(_)));
     // member-is-hospital: the auditor cannot take part
-    let mut r = f.round(1, Hash::ZERO, &all[..2], 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all[..2]);
     r.participants
         .push((Fixture::id("auditor"), r.participants[0].1));
     assert!(matches!(reason(&mut s, r), ContractError::NotAHospital(_)));
     // within-budget (epsilon, delta)
+    let mut r = on(&s, 1, Hash::ZERO, &all);
+    r.dp.steps = 1_000_000;
+    f.set_epsilons(&s, &mut r);
     assert!(matches!(
-        reason(&mut s, f.round(1, Hash::ZERO, &all, 10.5)),
+        reason(&mut s, r),
         ContractError::BudgetExceeded { .. }
     ));
-    let mut r = f.round(1, Hash::ZERO, &all, 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all);
     r.dp.delta = 1e-3;
     f.endorse(&mut r, &all);
     assert!(matches!(
@@ -512,25 +489,25 @@ fn round_rules() {
         reason(&mut s, f.round(1, Hash::ZERO, &all, f64::NAN)),
         ContractError::Malformed(_)
     ));
-    let mut r = f.round(1, Hash::ZERO, &all, 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all);
     r.dp.sampling_rate = 0.0;
     assert!(matches!(reason(&mut s, r), ContractError::Malformed(_)));
     // endorser-participated
-    let mut r = f.round(1, Hash::ZERO, &all[..2], 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all[..2]);
     f.endorse(&mut r, &all);
     assert!(matches!(
         reason(&mut s, r),
         ContractError::EndorserNotParticipant(_)
     ));
     // quorum (2 of 3)
-    let mut r = f.round(1, Hash::ZERO, &all, 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all);
     f.endorse(&mut r, &all[..1]);
     assert!(matches!(
         reason(&mut s, r),
         ContractError::QuorumNotReached { have: 1, need: 2 }
     ));
     // endorsement-signature: an endorsement over another model
-    let mut r = f.round(1, Hash::ZERO, &all, 1.0);
+    let mut r = on(&s, 1, Hash::ZERO, &all);
     r.model = Hash::tagged(b"swapped", &[]);
     assert!(matches!(
         reason(&mut s, r),
@@ -538,23 +515,35 @@ fn round_rules() {
     ));
 
     // A valid round 1, then rules that depend on history.
-    let r1 = f.round(1, Hash::ZERO, &all, 2.0);
+    let r1 = on(&s, 1, Hash::ZERO, &all);
     let m1 = r1.model;
     apply(&f, &mut s, vec![anchor(r1)], t(2)).unwrap();
     // model-chain
     assert!(matches!(
-        reason(&mut s, f.round(2, Hash::ZERO, &all, 3.0)),
+        {
+            let r = on(&s, 2, Hash::ZERO, &all);
+            reason(&mut s, r)
+        },
         ContractError::PreviousModelMismatch { .. }
     ));
     // round-sequence: round 1 again
     assert!(matches!(
-        reason(&mut s, f.round(1, m1, &all, 3.0)),
+        {
+            let r = on(&s, 1, m1, &all);
+            reason(&mut s, r)
+        },
         ContractError::RoundOutOfOrder { expected: 2, .. }
     ));
-    // privacy-monotone
+    // privacy-recomputed: round 1's epsilon again, as if round 2 cost nothing
+    let mut r = on(&s, 2, m1, &all);
+    let first = s.agreement(&Fixture::dua()).unwrap().spent[&h(0)];
+    for (_, spend) in &mut r.participants {
+        spend.epsilon_total = first;
+    }
+    f.endorse(&mut r, &all);
     assert!(matches!(
-        reason(&mut s, f.round(2, m1, &all, 1.5)),
-        ContractError::PrivacyDecreased { .. }
+        reason(&mut s, r),
+        ContractError::EpsilonMismatch { .. }
     ));
     // member-active: a revoked hospital cannot take part
     apply(
@@ -572,21 +561,24 @@ fn round_rules() {
     )
     .unwrap();
     assert!(matches!(
-        reason(&mut s, f.round(2, m1, &all, 3.0)),
+        {
+            let r = on(&s, 2, m1, &all);
+            reason(&mut s, r)
+        },
         ContractError::MemberRevoked(_)
     ));
-    let mut r2 = f.round(2, m1, &all[..2], 3.0);
+    let mut r2 = on(&s, 2, m1, &all[..2]);
     r2.dropped = vec![h(2)];
     // The dropped list is part of what the endorsers sign.
     f.endorse(&mut r2, &all[..2]);
     apply(&f, &mut s, vec![anchor(r2)], t(2)).unwrap();
     assert_eq!(s.agreement(&Fixture::dua()).unwrap().last_round, 2);
     // agreement-unexpired
-    let r3 = f.round(
+    let r3 = on(
+        &s,
         3,
         s.agreement(&Fixture::dua()).unwrap().last_model.unwrap(),
         &all[..2],
-        4.0,
     );
     let late = t(366 * 24);
     assert!(matches!(
@@ -670,8 +662,9 @@ fn a_block_is_all_or_nothing() {
             choice: ConsentChoice::OptOut,
         },
     );
+    // The same hospital's choice for the same subject, issued at the same instant: out of order.
     let bad = f.tx(
-        &h(1),
+        &h(0),
         t(1),
         TxBody::Consent {
             subject: Pseudonym(Hash::ZERO),

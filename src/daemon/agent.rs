@@ -17,6 +17,7 @@
 //! `outbox/`) and watches its ledger copy for them: one neither in a block nor refused by a
 //! contract within the deadline is logged as censored, recorded in `status.json`, and sent again.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,8 @@ use medfl_accesslog::OnError;
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
-use medfl_ledger::{Ledger, Role, Transaction, TxId, codec};
+use medfl_ledger::tx::Pseudonym;
+use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::modelfile::ModelFile;
@@ -38,7 +40,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::submit::{MAX_TX_BYTES, Refusal, SubmissionStatus, Submissions};
+use super::submit::{self, MAX_TX_BYTES, Refusal, SubmissionStatus, Submissions};
 use super::{Member, privacy, wall_now, write_atomic};
 use crate::data::{self, Source, TrainingSet};
 
@@ -318,7 +320,7 @@ impl Daemon {
             match ev {
                 AgentEvent::Train(mut task) => {
                     // Our own opt-outs apply before the coordinator orders them.
-                    task.opted_out.extend(self.submissions.pending_opt_outs());
+                    task.opted_out.extend(self.own_opt_outs());
                     self.train(*task)
                 }
                 AgentEvent::Charge(charge) => {
@@ -396,19 +398,11 @@ impl Daemon {
         if !self.connected {
             return;
         }
-        let Ok(entries) = std::fs::read_dir(self.member.dir.join("outbox")) else {
-            return;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "tx"))
-            .collect();
-        files.sort();
-        for path in files {
+        for (path, tx) in self.read_outbox() {
             if !self.submissions.has_room() {
                 break;
             }
-            let tx = match read_tx(&path) {
+            let tx = match tx {
                 Ok(tx) if tx.signer == self.member.config.member => tx,
                 Ok(tx) => {
                     reject(
@@ -438,6 +432,49 @@ impl Daemon {
             self.submissions.sent(id, tx.clone(), path, now);
             self.submit(tx).await;
         }
+    }
+
+    /// Every transaction file in the outbox, the readable ones oldest issued first (consent
+    /// choices must reach the orderer in the order they were made), then the unreadable.
+    fn read_outbox(&self) -> Vec<(PathBuf, Result<Transaction>)> {
+        let Ok(entries) = std::fs::read_dir(self.member.dir.join("outbox")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<(PathBuf, Result<Transaction>)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tx"))
+            .map(|p| {
+                let tx = read_tx(&p);
+                (p, tx)
+            })
+            .collect();
+        files.sort_by_key(|(p, tx)| {
+            (
+                tx.as_ref().map_or(Timestamp(u64::MAX), |t| t.issued_at),
+                p.clone(),
+            )
+        });
+        files
+    }
+
+    /// Patients this hospital opted out in a transaction no block carries yet, in flight or
+    /// still waiting in the outbox: applied before the coordinator orders them.
+    fn own_opt_outs(&self) -> BTreeSet<Pseudonym> {
+        let me = &self.member.config.member;
+        let waiting: Vec<Transaction> = self
+            .read_outbox()
+            .into_iter()
+            .filter_map(|(_, tx)| tx.ok())
+            .filter(|tx| {
+                &tx.signer == me
+                    && !self
+                        .ledger
+                        .state()
+                        .contains_tx(&tx.id().unwrap_or_default())
+            })
+            .chain(self.submissions.outstanding())
+            .collect();
+        submit::opt_outs(&waiting)
     }
 
     /// Reports and re-sends transactions past their deadline.

@@ -201,6 +201,9 @@ pub struct Submitted {
     pub sent_ms: u64,
     /// How many times the deadline passed and it was sent again.
     pub resent: u32,
+    /// A refusal was disputed since it was last sent: later refusals are not re-checked (each
+    /// check copies the ledger state) until it is sent again.
+    pub disputed: bool,
 }
 
 /// One line of the censorship record.
@@ -280,6 +283,7 @@ impl Submissions {
             path,
             sent_ms: now_ms,
             resent: 0,
+            disputed: false,
         });
     }
 
@@ -306,11 +310,16 @@ impl Submissions {
         claimed: &str,
         local: impl FnOnce(&Transaction) -> Result<(), String>,
     ) -> Option<Refusal> {
-        let s = self.pending.get(id)?;
+        let s = self.pending.get_mut(id)?;
+        if s.disputed {
+            return Some(Refusal::Disputed);
+        }
         if let Err(reason) = local(&s.tx) {
             let s = self.pending.remove(id)?;
             return Some(Refusal::Confirmed(Box::new(s), reason));
         }
+        s.disputed = true;
+        let s = &*s;
         let hex = id.to_string();
         let claimed: String = claimed.chars().take(MAX_CLAIMED_REASON).collect();
         match self.censored.iter_mut().find(|c| c.tx == hex) {
@@ -353,35 +362,24 @@ impl Submissions {
                     },
                 ),
             }
+            s.disputed = false;
             out.push((*id, s.tx.clone(), s.resent));
         }
+        out.sort_by_key(|(_, tx, _)| tx.issued_at);
         out
     }
 
-    /// Subjects this hospital opted out in a transaction no block carries yet. The hospital
-    /// applies its own choice at once: a coordinator that does not order an opt-out must not
-    /// keep the patient's records in training.
+    /// Subjects this hospital opted out in a transaction in flight (see [`opt_outs`]).
     pub fn pending_opt_outs(&self) -> BTreeSet<Pseudonym> {
-        // The newest pending choice per subject decides (a later opt-in undoes an opt-out).
-        let mut newest: BTreeMap<Pseudonym, (Timestamp, ConsentChoice)> = BTreeMap::new();
-        for s in self.pending.values() {
-            if let TxBody::Consent { subject, choice } = &s.tx.body {
-                let e = newest.entry(*subject).or_insert((s.tx.issued_at, *choice));
-                if s.tx.issued_at > e.0 {
-                    *e = (s.tx.issued_at, *choice);
-                }
-            }
-        }
-        newest
-            .into_iter()
-            .filter(|(_, (_, c))| *c == ConsentChoice::OptOut)
-            .map(|(p, _)| p)
-            .collect()
+        opt_outs(self.pending.values().map(|s| &s.tx))
     }
 
-    /// Everything still waiting, to send again after a reconnection (the clock is kept).
+    /// Everything still waiting, to send again after a reconnection (the clock is kept),
+    /// oldest issued first: consent choices must reach the orderer in the order they were made.
     pub fn outstanding(&self) -> Vec<Transaction> {
-        self.pending.values().map(|s| s.tx.clone()).collect()
+        let mut txs: Vec<Transaction> = self.pending.values().map(|s| s.tx.clone()).collect();
+        txs.sort_by_key(|t| t.issued_at);
+        txs
     }
 
     /// The earliest time [`Self::overdue`] has something to report.
@@ -412,6 +410,27 @@ impl Submissions {
             deadline_ms: self.deadline_ms,
         }
     }
+}
+
+/// Subjects a set of this hospital's own consent transactions leaves opted out: the newest
+/// choice per subject decides (a later opt-in undoes an opt-out). The hospital applies these
+/// at once: a coordinator that does not order an opt-out must not keep the patient's records
+/// in training.
+pub fn opt_outs<'a>(txs: impl IntoIterator<Item = &'a Transaction>) -> BTreeSet<Pseudonym> {
+    let mut newest: BTreeMap<Pseudonym, (Timestamp, ConsentChoice)> = BTreeMap::new();
+    for tx in txs {
+        if let TxBody::Consent { subject, choice } = &tx.body {
+            let e = newest.entry(*subject).or_insert((tx.issued_at, *choice));
+            if tx.issued_at > e.0 {
+                *e = (tx.issued_at, *choice);
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .filter(|(_, (_, c))| *c == ConsentChoice::OptOut)
+        .map(|(p, _)| p)
+        .collect()
 }
 
 fn push_bounded<T>(list: &mut VecDeque<T>, item: T) {
@@ -600,9 +619,18 @@ mod tests {
             status.censored[0].unconfirmed_refusal.as_deref(),
             Some("consent-changes: trust me")
         );
+        // Refusals repeated before it is sent again are not re-checked (each check copies the
+        // ledger state).
+        let again = s.refused(&id, "again", |_| unreachable!("re-checked before a resend"));
+        assert!(matches!(again, Some(Refusal::Disputed)));
         let due = s.overdue(1_000);
         assert_eq!(due.len(), 1, "sent again at the deadline");
         assert_eq!(s.status().censored[0].missed_deadlines, 1);
+        let rechecked = s.refused(&id, "x", |_| Err("contract-rule".into()));
+        assert!(
+            matches!(rechecked, Some(Refusal::Confirmed(..))),
+            "checked again after the resend"
+        );
         assert!(s.refused(&TxId::default(), "x", |_| Ok(())).is_none());
     }
 

@@ -39,7 +39,7 @@ pub fn build(dir: &Path, seed: u64, sizes: &[usize]) -> Fixture {
                 0 if !round_in_block => {
                     round += 1;
                     round_in_block = true;
-                    let r = f.round(round, model, &hospitals, round as f64 * 0.1);
+                    let r = f.round_on(ledger.state(), round, model, &hospitals);
                     model = r.model;
                     txs.push(f.tx(coord, time, TxBody::AnchorRound(r)));
                     continue;
