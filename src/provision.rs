@@ -125,10 +125,8 @@ impl RoundSettings {
             latent: 8,
             init_seed: 7,
             strategy: Strategy::FedAvg { server_lr: 1.0 },
-            training: TrainingParams {
-                delta: 1e-6,
-                ..TrainingParams::default()
-            },
+            // The same defaults as a simulation (`TrainingParams::default`).
+            training: TrainingParams::default(),
             ddg: DdgParams::default(),
             secagg: SecAggParams::default(),
         }

@@ -71,14 +71,8 @@ impl Default for RunConfig {
             budget_epsilon: 8.0,
             target_fpr: 0.02,
             strategy: Strategy::FedAvg { server_lr: 1.0 },
-            training: TrainingParams {
-                epochs: 1.0,
-                sampling_rate: 0.01,
-                noise_multiplier: 1.0,
-                clip_norm: 1.0,
-                learning_rate: 2e-3,
-                delta: 1e-5,
-            },
+            // One set of privacy defaults: a simulation states what a deployment would.
+            training: TrainingParams::default(),
             ddg: DdgParams::default(),
             secagg: SecAggParams::default(),
         }
