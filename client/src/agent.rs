@@ -685,13 +685,22 @@ impl Agent {
                 chain.consent_changed_at()
             ));
         }
+        // The agreement's delta bounds every round's: a larger one would state a smaller
+        // epsilon for the same release (the contract refuses the anchor, but only after).
+        if config.training.delta > a.agreement.budget.delta {
+            return Err(format!(
+                "delta {} is above the agreement's {}",
+                config.training.delta, a.agreement.budget.delta
+            ));
+        }
         // Composed from the anchored parameters of every round this hospital joined, as the
         // contract will check it.
         let dp =
             privacy::anchored_params(&config.training, config.model).map_err(|e| e.to_string())?;
         let eps = chain.epsilon_after(&config.agreement, &self.me, &dp)?;
         let announced = config.epsilon_after[index as usize];
-        if announced != eps {
+        let close = (announced - eps).abs() <= medfl_ledger::EPSILON_TOLERANCE * eps.max(1.0);
+        if !eps.is_finite() || !close {
             return Err(format!(
                 "announced epsilon {announced} after the round, this hospital computes {eps}"
             ));
@@ -732,7 +741,8 @@ impl Agent {
         // endorsement for any other list would let the coordinator anchor (and charge privacy
         // budget for) a round that is not the one this agent took part in.
         let signed = r.secagg.signed_survivors();
-        if !r.submitted || signed != Some(survivors) {
+        let sent = r.submitted && r.charged_input.is_none();
+        if !sent || signed != Some(survivors) {
             return Err(AgentError::SurvivorsNotSigned {
                 claimed: survivors.iter().map(|c| c.0).collect(),
                 signed: signed.map(|s| s.iter().map(|c| c.0).collect()),

@@ -174,14 +174,6 @@ fn run_round_withholding(
             _ => {
                 let mut a = agent(f, i);
                 to_server.extend(join(&mut a, config, state).into_iter().map(|m| (id, m)));
-                a.submit_update(config.session, &trained(&global), 0.5)
-                    .unwrap();
-                assert!(
-                    outgoing(&mut a).is_empty(),
-                    "nothing leaves before the charge is recorded"
-                );
-                a.charge_recorded(config.session).unwrap();
-                to_server.extend(outgoing(&mut a).into_iter().map(|m| (id, m)));
                 Party::Honest(Box::new(a))
             }
         };
@@ -189,6 +181,7 @@ fn run_round_withholding(
     }
     let deliver = |party: &mut Party, msg: ServerMessage, out: &mut VecDeque<_>, id| match party {
         Party::Honest(a) => {
+            let shares_arrived = matches!(msg, ServerMessage::ForwardShares { .. });
             a.handle(
                 ToAgent::SecAgg {
                     session: config.session,
@@ -199,6 +192,29 @@ fn run_round_withholding(
             )
             .unwrap();
             out.extend(outgoing(a).into_iter().map(|m| (id, m)));
+            if shares_arrived {
+                // Training ends while secure aggregation waits for the input: it is charged,
+                // and nothing leaves until the driver says the charge is stored.
+                a.submit_update(config.session, &trained(&global), 0.5)
+                    .unwrap();
+                assert!(
+                    outgoing(a).is_empty(),
+                    "the masked input left before its charge was recorded"
+                );
+                a.charge_recorded(config.session).unwrap();
+                let sent = outgoing(a);
+                assert!(
+                    sent.iter().any(|m| matches!(
+                        m,
+                        ToCoordinator::SecAgg {
+                            msg: medfl_secagg::ClientMessage::MaskedInput { .. },
+                            ..
+                        }
+                    )),
+                    "the charged input goes out once recorded: {sent:?}"
+                );
+                out.extend(sent.into_iter().map(|m| (id, m)));
+            }
         }
         Party::Raw(c) => {
             c.handle_message(msg).unwrap();
@@ -756,4 +772,18 @@ fn a_second_agreement_does_not_reset_the_hospitals_spend() {
     let mut b = agent_with(&f, 1, PrivacySpend::new(budget, vec![earlier]).unwrap());
     b.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW)
         .unwrap();
+}
+
+/// The coordinator states the round's epsilon at a larger delta than the agreement's, so it
+/// looks cheaper. The agent refuses before releasing anything.
+#[test]
+fn a_delta_above_the_agreements_is_declined() {
+    let (f, state, mut config) = setup(3, 3, Strategy::default());
+    config.training.delta = 1e-3;
+    let mut a = agent(&f, 0);
+    let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW);
+    assert!(
+        matches!(&r, Err(AgentError::RoundRefused(DeclineReason::Ledger(why))) if why.contains("delta")),
+        "{r:?}"
+    );
 }

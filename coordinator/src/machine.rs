@@ -730,11 +730,14 @@ impl Coordinator {
             self.round = Some(active);
             return;
         };
-        if e.endorsements.len() < active.quorum {
+        let needed = medfl_ledger::endorsements_needed(
+            u32::try_from(active.quorum).unwrap_or(u32::MAX),
+            e.survivors.len(),
+        );
+        if e.endorsements.len() < needed {
             let reason = format!(
-                "{} endorsements, the ledger needs {}",
-                e.endorsements.len(),
-                active.quorum
+                "{} endorsements, the ledger needs {needed}",
+                e.endorsements.len()
             );
             self.fail(active, reason);
             return;

@@ -19,9 +19,19 @@ use crate::tx::{
     Pseudonym, RoundAnchor, Transaction, TxBody, TxId,
 };
 
+/// Endorsements a round anchor needs: the genesis quorum, and a majority of its participants.
+///
+/// The anchor's DP parameters price every participant's privacy, so they must be vouched for by
+/// more than one colluding hospital could supply: with a majority, at least one honest
+/// participant signed exactly these parameters (under the consortium's assumption of at most
+/// one colluder among at least three participants).
+pub fn endorsements_needed(quorum: u32, participants: usize) -> usize {
+    (quorum as usize).max(participants / 2 + 1)
+}
+
 /// Relative difference allowed between a claimed and a recomputed epsilon: the same code
 /// computes both, but `ln` and `exp` may round differently on another platform.
-const EPSILON_TOLERANCE: f64 = 1e-9;
+pub const EPSILON_TOLERANCE: f64 = 1e-9;
 
 /// Where a transaction sits.
 pub(crate) struct Context {
@@ -367,7 +377,10 @@ fn anchor_round(
         let recomputed = acc
             .epsilon(r.dp.delta)
             .map_err(|e| ContractError::Malformed(e.to_string()))?;
-        if (claimed - recomputed).abs() > EPSILON_TOLERANCE * recomputed.max(1.0) {
+        // Written so that an infinite or NaN figure on either side is a mismatch: parameters
+        // whose loss overflows must not let any claim through.
+        let close = (claimed - recomputed).abs() <= EPSILON_TOLERANCE * recomputed.max(1.0);
+        if !recomputed.is_finite() || !close {
             return Err(ContractError::EpsilonMismatch {
                 member: member.clone(),
                 claimed,
@@ -430,10 +443,11 @@ fn anchor_round(
             culprit: Culprit::Endorsement(ctx.index, e.member.clone()),
         });
     }
-    if endorsers.len() < state.quorum as usize {
+    let need = endorsements_needed(state.quorum, r.participants.len());
+    if endorsers.len() < need {
         return Err(ContractError::QuorumNotReached {
             have: endorsers.len(),
-            need: state.quorum,
+            need: u32::try_from(need).unwrap_or(u32::MAX),
         });
     }
 

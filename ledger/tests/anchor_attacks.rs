@@ -215,3 +215,52 @@ fn an_anchor_that_reprices_past_rounds_at_todays_parameters_is_refused() {
     let tx = f.tx(cid, t(2), TxBody::AnchorRound(r2));
     state.apply_block(&f.block(&state, vec![tx], t(2))).unwrap();
 }
+
+/// DP parameters whose privacy loss overflows (a vanishing noise multiplier): the recomputed
+/// epsilon is infinite, and no claimed figure may pass for it.
+#[test]
+fn an_anchor_whose_parameters_overflow_the_accountant_is_refused() {
+    let f = Fixture::new(7, 3, 2);
+    let all = [h(0), h(1), h(2)];
+    let mut r = honest_round(&f, &all);
+    r.dp.noise_multiplier = 1e-160;
+    r.dp.sampling_rate = 1.0;
+    r.dp.steps = 1;
+    for (_, spend) in &mut r.participants {
+        spend.epsilon_total = 0.0;
+    }
+    f.endorse(&mut r, &all);
+    let err = anchor_error(&f, r);
+    assert!(
+        matches!(
+            &err,
+            Some(ContractError::EpsilonMismatch { .. } | ContractError::Malformed(_))
+        ),
+        "an overflowing spend was recorded as zero: {err:?}"
+    );
+}
+
+/// With a genesis quorum of one, a single colluding hospital would vouch for forged DP
+/// parameters (a huge noise multiplier: every honest participant recorded at epsilon near 0).
+/// An anchor needs a majority of its participants.
+#[test]
+fn an_anchor_endorsed_by_a_minority_of_its_participants_is_refused() {
+    let f = Fixture::new(7, 5, 1);
+    let all = [h(0), h(1), h(2), h(3), h(4)];
+    let mut forged = honest_round(&f, &all);
+    forged.dp.noise_multiplier = 1e6;
+    let genesis = ChainState::from_genesis(&f.genesis).unwrap();
+    f.set_epsilons(&genesis, &mut forged);
+    f.endorse(&mut forged, &all[..1]);
+    let err = anchor_error(&f, forged);
+    assert!(
+        matches!(
+            &err,
+            Some(ContractError::QuorumNotReached { have: 1, need: 3 })
+        ),
+        "{err:?}"
+    );
+    let mut majority = honest_round(&f, &all);
+    f.endorse(&mut majority, &all[..3]);
+    assert_eq!(anchor_error(&f, majority), None);
+}

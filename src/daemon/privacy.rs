@@ -76,7 +76,7 @@ impl PrivacyStore {
 }
 
 /// The hospital's budget: its own if configured, else the tightest of the agreements that list
-/// it in `genesis` (none: nothing may be released).
+/// it in `genesis` (an error if none does).
 pub fn own_budget(
     configured: Option<(f64, f64)>,
     genesis: &Genesis,
@@ -90,7 +90,11 @@ pub fn own_budget(
             .filter(|a| a.members.contains(me))
             .map(|a| (a.budget.epsilon, a.budget.delta))
             .reduce(|x, y| (x.0.min(y.0), x.1.min(y.1)))
-            .unwrap_or((0.0, 1e-6)),
+            .with_context(|| {
+                format!(
+                    "no agreement in the genesis lists {me}: set [data] privacy_budget = [epsilon, delta] in its config"
+                )
+            })?,
     };
     PrivacyBudget::new(epsilon, delta).context("the hospital's privacy budget")
 }
