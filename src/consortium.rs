@@ -190,7 +190,7 @@ pub fn genesis(
             expires_at: Timestamp(EPOCH.0 + 10 * 365 * 86_400_000),
             budget: PrivacyBudget {
                 epsilon: settings.budget_epsilon,
-                delta: settings.coordinator.training.delta.max(1e-5),
+                delta: settings.coordinator.training.delta,
             },
             floors: AggregationFloors::default(),
             strategy: settings.coordinator.strategy,
