@@ -175,14 +175,40 @@ impl ModelFile {
     }
 
     /// Writes the file; returns its hash.
+    ///
+    /// The file holds the hospital's own statistics (its standardization moments and alert
+    /// threshold), so it is readable by its owner only (mode 0600 on Unix); it is written to a
+    /// temporary file first and renamed, so a reader never sees half of it.
     pub fn save(&self, path: &Path) -> Result<String, ModelFileError> {
         let bytes = self
             .to_bytes()
             .map_err(|e| ModelFileError::Malformed(e.to_string()))?;
-        std::fs::write(path, &bytes).map_err(|source| ModelFileError::Io {
+        let io = |source| ModelFileError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let tmp = path.with_extension("partial");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        {
+            use std::io::Write;
+            let mut f = options.open(&tmp).map_err(io)?;
+            // A file left by an older version may carry wider permissions: narrow them.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
         Ok(hex_digest(&bytes))
     }
 
@@ -245,6 +271,28 @@ mod tests {
         assert_eq!((back, hash2.clone()), (m.clone(), hash.clone()));
         assert_eq!(m.hash().unwrap(), hash);
         assert_eq!(hash.len(), 64);
+    }
+
+    /// The file carries the hospital's standardization and threshold: owner-only, even over a
+    /// file an older version left world-readable.
+    #[cfg(unix)]
+    #[test]
+    fn the_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.model");
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(path.with_extension("partial"), b"stale").unwrap();
+        std::fs::set_permissions(
+            path.with_extension("partial"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        sample().save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+        assert!(ModelFile::load(&path).is_ok());
     }
 
     #[test]
