@@ -34,7 +34,7 @@ fn dp_config(noise_multiplier: f64, steps: u64) -> DpSgdConfig {
         learning_rate: 1e-3,
         optimizer: DpOptimizer::Adam,
         delta: 1e-5,
-        seed: 3,
+        seed: [3; 32],
     }
 }
 

@@ -293,14 +293,14 @@ impl Agent {
                     ));
                 }
                 let opted_out = chain.opted_out(&self.me);
-                let mut seed = [0u8; 8];
+                let mut seed = [0u8; 32];
                 self.rng.fill_bytes(&mut seed);
                 let r = self.current(session)?;
                 let task = TrainingTask {
                     session,
                     round: r.config.round,
                     global: global.clone(),
-                    dp: privacy::dpsgd_config(&r.config.training, u64::from_le_bytes(seed))?,
+                    dp: privacy::dpsgd_config(&r.config.training, seed)?,
                     strategy: r.config.strategy,
                     consent_height,
                     opted_out,
@@ -806,7 +806,7 @@ impl Agent {
 
 /// What one release of a round's update costs, as the hospital's accountant composes it.
 fn round_event(config: &RoundConfig) -> Result<PrivacyEvent, ProtocolError> {
-    let accounting = privacy::dpsgd_config(&config.training, 0)?
+    let accounting = privacy::dpsgd_config(&config.training, [0; 32])?
         .accounting(config.model)
         .map_err(|e| ProtocolError::invalid("training", e.to_string()))?;
     Ok(accounting.event)

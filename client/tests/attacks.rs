@@ -667,7 +667,7 @@ fn roomy_spend() -> PrivacySpend {
 /// What one release of `config`'s update costs, and a hospital budget that `releases` of them
 /// fit in but not one more (at the training delta), as a hospital would configure it.
 fn budget_for(config: &RoundConfig, releases: u64) -> (Charge, PrivacyBudget) {
-    let accounting = privacy::dpsgd_config(&config.training, 0)
+    let accounting = privacy::dpsgd_config(&config.training, [0; 32])
         .unwrap()
         .accounting(MODEL)
         .unwrap();

@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         learning_rate: 1e-3,
         optimizer: DpOptimizer::Adam,
         delta: 1e-5,
-        seed: 3,
+        seed: [3; 32],
     };
 
     // Ordinary step, exactly as in train.rs (shuffled order, one batch of 256 rows).

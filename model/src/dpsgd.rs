@@ -107,9 +107,10 @@ pub struct DpSgdConfig {
     pub optimizer: DpOptimizer,
     /// The `δ` at which the report states `ε`, in `(0, 1)`.
     pub delta: f64,
-    /// Seed of the sampling and noise streams. Reproducible by design; in a deployment it must be
-    /// secret (whoever knows it can subtract the noise).
-    pub seed: u64,
+    /// 256-bit seed of the sampling and noise streams (ChaCha20). Reproducible by design; in a
+    /// deployment it must be a secret drawn from the operating system's generator (whoever knows
+    /// it can subtract the noise), and a full-width key so it cannot be searched.
+    pub seed: [u8; 32],
 }
 
 impl DpSgdConfig {
@@ -348,8 +349,8 @@ impl<'a> DpSgdTrainer<'a> {
             DpOptimizer::Adam => AdamConfig::new().init(),
             DpOptimizer::Sgd => SgdConfig::new().init(),
         };
-        let sampler = ChaCha20Rng::seed_from_u64(dp.seed);
-        let mut noise_rng = ChaCha20Rng::seed_from_u64(dp.seed);
+        let sampler = ChaCha20Rng::from_seed(dp.seed);
+        let mut noise_rng = ChaCha20Rng::from_seed(dp.seed);
         noise_rng.set_stream(1);
         Ok(DpSgdTrainer {
             config,
@@ -780,7 +781,7 @@ mod tests {
             learning_rate: 1e-3,
             optimizer: DpOptimizer::Adam,
             delta: 1e-5,
-            seed: 0,
+            seed: [0; 32],
         }
     }
 

@@ -65,7 +65,7 @@ fn dp_config() -> DpSgdConfig {
         learning_rate: 1e-3,
         optimizer: DpOptimizer::Adam,
         delta: 1e-5,
-        seed: 7,
+        seed: [7; 32],
     }
 }
 
@@ -244,7 +244,7 @@ fn dp_training_still_lowers_the_loss() {
         learning_rate: 3e-3,
         optimizer: DpOptimizer::Adam,
         delta: 1e-5,
-        seed: 1,
+        seed: [1; 32],
     };
     let model = Autoencoder::new(config, 1, &device).unwrap();
     let held_out = toy(512, 2);
@@ -274,10 +274,12 @@ fn same_seed_gives_bit_identical_parameters() {
     let device = training_device();
     let data = toy(256, 3);
     let run = |seed: u64| {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
         let dp = DpSgdConfig {
             sampling_rate: 0.1,
             steps: 15,
-            seed,
+            seed: key,
             ..dp_config()
         };
         let model = Autoencoder::new(SMALL, 5, &device).unwrap();

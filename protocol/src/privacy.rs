@@ -19,7 +19,7 @@ pub fn steps_per_round(t: &TrainingParams) -> Result<u64, ProtocolError> {
 }
 
 /// The DP-SGD configuration of one round, with the hospital's secret `seed`.
-pub fn dpsgd_config(t: &TrainingParams, seed: u64) -> Result<DpSgdConfig, ProtocolError> {
+pub fn dpsgd_config(t: &TrainingParams, seed: [u8; 32]) -> Result<DpSgdConfig, ProtocolError> {
     Ok(DpSgdConfig {
         sampling_rate: t.sampling_rate,
         noise_multiplier: t.noise_multiplier,
@@ -41,7 +41,7 @@ pub fn epsilon_after(
     if rounds == 0 {
         return Ok(0.0);
     }
-    let mut c = dpsgd_config(t, 0)?;
+    let mut c = dpsgd_config(t, [0; 32])?;
     c.steps = c
         .steps
         .checked_mul(rounds)
@@ -57,7 +57,7 @@ pub fn anchored_params(
     t: &TrainingParams,
     model: AutoencoderConfig,
 ) -> Result<DpParams, ProtocolError> {
-    let c = dpsgd_config(t, 0)?;
+    let c = dpsgd_config(t, [0; 32])?;
     let a = c
         .accounting(model)
         .map_err(|e| ProtocolError::invalid("training", e.to_string()))?;
