@@ -284,6 +284,8 @@ impl Coordinator {
         }
         // The same composition the contract checks the anchor against.
         let dp = privacy::anchored_params(&self.cfg.training, self.cfg.model)?;
+        let round = medfl_ledger::state::RoundPrivacy::of(&dp)
+            .map_err(|e| ProtocolError::invalid("training", e))?;
         let mut out = Vec::new();
         for m in connected {
             let active_hospital = chain
@@ -297,7 +299,7 @@ impl Coordinator {
                 continue;
             }
             let eps = chain
-                .epsilon_after(&self.cfg.agreement, m, &dp)
+                .epsilon_after_round(&self.cfg.agreement, m, &round)
                 .map_err(|e| ProtocolError::invalid("training", e))?;
             if eps <= a.agreement.budget.epsilon {
                 out.push((m.clone(), eps));

@@ -352,7 +352,7 @@ fn anchor_round(
         });
     }
 
-    let round = crate::state::round_privacy(&r.dp).map_err(ContractError::Malformed)?;
+    let round = crate::state::RoundPrivacy::of(&r.dp).map_err(ContractError::Malformed)?;
     let mut composed = Vec::with_capacity(r.participants.len());
     let mut listed = HashSet::new();
     for (member, spend) in &r.participants {
@@ -372,7 +372,7 @@ fn anchor_round(
         // Recomputed from the parameters anchored for every round the member joined and this
         // round's: a coordinator cannot under-report a spend, nor re-price past rounds.
         let mut acc = a.rdp.get(member).cloned().unwrap_or_default();
-        acc.compose_accountant(&round)
+        acc.compose_accountant(round.rdp())
             .map_err(|e| ContractError::Malformed(e.to_string()))?;
         let recomputed = acc
             .epsilon(r.dp.delta)

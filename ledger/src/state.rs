@@ -283,14 +283,28 @@ impl ChainState {
         member: &MemberId,
         dp: &DpParams,
     ) -> Result<f64, String> {
+        self.epsilon_after_round(agreement, member, &RoundPrivacy::of(dp)?)
+    }
+
+    /// [`Self::epsilon_after`] with the round's loss computed once, for callers that price one
+    /// round for many members (the coordinator's selection).
+    ///
+    /// # Errors
+    /// The agreement is unknown or the accountant fails.
+    pub fn epsilon_after_round(
+        &self,
+        agreement: &AgreementId,
+        member: &MemberId,
+        round: &RoundPrivacy,
+    ) -> Result<f64, String> {
         let a = self
             .agreements
             .get(agreement)
             .ok_or_else(|| format!("agreement {agreement} is not on the ledger"))?;
-        let round = round_privacy(dp)?;
         let mut acc = a.rdp.get(member).cloned().unwrap_or_default();
-        acc.compose_accountant(&round).map_err(|e| e.to_string())?;
-        acc.epsilon(dp.delta).map_err(|e| e.to_string())
+        acc.compose_accountant(&round.rdp)
+            .map_err(|e| e.to_string())?;
+        acc.epsilon(round.delta).map_err(|e| e.to_string())
     }
 
     /// Whether the contracts would accept `tx` in a block stamped `time` on top of this state
@@ -547,11 +561,32 @@ impl ChainState {
     }
 }
 
-/// The privacy loss of one round's DP-SGD, as the accountant composes it.
-pub(crate) fn round_privacy(dp: &DpParams) -> Result<RdpAccountant, String> {
-    dp.check()?;
-    let mut acc = RdpAccountant::new();
-    acc.compose_poisson_gaussian(dp.sampling_rate, dp.noise_multiplier, dp.steps)
-        .map_err(|e| e.to_string())?;
-    Ok(acc)
+/// The privacy loss of one round's DP-SGD, as the accountant composes it, and the delta its
+/// epsilons are stated at.
+#[derive(Clone, Debug)]
+pub struct RoundPrivacy {
+    rdp: RdpAccountant,
+    delta: f64,
+}
+
+impl RoundPrivacy {
+    /// Composes the round's DP-SGD steps.
+    ///
+    /// # Errors
+    /// The parameters are out of range.
+    pub fn of(dp: &DpParams) -> Result<RoundPrivacy, String> {
+        dp.check()?;
+        let mut rdp = RdpAccountant::new();
+        rdp.compose_poisson_gaussian(dp.sampling_rate, dp.noise_multiplier, dp.steps)
+            .map_err(|e| e.to_string())?;
+        Ok(RoundPrivacy {
+            rdp,
+            delta: dp.delta,
+        })
+    }
+
+    /// The round's RDP.
+    pub(crate) fn rdp(&self) -> &RdpAccountant {
+        &self.rdp
+    }
 }

@@ -398,6 +398,10 @@ impl Daemon {
         if !self.connected {
             return;
         }
+        // Reading the outbox decodes every file: skip it while nothing more may be sent.
+        if !self.submissions.has_room() {
+            return;
+        }
         for (path, tx) in self.read_outbox() {
             if !self.submissions.has_room() {
                 break;

@@ -319,22 +319,8 @@ impl Submissions {
             return Some(Refusal::Confirmed(Box::new(s), reason));
         }
         s.disputed = true;
-        let s = &*s;
-        let hex = id.to_string();
         let claimed: String = claimed.chars().take(MAX_CLAIMED_REASON).collect();
-        match self.censored.iter_mut().find(|c| c.tx == hex) {
-            Some(c) => c.unconfirmed_refusal = Some(claimed),
-            None => push_bounded(
-                &mut self.censored,
-                Censored {
-                    tx: hex,
-                    kind: s.tx.body.kind(),
-                    missed_deadlines: s.resent,
-                    outstanding: true,
-                    unconfirmed_refusal: Some(claimed),
-                },
-            ),
-        }
+        censored_entry(&mut self.censored, id, s).unconfirmed_refusal = Some(claimed);
         Some(Refusal::Disputed)
     }
 
@@ -348,20 +334,7 @@ impl Submissions {
             }
             s.resent = s.resent.saturating_add(1);
             s.sent_ms = now_ms;
-            let hex = id.to_string();
-            match self.censored.iter_mut().find(|c| c.tx == hex) {
-                Some(c) => c.missed_deadlines = s.resent,
-                None => push_bounded(
-                    &mut self.censored,
-                    Censored {
-                        tx: hex,
-                        kind: s.tx.body.kind(),
-                        missed_deadlines: s.resent,
-                        outstanding: true,
-                        unconfirmed_refusal: None,
-                    },
-                ),
-            }
+            censored_entry(&mut self.censored, id, s).missed_deadlines = s.resent;
             s.disputed = false;
             out.push((*id, s.tx.clone(), s.resent));
         }
@@ -431,6 +404,32 @@ pub fn opt_outs<'a>(txs: impl IntoIterator<Item = &'a Transaction>) -> BTreeSet<
         .filter(|(_, (_, c))| *c == ConsentChoice::OptOut)
         .map(|(p, _)| p)
         .collect()
+}
+
+/// The censorship record of `id`, added (bounded) if it has none yet.
+fn censored_entry<'a>(
+    censored: &'a mut VecDeque<Censored>,
+    id: &TxId,
+    s: &Submitted,
+) -> &'a mut Censored {
+    let hex = id.to_string();
+    let at = match censored.iter().position(|c| c.tx == hex) {
+        Some(at) => at,
+        None => {
+            push_bounded(
+                censored,
+                Censored {
+                    tx: hex,
+                    kind: s.tx.body.kind(),
+                    missed_deadlines: s.resent,
+                    outstanding: true,
+                    unconfirmed_refusal: None,
+                },
+            );
+            censored.len() - 1
+        }
+    };
+    &mut censored[at]
 }
 
 fn push_bounded<T>(list: &mut VecDeque<T>, item: T) {
