@@ -91,7 +91,7 @@ pub enum DpOptimizer {
 }
 
 /// DP-SGD hyperparameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 pub struct DpSgdConfig {
     /// Poisson sampling rate `q ∈ (0, 1]`: each row joins each step's batch with this probability.
     pub sampling_rate: f64,
@@ -111,6 +111,22 @@ pub struct DpSgdConfig {
     /// deployment it must be a secret drawn from the operating system's generator (whoever knows
     /// it can subtract the noise), and a full-width key so it cannot be searched.
     pub seed: [u8; 32],
+}
+
+// By hand: the seed is the noise's secret key and must never reach a log.
+impl std::fmt::Debug for DpSgdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpSgdConfig")
+            .field("sampling_rate", &self.sampling_rate)
+            .field("noise_multiplier", &self.noise_multiplier)
+            .field("clip_norm", &self.clip_norm)
+            .field("steps", &self.steps)
+            .field("learning_rate", &self.learning_rate)
+            .field("optimizer", &self.optimizer)
+            .field("delta", &self.delta)
+            .field("seed", &"<secret>")
+            .finish()
+    }
 }
 
 impl DpSgdConfig {
@@ -771,6 +787,19 @@ fn to_vec(data: TensorData) -> Result<Vec<f32>, DpSgdError> {
 mod tests {
     use super::*;
     use crate::train::training_device;
+
+    #[test]
+    fn debug_output_hides_the_noise_seed() {
+        let c = DpSgdConfig {
+            seed: [0xab; 32],
+            ..config()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("<secret>") && !shown.contains("171"),
+            "{shown}"
+        );
+    }
 
     fn config() -> DpSgdConfig {
         DpSgdConfig {

@@ -187,28 +187,20 @@ impl ModelFile {
             path: path.display().to_string(),
             source,
         };
-        let tmp = path.with_extension("partial");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
+        // tempfile creates a fresh, randomly named file (O_EXCL, mode 0600 on Unix) beside the
+        // target: no other user can hold it open, no planted symlink is followed, and a failed
+        // write removes it.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
         {
             use std::io::Write;
-            let mut f = options.open(&tmp).map_err(io)?;
-            // A file left by an older version may carry wider permissions: narrow them.
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
-            }
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            tmp.write_all(&bytes).map_err(io)?;
+            tmp.as_file().sync_all().map_err(io)?;
         }
-        std::fs::rename(&tmp, path).map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
         Ok(hex_digest(&bytes))
     }
 
@@ -283,12 +275,6 @@ mod tests {
         let path = dir.path().join("current.model");
         std::fs::write(&path, b"old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::write(path.with_extension("partial"), b"stale").unwrap();
-        std::fs::set_permissions(
-            path.with_extension("partial"),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
         sample().save(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "mode {mode:o}");
