@@ -21,7 +21,7 @@ use medfl_client::spend::{PrivacyBudget, PrivacySpend};
 use medfl_client::{Agent, AgentEvent, train};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, Timeouts};
 use medfl_ledger::{AgreementId, Ledger, MemberId, Timestamp};
-use medfl_model::AutoencoderConfig;
+use medfl_model::{AutoencoderConfig, EmployeeRows};
 use medfl_net::{NetConfig, NetEvent, PeerId};
 use medfl_protocol::{
     DdgParams, Envelope, GlobalModel, SecAggParams, Strategy, ToAgent, TrainingParams,
@@ -64,6 +64,11 @@ fn arg(args: &[String], name: &str, default: usize) -> Result<usize> {
     }
 }
 
+/// Feature columns, as the access-log features have.
+const INPUTS: usize = medfl_accesslog::N_FEATURES;
+/// Rows per simulated employee (three weeks of a clinician's accesses).
+const ROWS_PER_EMPLOYEE: usize = 200;
+
 fn wall(start: Instant) -> Timestamp {
     Timestamp(medfl::consortium::EPOCH.0 + 1000 + start.elapsed().as_millis() as u64)
 }
@@ -79,7 +84,7 @@ async fn main() -> Result<()> {
         bail!("need --clients >= 2, --rounds >= 1, --rows >= 10");
     }
     let model = AutoencoderConfig {
-        inputs: 22,
+        inputs: INPUTS,
         hidden,
         latent: 8,
     };
@@ -142,8 +147,14 @@ async fn main() -> Result<()> {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     for (index, (id, key)) in keys[1..].iter().cloned().enumerate() {
         let data: Arc<Vec<f32>> = Arc::new(
-            (0..rows * 22)
-                .map(|_| rng.random_range(-2.0f32..2.0))
+            (0..rows * INPUTS)
+                .map(|_| rng.random_range(0.0f32..1.0))
+                .collect(),
+        );
+        // Employees of about ROWS_PER_EMPLOYEE rows each, interleaved as in a real log.
+        let employees: Arc<Vec<u32>> = Arc::new(
+            (0..rows)
+                .map(|r| (r % (rows / ROWS_PER_EMPLOYEE).max(1)) as u32)
                 .collect(),
         );
         let mut seed = [0u8; 32];
@@ -151,7 +162,7 @@ async fn main() -> Result<()> {
         // The bench measures rounds, not budgets: each hospital's own ledger, in memory, has
         // room for every round.
         let spend = PrivacySpend::new(PrivacyBudget::new(1e9, 1e-6)?, Vec::new())?;
-        let mut agent = Agent::new(id, key.clone(), genesis_hash, rows as u64, spend, seed);
+        let mut agent = Agent::new(id, key.clone(), genesis_hash, spend, seed);
         let (net, mut events) = medfl_net::spawn::<Envelope>(
             &key,
             NetConfig::default(),
@@ -162,7 +173,7 @@ async fn main() -> Result<()> {
         let ledger = Arc::clone(&ledger);
         let clocks = Arc::clone(&clocks);
         tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<f32>, f64, f64)>(2);
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<f32>, f64)>(2);
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {
@@ -178,9 +189,9 @@ async fn main() -> Result<()> {
                         Some(_) => {}
                         None => return,
                     },
-                    Some((session, params, loss, secs)) = rx.recv() => {
+                    Some((session, params, secs)) = rx.recv() => {
                         if let Ok(mut m) = clocks.training_max.lock() { *m = m.max(secs); }
-                        let _ = clocks.agents[index].time(|| agent.submit_update(session, &params, loss));
+                        let _ = clocks.agents[index].time(|| agent.submit_update(session, &params));
                     }
                 }
                 while let Some(ev) = agent.poll_event() {
@@ -190,13 +201,16 @@ async fn main() -> Result<()> {
                     if let AgentEvent::Train(task) = ev {
                         let tx = tx.clone();
                         let data = Arc::clone(&data);
+                        let employees = Arc::clone(&employees);
                         tokio::task::spawn_blocking(move || {
                             let t = Instant::now();
-                            if let Ok(r) = train::run(&task, &data) {
+                            let Ok(rows) = EmployeeRows::new(&data, INPUTS, &employees) else {
+                                return;
+                            };
+                            if let Ok(r) = train::run(&task, &rows) {
                                 let _ = tx.blocking_send((
                                     task.session,
                                     r.params,
-                                    r.loss,
                                     t.elapsed().as_secs_f64(),
                                 ));
                             }

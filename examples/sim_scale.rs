@@ -365,6 +365,8 @@ fn hospitals(n: usize, mean_rows: usize, seed: u64) -> Result<Vec<SimHospital>> 
             Ok(SimHospital {
                 id,
                 train: standardize(&x, rows),
+                // Employees of about 50 rows each: the scale test measures the protocol.
+                employees: (0..rows).map(|r| (r % (rows / 50).max(1)) as u32).collect(),
                 log: None,
             })
         })

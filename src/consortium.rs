@@ -9,7 +9,7 @@
 //! Consent is applied as a hospital's daemon applies it: hospitals record opt-outs on the
 //! ledger ([`Consortium::record_consent`]), and each training task names the hospital's
 //! opted-out pseudonyms; their events are removed from the hospital's log before features are
-//! computed, and the rows are standardized again.
+//! computed.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
@@ -29,7 +29,7 @@ use medfl_ledger::{
     AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp,
     Transaction, TxBody,
 };
-use medfl_model::standardize::Moments;
+use medfl_model::EmployeeRows;
 use medfl_protocol::{GlobalModel, ToAgent, ToCoordinator};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -37,13 +37,15 @@ use rand_chacha::ChaCha20Rng;
 /// The founding time of every simulated consortium (2026-01-01T00:00:00Z).
 pub const EPOCH: Timestamp = Timestamp(1_767_225_600_000);
 
-/// One simulated hospital's training rows, already standardized with its own moments.
+/// One simulated hospital's training rows (on the features' public scale) and their employees.
 #[derive(Clone, Debug)]
 pub struct SimHospital {
     /// Its member id.
     pub id: MemberId,
     /// Row-major training matrix, used while none of the hospital's patients has opted out.
     pub train: Vec<f32>,
+    /// The employee of each row of `train` (dense indices): the unit of its DP-SGD.
+    pub employees: Vec<u32>,
     /// The access log `train` was computed from, kept so that opt-outs can be applied to it.
     /// Without it, a round in which one of the hospital's patients has opted out fails rather
     /// than train on that patient's records.
@@ -77,6 +79,7 @@ pub struct TrainingSummary {
 struct Rows {
     opted_out: BTreeSet<Pseudonym>,
     data: Vec<f32>,
+    employees: Vec<u32>,
     patients: Option<BTreeSet<Pseudonym>>,
 }
 
@@ -226,7 +229,6 @@ impl Consortium {
         )?;
         let mut agents = Vec::new();
         for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
-            let rows = (h.train.len() / cfg.model.inputs.max(1)) as u64;
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
             agents.push(SimAgent {
@@ -234,7 +236,6 @@ impl Consortium {
                     id,
                     key.clone(),
                     genesis_hash,
-                    rows,
                     // Each simulated hospital holds itself to the agreement's budget, in memory.
                     PrivacySpend::new(
                         DpBudget::new(settings.budget_epsilon, cfg.training.delta)?,
@@ -248,6 +249,7 @@ impl Consortium {
                 rows: Rows {
                     opted_out: BTreeSet::new(),
                     data: h.train,
+                    employees: h.employees,
                     patients: None,
                 },
                 inputs: cfg.model.inputs,
@@ -432,7 +434,9 @@ impl Consortium {
                     let t = Instant::now();
                     let a = &mut self.agents[i];
                     a.apply_consent(&task)?;
-                    let trained: Trained = train::run(&task, &a.rows.data)
+                    let rows = EmployeeRows::new(&a.rows.data, a.inputs, &a.rows.employees)
+                        .with_context(|| format!("training rows of {}", a.agent.member()))?;
+                    let trained: Trained = train::run(&task, &rows)
                         .with_context(|| format!("training at {}", a.agent.member()))?;
                     let rows = a.rows.data.len() / a.inputs.max(1);
                     a.last = Some(TrainingSummary {
@@ -441,14 +445,11 @@ impl Consortium {
                         rows,
                         patients: a.rows.patients.clone(),
                     });
-                    a.agent.set_rows(rows as u64);
                     times.training += t.elapsed().as_secs_f64();
                     let t = Instant::now();
-                    let _ = self.agents[i].agent.submit_update(
-                        task.session,
-                        &trained.params,
-                        trained.loss,
-                    );
+                    let _ = self.agents[i]
+                        .agent
+                        .submit_update(task.session, &trained.params);
                     times.agents += t.elapsed().as_secs_f64();
                     self.drain_agent(i, &mut to_coordinator, &mut training);
                 }
@@ -572,11 +573,10 @@ impl SimAgent {
             &out,
             Some(log.window.clone()),
         );
-        let mut data = f.data;
-        Moments::of(&data, f.n_cols).standardizer().apply(&mut data);
         self.rows = Rows {
             opted_out: task.opted_out.clone(),
-            data,
+            data: f.data,
+            employees: f.employees,
             patients: Some(f.patients.into_iter().map(|p| Pseudonym(Hash(p))).collect()),
         };
         Ok(())

@@ -16,7 +16,7 @@ use medfl_accesslog::consent::{self, PseudonymKey};
 use medfl_accesslog::{AccessEvent, AttackKind, OnError, csv, extract, fhir, tabular};
 use medfl_ledger::MemberId;
 use medfl_ledger::tx::Pseudonym;
-use medfl_model::standardize::{Moments, Standardizer};
+use medfl_model::EmployeeRows;
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -183,15 +183,10 @@ pub fn pseudonym(key: &PseudonymKey, patient: &str) -> Pseudonym {
     Pseudonym(medfl_ledger::Hash(key.pseudonym(patient)))
 }
 
-/// What a hospital trains from: its events (consent can be applied to them) or a feature table
-/// (whose rows name no patient, so consent cannot).
-#[derive(Clone, Debug)]
-pub enum Source {
-    /// Access events in time order.
-    Events(Vec<AccessEvent>),
-    /// Feature rows from the hospital's own pipeline.
-    Table(Dataset),
-}
+/// What a hospital trains from: its access events in time order. A feature table cannot be
+/// trained on in a consortium: its rows name no employee (so employee-level DP cannot group
+/// them) and no patient (so consent cannot be applied).
+pub type Source = Vec<AccessEvent>;
 
 /// Loads a training source; unlike [`load`], events stay events (no labels: training never
 /// sees them).
@@ -201,15 +196,12 @@ pub fn load_source(path: &Path, format: Option<DataFormat>, on_error: OnError) -
         None => detect(path)?,
     };
     let parsed = match format {
-        DataFormat::Tabular => {
-            return Ok(Source::Table(load(
-                path,
-                Some(format),
-                None,
-                None,
-                on_error,
-            )?));
-        }
+        DataFormat::Tabular => bail!(
+            "{} is a feature table: its rows name no employee and no patient, so neither \
+             employee-level privacy nor consent can be applied; train from the access events \
+             (CSV or FHIR AuditEvent)",
+            path.display()
+        ),
         DataFormat::Events => csv::read_events(BufReader::new(open(path)?), on_error),
         DataFormat::Fhir => fhir::read_audit_events(BufReader::new(open(path)?), on_error),
     }
@@ -224,20 +216,20 @@ pub fn load_source(path: &Path, format: Option<DataFormat>, on_error: OnError) -
     }
     let mut events = parsed.records;
     events.sort_by_key(|e| e.time_ms);
-    Ok(Source::Events(events))
+    Ok(events)
 }
 
-/// A hospital's training rows under one consent set, standardized with their own moments.
+/// A hospital's training rows under one consent set, each row tagged with its employee.
 #[derive(Clone, Debug)]
 pub struct TrainingSet {
     /// The opted-out pseudonyms it was built without.
     pub opted_out: BTreeSet<Pseudonym>,
     /// Columns.
     pub n_cols: usize,
-    /// Standardized row-major rows.
+    /// Row-major rows, on the features' fixed public scale.
     pub rows: Vec<f32>,
-    /// The standardization (moments of these rows only, so opted-out records do not shape it).
-    pub standardizer: Standardizer,
+    /// The employee of each row (dense indices).
+    pub employees: Vec<u32>,
     /// Events removed because their patient opted out.
     pub removed_events: usize,
 }
@@ -247,36 +239,32 @@ impl TrainingSet {
     pub fn n_rows(&self) -> usize {
         self.rows.len().checked_div(self.n_cols).unwrap_or(0)
     }
+
+    /// Distinct employees.
+    pub fn n_employees(&self) -> usize {
+        self.employees.iter().collect::<BTreeSet<_>>().len()
+    }
+
+    /// The rows grouped by employee, as DP-SGD takes them.
+    pub fn by_employee(&self) -> Result<EmployeeRows<'_>> {
+        Ok(EmployeeRows::new(&self.rows, self.n_cols, &self.employees)?)
+    }
 }
 
-/// Builds the training rows of `source` without the patients in `opted_out` (pseudonyms under
-/// `key`): their events are removed before features are computed. A table cannot be filtered,
-/// so it is refused as soon as any patient of the hospital has opted out.
+/// Builds the training rows of `events` without the patients in `opted_out` (pseudonyms under
+/// `key`): their events are removed before features are computed.
 pub fn training_set(
-    source: &Source,
+    events: &Source,
     key: &PseudonymKey,
     opted_out: &BTreeSet<Pseudonym>,
 ) -> Result<TrainingSet> {
-    let (n_cols, mut rows, removed_events) = match source {
-        Source::Events(events) => {
-            let out: BTreeSet<consent::Pseudonym> = opted_out.iter().map(|p| p.0.0).collect();
-            let f = consent::training_features(events, key, &out, None);
-            (f.n_cols, f.data, f.removed_events)
-        }
-        Source::Table(t) if opted_out.is_empty() => (t.n_cols, t.data.clone(), 0),
-        Source::Table(_) => bail!(
-            "{} patients of this hospital opted out, and a feature table names no patient: \
-             train from events (CSV or FHIR) so that consent can be applied",
-            opted_out.len()
-        ),
-    };
-    let standardizer = Moments::of(&rows, n_cols).standardizer();
-    standardizer.apply(&mut rows);
+    let out: BTreeSet<consent::Pseudonym> = opted_out.iter().map(|p| p.0.0).collect();
+    let f = consent::training_features(events, key, &out, None);
     Ok(TrainingSet {
         opted_out: opted_out.clone(),
-        n_cols,
-        rows,
-        standardizer,
-        removed_events,
+        n_cols: f.n_cols,
+        rows: f.data,
+        employees: f.employees,
+        removed_events: f.removed_events,
     })
 }

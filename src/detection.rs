@@ -93,6 +93,7 @@ pub fn consortium_data_with_logs(
             name: h.name.clone(),
             n_cols: n,
             train: Vec::new(),
+            train_employees: Vec::new(),
             validation_normal: Vec::new(),
             test: Vec::new(),
             test_labels: Vec::new(),
@@ -108,6 +109,7 @@ pub fn consortium_data_with_logs(
                 }
             } else if e.time_ms >= train_from {
                 data.train.extend_from_slice(values);
+                data.train_employees.push(features.employees[row]);
             }
         }
         let log = keep_logs.then_some((events, train_from..validation_from));

@@ -15,7 +15,7 @@ use medfl_accesslog::OnError;
 use medfl_model::evaluate::{evaluate, evaluate_binary};
 use medfl_model::experiment::ExperimentConfig;
 use medfl_model::modelfile::ModelFile;
-use medfl_model::standardize::Moments;
+use medfl_model::standardize::Standardizer;
 use medfl_model::train::{TrainConfig, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
 use medfl_simulations::Scenario;
@@ -922,10 +922,9 @@ fn train(input: &DataArgs, out: &Path, epochs: usize, target_fpr: f64, seed: u64
         bail!("--target-fpr must be in [0, 1) and --epochs at least 1");
     }
     let cut = n * 4 / 5;
-    let standardizer = Moments::of(&ds.data[..cut * d], d).standardizer();
-    let mut rows = ds.data.clone();
-    standardizer.apply(&mut rows);
-    let (train_rows, held_out) = rows.split_at(cut * d);
+    // Features keep their fixed public scale, as in federated training.
+    let standardizer = Standardizer::identity(d);
+    let (train_rows, held_out) = ds.data.split_at(cut * d);
     let normal_held_out: Vec<f32> = held_out
         .chunks_exact(d)
         .enumerate()

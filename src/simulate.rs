@@ -14,7 +14,6 @@ use medfl_ledger::tx::ConsentChoice;
 use medfl_ledger::{AgreementId, Hash, Ledger, MemberId, TxBody, verify_dir};
 use medfl_model::experiment::{HospitalData, SettingResult};
 use medfl_model::metrics::threshold_for_fpr;
-use medfl_model::standardize::Moments;
 use medfl_model::train::{score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
 use medfl_protocol::{DdgParams, GlobalModel, SecAggParams, Strategy, TrainingParams};
@@ -153,17 +152,12 @@ pub fn resize(scenario: &mut Scenario, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A hospital's data, standardized with its own moments (they never leave it).
+/// A hospital's data, on the features' fixed public scale.
 struct Prepared {
     data: HospitalData,
 }
 
-fn prepare(h: HospitalData) -> Prepared {
-    let s = Moments::of(&h.train, h.n_cols).standardizer();
-    let mut data = h;
-    s.apply(&mut data.train);
-    s.apply(&mut data.validation_normal);
-    s.apply(&mut data.test);
+fn prepare(data: HospitalData) -> Prepared {
     Prepared { data }
 }
 
@@ -288,6 +282,7 @@ fn execute(
             Ok(SimHospital {
                 id: MemberId::new(p.data.name.clone()).map_err(anyhow::Error::msg)?,
                 train: p.data.train.clone(),
+                employees: p.data.train_employees.clone(),
                 log: log.map(|(events, window)| SimLog { events, window }),
             })
         })
@@ -316,15 +311,11 @@ fn execute(
         };
         if chatty {
             eprintln!(
-                "{} round {r}/{}: {} participants, {} dropped, loss {}, AUROC {}, max ε {:.3}, {:.1} s{}",
+                "{} round {r}/{}: {} participants, {} dropped, AUROC {}, max ε {:.3}, {:.1} s{}",
                 progress_bar(r, run.rounds),
                 run.rounds,
                 report.metrics.participants,
                 report.metrics.dropped.len(),
-                report
-                    .metrics
-                    .loss
-                    .map_or("-".into(), |l| format!("{l:.4}")),
                 auroc.map_or("-".into(), |a| format!("{a:.3}")),
                 report.metrics.max_epsilon,
                 report.times.total,
@@ -381,17 +372,16 @@ fn write_outputs(out: &Path, rows: &[RoundRow]) -> Result<()> {
     )
     .context("writing metrics.json")?;
     let mut csv = String::from(
-        "round,participants,dropped,loss,auroc,max_epsilon,anchored,seconds_total,seconds_training,seconds_agents,seconds_coordinator,seconds_ledger,bytes_out,bytes_in\n",
+        "round,participants,dropped,auroc,max_epsilon,anchored,seconds_total,seconds_training,seconds_agents,seconds_coordinator,seconds_ledger,bytes_out,bytes_in\n",
     );
     for r in rows {
         let m = &r.report.metrics;
         let t = &r.report.times;
         csv.push_str(&format!(
-            "{},{},{},{},{},{:.6},{},{:.4},{:.4},{:.4},{:.4},{:.5},{},{}\n",
+            "{},{},{},{},{:.6},{},{:.4},{:.4},{:.4},{:.4},{:.5},{},{}\n",
             m.round,
             m.participants,
             m.dropped.len(),
-            m.loss.map_or(String::new(), |l| format!("{l:.6}")),
             r.auroc.map_or(String::new(), |a| format!("{a:.6}")),
             m.max_epsilon,
             r.report.model.is_some(),
@@ -411,12 +401,6 @@ fn write_outputs(out: &Path, rows: &[RoundRow]) -> Result<()> {
             .collect()
     };
     let plots = [
-        (
-            "loss.svg",
-            "Training loss (weighted, from the secure aggregate)",
-            "loss",
-            series(&|r| r.report.metrics.loss),
-        ),
         (
             "auroc.svg",
             "Detection AUROC of the global model (macro over hospitals)",

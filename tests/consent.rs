@@ -10,7 +10,6 @@ use medfl_coordinator::{CoordinatorConfig, Timeouts};
 use medfl_ledger::tx::ConsentChoice;
 use medfl_ledger::{AgreementId, MemberId};
 use medfl_model::AutoencoderConfig;
-use medfl_model::standardize::Moments;
 use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams, transcript};
 use medfl_simulations::Scenario;
 
@@ -59,19 +58,17 @@ fn hospitals() -> (Vec<SimHospital>, Vec<BTreeMap<String, usize>>) {
         detection::consortium_data_with_logs(&scenario(), Split::default(), true, |_| {}).unwrap();
     let mut sims = Vec::new();
     let mut per_patient = Vec::new();
-    for (mut d, log) in data {
+    for (d, log) in data {
         let (events, window) = log.unwrap();
         let mut counts = BTreeMap::new();
         for e in events.iter().filter(|e| window.contains(&e.time_ms)) {
             *counts.entry(e.patient.clone()).or_insert(0) += 1;
         }
         per_patient.push(counts);
-        Moments::of(&d.train, d.n_cols)
-            .standardizer()
-            .apply(&mut d.train);
         sims.push(SimHospital {
             id: MemberId::new(d.name).unwrap(),
             train: d.train,
+            employees: d.train_employees,
             log: Some(SimLog { events, window }),
         });
     }

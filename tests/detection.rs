@@ -154,7 +154,11 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         "--label-column",
         "is_fraud",
     ]);
-    assert!(err.contains("expects 22 features, the data has 3"), "{err}");
+    let expected = format!(
+        "expects {} features, the data has 3",
+        medfl_accesslog::N_FEATURES
+    );
+    assert!(err.contains(&expected), "{err}");
     // A malformed row is reported with its line number, or skipped on request.
     let bad = tmp.path().join("bad.csv");
     std::fs::write(&bad, "a,b,c,is_fraud\n1,2,3,0\n1,x,3,0\n").unwrap();

@@ -40,7 +40,6 @@ fn simulate_writes_a_run_that_replays_and_a_changed_run_names_the_diverging_roun
     for f in [
         "metrics.json",
         "metrics.csv",
-        "loss.svg",
         "auroc.svg",
         "privacy.svg",
         "run.toml",

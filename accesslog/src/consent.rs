@@ -30,7 +30,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::event::AccessEvent;
-use crate::features::{FeatureExtractor, N_FEATURES};
+use crate::features::{EmployeeIndex, FeatureExtractor, N_FEATURES};
 
 /// A consent pseudonym: 32 bytes, as the ledger stores it.
 pub type Pseudonym = [u8; 32];
@@ -81,6 +81,8 @@ impl PseudonymKey {
 pub struct ConsentedFeatures {
     /// Row-major feature rows of the kept events inside the window.
     pub data: Vec<f32>,
+    /// The employee of each row (dense indices, [`crate::features::EmployeeIndex`]).
+    pub employees: Vec<u32>,
     /// Columns ([`N_FEATURES`]).
     pub n_cols: usize,
     /// Pseudonyms of the patients whose events are in `data` (what a test or an audit checks).
@@ -109,6 +111,7 @@ pub fn training_features(
     // One HMAC per distinct patient, not per event.
     let mut seen: HashMap<&str, (Pseudonym, bool)> = HashMap::new();
     let mut fx = FeatureExtractor::new();
+    let mut employees = EmployeeIndex::default();
     let mut out = ConsentedFeatures {
         n_cols: N_FEATURES,
         ..ConsentedFeatures::default()
@@ -125,6 +128,7 @@ pub fn training_features(
         let row = fx.push(e);
         if window.as_ref().is_none_or(|w| w.contains(&e.time_ms)) {
             out.data.extend_from_slice(&row);
+            out.employees.push(employees.of(&e.user));
             out.patients.insert(p);
         }
     }

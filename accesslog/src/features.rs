@@ -1,5 +1,13 @@
 //! Streaming, reproducible features of access events, computed from each event and its user's
-//! own history only (no look-ahead, no other hospital's data), in the order events happened.
+//! own history only (no look-ahead, no other employee's events, no other hospital's data), in
+//! the order events happened.
+//!
+//! "Own history only" is what employee-level differential privacy needs: removing one
+//! employee's events leaves every other employee's rows unchanged, so the rows an employee
+//! owns are exactly the ones DP-SGD samples and clips for them. A hospital-wide feature ("this
+//! IP is new to everyone") would break that and is deliberately absent. The scaling is fixed
+//! and public: every value is in `[0, FEATURE_MAX]` by construction, so no statistic of the
+//! data (a mean, a variance) shapes the model.
 //!
 //! [`FeatureExtractor::push`] turns one event into [`N_FEATURES`] numbers; [`extract`] does a
 //! whole log. The same events in the same order always give the same bits: there is no
@@ -36,11 +44,10 @@
 //! | 18 | `dept_mismatch` | 1 if the user's department differs from the patient's | access outside one's unit |
 //! | 19 | `history_len` | ln1p(events seen from the user before this one) / ln1p(10000) | novelty features mean little for new users |
 //! | 20 | `sensitive_outside_team` | 1 if (VIP or family link) and not on the care team | the snooping conjunction, for linear models |
-//! | 21 | `org_new_ip` | 1 if the hospital as a whole (any user) first saw this IP less than 24 h ago | an intruder's address is new to everyone, whereas a new employee's workstation is not |
 //!
-//! Every value is finite and non-negative, never NaN: flags are 0/1, and counts are
+//! Every value is finite and in `[0, FEATURE_MAX]`, never NaN: flags are 0/1, and counts are
 //! log-scaled so that typical values stay at or below 1 and extreme bursts grow only
-//! logarithmically (a thousand events in five minutes gives `rate_5m` ≈ 1.8).
+//! logarithmically (a thousand events in five minutes gives `rate_5m` ≈ 1.8), then capped.
 //!
 //! # Memory and approximations
 //!
@@ -56,9 +63,6 @@
 //!   (patient, last time) entries; an eviction makes a patient look new in the window, so
 //!   distinct counts over-count slightly for users with > 256 patients a day.
 //! - Ids are hashed to 64 bits (collisions negligible at hospital scale).
-//! - The hospital-wide IP memory (`org_new_ip`) holds up to 200,000 addresses; past that,
-//!   addresses unused for 30 days are forgotten, and if that is not enough, all are (so a
-//!   hospital with more live addresses than that sees spurious "new" ones once in a while).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -68,7 +72,10 @@ use crate::label::Label;
 use crate::time::{DAY_MS, HOUR_MS};
 
 /// Number of features per event.
-pub const N_FEATURES: usize = 22;
+pub const N_FEATURES: usize = 21;
+
+/// Largest value of any feature: the public bound that replaces data-dependent scaling.
+pub const FEATURE_MAX: f32 = 2.0;
 
 /// Feature names, in column order (documented in the module doc).
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -93,7 +100,6 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "dept_mismatch",
     "history_len",
     "sensitive_outside_team",
-    "org_new_ip",
 ];
 
 /// Whether a role normally needs a resource: the fixed table behind `role_resource_mismatch`.
@@ -313,11 +319,7 @@ fn ln1p_scaled(x: f32, k: f32) -> f32 {
 #[derive(Default)]
 pub struct FeatureExtractor {
     users: HashMap<u64, Box<UserState>, BuildHasherDefault<PassThrough>>,
-    /// Every IP the hospital has seen: (first seen, last seen).
-    org_ips: HashMap<u64, (u64, u64), BuildHasherDefault<PassThrough>>,
 }
-
-const ORG_IP_CAP: usize = 200_000;
 
 impl FeatureExtractor {
     /// An extractor with no history.
@@ -424,19 +426,7 @@ impl FeatureExtractor {
 
         u.n += 1;
         u.last_ms = t;
-
-        // Hospital-wide: in time order across users, so use the event's own time.
-        let now = e.time_ms;
-        if self.org_ips.len() >= ORG_IP_CAP {
-            let horizon = now.saturating_sub(30 * DAY_MS);
-            self.org_ips.retain(|_, (_, last)| *last >= horizon);
-            if self.org_ips.len() >= ORG_IP_CAP {
-                self.org_ips.clear();
-            }
-        }
-        let seen = self.org_ips.entry(hash_id(&e.ip)).or_insert((now, now));
-        seen.1 = seen.1.max(now);
-        f[21] = f32::from(u8::from(now.saturating_sub(seen.0) < DAY_MS));
+        f.iter_mut().for_each(|x| *x = x.min(FEATURE_MAX));
         f
     }
 
@@ -457,6 +447,8 @@ pub struct FeatureMatrix {
     pub data: Vec<f32>,
     /// The event id of each row.
     pub event_ids: Vec<u64>,
+    /// The employee of each row: a dense index, in order of first appearance.
+    pub employees: Vec<u32>,
 }
 
 impl FeatureMatrix {
@@ -507,9 +499,40 @@ impl FeatureMatrix {
     }
 }
 
+/// Dense employee indices for user ids, in order of first appearance (the grouping key of
+/// employee-level DP-SGD).
+#[derive(Default, Debug, Clone)]
+pub struct EmployeeIndex {
+    ids: HashMap<String, u32>,
+}
+
+impl EmployeeIndex {
+    /// The index of `user`, assigning the next one to a user not seen before (saturating at
+    /// `u32::MAX`, beyond any hospital's staff).
+    pub fn of(&mut self, user: &str) -> u32 {
+        if let Some(&i) = self.ids.get(user) {
+            return i;
+        }
+        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.insert(user.to_owned(), i);
+        i
+    }
+
+    /// Number of employees seen.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no employee has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 /// Features of every event of a log, in the given order, from a fresh extractor.
 pub fn extract(events: &[AccessEvent]) -> FeatureMatrix {
     let mut fx = FeatureExtractor::new();
+    let mut index = EmployeeIndex::default();
     let mut data = Vec::with_capacity(events.len() * N_FEATURES);
     for e in events {
         data.extend_from_slice(&fx.push(e));
@@ -519,5 +542,6 @@ pub fn extract(events: &[AccessEvent]) -> FeatureMatrix {
         n_cols: N_FEATURES,
         data,
         event_ids: events.iter().map(|e| e.event_id).collect(),
+        employees: events.iter().map(|e| index.of(&e.user)).collect(),
     }
 }

@@ -28,5 +28,7 @@ pub mod time;
 
 pub use error::{FormatError, OnError, Parsed, RowError};
 pub use event::{AccessEvent, Action, Resource, StaffRole};
-pub use features::{FEATURE_NAMES, FeatureExtractor, FeatureMatrix, N_FEATURES, extract};
+pub use features::{
+    EmployeeIndex, FEATURE_MAX, FEATURE_NAMES, FeatureExtractor, FeatureMatrix, N_FEATURES, extract,
+};
 pub use label::{AttackKind, Label};

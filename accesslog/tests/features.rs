@@ -1,6 +1,8 @@
 //! Feature extraction: always finite, and each behaviour moves the feature meant to catch it.
 
-use medfl_accesslog::features::{FEATURE_NAMES, FeatureExtractor, N_FEATURES, extract, role_needs};
+use medfl_accesslog::features::{
+    FEATURE_MAX, FEATURE_NAMES, FeatureExtractor, N_FEATURES, extract, role_needs,
+};
 use medfl_accesslog::tabular::read_table;
 use medfl_accesslog::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 use medfl_accesslog::{AccessEvent, Action, Label, OnError, Resource, StaffRole};
@@ -68,23 +70,99 @@ fn first_seen_ip_and_workstation_set_novelty_for_a_day() {
     let f = fx.push(&odd);
     assert_eq!(f[col("new_ip")], 1.0);
     assert_eq!(f[col("new_workstation")], 1.0);
-    assert_eq!(
-        f[col("org_new_ip")],
-        1.0,
-        "nobody in the hospital used this address"
-    );
     // The same intruder's next access, an hour later, is still from a new place...
     odd.time_ms += HOUR_MS;
     assert_eq!(fx.push(&odd)[col("new_ip")], 1.0);
     // ...but after a day of use the address is familiar.
     odd.time_ms += 2 * DAY_MS;
     assert_eq!(fx.push(&odd)[col("new_ip")], 0.0);
-    // Another user has their own history, but the hospital knows the address.
+    // Another user has their own history.
     let mut other = ev(last + 3 * DAY_MS + 2 * HOUR_MS, "u2", "p1");
     other.ip = "10.0.0.1".into();
     let f = fx.push(&other);
     assert_eq!(f[col("new_ip")], 1.0);
-    assert_eq!(f[col("org_new_ip")], 0.0);
+}
+
+/// A mixed log of `users` employees over three days: shared patients, IPs and workstations,
+/// bursts, exports and night work, from `seed`.
+fn mixed_log(users: usize, seed: u64) -> Vec<AccessEvent> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        // xorshift64: enough to vary the log, and reproducible.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut events = Vec::new();
+    let mut t = T0;
+    for i in 0..users * 150 {
+        t += next() % (20 * MINUTE_MS);
+        let user = format!("u{}", next() as usize % users);
+        let mut e = ev(t, &user, &format!("p{}", next() % 40));
+        e.event_id = i as u64;
+        e.ip = format!("10.0.{}.{}", next() % 3, next() % 4);
+        e.workstation = format!("ws-{}", next() % 6);
+        e.care_team = next() % 5 != 0;
+        e.vip = next() % 17 == 0;
+        if next() % 9 == 0 {
+            e.action = Action::Export;
+        }
+        events.push(e);
+    }
+    events
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn removing_one_employee_leaves_every_other_employees_rows_unchanged(
+        seed in 1u64..u64::MAX,
+        users in 2usize..8,
+        removed in 0usize..8,
+    ) {
+        // What employee-level DP needs of the features: a neighbouring log (one employee's
+        // events gone) changes only that employee's rows.
+        let removed = format!("u{}", removed % users);
+        let log = mixed_log(users, seed);
+        let all = extract(&log);
+        let kept: Vec<AccessEvent> = log.iter().filter(|e| e.user != removed).cloned().collect();
+        let without = extract(&kept);
+        let others: Vec<&[f32]> = log
+            .iter()
+            .zip(all.data.chunks_exact(N_FEATURES))
+            .filter(|(e, _)| e.user != removed)
+            .map(|(_, row)| row)
+            .collect();
+        prop_assert_eq!(others.len(), without.n_rows());
+        for (i, (a, b)) in others.iter().zip(without.data.chunks_exact(N_FEATURES)).enumerate() {
+            prop_assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "row {} changed", i);
+        }
+    }
+}
+
+#[test]
+fn every_feature_stays_within_its_public_bound_and_rows_name_their_employee() {
+    let log = mixed_log(5, 42);
+    let mut burst = log.clone();
+    let last = burst.last().map_or(T0, |e| e.time_ms);
+    // Ten thousand exports in ten minutes: every count far past its scale.
+    for k in 0..10_000u64 {
+        let mut e = ev(last + k * 60, "u0", &format!("q{k}"));
+        e.action = Action::Export;
+        burst.push(e);
+    }
+    let m = extract(&burst);
+    assert!(m.data.iter().all(|&x| (0.0..=FEATURE_MAX).contains(&x)));
+    assert!(m.data.contains(&FEATURE_MAX), "the cap is reached");
+    assert_eq!(m.employees.len(), m.n_rows());
+    for (e, &i) in burst.iter().zip(&m.employees) {
+        let first = burst.iter().position(|x| x.user == e.user).unwrap();
+        assert_eq!(i, m.employees[first], "one index per user");
+    }
+    assert_eq!(m.employees.iter().max(), Some(&4));
 }
 
 #[test]

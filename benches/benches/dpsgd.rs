@@ -1,33 +1,46 @@
-//! One training step of the 22-input autoencoder at batch 256: the ordinary Adam step of
-//! `train.rs` against DP-SGD (Poisson sampling, ghost-norm clipping, lattice Gaussian noise, Adam),
-//! DP-SGD without noise, and the ghost clipped sum alone.
+//! One training step of the access-feature autoencoder on about 256 rows: the ordinary Adam step
+//! of `train.rs` against employee-level DP-SGD (Poisson sampling of employees, at most 32 rows
+//! each, per-employee clipping, lattice Gaussian noise, Adam), the same without noise,
+//! record-level DP-SGD (every row its own unit), and the clipped sums alone.
 
 use std::time::Duration;
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Tensor, TensorData};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use medfl_model::dpsgd::{DpOptimizer, DpSgdConfig, DpSgdTrainer, clipped_gradient_sum};
+use medfl_model::dpsgd::{
+    DpOptimizer, DpSgdConfig, DpSgdTrainer, MAX_ROWS_PER_EMPLOYEE, clipped_employee_sum,
+    clipped_gradient_sum,
+};
 use medfl_model::train::training_device;
-use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_model::{Autoencoder, AutoencoderConfig, EmployeeRows};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-const INPUTS: usize = 22;
+const INPUTS: usize = medfl_accesslog::N_FEATURES;
 const BATCH: usize = 256;
 const ROWS: usize = BATCH * 40;
+/// Rows per employee: three weeks of a clinician's accesses.
+const ROWS_PER_EMPLOYEE: usize = 200;
+const EMPLOYEES: usize = ROWS / ROWS_PER_EMPLOYEE;
 
 fn data() -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     (0..ROWS * INPUTS)
-        .map(|_| rng.random_range(-2.0f32..2.0))
+        .map(|_| rng.random_range(0.0f32..2.0))
         .collect()
 }
 
-fn dp_config(noise_multiplier: f64, steps: u64) -> DpSgdConfig {
+/// Employee of each row, interleaved as in a log.
+fn employees() -> Vec<u32> {
+    (0..ROWS).map(|r| (r % EMPLOYEES) as u32).collect()
+}
+
+/// `q` gives about [`BATCH`] rows a step: `BATCH / 32` employees of 32 rows, or [`BATCH`] rows.
+fn dp_config(noise_multiplier: f64, steps: u64, units: usize, rows_per_unit: usize) -> DpSgdConfig {
     DpSgdConfig {
-        sampling_rate: BATCH as f64 / ROWS as f64,
+        sampling_rate: (BATCH / rows_per_unit) as f64 / units as f64,
         noise_multiplier,
         clip_norm: 1.0,
         steps,
@@ -42,9 +55,12 @@ fn bench_dpsgd(c: &mut Criterion) {
     let device = training_device();
     let config = AutoencoderConfig::for_inputs(INPUTS);
     let data = data();
+    let employees = employees();
+    let by_employee = EmployeeRows::new(&data, INPUTS, &employees).unwrap();
+    let by_row = EmployeeRows::one_per_row(&data, INPUTS).unwrap();
     let batch = data[..BATCH * INPUTS].to_vec();
 
-    let mut group = c.benchmark_group("dpsgd_step_22in_batch256");
+    let mut group = c.benchmark_group("dpsgd_step_21in_256rows");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.measurement_time(Duration::from_secs(10));
 
@@ -62,19 +78,33 @@ fn bench_dpsgd(c: &mut Criterion) {
         });
     });
 
-    for (name, sigma) in [("dpsgd_sigma1", 1.0), ("dpsgd_sigma0", 0.0)] {
+    let runs = [
+        (
+            "dpsgd_employee_sigma1",
+            1.0,
+            &by_employee,
+            MAX_ROWS_PER_EMPLOYEE,
+        ),
+        (
+            "dpsgd_employee_sigma0",
+            0.0,
+            &by_employee,
+            MAX_ROWS_PER_EMPLOYEE,
+        ),
+        ("dpsgd_row_sigma1", 1.0, &by_row, 1),
+    ];
+    for (name, sigma, rows, per_unit) in runs {
+        let dp = |budget| dp_config(sigma, budget, rows.employees(), per_unit);
         group.bench_function(name, |b| {
             // The trainer refuses steps beyond its accounted count: give it more than criterion
             // will take, and rebuild it if it ever runs out.
             let budget = 10_000_000;
-            let mut trainer =
-                DpSgdTrainer::new(config, &data, dp_config(sigma, budget), &device).unwrap();
+            let mut trainer = DpSgdTrainer::new(config, rows, dp(budget), &device).unwrap();
             let mut taken = 0u64;
             let mut model = Some(Autoencoder::new(config, 1, &device).unwrap());
             b.iter(|| {
                 if taken == budget {
-                    trainer = DpSgdTrainer::new(config, &data, dp_config(sigma, budget), &device)
-                        .unwrap();
+                    trainer = DpSgdTrainer::new(config, rows, dp(budget), &device).unwrap();
                     taken = 0;
                 }
                 let (m, _) = trainer.step(model.take().unwrap()).unwrap();
@@ -84,9 +114,16 @@ fn bench_dpsgd(c: &mut Criterion) {
         });
     }
 
-    group.bench_function("ghost_clipped_sum", |b| {
+    group.bench_function("row_clipped_sum", |b| {
         let model = Autoencoder::new(config, 1, &device).unwrap();
         b.iter(|| clipped_gradient_sum(&model, config, &batch, 1.0, &device).unwrap());
+    });
+    group.bench_function("employee_clipped_sum", |b| {
+        let model = Autoencoder::new(config, 1, &device).unwrap();
+        let groups: Vec<usize> = (0..=BATCH / MAX_ROWS_PER_EMPLOYEE)
+            .map(|g| g * MAX_ROWS_PER_EMPLOYEE)
+            .collect();
+        b.iter(|| clipped_employee_sum(&model, config, &batch, &groups, 1.0, &device).unwrap());
     });
     group.finish();
 }

@@ -155,7 +155,6 @@ pub struct Agent {
     me: MemberId,
     key: SigningKey,
     genesis: Hash,
-    rows: u64,
     rng: ChaCha20Rng,
     /// What the hospital has released, against its own budget.
     spend: PrivacySpend,
@@ -180,7 +179,7 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// An agent for member `me` with `rows` training rows and the hospital's privacy ledger
+    /// An agent for member `me` with the hospital's privacy ledger
     /// `spend` (its own budget and every charge so far, from its durable store); `seed` drives
     /// all its randomness (keys, DP-SGD and distributed noise): in a deployment it must come
     /// from the OS.
@@ -188,7 +187,6 @@ impl Agent {
         me: MemberId,
         key: SigningKey,
         genesis: Hash,
-        rows: u64,
         spend: PrivacySpend,
         seed: [u8; 32],
     ) -> Self {
@@ -196,7 +194,6 @@ impl Agent {
             me,
             key,
             genesis,
-            rows,
             spend,
             rng: ChaCha20Rng::from_seed(seed),
             round: None,
@@ -238,12 +235,6 @@ impl Agent {
     /// The next event to act on.
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
         self.events.pop_front()
-    }
-
-    /// Sets the rows the next update is weighted by: a driver that removed opted-out patients'
-    /// events reports the rows it actually trained on, before [`Agent::submit_update`].
-    pub fn set_rows(&mut self, rows: u64) {
-        self.rows = rows;
     }
 
     /// Processes one message from the coordinator, checked against the local ledger `chain`;
@@ -349,14 +340,8 @@ impl Agent {
         }
     }
 
-    /// The trained parameters and training loss for attempt `session`.
-    pub fn submit_update(
-        &mut self,
-        session: u64,
-        params: &[f32],
-        loss: f64,
-    ) -> Result<(), AgentError> {
-        let rows = self.rows;
+    /// The trained parameters for attempt `session`.
+    pub fn submit_update(&mut self, session: u64, params: &[f32]) -> Result<(), AgentError> {
         let mut rng = ChaCha20Rng::from_rng(&mut self.rng);
         let r = self.current(session)?;
         if r.submitted {
@@ -366,9 +351,7 @@ impl Agent {
             .global
             .as_ref()
             .ok_or(AgentError::Unexpected("an update before the model"))?;
-        let x = r
-            .codec
-            .encode(&global.file.params, params, rows, loss, &mut rng)?;
+        let x = r.codec.encode(&global.file.params, params, &mut rng)?;
         r.submitted = true;
         // Charged before it can leave: whatever happens to this attempt after the input stage,
         // the release is on the hospital's own record.

@@ -57,7 +57,6 @@ fn agent(f: &Fixture, name: &str) -> Agent {
         id.clone(),
         f.key(&id).clone(),
         f.genesis_hash,
-        100,
         roomy_spend(),
         [5; 32],
     )

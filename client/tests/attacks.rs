@@ -70,7 +70,6 @@ fn agent_with(f: &Fixture, i: usize, spend: PrivacySpend) -> Agent {
         id.clone(),
         f.key(&id).clone(),
         f.genesis_hash,
-        100,
         spend,
         [5; 32],
     )
@@ -195,8 +194,7 @@ fn run_round_withholding(
             if shares_arrived {
                 // Training ends while secure aggregation waits for the input: it is charged,
                 // and nothing leaves until the driver says the charge is stored.
-                a.submit_update(config.session, &trained(&global), 0.5)
-                    .unwrap();
+                a.submit_update(config.session, &trained(&global)).unwrap();
                 assert!(
                     outgoing(a).is_empty(),
                     "the masked input left before its charge was recorded"
@@ -288,7 +286,7 @@ fn aggregate(config: &RoundConfig, extra: Option<Vec<u64>>) -> (Vec<u64>, Packed
     let mut sum = vec![0u64; codec.encoded_len()];
     let honest = config.participants.len() - usize::from(extra.is_some());
     for _ in 0..honest {
-        let x = codec.encode(&global, &trained, 100, 0.5, &mut rng).unwrap();
+        let x = codec.encode(&global, &trained, &mut rng).unwrap();
         codec.plan().add_mod(&mut sum, &x).unwrap();
     }
     if let Some(x) = extra {
@@ -702,8 +700,7 @@ fn a_failed_attempt_after_input_is_charged_and_a_retry_past_the_budget_is_refuse
     let mut a = agent_with(&f, 0, spend);
     join(&mut a, &config, &state);
     let global = GlobalModel::initial(MODEL, 1).unwrap().file.params;
-    a.submit_update(config.session, &trained(&global), 0.5)
-        .unwrap();
+    a.submit_update(config.session, &trained(&global)).unwrap();
     let charged: Vec<Charge> = std::iter::from_fn(|| a.poll_event())
         .filter_map(|e| match e {
             AgentEvent::Charge(c) => Some(*c),

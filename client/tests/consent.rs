@@ -82,7 +82,6 @@ fn agent(f: &Fixture) -> Agent {
         id.clone(),
         f.key(&id).clone(),
         f.genesis_hash,
-        100,
         roomy_spend(),
         [3; 32],
     )

@@ -714,8 +714,6 @@ impl Coordinator {
         active.stage_started_ms = now_ms;
         active.deadline_ms = now_ms.saturating_add(self.cfg.timeouts.endorse_ms);
         active.metrics.participants = agg.survivors.len();
-        active.metrics.loss = Some(decoded.mean_loss);
-        active.metrics.total_weight = Some(decoded.total_weight);
         active.endorsing = Some(Endorsing {
             survivors: agg.survivors,
             model,

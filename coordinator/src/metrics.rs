@@ -22,10 +22,6 @@ pub struct RoundMetrics {
     /// Declines beyond each member's first in this attempt: counted, not stored, so a member
     /// repeating itself cannot grow the coordinator's memory.
     pub declines_repeated: u64,
-    /// Weighted mean training loss, from the aggregate (noisy; `None` before aggregation).
-    pub loss: Option<f64>,
-    /// Sum of the participants' weights, from the aggregate (noisy).
-    pub total_weight: Option<f64>,
     /// Largest cumulative epsilon among the participants after the round.
     pub max_epsilon: f64,
     /// Milliseconds spent in each stage, in order.

@@ -70,7 +70,6 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
                 id.clone(),
                 f.key(&id).clone(),
                 f.genesis_hash,
-                100,
                 roomy_spend(),
                 [i; 32],
             );
@@ -137,7 +136,7 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
                 if let AgentEvent::Train(task) = e {
                     let params: Vec<f32> =
                         task.global.file.params.iter().map(|p| p + 0.01).collect();
-                    a.submit_update(task.session, &params, 0.5).unwrap();
+                    a.submit_update(task.session, &params).unwrap();
                     a.charge_recorded(task.session).unwrap();
                 }
             }

@@ -449,9 +449,86 @@ impl RdpAccountant {
     }
 }
 
+/// The smallest noise multiplier `σ` (to a relative `10⁻⁶`) for which `steps` compositions of the
+/// Poisson-subsampled Gaussian at rate `q` stay within `target_epsilon` at `delta`: the
+/// "target ε in, σ out" calibration of Opacus' `get_noise_multiplier`, on this accountant.
+///
+/// The returned `σ` always meets the target (the search keeps the upper end of its bracket),
+/// so a caller may use it as is. Refuses a target no `σ ≤ 10⁶` reaches.
+pub fn calibrate_poisson_gaussian(
+    q: f64,
+    steps: u64,
+    target_epsilon: f64,
+    delta: f64,
+) -> Result<f64, DpError> {
+    check_range(
+        "target_epsilon",
+        target_epsilon,
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        "must be finite and positive",
+    )?;
+    let epsilon = |sigma: f64| -> Result<f64, DpError> {
+        let mut acc = RdpAccountant::new();
+        acc.compose_poisson_gaussian(q, sigma, steps)?;
+        acc.epsilon(delta)
+    };
+    const MAX_SIGMA: f64 = 1e6;
+    let mut hi = 1.0;
+    while epsilon(hi)? > target_epsilon {
+        hi *= 2.0;
+        if hi > MAX_SIGMA {
+            return Err(DpError::InvalidParameter {
+                name: "target_epsilon",
+                value: target_epsilon,
+                reason: "no noise multiplier up to 1e6 reaches it",
+            });
+        }
+    }
+    let mut lo = 0.0;
+    while hi - lo > 1e-6 * hi {
+        let mid = 0.5 * (lo + hi);
+        if epsilon(mid)? > target_epsilon {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibration_meets_the_target_and_no_less_noise_would() {
+        for (q, steps, target, delta) in [
+            (0.01, 1000, 1.0, 1e-5),
+            (0.25, 40, 4.0, 1e-6),
+            (1.0, 1, 8.0, 1e-6),
+            (0.1, 300, 2.0, 1e-7),
+        ] {
+            let sigma = calibrate_poisson_gaussian(q, steps, target, delta).unwrap();
+            let eps = |s: f64| {
+                let mut a = RdpAccountant::new();
+                a.compose_poisson_gaussian(q, s, steps).unwrap();
+                a.epsilon(delta).unwrap()
+            };
+            assert!(
+                eps(sigma) <= target,
+                "σ {sigma}: ε {} > {target}",
+                eps(sigma)
+            );
+            assert!(
+                eps(sigma * (1.0 - 1e-4)) > target,
+                "σ {sigma} is not the smallest"
+            );
+        }
+        assert!(calibrate_poisson_gaussian(0.1, 10, 0.0, 1e-6).is_err());
+        assert!(calibrate_poisson_gaussian(0.1, 10, f64::NAN, 1e-6).is_err());
+        assert!(calibrate_poisson_gaussian(0.1, 10, -1.0, 1e-6).is_err());
+    }
 
     #[test]
     fn default_orders_match_dp_accounting() {

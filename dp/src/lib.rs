@@ -65,7 +65,7 @@ pub mod error;
 pub mod hadamard;
 pub mod sampler;
 
-pub use accountant::{DdgPrivacy, RdpAccountant};
+pub use accountant::{DdgPrivacy, RdpAccountant, calibrate_poisson_gaussian};
 pub use budget::{MemberBudget, PrivacyBudget, PrivacyEvent};
 pub use ddp::{DdpConfig, DdpPlan};
 pub use error::DpError;

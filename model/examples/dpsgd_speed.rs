@@ -1,6 +1,7 @@
-//! Time per step: the ordinary (non-private) Adam step of `train.rs` against a DP-SGD step
-//! (Poisson sampling, ghost-norm clipping, lattice Gaussian noise, Adam), on the 22-input
-//! autoencoder at batch 256.
+//! Time per step: the ordinary (non-private) Adam step of `train.rs` on 256 rows against an
+//! employee-level DP-SGD step of about as many rows (Poisson sampling of employees, at most 32
+//! rows each, per-employee clipping, lattice Gaussian noise, Adam) and a record-level one, on
+//! the access-feature autoencoder.
 //!
 //! `cargo run --release -p medfl-model --example dpsgd_speed [steps]`
 //!
@@ -12,18 +13,23 @@ use std::time::Instant;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Tensor, TensorData};
 use medfl_dp::LatticeGaussian;
-use medfl_model::dpsgd::{DpOptimizer, DpSgdConfig, DpSgdTrainer, clipped_gradient_sum};
+use medfl_model::dpsgd::{
+    DpOptimizer, DpSgdConfig, DpSgdTrainer, MAX_ROWS_PER_EMPLOYEE, clipped_employee_sum,
+};
 use medfl_model::train::training_device;
-use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_model::{Autoencoder, AutoencoderConfig, EmployeeRows};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 
-const INPUTS: usize = 22;
+const INPUTS: usize = medfl_accesslog::N_FEATURES;
 const BATCH: usize = 256;
-/// Rows in the data set; the DP sampling rate is `BATCH / ROWS`.
+/// Rows in the data set.
 const ROWS: usize = BATCH * 40;
+/// Rows per employee (three weeks of a clinician's accesses); a step uses 32 of them.
+const ROWS_PER_EMPLOYEE: usize = 200;
+const EMPLOYEES: usize = ROWS / ROWS_PER_EMPLOYEE;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -40,11 +46,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = AutoencoderConfig::for_inputs(INPUTS);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let data: Vec<f32> = (0..ROWS * INPUTS)
-        .map(|_| rng.random_range(-2.0f32..2.0))
+        .map(|_| rng.random_range(0.0f32..2.0))
         .collect();
-    let q = BATCH as f64 / ROWS as f64;
-    let dp_config = |noise_multiplier: f64| DpSgdConfig {
-        sampling_rate: q,
+    let employee_of_row: Vec<u32> = (0..ROWS).map(|r| (r % EMPLOYEES) as u32).collect();
+    let by_employee = EmployeeRows::new(&data, INPUTS, &employee_of_row)?;
+    let by_row = EmployeeRows::one_per_row(&data, INPUTS)?;
+    // About BATCH rows a step either way: BATCH/32 employees of 32 rows, or BATCH rows.
+    let q = (BATCH / MAX_ROWS_PER_EMPLOYEE) as f64 / EMPLOYEES as f64;
+    let q_row = BATCH as f64 / ROWS as f64;
+    let dp_config = |noise_multiplier: f64, sampling_rate: f64| DpSgdConfig {
+        sampling_rate,
         noise_multiplier,
         clip_norm: 1.0,
         steps: steps as u64 + 10,
@@ -78,14 +89,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         optim.step(1e-3, model, grads)
     };
 
-    // DP-SGD with noise, and without (σ = 0) to separate the sampler's cost.
-    let mut dp = DpSgdTrainer::new(config, &data, dp_config(1.0), &device)?;
+    // Employee-level DP-SGD with noise, and without (σ = 0) to separate the sampler's cost;
+    // record-level DP-SGD for comparison.
+    let mut dp = DpSgdTrainer::new(config, &by_employee, dp_config(1.0, q), &device)?;
     let mut dp_model = Some(Autoencoder::new(config, 1, &device)?);
-    let mut dp0 = DpSgdTrainer::new(config, &data, dp_config(0.0), &device)?;
+    let mut dp0 = DpSgdTrainer::new(config, &by_employee, dp_config(0.0, q), &device)?;
     let mut dp0_model = Some(Autoencoder::new(config, 1, &device)?);
-    // Ghost clipping alone on a fixed batch of 256 (no sampling, noise or optimizer).
+    let mut dp_row = DpSgdTrainer::new(config, &by_row, dp_config(1.0, q_row), &device)?;
+    let mut dp_row_model = Some(Autoencoder::new(config, 1, &device)?);
+    // Employee clipping alone on a fixed batch of 8 employees of 32 rows (no sampling, noise
+    // or optimizer).
     let ghost_model = Autoencoder::new(config, 1, &device)?;
     let ghost_rows = &data[..BATCH * INPUTS];
+    let groups: Vec<usize> = (0..=BATCH / MAX_ROWS_PER_EMPLOYEE)
+        .map(|g| g * MAX_ROWS_PER_EMPLOYEE)
+        .collect();
 
     // The two host-side pieces alone: Poisson sampling over all rows, and the noise.
     let mut sampler = ChaCha20Rng::seed_from_u64(5);
@@ -94,6 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut grad = vec![0.0f32; config.param_count()];
 
     let (mut t_plain, mut t_dp, mut t_dp0, mut t_ghost) = (vec![], vec![], vec![], vec![]);
+    let mut t_row = vec![];
     let (mut t_sample, mut t_noise) = (vec![], vec![]);
     let mut batch_sizes = 0usize;
     for i in 0..steps + 10 {
@@ -112,11 +131,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dp0_model = Some(m);
 
         let t = Instant::now();
-        let _ = clipped_gradient_sum(&ghost_model, config, ghost_rows, 1.0, &device)?;
+        let (m, _) = dp_row.step(dp_row_model.take().ok_or("model")?)?;
+        let r = t.elapsed().as_secs_f64();
+        dp_row_model = Some(m);
+
+        let t = Instant::now();
+        let _ = clipped_employee_sum(&ghost_model, config, ghost_rows, &groups, 1.0, &device)?;
         let d = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let picked = (0..ROWS).filter(|_| sampler.random_bool(q)).count();
+        let picked = (0..EMPLOYEES).filter(|_| sampler.random_bool(q)).count();
         let e = t.elapsed().as_secs_f64();
         std::hint::black_box(picked);
 
@@ -130,6 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t_plain.push(a);
             t_dp.push(b);
             t_dp0.push(c);
+            t_row.push(r);
             t_ghost.push(d);
             t_sample.push(e);
             t_noise.push(f);
@@ -139,15 +164,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = median(&mut t_plain);
     let rows = [
         ("non-private step (train.rs)", plain),
-        ("DP-SGD step (sigma = 1)", median(&mut t_dp)),
-        ("DP-SGD step (sigma = 0, no noise)", median(&mut t_dp0)),
-        ("ghost clipped sum only", median(&mut t_ghost)),
-        ("Poisson sampling only (ChaCha20)", median(&mut t_sample)),
+        ("employee-level DP-SGD step (sigma = 1)", median(&mut t_dp)),
+        (
+            "employee-level DP-SGD step (sigma = 0, no noise)",
+            median(&mut t_dp0),
+        ),
+        ("record-level DP-SGD step (sigma = 1)", median(&mut t_row)),
+        (
+            "employee clipped sum only (8 x 32 rows)",
+            median(&mut t_ghost),
+        ),
+        ("Poisson sampling of employees only", median(&mut t_sample)),
         ("lattice noise only (2014 values)", median(&mut t_noise)),
     ];
     println!(
-        "autoencoder {INPUTS}-32-8-32-{INPUTS} ({} parameters), batch {BATCH} (DP: Poisson q = \
-         {q:.4} over {ROWS} rows, mean batch {:.1}), {steps} steps, medians",
+        "autoencoder {INPUTS}-32-8-32-{INPUTS} ({} parameters), batch {BATCH} rows (employee \
+         DP: Poisson q = {q:.4} over {EMPLOYEES} employees of {ROWS_PER_EMPLOYEE} rows, mean \
+         batch {:.1} rows), {steps} steps, medians",
         config.param_count(),
         batch_sizes as f64 / steps as f64
     );

@@ -1,46 +1,65 @@
-//! DP-SGD for the autoencoder: Poisson-sampled batches, per-example clipping by ghost norms,
-//! exact lattice Gaussian noise, and Rényi-DP accounting.
+//! DP-SGD for the autoencoder at the level of the employee: Poisson-sampled employees, each
+//! employee's whole contribution clipped, exact lattice Gaussian noise, and Rényi-DP accounting.
+//!
+//! The person a hospital protects is the employee whose accesses are logged, and one employee
+//! owns hundreds of rows. Clipping rows would bound one access event; this clips employees, so
+//! the `(ε, δ)` bounds what the released model reveals about any one employee's whole log
+//! (user-level DP-SGD: McMahan et al. 2018, "Learning differentially private recurrent language
+//! models"; the sampling scheme is the "user-level sampling" of Charles et al. 2024).
 //!
 //! # One step
 //!
-//! 1. **Sampling.** Every row joins the batch independently with probability `q` (a seeded
-//!    ChaCha20 stream). Poisson sampling, not shuffling, is what the subsampled-Gaussian
-//!    accountant assumes; the batch may be empty, and then the step is noise only.
-//! 2. **Per-example norms without per-example gradients ("ghost norms").** The forward pass uses
-//!    the parameters as constants and adds a zero "probe" leaf `P_l` (`[b, d_out]`) to each layer's
-//!    pre-activation. One backward of the *sum* of per-example losses gives `∂L/∂P_l = Δ_l`, whose
-//!    row `i` is example `i`'s gradient w.r.t. that pre-activation (no layer mixes examples). For
-//!    a Linear layer `s = aW + b`, example `i`'s weight gradient is the outer product `a_iᵀ δ_i`
-//!    and its bias gradient `δ_i`, so its squared norm is `‖δ_i‖²(‖a_i‖² + 1)`; summing over the
-//!    four layers gives `‖g_i‖²` exactly, from tensors already at hand.
-//! 3. **Clipped sum without a second pass.** With `c_i = min(1, C/‖g_i‖)`, the sum of clipped
-//!    gradients is `Aᵀ(c ⊙ Δ)` for the weight (burn stores `W` as `[d_in, d_out]`) and the column
-//!    sums of `c ⊙ Δ` for the bias.
-//! 4. **Noise.** The summed gradient is rounded to the lattice `λℤ` and lattice Gaussian noise of
+//! 1. **Sampling.** Every employee joins the batch independently with probability `q` (a
+//!    seeded ChaCha20 stream). Poisson sampling is what the subsampled-Gaussian accountant
+//!    assumes; the batch may be empty, and then the step is noise only.
+//! 2. **Each sampled employee's rows.** At most [`MAX_ROWS_PER_EMPLOYEE`] of the employee's rows,
+//!    chosen uniformly without replacement from the same stream. The employee's gradient
+//!    `g_u` is the mean of their rows' gradients (bounding the rows bounds the compute, not the
+//!    privacy: that is the clip below).
+//! 3. **Per-row deltas without per-row gradients.** The forward pass uses the parameters as
+//!    constants and adds a zero "probe" leaf `P_l` (`[b, d_out]`) to each layer's
+//!    pre-activation. One backward of the *sum* of per-row losses gives `∂L/∂P_l = Δ_l`, whose
+//!    row `i` is row `i`'s gradient w.r.t. that pre-activation (no layer mixes rows). For a
+//!    Linear layer `s = aW + b`, row `i`'s weight gradient is the outer product `a_iᵀ δ_i` and
+//!    its bias gradient `δ_i`.
+//! 4. **Employee norms.** `g_u`'s weight part is `(1/m_u) Σ_{i∈u} a_iᵀ δ_i` and its bias part
+//!    `(1/m_u) Σ_{i∈u} δ_i`; their squared norms over the four layers give `‖g_u‖²`. A group of
+//!    one row takes the shortcut `‖δ_i‖²(‖a_i‖² + 1)` ("ghost norm"); larger groups form the
+//!    `d_in × d_out` sum on the host, in `f64` (a few thousand multiply-adds per row).
+//! 5. **Clipped sum without a second pass.** With `c_u = min(1, C/‖g_u‖)`, the sum of clipped
+//!    employee gradients is `Aᵀ(f ⊙ Δ)` for the weight (burn stores `W` as `[d_in, d_out]`) and
+//!    the column sums of `f ⊙ Δ` for the bias, where row `i` of employee `u` has `f_i = c_u/m_u`.
+//! 6. **Noise.** The summed gradient is rounded to the lattice `λℤ` and lattice Gaussian noise of
 //!    standard deviation at least `σC` is added ([`medfl_dp::LatticeGaussian::privatize_f32`]),
 //!    a sampler with exact integer coins rather than a floating-point Box–Muller.
-//! 5. **Update.** The noisy sum is divided by the *expected* batch size `qN` (dividing by the
-//!    realised size would leak it) and handed to Adam or SGD; both are post-processing.
+//! 7. **Update.** The noisy sum is divided by the *expected* number of sampled employees `qN`
+//!    (dividing by the realised number would leak it) and handed to Adam or SGD; both are
+//!    post-processing.
+//!
+//! Adding or removing one employee adds or removes at most one clipped term of norm `≤ C`, so
+//! each step is the Poisson-subsampled Gaussian mechanism over employees. Passing
+//! [`EmployeeRows::one_per_row`] makes every row its own "employee": record-level DP-SGD.
 //!
 //! # Accounting
 //!
-//! Each step is the Poisson-subsampled Gaussian mechanism. Its L2 sensitivity is the clip norm
-//! `C`, plus the lattice rounding's `λ√d` over `d` parameters
-//! ([`medfl_dp::LatticeGaussian::sensitivity_inflation`]). We therefore account with the
-//! *effective* noise multiplier `σ_eff = std / (C + λ√d)` (with `std ≥ σC` the sampler's actual
-//! standard deviation), which is a hair below the nominal `σ`, so the reported `ε` is an upper
-//! bound for the mechanism actually run. `λ ≈ σC·2⁻²⁰`, so for this model (about 2 000
+//! The step's L2 sensitivity is the clip norm `C`, plus the lattice rounding's `λ√d` over `d`
+//! parameters ([`medfl_dp::LatticeGaussian::sensitivity_inflation`]). We therefore account with
+//! the *effective* noise multiplier `σ_eff = std / (C + λ√d)` (with `std ≥ σC` the sampler's
+//! actual standard deviation), which is a hair below the nominal `σ`, so the reported `ε` is an
+//! upper bound for the mechanism actually run. `λ ≈ σC·2⁻²⁰`, so for this model (about 2 000
 //! parameters) `σ_eff/σ ≈ 1 − 4·10⁻⁵`.
 //!
 //! # Floating point
 //!
-//! Norms are computed in `f32` on the device; the clip factor is shrunk by a margin that covers
-//! the `f32` rounding of the norm and of the scaling, so each clipped per-example gradient (as
-//! computed from the `f32` activations and deltas) has norm at most `C`. Rounding in the batch
-//! sum `Aᵀ(c ⊙ Δ)` itself is not accounted for, as in every DP-SGD implementation we know of.
+//! Norms come from `f32` activations and deltas; the clip factor is shrunk by a margin that
+//! covers the `f32` rounding of the norm, of the scaling, and of summing an employee's at most
+//! [`MAX_ROWS_PER_EMPLOYEE`] rows, so each clipped employee gradient (as computed from the `f32`
+//! activations and deltas) has norm at most `C`. Rounding across employees in the batch sum
+//! `Aᵀ(f ⊙ Δ)` is not accounted for, as in every DP-SGD implementation we know of.
 //!
 //! The loss values and clipping statistics in [`DpSgdReport`] are computed from the raw batches:
-//! they are diagnostics for the data holder and are **not** covered by the privacy guarantee.
+//! they are diagnostics for the data holder, never leave the hospital, and are **not** covered
+//! by the privacy guarantee.
 
 use burn::nn::Linear;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
@@ -52,7 +71,11 @@ use rand::RngExt;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use crate::{Autoencoder, AutoencoderConfig, ModelError};
+use crate::{Autoencoder, AutoencoderConfig, EmployeeRows, ModelError};
+
+/// Most rows of one employee a step uses; more are sampled down uniformly. This bounds a step's
+/// compute, not the privacy (each employee's mean gradient is clipped whatever their count).
+pub const MAX_ROWS_PER_EMPLOYEE: usize = 32;
 
 /// Why DP-SGD refused to run or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +116,12 @@ pub enum DpOptimizer {
 /// DP-SGD hyperparameters.
 #[derive(Clone, Copy, PartialEq)]
 pub struct DpSgdConfig {
-    /// Poisson sampling rate `q ∈ (0, 1]`: each row joins each step's batch with this probability.
+    /// Poisson sampling rate `q ∈ (0, 1]`: each employee joins each step's batch with this
+    /// probability.
     pub sampling_rate: f64,
     /// Noise multiplier `σ ≥ 0`: the noise standard deviation over the clip norm (0 = no privacy).
     pub noise_multiplier: f64,
-    /// Per-example L2 clip norm `C > 0`.
+    /// Per-employee L2 clip norm `C > 0`.
     pub clip_norm: f64,
     /// Number of steps (see [`DpSgdConfig::steps_for_epochs`]).
     pub steps: u64,
@@ -130,7 +154,8 @@ impl std::fmt::Debug for DpSgdConfig {
 }
 
 impl DpSgdConfig {
-    /// The number of steps that visits each row `epochs` times in expectation: `⌈epochs/q⌉`.
+    /// The number of steps that visits each employee `epochs` times in expectation:
+    /// `⌈epochs/q⌉`.
     pub fn steps_for_epochs(sampling_rate: f64, epochs: f64) -> Result<u64, DpSgdError> {
         check_rate(sampling_rate)?;
         check(
@@ -256,13 +281,15 @@ pub struct DpSgdReport {
     pub steps: u64,
     /// The privacy cost (ε at δ, effective noise multiplier, sensitivity).
     pub accounting: DpAccounting,
-    /// Mean per-example loss over each expected epoch (`⌈1/q⌉` steps; the last may be partial;
+    /// Mean per-row loss over each expected epoch (`⌈1/q⌉` steps; the last may be partial;
     /// NaN if no row was sampled in it). Not private: a diagnostic for the data holder.
     pub losses: Vec<f32>,
-    /// Sampled rows over all steps (their mean is about `q·N` per step). Not private.
+    /// Sampled employees over all steps (about `q·N` per step). Not private.
+    pub sampled_employees: u64,
+    /// Rows those employees contributed. Not private.
     pub sampled_rows: u64,
-    /// Sampled rows whose gradient was clipped (`‖g_i‖ > C`). Not private.
-    pub clipped_rows: u64,
+    /// Sampled employees whose gradient was clipped (`‖g_u‖ > C`). Not private.
+    pub clipped_employees: u64,
     /// Steps whose Poisson batch was empty (noise-only updates).
     pub empty_steps: u64,
 }
@@ -270,36 +297,38 @@ pub struct DpSgdReport {
 /// One step's diagnostics (not private).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
-    /// Rows in the Poisson batch.
+    /// Employees in the Poisson batch.
+    pub employees: usize,
+    /// Rows they contributed.
     pub batch_size: usize,
-    /// Sum of the batch's per-example losses.
+    /// Sum of the batch's per-row losses.
     pub loss_sum: f64,
-    /// Rows whose gradient was clipped.
+    /// Employees whose gradient was clipped.
     pub clipped: usize,
 }
 
-/// Per-example norms, clip factors and the clipped gradient sum of one batch.
+/// Per-employee norms, clip factors and the clipped gradient sum of one batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClippedSum {
-    /// `‖g_i‖` per example (ghost norms, from `f32` tensors, widened).
+    /// `‖g_u‖` per employee (from `f32` activations and deltas, widened).
     pub norms: Vec<f64>,
-    /// The factor applied to each example, `≈ min(1, C/‖g_i‖)` (see the module docs' margin).
+    /// The factor applied to each employee, `≈ min(1, C/‖g_u‖)` (see the module docs' margin).
     pub factors: Vec<f32>,
-    /// `Σ_i c_i g_i`, flat in [`Autoencoder::to_flat`] order.
+    /// `Σ_u c_u g_u`, flat in [`Autoencoder::to_flat`] order.
     pub sum: Vec<f32>,
-    /// `Σ_i loss_i`.
+    /// `Σ_i loss_i` over the rows.
     pub loss_sum: f64,
 }
 
-/// Trains `model` with DP-SGD on a row-major matrix of `config.inputs` columns.
+/// Trains `model` with employee-level DP-SGD on `rows` (of `config.inputs` columns).
 pub fn train_dp(
     model: Autoencoder,
     config: AutoencoderConfig,
-    data: &[f32],
+    rows: &EmployeeRows<'_>,
     dp: DpSgdConfig,
     device: &Device,
 ) -> Result<(Autoencoder, DpSgdReport), DpSgdError> {
-    DpSgdTrainer::new(config, data, dp, device)?.run(model)
+    DpSgdTrainer::new(config, rows, dp, device)?.run(model)
 }
 
 /// Step-by-step DP-SGD over borrowed data, holding the optimizer state and the random streams.
@@ -308,8 +337,8 @@ pub struct DpSgdTrainer<'a> {
     config: AutoencoderConfig,
     /// Hyperparameters (validated).
     dp: DpSgdConfig,
-    /// Row-major data, `rows × config.inputs`, all finite.
-    data: &'a [f32],
+    /// The rows, grouped by employee (`config.inputs` columns, all finite).
+    rows: &'a EmployeeRows<'a>,
     /// Training device (autodiff).
     device: Device,
     /// Adam or SGD state.
@@ -320,10 +349,14 @@ pub struct DpSgdTrainer<'a> {
     noise_rng: ChaCha20Rng,
     /// `None` when `σ = 0`.
     noise: Option<LatticeGaussian>,
-    /// `qN`, the divisor of the noisy sum.
+    /// `qN` over employees, the divisor of the noisy sum.
     expected_batch: f64,
     /// Reused buffer for the sampled rows.
     batch: Vec<f32>,
+    /// Where each sampled employee's rows start in `batch` (in rows), then the total.
+    groups: Vec<usize>,
+    /// Reused buffer for sampling an employee's rows.
+    picked: Vec<u32>,
     /// Steps taken so far.
     step: u64,
     /// The cost of the configured run.
@@ -336,30 +369,26 @@ impl<'a> DpSgdTrainer<'a> {
     /// Checks everything (parameters, shapes, finite data) before any step.
     pub fn new(
         config: AutoencoderConfig,
-        data: &'a [f32],
+        rows: &'a EmployeeRows<'a>,
         dp: DpSgdConfig,
         device: &Device,
     ) -> Result<DpSgdTrainer<'a>, DpSgdError> {
         let accounting = dp.accounting(config)?;
         let d = config.inputs;
-        if data.is_empty() || !data.len().is_multiple_of(d) {
+        if rows.width() != d {
             return Err(ModelError::Shape(format!(
-                "{} values do not form a non-empty matrix of rows of {d}",
-                data.len()
+                "rows of {} columns for a model of {d} inputs",
+                rows.width()
             ))
             .into());
         }
-        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-            return Err(ModelError::Shape(format!("value {i} of the data is not finite")).into());
-        }
-        let rows = data.len() / d;
-        let expected_batch = dp.sampling_rate * rows as f64;
+        let expected_batch = dp.sampling_rate * rows.employees() as f64;
         // The update divides by qN in f32; a vanishing qN would turn it into infinities.
         check(
             "sampling_rate",
             dp.sampling_rate,
             (1.0 / expected_batch) < f64::from(f32::MAX) / 1e6,
-            "q times the number of rows is too small",
+            "q times the number of employees is too small",
         )?;
         let optim = match dp.optimizer {
             DpOptimizer::Adam => AdamConfig::new().init(),
@@ -371,7 +400,7 @@ impl<'a> DpSgdTrainer<'a> {
         Ok(DpSgdTrainer {
             config,
             dp,
-            data,
+            rows,
             device: device.clone(),
             optim,
             sampler,
@@ -379,6 +408,8 @@ impl<'a> DpSgdTrainer<'a> {
             noise: dp.noise()?,
             expected_batch,
             batch: Vec::new(),
+            groups: Vec::new(),
+            picked: Vec::new(),
             step: 0,
             accounting,
             proximal: None,
@@ -420,13 +451,14 @@ impl<'a> DpSgdTrainer<'a> {
         let epoch_len = (1.0 / dp.sampling_rate).ceil().max(1.0) as u64;
         let mut losses = Vec::new();
         let (mut epoch_loss, mut epoch_rows) = (0.0f64, 0usize);
-        let (mut sampled, mut clipped, mut empty) = (0u64, 0u64, 0u64);
+        let (mut employees, mut sampled, mut clipped, mut empty) = (0u64, 0u64, 0u64, 0u64);
         let mut model = model;
         for step in 0..dp.steps {
             let (next, stats) = self.step(model)?;
             model = next;
             epoch_loss += stats.loss_sum;
             epoch_rows += stats.batch_size;
+            employees += stats.employees as u64;
             sampled += stats.batch_size as u64;
             clipped += stats.clipped as u64;
             empty += u64::from(stats.batch_size == 0);
@@ -441,8 +473,9 @@ impl<'a> DpSgdTrainer<'a> {
                 steps: dp.steps,
                 accounting: self.accounting,
                 losses,
+                sampled_employees: employees,
                 sampled_rows: sampled,
-                clipped_rows: clipped,
+                clipped_employees: clipped,
                 empty_steps: empty,
             },
         ))
@@ -460,17 +493,12 @@ impl<'a> DpSgdTrainer<'a> {
         }
         check_model(&model, self.config)?;
         let d = self.config.inputs;
-        self.batch.clear();
-        for row in self.data.chunks_exact(d) {
-            // q ∈ (0, 1] was validated, so this cannot panic.
-            if self.sampler.random_bool(self.dp.sampling_rate) {
-                self.batch.extend_from_slice(row);
-            }
-        }
+        self.sample_batch();
         let b = self.batch.len() / d;
         let (mut flat, stats) = if b == 0 {
             // An empty batch still takes a (noise-only) step: skipping it would reveal emptiness.
             let stats = StepStats {
+                employees: 0,
                 batch_size: 0,
                 loss_sum: 0.0,
                 clipped: 0,
@@ -479,9 +507,10 @@ impl<'a> DpSgdTrainer<'a> {
         } else {
             let x =
                 Tensor::<2>::from_data(TensorData::new(self.batch.clone(), [b, d]), &self.device);
-            let clipped = ghost_clipped_sum(&model, x, self.dp.clip_norm)
+            let clipped = grouped_clipped_sum(&model, x, &self.groups, self.dp.clip_norm)
                 .map_err(|e| e.at_step(self.step))?;
             let stats = StepStats {
+                employees: self.groups.len() - 1,
                 batch_size: b,
                 loss_sum: clipped.loss_sum,
                 clipped: clipped.factors.iter().filter(|&&c| c < 1.0).count(),
@@ -502,6 +531,39 @@ impl<'a> DpSgdTrainer<'a> {
         let model = self.optim.step(self.dp.learning_rate, model, grads);
         self.step += 1;
         Ok((model, stats))
+    }
+}
+
+impl DpSgdTrainer<'_> {
+    /// Fills `batch` with the rows of a Poisson sample of employees, at most
+    /// [`MAX_ROWS_PER_EMPLOYEE`] each (uniform without replacement), and `groups` with where
+    /// each employee's rows start.
+    fn sample_batch(&mut self) {
+        self.batch.clear();
+        self.groups.clear();
+        self.groups.push(0);
+        let mut rows_in_batch = 0;
+        for e in 0..self.rows.employees() {
+            // q ∈ (0, 1] was validated, so this cannot panic.
+            if !self.sampler.random_bool(self.dp.sampling_rate) {
+                continue;
+            }
+            self.picked.clear();
+            self.picked.extend_from_slice(self.rows.rows_of(e));
+            let take = self.picked.len().min(MAX_ROWS_PER_EMPLOYEE);
+            if take < self.picked.len() {
+                // A partial Fisher–Yates shuffle: the first `take` are a uniform sample.
+                for j in 0..take {
+                    let k = self.sampler.random_range(j..self.picked.len());
+                    self.picked.swap(j, k);
+                }
+            }
+            for &i in &self.picked[..take] {
+                self.batch.extend_from_slice(self.rows.row(i));
+            }
+            rows_in_batch += take;
+            self.groups.push(rows_in_batch);
+        }
     }
 }
 
@@ -551,11 +613,25 @@ fn check_model(model: &Autoencoder, config: AutoencoderConfig) -> Result<(), Mod
 /// ghost-vs-naive tests fail if the two ever disagree.
 const RELU_AFTER: [bool; 4] = [true, false, true, false];
 
-/// The clipped gradient sum of the batch `rows` by ghost norms (see the module docs).
+/// The clipped gradient sum of the batch `rows`, every row its own employee.
 pub fn clipped_gradient_sum(
     model: &Autoencoder,
     config: AutoencoderConfig,
     rows: &[f32],
+    clip_norm: f64,
+    device: &Device,
+) -> Result<ClippedSum, DpSgdError> {
+    let singletons: Vec<usize> = (0..=rows.len() / config.inputs.max(1)).collect();
+    clipped_employee_sum(model, config, rows, &singletons, clip_norm, device)
+}
+
+/// The clipped sum of the mean gradients of the employees whose rows are
+/// `rows[groups[u]..groups[u + 1]]` (in rows), as one DP-SGD step computes it.
+pub fn clipped_employee_sum(
+    model: &Autoencoder,
+    config: AutoencoderConfig,
+    rows: &[f32],
+    groups: &[usize],
     clip_norm: f64,
     device: &Device,
 ) -> Result<ClippedSum, DpSgdError> {
@@ -566,7 +642,7 @@ pub fn clipped_gradient_sum(
         "must be finite and positive",
     )?;
     let x = batch_tensor(model, config, rows, device)?;
-    ghost_clipped_sum(model, x, clip_norm)
+    grouped_clipped_sum(model, x, groups, clip_norm)
 }
 
 /// Per-example gradients the slow way, one backward per row (for checking the ghost norms).
@@ -641,13 +717,24 @@ fn per_example_losses(reconstruction: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
     (reconstruction - x).powi_scalar(2).mean_dim(1)
 }
 
-/// Ghost norms and the clipped sum for a non-empty batch `x` (`[b, inputs]`, finite).
-fn ghost_clipped_sum(
+/// Employee norms and the clipped sum for a non-empty batch `x` (`[b, inputs]`, finite) whose
+/// employees' rows are `groups[u]..groups[u + 1]` (see the module docs).
+fn grouped_clipped_sum(
     model: &Autoencoder,
     x: Tensor<2>,
+    groups: &[usize],
     clip_norm: f64,
 ) -> Result<ClippedSum, DpSgdError> {
     let [b, _] = x.dims();
+    if groups.first() != Some(&0)
+        || groups.last() != Some(&b)
+        || groups.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(ModelError::Shape(format!(
+            "employee groups {groups:?} do not partition {b} rows"
+        ))
+        .into());
+    }
     let device = x.device();
     let linears: [&Linear; 4] = model.linears();
 
@@ -674,33 +761,39 @@ fn ghost_clipped_sum(
     }
     let losses = per_example_losses(h, x);
     let grads = losses.clone().sum().backward();
+    let loss_sum = to_vec(losses.inner().into_data())?
+        .iter()
+        .map(|&l| f64::from(l))
+        .sum();
 
-    // ‖g_i‖² = Σ_l ‖δ_i‖²(‖a_i‖² + 1), as a [b, 1] column, computed on the device.
     let mut deltas = Vec::with_capacity(4);
-    let mut sq: Option<Tensor<2>> = None;
+    let mut sq = vec![0.0f64; groups.len() - 1];
+    let mut scratch = Vec::new();
     for (probe, a) in probes.iter().zip(&inputs) {
         let delta = probe.grad(&grads).ok_or_else(no_grad)?;
-        let term =
-            delta.clone().powi_scalar(2).sum_dim(1) * (a.clone().powi_scalar(2).sum_dim(1) + 1.0);
-        sq = Some(match sq {
-            Some(acc) => acc + term,
-            None => term,
-        });
+        let host_a = to_vec(a.clone().into_data())?;
+        let host_delta = to_vec(delta.clone().into_data())?;
+        add_layer_norms(&host_a, &host_delta, groups, &mut sq, &mut scratch);
         deltas.push(delta);
     }
-    let sq = sq.ok_or_else(no_grad)?;
-    // One host round trip for norms and losses together.
-    let host = to_vec(Tensor::cat(vec![sq, losses.inner()], 1).into_data())?;
-    let (norms, factors, loss_sum) = clip_factors(&host, clip_norm, max_width)?;
+    let max_rows = groups.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(1);
+    let (norms, factors) = clip_factors(&sq, clip_norm, max_width + max_rows)?;
 
+    // Row i of employee u is scaled by c_u / m_u (the clipped mean), rounded down.
+    let mut row_factors = Vec::with_capacity(b);
+    for (w, &c) in groups.windows(2).zip(&factors) {
+        let m = w[1] - w[0];
+        let f = round_down_f32(f64::from(c) / m as f64);
+        row_factors.extend(std::iter::repeat_n(f, m));
+    }
     let inner_device = deltas[0].device();
-    let c = Tensor::<2>::from_data(TensorData::new(factors.clone(), [b, 1]), &inner_device);
+    let c = Tensor::<2>::from_data(TensorData::new(row_factors, [b, 1]), &inner_device);
     let mut parts: Vec<Tensor<1>> = Vec::with_capacity(8);
     for (delta, a) in deltas.into_iter().zip(inputs) {
         let [_, d_out] = delta.dims();
         let [_, d_in] = a.dims();
         let cd = delta * c.clone();
-        // Σ_i c_i a_iᵀ δ_i = Aᵀ (c ⊙ Δ): burn's Linear weight is [d_in, d_out].
+        // Σ_i f_i a_iᵀ δ_i = Aᵀ (f ⊙ Δ): burn's Linear weight is [d_in, d_out].
         parts.push(a.transpose().matmul(cd.clone()).reshape([d_in * d_out]));
         parts.push(cd.sum_dim(0).reshape([d_out]));
     }
@@ -713,30 +806,75 @@ fn ghost_clipped_sum(
     })
 }
 
-/// From host rows `(‖g_i‖², loss_i)`: norms, `f32` clip factors and the loss sum.
+/// Adds one layer's share of `‖g_u‖²` for every employee `u`, where `g_u` is the mean over the
+/// employee's rows of the layer's weight and bias gradients `a_iᵀδ_i` and `δ_i`.
 ///
-/// `‖g_i‖²` was summed in `f32` over at most `width + 4` terms per layer (relative error below
-/// `(width + 8)·2⁻²⁴`), and scaling by `c_i` rounds once more; we clip the norm inflated by
-/// `(width + 12)·2⁻²³` (over twice those errors) and round `c_i` down to `f32`, so the clipped
-/// example's norm stays at or below `C`.
+/// `a` is the layer input (`[b, d_in]`), `delta` the pre-activation delta (`[b, d_out]`), both
+/// row-major on the host. A one-row employee takes the ghost-norm shortcut
+/// `‖δ‖²(‖a‖² + 1)`; larger ones sum the `d_in × d_out` outer products in `f64` in `scratch`.
+fn add_layer_norms(
+    a: &[f32],
+    delta: &[f32],
+    groups: &[usize],
+    sq: &mut [f64],
+    scratch: &mut Vec<f64>,
+) {
+    let b = groups.last().copied().unwrap_or(0).max(1);
+    let (d_in, d_out) = (a.len() / b, delta.len() / b);
+    let square = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+    for (w, total) in groups.windows(2).zip(sq.iter_mut()) {
+        let (start, end) = (w[0], w[1]);
+        if end - start == 1 {
+            let (ai, di) = (
+                &a[start * d_in..end * d_in],
+                &delta[start * d_out..end * d_out],
+            );
+            *total += square(di) * (square(ai) + 1.0);
+            continue;
+        }
+        scratch.clear();
+        scratch.resize(d_in * d_out + d_out, 0.0);
+        let (weight, bias) = scratch.split_at_mut(d_in * d_out);
+        for i in start..end {
+            let ai = &a[i * d_in..(i + 1) * d_in];
+            let di = &delta[i * d_out..(i + 1) * d_out];
+            for (&ap, row) in ai.iter().zip(weight.chunks_exact_mut(d_out)) {
+                let ap = f64::from(ap);
+                for (g, &dq) in row.iter_mut().zip(di) {
+                    *g += ap * f64::from(dq);
+                }
+            }
+            for (g, &dq) in bias.iter_mut().zip(di) {
+                *g += f64::from(dq);
+            }
+        }
+        let m = (end - start) as f64;
+        *total += scratch.iter().map(|g| g * g).sum::<f64>() / (m * m);
+    }
+}
+
+/// From each employee's `‖g_u‖²`: norms and `f32` clip factors.
+///
+/// The inputs to `‖g_u‖²` are `f32` activations and deltas, and the mechanism scales and sums
+/// an employee's rows in `f32` (at most `terms` rounding steps deep, counting layer widths and
+/// rows); we clip the norm inflated by `(terms + 12)·2⁻²³` (over twice those errors) and round
+/// `c_u` down to `f32`, so the clipped employee's norm stays at or below `C`.
 fn clip_factors(
-    host: &[f32],
+    sq: &[f64],
     clip_norm: f64,
-    max_width: usize,
-) -> Result<(Vec<f64>, Vec<f32>, f64), DpSgdError> {
-    let slack = 1.0 + (max_width as f64 + 12.0) * f64::from(f32::EPSILON);
-    let mut norms = Vec::with_capacity(host.len() / 2);
-    let mut factors = Vec::with_capacity(host.len() / 2);
-    let mut loss_sum = 0.0f64;
-    for pair in host.chunks_exact(2) {
-        let norm = f64::from(pair[0]).sqrt();
+    terms: usize,
+) -> Result<(Vec<f64>, Vec<f32>), DpSgdError> {
+    let slack = 1.0 + (terms as f64 + 12.0) * f64::from(f32::EPSILON);
+    let mut norms = Vec::with_capacity(sq.len());
+    let mut factors = Vec::with_capacity(sq.len());
+    for &s in sq {
+        let norm = s.sqrt();
         let c = clip_factor(norm * slack, clip_norm)
             .map_err(|_| DpSgdError::NonFiniteGradient { step: 0 })?;
         norms.push(norm);
         factors.push(round_down_f32(c));
-        loss_sum += f64::from(pair[1]);
     }
-    Ok((norms, factors, loss_sum))
+    Ok((norms, factors))
 }
 
 /// The largest `f32` not above `x` (for `x ∈ (0, 1]`), so a clip factor never grows when narrowed.
@@ -824,14 +962,13 @@ mod tests {
 
     #[test]
     fn clip_factors_respect_the_margin() {
-        // Squared norms 0.25 (kept), 4 (clipped to 1/2 of itself), and a loss column.
-        let (norms, factors, loss) = clip_factors(&[0.25, 1.0, 4.0, 2.0], 1.0, 32).unwrap();
+        // Squared norms 0.25 (kept) and 4 (clipped to 1/2 of itself).
+        let (norms, factors) = clip_factors(&[0.25, 4.0], 1.0, 32).unwrap();
         assert_eq!(norms, vec![0.5, 2.0]);
         assert_eq!(factors[0], 1.0);
         assert!(f64::from(factors[1]) * 2.0 < 1.0 && factors[1] > 0.4999);
-        assert_eq!(loss, 3.0);
         assert!(matches!(
-            clip_factors(&[f32::NAN, 0.0], 1.0, 8),
+            clip_factors(&[f64::NAN], 1.0, 8),
             Err(DpSgdError::NonFiniteGradient { .. })
         ));
     }
@@ -879,7 +1016,8 @@ mod tests {
         };
         let model = Autoencoder::new(ae, 1, &device).unwrap();
         let before = model.to_flat().unwrap();
-        let (model, report) = train_dp(model, ae, &data, dp, &device).unwrap();
+        let rows = EmployeeRows::one_per_row(&data, 3).unwrap();
+        let (model, report) = train_dp(model, ae, &rows, dp, &device).unwrap();
         assert_eq!(report.empty_steps, 3);
         assert!(report.losses.iter().all(|l| l.is_nan()));
         assert_ne!(model.to_flat().unwrap(), before);

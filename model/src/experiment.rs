@@ -8,10 +8,13 @@
 //! rate (a security office tunes its alert volume to its own traffic); figures are averaged over
 //! hospitals (macro averages), so a large hospital does not hide a small one.
 //!
-//! - **local**: each hospital trains alone, on its own data and its own standardization.
+//! - **local**: each hospital trains alone, on its own data.
 //! - **federated**: FedAvg (McMahan et al. 2017): each round every hospital trains
 //!   `local_epochs` from the global parameters; the coordinator averages the results weighted by
-//!   training rows. Standardization uses moments summed across hospitals.
+//!   training rows.
+//!
+//! Features keep their fixed public scale (`crate::standardize`) in every setting, as in the
+//! private deployment, so the settings differ only in who trains on what.
 //! - **centralized**: all training data pooled in one place (the upper bound FL aims at), for
 //!   as many epochs as federated training runs in total.
 //! - **isolation forest**: the non-neural baseline, per hospital.
@@ -24,7 +27,7 @@ use crate::evaluate::{AttackRow, Evaluation, evaluate};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
 use crate::modelfile::ModelFile;
-use crate::standardize::{Moments, Standardizer};
+use crate::standardize::Standardizer;
 use crate::train::{TrainConfig, score, train};
 use crate::{Autoencoder, AutoencoderConfig, ModelError};
 
@@ -37,6 +40,8 @@ pub struct HospitalData {
     pub n_cols: usize,
     /// Training rows (unlabelled).
     pub train: Vec<f32>,
+    /// The employee of each training row (dense indices): the unit of employee-level DP.
+    pub train_employees: Vec<u32>,
     /// Normal rows held out to set the threshold.
     pub validation_normal: Vec<f32>,
     /// Test rows.
@@ -210,7 +215,7 @@ fn local(
     let mut hospitals = Vec::new();
     let mut losses = Vec::new();
     for (i, hd) in h.iter().enumerate() {
-        let s = Moments::of(&hd.train, net.inputs).standardizer();
+        let s = Standardizer::identity(net.inputs);
         let model = Autoencoder::new(net, cfg.seed, device)?;
         let tc = TrainConfig {
             epochs,
@@ -236,15 +241,6 @@ fn local(
         model_hash: None,
         losses,
     })
-}
-
-/// Consortium-wide standardization from summed moments.
-fn pooled_standardizer(h: &[HospitalData], inputs: usize) -> Standardizer {
-    let mut m = Moments::of(&[], inputs);
-    for hd in h {
-        m.add(&Moments::of(&hd.train, inputs));
-    }
-    m.standardizer()
 }
 
 fn model_file(
@@ -281,7 +277,7 @@ fn federated(
     cfg: &ExperimentConfig,
     device: &Device,
 ) -> Result<SettingResult, ModelError> {
-    let s = pooled_standardizer(h, net.inputs);
+    let s = Standardizer::identity(net.inputs);
     let data: Vec<Vec<f32>> = h.iter().map(|hd| standardized(&hd.train, &s)).collect();
     let mut global = Autoencoder::new(net, cfg.seed, device)?.to_flat()?;
     let mut losses = Vec::with_capacity(cfg.rounds);
@@ -324,7 +320,7 @@ fn centralized(
     epochs: usize,
     device: &Device,
 ) -> Result<SettingResult, ModelError> {
-    let s = pooled_standardizer(h, net.inputs);
+    let s = Standardizer::identity(net.inputs);
     let pooled: Vec<f32> = h
         .iter()
         .flat_map(|hd| standardized(&hd.train, &s))

@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //! - [`autoencoder`]: the network, its flat parameter vector.
-//! - [`train`]: the training loop and scoring. [`dpsgd`]: the same with per-example clipping and
-//!   calibrated noise.
+//! - [`train`]: the training loop and scoring. [`dpsgd`]: employee-level DP-SGD (per-employee
+//!   sampling and clipping, calibrated noise) over [`employees`]' grouped rows.
 //! - [`experiment`]: local, federated and centralized training on a simulated consortium.
 //! - [`standardize`]: aggregable per-feature moments.
 //! - [`iforest`]: the isolation-forest baseline.
@@ -16,6 +16,7 @@
 
 pub mod autoencoder;
 pub mod dpsgd;
+pub mod employees;
 pub mod evaluate;
 pub mod experiment;
 pub mod iforest;
@@ -25,6 +26,7 @@ pub mod standardize;
 pub mod train;
 
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use employees::EmployeeRows;
 
 /// Why a model operation failed.
 #[derive(Debug, thiserror::Error)]

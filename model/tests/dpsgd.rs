@@ -5,11 +5,11 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Tensor, TensorData};
 use medfl_dp::{MemberBudget, PrivacyBudget, RdpAccountant};
 use medfl_model::dpsgd::{
-    DpOptimizer, DpSgdConfig, DpSgdError, DpSgdTrainer, batch_gradient_sum, clipped_gradient_sum,
-    naive_per_example_gradients, train_dp,
+    DpOptimizer, DpSgdConfig, DpSgdError, DpSgdTrainer, MAX_ROWS_PER_EMPLOYEE, batch_gradient_sum,
+    clipped_employee_sum, clipped_gradient_sum, naive_per_example_gradients, train_dp,
 };
 use medfl_model::train::{score, training_device};
-use medfl_model::{Autoencoder, AutoencoderConfig, ModelError};
+use medfl_model::{Autoencoder, AutoencoderConfig, EmployeeRows, ModelError};
 use proptest::prelude::*;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -143,7 +143,7 @@ fn one_full_batch_step_without_noise_or_clipping_is_ordinary_sgd() {
     let (dp_model, report) = train_dp(
         Autoencoder::new(SMALL, 1, &device).unwrap(),
         SMALL,
-        &rows,
+        &EmployeeRows::one_per_row(&rows, SMALL.inputs).unwrap(),
         dp,
         &device,
     )
@@ -176,7 +176,14 @@ fn the_noise_has_the_calibrated_scale() {
     };
     let model = Autoencoder::new(SMALL, 1, &device).unwrap();
     let before = model.to_flat().unwrap();
-    let (model, _) = train_dp(model, SMALL, &rows, dp, &device).unwrap();
+    let (model, _) = train_dp(
+        model,
+        SMALL,
+        &EmployeeRows::one_per_row(&rows, SMALL.inputs).unwrap(),
+        dp,
+        &device,
+    )
+    .unwrap();
     let moved: Vec<f64> = model
         .to_flat()
         .unwrap()
@@ -226,6 +233,183 @@ proptest! {
     }
 }
 
+/// Splits `rows` rows into employees of 1 to 5 rows, from `seed`.
+fn random_groups(rows: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut groups = vec![0];
+    let mut at = 0;
+    while at < rows {
+        at = (at + rng.random_range(1..=5usize)).min(rows);
+        groups.push(at);
+    }
+    groups
+}
+
+/// `Σ_{i∈u} f g_i` per employee in f64, with `f = c_u/m_u` rounded down as the mechanism does.
+fn clipped_employees(naive: &[Vec<f32>], groups: &[usize], factors: &[f32]) -> Vec<Vec<f64>> {
+    groups
+        .windows(2)
+        .zip(factors)
+        .map(|(w, &c)| {
+            let m = (w[1] - w[0]) as f64;
+            let f = f64::from(c) / m;
+            let f = f64::from(if (f as f32 as f64) > f {
+                (f as f32).next_down()
+            } else {
+                f as f32
+            });
+            let mut g = vec![0.0f64; naive[0].len()];
+            for row in &naive[w[0]..w[1]] {
+                for (a, &x) in g.iter_mut().zip(row) {
+                    *a += f * f64::from(x);
+                }
+            }
+            g
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_clipped_employee_gradient_is_within_the_clip_norm(
+        seed in 0u64..1_000_000,
+        rows in 1usize..16,
+        scale in 0.01f32..20.0,
+        clip in 1e-3f64..10.0,
+    ) {
+        let device = training_device();
+        let model = Autoencoder::new(SMALL, seed, &device).unwrap();
+        let data = noise(rows * 6, scale, seed ^ 0x5eed);
+        let groups = random_groups(rows, seed);
+        let sum = clipped_employee_sum(&model, SMALL, &data, &groups, clip, &device).unwrap();
+        prop_assert_eq!(sum.factors.len(), groups.len() - 1);
+        let naive = naive_per_example_gradients(&model, SMALL, &data, &device).unwrap();
+        for g in clipped_employees(&naive, &groups, &sum.factors) {
+            let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+            prop_assert!(norm <= clip, "clipped employee norm {} > C = {}", norm, clip);
+        }
+    }
+}
+
+#[test]
+fn without_clipping_the_employee_sum_is_the_sum_of_employee_mean_gradients() {
+    let device = training_device();
+    let model = Autoencoder::new(SMALL, 3, &device).unwrap();
+    let rows = toy(20, 6);
+    let groups = random_groups(20, 6);
+    let sum = clipped_employee_sum(&model, SMALL, &rows, &groups, 1e30, &device).unwrap();
+    assert!(sum.factors.iter().all(|&c| c == 1.0));
+    let naive = naive_per_example_gradients(&model, SMALL, &rows, &device).unwrap();
+    let mut expected = vec![0.0f64; naive[0].len()];
+    for g in clipped_employees(&naive, &groups, &sum.factors) {
+        expected.iter_mut().zip(g).for_each(|(a, x)| *a += x);
+    }
+    let expected: Vec<f32> = expected.iter().map(|&x| x as f32).collect();
+    let diff = rel_max_diff(&sum.sum, &expected);
+    assert!(diff <= 1e-5, "relative difference {diff:e}");
+    // And the employees' norms are the norms of those means.
+    for (norm, g) in sum
+        .norms
+        .iter()
+        .zip(clipped_employees(&naive, &groups, &sum.factors))
+    {
+        let n = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - n).abs() <= 1e-4 * n.max(1e-6), "{norm} vs {n}");
+    }
+}
+
+#[test]
+fn removing_one_employee_moves_the_clipped_sum_by_at_most_the_clip_norm() {
+    // The sensitivity the accountant assumes, checked on the mechanism: employees with many
+    // large rows, the third (rows 6..13) removed.
+    let device = training_device();
+    let model = Autoencoder::new(SMALL, 8, &device).unwrap();
+    let data = noise(20 * 6, 5.0, 9);
+    let groups = [0, 3, 6, 13, 20];
+    let clip = 0.5;
+    let all = clipped_employee_sum(&model, SMALL, &data, &groups, clip, &device).unwrap();
+    assert!(
+        all.norms[2] > 10.0 * clip,
+        "the removed employee must be clipped"
+    );
+    let without: Vec<f32> = data[..6 * 6]
+        .iter()
+        .chain(&data[13 * 6..])
+        .copied()
+        .collect();
+    let rest =
+        clipped_employee_sum(&model, SMALL, &without, &[0, 3, 6, 13], clip, &device).unwrap();
+    let moved = all
+        .sum
+        .iter()
+        .zip(&rest.sum)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        moved <= clip * (1.0 + 1e-5),
+        "one employee moved the sum by {moved}"
+    );
+    assert!(
+        moved > 0.9 * clip,
+        "a clipped employee should contribute about C: {moved}"
+    );
+}
+
+#[test]
+fn employee_level_training_samples_employees_not_rows() {
+    // 200 employees of 1 to 100 rows each: a step holds about qN employees and at most
+    // MAX_ROWS_PER_EMPLOYEE rows of each, and training still learns the plane.
+    let device = training_device();
+    let config = AutoencoderConfig {
+        inputs: 6,
+        hidden: 16,
+        latent: 2,
+    };
+    let mut employee_of_row = Vec::new();
+    for e in 0..200u32 {
+        employee_of_row.extend(std::iter::repeat_n(e, 1 + (e as usize * 37) % 100));
+    }
+    let data = toy(employee_of_row.len(), 11);
+    let rows = EmployeeRows::new(&data, 6, &employee_of_row).unwrap();
+    assert_eq!(rows.employees(), 200);
+    let q = 0.25;
+    let dp = DpSgdConfig {
+        sampling_rate: q,
+        noise_multiplier: 0.8,
+        clip_norm: 1.0,
+        steps: DpSgdConfig::steps_for_epochs(q, 30.0).unwrap(),
+        learning_rate: 5e-3,
+        optimizer: DpOptimizer::Adam,
+        delta: 1e-5,
+        seed: [4; 32],
+    };
+    let model = Autoencoder::new(config, 1, &device).unwrap();
+    let held_out = toy(512, 12);
+    let mean = |v: Vec<f32>| v.iter().sum::<f32>() / v.len() as f32;
+    let before = mean(score(&model, &held_out, 6, &device).unwrap());
+    let (model, report) = train_dp(model, config, &rows, dp, &device).unwrap();
+    let after = mean(score(&model, &held_out, 6, &device).unwrap());
+    let per_step = report.sampled_employees as f64 / report.steps as f64;
+    assert!(
+        (per_step - q * 200.0).abs() < 10.0,
+        "{per_step} employees a step, expected about {}",
+        q * 200.0
+    );
+    assert!(report.sampled_rows <= report.sampled_employees * MAX_ROWS_PER_EMPLOYEE as u64);
+    assert!(
+        report.sampled_rows > report.sampled_employees * 20,
+        "long histories should fill their rows: {report:?}"
+    );
+    assert!(after < 0.5 * before, "held-out loss {before} -> {after}");
+    eprintln!(
+        "employee-level DP-SGD toy: loss {before:.4} -> {after:.4}, eps = {:.3}, {} steps",
+        report.accounting.epsilon, report.steps
+    );
+}
+
 #[test]
 fn dp_training_still_lowers_the_loss() {
     let device = training_device();
@@ -250,7 +434,14 @@ fn dp_training_still_lowers_the_loss() {
     let held_out = toy(512, 2);
     let mean = |v: Vec<f32>| v.iter().sum::<f32>() / v.len() as f32;
     let before = mean(score(&model, &held_out, 6, &device).unwrap());
-    let (model, report) = train_dp(model, config, &data, dp, &device).unwrap();
+    let (model, report) = train_dp(
+        model,
+        config,
+        &EmployeeRows::one_per_row(&data, config.inputs).unwrap(),
+        dp,
+        &device,
+    )
+    .unwrap();
     let after = mean(score(&model, &held_out, 6, &device).unwrap());
     assert!(
         after < 0.3 * before,
@@ -265,7 +456,7 @@ fn dp_training_still_lowers_the_loss() {
     eprintln!(
         "DP-SGD toy: loss {before:.4} -> {after:.4}, eps = {eps:.3} at delta 1e-5, {} steps, \
          {} of {} sampled rows clipped",
-        report.steps, report.clipped_rows, report.sampled_rows
+        report.steps, report.clipped_employees, report.sampled_employees
     );
 }
 
@@ -283,7 +474,14 @@ fn same_seed_gives_bit_identical_parameters() {
             ..dp_config()
         };
         let model = Autoencoder::new(SMALL, 5, &device).unwrap();
-        let (model, report) = train_dp(model, SMALL, &data, dp, &device).unwrap();
+        let (model, report) = train_dp(
+            model,
+            SMALL,
+            &EmployeeRows::one_per_row(&data, SMALL.inputs).unwrap(),
+            dp,
+            &device,
+        )
+        .unwrap();
         (model.to_flat().unwrap(), report)
     };
     let (a, ra) = run(1);
@@ -326,7 +524,8 @@ fn the_trainer_refuses_steps_beyond_the_accounted_count() {
         steps: 2,
         ..dp_config()
     };
-    let mut trainer = DpSgdTrainer::new(SMALL, &data, dp, &device).unwrap();
+    let rows = EmployeeRows::one_per_row(&data, SMALL.inputs).unwrap();
+    let mut trainer = DpSgdTrainer::new(SMALL, &rows, dp, &device).unwrap();
     let mut model = Autoencoder::new(SMALL, 1, &device).unwrap();
     for _ in 0..2 {
         model = trainer.step(model).unwrap().0;
@@ -443,7 +642,13 @@ fn bad_parameters_are_typed_errors() {
     ];
     for (name, dp) in bad {
         let model = Autoencoder::new(SMALL, 1, &device).unwrap();
-        match train_dp(model, SMALL, &data, dp, &device) {
+        match train_dp(
+            model,
+            SMALL,
+            &EmployeeRows::one_per_row(&data, SMALL.inputs).unwrap(),
+            dp,
+            &device,
+        ) {
             Err(DpSgdError::InvalidParameter { name: n, .. }) => assert_eq!(n, name, "{dp:?}"),
             other => panic!(
                 "{dp:?}: expected an invalid `{name}`, got {other:?}",
@@ -458,7 +663,13 @@ fn bad_parameters_are_typed_errors() {
     };
     let model = Autoencoder::new(SMALL, 1, &device).unwrap();
     assert!(matches!(
-        train_dp(model, SMALL, &data, tiny, &device),
+        train_dp(
+            model,
+            SMALL,
+            &EmployeeRows::one_per_row(&data, SMALL.inputs).unwrap(),
+            tiny,
+            &device
+        ),
         Err(DpSgdError::InvalidParameter {
             name: "sampling_rate",
             ..
@@ -472,7 +683,13 @@ fn bad_parameters_are_typed_errors() {
     };
     let model = Autoencoder::new(SMALL, 1, &device).unwrap();
     assert!(matches!(
-        train_dp(model, SMALL, &data, huge, &device),
+        train_dp(
+            model,
+            SMALL,
+            &EmployeeRows::one_per_row(&data, SMALL.inputs).unwrap(),
+            huge,
+            &device
+        ),
         Err(DpSgdError::Dp(_))
     ));
 
@@ -481,20 +698,38 @@ fn bad_parameters_are_typed_errors() {
         |r: Result<_, DpSgdError>| matches!(r, Err(DpSgdError::Model(ModelError::Shape(_))));
     let model = || Autoencoder::new(SMALL, 1, &device).unwrap();
     assert!(shape_err(
-        train_dp(model(), SMALL, &data[..7], dp_config(), &device).map(|_| ())
+        EmployeeRows::one_per_row(&data[..7], SMALL.inputs)
+            .map(|_| ())
+            .map_err(DpSgdError::from)
     ));
     assert!(shape_err(
-        train_dp(model(), SMALL, &[], dp_config(), &device).map(|_| ())
+        EmployeeRows::one_per_row(&[], SMALL.inputs)
+            .map(|_| ())
+            .map_err(DpSgdError::from)
     ));
     let mut nan = data.clone();
     nan[3] = f32::NAN;
     assert!(shape_err(
-        train_dp(model(), SMALL, &nan, dp_config(), &device).map(|_| ())
+        EmployeeRows::new(&nan, SMALL.inputs, &[0; 64])
+            .map(|_| ())
+            .map_err(DpSgdError::from)
+    ));
+    // Rows of another width than the model's inputs.
+    let narrow = EmployeeRows::one_per_row(&data, 3).unwrap();
+    assert!(shape_err(
+        train_dp(model(), SMALL, &narrow, dp_config(), &device).map(|_| ())
     ));
     let other = AutoencoderConfig { hidden: 9, ..SMALL };
     let wrong = Autoencoder::new(other, 1, &device).unwrap();
     assert!(shape_err(
-        train_dp(wrong, SMALL, &data, dp_config(), &device).map(|_| ())
+        train_dp(
+            wrong,
+            SMALL,
+            &EmployeeRows::one_per_row(&data, SMALL.inputs).unwrap(),
+            dp_config(),
+            &device
+        )
+        .map(|_| ())
     ));
     assert!(matches!(
         clipped_gradient_sum(&model(), SMALL, &data, f64::NAN, &device),

@@ -38,19 +38,18 @@ impl Default for TrainingParams {
     }
 }
 
-/// Member-level protection of the aggregate: each update is clipped, weighted, and carries a
-/// share of a discrete Gaussian whose sum over at least `min_clients` survivors has std
-/// `noise_multiplier · clip` (Kairouz, Liu & Steinke 2021).
+/// The distributed discrete Gaussian of the aggregate: each update is clipped and carries a share
+/// of a discrete Gaussian whose sum over at least `min_clients` survivors has std
+/// `noise_multiplier · clip` (Kairouz, Liu & Steinke 2021). At the default multiplier it keeps
+/// the ring's rounding honest; it is not a hospital-level privacy guarantee (docs/privacy.md).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DdgParams {
     /// L2 bound on one hospital's model update (parameter space).
     pub update_clip: f64,
-    /// Noise std of the sum over `update_clip · √2` (the weighted update plus its weight).
+    /// Noise std of the sum over `update_clip`.
     pub noise_multiplier: f64,
     /// Ring width of secure aggregation.
     pub bits: u32,
-    /// Training rows at which a hospital's weight saturates: weight = min(rows, cap) / cap.
-    pub weight_cap: u64,
     /// Fewest survivors the noise is calibrated for.
     pub min_clients: u64,
 }
@@ -61,7 +60,6 @@ impl Default for DdgParams {
             update_clip: 5.0,
             noise_multiplier: 0.01,
             bits: 32,
-            weight_cap: 10_000,
             min_clients: 3,
         }
     }
@@ -195,10 +193,10 @@ impl RoundConfig {
         if !(8..=62).contains(&g.bits) {
             return Err(ProtocolError::invalid("ddg.bits", "must be in 8..=62"));
         }
-        if g.weight_cap == 0 || g.min_clients == 0 || g.min_clients > n as u64 {
+        if g.min_clients == 0 || g.min_clients > n as u64 {
             return Err(ProtocolError::invalid(
                 "ddg",
-                "weight_cap must be positive and min_clients in 1..=participants",
+                "min_clients must be in 1..=participants",
             ));
         }
         self.strategy

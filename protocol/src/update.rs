@@ -1,14 +1,14 @@
 //! A hospital's model update as a vector over `Z_{2^b}`, and the aggregate back to a mean update.
 //!
-//! Hospital `i` with `n_i` training rows and training loss `ℓ_i` sends
-//! `v_i = [w_i · clip(Δ_i, C), w_i · C, w_i · C · min(ℓ_i, L)/L]`, where `Δ_i` is its trained
-//! parameters minus the global ones and `w_i = min(n_i, cap) / cap ∈ (0, 1]` its weight. Then
-//! `‖v_i‖ ≤ √3·C` whatever `n_i` is, so a hospital with millions of records neither overflows the
-//! ring nor raises the sensitivity, and the sum carries the weighted update sum, the total weight
-//! `Σ w_i` and the weighted loss: the coordinator learns the consortium's training loss only in
-//! aggregate and under the same noise, never one hospital's. The distributed
-//! discrete Gaussian ([`medfl_dp::DdpPlan`]) rotates, scales, rounds and noises `v_i` into
-//! `Z_{2^b}`; secure aggregation sums the vectors; the coordinator decodes the sum and divides.
+//! Hospital `i` sends `v_i = clip(Δ_i, C)`, its trained parameters minus the global ones, clipped
+//! to the round's update bound, so `‖v_i‖ ≤ C` whatever the hospital's size. Nothing else rides
+//! along: every hospital counts once (a public weight, not its row count, which would say
+//! something about its employees), and no training loss is sent (it is computed on raw rows and
+//! no DP mechanism covers it). The update itself is the output of the hospital's DP-SGD, so it
+//! is covered by the hospital's employee-level guarantee. The distributed discrete Gaussian
+//! ([`medfl_dp::DdpPlan`]) rotates, scales, rounds and noises `v_i` into `Z_{2^b}`; secure
+//! aggregation sums the vectors; the coordinator decodes the sum and divides by the number of
+//! survivors, which it knows.
 
 use medfl_dp::ddp::granularity_for_bits;
 use medfl_dp::{DdpConfig, DdpPlan};
@@ -24,15 +24,7 @@ pub struct UpdateCodec {
     plan: DdpPlan,
     params: usize,
     clip: f64,
-    cap: u64,
 }
-
-/// Smallest total weight the decoder divides by: noise can push a tiny sum towards zero.
-const MIN_TOTAL_WEIGHT: f64 = 1e-3;
-/// Largest training loss a hospital reports (`L`); higher losses count as `L`.
-pub const LOSS_CAP: f64 = 10.0;
-/// Coordinates after the parameters: total weight and weighted loss.
-const EXTRA: usize = 2;
 
 /// Probability, over the distributed noise, that an honest aggregate fails [`RangeCheck`]
 /// (`2^-40`, split evenly between the coordinate and the norm bounds).
@@ -94,12 +86,8 @@ impl std::fmt::Display for RangeCheck {
 /// What the coordinator learns from one aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedAggregate {
-    /// `Σ w_i Δ_i / Σ w_i`: the weighted mean update (noisy).
+    /// `Σ clip(Δ_i) / survivors`: the mean update (noisy).
     pub mean_update: Vec<f64>,
-    /// `Σ w_i` (noisy).
-    pub total_weight: f64,
-    /// `Σ w_i ℓ_i / Σ w_i` (noisy).
-    pub mean_loss: f64,
 }
 
 impl UpdateCodec {
@@ -108,9 +96,9 @@ impl UpdateCodec {
         let params = config.model.param_count();
         let g = &config.ddg;
         let mut template = DdpConfig::new(
-            params + EXTRA,
+            params,
             g.min_clients,
-            g.update_clip * 3f64.sqrt(),
+            g.update_clip,
             g.noise_multiplier,
             1.0,
         );
@@ -123,7 +111,6 @@ impl UpdateCodec {
             plan,
             params,
             clip: g.update_clip,
-            cap: g.weight_cap,
         })
     }
 
@@ -142,18 +129,11 @@ impl UpdateCodec {
         &self.plan
     }
 
-    /// A hospital's weight for `rows` training rows.
-    pub fn weight(&self, rows: u64) -> f64 {
-        rows.min(self.cap) as f64 / self.cap as f64
-    }
-
-    /// Encodes `trained − global` for a hospital with `rows` training rows and training `loss`.
+    /// Encodes `trained − global`, clipped.
     pub fn encode<R: CryptoRng + ?Sized>(
         &self,
         global: &[f32],
         trained: &[f32],
-        rows: u64,
-        loss: f64,
         rng: &mut R,
     ) -> Result<Vec<u64>, ProtocolError> {
         if global.len() != self.params || trained.len() != self.params {
@@ -176,27 +156,20 @@ impl UpdateCodec {
             return Err(ProtocolError::invalid("update", "non-finite parameter"));
         }
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let w = self.weight(rows);
-        let scale = w * if norm > self.clip {
-            self.clip / norm
-        } else {
-            1.0
-        };
-        v.iter_mut().for_each(|x| *x *= scale);
-        v.push(w * self.clip);
-        let loss = if loss.is_finite() {
-            loss.clamp(0.0, LOSS_CAP)
-        } else {
-            LOSS_CAP
-        };
-        v.push(w * self.clip * loss / LOSS_CAP);
+        if norm > self.clip {
+            let scale = self.clip / norm;
+            v.iter_mut().for_each(|x| *x *= scale);
+        }
         Ok(self.plan.encode(&v, rng)?)
     }
 
-    /// From the aggregate to the mean update, total weight and mean loss.
-    pub fn decode(&self, sum: &[u64]) -> Result<DecodedAggregate, ProtocolError> {
+    /// From the aggregate of `survivors` updates to their mean update.
+    pub fn decode(&self, sum: &[u64], survivors: usize) -> Result<DecodedAggregate, ProtocolError> {
+        if survivors == 0 {
+            return Err(ProtocolError::invalid("survivors", "an empty aggregate"));
+        }
         let s = self.plan.decode_sum(sum)?;
-        self.finish_decode(s)
+        self.finish_decode(s, survivors)
     }
 
     /// [`Self::decode`], and whether the sum is in the range `survivors` honest updates can
@@ -252,22 +225,20 @@ impl UpdateCodec {
             norm,
             norm_bound,
         };
-        Ok((self.finish_decode(s)?, range))
+        Ok((self.finish_decode(s, survivors)?, range))
     }
 
-    fn finish_decode(&self, mut s: Vec<f64>) -> Result<DecodedAggregate, ProtocolError> {
-        if s.len() != self.params + EXTRA {
+    fn finish_decode(
+        &self,
+        mut s: Vec<f64>,
+        survivors: usize,
+    ) -> Result<DecodedAggregate, ProtocolError> {
+        if s.len() != self.params {
             return Err(ProtocolError::invalid("aggregate", "wrong length"));
         }
-        let loss_sum = s.pop().unwrap_or(0.0) * LOSS_CAP / self.clip;
-        let total_weight = s.pop().unwrap_or(0.0) / self.clip;
-        let divisor = total_weight.max(MIN_TOTAL_WEIGHT);
-        s.iter_mut().for_each(|x| *x /= divisor);
-        Ok(DecodedAggregate {
-            mean_update: s,
-            total_weight,
-            mean_loss: loss_sum / divisor,
-        })
+        let n = survivors as f64;
+        s.iter_mut().for_each(|x| *x /= n);
+        Ok(DecodedAggregate { mean_update: s })
     }
 }
 
@@ -309,37 +280,28 @@ mod tests {
     }
 
     #[test]
-    fn weighted_mean_survives_encoding_and_modular_sum() {
+    fn the_mean_survives_encoding_and_modular_sum() {
         let cfg = config(3);
         cfg.check().unwrap();
         let codec = UpdateCodec::new(&cfg).unwrap();
         let d = cfg.model.param_count();
         let global = vec![0.5f32; d];
         let mut rng = ChaCha20Rng::seed_from_u64(1);
-        // Deltas 0.01, 0.02, 0.03 everywhere; rows 10_000 (w=1), 5_000 (w=0.5), 50M (w=1).
-        let rows = [10_000u64, 5_000, 50_000_000];
+        // Deltas 0.01, 0.02, 0.03 everywhere: every hospital counts once.
         let mut sum = vec![0u64; codec.encoded_len()];
-        for (i, r) in rows.iter().enumerate() {
+        for i in 0..3 {
             let trained: Vec<f32> = global.iter().map(|g| g + 0.01 * (i + 1) as f32).collect();
-            let x = codec
-                .encode(&global, &trained, *r, 0.1 * (i + 1) as f64, &mut rng)
-                .unwrap();
+            let x = codec.encode(&global, &trained, &mut rng).unwrap();
+            assert_eq!(x.len(), codec.encoded_len());
             codec.plan().add_mod(&mut sum, &x).unwrap();
         }
         let (agg, range) = codec.decode_checked(&sum, 3).unwrap();
         assert!(range.ok(), "an honest sum: {range}");
-        let total = agg.total_weight;
-        assert!((total - 2.5).abs() < 0.01, "total weight {total}");
-        let want_loss = (0.1 + 0.5 * 0.2 + 0.3) / 2.5;
-        assert!(
-            (agg.mean_loss - want_loss).abs() < 0.01,
-            "loss {}",
-            agg.mean_loss
-        );
-        let want = (0.01 + 0.5 * 0.02 + 0.03) / 2.5;
+        assert_eq!(agg.mean_update.len(), d);
         for m in &agg.mean_update {
-            assert!((m - want).abs() < 2e-3, "{m} vs {want}");
+            assert!((m - 0.02).abs() < 2e-3, "{m} vs 0.02");
         }
+        assert!(codec.decode(&sum, 0).is_err());
     }
 
     #[test]
@@ -353,9 +315,7 @@ mod tests {
         for _ in 0..3 {
             // Updates far past the clip: the largest an honest hospital can send.
             let trained = vec![100f32; d];
-            let x = codec
-                .encode(&global, &trained, 10_000, 1e9, &mut rng)
-                .unwrap();
+            let x = codec.encode(&global, &trained, &mut rng).unwrap();
             codec.plan().add_mod(&mut honest, &x).unwrap();
         }
         let (_, range) = codec.decode_checked(&honest, 3).unwrap();
@@ -364,9 +324,7 @@ mod tests {
         // quarter of the ring.
         let mut wrapped = vec![0u64; codec.encoded_len()];
         for _ in 0..2 {
-            let x = codec
-                .encode(&global, &vec![0.01f32; d], 10_000, 1.0, &mut rng)
-                .unwrap();
+            let x = codec.encode(&global, &vec![0.01f32; d], &mut rng).unwrap();
             codec.plan().add_mod(&mut wrapped, &x).unwrap();
         }
         let evil = vec![1u64 << (codec.bits() - 2); codec.encoded_len()];
@@ -384,16 +342,10 @@ mod tests {
         let global = vec![0f32; d];
         let trained = vec![1e6f32; d];
         let mut rng = ChaCha20Rng::seed_from_u64(2);
-        let x = codec
-            .encode(&global, &trained, 10_000, 1.0, &mut rng)
-            .unwrap();
-        let agg = codec.decode(&x).unwrap();
-        let norm = agg.mean_update.iter().map(|v| v * v).sum::<f64>().sqrt() * agg.total_weight;
+        let x = codec.encode(&global, &trained, &mut rng).unwrap();
+        let agg = codec.decode(&x, 1).unwrap();
+        let norm = agg.mean_update.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!(norm <= cfg.ddg.update_clip * 1.01, "norm {norm}");
-        assert!(
-            codec
-                .encode(&global, &[f32::NAN; 3], 1, 1.0, &mut rng)
-                .is_err()
-        );
+        assert!(codec.encode(&global, &[f32::NAN; 3], &mut rng).is_err());
     }
 }

@@ -1,16 +1,16 @@
 //! `medfl client`: the hospital agent over libp2p.
 //!
 //! It loads the hospital's access logs (CSV or FHIR AuditEvent NDJSON), turns them into
-//! features standardized with the hospital's own moments (which never leave it), keeps its own
+//! features on their fixed public scale, each row tagged with its employee (the unit of its
+//! DP-SGD), keeps its own
 //! copy of the ledger (blocks come from the coordinator and are checked in full before they are
 //! appended), dials the coordinator and reconnects whenever the connection drops. Training runs
 //! on a blocking thread so the connection stays served. Each model the ledger anchors becomes
-//! `models/current.model`: the global network with the hospital's standardization and an alert
-//! threshold set on its own traffic, ready for the access monitor (`medfl eval --model`).
+//! `models/current.model`: the global network with an alert threshold set on its own traffic, ready for the access monitor (`medfl eval --model`).
 //!
 //! Consent: each training task names the hospital's opted-out patients (by consent pseudonym,
 //! as of the round's consent height); their events are removed before features are computed,
-//! and the standardization is recomputed on what is left. Pseudonyms are keyed with a key
+//! and the features are recomputed on what is left. Pseudonyms are keyed with a key
 //! derived from the hospital's own signing key (`medfl_accesslog::consent`).
 //!
 //! It also sends the hospital's own signed transactions (`medfl ledger submit` drops them in
@@ -32,6 +32,7 @@ use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::modelfile::ModelFile;
+use medfl_model::standardize::Standardizer;
 use medfl_model::train::{score, training_device};
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
@@ -131,7 +132,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         );
     }
     let n_rows = current.n_rows() as u64;
-    info!(rows = n_rows, opted_out = opted_out.len(), removed_events = current.removed_events, file = %events.display(), "training data loaded");
+    info!(rows = n_rows, employees = current.n_employees(), opted_out = opted_out.len(), removed_events = current.removed_events, file = %events.display(), "training data loaded");
 
     let genesis_hash = ledger.state().genesis_hash();
     let coordinator = member
@@ -167,7 +168,6 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         member.config.member.clone(),
         member.key.clone(),
         genesis_hash,
-        n_rows,
         spend,
         seed,
     );
@@ -232,10 +232,9 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             _ = tokio::time::sleep_until(next_outbox) => {}
             Some((session, result)) = trained_rx.recv() => match result {
                 Ok((t, set)) => {
-                    info!(session, loss = t.loss, steps = t.report.steps, epsilon = t.report.accounting.epsilon, rows = set.n_rows(), "local training done");
-                    d.agent.set_rows(set.n_rows() as u64);
+                    info!(session, local_loss = t.loss, steps = t.report.steps, epsilon = t.report.accounting.epsilon, employees_sampled = t.report.sampled_employees, rows = set.n_rows(), "local training done (the loss stays here)");
                     d.current = set;
-                    if let Err(e) = d.agent.submit_update(session, &t.params, t.loss) {
+                    if let Err(e) = d.agent.submit_update(session, &t.params) {
                         warn!(error = %e, "update not submitted");
                     }
                 }
@@ -579,15 +578,16 @@ impl Daemon {
                             .map_err(|e| format!("{e:#}"))?,
                     )
                 };
-                let trained = train::run(&task, &set.rows).map_err(|e| e.to_string())?;
+                let rows = set.by_employee().map_err(|e| format!("{e:#}"))?;
+                let trained = train::run(&task, &rows).map_err(|e| e.to_string())?;
                 Ok((trained, set))
             })();
             let _ = tx.blocking_send((task.session, result));
         });
     }
 
-    /// Writes the global model and the hospital's monitor model (its standardization, its
-    /// threshold).
+    /// Writes the global model and the hospital's monitor model (the global network with the
+    /// hospital's own alert threshold, which stays in the hospital).
     fn adopt(&self, model: &GlobalModel) -> Result<()> {
         let dir = self.member.dir.join("models");
         std::fs::write(dir.join(format!("{}.model", model.hash)), model.to_bytes()?)?;
@@ -598,7 +598,7 @@ impl Daemon {
         let threshold = threshold_for_fpr(&scores, self.target_fpr).unwrap_or(f32::MAX);
         let monitor = ModelFile {
             config: cfg,
-            standardizer: self.current.standardizer.clone(),
+            standardizer: Standardizer::identity(cfg.inputs),
             threshold,
             params: model.file.params.clone(),
         };

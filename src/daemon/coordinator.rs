@@ -390,7 +390,6 @@ impl Daemon {
                                 model = %o.model.hash,
                                 participants = m.participants,
                                 dropped = ?m.dropped,
-                                loss = ?m.loss,
                                 max_epsilon = m.max_epsilon,
                                 duration_ms = m.duration_ms,
                                 ledger_ms,
