@@ -53,6 +53,10 @@ enum Command {
         /// Server update rule.
         #[arg(long, value_enum)]
         strategy: Option<StrategyArg>,
+        /// Employee-level epsilon the whole run may spend per hospital: the DP-SGD noise
+        /// multiplier is calibrated to it (and the budget set to it).
+        #[arg(long)]
+        epsilon: Option<f64>,
         /// Output directory (default runs/sim-SEED-Nh-Rr); must not hold a run already.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -627,6 +631,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             dropout,
             strategy,
+            epsilon,
             out,
         } => {
             let mut run = simulate::RunConfig::default();
@@ -647,6 +652,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(s) = strategy {
                 run.strategy = s.strategy();
+            }
+            if let Some(e) = epsilon {
+                run.calibrate_to(e)?;
+                eprintln!(
+                    "noise multiplier {:.4} for employee-level epsilon {e} over {} rounds",
+                    run.training.noise_multiplier, run.rounds
+                );
             }
             let text = match &scenario {
                 Some(path) => read(path)?,

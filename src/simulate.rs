@@ -79,6 +79,35 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// Sets the DP-SGD noise multiplier so that the whole run costs each hospital at most
+    /// `epsilon` (employee level, at `training.delta`), and the budget to `epsilon`.
+    pub fn calibrate_to(&mut self, epsilon: f64) -> Result<()> {
+        let t = &self.training;
+        let steps = medfl_protocol::privacy::steps_per_round(t)?
+            .checked_mul(self.rounds)
+            .context("too many steps")?;
+        let sigma = medfl_dp::calibrate_poisson_gaussian(t.sampling_rate, steps, epsilon, t.delta)?;
+        // The accountant charges the effective multiplier, a hair below the nominal one (the
+        // lattice rounding's sensitivity, `medfl_model::dpsgd`): raise σ until the charged
+        // figure itself meets the target.
+        let model = AutoencoderConfig {
+            inputs: medfl_accesslog::N_FEATURES,
+            hidden: self.hidden,
+            latent: self.latent,
+        };
+        self.training.noise_multiplier = sigma;
+        for _ in 0..10_000 {
+            let charged =
+                medfl_protocol::privacy::epsilon_after(&self.training, model, self.rounds)?;
+            if charged <= epsilon {
+                self.budget_epsilon = epsilon;
+                return Ok(());
+            }
+            self.training.noise_multiplier *= 1.0 + 1e-4;
+        }
+        bail!("no noise multiplier near {sigma} meets epsilon {epsilon}")
+    }
+
     /// Checks what the types do not.
     pub fn check(&self) -> Result<()> {
         if self.version != 1 {
@@ -226,6 +255,20 @@ pub fn simulate(scenario_text: &str, run: &RunConfig, out: &Path) -> Result<Vec<
     std::fs::write(out.join("scenario.toml"), scenario_text).context("writing scenario.toml")?;
     std::fs::write(out.join("run.toml"), toml::to_string(run)?).context("writing run.toml")?;
 
+    let model = AutoencoderConfig {
+        inputs: medfl_accesslog::N_FEATURES,
+        hidden: run.hidden,
+        latent: run.latent,
+    };
+    let statement = medfl_protocol::privacy::statement(
+        &run.training,
+        model,
+        run.rounds,
+        medfl_protocol::privacy::NoiseSource::ReproducibleSeed,
+    )?;
+    eprintln!("{statement}");
+    std::fs::write(out.join("privacy.txt"), format!("{statement}\n"))
+        .context("writing privacy.txt")?;
     let (rows, hospitals) = execute(&scenario, run, out, true)?;
     write_outputs(out, &rows)?;
 
@@ -357,7 +400,7 @@ fn privacy_table(ledger: &Ledger) -> Result<String> {
         }
     }
     Ok(format!(
-        "privacy spent per hospital (record-level DP-SGD, as anchored on the ledger)\n{}",
+        "privacy spent per hospital (employee-level DP-SGD: epsilon per employee, as anchored on the ledger)\n{}",
         table(
             &["hospital", "rounds", "epsilon spent", "budget", "delta"],
             &rows

@@ -62,10 +62,10 @@
 //! - "Accessed this patient in the last hour / day": a 4-way set-associative cache of 256
 //!   (patient, last time) entries; an eviction makes a patient look new in the window, so
 //!   distinct counts over-count slightly for users with > 256 patients a day.
-//! - Ids are hashed to 64 bits (collisions negligible at hospital scale).
+//! - IP, workstation and patient ids are hashed to 64 bits (collisions negligible at hospital
+//!   scale, and confined to one user's own state); users are keyed by their exact id.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::event::{AccessEvent, Action, Resource, StaffRole};
 use crate::label::Label;
@@ -150,24 +150,6 @@ pub fn hash_id(s: &str) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
-}
-
-/// Passes pre-hashed `u64` keys through, so the user map does not hash twice.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// Remembers the last `N` distinct keys, evicting the least recently used.
@@ -318,7 +300,10 @@ fn ln1p_scaled(x: f32, k: f32) -> f32 {
 /// Turns events, in time order, into feature vectors, keeping bounded per-user state.
 #[derive(Default)]
 pub struct FeatureExtractor {
-    users: HashMap<u64, Box<UserState>, BuildHasherDefault<PassThrough>>,
+    /// Keyed by the exact user id, not a hash of it: two accounts whose ids collide under a
+    /// 64-bit hash must not share a history (one employee's events would then change another's
+    /// rows, which employee-level DP rules out).
+    users: HashMap<Box<str>, Box<UserState>>,
 }
 
 impl FeatureExtractor {
@@ -338,10 +323,12 @@ impl FeatureExtractor {
     /// as simultaneous with it (no negative decay).
     pub fn push(&mut self, e: &AccessEvent) -> [f32; N_FEATURES] {
         let mut f = [0.0f32; N_FEATURES];
-        let u = self
-            .users
-            .entry(hash_id(&e.user))
-            .or_insert_with(UserState::new);
+        if !self.users.contains_key(e.user.as_str()) {
+            self.users.insert(e.user.as_str().into(), UserState::new());
+        }
+        let Some(u) = self.users.get_mut(e.user.as_str()) else {
+            return f;
+        };
         let t = e.time_ms.max(u.last_ms);
         let dt = (t - u.last_ms) as f32;
         let first = u.n == 0;

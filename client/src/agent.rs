@@ -11,7 +11,7 @@ use medfl_protocol::model::{ChunkAssembler, file_len};
 use medfl_protocol::update::{RangeCheck, UpdateCodec};
 use medfl_protocol::{
     DeclineReason, GlobalModel, MAX_CLOCK_SKEW_MS, ProtocolError, RoundConfig, Strategy, ToAgent,
-    ToCoordinator, privacy, strategy, transcript,
+    ToCoordinator, TrainingParams, privacy, strategy, transcript,
 };
 use medfl_secagg::{ClientId, ClientSession, SecAggError};
 
@@ -95,6 +95,9 @@ pub struct TrainingTask {
     pub global: GlobalModel,
     /// DP-SGD parameters, with a fresh secret seed.
     pub dp: DpSgdConfig,
+    /// The round's training parameters the DP-SGD configuration derives from (for the privacy
+    /// statement).
+    pub training: TrainingParams,
     /// The round's strategy (FedProx changes the local objective).
     pub strategy: Strategy,
     /// The ledger height whose consent choices apply (the round's `consent_height`).
@@ -292,6 +295,7 @@ impl Agent {
                     round: r.config.round,
                     global: global.clone(),
                     dp: privacy::dpsgd_config(&r.config.training, seed)?,
+                    training: r.config.training,
                     strategy: r.config.strategy,
                     consent_height,
                     opted_out,

@@ -776,6 +776,11 @@ fn grouped_clipped_sum(
         add_layer_norms(&host_a, &host_delta, groups, &mut sq, &mut scratch);
         deltas.push(delta);
     }
+    if sq.iter().any(|s| !s.is_finite()) {
+        let [_, d] = inputs[0].dims();
+        let host = to_vec(inputs[0].clone().into_data())?;
+        return without_non_finite(model, (host, d, device), groups, &sq, clip_norm);
+    }
     let max_rows = groups.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(1);
     let (norms, factors) = clip_factors(&sq, clip_norm, max_width + max_rows)?;
 
@@ -803,6 +808,63 @@ fn grouped_clipped_sum(
         factors,
         sum,
         loss_sum,
+    })
+}
+
+/// The step without the employees whose gradient is not finite: they contribute nothing (a
+/// clipped term of norm 0 is within `C`), and the others are computed again on their own rows.
+///
+/// Stopping the step instead would make a failure, visible to the coordinator as a dropout,
+/// depend on one employee's rows: a coordinator that chose the starting model could build one
+/// that overflows only on rows of a pattern it wants to detect.
+fn without_non_finite(
+    model: &Autoencoder,
+    (host, d, device): (Vec<f32>, usize, Device),
+    groups: &[usize],
+    sq: &[f64],
+    clip_norm: f64,
+) -> Result<ClippedSum, DpSgdError> {
+    let mut rows = Vec::new();
+    let mut kept = vec![0];
+    for (w, s) in groups.windows(2).zip(sq) {
+        if s.is_finite() {
+            rows.extend_from_slice(&host[w[0] * d..w[1] * d]);
+            kept.push(kept[kept.len() - 1] + (w[1] - w[0]));
+        }
+    }
+    let params: usize = model
+        .linears()
+        .into_iter()
+        .map(|l| {
+            let [d_in, d_out] = l.weight.val().dims();
+            d_in * d_out + d_out
+        })
+        .sum();
+    let finite = if kept.len() > 1 {
+        let n = kept[kept.len() - 1];
+        let x = Tensor::<2>::from_data(TensorData::new(rows, [n, d]), &device);
+        grouped_clipped_sum(model, x, &kept, clip_norm)?
+    } else {
+        ClippedSum {
+            norms: Vec::new(),
+            factors: Vec::new(),
+            sum: vec![0.0; params],
+            loss_sum: 0.0,
+        }
+    };
+    let (mut norms, mut factors) = (Vec::new(), Vec::new());
+    let mut next = finite.norms.iter().zip(&finite.factors);
+    for s in sq {
+        let kept = if s.is_finite() { next.next() } else { None };
+        let (n, c) = kept.map_or((f64::INFINITY, 0.0), |(&n, &c)| (n, c));
+        norms.push(n);
+        factors.push(c);
+    }
+    Ok(ClippedSum {
+        norms,
+        factors,
+        sum: finite.sum,
+        loss_sum: finite.loss_sum,
     })
 }
 

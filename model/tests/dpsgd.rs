@@ -739,3 +739,34 @@ fn bad_parameters_are_typed_errors() {
         })
     ));
 }
+
+#[test]
+fn an_employee_whose_gradient_overflows_contributes_nothing_and_the_step_goes_on() {
+    // A starting model chosen to overflow on rows of one pattern (weights 1e30, biases 0):
+    // all-zero rows stay finite, rows of ones overflow. Failing the step would make a dropout
+    // depend on whether such a row exists; the overflowing employee is dropped instead.
+    let device = training_device();
+    let template = Autoencoder::new(SMALL, 1, &device).unwrap();
+    let mut params = template.to_flat().unwrap();
+    let mut at = 0;
+    for (d_in, d_out) in SMALL.layers() {
+        params[at..at + d_in * d_out].fill(1e30);
+        params[at + d_in * d_out..at + d_in * d_out + d_out].fill(0.0);
+        at += d_in * d_out + d_out;
+    }
+    let model = template.load_flat(SMALL, &params).unwrap();
+    let mut rows = vec![0.0f32; 3 * 6];
+    rows.extend(vec![1.0f32; 2 * 6]);
+    rows.extend(vec![0.0f32; 6]);
+    let groups = [0, 3, 5, 6];
+    let sum = clipped_employee_sum(&model, SMALL, &rows, &groups, 1.0, &device).unwrap();
+    assert_eq!(sum.factors.len(), 3);
+    assert_eq!(sum.factors[1], 0.0, "the overflowing employee is dropped");
+    assert!(sum.factors[0] > 0.0 && sum.factors[2] > 0.0);
+    assert!(sum.sum.iter().all(|x| x.is_finite()));
+    // Everyone overflowing: a zero (noise-only) step, not an error.
+    let ones = vec![1.0f32; 2 * 6];
+    let sum = clipped_employee_sum(&model, SMALL, &ones, &[0, 2], 1.0, &device).unwrap();
+    assert_eq!(sum.factors, vec![0.0]);
+    assert!(sum.sum.iter().all(|&x| x == 0.0));
+}

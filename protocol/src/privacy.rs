@@ -1,4 +1,5 @@
-//! What a round costs a hospital in record-level privacy, computed the same way by everyone.
+//! What a round costs a hospital in employee-level privacy, computed the same way by everyone,
+//! and the privacy statement `simulate` and `client` print.
 //!
 //! Each round a participant runs `⌈epochs/q⌉` DP-SGD steps; all rounds use the same `(q, σ)`, so
 //! after `r` rounds its Rényi-DP curve is that of `r·steps` steps, and the cumulative epsilon is
@@ -71,8 +72,79 @@ pub fn anchored_params(
     })
 }
 
+/// Where the DP noise comes from, for the privacy statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseSource {
+    /// A 256-bit secret drawn from the operating system's generator (a deployment).
+    OsSecret,
+    /// Expanded from the run's public seed so the run can be replayed: the noise is **not**
+    /// secret, and the statement says the guarantee holds only against someone without the seed.
+    ReproducibleSeed,
+}
+
+/// The privacy statement of `rounds` rounds under `t`: the unit, `(ε, δ)`, the accountant, the
+/// mechanisms and the assumptions, in words a privacy officer reads.
+pub fn statement(
+    t: &TrainingParams,
+    model: AutoencoderConfig,
+    rounds: u64,
+    noise: NoiseSource,
+) -> Result<String, ProtocolError> {
+    let epsilon = epsilon_after(t, model, rounds)?;
+    let steps = steps_per_round(t)?;
+    let largest_n = (0.1 / t.delta).floor();
+    let source = match noise {
+        NoiseSource::OsSecret => "drawn from a 256-bit secret seeded by the operating system",
+        NoiseSource::ReproducibleSeed => {
+            "REPRODUCIBLE from the run's seed (a simulation): not secret, so the guarantee holds \
+             only against someone who does not know the seed"
+        }
+    };
+    Ok(format!(
+        "privacy statement\n\
+         - unit: one employee account (staff user id) of a hospital: what the model updates the \
+         hospital releases reveal about all of that account's access events (a person with k \
+         accounts is protected at k times epsilon)\n\
+         - guarantee: ({epsilon:.3}, {delta:e})-differential privacy per hospital after {rounds} \
+         rounds ({delta:e} <= 1/(10 n) for hospitals of up to {largest_n:.0} employees)\n\
+         - accountant: Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar and Zhang \
+         2019), converted to (epsilon, delta); each hospital, the coordinator and the ledger's \
+         contract compute it from the anchored parameters\n\
+         - mechanism: employee-level DP-SGD, {steps} steps a round; each step samples employees \
+         with probability {q}, uses at most {rows} of each one's rows, clips each employee's mean \
+         gradient to {clip} and adds Gaussian noise of std {sigma} x {clip}; the update leaves \
+         only masked (SecAgg+), without loss or row count; the distributed discrete Gaussian of \
+         the aggregate is not counted\n\
+         - noise: {source}\n\
+         - assumptions: features come from each employee's own events and the hospital's \
+         context only, on a fixed public scale; the employee count sets each step's divisor and \
+         is treated as public\n\
+         - not covered: alert and audit-log anchors the hospital writes to the ledger, the timing \
+         of its messages, whether it joins a round; removing a patient's events for consent is \
+         not separately accounted",
+        delta = t.delta,
+        q = t.sampling_rate,
+        clip = t.clip_norm,
+        sigma = t.noise_multiplier,
+        rows = medfl_model::dpsgd::MAX_ROWS_PER_EMPLOYEE,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_statement_names_the_unit_the_figure_and_the_noise_source() {
+        let t = TrainingParams::default();
+        let m = AutoencoderConfig::for_inputs(21);
+        let s = statement(&t, m, 10, NoiseSource::ReproducibleSeed).unwrap();
+        let eps = epsilon_after(&t, m, 10).unwrap();
+        assert!(s.contains("unit: one employee"), "{s}");
+        assert!(s.contains(&format!("({eps:.3}, 1e-6)")), "{s}");
+        assert!(s.contains("REPRODUCIBLE"), "{s}");
+        let s = statement(&t, m, 10, NoiseSource::OsSecret).unwrap();
+        assert!(s.contains("operating system") && !s.contains("REPRODUCIBLE"));
+    }
+
     use super::*;
 
     #[test]

@@ -567,6 +567,16 @@ impl Daemon {
             opted_out = task.opted_out.len(),
             "training locally with DP-SGD"
         );
+        // What this round releases, stated once per round in the log a privacy officer reads.
+        match medfl_protocol::privacy::statement(
+            &task.training,
+            task.global.file.config,
+            1,
+            medfl_protocol::privacy::NoiseSource::OsSecret,
+        ) {
+            Ok(s) => info!(round = task.round, "this round alone: {s}"),
+            Err(e) => warn!(error = %e, "no privacy statement"),
+        }
         tokio::task::spawn_blocking(move || {
             let result: Result<(Trained, Arc<TrainingSet>), String> = (|| {
                 // Rows are rebuilt only when the round's opt-out set differs from the last one.
