@@ -152,9 +152,9 @@ async fn main() -> Result<()> {
                 .collect(),
         );
         // Employees of about ROWS_PER_EMPLOYEE rows each, interleaved as in a real log.
-        let employees: Arc<Vec<u32>> = Arc::new(
+        let employees: Arc<Vec<u64>> = Arc::new(
             (0..rows)
-                .map(|r| (r % (rows / ROWS_PER_EMPLOYEE).max(1)) as u32)
+                .map(|r| (r % (rows / ROWS_PER_EMPLOYEE).max(1)) as u64)
                 .collect(),
         );
         let mut seed = [0u8; 32];

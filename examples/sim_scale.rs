@@ -366,7 +366,7 @@ fn hospitals(n: usize, mean_rows: usize, seed: u64) -> Result<Vec<SimHospital>> 
                 id,
                 train: standardize(&x, rows),
                 // Employees of about 50 rows each: the scale test measures the protocol.
-                employees: (0..rows).map(|r| (r % (rows / 50).max(1)) as u32).collect(),
+                employees: (0..rows).map(|r| (r % (rows / 50).max(1)) as u64).collect(),
                 log: None,
             })
         })

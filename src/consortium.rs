@@ -45,7 +45,7 @@ pub struct SimHospital {
     /// Row-major training matrix, used while none of the hospital's patients has opted out.
     pub train: Vec<f32>,
     /// The employee of each row of `train` (dense indices): the unit of its DP-SGD.
-    pub employees: Vec<u32>,
+    pub employees: Vec<u64>,
     /// The access log `train` was computed from, kept so that opt-outs can be applied to it.
     /// Without it, a round in which one of the hospital's patients has opted out fails rather
     /// than train on that patient's records.
@@ -79,7 +79,7 @@ pub struct TrainingSummary {
 struct Rows {
     opted_out: BTreeSet<Pseudonym>,
     data: Vec<f32>,
-    employees: Vec<u32>,
+    employees: Vec<u64>,
     patients: Option<BTreeSet<Pseudonym>>,
 }
 

@@ -229,7 +229,7 @@ pub struct TrainingSet {
     /// Row-major rows, on the features' fixed public scale.
     pub rows: Vec<f32>,
     /// The employee of each row (dense indices).
-    pub employees: Vec<u32>,
+    pub employees: Vec<u64>,
     /// Events removed because their patient opted out.
     pub removed_events: usize,
 }
@@ -240,9 +240,9 @@ impl TrainingSet {
         self.rows.len().checked_div(self.n_cols).unwrap_or(0)
     }
 
-    /// Distinct employees.
+    /// Distinct employees (indices are dense, from 0).
     pub fn n_employees(&self) -> usize {
-        self.employees.iter().collect::<BTreeSet<_>>().len()
+        self.employees.iter().max().map_or(0, |&m| m as usize + 1)
     }
 
     /// The rows grouped by employee, as DP-SGD takes them.

@@ -181,23 +181,17 @@ pub fn resize(scenario: &mut Scenario, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A hospital's data, on the features' fixed public scale.
-struct Prepared {
-    data: HospitalData,
-}
-
-fn prepare(data: HospitalData) -> Prepared {
-    Prepared { data }
-}
-
 /// Each hospital's detection with `model`: its own threshold, its own test days.
-fn evaluate(model: &GlobalModel, hospitals: &[Prepared], target_fpr: f64) -> Result<SettingResult> {
+fn evaluate(
+    model: &GlobalModel,
+    hospitals: &[HospitalData],
+    target_fpr: f64,
+) -> Result<SettingResult> {
     let device = training_device();
     let cfg = model.file.config;
     let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
     let mut out = Vec::new();
-    for p in hospitals {
-        let h = &p.data;
+    for h in hospitals {
         let val = score(&net, &h.validation_normal, cfg.inputs, &device)?;
         let t = threshold_for_fpr(&val, target_fpr).unwrap_or(f32::MAX);
         let test = score(&net, &h.test, cfg.inputs, &device)?;
@@ -306,7 +300,7 @@ fn execute(
     run: &RunConfig,
     dir: &Path,
     chatty: bool,
-) -> Result<(Vec<RoundRow>, Vec<Prepared>)> {
+) -> Result<(Vec<RoundRow>, Vec<HospitalData>)> {
     let say = |m: &str| {
         if chatty {
             eprintln!("{m}");
@@ -315,17 +309,16 @@ fn execute(
     // Logs are kept only when patients will opt out: they are what consent is applied to.
     let opt_outs = scenario.consent.opt_outs > 0;
     let data = detection::consortium_data_with_logs(scenario, Split::default(), opt_outs, say)?;
-    let (hospitals, logs): (Vec<Prepared>, Vec<_>) =
-        data.into_iter().map(|(d, log)| (prepare(d), log)).unzip();
-    let inputs = hospitals.first().map(|h| h.data.n_cols).unwrap_or(0);
+    let (hospitals, logs): (Vec<HospitalData>, Vec<_>) = data.into_iter().unzip();
+    let inputs = hospitals.first().map(|h| h.n_cols).unwrap_or(0);
     let sims = hospitals
         .iter()
         .zip(logs)
         .map(|(p, log)| {
             Ok(SimHospital {
-                id: MemberId::new(p.data.name.clone()).map_err(anyhow::Error::msg)?,
-                train: p.data.train.clone(),
-                employees: p.data.train_employees.clone(),
+                id: MemberId::new(p.name.clone()).map_err(anyhow::Error::msg)?,
+                train: p.train.clone(),
+                employees: p.train_employees.clone(),
                 log: log.map(|(events, window)| SimLog { events, window }),
             })
         })
@@ -338,7 +331,7 @@ fn execute(
             for (i, h) in hospitals.iter().enumerate() {
                 let patients = medfl_simulations::opt_out_patients(scenario, i)?;
                 let refs: Vec<&str> = patients.iter().map(String::as_str).collect();
-                let id = MemberId::new(h.data.name.clone()).map_err(anyhow::Error::msg)?;
+                let id = MemberId::new(h.name.clone()).map_err(anyhow::Error::msg)?;
                 height = consortium.record_consent(&id, &refs, ConsentChoice::OptOut)?;
             }
             say(&format!(

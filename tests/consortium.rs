@@ -18,7 +18,7 @@ fn hospitals(n: usize, rows: usize, cols: usize, seed: u64) -> Vec<SimHospital> 
                 .map(|_| rng.random_range(-1.0f32..1.0))
                 .collect(),
             // 20 employees, their rows interleaved as in a real log.
-            employees: (0..rows).map(|r| (r % 20) as u32).collect(),
+            employees: (0..rows).map(|r| (r % 20) as u64).collect(),
             log: None,
         })
         .collect()

@@ -82,7 +82,7 @@ pub struct ConsentedFeatures {
     /// Row-major feature rows of the kept events inside the window.
     pub data: Vec<f32>,
     /// The employee of each row (dense indices, [`crate::features::EmployeeIndex`]).
-    pub employees: Vec<u32>,
+    pub employees: Vec<u64>,
     /// Columns ([`N_FEATURES`]).
     pub n_cols: usize,
     /// Pseudonyms of the patients whose events are in `data` (what a test or an audit checks).

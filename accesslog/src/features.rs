@@ -435,7 +435,7 @@ pub struct FeatureMatrix {
     /// The event id of each row.
     pub event_ids: Vec<u64>,
     /// The employee of each row: a dense index, in order of first appearance.
-    pub employees: Vec<u32>,
+    pub employees: Vec<u64>,
 }
 
 impl FeatureMatrix {
@@ -490,17 +490,17 @@ impl FeatureMatrix {
 /// employee-level DP-SGD).
 #[derive(Default, Debug, Clone)]
 pub struct EmployeeIndex {
-    ids: HashMap<String, u32>,
+    ids: HashMap<String, u64>,
 }
 
 impl EmployeeIndex {
-    /// The index of `user`, assigning the next one to a user not seen before (saturating at
-    /// `u32::MAX`, beyond any hospital's staff).
-    pub fn of(&mut self, user: &str) -> u32 {
+    /// The index of `user`, assigning the next one to a user not seen before.
+    pub fn of(&mut self, user: &str) -> u64 {
         if let Some(&i) = self.ids.get(user) {
             return i;
         }
-        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        // Lossless: `usize` is at most 64 bits on every target Rust supports.
+        let i = self.ids.len() as u64;
         self.ids.insert(user.to_owned(), i);
         i
     }

@@ -33,8 +33,8 @@ fn data() -> Vec<f32> {
 }
 
 /// Employee of each row, interleaved as in a log.
-fn employees() -> Vec<u32> {
-    (0..ROWS).map(|r| (r % EMPLOYEES) as u32).collect()
+fn employees() -> Vec<u64> {
+    (0..ROWS).map(|r| (r % EMPLOYEES) as u64).collect()
 }
 
 /// `q` gives about [`BATCH`] rows a step: `BATCH / 32` employees of 32 rows, or [`BATCH`] rows.

@@ -2,51 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, Timeouts};
+mod common;
+use common::{coordinator, training};
+
+use medfl_coordinator::CoordinatorError;
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::{ChainState, MemberId, Timestamp, TxBody};
-use medfl_model::AutoencoderConfig;
-use medfl_protocol::{
-    DdgParams, DeclineReason, GlobalModel, SecAggParams, Strategy, ToAgent, ToCoordinator,
-    TrainingParams,
-};
-
-fn coordinator(f: &Fixture, training: TrainingParams) -> Coordinator {
-    let model = AutoencoderConfig {
-        inputs: 4,
-        hidden: 3,
-        latent: 2,
-    };
-    let cfg = CoordinatorConfig {
-        agreement: Fixture::dua(),
-        model,
-        training,
-        ddg: DdgParams::default(),
-        secagg: SecAggParams::default(),
-        strategy: Strategy::default(),
-        min_participants: 2,
-        max_participants: 0,
-        timeouts: Timeouts::default(),
-    };
-    let (id, key) = f.coordinator();
-    Coordinator::new(
-        cfg,
-        id.clone(),
-        key.clone(),
-        f.genesis_hash,
-        GlobalModel::initial(model, 1).unwrap(),
-        Vec::new(),
-        [3; 32],
-    )
-    .unwrap()
-}
-
-fn training() -> TrainingParams {
-    TrainingParams {
-        sampling_rate: 0.1,
-        ..TrainingParams::default()
-    }
-}
+use medfl_protocol::{DeclineReason, ToAgent, ToCoordinator, TrainingParams};
 
 fn hospitals(names: &[&str]) -> BTreeSet<MemberId> {
     names.iter().map(|n| Fixture::id(n)).collect()
@@ -58,7 +20,7 @@ const NOW: Timestamp = Timestamp(T0.0 + HOUR);
 fn a_round_starts_with_the_connected_eligible_hospitals_and_sends_each_its_config() {
     let f = Fixture::new(2, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
-    let mut c = coordinator(&f, training());
+    let mut c = coordinator(&f, training(), 2);
     let connected = hospitals(&["hospital-0", "hospital-2", "hospital-3", "auditor"]);
     let config = c.start_round(0, NOW, &state, &connected).unwrap().clone();
     assert_eq!(config.round, 1);
@@ -85,7 +47,7 @@ fn a_round_starts_with_the_connected_eligible_hospitals_and_sends_each_its_confi
 fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
     let f = Fixture::new(2, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
-    let mut c = coordinator(&f, training());
+    let mut c = coordinator(&f, training(), 2);
     let r = c.start_round(0, NOW, &state, &hospitals(&["hospital-1"]));
     assert!(
         matches!(
@@ -103,7 +65,7 @@ fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
         epochs: 50.0,
         ..training()
     };
-    let mut c = coordinator(&f, greedy);
+    let mut c = coordinator(&f, greedy, 2);
     let r = c.start_round(
         0,
         NOW,
@@ -123,7 +85,7 @@ fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
 fn strangers_revoked_members_and_other_attempts_are_refused() {
     let f = Fixture::new(2, 4, 2);
     let mut state = ChainState::from_genesis(&f.genesis).unwrap();
-    let mut c = coordinator(&f, training());
+    let mut c = coordinator(&f, training(), 2);
     let connected = hospitals(&["hospital-0", "hospital-1", "hospital-2", "hospital-3"]);
     let session = c.start_round(0, NOW, &state, &connected).unwrap().session;
     let hello = || ToCoordinator::Decline {
@@ -184,7 +146,7 @@ fn a_participant_flooding_declines_is_recorded_once_and_counted() {
     use medfl_coordinator::{CoordinatorEvent, MAX_DECLINE_REASON};
     let f = Fixture::new(2, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
-    let mut c = coordinator(&f, training());
+    let mut c = coordinator(&f, training(), 2);
     let connected = hospitals(&["hospital-0", "hospital-1", "hospital-2", "hospital-3"]);
     let session = c.start_round(0, NOW, &state, &connected).unwrap().session;
     let flooder = Fixture::id("hospital-0");

@@ -3,61 +3,27 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+mod common;
+use common::{coordinator, training};
+
 use medfl_client::{Agent, AgentEvent};
-use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, Timeouts};
+use medfl_coordinator::CoordinatorEvent;
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::{ChainState, MemberId, Timestamp};
-use medfl_model::AutoencoderConfig;
 use medfl_protocol::update::UpdateCodec;
-use medfl_protocol::{
-    DdgParams, GlobalModel, SecAggParams, Strategy, ToAgent, ToCoordinator, TrainingParams,
-};
+use medfl_protocol::{ToAgent, ToCoordinator};
 use medfl_secagg::{ClientId, ClientMessage, ClientSession};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 const NOW: Timestamp = Timestamp(T0.0 + HOUR);
-const MODEL: AutoencoderConfig = AutoencoderConfig {
-    inputs: 4,
-    hidden: 3,
-    latent: 2,
-};
-
-fn coordinator(f: &Fixture) -> Coordinator {
-    let cfg = CoordinatorConfig {
-        agreement: Fixture::dua(),
-        model: MODEL,
-        training: TrainingParams {
-            sampling_rate: 0.1,
-            ..TrainingParams::default()
-        },
-        ddg: DdgParams::default(),
-        secagg: SecAggParams::default(),
-        strategy: Strategy::default(),
-        min_participants: 3,
-        max_participants: 0,
-        timeouts: Timeouts::default(),
-    };
-    let (id, key) = f.coordinator();
-    Coordinator::new(
-        cfg,
-        id.clone(),
-        key.clone(),
-        f.genesis_hash,
-        GlobalModel::initial(MODEL, 1).unwrap(),
-        Vec::new(),
-        [3; 32],
-    )
-    .unwrap()
-}
-
 /// hospital-3 runs a bare secure-aggregation client and reveals corrupted shares when the
 /// server asks it to unmask; the others are honest agents.
 #[test]
 fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
     let f = Fixture::new(2, 4, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
-    let mut c = coordinator(&f);
+    let mut c = coordinator(&f, training(), 3);
     let all: BTreeSet<MemberId> = (0..4)
         .map(|i| Fixture::id(&format!("hospital-{i}")))
         .collect();

@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data: Vec<f32> = (0..ROWS * INPUTS)
         .map(|_| rng.random_range(0.0f32..2.0))
         .collect();
-    let employee_of_row: Vec<u32> = (0..ROWS).map(|r| (r % EMPLOYEES) as u32).collect();
+    let employee_of_row: Vec<u64> = (0..ROWS).map(|r| (r % EMPLOYEES) as u64).collect();
     let by_employee = EmployeeRows::new(&data, INPUTS, &employee_of_row)?;
     let by_row = EmployeeRows::one_per_row(&data, INPUTS)?;
     // About BATCH rows a step either way: BATCH/32 employees of 32 rows, or BATCH rows.

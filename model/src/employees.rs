@@ -25,7 +25,7 @@ impl<'a> EmployeeRows<'a> {
     pub fn new(
         data: &'a [f32],
         width: usize,
-        employee_of_row: &[u32],
+        employee_of_row: &[u64],
     ) -> Result<EmployeeRows<'a>, ModelError> {
         let rows = check_matrix(data, width)?;
         if employee_of_row.len() != rows {

@@ -41,7 +41,7 @@ pub struct HospitalData {
     /// Training rows (unlabelled).
     pub train: Vec<f32>,
     /// The employee of each training row (dense indices): the unit of employee-level DP.
-    pub train_employees: Vec<u32>,
+    pub train_employees: Vec<u64>,
     /// Normal rows held out to set the threshold.
     pub validation_normal: Vec<f32>,
     /// Test rows.
@@ -126,12 +126,6 @@ impl SettingResult {
     }
 }
 
-fn standardized(data: &[f32], s: &Standardizer) -> Vec<f32> {
-    let mut v = data.to_vec();
-    s.apply(&mut v);
-    v
-}
-
 fn check(hospitals: &[HospitalData]) -> Result<usize, ModelError> {
     let n_cols = hospitals
         .first()
@@ -158,27 +152,21 @@ fn check(hospitals: &[HospitalData]) -> Result<usize, ModelError> {
     Ok(n_cols)
 }
 
-/// Scores each hospital's test set with `model` under `standardizer`, thresholds on its validation rows.
+/// Scores each hospital's test set with `model`, thresholds on its validation rows.
 fn judge(
     hospitals: &[HospitalData],
     model: &Autoencoder,
     inputs: usize,
-    standardizer: &Standardizer,
     target_fpr: f64,
     device: &Device,
 ) -> Result<Vec<(String, Evaluation)>, ModelError> {
     hospitals
         .iter()
         .map(|h| {
-            let val = score(
-                model,
-                &standardized(&h.validation_normal, standardizer),
-                inputs,
-                device,
-            )?;
+            let val = score(model, &h.validation_normal, inputs, device)?;
             let t = threshold_for_fpr(&val, target_fpr)
                 .ok_or_else(|| ModelError::Config("bad target FPR".into()))?;
-            let test = score(model, &standardized(&h.test, standardizer), inputs, device)?;
+            let test = score(model, &h.test, inputs, device)?;
             Ok((h.name.clone(), evaluate(&test, &h.test_labels, t)))
         })
         .collect()
@@ -215,14 +203,13 @@ fn local(
     let mut hospitals = Vec::new();
     let mut losses = Vec::new();
     for (i, hd) in h.iter().enumerate() {
-        let s = Standardizer::identity(net.inputs);
         let model = Autoencoder::new(net, cfg.seed, device)?;
         let tc = TrainConfig {
             epochs,
             seed: cfg.seed ^ (i as u64 + 1),
             ..cfg.train
         };
-        let (model, l) = train(model, net, &standardized(&hd.train, &s), tc, device)?;
+        let (model, l) = train(model, net, &hd.train, tc, device)?;
         if i == 0 {
             losses = l;
         }
@@ -230,7 +217,6 @@ fn local(
             std::slice::from_ref(hd),
             &model,
             net.inputs,
-            &s,
             cfg.target_fpr,
             device,
         )?);
@@ -245,7 +231,6 @@ fn local(
 
 fn model_file(
     net: AutoencoderConfig,
-    s: &Standardizer,
     model: &Autoencoder,
     h: &[HospitalData],
     cfg: &ExperimentConfig,
@@ -254,17 +239,12 @@ fn model_file(
     // The file's threshold is set on all hospitals' validation rows together.
     let mut val = Vec::new();
     for hd in h {
-        val.extend(score(
-            model,
-            &standardized(&hd.validation_normal, s),
-            net.inputs,
-            device,
-        )?);
+        val.extend(score(model, &hd.validation_normal, net.inputs, device)?);
     }
     let threshold = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
     ModelFile {
         config: net,
-        standardizer: s.clone(),
+        standardizer: Standardizer::identity(net.inputs),
         threshold,
         params: model.to_flat()?,
     }
@@ -277,14 +257,12 @@ fn federated(
     cfg: &ExperimentConfig,
     device: &Device,
 ) -> Result<SettingResult, ModelError> {
-    let s = Standardizer::identity(net.inputs);
-    let data: Vec<Vec<f32>> = h.iter().map(|hd| standardized(&hd.train, &s)).collect();
     let mut global = Autoencoder::new(net, cfg.seed, device)?.to_flat()?;
     let mut losses = Vec::with_capacity(cfg.rounds);
     for round in 0..cfg.rounds {
         let mut sum = vec![0f64; global.len()];
         let (mut weight, mut loss) = (0f64, 0f64);
-        for (i, d) in data.iter().enumerate() {
+        for (i, d) in h.iter().map(|hd| &hd.train).enumerate() {
             let model = Autoencoder::new(net, cfg.seed, device)?.load_flat(net, &global)?;
             let tc = TrainConfig {
                 epochs: cfg.local_epochs,
@@ -303,8 +281,8 @@ fn federated(
         losses.push((loss / weight) as f32);
     }
     let model = Autoencoder::new(net, cfg.seed, device)?.load_flat(net, &global)?;
-    let hospitals = judge(h, &model, net.inputs, &s, cfg.target_fpr, device)?;
-    let model_hash = Some(model_file(net, &s, &model, h, cfg, device)?);
+    let hospitals = judge(h, &model, net.inputs, cfg.target_fpr, device)?;
+    let model_hash = Some(model_file(net, &model, h, cfg, device)?);
     Ok(SettingResult {
         setting: "federated",
         hospitals,
@@ -320,11 +298,7 @@ fn centralized(
     epochs: usize,
     device: &Device,
 ) -> Result<SettingResult, ModelError> {
-    let s = Standardizer::identity(net.inputs);
-    let pooled: Vec<f32> = h
-        .iter()
-        .flat_map(|hd| standardized(&hd.train, &s))
-        .collect();
+    let pooled: Vec<f32> = h.iter().flat_map(|hd| hd.train.iter().copied()).collect();
     let model = Autoencoder::new(net, cfg.seed, device)?;
     let (model, losses) = train(
         model,
@@ -337,8 +311,8 @@ fn centralized(
         },
         device,
     )?;
-    let hospitals = judge(h, &model, net.inputs, &s, cfg.target_fpr, device)?;
-    let model_hash = Some(model_file(net, &s, &model, h, cfg, device)?);
+    let hospitals = judge(h, &model, net.inputs, cfg.target_fpr, device)?;
+    let model_hash = Some(model_file(net, &model, h, cfg, device)?);
     Ok(SettingResult {
         setting: "centralized",
         hospitals,

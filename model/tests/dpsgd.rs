@@ -369,7 +369,7 @@ fn employee_level_training_samples_employees_not_rows() {
         latent: 2,
     };
     let mut employee_of_row = Vec::new();
-    for e in 0..200u32 {
+    for e in 0..200u64 {
         employee_of_row.extend(std::iter::repeat_n(e, 1 + (e as usize * 37) % 100));
     }
     let data = toy(employee_of_row.len(), 11);
