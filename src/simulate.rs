@@ -82,6 +82,7 @@ impl RunConfig {
     /// Sets the DP-SGD noise multiplier so that the whole run costs each hospital at most
     /// `epsilon` (employee level, at `training.delta`), and the budget to `epsilon`.
     pub fn calibrate_to(&mut self, epsilon: f64) -> Result<()> {
+        self.check()?;
         let t = &self.training;
         let steps = medfl_protocol::privacy::steps_per_round(t)?
             .checked_mul(self.rounds)

@@ -208,6 +208,12 @@ impl Agent {
         }
     }
 
+    /// The hospital's cumulative epsilon over every release it has charged (`+∞` if its own
+    /// ledger cannot be composed).
+    pub fn privacy_spent(&self) -> f64 {
+        self.spend.spent().unwrap_or(f64::INFINITY)
+    }
+
     /// The member this agent speaks for.
     pub fn member(&self) -> &MemberId {
         &self.me

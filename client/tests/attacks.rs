@@ -784,3 +784,40 @@ fn a_delta_above_the_agreements_is_declined() {
         "{r:?}"
     );
 }
+
+/// The first round's starting model is the coordinator's choice: it sends one whose huge
+/// weights overflow on rows of a pattern it wants to detect, so that training (or its time)
+/// would depend on whether the hospital holds such rows. The agent refuses the model.
+#[test]
+fn a_starting_model_with_huge_parameters_is_refused_before_training() {
+    let (f, state, mut config) = setup(3, 3, Strategy::default());
+    let mut params = GlobalModel::initial(MODEL, 1).unwrap().file.params;
+    params[0] = 1e30;
+    let evil = GlobalModel::from_params(MODEL, params).unwrap();
+    config.previous_model = evil.hash;
+    let mut a = agent(&f, 0);
+    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW)
+        .unwrap();
+    let bytes = evil.to_bytes().unwrap();
+    let mut last = Ok(());
+    for (offset, c) in chunks(&bytes) {
+        last = a.handle(
+            ToAgent::ModelChunk {
+                session: config.session,
+                offset,
+                total: bytes.len() as u64,
+                bytes: c.to_vec(),
+            },
+            &state,
+            NOW,
+        );
+    }
+    assert!(
+        matches!(&last, Err(e) if e.to_string().contains("beyond")),
+        "{last:?}"
+    );
+    assert!(
+        !std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, AgentEvent::Train(_))),
+        "the agent trained on the coordinator's overflowing model"
+    );
+}

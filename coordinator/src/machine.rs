@@ -51,7 +51,7 @@ pub struct CoordinatorConfig {
     pub model: AutoencoderConfig,
     /// Local training.
     pub training: TrainingParams,
-    /// Distributed noise and weighting.
+    /// Distributed noise.
     pub ddg: DdgParams,
     /// Secure aggregation.
     pub secagg: SecAggParams,

@@ -3,8 +3,8 @@
 //!
 //! Trained on (mostly) normal traffic, the network learns the shape of ordinary access; an
 //! event unlike anything it saw (a billing clerk reading notes at 3 a.m. from a new IP)
-//! reconstructs poorly. The score is the mean squared reconstruction error of the standardized
-//! feature vector.
+//! reconstructs poorly. The score is the mean squared reconstruction error of the feature
+//! vector (after the model file's transform, the identity for federated models).
 //!
 //! Parameters travel as one flat `Vec<f32>` (layer by layer: weight row-major, then bias), the
 //! unit federated averaging and secure aggregation work on. Initial parameters are drawn from a

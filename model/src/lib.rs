@@ -1,13 +1,12 @@
 //! The access-anomaly model: an autoencoder in burn scoring events by reconstruction error, an
-//! isolation-forest baseline, feature standardization that hospitals can aggregate, and the
-//! metrics detection is judged by.
+//! isolation-forest baseline, employee-level DP-SGD, and the metrics detection is judged by.
 //!
 //! # Layout
 //! - [`autoencoder`]: the network, its flat parameter vector.
 //! - [`train`]: the training loop and scoring. [`dpsgd`]: employee-level DP-SGD (per-employee
 //!   sampling and clipping, calibrated noise) over [`employees`]' grouped rows.
 //! - [`experiment`]: local, federated and centralized training on a simulated consortium.
-//! - [`standardize`]: aggregable per-feature moments.
+//! - [`standardize`]: the feature transform a model file carries (the identity: public scale).
 //! - [`iforest`]: the isolation-forest baseline.
 //! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
 //! - [`modelfile`]: the model file and its hash.

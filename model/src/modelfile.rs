@@ -176,8 +176,8 @@ impl ModelFile {
 
     /// Writes the file; returns its hash.
     ///
-    /// The file holds the hospital's own statistics (its standardization moments and alert
-    /// threshold), so it is readable by its owner only (mode 0600 on Unix); it is written to a
+    /// The file may hold the hospital's own statistics (its alert threshold, and the feature
+    /// transform of a locally trained model), so it is readable by its owner only (mode 0600 on Unix); it is written to a
     /// temporary file first and renamed, so a reader never sees half of it.
     pub fn save(&self, path: &Path) -> Result<String, ModelFileError> {
         let bytes = self
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(hash.len(), 64);
     }
 
-    /// The file carries the hospital's standardization and threshold: owner-only, even over a
+    /// The file carries the hospital's threshold: owner-only, even over a
     /// file an older version left world-readable.
     #[cfg(unix)]
     #[test]

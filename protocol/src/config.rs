@@ -8,16 +8,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
 
-/// Local training: DP-SGD with Poisson sampling (record-level privacy inside each hospital).
+/// Local training: DP-SGD with Poisson sampling of employees (employee-level privacy inside each
+/// hospital).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingParams {
     /// Expected passes over the local data per round.
     pub epochs: f64,
-    /// Poisson sampling rate `q` of each step's batch.
+    /// Poisson sampling rate `q` of employees in each step's batch.
     pub sampling_rate: f64,
     /// DP-SGD noise multiplier `σ` (noise std over the clip norm).
     pub noise_multiplier: f64,
-    /// Per-example L2 clip norm.
+    /// L2 clip norm of each sampled employee's mean gradient.
     pub clip_norm: f64,
     /// Adam's learning rate.
     pub learning_rate: f64,
@@ -111,7 +112,7 @@ pub struct RoundConfig {
     pub epsilon_after: Vec<f64>,
     /// Local training.
     pub training: TrainingParams,
-    /// Distributed noise and weighting.
+    /// Distributed noise.
     pub ddg: DdgParams,
     /// Secure aggregation.
     pub secagg: SecAggParams,

@@ -1,9 +1,9 @@
-//! The global model as the protocol moves it: a model file with site-neutral standardization.
+//! The global model as the protocol moves it: a model file with the identity feature transform.
 //!
-//! Each hospital standardizes features with its own moments and calibrates its own alert
-//! threshold (as FedBN keeps normalization local): neither leaves the building, and only the
-//! network's parameters are federated. The shared file therefore carries the identity
-//! standardizer and a zero threshold, and its SHA-256 is the hash anchored on the ledger.
+//! Features have a fixed public scale, and each hospital calibrates its own alert threshold,
+//! which never leaves the building: only the network's parameters are federated. The shared
+//! file therefore carries the identity transform and a zero threshold, and its SHA-256 is the
+//! hash anchored on the ledger.
 
 use medfl_ledger::Hash;
 use medfl_model::modelfile::ModelFile;
@@ -16,6 +16,15 @@ use crate::error::ProtocolError;
 
 /// Bytes per model chunk on the wire.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest parameter magnitude a model the protocol accepts may have.
+///
+/// The first round's starting model is the coordinator's choice. With features in `[0, 2]` and
+/// every parameter within `±B`, the autoencoder's activations, loss and gradients stay below
+/// roughly `4·10^5·B^8·B` (four layers of width ≤ 32), far inside `f32` at `B = 100` (about
+/// `10^29` against `3·10^38`), so no starting model can make training overflow on rows of a
+/// chosen pattern. Trained models stay orders of magnitude below it.
+pub const MAX_PARAMETER: f32 = 100.0;
 
 /// A global model and its hash.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +59,7 @@ impl GlobalModel {
         Self::from_params(config, params)
     }
 
-    /// Parses bytes, checking the shape and the announced hash.
+    /// Parses bytes, checking the shape, the announced hash and [`MAX_PARAMETER`].
     pub fn from_bytes(
         bytes: &[u8],
         config: AutoencoderConfig,
@@ -69,6 +78,15 @@ impl GlobalModel {
             return Err(ProtocolError::invalid(
                 "model",
                 format!("shape {:?}, the round says {config:?}", file.config),
+            ));
+        }
+        if let Some(i) = file.params.iter().position(|p| p.abs() > MAX_PARAMETER) {
+            return Err(ProtocolError::invalid(
+                "model",
+                format!(
+                    "parameter {i} is {}, beyond ±{MAX_PARAMETER}",
+                    file.params[i]
+                ),
             ));
         }
         Ok(GlobalModel { file, hash: got })

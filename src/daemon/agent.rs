@@ -574,7 +574,11 @@ impl Daemon {
             1,
             medfl_protocol::privacy::NoiseSource::OsSecret,
         ) {
-            Ok(s) => info!(round = task.round, "this round alone: {s}"),
+            Ok(s) => info!(
+                round = task.round,
+                epsilon_spent_before = self.agent.privacy_spent(),
+                "this round alone: {s}"
+            ),
             Err(e) => warn!(error = %e, "no privacy statement"),
         }
         tokio::task::spawn_blocking(move || {
