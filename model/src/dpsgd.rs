@@ -758,9 +758,10 @@ fn grouped_clipped_sum(
         let delta = probe.grad(&grads).ok_or_else(no_grad)?;
         let [_, d_in] = a.dims();
         let [_, d_out] = delta.dims();
+        let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
         layers.push(HostLayer {
-            a: to_vec(a.clone().into_data())?,
-            delta: to_vec(delta.into_data())?,
+            a: widen(to_vec(a.clone().into_data())?),
+            delta: widen(to_vec(delta.into_data())?),
             d_in,
             d_out,
         });
@@ -805,19 +806,20 @@ fn grouped_clipped_sum(
     })
 }
 
-/// One layer's input and pre-activation delta on the host, row-major.
+/// One layer's input and pre-activation delta on the host, row-major, widened to `f64` once so
+/// the per-employee loops are plain `f64` multiply-adds.
 struct HostLayer {
     /// `[b, d_in]`.
-    a: Vec<f32>,
+    a: Vec<f64>,
     /// `[b, d_out]`.
-    delta: Vec<f32>,
+    delta: Vec<f64>,
     d_in: usize,
     d_out: usize,
 }
 
 /// The gradient norm of row `i` alone: `√Σ_l ‖δ_i‖²(‖a_i‖² + 1)`, in `f64`.
 fn one_row_norm(layers: &[HostLayer], i: usize) -> f64 {
-    let square = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+    let square = |v: &[f64]| v.iter().map(|&x| x * x).sum::<f64>();
     layers
         .iter()
         .map(|l| {
@@ -839,14 +841,16 @@ fn add_one_row(layers: &[HostLayer], i: usize, c: f32, sum: &mut [f64]) {
         let bias = &mut rest[..l.d_out];
         let a = &l.a[i * l.d_in..(i + 1) * l.d_in];
         let d = &l.delta[i * l.d_out..(i + 1) * l.d_out];
+        // A dropped row (c = 0) may hold NaN, and 0 · NaN is NaN: it adds zeros instead.
+        let keep = if c > 0.0 { cf } else { 0.0 };
         for (&ap, row) in a.iter().zip(weight.chunks_exact_mut(l.d_out)) {
-            let ca = cf * f64::from(ap);
+            let ca = keep * ap;
             for (g, &dq) in row.iter_mut().zip(d) {
-                *g += if c > 0.0 { ca * f64::from(dq) } else { 0.0 };
+                *g += if c > 0.0 { ca * dq } else { 0.0 };
             }
         }
         for (g, &dq) in bias.iter_mut().zip(d) {
-            *g += if c > 0.0 { cf * f64::from(dq) } else { 0.0 };
+            *g += if c > 0.0 { keep * dq } else { 0.0 };
         }
         offset += l.d_in * l.d_out + l.d_out;
     }
@@ -866,13 +870,12 @@ fn employee_mean_gradient(layers: &[HostLayer], rows: std::ops::Range<usize>, me
             let ai = &l.a[i * l.d_in..(i + 1) * l.d_in];
             let di = &l.delta[i * l.d_out..(i + 1) * l.d_out];
             for (&ap, row) in ai.iter().zip(weight.chunks_exact_mut(l.d_out)) {
-                let ap = f64::from(ap);
                 for (g, &dq) in row.iter_mut().zip(di) {
-                    *g += ap * f64::from(dq);
+                    *g += ap * dq;
                 }
             }
             for (g, &dq) in bias.iter_mut().zip(di) {
-                *g += f64::from(dq);
+                *g += dq;
             }
         }
         offset += l.d_in * l.d_out + l.d_out;
