@@ -501,7 +501,7 @@ impl<'a> DpSgdTrainer<'a> {
                 loss_sum: 0.0,
                 clipped: 0,
             };
-            (vec![0.0; self.config.param_count()], stats)
+            (vec![0.0f64; self.config.param_count()], stats)
         } else {
             let x =
                 Tensor::<2>::from_data(TensorData::new(self.batch.clone(), [b, d]), &self.device);
@@ -514,11 +514,12 @@ impl<'a> DpSgdTrainer<'a> {
             };
             (clipped.sum, stats)
         };
+        // Noised while still in f64: an f32 sum of many employees is coarser than the lattice.
         if let Some(noise) = &self.noise {
-            noise.privatize_f32(&mut self.noise_rng, &mut flat);
+            noise.privatize(&mut self.noise_rng, &mut flat);
         }
-        let scale = (1.0 / self.expected_batch) as f32;
-        flat.iter_mut().for_each(|g| *g *= scale);
+        let scale = 1.0 / self.expected_batch;
+        let mut flat: Vec<f32> = flat.iter().map(|g| (g * scale) as f32).collect();
         if let Some((mu, anchor)) = &self.proximal {
             for ((g, w), a) in flat.iter_mut().zip(model.to_flat()?).zip(anchor) {
                 *g += mu * (w - a);
@@ -629,7 +630,21 @@ pub fn clipped_employee_sum(
         "must be finite and positive",
     )?;
     let x = batch_tensor(model, config, rows, device)?;
-    grouped_clipped_sum(model, x, groups, clip_norm)
+    let c = grouped_clipped_sum(model, x, groups, clip_norm)?;
+    Ok(ClippedSum {
+        norms: c.norms,
+        factors: c.factors,
+        sum: c.sum.iter().map(|&v| v as f32).collect(),
+        loss_sum: c.loss_sum,
+    })
+}
+
+/// A batch's clipped sum as the mechanism keeps it: in `f64` until the noise is added.
+struct Clipped {
+    norms: Vec<f64>,
+    factors: Vec<f32>,
+    sum: Vec<f64>,
+    loss_sum: f64,
 }
 
 /// Per-example gradients the slow way, one backward per row (for checking the ghost norms).
@@ -711,7 +726,7 @@ fn grouped_clipped_sum(
     x: Tensor<2>,
     groups: &[usize],
     clip_norm: f64,
-) -> Result<ClippedSum, DpSgdError> {
+) -> Result<Clipped, DpSgdError> {
     let [b, _] = x.dims();
     if groups.first() != Some(&0)
         || groups.last() != Some(&b)
@@ -766,7 +781,6 @@ fn grouped_clipped_sum(
             d_out,
         });
     }
-    let max_rows = groups.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(1);
     let params: usize = layers.iter().map(|l| l.d_in * l.d_out + l.d_out).sum();
     let mut sum = vec![0.0f64; params];
     let mut mean = vec![0.0f64; params];
@@ -785,23 +799,25 @@ fn grouped_clipped_sum(
         // overflow on some rows, or a diverged one) contributes nothing: a clipped term of norm
         // 0 is within C. Failing the step instead would make a dropout depend on one
         // employee's rows; the same work is done either way, so neither does the time.
-        let c = employee_factor(norm, clip_norm, max_width + max_rows);
+        // The margin depends on public widths and this employee's own rows only: a bound taken
+        // over the batch would let one employee's row count move everyone else's factor.
+        let rows = (w[1] - w[0]).max(MAX_ROWS_PER_EMPLOYEE);
+        let c = employee_factor(norm, clip_norm, max_width + rows);
         if single {
             add_one_row(&layers, w[0], c, &mut sum);
         } else {
-            let cf = f64::from(c);
+            let (cf, mask) = keep_mask(c);
             for (acc, &g) in sum.iter_mut().zip(&mean) {
-                // `0 · NaN` is NaN: a dropped employee adds an explicit zero (the same work).
-                *acc += if c > 0.0 { cf * g } else { 0.0 };
+                *acc += f64::from_bits((cf * g).to_bits() & mask);
             }
         }
         norms.push(norm);
         factors.push(c);
     }
-    Ok(ClippedSum {
+    Ok(Clipped {
         norms,
         factors,
-        sum: sum.iter().map(|&v| v as f32).collect(),
+        sum,
         loss_sum,
     })
 }
@@ -815,6 +831,15 @@ struct HostLayer {
     delta: Vec<f64>,
     d_in: usize,
     d_out: usize,
+}
+
+/// `c` as `f64` and a bit mask that keeps a product (`c > 0`) or turns it into `+0.0` (`c = 0`).
+///
+/// A dropped employee's gradient may hold NaN, and `0 · NaN` is NaN; masking the bits adds an
+/// exact zero instead, without a branch, so the work does not depend on who is dropped.
+fn keep_mask(c: f32) -> (f64, u64) {
+    let mask = if c > 0.0 { u64::MAX } else { 0 };
+    (f64::from(c), mask)
 }
 
 /// The gradient norm of row `i` alone: `√Σ_l ‖δ_i‖²(‖a_i‖² + 1)`, in `f64`.
@@ -831,26 +856,24 @@ fn one_row_norm(layers: &[HostLayer], i: usize) -> f64 {
         .sqrt()
 }
 
-/// Adds `c` times row `i`'s gradient to `sum` (an explicit zero when `c = 0`, as `0 · NaN` is
-/// NaN and the work should not depend on it).
+/// Adds `c` times row `i`'s gradient to `sum` (an explicit zero when `c = 0`: see
+/// [`keep_mask`]).
 fn add_one_row(layers: &[HostLayer], i: usize, c: f32, sum: &mut [f64]) {
-    let cf = f64::from(c);
+    let (cf, mask) = keep_mask(c);
     let mut offset = 0;
     for l in layers {
         let (weight, rest) = sum[offset..].split_at_mut(l.d_in * l.d_out);
         let bias = &mut rest[..l.d_out];
         let a = &l.a[i * l.d_in..(i + 1) * l.d_in];
         let d = &l.delta[i * l.d_out..(i + 1) * l.d_out];
-        // A dropped row (c = 0) may hold NaN, and 0 · NaN is NaN: it adds zeros instead.
-        let keep = if c > 0.0 { cf } else { 0.0 };
         for (&ap, row) in a.iter().zip(weight.chunks_exact_mut(l.d_out)) {
-            let ca = keep * ap;
+            let ca = cf * ap;
             for (g, &dq) in row.iter_mut().zip(d) {
-                *g += if c > 0.0 { ca * dq } else { 0.0 };
+                *g += f64::from_bits((ca * dq).to_bits() & mask);
             }
         }
         for (g, &dq) in bias.iter_mut().zip(d) {
-            *g += if c > 0.0 { keep * dq } else { 0.0 };
+            *g += f64::from_bits((cf * dq).to_bits() & mask);
         }
         offset += l.d_in * l.d_out + l.d_out;
     }

@@ -742,31 +742,53 @@ fn bad_parameters_are_typed_errors() {
 
 #[test]
 fn an_employee_whose_gradient_overflows_contributes_nothing_and_the_step_goes_on() {
-    // A starting model chosen to overflow on rows of one pattern (weights 1e30, biases 0):
-    // all-zero rows stay finite, rows of ones overflow. Failing the step would make a dropout
-    // depend on whether such a row exists; the overflowing employee is dropped instead.
+    // A starting model built to overflow on rows of one pattern: feature 0 feeds the first
+    // layer with weight 3e38, everything else is moderate. Rows with feature 0 = 0 stay finite
+    // (and have real gradients); rows with feature 0 = 1 overflow. Failing the step would make
+    // a dropout depend on whether such a row exists; the overflowing employees are dropped, and
+    // the sum is what the others alone give.
     let device = training_device();
     let template = Autoencoder::new(SMALL, 1, &device).unwrap();
-    let mut params = template.to_flat().unwrap();
-    let mut at = 0;
-    for (d_in, d_out) in SMALL.layers() {
-        params[at..at + d_in * d_out].fill(1e30);
-        params[at + d_in * d_out..at + d_in * d_out + d_out].fill(0.0);
-        at += d_in * d_out + d_out;
-    }
+    let mut params = vec![0.3f32; SMALL.param_count()];
+    let (d_in, d_out) = SMALL.layers()[0];
+    assert_eq!(d_in, 6);
+    params[..d_out].fill(3e38); // row 0 of W1: input feature 0; the next layer overflows
     let model = template.load_flat(SMALL, &params).unwrap();
-    let mut rows = vec![0.0f32; 3 * 6];
-    rows.extend(vec![1.0f32; 2 * 6]);
-    rows.extend(vec![0.0f32; 6]);
-    let groups = [0, 3, 5, 6];
+    let honest = |n: usize, seed: u64| -> Vec<f32> {
+        let mut r = noise(n * 6, 1.0, seed);
+        r.iter_mut().for_each(|x| *x = x.abs());
+        r.chunks_exact_mut(6).for_each(|row| row[0] = 0.0);
+        r
+    };
+    let bad = |n: usize| -> Vec<f32> {
+        (0..n)
+            .flat_map(|_| [1.0f32, 0.5, 0.5, 0.5, 0.5, 0.5])
+            .collect()
+    };
+    let (h1, h2, h3) = (honest(3, 1), honest(1, 2), honest(2, 3));
+    // Employees: honest 3 rows, bad 2 rows, honest 1 row, bad 1 row (the one-row path), honest 2.
+    let rows: Vec<f32> = [h1.clone(), bad(2), h2.clone(), bad(1), h3.clone()].concat();
+    let groups = [0, 3, 5, 6, 7, 9];
     let sum = clipped_employee_sum(&model, SMALL, &rows, &groups, 1.0, &device).unwrap();
-    assert_eq!(sum.factors.len(), 3);
     assert_eq!(sum.factors[1], 0.0, "the overflowing employee is dropped");
-    assert!(sum.factors[0] > 0.0 && sum.factors[2] > 0.0);
-    assert!(sum.sum.iter().all(|x| x.is_finite()));
+    assert_eq!(
+        sum.factors[3], 0.0,
+        "the overflowing one-row employee is dropped"
+    );
+    assert!(sum.factors[0] > 0.0 && sum.factors[2] > 0.0 && sum.factors[4] > 0.0);
+    let alone: Vec<f32> = [h1, h2, h3].concat();
+    let others = clipped_employee_sum(&model, SMALL, &alone, &[0, 3, 4, 6], 1.0, &device).unwrap();
+    assert!(
+        others.sum.iter().any(|&x| x != 0.0),
+        "the honest rows have gradients"
+    );
+    let diff = rel_max_diff(&sum.sum, &others.sum);
+    assert!(
+        diff <= 1e-6,
+        "the dropped employees changed the sum: {diff:e}"
+    );
     // Everyone overflowing: a zero (noise-only) step, not an error.
-    let ones = vec![1.0f32; 2 * 6];
-    let sum = clipped_employee_sum(&model, SMALL, &ones, &[0, 2], 1.0, &device).unwrap();
+    let sum = clipped_employee_sum(&model, SMALL, &bad(2), &[0, 2], 1.0, &device).unwrap();
     assert_eq!(sum.factors, vec![0.0]);
     assert!(sum.sum.iter().all(|&x| x == 0.0));
 }

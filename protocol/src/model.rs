@@ -17,14 +17,32 @@ use crate::error::ProtocolError;
 /// Bytes per model chunk on the wire.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
-/// Largest parameter magnitude a model the protocol accepts may have.
+/// Largest parameter magnitude a model the protocol carries may have.
 ///
-/// The first round's starting model is the coordinator's choice. With features in `[0, 2]` and
-/// every parameter within `±B`, the autoencoder's activations, loss and gradients stay below
-/// roughly `4·10^5·B^8·B` (four layers of width ≤ 32), far inside `f32` at `B = 100` (about
-/// `10^29` against `3·10^38`), so no starting model can make training overflow on rows of a
-/// chosen pattern. Trained models stay orders of magnitude below it.
+/// The first round's starting model is the coordinator's choice. With features in `[0, 2]`,
+/// every parameter within `±B = 100` and the default widths (hidden 32, latent 8), the
+/// autoencoder's outputs stay below about `4·10^13`, the per-row loss below `3·10^28` and the
+/// deltas below `2·10^22`: inside `f32` (`3·10^38`), so no starting model makes the first
+/// step overflow on rows of a chosen pattern. Much wider networks (a shape is the round's
+/// choice) narrow that margin, and later local steps may leave the bound; there, DP-SGD's
+/// dropping of non-finite employees is what holds (`medfl_model::dpsgd`). Trained models stay
+/// orders of magnitude below the bound; one that does not is refused when built, so a round
+/// fails rather than anchor a model the next round would refuse.
 pub const MAX_PARAMETER: f32 = 100.0;
+
+/// Checks every parameter against [`MAX_PARAMETER`] (NaN fails too).
+fn check_parameters(params: &[f32]) -> Result<(), ProtocolError> {
+    match params
+        .iter()
+        .position(|p| p.is_nan() || p.abs() > MAX_PARAMETER)
+    {
+        None => Ok(()),
+        Some(i) => Err(ProtocolError::invalid(
+            "model",
+            format!("parameter {i} is {}, beyond ±{MAX_PARAMETER}", params[i]),
+        )),
+    }
+}
 
 /// A global model and its hash.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,8 +59,9 @@ pub fn sha256(bytes: &[u8]) -> Hash {
 }
 
 impl GlobalModel {
-    /// Wraps flat parameters of a network of shape `config`.
+    /// Wraps flat parameters of a network of shape `config` (each within [`MAX_PARAMETER`]).
     pub fn from_params(config: AutoencoderConfig, params: Vec<f32>) -> Result<Self, ProtocolError> {
+        check_parameters(&params)?;
         let file = ModelFile {
             config,
             standardizer: Standardizer::identity(config.inputs),
@@ -80,15 +99,7 @@ impl GlobalModel {
                 format!("shape {:?}, the round says {config:?}", file.config),
             ));
         }
-        if let Some(i) = file.params.iter().position(|p| p.abs() > MAX_PARAMETER) {
-            return Err(ProtocolError::invalid(
-                "model",
-                format!(
-                    "parameter {i} is {}, beyond ±{MAX_PARAMETER}",
-                    file.params[i]
-                ),
-            ));
-        }
+        check_parameters(&file.params)?;
         Ok(GlobalModel { file, hash: got })
     }
 
@@ -166,6 +177,37 @@ pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_beyond_the_bound_are_refused_on_the_wire_and_when_built() {
+        let config = AutoencoderConfig {
+            inputs: 4,
+            hidden: 3,
+            latent: 2,
+        };
+        let n = config.param_count();
+        let at = |v: f32| {
+            let mut p = vec![0.1f32; n];
+            p[n / 2] = v;
+            p
+        };
+        for ok in [MAX_PARAMETER, -MAX_PARAMETER] {
+            GlobalModel::from_params(config, at(ok)).unwrap();
+        }
+        for bad in [MAX_PARAMETER.next_up(), -1e30, f32::INFINITY, f32::NAN] {
+            assert!(GlobalModel::from_params(config, at(bad)).is_err(), "{bad}");
+            // The same file, bytes from elsewhere: refused when read too.
+            let file = ModelFile {
+                config,
+                standardizer: Standardizer::identity(config.inputs),
+                threshold: 0.0,
+                params: at(bad),
+            };
+            let Ok(bytes) = file.to_bytes() else { continue }; // a non-finite file is refused earlier
+            let err = GlobalModel::from_bytes(&bytes, config, &sha256(&bytes)).unwrap_err();
+            assert!(err.to_string().contains("beyond"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn chunks_reassemble_and_bad_ones_are_refused() {
