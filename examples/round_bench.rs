@@ -106,6 +106,7 @@ async fn main() -> Result<()> {
         dropout: 0.0,
         seed: 1,
         budget_epsilon: 1000.0,
+        hospital: None,
     };
     let ids: Vec<MemberId> = (0..n)
         .map(|i| MemberId::new(format!("hospital-{i}")).map_err(anyhow::Error::msg))

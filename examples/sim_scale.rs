@@ -333,6 +333,7 @@ fn settings(args: &Args) -> Result<SimSettings> {
         seed: args.seed,
         // Generous: the benchmark measures protocol cost, not how soon budgets run out.
         budget_epsilon: 1_000.0,
+        hospital: None,
     })
 }
 

@@ -94,6 +94,8 @@ pub struct SimSettings {
     pub seed: u64,
     /// Each hospital's epsilon budget under the agreement.
     pub budget_epsilon: f64,
+    /// A hospital-level budget every simulated hospital holds itself to, if any.
+    pub hospital: Option<medfl_protocol::privacy::HospitalLevel>,
 }
 
 /// The time split of one round, in seconds of this machine's time.
@@ -237,10 +239,7 @@ impl Consortium {
                     key.clone(),
                     genesis_hash,
                     // Each simulated hospital holds itself to the agreement's budget, in memory.
-                    PrivacySpend::new(
-                        DpBudget::new(settings.budget_epsilon, cfg.training.delta)?,
-                        Vec::new(),
-                    )?,
+                    hospital_spend(settings, cfg.training.delta)?,
                     seed_bytes(&mut rng),
                 ),
                 key,
@@ -596,4 +595,17 @@ pub fn save_model(dir: &Path, model: &GlobalModel) -> Result<PathBuf> {
 /// The bytes a message takes on the wire.
 fn wire_len<T: serde::Serialize>(msg: &T) -> u64 {
     medfl_ledger::codec::encode(msg).map_or(0, |b| b.len() as u64)
+}
+
+/// A simulated hospital's own privacy ledger: the agreement's budget, and the run's
+/// hospital-level budget if it sets one, in memory.
+fn hospital_spend(settings: &SimSettings, delta: f64) -> Result<PrivacySpend> {
+    let spend = PrivacySpend::new(DpBudget::new(settings.budget_epsilon, delta)?, Vec::new())?;
+    Ok(match settings.hospital {
+        Some(level) => spend.with_hospital_budget(medfl_client::spend::HospitalBudget {
+            budget: DpBudget::new(level.epsilon, delta)?,
+            colluders: level.colluders,
+        })?,
+        None => spend,
+    })
 }

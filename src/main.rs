@@ -57,6 +57,14 @@ enum Command {
         /// multiplier is calibrated to it (and the budget set to it).
         #[arg(long)]
         epsilon: Option<f64>,
+        /// Hospital-level epsilon the whole run may spend per hospital: the aggregate's
+        /// distributed noise is calibrated to it and every hospital holds itself to it.
+        #[arg(long)]
+        hospital_epsilon: Option<f64>,
+        /// Survivors of each round assumed to collude with the coordinator, for
+        /// --hospital-epsilon.
+        #[arg(long, default_value_t = 1, requires = "hospital_epsilon")]
+        colluders: u64,
         /// Output directory (default runs/sim-SEED-Nh-Rr); must not hold a run already.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -632,6 +640,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dropout,
             strategy,
             epsilon,
+            hospital_epsilon,
+            colluders,
             out,
         } => {
             let mut run = simulate::RunConfig::default();
@@ -658,6 +668,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!(
                     "noise multiplier {:.4} for employee-level epsilon {e} over {} rounds",
                     run.training.noise_multiplier, run.rounds
+                );
+            }
+            if let Some(e) = hospital_epsilon {
+                run.calibrate_hospital_to(e, colluders)?;
+                eprintln!(
+                    "distributed-noise multiplier {:.4} for hospital-level epsilon {e} over {} rounds, {colluders} colluders",
+                    run.ddg.noise_multiplier, run.rounds
                 );
             }
             let text = match &scenario {

@@ -146,6 +146,12 @@ pub struct DataSettings {
     /// hospital in its genesis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy_budget: Option<(f64, f64)>,
+    /// A hospital-level budget (`epsilon`, `delta`, `colluders`) the hospital holds itself to as
+    /// well: what the aggregates reveal about its whole update, with `colluders` of each round's
+    /// minimum survivors assumed to conspire with the coordinator. Absent: none is enforced (and
+    /// at the default distributed noise none could be met).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hospital_budget: Option<(f64, f64, u64)>,
 }
 
 /// The other members, as a member's folder lists them.
@@ -416,6 +422,7 @@ fn write_folders(
                 events: "data/events.csv".into(),
                 target_fpr: 0.02,
                 privacy_budget: None,
+                hospital_budget: None,
             }),
         };
         let text = format!(

@@ -16,6 +16,7 @@ use medfl_model::experiment::{HospitalData, SettingResult};
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::train::{score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_protocol::privacy::HospitalLevel;
 use medfl_protocol::{DdgParams, GlobalModel, SecAggParams, Strategy, TrainingParams};
 use medfl_simulations::Scenario;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,10 @@ pub struct RunConfig {
     pub ddg: DdgParams,
     /// Secure aggregation graph.
     pub secagg: SecAggParams,
+    /// The hospital-level budget each hospital holds itself to (the distributed noise is
+    /// calibrated to it); absent, the aggregate's noise protects no hospital-level figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hospital: Option<HospitalLevel>,
 }
 
 impl Default for RunConfig {
@@ -74,6 +79,7 @@ impl Default for RunConfig {
             training: TrainingParams::default(),
             ddg: DdgParams::default(),
             secagg: SecAggParams::default(),
+            hospital: None,
         }
     }
 }
@@ -107,6 +113,33 @@ impl RunConfig {
             self.training.noise_multiplier *= 1.0 + 1e-4;
         }
         bail!("no noise multiplier near {sigma} meets epsilon {epsilon}")
+    }
+
+    /// Sets the aggregate's distributed-noise multiplier so that the whole run costs each
+    /// hospital at most `epsilon` at the hospital level (at `training.delta`) with `colluders`
+    /// of each round's minimum survivors assumed hostile, and holds every hospital to it.
+    pub fn calibrate_hospital_to(&mut self, epsilon: f64, colluders: u64) -> Result<()> {
+        self.check()?;
+        self.ddg.noise_multiplier = medfl_protocol::privacy::calibrate_hospital_noise(
+            &self.ddg,
+            self.model(),
+            self.hospitals as u64,
+            colluders,
+            self.rounds,
+            epsilon,
+            self.training.delta,
+        )?;
+        self.hospital = Some(HospitalLevel { epsilon, colluders });
+        Ok(())
+    }
+
+    /// The network every hospital trains.
+    pub fn model(&self) -> AutoencoderConfig {
+        AutoencoderConfig {
+            inputs: medfl_accesslog::N_FEATURES,
+            hidden: self.hidden,
+            latent: self.latent,
+        }
     }
 
     /// Checks what the types do not.
@@ -159,6 +192,7 @@ impl RunConfig {
             dropout: self.dropout,
             seed: self.seed,
             budget_epsilon: self.budget_epsilon,
+            hospital: self.hospital,
         })
     }
 }
@@ -255,12 +289,21 @@ pub fn simulate(scenario_text: &str, run: &RunConfig, out: &Path) -> Result<Vec<
         hidden: run.hidden,
         latent: run.latent,
     };
-    let statement = medfl_protocol::privacy::statement(
+    let mut statement = medfl_protocol::privacy::statement(
         &run.training,
         model,
         run.rounds,
         medfl_protocol::privacy::NoiseSource::ReproducibleSeed,
     )?;
+    statement.push('\n');
+    statement.push_str(&medfl_protocol::privacy::hospital_statement(
+        &run.ddg,
+        model,
+        run.hospitals as u64,
+        run.rounds,
+        run.training.delta,
+        run.hospital,
+    ));
     eprintln!("{statement}");
     std::fs::write(out.join("privacy.txt"), format!("{statement}\n"))
         .context("writing privacy.txt")?;

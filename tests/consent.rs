@@ -49,6 +49,7 @@ fn settings(inputs: usize) -> SimSettings {
         dropout: 0.0,
         seed: 5,
         budget_epsilon: 50.0,
+        hospital: None,
     }
 }
 

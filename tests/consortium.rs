@@ -47,6 +47,7 @@ fn settings(strategy: Strategy, dropout: f64, seed: u64) -> SimSettings {
         dropout,
         seed,
         budget_epsilon: 50.0,
+        hospital: None,
     }
 }
 

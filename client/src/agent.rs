@@ -370,6 +370,7 @@ impl Agent {
             round: r.config.round,
             session,
             event: round_event(&r.config)?,
+            aggregate: Some(r.codec.plan().privacy()),
         };
         r.charged_input = Some(x);
         if let Err(e) = self.spend.charge(charge.clone()) {
@@ -504,13 +505,12 @@ impl Agent {
                 .map_err(DeclineReason::Ledger)?;
             // The hospital's own record spans every agreement and failed attempt: no keys are
             // advertised for a round whose update it would refuse to release.
-            round_event(&config)
-                .map_err(|e| DeclineReason::Invalid(e.to_string()))
-                .and_then(|event| {
-                    self.spend
-                        .check(&event)
-                        .map_err(|e| DeclineReason::OwnBudget(e.to_string()))
-                })?;
+            let invalid = |e: ProtocolError| DeclineReason::Invalid(e.to_string());
+            let event = round_event(&config).map_err(invalid)?;
+            let aggregate = UpdateCodec::new(&config).map_err(invalid)?.plan().privacy();
+            self.spend
+                .check(&event, Some(&aggregate))
+                .map_err(|e| DeclineReason::OwnBudget(e.to_string()))?;
             Ok(index)
         });
         match checked {

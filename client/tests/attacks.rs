@@ -1,7 +1,7 @@
 //! A malicious coordinator against the hospital agent: each test drives the real agent the way
 //! an attacker would, and the agent must refuse.
 
-use medfl_client::spend::{Charge, PrivacyBudget, PrivacySpend};
+use medfl_client::spend::{Charge, HospitalBudget, PrivacyBudget, PrivacySpend};
 use medfl_client::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND};
 use medfl_ledger::testkit::{Fixture, T0};
 use medfl_ledger::{ChainState, Floor, Timestamp};
@@ -674,6 +674,7 @@ fn budget_for(config: &RoundConfig, releases: u64) -> (Charge, PrivacyBudget) {
         round: config.round,
         session: 1,
         event: accounting.event,
+        aggregate: None,
     };
     let mut probe = PrivacySpend::new(
         PrivacyBudget::new(1e9, config.training.delta).unwrap(),
@@ -769,6 +770,53 @@ fn a_second_agreement_does_not_reset_the_hospitals_spend() {
     let mut b = agent_with(&f, 1, PrivacySpend::new(budget, vec![earlier]).unwrap());
     b.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW)
         .unwrap();
+}
+
+/// The coordinator shrinks the aggregate's distributed noise (or a hospital assumes more
+/// colluders than the noise was split over), so the sum would reveal more about each hospital's
+/// whole update than the hospital allows itself. A hospital holding itself to a hospital-level
+/// budget declines before advertising a key; at the noise calibrated for its budget it joins.
+#[test]
+fn a_round_past_the_hospital_level_budget_is_declined() {
+    let (f, state, mut config) = setup(3, 3, Strategy::default());
+    let delta = config.training.delta;
+    let participants = config.participants.len() as u64;
+    config.ddg.noise_multiplier =
+        privacy::calibrate_hospital_noise(&config.ddg, MODEL, participants, 1, 1, 8.0, delta)
+            .unwrap();
+    let hospital = |colluders| {
+        let roomy = PrivacyBudget::new(1e9, delta).unwrap();
+        PrivacySpend::new(roomy, Vec::new())
+            .unwrap()
+            .with_hospital_budget(HospitalBudget {
+                budget: PrivacyBudget::new(8.0, delta).unwrap(),
+                colluders,
+            })
+            .unwrap()
+    };
+    let mut a = agent_with(&f, 0, hospital(1));
+    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW)
+        .unwrap();
+
+    for (ddg_scale, colluders) in [(0.5, 1), (1.0, 3)] {
+        let mut attack = config.clone();
+        attack.ddg.noise_multiplier *= ddg_scale;
+        let mut b = agent_with(&f, 1, hospital(colluders));
+        let r = b.handle(ToAgent::RoundStart(Box::new(attack)), &state, NOW);
+        assert!(
+            matches!(
+                &r,
+                Err(AgentError::RoundRefused(DeclineReason::OwnBudget(_)))
+            ),
+            "noise x{ddg_scale}, {colluders} colluders: joined: {r:?}"
+        );
+        assert!(
+            !outgoing(&mut b)
+                .iter()
+                .any(|m| matches!(m, ToCoordinator::SecAgg { .. })),
+            "a key was advertised for a round past the hospital-level budget"
+        );
+    }
 }
 
 /// The coordinator states the round's epsilon at a larger delta than the agreement's, so it

@@ -306,6 +306,23 @@ impl DdgPrivacy {
         Ok(())
     }
 
+    /// The same sum as a hospital sees it when `colluders` of the `n` survivors conspire with the
+    /// server: they know (and subtract) their own noise shares, so only `n − colluders` shares
+    /// protect the rest. Refuses when no honest share is left.
+    pub fn with_colluders(&self, colluders: u64) -> Result<DdgPrivacy, DpError> {
+        match self.clients.checked_sub(colluders) {
+            Some(honest) if honest > 0 => Ok(DdgPrivacy {
+                clients: honest,
+                ..*self
+            }),
+            _ => Err(DpError::InvalidCount {
+                name: "colluders",
+                value: colluders,
+                reason: "leaves no honest noise share among the minimum survivors",
+            }),
+        }
+    }
+
     /// `τ = 10 Σ_{k=1}^{n−1} exp(−2π²σ² k/(k+1))`, the distance of the sum from a discrete Gaussian.
     pub fn tau(&self) -> f64 {
         let s2 = self.local_sigma * self.local_sigma;
@@ -451,7 +468,8 @@ impl RdpAccountant {
 
 /// The smallest noise multiplier `σ` (to a relative `10⁻⁶`) for which `steps` compositions of the
 /// Poisson-subsampled Gaussian at rate `q` stay within `target_epsilon` at `delta`: the
-/// "target ε in, σ out" calibration of Opacus' `get_noise_multiplier`, on this accountant.
+/// "target ε in, σ out" calibration of Opacus' `get_noise_multiplier`, priced as everything
+/// else is, by [`crate::PrivacyLoss`] (the tighter of RDP and PLD).
 ///
 /// The returned `σ` always meets the target (the search keeps the upper end of its bracket),
 /// so a caller may use it as is. Refuses a target no `σ ≤ 10⁶` reaches.
@@ -469,7 +487,7 @@ pub fn calibrate_poisson_gaussian(
         "must be finite and positive",
     )?;
     let epsilon = |sigma: f64| -> Result<f64, DpError> {
-        let mut acc = RdpAccountant::new();
+        let mut acc = crate::PrivacyLoss::new();
         acc.compose_poisson_gaussian(q, sigma, steps)?;
         acc.epsilon(delta)
     };
@@ -511,7 +529,7 @@ mod tests {
         ] {
             let sigma = calibrate_poisson_gaussian(q, steps, target, delta).unwrap();
             let eps = |s: f64| {
-                let mut a = RdpAccountant::new();
+                let mut a = crate::PrivacyLoss::new();
                 a.compose_poisson_gaussian(q, s, steps).unwrap();
                 a.epsilon(delta).unwrap()
             };

@@ -2,14 +2,15 @@
 //!
 //! Each hospital agrees to an `(ε, δ)` budget. Every round that uses its data is a
 //! [`PrivacyEvent`]; [`MemberBudget::would_exceed`] composes the event into a *copy* of the
-//! member's RDP accountant and converts to `ε` at the agreed `δ`, and [`MemberBudget::charge`]
+//! member's accountant ([`PrivacyLoss`]: the tighter of RDP and PLD) and converts to `ε` at the agreed `δ`, and [`MemberBudget::charge`]
 //! commits it only if the result stays within the agreement. A refused round leaves the state
 //! unchanged, so the coordinator can refuse the round before clients compute anything.
 
 use serde::{Deserialize, Serialize};
 
-use crate::accountant::{DdgPrivacy, RdpAccountant, check_delta, check_noise, check_q};
+use crate::accountant::{DdgPrivacy, check_delta, check_noise, check_q};
 use crate::error::{DpError, check_range};
+use crate::loss::PrivacyLoss;
 
 /// An agreed `(ε, δ)` budget.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,7 +95,7 @@ impl PrivacyEvent {
     }
 
     /// Composes the event into `acc`.
-    fn apply(&self, acc: &mut RdpAccountant) -> Result<(), DpError> {
+    fn apply(&self, acc: &mut PrivacyLoss) -> Result<(), DpError> {
         self.validate()?;
         match *self {
             Self::PoissonGaussian {
@@ -122,12 +123,12 @@ fn nonzero(name: &'static str, value: u64) -> Result<(), DpError> {
 }
 
 /// A member's agreed budget and everything charged against it so far.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MemberBudget {
     /// The agreement.
     budget: PrivacyBudget,
-    /// The composition of all charged events.
-    accountant: RdpAccountant,
+    /// The composition of all charged events (priced by the tighter of RDP and PLD).
+    accountant: PrivacyLoss,
 }
 
 impl MemberBudget {
@@ -135,7 +136,7 @@ impl MemberBudget {
     pub fn new(budget: PrivacyBudget) -> Self {
         Self {
             budget,
-            accountant: RdpAccountant::new(),
+            accountant: PrivacyLoss::new(),
         }
     }
 

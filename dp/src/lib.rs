@@ -51,6 +51,10 @@
 //!   width and wrap-probability bound.
 //! - [`accountant`]: RDP of the subsampled Gaussian and the distributed discrete Gaussian,
 //!   composition, conversion to `(ε, δ)` as in Google's `dp-accounting`.
+//! - [`pld`]: privacy loss distributions of the subsampled Gaussian (connect-the-dots, FFT
+//!   composition), matching `dp-accounting`'s `PLDAccountant`.
+//! - [`loss`]: [`PrivacyLoss`], everything one unit's data went through, priced by the tighter
+//!   of the two accountants; what the ledger, the coordinator and each hospital all call.
 //! - [`budget`]: a member's `(ε, δ)` agreement, `would_exceed` and `charge`.
 //! - [`error`]: the single typed error.
 
@@ -63,10 +67,13 @@ pub mod clip;
 pub mod ddp;
 pub mod error;
 pub mod hadamard;
+pub mod loss;
+pub mod pld;
 pub mod sampler;
 
 pub use accountant::{DdgPrivacy, RdpAccountant, calibrate_poisson_gaussian};
 pub use budget::{MemberBudget, PrivacyBudget, PrivacyEvent};
 pub use ddp::{DdpConfig, DdpPlan};
 pub use error::DpError;
+pub use loss::PrivacyLoss;
 pub use sampler::{DiscreteGaussian, LatticeGaussian};

@@ -212,7 +212,7 @@ fn register_agreement(
         last_server_state: None,
         spent: Default::default(),
         rounds_joined: Default::default(),
-        rdp: Default::default(),
+        loss: Default::default(),
     };
     state.agreements.insert(a.id.clone(), record);
     Ok(Undo::RegisterAgreement(a.id.clone()))
@@ -371,8 +371,8 @@ fn anchor_round(
         }
         // Recomputed from the parameters anchored for every round the member joined and this
         // round's: a coordinator cannot under-report a spend, nor re-price past rounds.
-        let mut acc = a.rdp.get(member).cloned().unwrap_or_default();
-        acc.compose_accountant(round.rdp())
+        let mut acc = a.loss.get(member).cloned().unwrap_or_default();
+        acc.compose(round.loss())
             .map_err(|e| ContractError::Malformed(e.to_string()))?;
         let recomputed = acc
             .epsilon(r.dp.delta)
@@ -467,10 +467,10 @@ fn anchor_round(
             .iter()
             .map(|(m, _)| (m.clone(), record.spent.get(m).copied()))
             .collect(),
-        rdp: r
+        loss: r
             .participants
             .iter()
-            .map(|(m, _)| (m.clone(), record.rdp.get(m).cloned()))
+            .map(|(m, _)| (m.clone(), record.loss.get(m).cloned()))
             .collect(),
         model: r.model,
     };
@@ -481,7 +481,7 @@ fn anchor_round(
         record.spent.insert(member.clone(), spend.epsilon_total);
         *record.rounds_joined.entry(member.clone()).or_insert(0) += 1;
     }
-    record.rdp.extend(composed);
+    record.loss.extend(composed);
     *state.models.entry(r.model).or_insert(0) += 1;
     Ok(undo)
 }

@@ -2,10 +2,11 @@
 //!
 //! Budgets are `(epsilon, delta)` per member per data-use agreement. A round anchor records each
 //! participant's *cumulative* epsilon under the agreement, as computed by the accountant over all
-//! its rounds so far, not a per-round increment: Rényi-DP composition is not additive in epsilon,
-//! so summing per-round epsilons would overstate the spend, and the ledger must not do privacy
-//! accounting of its own. The contract checks that the cumulative figure never goes down and never
-//! exceeds the budget; the DP parameters beside it let an auditor recompute it.
+//! its rounds so far, not a per-round increment: privacy composes by adding Rényi divergences or
+//! convolving loss distributions, not by adding epsilons, so summing per-round epsilons would
+//! overstate the spend. The contract recomputes the cumulative figure from the DP parameters
+//! anchored for every round the member joined (`medfl_dp::PrivacyLoss`, the tighter of RDP and
+//! PLD), refuses a claim that differs, and checks it never goes down and never exceeds the budget.
 
 use serde::{Deserialize, Serialize};
 

@@ -20,7 +20,7 @@ use crate::privacy::DpParams;
 use crate::sigs::{self, PendingSig};
 use crate::timestamp::Timestamp;
 use crate::tx::{ConsentChoice, DataUseAgreement, Pseudonym, Transaction, TxId};
-use medfl_dp::RdpAccountant;
+use medfl_dp::PrivacyLoss;
 
 /// A member and whether it was revoked.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,7 +51,7 @@ pub struct AgreementRecord {
     pub rounds_joined: BTreeMap<MemberId, u64>,
     /// Each member's privacy loss under the agreement, composed by the contract from the DP
     /// parameters of every anchored round it joined (never from a figure the coordinator wrote).
-    pub rdp: BTreeMap<MemberId, RdpAccountant>,
+    pub loss: BTreeMap<MemberId, PrivacyLoss>,
 }
 
 /// The state after some prefix of the chain.
@@ -97,7 +97,7 @@ pub(crate) enum Undo {
         last_model: Option<Hash>,
         last_server_state: Option<Hash>,
         spent: Vec<(MemberId, Option<f64>)>,
-        rdp: Vec<(MemberId, Option<RdpAccountant>)>,
+        loss: Vec<(MemberId, Option<PrivacyLoss>)>,
         model: Hash,
     },
     Audit(MemberId, Option<Timestamp>),
@@ -160,7 +160,7 @@ impl ChainState {
                     last_server_state: None,
                     spent: BTreeMap::new(),
                     rounds_joined: BTreeMap::new(),
-                    rdp: BTreeMap::new(),
+                    loss: BTreeMap::new(),
                 };
                 (a.id.clone(), record)
             })
@@ -301,9 +301,8 @@ impl ChainState {
             .agreements
             .get(agreement)
             .ok_or_else(|| format!("agreement {agreement} is not on the ledger"))?;
-        let mut acc = a.rdp.get(member).cloned().unwrap_or_default();
-        acc.compose_accountant(&round.rdp)
-            .map_err(|e| e.to_string())?;
+        let mut acc = a.loss.get(member).cloned().unwrap_or_default();
+        acc.compose(&round.loss).map_err(|e| e.to_string())?;
         acc.epsilon(round.delta).map_err(|e| e.to_string())
     }
 
@@ -511,17 +510,17 @@ impl ChainState {
                 last_model,
                 last_server_state,
                 spent,
-                rdp,
+                loss,
                 model,
             } => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
-                    for (member, previous) in rdp {
+                    for (member, previous) in loss {
                         match previous {
                             Some(acc) => {
-                                a.rdp.insert(member, acc);
+                                a.loss.insert(member, acc);
                             }
                             None => {
-                                a.rdp.remove(&member);
+                                a.loss.remove(&member);
                             }
                         }
                     }
@@ -565,7 +564,7 @@ impl ChainState {
 /// epsilons are stated at.
 #[derive(Clone, Debug)]
 pub struct RoundPrivacy {
-    rdp: RdpAccountant,
+    loss: PrivacyLoss,
     delta: f64,
 }
 
@@ -576,17 +575,17 @@ impl RoundPrivacy {
     /// The parameters are out of range.
     pub fn of(dp: &DpParams) -> Result<RoundPrivacy, String> {
         dp.check()?;
-        let mut rdp = RdpAccountant::new();
-        rdp.compose_poisson_gaussian(dp.sampling_rate, dp.noise_multiplier, dp.steps)
+        let mut loss = PrivacyLoss::new();
+        loss.compose_poisson_gaussian(dp.sampling_rate, dp.noise_multiplier, dp.steps)
             .map_err(|e| e.to_string())?;
         Ok(RoundPrivacy {
-            rdp,
+            loss,
             delta: dp.delta,
         })
     }
 
-    /// The round's RDP.
-    pub(crate) fn rdp(&self) -> &RdpAccountant {
-        &self.rdp
+    /// The round's privacy loss.
+    pub(crate) fn loss(&self) -> &PrivacyLoss {
+        &self.loss
     }
 }

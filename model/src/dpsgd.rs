@@ -70,7 +70,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use medfl_dp::clip::clip_factor;
-use medfl_dp::{DpError, LatticeGaussian, PrivacyEvent, RdpAccountant};
+use medfl_dp::{DpError, LatticeGaussian, PrivacyEvent, PrivacyLoss};
 use rand::RngExt;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -242,7 +242,7 @@ impl DpSgdConfig {
             noise_multiplier,
             steps: self.steps,
         };
-        let mut acc = RdpAccountant::new();
+        let mut acc = PrivacyLoss::new();
         acc.compose_poisson_gaussian(self.sampling_rate, noise_multiplier, self.steps)?;
         Ok(DpAccounting {
             noise_std,
@@ -1022,7 +1022,7 @@ mod tests {
         assert!(acc.sensitivity > 1.0 && acc.sensitivity < 1.0 + 1e-4);
         assert!(acc.noise_multiplier < 1.0 && acc.noise_multiplier > 0.9999);
         // A slightly smaller multiplier can only cost more.
-        let mut nominal = RdpAccountant::new();
+        let mut nominal = PrivacyLoss::new();
         nominal.compose_poisson_gaussian(0.1, 1.0, 10).unwrap();
         assert!(acc.epsilon >= nominal.epsilon(1e-5).unwrap());
         let none = DpSgdConfig {

@@ -3,7 +3,7 @@
 
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Tensor, TensorData};
-use medfl_dp::{MemberBudget, PrivacyBudget, RdpAccountant};
+use medfl_dp::{MemberBudget, PrivacyBudget, PrivacyLoss};
 use medfl_model::dpsgd::{
     DpOptimizer, DpSgdConfig, DpSgdError, DpSgdTrainer, MAX_ROWS_PER_EMPLOYEE, batch_gradient_sum,
     clipped_employee_sum, clipped_gradient_sum, naive_per_example_gradients, train_dp,
@@ -504,7 +504,7 @@ fn accounting_is_the_subsampled_gaussian_at_the_effective_multiplier() {
         ..dp_config()
     };
     let acc = dp.accounting(AutoencoderConfig::for_inputs(22)).unwrap();
-    let mut reference = RdpAccountant::new();
+    let mut reference = PrivacyLoss::new();
     reference
         .compose_poisson_gaussian(0.01, acc.noise_multiplier, 1000)
         .unwrap();

@@ -15,7 +15,7 @@ use medfl_dp::{DdpConfig, DdpPlan};
 use rand::CryptoRng;
 use serde::Serialize;
 
-use crate::config::RoundConfig;
+use crate::config::{DdgParams, RoundConfig};
 use crate::error::ProtocolError;
 
 /// The update encoding both sides derive from a round config.
@@ -90,27 +90,42 @@ pub struct DecodedAggregate {
     pub mean_update: Vec<f64>,
 }
 
+/// The distributed-discrete-Gaussian plan of a round: `params` coordinates, `participants`
+/// inputs at most, the noise split over `ddg.min_clients`; the granularity is the finest the ring
+/// width allows. The privacy figures do not depend on `seed` (it only rotates).
+pub fn ddg_plan(
+    ddg: &DdgParams,
+    params: usize,
+    participants: u64,
+    seed: [u8; 32],
+) -> Result<DdpPlan, ProtocolError> {
+    let mut template = DdpConfig::new(
+        params,
+        ddg.min_clients,
+        ddg.update_clip,
+        ddg.noise_multiplier,
+        1.0,
+    );
+    template.max_clients = participants;
+    template.granularity = granularity_for_bits(&template, ddg.bits)?;
+    template.bits = Some(ddg.bits);
+    Ok(DdpPlan::new(template, seed)?)
+}
+
 impl UpdateCodec {
     /// Derives the encoding (granularity, ring width, rotation) from the round config.
     pub fn new(config: &RoundConfig) -> Result<Self, ProtocolError> {
         let params = config.model.param_count();
-        let g = &config.ddg;
-        let mut template = DdpConfig::new(
+        let plan = ddg_plan(
+            &config.ddg,
             params,
-            g.min_clients,
-            g.update_clip,
-            g.noise_multiplier,
-            1.0,
-        );
-        template.max_clients = config.participants.len() as u64;
-        let granularity = granularity_for_bits(&template, g.bits)?;
-        template.granularity = granularity;
-        template.bits = Some(g.bits);
-        let plan = DdpPlan::new(template, config.public_seed)?;
+            config.participants.len() as u64,
+            config.public_seed,
+        )?;
         Ok(UpdateCodec {
             plan,
             params,
-            clip: g.update_clip,
+            clip: config.ddg.update_clip,
         })
     }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::OnError;
 use medfl_accesslog::consent::PseudonymKey;
+use medfl_client::spend::{HospitalBudget, PrivacyBudget};
 use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
 use medfl_ledger::tx::Pseudonym;
@@ -156,7 +157,23 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         &member.genesis,
         &member.config.member,
     )?;
-    let (privacy_store, spend) = privacy::load(&member.dir.join("privacy.redb"), budget)?;
+    let (privacy_store, mut spend) = privacy::load(&member.dir.join("privacy.redb"), budget)?;
+    if let Some((epsilon, delta, colluders)) = settings.as_ref().and_then(|s| s.hospital_budget) {
+        let level = HospitalBudget {
+            budget: PrivacyBudget::new(epsilon, delta).context("[data] hospital_budget")?,
+            colluders,
+        };
+        spend = spend
+            .with_hospital_budget(level)
+            .context("the privacy ledger's history at the hospital level")?;
+        info!(
+            epsilon_spent = ?spend.hospital_spent().ok().flatten(),
+            budget = epsilon,
+            delta,
+            colluders,
+            "the hospital's own hospital-level budget"
+        );
+    }
     info!(
         epsilon_spent = spend.spent().unwrap_or(f64::INFINITY),
         budget = budget.epsilon(),

@@ -118,6 +118,7 @@ mod tests {
             round: 1,
             session,
             event: event(),
+            aggregate: None,
         }
     }
 
