@@ -106,11 +106,12 @@ impl PrivacySpend {
     }
 
     /// Also holds the hospital to `level` from now on, composing the history's aggregates
-    /// under its colluder assumption (a release recorded without its aggregate counts as
-    /// unprotected: the hospital-level spend is then infinite and every release refused).
+    /// under its colluder assumption.
     ///
     /// # Errors
-    /// [`SpendError::Accounting`] if a stored aggregate is invalid.
+    /// [`SpendError::Accounting`] if a stored aggregate is invalid or missing (a release
+    /// recorded before aggregates were, which cannot be priced at the hospital level: such a
+    /// history cannot take on a hospital-level budget), or leaves no honest noise share.
     pub fn with_hospital_budget(mut self, level: HospitalBudget) -> Result<Self, SpendError> {
         let mut composed = MemberBudget::new(level.budget);
         for c in &self.charges {
@@ -188,12 +189,20 @@ impl PrivacySpend {
     /// As [`PrivacySpend::check`]; a refused charge changes nothing.
     pub fn charge(&mut self, charge: Charge) -> Result<f64, SpendError> {
         let after = self.check(&charge.event, charge.aggregate.as_ref())?;
-        if let Some((budget, colluders)) = &mut self.hospital {
-            budget
-                .record(&hospital_event(charge.aggregate.as_ref(), *colluders)?)
-                .map_err(accounting)?;
-        }
-        self.budget.record(&charge.event).map_err(accounting)?;
+        // Both records are built before either is kept: a failure leaves both as they were.
+        let mut budget = self.budget.clone();
+        budget.record(&charge.event).map_err(accounting)?;
+        let hospital = match &self.hospital {
+            Some((h, colluders)) => {
+                let mut h = h.clone();
+                h.record(&hospital_event(charge.aggregate.as_ref(), *colluders)?)
+                    .map_err(accounting)?;
+                Some((h, *colluders))
+            }
+            None => None,
+        };
+        self.budget = budget;
+        self.hospital = hospital;
         self.charges.push(charge);
         Ok(after)
     }

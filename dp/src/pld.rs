@@ -40,12 +40,20 @@
 //! window (raising `δ`), and the upper tail's bound is added to the infinite mass. A plain
 //! Gaussian (`q = 1`) is composed exactly first: `T` steps of `σ` are one step of `σ/√T`.
 //!
+//! # Determinism
+//!
+//! The ledger's contract compares figures computed on different machines, and whether a
+//! distribution fits in [`MAX_POINTS`] decides between PLD and RDP. So every transcendental
+//! function here is the pure-Rust `libm` (not the platform's), and the FFT is rustfft's scalar
+//! one (no runtime choice of SIMD path): the same inputs give the same bits everywhere.
+//!
 //! # Conversion
 //!
 //! `δ(ε)` is piecewise `A − e^ε B` between grid points, so [`Pld::epsilon`] solves for `ε` in
 //! closed form on the one piece where the curve crosses the target.
 
-use rustfft::FftPlanner;
+use libm::{exp, expm1, log, log1p};
+use rustfft::FftPlannerScalar;
 use rustfft::num_complex::Complex;
 
 use crate::accountant::{check_delta, check_noise, check_q};
@@ -57,9 +65,16 @@ pub const DEFAULT_INTERVAL: f64 = 1e-4;
 const NOISE_TAIL_SIGMAS: f64 = 11.0;
 /// Composed mass allowed outside the window at each end (charged pessimistically).
 const TAIL_MASS: f64 = 1e-15;
-/// Most grid points in one distribution (2²⁴ doubles: 128 MiB); beyond it accounting refuses
-/// rather than exhaust memory, and callers fall back to RDP.
-const MAX_POINTS: usize = 1 << 24;
+/// Most grid points in one distribution (2²² complex doubles: 64 MiB); beyond it accounting
+/// refuses rather than exhaust memory, and callers fall back to RDP.
+const MAX_POINTS: usize = 1 << 22;
+/// Smallest (effective) noise multiplier PLD is computed for: below it one step's loss spans
+/// too much of the grid to be worth it, and RDP prices it.
+pub const MIN_SIGMA: f64 = 0.2;
+/// Most steps composed: more only widen the window past [`MAX_POINTS`], after a full scan.
+pub const MAX_STEPS: u64 = 1 << 32;
+/// Grid indices stay well inside `i64` and exact in `f64`.
+const MAX_INDEX: f64 = (1u64 << 52) as f64;
 
 /// One direction's discrete PLD: `mass[i]` at loss `(offset + i)·h`, plus mass at `+∞`.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,12 +126,22 @@ impl Pld {
             pld.add.infinite = 1.0;
             return Ok(pld);
         }
+        if steps > MAX_STEPS {
+            return Err(too_large(steps as f64));
+        }
         let (sigma, count) = if q == 1.0 {
             // The Gaussian mechanism composes exactly: T steps of σ are one step of σ/√T.
             (sigma / (steps as f64).sqrt(), 1)
         } else {
             (sigma, steps)
         };
+        if sigma < MIN_SIGMA {
+            return Err(DpError::InvalidParameter {
+                name: "noise_multiplier",
+                value: sigma,
+                reason: "below the PLD accountant's range; use RDP",
+            });
+        }
         for (direction, pmf) in [
             (Direction::Remove, &mut pld.remove),
             (Direction::Add, &mut pld.add),
@@ -217,21 +242,21 @@ impl Step {
         let s2 = self.sigma * self.sigma;
         match self.direction {
             Direction::Remove => {
-                // e^u = (e^l − 1 + q)/q.
-                let num = l.exp_m1() + self.q;
+                // e^u = (e^l − (1 − q))/q.
+                let num = excess_over(self.q, l);
                 if num <= 0.0 {
                     f64::NEG_INFINITY
                 } else {
-                    s2 * (num.ln() - self.q.ln()) + 0.5
+                    s2 * (log(num) - log(self.q)) + 0.5
                 }
             }
             Direction::Add => {
-                // e^v = (e^{−l} − 1 + q)/q, v = (−2y − 1)/(2σ²).
-                let num = (-l).exp_m1() + self.q;
+                // e^v = (e^{−l} − (1 − q))/q, v = (−2y − 1)/(2σ²).
+                let num = excess_over(self.q, -l);
                 if num <= 0.0 {
                     f64::INFINITY
                 } else {
-                    -s2 * (num.ln() - self.q.ln()) - 0.5
+                    -s2 * (log(num) - log(self.q)) - 0.5
                 }
             }
         }
@@ -257,15 +282,25 @@ impl Step {
     }
 }
 
+/// `e^l − (1 − q)` without cancelling away `e^l` when it is tiny: `expm1(l) + q` for small
+/// `q`, and `e^l − (1 − q)` (where `1 − q` is exact) for large.
+fn excess_over(q: f64, l: f64) -> f64 {
+    if q > 0.5 {
+        exp(l) - (1.0 - q)
+    } else {
+        expm1(l) + q
+    }
+}
+
 /// `ln(1 − q + q e^u)` for `q ∈ (0, 1]`, stable for large `u`.
 fn log_mix(q: f64, u: f64) -> f64 {
     if q == 1.0 {
         return u;
     }
-    let a = (-q).ln_1p();
-    let b = q.ln() + u;
+    let a = log1p(-q);
+    let b = log(q) + u;
     let (hi, lo) = if a > b { (a, b) } else { (b, a) };
-    hi + (lo - hi).exp().ln_1p()
+    hi + log1p(exp(lo - hi))
 }
 
 /// Connect-the-dots discretization of one step in one direction.
@@ -279,7 +314,7 @@ fn one_step(direction: Direction, q: f64, sigma: f64, h: f64) -> Result<LossPmf,
     let lo = (step.loss(x_lo) / h).floor();
     let hi = (step.loss(x_hi) / h).ceil();
     let points = hi - lo + 1.0;
-    if !(lo.is_finite() && hi.is_finite()) || points > MAX_POINTS as f64 {
+    if !(lo.abs() <= MAX_INDEX && hi.abs() <= MAX_INDEX) || points > MAX_POINTS as f64 {
         return Err(too_large(points));
     }
     let (lo, n) = (lo as i64, points as usize);
@@ -289,7 +324,7 @@ fn one_step(direction: Direction, q: f64, sigma: f64, h: f64) -> Result<LossPmf,
     let mut left = step.output_at(grid(0));
     mass[0] += step.masses(f64::NEG_INFINITY, left).0;
     // 1 − e^{−h}, the denominator of the split, to full precision.
-    let gap = -(-h).exp_m1();
+    let gap = -expm1(-h);
     for i in 0..n - 1 {
         let right = step.output_at(grid(i + 1));
         let (p, r) = step.masses(left, right);
@@ -297,9 +332,14 @@ fn one_step(direction: Direction, q: f64, sigma: f64, h: f64) -> Result<LossPmf,
         if p <= 0.0 {
             continue;
         }
-        // b at ε_{i+1}, a = p − b at ε_i; scaled by e^{ε_i} so nothing overflows.
-        let scaled = if r > 0.0 { r * grid(i).exp() } else { 0.0 };
-        let b = ((p - scaled) / gap).clamp(0.0, p);
+        // b at ε_{i+1}, a = p − b at ε_i, scaled by e^{ε_i}. Where that overflows (losses
+        // beyond 709) everything goes up, which can only raise δ.
+        let scaled = if r > 0.0 { r * exp(grid(i)) } else { 0.0 };
+        let b = if scaled.is_finite() {
+            ((p - scaled) / gap).clamp(0.0, p)
+        } else {
+            p
+        };
         mass[i] += p - b;
         mass[i + 1] += b;
     }
@@ -332,25 +372,25 @@ fn log_mgf(terms: &[(f64, f64)], t: f64) -> f64 {
     if best == f64::NEG_INFINITY {
         return best;
     }
-    let sum: f64 = terms.iter().map(|&(l, lm)| (lm + t * l - best).exp()).sum();
-    best + sum.ln()
+    let sum: f64 = terms.iter().map(|&(l, lm)| exp(lm + t * l - best)).sum();
+    best + log(sum)
 }
 
 /// The grid window `[lo, hi]` holding all but [`TAIL_MASS`] of the `count`-fold sum at each end
 /// (Chernoff, over `t` on a geometric grid: a coarse `t` only widens the window), within the
 /// sum's hard range.
-fn window(pmf: &LossPmf, count: u64, h: f64) -> (i64, i64) {
+fn window(pmf: &LossPmf, count: u64, h: f64) -> Result<(i64, i64), DpError> {
     let terms: Vec<(f64, f64)> = pmf
         .mass
         .iter()
         .enumerate()
         .filter(|&(_, &m)| m > 0.0)
-        .map(|(i, &m)| ((pmf.offset + i as i64) as f64 * h, m.ln()))
+        .map(|(i, &m)| ((pmf.offset + i as i64) as f64 * h, log(m)))
         .collect();
     let c = count as f64;
     let last = pmf.offset as f64 + (pmf.mass.len() - 1) as f64;
     let (mut lo, mut hi) = (pmf.offset as f64 * c, last * c);
-    let log_tail = TAIL_MASS.ln();
+    let log_tail = log(TAIL_MASS);
     let mut t = 1e-3;
     while t < 1e4 {
         let up = (c * log_mgf(&terms, t) - log_tail) / (t * h);
@@ -361,9 +401,14 @@ fn window(pmf: &LossPmf, count: u64, h: f64) -> (i64, i64) {
         if down.is_finite() {
             lo = lo.max(down.floor());
         }
-        t *= 2.0;
+        t *= 3.0;
     }
-    (lo.min(hi) as i64, hi as i64)
+    let lo = lo.min(hi);
+    // Checked in f64 before any cast: a huge step count must not saturate into a tiny window.
+    if !(lo.abs() <= MAX_INDEX && hi.abs() <= MAX_INDEX) || hi - lo + 1.0 > MAX_POINTS as f64 {
+        return Err(too_large(hi - lo + 1.0));
+    }
+    Ok((lo as i64, hi as i64))
 }
 
 /// The `count`-fold composition of `pmf` with itself.
@@ -371,7 +416,7 @@ fn self_compose(pmf: &LossPmf, count: u64, h: f64) -> Result<LossPmf, DpError> {
     if count == 1 {
         return Ok(pmf.clone());
     }
-    let (lo, hi) = window(pmf, count, h);
+    let (lo, hi) = window(pmf, count, h)?;
     let span = (hi - lo + 1) as usize;
     let size = span.max(pmf.mass.len()).next_power_of_two();
     if size > MAX_POINTS {
@@ -384,7 +429,7 @@ fn self_compose(pmf: &LossPmf, count: u64, h: f64) -> Result<LossPmf, DpError> {
     for (i, &m) in pmf.mass.iter().enumerate() {
         buf[slot(pmf.offset + i as i64)].re += m;
     }
-    let mut planner = FftPlanner::new();
+    let mut planner = FftPlannerScalar::new();
     planner.plan_fft_forward(size).process(&mut buf);
     for z in &mut buf {
         *z = powu(*z, count);
@@ -396,7 +441,7 @@ fn self_compose(pmf: &LossPmf, count: u64, h: f64) -> Result<LossPmf, DpError> {
         .collect();
     // Infinite loss in any step is infinite in the sum; the upper tail's bound joins it (and the
     // lower tail's bound is rounded up onto the window's floor, never dropped).
-    let finite_all = (count as f64 * (-pmf.infinite).ln_1p()).exp();
+    let finite_all = exp(count as f64 * log1p(-pmf.infinite));
     let mut out = LossPmf {
         offset: lo,
         mass,
@@ -433,8 +478,12 @@ fn convolve(a: &LossPmf, b: &LossPmf) -> Result<LossPmf, DpError> {
         }
         buf
     };
+    let offset = a.offset + b.offset;
+    if offset.unsigned_abs() as f64 > MAX_INDEX {
+        return Err(too_large(n as f64));
+    }
     let (mut fa, mut fb) = (load(a), load(b));
-    let mut planner = FftPlanner::new();
+    let mut planner = FftPlannerScalar::new();
     let forward = planner.plan_fft_forward(size);
     forward.process(&mut fa);
     forward.process(&mut fb);
@@ -445,7 +494,7 @@ fn convolve(a: &LossPmf, b: &LossPmf) -> Result<LossPmf, DpError> {
     let scale = 1.0 / size as f64;
     let finite = (1.0 - a.infinite) * (1.0 - b.infinite);
     Ok(LossPmf {
-        offset: a.offset + b.offset,
+        offset,
         mass: fa[..n].iter().map(|z| (z.re * scale).max(0.0)).collect(),
         infinite: (1.0 - finite).min(1.0),
     })
@@ -457,7 +506,7 @@ fn hockey_stick(pmf: &LossPmf, epsilon: f64, h: f64) -> f64 {
     for (i, &m) in pmf.mass.iter().enumerate() {
         let l = (pmf.offset + i as i64) as f64 * h;
         if l > epsilon {
-            delta += m * -(epsilon - l).exp_m1();
+            delta += m * -expm1(epsilon - l);
         }
     }
     delta.min(1.0)
@@ -471,7 +520,7 @@ fn epsilon_for_delta(pmf: &LossPmf, target: f64, h: f64) -> f64 {
     if pmf.infinite > target {
         return f64::INFINITY;
     }
-    let decay = (-h).exp();
+    let decay = exp(-h);
     let (mut a, mut s) = (0.0, 0.0);
     let mut k = pmf.offset + pmf.mass.len() as i64;
     for &m in pmf.mass.iter().rev() {
@@ -482,7 +531,7 @@ fn epsilon_for_delta(pmf: &LossPmf, target: f64, h: f64) -> f64 {
         // δ just below grid point k (at ε = (k−1)h) still exceeds the target: the crossing
         // is on this piece.
         if excess > decay * s {
-            let eps = k as f64 * h + (excess / s).ln();
+            let eps = k as f64 * h + log(excess / s);
             return eps.max(0.0);
         }
         if k <= 1 {
@@ -495,7 +544,7 @@ fn epsilon_for_delta(pmf: &LossPmf, target: f64, h: f64) -> f64 {
     if excess <= 0.0 || s <= 0.0 {
         return 0.0;
     }
-    (k as f64 * h + (excess / s).ln()).max(0.0)
+    (k as f64 * h + log(excess / s)).max(0.0)
 }
 
 #[cfg(test)]
@@ -578,6 +627,47 @@ mod tests {
         let parts = part.compose(&part).unwrap().compose(&part).unwrap();
         let (a, b) = (whole.epsilon(1e-6).unwrap(), parts.epsilon(1e-6).unwrap());
         assert!((a - b).abs() <= 1e-6 * a, "{a} vs {b}");
+    }
+
+    #[test]
+    fn both_directions_agree_for_a_plain_gaussian_even_far_in_the_tail() {
+        // q = 1 is symmetric: the add direction (whose inverse once lost e^{-l} to cancellation
+        // beyond l ≈ 37) must carry the same curve as the remove direction.
+        let pld = Pld::poisson_gaussian(1.0, 0.35, 1, DEFAULT_INTERVAL).unwrap();
+        for eps in [1.0, 5.0, 10.0, 20.0, 38.0] {
+            let (r, a) = (
+                hockey_stick(&pld.remove, eps, pld.interval),
+                hockey_stick(&pld.add, eps, pld.interval),
+            );
+            assert!(
+                (r - a).abs() <= 1e-6 * r.max(1e-300),
+                "ε {eps}: remove {r}, add {a}"
+            );
+            let exact = gaussian_delta(0.35, eps);
+            assert!(a >= exact * (1.0 - 1e-9), "ε {eps}: {a} < {exact}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_parameters_are_refused_not_underpriced() {
+        // A huge step count once saturated the window into one point and priced ε = 0.
+        for (q, sigma, steps) in [
+            (0.1, 1.0, u64::MAX),
+            (0.1, 1.0, MAX_STEPS + 1),
+            (0.5, 0.5, 1 << 30),
+            (1.0, 1.0, 1 << 40),
+            (0.01, 0.1, 10),
+        ] {
+            assert!(
+                Pld::poisson_gaussian(q, sigma, steps, DEFAULT_INTERVAL).is_err(),
+                "q {q} σ {sigma} steps {steps}"
+            );
+        }
+        let mut loss = crate::PrivacyLoss::new();
+        loss.compose_poisson_gaussian(0.1, 1.0, u64::MAX).unwrap();
+        assert_eq!(loss.pld_epsilon(1e-6), None);
+        let eps = loss.epsilon(1e-6).unwrap();
+        assert!(eps > 1e6, "{eps}");
     }
 
     #[test]

@@ -28,10 +28,12 @@ fn reference_rows() -> Vec<Row> {
 }
 
 #[test]
-fn matches_dp_accounting_pld_within_one_percent() {
+fn matches_dp_accounting_pld_within_1e_4() {
     let rows = reference_rows();
     assert!(rows.len() >= 20);
     let mut worst: f64 = 0.0;
+    println!("| q | σ | steps | δ | dp-accounting PLD | medfl PLD | RDP |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (q, sigma, steps, delta, expected, rdp_expected) in rows {
         let eps = Pld::poisson_gaussian(q, sigma, steps, DEFAULT_INTERVAL)
             .unwrap()
@@ -39,8 +41,10 @@ fn matches_dp_accounting_pld_within_one_percent() {
             .unwrap();
         let rel = (eps - expected).abs() / expected;
         worst = worst.max(rel);
+        // The issue asks for 1%; the two implementations agree to about 1e-5 (the rest is where
+        // each truncates its tails and the FFT noise floor at tiny δ), so hold to 1e-4.
         assert!(
-            rel < 0.01,
+            rel < 1e-4,
             "q {q} sigma {sigma} steps {steps} delta {delta}: {eps} vs dp-accounting {expected}"
         );
         // And it is what makes PLD worth having: never looser than RDP on these settings.
@@ -52,6 +56,7 @@ fn matches_dp_accounting_pld_within_one_percent() {
             eps <= r,
             "q {q} sigma {sigma} steps {steps}: PLD {eps} above RDP {r}"
         );
+        println!("| {q} | {sigma} | {steps} | {delta:e} | {expected:.5} | {eps:.5} | {r:.4} |");
     }
     println!("max relative error against dp-accounting 0.6.0 PLD: {worst:.3e}");
 }
