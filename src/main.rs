@@ -992,13 +992,13 @@ fn train(input: &DataArgs, out: &Path, epochs: usize, target_fpr: f64, seed: u64
         100.0 * target_fpr,
         val.len()
     );
-    println!("model {} sha256 {hash}", out.display());
     println!(
         "privacy statement\n- guarantee: NONE. This model is trained without differential privacy \
          (plain Adam on every row): its weights and threshold can reveal individual employees' \
          accesses. It is for use inside the hospital only (the file is readable by its owner \
          alone); what a hospital shares is trained by `medfl client` with employee-level DP-SGD."
     );
+    println!("model {} sha256 {hash}", out.display());
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //!
 //! Everyone who prices a round (the coordinator, each hospital, the ledger's contract) calls
 //! [`PrivacyLoss::epsilon`] on the same events, so they agree to floating-point noise; the
-//! ledger compares within `10⁻⁹` relative. The PLD figure is memoised per event list and `δ`,
+//! ledger compares within `10⁻⁶` relative (the FFT's twiddles come from the platform's
+//! `sin`/`cos`, so machines may differ in the last bits). The PLD figure is memoised per event list and `δ`,
 //! because the same history is priced by every member and on every replay.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,11 +46,11 @@ impl PrivacyLoss {
     ) -> Result<(), DpError> {
         check_q(q)?;
         check_noise(noise_multiplier)?;
-        self.rdp
-            .compose_poisson_gaussian(q, noise_multiplier, steps)?;
+        // Both accountants take the steps or neither does: `min` must never see RDP with
+        // steps PLD lacks (or the other way round).
+        let mut gaussian = self.gaussian.clone();
         if steps > 0 {
-            let total = self
-                .gaussian
+            let total = gaussian
                 .entry((q.to_bits(), noise_multiplier.to_bits()))
                 .or_insert(0);
             *total = total.checked_add(steps).ok_or(DpError::InvalidCount {
@@ -58,6 +59,9 @@ impl PrivacyLoss {
                 reason: "the step count overflows",
             })?;
         }
+        self.rdp
+            .compose_poisson_gaussian(q, noise_multiplier, steps)?;
+        self.gaussian = gaussian;
         Ok(())
     }
 

@@ -45,7 +45,15 @@
 //! The ledger's contract compares figures computed on different machines, and whether a
 //! distribution fits in [`MAX_POINTS`] decides between PLD and RDP. So every transcendental
 //! function here is the pure-Rust `libm` (not the platform's), and the FFT is rustfft's scalar
-//! one (no runtime choice of SIMD path): the same inputs give the same bits everywhere.
+//! one (no runtime choice of SIMD path). rustfft's twiddle factors still come from the
+//! platform's `sin`/`cos`, so two machines may differ in the last bits of a figure; the
+//! contract's tolerance (`medfl_ledger::EPSILON_TOLERANCE`, 10⁻⁶ relative) absorbs that, and
+//! the grid sizes (which decide PLD or RDP) come from `libm` alone.
+//!
+//! # Rounding
+//!
+//! Raising a transform to the `T`-th power multiplies its rounding error by `T`; a bound on it
+//! (`8·T·log₂(size)·ε_mach`) is charged as infinite loss, and `T` is capped at [`MAX_STEPS`].
 //!
 //! # Conversion
 //!
@@ -71,8 +79,12 @@ const MAX_POINTS: usize = 1 << 22;
 /// Smallest (effective) noise multiplier PLD is computed for: below it one step's loss spans
 /// too much of the grid to be worth it, and RDP prices it.
 pub const MIN_SIGMA: f64 = 0.2;
-/// Most steps composed: more only widen the window past [`MAX_POINTS`], after a full scan.
-pub const MAX_STEPS: u64 = 1 << 32;
+/// Most steps composed (10,000 rounds of 100 steps): raising the transform to the `T`-th power
+/// multiplies its rounding error by `T`, and beyond this the allowance charged for it
+/// ([`rounding_allowance`]) would rival the `δ`s medfl states.
+pub const MAX_STEPS: u64 = 1 << 20;
+/// Largest noise multiplier PLD is computed for (`σ²` must stay finite); beyond it, RDP.
+const MAX_SIGMA: f64 = 1e6;
 /// Grid indices stay well inside `i64` and exact in `f64`.
 const MAX_INDEX: f64 = (1u64 << 52) as f64;
 
@@ -135,11 +147,11 @@ impl Pld {
         } else {
             (sigma, steps)
         };
-        if sigma < MIN_SIGMA {
+        if !(MIN_SIGMA..=MAX_SIGMA).contains(&sigma) {
             return Err(DpError::InvalidParameter {
                 name: "noise_multiplier",
                 value: sigma,
-                reason: "below the PLD accountant's range; use RDP",
+                reason: "outside the PLD accountant's range; use RDP",
             });
         }
         for (direction, pmf) in [
@@ -344,11 +356,30 @@ fn one_step(direction: Direction, q: f64, sigma: f64, h: f64) -> Result<LossPmf,
         mass[i + 1] += b;
     }
     let infinite = step.masses(left, f64::INFINITY).0;
+    // Every bit of P's mass must be somewhere: a NaN (dropped by a max or clamp) or a lost
+    // interval would silently lower δ.
+    let total = mass.iter().sum::<f64>() + infinite;
+    if !((1.0 - 1e-9)..=(1.0 + 1e-9)).contains(&total) {
+        return Err(DpError::InvalidParameter {
+            name: "pld_mass",
+            value: total,
+            reason: "the discretized distribution lost mass; use RDP",
+        });
+    }
     Ok(LossPmf {
         offset: lo,
         mass,
         infinite,
     })
+}
+
+/// A bound on the absolute error of a bin sum after an FFT of `size` points raised to the
+/// `count`-th power and inverted: each coefficient carries a relative error of about
+/// `log₂(size)·ε_mach`, the power multiplies it by `count`, and the zero-frequency error lands
+/// on every bin alike. Charged as infinite loss (it can only raise δ), with a factor 8 of room.
+fn rounding_allowance(count: u64, size: usize) -> f64 {
+    let log_size = (usize::BITS - size.leading_zeros()) as f64;
+    8.0 * count as f64 * log_size * f64::EPSILON
 }
 
 fn too_large(points: f64) -> DpError {
@@ -445,7 +476,7 @@ fn self_compose(pmf: &LossPmf, count: u64, h: f64) -> Result<LossPmf, DpError> {
     let mut out = LossPmf {
         offset: lo,
         mass,
-        infinite: (1.0 - finite_all + TAIL_MASS).min(1.0),
+        infinite: (1.0 - finite_all + TAIL_MASS + rounding_allowance(count, size)).min(1.0),
     };
     out.mass[0] += TAIL_MASS;
     Ok(out)
@@ -496,7 +527,7 @@ fn convolve(a: &LossPmf, b: &LossPmf) -> Result<LossPmf, DpError> {
     Ok(LossPmf {
         offset,
         mass: fa[..n].iter().map(|z| (z.re * scale).max(0.0)).collect(),
-        infinite: (1.0 - finite).min(1.0),
+        infinite: (1.0 - finite + rounding_allowance(2, size)).min(1.0),
     })
 }
 
@@ -654,6 +685,7 @@ mod tests {
         for (q, sigma, steps) in [
             (0.1, 1.0, u64::MAX),
             (0.1, 1.0, MAX_STEPS + 1),
+            (0.01, 2e6, 100),
             (0.5, 0.5, 1 << 30),
             (1.0, 1.0, 1 << 40),
             (0.01, 0.1, 10),

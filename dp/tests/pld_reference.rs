@@ -28,7 +28,7 @@ fn reference_rows() -> Vec<Row> {
 }
 
 #[test]
-fn matches_dp_accounting_pld_within_1e_4() {
+fn matches_dp_accounting_pld_within_one_percent_and_never_below_it() {
     let rows = reference_rows();
     assert!(rows.len() >= 20);
     let mut worst: f64 = 0.0;
@@ -41,10 +41,14 @@ fn matches_dp_accounting_pld_within_1e_4() {
             .unwrap();
         let rel = (eps - expected).abs() / expected;
         worst = worst.max(rel);
-        // The issue asks for 1%; the two implementations agree to about 1e-5 (the rest is where
-        // each truncates its tails and the FFT noise floor at tiny δ), so hold to 1e-4.
+        // Within 1%, and never meaningfully below dp-accounting: medfl also charges a bound on
+        // the FFT's rounding as infinite loss, which shows at tiny δ with many steps.
         assert!(
-            rel < 1e-4,
+            eps >= expected * (1.0 - 1e-4),
+            "q {q} sigma {sigma} steps {steps} delta {delta}: {eps} below dp-accounting {expected}"
+        );
+        assert!(
+            rel < 0.01,
             "q {q} sigma {sigma} steps {steps} delta {delta}: {eps} vs dp-accounting {expected}"
         );
         // And it is what makes PLD worth having: never looser than RDP on these settings.
