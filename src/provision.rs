@@ -435,3 +435,26 @@ fn write_folders(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DataSettings;
+
+    #[test]
+    fn a_hospital_sets_its_own_budgets_in_its_data_table() {
+        let text = r#"
+            events = "access.ndjson"
+            target_fpr = 0.02
+            privacy_budget = [4.0, 1e-6]
+            hospital_budget = [16.0, 1e-6, 2]
+        "#;
+        let d: DataSettings = toml::from_str(text).unwrap();
+        assert_eq!(d.privacy_budget, Some((4.0, 1e-6)));
+        assert_eq!(d.hospital_budget, Some((16.0, 1e-6, 2)));
+        // Absent, neither is set; a colluder count that is not a whole number is refused.
+        let d: DataSettings = toml::from_str("events = \"a.csv\"\ntarget_fpr = 0.02").unwrap();
+        assert_eq!(d.hospital_budget, None);
+        let bad = "events = \"a.csv\"\ntarget_fpr = 0.02\nhospital_budget = [16.0, 1e-6, 1.5]";
+        assert!(toml::from_str::<DataSettings>(bad).is_err());
+    }
+}
