@@ -22,6 +22,10 @@
 //! i.e. set to `+∞`). This is a line-by-line port of `dp_accounting.rdp` (version 0.6.0),
 //! including its special cases (`q = 0 → 0`, `q = 1 → α/(2σ²)`, `σ = 0 → ∞`).
 //!
+//! Every transcendental function here is the pure-Rust `libm`, not the platform's: the ledger's
+//! contract compares figures computed on different machines, and the conversion below has a
+//! jump (to `ε = 0`) that a last-bit difference must not be able to straddle.
+//!
 //! # Conversion to (ε, δ)
 //!
 //! `dp-accounting`'s `compute_epsilon` uses the improved conversion of Canonne, Kamath & Steinke
@@ -44,6 +48,7 @@
 //! required by the theorem. [`zcdp_epsilon`] converts a single `ρ` with the same formula as
 //! above but optimising `α` continuously.
 
+use libm::{exp, expm1, log, log1p};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, check_range};
@@ -62,7 +67,7 @@ fn log_add(x: f64, y: f64) -> f64 {
     if a == f64::NEG_INFINITY {
         return b;
     }
-    (a - b).exp().ln_1p() + b
+    log1p(exp(a - b)) + b
 }
 
 /// `log C(n, k)` for real `n, k` via log-gamma.
@@ -74,16 +79,16 @@ fn log_comb(n: f64, k: f64) -> f64 {
 fn log_ndtr(x: f64) -> f64 {
     if x > 6.0 {
         // Φ(x) = 1 − Φ(−x), and Φ(−x) is tiny: log1p keeps the precision.
-        return (-0.5 * libm::erfc(x / std::f64::consts::SQRT_2)).ln_1p();
+        return log1p(-0.5 * libm::erfc(x / std::f64::consts::SQRT_2));
     }
     if x > -20.0 {
-        return (0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)).ln();
+        return log(0.5 * libm::erfc(-x / std::f64::consts::SQRT_2));
     }
     // Asymptotic series: Φ(x) = φ(x)/|x| · (1 − 1/x² + 3/x⁴ − 15/x⁶ + 105/x⁸ − …).
     let x2 = x * x;
     let series =
         1.0 - 1.0 / x2 + 3.0 / (x2 * x2) - 15.0 / (x2 * x2 * x2) + 105.0 / (x2 * x2 * x2 * x2);
-    -0.5 * x2 - (-x).ln() - 0.5 * (2.0 * std::f64::consts::PI).ln() + series.ln()
+    -0.5 * x2 - log(-x) - 0.5 * log(2.0 * std::f64::consts::PI) + log(series)
 }
 
 /// `log erfc(x)`, as `dp_accounting`'s `_log_erfc`: `log 2 + log Φ(−x√2)`.
@@ -94,11 +99,11 @@ fn log_erfc(x: f64) -> f64 {
 /// `log A_α` for integer `α` and `0 < q < 1`.
 fn log_a_int(q: f64, sigma: f64, alpha: u64) -> f64 {
     let mut log_a = f64::NEG_INFINITY;
-    let log1mq = (-q).ln_1p();
+    let log1mq = log1p(-q);
     let a = alpha as f64;
     for i in 0..=alpha {
         let fi = i as f64;
-        let log_coef = log_comb(a, fi) + fi * q.ln() + (a - fi) * log1mq;
+        let log_coef = log_comb(a, fi) + fi * log(q) + (a - fi) * log1mq;
         let s = log_coef + (fi * fi - fi) / (2.0 * sigma * sigma);
         log_a = log_add(log_a, s);
     }
@@ -111,18 +116,18 @@ const MAX_STEPS_LOG_A_FRAC: usize = 1000;
 /// `log A_α` for fractional `α` and `0 < q < 1`; `+∞` if the series does not converge.
 fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
     let (mut log_a0, mut log_a1) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
-    let z0 = sigma * sigma * (1.0 / q - 1.0).ln() + 0.5;
-    let log1mq = (-q).ln_1p();
+    let z0 = sigma * sigma * log(1.0 / q - 1.0) + 0.5;
+    let log1mq = log1p(-q);
     let (mut last_s0, mut last_s1) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
     let sqrt2 = std::f64::consts::SQRT_2;
     for i in 0..MAX_STEPS_LOG_A_FRAC {
         let fi = i as f64;
         let log_coef = log_comb(alpha, fi);
         let j = alpha - fi;
-        let log_t0 = log_coef + fi * q.ln() + j * log1mq;
-        let log_t1 = log_coef + j * q.ln() + fi * log1mq;
-        let log_e0 = 0.5f64.ln() + log_erfc((fi - z0) / (sqrt2 * sigma));
-        let log_e1 = 0.5f64.ln() + log_erfc((z0 - j) / (sqrt2 * sigma));
+        let log_t0 = log_coef + fi * log(q) + j * log1mq;
+        let log_t1 = log_coef + j * log(q) + fi * log1mq;
+        let log_e0 = log(0.5) + log_erfc((fi - z0) / (sqrt2 * sigma));
+        let log_e1 = log(0.5) + log_erfc((z0 - j) / (sqrt2 * sigma));
         let log_s0 = log_t0 + (fi * fi - fi) / (2.0 * sigma * sigma) + log_e0;
         let log_s1 = log_t1 + (j * j - j) / (2.0 * sigma * sigma) + log_e1;
         log_a0 = log_add(log_a0, log_s0);
@@ -208,11 +213,11 @@ pub fn rdp_to_epsilon(orders: &[f64], rdp: &[f64], delta: f64) -> Result<(f64, f
     for (&a, &r) in orders.iter().zip(rdp) {
         let eps = if r.is_nan() {
             f64::INFINITY
-        } else if r < 0.0 || delta * delta + (-r).exp_m1() > 0.0 {
+        } else if r < 0.0 || delta * delta + expm1(-r) > 0.0 {
             // Negative RDP is numerical noise; a small KL bound already gives this delta.
             0.0
         } else if a > 1.01 {
-            r + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)
+            r + log1p(-1.0 / a) - log(delta * a) / (a - 1.0)
         } else {
             f64::INFINITY
         };
@@ -230,10 +235,10 @@ pub fn zcdp_epsilon(rho: f64, delta: f64) -> Result<f64, DpError> {
     if rho == 0.0 {
         return Ok(0.0);
     }
-    let f = |a: f64| rho * a + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0);
+    let f = |a: f64| rho * a + log1p(-1.0 / a) - log(delta * a) / (a - 1.0);
     // f is unimodal in α on (1, ∞); golden-section search on log(α − 1) over a wide bracket.
-    let (mut lo, mut hi) = ((1e-6f64).ln(), (1e9f64).ln());
-    let g = |u: f64| f(1.0 + u.exp());
+    let (mut lo, mut hi) = (log(1e-6), log(1e9));
+    let g = |u: f64| f(1.0 + exp(u));
     let phi = (5f64.sqrt() - 1.0) / 2.0;
     let (mut c, mut d) = (hi - phi * (hi - lo), lo + phi * (hi - lo));
     let (mut gc, mut gd) = (g(c), g(d));
@@ -329,7 +334,7 @@ impl DdgPrivacy {
         let pi2 = std::f64::consts::PI * std::f64::consts::PI;
         let mut tau = 0.0;
         for k in 1..self.clients {
-            let term = (-2.0 * pi2 * s2 * (k as f64 / (k + 1) as f64)).exp();
+            let term = exp(-2.0 * pi2 * s2 * (k as f64 / (k + 1) as f64));
             tau += term;
             // Terms only shrink towards exp(-2π²σ²); stop once they cannot matter.
             if term < 1e-300 {
