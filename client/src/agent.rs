@@ -507,15 +507,14 @@ impl Agent {
             // advertised for a round whose update it would refuse to release.
             let invalid = |e: ProtocolError| DeclineReason::Invalid(e.to_string());
             let event = round_event(&config).map_err(invalid)?;
-            let aggregate = UpdateCodec::new(&config).map_err(invalid)?.plan().privacy();
+            let codec = UpdateCodec::new(&config).map_err(invalid)?;
             self.spend
-                .check(&event, Some(&aggregate))
+                .check(&event, Some(&codec.plan().privacy()))
                 .map_err(|e| DeclineReason::OwnBudget(e.to_string()))?;
-            Ok(index)
+            Ok((index, codec))
         });
         match checked {
-            Ok(index) => {
-                let codec = UpdateCodec::new(&config)?;
+            Ok((index, codec)) => {
                 let roster = config.roster(chain)?;
                 let anchored_state = chain
                     .agreement(&config.agreement)

@@ -732,18 +732,23 @@ fn a_failed_attempt_after_input_is_charged_and_a_retry_past_the_budget_is_refuse
         ..config.clone()
     };
     let r = a.handle(ToAgent::RoundStart(Box::new(retry)), &state, NOW);
+    assert_declined_for_own_budget(&mut a, r, "a retry past the hospital's budget");
+}
+
+/// The agent declined the round for its own budget, before advertising any key.
+fn assert_declined_for_own_budget(a: &mut Agent, r: Result<(), AgentError>, what: &str) {
     assert!(
         matches!(
             &r,
             Err(AgentError::RoundRefused(DeclineReason::OwnBudget(_)))
         ),
-        "a retry past the hospital's budget was joined: {r:?}"
+        "{what} was joined: {r:?}"
     );
     assert!(
-        !outgoing(&mut a)
+        !outgoing(a)
             .iter()
             .any(|m| matches!(m, ToCoordinator::SecAgg { .. })),
-        "a key was advertised for a round the hospital cannot pay for"
+        "{what}: a key was advertised for a round the hospital cannot pay for"
     );
 }
 
@@ -803,19 +808,8 @@ fn a_round_past_the_hospital_level_budget_is_declined() {
         attack.ddg.noise_multiplier *= ddg_scale;
         let mut b = agent_with(&f, 1, hospital(colluders));
         let r = b.handle(ToAgent::RoundStart(Box::new(attack)), &state, NOW);
-        assert!(
-            matches!(
-                &r,
-                Err(AgentError::RoundRefused(DeclineReason::OwnBudget(_)))
-            ),
-            "noise x{ddg_scale}, {colluders} colluders: joined: {r:?}"
-        );
-        assert!(
-            !outgoing(&mut b)
-                .iter()
-                .any(|m| matches!(m, ToCoordinator::SecAgg { .. })),
-            "a key was advertised for a round past the hospital-level budget"
-        );
+        let what = format!("noise x{ddg_scale} with {colluders} colluders");
+        assert_declined_for_own_budget(&mut b, r, &what);
     }
 }
 

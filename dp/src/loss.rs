@@ -10,8 +10,8 @@
 //! Everyone who prices a round (the coordinator, each hospital, the ledger's contract) calls
 //! [`PrivacyLoss::epsilon`] on the same events, so they agree to floating-point noise; the
 //! ledger compares within `10⁻⁶` relative (the FFT's twiddles come from the platform's
-//! `sin`/`cos`, so machines may differ in the last bits). The PLD figure is memoised per event list and `δ`,
-//! because the same history is priced by every member and on every replay.
+//! `sin`/`cos`, so machines may differ in the last bits). The PLD figure is memoised per event
+//! list and `δ`, because the same history is priced by every member and on every replay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
@@ -49,16 +49,11 @@ impl PrivacyLoss {
         // Both accountants take the steps or neither does: `min` must never see RDP with
         // steps PLD lacks (or the other way round).
         let mut gaussian = self.gaussian.clone();
-        if steps > 0 {
-            let total = gaussian
-                .entry((q.to_bits(), noise_multiplier.to_bits()))
-                .or_insert(0);
-            *total = total.checked_add(steps).ok_or(DpError::InvalidCount {
-                name: "steps",
-                value: steps,
-                reason: "the step count overflows",
-            })?;
-        }
+        add_steps(
+            &mut gaussian,
+            (q.to_bits(), noise_multiplier.to_bits()),
+            steps,
+        )?;
         self.rdp
             .compose_poisson_gaussian(q, noise_multiplier, steps)?;
         self.gaussian = gaussian;
@@ -77,12 +72,7 @@ impl PrivacyLoss {
         let mut next = self.clone();
         next.rdp.compose_accountant(&other.rdp)?;
         for (&key, &steps) in &other.gaussian {
-            let total = next.gaussian.entry(key).or_insert(0);
-            *total = total.checked_add(steps).ok_or(DpError::InvalidCount {
-                name: "steps",
-                value: steps,
-                reason: "the step count overflows",
-            })?;
+            add_steps(&mut next.gaussian, key, steps)?;
         }
         next.rdp_only |= other.rdp_only;
         *self = next;
@@ -146,6 +136,24 @@ impl PrivacyLoss {
             None => Ok(0.0),
         }
     }
+}
+
+/// Adds `steps` to the group `key` (no entry for zero steps); refuses an overflowing count.
+fn add_steps(
+    groups: &mut BTreeMap<(u64, u64), u64>,
+    key: (u64, u64),
+    steps: u64,
+) -> Result<(), DpError> {
+    if steps == 0 {
+        return Ok(());
+    }
+    let total = groups.entry(key).or_insert(0);
+    *total = total.checked_add(steps).ok_or(DpError::InvalidCount {
+        name: "steps",
+        value: steps,
+        reason: "the step count overflows",
+    })?;
+    Ok(())
 }
 
 /// `((q bits, σ bits, steps)…, δ bits)`.
