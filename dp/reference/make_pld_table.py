@@ -14,12 +14,11 @@ The Rust test `dp/tests/pld_reference.rs` asserts medfl's PLD matches every row 
 
 import csv
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_table import DP_ACCOUNTING_VERSION, ROOT, ensure_venv  # noqa: E402
+from make_table import DP_ACCOUNTING_VERSION, ROOT, run  # noqa: E402
 
 OUT = os.path.join(ROOT, "dp", "tests", "data", "pld_reference.csv")
 
@@ -88,8 +87,4 @@ def compute() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--inside":
-        compute()
-    else:
-        py = ensure_venv()
-        subprocess.check_call([py, os.path.abspath(__file__), "--inside"])
+    run(__file__, compute)

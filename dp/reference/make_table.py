@@ -92,9 +92,14 @@ def compute() -> None:
     print(f"wrote {len(SETTINGS)} rows to {OUT}")
 
 
-if __name__ == "__main__":
+def run(script: str, compute_rows) -> None:
+    """Re-runs `script` inside the pinned venv, where `compute_rows` does the work."""
     if len(sys.argv) > 1 and sys.argv[1] == "--inside":
-        compute()
+        compute_rows()
     else:
         py = ensure_venv()
-        subprocess.check_call([py, os.path.abspath(__file__), "--inside"])
+        subprocess.check_call([py, os.path.abspath(script), "--inside"])
+
+
+if __name__ == "__main__":
+    run(__file__, compute)
