@@ -691,7 +691,7 @@ impl Agent {
             privacy::anchored_params(&config.training, config.model).map_err(|e| e.to_string())?;
         let eps = chain.epsilon_after(&config.agreement, &self.me, &dp)?;
         let announced = config.epsilon_after[index as usize];
-        let close = (announced - eps).abs() <= medfl_ledger::EPSILON_TOLERANCE * eps.max(1.0);
+        let close = (announced - eps).abs() <= medfl_ledger::ENDORSE_TOLERANCE * eps.max(1.0);
         if !eps.is_finite() || !close {
             return Err(format!(
                 "announced epsilon {announced} after the round, this hospital computes {eps}"

@@ -117,6 +117,19 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
                 ..config.clone()
             },
         ),
+        (
+            // Inside the contract's tolerance but outside the endorsement band: a claim on the
+            // contract's edge could pass on one replica and fail on another.
+            "epsilon at the contract's tolerance edge",
+            RoundConfig {
+                epsilon_after: config
+                    .epsilon_after
+                    .iter()
+                    .map(|e| e * (1.0 - 0.9 * medfl_ledger::EPSILON_TOLERANCE))
+                    .collect(),
+                ..config.clone()
+            },
+        ),
         ("over budget", {
             let training = TrainingParams {
                 noise_multiplier: 0.3,

@@ -95,7 +95,10 @@ impl PrivacyLoss {
 
     /// `ε` at `delta` from the PLD accountant, where it applies and fits in memory.
     pub fn pld_epsilon(&self, delta: f64) -> Option<f64> {
-        if self.rdp_only || self.gaussian.is_empty() {
+        // Each group is its own PLD and convolution: a history that switches parameters every
+        // round (a coordinator can move σ by one ulp) is priced by RDP instead, decided by the
+        // group count alone so every machine decides alike.
+        if self.rdp_only || self.gaussian.is_empty() || self.gaussian.len() > MAX_PLD_GROUPS {
             return None;
         }
         let key: CacheKey = (
@@ -156,6 +159,9 @@ fn add_steps(
     Ok(())
 }
 
+/// Most distinct `(q, σ)` groups priced by PLD.
+const MAX_PLD_GROUPS: usize = 4;
+
 /// `((q bits, σ bits, steps)…, δ bits)`.
 type CacheKey = (Vec<(u64, u64, u64)>, u64);
 /// Most memoised figures before the memo starts over.
@@ -210,6 +216,19 @@ mod tests {
             dim: 64,
         };
         loss.compose_ddg(&ddg, 1).unwrap();
+        assert_eq!(loss.pld_epsilon(1e-6), None);
+        assert_eq!(loss.epsilon(1e-6).unwrap(), loss.rdp_epsilon(1e-6).unwrap());
+    }
+
+    #[test]
+    fn a_history_of_many_parameter_sets_is_priced_by_rdp() {
+        let mut loss = PrivacyLoss::new();
+        for i in 0..MAX_PLD_GROUPS {
+            loss.compose_poisson_gaussian(0.01, 1.0 + i as f64 * 1e-3, 100)
+                .unwrap();
+        }
+        assert!(loss.pld_epsilon(1e-6).is_some());
+        loss.compose_poisson_gaussian(0.01, 2.0, 100).unwrap();
         assert_eq!(loss.pld_epsilon(1e-6), None);
         assert_eq!(loss.epsilon(1e-6).unwrap(), loss.rdp_epsilon(1e-6).unwrap());
     }

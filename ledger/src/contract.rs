@@ -35,6 +35,11 @@ pub fn endorsements_needed(quorum: u32, participants: usize) -> usize {
 /// rounding far more than RDP's. A coordinator can under-report by at most this share.
 pub const EPSILON_TOLERANCE: f64 = 1e-6;
 
+/// The band an agent endorses a claimed epsilon in, ten times narrower than the contract's: a
+/// coordinator that places its claim at the edge of what its own machine accepts still lands
+/// well inside what every replica accepts, so honest endorsements cannot split the replicas.
+pub const ENDORSE_TOLERANCE: f64 = EPSILON_TOLERANCE / 10.0;
+
 /// Where a transaction sits.
 pub(crate) struct Context {
     pub(crate) index: usize,

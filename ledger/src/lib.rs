@@ -45,7 +45,7 @@ pub mod verify;
 
 pub use block::{Block, BlockHeader, SignedHeader};
 pub use bytes::{Hash, PublicKey, Signature};
-pub use contract::{EPSILON_TOLERANCE, endorsements_needed};
+pub use contract::{ENDORSE_TOLERANCE, EPSILON_TOLERANCE, endorsements_needed};
 pub use error::{BlockError, ContractError};
 pub use genesis::{ConsortiumFile, Genesis, GenesisError};
 pub use ledger::{BlockReceipt, Ledger, LedgerError};

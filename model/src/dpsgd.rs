@@ -31,10 +31,10 @@
 //!    that chose the starting model could otherwise build one that overflows only on rows of a
 //!    pattern it wants to detect. Forming each employee's gradient explicitly also means huge
 //!    row terms that cancel within an employee cannot overflow or inflate the batch sum.
-//! 5. **Noise.** The summed gradient is rounded to `f32`, then to the lattice `λℤ`, and lattice
+//! 5. **Noise.** The summed gradient, still in `f64`, is rounded to the lattice `λℤ` and lattice
 //!    Gaussian noise of standard deviation at least `σC` is added
-//!    ([`medfl_dp::LatticeGaussian::privatize_f32`]), a sampler with exact integer coins rather
-//!    than a floating-point Box–Muller.
+//!    ([`medfl_dp::LatticeGaussian::privatize`]), a sampler with exact integer coins rather
+//!    than a floating-point Box–Muller; only the noisy sum is rounded to `f32`.
 //! 6. **Update.** The noisy sum is divided by the *expected* number of sampled employees `qN`
 //!    (dividing by the realised number would leak it) and handed to Adam or SGD; both are
 //!    post-processing.
@@ -58,8 +58,7 @@
 //! clip factor is shrunk by a margin of `(rows + widths + 12)·2⁻²³` and rounded down to `f32`, so
 //! each clipped employee gradient has norm at most `C` (the margin also covers recomputing the
 //! gradients another way in `f32`, as the tests do). The batch sum is accumulated in `f64` and
-//! rounded once to `f32` before the noise; that last rounding (relative `2⁻²⁴` of the sum) is
-//! not accounted for, as in every DP-SGD implementation we know of.
+//! noised in `f64`; rounding the noisy sum to `f32` afterwards is post-processing.
 //!
 //! The loss values and clipping statistics in [`DpSgdReport`] are computed from the raw batches:
 //! they are diagnostics for the data holder, never leave the hospital, and are **not** covered
