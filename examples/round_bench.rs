@@ -17,15 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use medfl::consortium::{SimSettings, genesis};
+use medfl::settings::RoundSettings;
 use medfl_client::spend::{PrivacyBudget, PrivacySpend};
-use medfl_client::{Agent, AgentEvent, train};
-use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, Timeouts};
+use medfl_client::{Agent, AgentEvent};
+use medfl_coordinator::{Coordinator, CoordinatorEvent};
 use medfl_ledger::{AgreementId, Ledger, MemberId, Timestamp};
 use medfl_model::{AutoencoderConfig, EmployeeRows};
 use medfl_net::{NetConfig, NetEvent, PeerId};
-use medfl_protocol::{
-    DdgParams, Envelope, GlobalModel, SecAggParams, Strategy, ToAgent, TrainingParams,
-};
+use medfl_protocol::{Envelope, GlobalModel, ToAgent};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -88,26 +87,12 @@ async fn main() -> Result<()> {
         hidden,
         latent: 8,
     };
-    let settings = SimSettings {
-        coordinator: CoordinatorConfig {
-            agreement: AgreementId::new("bench").map_err(anyhow::Error::msg)?,
-            model,
-            training: TrainingParams {
-                sampling_rate: 0.05,
-                ..TrainingParams::default()
-            },
-            ddg: DdgParams::default(),
-            secagg: SecAggParams::default(),
-            strategy: Strategy::default(),
-            min_participants: n,
-            max_participants: 0,
-            timeouts: Timeouts::default(),
-        },
-        dropout: 0.0,
-        seed: 1,
-        budget_epsilon: 1000.0,
-        hospital: None,
-    };
+    let mut plan = RoundSettings::new(AgreementId::new("bench").map_err(anyhow::Error::msg)?);
+    (plan.hidden, plan.latent, plan.init_seed) = (model.hidden, model.latent, 1);
+    plan.training.sampling_rate = 0.05;
+    plan.min_participants = n;
+    let mut settings = SimSettings::new(&plan, 1, 1000.0);
+    settings.coordinator.model = model;
     let ids: Vec<MemberId> = (0..n)
         .map(|i| MemberId::new(format!("hospital-{i}")).map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
@@ -208,7 +193,7 @@ async fn main() -> Result<()> {
                             let Ok(rows) = EmployeeRows::new(&data, INPUTS, &employees) else {
                                 return;
                             };
-                            if let Ok(r) = train::run(&task, &rows) {
+                            if let Ok(r) = medfl::local::train(&task, &rows) {
                                 let _ = tx.blocking_send((
                                     task.session,
                                     r.params,

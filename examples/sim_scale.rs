@@ -35,9 +35,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use medfl::consortium::{Consortium, RoundReport, SimHospital, SimSettings};
 use medfl::ledger::{AgreementId, MemberId};
-use medfl_coordinator::{CoordinatorConfig, Timeouts};
+use medfl::settings::RoundSettings;
 use medfl_model::AutoencoderConfig;
-use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -311,30 +310,14 @@ fn child(args: &Args, n: usize) -> Result<()> {
 
 /// The consortium's settings: DP-SGD kept cheap but real, default SecAgg+ graph, FedAvg.
 fn settings(args: &Args) -> Result<SimSettings> {
-    Ok(SimSettings {
-        coordinator: CoordinatorConfig {
-            agreement: AgreementId::new("scale").map_err(anyhow::Error::msg)?,
-            model: MODEL,
-            training: TrainingParams {
-                epochs: 1.0,
-                sampling_rate: 0.1,
-                noise_multiplier: 1.0,
-                clip_norm: 1.0,
-                ..TrainingParams::default()
-            },
-            ddg: DdgParams::default(),
-            secagg: SecAggParams::default(),
-            strategy: Strategy::default(),
-            min_participants: 2,
-            max_participants: 0,
-            timeouts: Timeouts::default(),
-        },
-        dropout: args.dropout,
-        seed: args.seed,
-        // Generous: the benchmark measures protocol cost, not how soon budgets run out.
-        budget_epsilon: 1_000.0,
-        hospital: None,
-    })
+    let mut rounds = RoundSettings::new(AgreementId::new("scale").map_err(anyhow::Error::msg)?);
+    (rounds.hidden, rounds.latent, rounds.init_seed) = (MODEL.hidden, MODEL.latent, args.seed);
+    rounds.training.sampling_rate = 0.1;
+    // Generous: the benchmark measures protocol cost, not how soon budgets run out.
+    let mut s = SimSettings::new(&rounds, args.seed, 1_000.0);
+    s.coordinator.model = MODEL;
+    s.dropout = args.dropout;
+    Ok(s)
 }
 
 /// A standard normal draw (Box–Muller).

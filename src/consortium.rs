@@ -21,7 +21,6 @@ use ed25519_dalek::SigningKey;
 use medfl_accesslog::AccessEvent;
 use medfl_accesslog::consent::{self, PseudonymKey};
 use medfl_client::spend::{PrivacyBudget as DpBudget, PrivacySpend};
-use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
 use medfl_ledger::tx::{ConsentChoice, DataUseAgreement, Pseudonym};
@@ -30,6 +29,7 @@ use medfl_ledger::{
     Transaction, TxBody,
 };
 use medfl_model::EmployeeRows;
+use medfl_model::local::Trained;
 use medfl_protocol::{GlobalModel, ToAgent, ToCoordinator};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -90,12 +90,38 @@ pub struct SimSettings {
     pub coordinator: CoordinatorConfig,
     /// Probability that a selected hospital goes silent somewhere in a round.
     pub dropout: f64,
-    /// Every random choice derives from it.
+    /// Every random choice derives from it, but the initial model's.
     pub seed: u64,
+    /// Seed of the initial model's weights (the coordinator's `[rounds] init_seed`).
+    pub init_seed: u64,
     /// Each hospital's epsilon budget under the agreement.
     pub budget_epsilon: f64,
+    /// The agreement's delta.
+    pub budget_delta: f64,
+    /// The agreement's floors under the aggregation parameters.
+    pub floors: AggregationFloors,
+    /// Endorsements an anchor needs (`None`: half the hospitals, at least one).
+    pub quorum: Option<u32>,
     /// A hospital-level budget every simulated hospital holds itself to, if any.
     pub hospital: Option<medfl_protocol::privacy::HospitalLevel>,
+}
+
+impl SimSettings {
+    /// A consortium running `rounds` (the one configuration a deployed coordinator reads), its
+    /// agreement granting each hospital `budget_epsilon` at the rounds' delta; no dropouts.
+    pub fn new(rounds: &crate::settings::RoundSettings, seed: u64, budget_epsilon: f64) -> Self {
+        SimSettings {
+            coordinator: rounds.coordinator_config(),
+            dropout: 0.0,
+            seed,
+            init_seed: rounds.init_seed,
+            budget_epsilon,
+            budget_delta: rounds.training.delta,
+            floors: AggregationFloors::default(),
+            quorum: None,
+            hospital: None,
+        }
+    }
 }
 
 /// The time split of one round, in seconds of this machine's time.
@@ -182,7 +208,9 @@ pub fn genesis(
         });
         keys.push((id, key));
     }
-    let quorum = (hospitals.len() / 2).max(1) as u32;
+    let quorum = settings
+        .quorum
+        .unwrap_or((hospitals.len() / 2).max(1) as u32);
     let genesis = Genesis {
         name: "simulated consortium".into(),
         created_at: EPOCH,
@@ -195,9 +223,9 @@ pub fn genesis(
             expires_at: Timestamp(EPOCH.0 + 10 * 365 * 86_400_000),
             budget: PrivacyBudget {
                 epsilon: settings.budget_epsilon,
-                delta: settings.coordinator.training.delta,
+                delta: settings.budget_delta,
             },
-            floors: AggregationFloors::default(),
+            floors: settings.floors,
             strategy: settings.coordinator.strategy,
         }],
     };
@@ -216,7 +244,7 @@ impl Consortium {
             .with_context(|| format!("creating {}", models_dir.display()))?;
         let mut rng = ChaCha20Rng::seed_from_u64(settings.seed ^ 0x6d65_6466_6c00);
         let cfg = &settings.coordinator;
-        let initial = GlobalModel::initial(cfg.model, settings.seed)?;
+        let initial = GlobalModel::initial(cfg.model, settings.init_seed)?;
         save_model(&models_dir, &initial)?;
         let (coordinator_id, coordinator_key) = keys[0].clone();
         let genesis_hash = ledger.state().genesis_hash();
@@ -435,7 +463,7 @@ impl Consortium {
                     a.apply_consent(&task)?;
                     let rows = EmployeeRows::new(&a.rows.data, a.inputs, &a.rows.employees)
                         .with_context(|| format!("training rows of {}", a.agent.member()))?;
-                    let trained: Trained = train::run(&task, &rows)
+                    let trained: Trained = crate::local::train(&task, &rows)
                         .with_context(|| format!("training at {}", a.agent.member()))?;
                     let rows = a.rows.data.len() / a.inputs.max(1);
                     a.last = Some(TrainingSummary {
@@ -599,8 +627,12 @@ fn wire_len<T: serde::Serialize>(msg: &T) -> u64 {
 
 /// A simulated hospital's own privacy ledger: the agreement's budget, and the run's
 /// hospital-level budget if it sets one, in memory.
+/// The hospital-level budget is held at the rounds' `delta`, the one it was calibrated at.
 fn hospital_spend(settings: &SimSettings, delta: f64) -> Result<PrivacySpend> {
-    let spend = PrivacySpend::new(DpBudget::new(settings.budget_epsilon, delta)?, Vec::new())?;
+    let spend = PrivacySpend::new(
+        DpBudget::new(settings.budget_epsilon, settings.budget_delta)?,
+        Vec::new(),
+    )?;
     Ok(match settings.hospital {
         Some(level) => spend.with_hospital_budget(medfl_client::spend::HospitalBudget {
             budget: DpBudget::new(level.epsilon, delta)?,

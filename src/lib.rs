@@ -9,8 +9,10 @@
 //! - [`secagg`]: SecAgg+ secure aggregation, sans-IO (`medfl-secagg`).
 //! - [`data`]: reading events (CSV, FHIR NDJSON) and tables for training and evaluation.
 //! - [`detection`]: the detection experiment on a simulated consortium.
+//! - [`local`]: runs an agent's training task on the model crate.
 //! - [`consortium`]: a whole consortium's state machines in one process.
 //! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts.
+//! - [`settings`]: the one configuration of a consortium's rounds and its defaults.
 //! - [`provision`]: startup folders for every member of a consortium.
 //! - [`report`]: what `medfl ledger show` and `verify` print.
 
@@ -23,7 +25,9 @@ pub mod consortium;
 pub mod daemon;
 pub mod data;
 pub mod detection;
+pub mod local;
 pub mod plot;
 pub mod provision;
 pub mod report;
+pub mod settings;
 pub mod simulate;

@@ -38,6 +38,11 @@ enum Command {
         /// Scenario file (TOML); the embedded default scenario if absent.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// A provisioned consortium (the folder `medfl provision` wrote): simulate exactly what
+        /// it would run (its coordinator's [rounds], its agreement, quorum and hospitals'
+        /// [data]), on simulated data and keys.
+        #[arg(long, conflicts_with_all = ["hospitals", "strategy", "epsilon", "hospital_epsilon"])]
+        consortium: Option<PathBuf>,
         /// Hospitals (the scenario's are cycled or cut to this many).
         #[arg(long)]
         hospitals: Option<usize>,
@@ -634,6 +639,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Simulate {
             scenario,
+            consortium,
             hospitals,
             rounds,
             seed,
@@ -644,7 +650,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             colluders,
             out,
         } => {
-            let mut run = simulate::RunConfig::default();
+            let mut run = match &consortium {
+                Some(dir) => simulate::RunConfig::from_consortium(dir)?,
+                None => simulate::RunConfig::default(),
+            };
             if let Some(h) = hospitals {
                 if h < 2 {
                     bail!("--hospitals must be at least 2 (got {h})");
@@ -652,7 +661,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 run.hospitals = h;
             }
             if let Some(r) = rounds {
-                run.rounds = r;
+                run.rounds.rounds = r;
             }
             if let Some(s) = seed {
                 run.seed = s;
@@ -661,20 +670,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 run.dropout = d;
             }
             if let Some(s) = strategy {
-                run.strategy = s.strategy();
+                run.rounds.strategy = s.strategy();
             }
             if let Some(e) = epsilon {
                 run.calibrate_to(e)?;
                 eprintln!(
                     "noise multiplier {:.4} for employee-level epsilon {e} over {} rounds",
-                    run.training.noise_multiplier, run.rounds
+                    run.rounds.training.noise_multiplier, run.rounds.rounds
                 );
             }
             if let Some(e) = hospital_epsilon {
                 run.calibrate_hospital_to(e, colluders)?;
                 eprintln!(
                     "distributed-noise multiplier {:.4} for hospital-level epsilon {e} over {} rounds, {colluders} colluders",
-                    run.ddg.noise_multiplier, run.rounds
+                    run.rounds.ddg.noise_multiplier, run.rounds.rounds
                 );
             }
             let text = match &scenario {

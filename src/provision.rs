@@ -18,8 +18,7 @@ use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use medfl_ledger::genesis::{ConsortiumFile, MemberEntry};
 use medfl_ledger::keyfile::{self, KeyOrigin};
-use medfl_ledger::{AgreementId, Genesis, MemberId, PublicKey, Role};
-use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams};
+use medfl_ledger::{Genesis, MemberId, PublicKey, Role};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -67,71 +66,7 @@ pub struct MemberConfig {
     pub data: Option<DataSettings>,
 }
 
-/// How a coordinator runs rounds (the `[rounds]` table of its config).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoundSettings {
-    /// The agreement the rounds run under.
-    pub agreement: AgreementId,
-    /// Rounds to anchor before exiting (0: run until stopped).
-    pub rounds: u64,
-    /// Fewest participants a round starts with.
-    pub min_participants: usize,
-    /// Most participants a round takes (0: all eligible).
-    #[serde(default)]
-    pub max_participants: usize,
-    /// Seconds to wait between rounds.
-    pub interval_s: f64,
-    /// Seconds to wait for every eligible hospital to connect before starting a round with at
-    /// least `min_participants`.
-    pub gather_s: f64,
-    /// Seconds each secure-aggregation stage may take.
-    pub stage_timeout_s: f64,
-    /// Seconds local training (the masked-input stage) may take.
-    pub training_timeout_s: f64,
-    /// Seconds to collect endorsements.
-    pub endorse_timeout_s: f64,
-    /// Hidden width of the autoencoder.
-    pub hidden: usize,
-    /// Bottleneck width.
-    pub latent: usize,
-    /// Seed of the initial model's weights.
-    pub init_seed: u64,
-    /// Server update rule.
-    pub strategy: Strategy,
-    /// Local DP-SGD.
-    pub training: TrainingParams,
-    /// Distributed noise and weighting.
-    pub ddg: DdgParams,
-    /// Secure-aggregation graph.
-    #[serde(default)]
-    pub secagg: SecAggParams,
-}
-
-impl RoundSettings {
-    /// Defaults for rounds under `agreement`.
-    pub fn new(agreement: AgreementId) -> Self {
-        RoundSettings {
-            agreement,
-            rounds: 10,
-            min_participants: 2,
-            max_participants: 0,
-            interval_s: 1.0,
-            gather_s: 10.0,
-            stage_timeout_s: 30.0,
-            training_timeout_s: 600.0,
-            endorse_timeout_s: 30.0,
-            hidden: 32,
-            latent: 8,
-            init_seed: 7,
-            strategy: Strategy::FedAvg { server_lr: 1.0 },
-            // The same defaults as a simulation (`TrainingParams::default`).
-            training: TrainingParams::default(),
-            ddg: DdgParams::default(),
-            secagg: SecAggParams::default(),
-        }
-    }
-}
+pub use crate::settings::RoundSettings;
 
 /// Where a hospital's training data lives (the `[data]` table of its config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -415,7 +350,11 @@ fn write_folders(
             listen: m.address.clone(),
             coordinators: coordinators.clone(),
             rounds: match (m.role, file.agreements.first()) {
-                (Role::Coordinator, Some(a)) => Some(RoundSettings::new(a.id.clone())),
+                // The agreement's strategy: any other, and every hospital would decline.
+                (Role::Coordinator, Some(a)) => Some(RoundSettings {
+                    strategy: a.strategy,
+                    ..RoundSettings::new(a.id.clone())
+                }),
                 _ => None,
             },
             data: (m.role == Role::Hospital).then(|| DataSettings {

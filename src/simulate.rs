@@ -9,15 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use medfl_coordinator::{CoordinatorConfig, Timeouts};
 use medfl_ledger::tx::ConsentChoice;
-use medfl_ledger::{AgreementId, Hash, Ledger, MemberId, TxBody, verify_dir};
+use medfl_ledger::{AggregationFloors, AgreementId, Hash, Ledger, MemberId, TxBody, verify_dir};
 use medfl_model::experiment::{HospitalData, SettingResult};
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::train::{score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_protocol::GlobalModel;
 use medfl_protocol::privacy::HospitalLevel;
-use medfl_protocol::{DdgParams, GlobalModel, SecAggParams, Strategy, TrainingParams};
 use medfl_simulations::Scenario;
 use serde::{Deserialize, Serialize};
 
@@ -25,63 +24,75 @@ use crate::consortium::{Consortium, RoundReport, SimHospital, SimLog, SimSetting
 use crate::detection::{self, Split};
 use crate::plot;
 use crate::report::table;
+use crate::settings::RoundSettings;
 
 /// Everything that, with the scenario, determines a run.
+///
+/// The rounds themselves are configured by [`RoundSettings`], the schema and defaults a
+/// deployed coordinator reads from its `[rounds]` table; the rest is what a simulation adds
+/// (how many hospitals, how they drop out, what each holds itself to).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Format version of this file.
     pub version: u32,
-    /// The one seed: scenario, keys, dropouts, noise, training.
+    /// The one seed: scenario, keys, dropouts, noise, training (not the initial model: that is
+    /// `rounds.init_seed`, as in a deployment).
     pub seed: u64,
     /// Hospitals (the scenario's are cycled or cut to this many).
     pub hospitals: usize,
-    /// Rounds to run.
-    pub rounds: u64,
     /// Probability that a selected hospital goes silent in a round.
     pub dropout: f64,
-    /// Hidden width of the autoencoder.
-    pub hidden: usize,
-    /// Bottleneck width.
-    pub latent: usize,
-    /// Each hospital's epsilon budget.
+    /// Each hospital's epsilon budget under the agreement (its delta is `rounds.training.delta`).
     pub budget_epsilon: f64,
-    /// Target false-positive rate of each hospital's alert threshold.
+    /// Target false-positive rate of each hospital's alert threshold (a hospital's
+    /// `[data] target_fpr`).
     pub target_fpr: f64,
-    /// Server update rule.
-    pub strategy: Strategy,
-    /// Local DP-SGD.
-    pub training: TrainingParams,
-    /// Distributed noise.
-    pub ddg: DdgParams,
-    /// Secure aggregation graph.
-    pub secagg: SecAggParams,
     /// The hospital-level budget each hospital holds itself to (the distributed noise is
-    /// calibrated to it); absent, the aggregate's noise protects no hospital-level figure.
+    /// calibrated to it; a hospital's `[data] hospital_budget`); absent, the aggregate's noise
+    /// protects no hospital-level figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hospital: Option<HospitalLevel>,
+    /// The agreement's delta (absent: the rounds' `training.delta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_delta: Option<f64>,
+    /// The agreement's floors under the aggregation parameters (absent: the genesis defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floors: Option<AggregationFloors>,
+    /// Endorsements a round anchor needs (absent: half the hospitals, at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// How rounds run: the same table, defaults and meaning as a coordinator's `[rounds]`.
+    pub rounds: RoundSettings,
 }
+
+/// The version of `run.toml` this build writes and reads (2: rounds are a [`RoundSettings`]).
+pub const RUN_VERSION: u32 = 2;
 
 impl Default for RunConfig {
     fn default() -> Self {
+        let mut rounds = RoundSettings::new(sim_agreement());
+        rounds.rounds = 10;
         RunConfig {
-            version: 1,
+            version: RUN_VERSION,
             seed: 20261124,
             hospitals: 5,
-            rounds: 10,
             dropout: 0.0,
-            hidden: 32,
-            latent: 8,
             budget_epsilon: 8.0,
             target_fpr: 0.02,
-            strategy: Strategy::FedAvg { server_lr: 1.0 },
-            // One set of privacy defaults: a simulation states what a deployment would.
-            training: TrainingParams::default(),
-            ddg: DdgParams::default(),
-            secagg: SecAggParams::default(),
             hospital: None,
+            budget_delta: None,
+            floors: None,
+            quorum: None,
+            rounds,
         }
     }
+}
+
+/// The agreement a simulated consortium's rounds run under.
+fn sim_agreement() -> AgreementId {
+    // A constant, valid id: `AgreementId::new` accepts it (the tests check `RunConfig::default`).
+    AgreementId::new("simulation").unwrap_or_else(|_| unreachable!("a valid constant id"))
 }
 
 impl RunConfig {
@@ -89,28 +100,28 @@ impl RunConfig {
     /// `epsilon` (employee level, at `training.delta`), and the budget to `epsilon`.
     pub fn calibrate_to(&mut self, epsilon: f64) -> Result<()> {
         self.check()?;
-        let t = &self.training;
-        let steps = medfl_protocol::privacy::steps_per_round(t)?
-            .checked_mul(self.rounds)
+        let r = &mut self.rounds;
+        let steps = medfl_protocol::privacy::steps_per_round(&r.training)?
+            .checked_mul(r.rounds)
             .context("too many steps")?;
-        let sigma = medfl_dp::calibrate_poisson_gaussian(t.sampling_rate, steps, epsilon, t.delta)?;
+        let sigma = medfl_dp::calibrate_poisson_gaussian(
+            r.training.sampling_rate,
+            steps,
+            epsilon,
+            r.training.delta,
+        )?;
         // The accountant charges the effective multiplier, a hair below the nominal one (the
         // lattice rounding's sensitivity, `medfl_model::dpsgd`): raise σ until the charged
         // figure itself meets the target.
-        let model = AutoencoderConfig {
-            inputs: medfl_accesslog::N_FEATURES,
-            hidden: self.hidden,
-            latent: self.latent,
-        };
-        self.training.noise_multiplier = sigma;
+        let model = r.model();
+        r.training.noise_multiplier = sigma;
         for _ in 0..10_000 {
-            let charged =
-                medfl_protocol::privacy::epsilon_after(&self.training, model, self.rounds)?;
+            let charged = medfl_protocol::privacy::epsilon_after(&r.training, model, r.rounds)?;
             if charged <= epsilon {
                 self.budget_epsilon = epsilon;
                 return Ok(());
             }
-            self.training.noise_multiplier *= 1.0 + 1e-4;
+            r.training.noise_multiplier *= 1.0 + 1e-4;
         }
         bail!("no noise multiplier near {sigma} meets epsilon {epsilon}")
     }
@@ -120,14 +131,15 @@ impl RunConfig {
     /// of each round's minimum survivors assumed hostile, and holds every hospital to it.
     pub fn calibrate_hospital_to(&mut self, epsilon: f64, colluders: u64) -> Result<()> {
         self.check()?;
-        self.ddg.noise_multiplier = medfl_protocol::privacy::calibrate_hospital_noise(
-            &self.ddg,
-            self.model(),
+        let r = &mut self.rounds;
+        r.ddg.noise_multiplier = medfl_protocol::privacy::calibrate_hospital_noise(
+            &r.ddg,
+            r.model(),
             self.hospitals as u64,
             colluders,
-            self.rounds,
+            r.rounds,
             epsilon,
-            self.training.delta,
+            r.training.delta,
         )?;
         self.hospital = Some(HospitalLevel { epsilon, colluders });
         Ok(())
@@ -135,18 +147,31 @@ impl RunConfig {
 
     /// The network every hospital trains.
     pub fn model(&self) -> AutoencoderConfig {
-        AutoencoderConfig {
-            inputs: medfl_accesslog::N_FEATURES,
-            hidden: self.hidden,
-            latent: self.latent,
+        self.rounds.model()
+    }
+
+    /// Parses `run.toml`, naming an older version instead of reporting its keys as unknown.
+    pub fn from_toml(text: &str) -> Result<RunConfig> {
+        let table: toml::Table = toml::from_str(text)?;
+        let version = table.get("version").and_then(toml::Value::as_integer);
+        if version != Some(i64::from(RUN_VERSION)) {
+            bail!(
+                "run.toml version {} is not supported (expected {RUN_VERSION}; version 1 files \
+                 predate the shared [rounds] table: re-run the simulation with this build)",
+                version.map_or("missing".to_string(), |v| v.to_string())
+            );
         }
+        let run: RunConfig = toml::from_str(text)?;
+        run.check()?;
+        Ok(run)
     }
 
     /// Checks what the types do not.
     pub fn check(&self) -> Result<()> {
-        if self.version != 1 {
+        if self.version != RUN_VERSION {
             bail!(
-                "run.toml version {} is not supported (expected 1)",
+                "run.toml version {} is not supported (expected {RUN_VERSION}; version 1 files \
+                 predate the shared [rounds] table)",
                 self.version
             );
         }
@@ -156,44 +181,157 @@ impl RunConfig {
                 self.hospitals
             );
         }
-        if self.rounds == 0 {
+        if self.rounds.rounds == 0 {
             bail!("--rounds must be at least 1");
         }
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("dropout {} must be in [0, 1)", self.dropout);
         }
-        if self.hidden == 0 || self.latent == 0 {
-            bail!("layer widths must be positive");
-        }
         if !(self.target_fpr > 0.0 && self.target_fpr < 1.0) {
             bail!("target FPR {} must be in (0, 1)", self.target_fpr);
         }
-        self.strategy.check().map_err(anyhow::Error::msg)?;
+        self.rounds.check()?;
+        if self.rounds.min_participants > self.hospitals {
+            bail!(
+                "[rounds] min_participants = {} but the consortium has {} hospitals",
+                self.rounds.min_participants,
+                self.hospitals
+            );
+        }
         Ok(())
     }
 
-    fn settings(&self, inputs: usize) -> Result<SimSettings> {
-        Ok(SimSettings {
-            coordinator: CoordinatorConfig {
-                agreement: AgreementId::new("simulation").map_err(anyhow::Error::msg)?,
-                model: AutoencoderConfig {
-                    inputs,
-                    hidden: self.hidden,
-                    latent: self.latent,
-                },
-                training: self.training,
-                ddg: self.ddg,
-                secagg: self.secagg,
-                strategy: self.strategy,
-                min_participants: 2,
-                max_participants: 0,
-                timeouts: Timeouts::default(),
-            },
+    /// What a provisioned consortium (the folder `medfl provision` wrote) would run: its
+    /// coordinator's `[rounds]`, its genesis's agreement (budget, floors, strategy) and quorum,
+    /// its hospitals' count and `[data]` settings. Keys and data are simulated; every parameter
+    /// is the consortium's. Hospitals must agree on `target_fpr` and `hospital_budget`, since
+    /// the simulator holds every hospital to one of each.
+    pub fn from_consortium(dir: &Path) -> Result<RunConfig> {
+        use crate::provision::{MemberConfig, files};
+        let mut configs = Vec::new();
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path().join(files::CONFIG);
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let config: MemberConfig = toml::from_str(&text)
+                .with_context(|| format!("{} is not a member config", path.display()))?;
+            configs.push((path, config));
+        }
+        configs.sort_by(|a, b| a.1.member.cmp(&b.1.member));
+        let Some((coordinator_path, coordinator, rounds)) = configs
+            .iter()
+            .find_map(|(p, c)| c.rounds.clone().map(|r| (p.clone(), c, r)))
+        else {
+            bail!(
+                "{} holds no coordinator config (a member folder whose config.toml has a \
+                 [rounds] table): give the folder `medfl provision` wrote",
+                dir.display()
+            );
+        };
+        let genesis_path = coordinator_path
+            .parent()
+            .map(|p| p.join(&coordinator.genesis))
+            .context("the coordinator's folder")?;
+        let text = std::fs::read_to_string(&genesis_path)
+            .with_context(|| format!("reading {}", genesis_path.display()))?;
+        let genesis = medfl_ledger::Genesis::from_toml(&text)
+            .with_context(|| format!("{} is not a genesis", genesis_path.display()))?;
+        let agreement = genesis
+            .agreements
+            .iter()
+            .find(|a| a.id == rounds.agreement)
+            .with_context(|| {
+                format!(
+                    "the coordinator's rounds run under agreement {}, which the genesis lacks",
+                    rounds.agreement
+                )
+            })?;
+        if agreement.strategy != rounds.strategy {
+            bail!(
+                "the coordinator's strategy {:?} is not the agreement's {:?}: its hospitals would \
+                 decline every round",
+                rounds.strategy,
+                agreement.strategy
+            );
+        }
+        let data: Vec<_> = configs
+            .iter()
+            .filter(|(_, c)| agreement.members.contains(&c.member))
+            .filter_map(|(_, c)| c.data.clone())
+            .collect();
+        let first = data.first();
+        if data.iter().any(|d| {
+            Some(d.target_fpr) != first.map(|f| f.target_fpr)
+                || d.hospital_budget != first.and_then(|f| f.hospital_budget)
+        }) {
+            bail!(
+                "the hospitals' [data] target_fpr or hospital_budget differ; the simulator holds \
+                 every hospital to one of each"
+            );
+        }
+        // The simulator holds each hospital to the agreement's budget and to a hospital-level
+        // budget at the rounds' delta; a hospital's own different budget would make it decline
+        // rounds the simulation accepts, so it is refused rather than ignored.
+        let agreed = (agreement.budget.epsilon, agreement.budget.delta);
+        if data
+            .iter()
+            .any(|d| d.privacy_budget.is_some_and(|b| b != agreed))
+        {
+            bail!(
+                "a hospital's [data] privacy_budget differs from the agreement's {agreed:?}; the \
+                 simulator holds every hospital to the agreement's"
+            );
+        }
+        if let Some((_, delta, _)) = first.and_then(|d| d.hospital_budget)
+            && delta != rounds.training.delta
+        {
+            bail!(
+                "the hospitals' hospital_budget delta {delta} differs from the rounds' \
+                 training.delta {}; the simulator holds the hospital-level budget at the latter",
+                rounds.training.delta
+            );
+        }
+        let defaults = RunConfig::default();
+        let mut rounds = rounds;
+        if rounds.rounds == 0 {
+            // "Until stopped" has no end to simulate; take the simulation's default length.
+            rounds.rounds = defaults.rounds.rounds;
+        }
+        let run = RunConfig {
+            hospitals: agreement.members.len(),
+            budget_epsilon: agreement.budget.epsilon,
+            budget_delta: Some(agreement.budget.delta),
+            floors: Some(agreement.floors),
+            quorum: Some(genesis.quorum),
+            target_fpr: first.map_or(defaults.target_fpr, |d| d.target_fpr),
+            hospital: first
+                .and_then(|d| d.hospital_budget)
+                .map(|(epsilon, _, colluders)| HospitalLevel { epsilon, colluders }),
+            rounds,
+            ..defaults
+        };
+        run.check()
+            .with_context(|| format!("the consortium in {}", dir.display()))?;
+        Ok(run)
+    }
+
+    fn settings(&self) -> SimSettings {
+        SimSettings {
+            coordinator: self.rounds.coordinator_config(),
+            init_seed: self.rounds.init_seed,
+            budget_delta: self.budget_delta.unwrap_or(self.rounds.training.delta),
+            floors: self.floors.unwrap_or_default(),
+            quorum: self.quorum,
             dropout: self.dropout,
             seed: self.seed,
             budget_epsilon: self.budget_epsilon,
             hospital: self.hospital,
-        })
+        }
     }
 }
 
@@ -284,24 +422,20 @@ pub fn simulate(scenario_text: &str, run: &RunConfig, out: &Path) -> Result<Vec<
     std::fs::write(out.join("scenario.toml"), scenario_text).context("writing scenario.toml")?;
     std::fs::write(out.join("run.toml"), toml::to_string(run)?).context("writing run.toml")?;
 
-    let model = AutoencoderConfig {
-        inputs: medfl_accesslog::N_FEATURES,
-        hidden: run.hidden,
-        latent: run.latent,
-    };
+    let model = run.model();
     let mut statement = medfl_protocol::privacy::statement(
-        &run.training,
+        &run.rounds.training,
         model,
-        run.rounds,
+        run.rounds.rounds,
         medfl_protocol::privacy::NoiseSource::ReproducibleSeed,
     )?;
     statement.push('\n');
     statement.push_str(&medfl_protocol::privacy::hospital_statement(
-        &run.ddg,
+        &run.rounds.ddg,
         model,
         run.hospitals as u64,
-        run.rounds,
-        run.training.delta,
+        run.rounds.rounds,
+        run.rounds.training.delta,
         run.hospital,
     ));
     eprintln!("{statement}");
@@ -367,9 +501,15 @@ fn execute(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut consortium = Consortium::create(dir, sims, &run.settings(inputs)?)?;
+    if inputs != run.model().inputs {
+        bail!(
+            "the scenario's features are {inputs} wide, the model's input {}",
+            run.model().inputs
+        );
+    }
+    let mut consortium = Consortium::create(dir, sims, &run.settings())?;
     let mut rows = Vec::new();
-    for r in 1..=run.rounds {
+    for r in 1..=run.rounds.rounds {
         if opt_outs && r == scenario.consent.after_round + 1 {
             let mut height = 0;
             for (i, h) in hospitals.iter().enumerate() {
@@ -383,7 +523,7 @@ fn execute(
                 scenario.consent.opt_outs
             ));
         }
-        let bar = progress_bar(r - 1, run.rounds);
+        let bar = progress_bar(r - 1, run.rounds.rounds);
         let report = consortium.run_round(|stage| say(&format!("{bar} {stage}")))?;
         let auroc = match &report.model {
             Some(_) => evaluate(consortium.model(), &hospitals, run.target_fpr)?.mean(|e| e.auroc),
@@ -392,8 +532,8 @@ fn execute(
         if chatty {
             eprintln!(
                 "{} round {r}/{}: {} participants, {} dropped, AUROC {}, max ε {:.3}, {:.1} s{}",
-                progress_bar(r, run.rounds),
-                run.rounds,
+                progress_bar(r, run.rounds.rounds),
+                run.rounds.rounds,
                 report.metrics.participants,
                 report.metrics.dropped.len(),
                 auroc.map_or("-".into(), |a| format!("{a:.3}")),
@@ -521,7 +661,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         })
     };
     let scenario_text = read("scenario.toml")?;
-    let run: RunConfig = toml::from_str(&read("run.toml")?).context("run.toml")?;
+    let run = RunConfig::from_toml(&read("run.toml")?).context("run.toml")?;
     run.check()?;
     let verified = verify_dir(&dir.join("ledger"), None)
         .with_context(|| format!("the ledger in {} does not verify", dir.display()))?;
@@ -544,7 +684,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     eprintln!(
         "replaying {} rounds of {} hospitals (ledger: {} blocks verified)",
-        run.rounds, run.hospitals, verified.height
+        run.rounds.rounds, run.hospitals, verified.height
     );
     let (rows, _) = execute(&scenario, &run, scratch.path(), true)?;
     let replayed: Vec<(u64, String)> = rows
@@ -579,6 +719,86 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
 pub fn default_out(run: &RunConfig) -> PathBuf {
     PathBuf::from("runs").join(format!(
         "sim-{}-{}h-{}r",
-        run.seed, run.hospitals, run.rounds
+        run.seed, run.hospitals, run.rounds.rounds
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::{KeyGeneration, KeySource, MemberConfig, files, provision};
+
+    /// Provisions the example consortium into a fresh directory.
+    fn provisioned() -> (tempfile::TempDir, PathBuf) {
+        let text = include_str!("../examples/consortium.toml");
+        let plan = medfl_ledger::ConsortiumFile::from_toml(text).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("cons");
+        provision(
+            &plan,
+            &out,
+            KeyGeneration::Central(KeySource::InsecureSeed(3)),
+        )
+        .unwrap();
+        (tmp, out)
+    }
+
+    #[test]
+    fn the_default_run_passes_its_own_checks_and_round_trips_through_toml() {
+        let run = RunConfig::default();
+        run.check().unwrap();
+        let back: RunConfig = toml::from_str(&toml::to_string(&run).unwrap()).unwrap();
+        assert_eq!(back, run);
+        assert_eq!(
+            RunConfig::from_toml(&toml::to_string(&run).unwrap()).unwrap(),
+            run
+        );
+        // A version-1 file (rounds as loose keys) is refused by name, not misread.
+        let v1 = "version = 1\nseed = 3\nhospitals = 5\nrounds = 10\ndropout = 0.0\nhidden = 32\n";
+        let err = RunConfig::from_toml(v1).unwrap_err().to_string();
+        assert!(err.contains("version 1 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn a_provisioned_consortium_is_simulated_with_its_own_parameters() {
+        let (_tmp, out) = provisioned();
+        // The operator tunes the coordinator's rounds after provisioning.
+        let path = out.join("coordinator").join(files::CONFIG);
+        let mut config: MemberConfig =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let rounds = config.rounds.as_mut().unwrap();
+        (rounds.hidden, rounds.stage_timeout_s, rounds.rounds) = (16, 45.0, 4);
+        rounds.training.noise_multiplier = 1.3;
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+
+        let run = RunConfig::from_consortium(&out).unwrap();
+        assert_eq!(run.rounds, *config.rounds.as_ref().unwrap());
+        assert_eq!(run.hospitals, 5);
+        assert_eq!((run.budget_epsilon, run.budget_delta), (8.0, Some(1e-5)));
+        assert_eq!(run.quorum, Some(3));
+        assert_eq!(run.floors.unwrap().min_survivors, 3);
+        let settings = run.settings();
+        assert_eq!(settings.coordinator.timeouts.stage_ms, 45_000);
+        assert_eq!(settings.coordinator.model.hidden, 16);
+        assert_eq!(settings.init_seed, run.rounds.init_seed);
+    }
+
+    #[test]
+    fn a_folder_without_a_coordinator_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = RunConfig::from_consortium(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("no coordinator config"), "{err}");
+        // A coordinator whose strategy the agreement does not allow would run nothing.
+        let (_tmp, out) = provisioned();
+        let path = out.join("coordinator").join(files::CONFIG);
+        let mut config: MemberConfig =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config.rounds.as_mut().unwrap().strategy = medfl_protocol::Strategy::FedProx { mu: 0.1 };
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let err = RunConfig::from_consortium(&out).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("decline every round"),
+            "{err:#}"
+        );
+    }
 }

@@ -664,7 +664,8 @@ fn forge_ledger(dir: &Path, genesis: &Genesis) {
         genesis.to_file().to_toml().unwrap(),
     )
     .unwrap();
-    let store = medfl_ledger::store::Store::create(
+    use medfl_ledger::store::BlockStore;
+    let mut store = medfl_ledger::store::RedbStore::create(
         &dir.join("ledger.redb"),
         &medfl_ledger::codec::encode(genesis).unwrap(),
     )

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use medfl::consortium::{Consortium, SimHospital, SimLog, SimSettings};
 use medfl::detection::{self, Split};
-use medfl_coordinator::{CoordinatorConfig, Timeouts};
+use medfl::settings::RoundSettings;
 use medfl_ledger::tx::ConsentChoice;
 use medfl_ledger::{AgreementId, MemberId};
 use medfl_model::AutoencoderConfig;
@@ -27,30 +27,12 @@ fn scenario() -> Scenario {
 }
 
 fn settings(inputs: usize) -> SimSettings {
-    SimSettings {
-        coordinator: CoordinatorConfig {
-            agreement: AgreementId::new("dua").unwrap(),
-            model: AutoencoderConfig {
-                inputs,
-                hidden: 8,
-                latent: 3,
-            },
-            training: TrainingParams {
-                sampling_rate: 0.1,
-                ..TrainingParams::default()
-            },
-            ddg: DdgParams::default(),
-            secagg: SecAggParams::default(),
-            strategy: Strategy::default(),
-            min_participants: 2,
-            max_participants: 0,
-            timeouts: Timeouts::default(),
-        },
-        dropout: 0.0,
-        seed: 5,
-        budget_epsilon: 50.0,
-        hospital: None,
-    }
+    let mut rounds = RoundSettings::new(AgreementId::new("dua").unwrap());
+    (rounds.hidden, rounds.latent, rounds.init_seed) = (8, 3, 5);
+    rounds.training.sampling_rate = 0.1;
+    let mut s = SimSettings::new(&rounds, 5, 50.0);
+    s.coordinator.model.inputs = inputs;
+    s
 }
 
 /// The hospitals with their logs, and per hospital the training-window events per patient.

@@ -2,10 +2,9 @@
 //! ledger, DP-SGD, distributed noise and SecAgg+.
 
 use medfl::consortium::{Consortium, SimHospital, SimSettings};
-use medfl_coordinator::{CoordinatorConfig, Timeouts};
+use medfl::settings::RoundSettings;
 use medfl_ledger::{AgreementId, MemberId, TxBody, verify_dir};
-use medfl_model::AutoencoderConfig;
-use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams};
+use medfl_protocol::Strategy;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -25,30 +24,14 @@ fn hospitals(n: usize, rows: usize, cols: usize, seed: u64) -> Vec<SimHospital> 
 }
 
 fn settings(strategy: Strategy, dropout: f64, seed: u64) -> SimSettings {
-    SimSettings {
-        coordinator: CoordinatorConfig {
-            agreement: AgreementId::new("dua").unwrap(),
-            model: AutoencoderConfig {
-                inputs: 6,
-                hidden: 8,
-                latent: 3,
-            },
-            training: TrainingParams {
-                sampling_rate: 0.1,
-                ..TrainingParams::default()
-            },
-            ddg: DdgParams::default(),
-            secagg: SecAggParams::default(),
-            strategy,
-            min_participants: 2,
-            max_participants: 0,
-            timeouts: Timeouts::default(),
-        },
-        dropout,
-        seed,
-        budget_epsilon: 50.0,
-        hospital: None,
-    }
+    let mut rounds = RoundSettings::new(AgreementId::new("dua").unwrap());
+    (rounds.hidden, rounds.latent, rounds.init_seed) = (8, 3, seed);
+    rounds.training.sampling_rate = 0.1;
+    rounds.strategy = strategy;
+    let mut s = SimSettings::new(&rounds, seed, 50.0);
+    s.coordinator.model.inputs = 6;
+    s.dropout = dropout;
+    s
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ed25519_dalek::{Signer, SigningKey};
 use medfl_ledger::tx::Pseudonym;
 use medfl_ledger::{AgreementId, Block, ChainState, Hash, MemberId, Timestamp};
-use medfl_model::dpsgd::DpSgdConfig;
+use medfl_modelspec::DpSgdConfig;
 use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::{ChunkAssembler, file_len};
 use medfl_protocol::update::{RangeCheck, UpdateCodec};
@@ -105,6 +105,16 @@ pub struct TrainingTask {
     /// This hospital's patients opted out as of `consent_height`: the driver removes their
     /// events before computing features, and trains on what is left.
     pub opted_out: BTreeSet<Pseudonym>,
+}
+
+impl TrainingTask {
+    /// FedProx's proximal weight, if the round's strategy is FedProx.
+    pub fn proximal_mu(&self) -> Option<f32> {
+        match self.strategy {
+            Strategy::FedProx { mu } => Some(mu as f32),
+            _ => None,
+        }
+    }
 }
 
 /// What the driver must act on.

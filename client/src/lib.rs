@@ -4,7 +4,7 @@
 //! the ledger (agreement accepted and live, round number, previous model, privacy spend within
 //! budget, the agreement's floors under the secure-aggregation and noise parameters and its
 //! strategy) and takes part at most once per session id; it asks its driver to train
-//! ([`AgentEvent::Train`], run with [`train::run`]), encodes the update with distributed noise
+//! ([`AgentEvent::Train`], run by the driver with `medfl_model::local`), encodes the update with distributed noise
 //! and runs the SecAgg+ client under a session context it computes itself, then checks the
 //! aggregate is in the range its survivors can reach and the server state is the anchored one,
 //! recomputes the new model and endorses the whole outcome. It adopts a model only once the
@@ -17,6 +17,5 @@
 
 mod agent;
 pub mod spend;
-pub mod train;
 
 pub use agent::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND, TrainingTask};

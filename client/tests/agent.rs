@@ -4,7 +4,7 @@
 use medfl_client::{Agent, AgentError, AgentEvent};
 use medfl_ledger::testkit::{Fixture, T0};
 use medfl_ledger::{ChainState, Timestamp};
-use medfl_model::AutoencoderConfig;
+use medfl_modelspec::AutoencoderConfig;
 use medfl_protocol::model::chunks;
 use medfl_protocol::{
     DdgParams, GlobalModel, RoundConfig, SecAggParams, Strategy, ToAgent, ToCoordinator,

@@ -5,7 +5,7 @@ use medfl_client::spend::{Charge, HospitalBudget, PrivacyBudget, PrivacySpend};
 use medfl_client::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND};
 use medfl_ledger::testkit::{Fixture, T0};
 use medfl_ledger::{ChainState, Floor, Timestamp};
-use medfl_model::AutoencoderConfig;
+use medfl_modelspec::AutoencoderConfig;
 use medfl_protocol::model::chunks;
 use medfl_protocol::update::UpdateCodec;
 use medfl_protocol::{

@@ -6,7 +6,7 @@ use medfl_client::{Agent, AgentError, AgentEvent};
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::tx::{ConsentChoice, Pseudonym, TxBody};
 use medfl_ledger::{ChainState, Hash, Timestamp};
-use medfl_model::AutoencoderConfig;
+use medfl_modelspec::AutoencoderConfig;
 use medfl_protocol::model::chunks;
 use medfl_protocol::{
     DdgParams, GlobalModel, MAX_CLOCK_SKEW_MS, RoundConfig, SecAggParams, Strategy, ToAgent,

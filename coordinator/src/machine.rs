@@ -7,7 +7,7 @@ use medfl_ledger::tx::{Endorsement, RoundAnchor};
 use medfl_ledger::{
     AgreementId, ChainState, Hash, MemberId, Role, Signature, Timestamp, Transaction, TxBody,
 };
-use medfl_model::AutoencoderConfig;
+use medfl_modelspec::AutoencoderConfig;
 use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::chunks;
 use medfl_protocol::update::UpdateCodec;
@@ -21,7 +21,8 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::metrics::RoundMetrics;
 
-/// How long each stage may take, in milliseconds of the driver's clock.
+/// How long each stage may take, in milliseconds of the driver's clock. (Their defaults are
+/// the consortium configuration's: `medfl::settings::RoundSettings`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Each secure-aggregation stage but the masked input.
@@ -30,16 +31,6 @@ pub struct Timeouts {
     pub training_ms: u64,
     /// Collecting endorsements.
     pub endorse_ms: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            stage_ms: 10_000,
-            training_ms: 600_000,
-            endorse_ms: 10_000,
-        }
-    }
 }
 
 /// What the coordinator runs rounds with.

@@ -1,6 +1,13 @@
-//! A ledger on disk: the store, the genesis, and the state rebuilt from the blocks.
+//! A ledger: a block store, the genesis, and the state rebuilt from the blocks.
+//!
+//! On disk (feature `redb`) a ledger is a directory holding the database and the genesis file;
+//! in memory ([`Ledger::in_memory`]) it is a copy that needs no file (tests today; each
+//! simulated member's own copy once the simulator keeps one per member). Either way every block
+//! is admitted by the same [`ChainState`] rules.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "redb")]
+use std::path::Path;
+use std::path::PathBuf;
 
 use crate::block::{BLOCK_VERSION, Block, BlockHeader};
 use crate::bytes::Hash;
@@ -11,7 +18,9 @@ use crate::member::MemberId;
 use crate::merkle;
 use crate::proof::InclusionProof;
 use crate::state::{ChainState, Signatures};
-use crate::store::{self, Store, StoreError};
+#[cfg(feature = "redb")]
+use crate::store::RedbStore;
+use crate::store::{self, BlockStore, MemStore, StoreError};
 use crate::timestamp::Timestamp;
 use crate::tx::{Transaction, TxId};
 
@@ -86,14 +95,24 @@ pub struct BlockReceipt {
 
 /// An open ledger.
 pub struct Ledger {
-    dir: PathBuf,
-    store: Store,
+    store: Box<dyn BlockStore>,
     genesis: Genesis,
     state: ChainState,
 }
 
 impl Ledger {
+    /// A ledger in memory holding only `genesis`, validated like any other.
+    pub fn in_memory(genesis: &Genesis) -> Result<Ledger, LedgerError> {
+        genesis.check()?;
+        Ok(Ledger {
+            store: Box::new(MemStore::new(&codec::encode(genesis)?)),
+            genesis: genesis.clone(),
+            state: ChainState::from_genesis(genesis)?,
+        })
+    }
+
     /// Creates a ledger in `dir` (made if absent) holding only `genesis`.
+    #[cfg(feature = "redb")]
     pub fn create(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
         genesis.check()?;
         let io = |path: PathBuf| move |source| LedgerError::Io { path, source };
@@ -105,10 +124,9 @@ impl Ledger {
         let text = genesis.to_file().to_toml()?;
         let genesis_path = dir.join(GENESIS_FILE);
         std::fs::write(&genesis_path, text).map_err(io(genesis_path))?;
-        let store = Store::create(&db_path, &codec::encode(genesis)?)?;
+        let store = RedbStore::create(&db_path, &codec::encode(genesis)?)?;
         Ok(Ledger {
-            dir: dir.to_path_buf(),
-            store,
+            store: Box::new(store),
             genesis: genesis.clone(),
             state: ChainState::from_genesis(genesis)?,
         })
@@ -118,12 +136,12 @@ impl Ledger {
     /// changed it since) and verifies it in full from `genesis`, the one the caller holds:
     /// every signature, hash link, contract rule, the index and the tip record. A ledger of
     /// another genesis, or one that fails any check, is refused with the first failing height.
+    #[cfg(feature = "redb")]
     pub fn open_verified(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
         let (store, stored) = open_parts(dir)?;
-        let (_, state) = crate::verify::verify_store(&store, &stored, Some(genesis), None)?;
+        let (_, state) = crate::verify::verify_parts(&store, &stored, Some(genesis), None)?;
         Ok(Ledger {
-            dir: dir.to_path_buf(),
-            store,
+            store: Box::new(store),
             genesis: stored,
             state,
         })
@@ -134,10 +152,12 @@ impl Ledger {
     /// Every block is decoded and run through the contracts, but signatures are not re-checked:
     /// use it only on a ledger this process wrote and nobody else could have changed. For any
     /// other, [`Ledger::open_verified`].
+    #[cfg(feature = "redb")]
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         let (store, genesis) = open_parts(dir)?;
         let mut state = ChainState::from_genesis(&genesis)?;
-        store.for_each_block(
+        store::try_for_each_block(
+            &store,
             |height, bytes| {
                 let damaged = |e: Box<dyn std::error::Error + Send + Sync>| LedgerError::Damaged {
                     height,
@@ -152,8 +172,7 @@ impl Ledger {
             |_, e| LedgerError::Store(e),
         )?;
         Ok(Ledger {
-            dir: dir.to_path_buf(),
-            store,
+            store: Box::new(store),
             genesis,
             state,
         })
@@ -218,6 +237,16 @@ impl Ledger {
         })
     }
 
+    /// Re-verifies every stored byte, the stored genesis included, from `genesis`, the one the
+    /// caller holds (see [`crate::verify`]): what an auditor runs on a copy, whatever store
+    /// holds it.
+    pub fn verify_from(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<crate::verify::VerifyReport, crate::verify::VerifyError> {
+        crate::verify::verify_store(&*self.store, genesis, None)
+    }
+
     /// The state after the last block.
     pub fn state(&self) -> &ChainState {
         &self.state
@@ -226,11 +255,6 @@ impl Ledger {
     /// The genesis.
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The block at `height`.
@@ -285,12 +309,13 @@ impl Ledger {
 }
 
 /// Opens the store and its genesis, checking the genesis file beside it agrees.
-pub(crate) fn open_parts(dir: &Path) -> Result<(Store, Genesis), LedgerError> {
+#[cfg(feature = "redb")]
+pub(crate) fn open_parts(dir: &Path) -> Result<(RedbStore, Genesis), LedgerError> {
     let db_path = dir.join(DB_FILE);
     if !db_path.is_file() {
         return Err(LedgerError::Missing(dir.to_path_buf()));
     }
-    let store = Store::open(&db_path)?;
+    let store = RedbStore::open(&db_path)?;
     let bytes = store.genesis()?.ok_or_else(|| LedgerError::Damaged {
         height: 0,
         source: "no genesis stored".into(),

@@ -13,7 +13,8 @@
 //! - [`block`]: headers, blocks, hashing. [`merkle`]: RFC 6962 trees and paths.
 //! - [`state`] and `contract`: the world state and the rules every transaction must pass.
 //!   Pure and deterministic: no I/O, no clock.
-//! - [`store`]: the redb tables. [`ledger`]: a ledger directory (store + genesis + state).
+//! - [`store`]: where blocks live (a small trait; in memory, or redb with the default `redb`
+//!   feature). [`ledger`]: a store + genesis + state, on disk or in memory.
 //! - [`keyfile`]: a member's secret key on disk (PKCS#8 PEM, mode 0600).
 //! - [`verify`]: full re-verification from a genesis the verifier holds. [`proof`]: inclusion proofs for light clients.
 //! - [`codec`]: the one canonical byte format everything is hashed and signed in.
@@ -58,4 +59,6 @@ pub use proof::{InclusionProof, ProofError, ProvenTx};
 pub use state::ChainState;
 pub use timestamp::Timestamp;
 pub use tx::{Transaction, TxBody, TxId};
-pub use verify::{VerifyError, VerifyReport, verify_dir, verify_dir_from};
+pub use verify::{VerifyError, VerifyReport, verify_store};
+#[cfg(feature = "redb")]
+pub use verify::{verify_dir, verify_dir_from};

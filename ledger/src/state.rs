@@ -108,6 +108,8 @@ pub(crate) enum Undo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Signatures {
     Check,
+    /// Only for blocks read back from our own durable store (`Ledger::open`).
+    #[cfg(feature = "redb")]
     Trust,
 }
 
@@ -336,6 +338,7 @@ impl ChainState {
 
     /// Applies a block already known to be valid (read back from our own store), skipping the
     /// signature checks; every other rule still runs.
+    #[cfg(feature = "redb")]
     pub(crate) fn apply_block_trusting_signatures(
         &mut self,
         block: &Block,

@@ -1,28 +1,24 @@
-//! The on-disk ledger: three redb tables, one write transaction per block.
+//! Where a ledger's blocks live: a small trait, an in-memory store, and (with the `redb`
+//! feature, on by default) the durable redb store.
 //!
-//! | table      | key                  | value                                   |
-//! |------------|----------------------|-----------------------------------------|
-//! | `blocks`   | height (`u64`)       | the block's canonical encoding          |
-//! | `tx_index` | transaction id       | `(height, position in block)`           |
-//! | `meta`     | `"genesis"`, `"tip"` | genesis encoding; `(height, block hash)` |
+//! A store holds bytes and an index, nothing more: it never decodes or judges a block. Every
+//! rule lives in [`crate::state::ChainState`], so whatever holds the bytes, a block is admitted
+//! by the same code. The in-memory store holds a copy that needs no database file: for tests,
+//! and for a simulated member's own copy.
 //!
-//! Only `blocks` and the genesis are evidence; `tx_index` and the tip record are derived and
-//! rebuilt or checked by verification. redb commits are durable by default: when
-//! [`Store::append`] returns, the block survives a crash or power loss.
+//! Only the blocks and the genesis are evidence; the transaction index and the tip record are
+//! derived, rebuilt or checked by verification.
 
-use std::path::Path;
-
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use crate::bytes::Hash;
 use crate::tx::TxId;
 
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const TX_INDEX: TableDefinition<[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-
-const GENESIS_KEY: &str = "genesis";
-const TIP_KEY: &str = "tip";
+#[cfg(feature = "redb")]
+mod disk;
+#[cfg(feature = "redb")]
+pub use disk::RedbStore;
 
 /// A storage failure, with what we were doing.
 #[derive(Debug, thiserror::Error)]
@@ -30,145 +26,141 @@ const TIP_KEY: &str = "tip";
 pub struct StoreError {
     context: &'static str,
     #[source]
-    source: redb::Error,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-fn ctx<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError {
-        context,
-        source: e.into(),
-    }
-}
-
-/// The redb database holding one ledger.
-pub struct Store {
-    db: redb::Database,
-}
-
-impl Store {
-    /// Creates a new database at `path` holding only the genesis.
-    pub fn create(path: &Path, genesis: &[u8]) -> Result<Store, StoreError> {
-        let db = redb::Database::create(path).map_err(ctx("creating the database"))?;
-        let txn = db
-            .begin_write()
-            .map_err(ctx("starting the genesis write"))?;
-        {
-            let mut meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-            meta.insert(GENESIS_KEY, genesis)
-                .map_err(ctx("writing the genesis"))?;
-            txn.open_table(BLOCKS).map_err(ctx("creating blocks"))?;
-            txn.open_table(TX_INDEX).map_err(ctx("creating tx_index"))?;
+impl StoreError {
+    /// A failure while doing `context`.
+    pub fn new(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError {
+            context,
+            source: source.into(),
         }
-        txn.commit().map_err(ctx("committing the genesis"))?;
-        Ok(Store { db })
     }
+}
 
-    /// Opens an existing database.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = redb::Database::open(path).map_err(ctx("opening the database"))?;
-        Ok(Store { db })
-    }
-
+/// The bytes of one ledger: its genesis, its blocks by height, and the derived index.
+pub trait BlockStore: Send + Sync {
     /// The stored genesis encoding.
-    pub fn genesis(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
-        let meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-        Ok(meta
-            .get(GENESIS_KEY)
-            .map_err(ctx("reading the genesis"))?
-            .map(|v| v.value().to_vec()))
-    }
+    fn genesis(&self) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The stored tip record `(height, hash)`, if any block was appended.
-    pub fn tip_record(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
-        let meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-        Ok(meta
-            .get(TIP_KEY)
-            .map_err(ctx("reading the tip"))?
-            .map(|v| v.value().to_vec()))
+    fn tip_record(&self) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Appends one block and its index entries, all or nothing; durable when the store is.
+    fn append(
+        &mut self,
+        height: u64,
+        block: &[u8],
+        tx_ids: &[TxId],
+        tip_record: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// The stored bytes of the block at `height`.
+    fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Calls `visit(height, bytes)` for every block in height order until it breaks; a storage
+    /// failure names the height it was reading.
+    fn for_each_block(
+        &self,
+        visit: &mut dyn FnMut(u64, &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), (u64, StoreError)>;
+
+    /// Where a transaction is: `(height, position)`.
+    fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>, StoreError>;
+
+    /// Number of entries in the transaction index.
+    fn tx_index_len(&self) -> Result<u64, StoreError>;
+}
+
+/// Runs `f` over every block, stopping at its first error; a storage failure at height `h`
+/// becomes `storage_error(h, e)`.
+pub fn try_for_each_block<E>(
+    store: &dyn BlockStore,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    storage_error: impl Fn(u64, StoreError) -> E,
+) -> Result<(), E> {
+    let mut failed = None;
+    store
+        .for_each_block(&mut |height, bytes| match f(height, bytes) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        })
+        .map_err(|(height, e)| storage_error(height, e))?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// A ledger's bytes in memory: for simulated members and tests. Lost when dropped.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    genesis: Vec<u8>,
+    blocks: BTreeMap<u64, Vec<u8>>,
+    tx_index: BTreeMap<[u8; 32], (u64, u32)>,
+    tip: Option<Vec<u8>>,
+}
+
+impl MemStore {
+    /// A store holding only the genesis.
+    pub fn new(genesis: &[u8]) -> MemStore {
+        MemStore {
+            genesis: genesis.to_vec(),
+            ..MemStore::default()
+        }
+    }
+}
+
+impl BlockStore for MemStore {
+    fn genesis(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(Some(self.genesis.clone()))
     }
 
-    /// Appends one block and its index entries in one durable write transaction.
-    pub fn append(
-        &self,
+    fn tip_record(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tip.clone())
+    }
+
+    fn append(
+        &mut self,
         height: u64,
         block: &[u8],
         tx_ids: &[TxId],
         tip_record: &[u8],
     ) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(ctx("starting a block write"))?;
-        {
-            let mut blocks = txn.open_table(BLOCKS).map_err(ctx("opening blocks"))?;
-            blocks
-                .insert(height, block)
-                .map_err(ctx("writing the block"))?;
-            let mut index = txn.open_table(TX_INDEX).map_err(ctx("opening tx_index"))?;
-            // Blocks hold at most MAX_BLOCK_TXS (10,000) transactions: positions fit in u32.
-            for (position, id) in (0u32..).zip(tx_ids) {
-                index
-                    .insert(id.0, (height, position))
-                    .map_err(ctx("indexing a transaction"))?;
-            }
-            let mut meta = txn.open_table(META).map_err(ctx("opening meta"))?;
-            meta.insert(TIP_KEY, tip_record)
-                .map_err(ctx("writing the tip"))?;
+        self.blocks.insert(height, block.to_vec());
+        for (position, id) in (0u32..).zip(tx_ids) {
+            self.tx_index.insert(id.0, (height, position));
         }
-        txn.commit().map_err(ctx("committing the block"))
+        self.tip = Some(tip_record.to_vec());
+        Ok(())
     }
 
-    /// The stored bytes of the block at `height`.
-    pub fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
-        let blocks = txn.open_table(BLOCKS).map_err(ctx("opening blocks"))?;
-        Ok(blocks
-            .get(height)
-            .map_err(ctx("reading a block"))?
-            .map(|v| v.value().to_vec()))
+    fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.blocks.get(&height).cloned())
     }
 
-    /// Calls `f(height, bytes)` for every stored block in height order; stops at `f`'s first error.
-    pub fn for_each_block<E>(
+    fn for_each_block(
         &self,
-        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
-        storage_error: impl Fn(u64, StoreError) -> E,
-    ) -> Result<(), E> {
-        let blocks = self
-            .db
-            .begin_read()
-            .map_err(ctx("starting a read"))
-            .and_then(|txn| txn.open_table(BLOCKS).map_err(ctx("opening blocks")))
-            .map_err(|e| storage_error(0, e))?;
-        let iter = blocks
-            .iter()
-            .map_err(|e| storage_error(0, ctx("listing blocks")(e)))?;
-        let mut last = 0;
-        for entry in iter {
-            let (k, v) = entry.map_err(|e| storage_error(last + 1, ctx("reading a block")(e)))?;
-            last = k.value();
-            f(last, v.value())?;
+        visit: &mut dyn FnMut(u64, &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), (u64, StoreError)> {
+        for (&height, bytes) in &self.blocks {
+            if visit(height, bytes).is_break() {
+                break;
+            }
         }
         Ok(())
     }
 
-    /// Where a transaction is: `(height, position)`.
-    pub fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>, StoreError> {
-        let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
-        let index = txn.open_table(TX_INDEX).map_err(ctx("opening tx_index"))?;
-        Ok(index
-            .get(id.0)
-            .map_err(ctx("reading tx_index"))?
-            .map(|v| v.value()))
+    fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>, StoreError> {
+        Ok(self.tx_index.get(&id.0).copied())
     }
 
-    /// Number of entries in the transaction index.
-    pub fn tx_index_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(ctx("starting a read"))?;
-        let index = txn.open_table(TX_INDEX).map_err(ctx("opening tx_index"))?;
-        index.len().map_err(ctx("counting tx_index"))
+    fn tx_index_len(&self) -> Result<u64, StoreError> {
+        Ok(self.tx_index.len() as u64)
     }
 }
 

@@ -16,15 +16,19 @@
 //! ledger. The tip record catches a block deleted by accident; against a deliberate truncation,
 //! compare the tip with one held elsewhere (`--tip`, or the hash a member last endorsed).
 
+#[cfg(feature = "redb")]
 use std::path::Path;
 
 use crate::block::Block;
 use crate::bytes::Hash;
 use crate::codec;
 use crate::genesis::Genesis;
+#[cfg(feature = "redb")]
 use crate::ledger::{LedgerError, open_parts};
 use crate::state::ChainState;
-use crate::store::{Store, tip_record};
+#[cfg(feature = "redb")]
+use crate::store::RedbStore;
+use crate::store::{BlockStore, tip_record, try_for_each_block};
 
 /// A ledger that verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,34 +65,52 @@ impl VerifyError {
 /// Verifies the ledger in `dir` against the genesis stored in it; with `expected_tip`, also
 /// that it ends at that block hash. This shows the ledger is consistent, not whose it is: use
 /// [`verify_dir_from`] with the genesis you hold.
+#[cfg(feature = "redb")]
 pub fn verify_dir(dir: &Path, expected_tip: Option<Hash>) -> Result<VerifyReport, VerifyError> {
     let (store, genesis) = open_store(dir)?;
-    verify_store(&store, &genesis, None, expected_tip).map(|(report, _)| report)
+    verify_parts(&store, &genesis, None, expected_tip).map(|(report, _)| report)
 }
 
 /// Verifies the ledger in `dir` from `genesis`, the one the caller holds: a ledger that starts
 /// from any other genesis (another consortium's chain, however consistent) is refused at
 /// height 0 before anything else is read.
+#[cfg(feature = "redb")]
 pub fn verify_dir_from(
     dir: &Path,
     genesis: &Genesis,
     expected_tip: Option<Hash>,
 ) -> Result<VerifyReport, VerifyError> {
     let (store, stored) = open_store(dir)?;
-    verify_store(&store, &stored, Some(genesis), expected_tip).map(|(report, _)| report)
+    verify_parts(&store, &stored, Some(genesis), expected_tip).map(|(report, _)| report)
 }
 
-fn open_store(dir: &Path) -> Result<(Store, Genesis), VerifyError> {
+#[cfg(feature = "redb")]
+fn open_store(dir: &Path) -> Result<(RedbStore, Genesis), VerifyError> {
     open_parts(dir).map_err(|e| match e {
         LedgerError::Damaged { height, source } => VerifyError::at(height, source),
         e => VerifyError::at(0, e),
     })
 }
 
+/// Verifies every byte `store` holds from `genesis`, the one the caller holds: the stored
+/// genesis is read from the store itself and must be `genesis`, then every block is checked.
+pub fn verify_store(
+    store: &dyn BlockStore,
+    genesis: &Genesis,
+    expected_tip: Option<Hash>,
+) -> Result<VerifyReport, VerifyError> {
+    let bytes = store
+        .genesis()
+        .map_err(|e| VerifyError::at(0, e))?
+        .ok_or_else(|| VerifyError::at(0, "no genesis stored"))?;
+    let stored: Genesis = codec::decode(&bytes).map_err(|e| VerifyError::at(0, e))?;
+    verify_parts(store, &stored, Some(genesis), expected_tip).map(|(report, _)| report)
+}
+
 /// Verifies an open store whose stored genesis is `stored`, pinned to `pinned` if given;
 /// returns the report and the state after the last block.
-pub(crate) fn verify_store(
-    store: &Store,
+pub(crate) fn verify_parts(
+    store: &dyn BlockStore,
     stored: &Genesis,
     pinned: Option<&Genesis>,
     expected_tip: Option<Hash>,
@@ -146,9 +168,10 @@ pub(crate) fn verify_store(
 }
 
 /// Checks every block in order against `state`; returns the number of transactions.
-fn verify_blocks(store: &Store, state: &mut ChainState) -> Result<u64, VerifyError> {
+fn verify_blocks(store: &dyn BlockStore, state: &mut ChainState) -> Result<u64, VerifyError> {
     let mut transactions = 0u64;
-    store.for_each_block(
+    try_for_each_block(
+        store,
         |height, bytes| {
             let expected = state.height() + 1;
             if height != expected {

@@ -14,59 +14,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::RngExt;
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng;
-use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
-
-/// Layer sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AutoencoderConfig {
-    /// Input width (number of features).
-    pub inputs: usize,
-    /// Hidden width of encoder and decoder.
-    pub hidden: usize,
-    /// Bottleneck width.
-    pub latent: usize,
-}
-
-impl AutoencoderConfig {
-    /// The default shape for `inputs` features: `inputs -> 32 -> 8 -> 32 -> inputs`.
-    pub fn for_inputs(inputs: usize) -> AutoencoderConfig {
-        AutoencoderConfig {
-            inputs,
-            hidden: 32,
-            latent: 8,
-        }
-    }
-
-    /// `(d_in, d_out)` of each layer, in order.
-    pub fn layers(&self) -> [(usize, usize); 4] {
-        [
-            (self.inputs, self.hidden),
-            (self.hidden, self.latent),
-            (self.latent, self.hidden),
-            (self.hidden, self.inputs),
-        ]
-    }
-
-    /// Length of the flat parameter vector.
-    pub fn param_count(&self) -> usize {
-        self.layers().iter().map(|(i, o)| i * o + o).sum()
-    }
-
-    /// Checks that every width is positive.
-    pub fn check(&self) -> Result<(), ModelError> {
-        if self.inputs == 0 || self.hidden == 0 || self.latent == 0 {
-            return Err(ModelError::Shape(format!(
-                "layer widths must be positive: {self:?}"
-            )));
-        }
-        Ok(())
-    }
-}
+use crate::{AutoencoderConfig, ModelError};
 
 /// The network.
 #[derive(Module, Debug)]
@@ -94,13 +43,7 @@ impl Autoencoder {
             dec1: c,
             dec2: d,
         };
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut flat = Vec::with_capacity(config.param_count());
-        for (d_in, d_out) in config.layers() {
-            let bound = (6.0 / d_in as f64).sqrt() as f32;
-            flat.extend((0..d_in * d_out).map(|_| rng.random_range(-bound..bound)));
-            flat.extend(std::iter::repeat_n(0.0, d_out));
-        }
+        let flat = config.initial_params(seed);
         model.load_flat(config, &flat)
     }
 

@@ -5,11 +5,11 @@
 //! - [`autoencoder`]: the network, its flat parameter vector.
 //! - [`train`]: the training loop and scoring. [`dpsgd`]: employee-level DP-SGD (per-employee
 //!   sampling and clipping, calibrated noise) over [`employees`]' grouped rows.
+//! - [`local`]: one hospital's training for one round (what an agent's driver runs).
 //! - [`experiment`]: local, federated and centralized training on a simulated consortium.
-//! - [`standardize`]: the feature transform a model file carries (the identity: public scale).
 //! - [`iforest`]: the isolation-forest baseline.
 //! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
-//! - [`modelfile`]: the model file and its hash.
+//! - The shape, the model file and the DP-SGD plan are `medfl-modelspec`'s, re-exported here.
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -19,24 +19,10 @@ pub mod employees;
 pub mod evaluate;
 pub mod experiment;
 pub mod iforest;
+pub mod local;
 pub mod metrics;
-pub mod modelfile;
-pub mod standardize;
 pub mod train;
 
-pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use autoencoder::Autoencoder;
 pub use employees::EmployeeRows;
-
-/// Why a model operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// Shapes or widths do not fit.
-    #[error("model shape: {0}")]
-    Shape(String),
-    /// The tensor backend failed.
-    #[error("tensor backend: {0}")]
-    Backend(String),
-    /// Bad training parameters.
-    #[error("training parameters: {0}")]
-    Config(String),
-}
+pub use medfl_modelspec::{AutoencoderConfig, ModelError, modelfile, standardize};

@@ -3,7 +3,7 @@
 use medfl_ledger::tx::MAX_LISTED_MEMBERS;
 pub use medfl_ledger::tx::Strategy;
 use medfl_ledger::{AggregationParams, AgreementId, Hash, MemberId, Timestamp, codec};
-use medfl_model::AutoencoderConfig;
+use medfl_modelspec::AutoencoderConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
@@ -144,6 +144,23 @@ fn finite_in(field: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), Protoc
     }
 }
 
+/// Checks the training and distributed-noise parameters' ranges: what a round's configuration
+/// must pass, and what a coordinator's configuration is checked against before any round.
+pub fn check_parameters(t: &TrainingParams, g: &DdgParams) -> Result<(), ProtocolError> {
+    finite_in("training.epochs", t.epochs, 1e-6, 1e6)?;
+    finite_in("training.sampling_rate", t.sampling_rate, 1e-9, 1.0)?;
+    finite_in("training.noise_multiplier", t.noise_multiplier, 0.0, 1e6)?;
+    finite_in("training.clip_norm", t.clip_norm, 1e-9, 1e9)?;
+    finite_in("training.learning_rate", t.learning_rate, 1e-12, 1e3)?;
+    finite_in("training.delta", t.delta, 1e-300, 0.5)?;
+    finite_in("ddg.update_clip", g.update_clip, 1e-9, 1e9)?;
+    finite_in("ddg.noise_multiplier", g.noise_multiplier, 1e-9, 1e6)?;
+    if !(8..=62).contains(&g.bits) {
+        return Err(ProtocolError::invalid("ddg.bits", "must be in 8..=62"));
+    }
+    Ok(())
+}
+
 impl RoundConfig {
     /// Checks shapes and ranges; a participant refuses a config that fails.
     pub fn check(&self) -> Result<(), ProtocolError> {
@@ -181,19 +198,8 @@ impl RoundConfig {
         for &e in &self.epsilon_after {
             finite_in("epsilon_after", e, 0.0, f64::MAX)?;
         }
-        let t = &self.training;
-        finite_in("training.epochs", t.epochs, 1e-6, 1e6)?;
-        finite_in("training.sampling_rate", t.sampling_rate, 1e-9, 1.0)?;
-        finite_in("training.noise_multiplier", t.noise_multiplier, 0.0, 1e6)?;
-        finite_in("training.clip_norm", t.clip_norm, 1e-9, 1e9)?;
-        finite_in("training.learning_rate", t.learning_rate, 1e-12, 1e3)?;
-        finite_in("training.delta", t.delta, 1e-300, 0.5)?;
+        check_parameters(&self.training, &self.ddg)?;
         let g = &self.ddg;
-        finite_in("ddg.update_clip", g.update_clip, 1e-9, 1e9)?;
-        finite_in("ddg.noise_multiplier", g.noise_multiplier, 1e-9, 1e6)?;
-        if !(8..=62).contains(&g.bits) {
-            return Err(ProtocolError::invalid("ddg.bits", "must be in 8..=62"));
-        }
         if g.min_clients == 0 || g.min_clients > n as u64 {
             return Err(ProtocolError::invalid(
                 "ddg",

@@ -39,8 +39,8 @@ impl ProtocolError {
     }
 }
 
-impl From<medfl_model::ModelError> for ProtocolError {
-    fn from(e: medfl_model::ModelError) -> Self {
+impl From<medfl_modelspec::ModelError> for ProtocolError {
+    fn from(e: medfl_modelspec::ModelError) -> Self {
         ProtocolError::Model(e.to_string())
     }
 }

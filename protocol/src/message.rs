@@ -139,7 +139,7 @@ mod tests {
     use super::*;
     use crate::config::{DdgParams, SecAggParams, Strategy, TrainingParams};
     use medfl_ledger::{AgreementId, MemberId, Timestamp, codec};
-    use medfl_model::AutoencoderConfig;
+    use medfl_modelspec::AutoencoderConfig;
 
     /// The wire codec is bincode, which is not self-describing: every message must round-trip.
     #[test]

@@ -6,10 +6,9 @@
 //! hash anchored on the ledger.
 
 use medfl_ledger::Hash;
-use medfl_model::modelfile::ModelFile;
-use medfl_model::standardize::Standardizer;
-use medfl_model::train::training_device;
-use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_modelspec::AutoencoderConfig;
+use medfl_modelspec::modelfile::ModelFile;
+use medfl_modelspec::standardize::Standardizer;
 use sha2::{Digest, Sha256};
 
 use crate::error::ProtocolError;
@@ -74,8 +73,8 @@ impl GlobalModel {
 
     /// The freshly initialised network every consortium starts from, fixed by `seed`.
     pub fn initial(config: AutoencoderConfig, seed: u64) -> Result<Self, ProtocolError> {
-        let params = Autoencoder::new(config, seed, &training_device())?.to_flat()?;
-        Self::from_params(config, params)
+        config.check()?;
+        Self::from_params(config, config.initial_params(seed))
     }
 
     /// Parses bytes, checking the shape, the announced hash and [`MAX_PARAMETER`].

@@ -8,8 +8,8 @@
 //! and how many rounds each member joined, so anyone can recompute it.
 
 use medfl_ledger::{DpMechanism, DpParams};
-use medfl_model::AutoencoderConfig;
-use medfl_model::dpsgd::{DpOptimizer, DpSgdConfig};
+use medfl_modelspec::AutoencoderConfig;
+use medfl_modelspec::plan::{DpOptimizer, DpSgdConfig};
 
 use medfl_dp::DdgPrivacy;
 use serde::{Deserialize, Serialize};
@@ -227,7 +227,7 @@ pub fn statement(
         q = t.sampling_rate,
         clip = t.clip_norm,
         sigma = t.noise_multiplier,
-        rows = medfl_model::dpsgd::MAX_ROWS_PER_EMPLOYEE,
+        rows = medfl_modelspec::plan::MAX_ROWS_PER_EMPLOYEE,
     ))
 }
 

@@ -262,7 +262,7 @@ mod tests {
     use super::*;
     use crate::config::{DdgParams, SecAggParams, Strategy, TrainingParams};
     use medfl_ledger::{AgreementId, Hash, MemberId, Timestamp};
-    use medfl_model::AutoencoderConfig;
+    use medfl_modelspec::AutoencoderConfig;
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 

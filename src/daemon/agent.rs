@@ -26,11 +26,11 @@ use anyhow::{Context, Result, bail};
 use medfl_accesslog::OnError;
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_client::spend::{HospitalBudget, PrivacyBudget};
-use medfl_client::train::{self, Trained};
 use medfl_client::{Agent, AgentEvent, TrainingTask};
 use medfl_ledger::tx::Pseudonym;
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxId, codec};
 use medfl_model::Autoencoder;
+use medfl_model::local::Trained;
 use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::Standardizer;
@@ -610,7 +610,7 @@ impl Daemon {
                     )
                 };
                 let rows = set.by_employee().map_err(|e| format!("{e:#}"))?;
-                let trained = train::run(&task, &rows).map_err(|e| e.to_string())?;
+                let trained = crate::local::train(&task, &rows).map_err(|e| e.to_string())?;
                 Ok((trained, set))
             })();
             let _ = tx.blocking_send((task.session, result));

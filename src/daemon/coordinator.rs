@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use medfl_coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorEvent, Timeouts,
-};
+use medfl_coordinator::{Coordinator, CoordinatorError, CoordinatorEvent};
 use medfl_ledger::{
     AgreementId, Block, BlockError, Hash, Ledger, MemberId, Role, Timestamp, Transaction, codec,
 };
@@ -28,7 +26,6 @@ use tracing::{info, warn};
 use super::catchup::{CatchUp, CatchUpLimits, HelloVerdict};
 use super::submit::{Mempool, TrialError, admit};
 use super::{Member, peer_map, wall_now, write_atomic};
-use crate::provision::RoundSettings;
 
 /// Command-line overrides.
 #[derive(Clone, Debug, Default)]
@@ -79,29 +76,6 @@ fn load_model(
     Ok((model, state))
 }
 
-fn coordinator_config(r: &RoundSettings) -> CoordinatorConfig {
-    let ms = |s: f64| (s.max(0.0) * 1000.0) as u64;
-    CoordinatorConfig {
-        agreement: r.agreement.clone(),
-        model: AutoencoderConfig {
-            inputs: medfl_accesslog::features::N_FEATURES,
-            hidden: r.hidden,
-            latent: r.latent,
-        },
-        training: r.training,
-        ddg: r.ddg,
-        secagg: r.secagg,
-        strategy: r.strategy,
-        min_participants: r.min_participants,
-        max_participants: r.max_participants,
-        timeouts: Timeouts {
-            stage_ms: ms(r.stage_timeout_s),
-            training_ms: ms(r.training_timeout_s),
-            endorse_ms: ms(r.endorse_timeout_s),
-        },
-    }
-}
-
 struct Daemon {
     min_participants: usize,
     member: Member,
@@ -136,8 +110,9 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         .rounds
         .clone()
         .context("the config has no [rounds] table")?;
+    settings.check().context("the config's [rounds] table")?;
     let target = opts.rounds.unwrap_or(settings.rounds);
-    let cfg = coordinator_config(&settings);
+    let cfg = settings.coordinator_config();
     let ledger = member.open_ledger()?;
     std::fs::create_dir_all(member.dir.join("models"))?;
     std::fs::create_dir_all(member.dir.join("inbox"))?;

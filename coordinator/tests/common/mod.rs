@@ -2,7 +2,7 @@
 
 use medfl_coordinator::{Coordinator, CoordinatorConfig, Timeouts};
 use medfl_ledger::testkit::Fixture;
-use medfl_model::AutoencoderConfig;
+use medfl_modelspec::AutoencoderConfig;
 use medfl_protocol::{DdgParams, GlobalModel, SecAggParams, Strategy, TrainingParams};
 
 /// A network small enough that a round's training and secure aggregation take milliseconds.
@@ -31,7 +31,11 @@ pub fn coordinator(f: &Fixture, training: TrainingParams, min_participants: usiz
         strategy: Strategy::default(),
         min_participants,
         max_participants: 0,
-        timeouts: Timeouts::default(),
+        timeouts: Timeouts {
+            stage_ms: 30_000,
+            training_ms: 600_000,
+            endorse_ms: 30_000,
+        },
     };
     let (id, key) = f.coordinator();
     Coordinator::new(
