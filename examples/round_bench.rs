@@ -7,8 +7,8 @@
 //! aggregation server (every coordinator state-machine call: SecAgg+ server, decoding, strategy,
 //! endorsement checks), the slowest client's secure aggregation (its state-machine calls:
 //! encoding with distributed noise, masking, unmasking, recomputing the model to endorse it),
-//! ledger anchoring (the durable block append), and the rest: the network and waiting. The agents read the coordinator's ledger (one process) instead of
-//! keeping copies. Run with `cargo run --release --example round_bench`.
+//! ledger anchoring (the durable block append), and the rest: the network and waiting. Each agent keeps its own in-memory
+//! ledger copy and checks every block, as `medfl client` does. Run with `cargo run --release --example round_bench`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use medfl::consortium::{SimSettings, genesis};
 use medfl::settings::RoundSettings;
 use medfl_client::spend::{PrivacyBudget, PrivacySpend};
-use medfl_client::{Agent, AgentEvent};
+use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent};
 use medfl_coordinator::{Coordinator, CoordinatorEvent};
 use medfl_ledger::{AgreementId, Ledger, MemberId, Timestamp};
 use medfl_model::{AutoencoderConfig, EmployeeRows};
@@ -148,7 +148,10 @@ async fn main() -> Result<()> {
         // The bench measures rounds, not budgets: each hospital's own ledger, in memory, has
         // room for every round.
         let spend = PrivacySpend::new(PrivacyBudget::new(1e9, 1e-6)?, Vec::new())?;
-        let mut agent = Agent::new(id, key.clone(), genesis_hash, spend, seed);
+        let mut hospital = Hospital::new(
+            Agent::new(id, key.clone(), genesis_hash, spend, seed),
+            Ledger::in_memory(&g)?,
+        );
         let (net, mut events) = medfl_net::spawn::<Envelope>(
             &key,
             NetConfig::default(),
@@ -156,35 +159,29 @@ async fn main() -> Result<()> {
         )
         .await?;
         net.dial(addr.clone()).await?;
-        let ledger = Arc::clone(&ledger);
         let clocks = Arc::clone(&clocks);
         tokio::spawn(async move {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<f32>, f64)>(2);
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {
-                        Some(NetEvent::Connected(_)) => {
-                            let state = ledger.lock().map(|l| l.state().clone());
-                            if let Ok(s) = state { agent.hello(&s) }
-                        }
+                        Some(NetEvent::Connected(_)) => hospital.connected(),
                         Some(NetEvent::Message { msg: Envelope::ToAgent(m), .. }) => {
-                            let Ok(state) = ledger.lock().map(|l| l.state().clone()) else { return };
-                            let _ = clocks.agents[index].time(|| agent.handle(m, &state, wall(start)));
-                            agent.ledger_updated(&state);
+                            let _ = clocks.agents[index].time(|| hospital.handle(m, wall(start)));
                         }
                         Some(_) => {}
                         None => return,
                     },
                     Some((session, params, secs)) = rx.recv() => {
                         if let Ok(mut m) = clocks.training_max.lock() { *m = m.max(secs); }
-                        let _ = clocks.agents[index].time(|| agent.submit_update(session, &params));
+                        let _ = clocks.agents[index].time(|| hospital.submit_update(session, &params));
                     }
                 }
-                while let Some(ev) = agent.poll_event() {
-                    if let AgentEvent::Charge(c) = &ev {
-                        let _ = clocks.agents[index].time(|| agent.charge_recorded(c.session));
+                while let Some(ev) = hospital.poll_event() {
+                    if let HospitalEvent::Agent(AgentEvent::Charge(c)) = &ev {
+                        let _ = clocks.agents[index].time(|| hospital.charge_recorded(c.session));
                     }
-                    if let AgentEvent::Train(task) = ev {
+                    if let HospitalEvent::Agent(AgentEvent::Train(task)) = ev {
                         let tx = tx.clone();
                         let data = Arc::clone(&data);
                         let employees = Arc::clone(&employees);
@@ -203,7 +200,7 @@ async fn main() -> Result<()> {
                         });
                     }
                 }
-                while let Some(m) = agent.poll_outgoing() {
+                while let Some(m) = hospital.poll_outgoing() {
                     let _ = net.send(coord_peer, &Envelope::ToCoordinator(m)).await;
                 }
             }

@@ -292,6 +292,11 @@ fn child(args: &Args, n: usize) -> Result<()> {
         if let Some(f) = &s.failure {
             eprintln!("[N={n}]   failure: {f}");
         }
+        if args.verbose {
+            for why in &report.refusals {
+                eprintln!("[N={n}]   {why}");
+            }
+        }
         rounds.push(s);
     }
     drop(consortium);

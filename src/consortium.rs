@@ -21,7 +21,7 @@ use ed25519_dalek::SigningKey;
 use medfl_accesslog::AccessEvent;
 use medfl_accesslog::consent::{self, PseudonymKey};
 use medfl_client::spend::{PrivacyBudget as DpBudget, PrivacySpend};
-use medfl_client::{Agent, AgentEvent, TrainingTask};
+use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent, TrainingTask};
 use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
 use medfl_ledger::tx::{ConsentChoice, DataUseAgreement, Pseudonym};
 use medfl_ledger::{
@@ -154,10 +154,30 @@ pub struct RoundReport {
     pub bytes_out: u64,
     /// See `bytes_out`.
     pub bytes_in: u64,
+    /// Attempts made (a failed attempt is followed by another, up to [`MAX_SIM_ATTEMPTS`]).
+    pub attempts: u64,
+    /// Failed attempts, messages a party refused and updates not submitted, with why (an
+    /// honest run under dropouts has some: a silent hospital's late messages, a round that
+    /// moved on).
+    pub refusals: Vec<String>,
+}
+
+/// Most attempts the simulator makes of one round.
+pub const MAX_SIM_ATTEMPTS: u64 = 3;
+
+/// What a round's attempts add up to.
+#[derive(Default)]
+struct Attempts {
+    count: u64,
+    times: RoundTimes,
+    bytes_in: u64,
+    bytes_out: u64,
+    refusals: Vec<String>,
 }
 
 struct SimAgent {
-    agent: Agent,
+    /// The agent with the hospital's own in-memory ledger copy, as `medfl client` runs it.
+    hospital: Hospital,
     key: SigningKey,
     pseudonyms: PseudonymKey,
     log: Option<SimLog>,
@@ -166,6 +186,8 @@ struct SimAgent {
     last: Option<TrainingSummary>,
     /// Messages this agent may still send this round (`None`: no limit).
     budget: Option<usize>,
+    /// Silent since a failed attempt of this round: not offered to the next one.
+    gone: bool,
 }
 
 /// The running consortium.
@@ -262,13 +284,17 @@ impl Consortium {
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
             agents.push(SimAgent {
-                agent: Agent::new(
-                    id,
-                    key.clone(),
-                    genesis_hash,
-                    // Each simulated hospital holds itself to the agreement's budget, in memory.
-                    hospital_spend(settings, cfg.training.delta)?,
-                    seed_bytes(&mut rng),
+                hospital: Hospital::new(
+                    Agent::new(
+                        id,
+                        key.clone(),
+                        genesis_hash,
+                        // Each simulated hospital holds itself to the agreement's budget, in
+                        // memory.
+                        hospital_spend(settings, cfg.training.delta)?,
+                        seed_bytes(&mut rng),
+                    ),
+                    Ledger::in_memory(&genesis).context("a hospital's ledger copy")?,
                 ),
                 key,
                 pseudonyms,
@@ -282,6 +308,7 @@ impl Consortium {
                 inputs: cfg.model.inputs,
                 last: None,
                 budget: None,
+                gone: false,
             });
         }
         Ok(Consortium {
@@ -311,7 +338,12 @@ impl Consortium {
     pub fn agent_models(&self) -> Vec<(MemberId, Option<Hash>)> {
         self.agents
             .iter()
-            .map(|a| (a.agent.member().clone(), a.agent.model().map(|m| m.hash)))
+            .map(|a| {
+                (
+                    a.hospital.agent().member().clone(),
+                    a.hospital.agent().model().map(|m| m.hash),
+                )
+            })
             .collect()
     }
 
@@ -319,7 +351,7 @@ impl Consortium {
     pub fn training_summaries(&self) -> Vec<(MemberId, Option<TrainingSummary>)> {
         self.agents
             .iter()
-            .map(|a| (a.agent.member().clone(), a.last.clone()))
+            .map(|a| (a.hospital.agent().member().clone(), a.last.clone()))
             .collect()
     }
 
@@ -327,7 +359,7 @@ impl Consortium {
     pub fn pseudonym(&self, hospital: &MemberId, patient: &str) -> Option<Pseudonym> {
         self.agents
             .iter()
-            .find(|a| a.agent.member() == hospital)
+            .find(|a| a.hospital.agent().member() == hospital)
             .map(|a| crate::data::pseudonym(&a.pseudonyms, patient))
     }
 
@@ -344,7 +376,7 @@ impl Consortium {
         let a = self
             .agents
             .iter()
-            .find(|a| a.agent.member() == hospital)
+            .find(|a| a.hospital.agent().member() == hospital)
             .with_context(|| format!("{hospital} is not a simulated hospital"))?;
         let genesis = self.ledger.state().genesis_hash();
         let txs = patients
@@ -367,17 +399,7 @@ impl Consortium {
             .ledger
             .append(txs, wall, &self.coordinator_id, &self.coordinator_key)
             .context("recording consent")?;
-        if let Some(block) = self.ledger.block(receipt.height)? {
-            for a in &mut self.agents {
-                let _ = a.agent.handle(
-                    ToAgent::Block(Box::new(block.clone())),
-                    self.ledger.state(),
-                    wall,
-                );
-                a.agent.ledger_updated(self.ledger.state());
-                while a.agent.poll_event().is_some() {}
-            }
-        }
+        self.broadcast_block(receipt.height)?;
         Ok(receipt.height)
     }
 
@@ -386,23 +408,78 @@ impl Consortium {
     }
 
     /// Runs one round to its end (anchored or failed), with scripted dropouts.
+    ///
+    /// Like the daemon, it starts another attempt when one fails (a member that advertised keys
+    /// and then went silent aborts secure aggregation before any masked input, by design:
+    /// going on would let a server choose the graph). A hospital that went silent stays
+    /// silent for the rest of the round, as a lost connection would; at most
+    /// [`MAX_SIM_ATTEMPTS`] attempts are made.
     pub fn run_round(&mut self, mut progress: impl FnMut(&str)) -> Result<RoundReport> {
         let started = Instant::now();
-        let mut times = RoundTimes::default();
+        let mut acc = Attempts::default();
         self.clock_ms += 60_000;
         // Each hospital goes silent with probability `dropout`, after a random number of its
-        // messages (0: before advertising keys; 3: after its masked input).
+        // round messages: 0 before its key advert, 1 after it (before revealing its nonce), up
+        // to 3 (after its masked input).
         let dropout = self.dropout;
         for a in &mut self.agents {
             a.budget = self
                 .rng
                 .random_bool(dropout)
                 .then(|| self.rng.random_range(0..4usize));
+            a.gone = false;
         }
+        let (metrics, model, failure) = loop {
+            acc.count += 1;
+            let (metrics, model, failure) = self.run_attempt(&mut progress, &mut acc)?;
+            if model.is_some() || acc.count >= MAX_SIM_ATTEMPTS {
+                break (metrics, model, failure);
+            }
+            if let Some(reason) = failure {
+                acc.refusals
+                    .push(format!("attempt {} failed: {reason}", acc.count));
+            }
+            for a in &mut self.agents {
+                if a.budget.is_some() {
+                    a.budget = Some(0);
+                    a.gone = true;
+                }
+            }
+            self.clock_ms += 1_000;
+        };
+        let mut times = acc.times;
+        times.total = started.elapsed().as_secs_f64();
+        Ok(RoundReport {
+            metrics,
+            model,
+            failure,
+            times,
+            bytes_out: acc.bytes_out,
+            bytes_in: acc.bytes_in,
+            attempts: acc.count,
+            refusals: acc.refusals,
+        })
+    }
+
+    /// One attempt of the current round; its figures accumulate in `acc`.
+    fn run_attempt(
+        &mut self,
+        progress: &mut impl FnMut(&str),
+        acc: &mut Attempts,
+    ) -> Result<(RoundMetrics, Option<String>, Option<String>)> {
+        let Attempts {
+            times,
+            bytes_in,
+            bytes_out,
+            refusals,
+            ..
+        } = acc;
+        // A hospital silent since a failed attempt is as good as disconnected: not offered.
         let connected: BTreeSet<MemberId> = self
             .agents
             .iter()
-            .map(|a| a.agent.member().clone())
+            .filter(|a| !a.gone)
+            .map(|a| a.hospital.agent().member().clone())
             .collect();
         let t = Instant::now();
         let round = self
@@ -415,7 +492,6 @@ impl Consortium {
             Err(e) => bail!("the round could not start: {e}"),
         };
         progress(&format!("round {round}: started"));
-        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
         let mut to_coordinator: VecDeque<(usize, ToCoordinator)> = VecDeque::new();
         let mut training: Vec<(usize, Box<medfl_client::TrainingTask>)> = Vec::new();
         let mut outcome: Option<(RoundMetrics, Option<String>, Option<String>)> = None;
@@ -424,8 +500,12 @@ impl Consortium {
             let now = self.wall();
             while let Some((to, msg)) = self.coordinator.poll_outgoing() {
                 moved = true;
-                bytes_out += wire_len(&msg);
-                let Some(i) = self.agents.iter().position(|a| a.agent.member() == &to) else {
+                *bytes_out += wire_len(&msg);
+                let Some(i) = self
+                    .agents
+                    .iter()
+                    .position(|a| a.hospital.agent().member() == &to)
+                else {
                     continue;
                 };
                 let a = &mut self.agents[i];
@@ -433,22 +513,35 @@ impl Consortium {
                     continue; // gone silent
                 }
                 let t = Instant::now();
-                let _ = a.agent.handle(msg, self.ledger.state(), now);
+                if let Err(e) = a.hospital.handle(msg, now) {
+                    refusals.push(format!(
+                        "{} refused a message: {e}",
+                        a.hospital.agent().member()
+                    ));
+                }
                 times.agents += t.elapsed().as_secs_f64();
-                self.drain_agent(i, &mut to_coordinator, &mut training);
+                self.drain_agent(i, &mut to_coordinator, &mut training)?;
             }
             while let Some((i, msg)) = to_coordinator.pop_front() {
                 moved = true;
-                bytes_in += wire_len(&msg);
-                let from = self.agents[i].agent.member().clone();
+                *bytes_in += wire_len(&msg);
+                let from = self.agents[i].hospital.agent().member().clone();
+                // Catch-up, as the daemon serves it: the blocks after the member's height.
+                if let ToCoordinator::Hello { height } = msg {
+                    self.catch_up(i, height)?;
+                    continue;
+                }
                 let t = Instant::now();
-                let _ = self.coordinator.handle(
+                let handled = self.coordinator.handle(
                     self.clock_ms,
                     self.wall(),
                     &from,
                     msg,
                     self.ledger.state(),
                 );
+                if let Err(e) = handled {
+                    refusals.push(format!("the coordinator refused a message of {from}: {e}"));
+                }
                 times.coordinator += t.elapsed().as_secs_f64();
             }
             if !moved && !training.is_empty() {
@@ -462,9 +555,11 @@ impl Consortium {
                     let a = &mut self.agents[i];
                     a.apply_consent(&task)?;
                     let rows = EmployeeRows::new(&a.rows.data, a.inputs, &a.rows.employees)
-                        .with_context(|| format!("training rows of {}", a.agent.member()))?;
+                        .with_context(|| {
+                            format!("training rows of {}", a.hospital.agent().member())
+                        })?;
                     let trained: Trained = crate::local::train(&task, &rows)
-                        .with_context(|| format!("training at {}", a.agent.member()))?;
+                        .with_context(|| format!("training at {}", a.hospital.agent().member()))?;
                     let rows = a.rows.data.len() / a.inputs.max(1);
                     a.last = Some(TrainingSummary {
                         round: task.round,
@@ -474,11 +569,15 @@ impl Consortium {
                     });
                     times.training += t.elapsed().as_secs_f64();
                     let t = Instant::now();
-                    let _ = self.agents[i]
-                        .agent
-                        .submit_update(task.session, &trained.params);
+                    let a = &mut self.agents[i];
+                    if let Err(e) = a.hospital.submit_update(task.session, &trained.params) {
+                        refusals.push(format!(
+                            "{} did not submit its update: {e}",
+                            a.hospital.agent().member()
+                        ));
+                    }
                     times.agents += t.elapsed().as_secs_f64();
-                    self.drain_agent(i, &mut to_coordinator, &mut training);
+                    self.drain_agent(i, &mut to_coordinator, &mut training)?;
                 }
                 progress(&format!("round {round}: secure aggregation"));
             }
@@ -496,18 +595,7 @@ impl Consortium {
                         times.ledger += t.elapsed().as_secs_f64();
                         self.coordinator.anchored(receipt.is_ok());
                         let receipt = receipt.context("anchoring the round")?;
-                        if let Some(block) = self.ledger.block(receipt.height)? {
-                            let now = self.wall();
-                            for a in &mut self.agents {
-                                let _ = a.agent.handle(
-                                    ToAgent::Block(Box::new(block.clone())),
-                                    self.ledger.state(),
-                                    now,
-                                );
-                                a.agent.ledger_updated(self.ledger.state());
-                                while a.agent.poll_event().is_some() {}
-                            }
-                        }
+                        self.broadcast_block(receipt.height)?;
                         outcome = Some((o.metrics, Some(o.model.hash.to_string()), None));
                     }
                     CoordinatorEvent::RoundFailed { reason, metrics } => {
@@ -528,44 +616,44 @@ impl Consortium {
                 }
             }
         }
-        // Whatever the agents still hold of this round is over.
+        // Whatever the agents still hold of this attempt is over.
         for a in &mut self.agents {
-            while a.agent.poll_outgoing().is_some() {}
-            while a.agent.poll_event().is_some() {}
+            while a.hospital.poll_outgoing().is_some() {}
+            while a.hospital.poll_event().is_some() {}
         }
-        let (metrics, model, failure) = outcome.unwrap_or_default();
-        times.total = started.elapsed().as_secs_f64();
-        Ok(RoundReport {
-            metrics,
-            model,
-            failure,
-            times,
-            bytes_out,
-            bytes_in,
-        })
+        self.check_copies()?;
+        Ok(outcome.unwrap_or_default())
     }
 
-    /// Moves an agent's outgoing messages and events into the round's queues.
+    /// Moves an agent's outgoing messages and events into the round's queues. A block its
+    /// own copy refuses is an error: an honest coordinator never sends one.
     fn drain_agent(
         &mut self,
         i: usize,
         out: &mut VecDeque<(usize, ToCoordinator)>,
         training: &mut Vec<(usize, Box<medfl_client::TrainingTask>)>,
-    ) {
+    ) -> Result<()> {
         let a = &mut self.agents[i];
         let mut charged = Vec::new();
-        while let Some(ev) = a.agent.poll_event() {
+        while let Some(ev) = a.hospital.poll_event() {
             match ev {
-                AgentEvent::Train(task) if a.budget != Some(0) => training.push((i, task)),
+                HospitalEvent::Agent(AgentEvent::Train(task)) if a.budget != Some(0) => {
+                    training.push((i, task))
+                }
                 // A simulated hospital's privacy ledger lives in memory: recorded at once.
-                AgentEvent::Charge(c) => charged.push(c.session),
+                HospitalEvent::Agent(AgentEvent::Charge(c)) => charged.push(c.session),
+                HospitalEvent::BlockRefused { height, reason } => bail!(
+                    "{}'s ledger copy refused block {height}: {reason}",
+                    a.hospital.agent().member()
+                ),
                 _ => {}
             }
         }
         for session in charged {
-            let _ = a.agent.charge_recorded(session);
+            // A charge recorded after its attempt ended is refused harmlessly: nothing leaves.
+            let _ = a.hospital.charge_recorded(session);
         }
-        while let Some(msg) = a.agent.poll_outgoing() {
+        while let Some(msg) = a.hospital.poll_outgoing() {
             match &mut a.budget {
                 Some(0) => {}
                 Some(n) => {
@@ -575,6 +663,73 @@ impl Consortium {
                 None => out.push_back((i, msg)),
             }
         }
+        Ok(())
+    }
+
+    /// Sends the block at `height` of the coordinator's ledger to every hospital, as the
+    /// daemon broadcasts each block it appends; each checks it against its own copy.
+    fn broadcast_block(&mut self, height: u64) -> Result<()> {
+        let block = self
+            .ledger
+            .block(height)?
+            .with_context(|| format!("block {height} is not on the coordinator's ledger"))?;
+        let now = self.wall();
+        let mut unused = (VecDeque::new(), Vec::new());
+        for i in 0..self.agents.len() {
+            let msg = ToAgent::Block(Box::new(block.clone()));
+            // A block is not a round message: no agent refuses one (its copy may).
+            let _ = self.agents[i].hospital.handle(msg, now);
+            self.drain_agent(i, &mut unused.0, &mut unused.1)?;
+        }
+        // A catch-up `Hello` a gap provoked is served at once.
+        while let Some((i, msg)) = unused.0.pop_front() {
+            if let ToCoordinator::Hello { height } = msg {
+                self.catch_up(i, height)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends hospital `i` every block after `height` (what the daemon's catch-up does, without
+    /// its rate limit: the simulator's members cannot flood).
+    fn catch_up(&mut self, i: usize, height: u64) -> Result<()> {
+        let now = self.wall();
+        for h in height + 1..=self.ledger.state().height() {
+            let block = self
+                .ledger
+                .block(h)?
+                .with_context(|| format!("block {h} is not on the coordinator's ledger"))?;
+            let _ = self.agents[i]
+                .hospital
+                .handle(ToAgent::Block(Box::new(block)), now);
+            let mut unused = (VecDeque::new(), Vec::new());
+            self.drain_agent(i, &mut unused.0, &mut unused.1)?;
+        }
+        Ok(())
+    }
+
+    /// Every hospital's copy must end where the coordinator's does, at the same block.
+    fn check_copies(&self) -> Result<()> {
+        let (height, tip) = (self.ledger.state().height(), self.ledger.state().tip());
+        for a in &self.agents {
+            let copy = a.hospital.ledger().state();
+            if (copy.height(), copy.tip()) != (height, tip) {
+                bail!(
+                    "{}'s ledger copy ends at height {} ({}), the coordinator's at {height} ({tip})",
+                    a.hospital.agent().member(),
+                    copy.height(),
+                    copy.tip()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Each hospital's own ledger copy.
+    pub fn hospital_ledgers(&self) -> impl Iterator<Item = (&MemberId, &Ledger)> {
+        self.agents
+            .iter()
+            .map(|a| (a.hospital.agent().member(), a.hospital.ledger()))
     }
 }
 
@@ -590,7 +745,7 @@ impl SimAgent {
                 "{} patients of {} opted out, and the simulator holds only its feature rows: \
                  give the hospital its log (SimHospital::log) so consent can be applied",
                 task.opted_out.len(),
-                self.agent.member()
+                self.hospital.agent().member()
             );
         };
         let out: BTreeSet<consent::Pseudonym> = task.opted_out.iter().map(|p| p.0.0).collect();

@@ -73,6 +73,17 @@ fn three_rounds_anchor_and_every_hospital_holds_the_anchored_model() {
     assert_eq!(a.last_round, 3);
     assert_eq!(a.last_model.unwrap().to_string(), last);
     assert!(a.rounds_joined.values().all(|&n| n == 3));
+    // Every hospital kept its own copy, built block by block from what the coordinator sent,
+    // and it verifies from the genesis alone.
+    let genesis = c.ledger().genesis().clone();
+    let tip = c.ledger().state().tip();
+    let mut copies = 0;
+    for (member, copy) in c.hospital_ledgers() {
+        assert_eq!(copy.state().tip(), tip, "{member}");
+        assert_eq!(copy.verify_from(&genesis).unwrap().height, 3, "{member}");
+        copies += 1;
+    }
+    assert_eq!(copies, 5);
     drop(c);
     let report = verify_dir(&dir.path().join("ledger"), None).unwrap();
     assert_eq!(report.height, 3);

@@ -10,12 +10,17 @@
 //! recomputes the new model and endorses the whole outcome. It adopts a model only once the
 //! ledger anchors it.
 //!
+//! [`Hospital`] is what every driver runs: the agent with the hospital's own ledger copy, which
+//! checks each block the coordinator sends before appending it and asks again for missed ones.
+//!
 //! It must never send anything derived from its data except through secure aggregation, and
 //! never endorse a model it did not recompute itself.
 
 #![warn(missing_docs, unreachable_pub)]
 
 mod agent;
+pub mod hospital;
 pub mod spend;
 
 pub use agent::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND, TrainingTask};
+pub use hospital::{Hospital, HospitalEvent};

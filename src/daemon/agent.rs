@@ -26,9 +26,9 @@ use anyhow::{Context, Result, bail};
 use medfl_accesslog::OnError;
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_client::spend::{HospitalBudget, PrivacyBudget};
-use medfl_client::{Agent, AgentEvent, TrainingTask};
+use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent, TrainingTask};
 use medfl_ledger::tx::Pseudonym;
-use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxId, codec};
+use medfl_ledger::{Role, Timestamp, Transaction, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::local::Trained;
 use medfl_model::metrics::threshold_for_fpr;
@@ -79,8 +79,8 @@ struct Status<'a> {
 
 struct Daemon {
     member: Member,
-    ledger: Ledger,
-    agent: Agent,
+    /// The agent with this hospital's own ledger copy (blocks checked before they are appended).
+    hospital: Hospital,
     /// The hospital's privacy ledger: each charge is committed here before its update leaves.
     privacy_store: privacy::PrivacyStore,
     net: NetHandle<Envelope>,
@@ -199,8 +199,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let (trained_tx, mut trained_rx) = mpsc::channel(4);
     let mut d = Daemon {
         member,
-        ledger,
-        agent,
+        hospital: Hospital::new(agent, ledger),
         privacy_store,
         net,
         coordinator: coordinator_peer,
@@ -251,7 +250,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
                 Ok((t, set)) => {
                     info!(session, local_loss = t.loss, steps = t.report.steps, epsilon = t.report.accounting.epsilon, employees_sampled = t.report.sampled_employees, rows = set.n_rows(), "local training done (the loss stays here)");
                     d.current = set;
-                    if let Err(e) = d.agent.submit_update(session, &t.params) {
+                    if let Err(e) = d.hospital.submit_update(session, &t.params) {
                         warn!(error = %e, "update not submitted");
                     }
                 }
@@ -276,7 +275,7 @@ impl Daemon {
             NetEvent::Connected(p) if p == self.coordinator => {
                 info!("connected to the coordinator");
                 self.connected = true;
-                self.agent.hello(self.ledger.state());
+                self.hospital.connected();
                 // Whatever was sent before may have been lost with the connection.
                 for tx in self.submissions.outstanding() {
                     self.submit(tx).await;
@@ -297,7 +296,7 @@ impl Daemon {
                 if let ToAgent::RoundStart(c) = &msg {
                     info!(round = c.round, session = c.session, "round started");
                 }
-                if let Err(e) = self.agent.handle(msg, self.ledger.state(), wall_now()) {
+                if let Err(e) = self.hospital.handle(msg, wall_now()) {
                     warn!(error = %e, "message refused");
                 }
             }
@@ -318,7 +317,7 @@ impl Daemon {
     }
 
     async fn flush(&mut self) {
-        while let Some(msg) = self.agent.poll_outgoing() {
+        while let Some(msg) = self.hospital.poll_outgoing() {
             if let Err(e) = self
                 .net
                 .send(self.coordinator, &Envelope::ToCoordinator(msg))
@@ -332,7 +331,27 @@ impl Daemon {
     /// Acts on the agent's events; returns whether to stop.
     fn process(&mut self, until_round: Option<u64>) -> Result<bool> {
         let mut stop = false;
-        while let Some(ev) = self.agent.poll_event() {
+        while let Some(ev) = self.hospital.poll_event() {
+            let ev = match ev {
+                HospitalEvent::Agent(ev) => ev,
+                HospitalEvent::Appended(r) => {
+                    for id in &r.tx_ids {
+                        self.on_included(id, r.height);
+                    }
+                    continue;
+                }
+                HospitalEvent::Behind { height, ours } => {
+                    warn!(
+                        height,
+                        ours, "block out of order; asking for the missing ones"
+                    );
+                    continue;
+                }
+                HospitalEvent::BlockRefused { height, reason } => {
+                    warn!(height, error = %reason, "block refused by the local ledger");
+                    continue;
+                }
+            };
             match ev {
                 AgentEvent::Train(mut task) => {
                     // Our own opt-outs apply before the coordinator orders them.
@@ -346,11 +365,15 @@ impl Daemon {
                             info!(
                                 round = charge.round,
                                 session = charge.session,
-                                epsilon_spent =
-                                    self.agent.privacy_spend().spent().unwrap_or(f64::INFINITY),
+                                epsilon_spent = self
+                                    .hospital
+                                    .agent()
+                                    .privacy_spend()
+                                    .spent()
+                                    .unwrap_or(f64::INFINITY),
                                 "update charged to the hospital's privacy ledger"
                             );
-                            if let Err(e) = self.agent.charge_recorded(charge.session) {
+                            if let Err(e) = self.hospital.charge_recorded(charge.session) {
                                 warn!(error = %e, "the charged update was not sent");
                             }
                         }
@@ -359,30 +382,8 @@ impl Daemon {
                         }
                     }
                 }
-                AgentEvent::Block(b) => {
-                    let height = b.header.header.height;
-                    let ours = self.ledger.state().height();
-                    if height <= ours {
-                        continue;
-                    }
-                    if height > ours + 1 {
-                        warn!(
-                            height,
-                            ours, "block out of order; asking for the missing ones"
-                        );
-                        self.agent.hello(self.ledger.state());
-                        continue;
-                    }
-                    match self.ledger.append_block(&b) {
-                        Ok(r) => {
-                            self.agent.ledger_updated(self.ledger.state());
-                            for id in &r.tx_ids {
-                                self.on_included(id, r.height);
-                            }
-                        }
-                        Err(e) => warn!(height, error = %e, "block refused by the local ledger"),
-                    }
-                }
+                // Blocks are applied by `Hospital` and arrive as `HospitalEvent`s.
+                AgentEvent::Block(_) => {}
                 AgentEvent::Endorsed { round, model } => info!(round, %model, "endorsed"),
                 AgentEvent::ModelAdopted { round, model } => {
                     self.adopt(&model)?;
@@ -443,7 +444,7 @@ impl Daemon {
             if self.submissions.contains(&id) {
                 continue;
             }
-            if self.ledger.state().contains_tx(&id) {
+            if self.hospital.ledger().state().contains_tx(&id) {
                 let _ = std::fs::rename(&path, path.with_extension("included"));
                 continue;
             }
@@ -488,7 +489,8 @@ impl Daemon {
             .filter(|tx| {
                 &tx.signer == me
                     && !self
-                        .ledger
+                        .hospital
+                        .ledger()
                         .state()
                         .contains_tx(&tx.id().unwrap_or_default())
             })
@@ -526,7 +528,7 @@ impl Daemon {
     /// contracts refuse it too; otherwise the transaction stays pending and is reported as not
     /// ordered (`submit::Refusal::Disputed`).
     fn on_refused(&mut self, id: &TxId, claimed: &str) {
-        let state = self.ledger.state();
+        let state = self.hospital.ledger().state();
         let local = |tx: &Transaction| state.check_tx(tx, wall_now()).map_err(|e| e.to_string());
         match self.submissions.refused(id, claimed, local) {
             None => return,
@@ -552,7 +554,7 @@ impl Daemon {
         let status = Status {
             member: self.member.config.member.as_str(),
             connected: self.connected,
-            height: self.ledger.state().height(),
+            height: self.hospital.ledger().state().height(),
             submissions: self.submissions.status(),
         };
         let path = self.member.dir.join("status.json");
@@ -593,7 +595,7 @@ impl Daemon {
         ) {
             Ok(s) => info!(
                 round = task.round,
-                epsilon_spent_before = self.agent.privacy_spent(),
+                epsilon_spent_before = self.hospital.agent().privacy_spent(),
                 "this round alone: {s}"
             ),
             Err(e) => warn!(error = %e, "no privacy statement"),
