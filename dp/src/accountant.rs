@@ -50,6 +50,7 @@
 
 use libm::{exp, expm1, log, log1p};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 use crate::error::{DpError, check_range};
 
@@ -412,10 +413,8 @@ impl RdpAccountant {
         noise_multiplier: f64,
         count: u64,
     ) -> Result<(), DpError> {
-        let mut add = Vec::with_capacity(self.orders.len());
-        for &a in &self.orders {
-            add.push(rdp_poisson_gaussian(q, noise_multiplier, a)? * count as f64);
-        }
+        let per_step = per_step_rdp(q, noise_multiplier, &self.orders)?;
+        let add: Vec<f64> = per_step.iter().map(|r| r * count as f64).collect();
         self.add(&add);
         Ok(())
     }
@@ -518,6 +517,40 @@ pub fn calibrate_poisson_gaussian(
         }
     }
     Ok(hi)
+}
+
+/// `(q bits, σ bits, order bits)`.
+type StepKey = (u64, u64, Vec<u64>);
+/// Most memoised per-step vectors before the memo starts over.
+const STEP_CACHE_ENTRIES: usize = 1024;
+
+/// The RDP of one step of the Poisson-subsampled Gaussian at each order, memoised: it is a
+/// pure function of its arguments (so the memo changes no bit), and every member's history in
+/// a consortium is made of the same few `(q, σ)`, which a coordinator, each hospital and the
+/// ledger's contract price again and again (each order costs a series of `lgamma`, `exp` and
+/// `log` terms).
+fn per_step_rdp(q: f64, noise_multiplier: f64, orders: &[f64]) -> Result<Vec<f64>, DpError> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<StepKey, Vec<f64>>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key: StepKey = (
+        q.to_bits(),
+        noise_multiplier.to_bits(),
+        orders.iter().map(|a| a.to_bits()).collect(),
+    );
+    if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(v.clone());
+    }
+    let v = orders
+        .iter()
+        .map(|&a| rdp_poisson_gaussian(q, noise_multiplier, a))
+        .collect::<Result<Vec<f64>, DpError>>()?;
+    let mut memo = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.len() >= STEP_CACHE_ENTRIES {
+        memo.clear();
+    }
+    memo.insert(key, v.clone());
+    Ok(v)
 }
 
 #[cfg(test)]
