@@ -13,10 +13,12 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+use crate::model_store::ModelStore;
 use ed25519_dalek::SigningKey;
 use medfl_accesslog::AccessEvent;
 use medfl_accesslog::consent::{self, PseudonymKey};
@@ -199,7 +201,7 @@ pub struct Consortium {
     agents: Vec<SimAgent>,
     clock_ms: u64,
     rng: ChaCha20Rng,
-    models_dir: PathBuf,
+    models: ModelStore,
     dropout: f64,
 }
 
@@ -261,13 +263,11 @@ impl Consortium {
         let (genesis, keys) = genesis(&ids, settings)?;
         let ledger =
             Ledger::create(&dir.join("ledger"), &genesis).context("creating the ledger")?;
-        let models_dir = dir.join("models");
-        std::fs::create_dir_all(&models_dir)
-            .with_context(|| format!("creating {}", models_dir.display()))?;
+        let models = ModelStore::open(&dir.join("models"))?;
         let mut rng = ChaCha20Rng::seed_from_u64(settings.seed ^ 0x6d65_6466_6c00);
         let cfg = &settings.coordinator;
         let initial = GlobalModel::initial(cfg.model, settings.init_seed)?;
-        save_model(&models_dir, &initial)?;
+        models.put(&initial)?;
         let (coordinator_id, coordinator_key) = keys[0].clone();
         let genesis_hash = ledger.state().genesis_hash();
         let coordinator = Coordinator::new(
@@ -319,7 +319,7 @@ impl Consortium {
             agents,
             clock_ms: 0,
             rng,
-            models_dir,
+            models,
             dropout: settings.dropout,
         })
     }
@@ -585,7 +585,7 @@ impl Consortium {
                 match ev {
                     CoordinatorEvent::Anchor(o) => {
                         let t = Instant::now();
-                        save_model(&self.models_dir, &o.model)?;
+                        self.models.put(&o.model)?;
                         let receipt = self.ledger.append(
                             vec![o.tx.clone()],
                             self.wall(),
@@ -763,16 +763,6 @@ impl SimAgent {
         };
         Ok(())
     }
-}
-
-/// Writes a model under its hash; the store is content-addressed, so rewriting is harmless.
-pub fn save_model(dir: &Path, model: &GlobalModel) -> Result<PathBuf> {
-    let path = dir.join(format!("{}.model", model.hash));
-    if !path.exists() {
-        std::fs::write(&path, model.to_bytes()?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(path)
 }
 
 /// The bytes a message takes on the wire.

@@ -9,6 +9,7 @@
 //! - [`secagg`]: SecAgg+ secure aggregation, sans-IO (`medfl-secagg`).
 //! - [`data`]: reading events (CSV, FHIR NDJSON) and tables for training and evaluation.
 //! - [`detection`]: the detection experiment on a simulated consortium.
+//! - [`model_store`]: models under their hash, and the one rule for writing a file.
 //! - [`local`]: runs an agent's training task on the model crate.
 //! - [`consortium`]: a whole consortium's state machines in one process.
 //! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts.
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod data;
 pub mod detection;
 pub mod local;
+pub mod model_store;
 pub mod plot;
 pub mod provision;
 pub mod report;

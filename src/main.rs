@@ -979,9 +979,9 @@ fn train(input: &DataArgs, out: &Path, epochs: usize, target_fpr: f64, seed: u64
         ..TrainConfig::default()
     };
     let (model, losses) = medfl_model::train::train(model, config, train_rows, tc, &device)?;
-    let val = score(&model, &normal_held_out, d, &device)?;
-    let threshold = medfl_model::metrics::threshold_for_fpr(&val, target_fpr)
-        .context("no held-out normal rows to set the threshold on")?;
+    let threshold =
+        medfl_model::train::alert_threshold(&model, &normal_held_out, d, target_fpr, &device)
+            .context("setting the alert threshold on the held-out normal rows")?;
     let file = ModelFile {
         config,
         standardizer,
@@ -999,7 +999,7 @@ fn train(input: &DataArgs, out: &Path, epochs: usize, target_fpr: f64, seed: u64
         "trained on {cut} rows x {d} features in {:.1} s; threshold {threshold:.5} for {:.1}% FPR on {} held-out normal rows",
         started.elapsed().as_secs_f64(),
         100.0 * target_fpr,
-        val.len()
+        normal_held_out.len() / d.max(1)
     );
     println!(
         "privacy statement\n- guarantee: NONE. This model is trained without differential privacy \

@@ -12,8 +12,7 @@ use anyhow::{Context, Result, bail};
 use medfl_ledger::tx::ConsentChoice;
 use medfl_ledger::{AggregationFloors, AgreementId, Hash, Ledger, MemberId, TxBody, verify_dir};
 use medfl_model::experiment::{HospitalData, SettingResult};
-use medfl_model::metrics::threshold_for_fpr;
-use medfl_model::train::{score, training_device};
+use medfl_model::train::{alert_threshold, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
 use medfl_protocol::GlobalModel;
 use medfl_protocol::privacy::HospitalLevel;
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consortium::{Consortium, RoundReport, SimHospital, SimLog, SimSettings};
 use crate::detection::{self, Split};
+use crate::model_store::ModelStore;
 use crate::plot;
 use crate::report::table;
 use crate::settings::RoundSettings;
@@ -365,8 +365,7 @@ fn evaluate(
     let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
     let mut out = Vec::new();
     for h in hospitals {
-        let val = score(&net, &h.validation_normal, cfg.inputs, &device)?;
-        let t = threshold_for_fpr(&val, target_fpr).unwrap_or(f32::MAX);
+        let t = alert_threshold(&net, &h.validation_normal, cfg.inputs, target_fpr, &device)?;
         let test = score(&net, &h.test, cfg.inputs, &device)?;
         out.push((
             h.name.clone(),
@@ -557,10 +556,7 @@ fn latest_model(ledger: &Ledger, dir: &Path) -> Result<Option<GlobalModel>> {
     let Some(hash) = a.last_model else {
         return Ok(None);
     };
-    let path = dir.join("models").join(format!("{hash}.model"));
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let file = medfl_model::modelfile::ModelFile::from_bytes(&bytes)?;
-    Ok(Some(GlobalModel::from_bytes(&bytes, file.config, &hash)?))
+    Ok(Some(ModelStore::open(&dir.join("models"))?.get_any(&hash)?))
 }
 
 fn privacy_table(ledger: &Ledger) -> Result<String> {

@@ -28,7 +28,7 @@ use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
 use crate::modelfile::ModelFile;
 use crate::standardize::Standardizer;
-use crate::train::{TrainConfig, score, train};
+use crate::train::{TrainConfig, alert_threshold, score, train};
 use crate::{Autoencoder, AutoencoderConfig, ModelError};
 
 /// One hospital's data, already turned into features.
@@ -163,9 +163,7 @@ fn judge(
     hospitals
         .iter()
         .map(|h| {
-            let val = score(model, &h.validation_normal, inputs, device)?;
-            let t = threshold_for_fpr(&val, target_fpr)
-                .ok_or_else(|| ModelError::Config("bad target FPR".into()))?;
+            let t = alert_threshold(model, &h.validation_normal, inputs, target_fpr, device)?;
             let test = score(model, &h.test, inputs, device)?;
             Ok((h.name.clone(), evaluate(&test, &h.test_labels, t)))
         })

@@ -110,6 +110,27 @@ pub fn score(
     Ok(out)
 }
 
+/// The alert threshold for `model` on a hospital's own normal traffic: the score above which a
+/// `target_fpr` share of `normal_rows` (of `inputs` columns) lies. The one calibration every
+/// path uses (a hospital adopting a model, `medfl train`, the simulator, the experiments); it
+/// never leaves the hospital. No rows, or a rate outside `[0, 1)`, is an error, never a
+/// threshold that silently alerts on everything or nothing.
+pub fn alert_threshold(
+    model: &Autoencoder,
+    normal_rows: &[f32],
+    inputs: usize,
+    target_fpr: f64,
+    device: &Device,
+) -> Result<f32, ModelError> {
+    let scores = score(model, normal_rows, inputs, device)?;
+    crate::metrics::threshold_for_fpr(&scores, target_fpr).ok_or_else(|| {
+        ModelError::Config(format!(
+            "no alert threshold at false-positive rate {target_fpr} from {} normal rows",
+            scores.len()
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,10 +31,9 @@ use medfl_ledger::tx::Pseudonym;
 use medfl_ledger::{Role, Timestamp, Transaction, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::local::Trained;
-use medfl_model::metrics::threshold_for_fpr;
 use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::Standardizer;
-use medfl_model::train::{score, training_device};
+use medfl_model::train::{alert_threshold, training_device};
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
 use rand::Rng;
@@ -45,6 +44,7 @@ use tracing::{info, warn};
 use super::submit::{self, MAX_TX_BYTES, Refusal, SubmissionStatus, Submissions};
 use super::{Member, privacy, wall_now, write_atomic};
 use crate::data::{self, Source, TrainingSet};
+use crate::model_store::ModelStore;
 
 /// Command-line overrides.
 #[derive(Clone, Debug, Default)]
@@ -623,12 +623,23 @@ impl Daemon {
     /// hospital's own alert threshold, which stays in the hospital).
     fn adopt(&self, model: &GlobalModel) -> Result<()> {
         let dir = self.member.dir.join("models");
-        std::fs::write(dir.join(format!("{}.model", model.hash)), model.to_bytes()?)?;
+        ModelStore::open(&dir)?.put(model)?;
         let cfg = model.file.config;
         let device = training_device();
         let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
-        let scores = score(&net, &self.current.rows, cfg.inputs, &device)?;
-        let threshold = threshold_for_fpr(&scores, self.target_fpr).unwrap_or(f32::MAX);
+        let threshold = match alert_threshold(
+            &net,
+            &self.current.rows,
+            cfg.inputs,
+            self.target_fpr,
+            &device,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "no alert threshold on this hospital's own traffic; the access monitor keeps its previous model");
+                return Ok(());
+            }
+        };
         let monitor = ModelFile {
             config: cfg,
             standardizer: Standardizer::identity(cfg.inputs),
@@ -636,7 +647,10 @@ impl Daemon {
             params: model.file.params.clone(),
         };
         monitor.save(&dir.join("current.model"))?;
-        std::fs::write(dir.join("current.global"), model.hash.to_string())?;
+        write_atomic(
+            &dir.join("current.global"),
+            model.hash.to_string().as_bytes(),
+        )?;
         Ok(())
     }
 }

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use medfl_coordinator::{Coordinator, CoordinatorError, CoordinatorEvent};
 use medfl_ledger::{
-    AgreementId, Block, BlockError, Hash, Ledger, MemberId, Role, Timestamp, Transaction, codec,
+    AgreementId, Block, BlockError, Ledger, MemberId, Role, Timestamp, Transaction, codec,
 };
-use medfl_model::AutoencoderConfig;
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
 use rand::Rng;
@@ -25,7 +24,8 @@ use tracing::{info, warn};
 
 use super::catchup::{CatchUp, CatchUpLimits, HelloVerdict};
 use super::submit::{Mempool, TrialError, admit};
-use super::{Member, peer_map, wall_now, write_atomic};
+use super::{Member, peer_map, wall_now};
+use crate::model_store::ModelStore;
 
 /// Command-line overrides.
 #[derive(Clone, Debug, Default)]
@@ -48,37 +48,11 @@ struct MetricsLine<'a> {
     bytes_in: u64,
 }
 
-fn model_path(dir: &Path, hash: &Hash, ext: &str) -> PathBuf {
-    dir.join("models").join(format!("{hash}.{ext}"))
-}
-
-fn load_model(
-    dir: &Path,
-    hash: &Hash,
-    config: AutoencoderConfig,
-) -> Result<(GlobalModel, Vec<f32>)> {
-    let path = model_path(dir, hash, "model");
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "the ledger anchors model {hash}, but {} cannot be read",
-            path.display()
-        )
-    })?;
-    let model = GlobalModel::from_bytes(&bytes, config, hash)?;
-    let state = match std::fs::read(model_path(dir, hash, "state")) {
-        Ok(b) if b.len() % 4 == 0 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Ok(_) => bail!("the server state of model {hash} is damaged"),
-        Err(_) => Vec::new(),
-    };
-    Ok((model, state))
-}
-
 struct Daemon {
     min_participants: usize,
     member: Member,
+    /// Every model anchored, by hash.
+    models: ModelStore,
     agreement: AgreementId,
     ledger: Ledger,
     coordinator: Coordinator,
@@ -114,17 +88,22 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let target = opts.rounds.unwrap_or(settings.rounds);
     let cfg = settings.coordinator_config();
     let ledger = member.open_ledger()?;
-    std::fs::create_dir_all(member.dir.join("models"))?;
     std::fs::create_dir_all(member.dir.join("inbox"))?;
     let record = ledger
         .state()
         .agreement(&cfg.agreement)
         .with_context(|| format!("agreement {} is not on the ledger", cfg.agreement))?;
+    let models = ModelStore::open(&member.dir.join("models"))?;
     let (model, state) = match record.last_model {
-        Some(h) => load_model(&member.dir, &h, cfg.model)?,
+        Some(h) => (
+            models
+                .get(&h, cfg.model)
+                .context("the ledger anchors this model")?,
+            models.get_state(&h)?,
+        ),
         None => {
             let m = GlobalModel::initial(cfg.model, settings.init_seed)?;
-            write_atomic(&model_path(&member.dir, &m.hash, "model"), &m.to_bytes()?)?;
+            models.put(&m)?;
             (m, Vec::new())
         }
     };
@@ -171,6 +150,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         min_participants: settings.min_participants.max(2),
         agreement: settings.agreement.clone(),
         member,
+        models,
         ledger,
         coordinator,
         net,
@@ -336,18 +316,10 @@ impl Daemon {
                 CoordinatorEvent::Anchor(o) => {
                     ended = true;
                     let t = Instant::now();
-                    let dir = self.member.dir.clone();
-                    write_atomic(
-                        &model_path(&dir, &o.model.hash, "model"),
-                        &o.model.to_bytes()?,
-                    )?;
-                    let state: Vec<u8> = o
-                        .server_state
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect();
-                    if !state.is_empty() {
-                        write_atomic(&model_path(&dir, &o.model.hash, "state"), &state)?;
+                    // Stored before the anchor is appended: no anchored model can be lost.
+                    self.models.put(&o.model)?;
+                    if !o.server_state.is_empty() {
+                        self.models.put_state(&o.model.hash, &o.server_state)?;
                     }
                     let receipt = self.ledger.append(
                         vec![o.tx.clone()],

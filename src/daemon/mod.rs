@@ -144,18 +144,7 @@ pub fn peer_map(state: &ChainState) -> BTreeMap<PeerId, MemberId> {
         .collect()
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash or a concurrent
-/// reader never sees a half-written file under its final name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("partial");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
+pub use crate::model_store::write_atomic;
 
 /// Signs `body` with the member's key and hands it to the member's running daemon: a hospital's
 /// `outbox/` (its `medfl client` sends it to the coordinator and watches for its block), the
