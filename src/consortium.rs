@@ -646,6 +646,10 @@ impl Consortium {
                     "{}'s ledger copy refused block {height}: {reason}",
                     a.hospital.agent().member()
                 ),
+                HospitalEvent::Equivocation { height, .. } => bail!(
+                    "{} holds proof that the coordinator signed two blocks at height {height}",
+                    a.hospital.agent().member()
+                ),
                 _ => {}
             }
         }

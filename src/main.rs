@@ -864,8 +864,8 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
             let inbox = me.dir.join("inbox");
             std::fs::create_dir_all(&inbox)?;
             let path = inbox.join(format!("{}-revoke-{target}.tx", tx.issued_at.0));
-            std::fs::write(&path, medfl::ledger::codec::encode(&tx)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+            // Atomically: the running coordinator scans the inbox and must never read half of it.
+            medfl::model_store::write_atomic(&path, &medfl::ledger::codec::encode(&tx)?)?;
             println!(
                 "revocation of {target} queued for the coordinator: {}",
                 path.display()

@@ -3,8 +3,9 @@
 //!
 //! A model is named by its hash, so a file is written once and never changed; reading one back
 //! checks its bytes against the name (a damaged or substituted file is refused, not used). The
-//! coordinator, each hospital and the simulator keep their models here. Every file medfl writes
-//! goes through [`write_atomic`]: a fresh temporary file beside the target (created exclusively,
+//! coordinator, each hospital and the simulator keep their models here. Every file another
+//! process may read while it is written, or that a crash must not tear (models, the ledger inbox
+//! and outbox, status files), goes through [`write_atomic`]: a fresh temporary file beside the target (created exclusively,
 //! owner-only), fsynced, renamed over the target, and the directory fsynced, so a crash leaves
 //! the old file or the new one, never half of one, and a completed write survives power loss.
 
@@ -110,7 +111,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming to {}", path.display()))?;
-    // The rename is durable only once the directory is.
+    // The rename is durable only once the directory is. Some file systems refuse to sync a
+    // directory (EINVAL); the file itself is synced either way, so that is not an error.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

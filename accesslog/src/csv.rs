@@ -26,15 +26,18 @@
 //! `event_id,attack`, then one row per event; `attack` is empty for normal events or an
 //! [`AttackKind`] name (`vip_snooping`, ...).
 //!
-//! Text fields are quoted RFC 4180-style only when they hold a comma or a quote; line breaks
-//! inside fields are not allowed (see the reader's notes on line numbers).
+//! Reading and writing is the `csv` crate's (RFC 4180): a text field is quoted when it holds a
+//! comma, a quote or a line break, so the quoted multi-line fields real EHR exports contain
+//! are read; an error names the line its record starts on.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
+use std::rc::Rc;
 
 use crate::error::{FormatError, OnError, Parsed, RowError};
 use crate::event::{AccessEvent, Action, Resource, StaffRole};
 use crate::label::{AttackKind, Label};
-use crate::lines::{Lines, split_csv, write_field};
 
 /// The events CSV header, in column order.
 pub const EVENT_COLUMNS: [&str; 15] = [
@@ -58,66 +61,44 @@ pub const EVENT_COLUMNS: [&str; 15] = [
 /// The labels CSV header.
 pub const LABEL_COLUMNS: [&str; 2] = ["event_id", "attack"];
 
-fn check_text(event_id: u64, name: &str, value: &str) -> Result<(), FormatError> {
-    if value.contains(['\n', '\r']) {
-        return Err(FormatError::Unwritable {
-            event_id,
-            message: format!("{name} contains a line break"),
-        });
-    }
-    Ok(())
-}
-
 fn flag(b: bool) -> &'static str {
     if b { "1" } else { "0" }
 }
 
-/// Writes events as CSV with the header; fails on a text field holding a line break.
-pub fn write_events<W: Write>(mut w: W, events: &[AccessEvent]) -> Result<(), FormatError> {
-    let mut line = String::with_capacity(256);
-    line.push_str(&EVENT_COLUMNS.join(","));
-    line.push('\n');
-    w.write_all(line.as_bytes())?;
-    for e in events {
-        line.clear();
-        for (name, v) in [
-            ("user", &e.user),
-            ("user_department", &e.user_department),
-            ("patient", &e.patient),
-            ("patient_department", &e.patient_department),
-            ("workstation", &e.workstation),
-            ("ip", &e.ip),
-        ] {
-            check_text(e.event_id, name, v)?;
-        }
-        use std::fmt::Write as _;
-        // Writing into a String cannot fail.
-        let _ = write!(line, "{},{},", e.event_id, e.time_ms);
-        write_field(&mut line, &e.user);
-        line.push(',');
-        line.push_str(e.role.as_str());
-        line.push(',');
-        write_field(&mut line, &e.user_department);
-        line.push(',');
-        write_field(&mut line, &e.patient);
-        line.push(',');
-        write_field(&mut line, &e.patient_department);
-        line.push(',');
-        line.push_str(e.action.as_str());
-        line.push(',');
-        line.push_str(e.resource.as_str());
-        line.push(',');
-        write_field(&mut line, &e.workstation);
-        line.push(',');
-        write_field(&mut line, &e.ip);
-        for b in [e.break_glass, e.care_team, e.vip, e.family_link] {
-            line.push(',');
-            line.push_str(flag(b));
-        }
-        line.push('\n');
-        w.write_all(line.as_bytes())?;
+fn csv_error(e: csv::Error) -> FormatError {
+    let message = e.to_string();
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => FormatError::Io(e),
+        _ => FormatError::Io(std::io::Error::other(message)),
     }
-    w.flush()?;
+}
+
+/// Writes events as CSV with the header.
+pub fn write_events<W: Write>(w: W, events: &[AccessEvent]) -> Result<(), FormatError> {
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(EVENT_COLUMNS).map_err(csv_error)?;
+    for e in events {
+        let (id, time) = (e.event_id.to_string(), e.time_ms.to_string());
+        out.write_record([
+            id.as_str(),
+            time.as_str(),
+            &e.user,
+            e.role.as_str(),
+            &e.user_department,
+            &e.patient,
+            &e.patient_department,
+            e.action.as_str(),
+            e.resource.as_str(),
+            &e.workstation,
+            &e.ip,
+            flag(e.break_glass),
+            flag(e.care_team),
+            flag(e.vip),
+            flag(e.family_link),
+        ])
+        .map_err(csv_error)?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -173,45 +154,133 @@ fn parse_event(f: &[String]) -> Result<AccessEvent, String> {
     })
 }
 
-/// Shared driver: checks the header, then parses each non-empty line with `parse`.
+/// Shared driver: checks the header, then parses each record with `parse`; a row error names
+/// the line the record starts on.
 fn read_csv<R: BufRead, T>(
     r: R,
     columns: &[&str],
     on_error: OnError,
     parse: impl Fn(&[String]) -> Result<T, String>,
 ) -> Result<Parsed<T>, FormatError> {
-    let mut lines = Lines::new(r);
-    let mut fields = Vec::with_capacity(columns.len());
-    lines.read_header(&mut fields)?;
-    if fields
+    let newlines = Rc::new(RefCell::new(NewlineIndex::default()));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        // Column counts are checked per row, so a short row is a row error, not an abort.
+        .flexible(true)
+        .from_reader(CountingReader {
+            inner: r,
+            offset: 0,
+            newlines: Rc::clone(&newlines),
+        });
+    // The line a record starts on, from its byte offset: the csv crate's own line count skips
+    // blank lines and line breaks inside quoted fields.
+    let line_of = |byte: u64| newlines.borrow_mut().line_of(byte);
+    let mut records = reader.byte_records();
+    let header = match records.next() {
+        None => return Err(FormatError::MissingHeader),
+        Some(Err(e)) => return Err(FormatError::BadHeader(e.to_string())),
+        Some(Ok(h)) => h,
+    };
+    let header: Vec<String> = header
         .iter()
-        .map(String::as_str)
-        .ne(columns.iter().copied())
-    {
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let first = header.first().map(|h| h.trim_start_matches('\u{feff}'));
+    let matches = header.len() == columns.len()
+        && first == columns.first().copied()
+        && header
+            .iter()
+            .skip(1)
+            .map(String::as_str)
+            .eq(columns.iter().skip(1).copied());
+    if !matches {
         return Err(FormatError::BadHeader(format!(
             "expected {:?}, found {:?}",
             columns.join(","),
-            fields.join(",")
+            header.join(",")
         )));
     }
     let mut out = Parsed::default();
-    while let Some((line, text)) = lines.next_line()? {
-        let result = text.and_then(|text| {
-            if text.is_empty() {
-                return Ok(None);
+    let mut fields = Vec::with_capacity(columns.len());
+    for record in records {
+        let result = match record {
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(csv_error(e)),
+            Err(e) => Err(RowError {
+                line: e.position().map_or(0, |p| line_of(p.byte())),
+                message: e.to_string(),
+            }),
+            Ok(rec) => {
+                let line = rec.position().map_or(0, |p| line_of(p.byte()));
+                fields.clear();
+                let decoded = rec.iter().try_for_each(|f| {
+                    std::str::from_utf8(f)
+                        .map(|s| fields.push(s.to_owned()))
+                        .map_err(|e| format!("not valid UTF-8: {e}"))
+                });
+                decoded
+                    .and_then(|()| parse(&fields))
+                    .map_err(|message| RowError { line, message })
             }
-            split_csv(text, &mut fields)
-                .and_then(|()| parse(&fields))
-                .map(Some)
-                .map_err(|message| RowError { line, message })
-        });
+        };
         match result {
-            Ok(Some(rec)) => out.records.push(rec),
-            Ok(None) => {}
+            Ok(rec) => out.records.push(rec),
             Err(e) => out.fail(on_error, e)?,
         }
     }
     Ok(out)
+}
+
+/// The offsets of the `\r` and `\n` bytes read but not yet passed (with whether each is a
+/// `\n`), and how many line breaks were passed.
+#[derive(Default)]
+struct NewlineIndex {
+    pending: VecDeque<(u64, bool)>,
+    passed: u64,
+}
+
+impl NewlineIndex {
+    /// The 1-based line of the record the csv crate places at `byte` (records come in order, so
+    /// offsets only grow). The crate places a record just after the previous record's first
+    /// terminator byte, before any rest of a `\r\n` and any blank lines, so the run of line-break
+    /// bytes starting there is passed too.
+    fn line_of(&mut self, byte: u64) -> u64 {
+        let mut cursor = byte;
+        while let Some(&(at, newline)) = self.pending.front() {
+            if at > cursor {
+                break;
+            }
+            if at == cursor {
+                cursor += 1;
+            }
+            self.pending.pop_front();
+            self.passed += u64::from(newline);
+        }
+        self.passed + 1
+    }
+}
+
+/// Passes bytes through to the csv reader, noting where each line break is. It holds only the
+/// breaks of what the csv reader has buffered but not yet returned.
+struct CountingReader<R> {
+    inner: R,
+    offset: u64,
+    newlines: Rc<RefCell<NewlineIndex>>,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut index = self.newlines.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if matches!(b, b'\r' | b'\n') {
+                index
+                    .pending
+                    .push_back((self.offset + i as u64, *b == b'\n'));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads an events CSV written by [`write_events`]; malformed rows are skipped or rejected with
@@ -224,20 +293,15 @@ pub fn read_events<R: BufRead>(
 }
 
 /// Writes labels as CSV (`event_id,attack`), empty `attack` meaning normal.
-pub fn write_labels<W: Write>(mut w: W, labels: &[Label]) -> Result<(), FormatError> {
-    let mut buf = String::with_capacity(labels.len() * 12 + 16);
-    buf.push_str("event_id,attack\n");
+pub fn write_labels<W: Write>(w: W, labels: &[Label]) -> Result<(), FormatError> {
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(LABEL_COLUMNS).map_err(csv_error)?;
     for l in labels {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            buf,
-            "{},{}",
-            l.event_id,
-            l.attack.map_or("", AttackKind::as_str)
-        );
+        let id = l.event_id.to_string();
+        out.write_record([id.as_str(), l.attack.map_or("", AttackKind::as_str)])
+            .map_err(csv_error)?;
     }
-    w.write_all(buf.as_bytes())?;
-    w.flush()?;
+    out.flush()?;
     Ok(())
 }
 

@@ -1,8 +1,6 @@
-//! Line reading and CSV field splitting shared by the CSV readers.
-//!
-//! Records are single-line: a quoted field may hold commas and doubled quotes (`""`) but not a
-//! line break, which keeps "line N" in error messages equal to record N + 1 and lets readers
-//! resynchronise after a bad row.
+//! Line reading for the line-based formats (FHIR NDJSON, numeric tables), and field splitting
+//! for numeric tables, whose fields are numbers and never quoted across lines. Event and label
+//! CSV files are read by the `csv` crate (`crate::csv`).
 
 use std::io::BufRead;
 
@@ -106,21 +104,5 @@ pub(crate) fn split_csv(line: &str, out: &mut Vec<String>) -> Result<(), String>
                 }
             }
         }
-    }
-}
-
-/// Writes one CSV field, quoting it only when it needs quoting, so common output stays plain.
-pub(crate) fn write_field(out: &mut String, field: &str) {
-    if field.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        for c in field.chars() {
-            if c == '"' {
-                out.push('"');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    } else {
-        out.push_str(field);
     }
 }

@@ -55,14 +55,31 @@ fn csv_round_trip_with_awkward_text() {
 }
 
 #[test]
-fn csv_writer_refuses_line_breaks() {
-    let mut evs = events(2);
-    evs[1].ip = "10.0.0.1\n".into();
-    let err = write_events(Vec::new(), &evs).unwrap_err();
-    assert!(
-        matches!(err, FormatError::Unwritable { event_id: 1, .. }),
-        "{err}"
+fn csv_line_breaks_inside_quoted_fields_round_trip() {
+    let mut evs = events(3);
+    evs[1].workstation = "ward 3\nbed 12".into();
+    evs[2].user_department = "cardiology\r\n(night)".into();
+    let mut buf = Vec::new();
+    write_events(&mut buf, &evs).unwrap();
+    let back = read_events(buf.as_slice(), OnError::Reject).unwrap();
+    assert_eq!(back.records, evs);
+}
+
+#[test]
+fn an_ehr_export_with_a_multi_line_quoted_field_is_read_and_errors_name_the_records_line() {
+    let header = "event_id,time_ms,user,role,user_department,patient,patient_department,action,resource,workstation,ip,break_glass,care_team,vip,family_link";
+    let text = format!(
+        "{header}\r\n\
+         1,1000,\"smith, j\",nurse,\"cardiology\nward 3\",p1,cardiology,view,lab_result,ws1,10.0.0.1,0,1,0,0\r\n\
+         2,2000,u2,surgeon,cardiology,p2,cardiology,view,lab_result,ws1,10.0.0.1,0,1,0,0\r\n"
     );
+    let parsed = read_events(text.as_bytes(), OnError::Skip).unwrap();
+    assert_eq!(parsed.records.len(), 1);
+    assert_eq!(parsed.records[0].user, "smith, j");
+    assert_eq!(parsed.records[0].user_department, "cardiology\nward 3");
+    // The bad row starts on line 4: the quoted field of the one before spans lines 2 and 3.
+    assert_eq!(parsed.skipped.len(), 1);
+    assert_eq!(parsed.skipped[0].line, 4, "{:?}", parsed.skipped);
 }
 
 fn corrupt_csv() -> Vec<u8> {

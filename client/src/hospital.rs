@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use medfl_ledger::{Block, BlockReceipt, Ledger, Timestamp};
+use medfl_ledger::{Block, BlockReceipt, Ledger, Role, Timestamp};
 use medfl_protocol::{ToAgent, ToCoordinator};
 
 use crate::agent::{Agent, AgentError, AgentEvent};
@@ -30,12 +30,23 @@ pub enum HospitalEvent {
         reason: String,
     },
     /// Blocks were missed (one arrived for `height`, the copy ends at `ours`); a `Hello`
-    /// asking for the rest is queued.
+    /// asking for the rest is queued (one until the copy moves).
     Behind {
         /// The block's height.
         height: u64,
         /// The copy's height.
         ours: u64,
+    },
+    /// The coordinator signed two different blocks at one height: the one the copy holds and
+    /// another. Both headers carry its signature, so this is proof of a fork to show anyone;
+    /// the copy keeps its own block.
+    Equivocation {
+        /// The height.
+        height: u64,
+        /// The block the copy holds.
+        ours: Box<Block>,
+        /// The other block.
+        theirs: Box<Block>,
     },
 }
 
@@ -44,6 +55,9 @@ pub struct Hospital {
     agent: Agent,
     ledger: Ledger,
     events: VecDeque<HospitalEvent>,
+    /// The copy's height when it last asked for missing blocks: one `Hello` per height, so a
+    /// batch of blocks past a gap does not become a flood of requests.
+    asked_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Hospital {
@@ -65,6 +79,7 @@ impl Hospital {
             agent,
             ledger,
             events: VecDeque::new(),
+            asked_at: None,
         };
         h.drain();
         h
@@ -83,12 +98,20 @@ impl Hospital {
     /// Call on (re)connecting to the coordinator: announces the copy's height, so missing
     /// blocks are sent.
     pub fn connected(&mut self) {
+        self.asked_at = Some(self.ledger.state().height());
         self.agent.hello(self.ledger.state());
     }
 
     /// Processes one message from the coordinator against the hospital's own copy; `now` is
     /// the hospital's clock.
     pub fn handle(&mut self, msg: ToAgent, now: Timestamp) -> Result<(), AgentError> {
+        // A round that names consent choices past our copy: the agent declines it (its copy is
+        // stale), and the copy asks for what it lacks.
+        if let ToAgent::RoundStart(c) = &msg
+            && c.consent_height > self.ledger.state().height()
+        {
+            self.ask();
+        }
         let result = self.agent.handle(msg, self.ledger.state(), now);
         self.drain();
         result
@@ -129,20 +152,42 @@ impl Hospital {
         }
     }
 
+    /// Asks for the blocks after the copy's height, once per height.
+    fn ask(&mut self) {
+        let ours = self.ledger.state().height();
+        if self.asked_at != Some(ours) {
+            self.asked_at = Some(ours);
+            self.agent.hello(self.ledger.state());
+        }
+    }
+
     fn on_block(&mut self, block: &Block) {
         let height = block.header.header.height;
         let ours = self.ledger.state().height();
         if height <= ours {
-            return; // already held: a catch-up and a broadcast may overlap
+            // Already held (a catch-up and a broadcast may overlap) unless it differs from the
+            // block the copy holds there: then the coordinator signed a fork.
+            if let Ok(Some(held)) = self.ledger.block(height)
+                && held.header != block.header
+                && signed_by_a_coordinator(&self.ledger, block)
+            {
+                self.events.push_back(HospitalEvent::Equivocation {
+                    height,
+                    ours: Box::new(held),
+                    theirs: Box::new(block.clone()),
+                });
+            }
+            return;
         }
         if height > ours + 1 {
-            self.agent.hello(self.ledger.state());
+            self.ask();
             self.events
                 .push_back(HospitalEvent::Behind { height, ours });
             return;
         }
         match self.ledger.append_block(block) {
             Ok(receipt) => {
+                self.asked_at = None;
                 self.agent.ledger_updated(self.ledger.state());
                 self.events.push_back(HospitalEvent::Appended(receipt));
             }
@@ -152,4 +197,19 @@ impl Hospital {
             }),
         }
     }
+}
+
+/// Whether `block`'s header carries a valid signature of a coordinator the copy knows: only
+/// then is a second block at a height evidence against the coordinator, not noise.
+fn signed_by_a_coordinator(ledger: &Ledger, block: &Block) -> bool {
+    let h = &block.header.header;
+    let state = ledger.state();
+    let Some(record) = state
+        .members()
+        .find(|r| r.member.id == h.proposer && r.member.role == Role::Coordinator)
+    else {
+        return false;
+    };
+    h.signing_message(&state.genesis_hash())
+        .is_ok_and(|m| record.member.public_key.verify(&m, &block.header.signature))
 }

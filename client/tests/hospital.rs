@@ -128,3 +128,73 @@ fn a_block_the_copy_refuses_changes_nothing() {
         .unwrap();
     assert_eq!(h.ledger().state().height(), 1);
 }
+
+#[test]
+fn a_second_block_signed_at_a_held_height_is_kept_as_proof_of_a_fork() {
+    let f = Fixture::new(5, 3, 2);
+    let blocks = chain(&f);
+    let mut h = hospital(&f);
+    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+        .unwrap();
+    events(&mut h);
+    // The coordinator signs another block 1 (another transaction) and sends it too.
+    let genesis = ChainState::from_genesis(&f.genesis).unwrap();
+    let time = Timestamp(T0.0 + HOUR);
+    let other = f.tx(
+        &Fixture::id("hospital-2"),
+        time,
+        TxBody::Consent {
+            subject: Pseudonym(Hash::tagged(b"other", &[])),
+            choice: ConsentChoice::OptOut,
+        },
+    );
+    let fork = f.block(&genesis, vec![other], time);
+    h.handle(ToAgent::Block(Box::new(fork.clone())), NOW)
+        .unwrap();
+    let evs = events(&mut h);
+    assert!(
+        matches!(&evs[..], [HospitalEvent::Equivocation { height: 1, theirs, .. }] if **theirs == fork),
+        "{evs:?}"
+    );
+    // The copy keeps its own block; the same block again, or one no coordinator signed, is
+    // no evidence.
+    assert_eq!(h.ledger().state().tip(), blocks[0].header.hash().unwrap());
+    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+        .unwrap();
+    let mut forged = fork;
+    forged.header = forged
+        .header
+        .header
+        .clone()
+        .sign(
+            &f.genesis_hash,
+            &ed25519_dalek::SigningKey::from_bytes(&[66; 32]),
+        )
+        .unwrap();
+    h.handle(ToAgent::Block(Box::new(forged)), NOW).unwrap();
+    assert!(events(&mut h).is_empty());
+}
+
+#[test]
+fn a_batch_past_a_gap_asks_once_until_the_copy_moves() {
+    let f = Fixture::new(5, 3, 2);
+    let blocks = chain(&f);
+    let mut h = hospital(&f);
+    for _ in 0..3 {
+        h.handle(ToAgent::Block(Box::new(blocks[2].clone())), NOW)
+            .unwrap();
+    }
+    let hellos = std::iter::from_fn(|| h.poll_outgoing())
+        .filter(|m| matches!(m, ToCoordinator::Hello { height: 0 }))
+        .count();
+    assert_eq!(hellos, 1);
+    // Once the copy moves, a new gap asks again.
+    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+        .unwrap();
+    h.handle(ToAgent::Block(Box::new(blocks[2].clone())), NOW)
+        .unwrap();
+    assert!(matches!(
+        h.poll_outgoing(),
+        Some(ToCoordinator::Hello { height: 1 })
+    ));
+}

@@ -6,10 +6,12 @@
 //! delivered message:
 //!
 //! - no round is anchored twice, and rounds are anchored in order;
-//! - every anchor carries at least a quorum of endorsements, each from one of its participants;
-//! - every hospital's ledger copy is a prefix of the coordinator's chain, and verifies from the
-//!   genesis (so no hospital accepted a block that fails validation);
-//! - a hospital's model is always one the ledger anchors;
+//! - every anchor carries a quorum of distinct endorsers, each one of its participants;
+//! - every hospital's ledger copy is a prefix of the coordinator's chain (no copy refuses a
+//!   block or sees a fork), verifies from the genesis, and after reconnecting catches up to
+//!   the tip;
+//! - a hospital's model is always one its own copy anchors;
+//! - what the ledger says a hospital spent never exceeds what it charged itself;
 //! - no honest hospital is ever excluded as a cheater, whatever the network did.
 //!
 //! Training is replaced by a deterministic step away from the global model: the protocol does
@@ -105,7 +107,9 @@ impl World {
         let nodes = (0..HOSPITALS)
             .map(|i| {
                 let id = Fixture::id(&format!("hospital-{i}"));
-                let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-5).unwrap();
+                // At the rounds' delta: the ledger states each spend at it too.
+                let budget =
+                    medfl_client::spend::PrivacyBudget::new(1e9, training().delta).unwrap();
                 let spend = medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap();
                 let mut s = [0u8; 32];
                 s[..8].copy_from_slice(&seed.to_le_bytes());
@@ -190,6 +194,13 @@ impl World {
                 }
                 HospitalEvent::Agent(AgentEvent::Charge(c)) => {
                     let _ = self.nodes[i].hospital.charge_recorded(c.session);
+                }
+                // An honest coordinator sends no block a copy refuses and never forks.
+                HospitalEvent::BlockRefused { height, reason } => {
+                    panic!("{} refused block {height}: {reason}", self.nodes[i].id)
+                }
+                HospitalEvent::Equivocation { height, .. } => {
+                    panic!("{} saw a fork at height {height}", self.nodes[i].id)
                 }
                 _ => {}
             }
@@ -299,9 +310,11 @@ impl World {
     /// What every anchor must carry: a quorum of endorsements, each from a participant.
     fn check_anchor(&self, a: &medfl_ledger::tx::RoundAnchor) {
         let participants: BTreeSet<&MemberId> = a.participants.iter().map(|(m, _)| m).collect();
+        let endorsers: BTreeSet<&MemberId> = a.endorsements.iter().map(|e| &e.member).collect();
         assert!(
-            a.endorsements.len() >= self.f.genesis.quorum as usize,
-            "round {} anchored under quorum",
+            endorsers.len() == a.endorsements.len()
+                && endorsers.len() >= self.f.genesis.quorum as usize,
+            "round {} anchored under a quorum of distinct endorsers",
             a.round
         );
         assert!(
@@ -339,8 +352,19 @@ impl World {
             }
             if let Some(m) = n.hospital.agent().model() {
                 assert!(
-                    state.is_anchored_model(&m.hash),
-                    "seed {seed}: {} holds a model the ledger never anchored",
+                    copy.is_anchored_model(&m.hash),
+                    "seed {seed}: {} adopted a model its own copy does not anchor",
+                    n.id
+                );
+            }
+            // What the ledger says a hospital spent never exceeds what it charged itself.
+            if let Some(a) = state.agreement(&Fixture::dua())
+                && let Some(&on_ledger) = a.spent.get(&n.id)
+            {
+                let own = n.hospital.agent().privacy_spent();
+                assert!(
+                    on_ledger <= own + 1e-9,
+                    "seed {seed}: {} is anchored at epsilon {on_ledger}, charged itself {own}",
                     n.id
                 );
             }
@@ -384,11 +408,30 @@ impl World {
             }
             self.clock_ms += 60_000;
         }
-        // Whatever is still in flight arrives (or is lost); then every copy must verify.
+        // Whatever is still in flight arrives (or is lost); then every surviving hospital
+        // reconnects and must catch up to the tip, and every copy must verify.
+        while self.step() && !self.queue.is_empty() {
+            self.check(seed);
+        }
+        self.faults.drop = 0.0;
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].crashed {
+                self.nodes[i].hospital.connected();
+                self.pump_hospital(i);
+            }
+        }
         while self.step() && !self.queue.is_empty() {
             self.check(seed);
         }
         self.check(seed);
+        for n in self.nodes.iter().filter(|n| !n.crashed) {
+            assert_eq!(
+                n.hospital.ledger().state().tip(),
+                self.ledger.state().tip(),
+                "seed {seed}: {} did not catch up",
+                n.id
+            );
+        }
         self.ledger.verify_from(&self.f.genesis).unwrap();
         for n in &self.nodes {
             n.hospital.ledger().verify_from(&self.f.genesis).unwrap();
@@ -409,8 +452,8 @@ fn without_faults_every_round_anchors_and_every_copy_follows() {
     }
 }
 
-/// Runs `seeds` stormy schedules; the invariants are checked inside. At least half the rounds
-/// must still anchor, so the run is not vacuous (24 seeds: 33 of 48).
+/// Runs `seeds` stormy schedules; the invariants are checked inside. Most rounds must still
+/// anchor, so the run is not vacuous: at least 1.25 of 2 per run (2,000 seeds: 1.46).
 fn storm(seeds: std::ops::Range<u64>) {
     let (mut anchored, mut runs) = (0, 0);
     for seed in seeds {
@@ -423,7 +466,7 @@ fn storm(seeds: std::ops::Range<u64>) {
         2 * runs
     );
     assert!(
-        anchored >= runs,
+        4 * anchored >= 5 * runs,
         "{anchored} rounds anchored over {runs} runs of 2: the faults stall the protocol"
     );
 }

@@ -81,13 +81,15 @@ impl PrivacyLoss {
 
     /// The tightest `ε` at `delta`: the smaller of the RDP and PLD bounds.
     ///
-    /// A history of Poisson-subsampled Gaussian steps alone is priced as a function of its
-    /// groups and `delta` only: RDP is recomposed from the groups in their canonical order (not
+    /// A history of at most a few groups of Poisson-subsampled Gaussian steps alone is priced
+    /// as a function of its groups and `delta` only: RDP is recomposed from the groups in their canonical order (not
     /// in the order the history arrived, which could move the last bits), and the figure is
     /// memoised, so each replica computes the same bits and a coordinator pricing every member
     /// for every attempt pays once per distinct history.
     pub fn epsilon(&self, delta: f64) -> Result<f64, DpError> {
-        if self.rdp_only || self.gaussian.is_empty() {
+        // Past MAX_PLD_GROUPS (a coordinator moving σ by an ulp each round) the history is
+        // priced by its running RDP alone, in O(orders), exactly as every replica composed it.
+        if self.rdp_only || self.gaussian.is_empty() || self.gaussian.len() > MAX_PLD_GROUPS {
             let rdp = self.rdp.epsilon(delta)?;
             return Ok(match self.pld_epsilon(delta) {
                 Some(pld) => rdp.min(pld),

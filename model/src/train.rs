@@ -123,12 +123,15 @@ pub fn alert_threshold(
     device: &Device,
 ) -> Result<f32, ModelError> {
     let scores = score(model, normal_rows, inputs, device)?;
-    crate::metrics::threshold_for_fpr(&scores, target_fpr).ok_or_else(|| {
-        ModelError::Config(format!(
-            "no alert threshold at false-positive rate {target_fpr} from {} normal rows",
-            scores.len()
-        ))
-    })
+    // A NaN score sorts last; a threshold that is not finite would never (or always) alert.
+    crate::metrics::threshold_for_fpr(&scores, target_fpr)
+        .filter(|t| t.is_finite())
+        .ok_or_else(|| {
+            ModelError::Config(format!(
+                "no finite alert threshold at false-positive rate {target_fpr} from {} normal rows",
+                scores.len()
+            ))
+        })
 }
 
 #[cfg(test)]

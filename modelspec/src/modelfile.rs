@@ -201,6 +201,10 @@ impl ModelFile {
             tmp.as_file().sync_all().map_err(io)?;
         }
         tmp.persist(path).map_err(|e| io(e.error))?;
+        // The rename is durable once the directory is (some file systems refuse to sync one).
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
         Ok(hex_digest(&bytes))
     }
 

@@ -5,8 +5,6 @@
 
 use serde::Deserialize;
 
-use medfl_accesslog::time::days_from_civil;
-
 /// Why a scenario is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -193,23 +191,12 @@ impl Scenario {
                 self.start_date
             ))
         };
-        let mut it = self.start_date.split('-');
-        let (y, m, d) = (
-            it.next().ok_or_else(bad)?,
-            it.next().ok_or_else(bad)?,
-            it.next().ok_or_else(bad)?,
-        );
-        if it.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        let ms = medfl_accesslog::time::parse_date(&self.start_date).ok_or_else(bad)?;
+        // Before 2200: whole simulated years stay far inside u64 milliseconds.
+        if ms >= medfl_accesslog::time::parse_date("2200-01-01").ok_or_else(bad)? {
             return Err(bad());
         }
-        let y: i64 = y.parse().map_err(|_| bad())?;
-        let m: u32 = m.parse().map_err(|_| bad())?;
-        let d: u32 = d.parse().map_err(|_| bad())?;
-        if !(1970..=2200).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-            return Err(bad());
-        }
-        let days = days_from_civil(y, m, d);
-        Ok(days as u64 * medfl_accesslog::time::DAY_MS)
+        Ok(ms)
     }
 
     /// Checks ranges and consistency.

@@ -351,6 +351,19 @@ impl Daemon {
                     warn!(height, error = %reason, "block refused by the local ledger");
                     continue;
                 }
+                HospitalEvent::Equivocation {
+                    height,
+                    ours,
+                    theirs,
+                } => {
+                    // Both headers carry the coordinator's signature: keep them as evidence.
+                    let path = self.member.dir.join(format!("equivocation-{height}.bin"));
+                    let saved = codec::encode(&(ours.header, theirs.header))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| write_atomic(&path, &b));
+                    tracing::error!(height, evidence = %path.display(), saved = saved.is_ok(), "the coordinator signed two different blocks at one height; the local ledger keeps its own");
+                    continue;
+                }
             };
             match ev {
                 AgentEvent::Train(mut task) => {
