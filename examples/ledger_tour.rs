@@ -24,10 +24,18 @@ use medfl::report;
 
 const MINUTE: u64 = 60_000;
 
+/// A tour of the ledger: provisioning, members' transactions, a round anchor, verification,
+/// tampering and an inclusion proof.
+#[derive(clap::Parser)]
+struct Args {
+    /// Where to write the tour's consortium (default: a fresh folder under the temp dir).
+    out: Option<PathBuf>,
+}
+
 fn main() -> Result<()> {
-    let out = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
+    let args = <Args as clap::Parser>::parse();
+    let out = args
+        .out
         .unwrap_or_else(|| std::env::temp_dir().join(format!("medfl-tour-{}", std::process::id())));
     let plan_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/consortium.toml");
     let plan = ConsortiumFile::from_toml(&std::fs::read_to_string(&plan_path)?)?;

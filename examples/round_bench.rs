@@ -52,15 +52,21 @@ struct Clocks {
     training_max: Mutex<f64>,
 }
 
-fn arg(args: &[String], name: &str, default: usize) -> Result<usize> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .with_context(|| format!("{name} needs a value"))?
-            .parse()
-            .with_context(|| format!("{name} must be a number")),
-        None => Ok(default),
-    }
+/// One federated round over real libp2p on loopback, timed stage by stage.
+#[derive(clap::Parser)]
+struct Args {
+    /// Hospital agents, each with its own libp2p node.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..))]
+    clients: u64,
+    /// Hidden width of the autoencoder (1612 gives about 10^5 parameters).
+    #[arg(long, default_value_t = 1612, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    hidden: u64,
+    /// Rounds to time.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Training rows per hospital.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    rows: u64,
 }
 
 /// Feature columns, as the access-log features have.
@@ -74,14 +80,13 @@ fn wall(start: Instant) -> Timestamp {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let n = arg(&args, "--clients", 10)?;
-    let hidden = arg(&args, "--hidden", 1612)?;
-    let rounds = arg(&args, "--rounds", 3)?;
-    let rows = arg(&args, "--rows", 2000)?;
-    if n < 2 || rounds == 0 || rows < 10 {
-        bail!("need --clients >= 2, --rounds >= 1, --rows >= 10");
-    }
+    let args = <Args as clap::Parser>::parse();
+    let (n, hidden, rounds, rows) = (
+        usize::try_from(args.clients)?,
+        usize::try_from(args.hidden)?,
+        args.rounds,
+        usize::try_from(args.rows)?,
+    );
     let model = AutoencoderConfig {
         inputs: INPUTS,
         hidden,
