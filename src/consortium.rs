@@ -146,8 +146,8 @@ pub struct RoundTimes {
 pub struct RoundReport {
     /// The coordinator's figures.
     pub metrics: RoundMetrics,
-    /// The anchored model, if the round anchored.
-    pub model: Option<String>,
+    /// The anchored model's hash, if the round anchored.
+    pub model: Option<Hash>,
     /// Why the round failed, if it did.
     pub failure: Option<String>,
     /// Where the time went.
@@ -466,7 +466,7 @@ impl Consortium {
         &mut self,
         progress: &mut impl FnMut(&str),
         acc: &mut Attempts,
-    ) -> Result<(RoundMetrics, Option<String>, Option<String>)> {
+    ) -> Result<(RoundMetrics, Option<Hash>, Option<String>)> {
         let Attempts {
             times,
             bytes_in,
@@ -494,7 +494,7 @@ impl Consortium {
         progress(&format!("round {round}: started"));
         let mut to_coordinator: VecDeque<(usize, ToCoordinator)> = VecDeque::new();
         let mut training: Vec<(usize, Box<medfl_client::TrainingTask>)> = Vec::new();
-        let mut outcome: Option<(RoundMetrics, Option<String>, Option<String>)> = None;
+        let mut outcome: Option<(RoundMetrics, Option<Hash>, Option<String>)> = None;
         while outcome.is_none() {
             let mut moved = false;
             let now = self.wall();
@@ -596,7 +596,7 @@ impl Consortium {
                         self.coordinator.anchored(receipt.is_ok());
                         let receipt = receipt.context("anchoring the round")?;
                         self.broadcast_block(receipt.height)?;
-                        outcome = Some((o.metrics, Some(o.model.hash.to_string()), None));
+                        outcome = Some((o.metrics, Some(o.model.hash), None));
                     }
                     CoordinatorEvent::RoundFailed { reason, metrics } => {
                         outcome = Some((*metrics, None, Some(reason)));

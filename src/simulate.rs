@@ -683,13 +683,13 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
         run.rounds.rounds, run.hospitals, verified.height
     );
     let (rows, _) = execute(&scenario, &run, scratch.path(), true)?;
-    let replayed: Vec<(u64, String)> = rows
+    let replayed: Vec<(u64, Hash)> = rows
         .iter()
-        .filter_map(|r| r.report.model.clone().map(|m| (r.report.metrics.round, m)))
+        .filter_map(|r| r.report.model.map(|m| (r.report.metrics.round, m)))
         .collect();
     for (i, (round, hash)) in anchored.iter().enumerate() {
         match replayed.get(i) {
-            Some((r, h)) if r == round && *h == hash.to_string() => {}
+            Some((r, h)) if r == round && h == hash => {}
             Some((r, h)) => bail!(
                 "round {round} diverges: the ledger anchors model {hash}, the replay produced {h} (replayed round {r})"
             ),
