@@ -109,9 +109,8 @@ fn dropouts_are_recorded_and_runs_are_bit_reproducible() {
     };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (run(d1.path()), run(d2.path()));
-    let models = |v: &[medfl::consortium::RoundReport]| {
-        v.iter().map(|r| r.model).collect::<Vec<_>>()
-    };
+    let models =
+        |v: &[medfl::consortium::RoundReport]| v.iter().map(|r| r.model).collect::<Vec<_>>();
     assert_eq!(models(&a), models(&b), "same seed, same models");
     let dropped: usize = a.iter().map(|r| r.metrics.dropped.len()).sum();
     assert!(

@@ -43,6 +43,19 @@ fn chain(f: &Fixture) -> Vec<Block> {
         .collect()
 }
 
+/// `block` with its header re-signed by a key outside the consortium.
+fn signed_by_an_outsider(f: &Fixture, block: &Block) -> Block {
+    let outsider = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
+    let mut forged = block.clone();
+    forged.header = block
+        .header
+        .header
+        .clone()
+        .sign(&f.genesis_hash, &outsider)
+        .unwrap();
+    forged
+}
+
 fn events(h: &mut Hospital) -> Vec<HospitalEvent> {
     std::iter::from_fn(|| h.poll_event()).collect()
 }
@@ -102,16 +115,7 @@ fn a_block_the_copy_refuses_changes_nothing() {
     let blocks = chain(&f);
     let mut h = hospital(&f);
     // Signed by a key outside the consortium.
-    let mut forged = blocks[0].clone();
-    forged.header = forged
-        .header
-        .header
-        .clone()
-        .sign(
-            &f.genesis_hash,
-            &ed25519_dalek::SigningKey::from_bytes(&[66; 32]),
-        )
-        .unwrap();
+    let forged = signed_by_an_outsider(&f, &blocks[0]);
     h.handle(ToAgent::Block(Box::new(forged)), NOW).unwrap();
     // A transaction changed after the header was signed.
     let mut altered = blocks[0].clone();
@@ -161,16 +165,7 @@ fn a_second_block_signed_at_a_held_height_is_kept_as_proof_of_a_fork() {
     assert_eq!(h.ledger().state().tip(), blocks[0].header.hash().unwrap());
     h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
         .unwrap();
-    let mut forged = fork;
-    forged.header = forged
-        .header
-        .header
-        .clone()
-        .sign(
-            &f.genesis_hash,
-            &ed25519_dalek::SigningKey::from_bytes(&[66; 32]),
-        )
-        .unwrap();
+    let forged = signed_by_an_outsider(&f, &fork);
     h.handle(ToAgent::Block(Box::new(forged)), NOW).unwrap();
     assert!(events(&mut h).is_empty());
 }
