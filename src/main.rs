@@ -509,14 +509,36 @@ impl SubmitBody {
 }
 
 fn main() -> ExitCode {
+    // A damaged ledger file is reported as an error, not with the storage engine's panic.
+    medfl::ledger::store::quiet_storage_panics();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`medfl ledger show --json | head`): stop quietly, as `cat` does.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` and a newline to stdout; unlike `println!`, a closed pipe is an error to
+/// return, not a panic.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -800,7 +822,7 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                         serde_json::json!({ "ok": false, "height": e.height, "reason": e.reason })
                     }
                 };
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                emit(&serde_json::to_string_pretty(&value)?)?;
             }
             match result {
                 Ok(r) => {
@@ -818,16 +840,16 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
             }
         }
         LedgerCommand::Show { dir, json, blocks } => {
-            let ledger = open(&dir)?;
+            let ledger = open_snapshot(&dir)?;
             let summary = report::summarize(&ledger)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                emit(&serde_json::to_string_pretty(&summary)?)?;
             } else {
-                print!("{}", report::render_text(&summary, blocks));
+                emit(report::render_text(&summary, blocks).trim_end())?;
             }
         }
         LedgerCommand::Prove { dir, tx_id, out } => {
-            let ledger = open(&dir)?;
+            let ledger = open_snapshot(&dir)?;
             let proof = ledger.prove(&tx_id)?;
             let text = serde_json::to_string_pretty(&proof)?;
             match out {
@@ -840,7 +862,7 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                         path.display()
                     );
                 }
-                None => println!("{text}"),
+                None => emit(&text)?,
             }
         }
         LedgerCommand::Revoke {
@@ -893,8 +915,10 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 .with_context(|| format!("{} is not a medfl inclusion proof", proof.display()))?;
             match p.verify(&g) {
                 Ok(t) => println!(
-                    "ok: transaction {} is in block {} ({}){}",
+                    "ok: {} transaction {} signed by {} is in block {} ({}){}",
+                    t.kind,
                     t.id,
+                    t.signer,
                     t.height,
                     t.block_time,
                     if t.signer_checked {
@@ -941,9 +965,11 @@ fn check_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn open(dir: &Path) -> Result<Ledger> {
+/// Opens a private snapshot of the ledger in `dir`: inspection never writes, locks or repairs
+/// the evidence, so it works on read-only media and beside the daemon that keeps the ledger.
+fn open_snapshot(dir: &Path) -> Result<Ledger> {
     check_dir(dir)?;
-    Ledger::open(dir).with_context(|| format!("opening the ledger in {}", dir.display()))
+    Ledger::open_snapshot(dir).with_context(|| format!("opening the ledger in {}", dir.display()))
 }
 
 /// Trains on the first 80% of rows; sets the threshold on the normal rows of the last 20%.

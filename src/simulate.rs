@@ -661,7 +661,7 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     run.check()?;
     let verified = verify_dir(&dir.join("ledger"), None)
         .with_context(|| format!("the ledger in {} does not verify", dir.display()))?;
-    let ledger = Ledger::open(&dir.join("ledger"))?;
+    let ledger = Ledger::open_snapshot(&dir.join("ledger"))?;
     let mut anchored: Vec<(u64, Hash)> = Vec::new();
     for h in 1..=ledger.state().height() {
         let block = ledger

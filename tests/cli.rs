@@ -366,7 +366,8 @@ fn verify_show_prove_and_check_proof() {
         p(&proof),
     ]);
     assert!(
-        checked.starts_with(&format!("ok: transaction {id} is in block 3")),
+        checked.starts_with(&format!("ok: consent transaction {id} signed by hospital-"))
+            && checked.contains("is in block 3"),
         "{checked}"
     );
 
@@ -389,6 +390,47 @@ fn verify_show_prove_and_check_proof() {
     // Unknown transaction.
     assert!(
         fails(&["ledger", "prove", p(&dir), &Hash::ZERO.to_string()]).contains("not on the ledger")
+    );
+}
+
+/// A round anchor (floats in its DP parameters and epsilons) proves and checks from the CLI.
+#[test]
+fn a_round_anchor_proves_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let f = Fixture::new(5, 3, 2);
+    let mut ledger = Ledger::create(&dir, &f.genesis).unwrap();
+    let (coord, key) = f.coordinator();
+    let hospitals: Vec<_> = (0..3)
+        .map(|i| Fixture::id(&format!("hospital-{i}")))
+        .collect();
+    let at = Timestamp(T0.0 + HOUR);
+    let round = f.round_on(ledger.state(), 1, Hash::ZERO, &hospitals);
+    let id = ledger
+        .append(
+            vec![f.tx(coord, at, TxBody::AnchorRound(round))],
+            at,
+            coord,
+            key,
+        )
+        .unwrap()
+        .tx_ids[0]
+        .to_string();
+    drop(ledger);
+    let proof = tmp.path().join("proof.json");
+    ok(&["ledger", "prove", p(&dir), &id, "--out", p(&proof)]);
+    let checked = ok(&[
+        "ledger",
+        "check-proof",
+        "--genesis",
+        p(&dir.join("genesis.toml")),
+        p(&proof),
+    ]);
+    assert!(
+        checked.starts_with(&format!(
+            "ok: anchor-round transaction {id} signed by coordinator is in block 1"
+        )),
+        "{checked}"
     );
 }
 
@@ -706,4 +748,80 @@ fn forge_ledger(dir: &Path, genesis: &Genesis) {
     store
         .append(1, &medfl_ledger::codec::encode(&block).unwrap(), &ids, &tip)
         .unwrap();
+}
+
+/// An auditor reads evidence without writing to it or needing its lock: verify, show and
+/// prove work beside the process that keeps the ledger, and leave the file byte for byte.
+#[test]
+fn inspecting_a_ledger_never_writes_it_nor_needs_its_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let (_f, ids) = sample_ledger(&dir);
+    // Holds redb's exclusive lock, as the daemon that keeps this ledger does.
+    let owner = Ledger::open(&dir).unwrap();
+    let db = dir.join("ledger.redb");
+    let before = std::fs::read(&db).unwrap();
+    let genesis = dir.join("genesis.toml");
+    assert!(
+        ok(&["ledger", "verify", "--genesis", p(&genesis), p(&dir)]).starts_with("ok: 3 blocks")
+    );
+    assert!(ok(&["ledger", "show", p(&dir)]).contains("height      3"));
+    ok(&["ledger", "prove", p(&dir), &ids[0].to_string()]);
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "inspection changed the ledger file"
+    );
+    drop(owner);
+}
+
+/// Single-bit flips in the ledger file: `verify` reports each as an error or passes it (a
+/// flip outside anything read); it never crashes (exit 101) nor prints a panic.
+#[test]
+fn a_damaged_ledger_file_is_an_error_never_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    sample_ledger(&dir);
+    let file = std::fs::read(dir.join("ledger.redb")).unwrap();
+    let genesis = dir.join("genesis.toml");
+    let mut refused = 0;
+    for i in 0..12 {
+        let copy = tmp.path().join(format!("flip-{i}"));
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(&genesis, copy.join("genesis.toml")).unwrap();
+        let mut damaged = file.clone();
+        damaged[i * file.len() / 12 + 3 * i] ^= 1 << (i % 8);
+        std::fs::write(copy.join("ledger.redb"), &damaged).unwrap();
+        let out = medfl(&["ledger", "verify", "--genesis", p(&genesis), p(&copy)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)) && !stderr.contains("panicked"),
+            "flip {i}: {:?} {stderr}",
+            out.status
+        );
+        refused += usize::from(out.status.code() == Some(1));
+    }
+    assert!(refused > 0);
+}
+
+/// `medfl ledger show --json | head` stops quietly when the reader goes away.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    sample_ledger(&dir);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(["ledger", "show", "--json", p(&dir)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the child writes: its write meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.is_empty(),
+        "{:?} {stderr}",
+        out.status
+    );
 }

@@ -138,7 +138,7 @@ impl Ledger {
     /// another genesis, or one that fails any check, is refused with the first failing height.
     #[cfg(feature = "redb")]
     pub fn open_verified(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
-        let (store, stored) = open_parts(dir)?;
+        let (store, stored) = open_parts(dir, Access::Owner)?;
         let (_, state) = crate::verify::verify_parts(&store, &stored, Some(genesis), None)?;
         Ok(Ledger {
             store: Box::new(store),
@@ -154,7 +154,21 @@ impl Ledger {
     /// other, [`Ledger::open_verified`].
     #[cfg(feature = "redb")]
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
-        let (store, genesis) = open_parts(dir)?;
+        Ledger::open_with(dir, Access::Owner)
+    }
+
+    /// Opens a private snapshot of the ledger in `dir`, which is only read: never locked,
+    /// written or repaired, so it may be evidence on read-only media or the ledger of a running
+    /// daemon. Appends go to the snapshot and vanish with it. Like [`Ledger::open`], it trusts
+    /// the signatures; what an auditor trusts is [`crate::verify_dir_from`].
+    #[cfg(feature = "redb")]
+    pub fn open_snapshot(dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, Access::Snapshot)
+    }
+
+    #[cfg(feature = "redb")]
+    fn open_with(dir: &Path, access: Access) -> Result<Ledger, LedgerError> {
+        let (store, genesis) = open_parts(dir, access)?;
         let mut state = ChainState::from_genesis(&genesis)?;
         store::try_for_each_block(
             &store,
@@ -308,14 +322,30 @@ impl Ledger {
     }
 }
 
+/// How a ledger directory is opened.
+#[cfg(feature = "redb")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The file itself, for writing: the process that keeps this ledger.
+    Owner,
+    /// A private copy of the file, which is only read: auditors and inspection.
+    Snapshot,
+    /// A private copy read without the storage engine's integrity check, to locate damage.
+    SnapshotUnchecked,
+}
+
 /// Opens the store and its genesis, checking the genesis file beside it agrees.
 #[cfg(feature = "redb")]
-pub(crate) fn open_parts(dir: &Path) -> Result<(RedbStore, Genesis), LedgerError> {
+pub(crate) fn open_parts(dir: &Path, access: Access) -> Result<(RedbStore, Genesis), LedgerError> {
     let db_path = dir.join(DB_FILE);
     if !db_path.is_file() {
         return Err(LedgerError::Missing(dir.to_path_buf()));
     }
-    let store = RedbStore::open(&db_path)?;
+    let store = match access {
+        Access::Owner => RedbStore::open(&db_path)?,
+        Access::Snapshot => RedbStore::open_snapshot(&db_path)?,
+        Access::SnapshotUnchecked => RedbStore::open_snapshot_unchecked(&db_path)?,
+    };
     let bytes = store.genesis()?.ok_or_else(|| LedgerError::Damaged {
         height: 0,
         source: "no genesis stored".into(),

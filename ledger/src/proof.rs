@@ -22,11 +22,16 @@ use crate::timestamp::Timestamp;
 use crate::tx::{Transaction, TxId};
 
 /// Evidence that a transaction is in a block of the ledger.
+///
+/// In JSON the transaction travels as the hex of its canonical bytes, the very bytes its id
+/// hashes: a proof must not depend on a text format re-encoding every value (a float, say)
+/// exactly as the ledger did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InclusionProof {
     /// The genesis the chain starts from.
     pub genesis: Hash,
     /// The transaction.
+    #[serde(with = "canonical_tx")]
     pub tx: Transaction,
     /// Its Merkle path in its block.
     pub path: MerklePath,
@@ -34,11 +39,46 @@ pub struct InclusionProof {
     pub headers: Vec<SignedHeader>,
 }
 
+/// Serde for the proven transaction: canonical bytes (hex in human-readable formats), decoded
+/// canonically, so what is read back is exactly what was hashed.
+mod canonical_tx {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::codec;
+    use crate::tx::Transaction;
+
+    pub(super) fn serialize<S: Serializer>(tx: &Transaction, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = codec::encode(tx).map_err(serde::ser::Error::custom)?;
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(bytes))
+        } else {
+            bytes.serialize(s)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Transaction, D::Error> {
+        let bytes = if d.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            hex::decode(text.trim())
+                .map_err(|e| serde::de::Error::custom(format!("the transaction is not hex: {e}")))?
+        } else {
+            Vec::<u8>::deserialize(d)?
+        };
+        codec::decode(&bytes).map_err(|e| {
+            serde::de::Error::custom(format!("the transaction's bytes do not decode: {e}"))
+        })
+    }
+}
+
 /// What a checked proof establishes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProvenTx {
     /// The transaction id.
     pub id: TxId,
+    /// Its kind, as `medfl ledger show` names it.
+    pub kind: &'static str,
+    /// Who signed it.
+    pub signer: MemberId,
     /// Height of its block.
     pub height: u64,
     /// Time of its block.
@@ -152,6 +192,8 @@ impl InclusionProof {
         };
         Ok(ProvenTx {
             id,
+            kind: self.tx.body.kind(),
+            signer: self.tx.signer.clone(),
             height: last.height,
             block_time: last.timestamp,
             signer_checked,

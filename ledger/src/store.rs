@@ -18,7 +18,7 @@ use crate::tx::TxId;
 #[cfg(feature = "redb")]
 mod disk;
 #[cfg(feature = "redb")]
-pub use disk::RedbStore;
+pub use disk::{RedbStore, StorageFault, quiet_storage_panics};
 
 /// A storage failure, with what we were doing.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,15 @@ impl StoreError {
             context,
             source: source.into(),
         }
+    }
+
+    /// Whether the store found its file damaged (as opposed to, say, unreadable or locked).
+    pub fn is_damage(&self) -> bool {
+        #[cfg(feature = "redb")]
+        if let Some(fault) = self.source.downcast_ref::<StorageFault>() {
+            return matches!(fault, StorageFault::Damaged(_) | StorageFault::Poisoned);
+        }
+        false
     }
 }
 

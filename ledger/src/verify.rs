@@ -15,6 +15,10 @@
 //! What verification cannot see alone: a ledger cut short at its end is a valid, shorter
 //! ledger. The tip record catches a block deleted by accident; against a deliberate truncation,
 //! compare the tip with one held elsewhere (`--tip`, or the hash a member last endorsed).
+//!
+//! [`verify_dir`] and [`verify_dir_from`] read a private snapshot of the database (see
+//! [`crate::store::RedbStore::open_snapshot`]): the evidence is never written, locked or
+//! repaired, and a damaged file is a verification error at height 0, never a crash.
 
 #[cfg(feature = "redb")]
 use std::path::Path;
@@ -24,10 +28,8 @@ use crate::bytes::Hash;
 use crate::codec;
 use crate::genesis::Genesis;
 #[cfg(feature = "redb")]
-use crate::ledger::{LedgerError, open_parts};
+use crate::ledger::{Access, LedgerError, open_parts};
 use crate::state::ChainState;
-#[cfg(feature = "redb")]
-use crate::store::RedbStore;
 use crate::store::{BlockStore, tip_record, try_for_each_block};
 
 /// A ledger that verified.
@@ -67,8 +69,7 @@ impl VerifyError {
 /// [`verify_dir_from`] with the genesis you hold.
 #[cfg(feature = "redb")]
 pub fn verify_dir(dir: &Path, expected_tip: Option<Hash>) -> Result<VerifyReport, VerifyError> {
-    let (store, genesis) = open_store(dir)?;
-    verify_parts(&store, &genesis, None, expected_tip).map(|(report, _)| report)
+    verify_snapshot(dir, None, expected_tip)
 }
 
 /// Verifies the ledger in `dir` from `genesis`, the one the caller holds: a ledger that starts
@@ -80,16 +81,50 @@ pub fn verify_dir_from(
     genesis: &Genesis,
     expected_tip: Option<Hash>,
 ) -> Result<VerifyReport, VerifyError> {
-    let (store, stored) = open_store(dir)?;
-    verify_parts(&store, &stored, Some(genesis), expected_tip).map(|(report, _)| report)
+    verify_snapshot(dir, Some(genesis), expected_tip)
 }
 
+/// Verifies a private snapshot of `dir`: the storage engine's integrity check, then every
+/// block. When the check finds the file damaged, the blocks are still read (guarded) to name
+/// the first height the damage breaks.
 #[cfg(feature = "redb")]
-fn open_store(dir: &Path) -> Result<(RedbStore, Genesis), VerifyError> {
-    open_parts(dir).map_err(|e| match e {
-        LedgerError::Damaged { height, source } => VerifyError::at(height, source),
-        e => VerifyError::at(0, e),
-    })
+fn verify_snapshot(
+    dir: &Path,
+    pinned: Option<&Genesis>,
+    expected_tip: Option<Hash>,
+) -> Result<VerifyReport, VerifyError> {
+    let run = |access| {
+        let (store, stored) = open_parts(dir, access).map_err(|e| match e {
+            LedgerError::Damaged { height, source } => VerifyError::at(height, source),
+            e => VerifyError::at(0, e),
+        })?;
+        verify_parts(&store, &stored, pinned, expected_tip).map(|(report, _)| report)
+    };
+    match open_parts(dir, Access::Snapshot) {
+        Ok((store, stored)) => {
+            verify_parts(&store, &stored, pinned, expected_tip).map(|(report, _)| report)
+        }
+        Err(LedgerError::Store(damage)) if damage.is_damage() => {
+            Err(match run(Access::SnapshotUnchecked) {
+                Err(located) => VerifyError::at(
+                    located.height,
+                    format!(
+                        "{}; the storage engine's integrity check fails too: {damage}",
+                        located.reason
+                    ),
+                ),
+                Ok(_) => VerifyError::at(
+                    0,
+                    format!(
+                        "{damage}; every block still reads back and verifies, so the damage \
+                         is outside the chain's data"
+                    ),
+                ),
+            })
+        }
+        Err(LedgerError::Damaged { height, source }) => Err(VerifyError::at(height, source)),
+        Err(e) => Err(VerifyError::at(0, e)),
+    }
 }
 
 /// Verifies every byte `store` holds from `genesis`, the one the caller holds: the stored
