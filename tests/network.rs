@@ -300,6 +300,41 @@ fn a_client_killed_mid_round_is_recorded_as_dropped() {
     verify_dir(&net.folder("coordinator").join("ledger"), None).unwrap();
 }
 
+/// A hospital SIGKILLed while it trains is dropped when its connection closes: the round
+/// anchors seconds after the kill, not at the training deadline (600 s, as deployed).
+#[test]
+fn a_hospital_killed_in_training_does_not_hold_the_round_to_its_deadline() {
+    let net = Net::new(1, 3);
+    let config = net.folder("coordinator").join("config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace("training_timeout_s = 60.0", "training_timeout_s = 600.0"),
+    )
+    .unwrap();
+    let mut coord = net.coordinator("1");
+    let mut clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 1)).collect();
+    clients[0].wait_for("local training started", 1, 120);
+    clients[0].kill();
+    let killed = Instant::now();
+    assert!(
+        coord.wait_exit(120),
+        "coordinator failed:\n{}",
+        coord.text()
+    );
+    let waited = killed.elapsed();
+    // Well inside one stage deadline (8 s here) plus the others' training; nowhere near 600 s.
+    assert!(
+        waited < Duration::from_secs(60),
+        "the round anchored {waited:?} after the kill"
+    );
+    let anchors = net.anchors();
+    assert_eq!(anchors.len(), 1);
+    assert!(anchors[0].participants.iter().all(|(m, _)| m != &id("h-a")));
+    let metrics = fs::read_to_string(net.folder("coordinator").join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"gone\":[\"h-a\"]"), "{metrics}");
+}
+
 #[test]
 fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     let net = Net::new(2, 3);

@@ -146,6 +146,8 @@ struct Active {
     quorum: usize,
     /// Participants whose decline is recorded; one per member per attempt.
     declined: BTreeSet<ClientId>,
+    /// Participants known gone (connection closed, revoked): never waited for.
+    gone: BTreeSet<MemberId>,
     metrics: RoundMetrics,
 }
 
@@ -414,6 +416,7 @@ impl Coordinator {
             endorsing: None,
             quorum: chain.quorum() as usize,
             declined: BTreeSet::new(),
+            gone: BTreeSet::new(),
             metrics,
         };
         self.sync_stage(&mut active, now_ms);
@@ -527,6 +530,40 @@ impl Coordinator {
         }
     }
 
+    /// Stops waiting for `member` in the running round: its connection closed, or it was
+    /// revoked. It counts as dropped at once (secure aggregation recovers its share of the
+    /// masks), so the stage it held up closes on the last answer of the others; deadlines are
+    /// for the silent. A member outside the round changes nothing.
+    pub fn member_gone(&mut self, now_ms: u64, wall: Timestamp, member: &MemberId) {
+        let Some(mut active) = self.round.take() else {
+            return;
+        };
+        if let Some(index) = active.config.client_index(member)
+            && active.gone.insert(member.clone())
+        {
+            if active.endorsing.is_none() {
+                active.server.client_gone(ClientId(index));
+                self.sync_stage(&mut active, now_ms);
+            }
+            active.metrics.gone.push(member.to_string());
+        }
+        self.after_progress(active, now_ms, wall);
+    }
+
+    /// Stops waiting for every participant of the running round that `chain` shows revoked.
+    pub fn chain_changed(&mut self, now_ms: u64, wall: Timestamp, chain: &ChainState) {
+        let revoked: Vec<MemberId> = self
+            .round
+            .iter()
+            .flat_map(|r| &r.config.participants)
+            .filter(|m| chain.member(m).is_none_or(|r| r.revoked))
+            .cloned()
+            .collect();
+        for m in &revoked {
+            self.member_gone(now_ms, wall, m);
+        }
+    }
+
     /// Advances deadlines: closes a late stage, or ends the endorsement collection.
     pub fn tick(&mut self, now_ms: u64, wall: Timestamp) {
         let Some(mut active) = self.round.take() else {
@@ -615,8 +652,15 @@ impl Coordinator {
                 }
             }
         }
+        // Every survivor has endorsed, or is gone and never will.
         if let Some(e) = &active.endorsing
-            && e.endorsements.len() == e.survivors.len()
+            && e.survivors.iter().all(|id| {
+                active
+                    .config
+                    .participants
+                    .get(id.0 as usize)
+                    .is_none_or(|m| e.endorsements.contains_key(m) || active.gone.contains(m))
+            })
         {
             self.finish_endorsing(active, now_ms, wall);
             return;

@@ -19,6 +19,9 @@ pub struct RoundMetrics {
     /// Members that declined the round, one entry each (`member: reason`, the reason cut to
     /// [`crate::MAX_DECLINE_REASON`] bytes).
     pub declined: Vec<String>,
+    /// Selected members whose connection closed or who were revoked during the attempt, in
+    /// the order the coordinator learned it: dropped at once, not at a deadline.
+    pub gone: Vec<String>,
     /// Declines beyond each member's first in this attempt: counted, not stored, so a member
     /// repeating itself cannot grow the coordinator's memory.
     pub declines_repeated: u64,

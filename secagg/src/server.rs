@@ -125,6 +125,8 @@ pub struct ServerSession {
     key_transcript: [u8; 32],
     graph: Option<NeighbourGraph>,
     phase: ServerPhase,
+    /// Clients the driver knows are gone (connection closed, revoked): never waited for.
+    gone: BTreeSet<ClientId>,
     outgoing: VecDeque<(ClientId, ServerMessage)>,
     events: VecDeque<ServerEvent>,
 }
@@ -148,6 +150,7 @@ impl ServerSession {
             phase: ServerPhase::AdvertiseKeys {
                 adverts: BTreeMap::new(),
             },
+            gone: BTreeSet::new(),
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
         })
@@ -201,6 +204,9 @@ impl ServerSession {
             _ => {}
         }
         self.plan.check_member(from)?;
+        if self.gone.contains(&from) {
+            return Err(SecAggError::Excluded(from));
+        }
         msg.validate(&self.plan)?;
         let plan = &self.plan;
         let graph = self.graph.as_ref();
@@ -425,10 +431,68 @@ impl ServerSession {
                 });
             }
         };
-        if complete && let Some(stage) = self.stage() {
+        if (complete || self.waiting_only_on_gone())
+            && let Some(stage) = self.stage()
+        {
             self.close_stage(stage);
         }
         Ok(())
+    }
+
+    /// Stops waiting for `client`: its connection is gone or it was revoked, so it will not
+    /// answer. The open stage closes as soon as every other client it waits for has answered,
+    /// instead of at its deadline; `client` counts as dropped from here on, and its later
+    /// messages are refused.
+    ///
+    /// This gives the server nothing it lacks: closing a stage early is always its choice
+    /// (a dropout is indistinguishable from a slow client), and the clients' checks hold
+    /// whatever it decides.
+    pub fn client_gone(&mut self, client: ClientId) {
+        if self.plan.check_member(client).is_err() || !self.gone.insert(client) {
+            return;
+        }
+        if self.waiting_only_on_gone()
+            && let Some(stage) = self.stage()
+        {
+            self.close_stage(stage);
+        }
+    }
+
+    /// Whether every client the open stage still waits for is gone (false when none is).
+    fn waiting_only_on_gone(&self) -> bool {
+        if self.gone.is_empty() {
+            return false;
+        }
+        let gone = |c: &ClientId| self.gone.contains(c);
+        match &self.phase {
+            ServerPhase::AdvertiseKeys { adverts } => self
+                .plan
+                .roster
+                .keys()
+                .all(|c| adverts.contains_key(c) || gone(c)),
+            ServerPhase::RevealNonces { adverts, nonces } => {
+                adverts.keys().all(|c| nonces.contains_key(c) || gone(c))
+            }
+            ServerPhase::ShareKeys { adverts, shares } => {
+                adverts.keys().all(|c| shares.contains_key(c) || gone(c))
+            }
+            ServerPhase::MaskedInput { state, received } => {
+                state.u2.iter().all(|c| received.contains(c) || gone(c))
+            }
+            ServerPhase::ConsistencyCheck { state, signatures } => state
+                .survivors
+                .iter()
+                .all(|c| signatures.contains_key(c) || gone(c)),
+            ServerPhase::Unmask {
+                requests,
+                responded,
+                banned,
+                ..
+            } => requests
+                .keys()
+                .all(|c| responded.contains(c) || banned.contains(c) || gone(c)),
+            ServerPhase::Finished | ServerPhase::Aborted(_) => false,
+        }
     }
 
     fn check_revealed(
@@ -484,6 +548,13 @@ impl ServerSession {
             }
         };
         self.phase = next;
+        // The next stage may wait only on clients already gone: nothing would close it early.
+        if self.waiting_only_on_gone()
+            && let Some(next) = self.stage()
+            && next != stage
+        {
+            self.close_stage(next);
+        }
     }
 
     fn require(&mut self, stage: Stage, got: usize) -> Result<(), SecAggError> {

@@ -90,6 +90,8 @@ pub struct SimReport {
     pub stages: Vec<(Stage, usize)>,
     /// Clients the server caught cheating, with what they did.
     pub misbehaved: Vec<(ClientId, SecAggError)>,
+    /// Stages closed by a deadline (nothing moved) rather than by the last answer.
+    pub deadlines: usize,
 }
 
 /// Deterministic identities `0..n` and the matching roster.
@@ -113,6 +115,8 @@ pub struct Simulation {
     /// Every client, by id.
     pub clients: BTreeMap<ClientId, ClientSession>,
     drops: BTreeMap<ClientId, DropPoint>,
+    /// Whether the server is told at once when a client drops, as a closed connection does.
+    announce_drops: bool,
 }
 
 impl Simulation {
@@ -135,6 +139,7 @@ impl Simulation {
             server: ServerSession::new(config, &roster)?,
             clients,
             drops: BTreeMap::new(),
+            announce_drops: false,
         })
     }
 
@@ -158,6 +163,12 @@ impl Simulation {
         self.drops.insert(id, point);
     }
 
+    /// Tells the server of each drop the moment it happens ([`ServerSession::client_gone`]),
+    /// as a driver does when a connection closes; otherwise only deadlines reveal drops.
+    pub fn announce_drops(&mut self) {
+        self.announce_drops = true;
+    }
+
     /// Runs the round to completion with honest transport.
     pub fn run(&mut self) -> SimReport {
         self.run_with(&mut Honest)
@@ -170,6 +181,7 @@ impl Simulation {
         let mut stages = Vec::new();
         let mut misbehaved = Vec::new();
         let mut outcome = None;
+        let mut deadlines = 0;
         loop {
             let mut moved = false;
             for (&id, client) in self.clients.iter_mut() {
@@ -183,6 +195,9 @@ impl Simulation {
                         .is_some_and(|d| msg.stage() >= d.stage())
                     {
                         dead.insert(id);
+                        if self.announce_drops {
+                            self.server.client_gone(id);
+                        }
                         break;
                     }
                     moved = true;
@@ -216,7 +231,10 @@ impl Simulation {
             }
             if !moved {
                 match self.server.stage() {
-                    Some(stage) => self.server.close_stage(stage),
+                    Some(stage) => {
+                        deadlines += 1;
+                        self.server.close_stage(stage);
+                    }
                     None => break,
                 }
             }
@@ -231,6 +249,7 @@ impl Simulation {
             server_rejections: rejections,
             stages,
             misbehaved,
+            deadlines,
         }
     }
 }

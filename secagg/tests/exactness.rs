@@ -296,3 +296,34 @@ fn aggregate_is_exact_up_to_100_clients() {
     });
     runner.run(&case(100), |c| run_case(&c)).unwrap();
 }
+
+/// A server told of each drop as it happens (a closed connection) closes every stage on the
+/// last answer it waits for, never at a deadline, and reaches the very sum and survivors the
+/// deadline-driven run reaches.
+#[test]
+fn drops_the_server_is_told_of_close_stages_without_waiting() {
+    let n = 16;
+    let mut config = SecAggConfig::new(3, 50);
+    config.neighbours = Some(12);
+    config.threshold = Some(7);
+    let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+        .map(|i| (ClientId(i), (0..50).map(|j| u64::from(i) * 7 + j).collect()))
+        .collect();
+    let run = |announce: bool| {
+        let mut sim = Simulation::new(config.clone(), n, [4; 32]).unwrap();
+        sim.provide_inputs(&inputs).unwrap();
+        for (i, p) in AFTER_NONCE.iter().enumerate() {
+            sim.drop_client(ClientId(3 * i as u32 + 1), *p);
+        }
+        if announce {
+            sim.announce_drops();
+        }
+        sim.run()
+    };
+    let (waited, told) = (run(false), run(true));
+    assert!(waited.deadlines > 0);
+    assert_eq!(told.deadlines, 0, "a stage waited for a client known gone");
+    assert_eq!(told.outcome, waited.outcome);
+    assert!(told.outcome.is_ok());
+    assert!(told.server_rejections.is_empty());
+}

@@ -367,6 +367,7 @@ impl Daemon {
             };
             match ev {
                 AgentEvent::Train(mut task) => {
+                    info!(session = task.session, "local training started");
                     // Our own opt-outs apply before the coordinator orders them.
                     task.opted_out.extend(self.own_opt_outs());
                     self.train(*task)

@@ -404,8 +404,12 @@ impl Daemon {
             NetEvent::Disconnected(peer) => {
                 if let Some(m) = self.peers.get(&peer) {
                     info!(member = %m, "disconnected");
-                    self.connected.remove(m);
-                    self.catch_up.disconnected(m);
+                    let m = m.clone();
+                    self.connected.remove(&m);
+                    self.catch_up.disconnected(&m);
+                    // Gone, not silent: the round stops waiting for it now.
+                    let now_ms = self.now_ms();
+                    self.coordinator.member_gone(now_ms, wall_now(), &m);
                 }
             }
             NetEvent::Message { from, msg } => {
@@ -594,6 +598,10 @@ impl Daemon {
     /// Re-reads the active members from the ledger: a revoked member is cut off at once.
     async fn refresh_members(&mut self) {
         self.peers = peer_map(self.ledger.state());
+        // A participant revoked mid-round is dropped from it at once.
+        let now_ms = self.now_ms();
+        self.coordinator
+            .chain_changed(now_ms, wall_now(), self.ledger.state());
         let gone: Vec<MemberId> = self
             .connected
             .keys()

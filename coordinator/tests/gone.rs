@@ -1,0 +1,135 @@
+//! A participant whose connection closes, or who is revoked, mid-round is dropped at once:
+//! the round anchors without waiting for the training deadline (600 s here).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+mod common;
+use common::{coordinator, training};
+
+use medfl_client::{Agent, AgentEvent};
+use medfl_coordinator::{Coordinator, CoordinatorEvent, RoundOutcome};
+use medfl_ledger::testkit::{Fixture, HOUR, T0};
+use medfl_ledger::{ChainState, MemberId, Timestamp, TxBody};
+use medfl_protocol::ToCoordinator;
+
+const NOW: Timestamp = Timestamp(T0.0 + HOUR);
+
+/// A privacy ledger with room for every round.
+fn roomy_spend() -> medfl_client::spend::PrivacySpend {
+    let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
+    medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
+}
+
+/// Runs one round of five hospitals in which `silent` never trains (as if killed in
+/// training); once the others have sent their updates, `gone` tells the coordinator. The
+/// clock never moves, so no deadline can end a stage. Returns the anchored outcome, if any.
+fn round_with_a_silent_member(
+    gone: impl FnOnce(&mut Coordinator, &ChainState, &MemberId),
+) -> Option<RoundOutcome> {
+    let f = Fixture::new(6, 5, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f, training(), 3);
+    let all: BTreeSet<MemberId> = (0..5)
+        .map(|i| Fixture::id(&format!("hospital-{i}")))
+        .collect();
+    let silent = Fixture::id("hospital-4");
+    c.start_round(0, NOW, &state, &all).unwrap();
+    let mut agents: BTreeMap<MemberId, Agent> = (0..5u8)
+        .map(|i| {
+            let id = Fixture::id(&format!("hospital-{i}"));
+            let a = Agent::new(
+                id.clone(),
+                f.key(&id).clone(),
+                f.genesis_hash,
+                roomy_spend(),
+                [i; 32],
+            );
+            (id, a)
+        })
+        .collect();
+    let mut inbox: VecDeque<(MemberId, ToCoordinator)> = VecDeque::new();
+    let mut gone = Some(gone);
+    for _ in 0..10_000 {
+        let mut progressed = false;
+        while let Some((to, msg)) = c.poll_outgoing() {
+            progressed = true;
+            let Some(a) = agents.get_mut(&to) else {
+                continue;
+            };
+            let _ = a.handle(msg, &state, NOW);
+            while let Some(e) = a.poll_event() {
+                if let AgentEvent::Train(task) = e
+                    && to != silent
+                {
+                    let params: Vec<f32> =
+                        task.global.file.params.iter().map(|p| p + 0.01).collect();
+                    a.submit_update(task.session, &params).unwrap();
+                    a.charge_recorded(task.session).unwrap();
+                }
+            }
+            while let Some(m) = a.poll_outgoing() {
+                inbox.push_back((to.clone(), m));
+            }
+        }
+        while let Some((from, m)) = inbox.pop_front() {
+            progressed = true;
+            let _ = c.handle(0, NOW, &from, m, &state);
+        }
+        if !progressed {
+            // Everyone but the silent member has answered: now it is found gone.
+            match gone.take() {
+                Some(g) => g(&mut c, &state, &silent),
+                None => break,
+            }
+        }
+    }
+    std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
+        CoordinatorEvent::Anchor(outcome) => Some(*outcome),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_participant_whose_connection_closes_is_dropped_at_once() {
+    let outcome = round_with_a_silent_member(|c, _, silent| c.member_gone(0, NOW, silent))
+        .expect("the round anchors without a deadline passing");
+    assert_eq!(outcome.metrics.participants, 4);
+    assert_eq!(outcome.metrics.gone, ["hospital-4"]);
+    assert!(
+        outcome
+            .metrics
+            .dropped
+            .iter()
+            .any(|d| d.contains("hospital-4"))
+    );
+}
+
+#[test]
+fn a_participant_revoked_mid_round_is_dropped_at_once() {
+    let outcome = round_with_a_silent_member(|c, state, silent| {
+        let f = Fixture::new(6, 5, 2);
+        let (coord, _) = f.coordinator();
+        let revoke = f.tx(
+            coord,
+            NOW,
+            TxBody::RevokeMember {
+                member: silent.clone(),
+                reason: "credentials stolen".into(),
+            },
+        );
+        let mut revoked = state.clone();
+        revoked
+            .apply_block(&f.block(state, vec![revoke], NOW))
+            .unwrap();
+        c.chain_changed(0, NOW, &revoked);
+    })
+    .expect("the round anchors without a deadline passing");
+    assert_eq!(outcome.metrics.gone, ["hospital-4"]);
+    assert_eq!(outcome.metrics.participants, 4);
+}
+
+/// Without being told, the coordinator waits: the same round has not anchored at the end.
+#[test]
+fn a_silent_participant_is_waited_for_until_its_deadline() {
+    assert!(round_with_a_silent_member(|_, _, _| {}).is_none());
+}
