@@ -91,6 +91,11 @@ struct Net {
 
 impl Net {
     fn new(rounds: u64, min_participants: usize) -> Net {
+        Net::with_budget(rounds, min_participants, 50.0)
+    }
+
+    /// A consortium whose agreement allows each hospital `epsilon` in all.
+    fn with_budget(rounds: u64, min_participants: usize, epsilon: f64) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut plan = format!(
@@ -103,7 +108,7 @@ impl Net {
         }
         let members: Vec<String> = HOSPITALS.iter().map(|h| format!("\"{h}\"")).collect();
         plan.push_str(&format!(
-            "\n[[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [{}]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 50.0\ndelta = 1e-5\n",
+            "\n[[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [{}]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = {epsilon:?}\ndelta = 1e-5\n",
             members.join(", ")
         ));
         fs::write(dir.path().join("plan.toml"), plan).unwrap();
@@ -214,7 +219,8 @@ impl Net {
     }
 
     fn anchors(&self) -> Vec<medfl_ledger::tx::RoundAnchor> {
-        let ledger = Ledger::open(&self.folder("coordinator").join("ledger")).unwrap();
+        // A snapshot: the running coordinator holds the file itself.
+        let ledger = Ledger::open_snapshot(&self.folder("coordinator").join("ledger")).unwrap();
         let mut out = Vec::new();
         for h in 1..=ledger.state().height() {
             for tx in ledger.block(h).unwrap().unwrap().txs {
@@ -268,7 +274,11 @@ fn five_clients_run_three_rounds_and_hold_the_anchored_model() {
         assert_eq!(r.height, 3, "{h}");
     }
     let metrics = fs::read_to_string(net.folder("coordinator").join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    let rounds = metrics
+        .lines()
+        .filter(|l| !l.contains("\"waiting\""))
+        .count();
+    assert_eq!(rounds, 3, "{metrics}");
     assert!(metrics.contains("\"stage_ms\""));
 }
 
@@ -333,6 +343,42 @@ fn a_hospital_killed_in_training_does_not_hold_the_round_to_its_deadline() {
     assert!(anchors[0].participants.iter().all(|(m, _)| m != &id("h-a")));
     let metrics = fs::read_to_string(net.folder("coordinator").join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"gone\":[\"h-a\"]"), "{metrics}");
+}
+
+/// Hospitals whose privacy budget cannot pay for a round are connected but not eligible: the
+/// coordinator says so for each, in its log, in `metrics.jsonl` and in `status.json`.
+#[test]
+fn a_spent_budget_is_named_as_the_reason_no_round_starts() {
+    let net = Net::with_budget(1, 3, 0.01);
+    let coord = net.coordinator("1");
+    let _clients: Vec<Proc> = HOSPITALS[..3].iter().map(|h| net.client(h, 1)).collect();
+    coord.wait_for("privacy budget spent", 1, 120);
+    let status_path = net.folder("coordinator").join("status.json");
+    assert!(
+        eventually(30, || {
+            let status: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(&status_path).unwrap_or_default())
+                    .unwrap_or_default();
+            status["connected"].as_array().is_some_and(|c| c.len() == 3)
+                && status["eligibility"]["ineligible"]["h-a"]["reason"] == "budget-spent"
+                && status["eligibility"]["ineligible"]["h-d"]["reason"] == "budget-spent"
+        }),
+        "{}",
+        fs::read_to_string(&status_path).unwrap_or_default()
+    );
+    let metrics = fs::read_to_string(net.folder("coordinator").join("metrics.jsonl")).unwrap();
+    let waiting: Vec<serde_json::Value> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("waiting").is_some())
+        .collect();
+    assert!(
+        waiting
+            .iter()
+            .any(|w| w["waiting"]["not_eligible"]["h-b"]["reason"] == "budget-spent"),
+        "{metrics}"
+    );
+    assert!(net.anchors().is_empty());
 }
 
 #[test]

@@ -13,9 +13,11 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod eligibility;
 mod machine;
 mod metrics;
 
+pub use eligibility::{Eligibility, Ineligible, describe_ineligible};
 pub use machine::{
     Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorEvent, MAX_DECLINE_REASON,
     RoundOutcome, Timeouts,

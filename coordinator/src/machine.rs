@@ -19,6 +19,7 @@ use medfl_secagg::{ClientId, PackedVector, ServerEvent, ServerSession, Stage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::eligibility::{Eligibility, Ineligible, describe_ineligible};
 use crate::metrics::RoundMetrics;
 
 /// How long each stage may take, in milliseconds of the driver's clock. (Their defaults are
@@ -60,12 +61,17 @@ pub struct CoordinatorConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     /// Too few eligible members are connected.
-    #[error("{eligible} eligible members connected, the round needs {needed}")]
+    #[error(
+        "{eligible} eligible members connected, the round needs {needed}; not eligible: {}",
+        describe_ineligible(ineligible)
+    )]
     NotEnoughParticipants {
         /// Connected, covered, with budget.
         eligible: usize,
         /// The configured minimum.
         needed: usize,
+        /// Every other member, and why it cannot join.
+        ineligible: BTreeMap<MemberId, Ineligible>,
     },
     /// A round is already running.
     #[error("round {0} is still running")]
@@ -266,6 +272,17 @@ impl Coordinator {
         connected: &BTreeSet<MemberId>,
         now: Timestamp,
     ) -> Result<Vec<(MemberId, f64)>, CoordinatorError> {
+        Ok(self.eligibility(chain, connected, now)?.eligible)
+    }
+
+    /// [`Coordinator::eligible`], with the reason each other member of the agreement (and each
+    /// other connected member) is left out.
+    pub fn eligibility(
+        &self,
+        chain: &ChainState,
+        connected: &BTreeSet<MemberId>,
+        now: Timestamp,
+    ) -> Result<Eligibility, CoordinatorError> {
         let a = chain.agreement(&self.cfg.agreement).ok_or_else(|| {
             CoordinatorError::Agreement(self.cfg.agreement.clone(), "not on the ledger".into())
         })?;
@@ -279,23 +296,38 @@ impl Coordinator {
         let dp = privacy::anchored_params(&self.cfg.training, self.cfg.model)?;
         let round = medfl_ledger::state::RoundPrivacy::of(&dp)
             .map_err(|e| ProtocolError::invalid("training", e))?;
-        let mut out = Vec::new();
-        for m in connected {
-            let active_hospital = chain
-                .member(m)
-                .is_some_and(|r| !r.revoked && r.member.role == Role::Hospital);
-            if !active_hospital
-                || self.excluded.contains_key(m)
-                || !a.accepted.contains(m)
-                || !a.agreement.members.contains(m)
-            {
+        let candidates: BTreeSet<&MemberId> = a.agreement.members.iter().chain(connected).collect();
+        let mut out = Eligibility::default();
+        for m in candidates {
+            let why = match chain.member(m) {
+                None => Some(Ineligible::Revoked),
+                Some(r) if r.revoked => Some(Ineligible::Revoked),
+                Some(r) if r.member.role != Role::Hospital => Some(Ineligible::NotAHospital),
+                Some(_) if !a.agreement.members.contains(m) => Some(Ineligible::NotInAgreement),
+                Some(_) if !a.accepted.contains(m) => Some(Ineligible::NotAccepted),
+                Some(_) => self.excluded.get(m).map(|proof| Ineligible::Excluded {
+                    proof: proof.clone(),
+                }),
+            };
+            if let Some(why) = why {
+                out.ineligible.insert(m.clone(), why);
                 continue;
             }
             let eps = chain
                 .epsilon_after_round(&self.cfg.agreement, m, &round)
                 .map_err(|e| ProtocolError::invalid("training", e))?;
-            if eps <= a.agreement.budget.epsilon {
-                out.push((m.clone(), eps));
+            if eps > a.agreement.budget.epsilon {
+                out.ineligible.insert(
+                    m.clone(),
+                    Ineligible::BudgetSpent {
+                        epsilon_after: eps,
+                        budget: a.agreement.budget.epsilon,
+                    },
+                );
+            } else if !connected.contains(m) {
+                out.ineligible.insert(m.clone(), Ineligible::NotConnected);
+            } else {
+                out.eligible.push((m.clone(), eps));
             }
         }
         Ok(out)
@@ -315,7 +347,10 @@ impl Coordinator {
         if self.pending_anchor.is_some() {
             return Err(CoordinatorError::Busy(0));
         }
-        let mut eligible = self.eligible(chain, connected, wall)?;
+        let Eligibility {
+            mut eligible,
+            ineligible,
+        } = self.eligibility(chain, connected, wall)?;
         // The noise is calibrated for `min_clients` survivors: fewer selected cannot work.
         let needed = self
             .cfg
@@ -326,15 +361,17 @@ impl Coordinator {
             return Err(CoordinatorError::NotEnoughParticipants {
                 eligible: eligible.len(),
                 needed,
+                ineligible,
             });
         }
+        let mut undrawn = Vec::new();
         if self.cfg.max_participants > 0 && eligible.len() > self.cfg.max_participants {
             // A seeded shuffle picks who joins when more are eligible than wanted.
             for i in (1..eligible.len()).rev() {
                 let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
                 eligible.swap(i, j);
             }
-            eligible.truncate(self.cfg.max_participants);
+            undrawn = eligible.split_off(self.cfg.max_participants);
             eligible.sort_by(|a, b| a.0.cmp(&b.0));
         }
         let a = chain.agreement(&self.cfg.agreement).ok_or_else(|| {
@@ -402,6 +439,16 @@ impl Coordinator {
             round: config.round,
             session: config.session,
             selected: config.participants.len(),
+            left_out: ineligible
+                .iter()
+                .map(|(m, why)| (m.to_string(), why.to_string()))
+                .chain(undrawn.iter().map(|(m, _)| {
+                    (
+                        m.to_string(),
+                        "eligible, not drawn for this round".to_owned(),
+                    )
+                }))
+                .collect(),
             max_epsilon: config.epsilon_after.iter().copied().fold(0.0, f64::max),
             ..RoundMetrics::default()
         };

@@ -12,6 +12,8 @@ pub struct RoundMetrics {
     pub session: u64,
     /// Members selected.
     pub selected: usize,
+    /// Members of the agreement (and connected members) not selected, and why.
+    pub left_out: std::collections::BTreeMap<String, String>,
     /// Members whose updates are in the aggregate.
     pub participants: usize,
     /// Selected members whose updates are not.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 mod common;
 use common::{coordinator, training};
 
-use medfl_coordinator::CoordinatorError;
+use medfl_coordinator::{CoordinatorError, Ineligible};
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::{ChainState, MemberId, Timestamp, TxBody};
 use medfl_protocol::{DeclineReason, ToAgent, ToCoordinator, TrainingParams};
@@ -49,15 +49,30 @@ fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
     let state = ChainState::from_genesis(&f.genesis).unwrap();
     let mut c = coordinator(&f, training(), 2);
     let r = c.start_round(0, NOW, &state, &hospitals(&["hospital-1"]));
+    let Err(CoordinatorError::NotEnoughParticipants {
+        eligible: 1,
+        needed: 3,
+        ineligible,
+    }) = &r
+    else {
+        panic!("{r:?}");
+    };
+    // Every other hospital of the agreement is named, with why.
+    assert_eq!(
+        ineligible
+            .iter()
+            .map(|(m, why)| (m.as_str(), why.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("hospital-0", Ineligible::NotConnected),
+            ("hospital-2", Ineligible::NotConnected),
+            ("hospital-3", Ineligible::NotConnected),
+        ]
+    );
     assert!(
-        matches!(
-            r,
-            Err(CoordinatorError::NotEnoughParticipants {
-                eligible: 1,
-                needed: 3
-            })
-        ),
-        "{r:?}"
+        r.unwrap_err()
+            .to_string()
+            .contains("hospital-0: not connected")
     );
     // A round that would cost more than the budget of 10 makes nobody eligible.
     let greedy = TrainingParams {
@@ -72,12 +87,31 @@ fn too_few_hospitals_or_budgets_exhausted_start_no_round() {
         &state,
         &hospitals(&["hospital-0", "hospital-1", "hospital-2"]),
     );
-    assert!(
-        matches!(
-            r,
-            Err(CoordinatorError::NotEnoughParticipants { eligible: 0, .. })
-        ),
-        "{r:?}"
+    let Err(CoordinatorError::NotEnoughParticipants {
+        eligible: 0,
+        ineligible,
+        ..
+    }) = &r
+    else {
+        panic!("{r:?}");
+    };
+    for h in ["hospital-0", "hospital-1", "hospital-2", "hospital-3"] {
+        assert!(
+            matches!(
+                ineligible.get(&Fixture::id(h)),
+                Some(Ineligible::BudgetSpent { budget, .. }) if *budget == 10.0
+            ),
+            "{h}: {ineligible:?}"
+        );
+    }
+    assert!(r.unwrap_err().to_string().contains("privacy budget spent"));
+    // A connected member outside the agreement is named too.
+    let e = c
+        .eligibility(&state, &hospitals(&["auditor", "hospital-0"]), NOW)
+        .unwrap();
+    assert_eq!(
+        e.ineligible.get(&Fixture::id("auditor")),
+        Some(&Ineligible::NotAHospital)
     );
 }
 

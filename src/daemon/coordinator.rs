@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use medfl_coordinator::{Coordinator, CoordinatorError, CoordinatorEvent};
+use medfl_coordinator::{
+    Coordinator, CoordinatorError, CoordinatorEvent, Ineligible, describe_ineligible,
+};
 use medfl_ledger::{
     AgreementId, Block, BlockError, Ledger, MemberId, Role, Timestamp, Transaction, codec,
 };
@@ -25,7 +27,7 @@ use tracing::{info, warn};
 use super::catchup::{CatchUp, CatchUpLimits, HelloVerdict};
 use super::submit::{Mempool, TrialError, admit};
 use super::{Member, peer_map, wall_now};
-use crate::model_store::ModelStore;
+use crate::model_store::{ModelStore, write_atomic};
 
 /// Command-line overrides.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +51,8 @@ struct MetricsLine<'a> {
 }
 
 struct Daemon {
+    /// The bytes of the last `status.json` written.
+    status_written: Option<Vec<u8>>,
     min_participants: usize,
     member: Member,
     /// Every model anchored, by hash.
@@ -162,11 +166,13 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         metrics,
         mempool: Mempool::default(),
         catch_up: CatchUp::new(CatchUpLimits::default()),
+        status_written: None,
     };
     let interval = Duration::from_secs_f64(settings.interval_s.max(0.0));
     let mut next_round = Instant::now() + interval;
     let mut next_inbox = Instant::now();
-    let mut waiting_logged = false;
+    // What the last "waiting" report said: a report is logged again only when it changes.
+    let mut waiting_said: Option<String> = None;
     let gather = Duration::from_secs_f64(settings.gather_s.max(0.0));
     let mut gathering: Option<Instant> = None;
     loop {
@@ -176,6 +182,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         if Instant::now() >= next_inbox {
             d.poll_inbox().await;
             d.order_submissions().await;
+            d.write_status();
             next_inbox = Instant::now() + Duration::from_millis(500);
         }
         d.pump_catch_up().await;
@@ -198,13 +205,19 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
                     );
                     d.bytes_out = 0;
                     d.bytes_in = 0;
-                    waiting_logged = false;
+                    waiting_said = None;
                     gathering = None;
                 }
-                Err(CoordinatorError::NotEnoughParticipants { eligible, needed }) => {
-                    if !waiting_logged {
-                        info!(eligible, needed, "waiting for hospitals to connect");
-                        waiting_logged = true;
+                Err(CoordinatorError::NotEnoughParticipants {
+                    eligible,
+                    needed,
+                    ineligible,
+                }) => {
+                    let why = describe_ineligible(&ineligible);
+                    if waiting_said.as_deref() != Some(why.as_str()) {
+                        info!(eligible, needed, not_eligible = %why, "waiting for eligible hospitals");
+                        d.write_waiting(eligible, needed, &ineligible);
+                        waiting_said = Some(why);
                     }
                     next_round = Instant::now() + Duration::from_millis(200);
                 }
@@ -367,6 +380,52 @@ impl Daemon {
             }
         }
         Ok(ended)
+    }
+
+    /// A `metrics.jsonl` line saying no round can start, and why each member is left out.
+    fn write_waiting(
+        &mut self,
+        eligible: usize,
+        needed: usize,
+        ineligible: &BTreeMap<MemberId, Ineligible>,
+    ) {
+        let line = serde_json::json!({
+            "waiting": { "eligible": eligible, "needed": needed, "not_eligible": ineligible },
+            "at": wall_now().to_string(),
+        });
+        let _ = writeln!(self.metrics, "{line}");
+    }
+
+    /// Writes `status.json` (atomically, when it changed): the ledger's height, the round
+    /// running, who is connected, and who may join the next round and why not.
+    fn write_status(&mut self) {
+        let chain = self.ledger.state();
+        let connected: BTreeSet<MemberId> = self.connected.keys().cloned().collect();
+        let eligibility = match self.coordinator.eligibility(chain, &connected, wall_now()) {
+            Ok(e) => serde_json::to_value(e).unwrap_or_default(),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        let status = serde_json::json!({
+            "member": self.member.config.member,
+            "height": chain.height(),
+            "tip": chain.tip().to_string(),
+            "round": self.coordinator.current_round().map(|c| serde_json::json!({
+                "round": c.round, "session": c.session, "participants": c.participants,
+            })),
+            "connected": connected,
+            "eligibility": eligibility,
+        });
+        let Ok(text) = serde_json::to_vec_pretty(&status) else {
+            return;
+        };
+        if self.status_written.as_deref() == Some(text.as_slice()) {
+            return;
+        }
+        let path = self.member.dir.join("status.json");
+        match write_atomic(&path, &text) {
+            Ok(()) => self.status_written = Some(text),
+            Err(e) => warn!(error = %e, "cannot write status.json"),
+        }
     }
 
     fn write_metrics(
