@@ -400,7 +400,7 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     ]);
 
     let mut coord = net.coordinator("1");
-    let clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 2)).collect();
+    let mut clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 2)).collect();
     let outsider = Proc::start(
         &[
             "client",
@@ -424,6 +424,18 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
         "--reason",
         "credentials leaked",
     ]);
+    // The revoked member learns it (from the revocation block, or from the coordinator's
+    // signed notice when it redials) and stops with the reason, instead of redialing forever.
+    assert!(
+        !clients[4].wait_exit(60),
+        "the revoked client exited cleanly"
+    );
+    let revoked_log = clients[4].text();
+    assert!(
+        revoked_log.contains("this member is revoked")
+            && revoked_log.contains("credentials leaked"),
+        "{revoked_log}"
+    );
     assert!(
         coord.wait_exit(240),
         "coordinator failed:\n{}",
@@ -431,13 +443,24 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     );
     let log = coord.text();
     assert!(
-        log.contains("refused a peer that is not on the ledger"),
+        log.contains("refused a revoked member (told why, signed) member=h-e"),
         "{log}"
     );
+    assert!(!log.contains("not on the ledger"), "{log}");
+    // The outsider (another consortium's member) finds a coordinator it does not know at the
+    // address, takes no part, and waits ever longer between dials instead of 5 a second.
+    let outsider_log = outsider.text();
     assert!(
-        !outsider.text().contains("round started"),
-        "the outsider took part:\n{}",
-        outsider.text()
+        !outsider_log.contains("round started"),
+        "the outsider took part:\n{outsider_log}"
+    );
+    assert!(
+        outsider_log.contains("is not on our allowlist") && outsider_log.contains("wait_s=6.4"),
+        "{outsider_log}"
+    );
+    assert!(
+        outsider_log.matches("cannot reach the coordinator").count() < 15,
+        "{outsider_log}"
     );
     let anchors = net.anchors();
     assert_eq!(anchors.len(), 2);
@@ -448,7 +471,12 @@ fn outsiders_are_refused_and_a_revoked_member_is_cut_off() {
     );
     assert!(anchors[1].dropped.iter().all(|m| m != &id("h-e")));
     let ledger = Ledger::open(&net.folder("coordinator").join("ledger")).unwrap();
-    assert!(ledger.state().member(&id("h-e")).unwrap().revoked);
+    let revoked = ledger.state().member(&id("h-e")).unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(
+        revoked.revocation.as_ref().map(|r| r.reason.as_str()),
+        Some("credentials leaked")
+    );
     drop(clients);
 }
 

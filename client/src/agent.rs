@@ -8,6 +8,7 @@ use medfl_ledger::{AgreementId, Block, ChainState, Hash, MemberId, Timestamp};
 use medfl_modelspec::DpSgdConfig;
 use medfl_protocol::anchor::{endorsement_message, round_anchor, server_state_hash};
 use medfl_protocol::model::{ChunkAssembler, file_len};
+use medfl_protocol::refusal::{RefusalError, RefusalReason, SignedRefusal};
 use medfl_protocol::update::{RangeCheck, UpdateCodec};
 use medfl_protocol::{
     DeclineReason, GlobalModel, MAX_CLOCK_SKEW_MS, ProtocolError, RoundConfig, Strategy, ToAgent,
@@ -147,6 +148,18 @@ pub enum AgentEvent {
         session: u64,
         /// Why.
         reason: String,
+    },
+    /// The coordinator refuses this member, and says why. `checked` says whether the notice is
+    /// signed by an active coordinator of this consortium on the local ledger; only then is its
+    /// reason more than a claim. The driver stops on a checked revocation of this member, and
+    /// otherwise backs off before redialing.
+    Refused {
+        /// The notice as received.
+        notice: Box<SignedRefusal>,
+        /// The check against the local ledger.
+        checked: Result<(), RefusalError>,
+        /// Whether it is a checked revocation of this very member.
+        revoked_me: bool,
     },
 }
 
@@ -350,6 +363,20 @@ impl Agent {
             }
             // The driver tracks its own submitted transactions; nothing of a round here.
             ToAgent::TxRefused { .. } => Ok(()),
+            ToAgent::Refused(notice) => {
+                let checked = notice.verify(chain).map(|_| ());
+                let revoked_me = checked.is_ok()
+                    && matches!(
+                        &notice.refusal.reason,
+                        RefusalReason::Revoked { member, .. } if *member == self.me
+                    );
+                self.events.push_back(AgentEvent::Refused {
+                    notice,
+                    checked,
+                    revoked_me,
+                });
+                Ok(())
+            }
             ToAgent::Abort { session, reason } => {
                 self.current(session)?;
                 self.round = None;

@@ -223,3 +223,64 @@ fn roomy_spend() -> medfl_client::spend::PrivacySpend {
     let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
     medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
 }
+
+/// A refusal notice is checked against the agent's own ledger: only one signed by an active
+/// coordinator of this consortium, naming this member as revoked, tells the driver to stop.
+#[test]
+fn a_refusal_notice_stops_the_agent_only_when_signed_and_about_it() {
+    use medfl_protocol::{Refusal, RefusalReason};
+    let (f, state, _, _) = setup();
+    let (coord, ckey) = f.coordinator();
+    let revoked = |member: &str| RefusalReason::Revoked {
+        member: Fixture::id(member),
+        by: coord.clone(),
+        at: NOW,
+        reason: "credentials leaked".into(),
+    };
+    let notice = |reason, signer: &str| {
+        let id = Fixture::id(signer);
+        let key = if signer == coord.as_str() {
+            ckey
+        } else {
+            f.key(&id)
+        };
+        Refusal {
+            genesis: f.genesis_hash,
+            height: 0,
+            reason,
+        }
+        .sign(id, key)
+        .unwrap()
+    };
+    let verdict = |signed| {
+        let mut a = agent(&f, "hospital-0");
+        a.handle(ToAgent::Refused(Box::new(signed)), &state, NOW)
+            .unwrap();
+        match a.poll_event() {
+            Some(AgentEvent::Refused {
+                checked,
+                revoked_me,
+                ..
+            }) => (checked.is_ok(), revoked_me),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        verdict(notice(revoked("hospital-0"), coord.as_str())),
+        (true, true)
+    );
+    // About another member, or not a revocation: no stop.
+    assert_eq!(
+        verdict(notice(revoked("hospital-1"), coord.as_str())),
+        (true, false)
+    );
+    assert_eq!(
+        verdict(notice(RefusalReason::NotAMember, coord.as_str())),
+        (true, false)
+    );
+    // Signed by a hospital, not a coordinator: not believed.
+    assert_eq!(
+        verdict(notice(revoked("hospital-0"), "hospital-1")),
+        (false, false)
+    );
+}

@@ -12,7 +12,7 @@ use crate::error::ContractError;
 use crate::genesis::check_agreement_shape;
 use crate::member::{MemberId, Role};
 use crate::sigs::PendingSig;
-use crate::state::{AgreementRecord, ChainState, Culprit, MemberRecord, Undo};
+use crate::state::{AgreementRecord, ChainState, Culprit, MemberRecord, Revocation, Undo};
 use crate::timestamp::Timestamp;
 use crate::tx::{
     AlertAnchor, AuditAnchor, ConsentChoice, DataUseAgreement, MAX_LISTED_MEMBERS, MAX_TEXT_LEN,
@@ -77,7 +77,14 @@ pub(crate) fn apply(
     };
     let undo = match &tx.body {
         TxBody::AddMember(m) => add_member(state, m)?,
-        TxBody::RevokeMember { member, reason } => revoke(state, member, reason)?,
+        TxBody::RevokeMember { member, reason } => {
+            let by = Revocation {
+                by: tx.signer.clone(),
+                at: ctx.block_time,
+                reason: reason.clone(),
+            };
+            revoke(state, member, by)?
+        }
         TxBody::RegisterAgreement(a) => register_agreement(state, a, ctx.block_time)?,
         TxBody::AcceptAgreement { agreement } => {
             accept(state, &tx.signer, agreement, ctx.block_time)?
@@ -162,14 +169,19 @@ fn add_member(state: &mut ChainState, m: &crate::member::Member) -> Result<Undo,
         MemberRecord {
             member: m.clone(),
             revoked: false,
+            revocation: None,
         },
     );
     state.key_owners.insert(key, m.id.clone());
     Ok(Undo::AddMember(m.id.clone(), key))
 }
 
-fn revoke(state: &mut ChainState, target: &MemberId, reason: &str) -> Result<Undo, ContractError> {
-    if reason.len() > MAX_TEXT_LEN {
+fn revoke(
+    state: &mut ChainState,
+    target: &MemberId,
+    revocation: Revocation,
+) -> Result<Undo, ContractError> {
+    if revocation.reason.len() > MAX_TEXT_LEN {
         return Err(ContractError::Malformed(format!(
             "reason longer than {MAX_TEXT_LEN} bytes"
         )));
@@ -187,6 +199,7 @@ fn revoke(state: &mut ChainState, target: &MemberId, reason: &str) -> Result<Und
     }
     if let Some(r) = state.members.get_mut(target) {
         r.revoked = true;
+        r.revocation = Some(revocation);
     }
     Ok(Undo::Revoke(target.clone()))
 }

@@ -29,6 +29,19 @@ pub struct MemberRecord {
     pub member: Member,
     /// Revoked members stay listed (their id and key are never reused) but can do nothing.
     pub revoked: bool,
+    /// Who revoked it, when and why (`None` while active).
+    pub revocation: Option<Revocation>,
+}
+
+/// The record of a revocation, as its transaction stated it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Who signed it (a coordinator, or the member itself).
+    pub by: MemberId,
+    /// Time of the block that holds it.
+    pub at: Timestamp,
+    /// The reason given.
+    pub reason: String,
 }
 
 /// An agreement and its running totals.
@@ -141,6 +154,7 @@ impl ChainState {
                     MemberRecord {
                         member: m.clone(),
                         revoked: false,
+                        revocation: None,
                     },
                 )
             })
@@ -486,6 +500,7 @@ impl ChainState {
             Undo::Revoke(id) => {
                 if let Some(r) = self.members.get_mut(&id) {
                     r.revoked = false;
+                    r.revocation = None;
                 }
             }
             Undo::RegisterAgreement(id) => {

@@ -1,19 +1,18 @@
 //! The node: one tokio task owns the libp2p swarm; a cloneable [`NetHandle`] sends it commands
 //! and a bounded channel carries [`NetEvent`]s back to the application.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
-use libp2p::allow_block_list::{self, AllowedPeers, NotAllowed};
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -119,7 +118,8 @@ pub enum NetEvent<M> {
         /// The decoded message.
         msg: M,
     },
-    /// A peer not on the allowlist completed a handshake with us and was turned away.
+    /// A peer not on the allowlist completed a handshake with us and was turned away (after
+    /// its refusal notice, if one is set: [`NetHandle::set_notices`]).
     Refused {
         /// The authenticated (but not allowed) peer.
         peer: PeerId,
@@ -141,11 +141,10 @@ pub enum NetEvent<M> {
     },
 }
 
-/// The libp2p behaviours, in the order they vet a connection.
+/// The libp2p behaviours, in the order they vet a connection. Who may talk is the node's own
+/// allowlist: a peer off it completes the handshake, gets its refusal notice and is closed.
 #[derive(NetworkBehaviour)]
 struct Behaviour<M: DeserializeOwned + Send + 'static> {
-    /// Denies connections from and to peers off the allowlist; closes revoked peers.
-    allowed: allow_block_list::Behaviour<AllowedPeers>,
     /// Caps connections per peer.
     limits: connection_limits::Behaviour,
     /// The message bus itself.
@@ -160,6 +159,12 @@ enum Command {
     Dial {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
+    /// Replace the refusal notices.
+    SetNotices {
+        default: Option<Vec<u8>>,
+        per_peer: HashMap<PeerId, Vec<u8>>,
+        reply: oneshot::Sender<()>,
     },
     /// Replace the allowlist.
     SetAllowed {
@@ -277,6 +282,43 @@ impl<M> NetHandle<M> {
 }
 
 impl<M: Serialize> NetHandle<M> {
+    /// Sets what a peer off the allowlist is told before its connection is closed: the notice
+    /// for that peer if `per_peer` has one, else `default`, else nothing. A notice is sent as
+    /// one message, once per connection; the connection closes when it is acknowledged or
+    /// fails. It lets a refused peer learn why (revoked, not a member) instead of redialing a
+    /// connection that closes without a word.
+    ///
+    /// # Errors
+    /// [`NetError::Codec`] or [`NetError::TooLarge`] for a notice that cannot be sent;
+    /// [`NetError::Closed`] if the node has stopped.
+    pub async fn set_notices(
+        &self,
+        default: Option<&M>,
+        per_peer: &BTreeMap<PeerId, M>,
+    ) -> Result<(), NetError> {
+        let encode = |msg: &M| -> Result<Vec<u8>, NetError> {
+            let bytes = codec::encode(msg)?;
+            if bytes.len() > self.max_message_bytes {
+                return Err(NetError::TooLarge {
+                    size: bytes.len(),
+                    limit: self.max_message_bytes,
+                });
+            }
+            Ok(bytes)
+        };
+        let default = default.map(encode).transpose()?;
+        let per_peer = per_peer
+            .iter()
+            .map(|(peer, msg)| Ok((*peer, encode(msg)?)))
+            .collect::<Result<HashMap<_, _>, NetError>>()?;
+        self.request(|reply| Command::SetNotices {
+            default,
+            per_peer,
+            reply,
+        })
+        .await
+    }
+
     /// Encodes `msg` and queues it for `to`; returns once it is queued, not once delivered.
     ///
     /// The peer must be connected (wait for [`NetEvent::Connected`]) or have been dialed before
@@ -344,7 +386,6 @@ where
         )
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_behaviour(|_| Behaviour {
-            allowed: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(
                 ConnectionLimits::default()
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
@@ -362,9 +403,6 @@ where
     let mut swarm = builder
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
         .build();
-    for peer in allowed {
-        swarm.behaviour_mut().allowed.allow_peer(peer);
-    }
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
         let id = swarm
@@ -391,6 +429,11 @@ where
         max_inbound_per_peer: cfg.max_inbound_per_peer,
         inbound: HashMap::new(),
         cut_off: HashSet::new(),
+        allowed,
+        announced: HashSet::new(),
+        default_notice: None,
+        notices: HashMap::new(),
+        notices_in_flight: HashMap::new(),
     };
     tokio::time::timeout(LISTEN_READY_TIMEOUT, node.wait_for_listeners(listeners))
         .await
@@ -464,6 +507,16 @@ struct Node<M: DeserializeOwned + Send + 'static> {
     /// Peers disconnected for overflowing their outbound queue; messages to them are dropped
     /// until their connection is gone, so one overflow is reported once.
     cut_off: HashSet<PeerId>,
+    /// Peers that may exchange messages with us.
+    allowed: BTreeSet<PeerId>,
+    /// Peers the application was told are connected ([`NetEvent::Connected`]).
+    announced: HashSet<PeerId>,
+    /// What a refused peer without a notice of its own is told.
+    default_notice: Option<Vec<u8>>,
+    /// What particular refused peers are told.
+    notices: HashMap<PeerId, Vec<u8>>,
+    /// Notices sent and not yet answered: the connection closes when they are.
+    notices_in_flight: HashMap<OutboundRequestId, PeerId>,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Node<M> {
@@ -565,6 +618,15 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
         match command {
             Command::Send { to, bytes } => self.enqueue(to, bytes),
             Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::SetNotices {
+                default,
+                per_peer,
+                reply,
+            } => {
+                self.default_notice = default;
+                self.notices = per_peer;
+                let _ = reply.send(());
+            }
             Command::SetAllowed { peers, reply } => {
                 self.set_allowed(&peers);
                 let _ = reply.send(());
@@ -585,11 +647,28 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
 
     /// Whether `peer` is currently on the allowlist.
     fn is_allowed(&self, peer: &PeerId) -> bool {
-        self.swarm
-            .behaviour()
-            .allowed
-            .allowed_peers()
-            .contains(peer)
+        self.allowed.contains(peer)
+    }
+
+    /// A peer off the allowlist is connected: tell it why (its notice, if any), then close.
+    fn refuse(&mut self, peer: PeerId) {
+        self.emit(NetEvent::Refused { peer });
+        if self.notices_in_flight.values().any(|p| *p == peer) {
+            return;
+        }
+        match self.notices.get(&peer).or(self.default_notice.as_ref()) {
+            Some(notice) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_request_with_addresses(&peer, Frame::Encoded(notice.clone()), Vec::new());
+                self.notices_in_flight.insert(id, peer);
+            }
+            None => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
     }
 
     /// Queues `bytes` for `to` and starts sending if nothing is in flight.
@@ -695,6 +774,11 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
 
     /// A request to `peer` finished: acknowledged (`None`) or failed (`Some(reason)`).
     fn on_request_done(&mut self, id: OutboundRequestId, failure: Option<String>) {
+        if let Some(peer) = self.notices_in_flight.remove(&id) {
+            // The refused peer has its notice (or will not take it): close.
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
         let Some(peer) = self.in_flight.remove(&id) else {
             return;
         };
@@ -743,27 +827,9 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
 
     /// Replaces the allowlist and cuts off removed peers.
     fn set_allowed(&mut self, peers: &BTreeSet<PeerId>) {
-        let current: Vec<PeerId> = self
-            .swarm
-            .behaviour()
-            .allowed
-            .allowed_peers()
-            .iter()
-            .copied()
-            .collect();
-        let allowed = &mut self.swarm.behaviour_mut().allowed;
-        let mut removed = Vec::new();
-        for peer in current {
-            if !peers.contains(&peer) {
-                allowed.disallow_peer(peer);
-                removed.push(peer);
-            }
-        }
-        for peer in peers {
-            allowed.allow_peer(*peer);
-        }
+        let removed: Vec<PeerId> = self.allowed.difference(peers).copied().collect();
+        self.allowed.clone_from(peers);
         for peer in removed {
-            // The allowlist behaviour would close them on its next poll; do it now.
             let _ = self.swarm.disconnect_peer_id(peer);
             self.fail_queued(peer, "peer was removed from the allowlist");
             self.addresses.remove(&peer);
@@ -807,6 +873,17 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                 num_established,
                 ..
             } => {
+                if !self.is_allowed(&peer_id) {
+                    if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                        let _ = reply.send(Err(NetError::Dial(format!(
+                            "{peer_id} is not on our allowlist"
+                        ))));
+                        let _ = self.swarm.disconnect_peer_id(peer_id);
+                    } else if num_established.get() == 1 {
+                        self.refuse(peer_id);
+                    }
+                    return;
+                }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -817,7 +894,7 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                         known.push(address);
                     }
                 }
-                if num_established.get() == 1 {
+                if self.announced.insert(peer_id) {
                     self.emit(NetEvent::Connected(peer_id));
                 }
             }
@@ -828,7 +905,9 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
             } => {
                 self.cut_off.remove(&peer_id);
                 self.fail_queued(peer_id, "connection closed");
-                self.emit(NetEvent::Disconnected(peer_id));
+                if self.announced.remove(&peer_id) {
+                    self.emit(NetEvent::Disconnected(peer_id));
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -840,14 +919,7 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                 }
             }
             SwarmEvent::IncomingConnectionError { peer_id, error, .. } => {
-                let refused = matches!(
-                    &error,
-                    ListenError::Denied { cause } if cause.downcast_ref::<NotAllowed>().is_some()
-                );
-                match peer_id {
-                    Some(peer) if refused => self.emit(NetEvent::Refused { peer }),
-                    _ => tracing::debug!(?peer_id, %error, "incoming connection failed"),
-                }
+                tracing::debug!(?peer_id, %error, "incoming connection failed");
             }
             _ => {}
         }

@@ -80,6 +80,33 @@ async fn outsider_cannot_deliver() {
     }
 }
 
+/// A refused peer is told why: its own notice if one is set, else the default one; then its
+/// connection is closed.
+#[tokio::test]
+async fn a_refused_peer_receives_its_notice_then_is_closed() {
+    let a = node(1, &[2]).await;
+    let mut known = node(3, &[1]).await;
+    let mut stranger = node(4, &[1]).await;
+    a.handle
+        .set_notices(
+            Some(&Msg::Seq(404)),
+            &std::collections::BTreeMap::from([(known.id, Msg::Seq(403))]),
+        )
+        .await
+        .unwrap();
+    for (peer, expected) in [(&mut known, 403), (&mut stranger, 404)] {
+        let _ = peer.handle.dial(a.addr.clone()).await;
+        assert_eq!(
+            next_message(&mut peer.events).await,
+            (a.id, Msg::Seq(expected))
+        );
+        wait_for(&mut peer.events, "closed after the notice", |e| {
+            *e == NetEvent::Disconnected(a.id)
+        })
+        .await;
+    }
+}
+
 /// Removing a connected peer from the allowlist cuts it off; its later messages are lost.
 #[tokio::test]
 async fn revoked_peer_is_cut_off() {

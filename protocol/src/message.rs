@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RoundConfig;
 use crate::decline::DeclineReason;
+use crate::refusal::SignedRefusal;
 
 /// From the coordinator to one agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +60,8 @@ pub enum ToAgent {
         /// The contract rule it breaks (or why it was not accepted for ordering).
         reason: String,
     },
+    /// The coordinator will not talk to this peer, and says why; the connection closes after.
+    Refused(Box<SignedRefusal>),
 }
 
 /// From an agent to the coordinator.
@@ -108,6 +111,7 @@ impl ToAgent {
             ToAgent::Block(_) => "block",
             ToAgent::Abort { .. } => "abort",
             ToAgent::TxRefused { .. } => "tx_refused",
+            ToAgent::Refused(_) => "refused",
         }
     }
 }

@@ -96,7 +96,21 @@ struct Daemon {
     submissions: Submissions,
     /// The driver's clock for deadlines.
     started: Instant,
+    /// How long to wait before the next dial: doubled on every connection that ends without
+    /// the coordinator saying anything of substance, back to the minimum once it does.
+    backoff: Duration,
+    /// The longest wait between dials (longer once the coordinator refused us).
+    max_backoff: Duration,
+    /// The last refusal logged, so that a repeated one is not logged again.
+    refusal_said: Option<String>,
 }
+
+/// The first wait before redialing the coordinator.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait while the coordinator is unreachable or closes without a word.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest wait once the coordinator refused this member (it may be admitted later).
+const MAX_BACKOFF_REFUSED: Duration = Duration::from_secs(600);
 
 /// A finished training: the attempt, and the update with the rows it was trained on.
 type TrainedMsg = (u64, Result<(Trained, Arc<TrainingSet>), String>);
@@ -217,22 +231,23 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
                 .unwrap_or(u64::MAX),
         ),
         started: Instant::now(),
+        backoff: MIN_BACKOFF,
+        max_backoff: MAX_BACKOFF,
+        refusal_said: None,
     };
     std::fs::create_dir_all(d.member.dir.join("outbox"))?;
     d.write_status();
     let mut next_outbox = tokio::time::Instant::now();
     let mut next_dial = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(200);
     loop {
         if !d.connected && tokio::time::Instant::now() >= next_dial {
-            match d.net.dial(address.clone()).await {
-                Ok(_) => backoff = Duration::from_millis(200),
-                Err(e) => {
-                    warn!(error = %e, "cannot reach the coordinator; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            // A dial that connects proves nothing (a refused peer connects, then is closed):
+            // the wait goes back to its minimum only once the coordinator talks to us.
+            if let Err(e) = d.net.dial(address.clone()).await {
+                warn!(error = %e, wait_s = d.backoff.as_secs_f64(), "cannot reach the coordinator; retrying");
             }
-            next_dial = tokio::time::Instant::now() + backoff;
+            next_dial = tokio::time::Instant::now() + d.backoff;
+            d.backoff = (d.backoff * 2).min(d.max_backoff);
         }
         if tokio::time::Instant::now() >= next_outbox {
             d.scan_outbox().await;
@@ -289,6 +304,12 @@ impl Daemon {
                 from,
                 msg: Envelope::ToAgent(msg),
             } if from == self.coordinator => {
+                if !matches!(msg, ToAgent::Refused(_)) {
+                    // The coordinator talks to us: a later disconnect starts the waits afresh.
+                    self.backoff = MIN_BACKOFF;
+                    self.max_backoff = MAX_BACKOFF;
+                    self.refusal_said = None;
+                }
                 if let ToAgent::TxRefused { id, reason } = &msg {
                     self.on_refused(id, reason);
                     return Ok(());
@@ -337,6 +358,22 @@ impl Daemon {
                 HospitalEvent::Appended(r) => {
                     for id in &r.tx_ids {
                         self.on_included(id, r.height);
+                    }
+                    let me = &self.member.config.member;
+                    if let Some(v) = self
+                        .hospital
+                        .ledger()
+                        .state()
+                        .member(me)
+                        .and_then(|m| m.revocation.as_ref())
+                    {
+                        bail!(
+                            "this member is revoked on the ledger (block {}): revoked by {} at {}: {}; this client stops",
+                            r.height,
+                            v.by,
+                            v.at,
+                            v.reason
+                        );
                     }
                     continue;
                 }
@@ -408,6 +445,38 @@ impl Daemon {
                 }
                 AgentEvent::RoundEnded { session, reason } => {
                     info!(session, %reason, "round ended")
+                }
+                AgentEvent::Refused {
+                    notice,
+                    checked,
+                    revoked_me,
+                } => {
+                    let reason = &notice.refusal.reason;
+                    if revoked_me {
+                        // Kept as evidence: the coordinator signed that it cut us off, and why.
+                        let path = self.member.dir.join("refusal.bin");
+                        let saved = codec::encode(&*notice)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|b| write_atomic(&path, &b));
+                        bail!(
+                            "this member is revoked: {reason} (the coordinator's signed notice{}); \
+                             this client stops",
+                            if saved.is_ok() {
+                                format!(" is saved in {}", path.display())
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
+                    self.max_backoff = MAX_BACKOFF_REFUSED;
+                    let said = match &checked {
+                        Ok(()) => format!("{reason} (signed by {})", notice.signer),
+                        Err(e) => format!("{reason} (not believed: {e})"),
+                    };
+                    if self.refusal_said.as_deref() != Some(said.as_str()) {
+                        warn!(refusal = %said, wait_max_s = MAX_BACKOFF_REFUSED.as_secs(), "the coordinator refuses this member; retrying with a growing wait");
+                        self.refusal_said = Some(said);
+                    }
                 }
             }
         }

@@ -19,7 +19,7 @@ use medfl_ledger::{
     AgreementId, Block, BlockError, Ledger, MemberId, Role, Timestamp, Transaction, codec,
 };
 use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
-use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
+use medfl_protocol::{Envelope, GlobalModel, Refusal, RefusalReason, ToAgent, ToCoordinator};
 use rand::Rng;
 use serde::Serialize;
 use tracing::{info, warn};
@@ -71,7 +71,13 @@ struct Daemon {
     mempool: Mempool,
     /// Who is being sent the chain, and how often they may ask.
     catch_up: CatchUp,
+    /// Refused peers already logged (bounded: a stranger with many keys cannot fill the log
+    /// or the memory).
+    refused_logged: BTreeSet<PeerId>,
 }
+
+/// Refused peers logged by name; later ones are counted silently.
+const MAX_REFUSED_LOGGED: usize = 1024;
 
 /// Runs the coordinator described by `config` until the target round is anchored.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
@@ -167,7 +173,9 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         mempool: Mempool::default(),
         catch_up: CatchUp::new(CatchUpLimits::default()),
         status_written: None,
+        refused_logged: BTreeSet::new(),
     };
+    d.set_notices().await;
     let interval = Duration::from_secs_f64(settings.interval_s.max(0.0));
     let mut next_round = Instant::now() + interval;
     let mut next_inbox = Instant::now();
@@ -504,7 +512,24 @@ impl Daemon {
                     }
                 }
             }
-            NetEvent::Refused { peer } => warn!(%peer, "refused a peer that is not on the ledger"),
+            NetEvent::Refused { peer } => {
+                if self.refused_logged.len() < MAX_REFUSED_LOGGED
+                    && self.refused_logged.insert(peer)
+                {
+                    let chain = self.ledger.state();
+                    match chain
+                        .members()
+                        .find(|r| medfl_net::peer_id_of(r.member.public_key.as_dalek()) == peer)
+                    {
+                        Some(r) => {
+                            warn!(member = %r.member.id, %peer, "refused a revoked member (told why, signed)")
+                        }
+                        None => {
+                            warn!(%peer, "refused a peer that is no member (told why, signed)")
+                        }
+                    }
+                }
+            }
             NetEvent::Misbehaved { peer, reason } => {
                 warn!(peer = %peer, member = ?self.peers.get(&peer), reason = %reason, "disconnected a misbehaving peer");
             }
@@ -654,6 +679,50 @@ impl Daemon {
         }
     }
 
+    /// Sets the signed notices refused peers receive: each revoked member is told who revoked
+    /// it, when and why; any other stranger, that its key belongs to no member.
+    async fn set_notices(&mut self) {
+        let chain = self.ledger.state();
+        let (me, key) = (&self.member.config.member, &self.member.key);
+        let notice = |reason: RefusalReason| {
+            Refusal {
+                genesis: chain.genesis_hash(),
+                height: chain.height(),
+                reason,
+            }
+            .sign(me.clone(), key)
+            .map(|signed| Envelope::ToAgent(ToAgent::Refused(Box::new(signed))))
+        };
+        let mut per_peer = BTreeMap::new();
+        let mut default = None;
+        let built = (|| {
+            for r in chain.members() {
+                let Some(v) = r.revocation.as_ref().filter(|_| r.revoked) else {
+                    continue;
+                };
+                let reason = RefusalReason::Revoked {
+                    member: r.member.id.clone(),
+                    by: v.by.clone(),
+                    at: v.at,
+                    reason: v.reason.clone(),
+                };
+                per_peer.insert(
+                    medfl_net::peer_id_of(r.member.public_key.as_dalek()),
+                    notice(reason)?,
+                );
+            }
+            default = Some(notice(RefusalReason::NotAMember)?);
+            Ok::<(), medfl_protocol::refusal::RefusalError>(())
+        })();
+        if let Err(e) = built {
+            warn!(error = %e, "cannot sign refusal notices");
+            return;
+        }
+        if let Err(e) = self.net.set_notices(default.as_ref(), &per_peer).await {
+            warn!(error = %e, "cannot set refusal notices");
+        }
+    }
+
     /// Re-reads the active members from the ledger: a revoked member is cut off at once.
     async fn refresh_members(&mut self) {
         self.peers = peer_map(self.ledger.state());
@@ -673,6 +742,7 @@ impl Daemon {
             self.mempool.forget(m);
         }
         let allowed = self.peers.keys().copied().collect();
+        self.set_notices().await;
         if let Err(e) = self.net.set_allowed(allowed).await {
             warn!(error = %e, "cannot update the allowlist");
         }
