@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use medfl_ledger::{Block, Hash, Ledger, LedgerError, Timestamp};
+use medfl_ledger::tx::ConsentChoice;
+use medfl_ledger::{Block, Hash, Ledger, LedgerError, Timestamp, Transaction, TxBody};
 use serde::Serialize;
 
 /// Everything `show` reports about a ledger.
@@ -42,6 +43,30 @@ pub struct MemberRow {
     pub public_key: String,
     /// Address.
     pub address: String,
+    /// Who revoked it, when and why (revoked members only).
+    pub revocation: Option<RevocationRow>,
+}
+
+/// A revocation as the ledger records it.
+#[derive(Debug, Serialize)]
+pub struct RevocationRow {
+    /// Who signed it.
+    pub by: String,
+    /// Time of its block.
+    pub at: Timestamp,
+    /// The reason given.
+    pub reason: String,
+}
+
+/// One member's standing under an agreement.
+#[derive(Debug, Serialize)]
+pub struct AgreementMemberRow {
+    /// The hospital.
+    pub member: String,
+    /// Whether it accepted the agreement.
+    pub accepted: bool,
+    /// Cumulative epsilon spent, at the agreement's delta.
+    pub epsilon_spent: f64,
 }
 
 /// One agreement and its totals.
@@ -57,8 +82,8 @@ pub struct AgreementRow {
     pub epsilon_budget: f64,
     /// Delta.
     pub delta: f64,
-    /// Covered hospitals and whether each accepted, with cumulative epsilon spent.
-    pub members: Vec<(String, bool, f64)>,
+    /// Covered hospitals, whether each accepted, and what each spent.
+    pub members: Vec<AgreementMemberRow>,
     /// Last anchored round.
     pub last_round: u64,
     /// Model of the last anchored round.
@@ -76,8 +101,141 @@ pub struct BlockRow {
     pub time: Timestamp,
     /// Proposer.
     pub proposer: String,
-    /// Transactions: id, kind, signer.
-    pub txs: Vec<(Hash, &'static str, String)>,
+    /// Transactions, in block order.
+    pub txs: Vec<TxRow>,
+}
+
+/// One transaction.
+#[derive(Debug, Serialize)]
+pub struct TxRow {
+    /// Id (what `medfl ledger prove` takes).
+    pub id: Hash,
+    /// Kind.
+    pub kind: &'static str,
+    /// Signer.
+    pub signer: String,
+    /// What it says, in one line.
+    pub summary: String,
+    /// For a round anchor: who took part, with what they spent, and who dropped out.
+    pub round: Option<RoundRow>,
+}
+
+/// What a round anchor records.
+#[derive(Debug, Serialize)]
+pub struct RoundRow {
+    /// Agreement.
+    pub agreement: String,
+    /// Round number.
+    pub round: u64,
+    /// The new model.
+    pub model: Hash,
+    /// Participants with their cumulative epsilon after the round.
+    pub participants: Vec<ParticipantRow>,
+    /// Selected members that dropped out.
+    pub dropped: Vec<String>,
+    /// The delta every epsilon of the round is stated at.
+    pub delta: f64,
+    /// Endorsements.
+    pub endorsements: usize,
+}
+
+/// A round's participant.
+#[derive(Debug, Serialize)]
+pub struct ParticipantRow {
+    /// The hospital.
+    pub member: String,
+    /// Its cumulative epsilon under the agreement after the round, at the round's delta.
+    pub epsilon_total: f64,
+}
+
+/// The row of one transaction.
+fn tx_row(id: Hash, tx: &Transaction) -> TxRow {
+    let (summary, round) = match &tx.body {
+        TxBody::AddMember(m) => (format!("admits {} as {}", m.id, m.role), None),
+        TxBody::RevokeMember { member, reason } => (format!("revokes {member}: {reason}"), None),
+        TxBody::RegisterAgreement(a) => (
+            format!(
+                "registers {} for {} members, epsilon {} at delta {:e}, until {}",
+                a.id,
+                a.members.len(),
+                a.budget.epsilon,
+                a.budget.delta,
+                a.expires_at
+            ),
+            None,
+        ),
+        TxBody::AcceptAgreement { agreement } => (format!("accepts {agreement}"), None),
+        TxBody::Consent { subject, choice } => (
+            format!(
+                "patient {}.. {}",
+                &subject.0.to_string()[..12],
+                match choice {
+                    ConsentChoice::OptOut => "opts out",
+                    ConsentChoice::OptIn => "opts in",
+                }
+            ),
+            None,
+        ),
+        TxBody::AnchorRound(r) => {
+            let row = RoundRow {
+                agreement: r.agreement.to_string(),
+                round: r.round,
+                model: r.model,
+                participants: r
+                    .participants
+                    .iter()
+                    .map(|(m, spend)| ParticipantRow {
+                        member: m.to_string(),
+                        epsilon_total: spend.epsilon_total,
+                    })
+                    .collect(),
+                dropped: r.dropped.iter().map(ToString::to_string).collect(),
+                delta: r.dp.delta,
+                endorsements: r.endorsements.len(),
+            };
+            let summary = format!(
+                "round {} of {}: model {}.., {} participants ({}), dropped [{}], epsilon at delta {:e}",
+                r.round,
+                r.agreement,
+                short(&r.model),
+                row.participants.len(),
+                row.participants
+                    .iter()
+                    .map(|p| format!("{} {:.3}", p.member, p.epsilon_total))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                row.dropped.join(", "),
+                r.dp.delta
+            );
+            (summary, Some(row))
+        }
+        TxBody::AnchorAuditLog(a) => (
+            format!(
+                "{} audit events {} to {}, root {}..",
+                a.count,
+                a.first_event_at,
+                a.last_event_at,
+                short(&a.merkle_root)
+            ),
+            None,
+        ),
+        TxBody::AnchorAlert(a) => (
+            format!(
+                "{:?} alert {}.. raised {}",
+                a.severity,
+                short(&a.alert),
+                a.raised_at
+            ),
+            None,
+        ),
+    };
+    TxRow {
+        id,
+        kind: tx.body.kind(),
+        signer: tx.signer.to_string(),
+        summary,
+        round,
+    }
 }
 
 /// Gathers the summary of an open ledger.
@@ -91,6 +249,11 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
             status: if r.revoked { "revoked" } else { "active" },
             public_key: r.member.public_key.to_string(),
             address: r.member.address.clone(),
+            revocation: r.revocation.as_ref().map(|v| RevocationRow {
+                by: v.by.to_string(),
+                at: v.at,
+                reason: v.reason.clone(),
+            }),
         })
         .collect();
     let agreements = state
@@ -105,12 +268,10 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
                 .agreement
                 .members
                 .iter()
-                .map(|m| {
-                    (
-                        m.to_string(),
-                        a.accepted.contains(m),
-                        a.spent.get(m).copied().unwrap_or(0.0),
-                    )
+                .map(|m| AgreementMemberRow {
+                    member: m.to_string(),
+                    accepted: a.accepted.contains(m),
+                    epsilon_spent: a.spent.get(m).copied().unwrap_or(0.0),
                 })
                 .collect(),
             last_round: a.last_round,
@@ -133,7 +294,7 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
                 .txs
                 .iter()
                 .zip(ids)
-                .map(|(tx, id)| (id, tx.body.kind(), tx.signer.to_string()))
+                .map(|(tx, id)| tx_row(id, tx))
                 .collect(),
         });
     }
@@ -208,6 +369,15 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
         .collect();
     out.push_str("members\n");
     out.push_str(&table(&["id", "role", "status", "key", "address"], &rows));
+    for m in &s.members {
+        if let Some(v) = &m.revocation {
+            let _ = writeln!(
+                out,
+                "  {} revoked by {} at {}: {}",
+                m.id, v.by, v.at, v.reason
+            );
+        }
+    }
 
     for a in &s.agreements {
         let _ = writeln!(
@@ -226,18 +396,23 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
         let rows: Vec<Vec<String>> = a
             .members
             .iter()
-            .map(|(m, accepted, spent)| {
-                let used = 100.0 * spent / a.epsilon_budget;
+            .map(|m| {
+                let used = 100.0 * m.epsilon_spent / a.epsilon_budget;
                 vec![
-                    m.clone(),
-                    if *accepted { "yes" } else { "no" }.into(),
-                    format!("{spent:.3}"),
+                    m.member.clone(),
+                    if m.accepted { "yes" } else { "no" }.into(),
+                    format!("{:.3}", m.epsilon_spent),
                     format!("{used:.1}%"),
                 ]
             })
             .collect();
         out.push_str(&table(
-            &["member", "accepted", "epsilon spent", "of budget"],
+            &[
+                "member",
+                "accepted",
+                &format!("epsilon spent (delta {:e})", a.delta),
+                "of budget",
+            ],
             &rows,
         ));
     }
@@ -256,7 +431,8 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
         .iter()
         .map(|b| {
             let mut kinds: Vec<(&str, usize)> = Vec::new();
-            for (_, kind, _) in &b.txs {
+            for tx in &b.txs {
+                let kind = &tx.kind;
                 match kinds.iter_mut().find(|(k, _)| k == kind) {
                     Some((_, n)) => *n += 1,
                     None => kinds.push((kind, 1)),
@@ -276,5 +452,22 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
         &["height", "time", "hash", "proposer", "transactions"],
         &rows,
     ));
+
+    let _ = writeln!(out, "\ntransactions (ids for `medfl ledger prove`)");
+    let rows: Vec<Vec<String>> = s.blocks[skip..]
+        .iter()
+        .flat_map(|b| {
+            b.txs.iter().map(|t| {
+                vec![
+                    b.height.to_string(),
+                    t.id.to_string(),
+                    t.kind.to_owned(),
+                    t.signer.clone(),
+                    t.summary.clone(),
+                ]
+            })
+        })
+        .collect();
+    out.push_str(&table(&["height", "id", "kind", "signer", "what"], &rows));
     out
 }

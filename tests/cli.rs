@@ -354,6 +354,13 @@ fn verify_show_prove_and_check_proof() {
         serde_json::from_str(&ok(&["ledger", "show", p(&dir), "--json"])).unwrap();
     assert_eq!(json["blocks"].as_array().unwrap().len(), 3);
     assert_eq!(json["members"].as_array().unwrap().len(), 5);
+    // Transactions by id, with named fields.
+    let tx = &json["blocks"][2]["txs"][1];
+    assert_eq!(tx["id"].as_str(), Some(ids[4].to_string().as_str()));
+    assert_eq!(tx["kind"].as_str(), Some("consent"));
+    assert!(tx["summary"].as_str().unwrap().contains("opts out"), "{tx}");
+    assert!(json["agreements"][0]["members"][0]["epsilon_spent"].is_f64());
+    assert!(text.contains(&ids[4].to_string()), "{text}");
 
     let proof = tmp.path().join("proof.json");
     let id = ids[4].to_string();
@@ -416,7 +423,46 @@ fn a_round_anchor_proves_from_the_cli() {
         .unwrap()
         .tx_ids[0]
         .to_string();
+    let revoke = f.tx(
+        coord,
+        Timestamp(T0.0 + 2 * HOUR),
+        TxBody::RevokeMember {
+            member: Fixture::id("hospital-2"),
+            reason: "left the consortium".into(),
+        },
+    );
+    ledger
+        .append(vec![revoke], Timestamp(T0.0 + 2 * HOUR), coord, key)
+        .unwrap();
     drop(ledger);
+
+    // `show` names each transaction, a round's participants with their epsilon and its delta,
+    // and why a member was revoked.
+    let text = ok(&["ledger", "show", p(&dir)]);
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("3 participants (hospital-0 "), "{text}");
+    assert!(text.contains("epsilon at delta 1e-"), "{text}");
+    assert!(
+        text.contains("hospital-2 revoked by coordinator at ")
+            && text.contains("left the consortium"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["ledger", "show", p(&dir), "--json"])).unwrap();
+    let round = &json["blocks"][0]["txs"][0]["round"];
+    assert_eq!(round["participants"].as_array().unwrap().len(), 3);
+    assert!(round["participants"][0]["epsilon_total"].as_f64().unwrap() > 0.0);
+    assert!(round["delta"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        json["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == "hospital-2")
+            .unwrap()["revocation"]["reason"],
+        "left the consortium"
+    );
+
     let proof = tmp.path().join("proof.json");
     ok(&["ledger", "prove", p(&dir), &id, "--out", p(&proof)]);
     let checked = ok(&[
