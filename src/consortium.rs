@@ -495,6 +495,11 @@ impl Consortium {
         let mut to_coordinator: VecDeque<(usize, ToCoordinator)> = VecDeque::new();
         let mut training: Vec<(usize, Box<medfl_client::TrainingTask>)> = Vec::new();
         let mut outcome: Option<(RoundMetrics, Option<Hash>, Option<String>)> = None;
+        // The protocol runs on the virtual clock, which moves only at deadlines; how long each
+        // stage took in this process is timed here, on the wall clock.
+        let attempt_started = Instant::now();
+        let mut stage = (self.coordinator.stage(), Instant::now());
+        let mut stage_wall: Vec<(String, u64)> = Vec::new();
         while outcome.is_none() {
             let mut moved = false;
             let now = self.wall();
@@ -604,6 +609,13 @@ impl Consortium {
                     CoordinatorEvent::Misbehaved { .. } => {}
                 }
             }
+            let now_stage = self.coordinator.stage();
+            if now_stage != stage.0 || outcome.is_some() {
+                if let Some(name) = stage.0 {
+                    stage_wall.push((name.to_owned(), wall_ms(stage.1)));
+                }
+                stage = (now_stage, Instant::now());
+            }
             if !moved && outcome.is_none() {
                 match self.coordinator.next_deadline() {
                     Some(d) => {
@@ -622,7 +634,10 @@ impl Consortium {
             while a.hospital.poll_event().is_some() {}
         }
         self.check_copies()?;
-        Ok(outcome.unwrap_or_default())
+        let mut outcome = outcome.unwrap_or_default();
+        outcome.0.stage_ms = stage_wall;
+        outcome.0.duration_ms = wall_ms(attempt_started);
+        Ok(outcome)
     }
 
     /// Moves an agent's outgoing messages and events into the round's queues. A block its
@@ -770,6 +785,11 @@ impl SimAgent {
 }
 
 /// The bytes a message takes on the wire.
+/// Milliseconds since `t`, for the stage timings of a simulated round.
+fn wall_ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 fn wire_len<T: serde::Serialize>(msg: &T) -> u64 {
     medfl_ledger::codec::encode(msg).map_or(0, |b| b.len() as u64)
 }

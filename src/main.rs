@@ -43,23 +43,24 @@ enum Command {
         /// [data]), on simulated data and keys.
         #[arg(long, conflicts_with_all = ["hospitals", "strategy", "epsilon", "hospital_epsilon"])]
         consortium: Option<PathBuf>,
-        /// Hospitals (the scenario's are cycled or cut to this many).
+        /// Hospitals (the scenario's are cycled or cut to this many) [default: 5]
         #[arg(long)]
         hospitals: Option<usize>,
-        /// Rounds.
+        /// Rounds [default: 10; a consortium's own]
         #[arg(long)]
         rounds: Option<u64>,
-        /// The one seed of the run.
+        /// The one seed of the run [default: 20261124]
         #[arg(long)]
         seed: Option<u64>,
-        /// Probability that a hospital goes silent during a round.
+        /// Probability that a hospital goes silent during a round [default: 0]
         #[arg(long)]
         dropout: Option<f64>,
-        /// Server update rule.
+        /// Server update rule [default: fedavg; a consortium's agreement's]
         #[arg(long, value_enum)]
         strategy: Option<StrategyArg>,
         /// Employee-level epsilon the whole run may spend per hospital: the DP-SGD noise
-        /// multiplier is calibrated to it (and the budget set to it).
+        /// multiplier is calibrated to it (and the budget set to it) [default: the deployed
+        /// noise multiplier, budget 8]
         #[arg(long)]
         epsilon: Option<f64>,
         /// Hospital-level epsilon the whole run may spend per hospital: the aggregate's
@@ -70,7 +71,8 @@ enum Command {
         /// --hospital-epsilon.
         #[arg(long, default_value_t = 1, requires = "hospital_epsilon")]
         colluders: u64,
-        /// Output directory (default runs/sim-SEED-Nh-Rr); must not hold a run already.
+        /// Output directory (default runs/sim-SEED-Nh-Rr-ID, ID naming every setting and the
+        /// scenario, so another setting never lands on an earlier run); must not hold a run.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -615,8 +617,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             println!(
-                "next: medfl ledger init --genesis {} <ledger dir>",
-                out.join(provision::files::GENESIS).display()
+                "next: hand each member its folder; it runs `medfl coordinator --config config.toml` \
+                 or `medfl client --config config.toml --data EVENTS.csv` there (the ledger is \
+                 created from the genesis on first start)"
             );
         }
         Command::Ledger(cmd) => return ledger(cmd),
@@ -712,7 +715,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(path) => read(path)?,
                 None => medfl_simulations::scenario::DEFAULT_TOML.to_string(),
             };
-            let out = out.unwrap_or_else(|| simulate::default_out(&run));
+            let out = match out {
+                Some(out) => out,
+                None => simulate::default_out(&run, &text)?,
+            };
             let started = std::time::Instant::now();
             simulate::simulate(&text, &run, &out)
                 .with_context(|| format!("simulation into {}", out.display()))?;

@@ -2,8 +2,25 @@
 
 use std::fmt::Write;
 
-/// A line chart of `points` (x ascending) with axes, ticks and a title.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
+/// The y range a chart always shows, widened to fit the data: a chart of AUROC between 0.961
+/// and 0.966 drawn on that range alone makes noise look like a trend.
+#[derive(Clone, Copy, Debug)]
+pub struct YRange {
+    /// Lowest value shown.
+    pub lo: f64,
+    /// Highest value shown.
+    pub hi: f64,
+}
+
+/// A line chart of `points` (x ascending, integer x such as rounds gets integer ticks) with
+/// axes, ticks and a title, its y axis spanning at least `y_range`.
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(f64, f64)],
+    y_range: YRange,
+) -> String {
     let (w, h) = (640.0, 360.0);
     let (left, right, top, bottom) = (70.0, 20.0, 40.0, 50.0);
     let finite: Vec<(f64, f64)> = points
@@ -21,8 +38,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64
         y0 -= 0.5;
         y1 += 0.5;
     }
-    let pad = (y1 - y0) * 0.05;
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    let (y0, y1) = (y0.min(y_range.lo), y1.max(y_range.hi));
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let sy = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
     let mut s = String::new();
@@ -54,7 +70,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64
             tick(y),
             py = sy(y)
         );
-        let x = x0 + (x1 - x0) * f64::from(i) / 4.0;
+    }
+    for x in x_ticks(x0, x1, finite.iter().all(|p| p.0.fract() == 0.0)) {
         let _ = writeln!(
             s,
             r##"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
@@ -94,6 +111,24 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64
     s
 }
 
+/// Where the x axis is labelled: at most 10 whole numbers for integer data (rounds), else 5
+/// even steps.
+fn x_ticks(x0: f64, x1: f64, integers: bool) -> Vec<f64> {
+    if integers {
+        let span = (x1 - x0).max(1.0);
+        let step = (span / 10.0).ceil().max(1.0);
+        let first = x0.ceil();
+        (0..)
+            .map(|i| first + step * f64::from(i))
+            .take_while(|x| *x <= x1)
+            .collect()
+    } else {
+        (0..=4)
+            .map(|i| x0 + (x1 - x0) * f64::from(i) / 4.0)
+            .collect()
+    }
+}
+
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
         (lo.min(x), hi.max(x))
@@ -123,15 +158,33 @@ mod tests {
 
     #[test]
     fn a_chart_has_one_point_per_value_and_survives_empty_input() {
+        let unit = YRange { lo: 0.0, hi: 1.0 };
         let svg = line_chart(
             "AUROC <per round>",
             "round",
             "AUROC",
             &[(1.0, 0.9), (2.0, 0.95), (3.0, f64::NAN)],
+            unit,
         );
         assert_eq!(svg.matches("<circle").count(), 2);
         assert!(svg.contains("AUROC &lt;per round&gt;"));
-        let empty = line_chart("t", "x", "y", &[]);
+        let empty = line_chart("t", "x", "y", &[], unit);
         assert!(empty.starts_with("<svg") && empty.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn rounds_get_whole_ticks_and_a_narrow_series_its_scale() {
+        let points: Vec<(f64, f64)> = (1..=10)
+            .map(|r| (f64::from(r), 0.961 + 0.0005 * f64::from(r)))
+            .collect();
+        let svg = line_chart("t", "round", "AUROC", &points, YRange { lo: 0.5, hi: 1.0 });
+        // Whole rounds only on the x axis; the y axis runs from 0.5 to 1.
+        assert!(!svg.contains(">2.25<") && svg.contains(">10<"), "{svg}");
+        assert!(svg.contains(">0.500<") && svg.contains(">1<"), "{svg}");
+        assert_eq!(
+            x_ticks(1.0, 30.0, true),
+            [1.0, 4.0, 7.0, 10.0, 13.0, 16.0, 19.0, 22.0, 25.0, 28.0]
+        );
+        assert_eq!(x_ticks(1.0, 3.0, true), [1.0, 2.0, 3.0]);
     }
 }

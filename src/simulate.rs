@@ -380,9 +380,12 @@ fn evaluate(
     })
 }
 
-/// One row of `metrics.csv` / `metrics.json`.
+/// One row of `metrics.csv` / `metrics.json`: one step of the run, which anchors ledger round
+/// `report.metrics.round` or fails it (a failed round is tried again at the next step).
 #[derive(Clone, Debug, Serialize)]
 pub struct RoundRow {
+    /// The run's step, from 1: what the progress line counts.
+    pub step: u64,
     /// The round's report.
     #[serde(flatten)]
     pub report: RoundReport,
@@ -443,7 +446,8 @@ pub fn simulate(scenario_text: &str, run: &RunConfig, out: &Path) -> Result<Vec<
     let (rows, hospitals) = execute(&scenario, run, out, true)?;
     write_outputs(out, &rows)?;
 
-    // The summary a person reads.
+    // The summary a person reads: every step, failed ones included, then detection.
+    println!("{}", rounds_table(&rows));
     let last_eval = rows
         .iter()
         .rev()
@@ -523,16 +527,19 @@ fn execute(
             ));
         }
         let bar = progress_bar(r - 1, run.rounds.rounds);
-        let report = consortium.run_round(|stage| say(&format!("{bar} {stage}")))?;
+        let report = consortium.run_round(|stage| say(&format!("{bar} step {r}: {stage}")))?;
         let auroc = match &report.model {
             Some(_) => evaluate(consortium.model(), &hospitals, run.target_fpr)?.mean(|e| e.auroc),
             None => None,
         };
         if chatty {
             eprintln!(
-                "{} round {r}/{}: {} participants, {} dropped, AUROC {}, max ε {:.3}, {:.1} s{}",
+                "{} step {r}/{}, round {} ({} attempt{}): {} participants, {} dropped, AUROC {}, max ε {:.3}, {:.1} s{}",
                 progress_bar(r, run.rounds.rounds),
                 run.rounds.rounds,
+                report.metrics.round,
+                report.attempts,
+                if report.attempts == 1 { "" } else { "s" },
                 report.metrics.participants,
                 report.metrics.dropped.len(),
                 auroc.map_or("-".into(), |a| format!("{a:.3}")),
@@ -544,9 +551,55 @@ fn execute(
                     .map_or(String::new(), |f| format!(" — FAILED: {f}")),
             );
         }
-        rows.push(RoundRow { report, auroc });
+        rows.push(RoundRow {
+            step: r,
+            report,
+            auroc,
+        });
     }
     Ok((rows, hospitals))
+}
+
+/// One line per step: the round it ran, its attempts, who took part, and how it ended.
+fn rounds_table(rows: &[RoundRow]) -> String {
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let m = &r.report.metrics;
+            vec![
+                r.step.to_string(),
+                m.round.to_string(),
+                r.report.attempts.to_string(),
+                m.participants.to_string(),
+                m.dropped.len().to_string(),
+                r.auroc.map_or("-".into(), |a| format!("{a:.3}")),
+                format!("{:.3}", m.max_epsilon),
+                match (&r.report.model, &r.report.failure) {
+                    (Some(h), _) => format!("anchored {}..", &h.to_string()[..12]),
+                    (None, Some(f)) => format!("FAILED: {f}"),
+                    (None, None) => "FAILED".into(),
+                },
+            ]
+        })
+        .collect();
+    let failed = rows.iter().filter(|r| r.report.model.is_none()).count();
+    format!(
+        "rounds ({} steps, {failed} failed)\n{}",
+        rows.len(),
+        table(
+            &[
+                "step",
+                "round",
+                "attempts",
+                "participants",
+                "dropped",
+                "AUROC",
+                "max epsilon",
+                "outcome"
+            ],
+            &lines
+        )
+    )
 }
 
 fn latest_model(ledger: &Ledger, dir: &Path) -> Result<Option<GlobalModel>> {
@@ -588,19 +641,21 @@ fn write_outputs(out: &Path, rows: &[RoundRow]) -> Result<()> {
     )
     .context("writing metrics.json")?;
     let mut csv = String::from(
-        "round,participants,dropped,auroc,max_epsilon,anchored,seconds_total,seconds_training,seconds_agents,seconds_coordinator,seconds_ledger,bytes_out,bytes_in\n",
+        "step,round,attempts,anchored,participants,dropped,auroc,max_epsilon,seconds_total,seconds_training,seconds_agents,seconds_coordinator,seconds_ledger,bytes_out,bytes_in\n",
     );
     for r in rows {
         let m = &r.report.metrics;
         let t = &r.report.times;
         csv.push_str(&format!(
-            "{},{},{},{},{:.6},{},{:.4},{:.4},{:.4},{:.4},{:.5},{},{}\n",
+            "{},{},{},{},{},{},{},{:.6},{:.4},{:.4},{:.4},{:.4},{:.5},{},{}\n",
+            r.step,
             m.round,
+            r.report.attempts,
+            r.report.model.is_some(),
             m.participants,
             m.dropped.len(),
             r.auroc.map_or(String::new(), |a| format!("{a:.6}")),
             m.max_epsilon,
-            r.report.model.is_some(),
             t.total,
             t.training,
             t.agents,
@@ -616,23 +671,29 @@ fn write_outputs(out: &Path, rows: &[RoundRow]) -> Result<()> {
             .filter_map(|r| f(r).map(|y| (r.report.metrics.round as f64, y)))
             .collect()
     };
+    // AUROC on the half of its scale that means anything (0.5 is chance); epsilon from 0.
     let plots = [
         (
             "auroc.svg",
             "Detection AUROC of the global model (macro over hospitals)",
             "AUROC",
             series(&|r| r.auroc),
+            plot::YRange { lo: 0.5, hi: 1.0 },
         ),
         (
             "privacy.svg",
             "Privacy spent: largest cumulative epsilon",
             "epsilon",
             series(&|r| Some(r.report.metrics.max_epsilon)),
+            plot::YRange { lo: 0.0, hi: 0.0 },
         ),
     ];
-    for (file, title, y, points) in plots {
-        std::fs::write(out.join(file), plot::line_chart(title, "round", y, &points))
-            .with_context(|| format!("writing {file}"))?;
+    for (file, title, y, points, range) in plots {
+        std::fs::write(
+            out.join(file),
+            plot::line_chart(title, "round", y, &points, range),
+        )
+        .with_context(|| format!("writing {file}"))?;
     }
     Ok(())
 }
@@ -711,12 +772,22 @@ pub fn replay(dir: &Path) -> Result<ReplayReport> {
     })
 }
 
-/// Default output directory: `runs/<seed>-<hospitals>h-<rounds>r`.
-pub fn default_out(run: &RunConfig) -> PathBuf {
-    PathBuf::from("runs").join(format!(
-        "sim-{}-{}h-{}r",
-        run.seed, run.hospitals, run.rounds.rounds
-    ))
+/// Default output directory: `runs/sim-<seed>-<hospitals>h-<rounds>r-<id>`, the id a hash of
+/// the whole run configuration and the scenario, so runs that differ in any setting (a
+/// strategy, an epsilon) get their own folders and only the very same run collides.
+pub fn default_out(run: &RunConfig, scenario: &str) -> Result<PathBuf> {
+    let config = toml::to_string(run)?;
+    let id = Hash::tagged(
+        b"medfl/run-dir/v1",
+        &[config.as_bytes(), scenario.as_bytes()],
+    );
+    Ok(PathBuf::from("runs").join(format!(
+        "sim-{}-{}h-{}r-{}",
+        run.seed,
+        run.hospitals,
+        run.rounds.rounds,
+        &id.to_string()[..8]
+    )))
 }
 
 #[cfg(test)]

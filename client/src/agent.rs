@@ -150,9 +150,9 @@ pub enum AgentEvent {
         reason: String,
     },
     /// The coordinator refuses this member, and says why. `checked` says whether the notice is
-    /// signed by an active coordinator of this consortium on the local ledger; only then is its
-    /// reason more than a claim. The driver stops on a checked revocation of this member, and
-    /// otherwise backs off before redialing.
+    /// signed by an active coordinator of this consortium on the local ledger. `revoked_me` is
+    /// set only when the local copy itself records the revocation the notice names: the driver
+    /// stops then, and otherwise keeps the claim as evidence and backs off before redialing.
     Refused {
         /// The notice as received.
         notice: Box<SignedRefusal>,
@@ -363,13 +363,14 @@ impl Agent {
             }
             // The driver tracks its own submitted transactions; nothing of a round here.
             ToAgent::TxRefused { .. } => Ok(()),
-            ToAgent::Refused(notice) => {
+            ToAgent::Refused { notice, .. } => {
                 let checked = notice.verify(chain).map(|_| ());
+                // The coordinator's signature proves it said so, not that it is so: only a
+                // revocation the local copy records stops this member.
+                let reason = &notice.refusal.reason;
                 let revoked_me = checked.is_ok()
-                    && matches!(
-                        &notice.refusal.reason,
-                        RefusalReason::Revoked { member, .. } if *member == self.me
-                    );
+                    && matches!(reason, RefusalReason::Revoked { member, .. } if *member == self.me)
+                    && reason.proven_on(chain);
                 self.events.push_back(AgentEvent::Refused {
                     notice,
                     checked,

@@ -112,6 +112,14 @@ impl Hospital {
         {
             self.ask();
         }
+        // A refusal that carries the block of our revocation: the block is checked and
+        // appended like any other first, so the claim is judged against the copy it proves.
+        if let ToAgent::Refused {
+            block: Some(block), ..
+        } = &msg
+        {
+            self.on_block(block);
+        }
         let result = self.agent.handle(msg, self.ledger.state(), now);
         self.drain();
         result

@@ -224,18 +224,32 @@ fn roomy_spend() -> medfl_client::spend::PrivacySpend {
     medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
 }
 
-/// A refusal notice is checked against the agent's own ledger: only one signed by an active
-/// coordinator of this consortium, naming this member as revoked, tells the driver to stop.
+/// A refusal notice is checked against the agent's own ledger: only a revocation of this member
+/// that its own copy records (same block, signer, time and reason) tells the driver to stop;
+/// a coordinator's signature alone proves only that it said so.
 #[test]
-fn a_refusal_notice_stops_the_agent_only_when_signed_and_about_it() {
+fn a_refusal_notice_stops_the_agent_only_when_its_copy_records_the_revocation() {
     use medfl_protocol::{Refusal, RefusalReason};
     let (f, state, _, _) = setup();
     let (coord, ckey) = f.coordinator();
-    let revoked = |member: &str| RefusalReason::Revoked {
+    let revoke = f.tx(
+        coord,
+        NOW,
+        medfl_ledger::TxBody::RevokeMember {
+            member: Fixture::id("hospital-0"),
+            reason: "credentials leaked".into(),
+        },
+    );
+    let mut revoked_state = state.clone();
+    revoked_state
+        .apply_block(&f.block(&state, vec![revoke], NOW))
+        .unwrap();
+    let claim = |member: &str, reason: &str| RefusalReason::Revoked {
         member: Fixture::id(member),
+        height: 1,
         by: coord.clone(),
         at: NOW,
-        reason: "credentials leaked".into(),
+        reason: reason.into(),
     };
     let notice = |reason, signer: &str| {
         let id = Fixture::id(signer);
@@ -246,16 +260,23 @@ fn a_refusal_notice_stops_the_agent_only_when_signed_and_about_it() {
         };
         Refusal {
             genesis: f.genesis_hash,
-            height: 0,
+            height: 1,
             reason,
         }
         .sign(id, key)
         .unwrap()
     };
-    let verdict = |signed| {
+    let verdict = |signed, chain: &ChainState| {
         let mut a = agent(&f, "hospital-0");
-        a.handle(ToAgent::Refused(Box::new(signed)), &state, NOW)
-            .unwrap();
+        a.handle(
+            ToAgent::Refused {
+                notice: Box::new(signed),
+                block: None,
+            },
+            chain,
+            NOW,
+        )
+        .unwrap();
         match a.poll_event() {
             Some(AgentEvent::Refused {
                 checked,
@@ -265,22 +286,19 @@ fn a_refusal_notice_stops_the_agent_only_when_signed_and_about_it() {
             other => panic!("{other:?}"),
         }
     };
-    assert_eq!(
-        verdict(notice(revoked("hospital-0"), coord.as_str())),
-        (true, true)
-    );
-    // About another member, or not a revocation: no stop.
-    assert_eq!(
-        verdict(notice(revoked("hospital-1"), coord.as_str())),
-        (true, false)
-    );
-    assert_eq!(
-        verdict(notice(RefusalReason::NotAMember, coord.as_str())),
-        (true, false)
-    );
+    let c = coord.as_str();
+    let true_claim = notice(claim("hospital-0", "credentials leaked"), c);
+    assert_eq!(verdict(true_claim.clone(), &revoked_state), (true, true));
+    // Signed, but the copy does not record it (yet, or ever): kept as a claim, not obeyed.
+    assert_eq!(verdict(true_claim, &state), (true, false));
+    // A different reason than the ledger's, another member, or not a revocation: no stop.
+    let wrong = notice(claim("hospital-0", "something else"), c);
+    assert_eq!(verdict(wrong, &revoked_state), (true, false));
+    let other = notice(claim("hospital-1", "credentials leaked"), c);
+    assert_eq!(verdict(other, &revoked_state), (true, false));
+    let stranger = notice(RefusalReason::NotAMember, c);
+    assert_eq!(verdict(stranger, &revoked_state), (true, false));
     // Signed by a hospital, not a coordinator: not believed.
-    assert_eq!(
-        verdict(notice(revoked("hospital-0"), "hospital-1")),
-        (false, false)
-    );
+    let forged = notice(claim("hospital-0", "credentials leaked"), "hospital-1");
+    assert_eq!(verdict(forged, &revoked_state), (false, false));
 }

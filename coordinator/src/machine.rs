@@ -239,6 +239,16 @@ impl Coordinator {
         self.round.as_ref().map(|r| &r.config)
     }
 
+    /// The running attempt's stage, named as in [`RoundMetrics::stage_ms`] (`endorse` once the
+    /// aggregate is out), if any: a driver timing stages on its own clock reads it.
+    pub fn stage(&self) -> Option<&'static str> {
+        let r = self.round.as_ref()?;
+        if r.endorsing.is_some() {
+            return Some("endorse");
+        }
+        r.server.stage().map(stage_name)
+    }
+
     /// Whether no round is running and no anchor is pending.
     pub fn is_idle(&self) -> bool {
         self.round.is_none() && self.pending_anchor.is_none()

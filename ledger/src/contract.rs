@@ -79,6 +79,7 @@ pub(crate) fn apply(
         TxBody::AddMember(m) => add_member(state, m)?,
         TxBody::RevokeMember { member, reason } => {
             let by = Revocation {
+                height: state.height() + 1,
                 by: tx.signer.clone(),
                 at: ctx.block_time,
                 reason: reason.clone(),

@@ -36,6 +36,8 @@ pub struct MemberRecord {
 /// The record of a revocation, as its transaction stated it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
+    /// Height of the block that holds it.
+    pub height: u64,
     /// Who signed it (a coordinator, or the member itself).
     pub by: MemberId,
     /// Time of the block that holds it.

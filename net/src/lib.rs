@@ -19,13 +19,13 @@
 //! - **Identity:** the libp2p key is the member's ledger ed25519 key
 //!   ([`keypair_from_signing_key`]), so the allowlist is the ledger's member list mapped through
 //!   [`peer_id_of`].
-//! - **Access control:** a peer off the allowlist completes the Noise handshake (so its
-//!   identity is known), is reported as [`NetEvent::Refused`], is sent its refusal notice if the
-//!   application set one ([`NetHandle::set_notices`]: why it is refused, e.g. revoked), and is
-//!   closed once the notice is acknowledged or fails. It never sends or receives anything
-//!   else: its messages are refused, and sends to it fail. A dial to a peer off the allowlist
-//!   fails. [`NetHandle::set_allowed`] replaces the list and closes the connections of removed
-//!   peers at once.
+//! - **Access control:** libp2p's `allow_block_list` denies, right after the Noise handshake,
+//!   every peer that is neither on the allowlist nor owed a refusal notice; an inbound attempt
+//!   is reported as [`NetEvent::Refused`]. A peer owed a notice ([`NetHandle::set_notices`]: the
+//!   application's bounded set, e.g. revoked members) completes its connection, is sent its
+//!   notice (why it is refused) and is closed once it is acknowledged or fails; nothing else
+//!   passes either way. [`NetHandle::set_allowed`] replaces the list and closes the connections
+//!   of removed peers at once.
 //! - **Order:** a peer's messages are sent one at a time; the next leaves only after the
 //!   receiver acknowledged the previous one, and the receiver acknowledges only once the message
 //!   is in the application's event channel. So per-sender order is preserved end to end, and a

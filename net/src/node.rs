@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
+use libp2p::allow_block_list::{self, AllowedPeers, NotAllowed};
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -141,10 +142,13 @@ pub enum NetEvent<M> {
     },
 }
 
-/// The libp2p behaviours, in the order they vet a connection. Who may talk is the node's own
-/// allowlist: a peer off it completes the handshake, gets its refusal notice and is closed.
+/// The libp2p behaviours, in the order they vet a connection.
 #[derive(NetworkBehaviour)]
 struct Behaviour<M: DeserializeOwned + Send + 'static> {
+    /// Denies, right after the handshake, every peer that is neither allowed nor owed a
+    /// refusal notice: a stranger (keys cost nothing) never holds a connection slot or gets a
+    /// message body read.
+    gate: allow_block_list::Behaviour<AllowedPeers>,
     /// Caps connections per peer.
     limits: connection_limits::Behaviour,
     /// The message bus itself.
@@ -162,7 +166,6 @@ enum Command {
     },
     /// Replace the refusal notices.
     SetNotices {
-        default: Option<Vec<u8>>,
         per_peer: HashMap<PeerId, Vec<u8>>,
         reply: oneshot::Sender<()>,
     },
@@ -282,20 +285,17 @@ impl<M> NetHandle<M> {
 }
 
 impl<M: Serialize> NetHandle<M> {
-    /// Sets what a peer off the allowlist is told before its connection is closed: the notice
-    /// for that peer if `per_peer` has one, else `default`, else nothing. A notice is sent as
-    /// one message, once per connection; the connection closes when it is acknowledged or
-    /// fails. It lets a refused peer learn why (revoked, not a member) instead of redialing a
-    /// connection that closes without a word.
+    /// Sets what particular peers off the allowlist are told before their connection is
+    /// closed (revoked members: why they are refused), instead of a connection that closes
+    /// without a word. Such a peer completes its connection, is sent its notice as one message
+    /// and is closed when it is acknowledged or fails; nothing else passes. Every other peer
+    /// off the allowlist is denied right after the handshake, as before: the set is the
+    /// application's to bound, so strangers cannot use it to hold connections.
     ///
     /// # Errors
     /// [`NetError::Codec`] or [`NetError::TooLarge`] for a notice that cannot be sent;
     /// [`NetError::Closed`] if the node has stopped.
-    pub async fn set_notices(
-        &self,
-        default: Option<&M>,
-        per_peer: &BTreeMap<PeerId, M>,
-    ) -> Result<(), NetError> {
+    pub async fn set_notices(&self, per_peer: &BTreeMap<PeerId, M>) -> Result<(), NetError> {
         let encode = |msg: &M| -> Result<Vec<u8>, NetError> {
             let bytes = codec::encode(msg)?;
             if bytes.len() > self.max_message_bytes {
@@ -306,17 +306,12 @@ impl<M: Serialize> NetHandle<M> {
             }
             Ok(bytes)
         };
-        let default = default.map(encode).transpose()?;
         let per_peer = per_peer
             .iter()
             .map(|(peer, msg)| Ok((*peer, encode(msg)?)))
             .collect::<Result<HashMap<_, _>, NetError>>()?;
-        self.request(|reply| Command::SetNotices {
-            default,
-            per_peer,
-            reply,
-        })
-        .await
+        self.request(|reply| Command::SetNotices { per_peer, reply })
+            .await
     }
 
     /// Encodes `msg` and queues it for `to`; returns once it is queued, not once delivered.
@@ -386,6 +381,7 @@ where
         )
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_behaviour(|_| Behaviour {
+            gate: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(
                 ConnectionLimits::default()
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
@@ -403,6 +399,9 @@ where
     let mut swarm = builder
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
         .build();
+    for peer in &allowed {
+        swarm.behaviour_mut().gate.allow_peer(*peer);
+    }
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
         let id = swarm
@@ -431,7 +430,6 @@ where
         cut_off: HashSet::new(),
         allowed,
         announced: HashSet::new(),
-        default_notice: None,
         notices: HashMap::new(),
         notices_in_flight: HashMap::new(),
     };
@@ -511,9 +509,8 @@ struct Node<M: DeserializeOwned + Send + 'static> {
     allowed: BTreeSet<PeerId>,
     /// Peers the application was told are connected ([`NetEvent::Connected`]).
     announced: HashSet<PeerId>,
-    /// What a refused peer without a notice of its own is told.
-    default_notice: Option<Vec<u8>>,
-    /// What particular refused peers are told.
+    /// What particular refused peers (a set the application bounds: revoked members) are
+    /// told before their connection is closed.
     notices: HashMap<PeerId, Vec<u8>>,
     /// Notices sent and not yet answered: the connection closes when they are.
     notices_in_flight: HashMap<OutboundRequestId, PeerId>,
@@ -618,13 +615,9 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
         match command {
             Command::Send { to, bytes } => self.enqueue(to, bytes),
             Command::Dial { addr, reply } => self.dial(addr, reply),
-            Command::SetNotices {
-                default,
-                per_peer,
-                reply,
-            } => {
-                self.default_notice = default;
+            Command::SetNotices { per_peer, reply } => {
                 self.notices = per_peer;
+                self.sync_gate();
                 let _ = reply.send(());
             }
             Command::SetAllowed { peers, reply } => {
@@ -656,7 +649,7 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
         if self.notices_in_flight.values().any(|p| *p == peer) {
             return;
         }
-        match self.notices.get(&peer).or(self.default_notice.as_ref()) {
+        match self.notices.get(&peer) {
             Some(notice) => {
                 let id = self
                     .swarm
@@ -825,10 +818,34 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
         }
     }
 
+    /// Lets through the handshake exactly the allowed peers and those owed a notice.
+    fn sync_gate(&mut self) {
+        let open: BTreeSet<PeerId> = self
+            .allowed
+            .iter()
+            .chain(self.notices.keys())
+            .copied()
+            .collect();
+        let gate = &mut self.swarm.behaviour_mut().gate;
+        let stale: Vec<PeerId> = gate
+            .allowed_peers()
+            .iter()
+            .filter(|p| !open.contains(p))
+            .copied()
+            .collect();
+        for peer in stale {
+            gate.disallow_peer(peer);
+        }
+        for peer in open {
+            gate.allow_peer(peer);
+        }
+    }
+
     /// Replaces the allowlist and cuts off removed peers.
     fn set_allowed(&mut self, peers: &BTreeSet<PeerId>) {
         let removed: Vec<PeerId> = self.allowed.difference(peers).copied().collect();
         self.allowed.clone_from(peers);
+        self.sync_gate();
         for peer in removed {
             let _ = self.swarm.disconnect_peer_id(peer);
             self.fail_queued(peer, "peer was removed from the allowlist");
@@ -919,7 +936,14 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                 }
             }
             SwarmEvent::IncomingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, %error, "incoming connection failed");
+                let denied = matches!(
+                    &error,
+                    ListenError::Denied { cause } if cause.downcast_ref::<NotAllowed>().is_some()
+                );
+                match peer_id {
+                    Some(peer) if denied => self.emit(NetEvent::Refused { peer }),
+                    _ => tracing::debug!(?peer_id, %error, "incoming connection failed"),
+                }
             }
             _ => {}
         }

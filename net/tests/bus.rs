@@ -80,31 +80,30 @@ async fn outsider_cannot_deliver() {
     }
 }
 
-/// A refused peer is told why: its own notice if one is set, else the default one; then its
-/// connection is closed.
+/// A refused peer owed a notice is told why, then closed; a stranger is denied at once.
 #[tokio::test]
 async fn a_refused_peer_receives_its_notice_then_is_closed() {
-    let a = node(1, &[2]).await;
+    let mut a = node(1, &[2]).await;
     let mut known = node(3, &[1]).await;
-    let mut stranger = node(4, &[1]).await;
+    let stranger = node(4, &[1]).await;
     a.handle
-        .set_notices(
-            Some(&Msg::Seq(404)),
-            &std::collections::BTreeMap::from([(known.id, Msg::Seq(403))]),
-        )
+        .set_notices(&std::collections::BTreeMap::from([(
+            known.id,
+            Msg::Seq(403),
+        )]))
         .await
         .unwrap();
-    for (peer, expected) in [(&mut known, 403), (&mut stranger, 404)] {
-        let _ = peer.handle.dial(a.addr.clone()).await;
-        assert_eq!(
-            next_message(&mut peer.events).await,
-            (a.id, Msg::Seq(expected))
-        );
-        wait_for(&mut peer.events, "closed after the notice", |e| {
-            *e == NetEvent::Disconnected(a.id)
-        })
-        .await;
-    }
+    let _ = known.handle.dial(a.addr.clone()).await;
+    assert_eq!(next_message(&mut known.events).await, (a.id, Msg::Seq(403)));
+    wait_for(&mut known.events, "closed after the notice", |e| {
+        *e == NetEvent::Disconnected(a.id)
+    })
+    .await;
+    let _ = stranger.handle.dial(a.addr.clone()).await;
+    wait_for(&mut a.events, "stranger refused", |e| {
+        *e == NetEvent::Refused { peer: stranger.id }
+    })
+    .await;
 }
 
 /// Removing a connected peer from the allowlist cuts it off; its later messages are lost.

@@ -61,7 +61,13 @@ pub enum ToAgent {
         reason: String,
     },
     /// The coordinator will not talk to this peer, and says why; the connection closes after.
-    Refused(Box<SignedRefusal>),
+    Refused {
+        /// The signed notice.
+        notice: Box<SignedRefusal>,
+        /// For a revocation: the block that holds it, so a member whose copy ends just before
+        /// it can check the claim against its own ledger.
+        block: Option<Box<Block>>,
+    },
 }
 
 /// From an agent to the coordinator.
@@ -111,7 +117,7 @@ impl ToAgent {
             ToAgent::Block(_) => "block",
             ToAgent::Abort { .. } => "abort",
             ToAgent::TxRefused { .. } => "tx_refused",
-            ToAgent::Refused(_) => "refused",
+            ToAgent::Refused { .. } => "refused",
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum RefusalReason {
     Revoked {
         /// The revoked member.
         member: MemberId,
+        /// Height of the block that holds the revocation.
+        height: u64,
         /// Who signed the revocation.
         by: MemberId,
         /// Time of the block that holds it.
@@ -113,13 +115,55 @@ impl std::fmt::Display for RefusalReason {
         match self {
             RefusalReason::Revoked {
                 member,
+                height,
                 by,
                 at,
                 reason,
-            } => write!(f, "{member} was revoked by {by} at {at}: {reason}"),
+            } => write!(
+                f,
+                "{member} was revoked by {by} at {at} (block {height}): {}",
+                printable(reason)
+            ),
             RefusalReason::NotAMember => {
                 f.write_str("this key belongs to no member of the consortium")
             }
+        }
+    }
+}
+
+/// A reason as it may be logged: at most [`MAX_REASON_SHOWN`] characters, control characters
+/// escaped (a coordinator's claim is not trusted to be short or printable).
+fn printable(reason: &str) -> String {
+    let shown: String = reason.chars().take(MAX_REASON_SHOWN).collect();
+    let mut out = shown.escape_debug().to_string();
+    if reason.chars().count() > MAX_REASON_SHOWN {
+        out.push('…');
+    }
+    out
+}
+
+/// Characters of a refusal's reason shown in logs.
+pub const MAX_REASON_SHOWN: usize = 200;
+
+impl RefusalReason {
+    /// Whether `chain` records this very revocation: the member revoked at that height, by
+    /// that signer, at that time, for that reason. Only then is a revocation claim proven to
+    /// the reader (the coordinator's signature alone proves only that it said so).
+    pub fn proven_on(&self, chain: &ChainState) -> bool {
+        match self {
+            RefusalReason::Revoked {
+                member,
+                height,
+                by,
+                at,
+                reason,
+            } => chain
+                .member(member)
+                .and_then(|m| m.revocation.as_ref())
+                .is_some_and(|r| {
+                    r.height == *height && r.by == *by && r.at == *at && r.reason == *reason
+                }),
+            RefusalReason::NotAMember => false,
         }
     }
 }

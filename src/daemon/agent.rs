@@ -304,7 +304,7 @@ impl Daemon {
                 from,
                 msg: Envelope::ToAgent(msg),
             } if from == self.coordinator => {
-                if !matches!(msg, ToAgent::Refused(_)) {
+                if !matches!(msg, ToAgent::Refused { .. }) {
                     // The coordinator talks to us: a later disconnect starts the waits afresh.
                     self.backoff = MIN_BACKOFF;
                     self.max_backoff = MAX_BACKOFF;
@@ -453,24 +453,23 @@ impl Daemon {
                 } => {
                     let reason = &notice.refusal.reason;
                     if revoked_me {
-                        // Kept as evidence: the coordinator signed that it cut us off, and why.
-                        let path = self.member.dir.join("refusal.bin");
-                        let saved = codec::encode(&*notice)
-                            .map_err(anyhow::Error::from)
-                            .and_then(|b| write_atomic(&path, &b));
                         bail!(
-                            "this member is revoked: {reason} (the coordinator's signed notice{}); \
-                             this client stops",
-                            if saved.is_ok() {
-                                format!(" is saved in {}", path.display())
-                            } else {
-                                String::new()
-                            }
+                            "this member is revoked on its own ledger copy: {reason}; this client stops"
                         );
                     }
+                    // A claim the copy does not (yet) record: kept as evidence, not obeyed.
+                    let path = self.member.dir.join("refusal.bin");
+                    let _ = codec::encode(&*notice)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| write_atomic(&path, &b));
                     self.max_backoff = MAX_BACKOFF_REFUSED;
                     let said = match &checked {
-                        Ok(()) => format!("{reason} (signed by {})", notice.signer),
+                        Ok(()) => format!(
+                            "{reason} (signed by {}; not on our ledger copy, which ends at block {}; kept in {})",
+                            notice.signer,
+                            self.hospital.ledger().state().height(),
+                            path.display()
+                        ),
                         Err(e) => format!("{reason} (not believed: {e})"),
                     };
                     if self.refusal_said.as_deref() != Some(said.as_str()) {

@@ -524,9 +524,7 @@ impl Daemon {
                         Some(r) => {
                             warn!(member = %r.member.id, %peer, "refused a revoked member (told why, signed)")
                         }
-                        None => {
-                            warn!(%peer, "refused a peer that is no member (told why, signed)")
-                        }
+                        None => warn!(%peer, "refused a peer that is no member"),
                     }
                 }
             }
@@ -679,46 +677,46 @@ impl Daemon {
         }
     }
 
-    /// Sets the signed notices refused peers receive: each revoked member is told who revoked
-    /// it, when and why; any other stranger, that its key belongs to no member.
+    /// Sets the signed notices revoked members receive when they connect: who revoked them,
+    /// when and why, with the block that holds it so a member whose copy ends just before it
+    /// can check the claim. Strangers get nothing: they are denied at the handshake (answering
+    /// every new key would let anyone hold the coordinator's connections).
     async fn set_notices(&mut self) {
         let chain = self.ledger.state();
         let (me, key) = (&self.member.config.member, &self.member.key);
-        let notice = |reason: RefusalReason| {
-            Refusal {
+        let mut per_peer = BTreeMap::new();
+        for r in chain.members() {
+            let Some(v) = r.revocation.as_ref().filter(|_| r.revoked) else {
+                continue;
+            };
+            let refusal = Refusal {
                 genesis: chain.genesis_hash(),
                 height: chain.height(),
-                reason,
-            }
-            .sign(me.clone(), key)
-            .map(|signed| Envelope::ToAgent(ToAgent::Refused(Box::new(signed))))
-        };
-        let mut per_peer = BTreeMap::new();
-        let mut default = None;
-        let built = (|| {
-            for r in chain.members() {
-                let Some(v) = r.revocation.as_ref().filter(|_| r.revoked) else {
-                    continue;
-                };
-                let reason = RefusalReason::Revoked {
+                reason: RefusalReason::Revoked {
                     member: r.member.id.clone(),
+                    height: v.height,
                     by: v.by.clone(),
                     at: v.at,
                     reason: v.reason.clone(),
-                };
-                per_peer.insert(
-                    medfl_net::peer_id_of(r.member.public_key.as_dalek()),
-                    notice(reason)?,
-                );
-            }
-            default = Some(notice(RefusalReason::NotAMember)?);
-            Ok::<(), medfl_protocol::refusal::RefusalError>(())
-        })();
-        if let Err(e) = built {
-            warn!(error = %e, "cannot sign refusal notices");
-            return;
+                },
+            };
+            let notice = match refusal.sign(me.clone(), key) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "cannot sign a refusal notice");
+                    continue;
+                }
+            };
+            let block = self.ledger.block(v.height).ok().flatten().map(Box::new);
+            per_peer.insert(
+                medfl_net::peer_id_of(r.member.public_key.as_dalek()),
+                Envelope::ToAgent(ToAgent::Refused {
+                    notice: Box::new(notice),
+                    block,
+                }),
+            );
         }
-        if let Err(e) = self.net.set_notices(default.as_ref(), &per_peer).await {
+        if let Err(e) = self.net.set_notices(&per_peer).await {
             warn!(error = %e, "cannot set refusal notices");
         }
     }

@@ -38,12 +38,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const GENESIS_KEY: &str = "genesis";
 const TIP_KEY: &str = "tip";
 
-/// Copies a snapshot is retried: a commit by a running daemon can tear one copy, not three.
+/// Copies a snapshot is retried while the file changes under it (a running daemon commits).
 const SNAPSHOT_ATTEMPTS: u32 = 3;
 
 fn ctx<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| match e.into() {
         redb::Error::DatabaseAlreadyOpen => StoreError::new(context, StorageFault::Locked),
+        // Damage redb reports rather than panics on is damage all the same.
+        redb::Error::Corrupted(why) => StoreError::new(context, StorageFault::Damaged(why)),
         e => StoreError::new(context, e),
     }
 }
@@ -64,6 +66,11 @@ pub enum StorageFault {
     /// An earlier call found the file damaged; nothing more is read from it.
     #[error("an earlier read found the database damaged; reopen it after recovery")]
     Poisoned,
+    /// The file changed while every copy was taken: a daemon is committing to it.
+    #[error(
+        "could not take a stable snapshot: the file changed during each of {0} copies (a daemon committing?); try again"
+    )]
+    Unstable(u32),
 }
 
 thread_local! {
@@ -169,8 +176,8 @@ impl RedbStore {
     ///
     /// The copy lives in a temporary directory removed when the store is dropped; anything
     /// appended goes to the copy. A commit by a daemon writing `path` while it is copied can
-    /// tear one copy, so a copy that fails redb's integrity check is taken again, up to
-    /// [`SNAPSHOT_ATTEMPTS`] times; damage in the file itself fails every time.
+    /// tear a copy, so a copy during which the file changed is taken again, up to
+    /// [`SNAPSHOT_ATTEMPTS`] times; a stable copy that fails redb's integrity check is damage.
     pub fn open_snapshot(path: &Path) -> Result<RedbStore, StoreError> {
         RedbStore::snapshot(path, true)
     }
@@ -189,15 +196,21 @@ impl RedbStore {
         let copy = dir.path().join("ledger.redb");
         let mut attempt = 1;
         loop {
+            // A copy is stable when the file's length and modification time are the same
+            // after it as before: no commit landed while it was taken.
+            let before = stamp(path)?;
             copy_file(path, &copy)?;
-            match open_checked(&copy, check) {
-                Ok(db) => return Ok(RedbStore::new(db, Some(dir))),
-                Err(e) if attempt >= SNAPSHOT_ATTEMPTS => return Err(e),
-                Err(_) => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
+            if stamp(path)? == before {
+                return Ok(RedbStore::new(open_checked(&copy, check)?, Some(dir)));
             }
+            if attempt >= SNAPSHOT_ATTEMPTS {
+                return Err(StoreError::new(
+                    "copying the database",
+                    StorageFault::Unstable(SNAPSHOT_ATTEMPTS),
+                ));
+            }
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
@@ -236,6 +249,12 @@ impl Drop for RedbStore {
             });
         }
     }
+}
+
+/// The length and modification time of `path`.
+fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), StoreError> {
+    let meta = std::fs::metadata(path).map_err(|e| StoreError::new("reading the database", e))?;
+    Ok((meta.len(), meta.modified().ok()))
 }
 
 /// Copies `from` to a new file `to` by reading it: the copy is writable whatever the
@@ -284,7 +303,11 @@ impl BlockStore for RedbStore {
         tip_record: &[u8],
     ) -> Result<(), StoreError> {
         self.with_db("appending a block", |db| {
-            let txn = db.begin_write().map_err(ctx("starting a block write"))?;
+            let mut txn = db.begin_write().map_err(ctx("starting a block write"))?;
+            // Two-phase: if the newest commit is later damaged, opening fails as damaged
+            // instead of falling back to the commit before it, which would silently drop the
+            // last block (and with it the tip record that would have shown the loss).
+            txn.set_two_phase_commit(true);
             {
                 let mut blocks = txn.open_table(BLOCKS).map_err(ctx("opening blocks"))?;
                 blocks
