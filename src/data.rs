@@ -76,8 +76,16 @@ pub fn detect(path: &Path) -> Result<DataFormat> {
     if ext == "ndjson" || ext == "jsonl" {
         return Ok(DataFormat::Fhir);
     }
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut BufReader::new(open(path)?), &mut first)?;
+    let mut first = Vec::new();
+    std::io::BufRead::read_until(&mut BufReader::new(open(path)?), b'\n', &mut first)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let first = std::str::from_utf8(&first).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: line 1 is not UTF-8 text (byte {}): not an access-log CSV, NDJSON or table",
+            path.display(),
+            e.valid_up_to() + 1
+        )
+    })?;
     let header: Vec<&str> = first.trim_end().split(',').collect();
     Ok(if header == csv::EVENT_COLUMNS {
         DataFormat::Events

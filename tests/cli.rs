@@ -871,3 +871,23 @@ fn a_closed_pipe_ends_output_quietly() {
         out.status
     );
 }
+
+/// A data file of random bytes is refused with its name and what is wrong, not a bare
+/// "stream did not contain valid UTF-8".
+#[test]
+fn a_binary_data_file_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("events.csv");
+    std::fs::write(&data, [0x9f_u8, 0x92, 0x96, 0xff, 0x00, 0x41, b'\n', 0xfe]).unwrap();
+    let stderr = fails(&[
+        "train",
+        "--data",
+        p(&data),
+        "--out",
+        p(&tmp.path().join("m")),
+    ]);
+    assert!(
+        stderr.contains("events.csv") && stderr.contains("not UTF-8"),
+        "{stderr}"
+    );
+}
