@@ -4,21 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod common;
-use common::{coordinator, training};
+use common::{coordinator, deliver, roomy_spend, training};
 
-use medfl_client::{Agent, AgentEvent};
+use medfl_client::Agent;
 use medfl_coordinator::{Coordinator, CoordinatorEvent, RoundOutcome};
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::{ChainState, MemberId, Timestamp, TxBody};
 use medfl_protocol::ToCoordinator;
 
 const NOW: Timestamp = Timestamp(T0.0 + HOUR);
-
-/// A privacy ledger with room for every round.
-fn roomy_spend() -> medfl_client::spend::PrivacySpend {
-    let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
-    medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
-}
 
 /// Runs one round of five hospitals in which `silent` never trains (as if killed in
 /// training); once the others have sent their updates, `gone` tells the coordinator. The
@@ -56,20 +50,7 @@ fn round_with_a_silent_member(
             let Some(a) = agents.get_mut(&to) else {
                 continue;
             };
-            let _ = a.handle(msg, &state, NOW);
-            while let Some(e) = a.poll_event() {
-                if let AgentEvent::Train(task) = e
-                    && to != silent
-                {
-                    let params: Vec<f32> =
-                        task.global.file.params.iter().map(|p| p + 0.01).collect();
-                    a.submit_update(task.session, &params).unwrap();
-                    a.charge_recorded(task.session).unwrap();
-                }
-            }
-            while let Some(m) = a.poll_outgoing() {
-                inbox.push_back((to.clone(), m));
-            }
+            deliver(a, &to, msg, (&state, NOW), to != silent, &mut inbox);
         }
         while let Some((from, m)) = inbox.pop_front() {
             progressed = true;

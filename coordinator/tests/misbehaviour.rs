@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod common;
-use common::{coordinator, training};
+use common::{coordinator, deliver, roomy_spend, training};
 
-use medfl_client::{Agent, AgentEvent};
+use medfl_client::Agent;
 use medfl_coordinator::CoordinatorEvent;
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::{ChainState, MemberId, Timestamp};
@@ -97,18 +97,7 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
             let Some(a) = agents.get_mut(&to) else {
                 continue;
             };
-            let _ = a.handle(msg, &state, NOW);
-            while let Some(e) = a.poll_event() {
-                if let AgentEvent::Train(task) = e {
-                    let params: Vec<f32> =
-                        task.global.file.params.iter().map(|p| p + 0.01).collect();
-                    a.submit_update(task.session, &params).unwrap();
-                    a.charge_recorded(task.session).unwrap();
-                }
-            }
-            while let Some(m) = a.poll_outgoing() {
-                inbox.push_back((to.clone(), m));
-            }
+            deliver(a, &to, msg, (&state, NOW), true, &mut inbox);
         }
         while let Some((from, m)) = inbox.pop_front() {
             progressed = true;
@@ -142,10 +131,4 @@ fn a_hospital_proven_to_reveal_bad_shares_is_left_out_of_later_rounds() {
         .collect();
     assert_eq!(eligible.len(), 3);
     assert!(!eligible.contains(&cheater), "{eligible:?}");
-}
-
-/// A hospital privacy ledger with room for every round these tests run.
-fn roomy_spend() -> medfl_client::spend::PrivacySpend {
-    let budget = medfl_client::spend::PrivacyBudget::new(1e9, 1e-6).unwrap();
-    medfl_client::spend::PrivacySpend::new(budget, Vec::new()).unwrap()
 }
