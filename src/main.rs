@@ -98,6 +98,10 @@ enum Command {
         /// Exit once the model of this round is adopted.
         #[arg(long)]
         until_round: Option<u64>,
+        /// Skip malformed rows (reported with their line numbers) instead of refusing the
+        /// file: the same rule as `train` and `eval`.
+        #[arg(long)]
+        skip_bad_rows: bool,
         /// Seconds a transaction from `medfl ledger submit` may stay out of every block before
         /// it is reported as censored and sent again.
         #[arg(long, default_value_t = 60.0)]
@@ -740,6 +744,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             data,
             until_round,
+            skip_bad_rows,
             submit_deadline_s,
             insecure,
         } => {
@@ -751,6 +756,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = medfl::daemon::agent::Options {
                 data,
                 until_round,
+                skip_bad_rows,
                 submit_deadline: Some(submit_deadline),
                 insecure_keys: insecure.policy(),
             };

@@ -891,3 +891,61 @@ fn a_binary_data_file_is_named_in_the_error() {
         "{stderr}"
     );
 }
+
+/// The client, `train` and `eval` share one rule for a malformed row: the file is refused,
+/// naming the line, unless `--skip-bad-rows` says to skip (and report) such rows.
+#[test]
+fn the_client_refuses_a_malformed_row_as_eval_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan_path = tmp.path().join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "name = \"t\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n\
+         [[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/9\"\n\n\
+         [[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n\
+         [[members]]\nid = \"h-b\"\nrole = \"hospital\"\n\n\
+         [[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [\"h-a\", \"h-b\"]\n\
+         expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-5\n",
+    )
+    .unwrap();
+    let cons = tmp.path().join("cons");
+    ok(&[
+        "provision",
+        "--consortium",
+        p(&plan_path),
+        "--out",
+        p(&cons),
+        "--generate-keys-centrally",
+        "--insecure-deterministic-seed",
+        "12",
+    ]);
+    let events = tmp.path().join("events.csv");
+    std::fs::write(
+        &events,
+        format!(
+            "{}\nnot,a,valid,row\n",
+            medfl_accesslog::csv::EVENT_COLUMNS.join(",")
+        ),
+    )
+    .unwrap();
+    let config = cons.join("h-a/config.toml");
+    let args = [
+        "client",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+        "--data",
+        p(&events),
+    ];
+    let stderr = fails(&args);
+    assert!(
+        stderr.contains("events.csv") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    // Told to skip, it reports the row and goes on (to find no usable rows here).
+    let stderr = fails(&[&args[..], &["--skip-bad-rows"]].concat());
+    assert!(
+        stderr.contains("skipped 1 malformed rows") && stderr.contains("usable rows"),
+        "{stderr}"
+    );
+}

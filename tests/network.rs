@@ -333,7 +333,10 @@ fn a_hospital_killed_in_training_does_not_hold_the_round_to_its_deadline() {
         coord.text()
     );
     let waited = killed.elapsed();
-    eprintln!("round anchored {:.1} s after the kill", waited.as_secs_f64());
+    eprintln!(
+        "round anchored {:.1} s after the kill",
+        waited.as_secs_f64()
+    );
     // Well inside one stage deadline (8 s here) plus the others' training; nowhere near 600 s.
     assert!(
         waited < Duration::from_secs(60),

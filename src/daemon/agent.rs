@@ -53,6 +53,8 @@ pub struct Options {
     pub data: Option<PathBuf>,
     /// Exit once the model of this round is adopted.
     pub until_round: Option<u64>,
+    /// Skip malformed rows (each reported) instead of refusing the file, as `eval` does.
+    pub skip_bad_rows: bool,
     /// How long a submitted transaction may stay out of every block before it is reported as
     /// censored and sent again (default [`DEFAULT_SUBMIT_DEADLINE`]).
     pub submit_deadline: Option<Duration>,
@@ -132,7 +134,13 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         (None, None) => bail!("no data: give --data or a [data] table in the config"),
     };
     let target_fpr = settings.as_ref().map_or(0.02, |s| s.target_fpr);
-    let source = data::load_source(&events, None, OnError::Skip)
+    // One rule with `train` and `eval`: a malformed row refuses the file unless told to skip.
+    let on_error = if opts.skip_bad_rows {
+        OnError::Skip
+    } else {
+        OnError::Reject
+    };
+    let source = data::load_source(&events, None, on_error)
         .with_context(|| format!("loading {}", events.display()))?;
     let ledger = member.open_ledger()?;
     let pseudonyms = data::pseudonym_key(&member.key, &member.config.member)?;
