@@ -325,11 +325,17 @@ enum LedgerCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Sign a transaction with a member's own key and hand it to its running daemon.
+    /// Sign a transaction with a member's own key and hand it to its running daemon
+    /// (governance: add a member, register an agreement, revoke; a hospital's own: consent,
+    /// accept, leave, audit and alert anchors).
     ///
-    /// A hospital's transaction goes to its folder's `outbox/`; its `medfl client` sends it to
-    /// the coordinator, watches for the block that carries it, and reports it as censored (log
-    /// and `status.json`) if none does within the deadline. A coordinator's goes to `inbox/`.
+    /// It is first tried against the contracts on the member's own ledger copy: a transaction
+    /// they refuse (a role that may not sign it, an unknown agreement, a key already used) is
+    /// refused here, naming the rule, and nothing is queued. A hospital's transaction goes to
+    /// its folder's `outbox/`; its `medfl client` sends it to the coordinator, watches for the
+    /// block that carries it, and reports it as censored (log and `status.json`) if none does
+    /// within the deadline. A coordinator's goes to `inbox/`, which its daemon appends.
+    #[command(visible_alias = "propose")]
     Submit {
         /// The member's config.toml.
         #[arg(long)]
@@ -339,6 +345,18 @@ enum LedgerCommand {
         /// What to sign.
         #[command(subcommand)]
         body: SubmitBody,
+    },
+    /// Bring a ledger copy (an auditor's, say) up to date from any member's ledger directory,
+    /// checking every new block against the copy as a daemon does; the source is only read.
+    Sync {
+        /// The member's ledger directory to copy from (a mount, an export, a backup).
+        #[arg(long)]
+        from: PathBuf,
+        /// The genesis you hold: a source of another consortium is refused.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Your copy (created from the genesis if absent).
+        dir: PathBuf,
     },
     /// Re-check every hash, signature, Merkle root and contract rule from the genesis you hold.
     Verify {
@@ -389,6 +407,55 @@ enum LedgerCommand {
 /// The transactions a member signs itself (what the contracts let each role sign).
 #[derive(Subcommand)]
 enum SubmitBody {
+    /// Admit a member (coordinator).
+    AddMember {
+        /// Its id.
+        #[arg(long)]
+        id: String,
+        /// Its role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Its ed25519 public key (hex, from its `medfl keygen`).
+        #[arg(long)]
+        public_key: medfl::ledger::PublicKey,
+        /// Its network address (a multiaddr), if it listens.
+        #[arg(long, default_value = "")]
+        address: String,
+    },
+    /// Register a data-use agreement (coordinator); its members then accept it.
+    RegisterAgreement {
+        /// Its id.
+        #[arg(long)]
+        id: String,
+        /// What the data may be used for.
+        #[arg(long)]
+        purpose: String,
+        /// The hospitals it covers, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// When it expires (RFC 3339).
+        #[arg(long)]
+        expires: String,
+        /// Employee-level epsilon each member may spend under it.
+        #[arg(long)]
+        epsilon: f64,
+        /// The delta its epsilons are stated at.
+        #[arg(long)]
+        delta: f64,
+        /// Copy the aggregation floors and the strategy of this agreement [default: the
+        /// protocol's defaults]
+        #[arg(long)]
+        like: Option<String>,
+    },
+    /// Revoke a member for good (coordinator).
+    Revoke {
+        /// The member.
+        #[arg(long)]
+        member: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+    },
     /// Record a patient's consent choice (hospital).
     Consent {
         /// The patient's 32-byte salted pseudonym (hex).
@@ -442,6 +509,14 @@ enum SubmitBody {
     },
 }
 
+/// A member role on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Hospital,
+    Coordinator,
+    Auditor,
+}
+
 /// A consent choice on the command line.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ConsentArg {
@@ -459,15 +534,69 @@ enum SeverityArg {
 }
 
 impl SubmitBody {
-    /// The transaction body this asks for.
-    fn into_body(self, me: &medfl::ledger::MemberId) -> Result<medfl::ledger::TxBody> {
+    /// The transaction body this asks for; `chain` is the member's own ledger state.
+    fn into_body(
+        self,
+        me: &medfl::ledger::MemberId,
+        chain: &medfl::ledger::ChainState,
+    ) -> Result<medfl::ledger::TxBody> {
         use medfl::ledger::TxBody;
         use medfl::ledger::tx::{AlertAnchor, AuditAnchor, ConsentChoice, Pseudonym, Severity};
         let time = |what: &str, s: &str| {
             medfl::ledger::Timestamp::parse_rfc3339(s)
                 .map_err(|e| anyhow::anyhow!("--{what} {s:?}: {e}"))
         };
+        let member_id = |s: String| medfl::ledger::MemberId::new(s).map_err(anyhow::Error::msg);
         Ok(match self {
+            SubmitBody::AddMember {
+                id,
+                role,
+                public_key,
+                address,
+            } => TxBody::AddMember(medfl::ledger::Member {
+                id: member_id(id)?,
+                role: match role {
+                    RoleArg::Hospital => medfl::ledger::Role::Hospital,
+                    RoleArg::Coordinator => medfl::ledger::Role::Coordinator,
+                    RoleArg::Auditor => medfl::ledger::Role::Auditor,
+                },
+                public_key,
+                address,
+            }),
+            SubmitBody::RegisterAgreement {
+                id,
+                purpose,
+                members,
+                expires,
+                epsilon,
+                delta,
+                like,
+            } => {
+                let (floors, strategy) = match like {
+                    Some(other) => {
+                        let other_id =
+                            medfl::ledger::AgreementId::new(other).map_err(anyhow::Error::msg)?;
+                        let a = chain.agreement(&other_id).with_context(|| {
+                            format!("--like {other_id}: no such agreement on the ledger")
+                        })?;
+                        (a.agreement.floors, a.agreement.strategy)
+                    }
+                    None => Default::default(),
+                };
+                TxBody::RegisterAgreement(medfl::ledger::tx::DataUseAgreement {
+                    id: medfl::ledger::AgreementId::new(id).map_err(anyhow::Error::msg)?,
+                    purpose,
+                    members: members.into_iter().map(member_id).collect::<Result<_>>()?,
+                    expires_at: time("expires", &expires)?,
+                    budget: medfl::ledger::PrivacyBudget { epsilon, delta },
+                    floors,
+                    strategy,
+                })
+            }
+            SubmitBody::Revoke { member, reason } => TxBody::RevokeMember {
+                member: member_id(member)?,
+                reason,
+            },
             SubmitBody::Consent { subject, choice } => TxBody::Consent {
                 subject: Pseudonym(subject),
                 choice: match choice {
@@ -911,13 +1040,88 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
             body,
         } => {
             let me = medfl::daemon::Member::load(&config, insecure.policy())?;
-            let body = body.into_body(&me.config.member)?;
+            // The member's own copy, read as a snapshot (its daemon may be running).
+            let copy = me.dir.join(&me.config.ledger_dir);
+            let ledger = Ledger::open_snapshot(&copy)
+                .with_context(|| format!("reading the ledger copy in {}", copy.display()))?;
+            let body = body.into_body(&me.config.member, ledger.state())?;
             let kind = body.kind();
+            let trial = medfl::ledger::Transaction::sign(
+                &me.genesis.hash()?,
+                me.config.member.clone(),
+                &me.key,
+                medfl::daemon::wall_now(),
+                body.clone(),
+            )?;
+            if let Err(e) = ledger.state().check_tx(&trial, medfl::daemon::wall_now()) {
+                bail!(
+                    "the contracts refuse this {kind} transaction on {}'s ledger copy (height {}): {e}; nothing was queued",
+                    me.config.member,
+                    ledger.state().height()
+                );
+            }
+            drop(ledger);
             let (path, id) = medfl::daemon::queue_transaction(&me, body)?;
             println!(
                 "{kind} transaction {id} queued for {}'s daemon: {}",
                 me.config.member,
                 path.display()
+            );
+        }
+        LedgerCommand::Sync { from, genesis, dir } => {
+            let pinned = load_genesis(&genesis)?;
+            let source = open_snapshot(&from)?;
+            if source.state().genesis_hash() != pinned.hash()? {
+                bail!(
+                    "{} starts from genesis {}, not the one you hold ({}): another chain",
+                    from.display(),
+                    source.state().genesis_hash(),
+                    pinned.hash()?
+                );
+            }
+            let mut copy = if dir.join(medfl::ledger::ledger::DB_FILE).exists() {
+                Ledger::open_verified(&dir, &pinned)
+                    .with_context(|| format!("your copy in {} does not verify", dir.display()))?
+            } else {
+                Ledger::create(&dir, &pinned)
+                    .with_context(|| format!("creating {}", dir.display()))?
+            };
+            let ours = copy.state().height();
+            if ours > source.state().height() {
+                bail!(
+                    "your copy is at height {ours}, ahead of {} ({}): nothing to sync",
+                    from.display(),
+                    source.state().height()
+                );
+            }
+            // The source must extend our copy, not fork from it.
+            if ours > 0 {
+                let theirs = source
+                    .block(ours)?
+                    .with_context(|| format!("block {ours} missing in {}", from.display()))?;
+                let held = copy.state().tip();
+                if theirs.header.hash()? != held {
+                    bail!(
+                        "{} holds another block at height {ours} than your copy ({} vs {held}): a fork; keep both as evidence",
+                        from.display(),
+                        theirs.header.hash()?
+                    );
+                }
+            }
+            for height in ours + 1..=source.state().height() {
+                let block = source
+                    .block(height)?
+                    .with_context(|| format!("block {height} missing in {}", from.display()))?;
+                copy.append_block(&block)
+                    .with_context(|| format!("block {height} of {} refused", from.display()))?;
+            }
+            println!(
+                "synced {} blocks from {}: {} at height {}, tip {} (each checked against your copy from the genesis you hold)",
+                copy.state().height() - ours,
+                from.display(),
+                dir.display(),
+                copy.state().height(),
+                copy.state().tip()
             );
         }
         LedgerCommand::CheckProof { genesis, proof } => {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{fails, medfl, ok, p};
 
@@ -948,4 +948,212 @@ fn the_client_refuses_a_malformed_row_as_eval_does() {
         stderr.contains("skipped 1 malformed rows") && stderr.contains("usable rows"),
         "{stderr}"
     );
+}
+
+/// A consortium of a coordinator and two hospitals, provisioned with seeded keys, each member's
+/// ledger copy created as its daemon would on first start.
+fn small_consortium(dir: &Path, seed: &str) -> PathBuf {
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "name = \"t\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n\
+         [[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/9\"\n\n\
+         [[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n\
+         [[members]]\nid = \"h-b\"\nrole = \"hospital\"\n\n\
+         [[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [\"h-a\", \"h-b\"]\n\
+         expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-5\n",
+    )
+    .unwrap();
+    let cons = dir.join("cons");
+    ok(&[
+        "provision",
+        "--consortium",
+        p(&plan_path),
+        "--out",
+        p(&cons),
+        "--generate-keys-centrally",
+        "--insecure-deterministic-seed",
+        seed,
+    ]);
+    for m in ["coordinator", "h-a"] {
+        medfl::daemon::Member::load(&cons.join(m).join("config.toml"), InsecureKeys::Allow)
+            .unwrap()
+            .open_ledger()
+            .unwrap();
+    }
+    cons
+}
+
+/// Governance from the command line: a coordinator proposes members, agreements and
+/// revocations; the contracts are tried on the proposer's own copy first, so a transaction
+/// they refuse is refused at once, naming the rule, and nothing is queued.
+#[test]
+fn governance_is_proposed_from_the_cli_and_checked_before_it_is_queued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cons = small_consortium(tmp.path(), "13");
+    let coord = cons.join("coordinator/config.toml");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let public_key = hex::encode(key.verifying_key().to_bytes());
+    let propose = |config: &Path, args: &[&str]| -> Vec<String> {
+        [
+            &[
+                "ledger",
+                "propose",
+                "--allow-insecure-keys",
+                "--config",
+                p(config),
+            ][..],
+            args,
+        ]
+        .concat()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&refs)
+    };
+    let refuse = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&refs)
+    };
+    let out = run(propose(
+        &coord,
+        &[
+            "add-member",
+            "--id",
+            "h-c",
+            "--role",
+            "hospital",
+            "--public-key",
+            &public_key,
+        ],
+    ));
+    assert!(out.contains("add-member transaction"), "{out}");
+    let out = run(propose(
+        &coord,
+        &[
+            "register-agreement",
+            "--id",
+            "study-2",
+            "--purpose",
+            "second study",
+            "--members",
+            "h-a,h-b",
+            "--expires",
+            "2031-01-01T00:00:00Z",
+            "--epsilon",
+            "4",
+            "--delta",
+            "1e-6",
+            "--like",
+            "dua",
+        ],
+    ));
+    assert!(out.contains("register-agreement transaction"), "{out}");
+    let queued = std::fs::read_dir(cons.join("coordinator/inbox"))
+        .unwrap()
+        .count();
+    assert_eq!(queued, 2);
+
+    // The contracts refuse, here and now: a hospital adding a member, an unknown member revoked.
+    let hospital = cons.join("h-a/config.toml");
+    let err = refuse(propose(
+        &hospital,
+        &[
+            "add-member",
+            "--id",
+            "h-d",
+            "--role",
+            "hospital",
+            "--public-key",
+            &public_key,
+        ],
+    ));
+    assert!(
+        err.contains("the contracts refuse this add-member") && err.contains("nothing was queued"),
+        "{err}"
+    );
+    let err = refuse(propose(
+        &coord,
+        &["revoke", "--member", "nobody", "--reason", "x"],
+    ));
+    assert!(
+        err.contains("the contracts refuse this revoke-member"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(cons.join("h-a/outbox")).map_or(0, |d| d.count()) == 0);
+    assert_eq!(
+        std::fs::read_dir(cons.join("coordinator/inbox"))
+            .unwrap()
+            .count(),
+        2
+    );
+}
+
+/// An auditor syncs its copy from any member's ledger directory: every new block is checked
+/// against the copy, a second sync adds nothing, and a source of another consortium or one
+/// that forks from the copy is refused.
+#[test]
+fn an_auditor_syncs_a_copy_from_a_members_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("member-ledger");
+    let (_f, _) = sample_ledger(&source);
+    let genesis = source.join("genesis.toml");
+    let mine = tmp.path().join("auditor-copy");
+    let sync = |from: &Path| {
+        medfl(&[
+            "ledger",
+            "sync",
+            "--from",
+            p(from),
+            "--genesis",
+            p(&genesis),
+            p(&mine),
+        ])
+    };
+    let out = sync(&source);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("synced 3 blocks"), "{text}");
+    let again = String::from_utf8_lossy(&sync(&source).stdout).into_owned();
+    assert!(again.starts_with("synced 0 blocks"), "{again}");
+    assert!(
+        ok(&["ledger", "verify", "--genesis", p(&genesis), p(&mine)]).starts_with("ok: 3 blocks")
+    );
+
+    // A ledger of the same consortium whose blocks differ from the copy's is a fork: refused.
+    let forked = tmp.path().join("forked");
+    let f = Fixture::new(3, 3, 1);
+    let mut ledger = Ledger::create(&forked, &f.genesis).unwrap();
+    let (coord, key) = f.coordinator();
+    for b in 1..=4u64 {
+        let at = Timestamp(T0.0 + b * HOUR);
+        let who = Fixture::id("hospital-0");
+        let subject = Pseudonym(Hash::tagged(b"fork", &[&b.to_le_bytes()]));
+        let tx = f.tx(
+            &who,
+            at,
+            TxBody::Consent {
+                subject,
+                choice: ConsentChoice::OptOut,
+            },
+        );
+        ledger.append(vec![tx], at, coord, key).unwrap();
+    }
+    drop(ledger);
+    let out = sync(&forked);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a fork"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Another consortium's ledger is refused.
+    let other = tmp.path().join("other");
+    other_consortium_ledger(&other, 77);
+    let out = sync(&other);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another chain"));
 }
