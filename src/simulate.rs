@@ -3,7 +3,8 @@
 //!
 //! A run directory holds `scenario.toml` and `run.toml` (everything needed to re-run it),
 //! `ledger/`, `models/` (content-addressed by hash), `metrics.json`, `metrics.csv`, and SVG
-//! plots of loss, AUROC and privacy spent per round. `replay` re-runs the recorded configuration
+//! plots of AUROC and privacy spent per round (no training loss: updates carry none, and a
+//! hospital's loss stays in its own log). `replay` re-runs the recorded configuration
 //! in a scratch directory and compares every round's model hash with the one the ledger anchors.
 
 use std::path::{Path, PathBuf};
