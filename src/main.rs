@@ -346,17 +346,26 @@ enum LedgerCommand {
         #[command(subcommand)]
         body: SubmitBody,
     },
-    /// Bring a ledger copy (an auditor's, say) up to date from any member's ledger directory,
-    /// checking every new block against the copy as a daemon does; the source is only read.
+    /// Bring a ledger copy (an auditor's, say) up to date, checking every new block against the
+    /// copy as a daemon does: from any member's ledger directory (`--from`, only read), or over
+    /// the network from the running coordinator (`--config`, the member's own copy).
     Sync {
-        /// The member's ledger directory to copy from (a mount, an export, a backup).
+        /// A member's ledger directory to copy from (a mount, an export, a backup).
+        #[arg(long, requires_all = ["genesis", "dir"], conflicts_with = "config")]
+        from: Option<PathBuf>,
+        /// With --from: the genesis you hold (a source of another consortium is refused).
         #[arg(long)]
-        from: PathBuf,
-        /// The genesis you hold: a source of another consortium is refused.
-        #[arg(long)]
-        genesis: PathBuf,
-        /// Your copy (created from the genesis if absent).
-        dir: PathBuf,
+        genesis: Option<PathBuf>,
+        /// With --from: your copy (created from the genesis if absent).
+        dir: Option<PathBuf>,
+        /// A member's config.toml: sync its own copy from the coordinator over the network.
+        #[arg(long, required_unless_present = "from")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
+        /// With --config: seconds without a new block after which the sync is done.
+        #[arg(long, default_value_t = 3.0)]
+        idle_s: f64,
     },
     /// Re-check every hash, signature, Merkle root and contract rule from the genesis you hold.
     Verify {
@@ -1068,7 +1077,32 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 path.display()
             );
         }
-        LedgerCommand::Sync { from, genesis, dir } => {
+        LedgerCommand::Sync {
+            config: Some(config),
+            insecure,
+            idle_s,
+            ..
+        } => {
+            let idle = std::time::Duration::try_from_secs_f64(idle_s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--idle-s must be a positive number of seconds")?;
+            let r = runtime()?.block_on(medfl::daemon::sync::from_coordinator(
+                &config,
+                insecure.policy(),
+                idle,
+            ))?;
+            println!(
+                "synced {} blocks from the coordinator: height {}, tip {} (each checked against the copy)",
+                r.appended, r.height, r.tip
+            );
+        }
+        LedgerCommand::Sync {
+            from: Some(from),
+            genesis: Some(genesis),
+            dir: Some(dir),
+            ..
+        } => {
             let pinned = load_genesis(&genesis)?;
             let source = open_snapshot(&from)?;
             if source.state().genesis_hash() != pinned.hash()? {
@@ -1123,6 +1157,9 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 copy.state().height(),
                 copy.state().tip()
             );
+        }
+        LedgerCommand::Sync { .. } => {
+            bail!("give --from DIR --genesis FILE with your copy's DIR, or --config")
         }
         LedgerCommand::CheckProof { genesis, proof } => {
             let g = load_genesis(&genesis)?;

@@ -106,6 +106,7 @@ impl Net {
                 "\n[[members]]\nid = \"{h}\"\nrole = \"hospital\"\n"
             ));
         }
+        plan.push_str("\n[[members]]\nid = \"auditor\"\nrole = \"auditor\"\n");
         let members: Vec<String> = HOSPITALS.iter().map(|h| format!("\"{h}\"")).collect();
         plan.push_str(&format!(
             "\n[[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [{}]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = {epsilon:?}\ndelta = 1e-5\n",
@@ -383,6 +384,60 @@ fn a_spent_budget_is_named_as_the_reason_no_round_starts() {
         "{metrics}"
     );
     assert!(net.anchors().is_empty());
+}
+
+/// An auditor syncs its own copy from the running coordinator over the network: every block
+/// checked against the copy, and the copy verifies from the genesis it holds.
+#[test]
+fn an_auditor_syncs_its_copy_from_the_running_coordinator() {
+    let net = Net::new(3, 3);
+    let mut coord = net.coordinator("1");
+    let _clients: Vec<Proc> = HOSPITALS[..3].iter().map(|h| net.client(h, 3)).collect();
+    coord.wait_for("round anchored", 1, 180);
+    let config = net.folder("auditor").join("config.toml");
+    let out = ok(&[
+        "ledger",
+        "sync",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+        "--idle-s",
+        "2",
+    ]);
+    assert!(out.starts_with("synced "), "{out}");
+    let copy = net.folder("auditor").join("ledger");
+    let report = verify_dir(&copy, None).unwrap();
+    assert!(report.height >= 1, "{out}");
+    // A second sync after the last round adds the rest and agrees with the coordinator.
+    assert!(
+        coord.wait_exit(240),
+        "coordinator failed:\n{}",
+        coord.text()
+    );
+    let coordinator_tip = verify_dir(&net.folder("coordinator").join("ledger"), None).unwrap();
+    // Restarted with a further target, it stays up (waiting for hospitals) and serves catch-up.
+    let c2 = Proc::start(
+        &[
+            "coordinator",
+            "--allow-insecure-keys",
+            "--config",
+            p(&net.folder("coordinator").join("config.toml")),
+            "--rounds",
+            "4",
+        ],
+        net.dir.path().join("coordinator-2.log"),
+    );
+    c2.wait_for("listening", 1, 60);
+    ok(&[
+        "ledger",
+        "sync",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+        "--idle-s",
+        "2",
+    ]);
+    assert_eq!(verify_dir(&copy, None).unwrap().tip, coordinator_tip.tip);
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod catchup;
 pub mod coordinator;
 pub mod privacy;
 pub mod submit;
+pub mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
