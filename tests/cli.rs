@@ -1090,6 +1090,24 @@ fn governance_is_proposed_from_the_cli_and_checked_before_it_is_queued() {
             .count(),
         2
     );
+    // Told to skip its own check (its copy may be behind), it queues anyway.
+    run(propose(
+        &coord,
+        &[
+            "--skip-check",
+            "revoke",
+            "--member",
+            "nobody",
+            "--reason",
+            "x",
+        ],
+    ));
+    assert_eq!(
+        std::fs::read_dir(cons.join("coordinator/inbox"))
+            .unwrap()
+            .count(),
+        3
+    );
 }
 
 /// An auditor syncs its copy from any member's ledger directory: every new block is checked
