@@ -1058,16 +1058,24 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
             let copy = me.dir.join(&me.config.ledger_dir);
             let ledger = Ledger::open_snapshot(&copy)
                 .with_context(|| format!("reading the ledger copy in {}", copy.display()))?;
+            if ledger.state().genesis_hash() != me.genesis.hash()? {
+                bail!(
+                    "the ledger copy in {} belongs to another consortium",
+                    copy.display()
+                );
+            }
             let body = body.into_body(&me.config.member, ledger.state())?;
             let kind = body.kind();
-            let trial = medfl::ledger::Transaction::sign(
+            // What is checked is what is queued: one signature, one issue time.
+            let now = medfl::daemon::wall_now();
+            let tx = medfl::ledger::Transaction::sign(
                 &me.genesis.hash()?,
                 me.config.member.clone(),
                 &me.key,
-                medfl::daemon::wall_now(),
-                body.clone(),
+                now,
+                body,
             )?;
-            if let Err(e) = ledger.state().check_tx(&trial, medfl::daemon::wall_now())
+            if let Err(e) = ledger.state().check_tx(&tx, now)
                 && !skip_check
             {
                 bail!(
@@ -1077,7 +1085,7 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 );
             }
             drop(ledger);
-            let (path, id) = medfl::daemon::queue_transaction(&me, body)?;
+            let (path, id) = medfl::daemon::queue_signed(&me, &tx)?;
             println!(
                 "{kind} transaction {id} queued for {}'s daemon: {}",
                 me.config.member,
@@ -1111,12 +1119,34 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
             ..
         } => {
             let pinned = load_genesis(&genesis)?;
-            let source = open_snapshot(&from)?;
-            if source.state().genesis_hash() != pinned.hash()? {
+            // The source's raw bytes only: nothing of it is trusted or replayed; each block is
+            // judged by our copy's rules (signatures first) as it is appended.
+            check_dir(&from)?;
+            let source = medfl::ledger::store::RedbStore::open_snapshot(
+                &from.join(medfl::ledger::ledger::DB_FILE),
+            )
+            .with_context(|| format!("reading {}", from.display()))?;
+            let their_block = |height: u64| -> Result<Option<medfl::ledger::Block>> {
+                use medfl::ledger::store::BlockStore;
+                source
+                    .block(height)?
+                    .map(|bytes| medfl::ledger::codec::decode(&bytes))
+                    .transpose()
+                    .with_context(|| format!("block {height} of {} is damaged", from.display()))
+            };
+            let their_genesis: Genesis = {
+                use medfl::ledger::store::BlockStore;
+                let bytes = source
+                    .genesis()?
+                    .with_context(|| format!("{} stores no genesis", from.display()))?;
+                medfl::ledger::codec::decode(&bytes)
+                    .with_context(|| format!("the genesis stored in {}", from.display()))?
+            };
+            if their_genesis.hash()? != pinned.hash()? {
                 bail!(
                     "{} starts from genesis {}, not the one you hold ({}): another chain",
                     from.display(),
-                    source.state().genesis_hash(),
+                    their_genesis.hash()?,
                     pinned.hash()?
                 );
             }
@@ -1128,33 +1158,32 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                     .with_context(|| format!("creating {}", dir.display()))?
             };
             let ours = copy.state().height();
-            if ours > source.state().height() {
-                bail!(
-                    "your copy is at height {ours}, ahead of {} ({}): nothing to sync",
-                    from.display(),
-                    source.state().height()
-                );
-            }
             // The source must extend our copy, not fork from it.
             if ours > 0 {
-                let theirs = source
-                    .block(ours)?
-                    .with_context(|| format!("block {ours} missing in {}", from.display()))?;
-                let held = copy.state().tip();
-                if theirs.header.hash()? != held {
-                    bail!(
-                        "{} holds another block at height {ours} than your copy ({} vs {held}): a fork; keep both as evidence",
+                match their_block(ours)? {
+                    Some(theirs) if theirs.header.hash()? != copy.state().tip() => bail!(
+                        "{} holds another block at height {ours} than your copy ({} vs {}): a fork; keep both as evidence",
                         from.display(),
-                        theirs.header.hash()?
-                    );
+                        theirs.header.hash()?,
+                        copy.state().tip()
+                    ),
+                    Some(_) => {}
+                    None => bail!(
+                        "{} ends before your copy's height {ours}: nothing to sync from it",
+                        from.display()
+                    ),
                 }
             }
-            for height in ours + 1..=source.state().height() {
-                let block = source
-                    .block(height)?
-                    .with_context(|| format!("block {height} missing in {}", from.display()))?;
-                copy.append_block(&block)
-                    .with_context(|| format!("block {height} of {} refused", from.display()))?;
+            let mut height = ours + 1;
+            while let Some(block) = their_block(height)? {
+                copy.append_block(&block).with_context(|| {
+                    format!(
+                        "block {height} of {} refused (your copy keeps blocks 1 to {})",
+                        from.display(),
+                        height - 1
+                    )
+                })?;
+                height += 1;
             }
             println!(
                 "synced {} blocks from {}: {} at height {}, tip {} (each checked against your copy from the genesis you hold)",

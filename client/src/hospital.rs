@@ -209,7 +209,7 @@ impl Hospital {
 
 /// Whether `block`'s header carries a valid signature of a coordinator the copy knows: only
 /// then is a second block at a height evidence against the coordinator, not noise.
-fn signed_by_a_coordinator(ledger: &Ledger, block: &Block) -> bool {
+pub fn signed_by_a_coordinator(ledger: &Ledger, block: &Block) -> bool {
     let h = &block.header.header;
     let state = ledger.state();
     let Some(record) = state

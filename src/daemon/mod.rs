@@ -158,6 +158,17 @@ pub fn queue_transaction(member: &Member, body: TxBody) -> Result<(PathBuf, TxId
         wall_now(),
         body,
     )?;
+    queue_signed(member, &tx)
+}
+
+/// Hands a transaction `member` signed to its running daemon, as [`queue_transaction`] does.
+pub fn queue_signed(member: &Member, tx: &Transaction) -> Result<(PathBuf, TxId)> {
+    if member.config.role == Role::Auditor {
+        bail!(
+            "{} is an auditor: no daemon of its runs to send a transaction",
+            member.config.member
+        );
+    }
     let id = tx.id()?;
     let folder = match member.config.role {
         Role::Coordinator => "inbox",
@@ -166,7 +177,7 @@ pub fn queue_transaction(member: &Member, body: TxBody) -> Result<(PathBuf, TxId
     let dir = member.dir.join(folder);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{id}.tx"));
-    write_atomic(&path, &codec::encode(&tx)?)?;
+    write_atomic(&path, &codec::encode(tx)?)?;
     Ok((path, id))
 }
 
