@@ -460,6 +460,15 @@ enum SubmitBody {
         #[arg(long)]
         like: Option<String>,
     },
+    /// Move an agreement's expiry later (coordinator); its members must accept it again.
+    ExtendAgreement {
+        /// The agreement.
+        #[arg(long)]
+        agreement: String,
+        /// The new expiry (RFC 3339), later than the current one.
+        #[arg(long)]
+        expires: String,
+    },
     /// Revoke a member for good (coordinator).
     Revoke {
         /// The member.
@@ -606,6 +615,11 @@ impl SubmitBody {
                     strategy,
                 })
             }
+            SubmitBody::ExtendAgreement { agreement, expires } => TxBody::ExtendAgreement {
+                agreement: medfl::ledger::AgreementId::new(agreement)
+                    .map_err(anyhow::Error::msg)?,
+                expires_at: time("expires", &expires)?,
+            },
             SubmitBody::Revoke { member, reason } => TxBody::RevokeMember {
                 member: member_id(member)?,
                 reason,

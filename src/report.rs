@@ -165,6 +165,13 @@ fn tx_row(id: Hash, tx: &Transaction) -> TxRow {
             None,
         ),
         TxBody::AcceptAgreement { agreement } => (format!("accepts {agreement}"), None),
+        TxBody::ExtendAgreement {
+            agreement,
+            expires_at,
+        } => (
+            format!("extends {agreement} to {expires_at} (its members accept again)"),
+            None,
+        ),
         TxBody::Consent { subject, choice } => (
             format!(
                 "patient {}.. {}",

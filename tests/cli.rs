@@ -1052,10 +1052,32 @@ fn governance_is_proposed_from_the_cli_and_checked_before_it_is_queued() {
         ],
     ));
     assert!(out.contains("register-agreement transaction"), "{out}");
+    let out = run(propose(
+        &coord,
+        &[
+            "extend-agreement",
+            "--agreement",
+            "dua",
+            "--expires",
+            "2032-01-01T00:00:00Z",
+        ],
+    ));
+    assert!(out.contains("extend-agreement transaction"), "{out}");
+    let err = refuse(propose(
+        &coord,
+        &[
+            "extend-agreement",
+            "--agreement",
+            "dua",
+            "--expires",
+            "2029-01-01T00:00:00Z",
+        ],
+    ));
+    assert!(err.contains("extension-later"), "{err}");
     let queued = std::fs::read_dir(cons.join("coordinator/inbox"))
         .unwrap()
         .count();
-    assert_eq!(queued, 2);
+    assert_eq!(queued, 3);
 
     // The contracts refuse, here and now: a hospital adding a member, an unknown member revoked.
     let hospital = cons.join("h-a/config.toml");
@@ -1088,7 +1110,7 @@ fn governance_is_proposed_from_the_cli_and_checked_before_it_is_queued() {
         std::fs::read_dir(cons.join("coordinator/inbox"))
             .unwrap()
             .count(),
-        2
+        3
     );
     // Told to skip its own check (its copy may be behind), it queues anyway.
     run(propose(
@@ -1106,7 +1128,7 @@ fn governance_is_proposed_from_the_cli_and_checked_before_it_is_queued() {
         std::fs::read_dir(cons.join("coordinator/inbox"))
             .unwrap()
             .count(),
-        3
+        4
     );
 }
 

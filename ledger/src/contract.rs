@@ -96,6 +96,10 @@ pub(crate) fn apply(
         TxBody::AnchorRound(r) => anchor_round(state, r, ctx, pending)?,
         TxBody::AnchorAuditLog(a) => anchor_audit(state, &tx.signer, a, ctx.block_time)?,
         TxBody::AnchorAlert(a) => anchor_alert(state, a, ctx.block_time)?,
+        TxBody::ExtendAgreement {
+            agreement,
+            expires_at,
+        } => extend_agreement(state, agreement, *expires_at, ctx.block_time)?,
     };
     pending.push(signature);
     state.seen.insert(ctx.id);
@@ -116,9 +120,10 @@ fn check_signer<'s>(
     }
     let role = record.member.role;
     let (allowed, required): (&[Role], &'static str) = match &tx.body {
-        TxBody::AddMember(_) | TxBody::RegisterAgreement(_) | TxBody::AnchorRound(_) => {
-            (&[Role::Coordinator], "coordinator")
-        }
+        TxBody::AddMember(_)
+        | TxBody::RegisterAgreement(_)
+        | TxBody::ExtendAgreement { .. }
+        | TxBody::AnchorRound(_) => (&[Role::Coordinator], "coordinator"),
         // Any member may leave; only a coordinator may remove someone else.
         TxBody::RevokeMember { member, .. } if member == &tx.signer => (
             &[Role::Coordinator, Role::Hospital, Role::Auditor],
@@ -237,6 +242,34 @@ fn register_agreement(
     };
     state.agreements.insert(a.id.clone(), record);
     Ok(Undo::RegisterAgreement(a.id.clone()))
+}
+
+/// Moves a live agreement's expiry later; every acceptance lapses (a hospital agreed to the
+/// old term, not the new one), so each member must accept again to take part.
+fn extend_agreement(
+    state: &mut ChainState,
+    agreement: &crate::member::AgreementId,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Result<Undo, ContractError> {
+    let current = live_agreement(state, agreement, now)?.agreement.expires_at;
+    if expires_at <= current {
+        return Err(ContractError::NotLater {
+            agreement: agreement.clone(),
+            expires_at: current,
+            requested: expires_at,
+        });
+    }
+    let Some(a) = state.agreements.get_mut(agreement) else {
+        return Err(ContractError::UnknownAgreement(agreement.clone()));
+    };
+    let undo = Undo::Extend {
+        agreement: agreement.clone(),
+        expires_at: a.agreement.expires_at,
+        accepted: std::mem::take(&mut a.accepted),
+    };
+    a.agreement.expires_at = expires_at;
+    Ok(undo)
 }
 
 /// An agreement that exists and has not expired at `now`.

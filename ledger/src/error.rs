@@ -74,6 +74,18 @@ pub enum ContractError {
         /// Agreement.
         agreement: AgreementId,
     },
+    /// An extension that does not move the expiry later.
+    #[error(
+        "extension-later: agreement {agreement} expires at {expires_at}; an extension to {requested} is not later"
+    )]
+    NotLater {
+        /// Agreement.
+        agreement: AgreementId,
+        /// Its current expiry.
+        expires_at: Timestamp,
+        /// The expiry asked for.
+        requested: Timestamp,
+    },
     /// The member already accepted the agreement.
     #[error("accept-once: {member} already accepted agreement {agreement}")]
     AlreadyAccepted {

@@ -100,6 +100,11 @@ pub(crate) enum Undo {
     AddMember(MemberId, [u8; 32]),
     Revoke(MemberId),
     RegisterAgreement(AgreementId),
+    Extend {
+        agreement: AgreementId,
+        expires_at: Timestamp,
+        accepted: BTreeSet<MemberId>,
+    },
     Accept(AgreementId, MemberId),
     Consent(
         (MemberId, Pseudonym),
@@ -507,6 +512,16 @@ impl ChainState {
             }
             Undo::RegisterAgreement(id) => {
                 self.agreements.remove(&id);
+            }
+            Undo::Extend {
+                agreement,
+                expires_at,
+                accepted,
+            } => {
+                if let Some(a) = self.agreements.get_mut(&agreement) {
+                    a.agreement.expires_at = expires_at;
+                    a.accepted = accepted;
+                }
             }
             Undo::Accept(agreement, member) => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {

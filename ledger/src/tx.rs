@@ -262,7 +262,7 @@ pub enum TxBody {
     },
     /// Register a data-use agreement.
     RegisterAgreement(DataUseAgreement),
-    /// A listed hospital accepts an agreement registered after genesis.
+    /// A listed hospital accepts an agreement registered (or extended) after genesis.
     AcceptAgreement {
         /// Which agreement.
         agreement: AgreementId,
@@ -280,6 +280,14 @@ pub enum TxBody {
     AnchorAuditLog(AuditAnchor),
     /// Anchor an alert.
     AnchorAlert(AlertAnchor),
+    /// Move an agreement's expiry later. Every member's acceptance lapses with it: a hospital
+    /// is bound to the longer term only once it accepts again.
+    ExtendAgreement {
+        /// Which agreement.
+        agreement: AgreementId,
+        /// The new expiry, later than the current one.
+        expires_at: Timestamp,
+    },
 }
 
 impl TxBody {
@@ -294,6 +302,7 @@ impl TxBody {
             TxBody::AnchorRound(_) => "anchor-round",
             TxBody::AnchorAuditLog(_) => "anchor-audit-log",
             TxBody::AnchorAlert(_) => "anchor-alert",
+            TxBody::ExtendAgreement { .. } => "extend-agreement",
         }
     }
 }

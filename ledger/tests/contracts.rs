@@ -772,3 +772,54 @@ fn block_rules() {
     b.header.header.proposer = h(0);
     assert!(matches!(check(&mut s, b), BlockError::Proposer(_)));
 }
+
+#[test]
+fn an_extension_moves_expiry_later_and_every_acceptance_lapses() {
+    let (f, mut s) = setup();
+    let coord = f.coordinator().0.clone();
+    let dua = Fixture::dua();
+    let expires = s.agreement(&dua).unwrap().agreement.expires_at;
+    let later = Timestamp(expires.0 + 100 * HOUR);
+    let extend = |until| TxBody::ExtendAgreement {
+        agreement: dua.clone(),
+        expires_at: until,
+    };
+    // coordinator only; later only; an existing agreement only
+    assert!(matches!(
+        refused(&f, &mut s, f.tx(&h(0), t(1), extend(later)), t(1)),
+        ContractError::WrongRole { .. }
+    ));
+    assert!(matches!(
+        refused(&f, &mut s, f.tx(&coord, t(1), extend(expires)), t(1)),
+        ContractError::NotLater { .. }
+    ));
+    let unknown = TxBody::ExtendAgreement {
+        agreement: medfl_ledger::AgreementId::new("nope").unwrap(),
+        expires_at: later,
+    };
+    assert!(matches!(
+        refused(&f, &mut s, f.tx(&coord, t(1), unknown), t(1)),
+        ContractError::UnknownAgreement(_)
+    ));
+
+    assert!(!s.agreement(&dua).unwrap().accepted.is_empty());
+    apply(&f, &mut s, vec![f.tx(&coord, t(1), extend(later))], t(1)).unwrap();
+    let a = s.agreement(&dua).unwrap();
+    assert_eq!(a.agreement.expires_at, later);
+    assert!(a.accepted.is_empty(), "acceptances of the old term lapse");
+    // A member accepts the longer term again.
+    apply(
+        &f,
+        &mut s,
+        vec![f.tx(
+            &h(0),
+            t(2),
+            TxBody::AcceptAgreement {
+                agreement: dua.clone(),
+            },
+        )],
+        t(2),
+    )
+    .unwrap();
+    assert!(s.agreement(&dua).unwrap().accepted.contains(&h(0)));
+}

@@ -77,7 +77,7 @@ fn every_transaction_has_a_proof_that_checks_and_tampering_breaks_it() {
     assert!(ledger.prove(&Hash::ZERO).is_err());
 }
 
-/// Every kind of transaction, with floats a text format could re-encode differently, proves
+/// Every kind of transaction (all nine), with floats a text format could re-encode differently, proves
 /// through the JSON `medfl ledger prove` prints, because the proof carries canonical bytes.
 #[test]
 fn every_kind_of_transaction_proves_through_json() {
@@ -152,7 +152,21 @@ fn every_kind_of_transaction_proves_through_json() {
     ledger
         .append(
             vec![
-                f.tx(&h(0), t2, TxBody::AcceptAgreement { agreement: study }),
+                f.tx(
+                    &h(0),
+                    t2,
+                    TxBody::AcceptAgreement {
+                        agreement: study.clone(),
+                    },
+                ),
+                f.tx(
+                    coord,
+                    t2,
+                    TxBody::ExtendAgreement {
+                        agreement: study,
+                        expires_at: common::t(200),
+                    },
+                ),
                 f.tx(
                     coord,
                     t2,
@@ -193,6 +207,7 @@ fn every_kind_of_transaction_proves_through_json() {
             "anchor-audit-log",
             "anchor-round",
             "consent",
+            "extend-agreement",
             "register-agreement",
             "revoke-member",
         ]
