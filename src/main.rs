@@ -487,7 +487,8 @@ enum SubmitBody {
         #[arg(long, value_enum)]
         choice: ConsentArg,
     },
-    /// Accept a data-use agreement registered after genesis (hospital).
+    /// Accept a data-use agreement registered or extended after genesis (hospital), on the
+    /// terms your own ledger copy shows (its current expiry, named in the transaction).
     Accept {
         /// The agreement id.
         #[arg(long)]
@@ -631,10 +632,18 @@ impl SubmitBody {
                     ConsentArg::OptIn => ConsentChoice::OptIn,
                 },
             },
-            SubmitBody::Accept { agreement } => TxBody::AcceptAgreement {
-                agreement: medfl::ledger::AgreementId::new(agreement)
-                    .map_err(anyhow::Error::msg)?,
-            },
+            SubmitBody::Accept { agreement } => {
+                let id = medfl::ledger::AgreementId::new(agreement).map_err(anyhow::Error::msg)?;
+                // The acceptance names the term it accepts: it cannot be carried onto a later
+                // extension the hospital never saw.
+                let terms = chain
+                    .agreement(&id)
+                    .with_context(|| format!("agreement {id} is not on your ledger copy"))?;
+                TxBody::AcceptTerms {
+                    expires_at: terms.agreement.expires_at,
+                    agreement: id,
+                }
+            }
             SubmitBody::Leave { reason } => TxBody::RevokeMember {
                 member: me.clone(),
                 reason,

@@ -165,6 +165,10 @@ fn tx_row(id: Hash, tx: &Transaction) -> TxRow {
             None,
         ),
         TxBody::AcceptAgreement { agreement } => (format!("accepts {agreement}"), None),
+        TxBody::AcceptTerms {
+            agreement,
+            expires_at,
+        } => (format!("accepts {agreement} until {expires_at}"), None),
         TxBody::ExtendAgreement {
             agreement,
             expires_at,

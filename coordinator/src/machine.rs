@@ -607,13 +607,19 @@ impl Coordinator {
         self.after_progress(active, now_ms, wall);
     }
 
-    /// Stops waiting for every participant of the running round that `chain` shows revoked.
+    /// Stops waiting for every participant of the running round that `chain` shows revoked,
+    /// or whose acceptance of the agreement lapsed (an extension): the anchor could not count
+    /// it, so waiting for its update only wastes its release.
     pub fn chain_changed(&mut self, now_ms: u64, wall: Timestamp, chain: &ChainState) {
+        let accepted = chain.agreement(&self.cfg.agreement).map(|a| &a.accepted);
         let revoked: Vec<MemberId> = self
             .round
             .iter()
             .flat_map(|r| &r.config.participants)
-            .filter(|m| chain.member(m).is_none_or(|r| r.revoked))
+            .filter(|m| {
+                chain.member(m).is_none_or(|r| r.revoked)
+                    || accepted.is_none_or(|a| !a.contains(*m))
+            })
             .cloned()
             .collect();
         for m in &revoked {

@@ -20,6 +20,16 @@ const NOW: Timestamp = Timestamp(T0.0 + HOUR);
 fn round_with_a_silent_member(
     gone: impl FnOnce(&mut Coordinator, &ChainState, &MemberId),
 ) -> Option<RoundOutcome> {
+    round_events(gone).into_iter().find_map(|e| match e {
+        CoordinatorEvent::Anchor(outcome) => Some(*outcome),
+        _ => None,
+    })
+}
+
+/// [`round_with_a_silent_member`], returning every event the coordinator emitted.
+fn round_events(
+    gone: impl FnOnce(&mut Coordinator, &ChainState, &MemberId),
+) -> Vec<CoordinatorEvent> {
     let f = Fixture::new(6, 5, 2);
     let state = ChainState::from_genesis(&f.genesis).unwrap();
     let mut c = coordinator(&f, training(), 3);
@@ -64,10 +74,7 @@ fn round_with_a_silent_member(
             }
         }
     }
-    std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
-        CoordinatorEvent::Anchor(outcome) => Some(*outcome),
-        _ => None,
-    })
+    std::iter::from_fn(|| c.poll_event()).collect()
 }
 
 #[test]
@@ -109,8 +116,47 @@ fn a_participant_revoked_mid_round_is_dropped_at_once() {
     assert_eq!(outcome.metrics.participants, 4);
 }
 
-/// Without being told, the coordinator waits: the same round has not anchored at the end.
+/// Without being told, the coordinator waits: the same round has neither anchored nor failed.
 #[test]
 fn a_silent_participant_is_waited_for_until_its_deadline() {
-    assert!(round_with_a_silent_member(|_, _, _| {}).is_none());
+    let events = round_events(|_, _, _| {});
+    assert!(!events.iter().any(|e| matches!(
+        e,
+        CoordinatorEvent::Anchor(_) | CoordinatorEvent::RoundFailed { .. }
+    )));
+}
+
+/// An extension mid-round lets every acceptance lapse: the coordinator stops waiting for the
+/// participants it can no longer count (here the silent one is the last outstanding).
+#[test]
+fn participants_whose_acceptance_lapses_mid_round_are_dropped_at_once() {
+    let outcome = round_events(|c, state, _| {
+        let f = Fixture::new(6, 5, 2);
+        let (coord, _) = f.coordinator();
+        let dua = Fixture::dua();
+        let expires = state.agreement(&dua).unwrap().agreement.expires_at;
+        let extend = f.tx(
+            coord,
+            NOW,
+            TxBody::ExtendAgreement {
+                agreement: dua,
+                expires_at: Timestamp(expires.0 + HOUR),
+            },
+        );
+        let mut extended = state.clone();
+        extended
+            .apply_block(&f.block(state, vec![extend], NOW))
+            .unwrap();
+        c.chain_changed(0, NOW, &extended);
+    });
+    // Every participant's acceptance lapsed: all are dropped at once and the attempt ends,
+    // with the clock stopped (a silent member alone leaves it waiting: see the control above).
+    let failed = outcome
+        .iter()
+        .find_map(|e| match e {
+            CoordinatorEvent::RoundFailed { metrics, .. } => Some(metrics.gone.len()),
+            _ => None,
+        })
+        .expect("the attempt ended without a deadline");
+    assert_eq!(failed, 5);
 }

@@ -88,8 +88,18 @@ pub(crate) fn apply(
         }
         TxBody::RegisterAgreement(a) => register_agreement(state, a, ctx.block_time)?,
         TxBody::AcceptAgreement { agreement } => {
-            accept(state, &tx.signer, agreement, ctx.block_time)?
+            accept(state, &tx.signer, agreement, None, ctx.block_time)?
         }
+        TxBody::AcceptTerms {
+            agreement,
+            expires_at,
+        } => accept(
+            state,
+            &tx.signer,
+            agreement,
+            Some(*expires_at),
+            ctx.block_time,
+        )?,
         TxBody::Consent { subject, choice } => {
             consent(state, &tx.signer, subject, *choice, tx.issued_at)?
         }
@@ -130,9 +140,10 @@ fn check_signer<'s>(
             "member",
         ),
         TxBody::RevokeMember { .. } => (&[Role::Coordinator], "coordinator"),
-        TxBody::AcceptAgreement { .. } | TxBody::Consent { .. } | TxBody::AnchorAlert(_) => {
-            (&[Role::Hospital], "hospital")
-        }
+        TxBody::AcceptAgreement { .. }
+        | TxBody::AcceptTerms { .. }
+        | TxBody::Consent { .. }
+        | TxBody::AnchorAlert(_) => (&[Role::Hospital], "hospital"),
         TxBody::AnchorAuditLog(_) => (
             &[Role::Hospital, Role::Coordinator],
             "hospital or coordinator",
@@ -239,6 +250,7 @@ fn register_agreement(
         spent: Default::default(),
         rounds_joined: Default::default(),
         loss: Default::default(),
+        extensions: 0,
     };
     state.agreements.insert(a.id.clone(), record);
     Ok(Undo::RegisterAgreement(a.id.clone()))
@@ -269,6 +281,7 @@ fn extend_agreement(
         accepted: std::mem::take(&mut a.accepted),
     };
     a.agreement.expires_at = expires_at;
+    a.extensions = a.extensions.saturating_add(1);
     Ok(undo)
 }
 
@@ -291,13 +304,31 @@ fn live_agreement<'s>(
     Ok(a)
 }
 
+/// `terms`: the expiry the hospital names (`accept-terms`); `None` for a plain acceptance,
+/// valid only for an agreement never extended.
 fn accept(
     state: &mut ChainState,
     signer: &MemberId,
     agreement: &crate::member::AgreementId,
+    terms: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<Undo, ContractError> {
     let a = live_agreement(state, agreement, now)?;
+    let current = a.agreement.expires_at;
+    let mismatch = match terms {
+        Some(t) if t != current => Some(format!("the acceptance names expiry {t}")),
+        None if a.extensions > 0 => Some(
+            "a plain acceptance names no term: accept the current one (accept-terms)".to_owned(),
+        ),
+        _ => None,
+    };
+    if let Some(what) = mismatch {
+        return Err(ContractError::NotCurrentTerms {
+            agreement: agreement.clone(),
+            current,
+            what,
+        });
+    }
     if !a.agreement.members.contains(signer) {
         return Err(ContractError::NotInAgreement {
             member: signer.clone(),

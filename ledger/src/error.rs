@@ -86,6 +86,17 @@ pub enum ContractError {
         /// The expiry asked for.
         requested: Timestamp,
     },
+    /// An acceptance of terms that are not the agreement's current ones (or a plain acceptance
+    /// of an agreement that was extended, which names no term).
+    #[error("accept-current-terms: agreement {agreement} now expires at {current}; {what}")]
+    NotCurrentTerms {
+        /// Agreement.
+        agreement: AgreementId,
+        /// Its current expiry.
+        current: Timestamp,
+        /// What was accepted instead.
+        what: String,
+    },
     /// The member already accepted the agreement.
     #[error("accept-once: {member} already accepted agreement {agreement}")]
     AlreadyAccepted {

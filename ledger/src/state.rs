@@ -67,6 +67,9 @@ pub struct AgreementRecord {
     /// Each member's privacy loss under the agreement, composed by the contract from the DP
     /// parameters of every anchored round it joined (never from a figure the coordinator wrote).
     pub loss: BTreeMap<MemberId, PrivacyLoss>,
+    /// How many times its expiry was extended: once it was, an acceptance must name the term
+    /// it accepts (`accept-terms`), so an old acceptance cannot be replayed onto a new term.
+    pub extensions: u32,
 }
 
 /// The state after some prefix of the chain.
@@ -184,6 +187,7 @@ impl ChainState {
                     spent: BTreeMap::new(),
                     rounds_joined: BTreeMap::new(),
                     loss: BTreeMap::new(),
+                    extensions: 0,
                 };
                 (a.id.clone(), record)
             })
@@ -521,6 +525,7 @@ impl ChainState {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
                     a.agreement.expires_at = expires_at;
                     a.accepted = accepted;
+                    a.extensions = a.extensions.saturating_sub(1);
                 }
             }
             Undo::Accept(agreement, member) => {

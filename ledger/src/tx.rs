@@ -281,11 +281,19 @@ pub enum TxBody {
     /// Anchor an alert.
     AnchorAlert(AlertAnchor),
     /// Move an agreement's expiry later. Every member's acceptance lapses with it: a hospital
-    /// is bound to the longer term only once it accepts again.
+    /// is bound to the longer term only once it accepts it ([`TxBody::AcceptTerms`]).
     ExtendAgreement {
         /// Which agreement.
         agreement: AgreementId,
         /// The new expiry, later than the current one.
+        expires_at: Timestamp,
+    },
+    /// A listed hospital accepts an agreement on the terms it names: valid only while they are
+    /// the agreement's current terms, so no acceptance can be carried onto a later extension.
+    AcceptTerms {
+        /// Which agreement.
+        agreement: AgreementId,
+        /// The expiry the hospital accepts.
         expires_at: Timestamp,
     },
 }
@@ -303,6 +311,7 @@ impl TxBody {
             TxBody::AnchorAuditLog(_) => "anchor-audit-log",
             TxBody::AnchorAlert(_) => "anchor-alert",
             TxBody::ExtendAgreement { .. } => "extend-agreement",
+            TxBody::AcceptTerms { .. } => "accept-terms",
         }
     }
 }

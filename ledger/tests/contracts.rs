@@ -807,19 +807,27 @@ fn an_extension_moves_expiry_later_and_every_acceptance_lapses() {
     let a = s.agreement(&dua).unwrap();
     assert_eq!(a.agreement.expires_at, later);
     assert!(a.accepted.is_empty(), "acceptances of the old term lapse");
-    // A member accepts the longer term again.
-    apply(
-        &f,
-        &mut s,
-        vec![f.tx(
-            &h(0),
-            t(2),
-            TxBody::AcceptAgreement {
-                agreement: dua.clone(),
-            },
-        )],
-        t(2),
-    )
-    .unwrap();
+    // An acceptance that names no term, or the old one, cannot be carried onto the new term.
+    let plain = TxBody::AcceptAgreement {
+        agreement: dua.clone(),
+    };
+    assert!(matches!(
+        refused(&f, &mut s, f.tx(&h(0), t(2), plain), t(2)),
+        ContractError::NotCurrentTerms { .. }
+    ));
+    let old_terms = TxBody::AcceptTerms {
+        agreement: dua.clone(),
+        expires_at: expires,
+    };
+    assert!(matches!(
+        refused(&f, &mut s, f.tx(&h(0), t(2), old_terms), t(2)),
+        ContractError::NotCurrentTerms { .. }
+    ));
+    // A member accepts the longer term, by name.
+    let new_terms = TxBody::AcceptTerms {
+        agreement: dua.clone(),
+        expires_at: later,
+    };
+    apply(&f, &mut s, vec![f.tx(&h(0), t(2), new_terms)], t(2)).unwrap();
     assert!(s.agreement(&dua).unwrap().accepted.contains(&h(0)));
 }

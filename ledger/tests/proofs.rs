@@ -77,7 +77,7 @@ fn every_transaction_has_a_proof_that_checks_and_tampering_breaks_it() {
     assert!(ledger.prove(&Hash::ZERO).is_err());
 }
 
-/// Every kind of transaction (all nine), with floats a text format could re-encode differently, proves
+/// Every kind of transaction (all ten), with floats a text format could re-encode differently, proves
 /// through the JSON `medfl ledger prove` prints, because the proof carries canonical bytes.
 #[test]
 fn every_kind_of_transaction_proves_through_json() {
@@ -163,6 +163,14 @@ fn every_kind_of_transaction_proves_through_json() {
                     coord,
                     t2,
                     TxBody::ExtendAgreement {
+                        agreement: study.clone(),
+                        expires_at: common::t(200),
+                    },
+                ),
+                f.tx(
+                    &h(0),
+                    t2,
+                    TxBody::AcceptTerms {
                         agreement: study,
                         expires_at: common::t(200),
                     },
@@ -202,6 +210,7 @@ fn every_kind_of_transaction_proves_through_json() {
         kinds.into_iter().collect::<Vec<_>>(),
         [
             "accept-agreement",
+            "accept-terms",
             "add-member",
             "anchor-alert",
             "anchor-audit-log",
