@@ -673,28 +673,7 @@ fn verify_pinned_to_a_genesis_refuses_a_substituted_ledger() {
 #[test]
 fn daemons_refuse_a_tampered_ledger_at_startup() {
     let tmp = tempfile::tempdir().unwrap();
-    let plan_path = tmp.path().join("plan.toml");
-    std::fs::write(
-        &plan_path,
-        "name = \"t\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n\
-         [[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/0\"\n\n\
-         [[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n\
-         [[members]]\nid = \"h-b\"\nrole = \"hospital\"\n\n\
-         [[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [\"h-a\", \"h-b\"]\n\
-         expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-5\n",
-    )
-    .unwrap();
-    let cons = tmp.path().join("cons");
-    ok(&[
-        "provision",
-        "--consortium",
-        p(&plan_path),
-        "--out",
-        p(&cons),
-        "--generate-keys-centrally",
-        "--insecure-deterministic-seed",
-        "11",
-    ]);
+    let cons = provision_small(tmp.path(), "11");
     let genesis =
         Genesis::from_toml(&std::fs::read_to_string(cons.join("genesis.toml")).unwrap()).unwrap();
     for member in ["coordinator", "h-a"] {
@@ -897,28 +876,7 @@ fn a_binary_data_file_is_named_in_the_error() {
 #[test]
 fn the_client_refuses_a_malformed_row_as_eval_does() {
     let tmp = tempfile::tempdir().unwrap();
-    let plan_path = tmp.path().join("plan.toml");
-    std::fs::write(
-        &plan_path,
-        "name = \"t\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n\
-         [[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/9\"\n\n\
-         [[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n\
-         [[members]]\nid = \"h-b\"\nrole = \"hospital\"\n\n\
-         [[agreements]]\nid = \"dua\"\npurpose = \"test\"\nmembers = [\"h-a\", \"h-b\"]\n\
-         expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-5\n",
-    )
-    .unwrap();
-    let cons = tmp.path().join("cons");
-    ok(&[
-        "provision",
-        "--consortium",
-        p(&plan_path),
-        "--out",
-        p(&cons),
-        "--generate-keys-centrally",
-        "--insecure-deterministic-seed",
-        "12",
-    ]);
+    let cons = provision_small(tmp.path(), "12");
     let events = tmp.path().join("events.csv");
     std::fs::write(
         &events,
@@ -950,9 +908,9 @@ fn the_client_refuses_a_malformed_row_as_eval_does() {
     );
 }
 
-/// A consortium of a coordinator and two hospitals, provisioned with seeded keys, each member's
-/// ledger copy created as its daemon would on first start.
-fn small_consortium(dir: &Path, seed: &str) -> PathBuf {
+/// A consortium of a coordinator and two hospitals (agreement `dua`), provisioned into
+/// `dir/cons` with keys from the public `seed`.
+fn provision_small(dir: &Path, seed: &str) -> PathBuf {
     let plan_path = dir.join("plan.toml");
     std::fs::write(
         &plan_path,
@@ -975,6 +933,13 @@ fn small_consortium(dir: &Path, seed: &str) -> PathBuf {
         "--insecure-deterministic-seed",
         seed,
     ]);
+    cons
+}
+
+/// [`provision_small`], with the coordinator's and h-a's ledger copies created as their
+/// daemons would on first start.
+fn small_consortium(dir: &Path, seed: &str) -> PathBuf {
+    let cons = provision_small(dir, seed);
     for m in ["coordinator", "h-a"] {
         medfl::daemon::Member::load(&cons.join(m).join("config.toml"), InsecureKeys::Allow)
             .unwrap()

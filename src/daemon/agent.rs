@@ -34,7 +34,7 @@ use medfl_model::local::Trained;
 use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::Standardizer;
 use medfl_model::train::{alert_threshold, training_device};
-use medfl_net::{Multiaddr, NetConfig, NetEvent, NetHandle, PeerId};
+use medfl_net::{NetConfig, NetEvent, NetHandle, PeerId};
 use medfl_protocol::{Envelope, GlobalModel, ToAgent, ToCoordinator};
 use rand::Rng;
 use serde::Serialize;
@@ -158,20 +158,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     info!(rows = n_rows, employees = current.n_employees(), opted_out = opted_out.len(), removed_events = current.removed_events, file = %events.display(), "training data loaded");
 
     let genesis_hash = ledger.state().genesis_hash();
-    let coordinator = member
-        .genesis
-        .members
-        .iter()
-        .find(|m| m.role == Role::Coordinator)
-        .context("the genesis lists no coordinator")?;
-    let coordinator_peer = medfl_net::peer_id_of(coordinator.public_key.as_dalek());
-    let address: Multiaddr = member
-        .config
-        .coordinators
-        .first()
-        .context("the config lists no coordinator address")?
-        .parse()
-        .context("coordinator address")?;
+    let (coordinator_peer, address) = member.coordinator()?;
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
     let budget = privacy::own_budget(

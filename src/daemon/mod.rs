@@ -19,7 +19,7 @@ use medfl_ledger::{
     ChainState, Genesis, Ledger, MemberId, Role, Timestamp, Transaction, TxBody, TxId, codec,
     keyfile,
 };
-use medfl_net::PeerId;
+use medfl_net::{Multiaddr, PeerId};
 
 use crate::provision::MemberConfig;
 
@@ -179,6 +179,28 @@ pub fn queue_signed(member: &Member, tx: &Transaction) -> Result<(PathBuf, TxId)
     let path = dir.join(format!("{id}.tx"));
     write_atomic(&path, &codec::encode(tx)?)?;
     Ok((path, id))
+}
+
+impl Member {
+    /// The coordinator this member talks to: its PeerId (from the genesis key) and the address
+    /// its config dials.
+    pub fn coordinator(&self) -> Result<(PeerId, Multiaddr)> {
+        let coordinator = self
+            .genesis
+            .members
+            .iter()
+            .find(|m| m.role == Role::Coordinator)
+            .context("the genesis lists no coordinator")?;
+        let peer = medfl_net::peer_id_of(coordinator.public_key.as_dalek());
+        let address: Multiaddr = self
+            .config
+            .coordinators
+            .first()
+            .context("the config lists no coordinator address")?
+            .parse()
+            .context("coordinator address")?;
+        Ok((peer, address))
+    }
 }
 
 /// Wall-clock time for ledger timestamps.

@@ -17,8 +17,8 @@ use medfl_ledger::codec;
 use tokio::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use medfl_ledger::{Hash, Role};
-use medfl_net::{Multiaddr, NetConfig, NetEvent};
+use medfl_ledger::Hash;
+use medfl_net::{NetConfig, NetEvent};
 use medfl_protocol::{Envelope, ToAgent, ToCoordinator};
 
 use super::{InsecureKeys, Member, write_atomic};
@@ -46,20 +46,7 @@ pub async fn from_coordinator(
     let member = Member::load(config, insecure)?;
     let mut ledger = member.open_ledger()?;
     let start = ledger.state().height();
-    let coordinator = member
-        .genesis
-        .members
-        .iter()
-        .find(|m| m.role == Role::Coordinator)
-        .context("the genesis lists no coordinator")?;
-    let coordinator_peer = medfl_net::peer_id_of(coordinator.public_key.as_dalek());
-    let address: Multiaddr = member
-        .config
-        .coordinators
-        .first()
-        .context("the config lists no coordinator address")?
-        .parse()
-        .context("coordinator address")?;
+    let (coordinator_peer, address) = member.coordinator()?;
     let (net, mut events) = medfl_net::spawn::<Envelope>(
         &member.key,
         NetConfig::default(),
