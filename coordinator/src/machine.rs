@@ -504,9 +504,14 @@ impl Coordinator {
                 _ => Err(refuse("no round is running".into())),
             };
         };
+        // A late message from a member already dropped as gone is refused, but it is no
+        // misbehaviour: its connection closed mid-flight, or it reconnected.
+        let was_gone = active.gone.contains(from);
         let result = self.handle_in_round(&mut active, now_ms, from, &key, msg);
         self.after_progress(active, now_ms, wall);
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && !was_gone
+        {
             self.events.push_back(CoordinatorEvent::Misbehaved {
                 member: from.clone(),
                 reason: e.to_string(),

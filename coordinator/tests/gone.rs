@@ -160,3 +160,42 @@ fn participants_whose_acceptance_lapses_mid_round_are_dropped_at_once() {
         .expect("the attempt ended without a deadline");
     assert_eq!(failed, 5);
 }
+
+/// A late message from a member already dropped as gone is refused but not reported as
+/// misbehaviour; the same message from a member still in the round is.
+#[test]
+fn a_late_message_from_a_gone_member_is_not_misbehaviour() {
+    let f = Fixture::new(6, 5, 2);
+    let state = ChainState::from_genesis(&f.genesis).unwrap();
+    let mut c = coordinator(&f, training(), 3);
+    let all: std::collections::BTreeSet<MemberId> = (0..5)
+        .map(|i| Fixture::id(&format!("hospital-{i}")))
+        .collect();
+    let session = c.start_round(0, NOW, &state, &all).unwrap().session;
+    let (gone, present) = (Fixture::id("hospital-0"), Fixture::id("hospital-1"));
+    c.member_gone(0, NOW, &gone);
+    let early_endorsement = || ToCoordinator::Endorse {
+        session,
+        model: medfl_ledger::Hash::ZERO,
+        signature: medfl_ledger::Signature([0; 64]),
+    };
+    let misbehaved = |c: &mut Coordinator| -> Vec<MemberId> {
+        std::iter::from_fn(|| c.poll_event())
+            .filter_map(|e| match e {
+                CoordinatorEvent::Misbehaved { member, .. } => Some(member),
+                _ => None,
+            })
+            .collect()
+    };
+    misbehaved(&mut c);
+    assert!(
+        c.handle(0, NOW, &gone, early_endorsement(), &state)
+            .is_err()
+    );
+    assert!(misbehaved(&mut c).is_empty());
+    assert!(
+        c.handle(0, NOW, &present, early_endorsement(), &state)
+            .is_err()
+    );
+    assert_eq!(misbehaved(&mut c), [present]);
+}
