@@ -163,6 +163,105 @@ pub enum AgentEvent {
     },
 }
 
+/// Why an announced round does not check out against the hospital's own ledger copy and
+/// clock (sent to the coordinator as [`DeclineReason::Ledger`], in words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoundMismatch {
+    /// The config itself is malformed.
+    #[error("{0}")]
+    Config(ProtocolError),
+    /// The round is for another consortium.
+    #[error("the local ledger is another consortium's")]
+    OtherConsortium,
+    /// This hospital is not among the participants.
+    #[error("this hospital is not listed as a participant")]
+    NotAParticipant,
+    /// The agreement is not on the copy.
+    #[error("agreement {0} is not on the ledger")]
+    UnknownAgreement(AgreementId),
+    /// Issued later than this hospital's clock allows.
+    #[error("issued at {issued_at}, in the future of this hospital's clock ({now})")]
+    FromTheFuture {
+        /// The coordinator's issue time.
+        issued_at: Timestamp,
+        /// This hospital's clock.
+        now: Timestamp,
+    },
+    /// The agreement has expired (by this hospital's clock, or before the issue time).
+    #[error("agreement {0} has expired")]
+    Expired(AgreementId),
+    /// This hospital has not accepted the agreement (or its current terms).
+    #[error("this hospital has not accepted {0}")]
+    NotAccepted(AgreementId),
+    /// Another participant is not an active hospital that accepted the agreement.
+    #[error("participant {member} is not an active hospital that accepted {agreement}")]
+    ParticipantNotCovered {
+        /// The participant.
+        member: MemberId,
+        /// The agreement.
+        agreement: AgreementId,
+    },
+    /// Not the ledger's next round.
+    #[error("round {announced} announced, the ledger's next is {next}")]
+    WrongRound {
+        /// Announced.
+        announced: u64,
+        /// The copy's next.
+        next: u64,
+    },
+    /// Not starting from the last anchored model.
+    #[error("starts from model {announced}, the ledger's last is {last}")]
+    WrongPreviousModel {
+        /// Announced.
+        announced: Hash,
+        /// The copy's last.
+        last: Hash,
+    },
+    /// Names consent choices past the copy.
+    #[error("consent height {named} is beyond this hospital's ledger (height {height})")]
+    ConsentBeyondCopy {
+        /// Named by the round.
+        named: u64,
+        /// The copy's height.
+        height: u64,
+    },
+    /// Names consent choices older than the copy's newest.
+    #[error("consent height {named} is stale: consent changed at height {changed_at}")]
+    ConsentStale {
+        /// Named by the round.
+        named: u64,
+        /// The copy's last consent change.
+        changed_at: u64,
+    },
+    /// A delta above the agreement's.
+    #[error("delta {delta} is above the agreement's {agreed}")]
+    DeltaAboveAgreement {
+        /// The round's.
+        delta: f64,
+        /// The agreement's.
+        agreed: f64,
+    },
+    /// The privacy loss cannot be composed.
+    #[error("privacy accounting: {0}")]
+    Privacy(String),
+    /// The announced epsilon is not what this hospital computes.
+    #[error("announced epsilon {announced} after the round, this hospital computes {computed}")]
+    EpsilonMismatch {
+        /// Announced.
+        announced: f64,
+        /// Computed here.
+        computed: f64,
+    },
+    /// The round would take this hospital over the agreement's budget.
+    #[error("epsilon would reach {epsilon}, over the budget of {budget}")]
+    OverBudget {
+        /// After the round.
+        epsilon: f64,
+        /// The agreement's.
+        budget: f64,
+    },
+}
+
 struct AgentRound {
     config: RoundConfig,
     codec: UpdateCodec,
@@ -540,7 +639,7 @@ impl Agent {
         let checked = self.check_security(&config, chain).and_then(|()| {
             let index = self
                 .check_round(&config, chain, now)
-                .map_err(DeclineReason::Ledger)?;
+                .map_err(|e| DeclineReason::Ledger(e.to_string()))?;
             // The hospital's own record spans every agreement and failed attempt: no keys are
             // advertised for a round whose update it would refuse to release.
             let invalid = |e: ProtocolError| DeclineReason::Invalid(e.to_string());
@@ -639,33 +738,30 @@ impl Agent {
         config: &RoundConfig,
         chain: &ChainState,
         now: Timestamp,
-    ) -> Result<u32, String> {
-        config.check().map_err(|e| e.to_string())?;
+    ) -> Result<u32, RoundMismatch> {
+        config.check().map_err(RoundMismatch::Config)?;
         if chain.genesis_hash() != self.genesis {
-            return Err("the local ledger is another consortium's".into());
+            return Err(RoundMismatch::OtherConsortium);
         }
         let index = config
             .client_index(&self.me)
-            .ok_or("this hospital is not listed as a participant")?;
+            .ok_or(RoundMismatch::NotAParticipant)?;
         let a = chain
             .agreement(&config.agreement)
-            .ok_or_else(|| format!("agreement {} is not on the ledger", config.agreement))?;
+            .ok_or_else(|| RoundMismatch::UnknownAgreement(config.agreement.clone()))?;
         // Expiry by this hospital's own clock: `issued_at` is the coordinator's word, and a
         // coordinator could back-date it to run a round under an expired agreement.
         if config.issued_at.0 > now.0.saturating_add(MAX_CLOCK_SKEW_MS) {
-            return Err(format!(
-                "issued at {}, in the future of this hospital's clock ({})",
-                config.issued_at, now
-            ));
+            return Err(RoundMismatch::FromTheFuture {
+                issued_at: config.issued_at,
+                now,
+            });
         }
         if a.agreement.expires_at <= now || a.agreement.expires_at <= config.issued_at {
-            return Err(format!("agreement {} has expired", config.agreement));
+            return Err(RoundMismatch::Expired(config.agreement.clone()));
         }
         if !a.accepted.contains(&self.me) || !a.agreement.members.contains(&self.me) {
-            return Err(format!(
-                "this hospital has not accepted {}",
-                config.agreement
-            ));
+            return Err(RoundMismatch::NotAccepted(config.agreement.clone()));
         }
         // Every other participant is checked here, before any key is advertised: the contract
         // would refuse an anchor with an outsider, but only after the sum was unmasked, and a
@@ -678,68 +774,68 @@ impl Agent {
                 && a.agreement.members.contains(m)
                 && a.accepted.contains(m);
             if !ok {
-                return Err(format!(
-                    "participant {m} is not an active hospital that accepted {}",
-                    config.agreement
-                ));
+                return Err(RoundMismatch::ParticipantNotCovered {
+                    member: m.clone(),
+                    agreement: config.agreement.clone(),
+                });
             }
         }
         if config.round != a.last_round + 1 {
-            return Err(format!(
-                "round {} announced, the ledger's next is {}",
-                config.round,
-                a.last_round + 1
-            ));
+            return Err(RoundMismatch::WrongRound {
+                announced: config.round,
+                next: a.last_round + 1,
+            });
         }
         if let Some(last) = a.last_model
             && last != config.previous_model
         {
-            return Err(format!(
-                "starts from model {}, the ledger's last is {last}",
-                config.previous_model
-            ));
+            return Err(RoundMismatch::WrongPreviousModel {
+                announced: config.previous_model,
+                last,
+            });
         }
         // Consent: the round must train under the newest consent choices this hospital's
         // ledger holds, and name a height the hospital can check.
         if config.consent_height > chain.height() {
-            return Err(format!(
-                "consent height {} is beyond this hospital's ledger (height {})",
-                config.consent_height,
-                chain.height()
-            ));
+            return Err(RoundMismatch::ConsentBeyondCopy {
+                named: config.consent_height,
+                height: chain.height(),
+            });
         }
         if config.consent_height < chain.consent_changed_at() {
-            return Err(format!(
-                "consent height {} is stale: consent changed at height {}",
-                config.consent_height,
-                chain.consent_changed_at()
-            ));
+            return Err(RoundMismatch::ConsentStale {
+                named: config.consent_height,
+                changed_at: chain.consent_changed_at(),
+            });
         }
         // The agreement's delta bounds every round's: a larger one would state a smaller
         // epsilon for the same release (the contract refuses the anchor, but only after).
         if config.training.delta > a.agreement.budget.delta {
-            return Err(format!(
-                "delta {} is above the agreement's {}",
-                config.training.delta, a.agreement.budget.delta
-            ));
+            return Err(RoundMismatch::DeltaAboveAgreement {
+                delta: config.training.delta,
+                agreed: a.agreement.budget.delta,
+            });
         }
         // Composed from the anchored parameters of every round this hospital joined, as the
         // contract will check it.
-        let dp =
-            privacy::anchored_params(&config.training, config.model).map_err(|e| e.to_string())?;
-        let eps = chain.epsilon_after(&config.agreement, &self.me, &dp)?;
+        let dp = privacy::anchored_params(&config.training, config.model)
+            .map_err(RoundMismatch::Config)?;
+        let eps = chain
+            .epsilon_after(&config.agreement, &self.me, &dp)
+            .map_err(RoundMismatch::Privacy)?;
         let announced = config.epsilon_after[index as usize];
         let close = (announced - eps).abs() <= medfl_ledger::ENDORSE_TOLERANCE * eps.max(1.0);
         if !eps.is_finite() || !close {
-            return Err(format!(
-                "announced epsilon {announced} after the round, this hospital computes {eps}"
-            ));
+            return Err(RoundMismatch::EpsilonMismatch {
+                announced,
+                computed: eps,
+            });
         }
         if eps > a.agreement.budget.epsilon {
-            return Err(format!(
-                "epsilon would reach {eps}, over the budget of {}",
-                a.agreement.budget.epsilon
-            ));
+            return Err(RoundMismatch::OverBudget {
+                epsilon: eps,
+                budget: a.agreement.budget.epsilon,
+            });
         }
         Ok(index)
     }

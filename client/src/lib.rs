@@ -22,5 +22,7 @@ mod agent;
 pub mod hospital;
 pub mod spend;
 
-pub use agent::{Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND, TrainingTask};
+pub use agent::{
+    Agent, AgentError, AgentEvent, MAX_ATTEMPTS_PER_ROUND, RoundMismatch, TrainingTask,
+};
 pub use hospital::{Hospital, HospitalEvent};

@@ -24,7 +24,7 @@ pub use plan::{DpOptimizer, DpSgdConfig, DpSgdError};
 pub use shape::AutoencoderConfig;
 
 /// Why a model operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
     /// Shapes or widths do not fit.
     #[error("model shape: {0}")]

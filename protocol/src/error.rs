@@ -26,7 +26,7 @@ pub enum ProtocolError {
     Dp(#[from] medfl_dp::DpError),
     /// The model layer refused (shapes, values).
     #[error("model: {0}")]
-    Model(String),
+    Model(#[from] medfl_modelspec::ModelError),
 }
 
 impl ProtocolError {
@@ -36,11 +36,5 @@ impl ProtocolError {
             field,
             reason: reason.into(),
         }
-    }
-}
-
-impl From<medfl_modelspec::ModelError> for ProtocolError {
-    fn from(e: medfl_modelspec::ModelError) -> Self {
-        ProtocolError::Model(e.to_string())
     }
 }
