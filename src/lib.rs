@@ -33,3 +33,4 @@ pub mod provision;
 pub mod report;
 pub mod settings;
 pub mod simulate;
+pub mod standalone;

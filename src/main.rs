@@ -12,12 +12,7 @@ use medfl::provision::{self, KeyGeneration, KeySource};
 use medfl::report;
 use medfl::simulate;
 use medfl_accesslog::OnError;
-use medfl_model::evaluate::{evaluate, evaluate_binary};
 use medfl_model::experiment::ExperimentConfig;
-use medfl_model::modelfile::ModelFile;
-use medfl_model::standardize::Standardizer;
-use medfl_model::train::{TrainConfig, score, training_device};
-use medfl_model::{Autoencoder, AutoencoderConfig};
 use medfl_simulations::Scenario;
 
 /// medfl: federated learning of access-anomaly models across hospitals, with secure
@@ -798,8 +793,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             epochs,
             target_fpr,
             seed,
-        } => train(&input, &out, epochs, target_fpr, seed)?,
-        Command::Eval { input, model, json } => eval(&input, &model, json)?,
+        } => {
+            let ds = input.load()?;
+            let text = medfl::standalone::train(&ds, &input.data, &out, epochs, target_fpr, seed)?;
+            emit(text.trim_end())?;
+        }
+        Command::Eval { input, model, json } => {
+            let ds = input.load()?;
+            emit(medfl::standalone::eval(&ds, &model, json)?.trim_end())?;
+        }
         Command::Logs {
             scenario,
             seed,
@@ -1282,135 +1284,6 @@ fn check_dir(dir: &Path) -> Result<()> {
 fn open_snapshot(dir: &Path) -> Result<Ledger> {
     check_dir(dir)?;
     Ledger::open_snapshot(dir).with_context(|| format!("opening the ledger in {}", dir.display()))
-}
-
-/// Trains on the first 80% of rows; sets the threshold on the normal rows of the last 20%.
-fn train(input: &DataArgs, out: &Path, epochs: usize, target_fpr: f64, seed: u64) -> Result<()> {
-    let ds = input.load()?;
-    let (n, d) = (ds.n_rows(), ds.n_cols);
-    if n < 10 {
-        bail!(
-            "{} has {n} usable rows; training needs at least 10",
-            input.data.display()
-        );
-    }
-    if !(0.0..1.0).contains(&target_fpr) || epochs == 0 {
-        bail!("--target-fpr must be in [0, 1) and --epochs at least 1");
-    }
-    let cut = n * 4 / 5;
-    // Features keep their fixed public scale, as in federated training.
-    let standardizer = Standardizer::identity(d);
-    let (train_rows, held_out) = ds.data.split_at(cut * d);
-    let normal_held_out: Vec<f32> = held_out
-        .chunks_exact(d)
-        .enumerate()
-        .filter(|(i, _)| ds.labels.as_ref().is_none_or(|l| l.is_normal(cut + i)))
-        .flat_map(|(_, r)| r.iter().copied())
-        .collect();
-    let device = training_device();
-    let config = AutoencoderConfig::for_inputs(d);
-    let model = Autoencoder::new(config, seed, &device)?;
-    let started = std::time::Instant::now();
-    let tc = TrainConfig {
-        epochs,
-        seed,
-        ..TrainConfig::default()
-    };
-    let (model, losses) = medfl_model::train::train(model, config, train_rows, tc, &device)?;
-    let threshold =
-        medfl_model::train::alert_threshold(&model, &normal_held_out, d, target_fpr, &device)
-            .context("setting the alert threshold on the held-out normal rows")?;
-    let file = ModelFile {
-        config,
-        standardizer,
-        threshold,
-        params: model.to_flat()?,
-    };
-    let hash = file.save(out)?;
-    let rows: Vec<Vec<String>> = losses
-        .iter()
-        .enumerate()
-        .map(|(i, l)| vec![(i + 1).to_string(), format!("{l:.5}")])
-        .collect();
-    print!("{}", report::table(&["epoch", "loss"], &rows));
-    println!(
-        "trained on {cut} rows x {d} features in {:.1} s; threshold {threshold:.5} for {:.1}% FPR on {} held-out normal rows",
-        started.elapsed().as_secs_f64(),
-        100.0 * target_fpr,
-        normal_held_out.len() / d.max(1)
-    );
-    println!(
-        "privacy statement\n- guarantee: NONE. This model is trained without differential privacy \
-         (plain Adam on every row): its weights and threshold can reveal individual employees' \
-         accesses. It is for use inside the hospital only (the file is readable by its owner \
-         alone); what a hospital shares is trained by `medfl client` with employee-level DP-SGD."
-    );
-    println!("model {} sha256 {hash}", out.display());
-    Ok(())
-}
-
-fn eval(input: &DataArgs, model_path: &Path, json: bool) -> Result<()> {
-    let (file, hash) =
-        ModelFile::load(model_path).with_context(|| format!("loading {}", model_path.display()))?;
-    let ds = input.load()?;
-    file.expect_inputs(ds.n_cols)?;
-    let device = training_device();
-    let model = Autoencoder::new(file.config, 0, &device)?.load_flat(file.config, &file.params)?;
-    let mut rows = ds.data.clone();
-    file.standardizer.apply(&mut rows);
-    let scores = score(&model, &rows, file.config.inputs, &device)?;
-    let flagged = scores.iter().filter(|s| **s > file.threshold).count();
-    let evaluation = match &ds.labels {
-        Some(data::Labels::Typed(l)) => Some(evaluate(&scores, l, file.threshold)),
-        Some(data::Labels::Binary(l)) => Some(evaluate_binary(&scores, l, file.threshold)),
-        None => None,
-    };
-    if json {
-        let value = serde_json::json!({ "model": hash, "rows": scores.len(), "flagged": flagged, "evaluation": evaluation });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    println!(
-        "model {hash}: {} rows scored, {flagged} flagged ({:.2}%)",
-        scores.len(),
-        100.0 * flagged as f64 / scores.len().max(1) as f64
-    );
-    if let Some(e) = evaluation {
-        let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
-        print!(
-            "{}",
-            report::table(
-                &["rows", "anomalous", "AUROC", "AUPRC", "recall", "FPR"],
-                &[vec![
-                    e.events.to_string(),
-                    e.attacks.to_string(),
-                    f(e.auroc),
-                    f(e.auprc),
-                    format!("{:.1}%", 100.0 * e.recall),
-                    format!("{:.2}%", 100.0 * e.fpr)
-                ]],
-            )
-        );
-        if !e.per_attack.is_empty() {
-            let rows: Vec<Vec<String>> = e
-                .per_attack
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.attack.to_string(),
-                        r.events.to_string(),
-                        f(r.auroc),
-                        format!("{:.1}%", 100.0 * r.recall),
-                    ]
-                })
-                .collect();
-            print!(
-                "\n{}",
-                report::table(&["attack", "events", "AUROC", "recall"], &rows)
-            );
-        }
-    }
-    Ok(())
 }
 
 fn load_scenario(path: Option<&Path>, seed: Option<u64>) -> Result<Scenario> {
