@@ -1044,79 +1044,24 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
                 None => emit(&text)?,
             }
         }
+        // The same path as `submit revoke`: checked on the coordinator's copy, then queued.
         LedgerCommand::Revoke {
             config,
             insecure,
             member,
             reason,
-        } => {
-            let me = medfl::daemon::Member::load(&config, insecure.policy())?;
-            let target = medfl::ledger::MemberId::new(member).map_err(anyhow::Error::msg)?;
-            let tx = medfl::ledger::Transaction::sign(
-                &me.genesis.hash()?,
-                me.config.member.clone(),
-                &me.key,
-                medfl::daemon::wall_now(),
-                medfl::ledger::TxBody::RevokeMember {
-                    member: target.clone(),
-                    reason,
-                },
-            )?;
-            let inbox = me.dir.join("inbox");
-            std::fs::create_dir_all(&inbox)?;
-            let path = inbox.join(format!("{}-revoke-{target}.tx", tx.issued_at.0));
-            // Atomically: the running coordinator scans the inbox and must never read half of it.
-            medfl::model_store::write_atomic(&path, &medfl::ledger::codec::encode(&tx)?)?;
-            println!(
-                "revocation of {target} queued for the coordinator: {}",
-                path.display()
-            );
-        }
+        } => submit(
+            &config,
+            insecure,
+            false,
+            SubmitBody::Revoke { member, reason },
+        )?,
         LedgerCommand::Submit {
             config,
             skip_check,
             insecure,
             body,
-        } => {
-            let me = medfl::daemon::Member::load(&config, insecure.policy())?;
-            // The member's own copy, read as a snapshot (its daemon may be running).
-            let copy = me.dir.join(&me.config.ledger_dir);
-            let ledger = Ledger::open_snapshot(&copy)
-                .with_context(|| format!("reading the ledger copy in {}", copy.display()))?;
-            if ledger.state().genesis_hash() != me.genesis.hash()? {
-                bail!(
-                    "the ledger copy in {} belongs to another consortium",
-                    copy.display()
-                );
-            }
-            let body = body.into_body(&me.config.member, ledger.state())?;
-            let kind = body.kind();
-            // What is checked is what is queued: one signature, one issue time.
-            let now = medfl::daemon::wall_now();
-            let tx = medfl::ledger::Transaction::sign(
-                &me.genesis.hash()?,
-                me.config.member.clone(),
-                &me.key,
-                now,
-                body,
-            )?;
-            if let Err(e) = ledger.state().check_tx(&tx, now)
-                && !skip_check
-            {
-                bail!(
-                    "the contracts refuse this {kind} transaction on {}'s ledger copy (height {}): {e}; nothing was queued",
-                    me.config.member,
-                    ledger.state().height()
-                );
-            }
-            drop(ledger);
-            let (path, id) = medfl::daemon::queue_signed(&me, &tx)?;
-            println!(
-                "{kind} transaction {id} queued for {}'s daemon: {}",
-                me.config.member,
-                path.display()
-            );
-        }
+        } => submit(&config, insecure, skip_check, body)?,
         LedgerCommand::Sync {
             config: Some(config),
             insecure,
@@ -1249,6 +1194,55 @@ fn ledger(cmd: LedgerCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Signs `body` as the member configured in `config`, tries it against the contracts on the
+/// member's own ledger copy (unless `skip_check`), and queues it for the member's daemon.
+fn submit(
+    config: &Path,
+    insecure: InsecureKeysArg,
+    skip_check: bool,
+    body: SubmitBody,
+) -> Result<()> {
+    let me = medfl::daemon::Member::load(config, insecure.policy())?;
+    // The member's own copy, read as a snapshot (its daemon may be running).
+    let copy = me.dir.join(&me.config.ledger_dir);
+    let ledger = Ledger::open_snapshot(&copy)
+        .with_context(|| format!("reading the ledger copy in {}", copy.display()))?;
+    if ledger.state().genesis_hash() != me.genesis.hash()? {
+        bail!(
+            "the ledger copy in {} belongs to another consortium",
+            copy.display()
+        );
+    }
+    let body = body.into_body(&me.config.member, ledger.state())?;
+    let kind = body.kind();
+    // What is checked is what is queued: one signature, one issue time.
+    let now = medfl::daemon::wall_now();
+    let tx = medfl::ledger::Transaction::sign(
+        &me.genesis.hash()?,
+        me.config.member.clone(),
+        &me.key,
+        now,
+        body,
+    )?;
+    if let Err(e) = ledger.state().check_tx(&tx, now)
+        && !skip_check
+    {
+        bail!(
+            "the contracts refuse this {kind} transaction on {}'s ledger copy (height {}): {e}; nothing was queued",
+            me.config.member,
+            ledger.state().height()
+        );
+    }
+    drop(ledger);
+    let (path, id) = medfl::daemon::queue_signed(&me, &tx)?;
+    println!(
+        "{kind} transaction {id} queued for {}'s daemon: {}",
+        me.config.member,
+        path.display()
+    );
+    Ok(())
 }
 
 fn key_source(insecure_deterministic_seed: Option<u64>) -> KeySource {

@@ -16,8 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 use medfl_ledger::{
-    ChainState, Genesis, Ledger, MemberId, Role, Timestamp, Transaction, TxBody, TxId, codec,
-    keyfile,
+    ChainState, Genesis, Ledger, MemberId, Role, Timestamp, Transaction, TxId, codec, keyfile,
 };
 use medfl_net::{Multiaddr, PeerId};
 
@@ -147,21 +146,9 @@ pub fn peer_map(state: &ChainState) -> BTreeMap<PeerId, MemberId> {
 
 pub use crate::model_store::write_atomic;
 
-/// Signs `body` with the member's key and hands it to the member's running daemon: a hospital's
-/// `outbox/` (its `medfl client` sends it to the coordinator and watches for its block), the
-/// coordinator's `inbox/` (its daemon appends it). Returns the file and the transaction id.
-pub fn queue_transaction(member: &Member, body: TxBody) -> Result<(PathBuf, TxId)> {
-    let tx = Transaction::sign(
-        &member.genesis.hash()?,
-        member.config.member.clone(),
-        &member.key,
-        wall_now(),
-        body,
-    )?;
-    queue_signed(member, &tx)
-}
-
-/// Hands a transaction `member` signed to its running daemon, as [`queue_transaction`] does.
+/// Hands a transaction `member` signed to its running daemon: a hospital's `outbox/` (its
+/// `medfl client` sends it to the coordinator and watches for its block), the coordinator's
+/// `inbox/` (its daemon appends it). Returns the file and the transaction id.
 pub fn queue_signed(member: &Member, tx: &Transaction) -> Result<(PathBuf, TxId)> {
     if member.config.role == Role::Auditor {
         bail!(
