@@ -1,17 +1,20 @@
-//! A whole consortium in one process: the coordinator's and every hospital's state machines,
-//! wired through in-memory queues instead of libp2p, with the real ledger on disk.
+//! A whole consortium in one process: the coordinator's node ([`CoordinatorNode`], the very
+//! runtime `medfl coordinator` drives over libp2p) and every hospital's [`Hospital`] (the one
+//! `medfl client` drives), wired through in-memory queues instead of libp2p, with the
+//! coordinator's ledger on disk and each hospital's own copy in memory. Members' transactions,
+//! catch-up after a missed block, round pacing and anchoring all run here as in a deployment.
 //!
 //! Everything runs on a virtual clock that advances only when nothing else can happen (to the
-//! coordinator's next deadline), and every random choice (keys, dropouts, DP noise, training)
+//! node's next deadline), and every random choice (keys, dropouts, DP noise, training)
 //! flows from one seed, so a run is bit-reproducible: `medfl replay` re-runs it and compares
 //! each round's model hash with the one the ledger anchors.
 //!
-//! Consent is applied as a hospital's daemon applies it: hospitals record opt-outs on the
-//! ledger ([`Consortium::record_consent`]), and each training task names the hospital's
+//! Consent is applied as a hospital's daemon applies it: hospitals submit opt-outs to the
+//! coordinator, which orders them ([`Consortium::record_consent`]), and each training task names the hospital's
 //! opted-out pseudonyms; their events are removed from the hospital's log before features are
 //! computed.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
@@ -24,15 +27,18 @@ use medfl_accesslog::AccessEvent;
 use medfl_accesslog::consent::{self, PseudonymKey};
 use medfl_client::spend::{PrivacyBudget as DpBudget, PrivacySpend};
 use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent, TrainingTask};
-use medfl_coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent, RoundMetrics};
+use medfl_coordinator::{CoordinatorConfig, RoundMetrics};
 use medfl_ledger::tx::{ConsentChoice, DataUseAgreement, Pseudonym};
 use medfl_ledger::{
     AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp,
-    Transaction, TxBody,
+    Transaction, TxBody, TxId,
 };
 use medfl_model::EmployeeRows;
 use medfl_model::local::Trained;
-use medfl_protocol::{GlobalModel, ToAgent, ToCoordinator};
+use medfl_protocol::{GlobalModel, ToCoordinator};
+
+use crate::node::mempool::MAX_PENDING_PER_MEMBER;
+use crate::node::{CoordinatorNode, NodeEvent, Pacing};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -90,6 +96,8 @@ struct Rows {
 pub struct SimSettings {
     /// The coordinator's round parameters.
     pub coordinator: CoordinatorConfig,
+    /// When rounds start (on the simulator's virtual clock: waiting costs nothing).
+    pub pacing: Pacing,
     /// Probability that a selected hospital goes silent somewhere in a round.
     pub dropout: f64,
     /// Every random choice derives from it, but the initial model's.
@@ -114,6 +122,7 @@ impl SimSettings {
     pub fn new(rounds: &crate::settings::RoundSettings, seed: u64, budget_epsilon: f64) -> Self {
         SimSettings {
             coordinator: rounds.coordinator_config(),
+            pacing: rounds.pacing(),
             dropout: 0.0,
             seed,
             init_seed: rounds.init_seed,
@@ -175,6 +184,16 @@ struct Attempts {
     bytes_in: u64,
     bytes_out: u64,
     refusals: Vec<String>,
+    /// The outcome of the attempt that just ended: figures, model, failure.
+    ended: Option<(RoundMetrics, Option<Hash>, Option<String>)>,
+    /// Members' transactions the coordinator refused, with why.
+    tx_refused: Vec<(TxId, String)>,
+    /// The running attempt's stage and when it began (wall clock), and the stages so far.
+    stage: (Option<&'static str>, Option<Instant>),
+    stage_wall: Vec<(String, u64)>,
+    attempt_started: Option<Instant>,
+    /// An attempt of this round started (for the progress line).
+    started: Option<u64>,
 }
 
 struct SimAgent {
@@ -186,22 +205,26 @@ struct SimAgent {
     rows: Rows,
     inputs: usize,
     last: Option<TrainingSummary>,
-    /// Messages this agent may still send this round (`None`: no limit).
+    /// Messages this agent may still send this round (`None`: no limit). At zero the host
+    /// hangs: it neither sends nor receives until the round is over.
     budget: Option<usize>,
-    /// Silent since a failed attempt of this round: not offered to the next one.
+    /// Disconnected since a failed attempt of this round: not offered to the next one.
     gone: bool,
 }
 
-/// The running consortium.
+/// The running consortium: the coordinator's node and every hospital, on in-memory queues.
 pub struct Consortium {
-    ledger: Ledger,
-    coordinator_id: MemberId,
-    coordinator_key: SigningKey,
-    coordinator: Coordinator,
+    node: CoordinatorNode,
     agents: Vec<SimAgent>,
+    /// Each hospital's position in `agents`.
+    index: BTreeMap<MemberId, usize>,
+    /// Messages from hospitals (by position), in the order they were sent.
+    to_coordinator: VecDeque<(usize, ToCoordinator)>,
+    /// Training tasks waiting to run (hospitals train in parallel: they run together once
+    /// nothing else can happen).
+    training: Vec<(usize, Box<TrainingTask>)>,
     clock_ms: u64,
     rng: ChaCha20Rng,
-    models: ModelStore,
     dropout: f64,
 }
 
@@ -266,23 +289,28 @@ impl Consortium {
         let models = ModelStore::open(&dir.join("models"))?;
         let mut rng = ChaCha20Rng::seed_from_u64(settings.seed ^ 0x6d65_6466_6c00);
         let cfg = &settings.coordinator;
-        let initial = GlobalModel::initial(cfg.model, settings.init_seed)?;
-        models.put(&initial)?;
         let (coordinator_id, coordinator_key) = keys[0].clone();
         let genesis_hash = ledger.state().genesis_hash();
-        let coordinator = Coordinator::new(
+        let mut node = CoordinatorNode::open(
+            coordinator_id,
+            coordinator_key,
             cfg.clone(),
-            coordinator_id.clone(),
-            coordinator_key.clone(),
-            genesis_hash,
-            initial,
-            Vec::new(),
+            settings.init_seed,
+            settings.pacing,
+            ledger,
+            models,
             seed_bytes(&mut rng),
+            0,
         )?;
         let mut agents = Vec::new();
+        let mut index = BTreeMap::new();
         for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
+            if !node.connected(&id) {
+                bail!("{id} is not an active member of the simulated consortium");
+            }
+            index.insert(id.clone(), agents.len());
             agents.push(SimAgent {
                 hospital: Hospital::new(
                     Agent::new(
@@ -311,27 +339,28 @@ impl Consortium {
                 gone: false,
             });
         }
+        // No round starts until `run_round` asks for one.
+        node.set_target(Some(0));
         Ok(Consortium {
-            ledger,
-            coordinator_id,
-            coordinator_key,
-            coordinator,
+            node,
             agents,
+            index,
+            to_coordinator: VecDeque::new(),
+            training: Vec::new(),
             clock_ms: 0,
             rng,
-            models,
             dropout: settings.dropout,
         })
     }
 
-    /// The ledger.
+    /// The coordinator's ledger.
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        self.node.ledger()
     }
 
     /// The current global model.
     pub fn model(&self) -> &GlobalModel {
-        self.coordinator.model()
+        self.node.coordinator().model()
     }
 
     /// The model each hospital holds for its access monitor.
@@ -357,14 +386,14 @@ impl Consortium {
 
     /// The ledger pseudonym `hospital` records for its patient id `patient`.
     pub fn pseudonym(&self, hospital: &MemberId, patient: &str) -> Option<Pseudonym> {
-        self.agents
-            .iter()
-            .find(|a| a.hospital.agent().member() == hospital)
-            .map(|a| crate::data::pseudonym(&a.pseudonyms, patient))
+        let i = *self.index.get(hospital)?;
+        Some(crate::data::pseudonym(&self.agents[i].pseudonyms, patient))
     }
 
-    /// `hospital` records `choice` for each of its patients `patients` on the ledger (one
-    /// block, signed transactions of the hospital's own); returns the block's height.
+    /// `hospital` records `choice` for each of its patients `patients` on the ledger, as its
+    /// daemon does: it signs one transaction per patient and submits them to the coordinator,
+    /// at most a pool's worth at a time, each batch waiting until its block is on the
+    /// hospital's own copy. Returns the height of the last block.
     pub fn record_consent(
         &mut self,
         hospital: &MemberId,
@@ -373,12 +402,12 @@ impl Consortium {
     ) -> Result<u64> {
         self.clock_ms += 1_000;
         let wall = self.wall();
-        let a = self
-            .agents
-            .iter()
-            .find(|a| a.hospital.agent().member() == hospital)
+        let i = *self
+            .index
+            .get(hospital)
             .with_context(|| format!("{hospital} is not a simulated hospital"))?;
-        let genesis = self.ledger.state().genesis_hash();
+        let genesis = self.ledger().state().genesis_hash();
+        let a = &self.agents[i];
         let txs = patients
             .iter()
             .map(|p| {
@@ -395,29 +424,57 @@ impl Consortium {
                 .context("signing a consent transaction")
             })
             .collect::<Result<Vec<_>>>()?;
-        let receipt = self
-            .ledger
-            .append(txs, wall, &self.coordinator_id, &self.coordinator_key)
-            .context("recording consent")?;
-        self.broadcast_block(receipt.height)?;
-        Ok(receipt.height)
+        let mut acc = Attempts::default();
+        for batch in txs.chunks(MAX_PENDING_PER_MEMBER) {
+            let ids: Vec<TxId> = batch
+                .iter()
+                .map(Transaction::id)
+                .collect::<Result<_, _>>()?;
+            for tx in batch {
+                self.to_coordinator
+                    .push_back((i, ToCoordinator::SubmitTx(Box::new(tx.clone()))));
+            }
+            loop {
+                self.deliver(&mut acc)?;
+                if let Some((id, reason)) = acc.tx_refused.first() {
+                    bail!("the coordinator refused consent transaction {id}: {reason}");
+                }
+                let copy = self.agents[i].hospital.ledger().state();
+                if ids.iter().all(|id| copy.contains_tx(id)) {
+                    break;
+                }
+                self.advance("consent transactions were never ordered")?;
+            }
+        }
+        Ok(self.agents[i].hospital.ledger().state().height())
     }
 
     fn wall(&self) -> Timestamp {
         Timestamp(EPOCH.0 + 1000 + self.clock_ms)
     }
 
+    /// Moves the clock to the node's next deadline and lets it act.
+    fn advance(&mut self, stalled: &str) -> Result<()> {
+        let Some(t) = self.node.poll_timeout() else {
+            bail!("{stalled}: nothing in flight and no deadline");
+        };
+        self.clock_ms = self.clock_ms.max(t);
+        let wall = self.wall();
+        self.node.tick(self.clock_ms, wall);
+        Ok(())
+    }
+
     /// Runs one round to its end (anchored or failed), with scripted dropouts.
     ///
-    /// Like the daemon, it starts another attempt when one fails (a member that advertised keys
-    /// and then went silent aborts secure aggregation before any masked input, by design:
-    /// going on would let a server choose the graph). A hospital that went silent stays
-    /// silent for the rest of the round, as a lost connection would; at most
-    /// [`MAX_SIM_ATTEMPTS`] attempts are made.
+    /// Like the daemon, the coordinator starts another attempt when one fails (a member that
+    /// advertised keys and then went silent aborts secure aggregation before any masked
+    /// input, by design: going on would let a server choose the graph). A hospital that went
+    /// silent is disconnected for the rest of the round, as a lost connection would be; at
+    /// most [`MAX_SIM_ATTEMPTS`] attempts are made. When the round is over, every hospital is
+    /// back and catches up on the blocks it missed, through the coordinator's catch-up.
     pub fn run_round(&mut self, mut progress: impl FnMut(&str)) -> Result<RoundReport> {
         let started = Instant::now();
         let mut acc = Attempts::default();
-        self.clock_ms += 60_000;
         // Each hospital goes silent with probability `dropout`, after a random number of its
         // round messages: 0 before its key advert, 1 after it (before revealing its nonce), up
         // to 3 (after its masked input).
@@ -427,26 +484,59 @@ impl Consortium {
                 .rng
                 .random_bool(dropout)
                 .then(|| self.rng.random_range(0..4usize));
-            a.gone = false;
         }
+        self.node
+            .set_target(Some(self.node.rounds_anchored().saturating_add(1)));
         let (metrics, model, failure) = loop {
-            acc.count += 1;
-            let (metrics, model, failure) = self.run_attempt(&mut progress, &mut acc)?;
-            if model.is_some() || acc.count >= MAX_SIM_ATTEMPTS {
-                break (metrics, model, failure);
+            let moved = self.deliver(&mut acc)?;
+            if let Some(round) = acc.started.take() {
+                progress(&format!("round {round}: started"));
             }
-            if let Some(reason) = failure {
-                acc.refusals
-                    .push(format!("attempt {} failed: {reason}", acc.count));
-            }
-            for a in &mut self.agents {
-                if a.budget.is_some() {
-                    a.budget = Some(0);
-                    a.gone = true;
+            if let Some(ended) = acc.ended.take() {
+                if ended.1.is_some() || acc.count >= MAX_SIM_ATTEMPTS {
+                    break ended;
                 }
+                if let Some(reason) = &ended.2 {
+                    acc.refusals
+                        .push(format!("attempt {} failed: {reason}", acc.count));
+                }
+                // Those that went silent are gone for the rest of the round.
+                for i in 0..self.agents.len() {
+                    if self.agents[i].budget.is_some() && !self.agents[i].gone {
+                        self.agents[i].budget = Some(0);
+                        self.agents[i].gone = true;
+                        let id = self.agents[i].hospital.agent().member().clone();
+                        let wall = self.wall();
+                        self.node.disconnected(self.clock_ms, wall, &id);
+                    }
+                }
+                self.training.clear();
+                continue;
             }
-            self.clock_ms += 1_000;
+            if moved {
+                continue;
+            }
+            if !self.training.is_empty() {
+                let round = self.node.rounds_anchored() + 1;
+                progress(&format!(
+                    "round {round}: training {} hospitals",
+                    self.training.len()
+                ));
+                self.train(&mut acc)?;
+                progress(&format!("round {round}: secure aggregation"));
+                continue;
+            }
+            let t = Instant::now();
+            self.advance("the round stalled")?;
+            acc.times.coordinator += t.elapsed().as_secs_f64();
         };
+        self.node.set_target(Some(self.node.rounds_anchored()));
+        self.training.clear();
+        self.recover(&mut acc)?;
+        self.check_copies()?;
+        let mut metrics = metrics;
+        metrics.stage_ms = std::mem::take(&mut acc.stage_wall);
+        metrics.duration_ms = acc.attempt_started.map_or(0, wall_ms);
         let mut times = acc.times;
         times.total = started.elapsed().as_secs_f64();
         Ok(RoundReport {
@@ -461,199 +551,182 @@ impl Consortium {
         })
     }
 
-    /// One attempt of the current round; its figures accumulate in `acc`.
-    fn run_attempt(
-        &mut self,
-        progress: &mut impl FnMut(&str),
-        acc: &mut Attempts,
-    ) -> Result<(RoundMetrics, Option<Hash>, Option<String>)> {
-        let Attempts {
-            times,
-            bytes_in,
-            bytes_out,
-            refusals,
-            ..
-        } = acc;
-        // A hospital silent since a failed attempt is as good as disconnected: not offered.
-        let connected: BTreeSet<MemberId> = self
-            .agents
-            .iter()
-            .filter(|a| !a.gone)
-            .map(|a| a.hospital.agent().member().clone())
-            .collect();
-        let t = Instant::now();
-        let round = self
-            .coordinator
-            .start_round(self.clock_ms, self.wall(), self.ledger.state(), &connected)
-            .map(|c| c.round);
-        times.coordinator += t.elapsed().as_secs_f64();
-        let round = match round {
-            Ok(r) => r,
-            Err(e) => bail!("the round could not start: {e}"),
-        };
-        progress(&format!("round {round}: started"));
-        let mut to_coordinator: VecDeque<(usize, ToCoordinator)> = VecDeque::new();
-        let mut training: Vec<(usize, Box<medfl_client::TrainingTask>)> = Vec::new();
-        let mut outcome: Option<(RoundMetrics, Option<Hash>, Option<String>)> = None;
-        // The protocol runs on the virtual clock, which moves only at deadlines; how long each
-        // stage took in this process is timed here, on the wall clock.
-        let attempt_started = Instant::now();
-        let mut stage = (self.coordinator.stage(), Instant::now());
-        let mut stage_wall: Vec<(String, u64)> = Vec::new();
-        while outcome.is_none() {
-            let mut moved = false;
+    /// Every hospital that hung or left comes back, as a restarted daemon would, and asks for
+    /// the blocks it missed; the node's catch-up sends them, batch by batch.
+    fn recover(&mut self, acc: &mut Attempts) -> Result<()> {
+        let tip = self.ledger().state().height();
+        for i in 0..self.agents.len() {
+            let a = &mut self.agents[i];
+            a.budget = None;
+            let id = a.hospital.agent().member().clone();
+            if std::mem::take(&mut a.gone) && !self.node.connected(&id) {
+                bail!("{id} may no longer connect");
+            }
+            if a.hospital.ledger().state().height() < tip {
+                a.hospital.connected();
+                self.drain_agent(i)?;
+            }
+        }
+        loop {
+            self.deliver(acc)?;
+            if self.node.poll_timeout().is_none() {
+                return Ok(());
+            }
+            self.advance("catch-up stalled")?;
+        }
+    }
+
+    /// Runs the queued training tasks (each hospital's DP-SGD on its own rows) and hands each
+    /// update to its agent.
+    fn train(&mut self, acc: &mut Attempts) -> Result<()> {
+        for (i, task) in std::mem::take(&mut self.training) {
+            let t = Instant::now();
+            let a = &mut self.agents[i];
+            a.apply_consent(&task)?;
+            let rows = EmployeeRows::new(&a.rows.data, a.inputs, &a.rows.employees)
+                .with_context(|| format!("training rows of {}", a.hospital.agent().member()))?;
+            let trained: Trained = crate::local::train(&task, &rows)
+                .with_context(|| format!("training at {}", a.hospital.agent().member()))?;
+            let rows = a.rows.data.len() / a.inputs.max(1);
+            a.last = Some(TrainingSummary {
+                round: task.round,
+                consent_height: task.consent_height,
+                rows,
+                patients: a.rows.patients.clone(),
+            });
+            acc.times.training += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            if let Err(e) = a.hospital.submit_update(task.session, &trained.params) {
+                acc.refusals.push(format!(
+                    "{} did not submit its update: {e}",
+                    a.hospital.agent().member()
+                ));
+            }
+            acc.times.agents += t.elapsed().as_secs_f64();
+            self.drain_agent(i)?;
+        }
+        Ok(())
+    }
+
+    /// Moves every message in flight, both ways, and acts on the node's events, until nothing
+    /// moves; returns whether anything did.
+    fn deliver(&mut self, acc: &mut Attempts) -> Result<bool> {
+        let mut moved = false;
+        loop {
+            let mut step = false;
             let now = self.wall();
-            while let Some((to, msg)) = self.coordinator.poll_outgoing() {
-                moved = true;
-                *bytes_out += wire_len(&msg);
-                let Some(i) = self
-                    .agents
-                    .iter()
-                    .position(|a| a.hospital.agent().member() == &to)
-                else {
+            while let Some((to, msg)) = self.node.poll_transmit() {
+                step = true;
+                acc.bytes_out += wire_len(&msg);
+                let Some(&i) = self.index.get(&to) else {
                     continue;
                 };
                 let a = &mut self.agents[i];
                 if a.budget == Some(0) {
-                    continue; // gone silent
+                    continue; // hung
                 }
                 let t = Instant::now();
                 if let Err(e) = a.hospital.handle(msg, now) {
-                    refusals.push(format!(
+                    acc.refusals.push(format!(
                         "{} refused a message: {e}",
                         a.hospital.agent().member()
                     ));
                 }
-                times.agents += t.elapsed().as_secs_f64();
-                self.drain_agent(i, &mut to_coordinator, &mut training)?;
+                acc.times.agents += t.elapsed().as_secs_f64();
+                self.drain_agent(i)?;
             }
-            while let Some((i, msg)) = to_coordinator.pop_front() {
-                moved = true;
-                *bytes_in += wire_len(&msg);
+            while let Some((i, msg)) = self.to_coordinator.pop_front() {
+                step = true;
+                acc.bytes_in += wire_len(&msg);
                 let from = self.agents[i].hospital.agent().member().clone();
-                // Catch-up, as the daemon serves it: the blocks after the member's height.
-                if let ToCoordinator::Hello { height } = msg {
-                    self.catch_up(i, height)?;
-                    continue;
-                }
                 let t = Instant::now();
-                let handled = self.coordinator.handle(
-                    self.clock_ms,
-                    self.wall(),
-                    &from,
-                    msg,
-                    self.ledger.state(),
-                );
-                if let Err(e) = handled {
-                    refusals.push(format!("the coordinator refused a message of {from}: {e}"));
-                }
-                times.coordinator += t.elapsed().as_secs_f64();
+                self.node.handle(self.clock_ms, now, &from, msg);
+                acc.times.coordinator += t.elapsed().as_secs_f64();
             }
-            if !moved && !training.is_empty() {
-                moved = true;
-                progress(&format!(
-                    "round {round}: training {} hospitals",
-                    training.len()
-                ));
-                for (i, task) in std::mem::take(&mut training) {
-                    let t = Instant::now();
-                    let a = &mut self.agents[i];
-                    a.apply_consent(&task)?;
-                    let rows = EmployeeRows::new(&a.rows.data, a.inputs, &a.rows.employees)
-                        .with_context(|| {
-                            format!("training rows of {}", a.hospital.agent().member())
-                        })?;
-                    let trained: Trained = crate::local::train(&task, &rows)
-                        .with_context(|| format!("training at {}", a.hospital.agent().member()))?;
-                    let rows = a.rows.data.len() / a.inputs.max(1);
-                    a.last = Some(TrainingSummary {
-                        round: task.round,
-                        consent_height: task.consent_height,
-                        rows,
-                        patients: a.rows.patients.clone(),
-                    });
-                    times.training += t.elapsed().as_secs_f64();
-                    let t = Instant::now();
-                    let a = &mut self.agents[i];
-                    if let Err(e) = a.hospital.submit_update(task.session, &trained.params) {
-                        refusals.push(format!(
-                            "{} did not submit its update: {e}",
-                            a.hospital.agent().member()
-                        ));
-                    }
-                    times.agents += t.elapsed().as_secs_f64();
-                    self.drain_agent(i, &mut to_coordinator, &mut training)?;
-                }
-                progress(&format!("round {round}: secure aggregation"));
+            while let Some(ev) = self.node.poll_event() {
+                step = true;
+                self.on_node(ev, acc);
             }
-            while let Some(ev) = self.coordinator.poll_event() {
-                match ev {
-                    CoordinatorEvent::Anchor(o) => {
-                        let t = Instant::now();
-                        self.models.put(&o.model)?;
-                        let receipt = self.ledger.append(
-                            vec![o.tx.clone()],
-                            self.wall(),
-                            &self.coordinator_id,
-                            &self.coordinator_key,
-                        );
-                        times.ledger += t.elapsed().as_secs_f64();
-                        self.coordinator.anchored(receipt.is_ok());
-                        let receipt = receipt.context("anchoring the round")?;
-                        self.broadcast_block(receipt.height)?;
-                        outcome = Some((o.metrics, Some(o.model.hash), None));
-                    }
-                    CoordinatorEvent::RoundFailed { reason, metrics } => {
-                        outcome = Some((*metrics, None, Some(reason)));
-                    }
-                    CoordinatorEvent::Misbehaved { .. } => {}
-                }
+            self.note_stage(acc);
+            if !step {
+                return Ok(moved);
             }
-            let now_stage = self.coordinator.stage();
-            if now_stage != stage.0 || outcome.is_some() {
-                if let Some(name) = stage.0 {
-                    stage_wall.push((name.to_owned(), wall_ms(stage.1)));
-                }
-                stage = (now_stage, Instant::now());
-            }
-            if !moved && outcome.is_none() {
-                match self.coordinator.next_deadline() {
-                    Some(d) => {
-                        self.clock_ms = self.clock_ms.max(d);
-                        let t = Instant::now();
-                        self.coordinator.tick(self.clock_ms, self.wall());
-                        times.coordinator += t.elapsed().as_secs_f64();
-                    }
-                    None => bail!("the round stalled with no deadline"),
-                }
-            }
+            moved = true;
         }
-        // Whatever the agents still hold of this attempt is over.
-        for a in &mut self.agents {
-            while a.hospital.poll_outgoing().is_some() {}
-            while a.hospital.poll_event().is_some() {}
-        }
-        self.check_copies()?;
-        let mut outcome = outcome.unwrap_or_default();
-        outcome.0.stage_ms = stage_wall;
-        outcome.0.duration_ms = wall_ms(attempt_started);
-        Ok(outcome)
     }
 
-    /// Moves an agent's outgoing messages and events into the round's queues. A block its
+    fn on_node(&mut self, ev: NodeEvent, acc: &mut Attempts) {
+        match ev {
+            NodeEvent::RoundStarted { round, .. } => {
+                acc.started = Some(round);
+                acc.attempt_started = Some(Instant::now());
+                acc.stage_wall.clear();
+            }
+            NodeEvent::Anchored {
+                metrics,
+                model,
+                ledger_ms,
+                ..
+            } => {
+                // The append ran inside the node's call: count it once, as ledger time.
+                acc.times.ledger += ledger_ms / 1000.0;
+                acc.times.coordinator -= ledger_ms / 1000.0;
+                acc.count += 1;
+                acc.ended = Some((*metrics, Some(model), None));
+            }
+            NodeEvent::RoundFailed {
+                metrics,
+                reason,
+                ledger_ms,
+            } => {
+                acc.times.ledger += ledger_ms / 1000.0;
+                acc.times.coordinator -= ledger_ms / 1000.0;
+                acc.count += 1;
+                acc.ended = Some((*metrics, None, Some(reason)));
+            }
+            NodeEvent::Refused { member, reason } => acc.refusals.push(format!(
+                "the coordinator refused a message of {member}: {reason}"
+            )),
+            NodeEvent::Misbehaved { member, reason } => acc
+                .refusals
+                .push(format!("{member} was proven to cheat: {reason}")),
+            NodeEvent::TxRefused { id, reason, .. } => acc.tx_refused.push((id, reason)),
+            NodeEvent::AppendFailed { reason } => acc
+                .refusals
+                .push(format!("members' transactions not appended: {reason}")),
+            NodeEvent::CatchUpFailed { member, height } => acc.refusals.push(format!(
+                "block {height} could not be read for {member}'s catch-up"
+            )),
+            NodeEvent::Waiting { .. }
+            | NodeEvent::CannotStart { .. }
+            | NodeEvent::TxAdmitted { .. }
+            | NodeEvent::Appended { .. }
+            | NodeEvent::MembersChanged { .. }
+            | NodeEvent::CatchUpRefused { .. } => {}
+        }
+    }
+
+    /// Times the running attempt's stages on the wall clock (the protocol's own clock is
+    /// virtual and moves only at deadlines).
+    fn note_stage(&mut self, acc: &mut Attempts) {
+        let now = self.node.coordinator().stage();
+        if now != acc.stage.0 {
+            if let (Some(name), Some(t)) = acc.stage {
+                acc.stage_wall.push((name.to_owned(), wall_ms(t)));
+            }
+            acc.stage = (now, Some(Instant::now()));
+        }
+    }
+
+    /// Moves an agent's outgoing messages and events into the consortium's queues. A block its
     /// own copy refuses is an error: an honest coordinator never sends one.
-    fn drain_agent(
-        &mut self,
-        i: usize,
-        out: &mut VecDeque<(usize, ToCoordinator)>,
-        training: &mut Vec<(usize, Box<medfl_client::TrainingTask>)>,
-    ) -> Result<()> {
+    fn drain_agent(&mut self, i: usize) -> Result<()> {
         let a = &mut self.agents[i];
         let mut charged = Vec::new();
         while let Some(ev) = a.hospital.poll_event() {
             match ev {
                 HospitalEvent::Agent(AgentEvent::Train(task)) if a.budget != Some(0) => {
-                    training.push((i, task))
+                    self.training.push((i, task))
                 }
                 // A simulated hospital's privacy ledger lives in memory: recorded at once.
                 HospitalEvent::Agent(AgentEvent::Charge(c)) => charged.push(c.session),
@@ -677,59 +750,17 @@ impl Consortium {
                 Some(0) => {}
                 Some(n) => {
                     *n -= 1;
-                    out.push_back((i, msg));
+                    self.to_coordinator.push_back((i, msg));
                 }
-                None => out.push_back((i, msg)),
+                None => self.to_coordinator.push_back((i, msg)),
             }
-        }
-        Ok(())
-    }
-
-    /// Sends the block at `height` of the coordinator's ledger to every hospital, as the
-    /// daemon broadcasts each block it appends; each checks it against its own copy.
-    fn broadcast_block(&mut self, height: u64) -> Result<()> {
-        let block = self
-            .ledger
-            .block(height)?
-            .with_context(|| format!("block {height} is not on the coordinator's ledger"))?;
-        let now = self.wall();
-        let mut unused = (VecDeque::new(), Vec::new());
-        for i in 0..self.agents.len() {
-            let msg = ToAgent::Block(Box::new(block.clone()));
-            // A block is not a round message: no agent refuses one (its copy may).
-            let _ = self.agents[i].hospital.handle(msg, now);
-            self.drain_agent(i, &mut unused.0, &mut unused.1)?;
-        }
-        // A catch-up `Hello` a gap provoked is served at once.
-        while let Some((i, msg)) = unused.0.pop_front() {
-            if let ToCoordinator::Hello { height } = msg {
-                self.catch_up(i, height)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends hospital `i` every block after `height` (what the daemon's catch-up does, without
-    /// its rate limit: the simulator's members cannot flood).
-    fn catch_up(&mut self, i: usize, height: u64) -> Result<()> {
-        let now = self.wall();
-        for h in height + 1..=self.ledger.state().height() {
-            let block = self
-                .ledger
-                .block(h)?
-                .with_context(|| format!("block {h} is not on the coordinator's ledger"))?;
-            let _ = self.agents[i]
-                .hospital
-                .handle(ToAgent::Block(Box::new(block)), now);
-            let mut unused = (VecDeque::new(), Vec::new());
-            self.drain_agent(i, &mut unused.0, &mut unused.1)?;
         }
         Ok(())
     }
 
     /// Every hospital's copy must end where the coordinator's does, at the same block.
     fn check_copies(&self) -> Result<()> {
-        let (height, tip) = (self.ledger.state().height(), self.ledger.state().tip());
+        let (height, tip) = (self.ledger().state().height(), self.ledger().state().tip());
         for a in &self.agents {
             let copy = a.hospital.ledger().state();
             if (copy.height(), copy.tip()) != (height, tip) {

@@ -11,7 +11,8 @@
 //! - [`detection`]: the detection experiment on a simulated consortium.
 //! - [`model_store`]: models under their hash, and the one rule for writing a file.
 //! - [`local`]: runs an agent's training task on the model crate.
-//! - [`consortium`]: a whole consortium's state machines in one process.
+//! - [`node`]: the coordinator's runtime apart from I/O, which every driver runs.
+//! - [`consortium`]: a whole consortium in one process, on in-memory queues.
 //! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts.
 //! - [`settings`]: the one configuration of a consortium's rounds and its defaults.
 //! - [`provision`]: startup folders for every member of a consortium.
@@ -28,6 +29,7 @@ pub mod data;
 pub mod detection;
 pub mod local;
 pub mod model_store;
+pub mod node;
 pub mod plot;
 pub mod provision;
 pub mod report;

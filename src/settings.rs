@@ -13,6 +13,9 @@ use medfl_model::AutoencoderConfig;
 use medfl_protocol::{DdgParams, SecAggParams, Strategy, TrainingParams};
 use serde::{Deserialize, Serialize};
 
+/// How long members' transactions are batched before the coordinator orders them into a block.
+pub const ORDER_DELAY_MS: u64 = 500;
+
 /// How a consortium runs rounds: a coordinator config's `[rounds]` table, and `run.toml`'s.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,10 +29,11 @@ pub struct RoundSettings {
     /// Most participants a round takes (0: all eligible).
     #[serde(default)]
     pub max_participants: usize,
-    /// Seconds to wait between rounds (the daemon only: a simulation runs them back to back).
+    /// Seconds from the end of one round to the start of the next (a simulation waits them on
+    /// its virtual clock, so they cost it nothing).
     pub interval_s: f64,
     /// Seconds to wait for every eligible hospital to connect before starting a round with at
-    /// least `min_participants` (the daemon only: simulated hospitals are always connected).
+    /// least `min_participants`.
     pub gather_s: f64,
     /// Seconds each secure-aggregation stage may take.
     pub stage_timeout_s: f64,
@@ -97,6 +101,18 @@ impl RoundSettings {
             stage_ms: ms(self.stage_timeout_s),
             training_ms: ms(self.training_timeout_s),
             endorse_ms: ms(self.endorse_timeout_s),
+        }
+    }
+
+    /// When the coordinator's node starts rounds and orders members' transactions.
+    pub fn pacing(&self) -> crate::node::Pacing {
+        // `check` keeps both finite, non-negative and below a year.
+        let ms = |s: f64| (s * 1000.0).round() as u64;
+        crate::node::Pacing {
+            interval_ms: ms(self.interval_s),
+            gather_ms: ms(self.gather_s),
+            min_participants: self.min_participants,
+            order_delay_ms: ORDER_DELAY_MS,
         }
     }
 

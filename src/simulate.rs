@@ -324,6 +324,7 @@ impl RunConfig {
     fn settings(&self) -> SimSettings {
         SimSettings {
             coordinator: self.rounds.coordinator_config(),
+            pacing: self.rounds.pacing(),
             init_seed: self.rounds.init_seed,
             budget_delta: self.budget_delta.unwrap_or(self.rounds.training.delta),
             floors: self.floors.unwrap_or_default(),

@@ -3,7 +3,6 @@
 //! models. Everything here is plumbing; every protocol decision is in the state machines.
 
 pub mod agent;
-pub mod catchup;
 pub mod coordinator;
 pub mod privacy;
 pub mod submit;
