@@ -1,364 +1,273 @@
-//! One federated round over real libp2p on loopback, timed stage by stage.
+//! Federated rounds run by the daemons themselves over real libp2p on loopback, timed from the
+//! coordinator's own `metrics.jsonl`.
 //!
-//! A coordinator and `--clients` hospital agents (default 10), each with its own libp2p node
-//! (TCP + Noise + Yamux on 127.0.0.1), run the very state machines of `medfl coordinator` and
-//! `medfl client` on a model of about 10^5 parameters. Each round's wall time is split into
-//! local training (the slowest hospital, since hospitals train in parallel), the secure
-//! aggregation server (every coordinator state-machine call: SecAgg+ server, decoding, strategy,
-//! endorsement checks), the slowest client's secure aggregation (its state-machine calls:
-//! encoding with distributed noise, masking, unmasking, recomputing the model to endorse it),
-//! ledger anchoring (the durable block append), and the rest: the network and waiting. Each agent keeps its own in-memory
-//! ledger copy and checks every block, as `medfl client` does. Run with `cargo run --release --example round_bench`.
+//! It provisions a consortium of a coordinator and `--clients` hospitals (default 10) in a
+//! temporary folder, writes each hospital a synthetic access log, and runs `medfl coordinator`
+//! and one `medfl client` per hospital: the very `run` functions of the binary, each with its
+//! own libp2p node (TCP + Noise + Yamux on 127.0.0.1), its own redb ledger copy and privacy
+//! ledger, training on a blocking thread. The model is widened to about 10^5 parameters
+//! (`--hidden`). Each round's figures are the coordinator's `metrics.jsonl` line, as an operator
+//! reads them: wall time per secure-aggregation stage (the masked-input stage holds local
+//! training), the coordinator's compute, the durable anchor append, and bytes on the wire.
+//! Run with `cargo run --release --example round_bench`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use medfl::consortium::{SimSettings, genesis};
-use medfl::settings::RoundSettings;
-use medfl_client::spend::{PrivacyBudget, PrivacySpend};
-use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent};
-use medfl_coordinator::{Coordinator, CoordinatorEvent};
-use medfl_ledger::{AgreementId, Ledger, MemberId, Timestamp};
-use medfl_model::{AutoencoderConfig, EmployeeRows};
-use medfl_net::{NetConfig, NetEvent, PeerId};
-use medfl_protocol::{Envelope, GlobalModel, ToAgent};
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use medfl::daemon::{self, InsecureKeys};
+use medfl::provision::{KeyGeneration, KeySource, provision};
+use medfl_ledger::ConsortiumFile;
 
-/// Nanoseconds spent, shared between tasks.
-#[derive(Default)]
-struct Clock(AtomicU64);
-
-impl Clock {
-    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
-        let t = Instant::now();
-        let out = f();
-        self.0
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        out
-    }
-    fn take(&self) -> f64 {
-        self.0.swap(0, Ordering::Relaxed) as f64 / 1e9
-    }
-}
-
-#[derive(Default)]
-struct Clocks {
-    coordinator: Clock,
-    agents: Vec<Clock>,
-    training_max: Mutex<f64>,
-}
-
-/// One federated round over real libp2p on loopback, timed stage by stage.
+/// Federated rounds run by the daemons over libp2p on loopback.
 #[derive(clap::Parser)]
 struct Args {
-    /// Hospital agents, each with its own libp2p node.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..))]
+    /// Hospitals, each a `medfl client` with its own libp2p node.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=200))]
     clients: u64,
     /// Hidden width of the autoencoder (1612 gives about 10^5 parameters).
     #[arg(long, default_value_t = 1612, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     hidden: u64,
-    /// Rounds to time.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Rounds to run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: u64,
-    /// Training rows per hospital.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
-    rows: u64,
+    /// Days of synthetic access log per hospital.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(7..=60))]
+    days: u64,
 }
 
-/// Feature columns, as the access-log features have.
-const INPUTS: usize = medfl_accesslog::N_FEATURES;
-/// Rows per simulated employee (three weeks of a clinician's accesses).
-const ROWS_PER_EMPLOYEE: usize = 200;
-
-fn wall(start: Instant) -> Timestamp {
-    Timestamp(medfl::consortium::EPOCH.0 + 1000 + start.elapsed().as_millis() as u64)
-}
+/// The stages of a round, in order, as the coordinator names them in `metrics.jsonl`.
+const STAGES: [&str; 7] = [
+    "advertise_keys",
+    "reveal_nonces",
+    "share_keys",
+    "masked_input",
+    "consistency_check",
+    "unmask",
+    "endorse",
+];
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
-    let (n, hidden, rounds, rows) = (
-        usize::try_from(args.clients)?,
-        usize::try_from(args.hidden)?,
-        args.rounds,
-        usize::try_from(args.rows)?,
-    );
-    let model = AutoencoderConfig {
-        inputs: INPUTS,
-        hidden,
-        latent: 8,
-    };
-    let mut plan = RoundSettings::new(AgreementId::new("bench").map_err(anyhow::Error::msg)?);
-    (plan.hidden, plan.latent, plan.init_seed) = (model.hidden, model.latent, 1);
-    plan.training.sampling_rate = 0.05;
-    plan.min_participants = n;
-    let mut settings = SimSettings::new(&plan, 1, 1000.0);
-    settings.coordinator.model = model;
-    let ids: Vec<MemberId> = (0..n)
-        .map(|i| MemberId::new(format!("hospital-{i}")).map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
-    let (g, keys) = genesis(&ids, &settings)?;
     let dir = tempfile::tempdir()?;
-    let ledger = Arc::new(Mutex::new(Ledger::create(&dir.path().join("ledger"), &g)?));
-    let genesis_hash = g.hash()?;
-    let start = Instant::now();
-    let clocks = Arc::new(Clocks {
-        agents: (0..n).map(|_| Clock::default()).collect(),
-        ..Clocks::default()
-    });
-
-    // The coordinator's node.
-    let (coord_id, coord_key) = keys[0].clone();
-    let agent_peers: BTreeMap<PeerId, MemberId> = keys[1..]
-        .iter()
-        .map(|(id, k)| (medfl_net::peer_id_of(&k.verifying_key()), id.clone()))
-        .collect();
-    let (cnet, mut cevents) = medfl_net::spawn::<Envelope>(
-        &coord_key,
-        NetConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            ..NetConfig::default()
-        },
-        agent_peers.keys().copied().collect(),
-    )
-    .await?;
-    let addr = cnet
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?;
-    let coord_peer = medfl_net::peer_id_of(&coord_key.verifying_key());
-
-    // The agents, each a task with its own node.
-    let mut rng = ChaCha20Rng::seed_from_u64(2);
-    for (index, (id, key)) in keys[1..].iter().cloned().enumerate() {
-        let data: Arc<Vec<f32>> = Arc::new(
-            (0..rows * INPUTS)
-                .map(|_| rng.random_range(0.0f32..1.0))
-                .collect(),
-        );
-        // Employees of about ROWS_PER_EMPLOYEE rows each, interleaved as in a real log.
-        let employees: Arc<Vec<u64>> = Arc::new(
-            (0..rows)
-                .map(|r| (r % (rows / ROWS_PER_EMPLOYEE).max(1)) as u64)
-                .collect(),
-        );
-        let mut seed = [0u8; 32];
-        rng.fill(&mut seed);
-        // The bench measures rounds, not budgets: each hospital's own ledger, in memory, has
-        // room for every round.
-        let spend = PrivacySpend::new(PrivacyBudget::new(1e9, 1e-6)?, Vec::new())?;
-        let mut hospital = Hospital::new(
-            Agent::new(id, key.clone(), genesis_hash, spend, seed),
-            Ledger::in_memory(&g)?,
-        );
-        let (net, mut events) = medfl_net::spawn::<Envelope>(
-            &key,
-            NetConfig::default(),
-            [coord_peer].into_iter().collect(),
-        )
-        .await?;
-        net.dial(addr.clone()).await?;
-        let clocks = Arc::clone(&clocks);
-        tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<f32>, f64)>(2);
-            loop {
-                tokio::select! {
-                    ev = events.recv() => match ev {
-                        Some(NetEvent::Connected(_)) => hospital.connected(),
-                        Some(NetEvent::Message { msg: Envelope::ToAgent(m), .. }) => {
-                            let _ = clocks.agents[index].time(|| hospital.handle(m, wall(start)));
-                        }
-                        Some(_) => {}
-                        None => return,
-                    },
-                    Some((session, params, secs)) = rx.recv() => {
-                        if let Ok(mut m) = clocks.training_max.lock() { *m = m.max(secs); }
-                        let _ = clocks.agents[index].time(|| hospital.submit_update(session, &params));
-                    }
-                }
-                while let Some(ev) = hospital.poll_event() {
-                    if let HospitalEvent::Agent(AgentEvent::Charge(c)) = &ev {
-                        let _ = clocks.agents[index].time(|| hospital.charge_recorded(c.session));
-                    }
-                    if let HospitalEvent::Agent(AgentEvent::Train(task)) = ev {
-                        let tx = tx.clone();
-                        let data = Arc::clone(&data);
-                        let employees = Arc::clone(&employees);
-                        tokio::task::spawn_blocking(move || {
-                            let t = Instant::now();
-                            let Ok(rows) = EmployeeRows::new(&data, INPUTS, &employees) else {
-                                return;
-                            };
-                            if let Ok(r) = medfl::local::train(&task, &rows) {
-                                let _ = tx.blocking_send((
-                                    task.session,
-                                    r.params,
-                                    t.elapsed().as_secs_f64(),
-                                ));
-                            }
-                        });
-                    }
-                }
-                while let Some(m) = hospital.poll_outgoing() {
-                    let _ = net.send(coord_peer, &Envelope::ToCoordinator(m)).await;
-                }
-            }
-        });
-    }
-
-    let initial = GlobalModel::initial(model, 7)?;
-    println!(
-        "model: {} parameters ({} KiB); {n} clients on loopback",
-        model.param_count(),
-        initial.to_bytes()?.len() / 1024
-    );
-    let mut coordinator = Coordinator::new(
-        settings.coordinator.clone(),
-        coord_id.clone(),
-        coord_key.clone(),
-        genesis_hash,
-        initial,
-        Vec::new(),
-        [9; 32],
+    let cons = dir.path().join("cons");
+    let hospitals: Vec<String> = (0..args.clients).map(|i| format!("hospital-{i}")).collect();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    provision(
+        &ConsortiumFile::from_toml(&plan(&hospitals, port))?,
+        &cons,
+        KeyGeneration::Central(KeySource::InsecureSeed(1)),
     )?;
-    let mut connected: BTreeMap<MemberId, PeerId> = BTreeMap::new();
-    while connected.len() < n {
-        match cevents.recv().await {
-            Some(NetEvent::Connected(p)) => {
-                if let Some(m) = agent_peers.get(&p) {
-                    connected.insert(m.clone(), p);
-                }
-            }
-            Some(_) => {}
-            None => bail!("network stopped"),
-        }
-    }
-    println!(
-        "\n| round | total s | local training s (slowest) | secagg server s | secagg client s (slowest) | ledger anchoring s | network and waiting s | anchoring share |"
+    let coordinator_config = cons.join("coordinator/config.toml");
+    tune(&coordinator_config, &args)?;
+    let events = logs(dir.path(), args.days)?;
+    eprintln!(
+        "provisioned {} hospitals in {}; starting the daemons",
+        args.clients,
+        cons.display()
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut rows_out = Vec::new();
-    for _ in 0..rounds {
-        clocks.coordinator.take();
-        clocks.agents.iter().for_each(|c| {
-            c.take();
-        });
-        if let Ok(mut m) = clocks.training_max.lock() {
-            *m = 0.0;
-        }
-        let t0 = Instant::now();
-        let members: BTreeSet<MemberId> = connected.keys().cloned().collect();
-        let state = ledger
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .state()
-            .clone();
-        clocks.coordinator.time(|| {
-            coordinator
-                .start_round(
-                    start.elapsed().as_millis() as u64,
-                    wall(start),
-                    &state,
-                    &members,
-                )
-                .map(|_| ())
-        })?;
-        let mut ledger_s = 0.0;
-        let mut done = false;
-        while !done {
-            while let Some((to, msg)) = coordinator.poll_outgoing() {
-                if let Some(p) = connected.get(&to) {
-                    cnet.send(*p, &Envelope::ToAgent(msg)).await?;
-                }
-            }
-            while let Some(ev) = coordinator.poll_event() {
-                match ev {
-                    CoordinatorEvent::Anchor(o) => {
-                        let t = Instant::now();
-                        let receipt = ledger
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("poisoned"))?
-                            .append(vec![o.tx.clone()], wall(start), &coord_id, &coord_key);
-                        ledger_s = t.elapsed().as_secs_f64();
-                        coordinator.anchored(receipt.is_ok());
-                        receipt?;
-                        let block = {
-                            let l = ledger.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                            l.block(l.state().height())?.context("block")?
-                        };
-                        for p in connected.values() {
-                            cnet.send(
-                                *p,
-                                &Envelope::ToAgent(ToAgent::Block(Box::new(block.clone()))),
-                            )
-                            .await?;
-                        }
-                        done = true;
-                    }
-                    CoordinatorEvent::RoundFailed { reason, .. } => bail!("round failed: {reason}"),
-                    CoordinatorEvent::Misbehaved { member, reason } => {
-                        eprintln!("{member}: {reason}")
-                    }
-                }
-            }
-            if done {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_millis(200), cevents.recv()).await {
-                Ok(Some(NetEvent::Message {
-                    from,
-                    msg: Envelope::ToCoordinator(m),
-                })) => {
-                    if let Some(member) = agent_peers.get(&from) {
-                        let state = ledger
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("poisoned"))?
-                            .state()
-                            .clone();
-                        let now = start.elapsed().as_millis() as u64;
-                        let _ = clocks
-                            .coordinator
-                            .time(|| coordinator.handle(now, wall(start), member, m, &state));
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("network stopped"),
-                Err(_) => coordinator.tick(start.elapsed().as_millis() as u64, wall(start)),
-            }
-        }
-        let total = t0.elapsed().as_secs_f64();
-        let training = clocks.training_max.lock().map(|m| *m).unwrap_or(0.0);
-        let server = clocks.coordinator.take();
-        let client = clocks.agents.iter().map(Clock::take).fold(0.0, f64::max);
-        let network = (total - training - server - client - ledger_s).max(0.0);
-        println!(
-            "| {} | {total:.3} | {training:.3} | {server:.3} | {client:.3} | {:.4} | {network:.3} | {:.3}% |",
-            rows_out.len() + 1,
-            ledger_s,
-            100.0 * ledger_s / total
-        );
-        rows_out.push([total, training, server, client, ledger_s, network]);
-        tokio::time::sleep(Duration::from_millis(300)).await; // let the block reach the agents
-    }
-    let median = |i: usize| {
-        let mut v: Vec<f64> = rows_out.iter().map(|r| r[i]).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+
+    let started = Instant::now();
+    let opts = daemon::coordinator::Options {
+        rounds: Some(args.rounds),
+        insecure_keys: InsecureKeys::Allow,
     };
-    let (t, l) = (median(0), median(4));
-    println!(
-        "| median | {t:.3} | {:.3} | {:.3} | {:.3} | {l:.4} | {:.3} | {:.3}% |",
-        median(1),
-        median(2),
-        median(3),
-        median(5),
-        100.0 * l / t
-    );
+    let config = coordinator_config.clone();
+    let coordinator = tokio::spawn(async move { daemon::coordinator::run(&config, opts).await });
+    let mut clients = Vec::new();
+    for h in &hospitals {
+        let config = cons.join(h).join("config.toml");
+        let opts = daemon::agent::Options {
+            data: Some(events.clone()),
+            until_round: Some(args.rounds),
+            insecure_keys: InsecureKeys::Allow,
+            ..daemon::agent::Options::default()
+        };
+        clients.push(tokio::spawn(async move {
+            daemon::agent::run(&config, opts).await
+        }));
+    }
+    let metrics_path = cons.join("coordinator/metrics.jsonl");
+    let mut shown = 0;
+    while !coordinator.is_finished() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        shown = show_progress(&metrics_path, shown, args.rounds);
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("the rounds did not finish within an hour");
+        }
+    }
+    coordinator.await?.context("the coordinator")?;
+    for c in clients {
+        c.await?.context("a hospital")?;
+    }
+    let rounds = anchored(&metrics_path)?;
+    print_table(&args, &rounds);
     Ok(())
+}
+
+/// A consortium plan: the coordinator on `port`, every hospital under one agreement.
+fn plan(hospitals: &[String], port: u16) -> String {
+    let mut plan = format!(
+        "name = \"round bench\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = {}\n\n[[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/{port}\"\n",
+        hospitals.len() / 2
+    );
+    for h in hospitals {
+        plan.push_str(&format!(
+            "\n[[members]]\nid = \"{h}\"\nrole = \"hospital\"\n"
+        ));
+    }
+    let members: Vec<String> = hospitals.iter().map(|h| format!("\"{h}\"")).collect();
+    plan.push_str(&format!(
+        "\n[[agreements]]\nid = \"bench\"\npurpose = \"benchmark\"\nmembers = [{}]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 1000.0\ndelta = 1e-6\n",
+        members.join(", ")
+    ));
+    plan
+}
+
+/// Sets the coordinator's `[rounds]`: the wide model, every hospital in each round, no wait
+/// between rounds.
+fn tune(config: &Path, args: &Args) -> Result<()> {
+    let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(config)?)?;
+    let rounds = doc
+        .get_mut("rounds")
+        .and_then(|r| r.as_table_mut())
+        .context("the coordinator's config has no [rounds]")?;
+    let n = i64::try_from(args.clients)?;
+    rounds.insert("rounds".into(), i64::try_from(args.rounds)?.into());
+    rounds.insert("hidden".into(), i64::try_from(args.hidden)?.into());
+    rounds.insert("min_participants".into(), n.into());
+    rounds.insert("interval_s".into(), 0.0.into());
+    std::fs::write(config, toml::to_string(&doc)?)?;
+    Ok(())
+}
+
+/// Writes one small hospital's synthetic log of `days` days; every client trains on it.
+fn logs(dir: &Path, days: u64) -> Result<PathBuf> {
+    let mut scenario = medfl_simulations::scenario::Scenario::from_toml(
+        medfl_simulations::scenario::DEFAULT_TOML,
+    )?;
+    scenario.hospitals.truncate(1);
+    scenario.days = u32::try_from(days)?;
+    let out = dir.join("logs");
+    medfl_simulations::write_consortium(&scenario, &out)?;
+    let events = out.join(&scenario.hospitals[0].name).join("events.csv");
+    if !events.is_file() {
+        bail!("no events written to {}", events.display());
+    }
+    Ok(events)
+}
+
+/// Prints the rounds that ended since the last call; returns how many lines were read.
+fn show_progress(path: &Path, shown: usize, target: u64) -> usize {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return shown;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    for line in lines.iter().skip(shown) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let round = v["round"].as_u64().unwrap_or(0);
+        match (v["model"].as_str(), v["failure"].as_str()) {
+            (Some(model), _) => eprintln!(
+                "round {round}/{target} anchored in {:.2} s (model {}…)",
+                v["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                &model[..model.len().min(12)]
+            ),
+            (None, Some(why)) => eprintln!("round {round}/{target} attempt failed: {why}"),
+            _ => {}
+        }
+    }
+    lines.len()
+}
+
+/// One anchored round, from `metrics.jsonl`.
+struct Round {
+    duration_s: f64,
+    stages_s: Vec<f64>,
+    compute_s: f64,
+    ledger_s: f64,
+    bytes_out: f64,
+    bytes_in: f64,
+    participants: u64,
+}
+
+fn anchored(path: &Path) -> Result<Vec<Round>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rounds = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        if v["model"].as_str().is_none() {
+            continue;
+        }
+        let stage = |name: &str| {
+            v["stage_ms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s[0].as_str() == Some(name))
+                .filter_map(|s| s[1].as_f64())
+                .sum::<f64>()
+                / 1000.0
+        };
+        rounds.push(Round {
+            duration_s: v["duration_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            stages_s: STAGES.iter().map(|s| stage(s)).collect(),
+            compute_s: v["compute_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            ledger_s: v["ledger_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            bytes_out: v["bytes_out"].as_f64().unwrap_or(f64::NAN),
+            bytes_in: v["bytes_in"].as_f64().unwrap_or(f64::NAN),
+            participants: v["participants"].as_u64().unwrap_or(0),
+        });
+    }
+    if rounds.is_empty() {
+        bail!("no round was anchored");
+    }
+    Ok(rounds)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn print_table(args: &Args, rounds: &[Round]) {
+    let m = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let duration = m(&|r| r.duration_s);
+    println!(
+        "{} hospitals, hidden width {}, {} rounds anchored (medians; every figure from the coordinator's metrics.jsonl)\n",
+        args.clients,
+        args.hidden,
+        rounds.len()
+    );
+    println!("| figure | median |");
+    println!("|---|---|");
+    println!("| round time | {duration:.3} s |");
+    for (i, name) in STAGES.iter().enumerate() {
+        println!("| stage {name} | {:.3} s |", m(&|r| r.stages_s[i]));
+    }
+    println!("| coordinator compute | {:.3} s |", m(&|r| r.compute_s));
+    let ledger = m(&|r| r.ledger_s);
+    println!(
+        "| ledger anchoring | {ledger:.4} s ({:.3}% of the round) |",
+        100.0 * ledger / duration
+    );
+    println!(
+        "| bytes sent by the coordinator | {:.2} MiB |",
+        m(&|r| r.bytes_out) / 1_048_576.0
+    );
+    println!(
+        "| bytes received by the coordinator | {:.2} MiB |",
+        m(&|r| r.bytes_in) / 1_048_576.0
+    );
+    println!("| participants | {} |", m(&|r| r.participants as f64));
 }

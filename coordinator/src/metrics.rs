@@ -33,7 +33,8 @@ pub struct RoundMetrics {
     pub stage_ms: Vec<(String, u64)>,
     /// Milliseconds from start to the anchor transaction.
     pub duration_ms: u64,
-    /// Milliseconds the coordinator computed (decode, strategy, hashing, signatures).
+    /// Milliseconds the round state machine computed in the attempt (decode, strategy,
+    /// hashing, signatures), timed by the driver around each call on its own clock.
     pub compute_ms: u64,
     /// Whether the aggregate was in the range its survivors' updates can reach, and which
     /// coordinates were not (`None` before aggregation).

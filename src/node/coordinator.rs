@@ -194,6 +194,9 @@ pub struct CoordinatorNode {
     waiting_said: Option<String>,
     /// When pooled transactions are ordered.
     order_at: Option<u64>,
+    /// Time spent in the round state machine since the running attempt started (the
+    /// attempt's `compute_ms`).
+    compute: std::time::Duration,
     /// Rounds to anchor in all; no round starts once the ledger holds them (`None`: no end).
     target: Option<u64>,
     outgoing: VecDeque<(MemberId, ToAgent)>,
@@ -278,6 +281,7 @@ impl CoordinatorNode {
             waiting_said: None,
             order_at: None,
             target: None,
+            compute: std::time::Duration::ZERO,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -346,7 +350,9 @@ impl CoordinatorNode {
     pub fn disconnected(&mut self, now_ms: u64, wall: Timestamp, member: &MemberId) {
         if self.connected.remove(member) {
             self.catch_up.disconnected(member);
+            let t = Instant::now();
             self.coordinator.member_gone(now_ms, wall, member);
+            self.compute += t.elapsed();
             self.after_machine(now_ms, wall);
         }
     }
@@ -367,10 +373,12 @@ impl CoordinatorNode {
             ToCoordinator::Hello { height } => self.on_hello(from, height, now_ms),
             ToCoordinator::SubmitTx(tx) => self.on_submit(from, *tx, now_ms),
             m => {
-                if let Err(e) = self
+                let t = Instant::now();
+                let handled = self
                     .coordinator
-                    .handle(now_ms, wall, from, m, self.ledger.state())
-                {
+                    .handle(now_ms, wall, from, m, self.ledger.state());
+                self.compute += t.elapsed();
+                if let Err(e) = handled {
                     self.events.push_back(NodeEvent::Refused {
                         member: from.clone(),
                         reason: e.to_string(),
@@ -401,7 +409,9 @@ impl CoordinatorNode {
     /// Time passed: closes late stages, orders pooled transactions, sends due catch-up
     /// batches and starts a round when one is due.
     pub fn tick(&mut self, now_ms: u64, wall: Timestamp) {
+        let t = Instant::now();
         self.coordinator.tick(now_ms, wall);
+        self.compute += t.elapsed();
         self.after_machine(now_ms, wall);
         if self.order_at.is_some_and(|t| now_ms >= t) {
             self.order_pooled(now_ms, wall);
@@ -498,8 +508,15 @@ impl CoordinatorNode {
         }
         while let Some(ev) = self.coordinator.poll_event() {
             match ev {
-                CoordinatorEvent::Anchor(o) => self.anchor(*o, now_ms, wall),
-                CoordinatorEvent::RoundFailed { reason, metrics } => {
+                CoordinatorEvent::Anchor(mut o) => {
+                    o.metrics.compute_ms = duration_ms(self.compute);
+                    self.anchor(*o, now_ms, wall);
+                }
+                CoordinatorEvent::RoundFailed {
+                    reason,
+                    mut metrics,
+                } => {
+                    metrics.compute_ms = duration_ms(self.compute);
                     self.round_ended(now_ms);
                     self.events.push_back(NodeEvent::RoundFailed {
                         metrics,
@@ -579,17 +596,20 @@ impl CoordinatorNode {
             });
             return;
         }
-        match self
+        self.compute = std::time::Duration::ZERO;
+        let t = Instant::now();
+        let started = self
             .coordinator
             .start_round(now_ms, wall, self.ledger.state(), &self.connected)
-        {
-            Ok(c) => {
-                let ev = NodeEvent::RoundStarted {
-                    round: c.round,
-                    session: c.session,
-                    participants: c.participants.len(),
-                };
-                self.events.push_back(ev);
+            .map(|c| (c.round, c.session, c.participants.len()));
+        self.compute += t.elapsed();
+        match started {
+            Ok((round, session, participants)) => {
+                self.events.push_back(NodeEvent::RoundStarted {
+                    round,
+                    session,
+                    participants,
+                });
                 self.waiting_said = None;
                 self.gathering_since = None;
                 self.after_machine(now_ms, wall);
@@ -761,8 +781,10 @@ impl CoordinatorNode {
             self.events.push_back(NodeEvent::MembersChanged { removed });
         }
         // A participant revoked (or whose acceptance lapsed) mid-round is dropped at once.
+        let t = Instant::now();
         self.coordinator
             .chain_changed(now_ms, wall, self.ledger.state());
+        self.compute += t.elapsed();
         self.after_machine(now_ms, wall);
     }
 
@@ -775,4 +797,8 @@ impl CoordinatorNode {
             .map(|r| r.member.id.clone())
             .collect()
     }
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
