@@ -194,6 +194,8 @@ struct Attempts {
     attempt_started: Option<Instant>,
     /// An attempt of this round started (for the progress line).
     started: Option<u64>,
+    /// Why the round cannot go on.
+    fatal: Option<String>,
 }
 
 struct SimAgent {
@@ -489,6 +491,9 @@ impl Consortium {
             .set_target(Some(self.node.rounds_anchored().saturating_add(1)));
         let (metrics, model, failure) = loop {
             let moved = self.deliver(&mut acc)?;
+            if let Some(why) = acc.fatal.take() {
+                bail!("the round could not start: {why}");
+            }
             if let Some(round) = acc.started.take() {
                 progress(&format!("round {round}: started"));
             }
@@ -562,18 +567,33 @@ impl Consortium {
             if std::mem::take(&mut a.gone) && !self.node.connected(&id) {
                 bail!("{id} may no longer connect");
             }
-            if a.hospital.ledger().state().height() < tip {
-                a.hospital.connected();
-                self.drain_agent(i)?;
-            }
         }
-        loop {
-            self.deliver(acc)?;
-            if self.node.poll_timeout().is_none() {
+        // A hello refused by the catch-up rate limit is asked again once the limit refills.
+        for _ in 0..3 {
+            for i in 0..self.agents.len() {
+                if self.agents[i].hospital.ledger().state().height() < tip {
+                    self.agents[i].hospital.connected();
+                    self.drain_agent(i)?;
+                }
+            }
+            loop {
+                self.deliver(acc)?;
+                if self.node.poll_timeout().is_none() {
+                    break;
+                }
+                self.advance("catch-up stalled")?;
+            }
+            if self
+                .agents
+                .iter()
+                .all(|a| a.hospital.ledger().state().height() >= tip)
+            {
                 return Ok(());
             }
-            self.advance("catch-up stalled")?;
+            // The catch-up bucket regains a hello in this time.
+            self.clock_ms += crate::node::catchup::CatchUpLimits::default().refill_ms;
         }
+        Ok(())
     }
 
     /// Runs the queued training tasks (each hospital's DP-SGD on its own rows) and hands each
@@ -697,9 +717,21 @@ impl Consortium {
             NodeEvent::CatchUpFailed { member, height } => acc.refusals.push(format!(
                 "block {height} could not be read for {member}'s catch-up"
             )),
-            NodeEvent::Waiting { .. }
-            | NodeEvent::CannotStart { .. }
-            | NodeEvent::TxAdmitted { .. }
+            // Nothing in a simulation changes by waiting: a round that cannot start never will.
+            NodeEvent::Waiting {
+                eligible,
+                needed,
+                ineligible,
+            } => {
+                acc.fatal = Some(format!(
+                    "{eligible} eligible hospitals, {needed} needed: {}",
+                    medfl_coordinator::describe_ineligible(&ineligible)
+                ))
+            }
+            NodeEvent::CannotStart { reason } | NodeEvent::StorageFailed { reason } => {
+                acc.fatal = Some(reason)
+            }
+            NodeEvent::TxAdmitted { .. }
             | NodeEvent::Appended { .. }
             | NodeEvent::MembersChanged { .. }
             | NodeEvent::CatchUpRefused { .. } => {}

@@ -135,3 +135,26 @@ fn dropouts_are_recorded_and_runs_are_bit_reproducible() {
         .sum();
     assert_eq!(anchored_dropped, anchored_rounds_dropped);
 }
+
+/// A simulation whose hospitals run out of budget stops with the reason, instead of waiting
+/// for hospitals that will never be eligible again.
+#[test]
+fn a_round_no_hospital_can_afford_ends_the_simulation_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(Strategy::default(), 0.0, 3);
+    s.budget_epsilon = 1.0;
+    let mut c = Consortium::create(dir.path(), hospitals(3, 100, 6, 3), &s).unwrap();
+    let mut anchored = 0;
+    let err = loop {
+        match c.run_round(|_| {}) {
+            Ok(r) => {
+                assert_eq!(r.failure, None);
+                anchored += 1;
+                assert!(anchored < 40, "the budget never ran out");
+            }
+            Err(e) => break format!("{e:#}"),
+        }
+    };
+    assert!(err.contains("could not start"), "{err}");
+    assert!(err.contains("budget"), "{err}");
+}

@@ -1,8 +1,6 @@
 //! The coordinator's node, driven by hand: pacing around members' transactions, membership
 //! changes, catch-up, and refusing strangers. The simulator and the daemon drive this same type.
 
-use std::collections::BTreeSet;
-
 use ed25519_dalek::SigningKey;
 use medfl::consortium::{EPOCH, SimSettings, genesis};
 use medfl::model_store::ModelStore;
@@ -79,15 +77,15 @@ fn transmits(node: &mut CoordinatorNode) -> Vec<(MemberId, ToAgent)> {
     std::iter::from_fn(|| node.poll_transmit()).collect()
 }
 
-/// A consent submitted just before a round is due is ordered first: the round's consent height
-/// includes it, whatever the pacing.
+/// A consent submitted before a round falls due is ordered first: the round's consent height
+/// includes it, whatever the batching window.
 #[test]
 fn a_transaction_pooled_before_a_round_is_due_is_ordered_before_it_starts() {
     let mut s = setup(3);
     for (id, _) in &s.keys[1..] {
         assert!(s.node.connected(id));
     }
-    // The round is due at 1,000 ms; the consent arrives at 900 ms, ordered at 1,400 ms.
+    // The round is due at 1,000 ms; the consent arrives at 900 ms (its window ends at 1,400).
     let tx = consent(&s, 1, 900, 1);
     let id = tx.id().unwrap();
     let h1 = s.keys[1].0.clone();
@@ -95,15 +93,8 @@ fn a_transaction_pooled_before_a_round_is_due_is_ordered_before_it_starts() {
         s.node
             .handle(900, wall(900), &h1, ToCoordinator::SubmitTx(Box::new(tx)))
     );
-    assert_eq!(s.node.poll_timeout(), Some(1_400));
+    assert_eq!(s.node.poll_timeout(), Some(1_000));
     s.node.tick(1_000, wall(1_000));
-    assert!(
-        !events(&mut s.node)
-            .iter()
-            .any(|e| matches!(e, NodeEvent::RoundStarted { .. })),
-        "a round started with a member's transaction still pooled"
-    );
-    s.node.tick(1_400, wall(1_400));
     let evs = events(&mut s.node);
     let appended = evs
         .iter()
@@ -120,19 +111,80 @@ fn a_transaction_pooled_before_a_round_is_due_is_ordered_before_it_starts() {
     let started = evs
         .iter()
         .position(|e| matches!(e, NodeEvent::RoundStarted { .. }))
-        .expect("the round started once the pool was empty");
+        .expect("the round started");
     assert!(appended < started, "{evs:?}");
+    let height = s.node.ledger().state().height();
     assert!(s.node.ledger().state().contains_tx(&id));
-    // The block went to every connected member before the round's first message.
+    // Every connected member gets the block before the round, whose consent height covers it.
     let out = transmits(&mut s.node);
     for (m, _) in &s.keys[1..] {
-        let first = out.iter().find(|(to, _)| to == m).expect("a message");
-        assert!(matches!(first.1, ToAgent::Block(_)), "{m}: {:?}", first.1);
+        let mine: Vec<&ToAgent> = out
+            .iter()
+            .filter(|(to, _)| to == m)
+            .map(|(_, x)| x)
+            .collect();
+        assert!(matches!(mine[0], ToAgent::Block(_)), "{m}: {:?}", mine[0]);
+        let start = mine
+            .iter()
+            .find_map(|x| match x {
+                ToAgent::RoundStart(c) => Some(c),
+                _ => None,
+            })
+            .expect("a round start");
+        assert!(start.consent_height >= height, "{}", start.consent_height);
     }
 }
 
-/// A revoked member is cut off: it drops out of the connected set, may not reconnect, and its
-/// messages are refused; a stranger is refused from the start.
+/// Attack: members keep the pool full so that transactions are always waiting. Rounds start
+/// at their pace anyway; the pool is ordered once when a round falls due.
+#[test]
+fn members_keeping_the_pool_full_cannot_hold_rounds_off() {
+    let mut s = setup(6);
+    for (id, _) in &s.keys[1..] {
+        assert!(s.node.connected(id));
+    }
+    // Five members with 16 transactions each: more than one block (64) takes.
+    let mut n = 0u8;
+    for i in 1..=5 {
+        for _ in 0..16 {
+            let tx = consent(&s, i, 500, n);
+            n = n.wrapping_add(1);
+            let from = s.keys[i].0.clone();
+            assert!(
+                s.node
+                    .handle(500, wall(500), &from, ToCoordinator::SubmitTx(Box::new(tx)))
+            );
+        }
+    }
+    assert_eq!(s.node.pooled(), 80);
+    let mut now = 500;
+    let mut started = false;
+    while now <= 1_000 {
+        let t = s.node.poll_timeout().expect("something is due");
+        now = t.max(now);
+        s.node.tick(now, wall(now));
+        started |= events(&mut s.node)
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RoundStarted { .. }));
+        // They refill the pool as soon as it drains.
+        for i in 1..=5 {
+            let from = s.keys[i].0.clone();
+            let tx = consent(&s, i, now, n);
+            n = n.wrapping_add(1);
+            s.node
+                .handle(now, wall(now), &from, ToCoordinator::SubmitTx(Box::new(tx)));
+        }
+        if started {
+            break;
+        }
+    }
+    assert!(started, "the round never started (clock at {now} ms)");
+    assert!(now <= 1_000, "the round started late, at {now} ms");
+}
+
+/// A revoked member is cut off: it drops out of the connected set, may not reconnect, its
+/// messages are refused, and nothing queued for it before its revocation reaches it; a
+/// stranger is refused from the start.
 #[test]
 fn a_revoked_member_and_a_stranger_are_refused() {
     let mut s = setup(3);
@@ -146,19 +198,34 @@ fn a_revoked_member_and_a_stranger_are_refused() {
         !s.node
             .handle(0, wall(0), &stranger, ToCoordinator::Hello { height: 0 })
     );
-    let (cid, ckey) = &s.keys[0];
-    let revoke = Transaction::sign(
+    // A round starts; its messages to h2 are queued, not yet sent.
+    s.node.tick(1_000, wall(1_000));
+    assert!(
+        events(&mut s.node)
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RoundStarted { .. }))
+    );
+    // h2 revokes itself through the pool; the block is ordered at the end of the window.
+    let (k2, key2) = &s.keys[2];
+    let leave = Transaction::sign(
         &s.genesis,
-        cid.clone(),
-        ckey,
-        wall(10),
+        k2.clone(),
+        key2,
+        wall(1_010),
         TxBody::RevokeMember {
             member: h2.clone(),
-            reason: "credentials leaked".into(),
+            reason: "leaving the consortium".into(),
         },
     )
     .unwrap();
-    s.node.append_admin(10, wall(10), revoke).unwrap();
+    assert!(s.node.handle(
+        1_010,
+        wall(1_010),
+        &h2,
+        ToCoordinator::SubmitTx(Box::new(leave))
+    ));
+    let due = s.node.poll_timeout().unwrap();
+    s.node.tick(due, wall(due));
     let evs = events(&mut s.node);
     assert!(
         evs.iter().any(
@@ -166,11 +233,20 @@ fn a_revoked_member_and_a_stranger_are_refused() {
         ),
         "{evs:?}"
     );
+    let out = transmits(&mut s.node);
+    assert!(
+        out.iter().all(|(to, _)| to != &h2),
+        "a revoked member was still sent {:?}",
+        out.iter()
+            .filter(|(to, _)| to == &h2)
+            .map(|(_, m)| m.kind())
+            .collect::<Vec<_>>()
+    );
     assert!(!s.node.connected_members().contains(&h2));
     assert!(!s.node.connected(&h2));
     assert!(
         !s.node
-            .handle(20, wall(20), &h2, ToCoordinator::Hello { height: 0 })
+            .handle(due, wall(due), &h2, ToCoordinator::Hello { height: 0 })
     );
     // Its notice names the revocation, signed by the coordinator.
     let notices = s.node.refusal_notices();
@@ -211,12 +287,12 @@ fn catch_up_streams_missing_blocks_in_batches() {
     let due = s.node.poll_timeout().expect("the next batch is due later");
     assert!(due > 101);
     s.node.tick(due, wall(due));
-    let rest: BTreeSet<u64> = transmits(&mut s.node)
+    let rest: Vec<u64> = transmits(&mut s.node)
         .into_iter()
         .filter_map(|(_, m)| match m {
             ToAgent::Block(b) => Some(b.header.header.height),
             _ => None,
         })
         .collect();
-    assert_eq!(rest, (33..=40).collect());
+    assert_eq!(rest, (33..=40).collect::<Vec<_>>());
 }

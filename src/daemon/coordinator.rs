@@ -189,17 +189,19 @@ impl Daemon {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Sends what the node has to send and acts on its events.
+    /// Acts on the node's events, then sends what it has to send: events first, so a round's
+    /// byte count starts before its first message and a member cut off is gone from the
+    /// connection map before anything else is sent.
     async fn flush(&mut self) -> Result<()> {
         loop {
             let mut moved = false;
+            while let Some(ev) = self.node.poll_event() {
+                moved = true;
+                self.on_node(ev).await?;
+            }
             while let Some((to, msg)) = self.node.poll_transmit() {
                 moved = true;
                 self.send(&to, msg).await;
-            }
-            while let Some(ev) = self.node.poll_event() {
-                moved = true;
-                self.on_node(ev).await;
             }
             if !moved {
                 return Ok(());
@@ -218,7 +220,7 @@ impl Daemon {
         }
     }
 
-    async fn on_node(&mut self, ev: NodeEvent) {
+    async fn on_node(&mut self, ev: NodeEvent) -> Result<()> {
         match ev {
             NodeEvent::RoundStarted {
                 round,
@@ -294,7 +296,9 @@ impl Daemon {
             NodeEvent::CatchUpFailed { member, height } => {
                 warn!(member = %member, height, "cannot read a block for catch-up")
             }
+            NodeEvent::StorageFailed { reason } => bail!("storage failed: {reason}"),
         }
+        Ok(())
     }
 
     /// A `metrics.jsonl` line saying no round can start, and why each member is left out.
@@ -387,13 +391,14 @@ impl Daemon {
                 }
             }
             NetEvent::Message { from, msg } => {
+                let size = medfl_net::codec::encode(&msg).map_or(0, |b| b.len() as u64);
                 let member = self.peers.get(&from).cloned();
                 let (Some(member), Envelope::ToCoordinator(msg)) = (member, msg) else {
                     warn!(peer = %from, "a message that is not an active member's to the coordinator; closing");
                     let _ = self.net.disconnect(from).await;
                     return;
                 };
-                self.bytes_in += medfl_net::codec::encode(&msg).map_or(0, |b| b.len() as u64);
+                self.bytes_in += size;
                 if self.node.handle(now_ms, wall_now(), &member, msg) {
                     self.connected.insert(member, from);
                 } else {

@@ -149,6 +149,12 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// The model store or the ledger's storage failed: the node must stop. Going on would run
+    /// rounds whose updates hospitals pay for in privacy and that can never be anchored.
+    StorageFailed {
+        /// Why.
+        reason: String,
+    },
     /// Who may connect changed (a member was added or revoked): the driver updates its
     /// allowlist and cuts the members in `removed`.
     MembersChanged {
@@ -169,6 +175,16 @@ pub enum NodeEvent {
         /// The block.
         height: u64,
     },
+}
+
+/// Whether enough hospitals are connected to start a round.
+enum Gathered {
+    /// Start now.
+    Go,
+    /// Enough are connected; waiting out the gather window for the rest.
+    Gathering,
+    /// Fewer than `min_participants` eligible hospitals are connected.
+    TooFew,
 }
 
 /// The coordinator's node (see the module docs).
@@ -194,6 +210,8 @@ pub struct CoordinatorNode {
     waiting_said: Option<String>,
     /// When pooled transactions are ordered.
     order_at: Option<u64>,
+    /// Attempts ended so far.
+    rounds_ended: u64,
     /// Time spent in the round state machine since the running attempt started (the
     /// attempt's `compute_ms`).
     compute: std::time::Duration,
@@ -282,6 +300,7 @@ impl CoordinatorNode {
             order_at: None,
             target: None,
             compute: std::time::Duration::ZERO,
+            rounds_ended: 0,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -409,15 +428,26 @@ impl CoordinatorNode {
     /// Time passed: closes late stages, orders pooled transactions, sends due catch-up
     /// batches and starts a round when one is due.
     pub fn tick(&mut self, now_ms: u64, wall: Timestamp) {
+        let ended = self.rounds_ended;
         let t = Instant::now();
         self.coordinator.tick(now_ms, wall);
         self.compute += t.elapsed();
         self.after_machine(now_ms, wall);
-        if self.order_at.is_some_and(|t| now_ms >= t) {
+        let round_due = self.round_due_at().is_some_and(|t| now_ms >= t);
+        // A round that falls due takes what is pooled now into a block first (a consent
+        // change submitted before the round applies to it); what arrives later waits for its
+        // own turn, so no member can hold rounds off by keeping the pool full.
+        if self.order_at.is_some_and(|t| now_ms >= t)
+            || (round_due && self.coordinator.is_idle() && !self.mempool.is_empty())
+        {
             self.order_pooled(now_ms, wall);
         }
         self.pump_catch_up(now_ms);
-        self.maybe_start_round(now_ms, wall);
+        // Not in the call that ended a round: the driver hears of the end before the next
+        // attempt starts (with no interval, it starts at the next tick, at the same time).
+        if self.rounds_ended == ended {
+            self.maybe_start_round(now_ms, wall);
+        }
     }
 
     /// The earliest time [`Self::tick`] has something to do.
@@ -543,15 +573,27 @@ impl CoordinatorNode {
             }
         });
         let receipt = match stored {
-            Ok(()) => self
-                .ledger
-                .append(vec![o.tx], wall, &self.me, &self.key)
-                .map_err(anyhow::Error::from),
-            Err(e) => Err(e.context("storing the round's model")),
+            Ok(()) => self.ledger.append(vec![o.tx], wall, &self.me, &self.key),
+            Err(e) => {
+                self.coordinator.anchored(false);
+                self.round_ended(now_ms);
+                self.events.push_back(NodeEvent::StorageFailed {
+                    reason: format!("storing the round's model: {e:#}"),
+                });
+                return;
+            }
         };
         let ledger_ms = t.elapsed().as_secs_f64() * 1000.0;
         self.coordinator.anchored(receipt.is_ok());
         self.round_ended(now_ms);
+        if let Err(e) = &receipt
+            && !matches!(e, LedgerError::Rejected(_))
+        {
+            self.events.push_back(NodeEvent::StorageFailed {
+                reason: format!("appending the round's anchor: {e}"),
+            });
+            return;
+        }
         match receipt {
             Ok(r) => {
                 self.broadcast_block(r.height);
@@ -564,24 +606,21 @@ impl CoordinatorNode {
             }
             Err(e) => self.events.push_back(NodeEvent::RoundFailed {
                 metrics: Box::new(o.metrics),
-                reason: format!("the ledger refused the anchor: {e:#}"),
+                reason: format!("the ledger refused the anchor: {e}"),
                 ledger_ms,
             }),
         }
     }
 
     fn round_ended(&mut self, now_ms: u64) {
+        self.rounds_ended += 1;
         self.next_round_ms = now_ms.saturating_add(self.pacing.interval_ms);
         self.gathering_since = None;
     }
 
-    /// When a round start is next worth trying: at the pace, and not before pooled
-    /// transactions are ordered.
+    /// When a round start is next worth trying.
     fn round_due_at(&self) -> Option<u64> {
-        if self.target_reached() {
-            return None;
-        }
-        Some(self.next_round_ms.max(self.order_at.unwrap_or(0)))
+        (!self.target_reached()).then_some(self.next_round_ms)
     }
 
     fn maybe_start_round(&mut self, now_ms: u64, wall: Timestamp) {
@@ -589,12 +628,23 @@ impl CoordinatorNode {
             Some(t) if self.coordinator.is_idle() && now_ms >= t => {}
             _ => return,
         }
-        if !self.gathered(now_ms, wall) {
-            self.next_round_ms = self.gathering_since.map_or(now_ms + WAITING_RETRY_MS, |s| {
-                s.saturating_add(self.pacing.gather_ms)
-                    .min(now_ms + WAITING_RETRY_MS)
-            });
-            return;
+        let retry = now_ms.saturating_add(WAITING_RETRY_MS);
+        match self.gathered(now_ms, wall) {
+            Gathered::Go => {}
+            Gathered::Gathering => {
+                self.next_round_ms = self.gathering_since.map_or(retry, |s| {
+                    s.saturating_add(self.pacing.gather_ms).min(retry)
+                });
+                return;
+            }
+            Gathered::TooFew => {
+                self.next_round_ms = retry;
+                if let Ok(e) = self.eligibility(wall) {
+                    let needed = self.pacing.min_participants;
+                    self.say_waiting(e.eligible.len(), needed, e.ineligible);
+                }
+                return;
+            }
         }
         self.compute = std::time::Duration::ZERO;
         let t = Instant::now();
@@ -619,45 +669,59 @@ impl CoordinatorNode {
                 needed,
                 ineligible,
             }) => {
-                let why = describe_ineligible(&ineligible);
-                if self.waiting_said.as_deref() != Some(why.as_str()) {
-                    self.waiting_said = Some(why);
-                    self.events.push_back(NodeEvent::Waiting {
-                        eligible,
-                        needed,
-                        ineligible,
-                    });
-                }
-                self.next_round_ms = now_ms + WAITING_RETRY_MS;
+                self.say_waiting(eligible, needed, ineligible);
+                self.next_round_ms = retry;
             }
             Err(e) => {
                 self.events.push_back(NodeEvent::CannotStart {
                     reason: e.to_string(),
                 });
-                self.next_round_ms = now_ms + CANNOT_START_RETRY_MS;
+                self.next_round_ms = now_ms.saturating_add(CANNOT_START_RETRY_MS);
             }
+        }
+    }
+
+    /// Reports why no round can start, unless it said the same last time.
+    fn say_waiting(
+        &mut self,
+        eligible: usize,
+        needed: usize,
+        ineligible: BTreeMap<MemberId, Ineligible>,
+    ) {
+        let why = format!("{eligible}/{needed}: {}", describe_ineligible(&ineligible));
+        if self.waiting_said.as_deref() != Some(why.as_str()) {
+            self.waiting_said = Some(why);
+            self.events.push_back(NodeEvent::Waiting {
+                eligible,
+                needed,
+                ineligible,
+            });
         }
     }
 
     /// Whether to start now: every eligible hospital is connected, or `gather` has passed
     /// since enough of them were.
-    fn gathered(&mut self, now_ms: u64, wall: Timestamp) -> bool {
+    fn gathered(&mut self, now_ms: u64, wall: Timestamp) -> Gathered {
         let chain = self.ledger.state();
         let (Ok(everyone), Ok(present)) = (
             self.coordinator.eligible(chain, &self.members, wall),
             self.coordinator.eligible(chain, &self.connected, wall),
         ) else {
-            return true; // start_round reports the problem
+            return Gathered::Go; // start_round reports the problem
         };
         if present.len() >= everyone.len() {
-            return true;
+            return Gathered::Go;
         }
         if present.len() < self.pacing.min_participants {
             self.gathering_since = None;
-            return false;
+            return Gathered::TooFew;
         }
         let since = *self.gathering_since.get_or_insert(now_ms);
-        now_ms.saturating_sub(since) >= self.pacing.gather_ms
+        if now_ms.saturating_sub(since) >= self.pacing.gather_ms {
+            Gathered::Go
+        } else {
+            Gathered::Gathering
+        }
     }
 
     fn on_hello(&mut self, member: &MemberId, height: u64, now_ms: u64) {
@@ -777,6 +841,8 @@ impl CoordinatorNode {
                 self.catch_up.forget(m);
                 self.mempool.forget(m);
             }
+            // Cut off at once: nothing queued before the block reaches them either.
+            self.outgoing.retain(|(to, _)| !removed.contains(to));
             self.members = members;
             self.events.push_back(NodeEvent::MembersChanged { removed });
         }
