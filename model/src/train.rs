@@ -110,6 +110,35 @@ pub fn score(
     Ok(out)
 }
 
+/// Each feature's squared reconstruction error for every row (row-major, like `data`): what
+/// makes up a row's [`score`], so an alert can name the features that raised it.
+pub fn reconstruction_errors(
+    model: &Autoencoder,
+    data: &[f32],
+    inputs: usize,
+    device: &Device,
+) -> Result<Vec<f32>, ModelError> {
+    if inputs == 0 || !data.len().is_multiple_of(inputs) {
+        return Err(ModelError::Shape(format!(
+            "{} values do not form rows of {inputs}",
+            data.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.chunks(4096 * inputs) {
+        let x = Tensor::<2>::from_data(
+            TensorData::new(chunk.to_vec(), [chunk.len() / inputs, inputs]),
+            device,
+        );
+        let err = (model.forward(x.clone()) - x).powi_scalar(2).into_data();
+        out.extend(
+            err.try_into_vec::<f32>()
+                .map_err(|e| ModelError::Backend(format!("{e:?}")))?,
+        );
+    }
+    Ok(out)
+}
+
 /// The alert threshold for `model` on a hospital's own normal traffic: the score above which a
 /// `target_fpr` share of `normal_rows` (of `inputs` columns) lies. The one calibration every
 /// path uses (a hospital adopting a model, `medfl train`, the simulator, the experiments); it

@@ -1,0 +1,457 @@
+//! The monitor's audit trail: every request and its decision, and every officer's review, in a
+//! local append-only log that is hash-chained, durable before the answer leaves, and sealed in
+//! batches whose Merkle roots the hospital anchors on the ledger.
+//!
+//! Each record carries the hash of the one before it, so a record changed in place breaks the
+//! chain at the next one, and verification names it. A batch's root (RFC 6962 form, as the
+//! ledger's blocks use) goes into an `AnchorAuditLog` transaction the hospital signs itself; a
+//! log rewritten from some record on, chain and all, no longer matches the root anchored for
+//! that batch, and a log cut short holds fewer batches than the ledger anchors. What is not yet
+//! sealed is protected by the chain alone, and verification says how much that is.
+//!
+//! The file is redb's, opened with its integrity check; every call into the engine is guarded,
+//! so a damaged file is an error, never a crash.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use medfl_ledger::tx::AuditAnchor;
+use medfl_ledger::{Hash, Timestamp, codec, merkle};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::decide::Decision;
+use crate::request::AccessRequest;
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+
+/// Most records one sealed batch holds.
+pub const MAX_BATCH: usize = 4096;
+
+/// Why the audit log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The storage engine failed or found the file damaged.
+    #[error("audit log storage: {0}")]
+    Storage(String),
+    /// A record or batch does not verify; `seq` is the first bad record.
+    #[error("record {seq}: {problem}")]
+    Bad {
+        /// The first record that fails.
+        seq: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The ledger anchors more batches than the log holds: records were lost.
+    #[error(
+        "the ledger anchors {anchored} batches of this log, the log holds {held}: records were lost"
+    )]
+    Truncated {
+        /// Batches anchored.
+        anchored: usize,
+        /// Batches held.
+        held: usize,
+    },
+}
+
+/// What happened, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// An access was decided.
+    Decision {
+        /// The request as received.
+        request: Box<AccessRequest>,
+        /// The answer sent.
+        decision: Box<Decision>,
+    },
+    /// A security officer reviewed something.
+    Review {
+        /// The officer (as authenticated).
+        officer: String,
+        /// What the officer did.
+        action: ReviewAction,
+        /// Free text.
+        note: String,
+    },
+}
+
+/// A security officer's review.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReviewAction {
+    /// The alert of record `seq` was looked at.
+    Acknowledge {
+        /// The record of the alert.
+        seq: u64,
+    },
+    /// The user's block is lifted.
+    Unblock {
+        /// The user.
+        user: String,
+    },
+}
+
+/// One record of the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Its position, from 0, without gaps.
+    pub seq: u64,
+    /// When the monitor recorded it (ms since the epoch; never earlier than the record before).
+    pub at_ms: u64,
+    /// The hash of the record before (zero for the first).
+    pub prev: Hash,
+    /// What happened.
+    pub body: RecordBody,
+}
+
+/// A sealed batch: records `first..=last` under `root`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SealedBatch {
+    /// Its position among batches, from 0.
+    pub index: u64,
+    /// Its first record.
+    pub first: u64,
+    /// Its last record.
+    pub last: u64,
+    /// The Merkle root over its records' hashes.
+    pub root: Hash,
+    /// Its first record's time.
+    pub first_at: u64,
+    /// Its last record's time.
+    pub last_at: u64,
+}
+
+impl SealedBatch {
+    /// The ledger transaction body that anchors it.
+    pub fn anchor(&self) -> AuditAnchor {
+        AuditAnchor {
+            merkle_root: self.root,
+            count: self.last - self.first + 1,
+            first_event_at: Timestamp(self.first_at),
+            last_event_at: Timestamp(self.last_at),
+        }
+    }
+}
+
+/// What verification found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VerifyReport {
+    /// Records in the log.
+    pub records: u64,
+    /// Sealed batches.
+    pub batches: usize,
+    /// Batches whose root the ledger anchors (and matches).
+    pub anchored: usize,
+    /// Records not yet in a sealed batch (protected by the hash chain only).
+    pub unsealed: u64,
+}
+
+/// The audit log (see the module docs).
+pub struct AuditLog {
+    db: redb::Database,
+    /// The next record's position, and the hash and time of the last record.
+    next: u64,
+    last_hash: Hash,
+    last_at: u64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("records", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a call into the storage engine, turning a panic on a damaged page into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, AuditError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| AuditError::Storage(format!("{what}: {e}"))),
+        Err(_) => Err(AuditError::Storage(format!(
+            "{what}: the storage engine failed on a damaged file"
+        ))),
+    }
+}
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path`, checking the file's integrity.
+    ///
+    /// # Errors
+    /// The file is damaged, locked by another process, or its last record does not decode.
+    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        let db = guarded("opening the audit log", || {
+            redb::Builder::new()
+                .set_check_integrity_on_open(true)
+                .create(path)
+                .map_err(s)
+        })?;
+        guarded("creating the tables", || {
+            let txn = db.begin_write().map_err(s)?;
+            txn.open_table(RECORDS).map_err(s)?;
+            txn.open_table(BATCHES).map_err(s)?;
+            txn.commit().map_err(s)
+        })?;
+        let mut log = AuditLog {
+            db,
+            next: 0,
+            last_hash: Hash::default(),
+            last_at: 0,
+        };
+        let last = guarded("reading the last record", || {
+            let txn = log.db.begin_read().map_err(s)?;
+            let t = txn.open_table(RECORDS).map_err(s)?;
+            let last = t.last().map_err(s)?;
+            Ok(last.map(|(k, v)| (k.value(), v.value().to_vec())))
+        })?;
+        if let Some((seq, bytes)) = last {
+            let record = decode_record(seq, &bytes)?;
+            log.next = seq + 1;
+            log.last_hash = Hash::of_bytes(&bytes);
+            log.last_at = record.at_ms;
+        }
+        Ok(log)
+    }
+
+    /// Records in the log.
+    pub fn len(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.next == 0
+    }
+
+    /// Appends `body` at `at_ms` (raised to the last record's time if earlier) and commits it
+    /// durably before returning the record.
+    ///
+    /// # Errors
+    /// Storage failed; nothing was appended.
+    pub fn append(&mut self, at_ms: u64, body: RecordBody) -> Result<AuditRecord, AuditError> {
+        let record = AuditRecord {
+            seq: self.next,
+            at_ms: at_ms.max(self.last_at),
+            prev: self.last_hash,
+            body,
+        };
+        let bytes = codec::encode(&record).map_err(|e| AuditError::Storage(e.to_string()))?;
+        guarded("appending a record", || {
+            let txn = self.db.begin_write().map_err(s)?;
+            {
+                let mut t = txn.open_table(RECORDS).map_err(s)?;
+                t.insert(record.seq, bytes.as_slice()).map_err(s)?;
+            }
+            txn.commit().map_err(s)
+        })?;
+        self.next += 1;
+        self.last_hash = Hash::of_bytes(&bytes);
+        self.last_at = record.at_ms;
+        Ok(record)
+    }
+
+    /// Records `from..` in order, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        let raw = self.raw(from, limit)?;
+        raw.into_iter()
+            .map(|(seq, bytes)| decode_record(seq, &bytes))
+            .collect()
+    }
+
+    fn raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        guarded("reading records", || {
+            let txn = self.db.begin_read().map_err(s)?;
+            let t = txn.open_table(RECORDS).map_err(s)?;
+            let mut out = Vec::new();
+            for entry in t.range(from..).map_err(s)?.take(limit) {
+                let (k, v) = entry.map_err(s)?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The sealed batches, in order.
+    ///
+    /// # Errors
+    /// Storage failed or a batch does not decode.
+    pub fn batches(&self) -> Result<Vec<SealedBatch>, AuditError> {
+        let raw = guarded("reading batches", || {
+            let txn = self.db.begin_read().map_err(s)?;
+            let t = txn.open_table(BATCHES).map_err(s)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(s)? {
+                let (_, v) = entry.map_err(s)?;
+                out.push(v.value().to_vec());
+            }
+            Ok(out)
+        })?;
+        raw.iter()
+            .map(|b| {
+                codec::decode::<SealedBatch>(b).map_err(|e| {
+                    AuditError::Storage(format!("a sealed batch does not decode: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Seals the records after the last sealed batch (at most [`MAX_BATCH`]) into a new batch,
+    /// stored durably; `None` if there are none.
+    ///
+    /// # Errors
+    /// Storage failed, or a record does not decode.
+    pub fn seal(&mut self) -> Result<Option<SealedBatch>, AuditError> {
+        let batches = self.batches()?;
+        let first = batches.last().map_or(0, |b| b.last + 1);
+        let raw = self.raw(first, MAX_BATCH)?;
+        let (Some((_, first_bytes)), Some((last, last_bytes))) = (raw.first(), raw.last()) else {
+            return Ok(None);
+        };
+        let leaves: Vec<Hash> = raw.iter().map(|(_, b)| Hash::of_bytes(b)).collect();
+        let batch = SealedBatch {
+            index: batches.len() as u64,
+            first,
+            last: *last,
+            root: merkle::root(&leaves),
+            first_at: decode_record(first, first_bytes)?.at_ms,
+            last_at: decode_record(*last, last_bytes)?.at_ms,
+        };
+        let bytes = codec::encode(&batch).map_err(|e| AuditError::Storage(e.to_string()))?;
+        guarded("sealing a batch", || {
+            let txn = self.db.begin_write().map_err(s)?;
+            {
+                let mut t = txn.open_table(BATCHES).map_err(s)?;
+                t.insert(batch.index, bytes.as_slice()).map_err(s)?;
+            }
+            txn.commit().map_err(s)
+        })?;
+        Ok(Some(batch))
+    }
+
+    /// Checks the whole log: positions without gaps, every record chained to the one before,
+    /// every sealed batch's root recomputed from its records, and batch `i` against `anchors[i]`
+    /// (the hospital's audit anchors on the ledger, in ledger order).
+    ///
+    /// # Errors
+    /// The first record that fails ([`AuditError::Bad`]), or [`AuditError::Truncated`].
+    pub fn verify(&self, anchors: &[AuditAnchor]) -> Result<VerifyReport, AuditError> {
+        let batches = self.batches()?;
+        if anchors.len() > batches.len() {
+            return Err(AuditError::Truncated {
+                anchored: anchors.len(),
+                held: batches.len(),
+            });
+        }
+        let mut prev = Hash::default();
+        let mut prev_at = 0;
+        let mut leaves: Vec<Hash> = Vec::new();
+        let mut batch = batches.iter().peekable();
+        let mut seq = 0u64;
+        loop {
+            let chunk = self.raw(seq, MAX_BATCH)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (key, bytes) in chunk {
+                if key != seq {
+                    return Err(AuditError::Bad {
+                        seq,
+                        problem: format!("missing (the next record held is {key})"),
+                    });
+                }
+                let record = decode_record(seq, &bytes)?;
+                if record.seq != seq || record.at_ms < prev_at {
+                    return Err(AuditError::Bad {
+                        seq,
+                        problem: "altered: its position or time is out of order".into(),
+                    });
+                }
+                if record.prev != prev {
+                    // The record before changed after this one was written (this one's link
+                    // still holds the hash that record had).
+                    return Err(AuditError::Bad {
+                        seq: seq.saturating_sub(1),
+                        problem: format!(
+                            "altered after it was written: record {seq} holds a different hash of it"
+                        ),
+                    });
+                }
+                prev = Hash::of_bytes(&bytes);
+                prev_at = record.at_ms;
+                leaves.push(prev);
+                if let Some(b) = batch.next_if(|b| b.last == seq) {
+                    let i = b.index as usize;
+                    let root = merkle::root(&leaves);
+                    let whole = b.first + leaves.len() as u64 == seq + 1;
+                    if !whole || root != b.root {
+                        return Err(AuditError::Bad {
+                            seq: b.first,
+                            problem: format!(
+                                "batch {i} (records {}..={}) does not match its own seal",
+                                b.first, b.last
+                            ),
+                        });
+                    }
+                    if let Some(a) = anchors.get(i)
+                        && *a != b.anchor()
+                    {
+                        return Err(AuditError::Bad {
+                            seq: b.first,
+                            problem: format!(
+                                "batch {i} (records {}..={}) does not match the root the ledger anchors for it: a record in it was altered, or the log rewritten from it on",
+                                b.first, b.last
+                            ),
+                        });
+                    }
+                    leaves.clear();
+                }
+                seq += 1;
+            }
+        }
+        if let Some(b) = batch.next() {
+            return Err(AuditError::Bad {
+                seq: b.first,
+                problem: format!("batch {} is sealed but its records are missing", b.index),
+            });
+        }
+        Ok(VerifyReport {
+            records: seq,
+            batches: batches.len(),
+            anchored: anchors.len(),
+            unsealed: leaves.len() as u64,
+        })
+    }
+
+    /// Every decision on `patient`'s record, oldest first: who, when, from where, what was
+    /// decided (the patient-access report).
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn history(&self, patient: &str) -> Result<Vec<AuditRecord>, AuditError> {
+        let mut out = Vec::new();
+        let mut seq = 0;
+        loop {
+            let chunk = self.records(seq, MAX_BATCH)?;
+            let Some(last) = chunk.last() else {
+                return Ok(out);
+            };
+            seq = last.seq + 1;
+            out.extend(chunk.into_iter().filter(
+                |r| matches!(&r.body, RecordBody::Decision { request, .. } if request.patient == patient),
+            ));
+        }
+    }
+}
+
+fn decode_record(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AuditError> {
+    codec::decode::<AuditRecord>(bytes).map_err(|e| AuditError::Bad {
+        seq,
+        problem: format!("does not decode: {e}"),
+    })
+}

@@ -1,0 +1,381 @@
+//! The decision: allow, alert or deny one access, and why.
+//!
+//! A decision combines three things, strongest first:
+//! 1. **standing blocks**: a user denied for a high score stays denied until a security officer
+//!    reviews the block ([`Monitor::unblock`]);
+//! 2. **the ledger's contracts**: research access to a patient who opted out, or without a
+//!    data-use agreement in force, is denied whatever the score;
+//! 3. **the model**: the current anchored model's score against the hospital's own alert
+//!    threshold alerts; a score of `block_factor` times the threshold, or the
+//!    `alerts_to_block`-th alert of a user within `alert_window_ms`, denies and blocks.
+//!
+//! Break-the-glass is allowed (an emergency must not wait for a model) and always alerted.
+//! Features come from the one streaming extractor the training pipeline uses, fed every request
+//! in arrival order, so a score here is the score `medfl eval` gives the same stream. Pure:
+//! time comes in, nothing is read or written here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+
+use medfl_accesslog::consent::{Pseudonym, PseudonymKey};
+use medfl_accesslog::{FeatureExtractor, N_FEATURES, StaffRole};
+use medfl_model::Autoencoder;
+use medfl_model::modelfile::ModelFile;
+use medfl_model::train::{reconstruction_errors, score, training_device};
+use serde::{Deserialize, Serialize};
+
+use crate::explain::{Contribution, summary, top_contributions};
+use crate::request::{AccessRequest, RequestError};
+
+/// Why the monitor could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The model could not be loaded or run.
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// The three answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Let it through and raise an alert for review.
+    Alert,
+    /// Refuse it.
+    Deny,
+}
+
+/// What the monitor answers, and records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The answer.
+    pub verdict: Verdict,
+    /// The model's anomaly score, if a model is loaded.
+    pub score: Option<f32>,
+    /// The alert threshold it was compared with.
+    pub threshold: Option<f32>,
+    /// The hash of the model file that scored it.
+    pub model: Option<String>,
+    /// Every rule that raised the verdict above allow, in words.
+    pub reasons: Vec<String>,
+    /// The features behind the score, largest share first, as one sentence.
+    pub explanation: String,
+    /// The same features, named with their values and shares.
+    pub top_features: Vec<TopFeature>,
+    /// Whether this decision blocks the user until a security officer reviews it.
+    pub blocks_user: bool,
+}
+
+/// A feature behind a score (a [`Contribution`] in a storable form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopFeature {
+    /// Its name.
+    pub feature: String,
+    /// Its value.
+    pub value: f32,
+    /// Its share of the score.
+    pub share: f32,
+    /// What it means.
+    pub words: String,
+}
+
+impl From<Contribution> for TopFeature {
+    fn from(c: Contribution) -> TopFeature {
+        TopFeature {
+            feature: c.feature.to_owned(),
+            value: c.value,
+            share: c.share,
+            words: c.words,
+        }
+    }
+}
+
+/// When a score or a run of alerts turns into a block.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// A score at least this many times the threshold denies and blocks.
+    pub block_factor: f32,
+    /// This many alerts of one user within `alert_window_ms` deny and block.
+    pub alerts_to_block: usize,
+    /// The window for `alerts_to_block`.
+    pub alert_window_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            block_factor: 4.0,
+            alerts_to_block: 5,
+            alert_window_ms: 3_600_000,
+        }
+    }
+}
+
+/// A model ready to score: the hospital's monitor model (the anchored global network with the
+/// hospital's own threshold).
+pub struct Scorer {
+    file: ModelFile,
+    hash: String,
+    net: Autoencoder,
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scorer")
+            .field("model", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scorer {
+    /// Loads a model file (checked against its own hash and shape).
+    ///
+    /// # Errors
+    /// The file is unreadable, damaged, or not a model over the access features.
+    pub fn load(path: &Path) -> Result<Scorer, MonitorError> {
+        let (file, hash) = ModelFile::load(path).map_err(|e| MonitorError::Model(e.to_string()))?;
+        Scorer::new(file, hash)
+    }
+
+    /// A scorer for `file`, whose hash is `hash`.
+    ///
+    /// # Errors
+    /// The model does not take the access features, or its parameters do not fit.
+    pub fn new(file: ModelFile, hash: String) -> Result<Scorer, MonitorError> {
+        file.expect_inputs(N_FEATURES)
+            .map_err(|e| MonitorError::Model(e.to_string()))?;
+        let net = Autoencoder::new(file.config, 0, &training_device())
+            .and_then(|n| n.load_flat(file.config, &file.params))
+            .map_err(|e| MonitorError::Model(e.to_string()))?;
+        Ok(Scorer { file, hash, net })
+    }
+
+    /// The model file's hash.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The alert threshold.
+    pub fn threshold(&self) -> f32 {
+        self.file.threshold
+    }
+
+    /// The score of one row of features, as `medfl eval` computes it, and each feature's
+    /// squared reconstruction error.
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub fn score(&self, features: &[f32; N_FEATURES]) -> Result<(f32, Vec<f32>), MonitorError> {
+        let mut row = features.to_vec();
+        self.file.standardizer.apply(&mut row);
+        let model_err = |e: medfl_model::ModelError| MonitorError::Model(e.to_string());
+        let device = training_device();
+        let s = score(&self.net, &row, N_FEATURES, &device).map_err(model_err)?;
+        let errors =
+            reconstruction_errors(&self.net, &row, N_FEATURES, &device).map_err(model_err)?;
+        let s = s
+            .first()
+            .copied()
+            .ok_or_else(|| MonitorError::Model("no score".into()))?;
+        Ok((s, errors))
+    }
+}
+
+/// What the ledger says about research use: the hospital's patients who opted out (by consent
+/// pseudonym) and until when a data-use agreement covers the hospital.
+#[derive(Clone, Debug)]
+pub struct Consent {
+    /// The hospital's pseudonym key (patient id to ledger pseudonym).
+    pub key: PseudonymKey,
+    /// Pseudonyms of the patients who opted out.
+    pub opted_out: BTreeSet<Pseudonym>,
+    /// Latest expiry (ms since the epoch) of an agreement in force that the hospital accepted.
+    pub agreement_until: Option<u64>,
+}
+
+/// A standing block of one user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    /// Since when (the blocking access's time).
+    pub since_ms: u64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The monitor's state: the feature history, the model, the contracts and standing blocks.
+#[derive(Default)]
+pub struct Monitor {
+    extractor: FeatureExtractor,
+    scorer: Option<Scorer>,
+    consent: Option<Consent>,
+    blocks: BTreeMap<String, Block>,
+    alerts: HashMap<String, VecDeque<u64>>,
+    policy: Policy,
+    next_event_id: u64,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("users", &self.extractor.users())
+            .field("scorer", &self.scorer)
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// A monitor with no history under `policy`.
+    pub fn new(policy: Policy) -> Monitor {
+        Monitor {
+            policy,
+            ..Monitor::default()
+        }
+    }
+
+    /// Switches to another model between two decisions; returns the previous one.
+    pub fn swap_model(&mut self, scorer: Scorer) -> Option<Scorer> {
+        self.scorer.replace(scorer)
+    }
+
+    /// The model in use.
+    pub fn scorer(&self) -> Option<&Scorer> {
+        self.scorer.as_ref()
+    }
+
+    /// Replaces what the ledger says about research use.
+    pub fn set_consent(&mut self, consent: Consent) {
+        self.consent = Some(consent);
+    }
+
+    /// Users blocked until review.
+    pub fn blocks(&self) -> &BTreeMap<String, Block> {
+        &self.blocks
+    }
+
+    /// A security officer lifted `user`'s block; returns whether there was one.
+    pub fn unblock(&mut self, user: &str) -> bool {
+        self.alerts.remove(user);
+        self.blocks.remove(user).is_some()
+    }
+
+    /// Decides on `req` at the monitor's time `now_ms`, and adds it to its user's history.
+    ///
+    /// # Errors
+    /// The request is malformed (nothing changes), or the model failed (the access is still
+    /// in the history).
+    pub fn decide(&mut self, req: &AccessRequest, now_ms: u64) -> Result<Decision, MonitorError> {
+        req.check(now_ms)?;
+        let event = req.to_event(self.next_event_id);
+        self.next_event_id += 1;
+        let features = self.extractor.push(&event);
+        let mut verdict = Verdict::Allow;
+        let mut reasons = Vec::new();
+        let mut raise = |v: Verdict, why: String, verdict: &mut Verdict| {
+            *verdict = (*verdict).max(v);
+            reasons.push(why);
+        };
+        if let Some(b) = self.blocks.get(&req.user) {
+            raise(
+                Verdict::Deny,
+                format!(
+                    "the user is blocked pending review since {}: {}",
+                    crate::explain::clock(b.since_ms),
+                    b.reason
+                ),
+                &mut verdict,
+            );
+        }
+        if req.role == StaffRole::Researcher {
+            match &self.consent {
+                Some(c) if c.opted_out.contains(&c.key.pseudonym(&req.patient)) => raise(
+                    Verdict::Deny,
+                    "the patient opted out of research use (consent on the ledger)".into(),
+                    &mut verdict,
+                ),
+                Some(c) if c.agreement_until.is_some_and(|t| t > req.time_ms) => {}
+                _ => raise(
+                    Verdict::Deny,
+                    "no data-use agreement in force covers research access".into(),
+                    &mut verdict,
+                ),
+            }
+        }
+        if req.break_glass {
+            raise(
+                Verdict::Alert,
+                "break-the-glass access is always reviewed".into(),
+                &mut verdict,
+            );
+        }
+        let mut blocks_user = false;
+        let (mut score, mut threshold, mut model, mut top) = (None, None, None, Vec::new());
+        if let Some(s) = &self.scorer {
+            let (value, errors) = s.score(&features)?;
+            let t = s.threshold();
+            if value > t {
+                raise(
+                    Verdict::Alert,
+                    format!("anomaly score {value:.4} above the alert threshold {t:.4}"),
+                    &mut verdict,
+                );
+            }
+            if value >= t * self.policy.block_factor && !req.break_glass {
+                raise(
+                    Verdict::Deny,
+                    format!(
+                        "anomaly score at least {} times the alert threshold",
+                        self.policy.block_factor
+                    ),
+                    &mut verdict,
+                );
+                blocks_user = true;
+            }
+            top = top_contributions(&features, &errors, &event);
+            (score, threshold, model) = (Some(value), Some(t), Some(s.hash().to_owned()));
+        }
+        if verdict >= Verdict::Alert && !self.blocks.contains_key(&req.user) {
+            let window = self.policy.alert_window_ms;
+            let recent = self.alerts.entry(req.user.clone()).or_default();
+            recent.push_back(req.time_ms);
+            while recent
+                .front()
+                .is_some_and(|&t| t.saturating_add(window) < req.time_ms)
+            {
+                recent.pop_front();
+            }
+            if recent.len() >= self.policy.alerts_to_block && !req.break_glass {
+                raise(
+                    Verdict::Deny,
+                    format!("{} alerts within {} minutes", recent.len(), window / 60_000),
+                    &mut verdict,
+                );
+                blocks_user = true;
+            }
+        }
+        if blocks_user {
+            self.blocks.insert(
+                req.user.clone(),
+                Block {
+                    since_ms: req.time_ms,
+                    reason: reasons.last().cloned().unwrap_or_default(),
+                },
+            );
+        }
+        Ok(Decision {
+            verdict,
+            score,
+            threshold,
+            model,
+            reasons,
+            explanation: summary(&top, &event),
+            top_features: top.into_iter().map(TopFeature::from).collect(),
+            blocks_user,
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! Why a score is high, in words a security officer reads.
+//!
+//! An autoencoder's score is the mean of its features' squared reconstruction errors, so each
+//! feature's error is its share of the score. The features with the largest shares are named
+//! with what their values mean for this access ("first access to this patient", "a patient
+//! outside the user's care team", "38 accesses in the last 5 minutes"): the features'
+//! definitions are in `medfl_accesslog::features`, and the counts are read back through their
+//! fixed public scales.
+
+use medfl_accesslog::{AccessEvent, FEATURE_NAMES, N_FEATURES};
+use serde::Serialize;
+
+/// Features named in an explanation, at most.
+pub const TOP_FEATURES: usize = 3;
+
+/// One feature's part in a score.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Contribution {
+    /// The feature's name (`medfl_accesslog::FEATURE_NAMES`).
+    pub feature: &'static str,
+    /// Its value for this access.
+    pub value: f32,
+    /// Its share of the score (0 to 1).
+    pub share: f32,
+    /// What it means, in words.
+    pub words: String,
+}
+
+/// The features with the largest shares of the score, largest first (those with a share of
+/// at least a tenth of an even split).
+pub fn top_contributions(
+    features: &[f32; N_FEATURES],
+    errors: &[f32],
+    event: &AccessEvent,
+) -> Vec<Contribution> {
+    let total: f32 = errors.iter().sum();
+    if errors.len() != N_FEATURES || total.is_nan() || total <= 0.0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..N_FEATURES).collect();
+    order.sort_by(|&a, &b| errors[b].total_cmp(&errors[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(TOP_FEATURES)
+        .filter(|&i| errors[i] / total >= 0.1 / N_FEATURES as f32)
+        .map(|i| Contribution {
+            feature: FEATURE_NAMES[i],
+            value: features[i],
+            share: errors[i] / total,
+            words: words(i, features[i], event),
+        })
+        .collect()
+}
+
+/// One sentence: the top features' words and the access's time of day (UTC).
+pub fn summary(contributions: &[Contribution], event: &AccessEvent) -> String {
+    let mut parts: Vec<&str> = contributions.iter().map(|c| c.words.as_str()).collect();
+    let at = clock(event.time_ms);
+    if parts.is_empty() {
+        parts.push("no feature stands out");
+    }
+    format!("{}, {at}", parts.join("; "))
+}
+
+/// `HH:MM` of a time in milliseconds since the epoch (UTC).
+pub fn clock(time_ms: u64) -> String {
+    let minutes = (time_ms / 60_000) % (24 * 60);
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// A count read back from its feature `ln1p(c) / ln1p(k)`.
+fn count(value: f32, k: f32) -> f32 {
+    ((value * k.ln_1p()).exp() - 1.0).max(0.0)
+}
+
+fn words(feature: usize, v: f32, e: &AccessEvent) -> String {
+    let on = v >= 0.5;
+    let n = |k: f32| count(v, k).round();
+    match feature {
+        0 if on => format!(
+            "from an IP address the user had not used in the last day ({})",
+            e.ip
+        ),
+        0 => "from a familiar IP address".into(),
+        1 if on => format!(
+            "from a workstation the user had not used in the last day ({})",
+            e.workstation
+        ),
+        1 => "from a familiar workstation".into(),
+        2 if on => "first access by this user to this patient".into(),
+        2 => "a patient this user has accessed before".into(),
+        3 => format!(
+            "about {} accesses by this user in the last 5 minutes",
+            n(50.0)
+        ),
+        4 => format!("about {} accesses by this user in the last hour", n(200.0)),
+        5 => format!("about {} accesses by this user in the last day", n(1000.0)),
+        6 => format!("about {} different patients in the last hour", n(100.0)),
+        7 => format!("about {} different patients in the last day", n(500.0)),
+        8 => "at a time of day far from the user's usual hours".into(),
+        9 if v >= 0.5 => "a user with irregular working hours".into(),
+        9 => "a user with regular working hours".into(),
+        10 if on => "at an hour the user rarely works".into(),
+        10 => "at an hour the user usually works".into(),
+        11 if on => format!(
+            "a {} opening {}, which the role does not normally need",
+            e.role, e.resource
+        ),
+        11 => format!("a {} opening {}, as the role does", e.role, e.resource),
+        12 if on => "a patient outside the user's care team".into(),
+        12 => "a patient on the user's care team".into(),
+        13 if on => "a VIP patient".into(),
+        13 => "a patient not flagged VIP".into(),
+        14 if on => "a patient linked to the user as family".into(),
+        14 => "no family link between user and patient".into(),
+        15 if on => "break-the-glass emergency access".into(),
+        15 => "no emergency access invoked".into(),
+        16 if on => format!("the record was {}ed", e.action),
+        16 => format!("the record was {}ed, not printed or exported", e.action),
+        17 => format!(
+            "about {} prints or exports by this user in the last day",
+            n(100.0)
+        ),
+        18 if on => format!(
+            "a patient of {} while the user works in {}",
+            e.patient_department, e.user_department
+        ),
+        18 => "a patient of the user's own department".into(),
+        19 => format!("a user with about {} earlier accesses", n(10_000.0)),
+        20 if on => "a VIP or family patient outside the care team".into(),
+        _ => FEATURE_NAMES
+            .get(feature)
+            .copied()
+            .unwrap_or("?")
+            .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medfl_accesslog::{Action, Resource, StaffRole};
+
+    fn event() -> AccessEvent {
+        AccessEvent {
+            event_id: 1,
+            time_ms: 2 * 3_600_000 + 14 * 60_000,
+            user: "u".into(),
+            role: StaffRole::Billing,
+            user_department: "billing".into(),
+            patient: "p".into(),
+            patient_department: "cardiology".into(),
+            action: Action::Export,
+            resource: Resource::ClinicalNote,
+            workstation: "ws-9".into(),
+            ip: "10.9.9.9".into(),
+            break_glass: false,
+            care_team: false,
+            vip: true,
+            family_link: false,
+        }
+    }
+
+    #[test]
+    fn the_largest_shares_are_named_in_words_with_the_time() {
+        let mut f = [0.0; N_FEATURES];
+        let mut err = vec![0.001; N_FEATURES];
+        f[12] = 1.0;
+        err[12] = 0.5;
+        f[1] = 1.0;
+        err[1] = 0.3;
+        f[3] = 0.8;
+        err[3] = 0.1;
+        let top = top_contributions(&f, &err, &event());
+        let names: Vec<&str> = top.iter().map(|c| c.feature).collect();
+        assert_eq!(names, ["not_care_team", "new_workstation", "rate_5m"]);
+        assert!(top[0].share > top[1].share);
+        let s = summary(&top, &event());
+        assert!(
+            s.starts_with("a patient outside the user's care team; from a workstation"),
+            "{s}"
+        );
+        assert!(s.ends_with(", 02:14"), "{s}");
+        // 0.8 of ln1p(50) reads back as about 22 accesses.
+        assert!(
+            top[2].words.contains("about 22 accesses"),
+            "{}",
+            top[2].words
+        );
+    }
+
+    #[test]
+    fn nothing_is_named_without_error() {
+        let f = [0.0; N_FEATURES];
+        assert!(top_contributions(&f, &[0.0; N_FEATURES], &event()).is_empty());
+        assert!(top_contributions(&f, &[1.0; 3], &event()).is_empty());
+    }
+}

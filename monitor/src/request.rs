@@ -1,0 +1,221 @@
+//! What a caller asks the monitor: one access to one patient's record, about to happen or just
+//! happened, as `POST /v1/access` carries it (JSON).
+//!
+//! Every field is checked before anything is decided or logged: identifiers are non-empty,
+//! bounded and printable, the time is within a day of the monitor's clock (an access from far
+//! in the past or future is a clock fault or a replay, not something to score), and unknown
+//! fields are refused rather than ignored, so a misspelt `break_glass` cannot silently become
+//! `false`.
+
+use medfl_accesslog::{AccessEvent, Action, Resource, StaffRole};
+use serde::{Deserialize, Serialize};
+
+/// Longest identifier accepted (user, patient, department, workstation, IP), in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// How far an access's time may be from the monitor's clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 24 * 3_600_000;
+
+/// One access to decide on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequest {
+    /// The hospital's pseudonymous staff id.
+    pub user: String,
+    /// The user's role.
+    pub role: StaffRole,
+    /// The user's department.
+    pub department: String,
+    /// The hospital's pseudonymous patient id.
+    pub patient: String,
+    /// The department treating the patient.
+    pub patient_department: String,
+    /// What is done.
+    pub action: Action,
+    /// To which part of the record.
+    pub resource: Resource,
+    /// When, in milliseconds since the Unix epoch (UTC).
+    pub time_ms: u64,
+    /// Source IP address.
+    pub source_ip: String,
+    /// Workstation id.
+    pub workstation: String,
+    /// Emergency ("break-the-glass") access.
+    #[serde(default)]
+    pub break_glass: bool,
+    /// The user is on the patient's care team.
+    #[serde(default)]
+    pub care_team: bool,
+    /// The patient is flagged VIP.
+    #[serde(default)]
+    pub vip: bool,
+    /// User and patient are linked as family.
+    #[serde(default)]
+    pub family_link: bool,
+}
+
+/// Why a request is refused before any decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// An identifier is empty, too long or holds control characters.
+    #[error("{field}: {problem}")]
+    BadField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The access's time is too far from the monitor's clock.
+    #[error("time_ms {time_ms} is more than a day from the monitor's clock ({now_ms})")]
+    ClockSkew {
+        /// The request's time.
+        time_ms: u64,
+        /// The monitor's clock.
+        now_ms: u64,
+    },
+}
+
+impl AccessRequest {
+    /// Checks every field against the monitor's clock `now_ms`.
+    ///
+    /// # Errors
+    /// The first [`RequestError`] found.
+    pub fn check(&self, now_ms: u64) -> Result<(), RequestError> {
+        for (field, value) in [
+            ("user", &self.user),
+            ("department", &self.department),
+            ("patient", &self.patient),
+            ("patient_department", &self.patient_department),
+            ("source_ip", &self.source_ip),
+            ("workstation", &self.workstation),
+        ] {
+            check_id(field, value)?;
+        }
+        if self.time_ms.abs_diff(now_ms) > MAX_CLOCK_SKEW_MS {
+            return Err(RequestError::ClockSkew {
+                time_ms: self.time_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The access as the feature extractor and the training pipeline see it.
+    pub fn to_event(&self, event_id: u64) -> AccessEvent {
+        AccessEvent {
+            event_id,
+            time_ms: self.time_ms,
+            user: self.user.clone(),
+            role: self.role,
+            user_department: self.department.clone(),
+            patient: self.patient.clone(),
+            patient_department: self.patient_department.clone(),
+            action: self.action,
+            resource: self.resource,
+            workstation: self.workstation.clone(),
+            ip: self.source_ip.clone(),
+            break_glass: self.break_glass,
+            care_team: self.care_team,
+            vip: self.vip,
+            family_link: self.family_link,
+        }
+    }
+
+    /// The request an access event of a log makes (for replaying a log through the monitor).
+    pub fn from_event(e: &AccessEvent) -> AccessRequest {
+        AccessRequest {
+            user: e.user.clone(),
+            role: e.role,
+            department: e.user_department.clone(),
+            patient: e.patient.clone(),
+            patient_department: e.patient_department.clone(),
+            action: e.action,
+            resource: e.resource,
+            time_ms: e.time_ms,
+            source_ip: e.ip.clone(),
+            workstation: e.workstation.clone(),
+            break_glass: e.break_glass,
+            care_team: e.care_team,
+            vip: e.vip,
+            family_link: e.family_link,
+        }
+    }
+}
+
+fn check_id(field: &'static str, value: &str) -> Result<(), RequestError> {
+    let problem = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.len() > MAX_ID_BYTES {
+        format!("{} bytes, over the limit of {MAX_ID_BYTES}", value.len())
+    } else if value.chars().any(char::is_control) {
+        "holds a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(RequestError::BadField { field, problem })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AccessRequest {
+        AccessRequest {
+            user: "u1".into(),
+            role: StaffRole::Nurse,
+            department: "icu".into(),
+            patient: "p1".into(),
+            patient_department: "icu".into(),
+            action: Action::View,
+            resource: Resource::ClinicalNote,
+            time_ms: 1_000_000_000,
+            source_ip: "10.0.0.1".into(),
+            workstation: "ws-1".into(),
+            break_glass: false,
+            care_team: true,
+            vip: false,
+            family_link: false,
+        }
+    }
+
+    #[test]
+    fn bad_fields_and_far_times_are_refused_with_the_field_named() {
+        let r = request();
+        assert_eq!(r.check(r.time_ms), Ok(()));
+        let mut empty = r.clone();
+        empty.patient.clear();
+        assert!(matches!(
+            empty.check(r.time_ms),
+            Err(RequestError::BadField {
+                field: "patient",
+                ..
+            })
+        ));
+        let mut long = r.clone();
+        long.user = "x".repeat(MAX_ID_BYTES + 1);
+        assert!(matches!(
+            long.check(r.time_ms),
+            Err(RequestError::BadField { field: "user", .. })
+        ));
+        let mut control = r.clone();
+        control.workstation = "ws\n1".into();
+        assert!(control.check(r.time_ms).is_err());
+        assert!(matches!(
+            r.check(r.time_ms + MAX_CLOCK_SKEW_MS + 1),
+            Err(RequestError::ClockSkew { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut v = serde_json::to_value(request()).unwrap();
+        v["break_glas"] = serde_json::Value::Bool(true);
+        assert!(serde_json::from_value::<AccessRequest>(v).is_err());
+    }
+
+    #[test]
+    fn an_event_round_trips_through_a_request() {
+        let r = request();
+        assert_eq!(AccessRequest::from_event(&r.to_event(7)), r);
+    }
+}

@@ -1,0 +1,292 @@
+//! The monitor against the offline pipeline, its rules, and its audit trail under tampering.
+
+use std::collections::BTreeSet;
+
+use medfl_accesslog::consent::PseudonymKey;
+use medfl_accesslog::{AccessEvent, StaffRole, extract};
+use medfl_ledger::tx::AuditAnchor;
+use medfl_model::modelfile::ModelFile;
+use medfl_model::standardize::Standardizer;
+use medfl_model::train::{score, training_device};
+use medfl_model::{Autoencoder, AutoencoderConfig};
+use medfl_monitor::audit::{AuditError, RecordBody, ReviewAction};
+use medfl_monitor::decide::Consent;
+use medfl_monitor::{AccessRequest, AuditLog, Monitor, Policy, Scorer, Verdict};
+
+/// The first `n` events of a small simulated hospital's log.
+fn events(n: usize) -> Vec<AccessEvent> {
+    let mut sc =
+        medfl_simulations::scenario::Scenario::from_toml(medfl_simulations::scenario::DEFAULT_TOML)
+            .unwrap();
+    sc.hospitals.truncate(1);
+    sc.days = 7;
+    let (events, _) = medfl_simulations::generate_hospital(&sc, 0).unwrap();
+    events.into_iter().take(n).collect()
+}
+
+/// An untrained model over the access features, its threshold at `threshold`.
+fn model(threshold: f32) -> (ModelFile, String) {
+    let config = AutoencoderConfig::for_inputs(medfl_accesslog::N_FEATURES);
+    let net = Autoencoder::new(config, 11, &training_device()).unwrap();
+    let file = ModelFile {
+        config,
+        standardizer: Standardizer::identity(config.inputs),
+        threshold,
+        params: net.to_flat().unwrap(),
+    };
+    let hash = file.hash().unwrap();
+    (file, hash)
+}
+
+#[test]
+fn live_scores_equal_the_offline_scores_of_the_same_stream_bit_for_bit() {
+    let events = events(1500);
+    let (file, hash) = model(f32::MAX);
+    // Offline: the whole log's features, scored as `medfl eval` scores them.
+    let matrix = extract(&events);
+    let device = training_device();
+    let net = Autoencoder::new(file.config, 0, &device)
+        .unwrap()
+        .load_flat(file.config, &file.params)
+        .unwrap();
+    let offline = score(&net, &matrix.data, matrix.n_cols, &device).unwrap();
+    // Live: one request at a time.
+    let mut m = Monitor::new(Policy::default());
+    m.swap_model(Scorer::new(file, hash.clone()).unwrap());
+    for (i, e) in events.iter().enumerate() {
+        let d = m.decide(&AccessRequest::from_event(e), e.time_ms).unwrap();
+        assert_eq!(d.model.as_deref(), Some(hash.as_str()));
+        let live = d.score.unwrap();
+        assert_eq!(
+            live.to_bits(),
+            offline[i].to_bits(),
+            "event {i}: {live} vs {}",
+            offline[i]
+        );
+    }
+}
+
+fn request(user: &str, patient: &str, role: StaffRole, time_ms: u64) -> AccessRequest {
+    let mut e = events(1).remove(0);
+    (e.user, e.patient, e.role, e.time_ms) = (user.into(), patient.into(), role, time_ms);
+    e.break_glass = false;
+    AccessRequest::from_event(&e)
+}
+
+#[test]
+fn contracts_and_break_the_glass_decide_whatever_the_score() {
+    let t = 1_767_225_600_000;
+    let key = PseudonymKey::derive(&[7; 32], "h").unwrap();
+    let mut m = Monitor::new(Policy::default());
+    // Without what the ledger says, research access is denied.
+    let r = request("res-1", "p-1", StaffRole::Researcher, t);
+    let d = m.decide(&r, t).unwrap();
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    m.set_consent(Consent {
+        key: key.clone(),
+        opted_out: BTreeSet::from([key.pseudonym("p-out")]),
+        agreement_until: Some(t + 1_000),
+    });
+    assert_eq!(m.decide(&r, t).unwrap().verdict, Verdict::Allow);
+    let out = request("res-1", "p-out", StaffRole::Researcher, t);
+    let d = m.decide(&out, t).unwrap();
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(d.reasons[0].contains("opted out"), "{:?}", d.reasons);
+    // After the agreement expires, research access is denied again.
+    let late = request("res-1", "p-1", StaffRole::Researcher, t + 2_000);
+    assert_eq!(m.decide(&late, t + 2_000).unwrap().verdict, Verdict::Deny);
+    // A nurse's access to the opted-out patient is care, not research.
+    let care = request("n-1", "p-out", StaffRole::Nurse, t);
+    assert_eq!(m.decide(&care, t).unwrap().verdict, Verdict::Allow);
+    // Break-the-glass is let through and always reviewed.
+    let mut glass = request("n-2", "p-9", StaffRole::Nurse, t);
+    glass.break_glass = true;
+    let d = m.decide(&glass, t).unwrap();
+    assert_eq!(d.verdict, Verdict::Alert);
+    // A malformed request changes nothing and is refused.
+    let mut bad = request("n-3", "p-9", StaffRole::Nurse, t);
+    bad.patient.clear();
+    assert!(m.decide(&bad, t).is_err());
+}
+
+#[test]
+fn a_high_score_blocks_the_user_until_an_officer_lifts_it() {
+    let events = events(50);
+    // Every score is above a threshold of zero; at least 4 times it blocks.
+    let (file, hash) = model(0.0);
+    let mut m = Monitor::new(Policy::default());
+    m.swap_model(Scorer::new(file, hash).unwrap());
+    let e = &events[0];
+    let d = m.decide(&AccessRequest::from_event(e), e.time_ms).unwrap();
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    assert!(d.blocks_user);
+    assert!(
+        !d.top_features.is_empty() && !d.explanation.is_empty(),
+        "{d:?}"
+    );
+    assert!(m.blocks().contains_key(&e.user));
+    // The same user's next access is denied as blocked, whatever it is.
+    let d = m.decide(&AccessRequest::from_event(e), e.time_ms).unwrap();
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("blocked pending review")),
+        "{d:?}"
+    );
+    assert!(m.unblock(&e.user));
+    assert!(!m.unblock(&e.user));
+}
+
+fn log_with(dir: &std::path::Path, n: u64) -> AuditLog {
+    let mut log = AuditLog::open(&dir.join("audit.redb")).unwrap();
+    let mut m = Monitor::new(Policy::default());
+    for (i, e) in events(n as usize).iter().enumerate() {
+        let request = AccessRequest::from_event(e);
+        let decision = m.decide(&request, e.time_ms).unwrap();
+        let r = log
+            .append(
+                e.time_ms,
+                RecordBody::Decision {
+                    request: Box::new(request),
+                    decision: Box::new(decision),
+                },
+            )
+            .unwrap();
+        assert_eq!(r.seq, i as u64);
+    }
+    log
+}
+
+#[test]
+fn the_log_verifies_against_its_anchors_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with(dir.path(), 30);
+    let b0 = log.seal().unwrap().unwrap();
+    assert_eq!((b0.first, b0.last), (0, 29));
+    assert!(log.seal().unwrap().is_none());
+    log.append(
+        u64::MAX / 2,
+        RecordBody::Review {
+            officer: "officer-1".into(),
+            action: ReviewAction::Unblock { user: "u".into() },
+            note: "spoke to them".into(),
+        },
+    )
+    .unwrap();
+    let anchors: Vec<AuditAnchor> = vec![b0.anchor()];
+    drop(log);
+    let log = AuditLog::open(&dir.path().join("audit.redb")).unwrap();
+    assert_eq!(log.len(), 31);
+    let report = log.verify(&anchors).unwrap();
+    assert_eq!(
+        (
+            report.records,
+            report.batches,
+            report.anchored,
+            report.unsealed
+        ),
+        (31, 1, 1, 1)
+    );
+    // The patient-access report lists exactly the decisions on that patient.
+    let patient = events(30)[3].patient.clone();
+    let expected = events(30).iter().filter(|e| e.patient == patient).count();
+    let history = log.history(&patient).unwrap();
+    assert_eq!(history.len(), expected);
+    // More anchors than batches: records were lost.
+    let two = vec![b0.anchor(), b0.anchor()];
+    assert!(matches!(
+        log.verify(&two),
+        Err(AuditError::Truncated {
+            anchored: 2,
+            held: 1
+        })
+    ));
+}
+
+/// Rewrites record `seq` of the log file in place with `edit` applied (an attacker with the
+/// disk), keeping or re-chaining the records after it.
+fn tamper(
+    path: &std::path::Path,
+    seq: u64,
+    rechain: bool,
+    edit: impl Fn(&mut medfl_monitor::AuditRecord),
+) {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+    let db = redb::Database::open(path).unwrap();
+    let mut all: Vec<(u64, Vec<u8>)> = {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(RECORDS).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect()
+    };
+    let mut prev = None;
+    for (k, bytes) in all.iter_mut() {
+        if *k < seq {
+            continue;
+        }
+        let mut r: medfl_monitor::AuditRecord = medfl_ledger::codec::decode(bytes).unwrap();
+        if *k == seq {
+            edit(&mut r);
+        } else if !rechain {
+            break;
+        }
+        if let Some(p) = prev {
+            r.prev = p;
+        }
+        *bytes = medfl_ledger::codec::encode(&r).unwrap();
+        prev = Some(medfl_ledger::Hash::of_bytes(bytes));
+    }
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(RECORDS).unwrap();
+        for (k, v) in &all {
+            t.insert(*k, v.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+fn hide_the_access(r: &mut medfl_monitor::AuditRecord) {
+    if let RecordBody::Decision { request, .. } = &mut r.body {
+        request.user = "someone-else".into();
+    }
+}
+
+#[test]
+fn an_altered_record_is_named_and_a_rewritten_batch_fails_its_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.redb");
+    let mut log = log_with(dir.path(), 40);
+    let b0 = log.seal().unwrap().unwrap();
+    drop(log);
+    let anchors = vec![b0.anchor()];
+    // Changed in place: the next record's link names it.
+    tamper(&path, 12, false, hide_the_access);
+    let log = AuditLog::open(&path).unwrap();
+    match log.verify(&anchors) {
+        Err(AuditError::Bad { seq, problem }) => assert_eq!(seq, 12, "{problem}"),
+        other => panic!("{other:?}"),
+    }
+    drop(log);
+    // Rewritten with the whole chain after it: the chain holds, the anchored root does not.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.redb");
+    let mut log = log_with(dir.path(), 40);
+    let b0 = log.seal().unwrap().unwrap();
+    drop(log);
+    tamper(&path, 12, true, hide_the_access);
+    let log = AuditLog::open(&path).unwrap();
+    match log.verify(&[b0.anchor()]) {
+        Err(AuditError::Bad { seq, problem }) => {
+            assert_eq!(seq, 0, "{problem}");
+            assert!(problem.contains("does not match"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
