@@ -104,6 +104,25 @@ enum Command {
         #[command(flatten)]
         insecure: InsecureKeysArg,
     },
+    /// Run a hospital's access monitor: decides allow, alert or deny for each access to a
+    /// health record (POST /v1/access), logs every decision durably before answering, and
+    /// anchors the log on the ledger through the hospital's client.
+    Monitor {
+        /// The hospital's config.toml (from its provisioned startup folder).
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+        /// Seconds between sealed audit batches (each anchored on the ledger).
+        #[arg(long, default_value_t = 60.0)]
+        seal_every_s: f64,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
+    },
+    /// Check or read a hospital's access-monitor audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Re-run a recorded simulation and check every model hash against its ledger.
     Replay {
         /// The run directory `medfl simulate` wrote.
@@ -208,6 +227,34 @@ enum Command {
     /// Create, inspect and check ledgers.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+}
+
+/// `medfl audit`.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Prove the audit log matches the batches the hospital anchored on its ledger copy, and
+    /// name the first bad record if it does not.
+    Verify {
+        /// The hospital's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
+    },
+    /// Who accessed a patient's record, when, from where, and what was decided.
+    History {
+        /// The hospital's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The hospital's patient id.
+        #[arg(long)]
+        patient: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
+    },
 }
 
 /// The server update rules `simulate` offers, with their usual parameters.
@@ -674,6 +721,73 @@ impl SubmitBody {
     }
 }
 
+/// `medfl audit verify|history`.
+fn audit(cmd: AuditCommand) -> Result<()> {
+    use medfl_monitor::audit::RecordBody;
+    match cmd {
+        AuditCommand::Verify { config, insecure } => {
+            let member = medfl::daemon::Member::load(&config, insecure.policy())?;
+            let (_copy, log) = medfl::daemon::monitor::open_copy(&member.dir)?;
+            let anchors = medfl::daemon::monitor::own_anchors(&member)?;
+            let r = log
+                .verify(&anchors)
+                .context("the audit log does not verify")?;
+            emit(&format!(
+                "audit log verifies: {} records; {} sealed batches, {} of them anchored on the ledger copy; {} records not yet sealed (protected by the hash chain only)",
+                r.records, r.batches, r.anchored, r.unsealed
+            ))
+        }
+        AuditCommand::History {
+            config,
+            patient,
+            json,
+            insecure,
+        } => {
+            let member = medfl::daemon::Member::load(&config, insecure.policy())?;
+            let (_copy, log) = medfl::daemon::monitor::open_copy(&member.dir)?;
+            let records = log.history(&patient)?;
+            if json {
+                let list: Vec<_> = records
+                    .iter()
+                    .filter_map(|r| match &r.body {
+                        RecordBody::Decision { request, decision } => Some(serde_json::json!({
+                            "record": r.seq, "request": request, "decision": decision,
+                        })),
+                        RecordBody::Review { .. } => None,
+                    })
+                    .collect();
+                return emit(&serde_json::to_string_pretty(&list)?);
+            }
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .filter_map(|r| match &r.body {
+                    RecordBody::Decision { request, decision } => Some(vec![
+                        r.seq.to_string(),
+                        medfl::ledger::Timestamp(request.time_ms).to_string(),
+                        format!(
+                            "{} ({}, {})",
+                            request.user, request.role, request.department
+                        ),
+                        format!("{} {}", request.action, request.resource),
+                        format!("{} / {}", request.source_ip, request.workstation),
+                        format!("{:?}", decision.verdict).to_lowercase(),
+                    ]),
+                    RecordBody::Review { .. } => None,
+                })
+                .collect();
+            let mut text = format!(
+                "{} accesses to the record of patient {patient}\n",
+                rows.len()
+            );
+            text.push_str(&medfl::report::table(
+                &["record", "when (UTC)", "who", "what", "from", "decision"],
+                &rows,
+            ));
+            emit(&text)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // A damaged ledger file is reported as an error, not with the storage engine's panic.
     medfl::ledger::store::quiet_storage_panics();
@@ -929,6 +1043,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             runtime()?.block_on(medfl::daemon::agent::run(&config, opts))?;
         }
+        Command::Monitor {
+            config,
+            listen,
+            seal_every_s,
+            insecure,
+        } => {
+            medfl::daemon::init_logging();
+            let seal_every = std::time::Duration::try_from_secs_f64(seal_every_s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--seal-every-s must be a positive number of seconds")?;
+            let opts = medfl::daemon::monitor::Options {
+                listen,
+                seal_every,
+                insecure_keys: insecure.policy(),
+            };
+            runtime()?.block_on(medfl::daemon::monitor::run(&config, opts))?;
+        }
+        Command::Audit(cmd) => audit(cmd)?,
         Command::Replay { dir } => {
             let started = std::time::Instant::now();
             let r =

@@ -264,6 +264,29 @@ impl Monitor {
         self.blocks.remove(user).is_some()
     }
 
+    /// Replays a decision recorded in the audit log: its access joins the user's history and
+    /// the block it imposed stands again (how a restarted monitor recovers its state).
+    pub fn replay(&mut self, req: &AccessRequest, recorded: &Decision) {
+        let event = req.to_event(self.next_event_id);
+        self.next_event_id += 1;
+        self.extractor.push(&event);
+        if recorded.verdict >= Verdict::Alert && !self.blocks.contains_key(&req.user) {
+            self.alerts
+                .entry(req.user.clone())
+                .or_default()
+                .push_back(req.time_ms);
+        }
+        if recorded.blocks_user {
+            self.blocks.insert(
+                req.user.clone(),
+                Block {
+                    since_ms: req.time_ms,
+                    reason: recorded.reasons.last().cloned().unwrap_or_default(),
+                },
+            );
+        }
+    }
+
     /// Decides on `req` at the monitor's time `now_ms`, and adds it to its user's history.
     ///
     /// # Errors

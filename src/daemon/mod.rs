@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod coordinator;
+pub mod monitor;
 pub mod privacy;
 pub mod submit;
 pub mod sync;
@@ -22,6 +23,7 @@ use medfl_net::{Multiaddr, PeerId};
 use crate::provision::MemberConfig;
 
 /// A member's startup folder, loaded and checked.
+#[derive(Clone)]
 pub struct Member {
     /// The folder.
     pub dir: PathBuf,

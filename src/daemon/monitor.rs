@@ -1,0 +1,425 @@
+//! `medfl monitor`: the hospital's access monitor over HTTP.
+//!
+//! It serves [`medfl_monitor::Monitor`] at `POST /v1/access`: each request is decided, appended
+//! to the hospital's audit log and committed durably, and only then answered (a decision the
+//! caller saw is never lost, even to a kill). Around the decisions it keeps what they depend on
+//! current, between two requests and without a restart: the monitor model `medfl client`
+//! writes when a round is anchored (`models/current.model`, swapped when its hash changes), and
+//! what the hospital's own ledger copy says about consent and data-use agreements. Every
+//! minute (or 4,096 records) it seals the new records into a batch and queues the batch's
+//! Merkle root as an `AnchorAuditLog` transaction the hospital signs itself; the running
+//! `medfl client` submits it. On start it replays its audit log, so the users' feature history
+//! and standing blocks survive a restart.
+//!
+//! Endpoints: `POST /v1/access` (JSON [`AccessRequest`]; answers the decision with its record
+//! number), `GET /v1/alerts` (the latest alerts and denials), `GET /healthz`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use medfl_accesslog::consent::PseudonymKey;
+use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
+use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
+use medfl_monitor::decide::Consent;
+use medfl_monitor::{AccessRequest, Decision, Monitor, Policy, Scorer, Verdict};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::{Member, queue_signed};
+
+/// Largest request body accepted, in bytes (an access is a few hundred).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Alerts kept in memory for `GET /v1/alerts`.
+const RECENT_ALERTS: usize = 1000;
+
+/// How often the model file and the ledger copy are looked at, and batches sealed.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// Command-line options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Seconds between audit batches.
+    pub seal_every: Duration,
+    /// Whether a key derived from a public seed is accepted.
+    pub insecure_keys: super::InsecureKeys,
+}
+
+/// An alert as `GET /v1/alerts` lists it.
+#[derive(Clone, Debug, Serialize)]
+struct AlertView {
+    seq: u64,
+    user: String,
+    patient: String,
+    time_ms: u64,
+    verdict: Verdict,
+    reasons: Vec<String>,
+    explanation: String,
+}
+
+struct Shared {
+    monitor: Monitor,
+    log: AuditLog,
+    alerts: VecDeque<AlertView>,
+    /// The model file's hash in use, and the ledger height consent was read at.
+    model_hash: Option<String>,
+    consent_height: Option<u64>,
+}
+
+type App = Arc<Mutex<Shared>>;
+
+/// Runs the monitor of the hospital described by `config` until killed.
+pub async fn run(config: &Path, opts: Options) -> Result<()> {
+    let member = Member::load(config, opts.insecure_keys)?;
+    if member.config.role != Role::Hospital {
+        bail!(
+            "{} is a {}, not a hospital",
+            member.config.member,
+            member.config.role
+        );
+    }
+    let dir = member.dir.join("monitor");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = AuditLog::open(&dir.join("audit.redb")).context("opening the audit log")?;
+    let mut monitor = Monitor::new(Policy::default());
+    let mut alerts = VecDeque::new();
+    replay(&log, &mut monitor, &mut alerts)?;
+    info!(
+        records = log.len(),
+        blocked = monitor.blocks().len(),
+        "audit log replayed"
+    );
+    let pseudonyms = crate::data::pseudonym_key(&member.key, &member.config.member)?;
+    let app: App = Arc::new(Mutex::new(Shared {
+        monitor,
+        log,
+        alerts,
+        model_hash: None,
+        consent_height: None,
+    }));
+    refresh(&app, &member, &pseudonyms);
+    let router = Router::new()
+        .route("/v1/access", post(access))
+        .route("/v1/alerts", get(list_alerts))
+        .route("/healthz", get(health))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::clone(&app));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    info!(addr = %listener.local_addr()?, "access monitor listening");
+    let background = Arc::clone(&app);
+    tokio::spawn(async move {
+        let mut last_seal = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(REFRESH).await;
+            let b = Arc::clone(&background);
+            let m = member.clone();
+            let p = pseudonyms.clone();
+            let seal = last_seal.elapsed() >= opts.seal_every;
+            // File and ledger reads, and the seal's commit, off the request path's threads.
+            let done = tokio::task::spawn_blocking(move || {
+                refresh(&b, &m, &p);
+                if seal && let Err(e) = seal_and_anchor(&b, &m) {
+                    warn!(error = %format!("{e:#}"), "cannot seal an audit batch");
+                }
+            })
+            .await;
+            if done.is_err() {
+                warn!("the monitor's refresh failed");
+            }
+            if seal {
+                last_seal = std::time::Instant::now();
+            }
+        }
+    });
+    axum::serve(listener, router)
+        .await
+        .context("serving the monitor")?;
+    Ok(())
+}
+
+/// Rebuilds the users' history, blocks and recent alerts from the audit log.
+fn replay(log: &AuditLog, monitor: &mut Monitor, alerts: &mut VecDeque<AlertView>) -> Result<()> {
+    let mut seq = 0;
+    loop {
+        let chunk = log.records(seq, 4096).context("replaying the audit log")?;
+        let Some(last) = chunk.last() else {
+            return Ok(());
+        };
+        seq = last.seq + 1;
+        for r in chunk {
+            match r.body {
+                RecordBody::Decision { request, decision } => {
+                    monitor.replay(&request, &decision);
+                    note_alert(alerts, r.seq, &request, &decision);
+                }
+                RecordBody::Review {
+                    action: ReviewAction::Unblock { user },
+                    ..
+                } => {
+                    monitor.unblock(&user);
+                }
+                RecordBody::Review { .. } => {}
+            }
+        }
+    }
+}
+
+fn note_alert(alerts: &mut VecDeque<AlertView>, seq: u64, r: &AccessRequest, d: &Decision) {
+    if d.verdict == Verdict::Allow {
+        return;
+    }
+    if alerts.len() >= RECENT_ALERTS {
+        alerts.pop_front();
+    }
+    alerts.push_back(AlertView {
+        seq,
+        user: r.user.clone(),
+        patient: r.patient.clone(),
+        time_ms: r.time_ms,
+        verdict: d.verdict,
+        reasons: d.reasons.clone(),
+        explanation: d.explanation.clone(),
+    });
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An error answer: a status and a JSON body naming the problem.
+fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": error.to_string() })),
+    )
+        .into_response()
+}
+
+/// `POST /v1/access`: decide, log durably, answer.
+async fn access(State(app): State<App>, body: Bytes) -> Response {
+    let request: AccessRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    // The decision and its durable append hold the lock together: records are in decision
+    // order, and a decision is answered only once it is on disk.
+    let answered = tokio::task::spawn_blocking(move || {
+        let Ok(mut shared) = app.lock() else {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the monitor failed".to_owned(),
+            ));
+        };
+        let now = now_ms();
+        let decision = shared.monitor.decide(&request, now).map_err(|e| match e {
+            medfl_monitor::decide::MonitorError::Request(e) => {
+                (StatusCode::BAD_REQUEST, e.to_string())
+            }
+            e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
+        let body = RecordBody::Decision {
+            request: Box::new(request.clone()),
+            decision: Box::new(decision.clone()),
+        };
+        let record = shared.log.append(now, body).map_err(|e| {
+            warn!(error = %e, "cannot append to the audit log; the access is refused");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit log cannot be written".to_owned(),
+            )
+        })?;
+        note_alert(&mut shared.alerts, record.seq, &request, &decision);
+        Ok((record.seq, decision))
+    })
+    .await;
+    match answered {
+        Ok(Ok((seq, decision))) => {
+            let mut v = serde_json::to_value(&decision).unwrap_or_default();
+            v["record"] = serde_json::Value::from(seq);
+            axum::Json(v).into_response()
+        }
+        Ok(Err((status, why))) => refuse(status, why),
+        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the decision failed"),
+    }
+}
+
+/// `GET /v1/alerts`: the latest alerts and denials, newest first.
+async fn list_alerts(State(app): State<App>) -> Response {
+    let Ok(shared) = app.lock() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
+    };
+    let list: Vec<&AlertView> = shared.alerts.iter().rev().collect();
+    axum::Json(serde_json::json!({ "alerts": list })).into_response()
+}
+
+/// `GET /healthz`: the model in use, the log's length, the consent height.
+async fn health(State(app): State<App>) -> Response {
+    let Ok(shared) = app.lock() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
+    };
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "model": shared.model_hash,
+        "records": shared.log.len(),
+        "consent_height": shared.consent_height,
+        "blocked_users": shared.monitor.blocks().len(),
+    }))
+    .into_response()
+}
+
+/// Swaps in a new monitor model and re-reads consent when the ledger copy moved.
+fn refresh(app: &App, member: &Member, pseudonyms: &PseudonymKey) {
+    let model_path = member.dir.join("models").join("current.model");
+    let scorer = match std::fs::metadata(&model_path) {
+        Ok(_) => match Scorer::load(&model_path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, file = %model_path.display(), "monitor model not loaded; keeping the previous one");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    let consent = read_consent(member, pseudonyms);
+    let Ok(mut shared) = app.lock() else {
+        return;
+    };
+    if let Some(s) = scorer
+        && shared.model_hash.as_deref() != Some(s.hash())
+    {
+        info!(
+            model = s.hash(),
+            threshold = s.threshold(),
+            "monitor model swapped in"
+        );
+        shared.model_hash = Some(s.hash().to_owned());
+        shared.monitor.swap_model(s);
+    }
+    match consent {
+        Ok(Some((height, c))) if shared.consent_height != Some(height) => {
+            info!(
+                height,
+                opted_out = c.opted_out.len(),
+                "consent read from the ledger copy"
+            );
+            shared.consent_height = Some(height);
+            shared.monitor.set_consent(c);
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %format!("{e:#}"), "cannot read the ledger copy"),
+    }
+}
+
+/// What the hospital's own ledger copy says about research use, read from a snapshot (the
+/// running `medfl client` holds the copy); `None` before the copy exists.
+fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u64, Consent)>> {
+    let dir = member.dir.join(&member.config.ledger_dir);
+    if !dir.join("ledger.redb").exists() {
+        return Ok(None);
+    }
+    let ledger = Ledger::open_snapshot(&dir)?;
+    let chain = ledger.state();
+    let me = &member.config.member;
+    let opted_out = chain.opted_out(me).into_iter().map(|p| p.0.0).collect();
+    let agreement_until = chain
+        .agreements()
+        .filter(|a| a.accepted.contains(me))
+        .map(|a| a.agreement.expires_at.0)
+        .max();
+    Ok(Some((
+        chain.height(),
+        Consent {
+            key: pseudonyms.clone(),
+            opted_out,
+            agreement_until,
+        },
+    )))
+}
+
+/// Seals the records since the last batch and queues their anchor for the hospital's client.
+fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
+    let batch = {
+        let Ok(mut shared) = app.lock() else {
+            bail!("the monitor failed");
+        };
+        shared.log.seal()?
+    };
+    let Some(batch) = batch else {
+        return Ok(());
+    };
+    let genesis = member.genesis.hash()?;
+    let tx = Transaction::sign(
+        &genesis,
+        member.config.member.clone(),
+        &member.key,
+        Timestamp(now_ms()),
+        TxBody::AnchorAuditLog(batch.anchor()),
+    )?;
+    let (path, id) = queue_signed(member, &tx)?;
+    info!(
+        batch = batch.index,
+        records = batch.last - batch.first + 1,
+        root = %batch.root,
+        tx = %id,
+        file = %path.display(),
+        "audit batch sealed; its anchor is queued for the ledger"
+    );
+    Ok(())
+}
+
+/// The audit log of the hospital whose folder is `dir`, read from a private copy (the running
+/// monitor holds the file).
+pub fn open_copy(dir: &Path) -> Result<(tempfile::TempDir, AuditLog)> {
+    let file = dir.join("monitor").join("audit.redb");
+    if !file.exists() {
+        bail!("{} holds no audit log", file.display());
+    }
+    let tmp = tempfile::tempdir()?;
+    let copy: PathBuf = tmp.path().join("audit.redb");
+    std::fs::copy(&file, &copy).with_context(|| format!("copying {}", file.display()))?;
+    let log = AuditLog::open(&copy).with_context(|| {
+        format!(
+            "reading a copy of {} (if the monitor was committing, try again)",
+            file.display()
+        )
+    })?;
+    Ok((tmp, log))
+}
+
+/// The audit anchors `member` signed, in ledger order, from its own ledger copy.
+pub fn own_anchors(member: &Member) -> Result<Vec<medfl_ledger::tx::AuditAnchor>> {
+    let dir = member.dir.join(&member.config.ledger_dir);
+    if !dir.join("ledger.redb").exists() {
+        return Ok(Vec::new()); // no copy yet (`medfl client` makes it): nothing anchored
+    }
+    let ledger = Ledger::open_snapshot(&dir)?;
+    let mut out = Vec::new();
+    for h in 1..=ledger.state().height() {
+        let Some(block) = ledger.block(h)? else {
+            bail!("block {h} is missing from the ledger copy");
+        };
+        for tx in &block.txs {
+            if let (TxBody::AnchorAuditLog(a), true) = (&tx.body, tx.signer == member.config.member)
+            {
+                out.push(a.clone());
+            }
+        }
+    }
+    Ok(out)
+}
