@@ -123,6 +123,18 @@ enum Command {
     /// Check or read a hospital's access-monitor audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Make a security officer's token for the hospital's access monitor (printed once; the
+    /// monitor keeps only its hash).
+    OfficerToken {
+        /// The hospital's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The officer's name (letters, digits and '-').
+        #[arg(long)]
+        officer: String,
+        #[command(flatten)]
+        insecure: InsecureKeysArg,
+    },
     /// Re-run a recorded simulation and check every model hash against its ledger.
     Replay {
         /// The run directory `medfl simulate` wrote.
@@ -1062,6 +1074,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(medfl::daemon::monitor::run(&config, opts))?;
         }
         Command::Audit(cmd) => audit(cmd)?,
+        Command::OfficerToken {
+            config,
+            officer,
+            insecure,
+        } => {
+            let member = medfl::daemon::Member::load(&config, insecure.policy())?;
+            let token = medfl::daemon::monitor::add_officer(&member.dir, &officer)?;
+            emit(&token)?;
+        }
         Command::Replay { dir } => {
             let started = std::time::Instant::now();
             let r =

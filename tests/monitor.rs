@@ -34,10 +34,15 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 exchange; returns the status and the body.
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(port, method, path, "", body)
+}
+
+/// [`http`] with extra header lines (each ending in CRLF).
+fn http_with(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -170,7 +175,10 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
         (b"{not json".to_vec(), "invalid request"),
         (serde_json::to_vec(&unknown).unwrap(), "unknown field"),
         (serde_json::to_vec(&empty).unwrap(), "patient"),
-        (serde_json::to_vec(&future).unwrap(), "more than a day"),
+        (
+            serde_json::to_vec(&future).unwrap(),
+            "after the monitor's clock",
+        ),
         (vec![0xff, 0xfe, 0x00], "invalid request"),
     ] {
         let (status, text) = http(port, "POST", "/v1/access", &body);
@@ -183,6 +191,33 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["records"].as_u64(), Some(answered), "{health}");
+
+    // Lifting a block takes a security officer's token.
+    let token = ok(&[
+        "officer-token",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+        "--officer",
+        "sec-1",
+    ]);
+    let token = token.trim();
+    assert_eq!(token.len(), 64, "{token}");
+    let lift = br#"{"user": "nobody", "note": "checked"}"#;
+    let (status, text) = http(port, "POST", "/v1/unblock", lift);
+    assert_eq!(status, 401, "{text}");
+    let wrong = format!("Authorization: Bearer {}\r\n", "0".repeat(64));
+    let (status, _) = http_with(port, "POST", "/v1/unblock", &wrong, lift);
+    assert_eq!(status, 401);
+    let right = format!("Authorization: Bearer {token}\r\n");
+    let (status, text) = http_with(port, "POST", "/v1/unblock", &right, lift);
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("not blocked"), "{text}");
+    let (_, health) = http(port, "GET", "/healthz", b"");
+    assert!(
+        health.contains(&format!("\"records\":{answered}")),
+        "nothing logged: {health}"
+    );
 
     // Killed without warning: every answered decision is on disk, and the monitor goes on.
     let _ = monitor.0.kill();

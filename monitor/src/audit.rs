@@ -48,7 +48,7 @@ pub enum AuditError {
         "the ledger anchors {anchored} batches of this log, the log holds {held}: records were lost"
     )]
     Truncated {
-        /// Batches anchored.
+        /// Anchors on the ledger.
         anchored: usize,
         /// Batches held.
         held: usize,
@@ -140,7 +140,7 @@ pub struct VerifyReport {
     pub records: u64,
     /// Sealed batches.
     pub batches: usize,
-    /// Batches whose root the ledger anchors (and matches).
+    /// Batches the ledger anchors.
     pub anchored: usize,
     /// Records not yet in a sealed batch (protected by the hash chain only).
     pub unsealed: u64,
@@ -153,6 +153,8 @@ pub struct AuditLog {
     next: u64,
     last_hash: Hash,
     last_at: u64,
+    /// A write failed: the file is not written again.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -171,6 +173,25 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, Au
             "{what}: the storage engine failed on a damaged file"
         ))),
     }
+}
+
+/// Refused after the engine failed once: nothing more is written to a file it may have torn.
+const POISONED: &str = "an earlier write failed; restart the monitor (it replays the log)";
+
+/// [`guarded`] for a write: a failure of the engine poisons the log.
+fn guarded_mut<T>(
+    poisoned: &mut bool,
+    what: &str,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, AuditError> {
+    if *poisoned {
+        return Err(AuditError::Storage(POISONED.into()));
+    }
+    let r = guarded(what, f);
+    if r.is_err() {
+        *poisoned = true;
+    }
+    r
 }
 
 fn s<E: std::fmt::Display>(e: E) -> String {
@@ -200,6 +221,7 @@ impl AuditLog {
             next: 0,
             last_hash: Hash::default(),
             last_at: 0,
+            poisoned: false,
         };
         let last = guarded("reading the last record", || {
             let txn = log.db.begin_read().map_err(s)?;
@@ -209,7 +231,10 @@ impl AuditLog {
         })?;
         if let Some((seq, bytes)) = last {
             let record = decode_record(seq, &bytes)?;
-            log.next = seq + 1;
+            log.next = seq.checked_add(1).ok_or_else(|| AuditError::Bad {
+                seq,
+                problem: "position out of range".into(),
+            })?;
             log.last_hash = Hash::of_bytes(&bytes);
             log.last_at = record.at_ms;
         }
@@ -239,8 +264,13 @@ impl AuditLog {
             body,
         };
         let bytes = codec::encode(&record).map_err(|e| AuditError::Storage(e.to_string()))?;
-        guarded("appending a record", || {
-            let txn = self.db.begin_write().map_err(s)?;
+        let poisoned = &mut self.poisoned;
+        let db = &self.db;
+        guarded_mut(poisoned, "appending a record", || {
+            let mut txn = db.begin_write().map_err(s)?;
+            // Two-phase: a damaged newest commit is an error on open, never a silent fall-back
+            // to the one before (which would drop an answered decision).
+            txn.set_two_phase_commit(true);
             {
                 let mut t = txn.open_table(RECORDS).map_err(s)?;
                 t.insert(record.seq, bytes.as_slice()).map_err(s)?;
@@ -301,6 +331,19 @@ impl AuditLog {
             .collect()
     }
 
+    /// Seals every record after the last sealed batch, [`MAX_BATCH`] at a time; returns the
+    /// new batches.
+    ///
+    /// # Errors
+    /// As [`Self::seal`]; the batches sealed before the failure stay sealed.
+    pub fn seal_all(&mut self) -> Result<Vec<SealedBatch>, AuditError> {
+        let mut out = Vec::new();
+        while let Some(b) = self.seal()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+
     /// Seals the records after the last sealed batch (at most [`MAX_BATCH`]) into a new batch,
     /// stored durably; `None` if there are none.
     ///
@@ -308,7 +351,13 @@ impl AuditLog {
     /// Storage failed, or a record does not decode.
     pub fn seal(&mut self) -> Result<Option<SealedBatch>, AuditError> {
         let batches = self.batches()?;
-        let first = batches.last().map_or(0, |b| b.last + 1);
+        let first = match batches.last() {
+            Some(b) => b.last.checked_add(1).ok_or_else(|| AuditError::Bad {
+                seq: b.last,
+                problem: "batch bounds out of range".into(),
+            })?,
+            None => 0,
+        };
         let raw = self.raw(first, MAX_BATCH)?;
         let (Some((_, first_bytes)), Some((last, last_bytes))) = (raw.first(), raw.last()) else {
             return Ok(None);
@@ -323,8 +372,11 @@ impl AuditLog {
             last_at: decode_record(*last, last_bytes)?.at_ms,
         };
         let bytes = codec::encode(&batch).map_err(|e| AuditError::Storage(e.to_string()))?;
-        guarded("sealing a batch", || {
-            let txn = self.db.begin_write().map_err(s)?;
+        let poisoned = &mut self.poisoned;
+        let db = &self.db;
+        guarded_mut(poisoned, "sealing a batch", || {
+            let mut txn = db.begin_write().map_err(s)?;
+            txn.set_two_phase_commit(true);
             {
                 let mut t = txn.open_table(BATCHES).map_err(s)?;
                 t.insert(batch.index, bytes.as_slice()).map_err(s)?;
@@ -334,24 +386,21 @@ impl AuditLog {
         Ok(Some(batch))
     }
 
-    /// Checks the whole log: positions without gaps, every record chained to the one before,
-    /// every sealed batch's root recomputed from its records, and batch `i` against `anchors[i]`
-    /// (the hospital's audit anchors on the ledger, in ledger order).
+    /// Checks the whole log against `anchors` (the hospital's audit anchors on its ledger
+    /// copy): first every record's position and hash link, which names a record changed in
+    /// place; then every sealed batch's root recomputed from its records; then the anchors.
+    /// A batch is anchored when the ledger holds an anchor equal to its own (root, count,
+    /// times); an anchor that matches no batch means records were lost or rewritten, and is
+    /// blamed on the batch covering the same times if there is one. A batch with no anchor
+    /// (its anchor not yet ordered, or never sent) is reported, not blamed.
     ///
     /// # Errors
-    /// The first record that fails ([`AuditError::Bad`]), or [`AuditError::Truncated`].
+    /// The first record that fails ([`AuditError::Bad`]), or [`AuditError::Truncated`] when
+    /// the ledger anchors batches the log does not hold.
     pub fn verify(&self, anchors: &[AuditAnchor]) -> Result<VerifyReport, AuditError> {
-        let batches = self.batches()?;
-        if anchors.len() > batches.len() {
-            return Err(AuditError::Truncated {
-                anchored: anchors.len(),
-                held: batches.len(),
-            });
-        }
-        let mut prev = Hash::default();
-        let mut prev_at = 0;
+        // Pass 1: positions, times and links.
         let mut leaves: Vec<Hash> = Vec::new();
-        let mut batch = batches.iter().peekable();
+        let mut prev_at = 0;
         let mut seq = 0u64;
         loop {
             let chunk = self.raw(seq, MAX_BATCH)?;
@@ -366,15 +415,10 @@ impl AuditLog {
                     });
                 }
                 let record = decode_record(seq, &bytes)?;
-                if record.seq != seq || record.at_ms < prev_at {
-                    return Err(AuditError::Bad {
-                        seq,
-                        problem: "altered: its position or time is out of order".into(),
-                    });
-                }
-                if record.prev != prev {
-                    // The record before changed after this one was written (this one's link
-                    // still holds the hash that record had).
+                let expected = leaves.last().copied().unwrap_or_default();
+                if record.prev != expected {
+                    // The record before changed after this one was written: this one's link
+                    // still holds the hash that record had.
                     return Err(AuditError::Bad {
                         seq: seq.saturating_sub(1),
                         problem: format!(
@@ -382,49 +426,82 @@ impl AuditLog {
                         ),
                     });
                 }
-                prev = Hash::of_bytes(&bytes);
-                prev_at = record.at_ms;
-                leaves.push(prev);
-                if let Some(b) = batch.next_if(|b| b.last == seq) {
-                    let i = b.index as usize;
-                    let root = merkle::root(&leaves);
-                    let whole = b.first + leaves.len() as u64 == seq + 1;
-                    if !whole || root != b.root {
-                        return Err(AuditError::Bad {
-                            seq: b.first,
-                            problem: format!(
-                                "batch {i} (records {}..={}) does not match its own seal",
-                                b.first, b.last
-                            ),
-                        });
-                    }
-                    if let Some(a) = anchors.get(i)
-                        && *a != b.anchor()
-                    {
-                        return Err(AuditError::Bad {
-                            seq: b.first,
-                            problem: format!(
-                                "batch {i} (records {}..={}) does not match the root the ledger anchors for it: a record in it was altered, or the log rewritten from it on",
-                                b.first, b.last
-                            ),
-                        });
-                    }
-                    leaves.clear();
+                if record.seq != seq || record.at_ms < prev_at {
+                    return Err(AuditError::Bad {
+                        seq,
+                        problem: "altered: its position or time is out of order".into(),
+                    });
                 }
+                prev_at = record.at_ms;
+                leaves.push(Hash::of_bytes(&bytes));
                 seq += 1;
             }
         }
-        if let Some(b) = batch.next() {
-            return Err(AuditError::Bad {
+        // Pass 2: the seals.
+        let batches = self.batches()?;
+        let mut next_first = 0u64;
+        for (position, b) in batches.iter().enumerate() {
+            let bad = |problem: String| AuditError::Bad {
                 seq: b.first,
-                problem: format!("batch {} is sealed but its records are missing", b.index),
+                problem,
+            };
+            if b.index != position as u64 || b.first != next_first || b.last < b.first {
+                return Err(bad(format!(
+                    "batch {position} is out of order (it claims index {}, records {}..={})",
+                    b.index, b.first, b.last
+                )));
+            }
+            let (Ok(first), Ok(last)) = (usize::try_from(b.first), usize::try_from(b.last)) else {
+                return Err(bad("batch bounds out of range".into()));
+            };
+            let Some(covered) = leaves.get(first..=last) else {
+                return Err(bad(format!(
+                    "batch {position} is sealed but its records {}..={} are missing",
+                    b.first, b.last
+                )));
+            };
+            if merkle::root(covered) != b.root {
+                return Err(bad(format!(
+                    "batch {position} (records {}..={}) does not match its own seal",
+                    b.first, b.last
+                )));
+            }
+            next_first = b.last.saturating_add(1);
+        }
+        // Pass 3: the anchors.
+        for a in anchors {
+            if batches.iter().any(|b| b.anchor() == *a) {
+                continue;
+            }
+            let same_span = batches.iter().find(|b| {
+                let mine = b.anchor();
+                mine.count == a.count
+                    && mine.first_event_at == a.first_event_at
+                    && mine.last_event_at == a.last_event_at
+            });
+            return Err(match same_span {
+                Some(b) => AuditError::Bad {
+                    seq: b.first,
+                    problem: format!(
+                        "batch {} (records {}..={}) does not match the root the ledger anchors for its span: a record in it was altered, or the log rewritten from it on",
+                        b.index, b.first, b.last
+                    ),
+                },
+                None => AuditError::Truncated {
+                    anchored: anchors.len(),
+                    held: batches.len(),
+                },
             });
         }
+        let anchored = batches
+            .iter()
+            .filter(|b| anchors.contains(&b.anchor()))
+            .count();
         Ok(VerifyReport {
             records: seq,
             batches: batches.len(),
-            anchored: anchors.len(),
-            unsealed: leaves.len() as u64,
+            anchored,
+            unsealed: seq.saturating_sub(next_first),
         })
     }
 

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
 use medfl_accesslog::consent::{Pseudonym, PseudonymKey};
-use medfl_accesslog::{FeatureExtractor, N_FEATURES, StaffRole};
+use medfl_accesslog::{FeatureExtractor, N_FEATURES};
 use medfl_model::Autoencoder;
 use medfl_model::modelfile::ModelFile;
 use medfl_model::train::{reconstruction_errors, score, training_device};
@@ -69,6 +69,8 @@ pub struct Decision {
     pub top_features: Vec<TopFeature>,
     /// Whether this decision blocks the user until a security officer reviews it.
     pub blocks_user: bool,
+    /// The ledger height of the consent and agreements it applied (`None`: none read yet).
+    pub consent_height: Option<u64>,
 }
 
 /// A feature behind a score (a [`Contribution`] in a storable form).
@@ -133,7 +135,7 @@ impl std::fmt::Debug for Scorer {
 }
 
 impl Scorer {
-    /// Loads a model file (checked against its own hash and shape).
+    /// Loads a model file (its shape and values checked; a threshold must be positive).
     ///
     /// # Errors
     /// The file is unreadable, damaged, or not a model over the access features.
@@ -149,6 +151,13 @@ impl Scorer {
     pub fn new(file: ModelFile, hash: String) -> Result<Scorer, MonitorError> {
         file.expect_inputs(N_FEATURES)
             .map_err(|e| MonitorError::Model(e.to_string()))?;
+        // A threshold at or below zero would alert on, and block, every access.
+        if file.threshold.is_nan() || file.threshold <= 0.0 {
+            return Err(MonitorError::Model(format!(
+                "alert threshold {} is not positive",
+                file.threshold
+            )));
+        }
         let net = Autoencoder::new(file.config, 0, &training_device())
             .and_then(|n| n.load_flat(file.config, &file.params))
             .map_err(|e| MonitorError::Model(e.to_string()))?;
@@ -196,6 +205,8 @@ pub struct Consent {
     pub opted_out: BTreeSet<Pseudonym>,
     /// Latest expiry (ms since the epoch) of an agreement in force that the hospital accepted.
     pub agreement_until: Option<u64>,
+    /// The ledger height this was read at (recorded with each decision).
+    pub height: u64,
 }
 
 /// A standing block of one user.
@@ -264,27 +275,35 @@ impl Monitor {
         self.blocks.remove(user).is_some()
     }
 
-    /// Replays a decision recorded in the audit log: its access joins the user's history and
-    /// the block it imposed stands again (how a restarted monitor recovers its state).
-    pub fn replay(&mut self, req: &AccessRequest, recorded: &Decision) {
+    /// Replays a decision recorded in the audit log at `at_ms`: its access joins the user's
+    /// history, and its alert and block stand again as they did (how a restarted monitor
+    /// recovers its state).
+    pub fn replay(&mut self, req: &AccessRequest, recorded: &Decision, at_ms: u64) {
         let event = req.to_event(self.next_event_id);
         self.next_event_id += 1;
         self.extractor.push(&event);
-        if recorded.verdict >= Verdict::Alert && !self.blocks.contains_key(&req.user) {
-            self.alerts
-                .entry(req.user.clone())
-                .or_default()
-                .push_back(req.time_ms);
+        let score_alert =
+            matches!((recorded.score, recorded.threshold), (Some(s), Some(t)) if s > t);
+        if score_alert && !self.blocks.contains_key(&req.user) {
+            self.note_alert(&req.user, at_ms);
         }
         if recorded.blocks_user {
-            self.blocks.insert(
-                req.user.clone(),
-                Block {
-                    since_ms: req.time_ms,
+            self.blocks
+                .entry(req.user.clone())
+                .or_insert_with(|| Block {
+                    since_ms: at_ms,
                     reason: recorded.reasons.last().cloned().unwrap_or_default(),
-                },
-            );
+                });
         }
+    }
+
+    /// Records a model alert of `user` at `now_ms`; returns the user's alerts in the window.
+    fn note_alert(&mut self, user: &str, now_ms: u64) -> usize {
+        let window = self.policy.alert_window_ms;
+        let recent = self.alerts.entry(user.to_owned()).or_default();
+        recent.retain(|&t| t.saturating_add(window) >= now_ms && t <= now_ms);
+        recent.push_back(now_ms);
+        recent.len()
     }
 
     /// Decides on `req` at the monitor's time `now_ms`, and adds it to its user's history.
@@ -314,14 +333,17 @@ impl Monitor {
                 &mut verdict,
             );
         }
-        if req.role == StaffRole::Researcher {
+        if req.is_research() {
+            // Judged at the later of the access's time and the monitor's: an access dated in
+            // the past cannot reach back into an agreement that has since expired.
+            let at = req.time_ms.max(now_ms);
             match &self.consent {
                 Some(c) if c.opted_out.contains(&c.key.pseudonym(&req.patient)) => raise(
                     Verdict::Deny,
                     "the patient opted out of research use (consent on the ledger)".into(),
                     &mut verdict,
                 ),
-                Some(c) if c.agreement_until.is_some_and(|t| t > req.time_ms) => {}
+                Some(c) if c.agreement_until.is_some_and(|t| t > at) => {}
                 _ => raise(
                     Verdict::Deny,
                     "no data-use agreement in force covers research access".into(),
@@ -337,11 +359,13 @@ impl Monitor {
             );
         }
         let mut blocks_user = false;
+        let mut score_alert = false;
         let (mut score, mut threshold, mut model, mut top) = (None, None, None, Vec::new());
         if let Some(s) = &self.scorer {
             let (value, errors) = s.score(&features)?;
             let t = s.threshold();
             if value > t {
+                score_alert = true;
                 raise(
                     Verdict::Alert,
                     format!("anomaly score {value:.4} above the alert threshold {t:.4}"),
@@ -362,33 +386,31 @@ impl Monitor {
             top = top_contributions(&features, &errors, &event);
             (score, threshold, model) = (Some(value), Some(t), Some(s.hash().to_owned()));
         }
-        if verdict >= Verdict::Alert && !self.blocks.contains_key(&req.user) {
-            let window = self.policy.alert_window_ms;
-            let recent = self.alerts.entry(req.user.clone()).or_default();
-            recent.push_back(req.time_ms);
-            while recent
-                .front()
-                .is_some_and(|&t| t.saturating_add(window) < req.time_ms)
-            {
-                recent.pop_front();
-            }
-            if recent.len() >= self.policy.alerts_to_block && !req.break_glass {
+        // Only the model's alerts count towards a block, on the monitor's own clock: a run of
+        // contract denials is the contracts working, and a caller's times are not trusted for
+        // the window.
+        if score_alert && !self.blocks.contains_key(&req.user) {
+            let recent = self.note_alert(&req.user, now_ms);
+            if recent >= self.policy.alerts_to_block && !req.break_glass {
                 raise(
                     Verdict::Deny,
-                    format!("{} alerts within {} minutes", recent.len(), window / 60_000),
+                    format!(
+                        "{recent} alerts within {} minutes",
+                        self.policy.alert_window_ms / 60_000
+                    ),
                     &mut verdict,
                 );
                 blocks_user = true;
             }
         }
         if blocks_user {
-            self.blocks.insert(
-                req.user.clone(),
-                Block {
-                    since_ms: req.time_ms,
+            // A block already standing keeps its first time and reason.
+            self.blocks
+                .entry(req.user.clone())
+                .or_insert_with(|| Block {
+                    since_ms: now_ms,
                     reason: reasons.last().cloned().unwrap_or_default(),
-                },
-            );
+                });
         }
         Ok(Decision {
             verdict,
@@ -399,6 +421,7 @@ impl Monitor {
             explanation: summary(&top, &event),
             top_features: top.into_iter().map(TopFeature::from).collect(),
             blocks_user,
+            consent_height: self.consent.as_ref().map(|c| c.height),
         })
     }
 }

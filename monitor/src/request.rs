@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 /// Longest identifier accepted (user, patient, department, workstation, IP), in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// How far an access's time may be from the monitor's clock.
-pub const MAX_CLOCK_SKEW_MS: u64 = 24 * 3_600_000;
+/// How far in the past an access's time may be (an audit feed may deliver late).
+pub const MAX_AGE_MS: u64 = 24 * 3_600_000;
+
+/// How far in the future an access's time may be (clock skew between hosts).
+pub const MAX_AHEAD_MS: u64 = 5 * 60_000;
 
 /// One access to decide on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,17 +44,29 @@ pub struct AccessRequest {
     /// Workstation id.
     pub workstation: String,
     /// Emergency ("break-the-glass") access.
-    #[serde(default)]
     pub break_glass: bool,
     /// The user is on the patient's care team.
-    #[serde(default)]
     pub care_team: bool,
     /// The patient is flagged VIP.
-    #[serde(default)]
     pub vip: bool,
     /// User and patient are linked as family.
-    #[serde(default)]
     pub family_link: bool,
+    /// What the access is for, when the EHR knows; research by any role is held to the
+    /// research rules (a researcher's access is research whatever it says).
+    #[serde(default)]
+    pub purpose: Option<Purpose>,
+}
+
+/// Why a record is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Care of the patient.
+    Treatment,
+    /// Billing, quality, administration.
+    Operations,
+    /// Research under a data-use agreement.
+    Research,
 }
 
 /// Why a request is refused before any decision.
@@ -66,7 +81,9 @@ pub enum RequestError {
         problem: String,
     },
     /// The access's time is too far from the monitor's clock.
-    #[error("time_ms {time_ms} is more than a day from the monitor's clock ({now_ms})")]
+    #[error(
+        "time_ms {time_ms} is more than a day before or five minutes after the monitor's clock ({now_ms})"
+    )]
     ClockSkew {
         /// The request's time.
         time_ms: u64,
@@ -81,23 +98,40 @@ impl AccessRequest {
     /// # Errors
     /// The first [`RequestError`] found.
     pub fn check(&self, now_ms: u64) -> Result<(), RequestError> {
+        // Identities are matched byte for byte (consent pseudonyms, blocks, the patient-access
+        // report): only visible ASCII, so no look-alike or invisible character makes a second
+        // name for one person.
+        for (field, value) in [("user", &self.user), ("patient", &self.patient)] {
+            check_id(field, value)?;
+            if !value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(RequestError::BadField {
+                    field,
+                    problem: "only visible ASCII characters, no spaces".into(),
+                });
+            }
+        }
         for (field, value) in [
-            ("user", &self.user),
             ("department", &self.department),
-            ("patient", &self.patient),
             ("patient_department", &self.patient_department),
             ("source_ip", &self.source_ip),
             ("workstation", &self.workstation),
         ] {
             check_id(field, value)?;
         }
-        if self.time_ms.abs_diff(now_ms) > MAX_CLOCK_SKEW_MS {
+        if self.time_ms < now_ms.saturating_sub(MAX_AGE_MS)
+            || self.time_ms > now_ms.saturating_add(MAX_AHEAD_MS)
+        {
             return Err(RequestError::ClockSkew {
                 time_ms: self.time_ms,
                 now_ms,
             });
         }
         Ok(())
+    }
+
+    /// Whether the access is research: by a researcher, or declared so.
+    pub fn is_research(&self) -> bool {
+        self.role == StaffRole::Researcher || self.purpose == Some(Purpose::Research)
     }
 
     /// The access as the feature extractor and the training pipeline see it.
@@ -138,8 +172,18 @@ impl AccessRequest {
             care_team: e.care_team,
             vip: e.vip,
             family_link: e.family_link,
+            purpose: None,
         }
     }
+}
+
+/// Whether `c` is invisible or reorders text: control, format (zero-width, bidirectional
+/// overrides, byte-order mark) or line and paragraph separators.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<(), RequestError> {
@@ -147,8 +191,10 @@ fn check_id(field: &'static str, value: &str) -> Result<(), RequestError> {
         "must not be empty".to_owned()
     } else if value.len() > MAX_ID_BYTES {
         format!("{} bytes, over the limit of {MAX_ID_BYTES}", value.len())
-    } else if value.chars().any(char::is_control) {
-        "holds a control character".to_owned()
+    } else if value.chars().any(invisible) {
+        "holds a control, invisible or direction-changing character".to_owned()
+    } else if value.trim() != value {
+        "has leading or trailing spaces".to_owned()
     } else {
         return Ok(());
     };
@@ -175,6 +221,7 @@ mod tests {
             care_team: true,
             vip: false,
             family_link: false,
+            purpose: None,
         }
     }
 
@@ -201,9 +248,29 @@ mod tests {
         control.workstation = "ws\n1".into();
         assert!(control.check(r.time_ms).is_err());
         assert!(matches!(
-            r.check(r.time_ms + MAX_CLOCK_SKEW_MS + 1),
+            r.check(r.time_ms + MAX_AGE_MS + 1),
             Err(RequestError::ClockSkew { .. })
         ));
+        assert!(matches!(
+            r.check(r.time_ms - MAX_AHEAD_MS - 1),
+            Err(RequestError::ClockSkew { .. })
+        ));
+        // Look-alike identities are refused: invisible characters, spaces, non-ASCII ids.
+        for (field, value) in [
+            ("patient", "p1\u{200B}"),
+            ("patient", "p1 "),
+            ("user", "u\u{202E}1"),
+            ("patient", "p\u{0430}1"),
+            ("workstation", "ws\u{FEFF}"),
+        ] {
+            let mut x = r.clone();
+            match field {
+                "patient" => x.patient = value.into(),
+                "user" => x.user = value.into(),
+                _ => x.workstation = value.into(),
+            }
+            assert!(x.check(r.time_ms).is_err(), "{field} {value:?}");
+        }
     }
 
     #[test]

@@ -78,6 +78,9 @@ fn contracts_and_break_the_glass_decide_whatever_the_score() {
     let t = 1_767_225_600_000;
     let key = PseudonymKey::derive(&[7; 32], "h").unwrap();
     let mut m = Monitor::new(Policy::default());
+    // A model that scores every access far below its threshold: only the contracts deny.
+    let (file, hash) = model(f32::MAX);
+    m.swap_model(Scorer::new(file, hash).unwrap());
     // Without what the ledger says, research access is denied.
     let r = request("res-1", "p-1", StaffRole::Researcher, t);
     let d = m.decide(&r, t).unwrap();
@@ -86,15 +89,32 @@ fn contracts_and_break_the_glass_decide_whatever_the_score() {
         key: key.clone(),
         opted_out: BTreeSet::from([key.pseudonym("p-out")]),
         agreement_until: Some(t + 1_000),
+        height: 3,
     });
-    assert_eq!(m.decide(&r, t).unwrap().verdict, Verdict::Allow);
+    let d = m.decide(&r, t).unwrap();
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    assert_eq!(d.consent_height, Some(3));
+    // Declared research by a physician is research too.
+    let mut declared = request("doc-1", "p-out", StaffRole::Physician, t);
+    declared.purpose = Some(medfl_monitor::request::Purpose::Research);
+    assert_eq!(m.decide(&declared, t).unwrap().verdict, Verdict::Deny);
     let out = request("res-1", "p-out", StaffRole::Researcher, t);
     let d = m.decide(&out, t).unwrap();
     assert_eq!(d.verdict, Verdict::Deny);
     assert!(d.reasons[0].contains("opted out"), "{:?}", d.reasons);
-    // After the agreement expires, research access is denied again.
+    // After the agreement expires, research access is denied again, even dated before it.
     let late = request("res-1", "p-1", StaffRole::Researcher, t + 2_000);
     assert_eq!(m.decide(&late, t + 2_000).unwrap().verdict, Verdict::Deny);
+    let backdated = request("res-1", "p-1", StaffRole::Researcher, t);
+    assert_eq!(
+        m.decide(&backdated, t + 2_000).unwrap().verdict,
+        Verdict::Deny
+    );
+    // Contract denials never add up to a block.
+    for _ in 0..10 {
+        m.decide(&out, t).unwrap();
+    }
+    assert!(m.blocks().is_empty());
     // A nurse's access to the opted-out patient is care, not research.
     let care = request("n-1", "p-out", StaffRole::Nurse, t);
     assert_eq!(m.decide(&care, t).unwrap().verdict, Verdict::Allow);
@@ -112,8 +132,8 @@ fn contracts_and_break_the_glass_decide_whatever_the_score() {
 #[test]
 fn a_high_score_blocks_the_user_until_an_officer_lifts_it() {
     let events = events(50);
-    // Every score is above a threshold of zero; at least 4 times it blocks.
-    let (file, hash) = model(0.0);
+    // Every score is far above a tiny threshold: at least 4 times it blocks.
+    let (file, hash) = model(f32::MIN_POSITIVE);
     let mut m = Monitor::new(Policy::default());
     m.swap_model(Scorer::new(file, hash).unwrap());
     let e = &events[0];
@@ -135,6 +155,51 @@ fn a_high_score_blocks_the_user_until_an_officer_lifts_it() {
     );
     assert!(m.unblock(&e.user));
     assert!(!m.unblock(&e.user));
+    // A threshold that is not positive is refused: it would block everyone.
+    let (file, hash) = model(0.0);
+    assert!(Scorer::new(file, hash).is_err());
+}
+
+/// A block recorded in the log stands again after a restart (the monitor replays its log).
+#[test]
+fn a_block_survives_a_restart_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events(5);
+    let (file, hash) = model(f32::MIN_POSITIVE);
+    let mut log = AuditLog::open(&dir.path().join("audit.redb")).unwrap();
+    let mut m = Monitor::new(Policy::default());
+    m.swap_model(Scorer::new(file.clone(), hash.clone()).unwrap());
+    let e = &events[0];
+    let request = AccessRequest::from_event(e);
+    let decision = m.decide(&request, e.time_ms).unwrap();
+    assert!(decision.blocks_user);
+    log.append(
+        e.time_ms,
+        RecordBody::Decision {
+            request: Box::new(request),
+            decision: Box::new(decision),
+        },
+    )
+    .unwrap();
+    drop(log);
+    let log = AuditLog::open(&dir.path().join("audit.redb")).unwrap();
+    let mut restarted = Monitor::new(Policy::default());
+    for r in log.records(0, 100).unwrap() {
+        if let RecordBody::Decision { request, decision } = &r.body {
+            restarted.replay(request, decision, r.at_ms);
+        }
+    }
+    assert!(restarted.blocks().contains_key(&e.user));
+    restarted.swap_model(Scorer::new(file, hash).unwrap());
+    let mut later = AccessRequest::from_event(&events[1]);
+    later.user = e.user.clone();
+    let d = restarted.decide(&later, later.time_ms).unwrap();
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("blocked pending review")),
+        "{d:?}"
+    );
 }
 
 fn log_with(dir: &std::path::Path, n: u64) -> AuditLog {
@@ -192,14 +257,12 @@ fn the_log_verifies_against_its_anchors_and_survives_reopening() {
     let expected = events(30).iter().filter(|e| e.patient == patient).count();
     let history = log.history(&patient).unwrap();
     assert_eq!(history.len(), expected);
-    // More anchors than batches: records were lost.
-    let two = vec![b0.anchor(), b0.anchor()];
+    // An anchor for records the log does not hold: records were lost.
+    let mut ghost = b0.anchor();
+    ghost.count += 1;
     assert!(matches!(
-        log.verify(&two),
-        Err(AuditError::Truncated {
-            anchored: 2,
-            held: 1
-        })
+        log.verify(&[b0.anchor(), ghost]),
+        Err(AuditError::Truncated { .. })
     ));
 }
 
@@ -274,19 +337,99 @@ fn an_altered_record_is_named_and_a_rewritten_batch_fails_its_anchor() {
         other => panic!("{other:?}"),
     }
     drop(log);
-    // Rewritten with the whole chain after it: the chain holds, the anchored root does not.
+    // Rewritten with the whole chain after it and sealed again: the chain and the local seal
+    // hold; the root the ledger anchors does not.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.redb");
     let mut log = log_with(dir.path(), 40);
     let b0 = log.seal().unwrap().unwrap();
     drop(log);
     tamper(&path, 12, true, hide_the_access);
+    reseal(&path, |_| {});
     let log = AuditLog::open(&path).unwrap();
+    assert!(
+        log.verify(&[]).is_ok(),
+        "without the ledger the forgery is consistent"
+    );
     match log.verify(&[b0.anchor()]) {
         Err(AuditError::Bad { seq, problem }) => {
             assert_eq!(seq, 0, "{problem}");
-            assert!(problem.contains("does not match"), "{problem}");
+            assert!(problem.contains("the ledger anchors"), "{problem}");
         }
         other => panic!("{other:?}"),
     }
+    // A forged batch index does not dodge the check.
+    drop(log);
+    reseal(&path, |b| b.index = 1000);
+    let log = AuditLog::open(&path).unwrap();
+    assert!(log.verify(&[b0.anchor()]).is_err());
+}
+
+/// A sealed batch whose anchor never reached the ledger is reported, not blamed; an anchor
+/// for records the log no longer holds is.
+#[test]
+fn a_missing_anchor_is_not_tampering_and_lost_records_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_with(dir.path(), 20);
+    let b0 = log.seal().unwrap().unwrap();
+    for (i, e) in events(25).iter().enumerate().skip(20) {
+        let request = AccessRequest::from_event(e);
+        let mut m = Monitor::new(Policy::default());
+        let decision = m.decide(&request, e.time_ms).unwrap();
+        let r = log
+            .append(
+                e.time_ms,
+                RecordBody::Decision {
+                    request: Box::new(request),
+                    decision: Box::new(decision),
+                },
+            )
+            .unwrap();
+        assert_eq!(r.seq, i as u64);
+    }
+    let b1 = log.seal().unwrap().unwrap();
+    // Only the second batch's anchor made it to the ledger.
+    let report = log.verify(&[b1.anchor()]).unwrap();
+    assert_eq!((report.batches, report.anchored), (2, 1));
+    // An anchor for a batch of records the log does not hold.
+    let mut ghost = b0.anchor();
+    ghost.count = 7;
+    assert!(matches!(
+        log.verify(&[ghost]),
+        Err(AuditError::Truncated { .. })
+    ));
+}
+
+/// Rewrites the sealed batches from the records as they now are, with `edit` applied to each
+/// (an attacker covering a rewrite).
+fn reseal(path: &std::path::Path, edit: impl Fn(&mut medfl_monitor::audit::SealedBatch)) {
+    use redb::{ReadableTable, TableDefinition};
+    const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+    const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let records = txn.open_table(RECORDS).unwrap();
+        let mut batches = txn.open_table(BATCHES).unwrap();
+        let all: Vec<(u64, Vec<u8>)> = batches
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect();
+        for (k, v) in all {
+            let mut b: medfl_monitor::audit::SealedBatch = medfl_ledger::codec::decode(&v).unwrap();
+            let leaves: Vec<medfl_ledger::Hash> = (b.first..=b.last)
+                .map(|i| medfl_ledger::Hash::of_bytes(records.get(i).unwrap().unwrap().value()))
+                .collect();
+            b.root = medfl_ledger::merkle::root(&leaves);
+            edit(&mut b);
+            batches
+                .insert(k, medfl_ledger::codec::encode(&b).unwrap().as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
 }

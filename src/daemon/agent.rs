@@ -532,27 +532,9 @@ impl Daemon {
         }
     }
 
-    /// Every transaction file in the outbox, the readable ones oldest issued first (consent
-    /// choices must reach the orderer in the order they were made), then the unreadable.
+    /// Every transaction file in the outbox ([`read_outbox`]).
     fn read_outbox(&self) -> Vec<(PathBuf, Result<Transaction>)> {
-        let Ok(entries) = std::fs::read_dir(self.member.dir.join("outbox")) else {
-            return Vec::new();
-        };
-        let mut files: Vec<(PathBuf, Result<Transaction>)> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "tx"))
-            .map(|p| {
-                let tx = read_tx(&p);
-                (p, tx)
-            })
-            .collect();
-        files.sort_by_key(|(p, tx)| {
-            (
-                tx.as_ref().map_or(Timestamp(u64::MAX), |t| t.issued_at),
-                p.clone(),
-            )
-        });
-        files
+        read_outbox(&self.member.dir.join("outbox"))
     }
 
     /// Patients this hospital opted out in a transaction no block carries yet, in flight or
@@ -730,6 +712,29 @@ impl Daemon {
         )?;
         Ok(())
     }
+}
+
+/// Every transaction file in `outbox`, the readable ones oldest issued first (consent
+/// choices must reach the orderer in the order they were made), then the unreadable.
+pub fn read_outbox(outbox: &Path) -> Vec<(PathBuf, Result<Transaction>)> {
+    let Ok(entries) = std::fs::read_dir(outbox) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(PathBuf, Result<Transaction>)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tx"))
+        .map(|p| {
+            let tx = read_tx(&p);
+            (p, tx)
+        })
+        .collect();
+    files.sort_by_key(|(p, tx)| {
+        (
+            tx.as_ref().map_or(Timestamp(u64::MAX), |t| t.issued_at),
+            p.clone(),
+        )
+    });
+    files
 }
 
 /// Reads one outbox file: a bounded, canonical transaction encoding.

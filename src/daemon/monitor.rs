@@ -12,7 +12,13 @@
 //! and standing blocks survive a restart.
 //!
 //! Endpoints: `POST /v1/access` (JSON [`AccessRequest`]; answers the decision with its record
-//! number), `GET /v1/alerts` (the latest alerts and denials), `GET /healthz`.
+//! number), `GET /v1/alerts` (the latest alerts and denials), `POST /v1/unblock` (a security
+//! officer lifts a user's block: `Authorization: Bearer TOKEN`, JSON `{"user", "note"}`; the
+//! review is logged before the block is lifted), `GET /healthz`.
+//!
+//! Officers' tokens are 256-bit random values made by `medfl officer-token`; the monitor keeps
+//! only their SHA-256 (in `monitor/officers`), so the file does not hold a usable token. A
+//! slow password hash would add nothing for tokens this long.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -76,6 +82,13 @@ struct Shared {
     /// The model file's hash in use, and the ledger height consent was read at.
     model_hash: Option<String>,
     consent_height: Option<u64>,
+    /// The member's folder (officers' tokens).
+    member_dir: PathBuf,
+    /// Size and modification time of the model file and the ledger copy when last read.
+    model_seen: Stamp,
+    ledger_seen: Stamp,
+    /// The same for the ledger copy and the outbox together (consent's two sources).
+    consent_seen: Option<(Stamp, Stamp)>,
 }
 
 type App = Arc<Mutex<Shared>>;
@@ -108,11 +121,16 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         alerts,
         model_hash: None,
         consent_height: None,
+        member_dir: member.dir.clone(),
+        model_seen: None,
+        ledger_seen: None,
+        consent_seen: None,
     }));
     refresh(&app, &member, &pseudonyms);
     let router = Router::new()
         .route("/v1/access", post(access))
         .route("/v1/alerts", get(list_alerts))
+        .route("/v1/unblock", post(unblock))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::clone(&app));
@@ -151,6 +169,122 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// The file of officers' token hashes, one `name hex-sha256` per line.
+pub fn officers_file(member_dir: &Path) -> PathBuf {
+    member_dir.join("monitor").join("officers")
+}
+
+/// Makes a new token for `officer`, records its hash, and returns the token (shown once).
+pub fn add_officer(member_dir: &Path, officer: &str) -> Result<String> {
+    if officer.is_empty()
+        || !officer
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        bail!("an officer's name is letters, digits and '-'");
+    }
+    let mut secret = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+    let token = hex::encode(secret);
+    let path = officers_file(member_dir);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(&format!("{officer} {}\n", token_hash(&token)));
+    std::fs::create_dir_all(path.parent().unwrap_or(member_dir))?;
+    crate::model_store::write_atomic(&path, text.as_bytes())?;
+    Ok(token)
+}
+
+fn token_hash(token: &str) -> String {
+    medfl_ledger::Hash::of_bytes(token.as_bytes()).to_string()
+}
+
+/// The officer a bearer token belongs to, if any.
+fn officer_of(member_dir: &Path, headers: &axum::http::HeaderMap) -> Option<String> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    let hash = token_hash(token.trim());
+    std::fs::read_to_string(officers_file(member_dir))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let (name, h) = l.split_once(' ')?;
+            (h.trim() == hash).then(|| name.to_owned())
+        })
+}
+
+/// What an officer sends to lift a block.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnblockRequest {
+    user: String,
+    note: String,
+}
+
+/// `POST /v1/unblock`: an officer lifts a block; the review is durable before it takes effect.
+async fn unblock(State(app): State<App>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let dir = match app.lock() {
+        Ok(shared) => shared.member_dir.clone(),
+        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed"),
+    };
+    let Some(officer) = officer_of(&dir, &headers) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a security officer's token is needed",
+        );
+    };
+    let req: UnblockRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    if req.note.len() > 4096 || req.user.len() > medfl_monitor::request::MAX_ID_BYTES {
+        return refuse(StatusCode::BAD_REQUEST, "user or note too long");
+    }
+    let done = tokio::task::spawn_blocking(move || {
+        let Ok(mut shared) = app.lock() else {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the monitor failed".to_owned(),
+            ));
+        };
+        if !shared.monitor.blocks().contains_key(&req.user) {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("{} is not blocked", req.user),
+            ));
+        }
+        let body = RecordBody::Review {
+            officer: officer.clone(),
+            action: ReviewAction::Unblock {
+                user: req.user.clone(),
+            },
+            note: req.note,
+        };
+        let record = shared.log.append(now_ms(), body).map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the review could not be logged, the block stands: {e}"),
+            )
+        })?;
+        shared.monitor.unblock(&req.user);
+        info!(
+            officer,
+            user = req.user,
+            record = record.seq,
+            "block lifted"
+        );
+        Ok(record.seq)
+    })
+    .await;
+    match done {
+        Ok(Ok(seq)) => axum::Json(serde_json::json!({ "record": seq })).into_response(),
+        Ok(Err((status, why))) => refuse(status, why),
+        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the review failed"),
+    }
+}
+
 /// Rebuilds the users' history, blocks and recent alerts from the audit log.
 fn replay(log: &AuditLog, monitor: &mut Monitor, alerts: &mut VecDeque<AlertView>) -> Result<()> {
     let mut seq = 0;
@@ -163,7 +297,7 @@ fn replay(log: &AuditLog, monitor: &mut Monitor, alerts: &mut VecDeque<AlertView
         for r in chunk {
             match r.body {
                 RecordBody::Decision { request, decision } => {
-                    monitor.replay(&request, &decision);
+                    monitor.replay(&request, &decision, r.at_ms);
                     note_alert(alerts, r.seq, &request, &decision);
                 }
                 RecordBody::Review {
@@ -194,6 +328,16 @@ fn note_alert(alerts: &mut VecDeque<AlertView>, seq: u64, r: &AccessRequest, d: 
         reasons: d.reasons.clone(),
         explanation: d.explanation.clone(),
     });
+}
+
+/// Stops the process: its state has moved past its audit log, and only a restart (which
+/// replays the log) makes them agree again. The request that caused it gets no answer.
+fn fail_stop(why: &str) -> ! {
+    tracing::error!(
+        reason = why,
+        "the monitor stops; restart it to replay its audit log"
+    );
+    std::process::exit(3)
 }
 
 fn now_ms() -> u64 {
@@ -227,23 +371,24 @@ async fn access(State(app): State<App>, body: Bytes) -> Response {
             ));
         };
         let now = now_ms();
-        let decision = shared.monitor.decide(&request, now).map_err(|e| match e {
-            medfl_monitor::decide::MonitorError::Request(e) => {
-                (StatusCode::BAD_REQUEST, e.to_string())
+        let decision = match shared.monitor.decide(&request, now) {
+            Ok(d) => d,
+            Err(medfl_monitor::decide::MonitorError::Request(e)) => {
+                return Err((StatusCode::BAD_REQUEST, e.to_string()));
             }
-            e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        })?;
+            // The access is in the users' history but in no record: stop, and let the
+            // restart rebuild the state from the log.
+            Err(e) => fail_stop(&format!("the model failed: {e}")),
+        };
         let body = RecordBody::Decision {
             request: Box::new(request.clone()),
             decision: Box::new(decision.clone()),
         };
-        let record = shared.log.append(now, body).map_err(|e| {
-            warn!(error = %e, "cannot append to the audit log; the access is refused");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit log cannot be written".to_owned(),
-            )
-        })?;
+        let record = match shared.log.append(now, body) {
+            Ok(r) => r,
+            // Unanswered and unrecorded, but decided: the in-memory state is ahead of the log.
+            Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
+        };
         note_alert(&mut shared.alerts, record.seq, &request, &decision);
         Ok((record.seq, decision))
     })
@@ -261,45 +406,84 @@ async fn access(State(app): State<App>, body: Bytes) -> Response {
 
 /// `GET /v1/alerts`: the latest alerts and denials, newest first.
 async fn list_alerts(State(app): State<App>) -> Response {
-    let Ok(shared) = app.lock() else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
-    };
-    let list: Vec<&AlertView> = shared.alerts.iter().rev().collect();
-    axum::Json(serde_json::json!({ "alerts": list })).into_response()
+    read_shared(app, |shared| {
+        let list: Vec<&AlertView> = shared.alerts.iter().rev().collect();
+        serde_json::json!({ "alerts": list })
+    })
+    .await
+}
+
+/// Reads the shared state on a blocking thread (a decision may hold the lock through its
+/// fsync) and answers what `f` makes of it.
+async fn read_shared(
+    app: App,
+    f: impl FnOnce(&Shared) -> serde_json::Value + Send + 'static,
+) -> Response {
+    let read = tokio::task::spawn_blocking(move || app.lock().ok().map(|shared| f(&shared))).await;
+    match read {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        _ => refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed"),
+    }
 }
 
 /// `GET /healthz`: the model in use, the log's length, the consent height.
 async fn health(State(app): State<App>) -> Response {
-    let Ok(shared) = app.lock() else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
-    };
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "model": shared.model_hash,
-        "records": shared.log.len(),
-        "consent_height": shared.consent_height,
-        "blocked_users": shared.monitor.blocks().len(),
-    }))
-    .into_response()
+    read_shared(app, |shared| {
+        serde_json::json!({
+            "status": "ok",
+            "model": shared.model_hash,
+            "records": shared.log.len(),
+            "consent_height": shared.consent_height,
+            "blocked_users": shared.monitor.blocks().len(),
+        })
+    })
+    .await
 }
 
-/// Swaps in a new monitor model and re-reads consent when the ledger copy moved.
+/// A file's size and modification time, if it exists: enough to notice that it changed.
+type Stamp = Option<(u64, SystemTime)>;
+
+/// The [`Stamp`] of `path`.
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Swaps in a new monitor model and re-reads consent, each only when its files changed (the
+/// ledger copy, or the outbox where an opt-out waiting to be ordered already applies).
 fn refresh(app: &App, member: &Member, pseudonyms: &PseudonymKey) {
     let model_path = member.dir.join("models").join("current.model");
-    let scorer = match std::fs::metadata(&model_path) {
-        Ok(_) => match Scorer::load(&model_path) {
+    let ledger_path = member
+        .dir
+        .join(&member.config.ledger_dir)
+        .join("ledger.redb");
+    let (model_seen, ledger_seen, consent_seen) = match app.lock() {
+        Ok(shared) => (shared.model_seen, shared.ledger_seen, shared.consent_seen),
+        Err(_) => fail_stop("the monitor's state is poisoned"),
+    };
+    let model_now = stamp(&model_path);
+    let scorer = if model_now.is_some() && model_now != model_seen {
+        match Scorer::load(&model_path) {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!(error = %e, file = %model_path.display(), "monitor model not loaded; keeping the previous one");
                 None
             }
-        },
-        Err(_) => None,
+        }
+    } else {
+        None
     };
-    let consent = read_consent(member, pseudonyms);
+    let ledger_now = stamp(&ledger_path);
+    let consent_now = Some((ledger_now, stamp(&member.dir.join("outbox"))));
+    let consent = if consent_now != consent_seen {
+        read_consent(member, pseudonyms)
+    } else {
+        Ok(None)
+    };
     let Ok(mut shared) = app.lock() else {
-        return;
+        fail_stop("the monitor's state is poisoned");
     };
+    shared.model_seen = model_now;
     if let Some(s) = scorer
         && shared.model_hash.as_deref() != Some(s.hash())
     {
@@ -312,16 +496,20 @@ fn refresh(app: &App, member: &Member, pseudonyms: &PseudonymKey) {
         shared.monitor.swap_model(s);
     }
     match consent {
-        Ok(Some((height, c))) if shared.consent_height != Some(height) => {
-            info!(
-                height,
-                opted_out = c.opted_out.len(),
-                "consent read from the ledger copy"
-            );
+        Ok(Some((height, c))) => {
+            if ledger_now != ledger_seen {
+                info!(
+                    height,
+                    opted_out = c.opted_out.len(),
+                    "consent read from the ledger copy"
+                );
+            }
+            shared.ledger_seen = ledger_now;
+            shared.consent_seen = consent_now;
             shared.consent_height = Some(height);
             shared.monitor.set_consent(c);
         }
-        Ok(_) => {}
+        Ok(None) => {}
         Err(e) => warn!(error = %format!("{e:#}"), "cannot read the ledger copy"),
     }
 }
@@ -336,7 +524,19 @@ fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u6
     let ledger = Ledger::open_snapshot(&dir)?;
     let chain = ledger.state();
     let me = &member.config.member;
-    let opted_out = chain.opted_out(me).into_iter().map(|p| p.0.0).collect();
+    // The hospital's own opt-outs apply before the coordinator orders them: one it censors
+    // must not keep research access open.
+    let pending: Vec<Transaction> = super::agent::read_outbox(&member.dir.join("outbox"))
+        .into_iter()
+        .filter_map(|(_, tx)| tx.ok())
+        .filter(|tx| &tx.signer == me && !chain.contains_tx(&tx.id().unwrap_or_default()))
+        .collect();
+    let opted_out = chain
+        .opted_out(me)
+        .into_iter()
+        .chain(super::submit::opt_outs(&pending))
+        .map(|p| p.0.0)
+        .collect();
     let agreement_until = chain
         .agreements()
         .filter(|a| a.accepted.contains(me))
@@ -348,24 +548,34 @@ fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u6
             key: pseudonyms.clone(),
             opted_out,
             agreement_until,
+            height: chain.height(),
         },
     )))
 }
 
 /// Seals the records since the last batch and queues their anchor for the hospital's client.
 fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
-    let batch = {
+    let batches = {
         let Ok(mut shared) = app.lock() else {
             bail!("the monitor failed");
         };
-        shared.log.seal()?
-    };
-    let Some(batch) = batch else {
-        return Ok(());
+        shared.log.seal_all()?
     };
     let genesis = member.genesis.hash()?;
+    for batch in batches {
+        queue_anchor(member, &genesis, &batch)?;
+    }
+    Ok(())
+}
+
+/// Signs a sealed batch's anchor and leaves it in the outbox for the hospital's client.
+fn queue_anchor(
+    member: &Member,
+    genesis: &medfl_ledger::Hash,
+    batch: &medfl_monitor::audit::SealedBatch,
+) -> Result<()> {
     let tx = Transaction::sign(
-        &genesis,
+        genesis,
         member.config.member.clone(),
         &member.key,
         Timestamp(now_ms()),

@@ -1,0 +1,169 @@
+//! Load on `medfl monitor`: concurrent keep-alive connections on loopback posting accesses,
+//! every decision durably logged before its answer. Prints throughput and latency percentiles
+//! per concurrency level. Run with `cargo run --release --example monitor_load`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use medfl::daemon::{self, InsecureKeys};
+use medfl::provision::{KeyGeneration, KeySource, provision};
+use medfl_ledger::ConsortiumFile;
+use medfl_monitor::AccessRequest;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Load on the access monitor.
+#[derive(clap::Parser)]
+struct Args {
+    /// Concurrent connections, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    connections: Vec<usize>,
+    /// Seconds of load per level.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let args = <Args as clap::Parser>::parse();
+    let dir = tempfile::tempdir()?;
+    let (config, events) = setup(dir.path())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let opts = daemon::monitor::Options {
+        listen: format!("127.0.0.1:{port}").parse()?,
+        seal_every: Duration::from_secs(60),
+        insecure_keys: InsecureKeys::Allow,
+    };
+    let monitor = tokio::spawn(async move { daemon::monitor::run(&config, opts).await });
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bodies: the log's events, shifted to end now, cycled.
+    let shift = now_ms().saturating_sub(events.last().map_or(0, |e| e.time_ms));
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        events
+            .iter()
+            .map(|e| {
+                let mut r = AccessRequest::from_event(e);
+                r.time_ms += shift;
+                serde_json::to_vec(&r)
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    println!("| connections | decisions/s | p50 | p99 | p99.9 | errors |");
+    println!("|---|---|---|---|---|---|");
+    for &n in &args.connections {
+        let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+        let mut tasks = Vec::new();
+        for c in 0..n {
+            let bodies = Arc::clone(&bodies);
+            tasks.push(tokio::spawn(client(port, bodies, c, deadline)));
+        }
+        let mut lat = Vec::new();
+        let mut errors = 0u64;
+        for t in tasks {
+            match t.await? {
+                Ok(mut l) => lat.append(&mut l),
+                Err(_) => errors += 1,
+            }
+        }
+        lat.sort_unstable();
+        let pct = |q: f64| {
+            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                .map_or(f64::NAN, |d: &Duration| d.as_secs_f64() * 1000.0)
+        };
+        println!(
+            "| {n} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} |",
+            lat.len() as f64 / args.seconds,
+            pct(0.5),
+            pct(0.99),
+            pct(0.999)
+        );
+    }
+    monitor.abort();
+    Ok(())
+}
+
+/// One keep-alive connection posting until `deadline`; returns each request's latency.
+async fn client(
+    port: u16,
+    bodies: Arc<Vec<Vec<u8>>>,
+    offset: usize,
+    deadline: Instant,
+) -> Result<Vec<Duration>> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut out = Vec::new();
+    let mut i = offset;
+    while Instant::now() < deadline {
+        let body = &bodies[i % bodies.len()];
+        i += 1;
+        let head = format!(
+            "POST /v1/access HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let t = Instant::now();
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(body).await?;
+        let mut status = String::new();
+        r.read_line(&mut status).await?;
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut buf = vec![0u8; len];
+        r.read_exact(&mut buf).await?;
+        if !status.contains(" 200 ") {
+            bail!("{status}: {}", String::from_utf8_lossy(&buf));
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+/// A one-hospital consortium, a week of its log, and a monitor model trained on it.
+fn setup(dir: &Path) -> Result<(std::path::PathBuf, Vec<medfl_accesslog::AccessEvent>)> {
+    let plan = "name = \"load\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n[[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/1\"\n\n[[members]]\nid = \"h\"\nrole = \"hospital\"\n\n[[agreements]]\nid = \"dua\"\npurpose = \"load\"\nmembers = [\"h\"]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-6\n";
+    let cons = dir.join("cons");
+    provision(
+        &ConsortiumFile::from_toml(plan)?,
+        &cons,
+        KeyGeneration::Central(KeySource::InsecureSeed(1)),
+    )?;
+    let mut sc = medfl_simulations::scenario::Scenario::from_toml(
+        medfl_simulations::scenario::DEFAULT_TOML,
+    )?;
+    sc.hospitals.truncate(1);
+    sc.days = 7;
+    let (events, _) = medfl_simulations::generate_hospital(&sc, 0)?;
+    let logs = dir.join("logs");
+    medfl_simulations::write_consortium(&sc, &logs)?;
+    let csv = logs.join(&sc.hospitals[0].name).join("events.csv");
+    let ds = medfl::data::load(&csv, None, None, None, medfl_accesslog::OnError::Reject)
+        .context("loading the log")?;
+    let models = cons.join("h/models");
+    std::fs::create_dir_all(&models)?;
+    medfl::standalone::train(&ds, &csv, &models.join("current.model"), 1, 0.02, 1)?;
+    Ok((cons.join("h/config.toml"), events))
+}
