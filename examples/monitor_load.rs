@@ -51,11 +51,14 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Bodies: the log's events, shifted to end now, cycled.
-    let shift = now_ms().saturating_sub(events.last().map_or(0, |e| e.time_ms));
+    // Bodies: the log's accesses (the last day's, so that every time is within the monitor's
+    // window), shifted to end now, cycled.
+    let last = events.last().map_or(0, |e| e.time_ms);
+    let shift = now_ms().saturating_sub(last);
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         events
             .iter()
+            .filter(|e| e.time_ms + 20 * 3_600_000 >= last)
             .map(|e| {
                 let mut r = AccessRequest::from_event(e);
                 r.time_ms += shift;
@@ -63,6 +66,7 @@ async fn main() -> Result<()> {
             })
             .collect::<Result<_, _>>()?,
     );
+    eprintln!("{} distinct requests", bodies.len());
     println!("| connections | decisions/s | p50 | p99 | p99.9 | errors |");
     println!("|---|---|---|---|---|---|");
     for &n in &args.connections {
@@ -74,11 +78,18 @@ async fn main() -> Result<()> {
         }
         let mut lat = Vec::new();
         let mut errors = 0u64;
+        let mut first_error = None;
         for t in tasks {
             match t.await? {
                 Ok(mut l) => lat.append(&mut l),
-                Err(_) => errors += 1,
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = first_error {
+            eprintln!("{n} connections: first error: {e:#}");
         }
         lat.sort_unstable();
         let pct = |q: f64| {
@@ -105,6 +116,7 @@ async fn client(
     deadline: Instant,
 ) -> Result<Vec<Duration>> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut out = Vec::new();
@@ -116,9 +128,11 @@ async fn client(
             "POST /v1/access HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
+        // One write: a head and a body in two segments would wait on Nagle and delayed ACKs.
+        let mut message = head.into_bytes();
+        message.extend_from_slice(body);
         let t = Instant::now();
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(body).await?;
+        w.write_all(&message).await?;
         let mut status = String::new();
         r.read_line(&mut status).await?;
         let mut len = 0usize;

@@ -257,30 +257,58 @@ impl AuditLog {
     /// # Errors
     /// Storage failed; nothing was appended.
     pub fn append(&mut self, at_ms: u64, body: RecordBody) -> Result<AuditRecord, AuditError> {
-        let record = AuditRecord {
-            seq: self.next,
-            at_ms: at_ms.max(self.last_at),
-            prev: self.last_hash,
-            body,
-        };
-        let bytes = codec::encode(&record).map_err(|e| AuditError::Storage(e.to_string()))?;
+        let mut records = self.append_all(vec![(at_ms, body)])?;
+        records
+            .pop()
+            .ok_or_else(|| AuditError::Storage("nothing appended".into()))
+    }
+
+    /// Appends every `(at_ms, body)` in order, in one durable commit (group commit: one fsync
+    /// for the lot), and returns the records.
+    ///
+    /// # Errors
+    /// Storage failed; none was appended.
+    pub fn append_all(
+        &mut self,
+        items: Vec<(u64, RecordBody)>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let (mut next, mut last_hash, mut last_at) = (self.next, self.last_hash, self.last_at);
+        let mut records = Vec::with_capacity(items.len());
+        let mut encoded = Vec::with_capacity(items.len());
+        for (at_ms, body) in items {
+            let record = AuditRecord {
+                seq: next,
+                at_ms: at_ms.max(last_at),
+                prev: last_hash,
+                body,
+            };
+            let bytes = codec::encode(&record).map_err(|e| AuditError::Storage(e.to_string()))?;
+            last_hash = Hash::of_bytes(&bytes);
+            last_at = record.at_ms;
+            next = next.checked_add(1).ok_or_else(|| AuditError::Bad {
+                seq: next,
+                problem: "position out of range".into(),
+            })?;
+            encoded.push((record.seq, bytes));
+            records.push(record);
+        }
         let poisoned = &mut self.poisoned;
         let db = &self.db;
-        guarded_mut(poisoned, "appending a record", || {
+        guarded_mut(poisoned, "appending records", || {
             let mut txn = db.begin_write().map_err(s)?;
             // Two-phase: a damaged newest commit is an error on open, never a silent fall-back
-            // to the one before (which would drop an answered decision).
+            // to the one before (which would drop answered decisions).
             txn.set_two_phase_commit(true);
             {
                 let mut t = txn.open_table(RECORDS).map_err(s)?;
-                t.insert(record.seq, bytes.as_slice()).map_err(s)?;
+                for (seq, bytes) in &encoded {
+                    t.insert(*seq, bytes.as_slice()).map_err(s)?;
+                }
             }
             txn.commit().map_err(s)
         })?;
-        self.next += 1;
-        self.last_hash = Hash::of_bytes(&bytes);
-        self.last_at = record.at_ms;
-        Ok(record)
+        (self.next, self.last_hash, self.last_at) = (next, last_hash, last_at);
+        Ok(records)
     }
 
     /// Records `from..` in order, at most `limit`.

@@ -180,18 +180,27 @@ impl Scorer {
     /// # Errors
     /// The backend failed.
     pub fn score(&self, features: &[f32; N_FEATURES]) -> Result<(f32, Vec<f32>), MonitorError> {
-        let mut row = features.to_vec();
-        self.file.standardizer.apply(&mut row);
-        let model_err = |e: medfl_model::ModelError| MonitorError::Model(e.to_string());
-        let device = training_device();
-        let s = score(&self.net, &row, N_FEATURES, &device).map_err(model_err)?;
-        let errors =
-            reconstruction_errors(&self.net, &row, N_FEATURES, &device).map_err(model_err)?;
-        let s = s
+        let (scores, errors) = self.score_rows(features)?;
+        let s = scores
             .first()
             .copied()
             .ok_or_else(|| MonitorError::Model("no score".into()))?;
         Ok((s, errors))
+    }
+
+    /// [`Self::score`] for many rows at once (row-major): one pass through the network.
+    ///
+    /// # Errors
+    /// The rows are not whole, or the backend failed.
+    pub fn score_rows(&self, rows: &[f32]) -> Result<(Vec<f32>, Vec<f32>), MonitorError> {
+        let mut rows = rows.to_vec();
+        self.file.standardizer.apply(&mut rows);
+        let model_err = |e: medfl_model::ModelError| MonitorError::Model(e.to_string());
+        let device = training_device();
+        let scores = score(&self.net, &rows, N_FEATURES, &device).map_err(model_err)?;
+        let errors =
+            reconstruction_errors(&self.net, &rows, N_FEATURES, &device).map_err(model_err)?;
+        Ok((scores, errors))
     }
 }
 
@@ -312,10 +321,80 @@ impl Monitor {
     /// The request is malformed (nothing changes), or the model failed (the access is still
     /// in the history).
     pub fn decide(&mut self, req: &AccessRequest, now_ms: u64) -> Result<Decision, MonitorError> {
-        req.check(now_ms)?;
-        let event = req.to_event(self.next_event_id);
-        self.next_event_id += 1;
-        let features = self.extractor.push(&event);
+        self.decide_all(std::slice::from_ref(req), now_ms)
+            .pop()
+            .ok_or_else(|| MonitorError::Model("no decision".into()))?
+    }
+
+    /// Decides on every request in order, as [`Self::decide`] would one after the other, but
+    /// scores them in one pass through the network: the features of each depend only on the
+    /// accesses before it, and the rules are applied in order, so the decisions are the same.
+    ///
+    /// A malformed request gets its error and changes nothing; a model failure fails every
+    /// request that was checked (they are in the users' history already).
+    pub fn decide_all(
+        &mut self,
+        reqs: &[AccessRequest],
+        now_ms: u64,
+    ) -> Vec<Result<Decision, MonitorError>> {
+        let mut checked = Vec::with_capacity(reqs.len());
+        let mut rows = Vec::with_capacity(reqs.len() * N_FEATURES);
+        for req in reqs {
+            let c = req.check(now_ms).map(|()| {
+                let event = req.to_event(self.next_event_id);
+                self.next_event_id += 1;
+                let features = self.extractor.push(&event);
+                rows.extend_from_slice(&features);
+                (event, features)
+            });
+            checked.push(c);
+        }
+        let scored = match &self.scorer {
+            Some(s) if !rows.is_empty() => match s.score_rows(&rows) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    let why = e.to_string();
+                    return checked
+                        .into_iter()
+                        .map(|c| match c {
+                            Ok(_) => Err(MonitorError::Model(why.clone())),
+                            Err(e) => Err(e.into()),
+                        })
+                        .collect();
+                }
+            },
+            _ => None,
+        };
+        let mut k = 0;
+        let mut out = Vec::with_capacity(reqs.len());
+        for (req, c) in reqs.iter().zip(checked) {
+            match c {
+                Ok((event, features)) => {
+                    let score = scored.as_ref().and_then(|(scores, errors)| {
+                        Some((
+                            *scores.get(k)?,
+                            errors.get(k * N_FEATURES..(k + 1) * N_FEATURES)?,
+                        ))
+                    });
+                    k += 1;
+                    out.push(Ok(self.judge(req, &event, &features, score, now_ms)));
+                }
+                Err(e) => out.push(Err(e.into())),
+            }
+        }
+        out
+    }
+
+    /// Applies the rules to one access, its features and its score (with each feature's
+    /// squared error), in the order accesses arrived.
+    fn judge(
+        &mut self,
+        req: &AccessRequest,
+        event: &medfl_accesslog::AccessEvent,
+        features: &[f32; N_FEATURES],
+        scored: Option<(f32, &[f32])>,
+        now_ms: u64,
+    ) -> Decision {
         let mut verdict = Verdict::Allow;
         let mut reasons = Vec::new();
         let mut raise = |v: Verdict, why: String, verdict: &mut Verdict| {
@@ -361,8 +440,7 @@ impl Monitor {
         let mut blocks_user = false;
         let mut score_alert = false;
         let (mut score, mut threshold, mut model, mut top) = (None, None, None, Vec::new());
-        if let Some(s) = &self.scorer {
-            let (value, errors) = s.score(&features)?;
+        if let (Some(s), Some((value, errors))) = (&self.scorer, scored) {
             let t = s.threshold();
             if value > t {
                 score_alert = true;
@@ -383,7 +461,7 @@ impl Monitor {
                 );
                 blocks_user = true;
             }
-            top = top_contributions(&features, &errors, &event);
+            top = top_contributions(features, errors, event);
             (score, threshold, model) = (Some(value), Some(t), Some(s.hash().to_owned()));
         }
         // Only the model's alerts count towards a block, on the monitor's own clock: a run of
@@ -412,16 +490,16 @@ impl Monitor {
                     reason: reasons.last().cloned().unwrap_or_default(),
                 });
         }
-        Ok(Decision {
+        Decision {
             verdict,
             score,
             threshold,
             model,
             reasons,
-            explanation: summary(&top, &event),
+            explanation: summary(&top, event),
             top_features: top.into_iter().map(TopFeature::from).collect(),
             blocks_user,
             consent_height: self.consent.as_ref().map(|c| c.height),
-        })
+        }
     }
 }

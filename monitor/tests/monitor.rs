@@ -66,6 +66,40 @@ fn live_scores_equal_the_offline_scores_of_the_same_stream_bit_for_bit() {
     }
 }
 
+/// Deciding a group at once (one pass through the network) gives the decisions, scores to the
+/// bit, of deciding one by one; a malformed request in the group changes nothing for the others.
+#[test]
+fn a_group_is_decided_as_its_requests_one_by_one() {
+    let events = events(600);
+    let (file, hash) = model(0.05);
+    let mut one = Monitor::new(Policy::default());
+    one.swap_model(Scorer::new(file.clone(), hash.clone()).unwrap());
+    let mut group = Monitor::new(Policy::default());
+    group.swap_model(Scorer::new(file, hash).unwrap());
+    let mut reqs: Vec<AccessRequest> = events.iter().map(AccessRequest::from_event).collect();
+    reqs[7].patient.clear();
+    let now = events.last().unwrap().time_ms;
+    let mut singles = Vec::new();
+    for r in &reqs {
+        singles.push(one.decide(r, now).ok());
+    }
+    let mut grouped = Vec::new();
+    for chunk in reqs.chunks(97) {
+        grouped.extend(group.decide_all(chunk, now).into_iter().map(Result::ok));
+    }
+    assert!(singles[7].is_none() && grouped[7].is_none());
+    for (i, (a, b)) in singles.iter().zip(&grouped).enumerate() {
+        let (a, b) = (
+            a.as_ref()
+                .map(|d| (d.verdict, d.score.map(f32::to_bits), &d.reasons)),
+            b.as_ref()
+                .map(|d| (d.verdict, d.score.map(f32::to_bits), &d.reasons)),
+        );
+        assert_eq!(a, b, "request {i}");
+    }
+    assert_eq!(one.blocks(), group.blocks());
+}
+
 fn request(user: &str, patient: &str, role: StaffRole, time_ms: u64) -> AccessRequest {
     let mut e = events(1).remove(0);
     (e.user, e.patient, e.role, e.time_ms) = (user.into(), patient.into(), role, time_ms);

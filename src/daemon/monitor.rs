@@ -93,6 +93,13 @@ struct Shared {
 
 type App = Arc<Mutex<Shared>>;
 
+/// What the HTTP handlers share: the state, and the queue to the decision writer.
+#[derive(Clone)]
+struct Server {
+    app: App,
+    queue: std::sync::mpsc::SyncSender<Pending>,
+}
+
 /// Runs the monitor of the hospital described by `config` until killed.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let member = Member::load(config, opts.insecure_keys)?;
@@ -127,13 +134,22 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         consent_seen: None,
     }));
     refresh(&app, &member, &pseudonyms);
+    let (queue, waiting) = std::sync::mpsc::sync_channel(MAX_QUEUED);
+    let writer = Arc::clone(&app);
+    std::thread::Builder::new()
+        .name("decision-writer".into())
+        .spawn(move || decision_writer(writer, waiting))
+        .context("starting the decision writer")?;
     let router = Router::new()
         .route("/v1/access", post(access))
         .route("/v1/alerts", get(list_alerts))
         .route("/v1/unblock", post(unblock))
         .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::clone(&app));
+        .with_state(Server {
+            app: Arc::clone(&app),
+            queue,
+        });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -224,7 +240,11 @@ struct UnblockRequest {
 }
 
 /// `POST /v1/unblock`: an officer lifts a block; the review is durable before it takes effect.
-async fn unblock(State(app): State<App>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+async fn unblock(
+    State(Server { app, .. }): State<Server>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let dir = match app.lock() {
         Ok(shared) => shared.member_dir.clone(),
         Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed"),
@@ -355,45 +375,91 @@ fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-/// `POST /v1/access`: decide, log durably, answer.
-async fn access(State(app): State<App>, body: Bytes) -> Response {
+/// What the decision writer answers a request with.
+type Answer = Result<(u64, Decision), (StatusCode, String)>;
+
+/// A request waiting for the decision writer.
+struct Pending {
+    request: AccessRequest,
+    reply: tokio::sync::oneshot::Sender<Answer>,
+}
+
+/// Requests one group commit takes at most.
+const MAX_GROUP: usize = 1024;
+
+/// Requests waiting for the writer at most; beyond, callers get 503 at once (load shedding).
+const MAX_QUEUED: usize = 16 * 1024;
+
+/// The decision writer (one thread): takes every request waiting, decides each in arrival
+/// order, appends them all to the audit log in one durable commit, then answers them (group
+/// commit: one fsync per group, and no answer before its record is on disk).
+fn decision_writer(app: App, queue: std::sync::mpsc::Receiver<Pending>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let Ok(mut shared) = app.lock() else {
+            fail_stop("the monitor's state is poisoned");
+        };
+        let now = now_ms();
+        let requests: Vec<AccessRequest> = group.iter().map(|p| p.request.clone()).collect();
+        let decisions = shared.monitor.decide_all(&requests, now);
+        let mut decided = Vec::with_capacity(group.len());
+        for (p, d) in group.into_iter().zip(decisions) {
+            match d {
+                Ok(d) => decided.push((p, d)),
+                Err(medfl_monitor::decide::MonitorError::Request(e)) => {
+                    let _ = p.reply.send(Err((StatusCode::BAD_REQUEST, e.to_string())));
+                }
+                // The access is in the users' history but in no record: stop, and let the
+                // restart rebuild the state from the log.
+                Err(e) => fail_stop(&format!("the model failed: {e}")),
+            }
+        }
+        if decided.is_empty() {
+            continue;
+        }
+        let items = decided
+            .iter()
+            .map(|(p, d)| {
+                let body = RecordBody::Decision {
+                    request: Box::new(p.request.clone()),
+                    decision: Box::new(d.clone()),
+                };
+                (now, body)
+            })
+            .collect();
+        let records = match shared.log.append_all(items) {
+            Ok(r) => r,
+            // Decided but neither recorded nor answered: memory is ahead of the log.
+            Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
+        };
+        for ((p, decision), record) in decided.into_iter().zip(records) {
+            note_alert(&mut shared.alerts, record.seq, &p.request, &decision);
+            let _ = p.reply.send(Ok((record.seq, decision)));
+        }
+    }
+}
+
+/// `POST /v1/access`: hands the request to the decision writer and answers once it is
+/// decided and durable.
+async fn access(State(server): State<Server>, body: Bytes) -> Response {
     let request: AccessRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
     };
-    // The decision and its durable append hold the lock together: records are in decision
-    // order, and a decision is answered only once it is on disk.
-    let answered = tokio::task::spawn_blocking(move || {
-        let Ok(mut shared) = app.lock() else {
-            return Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the monitor failed".to_owned(),
-            ));
-        };
-        let now = now_ms();
-        let decision = match shared.monitor.decide(&request, now) {
-            Ok(d) => d,
-            Err(medfl_monitor::decide::MonitorError::Request(e)) => {
-                return Err((StatusCode::BAD_REQUEST, e.to_string()));
-            }
-            // The access is in the users' history but in no record: stop, and let the
-            // restart rebuild the state from the log.
-            Err(e) => fail_stop(&format!("the model failed: {e}")),
-        };
-        let body = RecordBody::Decision {
-            request: Box::new(request.clone()),
-            decision: Box::new(decision.clone()),
-        };
-        let record = match shared.log.append(now, body) {
-            Ok(r) => r,
-            // Unanswered and unrecorded, but decided: the in-memory state is ahead of the log.
-            Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
-        };
-        note_alert(&mut shared.alerts, record.seq, &request, &decision);
-        Ok((record.seq, decision))
-    })
-    .await;
-    match answered {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if server.queue.try_send(Pending { request, reply }).is_err() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the monitor is overloaded; retry",
+        );
+    }
+    match answer.await {
         Ok(Ok((seq, decision))) => {
             let mut v = serde_json::to_value(&decision).unwrap_or_default();
             v["record"] = serde_json::Value::from(seq);
@@ -405,8 +471,8 @@ async fn access(State(app): State<App>, body: Bytes) -> Response {
 }
 
 /// `GET /v1/alerts`: the latest alerts and denials, newest first.
-async fn list_alerts(State(app): State<App>) -> Response {
-    read_shared(app, |shared| {
+async fn list_alerts(State(server): State<Server>) -> Response {
+    read_shared(server.app, |shared| {
         let list: Vec<&AlertView> = shared.alerts.iter().rev().collect();
         serde_json::json!({ "alerts": list })
     })
@@ -427,8 +493,8 @@ async fn read_shared(
 }
 
 /// `GET /healthz`: the model in use, the log's length, the consent height.
-async fn health(State(app): State<App>) -> Response {
-    read_shared(app, |shared| {
+async fn health(State(server): State<Server>) -> Response {
+    read_shared(server.app, |shared| {
         serde_json::json!({
             "status": "ok",
             "model": shared.model_hash,
