@@ -89,25 +89,7 @@ pub fn score(
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    if inputs == 0 || !data.len().is_multiple_of(inputs) {
-        return Err(ModelError::Shape(format!(
-            "{} values do not form rows of {inputs}",
-            data.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(data.len() / inputs);
-    for chunk in data.chunks(4096 * inputs) {
-        let x = Tensor::<2>::from_data(
-            TensorData::new(chunk.to_vec(), [chunk.len() / inputs, inputs]),
-            device,
-        );
-        let s = model.score_batch(x).into_data();
-        out.extend(
-            s.try_into_vec::<f32>()
-                .map_err(|e| ModelError::Backend(format!("{e:?}")))?,
-        );
-    }
-    Ok(out)
+    by_chunks(data, inputs, device, |x| model.score_batch(x).into_data())
 }
 
 /// Each feature's squared reconstruction error for every row (row-major, like `data`): what
@@ -117,6 +99,19 @@ pub fn reconstruction_errors(
     data: &[f32],
     inputs: usize,
     device: &Device,
+) -> Result<Vec<f32>, ModelError> {
+    by_chunks(data, inputs, device, |x| {
+        (model.forward(x.clone()) - x).powi_scalar(2).into_data()
+    })
+}
+
+/// Runs `f` over the rows of `data` (of `inputs` columns) in chunks of 4,096 rows and
+/// concatenates what it returns.
+fn by_chunks(
+    data: &[f32],
+    inputs: usize,
+    device: &Device,
+    f: impl Fn(Tensor<2>) -> TensorData,
 ) -> Result<Vec<f32>, ModelError> {
     if inputs == 0 || !data.len().is_multiple_of(inputs) {
         return Err(ModelError::Shape(format!(
@@ -130,9 +125,8 @@ pub fn reconstruction_errors(
             TensorData::new(chunk.to_vec(), [chunk.len() / inputs, inputs]),
             device,
         );
-        let err = (model.forward(x.clone()) - x).powi_scalar(2).into_data();
         out.extend(
-            err.try_into_vec::<f32>()
+            f(x).try_into_vec::<f32>()
                 .map_err(|e| ModelError::Backend(format!("{e:?}")))?,
         );
     }

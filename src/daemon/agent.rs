@@ -120,13 +120,7 @@ type TrainedMsg = (u64, Result<(Trained, Arc<TrainingSet>), String>);
 /// Runs the agent described by `config`.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let member = Member::load(config, opts.insecure_keys)?;
-    if member.config.role != Role::Hospital {
-        bail!(
-            "{} is a {}, not a hospital",
-            member.config.member,
-            member.config.role
-        );
-    }
+    member.expect_role(Role::Hospital)?;
     let settings = member.config.data.clone();
     let events = match (&opts.data, &settings) {
         (Some(p), _) => p.clone(),

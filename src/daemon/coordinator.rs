@@ -195,13 +195,23 @@ impl Daemon {
     async fn flush(&mut self) -> Result<()> {
         loop {
             let mut moved = false;
+            let mut membership: Option<Vec<MemberId>> = None;
             while let Some(ev) = self.node.poll_event() {
                 moved = true;
-                self.on_node(ev).await?;
+                match ev {
+                    // Cut after the sends: a removed member still gets the block removing it.
+                    NodeEvent::MembersChanged { removed } => {
+                        membership.get_or_insert_with(Vec::new).extend(removed)
+                    }
+                    ev => self.on_node(ev).await?,
+                }
             }
             while let Some((to, msg)) = self.node.poll_transmit() {
                 moved = true;
                 self.send(&to, msg).await;
+            }
+            if let Some(removed) = membership {
+                self.members_changed(&removed).await;
             }
             if !moved {
                 return Ok(());

@@ -46,6 +46,18 @@ pub enum InsecureKeys {
 }
 
 impl Member {
+    /// Refuses a member whose role is not `role` (a daemon started with another's config).
+    pub fn expect_role(&self, role: Role) -> Result<()> {
+        if self.config.role != role {
+            bail!(
+                "{} is a {}, not a {role}",
+                self.config.member,
+                self.config.role
+            );
+        }
+        Ok(())
+    }
+
     /// Loads `config.toml` and what it names; paths are relative to its folder. A key marked
     /// as derived from a public seed is refused unless `insecure` allows it.
     pub fn load(config_path: &Path, insecure: InsecureKeys) -> Result<Member> {

@@ -103,13 +103,7 @@ struct Server {
 /// Runs the monitor of the hospital described by `config` until killed.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let member = Member::load(config, opts.insecure_keys)?;
-    if member.config.role != Role::Hospital {
-        bail!(
-            "{} is a {}, not a hospital",
-            member.config.member,
-            member.config.role
-        );
-    }
+    member.expect_role(Role::Hospital)?;
     let dir = member.dir.join("monitor");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = AuditLog::open(&dir.join("audit.redb")).context("opening the audit log")?;

@@ -156,7 +156,8 @@ pub enum NodeEvent {
         reason: String,
     },
     /// Who may connect changed (a member was added or revoked): the driver updates its
-    /// allowlist and cuts the members in `removed`.
+    /// allowlist and cuts the members in `removed`, after sending what is queued (for them,
+    /// only the block that removed them).
     MembersChanged {
         /// Members no longer active, whose connections must end.
         removed: Vec<MemberId>,
@@ -836,13 +837,23 @@ impl CoordinatorNode {
         let members = self.active_members();
         if members != self.members {
             let removed: Vec<MemberId> = self.members.difference(&members).cloned().collect();
+            let mut told = Vec::new();
             for m in &removed {
-                self.connected.remove(m);
+                if self.connected.remove(m) {
+                    told.push(m.clone());
+                }
                 self.catch_up.forget(m);
                 self.mempool.forget(m);
             }
-            // Cut off at once: nothing queued before the block reaches them either.
+            // Cut off at once: nothing queued before the block reaches them, but the block
+            // itself does, as their evidence of why.
             self.outgoing.retain(|(to, _)| !removed.contains(to));
+            if let Ok(Some(block)) = self.ledger.block(height) {
+                for m in told {
+                    self.outgoing
+                        .push_back((m, ToAgent::Block(Box::new(block.clone()))));
+                }
+            }
             self.members = members;
             self.events.push_back(NodeEvent::MembersChanged { removed });
         }
