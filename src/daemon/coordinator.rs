@@ -284,7 +284,7 @@ impl Daemon {
                 warn!(member = %member, error = %reason, "message refused")
             }
             NodeEvent::Misbehaved { member, reason } => {
-                warn!(member = %member, reason = %reason, "proven to cheat; left out of later rounds")
+                warn!(member = %member, reason = %reason, "misbehaved (left out of later rounds when secure aggregation proved it)")
             }
             NodeEvent::TxAdmitted { member, id, kind } => {
                 info!(member = %member, tx = %id, kind, "transaction submitted")
