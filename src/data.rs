@@ -13,6 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::consent::{self, PseudonymKey};
+use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_accesslog::{AccessEvent, AttackKind, OnError, csv, extract, fhir, tabular};
 use medfl_ledger::MemberId;
 use medfl_ledger::tx::Pseudonym;
@@ -94,6 +95,36 @@ pub fn detect(path: &Path) -> Result<DataFormat> {
     })
 }
 
+/// The hospital's context feeds for the log at `path`: the `context/` folder beside it, if any
+/// (see [`medfl_accesslog::context`]).
+pub fn context_beside(path: &Path) -> Result<Option<Feeds>> {
+    let dir = path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(feeds::DIR);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    Feeds::load_dir(&dir)
+        .map(Some)
+        .with_context(|| format!("reading the context feeds in {}", dir.display()))
+}
+
+/// Reads `AuditEvent` NDJSON; what an event lacks of medfl's extensions comes from the context
+/// feeds beside it, by the derivation the live monitor uses.
+fn read_fhir(
+    path: &Path,
+    on_error: OnError,
+) -> Result<std::result::Result<medfl_accesslog::Parsed<AccessEvent>, medfl_accesslog::FormatError>>
+{
+    let context = context_beside(path)?;
+    Ok(fhir::read_audit_events_with(
+        BufReader::new(open(path)?),
+        on_error,
+        context.as_ref(),
+    ))
+}
+
 fn open(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("opening {}", path.display()))
 }
@@ -139,7 +170,7 @@ pub fn load(
             return Ok(Dataset { n_cols: t.n_cols, data: t.data, labels: t.labels.map(Labels::Binary) });
         }
         DataFormat::Events => csv::read_events(BufReader::new(open(path)?), on_error),
-        DataFormat::Fhir => fhir::read_audit_events(BufReader::new(open(path)?), on_error),
+        DataFormat::Fhir => read_fhir(path, on_error)?,
     }
     .with_context(|| format!("reading {}", path.display()))?;
     report(&events.skipped);
@@ -211,7 +242,7 @@ pub fn load_source(path: &Path, format: Option<DataFormat>, on_error: OnError) -
             path.display()
         ),
         DataFormat::Events => csv::read_events(BufReader::new(open(path)?), on_error),
-        DataFormat::Fhir => fhir::read_audit_events(BufReader::new(open(path)?), on_error),
+        DataFormat::Fhir => read_fhir(path, on_error)?,
     }
     .with_context(|| format!("reading {}", path.display()))?;
     if !parsed.skipped.is_empty() {

@@ -65,7 +65,7 @@ fn flag(b: bool) -> &'static str {
     if b { "1" } else { "0" }
 }
 
-fn csv_error(e: csv::Error) -> FormatError {
+pub(crate) fn csv_error(e: csv::Error) -> FormatError {
     let message = e.to_string();
     match e.into_kind() {
         csv::ErrorKind::Io(e) => FormatError::Io(e),
@@ -115,11 +115,11 @@ fn parse_bool(col: &str, s: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_enum<T>(col: &str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T, String> {
+pub(crate) fn parse_enum<T>(col: &str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T, String> {
     parse(s).ok_or_else(|| format!("{col}: unknown value {s:?}"))
 }
 
-fn nonempty(col: &str, s: &str) -> Result<String, String> {
+pub(crate) fn nonempty(col: &str, s: &str) -> Result<String, String> {
     if s.is_empty() {
         Err(format!("{col}: empty"))
     } else {
@@ -156,7 +156,7 @@ fn parse_event(f: &[String]) -> Result<AccessEvent, String> {
 
 /// Shared driver: checks the header, then parses each record with `parse`; a row error names
 /// the line the record starts on.
-fn read_csv<R: BufRead, T>(
+pub(crate) fn read_csv<R: BufRead, T>(
     r: R,
     columns: &[&str],
     on_error: OnError,

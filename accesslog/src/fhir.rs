@@ -30,6 +30,7 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::Context;
 use crate::error::{FormatError, OnError, Parsed, RowError};
 use crate::event::{AccessEvent, Action, Resource, StaffRole};
 use crate::lines::Lines;
@@ -66,6 +67,8 @@ struct Audit {
     recorded: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    purpose_of_event: Vec<CodeableConcept>,
     #[serde(default)]
     agent: Vec<Agent>,
     #[serde(default)]
@@ -94,6 +97,12 @@ struct Coding {
     display: Option<String>,
 }
 
+impl Coding {
+    fn is(&self, system: &str, code: &str) -> bool {
+        self.system.as_deref() == Some(system) && self.code.as_deref() == Some(code)
+    }
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct CodeableConcept {
     #[serde(default)]
@@ -101,22 +110,89 @@ struct CodeableConcept {
 }
 
 #[derive(Serialize, Deserialize, Default)]
-struct Identifier {
+pub(crate) struct Identifier {
     #[serde(default)]
     value: Option<String>,
 }
 
+/// A FHIR `Reference`: to a resource by `reference`, or to a person by `identifier`.
 #[derive(Serialize, Deserialize, Default)]
-struct Reference {
+pub(crate) struct Reference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     identifier: Option<Identifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    display: Option<String>,
+}
+
+impl Reference {
+    /// A reference by identifier value.
+    pub(crate) fn by_identifier(value: &str) -> Reference {
+        Reference {
+            identifier: Some(Identifier {
+                value: Some(value.to_owned()),
+            }),
+            ..Reference::default()
+        }
+    }
+
+    /// A relative reference `<ty>/<id>`.
+    pub(crate) fn to(ty: &str, id: &str) -> Reference {
+        Reference {
+            reference: Some(format!("{ty}/{id}")),
+            ..Reference::default()
+        }
+    }
+
+    /// The id this reference names: its `identifier.value`, or the id after one of `types`
+    /// in its `reference` (relative, absolute or versioned: `.../Practitioner/u1/_history/2`).
+    pub(crate) fn id_of(&self, types: &[&str]) -> Option<&str> {
+        if let Some(v) = self.identifier.as_ref().and_then(|i| i.value.as_deref())
+            && !v.is_empty()
+        {
+            return Some(v);
+        }
+        let (ty, id) = self.typed()?;
+        types.contains(&ty).then_some(id)
+    }
+
+    /// The resource type and id of a literal `reference`, if it has one.
+    fn typed(&self) -> Option<(&str, &str)> {
+        let r = self.reference.as_deref()?;
+        let r = r.split(['?', '#']).next()?;
+        let r = r.split("/_history/").next()?;
+        let mut parts = r.rsplit('/');
+        let id = parts.next()?;
+        let ty = parts.next()?;
+        let first = ty.chars().next()?;
+        (first.is_ascii_uppercase() && !id.is_empty()).then_some((ty, id))
+    }
+}
+
+/// A FHIR `Period` (bounds as `dateTime` text).
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct Period {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) end: Option<String>,
+}
+
+impl Period {
+    /// The period of a span; `None` for all time.
+    pub(crate) fn of(span: crate::context::Span) -> Option<Period> {
+        let start = (span.start_ms > 0).then(|| format_instant(span.start_ms));
+        let end = (span.end_ms < u64::MAX).then(|| format_instant(span.end_ms));
+        (start.is_some() || end.is_some()).then_some(Period { start, end })
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Agent {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<CodeableConcept>,
     #[serde(default)]
     who: Option<Reference>,
     #[serde(default)]
@@ -235,13 +311,10 @@ fn to_audit(e: &AccessEvent) -> Audit {
         action: Some(fhir_action_code(e.action).into()),
         recorded: Some(format_instant(e.time_ms)),
         outcome: Some("0".into()),
+        purpose_of_event: Vec::new(),
         agent: vec![Agent {
-            who: Some(Reference {
-                reference: None,
-                identifier: Some(Identifier {
-                    value: Some(e.user.clone()),
-                }),
-            }),
+            type_: None,
+            who: Some(Reference::by_identifier(&e.user)),
             role: vec![CodeableConcept {
                 coding: vec![coding(ROLE_SYSTEM, e.role.as_str(), None)],
             }],
@@ -253,20 +326,12 @@ fn to_audit(e: &AccessEvent) -> Audit {
             purpose_of_use,
         }],
         source: Some(Source {
-            observer: Some(Reference {
-                reference: None,
-                identifier: Some(Identifier {
-                    value: Some(e.workstation.clone()),
-                }),
-            }),
+            observer: Some(Reference::by_identifier(&e.workstation)),
             type_: vec![coding(SOURCE_TYPE, "1", Some("User Device"))],
         }),
         entity: vec![
             Entity {
-                what: Some(Reference {
-                    reference: Some(format!("Patient/{}", e.patient)),
-                    identifier: None,
-                }),
+                what: Some(Reference::to("Patient", &e.patient)),
                 type_: Some(coding(ENTITY_TYPE, "1", Some("Person"))),
                 role: Some(coding(OBJECT_ROLE, "1", Some("Patient"))),
             },
@@ -295,6 +360,50 @@ pub fn write_audit_events<W: Write>(mut w: W, events: &[AccessEvent]) -> Result<
     Ok(())
 }
 
+/// `AuditEvent.type` of a RESTful operation (FHIR R4 audit-event-type).
+const AUDIT_EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
+/// `AuditEvent.subtype` of a RESTful operation (FHIR R4 restful-interaction).
+const RESTFUL_INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
+/// DICOM "Source Role ID": the agent that is the user's device (IHE BALP).
+const DCM_SOURCE_ROLE: &str = "110153";
+
+/// An `AuditEvent` read as an access, with what it says beyond the event schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditAccess {
+    /// The access.
+    pub event: AccessEvent,
+    /// The resource's own `id`, as the EHR wrote it (a UUID, say), if it has one.
+    pub id: Option<String>,
+    /// Its purpose-of-use codes in HL7 v3 ActReason (`TREAT`, `HRESCH`, `HOPERAT`, ...), from
+    /// the requestor's `purposeOfUse` and the event's `purposeOfEvent`.
+    pub purposes: Vec<String>,
+}
+
+/// Why an `AuditEvent` is not an access medfl can judge; the message names the element.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuditEventError(pub String);
+
+/// Reads one `AuditEvent` (a parsed JSON value) as an access.
+///
+/// The event's relation flags, the user's role and department and the patient's department
+/// come from medfl's extensions and codings when present, and otherwise from `context` (the
+/// hospital's context feeds, [`Context`]); without either, the event is refused naming what is
+/// missing. A numeric `id` becomes the event id; any other (a UUID) is kept in
+/// [`AuditAccess::id`] and the event takes `fallback_id`.
+///
+/// # Errors
+/// [`AuditEventError`] naming the first element that is missing or malformed.
+pub fn read_audit_value(
+    value: &serde_json::Value,
+    context: Option<&Context>,
+    fallback_id: u64,
+) -> Result<AuditAccess, AuditEventError> {
+    let audit = Audit::deserialize(value)
+        .map_err(|e| AuditEventError(format!("not an AuditEvent: {e}")))?;
+    from_audit(audit, context, fallback_id).map_err(AuditEventError)
+}
+
 fn req<T>(v: Option<T>, what: &str) -> Result<T, String> {
     v.ok_or_else(|| format!("missing {what}"))
 }
@@ -307,145 +416,266 @@ fn nonempty(v: Option<String>, what: &str) -> Result<String, String> {
     }
 }
 
-fn from_audit(a: Audit) -> Result<AccessEvent, String> {
+/// Where in the record a FHIR resource type belongs: the six types the writer uses, and the
+/// others an EHR's RESTful audit names.
+fn resource_of_type(ty: &str) -> Option<Resource> {
+    if let Some(r) = resource_from_fhir(ty) {
+        return Some(r);
+    }
+    Some(match ty {
+        "RelatedPerson" => Resource::Demographics,
+        "Composition" | "Condition" | "Procedure" | "Encounter" | "AllergyIntolerance"
+        | "CarePlan" | "ClinicalImpression" | "Binary" => Resource::ClinicalNote,
+        "MedicationAdministration"
+        | "MedicationStatement"
+        | "MedicationDispense"
+        | "Immunization" => Resource::Medication,
+        "DiagnosticReport" | "Specimen" => Resource::LabResult,
+        "Media" => Resource::Imaging,
+        "Coverage" | "ExplanationOfBenefit" | "Account" | "Invoice" | "ChargeItem" => {
+            Resource::Billing
+        }
+        _ => return None,
+    })
+}
+
+/// The action: medfl's subtype, else a RESTful interaction, else the FHIR action code.
+fn action_of(a: &Audit, restful: bool) -> Result<Action, String> {
+    let code = a.action.as_deref();
+    if let Some(c) = a
+        .subtype
+        .iter()
+        .find(|c| c.system.as_deref() == Some(ACTION_SYSTEM))
+    {
+        let sub = req(c.code.as_deref(), "subtype code")?;
+        let action = Action::parse(sub).ok_or_else(|| format!("unknown action subtype {sub:?}"))?;
+        let code = req(code, "action")?;
+        if fhir_action_code(action) != code {
+            return Err(format!(
+                "action {code:?} does not match subtype {:?}",
+                action.as_str()
+            ));
+        }
+        return Ok(action);
+    }
+    if restful
+        && let Some(i) = a
+            .subtype
+            .iter()
+            .find(|c| c.system.as_deref() == Some(RESTFUL_INTERACTION))
+            .and_then(|c| c.code.as_deref())
+    {
+        return match i {
+            "read" | "vread" | "history-instance" | "history-type" | "history-system"
+            | "search-type" | "search-system" | "search" => Ok(Action::View),
+            "create" | "update" | "patch" | "delete" => Ok(Action::Edit),
+            other => Err(format!(
+                "RESTful interaction {other:?} is not a record access"
+            )),
+        };
+    }
+    match req(code, "action")? {
+        "R" => Ok(Action::View),
+        "C" | "U" | "D" => Ok(Action::Edit),
+        "E" => Ok(Action::Export),
+        other => Err(format!("unsupported action code {other:?}")),
+    }
+}
+
+fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<AuditAccess, String> {
     if a.resource_type != "AuditEvent" {
         return Err(format!(
             "resourceType is {:?}, expected \"AuditEvent\"",
             a.resource_type
         ));
     }
-    let id = req(a.id, "id")?;
+    let id = a.id.clone().filter(|s| !s.is_empty());
     let event_id = id
-        .parse::<u64>()
-        .map_err(|_| format!("id {id:?} is not an unsigned integer"))?;
-    let ty = req(a.type_, "type")?;
-    if ty.system.as_deref() != Some(DCM) || ty.code.as_deref() != Some("110110") {
-        return Err("type is not DICOM 110110 (Patient Record)".into());
-    }
-    let action_code = req(a.action, "action")?;
-    let action = match a
-        .subtype
-        .iter()
-        .find(|c| c.system.as_deref() == Some(ACTION_SYSTEM))
-    {
-        Some(c) => {
-            let code = req(c.code.as_deref(), "subtype code")?;
-            Action::parse(code).ok_or_else(|| format!("unknown action subtype {code:?}"))?
-        }
-        // Without medfl's subtype, fall back on the FHIR action code (print is then a read).
-        None => match action_code.as_str() {
-            "R" => Action::View,
-            "U" | "C" => Action::Edit,
-            "E" => Action::Export,
-            other => return Err(format!("unsupported action code {other:?}")),
-        },
-    };
-    if fhir_action_code(action) != action_code {
+        .as_deref()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(fallback_id);
+    let ty = req(a.type_.as_ref(), "type")?;
+    let restful = ty.is(AUDIT_EVENT_TYPE, "rest");
+    if !ty.is(DCM, "110110") && !restful {
         return Err(format!(
-            "action {action_code:?} does not match subtype {:?}",
-            action.as_str()
+            "type {}|{} is not an access to a patient's record (DICOM 110110, or a RESTful \
+             operation)",
+            ty.system.as_deref().unwrap_or(""),
+            ty.code.as_deref().unwrap_or("")
         ));
     }
-    let recorded = req(a.recorded, "recorded")?;
-    let time_ms = parse_instant(&recorded)
+    let action = action_of(&a, restful)?;
+    let recorded = req(a.recorded.as_deref(), "recorded")?;
+    let time_ms = parse_instant(recorded)
         .ok_or_else(|| format!("recorded {recorded:?} is not an instant"))?;
+    let mut purposes: Vec<String> = a
+        .purpose_of_event
+        .iter()
+        .chain(a.agent.iter().flat_map(|g| g.purpose_of_use.iter()))
+        .flat_map(|c| c.coding.iter())
+        .filter(|c| c.system.as_deref() == Some(ACT_REASON))
+        .filter_map(|c| c.code.clone())
+        .collect();
+    purposes.dedup();
+    let break_glass = purposes.iter().any(|p| p == "BTG");
+    // The user's device: medfl's own source (a user device), else the agent IHE BALP names as
+    // the source, else the requestor's address.
+    let device_agent = a.agent.iter().find(|g| {
+        g.type_
+            .iter()
+            .flat_map(|t| t.coding.iter())
+            .any(|c| c.is(DCM, DCM_SOURCE_ROLE))
+    });
     let agent = a
         .agent
-        .into_iter()
+        .iter()
         .find(|g| g.requestor == Some(true))
         .ok_or("no agent with requestor = true")?;
-    let user = nonempty(
-        req(
-            req(agent.who, "agent.who")?.identifier,
-            "agent.who.identifier",
+    let who = req(agent.who.as_ref(), "agent.who")?;
+    let user = who
+        .id_of(&["Practitioner", "PractitionerRole", "Person", "Device"])
+        .ok_or("agent.who names no user (no identifier.value or Practitioner reference)")?
+        .to_owned();
+    let ip = agent
+        .network
+        .as_ref()
+        .or(device_agent.and_then(|g| g.network.as_ref()))
+        .and_then(|n| n.address.clone())
+        .filter(|s| !s.is_empty())
+        .ok_or("missing agent.network.address (the user's IP address)")?;
+    let source = req(a.source.as_ref(), "source")?;
+    let user_device = source.type_.iter().any(|c| c.is(SOURCE_TYPE, "1"));
+    let workstation = if user_device {
+        let observer = req(source.observer.as_ref(), "source.observer")?;
+        nonempty(
+            observer
+                .identifier
+                .as_ref()
+                .and_then(|i| i.value.clone())
+                .or_else(|| observer.typed().map(|(_, id)| id.to_owned()))
+                .or_else(|| observer.display.clone()),
+            "source.observer.identifier.value",
         )?
-        .value,
-        "agent.who.identifier.value",
-    )?;
-    let role_code = agent
-        .role
-        .iter()
-        .flat_map(|c| c.coding.iter())
-        .find(|c| c.system.as_deref() == Some(ROLE_SYSTEM))
-        .and_then(|c| c.code.as_deref())
-        .ok_or("missing agent.role in the medfl staff-role system")?;
-    let role = StaffRole::parse(role_code).ok_or_else(|| format!("unknown role {role_code:?}"))?;
-    let ip = nonempty(
-        req(agent.network, "agent.network")?.address,
-        "agent.network.address",
-    )?;
-    let break_glass = agent
-        .purpose_of_use
-        .iter()
-        .flat_map(|c| c.coding.iter())
-        .any(|c| c.system.as_deref() == Some(ACT_REASON) && c.code.as_deref() == Some("BTG"));
-    let workstation = nonempty(
-        req(
-            req(req(a.source, "source")?.observer, "source.observer")?.identifier,
-            "source.observer.identifier",
-        )?
-        .value,
-        "source.observer.identifier.value",
-    )?;
+    } else if let Some(g) = device_agent {
+        let who = g.who.as_ref();
+        who.and_then(|w| w.identifier.as_ref().and_then(|i| i.value.clone()))
+            .or_else(|| who.and_then(|w| w.display.clone()))
+            .or_else(|| g.network.as_ref().and_then(|n| n.address.clone()))
+            .filter(|s| !s.is_empty())
+            .ok_or("the source agent names no device")?
+    } else {
+        ip.clone()
+    };
     let mut patient = None;
-    let mut resource = None;
-    for ent in a.entity {
-        if let Some(p) = ent
-            .what
-            .as_ref()
-            .and_then(|w| w.reference.as_deref())
-            .and_then(|r| r.strip_prefix("Patient/"))
-        {
-            if p.is_empty() {
-                return Err("empty patient reference".into());
+    let mut explicit_resource = None;
+    let mut implied_resource = None;
+    for ent in &a.entity {
+        let what = ent.what.as_ref();
+        let patient_role = ent.role.as_ref().is_some_and(|r| r.is(OBJECT_ROLE, "1"));
+        match what.and_then(Reference::typed) {
+            Some(("Patient", p)) => {
+                patient = Some(p.to_owned());
+                continue;
             }
-            patient = Some(p.to_owned());
-            continue;
+            Some((ty, _)) => {
+                if implied_resource.is_none() {
+                    implied_resource = resource_of_type(ty);
+                }
+            }
+            None => {
+                if patient_role && let Some(p) = what.and_then(|w| w.id_of(&[])) {
+                    patient = Some(p.to_owned());
+                    continue;
+                }
+            }
         }
         if let Some(t) = ent.type_.as_ref()
             && t.system.as_deref() == Some(RESOURCE_TYPES)
         {
             let code = t.code.as_deref().unwrap_or("");
-            resource = Some(
+            explicit_resource = Some(
                 resource_from_fhir(code)
                     .ok_or_else(|| format!("unknown resource type {code:?}"))?,
             );
         }
     }
-    let patient = req(patient, "entity with what.reference Patient/<id>")?;
-    let resource = req(resource, "entity with a resource-types type")?;
+    let patient = req(
+        patient,
+        "entity naming the patient (what.reference Patient/<id>)",
+    )?;
+    let resource = explicit_resource
+        .or(implied_resource)
+        // A read of the Patient resource itself.
+        .unwrap_or(Resource::Demographics);
+    let staff = ctx.and_then(|c| c.staff(&user));
+    let role = match agent
+        .role
+        .iter()
+        .flat_map(|c| c.coding.iter())
+        .find(|c| c.system.as_deref() == Some(ROLE_SYSTEM))
+        .and_then(|c| c.code.as_deref())
+    {
+        Some(code) => StaffRole::parse(code).ok_or_else(|| format!("unknown role {code:?}"))?,
+        None => staff.map(|s| s.role).ok_or_else(|| {
+            format!(
+                "no role for {user:?}: agent.role has no medfl staff-role code and the \
+                 staff directory does not list them"
+            )
+        })?,
+    };
     let ext = |name: &str| {
         a.extension
             .iter()
             .find(|x| x.url.strip_prefix(EXTENSION_BASE) == Some(name))
     };
-    let flag = |x: Option<&Extension>, name: &str| -> Result<bool, String> {
-        req(x, &format!("extension {name}"))?
-            .value_boolean
-            .ok_or_else(|| format!("extension {name} has no valueBoolean"))
+    let text = |name: &str, fallback: Option<&str>| -> Result<String, String> {
+        match ext(name) {
+            Some(x) => nonempty(
+                x.value_string.clone(),
+                &format!("extension {name} valueString"),
+            ),
+            None => fallback.map(str::to_owned).ok_or_else(|| {
+                format!("missing extension {name}, and the context feeds do not give it")
+            }),
+        }
     };
-    let text = |x: Option<&Extension>, name: &str| -> Result<String, String> {
-        nonempty(
-            req(x, &format!("extension {name}"))?.value_string.clone(),
-            &format!("extension {name} valueString"),
-        )
+    let user_department = text("user-department", staff.map(|s| s.department.as_str()))?;
+    let patient_department = text(
+        "patient-department",
+        ctx.and_then(|c| c.patient_department(&patient)),
+    )?;
+    let derived = ctx.map(|c| c.relation(&user, &patient, time_ms));
+    let flag = |name: &str, from_context: Option<bool>| -> Result<bool, String> {
+        match ext(name) {
+            Some(x) => x
+                .value_boolean
+                .ok_or_else(|| format!("extension {name} has no valueBoolean")),
+            None => from_context.ok_or_else(|| {
+                format!("missing extension {name}, and no context feeds to derive it from")
+            }),
+        }
     };
-    Ok(AccessEvent {
+    let event = AccessEvent {
         event_id,
         time_ms,
-        user,
         role,
-        user_department: text(ext("user-department"), "user-department")?,
-        patient,
-        patient_department: text(ext("patient-department"), "patient-department")?,
+        user_department,
+        patient_department,
         action,
         resource,
         workstation,
         ip,
         break_glass,
-        care_team: flag(ext("care-team"), "care-team")?,
-        vip: flag(ext("vip"), "vip")?,
-        family_link: flag(ext("family-link"), "family-link")?,
+        care_team: flag("care-team", derived.map(|r| r.care_team))?,
+        vip: flag("vip", derived.map(|r| r.vip))?,
+        family_link: flag("family-link", derived.map(|r| r.family_link))?,
+        user,
+        patient,
+    };
+    Ok(AuditAccess {
+        event,
+        id,
+        purposes,
     })
 }
 
@@ -454,6 +684,17 @@ fn from_audit(a: Audit) -> Result<AccessEvent, String> {
 pub fn read_audit_events<R: BufRead>(
     r: R,
     on_error: OnError,
+) -> Result<Parsed<AccessEvent>, FormatError> {
+    read_audit_events_with(r, on_error, None)
+}
+
+/// Reads `AuditEvent` NDJSON as EHRs write it: what medfl's extensions would carry is taken
+/// from `context` when they are absent (see [`read_audit_value`]). An event whose `id` is not
+/// a number takes its line number as event id.
+pub fn read_audit_events_with<R: BufRead>(
+    r: R,
+    on_error: OnError,
+    context: Option<&Context>,
 ) -> Result<Parsed<AccessEvent>, FormatError> {
     let mut lines = Lines::new(r);
     let mut out = Parsed::default();
@@ -464,8 +705,8 @@ pub fn read_audit_events<R: BufRead>(
             }
             serde_json::from_str::<Audit>(text)
                 .map_err(|e| format!("not an AuditEvent JSON object: {e}"))
-                .and_then(from_audit)
-                .map(Some)
+                .and_then(|a| from_audit(a, context, line))
+                .map(|a| Some(a.event))
                 .map_err(|message| RowError { line, message })
         });
         match result {

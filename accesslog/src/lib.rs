@@ -5,6 +5,8 @@
 //! - [`event`]: the event schema ([`AccessEvent`]) and its vocabularies.
 //! - [`label`]: ground-truth labels ([`AttackKind`]), kept apart from the events so that they
 //!   never leak into training input.
+//! - [`context`]: the hospital's context feeds (staff, care teams, VIPs, family) and the one
+//!   derivation of the relation flags from them.
 //! - [`consent`]: patients' consent pseudonyms and the opt-out filter applied before features.
 //! - [`csv`]: events CSV and labels CSV.
 //! - [`fhir`]: FHIR R4 `AuditEvent` NDJSON.
@@ -16,6 +18,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod consent;
+pub mod context;
 pub mod csv;
 pub mod error;
 pub mod event;

@@ -315,3 +315,90 @@ proptest! {
         prop_assert_eq!(back.records, vec![e]);
     }
 }
+
+/// An `AuditEvent` as an EHR writes it under IHE BALP: a UUID id, a RESTful read of an
+/// `Observation`, the user by `Practitioner` reference, the device as a source agent, and no
+/// medfl extension or code.
+const PLAIN_AUDIT_EVENT: &str = r#"{
+  "resourceType": "AuditEvent",
+  "id": "0b9d1f0e-6a51-4e1c-9d55-2f0f3c1b7a11",
+  "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+  "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read"}],
+  "action": "R",
+  "recorded": "2026-01-05T02:14:00+01:00",
+  "outcome": "0",
+  "agent": [
+    {"who": {"reference": "https://ehr.example/fhir/Practitioner/u7"}, "requestor": true,
+     "purposeOfUse": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}]}]},
+    {"type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110153"}]},
+     "who": {"display": "ws-icu-3"}, "requestor": false, "network": {"address": "10.1.2.3", "type": "2"}}
+  ],
+  "source": {"observer": {"display": "EHR server"}},
+  "entity": [
+    {"what": {"reference": "Observation/obs-1"}},
+    {"what": {"reference": "Patient/p42"}, "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}
+  ]
+}"#;
+
+#[test]
+fn a_standard_audit_event_is_read_with_the_hospitals_context() {
+    use medfl_accesslog::context::{CARE_TEAM_CSV, Context, PATIENTS_FILE, STAFF_FILE};
+    use medfl_accesslog::fhir::read_audit_value;
+    let v: serde_json::Value = serde_json::from_str(PLAIN_AUDIT_EVENT).unwrap();
+    let err = read_audit_value(&v, None, 9).unwrap_err();
+    assert!(err.to_string().contains("no role for \"u7\""), "{err}");
+    let mut ctx = Context::new();
+    ctx.read(
+        STAFF_FILE,
+        "user,role,department\nu7,nurse,icu\n".as_bytes(),
+    )
+    .unwrap();
+    let err = read_audit_value(&v, Some(&ctx), 9).unwrap_err();
+    assert!(err.to_string().contains("patient-department"), "{err}");
+    ctx.read(PATIENTS_FILE, "patient,department\np42,icu\n".as_bytes())
+        .unwrap();
+    ctx.read(
+        CARE_TEAM_CSV,
+        "user,patient,start,end\nu7,p42,,\n".as_bytes(),
+    )
+    .unwrap();
+    let a = read_audit_value(&v, Some(&ctx), 9).unwrap();
+    assert_eq!(
+        a.id.as_deref(),
+        Some("0b9d1f0e-6a51-4e1c-9d55-2f0f3c1b7a11")
+    );
+    assert_eq!(a.purposes, vec!["TREAT".to_owned()]);
+    let e = a.event;
+    assert_eq!(e.event_id, 9);
+    assert_eq!(e.time_ms, 1_767_575_640_000, "01:14 UTC");
+    assert_eq!((e.user.as_str(), e.role), ("u7", StaffRole::Nurse));
+    assert_eq!((e.action, e.resource), (Action::View, Resource::LabResult));
+    assert_eq!(
+        (e.workstation.as_str(), e.ip.as_str()),
+        ("ws-icu-3", "10.1.2.3")
+    );
+    assert_eq!(e.patient, "p42");
+    assert!(e.care_team && !e.vip && !e.family_link && !e.break_glass);
+
+    // Not a record access, or no patient: refused, saying why.
+    let mut login = v.clone();
+    login["type"] = serde_json::json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114"});
+    let err = read_audit_value(&login, Some(&ctx), 9).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not an access to a patient's record"),
+        "{err}"
+    );
+    let mut no_patient = v.clone();
+    no_patient["entity"].as_array_mut().unwrap().pop();
+    let err = read_audit_value(&no_patient, Some(&ctx), 9).unwrap_err();
+    assert!(err.to_string().contains("naming the patient"), "{err}");
+    // An update is an edit; a break-the-glass purpose is break-the-glass.
+    let mut btg = v.clone();
+    btg["subtype"][0]["code"] = "update".into();
+    btg["action"] = "U".into();
+    btg["agent"][0]["purposeOfUse"][0]["coding"][0]["code"] = "BTG".into();
+    let e = read_audit_value(&btg, Some(&ctx), 9).unwrap().event;
+    assert_eq!(e.action, Action::Edit);
+    assert!(e.break_glass);
+}

@@ -8,6 +8,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use medfl_accesslog::context::{Context, Span};
 use medfl_accesslog::time::{DAY_MS, HOUR_MS};
 use medfl_accesslog::{AccessEvent, Action, AttackKind, Label, Resource, StaffRole};
 
@@ -1207,6 +1208,39 @@ pub fn generate_hospital(
     scenario: &Scenario,
     index: usize,
 ) -> Result<(Vec<AccessEvent>, Vec<Label>), ScenarioError> {
+    generate_hospital_with_context(scenario, index).map(|(events, labels, _)| (events, labels))
+}
+
+/// What hospital `index` of the scenario knows about its staff and patients: the context feeds
+/// its events' relation flags are derived from ([`Context::relation`], the derivation the live
+/// monitor uses for an EHR's plain `AuditEvent`).
+fn world_context(w: &World) -> Context {
+    let mut ctx = Context::new();
+    for st in &w.staff {
+        ctx.add_staff(&st.name, st.role, &w.depts[st.dept as usize]);
+    }
+    for pt in &w.patients {
+        ctx.set_patient_department(&pt.name, &w.depts[pt.dept as usize]);
+        if pt.vip {
+            ctx.add_vip(&pt.name);
+        }
+        for &s in &pt.team {
+            ctx.add_care(&w.staff[s as usize].name, &pt.name, Span::ALWAYS);
+        }
+    }
+    for st in &w.staff {
+        for &p in &st.family {
+            ctx.add_family(&st.name, &w.patients[p as usize].name);
+        }
+    }
+    ctx
+}
+
+/// [`generate_hospital`], with the hospital's context feeds.
+pub fn generate_hospital_with_context(
+    scenario: &Scenario,
+    index: usize,
+) -> Result<(Vec<AccessEvent>, Vec<Label>, Context), ScenarioError> {
     scenario.validate()?;
     let cfg = scenario.hospitals.get(index).ok_or_else(|| {
         ScenarioError::Invalid(format!(
@@ -1231,6 +1265,7 @@ pub fn generate_hospital(
     normal_traffic(&w, cfg, &mut normal_rng, &mut out);
     attacks(&w, cfg, &mut attack_rng, &mut out);
     out.raws.sort_unstable_by_key(|r| (r.t, r.seq));
+    let context = world_context(&w);
     let mut events = Vec::with_capacity(out.raws.len());
     let mut labels = Vec::with_capacity(out.raws.len());
     for (i, r) in out.raws.iter().enumerate() {
@@ -1250,16 +1285,19 @@ pub fn generate_hospital(
             workstation: out.ws_name(&w, r.ws).to_owned(),
             ip: out.ip_name(&w, r.ip).to_owned(),
             break_glass: r.break_glass,
-            care_team: pt.team.binary_search(&r.staff).is_ok(),
-            vip: pt.vip,
-            family_link: st.family.contains(&r.patient),
+            care_team: false,
+            vip: false,
+            family_link: false,
         });
+        if let Some(e) = events.last_mut() {
+            context.apply(e);
+        }
         labels.push(Label {
             event_id,
             attack: r.attack,
         });
     }
-    Ok((events, labels))
+    Ok((events, labels, context))
 }
 
 /// The id hospital `index` gives its patient number `p` in its log.

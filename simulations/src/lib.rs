@@ -3,7 +3,8 @@
 //! A [`Scenario`] (TOML, see `scenarios/default.toml`) describes a consortium of hospitals that
 //! differ in size, departments, shifts, networks and attack rates. [`generate_hospital`] turns
 //! one hospital into its access log and labels; [`write_consortium`] writes every hospital's
-//! events CSV, FHIR `AuditEvent` NDJSON and (separately) labels CSV.
+//! events CSV, FHIR `AuditEvent` NDJSON, (separately) labels CSV, and the context feeds its
+//! relation flags are derived from (staff directory, care teams, VIPs, family links).
 //!
 //! # What is simulated
 //! - Staff with roles, departments, shifts (day, evening, night, office) and usual
@@ -37,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use medfl_accesslog::{AttackKind, FormatError, Label};
 
-pub use generate::{generate_hospital, opt_out_patients};
+pub use generate::{generate_hospital, generate_hospital_with_context, opt_out_patients};
 pub use scenario::{
     AttackConfig, ConsentConfig, ExceptionConfig, HospitalConfig, Scenario, ScenarioError,
 };
@@ -64,6 +65,9 @@ pub enum SimError {
         /// The error.
         source: FormatError,
     },
+    /// The context feeds could not be written.
+    #[error(transparent)]
+    Context(medfl_accesslog::context::ContextError),
 }
 
 /// What was generated for one hospital (for tables and sanity checks).
@@ -112,6 +116,9 @@ pub const EVENTS_FILE: &str = "events.csv";
 pub const AUDIT_FILE: &str = "audit_events.ndjson";
 /// Ground truth, kept apart from the events.
 pub const LABELS_FILE: &str = "labels.csv";
+/// The hospital's context feeds (staff directory, care teams, VIPs, family), from which its
+/// events' relation flags are derived.
+pub const CONTEXT_DIR: &str = medfl_accesslog::context::DIR;
 
 fn create(path: &Path) -> Result<BufWriter<File>, SimError> {
     File::create(path)
@@ -123,7 +130,7 @@ fn create(path: &Path) -> Result<BufWriter<File>, SimError> {
 }
 
 /// Generates every hospital and writes `<out_dir>/<name>/{events.csv, audit_events.ndjson,
-/// labels.csv}`; returns one summary per hospital.
+/// labels.csv, context/}`; returns one summary per hospital.
 pub fn write_consortium(
     scenario: &Scenario,
     out_dir: &Path,
@@ -131,7 +138,7 @@ pub fn write_consortium(
     scenario.validate()?;
     let mut summaries = Vec::with_capacity(scenario.hospitals.len());
     for (i, h) in scenario.hospitals.iter().enumerate() {
-        let (events, labels) = generate_hospital(scenario, i)?;
+        let (events, labels, context) = generate::generate_hospital_with_context(scenario, i)?;
         let dir = out_dir.join(&h.name);
         std::fs::create_dir_all(&dir).map_err(|source| SimError::Io {
             path: dir.clone(),
@@ -146,6 +153,9 @@ pub fn write_consortium(
         let path = dir.join(LABELS_FILE);
         medfl_accesslog::csv::write_labels(create(&path)?, &labels)
             .map_err(|source| SimError::Format { path, source })?;
+        context
+            .write_dir(&dir.join(CONTEXT_DIR))
+            .map_err(SimError::Context)?;
         summaries.extend(HospitalSummary::new(scenario, i, &labels));
     }
     Ok(summaries)

@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
+use medfl_accesslog::context::Context;
 use medfl_accesslog::csv::{read_events, read_labels};
-use medfl_accesslog::fhir::read_audit_events;
+use medfl_accesslog::fhir::{read_audit_events, read_audit_events_with};
 use medfl_accesslog::{AttackKind, OnError, StaffRole};
 use medfl_simulations::{
-    AUDIT_FILE, EVENTS_FILE, LABELS_FILE, Scenario, ScenarioError, generate_hospital,
+    AUDIT_FILE, CONTEXT_DIR, EVENTS_FILE, LABELS_FILE, Scenario, ScenarioError, generate_hospital,
     write_consortium,
 };
 use sha2::{Digest, Sha256};
@@ -205,6 +206,42 @@ fn written_files_read_back() {
         attacks,
         labels.iter().filter(|l| l.attack.is_some()).count()
     );
+}
+
+/// An EHR writes no medfl extensions and no medfl role codes, and ids of its own: the
+/// hospital's context feeds, as the simulator writes them, give back every flag, role and
+/// department the simulator's own log carries (one derivation for training and the monitor).
+#[test]
+fn plain_audit_events_with_the_context_feeds_read_as_the_log() {
+    let s = small();
+    let dir = tempfile::tempdir().unwrap();
+    write_consortium(&s, dir.path()).unwrap();
+    let (events, _) = generate_hospital(&s, 0).unwrap();
+    let d = dir.path().join("alpha");
+    let text = std::fs::read_to_string(d.join(AUDIT_FILE)).unwrap();
+    let mut plain = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("extension");
+        o.insert(
+            "id".into(),
+            format!("5f0c6d2e-0000-4000-8000-{i:012}").into(),
+        );
+        o["agent"][0].as_object_mut().unwrap().remove("role");
+        plain.push_str(&v.to_string());
+        plain.push('\n');
+    }
+    let without = read_audit_events(plain.as_bytes(), OnError::Reject).unwrap_err();
+    assert!(without.to_string().contains("no role"), "{without}");
+    let ctx = Context::load_dir(&d.join(CONTEXT_DIR)).unwrap();
+    let back = read_audit_events_with(plain.as_bytes(), OnError::Reject, Some(&ctx)).unwrap();
+    // Ids are the line numbers (the UUIDs are not numbers), which the generator's ids are too.
+    assert_eq!(back.records, events);
+    let flagged =
+        |f: fn(&medfl_accesslog::AccessEvent) -> bool| events.iter().filter(|e| f(e)).count();
+    assert!(flagged(|e| e.care_team) > 0 && flagged(|e| !e.care_team) > 0);
+    assert!(flagged(|e| e.vip) > 0 && flagged(|e| e.family_link) > 0);
 }
 
 mod robustness {

@@ -1,0 +1,740 @@
+//! The hospital's context feeds: what it knows about its staff and patients apart from the
+//! audit trail, and the relation flags derived from it.
+//!
+//! An EHR's audit feed says who opened which record, when and from where. Whether that user is
+//! on the patient's care team, whether the patient is a VIP, and whether user and patient are
+//! family are not in it: the hospital derives them from its own records. [`Context`] holds those
+//! records and [`Context::relation`] is the one derivation, used by the live monitor for an
+//! `AuditEvent` without medfl's extensions, by the readers when a log is loaded with a context,
+//! and by the simulator when it writes its logs, so training and the monitor agree.
+//!
+//! # The context folder
+//! Every file is optional; a folder must hold at least one. Each CSV starts with its header.
+//!
+//! | file | content |
+//! |---|---|
+//! | `staff.csv` | `user,role,department`: the staff directory (role as in the events CSV) |
+//! | `patients.csv` | `patient,department`: the department treating each patient |
+//! | `vip.csv` | `patient`: patients flagged VIP (celebrities, staff, public figures) |
+//! | `relationships.csv` | `user,patient`: declared family relationships |
+//! | `care_team.csv` | `user,patient,start,end`: care assignments; `start`/`end` FHIR instants or empty (open) |
+//! | `care_teams.ndjson` | FHIR R4 `CareTeam` resources, one per line (`subject`, `participant[].member`, `period`) |
+//! | `encounters.ndjson` | FHIR R4 `Encounter` resources, one per line (`subject`, `participant[].individual`, `period`) |
+//!
+//! People are matched by id: a FHIR `Reference` names one by `identifier.value`, or by its
+//! `reference` (`Practitioner/<id>`, `Patient/<id>`, relative or absolute). A care assignment
+//! holds from its start (inclusive) to its end (exclusive); a participant's own `period` narrows
+//! its team's. `CareTeam` and `Encounter` resources whose status says they never were
+//! (`entered-in-error`, `cancelled`, `proposed`, `planned`) are left out.
+//!
+//! Any malformed line fails the whole load, naming its file and line: a context read in part
+//! would mark legitimate care as unexplained, or hide a VIP.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::csv::{csv_error, nonempty, parse_enum, read_csv};
+use crate::error::{FormatError, OnError};
+use crate::event::{AccessEvent, StaffRole};
+use crate::fhir::{Period as FhirPeriod, Reference};
+use crate::lines::Lines;
+use crate::time::{DAY_MS, parse_date, parse_instant};
+
+/// The context folder's name beside a hospital's log (and in its member folder).
+pub const DIR: &str = "context";
+/// The staff directory file.
+pub const STAFF_FILE: &str = "staff.csv";
+/// The patients' departments file.
+pub const PATIENTS_FILE: &str = "patients.csv";
+/// The VIP list.
+pub const VIP_FILE: &str = "vip.csv";
+/// Declared family relationships.
+pub const RELATIONSHIPS_FILE: &str = "relationships.csv";
+/// Care assignments as CSV.
+pub const CARE_TEAM_CSV: &str = "care_team.csv";
+/// Care teams as FHIR `CareTeam` NDJSON.
+pub const CARE_TEAMS_NDJSON: &str = "care_teams.ndjson";
+/// Encounters as FHIR `Encounter` NDJSON.
+pub const ENCOUNTERS_NDJSON: &str = "encounters.ndjson";
+
+/// Every file a context folder may hold.
+pub const FILES: [&str; 7] = [
+    STAFF_FILE,
+    PATIENTS_FILE,
+    VIP_FILE,
+    RELATIONSHIPS_FILE,
+    CARE_TEAM_CSV,
+    CARE_TEAMS_NDJSON,
+    ENCOUNTERS_NDJSON,
+];
+
+/// A time span in milliseconds since the epoch: `start_ms` inclusive, `end_ms` exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First instant covered.
+    pub start_ms: u64,
+    /// First instant no longer covered.
+    pub end_ms: u64,
+}
+
+impl Span {
+    /// All time.
+    pub const ALWAYS: Span = Span {
+        start_ms: 0,
+        end_ms: u64::MAX,
+    };
+
+    /// Whether `t_ms` falls in the span.
+    pub fn contains(self, t_ms: u64) -> bool {
+        self.start_ms <= t_ms && t_ms < self.end_ms
+    }
+
+    /// The overlap of two spans (empty spans are kept empty).
+    fn within(self, outer: Span) -> Span {
+        Span {
+            start_ms: self.start_ms.max(outer.start_ms),
+            end_ms: self.end_ms.min(outer.end_ms),
+        }
+    }
+}
+
+/// A staff member as the directory lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaffEntry {
+    /// Their role.
+    pub role: StaffRole,
+    /// Their department.
+    pub department: String,
+}
+
+/// The three relations between a user and a patient that an access is judged by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Relation {
+    /// The user is on the patient's care team at that time.
+    pub care_team: bool,
+    /// The patient is flagged VIP.
+    pub vip: bool,
+    /// User and patient are declared family.
+    pub family_link: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PatientContext {
+    department: Option<String>,
+    vip: bool,
+    /// Care assignments by user.
+    care: HashMap<String, Vec<Span>>,
+    /// Users declared family of this patient.
+    family: HashSet<String>,
+}
+
+/// What the hospital knows about its staff and patients (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    staff: HashMap<String, StaffEntry>,
+    patients: HashMap<String, PatientContext>,
+}
+
+/// Why a context could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A file is malformed.
+    #[error("{}: {source}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        source: FormatError,
+    },
+    /// The folder holds none of the context files.
+    #[error("{} holds none of the context files ({})", dir.display(), FILES.join(", "))]
+    Empty {
+        /// The folder.
+        dir: PathBuf,
+    },
+}
+
+impl Context {
+    /// An empty context: no staff, no patients, no relations.
+    pub fn new() -> Context {
+        Context::default()
+    }
+
+    /// Lists a staff member; a second listing of the same user replaces the first.
+    pub fn add_staff(&mut self, user: &str, role: StaffRole, department: &str) {
+        self.staff.insert(
+            user.to_owned(),
+            StaffEntry {
+                role,
+                department: department.to_owned(),
+            },
+        );
+    }
+
+    fn patient_mut(&mut self, patient: &str) -> &mut PatientContext {
+        self.patients.entry(patient.to_owned()).or_default()
+    }
+
+    /// Records the department treating `patient`.
+    pub fn set_patient_department(&mut self, patient: &str, department: &str) {
+        self.patient_mut(patient).department = Some(department.to_owned());
+    }
+
+    /// Flags `patient` VIP.
+    pub fn add_vip(&mut self, patient: &str) {
+        self.patient_mut(patient).vip = true;
+    }
+
+    /// Declares `user` family of `patient`.
+    pub fn add_family(&mut self, user: &str, patient: &str) {
+        self.patient_mut(patient).family.insert(user.to_owned());
+    }
+
+    /// Assigns `user` to `patient`'s care for `span`.
+    pub fn add_care(&mut self, user: &str, patient: &str, span: Span) {
+        if span.start_ms < span.end_ms {
+            self.patient_mut(patient)
+                .care
+                .entry(user.to_owned())
+                .or_default()
+                .push(span);
+        }
+    }
+
+    /// The directory's entry for `user`, if listed.
+    pub fn staff(&self, user: &str) -> Option<&StaffEntry> {
+        self.staff.get(user)
+    }
+
+    /// The department treating `patient`, if known.
+    pub fn patient_department(&self, patient: &str) -> Option<&str> {
+        self.patients.get(patient)?.department.as_deref()
+    }
+
+    /// How `user` relates to `patient` at `time_ms`: the one derivation of the flags.
+    pub fn relation(&self, user: &str, patient: &str, time_ms: u64) -> Relation {
+        let Some(p) = self.patients.get(patient) else {
+            return Relation::default();
+        };
+        Relation {
+            care_team: p
+                .care
+                .get(user)
+                .is_some_and(|spans| spans.iter().any(|s| s.contains(time_ms))),
+            vip: p.vip,
+            family_link: p.family.contains(user),
+        }
+    }
+
+    /// Sets `event`'s relation flags from the context (replacing what it carried).
+    pub fn apply(&self, event: &mut AccessEvent) {
+        let r = self.relation(&event.user, &event.patient, event.time_ms);
+        event.care_team = r.care_team;
+        event.vip = r.vip;
+        event.family_link = r.family_link;
+    }
+
+    /// Users listed in the staff directory.
+    pub fn n_staff(&self) -> usize {
+        self.staff.len()
+    }
+
+    /// Patients the context knows anything about.
+    pub fn n_patients(&self) -> usize {
+        self.patients.len()
+    }
+
+    /// Loads a context folder (see the module documentation for its files).
+    ///
+    /// # Errors
+    /// [`ContextError`] naming the file (and line) that cannot be read, or
+    /// [`ContextError::Empty`] if the folder holds none of the files.
+    pub fn load_dir(dir: &Path) -> Result<Context, ContextError> {
+        let mut ctx = Context::new();
+        let mut found = 0;
+        for name in FILES {
+            let path = dir.join(name);
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ContextError::Io { path, source }),
+            };
+            found += 1;
+            let r = std::io::BufReader::new(file);
+            ctx.read(name, r)
+                .map_err(|source| ContextError::Format { path, source })?;
+        }
+        if found == 0 {
+            return Err(ContextError::Empty {
+                dir: dir.to_owned(),
+            });
+        }
+        Ok(ctx)
+    }
+
+    /// Reads one context file, named as in the folder (`staff.csv`, `care_teams.ndjson`, ...),
+    /// into this context.
+    ///
+    /// # Errors
+    /// The first malformed line, or [`FormatError::BadHeader`] for an unknown file name.
+    pub fn read<R: BufRead>(&mut self, name: &str, r: R) -> Result<(), FormatError> {
+        match name {
+            STAFF_FILE => {
+                for (user, role, dept) in read_rows(r, &["user", "role", "department"], |f| {
+                    Ok((
+                        nonempty("user", &f[0])?,
+                        parse_enum("role", &f[1], StaffRole::parse)?,
+                        nonempty("department", &f[2])?,
+                    ))
+                })? {
+                    self.add_staff(&user, role, &dept);
+                }
+            }
+            PATIENTS_FILE => {
+                for (p, dept) in read_rows(r, &["patient", "department"], |f| {
+                    Ok((nonempty("patient", &f[0])?, nonempty("department", &f[1])?))
+                })? {
+                    self.set_patient_department(&p, &dept);
+                }
+            }
+            VIP_FILE => {
+                for p in read_rows(r, &["patient"], |f| nonempty("patient", &f[0]))? {
+                    self.add_vip(&p);
+                }
+            }
+            RELATIONSHIPS_FILE => {
+                for (u, p) in read_rows(r, &["user", "patient"], |f| {
+                    Ok((nonempty("user", &f[0])?, nonempty("patient", &f[1])?))
+                })? {
+                    self.add_family(&u, &p);
+                }
+            }
+            CARE_TEAM_CSV => {
+                for (u, p, span) in read_rows(r, &["user", "patient", "start", "end"], |f| {
+                    let span = span_of(
+                        Some(f[2].as_str()).filter(|s| !s.is_empty()),
+                        Some(f[3].as_str()).filter(|s| !s.is_empty()),
+                    )?;
+                    Ok((nonempty("user", &f[0])?, nonempty("patient", &f[1])?, span))
+                })? {
+                    self.add_care(&u, &p, span);
+                }
+            }
+            CARE_TEAMS_NDJSON => read_ndjson(r, |line| self.add_care_team(line))?,
+            ENCOUNTERS_NDJSON => read_ndjson(r, |line| self.add_encounter(line))?,
+            other => {
+                return Err(FormatError::BadHeader(format!(
+                    "{other:?} is not a context file ({})",
+                    FILES.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn add_care_team(&mut self, line: &str) -> Result<(), String> {
+        let team: CareTeam =
+            serde_json::from_str(line).map_err(|e| format!("not a CareTeam JSON object: {e}"))?;
+        if team.resource_type != "CareTeam" {
+            return Err(format!(
+                "resourceType is {:?}, expected \"CareTeam\"",
+                team.resource_type
+            ));
+        }
+        if never_was(team.status.as_deref()) {
+            return Ok(());
+        }
+        let patient = subject_patient(team.subject.as_ref())?;
+        let span = fhir_span(team.period.as_ref())?;
+        for (i, part) in team.participant.iter().enumerate() {
+            let user = part
+                .member
+                .as_ref()
+                .and_then(|m| m.id_of(&["Practitioner", "PractitionerRole", "RelatedPerson"]))
+                .ok_or_else(|| format!("participant[{i}].member names no practitioner"))?;
+            let own = fhir_span(part.period.as_ref())?;
+            self.add_care(user, &patient, own.within(span));
+        }
+        Ok(())
+    }
+
+    fn add_encounter(&mut self, line: &str) -> Result<(), String> {
+        let enc: Encounter =
+            serde_json::from_str(line).map_err(|e| format!("not an Encounter JSON object: {e}"))?;
+        if enc.resource_type != "Encounter" {
+            return Err(format!(
+                "resourceType is {:?}, expected \"Encounter\"",
+                enc.resource_type
+            ));
+        }
+        if never_was(enc.status.as_deref()) {
+            return Ok(());
+        }
+        let patient = subject_patient(enc.subject.as_ref())?;
+        let span = fhir_span(enc.period.as_ref())?;
+        for (i, part) in enc.participant.iter().enumerate() {
+            let user = part
+                .individual
+                .as_ref()
+                .and_then(|m| m.id_of(&["Practitioner", "PractitionerRole"]))
+                .ok_or_else(|| format!("participant[{i}].individual names no practitioner"))?;
+            let own = fhir_span(part.period.as_ref())?;
+            self.add_care(user, &patient, own.within(span));
+        }
+        Ok(())
+    }
+
+    /// Writes the context as a folder [`Context::load_dir`] reads back (care assignments as
+    /// `care_teams.ndjson`, one `CareTeam` per patient), for the simulator's hospitals.
+    ///
+    /// # Errors
+    /// The first file that cannot be written.
+    pub fn write_dir(&self, dir: &Path) -> Result<(), ContextError> {
+        std::fs::create_dir_all(dir).map_err(|source| ContextError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let write = |name: &str, f: &dyn Fn(&mut dyn Write) -> Result<(), FormatError>| {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).map_err(|source| ContextError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let mut w = std::io::BufWriter::new(file);
+            f(&mut w)
+                .and_then(|()| w.flush().map_err(FormatError::Io))
+                .map_err(|source| ContextError::Format { path, source })
+        };
+        // Sorted, so that the same context always writes the same bytes.
+        let mut users: Vec<(&String, &StaffEntry)> = self.staff.iter().collect();
+        users.sort_unstable_by_key(|(u, _)| *u);
+        let mut patients: Vec<(&String, &PatientContext)> = self.patients.iter().collect();
+        patients.sort_unstable_by_key(|(p, _)| *p);
+        write(STAFF_FILE, &|w| {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(["user", "role", "department"])
+                .map_err(csv_error)?;
+            for (u, s) in &users {
+                out.write_record([u.as_str(), s.role.as_str(), s.department.as_str()])
+                    .map_err(csv_error)?;
+            }
+            out.flush().map_err(FormatError::Io)
+        })?;
+        write(PATIENTS_FILE, &|w| {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(["patient", "department"])
+                .map_err(csv_error)?;
+            for (p, c) in &patients {
+                if let Some(d) = &c.department {
+                    out.write_record([p.as_str(), d.as_str()])
+                        .map_err(csv_error)?;
+                }
+            }
+            out.flush().map_err(FormatError::Io)
+        })?;
+        write(VIP_FILE, &|w| {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(["patient"]).map_err(csv_error)?;
+            for (p, _) in patients.iter().filter(|(_, c)| c.vip) {
+                out.write_record([p.as_str()]).map_err(csv_error)?;
+            }
+            out.flush().map_err(FormatError::Io)
+        })?;
+        write(RELATIONSHIPS_FILE, &|w| {
+            let mut out = csv::Writer::from_writer(w);
+            out.write_record(["user", "patient"]).map_err(csv_error)?;
+            for (p, c) in &patients {
+                let mut family: Vec<&String> = c.family.iter().collect();
+                family.sort_unstable();
+                for u in family {
+                    out.write_record([u.as_str(), p.as_str()])
+                        .map_err(csv_error)?;
+                }
+            }
+            out.flush().map_err(FormatError::Io)
+        })?;
+        write(CARE_TEAMS_NDJSON, &|w| {
+            for (p, c) in patients.iter().filter(|(_, c)| !c.care.is_empty()) {
+                let mut members: Vec<(&String, &Vec<Span>)> = c.care.iter().collect();
+                members.sort_unstable_by_key(|(u, _)| *u);
+                let participant = members
+                    .into_iter()
+                    .flat_map(|(u, spans)| spans.iter().map(move |s| (u, *s)))
+                    .map(|(u, s)| Participant {
+                        member: Some(Reference::by_identifier(u)),
+                        individual: None,
+                        period: FhirPeriod::of(s),
+                    })
+                    .collect();
+                let team = CareTeam {
+                    resource_type: "CareTeam".into(),
+                    status: Some("active".into()),
+                    subject: Some(Reference::to("Patient", p)),
+                    period: None,
+                    participant,
+                };
+                serde_json::to_writer(&mut *w, &team)
+                    .map_err(|e| FormatError::Io(std::io::Error::other(e)))?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+/// Whether a `CareTeam` or `Encounter` status says the assignment never held.
+fn never_was(status: Option<&str>) -> bool {
+    matches!(
+        status,
+        Some("entered-in-error" | "cancelled" | "proposed" | "planned")
+    )
+}
+
+fn subject_patient(subject: Option<&Reference>) -> Result<String, String> {
+    subject
+        .and_then(|s| s.id_of(&["Patient"]))
+        .map(str::to_owned)
+        .ok_or_else(|| "subject names no patient".to_owned())
+}
+
+/// A FHIR `dateTime` bound as milliseconds: a full instant, or a date (its midnight UTC; an end
+/// date covers its whole day).
+fn bound(s: &str, end: bool) -> Result<u64, String> {
+    if let Some(t) = parse_instant(s) {
+        return Ok(t);
+    }
+    parse_date(s)
+        .map(|d| if end { d.saturating_add(DAY_MS) } else { d })
+        .ok_or_else(|| format!("{s:?} is not a FHIR instant or date"))
+}
+
+fn span_of(start: Option<&str>, end: Option<&str>) -> Result<Span, String> {
+    let span = Span {
+        start_ms: start.map(|s| bound(s, false)).transpose()?.unwrap_or(0),
+        end_ms: end.map(|s| bound(s, true)).transpose()?.unwrap_or(u64::MAX),
+    };
+    if span.end_ms < span.start_ms {
+        return Err("period ends before it starts".into());
+    }
+    Ok(span)
+}
+
+fn fhir_span(p: Option<&FhirPeriod>) -> Result<Span, String> {
+    match p {
+        None => Ok(Span::ALWAYS),
+        Some(p) => span_of(p.start.as_deref(), p.end.as_deref()),
+    }
+}
+
+/// Reads a context CSV with exactly `columns`, every row or none.
+fn read_rows<R: BufRead, T>(
+    r: R,
+    columns: &[&str],
+    parse: impl Fn(&[String]) -> Result<T, String>,
+) -> Result<Vec<T>, FormatError> {
+    Ok(read_csv(r, columns, OnError::Reject, parse)?.records)
+}
+
+/// Reads NDJSON line by line (blank lines ignored); the first bad line stops it.
+fn read_ndjson<R: BufRead>(
+    r: R,
+    mut each: impl FnMut(&str) -> Result<(), String>,
+) -> Result<(), FormatError> {
+    let mut lines = Lines::new(r);
+    while let Some((line, text)) = lines.next_line()? {
+        let text = text.map_err(FormatError::Row)?;
+        if !text.trim().is_empty() {
+            each(text).map_err(|message| FormatError::Row(crate::RowError { line, message }))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CareTeam {
+    resource_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(default)]
+    subject: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    period: Option<FhirPeriod>,
+    #[serde(default)]
+    participant: Vec<Participant>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Encounter {
+    resource_type: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    subject: Option<Reference>,
+    #[serde(default)]
+    period: Option<FhirPeriod>,
+    #[serde(default)]
+    participant: Vec<Participant>,
+}
+
+/// A `CareTeam.participant` (`member`) or an `Encounter.participant` (`individual`).
+#[derive(Serialize, Deserialize)]
+struct Participant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    individual: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    period: Option<FhirPeriod>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    #[test]
+    fn care_assignments_hold_within_their_periods_only() {
+        let mut ctx = Context::new();
+        let teams = concat!(
+            r#"{"resourceType":"CareTeam","status":"active","subject":{"reference":"Patient/p1"},"#,
+            r#""period":{"start":"2026-01-01","end":"2026-01-02"},"participant":["#,
+            r#"{"member":{"reference":"https://ehr.example/fhir/Practitioner/u1/_history/3"}},"#,
+            r#"{"member":{"identifier":{"value":"u2"}},"period":{"start":"2026-01-01T12:00:00Z"}}]}"#,
+            "\n\n",
+            r#"{"resourceType":"CareTeam","status":"entered-in-error","subject":{"reference":"Patient/p1"},"participant":[{"member":{"identifier":{"value":"u3"}}}]}"#,
+            "\n"
+        );
+        ctx.read(CARE_TEAMS_NDJSON, teams.as_bytes()).unwrap();
+        let enc = r#"{"resourceType":"Encounter","status":"finished","subject":{"reference":"Patient/p2"},"period":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T09:00:00Z"},"participant":[{"individual":{"reference":"Practitioner/u4"}}]}"#;
+        ctx.read(ENCOUNTERS_NDJSON, enc.as_bytes()).unwrap();
+        let care = |u: &str, p: &str, t: u64| ctx.relation(u, p, t).care_team;
+        assert!(care("u1", "p1", T));
+        assert!(
+            care("u1", "p1", T + DAY_MS + DAY_MS - 1),
+            "an end date covers its day"
+        );
+        assert!(!care("u1", "p1", T + 2 * DAY_MS));
+        assert!(
+            !care("u2", "p1", T),
+            "the participant's period narrows the team's"
+        );
+        assert!(care("u2", "p1", T + 12 * 3_600_000));
+        assert!(!care("u3", "p1", T), "an entered-in-error team never held");
+        assert!(care("u4", "p2", T + 8 * 3_600_000));
+        assert!(!care("u4", "p2", T + 9 * 3_600_000), "the end is exclusive");
+        assert!(!care("u1", "p2", T + 8 * 3_600_000));
+    }
+
+    #[test]
+    fn csv_feeds_give_staff_departments_vips_and_family() {
+        let mut ctx = Context::new();
+        ctx.read(
+            STAFF_FILE,
+            "user,role,department\nu1,nurse,icu\n".as_bytes(),
+        )
+        .unwrap();
+        ctx.read(
+            PATIENTS_FILE,
+            "patient,department\np1,cardiology\n".as_bytes(),
+        )
+        .unwrap();
+        ctx.read(VIP_FILE, "patient\np1\n".as_bytes()).unwrap();
+        ctx.read(RELATIONSHIPS_FILE, "user,patient\nu1,p2\n".as_bytes())
+            .unwrap();
+        ctx.read(
+            CARE_TEAM_CSV,
+            "user,patient,start,end\nu1,p1,2026-01-01T00:00:00Z,\n".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            ctx.staff("u1"),
+            Some(&StaffEntry {
+                role: StaffRole::Nurse,
+                department: "icu".into()
+            })
+        );
+        assert_eq!(ctx.patient_department("p1"), Some("cardiology"));
+        let r = ctx.relation("u1", "p1", T);
+        assert!(r.care_team && r.vip && !r.family_link);
+        assert!(!ctx.relation("u1", "p1", T - 1).care_team);
+        assert!(ctx.relation("u1", "p2", T).family_link);
+        assert_eq!(ctx.relation("u9", "p9", T), Relation::default());
+    }
+
+    #[test]
+    fn a_bad_line_fails_the_load_naming_it() {
+        let mut ctx = Context::new();
+        let err = ctx
+            .read(
+                STAFF_FILE,
+                "user,role,department\nu1,nurse,icu\nu2,surgeon,icu\n".as_bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let err = ctx
+            .read(
+                CARE_TEAMS_NDJSON,
+                "{\"resourceType\":\"CareTeam\",\"subject\":{\"reference\":\"Group/1\"}}\n"
+                    .as_bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("no patient"), "{err}");
+        let err = ctx
+            .read(
+                CARE_TEAM_CSV,
+                "user,patient,start,end\nu1,p1,2026-01-02,2025-12-31\n".as_bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("ends before"), "{err}");
+    }
+
+    #[test]
+    fn a_written_folder_reads_back_the_same_relations() {
+        let mut ctx = Context::new();
+        ctx.add_staff("u1", StaffRole::Physician, "icu");
+        ctx.add_staff("u2", StaffRole::Billing, "billing");
+        ctx.set_patient_department("p1", "icu");
+        ctx.add_vip("p1");
+        ctx.add_family("u2", "p1");
+        ctx.add_care("u1", "p1", Span::ALWAYS);
+        ctx.add_care(
+            "u2",
+            "p2",
+            Span {
+                start_ms: T,
+                end_ms: T + 1000,
+            },
+        );
+        let dir = std::env::temp_dir().join(format!("medfl-context-{}", std::process::id()));
+        ctx.write_dir(&dir).unwrap();
+        let back = Context::load_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        for (u, p, t) in [
+            ("u1", "p1", T),
+            ("u2", "p1", T),
+            ("u2", "p2", T),
+            ("u2", "p2", T + 1000),
+            ("u1", "p2", T),
+        ] {
+            assert_eq!(back.relation(u, p, t), ctx.relation(u, p, t), "{u} {p} {t}");
+        }
+        assert_eq!(back.staff("u2"), ctx.staff("u2"));
+        assert_eq!(back.patient_department("p1"), Some("icu"));
+    }
+}
