@@ -41,6 +41,7 @@ async fn main() -> Result<()> {
         .port();
     let opts = daemon::monitor::Options {
         listen: format!("127.0.0.1:{port}").parse()?,
+        syslog: None,
         seal_every: Duration::from_secs(60),
         insecure_keys: InsecureKeys::Allow,
     };

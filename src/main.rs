@@ -114,6 +114,10 @@ enum Command {
         /// Address to serve on.
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: std::net::SocketAddr,
+        /// Also take IHE ATNA audit messages (RFC 5424 syslog over TCP, RFC 6587 framing,
+        /// carrying FHIR AuditEvent JSON) on this address.
+        #[arg(long)]
+        syslog: Option<std::net::SocketAddr>,
         /// Seconds between sealed audit batches (each anchored on the ledger).
         #[arg(long, default_value_t = 60.0)]
         seal_every_s: f64,
@@ -1058,6 +1062,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Monitor {
             config,
             listen,
+            syslog,
             seal_every_s,
             insecure,
         } => {
@@ -1068,6 +1073,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("--seal-every-s must be a positive number of seconds")?;
             let opts = medfl::daemon::monitor::Options {
                 listen,
+                syslog,
                 seal_every,
                 insecure_keys: insecure.policy(),
             };

@@ -61,6 +61,11 @@ fn http_with(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) ->
 }
 
 fn start(config: &Path, port: u16, log: PathBuf) -> Proc {
+    start_with(config, port, log, &[])
+}
+
+/// [`start`] with more command-line arguments.
+fn start_with(config: &Path, port: u16, log: PathBuf, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_medfl"))
         .args([
             "monitor",
@@ -72,6 +77,7 @@ fn start(config: &Path, port: u16, log: PathBuf) -> Proc {
             "--seal-every-s",
             "1",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(fs::File::create(log).unwrap())
         .spawn()
@@ -260,4 +266,289 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
         )),
         "{out}"
     );
+}
+
+/// The last `n` events of the log, shifted to end now (the monitor refuses far-off times).
+fn recent(events: &[AccessEvent], n: usize) -> Vec<AccessEvent> {
+    let mut out = events[events.len() - n..].to_vec();
+    let shift = now_ms() - out.last().unwrap().time_ms;
+    for e in &mut out {
+        e.time_ms += shift;
+    }
+    out
+}
+
+/// Each event as an EHR writes its `AuditEvent`: no medfl extension, no medfl role code, no id
+/// (the server assigns one).
+fn plain_audit_events(events: &[AccessEvent]) -> Vec<serde_json::Value> {
+    let mut buf = Vec::new();
+    medfl_accesslog::fhir::write_audit_events(&mut buf, events).unwrap();
+    String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("extension");
+            o.remove("id");
+            o["agent"][0].as_object_mut().unwrap().remove("role");
+            v
+        })
+        .collect()
+}
+
+fn records(port: u16) -> u64 {
+    let (_, health) = http(port, "GET", "/healthz", b"");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    health["records"].as_u64().unwrap()
+}
+
+fn wait_for_records(port: u16, n: u64) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while records(port) < n {
+        assert!(
+            Instant::now() < end,
+            "only {} of {n} records",
+            records(port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(records(port), n);
+}
+
+/// The decisions in a stopped monitor's audit log, in order.
+fn logged_decisions(config: &Path) -> Vec<(AccessRequest, medfl_monitor::Decision)> {
+    let file = config.parent().unwrap().join("monitor/audit.redb");
+    let log = medfl_monitor::AuditLog::open(&file).unwrap();
+    log.records(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.body {
+            medfl_monitor::RecordBody::Decision { request, decision } => {
+                Some((*request, *decision))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The EHR's own feed: plain FHIR `AuditEvent`s, posted by a FHIR client library and sent by
+/// util-linux `logger` over syslog (both framings), completed from the hospital's context
+/// feeds, are decided exactly as the same accesses sent with every flag through `/v1/access`;
+/// what cannot be read gets an `OperationOutcome` (or is counted, over syslog) and nothing is
+/// logged for it.
+#[test]
+fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decides() {
+    let python_ok = Command::new("python3")
+        .args(["-c", "import fhirclient"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        python_ok,
+        "this test drives the monitor with the fhirclient library: pip install fhirclient \
+         (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = setup(dir.path());
+    let member = config.parent().unwrap().to_owned();
+    let stream = recent(&events, 120);
+    let port = free_port();
+
+    // The reference run: every access with its flags, through the JSON API.
+    let monitor = start(&config, port, dir.path().join("monitor-json.log"));
+    for e in &stream {
+        let r = AccessRequest::from_event(e);
+        let (status, body) = http(port, "POST", "/v1/access", &serde_json::to_vec(&r).unwrap());
+        assert_eq!(status, 200, "{body}");
+    }
+    drop(monitor);
+    let reference = logged_decisions(&config);
+    assert_eq!(reference.len(), stream.len());
+    // A fresh log for the second run.
+    fs::remove_file(member.join("monitor/audit.redb")).unwrap();
+
+    // The same accesses as the EHR's plain AuditEvents: without the context feeds they
+    // cannot be judged; with them, the first half comes from the FHIR client, the rest over
+    // syslog.
+    let syslog_port = free_port();
+    let monitor = start_with(
+        &config,
+        port,
+        dir.path().join("monitor-feed.log"),
+        &["--syslog", &format!("127.0.0.1:{syslog_port}")],
+    );
+    let plain = plain_audit_events(&stream);
+    let one = serde_json::to_vec(&plain[0]).unwrap();
+    let (status, body) = http_with(port, "POST", "/fhir/AuditEvent", "", &one);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("OperationOutcome") && body.contains("no role"),
+        "{body}"
+    );
+    copy_dir(
+        &dir.path().join("logs/rural-clinic/context"),
+        &member.join("context"),
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = http(port, "GET", "/healthz", b"");
+        if health.contains("\"staff\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the context feeds were not picked up: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(records(port), 0, "nothing logged for the refused event");
+
+    let half = stream.len() / 2;
+    let feed = dir.path().join("feed.ndjson");
+    let lines: Vec<String> = plain.iter().map(|v| v.to_string()).collect();
+    fs::write(&feed, lines[..half].join("\n")).unwrap();
+    let mut unknown = plain[0].clone();
+    unknown["agent"][0]["who"]["identifier"]["value"] = "u-not-on-staff".into();
+    let unknown_file = dir.path().join("unknown.json");
+    fs::write(&unknown_file, unknown.to_string()).unwrap();
+    let fhir_client = |args: &[&str]| -> Vec<serde_json::Value> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fhir_post.py");
+        let out = Command::new("python3")
+            .arg(p(&script))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let base = format!("http://127.0.0.1:{port}/fhir/");
+    let created = fhir_client(&["create", &base, p(&feed)]);
+    assert_eq!(created.len(), half);
+    for (i, a) in created.iter().enumerate() {
+        assert_eq!(a["status"], 201, "{a}");
+        assert_eq!(a["location"], format!("AuditEvent/{i}"), "{a}");
+        assert_eq!(a["severity"], "information", "{a}");
+        assert_eq!(a["verdict"], reference[i].1.verdict.as_str(), "{a}");
+    }
+    assert_eq!(records(port), half as u64);
+
+    // Over syslog: the first quarter framed by line feeds, the rest octet-counted.
+    let quarter = half + (stream.len() - half) / 2;
+    // Two connections are two senders with no order between them: the second waits until the
+    // first one's events are in.
+    for (part, framing, upto) in [
+        (&lines[half..quarter], None, quarter),
+        (&lines[quarter..], Some("--octet-count"), stream.len()),
+    ] {
+        let mut logger = Command::new("logger");
+        logger.args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &syslog_port.to_string(),
+            "--tcp",
+            "--rfc5424",
+            "--size",
+            "65536",
+            "--tag",
+            "ehr-audit",
+        ]);
+        logger.args(framing);
+        let mut child = logger
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("util-linux logger");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n", part.join("\n")).as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        wait_for_records(port, upto as u64);
+    }
+
+    // A non-UTF-8 frame and a frame that is not JSON are refused; the connection goes on.
+    let mut s = TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
+    s.write_all(b"<13>1 - - - - - - \xff\xfe{}\n<13>1 - - - - - - not json\n")
+        .unwrap();
+    s.write_all(format!("<13>1 - - - - - - {}\n", lines[0]).as_bytes())
+        .unwrap();
+    wait_for_records(port, stream.len() as u64 + 1);
+    drop(s);
+
+    // Refusals, read back by the FHIR client: an unknown user; a transaction holding one is
+    // refused whole, a batch answers entry by entry.
+    let answers = fhir_client(&["refusals", &base, p(&feed), p(&unknown_file)]);
+    let find = |kind: &str| answers.iter().find(|a| a["kind"] == kind).unwrap();
+    let unknown_answer = find("unknown-user");
+    assert_eq!(unknown_answer["status"], 400, "{unknown_answer}");
+    assert_eq!(unknown_answer["severity"], "error", "{unknown_answer}");
+    assert!(
+        unknown_answer["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("u-not-on-staff"),
+        "{unknown_answer}"
+    );
+    // The transaction was refused whole; the batch decided its two known entries.
+    let transaction = find("transaction");
+    assert_eq!(transaction["status"], 400, "{transaction}");
+    assert_eq!(transaction["expression"][0], "Bundle.entry[1].resource");
+    let batch = find("batch");
+    assert_eq!(batch["status"], 200, "{batch}");
+    assert_eq!(batch["type"], "batch-response");
+    let statuses: Vec<&str> = batch["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["201 Created", "400 Bad Request", "201 Created"]);
+
+    let (_, metrics) = http(port, "GET", "/metrics", b"");
+    for line in [
+        "medfl_monitor_refused_total{source=\"syslog\"} 2",
+        &format!(
+            "medfl_monitor_requests_total{{source=\"syslog\"}} {}",
+            stream.len() - half + 1
+        ),
+        &format!("medfl_monitor_log_records {}", stream.len() + 3),
+    ] {
+        assert!(metrics.contains(line), "{line:?} not in\n{metrics}");
+    }
+    drop(monitor);
+
+    // Bit for bit: the feed's accesses, completed from the context, are the reference's, and
+    // so are their scores and verdicts.
+    let mut fed = logged_decisions(&config);
+    fed.truncate(stream.len());
+    assert_eq!(fed.len(), reference.len());
+    for (i, ((want_r, want_d), (got_r, got_d))) in reference.iter().zip(&fed).enumerate() {
+        let mut got_r = got_r.clone();
+        got_r.purpose = None; // a break-the-glass AuditEvent declares treatment
+        assert_eq!(&got_r, want_r, "request {i}");
+        assert_eq!(
+            got_d.score.map(f32::to_bits),
+            want_d.score.map(f32::to_bits),
+            "score {i}"
+        );
+        assert_eq!(got_d.verdict, want_d.verdict, "verdict {i}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }

@@ -50,6 +50,17 @@ pub enum Verdict {
     Deny,
 }
 
+impl Verdict {
+    /// The verdict's name, as JSON and FHIR answers spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Alert => "alert",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
 /// What the monitor answers, and records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {

@@ -8,14 +8,20 @@
 //! leaves; batches of it are sealed under a Merkle root that the hospital anchors on the ledger
 //! itself, so the log can later be proven complete and unaltered, record by record ([`audit`]).
 //!
-//! This crate is the monitor without its edges: no HTTP, no clock. `medfl monitor` serves it.
+//! The EHR's own audit feed comes in as FHIR `AuditEvent`s, over HTTP or in IHE ATNA syslog
+//! messages ([`intake`], [`syslog`]), completed from the hospital's context feeds.
+//!
+//! This crate is the monitor without its edges: no HTTP, no sockets, no clock. `medfl monitor`
+//! serves it.
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod audit;
 pub mod decide;
 pub mod explain;
+pub mod intake;
 pub mod request;
+pub mod syslog;
 
 pub use audit::{AuditLog, AuditRecord, RecordBody};
 pub use decide::{Decision, Monitor, Policy, Scorer, Verdict};

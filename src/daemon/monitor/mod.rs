@@ -12,19 +12,30 @@
 //! and standing blocks survive a restart.
 //!
 //! Endpoints: `POST /v1/access` (JSON [`AccessRequest`]; answers the decision with its record
-//! number), `GET /v1/alerts` (the latest alerts and denials), `POST /v1/unblock` (a security
-//! officer lifts a user's block: `Authorization: Bearer TOKEN`, JSON `{"user", "note"}`; the
-//! review is logged before the block is lifted), `GET /healthz`.
+//! number), `POST /fhir/AuditEvent` and `POST /fhir` (the EHR's own FHIR R4 `AuditEvent`s,
+//! alone or in transaction and batch Bundles, answered in FHIR; see [`fhir`]), `GET
+//! /fhir/metadata`, `GET /v1/alerts` (the latest alerts and denials), `POST /v1/unblock` (a
+//! security officer lifts a user's block: `Authorization: Bearer TOKEN`, JSON `{"user",
+//! "note"}`; the review is logged before the block is lifted), `GET /healthz`, and `GET
+//! /metrics` (Prometheus). With `--syslog`, IHE ATNA audit messages over TCP too ([`syslog`]).
+//!
+//! An EHR's `AuditEvent` carries no medfl extensions: the user's role and department, the
+//! patient's department and the relation flags come from the hospital's context feeds in
+//! `<member>/context/` (see `medfl_accesslog::context`), re-read when they change.
 //!
 //! Officers' tokens are 256-bit random values made by `medfl officer-token`; the monitor keeps
 //! only their SHA-256 (in `monitor/officers`), so the file does not hold a usable token. A
 //! slow password hash would add nothing for tokens this long.
 
+mod fhir;
+mod metrics;
+mod syslog;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
@@ -34,6 +45,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use medfl_accesslog::consent::PseudonymKey;
+use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
@@ -41,6 +53,7 @@ use medfl_monitor::{AccessRequest, Decision, Monitor, Policy, Scorer, Verdict};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use self::metrics::{Metrics, Source};
 use super::{Member, queue_signed};
 
 /// Largest request body accepted, in bytes (an access is a few hundred).
@@ -57,6 +70,8 @@ const REFRESH: Duration = Duration::from_secs(2);
 pub struct Options {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where to take syslog (ATNA) audit messages, if anywhere.
+    pub syslog: Option<SocketAddr>,
     /// Seconds between audit batches.
     pub seal_every: Duration,
     /// Whether a key derived from a public seed is accepted.
@@ -89,15 +104,29 @@ struct Shared {
     ledger_seen: Stamp,
     /// The same for the ledger copy and the outbox together (consent's two sources).
     consent_seen: Option<(Stamp, Stamp)>,
+    /// The same for each file of the context folder.
+    context_seen: Vec<Stamp>,
 }
 
 type App = Arc<Mutex<Shared>>;
 
-/// What the HTTP handlers share: the state, and the queue to the decision writer.
+/// What the HTTP handlers and the syslog listener share: the state, the queue to the decision
+/// writer, the context feeds, the counters.
 #[derive(Clone)]
 struct Server {
     app: App,
     queue: std::sync::mpsc::SyncSender<Pending>,
+    /// The context feeds in use, swapped whole when they change (read without the state's
+    /// lock, which a decision holds through its fsync).
+    context: Arc<RwLock<Option<Arc<Feeds>>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// The context feeds in use, if any.
+    fn context(&self) -> Option<Arc<Feeds>> {
+        self.context.read().ok().and_then(|c| c.clone())
+    }
 }
 
 /// Runs the monitor of the hospital described by `config` until killed.
@@ -126,41 +155,59 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         model_seen: None,
         ledger_seen: None,
         consent_seen: None,
+        context_seen: Vec::new(),
     }));
-    refresh(&app, &member, &pseudonyms);
+    let metrics = Arc::new(Metrics::default());
     let (queue, waiting) = std::sync::mpsc::sync_channel(MAX_QUEUED);
+    let server = Server {
+        app: Arc::clone(&app),
+        queue,
+        context: Arc::new(RwLock::new(None)),
+        metrics: Arc::clone(&metrics),
+    };
+    refresh(&server, &member, &pseudonyms);
     let writer = Arc::clone(&app);
     std::thread::Builder::new()
         .name("decision-writer".into())
-        .spawn(move || decision_writer(writer, waiting))
+        .spawn(move || decision_writer(writer, waiting, metrics))
         .context("starting the decision writer")?;
     let router = Router::new()
         .route("/v1/access", post(access))
         .route("/v1/alerts", get(list_alerts))
         .route("/v1/unblock", post(unblock))
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics::serve))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Server {
-            app: Arc::clone(&app),
-            queue,
-        });
+        // The FHIR routes read their bodies themselves, to answer an oversized one in FHIR.
+        .route("/fhir", post(fhir::post))
+        .route("/fhir/", post(fhir::post))
+        .route("/fhir/AuditEvent", post(fhir::post))
+        .route("/fhir/metadata", get(fhir::metadata))
+        .with_state(server.clone());
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     info!(addr = %listener.local_addr()?, "access monitor listening");
-    let background = Arc::clone(&app);
+    if let Some(addr) = opts.syslog {
+        let syslog = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for syslog on {addr}"))?;
+        info!(addr = %syslog.local_addr()?, "taking ATNA audit messages over syslog (TCP)");
+        tokio::spawn(syslog::serve(syslog, server.clone()));
+    }
+    let background = server.clone();
     tokio::spawn(async move {
         let mut last_seal = std::time::Instant::now();
         loop {
             tokio::time::sleep(REFRESH).await;
-            let b = Arc::clone(&background);
+            let b = background.clone();
             let m = member.clone();
             let p = pseudonyms.clone();
             let seal = last_seal.elapsed() >= opts.seal_every;
             // File and ledger reads, and the seal's commit, off the request path's threads.
             let done = tokio::task::spawn_blocking(move || {
                 refresh(&b, &m, &p);
-                if seal && let Err(e) = seal_and_anchor(&b, &m) {
+                if seal && let Err(e) = seal_and_anchor(&b.app, &m) {
                     warn!(error = %format!("{e:#}"), "cannot seal an audit batch");
                 }
             })
@@ -372,27 +419,32 @@ fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Response {
 /// What the decision writer answers a request with.
 type Answer = Result<(u64, Decision), (StatusCode, String)>;
 
-/// A request waiting for the decision writer.
+/// Requests waiting for the decision writer, decided in order and committed together (a FHIR
+/// Bundle's entries, or the frames of one syslog read), with one answer each.
 struct Pending {
-    request: AccessRequest,
-    reply: tokio::sync::oneshot::Sender<Answer>,
+    requests: Vec<AccessRequest>,
+    reply: tokio::sync::oneshot::Sender<Vec<Answer>>,
 }
 
-/// Requests one group commit takes at most.
+/// Requests one group commit takes at most (a submission is never split).
 const MAX_GROUP: usize = 1024;
 
-/// Requests waiting for the writer at most; beyond, callers get 503 at once (load shedding).
+/// Submissions waiting for the writer at most; beyond, callers get 503 at once (load shedding).
 const MAX_QUEUED: usize = 16 * 1024;
 
-/// The decision writer (one thread): takes every request waiting, decides each in arrival
-/// order, appends them all to the audit log in one durable commit, then answers them (group
-/// commit: one fsync per group, and no answer before its record is on disk).
-fn decision_writer(app: App, queue: std::sync::mpsc::Receiver<Pending>) {
+/// The decision writer (one thread): takes every submission waiting, decides each request in
+/// arrival order, appends them all to the audit log in one durable commit, then answers them
+/// (group commit: one fsync per group, and no answer before its record is on disk).
+fn decision_writer(app: App, queue: std::sync::mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
     while let Ok(first) = queue.recv() {
+        let mut size = first.requests.len();
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        while size < MAX_GROUP {
             match queue.try_recv() {
-                Ok(p) => group.push(p),
+                Ok(p) => {
+                    size += p.requests.len();
+                    group.push(p);
+                }
                 Err(_) => break,
             }
         }
@@ -400,68 +452,110 @@ fn decision_writer(app: App, queue: std::sync::mpsc::Receiver<Pending>) {
             fail_stop("the monitor's state is poisoned");
         };
         let now = now_ms();
-        let requests: Vec<AccessRequest> = group.iter().map(|p| p.request.clone()).collect();
+        let requests: Vec<AccessRequest> = group
+            .iter()
+            .flat_map(|p| p.requests.iter().cloned())
+            .collect();
         let decisions = shared.monitor.decide_all(&requests, now);
-        let mut decided = Vec::with_capacity(group.len());
-        for (p, d) in group.into_iter().zip(decisions) {
+        // Each request's answer, or its place among the records to append.
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(requests.len());
+        let mut items = Vec::with_capacity(requests.len());
+        let mut decided = Vec::with_capacity(requests.len());
+        for (request, d) in requests.into_iter().zip(decisions) {
             match d {
-                Ok(d) => decided.push((p, d)),
+                Ok(d) => {
+                    items.push((
+                        now,
+                        RecordBody::Decision {
+                            request: Box::new(request.clone()),
+                            decision: Box::new(d.clone()),
+                        },
+                    ));
+                    decided.push((answers.len(), request, d));
+                    answers.push(None);
+                }
                 Err(medfl_monitor::decide::MonitorError::Request(e)) => {
-                    let _ = p.reply.send(Err((StatusCode::BAD_REQUEST, e.to_string())));
+                    answers.push(Some(Err((StatusCode::BAD_REQUEST, e.to_string()))));
                 }
                 // The access is in the users' history but in no record: stop, and let the
                 // restart rebuild the state from the log.
                 Err(e) => fail_stop(&format!("the model failed: {e}")),
             }
         }
-        if decided.is_empty() {
-            continue;
+        if !items.is_empty() {
+            let records = match shared.log.append_all(items) {
+                Ok(r) => r,
+                // Decided but neither recorded nor answered: memory is ahead of the log.
+                Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
+            };
+            for ((at, request, decision), record) in decided.into_iter().zip(records) {
+                note_alert(&mut shared.alerts, record.seq, &request, &decision);
+                metrics.decided(decision.verdict);
+                answers[at] = Some(Ok((record.seq, decision)));
+            }
         }
-        let items = decided
-            .iter()
-            .map(|(p, d)| {
-                let body = RecordBody::Decision {
-                    request: Box::new(p.request.clone()),
-                    decision: Box::new(d.clone()),
-                };
-                (now, body)
-            })
-            .collect();
-        let records = match shared.log.append_all(items) {
-            Ok(r) => r,
-            // Decided but neither recorded nor answered: memory is ahead of the log.
-            Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
-        };
-        for ((p, decision), record) in decided.into_iter().zip(records) {
-            note_alert(&mut shared.alerts, record.seq, &p.request, &decision);
-            let _ = p.reply.send(Ok((record.seq, decision)));
+        drop(shared);
+        let mut answers = answers.into_iter();
+        for p in group {
+            let mine: Vec<Answer> = answers
+                .by_ref()
+                .take(p.requests.len())
+                .map(|a| {
+                    a.unwrap_or_else(|| {
+                        Err((StatusCode::INTERNAL_SERVER_ERROR, "not decided".into()))
+                    })
+                })
+                .collect();
+            let _ = p.reply.send(mine);
         }
     }
+}
+
+/// Why a submission got no answers: the queue is full, or the writer is gone.
+type Refusal = (StatusCode, String);
+
+/// Hands `requests` to the decision writer and waits for their answers; refuses at once when
+/// the queue is full (the caller may retry).
+async fn submit(server: &Server, requests: Vec<AccessRequest>) -> Result<Vec<Answer>, Refusal> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if server.queue.try_send(Pending { requests, reply }).is_err() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the monitor is overloaded; retry".into(),
+        ));
+    }
+    answer.await.map_err(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the decision failed".into(),
+        )
+    })
 }
 
 /// `POST /v1/access`: hands the request to the decision writer and answers once it is
 /// decided and durable.
 async fn access(State(server): State<Server>, body: Bytes) -> Response {
+    let started = Instant::now();
     let request: AccessRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+        Err(e) => {
+            server.metrics.refused(Source::Json);
+            return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}"));
+        }
     };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if server.queue.try_send(Pending { request, reply }).is_err() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the monitor is overloaded; retry",
-        );
-    }
-    match answer.await {
-        Ok(Ok((seq, decision))) => {
+    let answer = submit(&server, vec![request]).await;
+    let response = match answer.map(|mut a| a.pop()) {
+        Ok(Some(Ok((seq, decision)))) => {
+            server.metrics.answered(Source::Json, started.elapsed());
             let mut v = serde_json::to_value(&decision).unwrap_or_default();
             v["record"] = serde_json::Value::from(seq);
-            axum::Json(v).into_response()
+            return axum::Json(v).into_response();
         }
-        Ok(Err((status, why))) => refuse(status, why),
-        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the decision failed"),
-    }
+        Ok(Some(Err((status, why)))) | Err((status, why)) => refuse(status, why),
+        Ok(None) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the decision failed"),
+    };
+    server.metrics.refused(Source::Json);
+    response
 }
 
 /// `GET /v1/alerts`: the latest alerts and denials, newest first.
@@ -479,22 +573,36 @@ async fn read_shared(
     app: App,
     f: impl FnOnce(&Shared) -> serde_json::Value + Send + 'static,
 ) -> Response {
-    let read = tokio::task::spawn_blocking(move || app.lock().ok().map(|shared| f(&shared))).await;
-    match read {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        _ => refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed"),
+    match read_shared_value(app, f).await {
+        Some(v) => axum::Json(v).into_response(),
+        None => refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed"),
     }
+}
+
+/// What `f` makes of the shared state, read on a blocking thread; `None` if the state failed.
+async fn read_shared_value<T: Send + 'static>(
+    app: App,
+    f: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> Option<T> {
+    tokio::task::spawn_blocking(move || app.lock().ok().map(|shared| f(&shared)))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `GET /healthz`: the model in use, the log's length, the consent height.
 async fn health(State(server): State<Server>) -> Response {
-    read_shared(server.app, |shared| {
+    let context = server
+        .context()
+        .map(|c| serde_json::json!({ "staff": c.n_staff(), "patients": c.n_patients() }));
+    read_shared(server.app, move |shared| {
         serde_json::json!({
             "status": "ok",
             "model": shared.model_hash,
             "records": shared.log.len(),
             "consent_height": shared.consent_height,
             "blocked_users": shared.monitor.blocks().len(),
+            "context": context,
         })
     })
     .await
@@ -511,7 +619,9 @@ fn stamp(path: &Path) -> Stamp {
 
 /// Swaps in a new monitor model and re-reads consent, each only when its files changed (the
 /// ledger copy, or the outbox where an opt-out waiting to be ordered already applies).
-fn refresh(app: &App, member: &Member, pseudonyms: &PseudonymKey) {
+fn refresh(server: &Server, member: &Member, pseudonyms: &PseudonymKey) {
+    refresh_context(server, member);
+    let app = &server.app;
     let model_path = member.dir.join("models").join("current.model");
     let ledger_path = member
         .dir
@@ -571,6 +681,43 @@ fn refresh(app: &App, member: &Member, pseudonyms: &PseudonymKey) {
         }
         Ok(None) => {}
         Err(e) => warn!(error = %format!("{e:#}"), "cannot read the ledger copy"),
+    }
+}
+
+/// Re-reads the context feeds when a file of the folder changed; a folder that cannot be read
+/// leaves the previous feeds in use.
+fn refresh_context(server: &Server, member: &Member) {
+    let dir = member.dir.join(feeds::DIR);
+    let now: Vec<Stamp> = feeds::FILES.iter().map(|f| stamp(&dir.join(f))).collect();
+    let Ok(mut shared) = server.app.lock() else {
+        fail_stop("the monitor's state is poisoned");
+    };
+    if shared.context_seen == now {
+        return;
+    }
+    shared.context_seen.clone_from(&now);
+    drop(shared);
+    let loaded = if now.iter().all(Option::is_none) {
+        info!(dir = %dir.display(), "no context feeds: AuditEvents must carry medfl's extensions");
+        None
+    } else {
+        match Feeds::load_dir(&dir) {
+            Ok(c) => {
+                info!(
+                    staff = c.n_staff(),
+                    patients = c.n_patients(),
+                    "context feeds read"
+                );
+                Some(Arc::new(c))
+            }
+            Err(e) => {
+                warn!(error = %e, "context feeds not read; keeping the previous ones");
+                return;
+            }
+        }
+    };
+    if let Ok(mut c) = server.context.write() {
+        *c = loaded;
     }
 }
 
