@@ -136,6 +136,12 @@ enum Command {
         /// The officer's name (letters, digits and '-').
         #[arg(long)]
         officer: String,
+        /// `officer` (reads alerts, acknowledges them, lifts blocks) or `auditor` (reads).
+        #[arg(long, default_value = "officer")]
+        role: String,
+        /// Days the token is valid.
+        #[arg(long, default_value_t = 90)]
+        valid_days: u16,
         #[command(flatten)]
         insecure: InsecureKeysArg,
     },
@@ -1083,10 +1089,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::OfficerToken {
             config,
             officer,
+            role,
+            valid_days,
             insecure,
         } => {
             let member = medfl::daemon::Member::load(&config, insecure.policy())?;
-            let token = medfl::daemon::monitor::add_officer(&member.dir, &officer)?;
+            let role = medfl::daemon::monitor::officers::OfficerRole::parse(&role)
+                .context("--role is officer or auditor")?;
+            let days = u64::from(valid_days);
+            if days == 0 {
+                bail!("--valid-days must be at least 1");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis();
+            let expires = u64::try_from(now)?.saturating_add(days * 86_400_000);
+            let token = medfl::daemon::monitor::add_officer(&member.dir, &officer, role, expires)?;
             emit(&token)?;
         }
         Command::Replay { dir } => {

@@ -225,6 +225,91 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
         "nothing logged: {health}"
     );
 
+    // Alerts are for officers and auditors; an auditor reads and streams, only an officer acts.
+    let auditor = ok(&[
+        "officer-token",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+        "--officer",
+        "aud-1",
+        "--role",
+        "auditor",
+    ]);
+    let auditor = format!("Authorization: Bearer {}\r\n", auditor.trim());
+    let (status, _) = http(port, "GET", "/v1/alerts", b"");
+    assert_eq!(status, 401);
+    let (status, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
+    assert_eq!(status, 200, "{text}");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(format!("GET /v1/alerts/stream HTTP/1.1\r\nHost: x\r\n{auditor}\r\n").as_bytes())
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    // Break-the-glass is always alerted: the stream carries it as it is logged.
+    let mut btg = AccessRequest::from_event(&events[0]);
+    btg.time_ms = now_ms();
+    btg.patient = "p-emergency".into();
+    btg.break_glass = true;
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/access",
+        &serde_json::to_vec(&btg).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let alert_record = answered;
+    answered += 1;
+    while !seen.contains(&format!("id: {alert_record}")) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("event: alert"), "{seen}");
+    assert!(seen.contains("p-emergency"), "{seen}");
+    drop(stream);
+    let ack = format!("/v1/alerts/{alert_record}/ack");
+    let note = br#"{"note": "emergency confirmed with the ward"}"#;
+    let (status, text) = http_with(port, "POST", &ack, &auditor, note);
+    assert_eq!(status, 403, "{text}");
+    let (status, text) = http_with(port, "POST", &ack, &right, note);
+    assert_eq!(status, 200, "{text}");
+    answered += 1;
+    let (status, text) = http_with(port, "POST", &ack, &right, note);
+    assert_eq!(status, 409, "{text}");
+    let (_, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
+    assert!(text.contains("\"acknowledged_by\":\"sec-1\""), "{text}");
+    // An expired token is refused.
+    let officers = config.parent().unwrap().join("monitor/officers");
+    let listed = fs::read_to_string(&officers).unwrap();
+    let expired: String = listed
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            format!("{} {} 1 {}\n", f[0], f[1], f[3])
+        })
+        .collect();
+    fs::write(&officers, expired).unwrap();
+    let (status, text) = http_with(port, "POST", &ack, &right, note);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("expired"), "{text}");
+    let (_, health) = http(port, "GET", "/healthz", b"");
+    assert!(
+        health.contains(&format!("\"records\":{answered}")),
+        "the alert and its review logged, nothing else: {health}"
+    );
+
     // Killed without warning: every answered decision is on disk, and the monitor goes on.
     let _ = monitor.0.kill();
     let _ = monitor.0.wait();

@@ -29,6 +29,7 @@
 
 mod fhir;
 mod metrics;
+pub mod officers;
 mod syslog;
 
 use std::collections::VecDeque;
@@ -54,6 +55,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use self::metrics::{Metrics, Source};
+pub use self::officers::add_officer;
+use self::officers::{OfficerRole, authorize};
 use super::{Member, queue_signed};
 
 /// Largest request body accepted, in bytes (an access is a few hundred).
@@ -61,6 +64,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Alerts kept in memory for `GET /v1/alerts`.
 const RECENT_ALERTS: usize = 1000;
+
+/// Alerts a slow alert stream may fall behind by before it is told it missed some.
+const ALERT_STREAM_BUFFER: usize = 1024;
+
+/// Longest review note, in bytes.
+const MAX_NOTE_BYTES: usize = 4096;
 
 /// How often the model file and the ledger copy are looked at, and batches sealed.
 const REFRESH: Duration = Duration::from_secs(2);
@@ -78,7 +87,7 @@ pub struct Options {
     pub insecure_keys: super::InsecureKeys,
 }
 
-/// An alert as `GET /v1/alerts` lists it.
+/// An alert as `GET /v1/alerts` lists it and the alert stream sends it.
 #[derive(Clone, Debug, Serialize)]
 struct AlertView {
     seq: u64,
@@ -88,6 +97,8 @@ struct AlertView {
     verdict: Verdict,
     reasons: Vec<String>,
     explanation: String,
+    /// The officer who acknowledged it, once one has.
+    acknowledged_by: Option<String>,
 }
 
 struct Shared {
@@ -120,6 +131,8 @@ struct Server {
     /// lock, which a decision holds through its fsync).
     context: Arc<RwLock<Option<Arc<Feeds>>>>,
     metrics: Arc<Metrics>,
+    /// New alerts, as they are logged, for the alert streams.
+    alerts: tokio::sync::broadcast::Sender<AlertView>,
 }
 
 impl Server {
@@ -159,21 +172,25 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     }));
     let metrics = Arc::new(Metrics::default());
     let (queue, waiting) = std::sync::mpsc::sync_channel(MAX_QUEUED);
+    let (alerts, _) = tokio::sync::broadcast::channel(ALERT_STREAM_BUFFER);
     let server = Server {
         app: Arc::clone(&app),
         queue,
         context: Arc::new(RwLock::new(None)),
         metrics: Arc::clone(&metrics),
+        alerts: alerts.clone(),
     };
     refresh(&server, &member, &pseudonyms);
     let writer = Arc::clone(&app);
     std::thread::Builder::new()
         .name("decision-writer".into())
-        .spawn(move || decision_writer(writer, waiting, metrics))
+        .spawn(move || decision_writer(writer, waiting, metrics, alerts))
         .context("starting the decision writer")?;
     let router = Router::new()
         .route("/v1/access", post(access))
         .route("/v1/alerts", get(list_alerts))
+        .route("/v1/alerts/stream", get(stream_alerts))
+        .route("/v1/alerts/{record}/ack", post(acknowledge))
         .route("/v1/unblock", post(unblock))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics::serve))
@@ -226,52 +243,6 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     Ok(())
 }
 
-/// The file of officers' token hashes, one `name hex-sha256` per line.
-pub fn officers_file(member_dir: &Path) -> PathBuf {
-    member_dir.join("monitor").join("officers")
-}
-
-/// Makes a new token for `officer`, records its hash, and returns the token (shown once).
-pub fn add_officer(member_dir: &Path, officer: &str) -> Result<String> {
-    if officer.is_empty()
-        || !officer
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        bail!("an officer's name is letters, digits and '-'");
-    }
-    let mut secret = [0u8; 32];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
-    let token = hex::encode(secret);
-    let path = officers_file(member_dir);
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.push_str(&format!("{officer} {}\n", token_hash(&token)));
-    std::fs::create_dir_all(path.parent().unwrap_or(member_dir))?;
-    crate::model_store::write_atomic(&path, text.as_bytes())?;
-    Ok(token)
-}
-
-fn token_hash(token: &str) -> String {
-    medfl_ledger::Hash::of_bytes(token.as_bytes()).to_string()
-}
-
-/// The officer a bearer token belongs to, if any.
-fn officer_of(member_dir: &Path, headers: &axum::http::HeaderMap) -> Option<String> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?;
-    let hash = token_hash(token.trim());
-    std::fs::read_to_string(officers_file(member_dir))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let (name, h) = l.split_once(' ')?;
-            (h.trim() == hash).then(|| name.to_owned())
-        })
-}
-
 /// What an officer sends to lift a block.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,21 +257,15 @@ async fn unblock(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let dir = match app.lock() {
-        Ok(shared) => shared.member_dir.clone(),
-        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed"),
-    };
-    let Some(officer) = officer_of(&dir, &headers) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "a security officer's token is needed",
-        );
+    let officer = match officer_for(&app, &headers, OfficerRole::Officer).await {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, why),
     };
     let req: UnblockRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
     };
-    if req.note.len() > 4096 || req.user.len() > medfl_monitor::request::MAX_ID_BYTES {
+    if req.note.len() > MAX_NOTE_BYTES || req.user.len() > medfl_monitor::request::MAX_ID_BYTES {
         return refuse(StatusCode::BAD_REQUEST, "user or note too long");
     }
     let done = tokio::task::spawn_blocking(move || {
@@ -367,20 +332,34 @@ fn replay(log: &AuditLog, monitor: &mut Monitor, alerts: &mut VecDeque<AlertView
                 } => {
                     monitor.unblock(&user);
                 }
-                RecordBody::Review { .. } => {}
+                RecordBody::Review {
+                    officer,
+                    action: ReviewAction::Acknowledge { seq },
+                    ..
+                } => {
+                    if let Some(a) = alerts.iter_mut().find(|a| a.seq == seq) {
+                        a.acknowledged_by = Some(officer);
+                    }
+                }
             }
         }
     }
 }
 
-fn note_alert(alerts: &mut VecDeque<AlertView>, seq: u64, r: &AccessRequest, d: &Decision) {
+/// Keeps an alert or denial among the recent ones; returns it (`None` for an allow).
+fn note_alert(
+    alerts: &mut VecDeque<AlertView>,
+    seq: u64,
+    r: &AccessRequest,
+    d: &Decision,
+) -> Option<AlertView> {
     if d.verdict == Verdict::Allow {
-        return;
+        return None;
     }
     if alerts.len() >= RECENT_ALERTS {
         alerts.pop_front();
     }
-    alerts.push_back(AlertView {
+    let view = AlertView {
         seq,
         user: r.user.clone(),
         patient: r.patient.clone(),
@@ -388,7 +367,10 @@ fn note_alert(alerts: &mut VecDeque<AlertView>, seq: u64, r: &AccessRequest, d: 
         verdict: d.verdict,
         reasons: d.reasons.clone(),
         explanation: d.explanation.clone(),
-    });
+        acknowledged_by: None,
+    };
+    alerts.push_back(view.clone());
+    Some(view)
 }
 
 /// Stops the process: its state has moved past its audit log, and only a restart (which
@@ -435,7 +417,12 @@ const MAX_QUEUED: usize = 16 * 1024;
 /// The decision writer (one thread): takes every submission waiting, decides each request in
 /// arrival order, appends them all to the audit log in one durable commit, then answers them
 /// (group commit: one fsync per group, and no answer before its record is on disk).
-fn decision_writer(app: App, queue: std::sync::mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+fn decision_writer(
+    app: App,
+    queue: std::sync::mpsc::Receiver<Pending>,
+    metrics: Arc<Metrics>,
+    alerts: tokio::sync::broadcast::Sender<AlertView>,
+) {
     while let Ok(first) = queue.recv() {
         let mut size = first.requests.len();
         let mut group = vec![first];
@@ -489,7 +476,11 @@ fn decision_writer(app: App, queue: std::sync::mpsc::Receiver<Pending>, metrics:
                 Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
             };
             for ((at, request, decision), record) in decided.into_iter().zip(records) {
-                note_alert(&mut shared.alerts, record.seq, &request, &decision);
+                if let Some(view) = note_alert(&mut shared.alerts, record.seq, &request, &decision)
+                {
+                    // No stream listening is fine: the alert is in the log and the list.
+                    let _ = alerts.send(view);
+                }
                 metrics.decided(decision.verdict);
                 answers[at] = Some(Ok((record.seq, decision)));
             }
@@ -558,13 +549,150 @@ async fn access(State(server): State<Server>, body: Bytes) -> Response {
     response
 }
 
-/// `GET /v1/alerts`: the latest alerts and denials, newest first.
-async fn list_alerts(State(server): State<Server>) -> Response {
+/// The name of the officer whose token `headers` carry, if their role reaches `needs`.
+async fn officer_for(
+    app: &App,
+    headers: &axum::http::HeaderMap,
+    needs: OfficerRole,
+) -> Result<String, (StatusCode, String)> {
+    let dir = match app.lock() {
+        Ok(shared) => shared.member_dir.clone(),
+        Err(_) => {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "the monitor failed".into()));
+        }
+    };
+    let headers = headers.clone();
+    // The officers file is read from disk: off the runtime's threads.
+    tokio::task::spawn_blocking(move || authorize(&dir, &headers, needs, now_ms()))
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the authorization check failed".into(),
+            ))
+        })
+}
+
+/// `GET /v1/alerts`: the latest alerts and denials, newest first (an officer's or auditor's
+/// token: alerts name staff and patients).
+async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
+    if let Err((status, why)) = officer_for(&server.app, &headers, OfficerRole::Auditor).await {
+        return refuse(status, why);
+    }
     read_shared(server.app, |shared| {
         let list: Vec<&AlertView> = shared.alerts.iter().rev().collect();
         serde_json::json!({ "alerts": list })
     })
     .await
+}
+
+/// `GET /v1/alerts/stream`: new alerts as server-sent events (`event: alert`, `id:` the
+/// record, `data:` the alert as JSON), for as long as the caller listens. A caller too slow
+/// to keep up gets `event: lagged` with how many it missed (they are in `GET /v1/alerts`).
+async fn stream_alerts(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    if let Err((status, why)) = officer_for(&server.app, &headers, OfficerRole::Auditor).await {
+        return refuse(status, why);
+    }
+    let rx = server.alerts.subscribe();
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(a) => Event::default()
+                .event("alert")
+                .id(a.seq.to_string())
+                .json_data(&a)
+                .unwrap_or_else(|_| Event::default().event("error")),
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<Event, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// What an officer sends with an acknowledgement.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    note: String,
+}
+
+/// `POST /v1/alerts/{record}/ack`: an officer acknowledges an alert; the review is logged
+/// (and so sealed and anchored) before the alert shows as acknowledged.
+async fn acknowledge(
+    State(server): State<Server>,
+    axum::extract::Path(record): axum::extract::Path<u64>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let officer = match officer_for(&server.app, &headers, OfficerRole::Officer).await {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let req: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    if req.note.len() > MAX_NOTE_BYTES {
+        return refuse(StatusCode::BAD_REQUEST, "note too long");
+    }
+    let app = server.app;
+    let done = tokio::task::spawn_blocking(move || {
+        let Ok(mut shared) = app.lock() else {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the monitor failed".to_owned(),
+            ));
+        };
+        match shared.alerts.iter().find(|a| a.seq == record) {
+            None => {
+                return Err((
+                    StatusCode::NOT_FOUND,
+                    format!("record {record} is not among the recent alerts"),
+                ));
+            }
+            Some(AlertView {
+                acknowledged_by: Some(by),
+                ..
+            }) => {
+                return Err((
+                    StatusCode::CONFLICT,
+                    format!("record {record} was acknowledged by {by}"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let body = RecordBody::Review {
+            officer: officer.clone(),
+            action: ReviewAction::Acknowledge { seq: record },
+            note: req.note,
+        };
+        let logged = shared.log.append(now_ms(), body).map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the review could not be logged: {e}"),
+            )
+        })?;
+        if let Some(a) = shared.alerts.iter_mut().find(|a| a.seq == record) {
+            a.acknowledged_by = Some(officer.clone());
+        }
+        info!(
+            officer,
+            alert = record,
+            review = logged.seq,
+            "alert acknowledged"
+        );
+        Ok(logged.seq)
+    })
+    .await;
+    match done {
+        Ok(Ok(seq)) => axum::Json(serde_json::json!({ "record": seq })).into_response(),
+        Ok(Err((status, why))) => refuse(status, why),
+        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the review failed"),
+    }
 }
 
 /// Reads the shared state on a blocking thread (a decision may hold the lock through its
