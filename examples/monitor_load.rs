@@ -2,17 +2,18 @@
 //! every decision durably logged before its answer. Prints throughput and latency percentiles
 //! per concurrency level. Run with `cargo run --release --example monitor_load`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use medfl::daemon::{self, InsecureKeys};
-use medfl::provision::{KeyGeneration, KeySource, provision};
-use medfl_ledger::ConsortiumFile;
 use medfl_monitor::AccessRequest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+#[path = "support/monitor_setup.rs"]
+mod monitor_setup;
+use monitor_setup::setup;
 
 /// Load on the access monitor.
 #[derive(clap::Parser)]
@@ -42,6 +43,7 @@ async fn main() -> Result<()> {
     let opts = daemon::monitor::Options {
         listen: format!("127.0.0.1:{port}").parse()?,
         syslog: None,
+        replay: false,
         seal_every: Duration::from_secs(60),
         insecure_keys: InsecureKeys::Allow,
     };
@@ -155,30 +157,4 @@ async fn client(
         out.push(t.elapsed());
     }
     Ok(out)
-}
-
-/// A one-hospital consortium, a week of its log, and a monitor model trained on it.
-fn setup(dir: &Path) -> Result<(std::path::PathBuf, Vec<medfl_accesslog::AccessEvent>)> {
-    let plan = "name = \"load\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n[[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/1\"\n\n[[members]]\nid = \"h\"\nrole = \"hospital\"\n\n[[agreements]]\nid = \"dua\"\npurpose = \"load\"\nmembers = [\"h\"]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-6\n";
-    let cons = dir.join("cons");
-    provision(
-        &ConsortiumFile::from_toml(plan)?,
-        &cons,
-        KeyGeneration::Central(KeySource::InsecureSeed(1)),
-    )?;
-    let mut sc = medfl_simulations::scenario::Scenario::from_toml(
-        medfl_simulations::scenario::DEFAULT_TOML,
-    )?;
-    sc.hospitals.truncate(1);
-    sc.days = 7;
-    let (events, _) = medfl_simulations::generate_hospital(&sc, 0)?;
-    let logs = dir.join("logs");
-    medfl_simulations::write_consortium(&sc, &logs)?;
-    let csv = logs.join(&sc.hospitals[0].name).join("events.csv");
-    let ds = medfl::data::load(&csv, None, None, None, medfl_accesslog::OnError::Reject)
-        .context("loading the log")?;
-    let models = cons.join("h/models");
-    std::fs::create_dir_all(&models)?;
-    medfl::standalone::train(&ds, &csv, &models.join("current.model"), 1, 0.02, 1)?;
-    Ok((cons.join("h/config.toml"), events))
 }

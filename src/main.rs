@@ -118,6 +118,11 @@ enum Command {
         /// carrying FHIR AuditEvent JSON) on this address.
         #[arg(long)]
         syslog: Option<std::net::SocketAddr>,
+        /// Replay an archived audit trail: the monitor's clock follows the accesses' times
+        /// instead of the wall clock (its alert windows and blocks as they were lived). Never
+        /// for live use.
+        #[arg(long)]
+        replay: bool,
         /// Seconds between sealed audit batches (each anchored on the ledger).
         #[arg(long, default_value_t = 60.0)]
         seal_every_s: f64,
@@ -1069,6 +1074,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             listen,
             syslog,
+            replay,
             seal_every_s,
             insecure,
         } => {
@@ -1080,6 +1086,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = medfl::daemon::monitor::Options {
                 listen,
                 syslog,
+                replay,
                 seal_every,
                 insecure_keys: insecure.policy(),
             };

@@ -599,6 +599,23 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
         .collect();
     assert_eq!(statuses, ["201 Created", "400 Bad Request", "201 Created"]);
 
+    // A context file deleted by mistake is not taken as "no VIPs": the previous feeds stay,
+    // and the health check says why.
+    fs::remove_file(member.join("context/vip.csv")).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = http(port, "GET", "/healthz", b"");
+        if health.contains("vip.csv disappeared") {
+            assert!(health.contains("\"staff\""), "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the deletion was not noticed: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     let (_, metrics) = http(port, "GET", "/metrics", b"");
     for line in [
         "medfl_monitor_refused_total{source=\"syslog\"} 2",
@@ -618,8 +635,13 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
     fed.truncate(stream.len());
     assert_eq!(fed.len(), reference.len());
     for (i, ((want_r, want_d), (got_r, got_d))) in reference.iter().zip(&fed).enumerate() {
+        // A break-the-glass AuditEvent declares its purpose, treatment; nothing else does.
+        let declared = got_r
+            .break_glass
+            .then_some(medfl_monitor::request::Purpose::Treatment);
+        assert_eq!(got_r.purpose, declared, "purpose {i}");
         let mut got_r = got_r.clone();
-        got_r.purpose = None; // a break-the-glass AuditEvent declares treatment
+        got_r.purpose = None;
         assert_eq!(&got_r, want_r, "request {i}");
         assert_eq!(
             got_d.score.map(f32::to_bits),

@@ -21,11 +21,17 @@
 //! | `care_teams.ndjson` | FHIR R4 `CareTeam` resources, one per line (`subject`, `participant[].member`, `period`) |
 //! | `encounters.ndjson` | FHIR R4 `Encounter` resources, one per line (`subject`, `participant[].individual`, `period`) |
 //!
-//! People are matched by id: a FHIR `Reference` names one by `identifier.value`, or by its
-//! `reference` (`Practitioner/<id>`, `Patient/<id>`, relative or absolute). A care assignment
-//! holds from its start (inclusive) to its end (exclusive); a participant's own `period` narrows
-//! its team's. `CareTeam` and `Encounter` resources whose status says they never were
-//! (`entered-in-error`, `cancelled`, `proposed`, `planned`) are left out.
+//! People are matched by id, by one rule in every feed and in `AuditEvent`s: a FHIR `Reference`
+//! names a person by the id in its literal `reference` (`Practitioner/<id>`, `Patient/<id>`,
+//! relative, absolute or versioned) when it has one, else by its `identifier.value`. Only
+//! practitioners are staff: a relative, an organisation or the patient on a care team is left
+//! out (and counted, [`Context::n_skipped`]), as is a team for a group.
+//!
+//! A care assignment holds from its start (inclusive) to its end (exclusive); a participant's
+//! own `period` narrows its team's. A `CareTeam` that is `inactive`, `suspended`, `proposed` or
+//! `entered-in-error` holds for no one. An `Encounter` that never was (`planned`, `cancelled`,
+//! `entered-in-error`, `unknown`) is left out; one without a `period` says nothing; one that is
+//! over but has no end counts for a day from its start.
 //!
 //! Any malformed line fails the whole load, naming its file and line: a context read in part
 //! would mark legitimate care as unexplained, or hide a VIP.
@@ -136,6 +142,9 @@ struct PatientContext {
 pub struct Context {
     staff: HashMap<String, StaffEntry>,
     patients: HashMap<String, PatientContext>,
+    /// Resources and participants read but naming no staff-patient relation (a group's care
+    /// team, a family member on a team, an encounter without a time).
+    skipped: usize,
 }
 
 /// Why a context could not be loaded.
@@ -255,6 +264,12 @@ impl Context {
         self.patients.len()
     }
 
+    /// Care-feed resources and participants that named no staff-patient relation and were
+    /// left out (a care team of a group, a relative on a team, an encounter without a time).
+    pub fn n_skipped(&self) -> usize {
+        self.skipped
+    }
+
     /// Loads a context folder (see the module documentation for its files).
     ///
     /// # Errors
@@ -352,19 +367,22 @@ impl Context {
                 team.resource_type
             ));
         }
-        if never_was(team.status.as_deref()) {
+        if team_not_holding(team.status.as_deref()) {
             return Ok(());
         }
-        let patient = subject_patient(team.subject.as_ref())?;
+        // A team for a group or with no subject assigns no one to a patient's care.
+        let Some(patient) = subject_patient(team.subject.as_ref()) else {
+            self.skipped += 1;
+            return Ok(());
+        };
         let span = fhir_span(team.period.as_ref())?;
-        for (i, part) in team.participant.iter().enumerate() {
-            let user = part
-                .member
-                .as_ref()
-                .and_then(|m| m.id_of(&["Practitioner", "PractitionerRole", "RelatedPerson"]))
-                .ok_or_else(|| format!("participant[{i}].member names no practitioner"))?;
+        for part in &team.participant {
             let own = fhir_span(part.period.as_ref())?;
-            self.add_care(user, &patient, own.within(span));
+            match practitioner(part.member.as_ref()) {
+                Some(user) => self.add_care(user, &patient, own.within(span)),
+                // A family member, an organisation or the patient on the team is no staff.
+                None => self.skipped += 1,
+            }
         }
         Ok(())
     }
@@ -378,19 +396,26 @@ impl Context {
                 enc.resource_type
             ));
         }
-        if never_was(enc.status.as_deref()) {
+        if encounter_never_was(enc.status.as_deref()) {
             return Ok(());
         }
-        let patient = subject_patient(enc.subject.as_ref())?;
-        let span = fhir_span(enc.period.as_ref())?;
-        for (i, part) in enc.participant.iter().enumerate() {
-            let user = part
-                .individual
-                .as_ref()
-                .and_then(|m| m.id_of(&["Practitioner", "PractitionerRole"]))
-                .ok_or_else(|| format!("participant[{i}].individual names no practitioner"))?;
+        let (Some(patient), Some(period)) = (subject_patient(enc.subject.as_ref()), &enc.period)
+        else {
+            // An encounter with no patient or no time says nothing about a care relation.
+            self.skipped += 1;
+            return Ok(());
+        };
+        let mut span = fhir_span(Some(period))?;
+        if period.end.is_none() && enc.status.as_deref() != Some("in-progress") {
+            // Finished (or otherwise over) without an end: care for a day, not for ever.
+            span.end_ms = span.start_ms.saturating_add(OPEN_FINISHED_ENCOUNTER_MS);
+        }
+        for part in &enc.participant {
             let own = fhir_span(part.period.as_ref())?;
-            self.add_care(user, &patient, own.within(span));
+            match practitioner(part.individual.as_ref()) {
+                Some(user) => self.add_care(user, &patient, own.within(span)),
+                None => self.skipped += 1,
+            }
         }
         Ok(())
     }
@@ -494,19 +519,42 @@ impl Context {
     }
 }
 
-/// Whether a `CareTeam` or `Encounter` status says the assignment never held.
-fn never_was(status: Option<&str>) -> bool {
+/// Whether a `CareTeam` status says the team does not hold: it never did, or it is no longer
+/// (or not yet) caring for the patient.
+fn team_not_holding(status: Option<&str>) -> bool {
     matches!(
         status,
-        Some("entered-in-error" | "cancelled" | "proposed" | "planned")
+        Some("entered-in-error" | "proposed" | "inactive" | "suspended")
     )
 }
 
-fn subject_patient(subject: Option<&Reference>) -> Result<String, String> {
-    subject
-        .and_then(|s| s.id_of(&["Patient"]))
-        .map(str::to_owned)
-        .ok_or_else(|| "subject names no patient".to_owned())
+/// Whether an `Encounter` status says it never happened.
+fn encounter_never_was(status: Option<&str>) -> bool {
+    matches!(
+        status,
+        Some("entered-in-error" | "cancelled" | "planned" | "unknown")
+    )
+}
+
+/// How long a finished encounter without an end counts as care, from its start.
+const OPEN_FINISHED_ENCOUNTER_MS: u64 = DAY_MS;
+
+/// The user a participant names: a practitioner, by reference or by identifier (a reference
+/// typed as anything else, a patient or an organisation, names no user).
+fn practitioner(r: Option<&Reference>) -> Option<&str> {
+    let r = r?;
+    if r.declared_type().is_some_and(|t| t != "Practitioner") {
+        return None;
+    }
+    r.id_of(&["Practitioner"])
+}
+
+fn subject_patient(subject: Option<&Reference>) -> Option<String> {
+    let s = subject?;
+    if s.declared_type().is_some_and(|t| t != "Patient") {
+        return None;
+    }
+    s.id_of(&["Patient"]).map(str::to_owned)
 }
 
 /// A FHIR `dateTime` bound as milliseconds: a full instant, or a date (its midnight UTC; an end
@@ -544,7 +592,14 @@ fn read_rows<R: BufRead, T>(
     columns: &[&str],
     parse: impl Fn(&[String]) -> Result<T, String>,
 ) -> Result<Vec<T>, FormatError> {
-    Ok(read_csv(r, columns, OnError::Reject, parse)?.records)
+    let n = columns.len();
+    let checked = |f: &[String]| {
+        if f.len() != n {
+            return Err(format!("expected {n} columns, found {}", f.len()));
+        }
+        parse(f)
+    };
+    Ok(read_csv(r, columns, OnError::Reject, checked)?.records)
 }
 
 /// Reads NDJSON line by line (blank lines ignored); the first bad line stops it.
@@ -611,16 +666,29 @@ mod tests {
     fn care_assignments_hold_within_their_periods_only() {
         let mut ctx = Context::new();
         let teams = concat!(
-            r#"{"resourceType":"CareTeam","status":"active","subject":{"reference":"Patient/p1"},"#,
+            r#"{"resourceType":"CareTeam","status":"active","subject":{"reference":"Patient/p1","identifier":{"value":"MRN-1"}},"#,
             r#""period":{"start":"2026-01-01","end":"2026-01-02"},"participant":["#,
             r#"{"member":{"reference":"https://ehr.example/fhir/Practitioner/u1/_history/3"}},"#,
             r#"{"member":{"identifier":{"value":"u2"}},"period":{"start":"2026-01-01T12:00:00Z"}}]}"#,
             "\n\n",
             r#"{"resourceType":"CareTeam","status":"entered-in-error","subject":{"reference":"Patient/p1"},"participant":[{"member":{"identifier":{"value":"u3"}}}]}"#,
+            "\n",
+            r#"{"resourceType":"CareTeam","status":"inactive","subject":{"reference":"Patient/p1"},"participant":[{"member":{"identifier":{"value":"u5"}}}]}"#,
+            "\n",
+            r#"{"resourceType":"CareTeam","subject":{"reference":"Patient/p1"},"participant":[{"member":{"reference":"RelatedPerson/r1"}},{"member":{"identifier":{"value":"u6"},"type":"Organization"}},{"member":{"identifier":{"value":"u7"}}}]}"#,
+            "\n",
+            r#"{"resourceType":"CareTeam","subject":{"reference":"Group/g1"},"participant":[{"member":{"identifier":{"value":"u8"}}}]}"#,
             "\n"
         );
         ctx.read(CARE_TEAMS_NDJSON, teams.as_bytes()).unwrap();
-        let enc = r#"{"resourceType":"Encounter","status":"finished","subject":{"reference":"Patient/p2"},"period":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T09:00:00Z"},"participant":[{"individual":{"reference":"Practitioner/u4"}}]}"#;
+        let enc = concat!(
+            r#"{"resourceType":"Encounter","status":"finished","subject":{"reference":"Patient/p2"},"period":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T09:00:00Z"},"participant":[{"individual":{"reference":"Practitioner/u4"}}]}"#,
+            "\n",
+            r#"{"resourceType":"Encounter","status":"finished","subject":{"reference":"Patient/p3"},"period":{"start":"2026-01-01T08:00:00Z"},"participant":[{"individual":{"reference":"Practitioner/u4"}}]}"#,
+            "\n",
+            r#"{"resourceType":"Encounter","status":"finished","subject":{"reference":"Patient/p4"},"participant":[{"individual":{"reference":"Practitioner/u4"}}]}"#,
+            "\n"
+        );
         ctx.read(ENCOUNTERS_NDJSON, enc.as_bytes()).unwrap();
         let care = |u: &str, p: &str, t: u64| ctx.relation(u, p, t).care_team;
         assert!(care("u1", "p1", T));
@@ -638,6 +706,25 @@ mod tests {
         assert!(care("u4", "p2", T + 8 * 3_600_000));
         assert!(!care("u4", "p2", T + 9 * 3_600_000), "the end is exclusive");
         assert!(!care("u1", "p2", T + 8 * 3_600_000));
+        assert!(
+            !care("u1", "MRN-1", T),
+            "the literal reference names the patient"
+        );
+        assert!(!care("u5", "p1", T), "an inactive team holds for no one");
+        assert!(care("u7", "p1", T));
+        assert!(!care("u6", "p1", T), "an organisation is no staff");
+        assert!(!care("r1", "p1", T), "a relative is no staff");
+        assert!(care("u4", "p3", T + 8 * 3_600_000));
+        assert!(
+            !care("u4", "p3", T + 8 * 3_600_000 + DAY_MS),
+            "a finished encounter without an end counts for a day"
+        );
+        assert!(
+            !care("u4", "p4", T),
+            "an encounter without a time says nothing"
+        );
+        // The relative, the organisation, the group's team and the timeless encounter.
+        assert_eq!(ctx.n_skipped(), 4);
     }
 
     #[test]
@@ -687,14 +774,17 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
         let err = ctx
+            .read(STAFF_FILE, "user,role,department\nu1,nurse\n".as_bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("expected 3 columns"), "{err}");
+        let err = ctx
             .read(
                 CARE_TEAMS_NDJSON,
-                "{\"resourceType\":\"CareTeam\",\"subject\":{\"reference\":\"Group/1\"}}\n"
-                    .as_bytes(),
+                "{\"resourceType\":\"Patient\"}\n".as_bytes(),
             )
             .unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
-        assert!(err.to_string().contains("no patient"), "{err}");
         let err = ctx
             .read(
                 CARE_TEAM_CSV,

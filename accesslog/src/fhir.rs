@@ -57,6 +57,10 @@ struct Audit {
     id: Option<String>,
     #[serde(default)]
     extension: Vec<Extension>,
+    /// Extensions that change the meaning of the event: one not understood must not be
+    /// ignored (FHIR R4 §2.4.0.1.2), and medfl understands none.
+    #[serde(default, skip_serializing)]
+    modifier_extension: Vec<serde::de::IgnoredAny>,
     #[serde(rename = "type")]
     type_: Option<Coding>,
     #[serde(default)]
@@ -124,6 +128,9 @@ pub(crate) struct Reference {
     identifier: Option<Identifier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     display: Option<String>,
+    /// `Reference.type`: the type of what is referred to, when the reference says.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<String>,
 }
 
 impl Reference {
@@ -145,16 +152,32 @@ impl Reference {
         }
     }
 
-    /// The id this reference names: its `identifier.value`, or the id after one of `types`
-    /// in its `reference` (relative, absolute or versioned: `.../Practitioner/u1/_history/2`).
+    /// The id of the person or resource this reference names, if it is one of `types`: the id
+    /// in its literal `reference` (relative, absolute or versioned:
+    /// `.../Practitioner/u1/_history/2`) when it has one, else its `identifier.value` (unless
+    /// `Reference.type` says it is of another type). One rule for every feed, so that a person
+    /// named both ways is the same person everywhere.
     pub(crate) fn id_of(&self, types: &[&str]) -> Option<&str> {
-        if let Some(v) = self.identifier.as_ref().and_then(|i| i.value.as_deref())
-            && !v.is_empty()
-        {
-            return Some(v);
+        if let Some((ty, id)) = self.typed() {
+            return types.contains(&ty).then_some(id);
         }
-        let (ty, id) = self.typed()?;
-        types.contains(&ty).then_some(id)
+        if self.declared_type().is_some_and(|t| !types.contains(&t)) {
+            return None;
+        }
+        self.identifier
+            .as_ref()
+            .and_then(|i| i.value.as_deref())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The type the reference declares (`Reference.type`, or the type in its literal
+    /// `reference`), if any.
+    pub(crate) fn declared_type(&self) -> Option<&str> {
+        self.typed().map(|(ty, _)| ty).or_else(|| {
+            self.type_
+                .as_deref()
+                .map(|t| t.rsplit('/').next().unwrap_or(t))
+        })
     }
 
     /// The resource type and id of a literal `reference`, if it has one.
@@ -311,6 +334,7 @@ fn to_audit(e: &AccessEvent) -> Audit {
         action: Some(fhir_action_code(e.action).into()),
         recorded: Some(format_instant(e.time_ms)),
         outcome: Some("0".into()),
+        modifier_extension: Vec::new(),
         purpose_of_event: Vec::new(),
         agent: vec![Agent {
             type_: None,
@@ -366,6 +390,15 @@ const AUDIT_EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-even
 const RESTFUL_INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
 /// DICOM "Source Role ID": the agent that is the user's device (IHE BALP).
 const DCM_SOURCE_ROLE: &str = "110153";
+/// The names of HL7 v3 ActReason: its URI, its OID, and the URI FHIR STU3 used.
+const ACT_REASON_SYSTEMS: [&str; 3] = [
+    ACT_REASON,
+    "urn:oid:2.16.840.1.113883.5.8",
+    "http://hl7.org/fhir/v3/ActReason",
+];
+/// What [`AuditAccess::purposes`] holds for a purpose medfl cannot read (another code system,
+/// or words only).
+pub const UNREADABLE_PURPOSE: &str = "?";
 
 /// An `AuditEvent` read as an access, with what it says beyond the event schema.
 #[derive(Clone, Debug, PartialEq)]
@@ -375,7 +408,8 @@ pub struct AuditAccess {
     /// The resource's own `id`, as the EHR wrote it (a UUID, say), if it has one.
     pub id: Option<String>,
     /// Its purpose-of-use codes in HL7 v3 ActReason (`TREAT`, `HRESCH`, `HOPERAT`, ...), from
-    /// the requestor's `purposeOfUse` and the event's `purposeOfEvent`.
+    /// the event's `purposeOfEvent` and every agent's `purposeOfUse`, sorted, each once; a
+    /// purpose in another code system or in words only is [`UNREADABLE_PURPOSE`].
     pub purposes: Vec<String>,
 }
 
@@ -404,6 +438,31 @@ pub fn read_audit_value(
     from_audit(audit, context, fallback_id).map_err(AuditEventError)
 }
 
+/// An `AuditEvent` parsed from JSON but not yet read as an access: the form a Bundle's entries
+/// are deserialized into, straight from the bytes (unknown elements are skipped, not kept).
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct RawAuditEvent(Audit);
+
+impl RawAuditEvent {
+    /// Its `resourceType` (another resource deserializes too, and is refused when read).
+    pub fn resource_type(&self) -> &str {
+        &self.0.resource_type
+    }
+
+    /// Reads it as an access, as [`read_audit_value`] does.
+    ///
+    /// # Errors
+    /// [`AuditEventError`] naming the first element that is missing or malformed.
+    pub fn read(
+        self,
+        context: Option<&Context>,
+        fallback_id: u64,
+    ) -> Result<AuditAccess, AuditEventError> {
+        from_audit(self.0, context, fallback_id).map_err(AuditEventError)
+    }
+}
+
 fn req<T>(v: Option<T>, what: &str) -> Result<T, String> {
     v.ok_or_else(|| format!("missing {what}"))
 }
@@ -424,8 +483,24 @@ fn resource_of_type(ty: &str) -> Option<Resource> {
     }
     Some(match ty {
         "RelatedPerson" => Resource::Demographics,
-        "Composition" | "Condition" | "Procedure" | "Encounter" | "AllergyIntolerance"
-        | "CarePlan" | "ClinicalImpression" | "Binary" => Resource::ClinicalNote,
+        "Composition"
+        | "Condition"
+        | "Procedure"
+        | "Encounter"
+        | "AllergyIntolerance"
+        | "CarePlan"
+        | "ClinicalImpression"
+        | "Binary"
+        | "QuestionnaireResponse"
+        | "ServiceRequest"
+        | "FamilyMemberHistory"
+        | "Goal"
+        | "RiskAssessment"
+        | "Flag"
+        | "DetectedIssue"
+        | "NutritionOrder"
+        | "DeviceRequest"
+        | "CareTeam" => Resource::ClinicalNote,
         "MedicationAdministration"
         | "MedicationStatement"
         | "MedicationDispense"
@@ -474,10 +549,14 @@ fn action_of(a: &Audit, restful: bool) -> Result<Action, String> {
             )),
         };
     }
+    // DICOM 110106 "Export" says the data left the record; without it, FHIR's E is Execute
+    // (a query or an operation), which reads.
+    if a.subtype.iter().any(|c| c.is(DCM, "110106")) {
+        return Ok(Action::Export);
+    }
     match req(code, "action")? {
-        "R" => Ok(Action::View),
+        "R" | "E" => Ok(Action::View),
         "C" | "U" | "D" => Ok(Action::Edit),
-        "E" => Ok(Action::Export),
         other => Err(format!("unsupported action code {other:?}")),
     }
 }
@@ -488,6 +567,13 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
             "resourceType is {:?}, expected \"AuditEvent\"",
             a.resource_type
         ));
+    }
+    if !a.modifier_extension.is_empty() {
+        return Err(
+            "the event carries a modifierExtension, which changes its meaning in a way \
+                    medfl does not know"
+                .into(),
+        );
     }
     let id = a.id.clone().filter(|s| !s.is_empty());
     let event_id = id
@@ -508,14 +594,28 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
     let recorded = req(a.recorded.as_deref(), "recorded")?;
     let time_ms = parse_instant(recorded)
         .ok_or_else(|| format!("recorded {recorded:?} is not an instant"))?;
-    let mut purposes: Vec<String> = a
+    let mut purposes: Vec<String> = Vec::new();
+    for concept in a
         .purpose_of_event
         .iter()
         .chain(a.agent.iter().flat_map(|g| g.purpose_of_use.iter()))
-        .flat_map(|c| c.coding.iter())
-        .filter(|c| c.system.as_deref() == Some(ACT_REASON))
-        .filter_map(|c| c.code.clone())
-        .collect();
+    {
+        if concept.coding.is_empty() {
+            // A purpose in words only: stated, but not one medfl can read.
+            purposes.push(UNREADABLE_PURPOSE.to_owned());
+        }
+        for c in &concept.coding {
+            let act_reason = c
+                .system
+                .as_deref()
+                .is_some_and(|s| ACT_REASON_SYSTEMS.contains(&s));
+            purposes.push(match (act_reason, c.code.as_deref()) {
+                (true, Some(code)) => code.to_owned(),
+                _ => UNREADABLE_PURPOSE.to_owned(),
+            });
+        }
+    }
+    purposes.sort_unstable();
     purposes.dedup();
     let break_glass = purposes.iter().any(|p| p == "BTG");
     // The user's device: medfl's own source (a user device), else the agent IHE BALP names as
@@ -532,9 +632,14 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         .find(|g| g.requestor == Some(true))
         .ok_or("no agent with requestor = true")?;
     let who = req(agent.who.as_ref(), "agent.who")?;
+    // One person is one user (the unit of privacy): a PractitionerRole would make a clinician
+    // with two roles two users.
     let user = who
-        .id_of(&["Practitioner", "PractitionerRole", "Person", "Device"])
-        .ok_or("agent.who names no user (no identifier.value or Practitioner reference)")?
+        .id_of(&["Practitioner"])
+        .ok_or(
+            "agent.who names no practitioner (a Practitioner reference or an identifier; a \
+             PractitionerRole must be resolved to its Practitioner)",
+        )?
         .to_owned();
     let ip = agent
         .network
@@ -569,21 +674,30 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
     let mut patient = None;
     let mut explicit_resource = None;
     let mut implied_resource = None;
+    let mut unknown_type = None;
     for ent in &a.entity {
         let what = ent.what.as_ref();
         let patient_role = ent.role.as_ref().is_some_and(|r| r.is(OBJECT_ROLE, "1"));
         match what.and_then(Reference::typed) {
             Some(("Patient", p)) => {
+                if patient.as_deref().is_some_and(|q: &str| q != p) {
+                    return Err("the event names more than one patient: medfl decides one \
+                                access to one patient's record (one AuditEvent per patient)"
+                        .into());
+                }
                 patient = Some(p.to_owned());
                 continue;
             }
-            Some((ty, _)) => {
-                if implied_resource.is_none() {
-                    implied_resource = resource_of_type(ty);
-                }
-            }
+            Some((ty, _)) => match resource_of_type(ty) {
+                Some(r) if implied_resource.is_none() => implied_resource = Some(r),
+                Some(_) => {}
+                None => unknown_type = Some(ty.to_owned()),
+            },
             None => {
-                if patient_role && let Some(p) = what.and_then(|w| w.id_of(&[])) {
+                if patient_role && let Some(p) = what.and_then(|w| w.id_of(&["Patient"])) {
+                    if patient.as_deref().is_some_and(|q: &str| q != p) {
+                        return Err("the event names more than one patient".into());
+                    }
                     patient = Some(p.to_owned());
                     continue;
                 }
@@ -594,8 +708,7 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         {
             let code = t.code.as_deref().unwrap_or("");
             explicit_resource = Some(
-                resource_from_fhir(code)
-                    .ok_or_else(|| format!("unknown resource type {code:?}"))?,
+                resource_of_type(code).ok_or_else(|| format!("unknown resource type {code:?}"))?,
             );
         }
     }
@@ -603,26 +716,33 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         patient,
         "entity naming the patient (what.reference Patient/<id>)",
     )?;
-    let resource = explicit_resource
-        .or(implied_resource)
+    let resource = match (explicit_resource.or(implied_resource), unknown_type) {
+        (Some(r), _) => r,
+        (None, Some(ty)) => {
+            return Err(format!(
+                "the event reads a {ty}, which medfl does not place in the record"
+            ));
+        }
         // A read of the Patient resource itself.
-        .unwrap_or(Resource::Demographics);
+        (None, None) => Resource::Demographics,
+    };
     let staff = ctx.and_then(|c| c.staff(&user));
-    let role = match agent
+    // The staff directory, when it lists the user, is the authority on their role: a role
+    // an event claims cannot take a researcher out of the research rules.
+    let claimed = agent
         .role
         .iter()
         .flat_map(|c| c.coding.iter())
         .find(|c| c.system.as_deref() == Some(ROLE_SYSTEM))
         .and_then(|c| c.code.as_deref())
-    {
-        Some(code) => StaffRole::parse(code).ok_or_else(|| format!("unknown role {code:?}"))?,
-        None => staff.map(|s| s.role).ok_or_else(|| {
-            format!(
-                "no role for {user:?}: agent.role has no medfl staff-role code and the \
-                 staff directory does not list them"
-            )
-        })?,
-    };
+        .map(|code| StaffRole::parse(code).ok_or_else(|| format!("unknown role {code:?}")))
+        .transpose()?;
+    let role = staff.map(|s| s.role).or(claimed).ok_or_else(|| {
+        format!(
+            "no role for {user:?}: agent.role has no medfl staff-role code and the staff \
+             directory does not list them"
+        )
+    })?;
     let ext = |name: &str| {
         a.extension
             .iter()
@@ -698,6 +818,8 @@ pub fn read_audit_events_with<R: BufRead>(
 ) -> Result<Parsed<AccessEvent>, FormatError> {
     let mut lines = Lines::new(r);
     let mut out = Parsed::default();
+    // Labels are joined on event ids: two events with one id would be mislabelled.
+    let mut seen = std::collections::HashSet::new();
     while let Some((line, text)) = lines.next_line()? {
         let result = text.and_then(|text| {
             if text.trim().is_empty() {
@@ -706,7 +828,17 @@ pub fn read_audit_events_with<R: BufRead>(
             serde_json::from_str::<Audit>(text)
                 .map_err(|e| format!("not an AuditEvent JSON object: {e}"))
                 .and_then(|a| from_audit(a, context, line))
-                .map(|a| Some(a.event))
+                .and_then(|a| {
+                    if seen.insert(a.event.event_id) {
+                        Ok(Some(a.event))
+                    } else {
+                        Err(format!(
+                            "event id {} appears twice (an id that is not a number takes its \
+                             line number)",
+                            a.event.event_id
+                        ))
+                    }
+                })
                 .map_err(|message| RowError { line, message })
         });
         match result {

@@ -11,7 +11,8 @@
 //! `OperationOutcome`. Pure: no HTTP and no clock here.
 
 use medfl_accesslog::context::Context;
-use medfl_accesslog::fhir::read_audit_value;
+use medfl_accesslog::fhir::{AuditAccess, RawAuditEvent, read_audit_value};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::decide::Decision;
@@ -104,28 +105,90 @@ pub fn decision_outcome(record: u64, d: &Decision) -> Value {
     })
 }
 
-/// The purpose an access declares through its HL7 v3 ActReason codes: research if any code is
-/// a research one (the strictest rules apply), else treatment, else operations.
+/// Purposes of use that are research (HL7 v3 ActReason, the `HRESCH` subtree, and the older
+/// `RESCH` and `CLINTRL`).
+const RESEARCH: [&str; 11] = [
+    "HRESCH",
+    "RESCH",
+    "BIORCH",
+    "CLINTRCH",
+    "CLINTRCHNPC",
+    "CLINTRCHPC",
+    "PRECLINTRCH",
+    "DSRCH",
+    "POARCH",
+    "TRANSRCH",
+    "CLINTRL",
+];
+
+/// Purposes of use that are treatment (`TREAT` and its kinds; break-the-glass).
+const TREATMENT: [&str; 5] = ["TREAT", "ETREAT", "BTG", "CAREMGT", "POPHLTH"];
+
+/// Purposes of use that are operations (`HOPERAT` and `HPAYMT` with their kinds, marketing).
+const OPERATIONS: [&str; 36] = [
+    "HOPERAT",
+    "OPERAT",
+    "DONAT",
+    "FRAUD",
+    "GOV",
+    "HACCRED",
+    "HCOMPL",
+    "HDECD",
+    "HDIRECT",
+    "HDM",
+    "HLEGAL",
+    "HOUTCOMS",
+    "HPRGRP",
+    "HQUALIMP",
+    "HSYSADMIN",
+    "LABELING",
+    "METAMGT",
+    "MEMADMIN",
+    "MILCDM",
+    "PATADMIN",
+    "PATSFTY",
+    "PERFMSR",
+    "RECORDMGT",
+    "SYSDEV",
+    "HTEST",
+    "TRAIN",
+    "HPAYMT",
+    "CLMATTCH",
+    "COVAUTH",
+    "COVERAGE",
+    "ELIGDTRM",
+    "ELIGVER",
+    "ENROLLM",
+    "MILDCRG",
+    "REMITADV",
+    "HMARKT",
+];
+
+/// The purpose an access declares through its HL7 v3 ActReason codes. Research if any code is
+/// research, **or is one medfl does not know** (another code system, words only, a code
+/// outside the lists): the consent and data-use rules then apply, so that no spelling of
+/// research escapes them. Otherwise treatment, else operations; `None` when none is declared.
 pub fn purpose_of(codes: &[String]) -> Option<Purpose> {
-    let any = |set: &[&str]| codes.iter().any(|c| set.contains(&c.as_str()));
-    if any(&[
-        "HRESCH", "CLINTRCH", "BIORCH", "PATRCH", "DRUGRSCH", "HTEST",
-    ]) {
+    let known = |c: &str| TREATMENT.contains(&c) || OPERATIONS.contains(&c);
+    if codes
+        .iter()
+        .any(|c| RESEARCH.contains(&c.as_str()) || !known(c))
+    {
         Some(Purpose::Research)
-    } else if any(&["TREAT", "ETREAT", "BTG", "CAREMGT", "POPHLTH", "CLINTRL"]) {
+    } else if codes.iter().any(|c| TREATMENT.contains(&c.as_str())) {
         Some(Purpose::Treatment)
-    } else if any(&[
-        "HOPERAT",
-        "HPAYMT",
-        "HMARKT",
-        "HSYSADMIN",
-        "OPERAT",
-        "PATADMIN",
-    ]) {
-        Some(Purpose::Operations)
-    } else {
+    } else if codes.is_empty() {
         None
+    } else {
+        Some(Purpose::Operations)
     }
+}
+
+/// The access an `AuditEvent` records, with its declared purpose.
+fn request_from(a: AuditAccess) -> AccessRequest {
+    let mut r = AccessRequest::from_event(&a.event);
+    r.purpose = purpose_of(&a.purposes);
+    r
 }
 
 /// Reads one `AuditEvent` value as the access it records.
@@ -133,10 +196,34 @@ pub fn purpose_of(codes: &[String]) -> Option<Purpose> {
 /// # Errors
 /// An [`Issue`] naming what is missing or malformed.
 pub fn request_of(value: &Value, context: Option<&Context>) -> Result<AccessRequest, Issue> {
-    let a = read_audit_value(value, context, 0).map_err(|e| Issue::error("invalid", e.0))?;
-    let mut r = AccessRequest::from_event(&a.event);
-    r.purpose = purpose_of(&a.purposes);
-    Ok(r)
+    read_audit_value(value, context, 0)
+        .map(request_from)
+        .map_err(|e| Issue::error("invalid", e.0))
+}
+
+/// Reads one `AuditEvent` straight from its JSON bytes (a syslog MSG).
+///
+/// # Errors
+/// An [`Issue`] naming what is missing or malformed.
+pub fn request_of_json(json: &[u8], context: Option<&Context>) -> Result<AccessRequest, Issue> {
+    let raw: RawAuditEvent = serde_json::from_slice(json)
+        .map_err(|e| Issue::error("structure", format!("not an AuditEvent JSON object: {e}")))?;
+    read_raw(raw, context)
+}
+
+fn read_raw(raw: RawAuditEvent, context: Option<&Context>) -> Result<AccessRequest, Issue> {
+    if raw.resource_type() != "AuditEvent" {
+        return Err(Issue::error(
+            "not-supported",
+            format!(
+                "a {} cannot be posted here: send an AuditEvent or a Bundle of them",
+                raw.resource_type()
+            ),
+        ));
+    }
+    raw.read(context, 0)
+        .map(request_from)
+        .map_err(|e| Issue::error("invalid", e.0))
 }
 
 /// How a Bundle's entries are answered.
@@ -172,24 +259,93 @@ pub enum Submission {
     },
 }
 
-/// Reads a POSTed body: one `AuditEvent`, or a `transaction` or `batch` Bundle of them.
+/// Only the `resourceType` of a body (every other element skipped unread).
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+}
+
+/// A Bundle as far as it is read: its type and its entries, at most
+/// [`MAX_BUNDLE_ENTRIES`] (counted while parsing, so a huge Bundle costs nothing to refuse).
+#[derive(Deserialize)]
+struct Bundle {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    #[serde(default, deserialize_with = "bounded_entries")]
+    entry: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    resource: Option<RawAuditEvent>,
+    request: Option<EntryRequest>,
+}
+
+#[derive(Deserialize)]
+struct EntryRequest {
+    method: Option<String>,
+    url: Option<String>,
+}
+
+fn bounded_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Entry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_BUNDLE_ENTRIES} entries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Entry>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(e) = seq.next_element()? {
+                if out.len() == MAX_BUNDLE_ENTRIES {
+                    return Err(serde::de::Error::custom(format!(
+                        "over {MAX_BUNDLE_ENTRIES} entries: split the Bundle"
+                    )));
+                }
+                out.push(e);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
+}
+
+/// Reads a POSTed body: one `AuditEvent`, or a `transaction` or `batch` Bundle of them. The
+/// body is deserialized straight into the elements medfl reads; nothing else is kept.
 ///
 /// # Errors
-/// An [`Issue`] refusing the whole body: not JSON, another resource type, a Bundle of another
+/// The [`Issue`]s refusing the whole body: not JSON, another resource type, a Bundle of another
 /// type or over [`MAX_BUNDLE_ENTRIES`], an entry that is not a POSTed `AuditEvent`; for a
-/// transaction, also any entry that cannot be read.
+/// transaction, also every entry that cannot be read.
 pub fn read_submission(body: &[u8], context: Option<&Context>) -> Result<Submission, Vec<Issue>> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let head: Head = serde_json::from_slice(body).map_err(|e| {
         vec![Issue::error(
             "structure",
             format!("not a JSON resource: {e}"),
         )]
     })?;
-    match value.get("resourceType").and_then(Value::as_str) {
-        Some("AuditEvent") => request_of(&value, context)
+    match head.resource_type.as_deref() {
+        Some("AuditEvent") => request_of_json(body, context)
             .map(Submission::Single)
             .map_err(|i| vec![i.at("AuditEvent")]),
-        Some("Bundle") => read_bundle(&value, context),
+        Some("Bundle") => {
+            let bundle: Bundle = serde_json::from_slice(body).map_err(|e| {
+                let code = if e.to_string().contains("split the Bundle") {
+                    "too-costly"
+                } else {
+                    "structure"
+                };
+                vec![Issue::error(
+                    code,
+                    format!("not a Bundle of AuditEvents: {e}"),
+                )]
+            })?;
+            read_bundle(bundle, context)
+        }
         Some(other) => Err(vec![Issue::error(
             "not-supported",
             format!("a {other} cannot be posted here: send an AuditEvent or a Bundle of them"),
@@ -198,8 +354,8 @@ pub fn read_submission(body: &[u8], context: Option<&Context>) -> Result<Submiss
     }
 }
 
-fn read_bundle(value: &Value, context: Option<&Context>) -> Result<Submission, Vec<Issue>> {
-    let kind = match value.get("type").and_then(Value::as_str) {
+fn read_bundle(bundle: Bundle, context: Option<&Context>) -> Result<Submission, Vec<Issue>> {
+    let kind = match bundle.type_.as_deref() {
         Some("transaction") => BundleKind::Transaction,
         Some("batch") => BundleKind::Batch,
         other => {
@@ -212,33 +368,14 @@ fn read_bundle(value: &Value, context: Option<&Context>) -> Result<Submission, V
             ]);
         }
     };
-    let entries = match value.get("entry") {
-        None => &Vec::new(),
-        Some(Value::Array(a)) => a,
-        Some(_) => {
-            return Err(vec![Issue::error(
-                "structure",
-                "Bundle.entry is not a list",
-            )]);
-        }
-    };
-    if entries.len() > MAX_BUNDLE_ENTRIES {
-        return Err(vec![Issue::error(
-            "too-costly",
-            format!(
-                "{} entries, over the limit of {MAX_BUNDLE_ENTRIES}: split the Bundle",
-                entries.len()
-            ),
-        )]);
-    }
-    let mut read = Vec::with_capacity(entries.len());
+    let mut read = Vec::with_capacity(bundle.entry.len());
     let mut refused = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, entry) in bundle.entry.into_iter().enumerate() {
         let at = format!("Bundle.entry[{i}]");
         // An entry that is not a POST of an AuditEvent is a malformed Bundle, whatever its type.
-        if let Some(req) = entry.get("request") {
-            let method = req.get("method").and_then(Value::as_str);
-            let url = req.get("url").and_then(Value::as_str).unwrap_or("");
+        if let Some(req) = &entry.request {
+            let method = req.method.as_deref();
+            let url = req.url.as_deref().unwrap_or("");
             if method != Some("POST") || url.trim_end_matches('/') != "AuditEvent" {
                 return Err(vec![
                     Issue::error(
@@ -252,15 +389,15 @@ fn read_bundle(value: &Value, context: Option<&Context>) -> Result<Submission, V
                 ]);
             }
         }
-        let result = match entry.get("resource") {
+        let result = match entry.resource {
             None => Err(Issue::error("required", "the entry has no resource")),
-            Some(r) if r.get("resourceType").and_then(Value::as_str) != Some("AuditEvent") => {
+            Some(r) if r.resource_type() != "AuditEvent" => {
                 return Err(vec![
                     Issue::error("not-supported", "only AuditEvent entries are accepted")
                         .at(format!("{at}.resource")),
                 ]);
             }
-            Some(r) => request_of(r, context),
+            Some(r) => read_raw(r, context),
         }
         .map_err(|issue| issue.at(format!("{at}.resource")));
         if let Err(issue) = &result {
@@ -406,14 +543,70 @@ mod tests {
     }
 
     #[test]
-    fn purposes_map_strictest_first() {
+    fn purposes_map_strictest_first_and_unknown_purposes_are_research() {
         let codes = |c: &[&str]| c.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        for r in RESEARCH {
+            assert_eq!(
+                purpose_of(&codes(&["TREAT", r])),
+                Some(Purpose::Research),
+                "{r}"
+            );
+        }
+        assert_eq!(purpose_of(&codes(&["BTG"])), Some(Purpose::Treatment));
         assert_eq!(
-            purpose_of(&codes(&["TREAT", "HRESCH"])),
+            purpose_of(&codes(&["HPAYMT", "HOPERAT"])),
+            Some(Purpose::Operations)
+        );
+        assert_eq!(
+            purpose_of(&codes(&["TREAT", "XYZ"])),
             Some(Purpose::Research)
         );
-        assert_eq!(purpose_of(&codes(&["BTG"])), Some(Purpose::Treatment));
-        assert_eq!(purpose_of(&codes(&["HPAYMT"])), Some(Purpose::Operations));
-        assert_eq!(purpose_of(&codes(&["XYZ"])), None);
+        assert_eq!(
+            purpose_of(&codes(&[medfl_accesslog::fhir::UNREADABLE_PURPOSE])),
+            Some(Purpose::Research)
+        );
+        assert_eq!(purpose_of(&[]), None);
+    }
+
+    #[test]
+    fn research_in_any_spelling_is_research() {
+        for (system, code) in [
+            (
+                "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                "DSRCH",
+            ),
+            ("urn:oid:2.16.840.1.113883.5.8", "TRANSRCH"),
+            ("http://hl7.org/fhir/v3/ActReason", "HRESCH"),
+            ("https://ehr.example/purposes", "TREAT"),
+        ] {
+            let mut v = audit(1);
+            v["agent"][0]["purposeOfUse"] = json!([{"coding": [{"system": system, "code": code}]}]);
+            assert_eq!(
+                request_of(&v, None).unwrap().purpose,
+                Some(Purpose::Research),
+                "{system} {code}"
+            );
+        }
+        let mut v = audit(1);
+        v["purposeOfEvent"] = json!([{"text": "a study"}]);
+        assert_eq!(
+            request_of(&v, None).unwrap().purpose,
+            Some(Purpose::Research)
+        );
+    }
+
+    #[test]
+    fn an_event_naming_two_patients_or_a_practitioner_role_is_refused() {
+        let mut two = audit(1);
+        two["entity"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"what": {"reference": "Patient/p9"}}));
+        let err = request_of(&two, None).unwrap_err();
+        assert!(err.diagnostics.contains("more than one patient"), "{err:?}");
+        let mut role = audit(1);
+        role["agent"][0]["who"] = json!({"reference": "PractitionerRole/r1"});
+        let err = request_of(&role, None).unwrap_err();
+        assert!(err.diagnostics.contains("PractitionerRole"), "{err:?}");
     }
 }

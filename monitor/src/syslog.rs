@@ -44,9 +44,17 @@ impl SyslogError {
 }
 
 /// Splits a TCP byte stream into syslog frames.
+///
+/// Linear in the bytes pushed: frames are cut at a read cursor (the buffer is compacted once
+/// per push, not once per frame), and a search for a line feed resumes where the last one
+/// stopped.
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
+    start: usize,
+    /// How far past `start` a line feed has been looked for already.
+    scanned: usize,
     /// Bytes still to drop from an oversized frame (`usize::MAX`: up to the next LF).
     skipping: usize,
 }
@@ -59,43 +67,65 @@ impl FrameReader {
 
     /// Adds bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet framed.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
-    /// The next complete frame, if one is buffered.
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Moves the cursor past `n` bytes.
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.scanned = 0;
+    }
+
+    /// The next complete frame, if one is buffered. Empty frames (blank lines) are skipped.
     pub fn next_frame(&mut self) -> Option<Result<Vec<u8>, SyslogError>> {
-        if self.skipping > 0 {
-            self.skip()?;
-        }
-        let first = *self.buf.first()?;
-        if first.is_ascii_digit() {
-            self.counted()
-        } else {
-            self.delimited()
+        loop {
+            if self.skipping > 0 {
+                self.skip()?;
+            }
+            let first = *self.rest().first()?;
+            let frame = if first.is_ascii_digit() {
+                self.counted()
+            } else {
+                self.delimited()
+            };
+            match frame {
+                Some(Ok(f)) if f.is_empty() => continue,
+                other => return other,
+            }
         }
     }
 
     /// Drops the rest of an oversized frame; `None` while more of it is to come.
     fn skip(&mut self) -> Option<()> {
         if self.skipping == usize::MAX {
-            match self.buf.iter().position(|&b| b == b'\n') {
+            let from = self.scanned;
+            match self.rest()[from..].iter().position(|&b| b == b'\n') {
                 Some(lf) => {
-                    self.buf.drain(..=lf);
+                    self.consume(from + lf + 1);
                     self.skipping = 0;
                 }
                 None => {
-                    self.buf.clear();
+                    let n = self.buffered();
+                    self.consume(n);
                     return None;
                 }
             }
         } else {
-            let n = self.skipping.min(self.buf.len());
-            self.buf.drain(..n);
+            let n = self.skipping.min(self.buffered());
+            self.consume(n);
             self.skipping -= n;
             if self.skipping > 0 {
                 return None;
@@ -105,14 +135,15 @@ impl FrameReader {
     }
 
     fn counted(&mut self) -> Option<Result<Vec<u8>, SyslogError>> {
-        let Some(space) = self.buf.iter().take(12).position(|&b| b == b' ') else {
-            if self.buf.len() >= 12 {
-                let head = String::from_utf8_lossy(&self.buf[..12]).into_owned();
+        let rest = self.rest();
+        let Some(space) = rest.iter().take(12).position(|&b| b == b' ') else {
+            if rest.len() >= 12 {
+                let head = String::from_utf8_lossy(&rest[..12]).into_owned();
                 return Some(Err(SyslogError::BadLength(head)));
             }
             return None;
         };
-        let digits = &self.buf[..space];
+        let digits = &rest[..space];
         let len = std::str::from_utf8(digits)
             .ok()
             .filter(|d| !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit()))
@@ -122,24 +153,26 @@ impl FrameReader {
             return Some(Err(SyslogError::BadLength(head)));
         };
         if len > MAX_FRAME_BYTES {
-            self.buf.drain(..=space);
+            self.consume(space + 1);
             self.skipping = len;
             return Some(Err(SyslogError::TooLong(len)));
         }
         let end = space + 1 + len;
-        if self.buf.len() < end {
+        if rest.len() < end {
             return None;
         }
-        let frame = self.buf[space + 1..end].to_vec();
-        self.buf.drain(..end);
+        let frame = rest[space + 1..end].to_vec();
+        self.consume(end);
         Some(Ok(frame))
     }
 
     fn delimited(&mut self) -> Option<Result<Vec<u8>, SyslogError>> {
-        match self.buf.iter().position(|&b| b == b'\n') {
+        let from = self.scanned;
+        match self.rest()[from..].iter().position(|&b| b == b'\n') {
             Some(lf) => {
-                let mut frame: Vec<u8> = self.buf.drain(..=lf).collect();
-                frame.pop();
+                let lf = from + lf;
+                let mut frame = self.rest()[..lf].to_vec();
+                self.consume(lf + 1);
                 if frame.last() == Some(&b'\r') {
                     frame.pop();
                 }
@@ -148,13 +181,16 @@ impl FrameReader {
                 }
                 Some(Ok(frame))
             }
-            None if self.buf.len() > MAX_FRAME_BYTES => {
-                let n = self.buf.len();
-                self.buf.clear();
+            None if self.buffered() > MAX_FRAME_BYTES => {
+                let n = self.buffered();
+                self.consume(n);
                 self.skipping = usize::MAX;
                 Some(Err(SyslogError::TooLong(n)))
             }
-            None => None,
+            None => {
+                self.scanned = self.buffered();
+                None
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! read, 413 for a body over [`MAX_FHIR_BODY_BYTES`], 415 for a body that is not JSON, 503 when
 //! the monitor is overloaded.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -27,10 +28,13 @@ use medfl_monitor::intake::{
 use serde_json::{Value, json};
 
 use super::metrics::Source;
-use super::{Answer, Server, now_ms, submit};
+use super::{Answer, Server, submit};
 
 /// Largest body accepted, in bytes: a Bundle of a thousand `AuditEvent`s.
 pub(super) const MAX_FHIR_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// FHIR bodies read and parsed at once; more wait (a bound on the memory bodies take).
+pub(super) const MAX_BODIES_AT_ONCE: usize = 16;
 
 /// The FHIR JSON media type (FHIR R4 http.html#mime-type).
 const FHIR_JSON: &str = "application/fhir+json";
@@ -68,7 +72,8 @@ pub(super) async fn post(State(server): State<Server>, headers: HeaderMap, body:
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        if !(ct.starts_with(FHIR_JSON) || ct.starts_with("application/json")) {
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if media != FHIR_JSON && media != "application/json" {
             return refused(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 &[Issue::error(
@@ -78,6 +83,12 @@ pub(super) async fn post(State(server): State<Server>, headers: HeaderMap, body:
             );
         }
     }
+    let Ok(slot) = Arc::clone(&server.fhir_bodies).acquire_owned().await else {
+        return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &[Issue::error("throttled", "the monitor is stopping")],
+        );
+    };
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FHIR_BODY_BYTES).await else {
         return refused(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,19 +99,30 @@ pub(super) async fn post(State(server): State<Server>, headers: HeaderMap, body:
         );
     };
     let context = server.context();
-    let submission = match read_submission(&bytes, context.as_deref()) {
-        Ok(s) => s,
-        Err(issues) => return refused(StatusCode::BAD_REQUEST, &issues),
+    // Parsing a Bundle of a thousand events is CPU work: off the runtime's threads.
+    let parsed =
+        tokio::task::spawn_blocking(move || read_submission(&bytes, context.as_deref())).await;
+    drop(slot);
+    let submission = match parsed {
+        Ok(Ok(s)) => s,
+        Ok(Err(issues)) => return refused(StatusCode::BAD_REQUEST, &issues),
+        Err(_) => {
+            return refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &[Issue::error("exception", "reading the body failed")],
+            );
+        }
     };
     match submission {
         Submission::Single(request) => {
-            if let Err(e) = request.check(now_ms()) {
+            let now = server.clock.at(std::slice::from_ref(&request));
+            if let Err(e) = request.check(now) {
                 return refused(
                     StatusCode::BAD_REQUEST,
                     &[Issue::error("invalid", e.to_string()).at("AuditEvent")],
                 );
             }
-            let answer = match submit(&server, vec![request]).await {
+            let answer = match submit(&server, vec![request], false).await {
                 Ok(mut a) => a.pop(),
                 Err((status, why)) => {
                     return refused(status, &[Issue::error(issue_code(status), why)]);
@@ -136,7 +158,10 @@ async fn bundle(
     started: Instant,
 ) -> Response {
     // Checked before anything is decided, so that a transaction is refused whole.
-    let now = now_ms();
+    let now = server.clock.at(&entries
+        .iter()
+        .filter_map(|e| e.as_ref().ok().cloned())
+        .collect::<Vec<_>>());
     for (i, e) in entries.iter_mut().enumerate() {
         if let Ok(r) = e
             && let Err(why) = r.check(now)
@@ -154,10 +179,10 @@ async fn bundle(
         }
     }
     let requests: Vec<_> = entries.iter().filter_map(|e| e.clone().ok()).collect();
-    let mut answers: std::vec::IntoIter<Answer> = if requests.is_empty() {
+    let answers: std::vec::IntoIter<Answer> = if requests.is_empty() {
         Vec::new().into_iter()
     } else {
-        match submit(server, requests).await {
+        match submit(server, requests, kind == BundleKind::Transaction).await {
             Ok(a) => a.into_iter(),
             Err((status, why)) => {
                 server.metrics.refused(Source::Fhir);
@@ -165,6 +190,14 @@ async fn bundle(
             }
         }
     };
+    let answers: Vec<Answer> = answers.collect();
+    if kind == BundleKind::Transaction
+        && let Some((status, why)) = answers.iter().find_map(|a| a.as_ref().err())
+    {
+        server.metrics.refused(Source::Fhir);
+        return outcome(*status, &[Issue::error(issue_code(*status), why.clone())]);
+    }
+    let mut answers = answers.into_iter();
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         let answer = match entry {

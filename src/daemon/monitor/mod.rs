@@ -81,6 +81,9 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Where to take syslog (ATNA) audit messages, if anywhere.
     pub syslog: Option<SocketAddr>,
+    /// Replay an archived audit trail: the monitor's clock follows the accesses' own times
+    /// instead of the wall clock (see [`Clock`]). Never for live use.
+    pub replay: bool,
     /// Seconds between audit batches.
     pub seal_every: Duration,
     /// Whether a key derived from a public seed is accepted.
@@ -115,8 +118,12 @@ struct Shared {
     ledger_seen: Stamp,
     /// The same for the ledger copy and the outbox together (consent's two sources).
     consent_seen: Option<(Stamp, Stamp)>,
-    /// The same for each file of the context folder.
+    /// The same for each file of the context folder, when last read.
     context_seen: Vec<Stamp>,
+    /// Stamps seen changed once, read if still the same at the next refresh.
+    context_pending: Option<Vec<Stamp>>,
+    /// Why the context feeds could not be read last time, if they could not.
+    context_error: Option<String>,
 }
 
 type App = Arc<Mutex<Shared>>;
@@ -133,6 +140,12 @@ struct Server {
     metrics: Arc<Metrics>,
     /// New alerts, as they are logged, for the alert streams.
     alerts: tokio::sync::broadcast::Sender<AlertView>,
+    /// The decisions' clock.
+    clock: Arc<Clock>,
+    /// Permits for requests in flight ([`MAX_IN_FLIGHT`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Permits for FHIR bodies being read and parsed at once.
+    fhir_bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -169,22 +182,34 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         ledger_seen: None,
         consent_seen: None,
         context_seen: Vec::new(),
+        context_pending: None,
+        context_error: None,
     }));
     let metrics = Arc::new(Metrics::default());
     let (queue, waiting) = std::sync::mpsc::sync_channel(MAX_QUEUED);
     let (alerts, _) = tokio::sync::broadcast::channel(ALERT_STREAM_BUFFER);
+    let clock = Arc::new(Clock {
+        replay: opts.replay,
+        ..Clock::default()
+    });
+    if opts.replay {
+        warn!("replay: the monitor's clock follows the accesses' times, not the wall clock");
+    }
     let server = Server {
         app: Arc::clone(&app),
         queue,
         context: Arc::new(RwLock::new(None)),
         metrics: Arc::clone(&metrics),
         alerts: alerts.clone(),
+        clock: Arc::clone(&clock),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize)),
+        fhir_bodies: Arc::new(tokio::sync::Semaphore::new(fhir::MAX_BODIES_AT_ONCE)),
     };
     refresh(&server, &member, &pseudonyms);
     let writer = Arc::clone(&app);
     std::thread::Builder::new()
         .name("decision-writer".into())
-        .spawn(move || decision_writer(writer, waiting, metrics, alerts))
+        .spawn(move || decision_writer(writer, waiting, metrics, alerts, clock))
         .context("starting the decision writer")?;
     let router = Router::new()
         .route("/v1/access", post(access))
@@ -383,6 +408,28 @@ fn fail_stop(why: &str) -> ! {
     std::process::exit(3)
 }
 
+/// The time decisions are made at: the wall clock, or in a replay the latest access time
+/// seen (so an archived trail is judged as it was lived, its alert windows and blocks
+/// included, and its old times are not refused as clock faults).
+#[derive(Debug, Default)]
+struct Clock {
+    replay: bool,
+    latest: std::sync::atomic::AtomicU64,
+}
+
+impl Clock {
+    /// The time to decide `requests` at.
+    fn at(&self, requests: &[AccessRequest]) -> u64 {
+        if !self.replay {
+            return now_ms();
+        }
+        let newest = requests.iter().map(|r| r.time_ms).max().unwrap_or(0);
+        self.latest
+            .fetch_max(newest, std::sync::atomic::Ordering::Relaxed)
+            .max(newest)
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -405,14 +452,17 @@ type Answer = Result<(u64, Decision), (StatusCode, String)>;
 /// Bundle's entries, or the frames of one syslog read), with one answer each.
 struct Pending {
     requests: Vec<AccessRequest>,
+    /// A FHIR transaction: if one request cannot be decided, none is.
+    all_or_nothing: bool,
     reply: tokio::sync::oneshot::Sender<Vec<Answer>>,
 }
 
 /// Requests one group commit takes at most (a submission is never split).
 const MAX_GROUP: usize = 1024;
 
-/// Submissions waiting for the writer at most; beyond, callers get 503 at once (load shedding).
-const MAX_QUEUED: usize = 16 * 1024;
+/// Submissions waiting for the writer at most (each holds at least one of the
+/// [`MAX_IN_FLIGHT`] permits, so the queue is never the bound).
+const MAX_QUEUED: usize = MAX_IN_FLIGHT as usize;
 
 /// The decision writer (one thread): takes every submission waiting, decides each request in
 /// arrival order, appends them all to the audit log in one durable commit, then answers them
@@ -422,6 +472,7 @@ fn decision_writer(
     queue: std::sync::mpsc::Receiver<Pending>,
     metrics: Arc<Metrics>,
     alerts: tokio::sync::broadcast::Sender<AlertView>,
+    clock: Arc<Clock>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut size = first.requests.len();
@@ -438,10 +489,28 @@ fn decision_writer(
         let Ok(mut shared) = app.lock() else {
             fail_stop("the monitor's state is poisoned");
         };
-        let now = now_ms();
+        let all: Vec<&AccessRequest> = group.iter().flat_map(|p| p.requests.iter()).collect();
+        let now = clock.at(&all.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        // A transaction one of whose requests would be refused is refused whole, before
+        // anything of it is decided.
+        let refused: Vec<Option<String>> = group
+            .iter()
+            .map(|p| {
+                if !p.all_or_nothing {
+                    return None;
+                }
+                p.requests.iter().enumerate().find_map(|(i, r)| {
+                    r.check(now)
+                        .err()
+                        .map(|e| format!("entry {i}: {e}; the transaction was not applied"))
+                })
+            })
+            .collect();
         let requests: Vec<AccessRequest> = group
             .iter()
-            .flat_map(|p| p.requests.iter().cloned())
+            .zip(&refused)
+            .filter(|(_, why)| why.is_none())
+            .flat_map(|(p, _)| p.requests.iter().cloned())
             .collect();
         let decisions = shared.monitor.decide_all(&requests, now);
         // Each request's answer, or its place among the records to append.
@@ -487,7 +556,16 @@ fn decision_writer(
         }
         drop(shared);
         let mut answers = answers.into_iter();
-        for p in group {
+        for (p, why) in group.into_iter().zip(refused) {
+            if let Some(why) = why {
+                let mine = p
+                    .requests
+                    .iter()
+                    .map(|_| Err((StatusCode::BAD_REQUEST, why.clone())))
+                    .collect();
+                let _ = p.reply.send(mine);
+                continue;
+            }
             let mine: Vec<Answer> = answers
                 .by_ref()
                 .take(p.requests.len())
@@ -502,25 +580,58 @@ fn decision_writer(
     }
 }
 
-/// Why a submission got no answers: the queue is full, or the writer is gone.
+/// Why a submission got no answers: the monitor is overloaded, or the writer is gone.
 type Refusal = (StatusCode, String);
 
+/// Requests waiting for or in the decision writer at most, over all submissions: the bound on
+/// the queue's memory. Beyond it, HTTP callers get 503 at once and syslog senders wait.
+const MAX_IN_FLIGHT: u32 = 16 * 1024;
+
 /// Hands `requests` to the decision writer and waits for their answers; refuses at once when
-/// the queue is full (the caller may retry).
-async fn submit(server: &Server, requests: Vec<AccessRequest>) -> Result<Vec<Answer>, Refusal> {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if server.queue.try_send(Pending { requests, reply }).is_err() {
-        return Err((
+/// the monitor already holds [`MAX_IN_FLIGHT`] requests (the caller may retry).
+async fn submit(
+    server: &Server,
+    requests: Vec<AccessRequest>,
+    all_or_nothing: bool,
+) -> Result<Vec<Answer>, Refusal> {
+    let overloaded = || {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the monitor is overloaded; retry".into(),
-        ));
-    }
-    answer.await.map_err(|_| {
+            "the monitor is overloaded; retry".to_owned(),
+        )
+    };
+    let n = u32::try_from(requests.len()).map_err(|_| overloaded())?;
+    let permits = Arc::clone(&server.in_flight)
+        .try_acquire_many_owned(n)
+        .map_err(|_| overloaded())?;
+    send(server, requests, all_or_nothing, permits).await
+}
+
+/// Queues a submission holding its in-flight permits and waits for its answers.
+async fn send(
+    server: &Server,
+    requests: Vec<AccessRequest>,
+    all_or_nothing: bool,
+    permits: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Vec<Answer>, Refusal> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let pending = Pending {
+        requests,
+        all_or_nothing,
+        reply,
+    };
+    // The queue holds at most MAX_IN_FLIGHT submissions of at least one permit each, so it
+    // is never full here: a failure means the writer is gone.
+    let failed = || {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the decision failed".into(),
+            "the decision failed".to_owned(),
         )
-    })
+    };
+    server.queue.try_send(pending).map_err(|_| failed())?;
+    let answers = answer.await.map_err(|_| failed());
+    drop(permits);
+    answers
 }
 
 /// `POST /v1/access`: hands the request to the decision writer and answers once it is
@@ -534,7 +645,7 @@ async fn access(State(server): State<Server>, body: Bytes) -> Response {
             return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}"));
         }
     };
-    let answer = submit(&server, vec![request]).await;
+    let answer = submit(&server, vec![request], false).await;
     let response = match answer.map(|mut a| a.pop()) {
         Ok(Some(Ok((seq, decision)))) => {
             server.metrics.answered(Source::Json, started.elapsed());
@@ -731,6 +842,7 @@ async fn health(State(server): State<Server>) -> Response {
             "consent_height": shared.consent_height,
             "blocked_users": shared.monitor.blocks().len(),
             "context": context,
+            "context_error": shared.context_error,
         })
     })
     .await
@@ -812,40 +924,71 @@ fn refresh(server: &Server, member: &Member, pseudonyms: &PseudonymKey) {
     }
 }
 
-/// Re-reads the context feeds when a file of the folder changed; a folder that cannot be read
-/// leaves the previous feeds in use.
+/// Re-reads the context feeds when a file of the folder changed and has stayed unchanged for
+/// one more refresh (a file being written is not read half-way). A folder that cannot be read,
+/// or from which a file disappeared, leaves the previous feeds in use, and `/healthz` says why:
+/// a VIP list deleted by mistake must not silently unflag every VIP.
 fn refresh_context(server: &Server, member: &Member) {
     let dir = member.dir.join(feeds::DIR);
     let now: Vec<Stamp> = feeds::FILES.iter().map(|f| stamp(&dir.join(f))).collect();
     let Ok(mut shared) = server.app.lock() else {
         fail_stop("the monitor's state is poisoned");
     };
+    let first = shared.context_seen.is_empty();
     if shared.context_seen == now {
+        shared.context_pending = None;
         return;
     }
+    if !first && shared.context_pending.as_ref() != Some(&now) {
+        shared.context_pending = Some(now);
+        return;
+    }
+    let gone: Vec<&str> = feeds::FILES
+        .iter()
+        .zip(shared.context_seen.iter().zip(&now))
+        .filter(|(_, (was, is))| was.is_some() && is.is_none())
+        .map(|(f, _)| *f)
+        .collect();
     shared.context_seen.clone_from(&now);
+    shared.context_pending = None;
     drop(shared);
-    let loaded = if now.iter().all(Option::is_none) {
+    let loaded = if !gone.is_empty() {
+        Err(format!(
+            "{} disappeared from {}; the previous feeds stay in use (restore it, or restart \
+             the monitor to go on without it)",
+            gone.join(", "),
+            dir.display()
+        ))
+    } else if now.iter().all(Option::is_none) {
         info!(dir = %dir.display(), "no context feeds: AuditEvents must carry medfl's extensions");
-        None
+        Ok(None)
     } else {
-        match Feeds::load_dir(&dir) {
-            Ok(c) => {
+        Feeds::load_dir(&dir)
+            .map(|c| {
                 info!(
                     staff = c.n_staff(),
                     patients = c.n_patients(),
+                    skipped = c.n_skipped(),
                     "context feeds read"
                 );
                 Some(Arc::new(c))
+            })
+            .map_err(|e| format!("{e}; the previous feeds stay in use"))
+    };
+    let error = match loaded {
+        Ok(c) => {
+            if let Ok(mut slot) = server.context.write() {
+                *slot = c;
             }
-            Err(e) => {
-                warn!(error = %e, "context feeds not read; keeping the previous ones");
-                return;
-            }
+            None
+        }
+        Err(why) => {
+            warn!(error = %why, "context feeds not read");
+            Some(why)
         }
     };
-    if let Ok(mut c) = server.context.write() {
-        *c = loaded;
+    if let Ok(mut shared) = server.app.lock() {
+        shared.context_error = error;
     }
 }
 

@@ -12,17 +12,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medfl_monitor::intake::request_of;
+use medfl_monitor::intake::request_of_json;
 use medfl_monitor::syslog::{FrameReader, SyslogError, parse_message};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use super::metrics::Source;
-use super::{Pending, Server};
+use super::{Server, send};
 
 /// Syslog connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// A connection silent this long is closed (a sender reconnects), so idle connections cannot
+/// hold every slot.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Refused frames logged one by one per connection; after that, one line per thousand.
+const LOGGED_REFUSALS: u64 = 10;
 
 /// Accepts syslog connections until the process ends.
 pub(super) async fn serve(listener: TcpListener, server: Server) {
@@ -57,8 +64,6 @@ pub(super) async fn serve(listener: TcpListener, server: Server) {
 enum FrameError {
     #[error(transparent)]
     Syslog(#[from] SyslogError),
-    #[error("MSG is not JSON: {0}")]
-    Json(#[from] serde_json::Error),
     #[error("{}", .0.diagnostics)]
     AuditEvent(medfl_monitor::intake::Issue),
 }
@@ -72,12 +77,25 @@ async fn connection(
     info!(%peer, "syslog sender connected");
     let mut frames = FrameReader::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut refusals = 0u64;
+    let mut refuse = |why: &dyn std::fmt::Display| {
+        server.metrics.refused(Source::Syslog);
+        refusals += 1;
+        if refusals <= LOGGED_REFUSALS || refusals.is_multiple_of(1000) {
+            warn!(%peer, refusals, error = %why, "syslog audit event refused");
+        }
+    };
     loop {
-        let n = stream.read(&mut buf).await?;
+        let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
+            Ok(read) => read?,
+            Err(_) => {
+                info!(%peer, "idle syslog connection closed");
+                return Ok(());
+            }
+        };
         if n == 0 {
             if frames.buffered() > 0 {
-                warn!(%peer, bytes = frames.buffered(), "the connection closed inside a frame");
-                server.metrics.refused(Source::Syslog);
+                refuse(&"the connection closed inside a frame");
             }
             return Ok(());
         }
@@ -85,70 +103,65 @@ async fn connection(
         frames.push(&buf[..n]);
         let context = server.context();
         let mut requests = Vec::new();
+        let mut fatal = None;
         while let Some(frame) = frames.next_frame() {
             let request = frame.map_err(FrameError::from).and_then(|f| {
                 let m = parse_message(&f)?;
-                let value: serde_json::Value = serde_json::from_str(m.msg)?;
-                request_of(&value, context.as_deref()).map_err(FrameError::AuditEvent)
+                request_of_json(m.msg.as_bytes(), context.as_deref())
+                    .map_err(FrameError::AuditEvent)
             });
             match request {
                 Ok(r) => requests.push(r),
                 Err(FrameError::Syslog(e)) if e.is_fatal() => {
-                    server.metrics.refused(Source::Syslog);
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                    refuse(&e);
+                    fatal = Some(e);
+                    break;
                 }
-                Err(e) => {
-                    server.metrics.refused(Source::Syslog);
-                    warn!(%peer, error = %e, "syslog frame refused");
+                Err(e) => refuse(&e),
+            }
+        }
+        // What was read before a fatal frame is decided before the connection is closed.
+        if !requests.is_empty() {
+            for answer in decide(server, requests).await {
+                match answer {
+                    Ok(_) => server.metrics.answered(Source::Syslog, started.elapsed()),
+                    Err((_, why)) => refuse(&why),
                 }
             }
         }
-        if requests.is_empty() {
-            continue;
-        }
-        for answer in decide(server, requests).await {
-            match answer {
-                Ok(_) => server.metrics.answered(Source::Syslog, started.elapsed()),
-                Err((_, why)) => {
-                    server.metrics.refused(Source::Syslog);
-                    warn!(%peer, error = why, "syslog audit event refused");
-                }
-            }
+        if let Some(e) = fatal {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
     }
 }
 
-/// Hands `requests` to the decision writer, waiting while its queue is full (the sender is
+/// Hands `requests` to the decision writer, waiting while the monitor is full (the sender is
 /// slowed through TCP, not dropped), and returns their answers.
 async fn decide(
     server: &Server,
     requests: Vec<medfl_monitor::AccessRequest>,
 ) -> Vec<super::Answer> {
     let n = requests.len();
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let mut pending = Pending { requests, reply };
-    loop {
-        match server.queue.try_send(pending) {
-            Ok(()) => break,
-            Err(std::sync::mpsc::TrySendError::Full(p)) => {
-                pending = p;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return failed(n);
-            }
-        }
-    }
-    answer.await.unwrap_or_else(|_| failed(n))
-}
-
-fn failed(n: usize) -> Vec<super::Answer> {
-    (0..n)
-        .map(|_| {
-            Err((
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "the decision failed".to_owned(),
-            ))
-        })
-        .collect()
+    let failed = |why: &str| -> Vec<super::Answer> {
+        (0..n)
+            .map(|_| {
+                Err((
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    why.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let Ok(count) = u32::try_from(n) else {
+        return failed("too many events in one read");
+    };
+    let Ok(permits) = Arc::clone(&server.in_flight)
+        .acquire_many_owned(count)
+        .await
+    else {
+        return failed("the monitor is stopping");
+    };
+    send(server, requests, false, permits)
+        .await
+        .unwrap_or_else(|(_, why)| failed(&why))
 }
