@@ -36,7 +36,7 @@ fn now_ms() -> u64 {
 async fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
     let dir = tempfile::tempdir()?;
-    let (config, events) = setup(dir.path())?;
+    let monitor_setup::Setup { config, events, .. } = setup(dir.path(), 1)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

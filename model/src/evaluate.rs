@@ -1,12 +1,12 @@
 //! Judging a detector: overall and per attack type.
 
 use medfl_accesslog::AttackKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::{auprc, auroc, rates_at};
 
 /// How well scores separate attacks from normal access.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Events scored.
     pub events: usize,
@@ -27,7 +27,7 @@ pub struct Evaluation {
 }
 
 /// One attack type's figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttackRow {
     /// The attack type.
     pub attack: AttackKind,

@@ -115,8 +115,7 @@ pub(super) async fn post(State(server): State<Server>, headers: HeaderMap, body:
     };
     match submission {
         Submission::Single(request) => {
-            let now = server.clock.at(std::slice::from_ref(&request));
-            if let Err(e) = request.check(now) {
+            if let Err(e) = request.check(server.clock.for_access(request.time_ms)) {
                 return refused(
                     StatusCode::BAD_REQUEST,
                     &[Issue::error("invalid", e.to_string()).at("AuditEvent")],
@@ -158,13 +157,9 @@ async fn bundle(
     started: Instant,
 ) -> Response {
     // Checked before anything is decided, so that a transaction is refused whole.
-    let now = server.clock.at(&entries
-        .iter()
-        .filter_map(|e| e.as_ref().ok().cloned())
-        .collect::<Vec<_>>());
     for (i, e) in entries.iter_mut().enumerate() {
         if let Ok(r) = e
-            && let Err(why) = r.check(now)
+            && let Err(why) = r.check(server.clock.for_access(r.time_ms))
         {
             *e =
                 Err(Issue::error("invalid", why.to_string())

@@ -418,15 +418,26 @@ struct Clock {
 }
 
 impl Clock {
-    /// The time to decide `requests` at.
-    fn at(&self, requests: &[AccessRequest]) -> u64 {
-        if !self.replay {
-            return now_ms();
+    /// The time an access at `t_ms` would be decided at, without moving the clock.
+    fn for_access(&self, t_ms: u64) -> u64 {
+        if self.replay {
+            self.latest
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(t_ms)
+        } else {
+            now_ms()
         }
-        let newest = requests.iter().map(|r| r.time_ms).max().unwrap_or(0);
-        self.latest
-            .fetch_max(newest, std::sync::atomic::Ordering::Relaxed)
-            .max(newest)
+    }
+
+    /// The time to decide an access at `t_ms` at, moving a replay's clock up to it.
+    fn advance(&self, t_ms: u64) -> u64 {
+        if self.replay {
+            self.latest
+                .fetch_max(t_ms, std::sync::atomic::Ordering::Relaxed)
+                .max(t_ms)
+        } else {
+            now_ms()
+        }
     }
 }
 
@@ -489,8 +500,6 @@ fn decision_writer(
         let Ok(mut shared) = app.lock() else {
             fail_stop("the monitor's state is poisoned");
         };
-        let all: Vec<&AccessRequest> = group.iter().flat_map(|p| p.requests.iter()).collect();
-        let now = clock.at(&all.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
         // A transaction one of whose requests would be refused is refused whole, before
         // anything of it is decided.
         let refused: Vec<Option<String>> = group
@@ -500,7 +509,7 @@ fn decision_writer(
                     return None;
                 }
                 p.requests.iter().enumerate().find_map(|(i, r)| {
-                    r.check(now)
+                    r.check(clock.for_access(r.time_ms))
                         .err()
                         .map(|e| format!("entry {i}: {e}; the transaction was not applied"))
                 })
@@ -512,12 +521,32 @@ fn decision_writer(
             .filter(|(_, why)| why.is_none())
             .flat_map(|(p, _)| p.requests.iter().cloned())
             .collect();
-        let decisions = shared.monitor.decide_all(&requests, now);
+        // Live, a group is decided at one time (the wall clock), scored in one pass; a replay
+        // decides each access at its own time, as it was lived.
+        let (decisions, times): (Vec<_>, Vec<u64>) = if clock.replay {
+            requests
+                .iter()
+                .map(|r| {
+                    let now = clock.advance(r.time_ms);
+                    let d = shared.monitor.decide_all(std::slice::from_ref(r), now);
+                    (d.into_iter().next(), now)
+                })
+                .map(|(d, now)| {
+                    let d = d.unwrap_or_else(|| fail_stop("a decision went missing"));
+                    (d, now)
+                })
+                .unzip()
+        } else {
+            let now = now_ms();
+            let d = shared.monitor.decide_all(&requests, now);
+            let n = d.len();
+            (d, vec![now; n])
+        };
         // Each request's answer, or its place among the records to append.
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(requests.len());
         let mut items = Vec::with_capacity(requests.len());
         let mut decided = Vec::with_capacity(requests.len());
-        for (request, d) in requests.into_iter().zip(decisions) {
+        for ((request, d), now) in requests.into_iter().zip(decisions).zip(times) {
             match d {
                 Ok(d) => {
                     items.push((
