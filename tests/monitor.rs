@@ -487,6 +487,18 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(records(port), 0, "nothing logged for the refused event");
+    // With a staff directory and a patient list, an unknown user or patient is bad input.
+    for (field, value, says) in [
+        ("user", "u-ghost", "unknown user"),
+        ("patient", "p-ghost", "unknown patient"),
+    ] {
+        let mut r = serde_json::to_value(AccessRequest::from_event(&stream[0])).unwrap();
+        r[field] = value.into();
+        let (status, body) = http(port, "POST", "/v1/access", &serde_json::to_vec(&r).unwrap());
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains(says), "{body}");
+    }
+    assert_eq!(records(port), 0, "nothing logged for the refused requests");
 
     let half = stream.len() / 2;
     let feed = dir.path().join("feed.ndjson");

@@ -145,6 +145,8 @@ pub struct Context {
     /// Resources and participants read but naming no staff-patient relation (a group's care
     /// team, a family member on a team, an encounter without a time).
     skipped: usize,
+    /// Whether patients' departments were given (so that a patient without one is unknown).
+    lists_patients: bool,
 }
 
 /// Why a context could not be loaded.
@@ -197,6 +199,7 @@ impl Context {
 
     /// Records the department treating `patient`.
     pub fn set_patient_department(&mut self, patient: &str, department: &str) {
+        self.lists_patients = true;
         self.patient_mut(patient).department = Some(department.to_owned());
     }
 
@@ -268,6 +271,21 @@ impl Context {
     /// left out (a care team of a group, a relative on a team, an encounter without a time).
     pub fn n_skipped(&self) -> usize {
         self.skipped
+    }
+
+    /// Whether `user` is a member of staff: `None` when no staff directory was given.
+    pub fn knows_user(&self, user: &str) -> Option<bool> {
+        (!self.staff.is_empty()).then(|| self.staff.contains_key(user))
+    }
+
+    /// Whether `patient` is a patient of the hospital: `None` when no patients' departments
+    /// were given.
+    pub fn knows_patient(&self, patient: &str) -> Option<bool> {
+        self.lists_patients.then(|| {
+            self.patients
+                .get(patient)
+                .is_some_and(|p| p.department.is_some())
+        })
     }
 
     /// Loads a context folder (see the module documentation for its files).

@@ -184,6 +184,34 @@ pub fn purpose_of(codes: &[String]) -> Option<Purpose> {
     }
 }
 
+/// Refuses an access by a user the hospital's staff directory does not list, or to a patient
+/// its patient list does not hold (when the context feeds give them): a typo, a test account
+/// or an invented id, each of which would otherwise start a feature history of its own.
+///
+/// # Errors
+/// An [`Issue`] naming the unknown user or patient.
+pub fn check_known(r: &AccessRequest, context: &Context) -> Result<(), Issue> {
+    if context.knows_user(&r.user) == Some(false) {
+        return Err(Issue::error(
+            "not-found",
+            format!(
+                "unknown user {:?}: the staff directory does not list them",
+                r.user
+            ),
+        ));
+    }
+    if context.knows_patient(&r.patient) == Some(false) {
+        return Err(Issue::error(
+            "not-found",
+            format!(
+                "unknown patient {:?}: the patient list does not hold them",
+                r.patient
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The access an `AuditEvent` records, with its declared purpose.
 fn request_from(a: AuditAccess) -> AccessRequest {
     let mut r = AccessRequest::from_event(&a.event);
@@ -196,9 +224,13 @@ fn request_from(a: AuditAccess) -> AccessRequest {
 /// # Errors
 /// An [`Issue`] naming what is missing or malformed.
 pub fn request_of(value: &Value, context: Option<&Context>) -> Result<AccessRequest, Issue> {
-    read_audit_value(value, context, 0)
+    let r = read_audit_value(value, context, 0)
         .map(request_from)
-        .map_err(|e| Issue::error("invalid", e.0))
+        .map_err(|e| Issue::error("invalid", e.0))?;
+    if let Some(c) = context {
+        check_known(&r, c)?;
+    }
+    Ok(r)
 }
 
 /// Reads one `AuditEvent` straight from its JSON bytes (a syslog MSG).
@@ -221,9 +253,14 @@ fn read_raw(raw: RawAuditEvent, context: Option<&Context>) -> Result<AccessReque
             ),
         ));
     }
-    raw.read(context, 0)
+    let r = raw
+        .read(context, 0)
         .map(request_from)
-        .map_err(|e| Issue::error("invalid", e.0))
+        .map_err(|e| Issue::error("invalid", e.0))?;
+    if let Some(c) = context {
+        check_known(&r, c)?;
+    }
+    Ok(r)
 }
 
 /// How a Bundle's entries are answered.

@@ -674,6 +674,12 @@ async fn access(State(server): State<Server>, body: Bytes) -> Response {
             return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}"));
         }
     };
+    if let Some(context) = server.context()
+        && let Err(issue) = medfl_monitor::intake::check_known(&request, &context)
+    {
+        server.metrics.refused(Source::Json);
+        return refuse(StatusCode::BAD_REQUEST, issue.diagnostics);
+    }
     let answer = submit(&server, vec![request], false).await;
     let response = match answer.map(|mut a| a.pop()) {
         Ok(Some(Ok((seq, decision)))) => {
