@@ -44,6 +44,7 @@ async fn main() -> Result<()> {
         listen: format!("127.0.0.1:{port}").parse()?,
         syslog: None,
         replay: false,
+        header_timeout: Duration::from_secs(10),
         seal_every: Duration::from_secs(60),
         insecure_keys: InsecureKeys::Allow,
     };

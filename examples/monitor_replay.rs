@@ -223,6 +223,7 @@ async fn start(config: &Path, port: u16, syslog: Option<u16>) -> Result<()> {
             .map(|p| format!("127.0.0.1:{p}").parse())
             .transpose()?,
         replay: true,
+        header_timeout: Duration::from_secs(10),
         seal_every: Duration::from_secs(3600),
         insecure_keys: InsecureKeys::Allow,
     };

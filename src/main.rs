@@ -123,6 +123,10 @@ enum Command {
         /// for live use.
         #[arg(long)]
         replay: bool,
+        /// Seconds a client may take to send a request's head, and an idle connection may
+        /// wait for its next request.
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout_s: f64,
         /// Seconds between sealed audit batches (each anchored on the ledger).
         #[arg(long, default_value_t = 60.0)]
         seal_every_s: f64,
@@ -1075,6 +1079,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             syslog,
             replay,
+            header_timeout_s,
             seal_every_s,
             insecure,
         } => {
@@ -1087,6 +1092,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 listen,
                 syslog,
                 replay,
+                header_timeout: std::time::Duration::try_from_secs_f64(header_timeout_s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .context("--header-timeout-s must be a positive number of seconds")?,
                 seal_every,
                 insecure_keys: insecure.policy(),
             };

@@ -460,7 +460,30 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
         &config,
         port,
         dir.path().join("monitor-feed.log"),
-        &["--syslog", &format!("127.0.0.1:{syslog_port}")],
+        &[
+            "--syslog",
+            &format!("127.0.0.1:{syslog_port}"),
+            "--header-timeout-s",
+            "1",
+        ],
+    );
+    // A client trickling a request's head (slow loris) is cut off at the header timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let cut = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "the half-sent request was held {:?}",
+        cut.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "{rest:?}"
     );
     let plain = plain_audit_events(&stream);
     let one = serde_json::to_vec(&plain[0]).unwrap();

@@ -84,6 +84,9 @@ pub struct Options {
     /// Replay an archived audit trail: the monitor's clock follows the accesses' own times
     /// instead of the wall clock (see [`Clock`]). Never for live use.
     pub replay: bool,
+    /// How long a client may take to send a request's head (and an idle connection may wait
+    /// for its next request).
+    pub header_timeout: Duration,
     /// Seconds between audit batches.
     pub seal_every: Duration,
     /// Whether a key derived from a public seed is accepted.
@@ -262,10 +265,37 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             }
         }
     });
-    axum::serve(listener, router)
-        .await
-        .context("serving the monitor")?;
+    serve_http(listener, router, opts.header_timeout).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 on `listener` until the process ends. Unlike `axum::serve`, a client must
+/// send a request's whole head within `header_timeout` (a slow-loris sender, trickling header
+/// bytes to hold connections open, is cut off), and a connection waiting for its next request
+/// is held as long only.
+async fn serve_http(listener: tokio::net::TcpListener, router: Router, header_timeout: Duration) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                warn!(error = %e, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            // A client that goes away or times out ends its own connection only.
+            let _ = connection.await;
+        });
+    }
 }
 
 /// What an officer sends to lift a block.
