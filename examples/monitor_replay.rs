@@ -246,7 +246,7 @@ async fn start(config: &Path, port: u16, syslog: Option<u16>) -> Result<()> {
 
 /// The scores and verdicts a monitor logged, in order.
 fn logged(member: &Path) -> Result<(Vec<f32>, Vec<Verdict>)> {
-    let (_copy, log) = daemon::monitor::open_copy(member)?;
+    let (_copy, log) = daemon::monitor::open_copy_of(&daemon::monitor::audit_file(member, true))?;
     let mut scores = Vec::new();
     let mut verdicts = Vec::new();
     for r in log.records(0, usize::MAX)? {

@@ -151,6 +151,9 @@ enum Command {
         /// Days the token is valid.
         #[arg(long, default_value_t = 90)]
         valid_days: u16,
+        /// Revoke the officer's tokens instead of making one.
+        #[arg(long)]
+        revoke: bool,
         #[command(flatten)]
         insecure: InsecureKeysArg,
     },
@@ -1107,21 +1110,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             officer,
             role,
             valid_days,
+            revoke,
             insecure,
         } => {
             let member = medfl::daemon::Member::load(&config, insecure.policy())?;
-            let role = medfl::daemon::monitor::officers::OfficerRole::parse(&role)
-                .context("--role is officer or auditor")?;
-            let days = u64::from(valid_days);
-            if days == 0 {
-                bail!("--valid-days must be at least 1");
+            if revoke {
+                let n = medfl::daemon::monitor::officers::revoke_officer(&member.dir, &officer)?;
+                emit(&format!("{n} token(s) of {officer} revoked"))?;
+            } else {
+                let role = medfl::daemon::monitor::officers::OfficerRole::parse(&role)
+                    .context("--role is officer or auditor")?;
+                let days = u64::from(valid_days);
+                if days == 0 {
+                    bail!("--valid-days must be at least 1");
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis();
+                let expires = u64::try_from(now)?.saturating_add(days * 86_400_000);
+                let token =
+                    medfl::daemon::monitor::add_officer(&member.dir, &officer, role, expires)?;
+                emit(&token)?;
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis();
-            let expires = u64::try_from(now)?.saturating_add(days * 86_400_000);
-            let token = medfl::daemon::monitor::add_officer(&member.dir, &officer, role, expires)?;
-            emit(&token)?;
         }
         Command::Replay { dir } => {
             let started = std::time::Instant::now();

@@ -279,6 +279,10 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     assert!(seen.contains("event: alert"), "{seen}");
     assert!(seen.contains("p-emergency"), "{seen}");
     drop(stream);
+    let (status, _) = http(port, "GET", "/v1/alerts/stream", b"");
+    assert_eq!(status, 401, "a stream needs a token");
+    let (status, text) = http_with(port, "POST", "/v1/unblock", &auditor, lift);
+    assert_eq!(status, 403, "an auditor cannot lift a block: {text}");
     let ack = format!("/v1/alerts/{alert_record}/ack");
     let note = br#"{"note": "emergency confirmed with the ward"}"#;
     let (status, text) = http_with(port, "POST", &ack, &auditor, note);
@@ -290,6 +294,19 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     assert_eq!(status, 409, "{text}");
     let (_, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
     assert!(text.contains("\"acknowledged_by\":\"sec-1\""), "{text}");
+    // A revoked token is refused at once.
+    let out = ok(&[
+        "officer-token",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+        "--officer",
+        "aud-1",
+        "--revoke",
+    ]);
+    assert!(out.contains("1 token(s) of aud-1 revoked"), "{out}");
+    let (status, _) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
+    assert_eq!(status, 401);
     // An expired token is refused.
     let officers = config.parent().unwrap().join("monitor/officers");
     let listed = fs::read_to_string(&officers).unwrap();
@@ -650,6 +667,14 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // ... and stays refused when another file changes meanwhile.
+    let staff = member.join("context/staff.csv");
+    let mut listed = fs::read_to_string(&staff).unwrap();
+    listed.push_str("u-new-hire,nurse,icu\n");
+    fs::write(&staff, listed).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, health) = http(port, "GET", "/healthz", b"");
+    assert!(health.contains("vip.csv disappeared"), "{health}");
 
     let (_, metrics) = http(port, "GET", "/metrics", b"");
     for line in [

@@ -424,7 +424,11 @@ impl Context {
             return Ok(());
         };
         let mut span = fhir_span(Some(period))?;
-        if period.end.is_none() && enc.status.as_deref() != Some("in-progress") {
+        let ongoing = matches!(
+            enc.status.as_deref(),
+            Some("in-progress" | "arrived" | "triaged" | "onleave")
+        );
+        if period.end.is_none() && !ongoing {
             // Finished (or otherwise over) without an end: care for a day, not for ever.
             span.end_ms = span.start_ms.saturating_add(OPEN_FINISHED_ENCOUNTER_MS);
         }

@@ -61,6 +61,9 @@ struct Audit {
     /// ignored (FHIR R4 §2.4.0.1.2), and medfl understands none.
     #[serde(default, skip_serializing)]
     modifier_extension: Vec<serde::de::IgnoredAny>,
+    /// FHIR R5's name for the purposes of use: refused, so that a purpose is never skipped.
+    #[serde(default, skip_serializing)]
+    authorization: Vec<serde::de::IgnoredAny>,
     #[serde(rename = "type")]
     type_: Option<Coding>,
     #[serde(default)]
@@ -214,6 +217,8 @@ impl Period {
 #[derive(Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Agent {
+    #[serde(default, skip_serializing)]
+    modifier_extension: Vec<serde::de::IgnoredAny>,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     type_: Option<CodeableConcept>,
     #[serde(default)]
@@ -239,6 +244,8 @@ struct Network {
 #[derive(Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Source {
+    #[serde(default, skip_serializing)]
+    modifier_extension: Vec<serde::de::IgnoredAny>,
     #[serde(default)]
     observer: Option<Reference>,
     #[serde(default, rename = "type")]
@@ -246,7 +253,10 @@ struct Source {
 }
 
 #[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct Entity {
+    #[serde(default, skip_serializing)]
+    modifier_extension: Vec<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     what: Option<Reference>,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -335,8 +345,10 @@ fn to_audit(e: &AccessEvent) -> Audit {
         recorded: Some(format_instant(e.time_ms)),
         outcome: Some("0".into()),
         modifier_extension: Vec::new(),
+        authorization: Vec::new(),
         purpose_of_event: Vec::new(),
         agent: vec![Agent {
+            modifier_extension: Vec::new(),
             type_: None,
             who: Some(Reference::by_identifier(&e.user)),
             role: vec![CodeableConcept {
@@ -350,16 +362,19 @@ fn to_audit(e: &AccessEvent) -> Audit {
             purpose_of_use,
         }],
         source: Some(Source {
+            modifier_extension: Vec::new(),
             observer: Some(Reference::by_identifier(&e.workstation)),
             type_: vec![coding(SOURCE_TYPE, "1", Some("User Device"))],
         }),
         entity: vec![
             Entity {
+                modifier_extension: Vec::new(),
                 what: Some(Reference::to("Patient", &e.patient)),
                 type_: Some(coding(ENTITY_TYPE, "1", Some("Person"))),
                 role: Some(coding(OBJECT_ROLE, "1", Some("Patient"))),
             },
             Entity {
+                modifier_extension: Vec::new(),
                 what: None,
                 type_: Some(coding(RESOURCE_TYPES, fhir_resource_type(e.resource), None)),
                 role: Some(coding(OBJECT_ROLE, "4", Some("Domain Resource"))),
@@ -568,7 +583,19 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
             a.resource_type
         ));
     }
-    if !a.modifier_extension.is_empty() {
+    if !a.authorization.is_empty() {
+        return Err(
+            "the event carries `authorization` (FHIR R5): send it as R4, with \
+                    `purposeOfUse`"
+                .into(),
+        );
+    }
+    let nested = a.agent.iter().any(|g| !g.modifier_extension.is_empty())
+        || a.entity.iter().any(|e| !e.modifier_extension.is_empty())
+        || a.source
+            .as_ref()
+            .is_some_and(|s| !s.modifier_extension.is_empty());
+    if !a.modifier_extension.is_empty() || nested {
         return Err(
             "the event carries a modifierExtension, which changes its meaning in a way \
                     medfl does not know"
@@ -600,20 +627,22 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         .iter()
         .chain(a.agent.iter().flat_map(|g| g.purpose_of_use.iter()))
     {
-        if concept.coding.is_empty() {
-            // A purpose in words only: stated, but not one medfl can read.
+        // The codings of one concept are translations of one purpose: the ActReason ones say
+        // it; only a concept with none (another system alone, or words) is unreadable.
+        let act_reason: Vec<String> = concept
+            .coding
+            .iter()
+            .filter(|c| {
+                c.system
+                    .as_deref()
+                    .is_some_and(|s| ACT_REASON_SYSTEMS.contains(&s))
+            })
+            .filter_map(|c| c.code.clone())
+            .collect();
+        if act_reason.is_empty() {
             purposes.push(UNREADABLE_PURPOSE.to_owned());
         }
-        for c in &concept.coding {
-            let act_reason = c
-                .system
-                .as_deref()
-                .is_some_and(|s| ACT_REASON_SYSTEMS.contains(&s));
-            purposes.push(match (act_reason, c.code.as_deref()) {
-                (true, Some(code)) => code.to_owned(),
-                _ => UNREADABLE_PURPOSE.to_owned(),
-            });
-        }
+        purposes.extend(act_reason);
     }
     purposes.sort_unstable();
     purposes.dedup();
@@ -626,11 +655,13 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
             .flat_map(|t| t.coding.iter())
             .any(|c| c.is(DCM, DCM_SOURCE_ROLE))
     });
-    let agent = a
-        .agent
-        .iter()
-        .find(|g| g.requestor == Some(true))
-        .ok_or("no agent with requestor = true")?;
+    let mut requestors = a.agent.iter().filter(|g| g.requestor == Some(true));
+    let agent = requestors.next().ok_or("no agent with requestor = true")?;
+    if requestors.next().is_some() {
+        return Err(
+            "the event names more than one requestor: medfl decides one user's access".into(),
+        );
+    }
     let who = req(agent.who.as_ref(), "agent.who")?;
     // One person is one user (the unit of privacy): a PractitionerRole would make a clinician
     // with two roles two users.
@@ -727,8 +758,9 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         (None, None) => Resource::Demographics,
     };
     let staff = ctx.and_then(|c| c.staff(&user));
-    // The staff directory, when it lists the user, is the authority on their role: a role
-    // an event claims cannot take a researcher out of the research rules.
+    // The staff directory, when it lists the user, is the authority on their role, except
+    // that research is research whoever says so: neither source can take a researcher out of
+    // the research rules.
     let claimed = agent
         .role
         .iter()
@@ -737,26 +769,39 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         .and_then(|c| c.code.as_deref())
         .map(|code| StaffRole::parse(code).ok_or_else(|| format!("unknown role {code:?}")))
         .transpose()?;
-    let role = staff.map(|s| s.role).or(claimed).ok_or_else(|| {
-        format!(
-            "no role for {user:?}: agent.role has no medfl staff-role code and the staff \
+    let strictest = [staff.map(|s| s.role), claimed]
+        .into_iter()
+        .flatten()
+        .find(|r| *r == StaffRole::Researcher);
+    let role = strictest
+        .or(staff.map(|s| s.role))
+        .or(claimed)
+        .ok_or_else(|| {
+            format!(
+                "no role for {user:?}: agent.role has no medfl staff-role code and the staff \
              directory does not list them"
-        )
-    })?;
+            )
+        })?;
     let ext = |name: &str| {
         a.extension
             .iter()
             .find(|x| x.url.strip_prefix(EXTENSION_BASE) == Some(name))
     };
-    let text = |name: &str, fallback: Option<&str>| -> Result<String, String> {
+    // What the hospital's own records say wins over what an event claims: the context's
+    // departments when it has them; a flag that marks an access as sensitive (VIP, family)
+    // holds if either says so, and care if both do.
+    let text = |name: &str, from_context: Option<&str>| -> Result<String, String> {
+        if let Some(v) = from_context {
+            return Ok(v.to_owned());
+        }
         match ext(name) {
             Some(x) => nonempty(
                 x.value_string.clone(),
                 &format!("extension {name} valueString"),
             ),
-            None => fallback.map(str::to_owned).ok_or_else(|| {
-                format!("missing extension {name}, and the context feeds do not give it")
-            }),
+            None => Err(format!(
+                "missing extension {name}, and the context feeds do not give it"
+            )),
         }
     };
     let user_department = text("user-department", staff.map(|s| s.department.as_str()))?;
@@ -765,16 +810,31 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         ctx.and_then(|c| c.patient_department(&patient)),
     )?;
     let derived = ctx.map(|c| c.relation(&user, &patient, time_ms));
-    let flag = |name: &str, from_context: Option<bool>| -> Result<bool, String> {
-        match ext(name) {
-            Some(x) => x
-                .value_boolean
-                .ok_or_else(|| format!("extension {name} has no valueBoolean")),
-            None => from_context.ok_or_else(|| {
-                format!("missing extension {name}, and no context feeds to derive it from")
-            }),
+    let claimed = |name: &str| -> Result<Option<bool>, String> {
+        ext(name)
+            .map(|x| {
+                x.value_boolean
+                    .ok_or_else(|| format!("extension {name} has no valueBoolean"))
+            })
+            .transpose()
+    };
+    let flag = |name: &str,
+                from_context: Option<bool>,
+                both: fn(bool, bool) -> bool|
+     -> Result<bool, String> {
+        match (claimed(name)?, from_context) {
+            (Some(e), Some(c)) => Ok(both(e, c)),
+            (Some(v), None) | (None, Some(v)) => Ok(v),
+            (None, None) => Err(format!(
+                "missing extension {name}, and no context feeds to derive it from"
+            )),
         }
     };
+    let and = |x: bool, y: bool| x && y;
+    let or = |x: bool, y: bool| x || y;
+    let care_team = flag("care-team", derived.map(|r| r.care_team), and)?;
+    let vip = flag("vip", derived.map(|r| r.vip), or)?;
+    let family_link = flag("family-link", derived.map(|r| r.family_link), or)?;
     let event = AccessEvent {
         event_id,
         time_ms,
@@ -786,9 +846,9 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         workstation,
         ip,
         break_glass,
-        care_team: flag("care-team", derived.map(|r| r.care_team))?,
-        vip: flag("vip", derived.map(|r| r.vip))?,
-        family_link: flag("family-link", derived.map(|r| r.family_link))?,
+        care_team,
+        vip,
+        family_link,
         user,
         patient,
     };

@@ -121,11 +121,16 @@ const RESEARCH: [&str; 11] = [
     "CLINTRL",
 ];
 
-/// Purposes of use that are treatment (`TREAT` and its kinds; break-the-glass).
-const TREATMENT: [&str; 5] = ["TREAT", "ETREAT", "BTG", "CAREMGT", "POPHLTH"];
+/// Purposes of use that are treatment (`TREAT` and its kinds; break-the-glass; continuity of
+/// care).
+const TREATMENT: [&str; 7] = [
+    "TREAT", "ETREAT", "ERTREAT", "BTG", "CAREMGT", "POPHLTH", "COC",
+];
 
-/// Purposes of use that are operations (`HOPERAT` and `HPAYMT` with their kinds, marketing).
-const OPERATIONS: [&str; 36] = [
+/// Purposes of use that are neither treatment nor research: operations (`HOPERAT` and
+/// `HPAYMT` with their kinds, marketing), public health, disclosures the patient or the law
+/// asks for.
+const OPERATIONS: &[&str] = &[
     "HOPERAT",
     "OPERAT",
     "DONAT",
@@ -162,6 +167,17 @@ const OPERATIONS: [&str; 36] = [
     "MILDCRG",
     "REMITADV",
     "HMARKT",
+    "PUBHLTH",
+    "PATRQT",
+    "FAMRQT",
+    "PWATRNY",
+    "SUPNWK",
+    "DISASTER",
+    "THREAT",
+    "HSPVR",
+    "SYSADMN",
+    "LEGAL",
+    "HRISK",
 ];
 
 /// The purpose an access declares through its HL7 v3 ActReason codes. Research if any code is
@@ -313,9 +329,11 @@ struct Bundle {
     entry: Vec<Entry>,
 }
 
+/// An entry, its resource kept as the raw JSON text it was (read on its own, so that one
+/// malformed entry of a batch is that entry's error, not the Bundle's).
 #[derive(Deserialize)]
 struct Entry {
-    resource: Option<RawAuditEvent>,
+    resource: Option<Box<serde_json::value::RawValue>>,
     request: Option<EntryRequest>,
 }
 
@@ -428,13 +446,21 @@ fn read_bundle(bundle: Bundle, context: Option<&Context>) -> Result<Submission, 
         }
         let result = match entry.resource {
             None => Err(Issue::error("required", "the entry has no resource")),
-            Some(r) if r.resource_type() != "AuditEvent" => {
-                return Err(vec![
-                    Issue::error("not-supported", "only AuditEvent entries are accepted")
-                        .at(format!("{at}.resource")),
-                ]);
+            Some(raw) => {
+                let head: Head = serde_json::from_str(raw.get()).map_err(|e| {
+                    vec![
+                        Issue::error("structure", format!("not a resource: {e}"))
+                            .at(format!("{at}.resource")),
+                    ]
+                })?;
+                if head.resource_type.as_deref() != Some("AuditEvent") {
+                    return Err(vec![
+                        Issue::error("not-supported", "only AuditEvent entries are accepted")
+                            .at(format!("{at}.resource")),
+                    ]);
+                }
+                request_of_json(raw.get().as_bytes(), context)
             }
-            Some(r) => read_raw(r, context),
         }
         .map_err(|issue| issue.at(format!("{at}.resource")));
         if let Err(issue) = &result {
@@ -547,6 +573,72 @@ mod tests {
         match read_submission(&bundle("batch", vec![audit(1), bad, audit(3)]), None).unwrap() {
             Submission::Bundle { entries, .. } => {
                 assert!(entries[0].is_ok() && entries[1].is_err() && entries[2].is_ok());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_purpose_with_a_local_translation_is_read_and_research_is_research_whoever_says_so() {
+        let mut v = audit(1);
+        v["agent"][0]["purposeOfUse"] = json!([{"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ERTREAT"},
+            {"system": "https://ehr.example/local", "code": "ER"}
+        ]}]);
+        assert_eq!(
+            request_of(&v, None).unwrap().purpose,
+            Some(Purpose::Treatment)
+        );
+        // The directory lists a physician; the event says researcher: research rules apply.
+        let mut ctx = Context::new();
+        ctx.add_staff("u1", medfl_accesslog::StaffRole::Physician, "icu");
+        ctx.set_patient_department("p1", "icu");
+        let mut v = audit(1);
+        v["agent"][0]["role"][0]["coding"][0]["code"] = "researcher".into();
+        let r = request_of(&v, Some(&ctx)).unwrap();
+        assert!(r.is_research(), "{r:?}");
+        // And a researcher in the directory stays one whatever the event claims.
+        ctx.add_staff("u1", medfl_accesslog::StaffRole::Researcher, "icu");
+        assert!(request_of(&audit(1), Some(&ctx)).unwrap().is_research());
+    }
+
+    #[test]
+    fn meaning_medfl_cannot_read_is_refused() {
+        let mut two = audit(1);
+        let mut second = two["agent"][0].clone();
+        second["who"]["identifier"]["value"] = "u2".into();
+        two["agent"].as_array_mut().unwrap().push(second);
+        let nested = |path: &str| {
+            let mut v = audit(1);
+            v[path][0]["modifierExtension"] = json!([{"url": "https://x", "valueBoolean": true}]);
+            v
+        };
+        let mut r5 = audit(1);
+        r5["authorization"] = json!([{"coding": [{"code": "HRESCH"}]}]);
+        for (v, says) in [
+            (two, "more than one requestor"),
+            (nested("agent"), "modifierExtension"),
+            (nested("entity"), "modifierExtension"),
+            (r5, "R5"),
+        ] {
+            let err = request_of(&v, None).unwrap_err();
+            assert!(err.diagnostics.contains(says), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_entry_of_the_wrong_shape_is_that_entrys_error() {
+        let mut bad = audit(2);
+        bad["recorded"] = json!(123);
+        bad["agent"] = json!({});
+        match read_submission(&bundle("batch", vec![audit(1), bad, audit(3)]), None).unwrap() {
+            Submission::Bundle { entries, .. } => {
+                assert!(entries[0].is_ok() && entries[2].is_ok());
+                let issue = entries[1].as_ref().unwrap_err();
+                assert_eq!(
+                    issue.expression.as_deref(),
+                    Some("Bundle.entry[1].resource")
+                );
             }
             other => panic!("{other:?}"),
         }

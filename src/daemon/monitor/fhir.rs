@@ -36,6 +36,9 @@ pub(super) const MAX_FHIR_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// FHIR bodies read and parsed at once; more wait (a bound on the memory bodies take).
 pub(super) const MAX_BODIES_AT_ONCE: usize = 16;
 
+/// How long a body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The FHIR JSON media type (FHIR R4 http.html#mime-type).
 const FHIR_JSON: &str = "application/fhir+json";
 
@@ -89,14 +92,34 @@ pub(super) async fn post(State(server): State<Server>, headers: HeaderMap, body:
             &[Issue::error("throttled", "the monitor is stopping")],
         );
     };
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FHIR_BODY_BYTES).await else {
-        return refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &[Issue::error(
-                "too-costly",
-                format!("the body is over {MAX_FHIR_BODY_BYTES} bytes (or was cut short)"),
-            )],
-        );
+    // A slot is held while the body arrives: a sender that trickles it loses the slot.
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, MAX_FHIR_BODY_BYTES),
+    );
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &[Issue::error(
+                    "too-costly",
+                    format!("the body is over {MAX_FHIR_BODY_BYTES} bytes (or was cut short)"),
+                )],
+            );
+        }
+        Err(_) => {
+            return refused(
+                StatusCode::REQUEST_TIMEOUT,
+                &[Issue::error(
+                    "timeout",
+                    format!(
+                        "the body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                )],
+            );
+        }
     };
     let context = server.context();
     // Parsing a Bundle of a thousand events is CPU work: off the runtime's threads.

@@ -68,6 +68,12 @@ const RECENT_ALERTS: usize = 1000;
 /// Alerts a slow alert stream may fall behind by before it is told it missed some.
 const ALERT_STREAM_BUFFER: usize = 1024;
 
+/// Alert streams open at once; more get 503.
+const MAX_ALERT_STREAMS: usize = 64;
+
+/// How often an open alert stream re-checks its token (a revoked token ends it).
+const STREAM_RECHECK: Duration = Duration::from_secs(30);
+
 /// Longest review note, in bytes.
 const MAX_NOTE_BYTES: usize = 4096;
 
@@ -114,8 +120,6 @@ struct Shared {
     /// The model file's hash in use, and the ledger height consent was read at.
     model_hash: Option<String>,
     consent_height: Option<u64>,
-    /// The member's folder (officers' tokens).
-    member_dir: PathBuf,
     /// Size and modification time of the model file and the ledger copy when last read.
     model_seen: Stamp,
     ledger_seen: Stamp,
@@ -125,6 +129,8 @@ struct Shared {
     context_seen: Vec<Stamp>,
     /// Stamps seen changed once, read if still the same at the next refresh.
     context_pending: Option<Vec<Stamp>>,
+    /// Stamps of the last attempt that failed (not retried until something changes).
+    context_failed: Option<Vec<Stamp>>,
     /// Why the context feeds could not be read last time, if they could not.
     context_error: Option<String>,
 }
@@ -145,6 +151,10 @@ struct Server {
     alerts: tokio::sync::broadcast::Sender<AlertView>,
     /// The decisions' clock.
     clock: Arc<Clock>,
+    /// The member's folder (officers' tokens), fixed at start: read without a lock.
+    member_dir: Arc<PathBuf>,
+    /// Permits for open alert streams.
+    streams: Arc<tokio::sync::Semaphore>,
     /// Permits for requests in flight ([`MAX_IN_FLIGHT`]).
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Permits for FHIR bodies being read and parsed at once.
@@ -162,9 +172,19 @@ impl Server {
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let member = Member::load(config, opts.insecure_keys)?;
     member.expect_role(Role::Hospital)?;
-    let dir = member.dir.join("monitor");
+    let file = audit_file(&member.dir, opts.replay);
+    let dir = file.parent().unwrap_or(&member.dir).to_owned();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log = AuditLog::open(&dir.join("audit.redb")).context("opening the audit log")?;
+    let log = AuditLog::open(&file).context("opening the audit log")?;
+    if opts.replay && !log.is_empty() {
+        // A replay's records are judged on the trail's own clock: never mixed into another
+        // replay's, and never into the live log (they have a log of their own).
+        bail!(
+            "a replay starts from an empty log: {} holds {} records (move it away first)",
+            file.display(),
+            log.len()
+        );
+    }
     let mut monitor = Monitor::new(Policy::default());
     let mut alerts = VecDeque::new();
     replay(&log, &mut monitor, &mut alerts)?;
@@ -180,12 +200,12 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         alerts,
         model_hash: None,
         consent_height: None,
-        member_dir: member.dir.clone(),
         model_seen: None,
         ledger_seen: None,
         consent_seen: None,
         context_seen: Vec::new(),
         context_pending: None,
+        context_failed: None,
         context_error: None,
     }));
     let metrics = Arc::new(Metrics::default());
@@ -205,6 +225,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         metrics: Arc::clone(&metrics),
         alerts: alerts.clone(),
         clock: Arc::clone(&clock),
+        member_dir: Arc::new(member.dir.clone()),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_ALERT_STREAMS)),
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize)),
         fhir_bodies: Arc::new(tokio::sync::Semaphore::new(fhir::MAX_BODIES_AT_ONCE)),
     };
@@ -248,7 +270,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             let b = background.clone();
             let m = member.clone();
             let p = pseudonyms.clone();
-            let seal = last_seal.elapsed() >= opts.seal_every;
+            // A replay's log is the hospital's analysis, not its trail: never anchored.
+            let seal = !opts.replay && last_seal.elapsed() >= opts.seal_every;
             // File and ledger reads, and the seal's commit, off the request path's threads.
             let done = tokio::task::spawn_blocking(move || {
                 refresh(&b, &m, &p);
@@ -308,18 +331,22 @@ struct UnblockRequest {
 
 /// `POST /v1/unblock`: an officer lifts a block; the review is durable before it takes effect.
 async fn unblock(
-    State(Server { app, .. }): State<Server>,
+    State(server): State<Server>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let officer = match officer_for(&app, &headers, OfficerRole::Officer).await {
-        Ok(o) => o,
+    let officer = match officer_for(&server, &headers, OfficerRole::Officer).await {
+        Ok(o) => o.name,
         Err((status, why)) => return refuse(status, why),
     };
+    let app = server.app;
     let req: UnblockRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
     };
+    if req.user == officer {
+        return refuse(StatusCode::FORBIDDEN, "no one lifts their own block");
+    }
     if req.note.len() > MAX_NOTE_BYTES || req.user.len() > medfl_monitor::request::MAX_ID_BYTES {
         return refuse(StatusCode::BAD_REQUEST, "user or note too long");
     }
@@ -448,26 +475,24 @@ struct Clock {
 }
 
 impl Clock {
-    /// The time an access at `t_ms` would be decided at, without moving the clock.
+    /// The time an access at `t_ms` would be decided at (for checks before the writer's).
     fn for_access(&self, t_ms: u64) -> u64 {
         if self.replay {
-            self.latest
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .max(t_ms)
+            self.latest().max(t_ms).min(now_ms())
         } else {
             now_ms()
         }
     }
 
-    /// The time to decide an access at `t_ms` at, moving a replay's clock up to it.
-    fn advance(&self, t_ms: u64) -> u64 {
-        if self.replay {
-            self.latest
-                .fetch_max(t_ms, std::sync::atomic::Ordering::Relaxed)
-                .max(t_ms)
-        } else {
-            now_ms()
-        }
+    /// The replay's clock: the latest decision time so far.
+    fn latest(&self) -> u64 {
+        self.latest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Moves the replay's clock up to `t_ms`.
+    fn reached(&self, t_ms: u64) {
+        self.latest
+            .fetch_max(t_ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -496,6 +521,9 @@ struct Pending {
     /// A FHIR transaction: if one request cannot be decided, none is.
     all_or_nothing: bool,
     reply: tokio::sync::oneshot::Sender<Vec<Answer>>,
+    /// Its share of [`MAX_IN_FLIGHT`], held until it is answered (not until its caller stops
+    /// waiting: a caller that goes away leaves its requests queued).
+    _permits: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Requests one group commit takes at most (a submission is never split).
@@ -530,48 +558,73 @@ fn decision_writer(
         let Ok(mut shared) = app.lock() else {
             fail_stop("the monitor's state is poisoned");
         };
+        // Each request's decision time, fixed once: live, the group's one wall-clock time; in
+        // a replay, each access's own time (never before the previous one's, never past the
+        // wall clock). The transaction check and the decisions use these same times, so a
+        // transaction that passes is decided whole.
+        let wall = now_ms();
+        let mut running = clock.latest();
+        let times: Vec<Vec<u64>> = group
+            .iter()
+            .map(|p| {
+                p.requests
+                    .iter()
+                    .map(|r| {
+                        if clock.replay {
+                            running = running.max(r.time_ms).min(wall);
+                            running
+                        } else {
+                            wall
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         // A transaction one of whose requests would be refused is refused whole, before
         // anything of it is decided.
         let refused: Vec<Option<String>> = group
             .iter()
-            .map(|p| {
+            .zip(&times)
+            .map(|(p, t)| {
                 if !p.all_or_nothing {
                     return None;
                 }
-                p.requests.iter().enumerate().find_map(|(i, r)| {
-                    r.check(clock.for_access(r.time_ms))
-                        .err()
-                        .map(|e| format!("entry {i}: {e}; the transaction was not applied"))
-                })
+                p.requests
+                    .iter()
+                    .zip(t)
+                    .enumerate()
+                    .find_map(|(i, (r, now))| {
+                        r.check(*now)
+                            .err()
+                            .map(|e| format!("entry {i}: {e}; the transaction was not applied"))
+                    })
             })
             .collect();
-        let requests: Vec<AccessRequest> = group
+        let (requests, times): (Vec<AccessRequest>, Vec<u64>) = group
             .iter()
+            .zip(&times)
             .zip(&refused)
             .filter(|(_, why)| why.is_none())
-            .flat_map(|(p, _)| p.requests.iter().cloned())
-            .collect();
-        // Live, a group is decided at one time (the wall clock), scored in one pass; a replay
-        // decides each access at its own time, as it was lived.
-        let (decisions, times): (Vec<_>, Vec<u64>) = if clock.replay {
+            .flat_map(|((p, t), _)| p.requests.iter().cloned().zip(t.iter().copied()))
+            .unzip();
+        // Live, a group is scored in one pass; a replay decides each access at its own time.
+        let decisions: Vec<_> = if clock.replay {
             requests
                 .iter()
-                .map(|r| {
-                    let now = clock.advance(r.time_ms);
-                    let d = shared.monitor.decide_all(std::slice::from_ref(r), now);
-                    (d.into_iter().next(), now)
+                .zip(&times)
+                .map(|(r, now)| {
+                    let d = shared.monitor.decide_all(std::slice::from_ref(r), *now);
+                    d.into_iter()
+                        .next()
+                        .unwrap_or_else(|| fail_stop("a decision went missing"))
                 })
-                .map(|(d, now)| {
-                    let d = d.unwrap_or_else(|| fail_stop("a decision went missing"));
-                    (d, now)
-                })
-                .unzip()
+                .collect()
         } else {
-            let now = now_ms();
-            let d = shared.monitor.decide_all(&requests, now);
-            let n = d.len();
-            (d, vec![now; n])
+            shared.monitor.decide_all(&requests, wall)
         };
+        if let Some(last) = times.iter().max() {
+            clock.reached(*last);
+        }
         // Each request's answer, or its place among the records to append.
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(requests.len());
         let mut items = Vec::with_capacity(requests.len());
@@ -678,19 +731,27 @@ async fn send(
         requests,
         all_or_nothing,
         reply,
+        _permits: permits,
     };
-    // The queue holds at most MAX_IN_FLIGHT submissions of at least one permit each, so it
-    // is never full here: a failure means the writer is gone.
     let failed = || {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "the decision failed".to_owned(),
         )
     };
-    server.queue.try_send(pending).map_err(|_| failed())?;
-    let answers = answer.await.map_err(|_| failed());
-    drop(permits);
-    answers
+    // The queue holds at most MAX_IN_FLIGHT submissions of at least one permit each, each
+    // permit released only once its submission is answered, so it is never full here.
+    match server.queue.try_send(pending) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::TrySendError::Full(_)) => {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the monitor is overloaded; retry".to_owned(),
+            ));
+        }
+        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(failed()),
+    }
+    answer.await.map_err(|_| failed())
 }
 
 /// `POST /v1/access`: hands the request to the decision writer and answers once it is
@@ -727,19 +788,20 @@ async fn access(State(server): State<Server>, body: Bytes) -> Response {
 
 /// The name of the officer whose token `headers` carry, if their role reaches `needs`.
 async fn officer_for(
-    app: &App,
+    server: &Server,
     headers: &axum::http::HeaderMap,
     needs: OfficerRole,
-) -> Result<String, (StatusCode, String)> {
-    let dir = match app.lock() {
-        Ok(shared) => shared.member_dir.clone(),
-        Err(_) => {
-            return Err((StatusCode::SERVICE_UNAVAILABLE, "the monitor failed".into()));
-        }
+) -> Result<officers::Officer, (StatusCode, String)> {
+    // A request without a well-formed token is refused before any work is done for it.
+    let Some(token) = officers::bearer(headers) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "a security officer's token is needed".into(),
+        ));
     };
-    let headers = headers.clone();
+    let dir = Arc::clone(&server.member_dir);
     // The officers file is read from disk: off the runtime's threads.
-    tokio::task::spawn_blocking(move || authorize(&dir, &headers, needs, now_ms()))
+    tokio::task::spawn_blocking(move || authorize(&dir, &token, needs, now_ms()))
         .await
         .unwrap_or_else(|_| {
             Err((
@@ -752,7 +814,7 @@ async fn officer_for(
 /// `GET /v1/alerts`: the latest alerts and denials, newest first (an officer's or auditor's
 /// token: alerts name staff and patients).
 async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
-    if let Err((status, why)) = officer_for(&server.app, &headers, OfficerRole::Auditor).await {
+    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor).await {
         return refuse(status, why);
     }
     read_shared(server.app, |shared| {
@@ -768,21 +830,72 @@ async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMa
 async fn stream_alerts(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    if let Err((status, why)) = officer_for(&server.app, &headers, OfficerRole::Auditor).await {
-        return refuse(status, why);
+    let officer = match officer_for(&server, &headers, OfficerRole::Auditor).await {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let Ok(slot) = Arc::clone(&server.streams).try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_ALERT_STREAMS} alert streams are open already"),
+        );
+    };
+    let Some(token) = officers::bearer(&headers) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a security officer's token is needed",
+        );
+    };
+    // The stream lives while its token does: it ends at the token's expiry, and when a
+    // re-check (every STREAM_RECHECK) finds the token revoked.
+    struct Stream {
+        rx: tokio::sync::broadcast::Receiver<AlertView>,
+        dir: Arc<PathBuf>,
+        token: String,
+        expires_ms: u64,
+        recheck: tokio::time::Interval,
+        _slot: tokio::sync::OwnedSemaphorePermit,
     }
-    let rx = server.alerts.subscribe();
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(a) => Event::default()
-                .event("alert")
-                .id(a.seq.to_string())
-                .json_data(&a)
-                .unwrap_or_else(|_| Event::default().event("error")),
-            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok::<Event, std::convert::Infallible>(event), rx))
+    let mut recheck = tokio::time::interval(STREAM_RECHECK);
+    recheck.reset();
+    let state = Stream {
+        rx: server.alerts.subscribe(),
+        dir: Arc::clone(&server.member_dir),
+        token,
+        expires_ms: officer.expires_ms,
+        recheck,
+        _slot: slot,
+    };
+    let events = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            let left = s.expires_ms.saturating_sub(now_ms());
+            let event = tokio::select! {
+                got = s.rx.recv() => match got {
+                    Ok(a) => Event::default()
+                        .event("alert")
+                        .id(a.seq.to_string())
+                        .json_data(&a)
+                        .unwrap_or_else(|_| Event::default().event("error")),
+                    Err(RecvError::Lagged(n)) => {
+                        Event::default().event("lagged").data(n.to_string())
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = s.recheck.tick() => {
+                    let (dir, token) = (Arc::clone(&s.dir), s.token.clone());
+                    let still = tokio::task::spawn_blocking(move || {
+                        authorize(&dir, &token, OfficerRole::Auditor, now_ms())
+                    })
+                    .await;
+                    match still {
+                        Ok(Ok(_)) => continue,
+                        _ => return None,
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(left)) => return None,
+            };
+            return Some((Ok::<Event, std::convert::Infallible>(event), s));
+        }
     });
     Sse::new(events)
         .keep_alive(KeepAlive::default())
@@ -804,8 +917,8 @@ async fn acknowledge(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let officer = match officer_for(&server.app, &headers, OfficerRole::Officer).await {
-        Ok(o) => o,
+    let officer = match officer_for(&server, &headers, OfficerRole::Officer).await {
+        Ok(o) => o.name,
         Err((status, why)) => return refuse(status, why),
     };
     let req: AckRequest = match serde_json::from_slice(&body) {
@@ -837,6 +950,12 @@ async fn acknowledge(
                 return Err((
                     StatusCode::CONFLICT,
                     format!("record {record} was acknowledged by {by}"),
+                ));
+            }
+            Some(a) if a.user == officer => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    "no one reviews their own alert".to_owned(),
                 ));
             }
             Some(_) => {}
@@ -1000,7 +1119,8 @@ fn refresh_context(server: &Server, member: &Member) {
         fail_stop("the monitor's state is poisoned");
     };
     let first = shared.context_seen.is_empty();
-    if shared.context_seen == now {
+    // Nothing changed since the feeds in use were read, or since the last failed attempt.
+    if shared.context_seen == now || shared.context_failed.as_ref() == Some(&now) {
         shared.context_pending = None;
         return;
     }
@@ -1008,13 +1128,14 @@ fn refresh_context(server: &Server, member: &Member) {
         shared.context_pending = Some(now);
         return;
     }
+    // Against the feeds in use (not the last attempt): a file gone stays gone until it is
+    // back, whatever else changes meanwhile.
     let gone: Vec<&str> = feeds::FILES
         .iter()
         .zip(shared.context_seen.iter().zip(&now))
         .filter(|(_, (was, is))| was.is_some() && is.is_none())
         .map(|(f, _)| *f)
         .collect();
-    shared.context_seen.clone_from(&now);
     shared.context_pending = None;
     drop(shared);
     let loaded = if !gone.is_empty() {
@@ -1040,20 +1161,27 @@ fn refresh_context(server: &Server, member: &Member) {
             })
             .map_err(|e| format!("{e}; the previous feeds stay in use"))
     };
-    let error = match loaded {
+    let Ok(mut shared) = server.app.lock() else {
+        fail_stop("the monitor's state is poisoned");
+    };
+    match loaded {
         Ok(c) => {
             if let Ok(mut slot) = server.context.write() {
                 *slot = c;
             }
-            None
+            shared.context_seen = now;
+            shared.context_failed = None;
+            shared.context_error = None;
         }
         Err(why) => {
             warn!(error = %why, "context feeds not read");
-            Some(why)
+            if first {
+                // Nothing in use yet: what is there is the baseline a deletion is seen from.
+                shared.context_seen.clone_from(&now);
+            }
+            shared.context_failed = Some(now);
+            shared.context_error = Some(why);
         }
-    };
-    if let Ok(mut shared) = server.app.lock() {
-        shared.context_error = error;
     }
 }
 
@@ -1139,7 +1267,19 @@ fn queue_anchor(
 /// The audit log of the hospital whose folder is `dir`, read from a private copy (the running
 /// monitor holds the file).
 pub fn open_copy(dir: &Path) -> Result<(tempfile::TempDir, AuditLog)> {
-    let file = dir.join("monitor").join("audit.redb");
+    open_copy_of(&audit_file(dir, false))
+}
+
+/// The audit log of the hospital whose folder is `member_dir`: its live trail, or the log a
+/// `--replay` writes (kept apart, in `monitor-replay/`).
+pub fn audit_file(member_dir: &Path, replay: bool) -> PathBuf {
+    let folder = if replay { "monitor-replay" } else { "monitor" };
+    member_dir.join(folder).join("audit.redb")
+}
+
+/// A private copy of the audit log `file` (a running monitor holds the file).
+pub fn open_copy_of(file: &Path) -> Result<(tempfile::TempDir, AuditLog)> {
+    let file = file.to_owned();
     if !file.exists() {
         bail!("{} holds no audit log", file.display());
     }

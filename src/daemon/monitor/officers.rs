@@ -48,81 +48,131 @@ pub fn officers_file(member_dir: &Path) -> PathBuf {
     member_dir.join("monitor").join("officers")
 }
 
-/// Makes a token for `name` with `role`, valid until `expires_ms`, records its hash, and
-/// returns the token (shown once).
+/// Whether `name` is a valid officer's name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Makes a token for `name` with `role`, valid until `expires_ms`, records its hash (replacing
+/// any earlier token of `name`, which stops working), and returns the token (shown once).
 pub fn add_officer(
     member_dir: &Path,
     name: &str,
     role: OfficerRole,
     expires_ms: u64,
 ) -> Result<String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
+    if !valid_name(name) {
         bail!("an officer's name is 1 to 64 letters, digits and '-'");
     }
     let mut secret = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
     let token = hex::encode(secret);
-    let path = officers_file(member_dir);
-    let mut text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let mut text = others(member_dir, name)?;
     text.push_str(&format!(
         "{name} {} {expires_ms} {}\n",
         role.as_str(),
         token_hash(&token)
     ));
+    write(member_dir, &text)?;
+    Ok(token)
+}
+
+/// Revokes every token of `name`; returns how many there were.
+pub fn revoke_officer(member_dir: &Path, name: &str) -> Result<usize> {
+    let all = read(member_dir)?;
+    let kept = others(member_dir, name)?;
+    let revoked = all.lines().count() - kept.lines().count();
+    write(member_dir, &kept)?;
+    Ok(revoked)
+}
+
+/// The officers file's text (empty when there is none yet).
+fn read(member_dir: &Path) -> Result<String> {
+    match std::fs::read_to_string(officers_file(member_dir)) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The officers file's lines for everyone but `name`.
+fn others(member_dir: &Path, name: &str) -> Result<String> {
+    Ok(read(member_dir)?
+        .lines()
+        .filter(|l| l.split(' ').next() != Some(name))
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
+
+fn write(member_dir: &Path, text: &str) -> Result<()> {
+    let path = officers_file(member_dir);
     std::fs::create_dir_all(path.parent().unwrap_or(member_dir))?;
     crate::model_store::write_atomic(&path, text.as_bytes())?;
-    Ok(token)
+    Ok(())
 }
 
 fn token_hash(token: &str) -> String {
     medfl_ledger::Hash::of_bytes(token.as_bytes()).to_string()
 }
 
-/// Who a request's bearer token belongs to, checked against the role it needs.
-///
-/// # Errors
-/// `401` for a missing, unknown or expired token; `403` for a role below `needs`.
-pub fn authorize(
-    member_dir: &Path,
-    headers: &HeaderMap,
-    needs: OfficerRole,
-    now_ms: u64,
-) -> Result<String, (StatusCode, String)> {
-    let unauthorized = |why: &str| (StatusCode::UNAUTHORIZED, why.to_owned());
-    let token = headers
+/// The bearer token `headers` carry, if any (checked before anything else is done).
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("a security officer's token is needed"))?;
-    let hash = token_hash(token.trim());
-    let text = std::fs::read_to_string(officers_file(member_dir)).unwrap_or_default();
-    let (name, role, expires) = text
-        .lines()
-        .find_map(|line| {
-            let mut f = line.split(' ');
-            let (name, role, expires, h) = (f.next()?, f.next()?, f.next()?, f.next()?);
-            (h == hash).then(|| {
-                (
-                    name.to_owned(),
-                    OfficerRole::parse(role),
-                    expires.parse::<u64>().ok(),
-                )
-            })
+        .map(|t| t.trim().to_owned())
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An officer a token belongs to: their name and when the token expires.
+#[derive(Clone, Debug)]
+pub struct Officer {
+    /// Their name.
+    pub name: String,
+    /// When the token stops working, in ms since the epoch.
+    pub expires_ms: u64,
+}
+
+/// Who `token` belongs to, checked against the role it needs.
+///
+/// # Errors
+/// `401` for an unknown or expired token; `403` for a role below `needs`; `503` when the
+/// officers file cannot be read.
+pub fn authorize(
+    member_dir: &Path,
+    token: &str,
+    needs: OfficerRole,
+    now_ms: u64,
+) -> Result<Officer, (StatusCode, String)> {
+    let unauthorized = |why: &str| (StatusCode::UNAUTHORIZED, why.to_owned());
+    let hash = token_hash(token);
+    let text = read(member_dir).map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the officers file cannot be read: {e}"),
+        )
+    })?;
+    // Exactly `name role expires hash`, the name valid: anything else matches no token.
+    let entry = text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [name, role, expires, h] = f[..] else {
+            return None;
+        };
+        (h == hash && valid_name(name)).then(|| {
+            (
+                name.to_owned(),
+                OfficerRole::parse(role),
+                expires.parse::<u64>().ok(),
+            )
         })
-        .ok_or_else(|| unauthorized("a security officer's token is needed"))?;
-    let (Some(role), Some(expires)) = (role, expires) else {
-        return Err(unauthorized(
-            "the token's entry in the officers file is malformed",
-        ));
+    });
+    let Some((name, Some(role), Some(expires_ms))) = entry else {
+        return Err(unauthorized("a valid security officer's token is needed"));
     };
-    if now_ms >= expires {
+    if now_ms >= expires_ms {
         return Err(unauthorized("the token has expired; make a new one"));
     }
     if role < needs {
@@ -135,5 +185,5 @@ pub fn authorize(
             ),
         ));
     }
-    Ok(name)
+    Ok(Officer { name, expires_ms })
 }

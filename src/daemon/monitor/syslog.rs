@@ -28,6 +28,10 @@ const MAX_CONNECTIONS: usize = 1024;
 /// hold every slot.
 const IDLE: Duration = Duration::from_secs(300);
 
+/// How long one frame may take to arrive once started (a sender trickling a byte now and then
+/// would otherwise hold its connection for ever).
+const FRAME_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Refused frames logged one by one per connection; after that, one line per thousand.
 const LOGGED_REFUSALS: u64 = 10;
 
@@ -85,11 +89,20 @@ async fn connection(
             warn!(%peer, refusals, error = %why, "syslog audit event refused");
         }
     };
+    let mut frame_started: Option<Instant> = None;
     loop {
-        let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
+        let wait = match frame_started {
+            Some(t) => FRAME_DEADLINE.saturating_sub(t.elapsed()),
+            None => IDLE,
+        };
+        let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
             Ok(read) => read?,
             Err(_) => {
-                info!(%peer, "idle syslog connection closed");
+                if frame_started.is_some() {
+                    refuse(&"a frame took over a minute to arrive; the connection is closed");
+                } else {
+                    info!(%peer, "idle syslog connection closed");
+                }
                 return Ok(());
             }
         };
@@ -104,7 +117,9 @@ async fn connection(
         let context = server.context();
         let mut requests = Vec::new();
         let mut fatal = None;
+        let mut taken = 0usize;
         while let Some(frame) = frames.next_frame() {
+            taken += 1;
             let request = frame.map_err(FrameError::from).and_then(|f| {
                 let m = parse_message(&f)?;
                 request_of_json(m.msg.as_bytes(), context.as_deref())
@@ -132,6 +147,12 @@ async fn connection(
         if let Some(e) = fatal {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
+        // The frame now in the buffer started with this read if a frame ended in it.
+        frame_started = match (frames.buffered(), frame_started) {
+            (0, _) => None,
+            (_, Some(t)) if taken == 0 => Some(t),
+            _ => Some(started),
+        };
     }
 }
 
