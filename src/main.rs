@@ -111,25 +111,27 @@ enum Command {
         /// The hospital's config.toml (from its provisioned startup folder).
         #[arg(long)]
         config: PathBuf,
-        /// Address to serve on.
-        #[arg(long, default_value = "127.0.0.1:8088")]
-        listen: std::net::SocketAddr,
+        /// Address to serve on (default: `[monitor] listen` of the config, else
+        /// 127.0.0.1:8088).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Also take IHE ATNA audit messages (RFC 5424 syslog over TCP, RFC 6587 framing,
-        /// carrying FHIR AuditEvent JSON) on this address.
+        /// carrying FHIR AuditEvent JSON) on this address (default: `[monitor] syslog`).
         #[arg(long)]
         syslog: Option<std::net::SocketAddr>,
         /// Replay an archived audit trail: the monitor's clock follows the accesses' times
-        /// instead of the wall clock (its alert windows and blocks as they were lived). Never
-        /// for live use.
+        /// instead of the wall clock (its alert windows and blocks as they were lived), into a
+        /// log of its own (monitor-replay/, never anchored). Never for live use.
         #[arg(long)]
         replay: bool,
         /// Seconds a client may take to send a request's head, and an idle connection may
-        /// wait for its next request.
-        #[arg(long, default_value_t = 10.0)]
-        header_timeout_s: f64,
-        /// Seconds between sealed audit batches (each anchored on the ledger).
-        #[arg(long, default_value_t = 60.0)]
-        seal_every_s: f64,
+        /// wait for its next request (default: `[monitor] header_timeout_s`, else 10).
+        #[arg(long)]
+        header_timeout_s: Option<f64>,
+        /// Seconds between sealed audit batches, each anchored on the ledger (default:
+        /// `[monitor] seal_every_s`, else 60).
+        #[arg(long)]
+        seal_every_s: Option<f64>,
         #[command(flatten)]
         insecure: InsecureKeysArg,
     },
@@ -1075,7 +1077,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 submit_deadline: Some(submit_deadline),
                 insecure_keys: insecure.policy(),
             };
-            runtime()?.block_on(medfl::daemon::agent::run(&config, opts))?;
+            // A hospital whose config has a `[monitor]` table runs its access monitor beside
+            // the agent, in the same process; either stopping stops both.
+            let monitor = match medfl::daemon::monitor::settings(&config)? {
+                Some(_) => Some(medfl::daemon::monitor::options(
+                    &config,
+                    None,
+                    None,
+                    None,
+                    None,
+                    false,
+                    insecure.policy(),
+                )?),
+                None => None,
+            };
+            runtime()?.block_on(async {
+                let agent = medfl::daemon::agent::run(&config, opts);
+                match monitor {
+                    None => agent.await,
+                    Some(m) => tokio::select! {
+                        done = agent => done,
+                        done = medfl::daemon::monitor::run(&config, m) => {
+                            done.context("the access monitor stopped")
+                        }
+                    },
+                }
+            })?;
         }
         Command::Monitor {
             config,
@@ -1087,21 +1114,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             insecure,
         } => {
             medfl::daemon::init_logging();
-            let seal_every = std::time::Duration::try_from_secs_f64(seal_every_s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .context("--seal-every-s must be a positive number of seconds")?;
-            let opts = medfl::daemon::monitor::Options {
+            let opts = medfl::daemon::monitor::options(
+                &config,
                 listen,
                 syslog,
+                seal_every_s,
+                header_timeout_s,
                 replay,
-                header_timeout: std::time::Duration::try_from_secs_f64(header_timeout_s)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .context("--header-timeout-s must be a positive number of seconds")?,
-                seal_every,
-                insecure_keys: insecure.policy(),
-            };
+                insecure.policy(),
+            )?;
             runtime()?.block_on(medfl::daemon::monitor::run(&config, opts))?;
         }
         Command::Audit(cmd) => audit(cmd)?,

@@ -64,6 +64,35 @@ pub struct MemberConfig {
     /// A hospital's training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataSettings>,
+    /// A hospital's access monitor, run by `medfl client` beside its agent (and the defaults
+    /// of `medfl monitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorSettings>,
+}
+
+/// Where a hospital's access monitor listens (the `[monitor]` table of its config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// The HTTP address (`POST /v1/access`, the FHIR routes, alerts, metrics).
+    pub listen: std::net::SocketAddr,
+    /// The syslog (IHE ATNA, TCP) address, if the EHR sends its audit feed that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<std::net::SocketAddr>,
+    /// Seconds between sealed audit batches.
+    #[serde(default = "default_seal_every_s")]
+    pub seal_every_s: f64,
+    /// Seconds a client may take to send a request's head.
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: f64,
+}
+
+fn default_seal_every_s() -> f64 {
+    60.0
+}
+
+fn default_header_timeout_s() -> f64 {
+    10.0
 }
 
 pub use crate::settings::RoundSettings;
@@ -347,6 +376,7 @@ fn write_folders(
             genesis: files::GENESIS.into(),
             peers: files::PEERS.into(),
             ledger_dir: "ledger".into(),
+            monitor: None,
             listen: m.address.clone(),
             coordinators: coordinators.clone(),
             rounds: match (m.role, file.agreements.first()) {

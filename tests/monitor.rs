@@ -719,3 +719,62 @@ fn copy_dir(from: &Path, to: &Path) {
         fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+/// A hospital whose `config.toml` has a `[monitor]` table gets its access monitor from
+/// `medfl client`, in the same process as its agent; `medfl monitor` takes the same table.
+#[test]
+fn the_client_runs_the_monitor_its_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = setup(dir.path());
+    let member = config.parent().unwrap();
+    fs::create_dir_all(member.join("data")).unwrap();
+    fs::copy(
+        dir.path().join("logs/rural-clinic/events.csv"),
+        member.join("data/events.csv"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[monitor]\nlisten = \"127.0.0.1:{port}\"\nseal_every_s = 5.0\n"
+    ));
+    fs::write(&config, text).unwrap();
+    let wait_health = || {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let (status, body) = http(port, "GET", "/healthz", b"");
+                assert_eq!(status, 200, "{body}");
+                return body;
+            }
+            assert!(Instant::now() < end, "no monitor on port {port}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let client = Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(["client", "--allow-insecure-keys", "--config", p(&config)])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.path().join("client.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let client = Proc(client);
+    let health = wait_health();
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    // It was the client's: stopping the client stops it.
+    drop(client);
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < end, "the monitor outlived its client");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `medfl monitor` without --listen serves where the table says.
+    let monitor = Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(["monitor", "--allow-insecure-keys", "--config", p(&config)])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.path().join("monitor.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let monitor = Proc(monitor);
+    wait_health();
+    drop(monitor);
+}

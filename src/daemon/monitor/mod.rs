@@ -168,6 +168,63 @@ impl Server {
     }
 }
 
+/// The monitor's options: each given on the command line, else from the `[monitor]` table of
+/// the member's `config.toml`, else the defaults (HTTP on 127.0.0.1:8088, no syslog, a seal a
+/// minute, a 10 s header timeout).
+///
+/// # Errors
+/// The config cannot be read, or a duration is not a positive number of seconds.
+pub fn options(
+    config: &Path,
+    listen: Option<SocketAddr>,
+    syslog: Option<SocketAddr>,
+    seal_every_s: Option<f64>,
+    header_timeout_s: Option<f64>,
+    replay: bool,
+    insecure_keys: super::InsecureKeys,
+) -> Result<Options> {
+    let set = settings(config)?;
+    let seconds = |v: f64, what: &str| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("{what} must be a positive number of seconds (got {v})"))
+    };
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 8088));
+    Ok(Options {
+        listen: listen
+            .or(set.as_ref().map(|m| m.listen))
+            .unwrap_or(default_listen),
+        syslog: syslog.or(set.as_ref().and_then(|m| m.syslog)),
+        replay,
+        seal_every: seconds(
+            seal_every_s
+                .or(set.as_ref().map(|m| m.seal_every_s))
+                .unwrap_or(60.0),
+            "the seal interval",
+        )?,
+        header_timeout: seconds(
+            header_timeout_s
+                .or(set.as_ref().map(|m| m.header_timeout_s))
+                .unwrap_or(10.0),
+            "the header timeout",
+        )?,
+        insecure_keys,
+    })
+}
+
+/// The `[monitor]` table of the member config at `config`, if it has one.
+///
+/// # Errors
+/// The file cannot be read or is not a member config.
+pub fn settings(config: &Path) -> Result<Option<crate::provision::MonitorSettings>> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let member: crate::provision::MemberConfig = toml::from_str(&text)
+        .with_context(|| format!("{} is not a member config", config.display()))?;
+    Ok(member.monitor)
+}
+
 /// Runs the monitor of the hospital described by `config` until killed.
 pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let member = Member::load(config, opts.insecure_keys)?;
@@ -386,6 +443,13 @@ async fn unblock(
         Ok(record.seq)
     })
     .await;
+    review_answer(done)
+}
+
+/// The answer to a review: its record, or why it was not logged.
+fn review_answer(
+    done: Result<Result<u64, (StatusCode, String)>, tokio::task::JoinError>,
+) -> Response {
     match done {
         Ok(Ok(seq)) => axum::Json(serde_json::json!({ "record": seq })).into_response(),
         Ok(Err((status, why))) => refuse(status, why),
@@ -983,11 +1047,7 @@ async fn acknowledge(
         Ok(logged.seq)
     })
     .await;
-    match done {
-        Ok(Ok(seq)) => axum::Json(serde_json::json!({ "record": seq })).into_response(),
-        Ok(Err((status, why))) => refuse(status, why),
-        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the review failed"),
-    }
+    review_answer(done)
 }
 
 /// Reads the shared state on a blocking thread (a decision may hold the lock through its
