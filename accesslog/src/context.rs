@@ -147,6 +147,8 @@ pub struct Context {
     skipped: usize,
     /// Whether patients' departments were given (so that a patient without one is unknown).
     lists_patients: bool,
+    /// Whether care assignments were given (so that no assignment means no care).
+    lists_care: bool,
 }
 
 /// Why a context could not be loaded.
@@ -215,6 +217,7 @@ impl Context {
 
     /// Assigns `user` to `patient`'s care for `span`.
     pub fn add_care(&mut self, user: &str, patient: &str, span: Span) {
+        self.lists_care = true;
         if span.start_ms < span.end_ms {
             self.patient_mut(patient)
                 .care
@@ -271,6 +274,12 @@ impl Context {
     /// left out (a care team of a group, a relative on a team, an encounter without a time).
     pub fn n_skipped(&self) -> usize {
         self.skipped
+    }
+
+    /// Whether the context gives care assignments at all (without them, it says nothing about
+    /// care, and an event's own care flag stands).
+    pub fn lists_care(&self) -> bool {
+        self.lists_care
     }
 
     /// Whether `user` is a member of staff: `None` when no staff directory was given.
@@ -354,6 +363,7 @@ impl Context {
                 }
             }
             CARE_TEAM_CSV => {
+                self.lists_care = true;
                 for (u, p, span) in read_rows(r, &["user", "patient", "start", "end"], |f| {
                     let span = span_of(
                         Some(f[2].as_str()).filter(|s| !s.is_empty()),
@@ -364,8 +374,14 @@ impl Context {
                     self.add_care(&u, &p, span);
                 }
             }
-            CARE_TEAMS_NDJSON => read_ndjson(r, |line| self.add_care_team(line))?,
-            ENCOUNTERS_NDJSON => read_ndjson(r, |line| self.add_encounter(line))?,
+            CARE_TEAMS_NDJSON => {
+                self.lists_care = true;
+                read_ndjson(r, |line| self.add_care_team(line))?;
+            }
+            ENCOUNTERS_NDJSON => {
+                self.lists_care = true;
+                read_ndjson(r, |line| self.add_encounter(line))?;
+            }
             other => {
                 return Err(FormatError::BadHeader(format!(
                     "{other:?} is not a context file ({})",

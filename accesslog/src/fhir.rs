@@ -832,7 +832,11 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
     };
     let and = |x: bool, y: bool| x && y;
     let or = |x: bool, y: bool| x || y;
-    let care_team = flag("care-team", derived.map(|r| r.care_team), and)?;
+    // A context without care assignments says nothing about care.
+    let care_from_context = ctx
+        .filter(|c| c.lists_care())
+        .and(derived.map(|r| r.care_team));
+    let care_team = flag("care-team", care_from_context, and)?;
     let vip = flag("vip", derived.map(|r| r.vip), or)?;
     let family_link = flag("family-link", derived.map(|r| r.family_link), or)?;
     let event = AccessEvent {

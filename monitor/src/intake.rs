@@ -228,6 +228,29 @@ pub fn check_known(r: &AccessRequest, context: &Context) -> Result<(), Issue> {
     Ok(())
 }
 
+/// What the hospital's own records say, applied to a request that carries its own flags (the
+/// JSON API), by the rules the `AuditEvent` reader uses: the directory's role, except that a
+/// researcher in either is a researcher; the context's departments; VIP and family if either
+/// says so; care only if both do (when the context gives care assignments at all).
+pub fn apply_context(r: &mut AccessRequest, context: &Context) {
+    use medfl_accesslog::StaffRole;
+    if let Some(staff) = context.staff(&r.user) {
+        if r.role != StaffRole::Researcher {
+            r.role = staff.role;
+        }
+        r.department.clone_from(&staff.department);
+    }
+    if let Some(d) = context.patient_department(&r.patient) {
+        r.patient_department = d.to_owned();
+    }
+    let rel = context.relation(&r.user, &r.patient, r.time_ms);
+    r.vip |= rel.vip;
+    r.family_link |= rel.family_link;
+    if context.lists_care() {
+        r.care_team &= rel.care_team;
+    }
+}
+
 /// The access an `AuditEvent` records, with its declared purpose.
 fn request_from(a: AuditAccess) -> AccessRequest {
     let mut r = AccessRequest::from_event(&a.event);
@@ -624,6 +647,41 @@ mod tests {
             let err = request_of(&v, None).unwrap_err();
             assert!(err.diagnostics.contains(says), "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_user_or_patient_the_context_does_not_know_is_refused_even_with_a_role() {
+        let mut ctx = Context::new();
+        ctx.add_staff("u-other", medfl_accesslog::StaffRole::Nurse, "icu");
+        ctx.set_patient_department("p1", "icu");
+        let err = request_of(&audit(1), Some(&ctx)).unwrap_err();
+        assert!(err.diagnostics.contains("unknown user"), "{err:?}");
+        let raw = serde_json::to_vec(&audit(1)).unwrap();
+        let err = request_of_json(&raw, Some(&ctx)).unwrap_err();
+        assert!(err.diagnostics.contains("unknown user"), "{err:?}");
+    }
+
+    #[test]
+    fn the_context_tightens_a_json_request_and_says_nothing_of_care_without_care_feeds() {
+        let mut ctx = Context::new();
+        ctx.add_staff("u1", medfl_accesslog::StaffRole::Researcher, "lab");
+        ctx.add_vip("p1");
+        let mut r = AccessRequest::from_event(&event(1));
+        apply_context(&mut r, &ctx);
+        assert_eq!(r.role, medfl_accesslog::StaffRole::Researcher);
+        assert_eq!(r.department, "lab");
+        assert!(r.vip, "VIP if either says so");
+        assert!(
+            r.care_team,
+            "no care feeds: the request's own care flag stands"
+        );
+        ctx.add_care("u2", "p1", medfl_accesslog::context::Span::ALWAYS);
+        apply_context(&mut r, &ctx);
+        assert!(!r.care_team, "care only if both say so");
+        // Through the AuditEvent reader too: no care feeds, the extension stands.
+        let mut plain = Context::new();
+        plain.add_staff("u1", medfl_accesslog::StaffRole::Nurse, "icu");
+        assert!(request_of(&audit(1), Some(&plain)).unwrap().care_team);
     }
 
     #[test]

@@ -68,6 +68,9 @@ const RECENT_ALERTS: usize = 1000;
 /// Alerts a slow alert stream may fall behind by before it is told it missed some.
 const ALERT_STREAM_BUFFER: usize = 1024;
 
+/// How long a context folder that failed to load is left before it is tried again unchanged.
+const CONTEXT_RETRY: Duration = Duration::from_secs(30);
+
 /// Alert streams open at once; more get 503.
 const MAX_ALERT_STREAMS: usize = 64;
 
@@ -129,8 +132,11 @@ struct Shared {
     context_seen: Vec<Stamp>,
     /// Stamps seen changed once, read if still the same at the next refresh.
     context_pending: Option<Vec<Stamp>>,
-    /// Stamps of the last attempt that failed (not retried until something changes).
-    context_failed: Option<Vec<Stamp>>,
+    /// Stamps and time of the last attempt that failed (retried when something changes, or
+    /// after [`CONTEXT_RETRY`]).
+    context_failed: Option<(Vec<Stamp>, std::time::Instant)>,
+    /// Whether context feeds were ever read (a file can vanish only from feeds in use).
+    context_loaded: bool,
     /// Why the context feeds could not be read last time, if they could not.
     context_error: Option<String>,
 }
@@ -184,11 +190,13 @@ pub fn options(
     insecure_keys: super::InsecureKeys,
 ) -> Result<Options> {
     let set = settings(config)?;
-    let seconds = |v: f64, what: &str| {
-        Duration::try_from_secs_f64(v)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .with_context(|| format!("{what} must be a positive number of seconds (got {v})"))
+    // Bounded both ways: a timeout of a few nanoseconds cuts every connection, and one of
+    // 1e19 s overflows the timer (and panics every connection).
+    let seconds = |v: f64, what: &str, min: f64, max: f64| {
+        if !(min..=max).contains(&v) {
+            bail!("{what} must be between {min} and {max} seconds (got {v})");
+        }
+        Ok(Duration::from_secs_f64(v))
     };
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8088));
     Ok(Options {
@@ -202,12 +210,16 @@ pub fn options(
                 .or(set.as_ref().map(|m| m.seal_every_s))
                 .unwrap_or(60.0),
             "the seal interval",
+            0.1,
+            86_400.0,
         )?,
         header_timeout: seconds(
             header_timeout_s
                 .or(set.as_ref().map(|m| m.header_timeout_s))
                 .unwrap_or(10.0),
             "the header timeout",
+            0.1,
+            3_600.0,
         )?,
         insecure_keys,
     })
@@ -263,6 +275,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         context_seen: Vec::new(),
         context_pending: None,
         context_failed: None,
+        context_loaded: false,
         context_error: None,
     }));
     let metrics = Arc::new(Metrics::default());
@@ -628,42 +641,43 @@ fn decision_writer(
         // transaction that passes is decided whole.
         let wall = now_ms();
         let mut running = clock.latest();
-        let times: Vec<Vec<u64>> = group
-            .iter()
-            .map(|p| {
-                p.requests
-                    .iter()
-                    .map(|r| {
-                        if clock.replay {
-                            running = running.max(r.time_ms).min(wall);
-                            running
-                        } else {
-                            wall
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut times: Vec<Vec<u64>> = Vec::with_capacity(group.len());
         // A transaction one of whose requests would be refused is refused whole, before
-        // anything of it is decided.
-        let refused: Vec<Option<String>> = group
-            .iter()
-            .zip(&times)
-            .map(|(p, t)| {
-                if !p.all_or_nothing {
-                    return None;
-                }
+        // anything of it is decided (and, in a replay, without moving the clock).
+        let mut refused: Vec<Option<String>> = Vec::with_capacity(group.len());
+        for p in &group {
+            let before = running;
+            let t: Vec<u64> = p
+                .requests
+                .iter()
+                .map(|r| {
+                    if clock.replay {
+                        running = running.max(r.time_ms).min(wall);
+                        running
+                    } else {
+                        wall
+                    }
+                })
+                .collect();
+            let why = if p.all_or_nothing {
                 p.requests
                     .iter()
-                    .zip(t)
+                    .zip(&t)
                     .enumerate()
                     .find_map(|(i, (r, now))| {
                         r.check(*now)
                             .err()
                             .map(|e| format!("entry {i}: {e}; the transaction was not applied"))
                     })
-            })
-            .collect();
+            } else {
+                None
+            };
+            if why.is_some() {
+                running = before;
+            }
+            times.push(t);
+            refused.push(why);
+        }
         let (requests, times): (Vec<AccessRequest>, Vec<u64>) = group
             .iter()
             .zip(&times)
@@ -829,11 +843,16 @@ async fn access(State(server): State<Server>, body: Bytes) -> Response {
             return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}"));
         }
     };
-    if let Some(context) = server.context()
-        && let Err(issue) = medfl_monitor::intake::check_known(&request, &context)
-    {
-        server.metrics.refused(Source::Json);
-        return refuse(StatusCode::BAD_REQUEST, issue.diagnostics);
+    let mut request = request;
+    if let Some(context) = server.context() {
+        if let Err(issue) = medfl_monitor::intake::check_known(&request, &context) {
+            // Refused as bad input (the issue's rule), but never silently: the EHR's own trail
+            // has the access, and this log line and the refusal count say it was not judged.
+            warn!(error = %issue.diagnostics, "an access by or to an unknown identity was refused");
+            server.metrics.refused(Source::Json);
+            return refuse(StatusCode::BAD_REQUEST, issue.diagnostics);
+        }
+        medfl_monitor::intake::apply_context(&mut request, &context);
     }
     let answer = submit(&server, vec![request], false).await;
     let response = match answer.map(|mut a| a.pop()) {
@@ -1179,9 +1198,21 @@ fn refresh_context(server: &Server, member: &Member) {
         fail_stop("the monitor's state is poisoned");
     };
     let first = shared.context_seen.is_empty();
-    // Nothing changed since the feeds in use were read, or since the last failed attempt.
-    if shared.context_seen == now || shared.context_failed.as_ref() == Some(&now) {
+    // Nothing changed since the feeds in use were read.
+    if shared.context_seen == now {
         shared.context_pending = None;
+        shared.context_failed = None;
+        if shared.context_loaded {
+            shared.context_error = None;
+        }
+        return;
+    }
+    // Nor since the last failed attempt, a short while ago (an I/O failure or a permission
+    // fixed without touching the file is retried after that while).
+    if let Some((stamps, at)) = &shared.context_failed
+        && *stamps == now
+        && at.elapsed() < CONTEXT_RETRY
+    {
         return;
     }
     if !first && shared.context_pending.as_ref() != Some(&now) {
@@ -1190,12 +1221,17 @@ fn refresh_context(server: &Server, member: &Member) {
     }
     // Against the feeds in use (not the last attempt): a file gone stays gone until it is
     // back, whatever else changes meanwhile.
-    let gone: Vec<&str> = feeds::FILES
-        .iter()
-        .zip(shared.context_seen.iter().zip(&now))
-        .filter(|(_, (was, is))| was.is_some() && is.is_none())
-        .map(|(f, _)| *f)
-        .collect();
+    let gone: Vec<&str> = if shared.context_loaded {
+        feeds::FILES
+            .iter()
+            .zip(shared.context_seen.iter().zip(&now))
+            .filter(|(_, (was, is))| was.is_some() && is.is_none())
+            .map(|(f, _)| *f)
+            .collect()
+    } else {
+        // No feeds in use yet: nothing to keep.
+        Vec::new()
+    };
     shared.context_pending = None;
     drop(shared);
     let loaded = if !gone.is_empty() {
@@ -1230,16 +1266,17 @@ fn refresh_context(server: &Server, member: &Member) {
                 *slot = c;
             }
             shared.context_seen = now;
+            shared.context_loaded = true;
             shared.context_failed = None;
             shared.context_error = None;
         }
         Err(why) => {
             warn!(error = %why, "context feeds not read");
             if first {
-                // Nothing in use yet: what is there is the baseline a deletion is seen from.
+                // Nothing in use yet: what is there is the baseline a change is seen from.
                 shared.context_seen.clone_from(&now);
             }
-            shared.context_failed = Some(now);
+            shared.context_failed = Some((now, std::time::Instant::now()));
             shared.context_error = Some(why);
         }
     }

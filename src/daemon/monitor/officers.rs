@@ -82,10 +82,11 @@ pub fn add_officer(
 /// Revokes every token of `name`; returns how many there were.
 pub fn revoke_officer(member_dir: &Path, name: &str) -> Result<usize> {
     let all = read(member_dir)?;
-    let kept = others(member_dir, name)?;
-    let revoked = all.lines().count() - kept.lines().count();
+    let (theirs, kept): (Vec<&str>, Vec<&str>) =
+        all.lines().partition(|l| l.split(' ').next() == Some(name));
+    let kept: String = kept.iter().map(|l| format!("{l}\n")).collect();
     write(member_dir, &kept)?;
-    Ok(revoked)
+    Ok(theirs.len())
 }
 
 /// The officers file's text (empty when there is none yet).

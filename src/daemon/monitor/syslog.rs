@@ -148,10 +148,12 @@ async fn connection(
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
         // The frame now in the buffer started with this read if a frame ended in it.
+        // The monitor's own wait (backpressure, the commit) is not the sender's: a frame
+        // that began in this read starts its clock now.
         frame_started = match (frames.buffered(), frame_started) {
             (0, _) => None,
             (_, Some(t)) if taken == 0 => Some(t),
-            _ => Some(started),
+            _ => Some(Instant::now()),
         };
     }
 }
