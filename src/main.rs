@@ -1095,12 +1095,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let agent = medfl::daemon::agent::run(&config, opts);
                 match monitor {
                     None => agent.await,
-                    Some(m) => tokio::select! {
-                        done = agent => done,
-                        done = medfl::daemon::monitor::run(&config, m) => {
-                            done.context("the access monitor stopped")
+                    Some(m) => {
+                        // On a task of its own, so that neither one's work stalls the other.
+                        let monitor_config = config.clone();
+                        let mut monitor = tokio::spawn(async move {
+                            medfl::daemon::monitor::run(&monitor_config, m).await
+                        });
+                        tokio::select! {
+                            done = agent => {
+                                monitor.abort();
+                                done
+                            }
+                            done = &mut monitor => match done {
+                                Ok(r) => r.context("the access monitor stopped"),
+                                Err(e) => Err(anyhow::anyhow!("the access monitor failed: {e}")),
+                            },
                         }
-                    },
+                    }
                 }
             })?;
         }
