@@ -114,6 +114,8 @@ impl Coding {
 struct CodeableConcept {
     #[serde(default)]
     coding: Vec<Coding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -325,6 +327,7 @@ fn to_audit(e: &AccessEvent) -> Audit {
     let purpose_of_use = if e.break_glass {
         vec![CodeableConcept {
             coding: vec![coding(ACT_REASON, "BTG", Some("break the glass"))],
+            text: None,
         }]
     } else {
         Vec::new()
@@ -353,6 +356,7 @@ fn to_audit(e: &AccessEvent) -> Audit {
             who: Some(Reference::by_identifier(&e.user)),
             role: vec![CodeableConcept {
                 coding: vec![coding(ROLE_SYSTEM, e.role.as_str(), None)],
+                text: None,
             }],
             requestor: Some(true),
             network: Some(Network {
@@ -639,7 +643,26 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
             })
             .filter_map(|c| c.code.clone())
             .collect();
-        if act_reason.is_empty() {
+        // A translation or the concept's words hinting at research make it unreadable too:
+        // codings that disagree are read the strict way.
+        let words = concept.text.iter().chain(
+            concept
+                .coding
+                .iter()
+                .filter(|c| {
+                    !c.system
+                        .as_deref()
+                        .is_some_and(|s| ACT_REASON_SYSTEMS.contains(&s))
+                })
+                .flat_map(|c| c.code.iter().chain(c.display.iter())),
+        );
+        let hints_research = words.into_iter().any(|w| {
+            let w = w.to_ascii_lowercase();
+            ["research", "resch", "rsch", "study", "trial"]
+                .iter()
+                .any(|h| w.contains(h))
+        });
+        if act_reason.is_empty() || hints_research {
             purposes.push(UNREADABLE_PURPOSE.to_owned());
         }
         purposes.extend(act_reason);

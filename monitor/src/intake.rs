@@ -612,6 +612,13 @@ mod tests {
             request_of(&v, None).unwrap().purpose,
             Some(Purpose::Treatment)
         );
+        // A translation that says research is read the strict way.
+        v["agent"][0]["purposeOfUse"][0]["coding"][1] =
+            json!({"system": "https://ehr.example/local", "code": "RESEARCH-ONC"});
+        assert_eq!(
+            request_of(&v, None).unwrap().purpose,
+            Some(Purpose::Research)
+        );
         // The directory lists a physician; the event says researcher: research rules apply.
         let mut ctx = Context::new();
         ctx.add_staff("u1", medfl_accesslog::StaffRole::Physician, "icu");

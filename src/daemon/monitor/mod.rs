@@ -59,6 +59,9 @@ pub use self::officers::add_officer;
 use self::officers::{OfficerRole, authorize};
 use super::{Member, queue_signed};
 
+/// HTTP connections served at once; more are closed at accept.
+const MAX_HTTP_CONNECTIONS: usize = 16 * 1024;
+
 /// Largest request body accepted, in bytes (an access is a few hundred).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -369,6 +372,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
 async fn serve_http(listener: tokio::net::TcpListener, router: Router, header_timeout: Duration) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -379,8 +383,13 @@ async fn serve_http(listener: tokio::net::TcpListener, router: Router, header_ti
                 continue;
             }
         };
+        // Over the cap a connection is closed at once (it would only wait for a slot).
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -403,11 +412,15 @@ struct UnblockRequest {
 async fn unblock(
     State(server): State<Server>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let officer = match officer_for(&server, &headers, OfficerRole::Officer).await {
         Ok(o) => o.name,
         Err((status, why)) => return refuse(status, why),
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let app = server.app;
     let req: UnblockRequest = match serde_json::from_slice(&body) {
@@ -586,6 +599,28 @@ fn refuse(status: StatusCode, error: impl std::fmt::Display) -> Response {
         axum::Json(serde_json::json!({ "error": error.to_string() })),
     )
         .into_response()
+}
+
+/// How long a JSON body may take to arrive once its head has.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A JSON route's body, at most [`MAX_BODY_BYTES`], arriving within [`BODY_TIMEOUT`] (a sender
+/// trickling it cannot hold the connection).
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY_BYTES} bytes (or was cut short)"),
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// What the decision writer answers a request with.
@@ -834,8 +869,15 @@ async fn send(
 
 /// `POST /v1/access`: hands the request to the decision writer and answers once it is
 /// decided and durable.
-async fn access(State(server): State<Server>, body: Bytes) -> Response {
+async fn access(State(server): State<Server>, body: axum::body::Body) -> Response {
     let started = Instant::now();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => {
+            server.metrics.refused(Source::Json);
+            return r;
+        }
+    };
     let request: AccessRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -998,11 +1040,15 @@ async fn acknowledge(
     State(server): State<Server>,
     axum::extract::Path(record): axum::extract::Path<u64>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let officer = match officer_for(&server, &headers, OfficerRole::Officer).await {
         Ok(o) => o.name,
         Err((status, why)) => return refuse(status, why),
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let req: AckRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
