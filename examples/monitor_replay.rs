@@ -94,7 +94,7 @@ async fn main() -> Result<()> {
         if status != 200 || body.contains("\"400 ") {
             bail!(
                 "a Bundle was refused ({status}): {}",
-                &body[..body.len().min(600)]
+                body.chars().take(600).collect::<String>()
             );
         }
     }

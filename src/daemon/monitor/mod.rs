@@ -365,6 +365,32 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// The next connection on `listener` with a slot of `slots` for it. A failed accept (out of
+/// file descriptors, say) waits rather than spins; a connection over the cap is closed at once
+/// (it would only wait for a slot).
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<tokio::sync::Semaphore>,
+    what: &str,
+) -> (
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(slot) => return (stream, peer, slot),
+                Err(_) => warn!(%peer, "too many {what} connections; closing this one"),
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot accept a {what} connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Serves HTTP/1.1 on `listener` until the process ends. Unlike `axum::serve`, a client must
 /// send a request's whole head within `header_timeout` (a slow-loris sender, trickling header
 /// bytes to hold connections open, is cut off), and a connection waiting for its next request
@@ -374,19 +400,7 @@ async fn serve_http(listener: tokio::net::TcpListener, router: Router, header_ti
     use hyper_util::service::TowerToHyperService;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors, say: wait rather than spin.
-                warn!(error = %e, "cannot accept an HTTP connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Over the cap a connection is closed at once (it would only wait for a slot).
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue;
-        };
+        let (stream, _, slot) = accept(&listener, &slots, "HTTP").await;
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let _slot = slot;
@@ -408,25 +422,33 @@ struct UnblockRequest {
     note: String,
 }
 
+/// An officer's action: their name, once their token is checked, and the JSON body it sends.
+async fn officer_request<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<(String, T), Response> {
+    let officer = officer_for(server, headers, OfficerRole::Officer)
+        .await
+        .map_err(|(status, why)| refuse(status, why))?;
+    let body = read_body(body).await?;
+    let req = serde_json::from_slice(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
+    Ok((officer.name, req))
+}
+
 /// `POST /v1/unblock`: an officer lifts a block; the review is durable before it takes effect.
 async fn unblock(
     State(server): State<Server>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let officer = match officer_for(&server, &headers, OfficerRole::Officer).await {
-        Ok(o) => o.name,
-        Err((status, why)) => return refuse(status, why),
-    };
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let (officer, req): (String, UnblockRequest) =
+        match officer_request(&server, &headers, body).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let app = server.app;
-    let req: UnblockRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
-    };
     if req.user == officer {
         return refuse(StatusCode::FORBIDDEN, "no one lifts their own block");
     }
@@ -1042,17 +1064,10 @@ async fn acknowledge(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let officer = match officer_for(&server, &headers, OfficerRole::Officer).await {
-        Ok(o) => o.name,
-        Err((status, why)) => return refuse(status, why),
-    };
-    let body = match read_body(body).await {
-        Ok(b) => b,
+    let (officer, req): (String, AckRequest) = match officer_request(&server, &headers, body).await
+    {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let req: AckRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
     };
     if req.note.len() > MAX_NOTE_BYTES {
         return refuse(StatusCode::BAD_REQUEST, "note too long");

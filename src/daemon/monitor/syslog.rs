@@ -39,19 +39,7 @@ const LOGGED_REFUSALS: u64 = 10;
 pub(super) async fn serve(listener: TcpListener, server: Server) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors, say: wait rather than spin.
-                warn!(error = %e, "cannot accept a syslog connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            warn!(%peer, "too many syslog connections; closing this one");
-            continue;
-        };
+        let (stream, peer, slot) = super::accept(&listener, &slots, "syslog").await;
         let server = server.clone();
         tokio::spawn(async move {
             let _slot = slot;
