@@ -47,6 +47,7 @@ async fn main() -> Result<()> {
         header_timeout: Duration::from_secs(10),
         seal_every: Duration::from_secs(60),
         insecure_keys: InsecureKeys::Allow,
+        tls: None,
     };
     let monitor = tokio::spawn(async move { daemon::monitor::run(&config, opts).await });
     for _ in 0..100 {

@@ -226,6 +226,7 @@ async fn start(config: &Path, port: u16, syslog: Option<u16>) -> Result<()> {
         header_timeout: Duration::from_secs(10),
         seal_every: Duration::from_secs(3600),
         insecure_keys: InsecureKeys::Allow,
+        tls: None,
     };
     let config = config.to_owned();
     tokio::spawn(async move {

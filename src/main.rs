@@ -159,6 +159,16 @@ enum Command {
         #[command(flatten)]
         insecure: InsecureKeysArg,
     },
+    /// Make a self-signed TLS identity for the hospital's access monitor (tls/monitor.crt and
+    /// tls/monitor.key in its folder) and print its SHA-256 fingerprint for senders to pin.
+    TlsCert {
+        /// The hospital's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// A DNS name or IP address the EHR's senders connect to (repeat for more).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
     /// Re-run a recorded simulation and check every model hash against its ledger.
     Replay {
         /// The run directory `medfl simulate` wrote.
@@ -1137,6 +1147,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(medfl::daemon::monitor::run(&config, opts))?;
         }
         Command::Audit(cmd) => audit(cmd)?,
+        Command::TlsCert { config, names } => {
+            use medfl::daemon::monitor::tls;
+            let made = tls::write_self_signed(&config, &names)?;
+            emit(&format!(
+                "wrote {cert} and {key} (self-signed, P-256, {days} days, for {names})\n\
+                 SHA-256 fingerprint: {fp}\n\n\
+                 Add to {config}:\n\
+                 [monitor.tls]\n\
+                 cert = \"{cert}\"\n\
+                 key = \"{key}\"\n\
+                 # client_ca = \"tls/senders-ca.pem\"  (CA of the certificates senders must show)",
+                cert = tls::CERT_FILE,
+                key = tls::KEY_FILE,
+                days = tls::CERT_DAYS,
+                names = names.join(", "),
+                fp = made.fingerprint,
+                config = config.display(),
+            ))?;
+        }
         Command::OfficerToken {
             config,
             officer,

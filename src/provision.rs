@@ -85,6 +85,26 @@ pub struct MonitorSettings {
     /// Seconds a client may take to send a request's head.
     #[serde(default = "default_header_timeout_s")]
     pub header_timeout_s: f64,
+    /// TLS on every listener (HTTPS, and syslog per RFC 5425); plain TCP without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+/// The monitor's TLS identity and whom it lets send (the `[monitor.tls]` table). Paths are
+/// relative to the member folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The monitor's certificate chain (PEM), leaf first; `medfl tls-cert` makes a
+    /// self-signed one.
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that issue the hospital's audit senders' certificates. With it,
+    /// a syslog sender must present one, and so must an HTTPS client that submits accesses
+    /// (officers' routes still take tokens); without it, anyone who reaches the port may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 fn default_seal_every_s() -> f64 {

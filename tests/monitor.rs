@@ -778,3 +778,301 @@ fn the_client_runs_the_monitor_its_config_names() {
     wait_health();
     drop(monitor);
 }
+
+/// One exchange with curl over HTTPS, trusting `ca`, showing `client` (certificate, key) if
+/// given; returns the status (0 if no TLS session came up) and the body.
+fn curl(
+    port: u16,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("body");
+    fs::write(&data, body).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert", p(ca), "-X", method]);
+    cmd.args([
+        "-H",
+        "Content-Type: application/json",
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if !body.is_empty() {
+        cmd.args(["--data-binary", &format!("@{}", p(&data))]);
+    }
+    if let Some((cert, key)) = client {
+        cmd.args(["--cert", p(cert), "--key", p(key)]);
+    }
+    let out = cmd
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A CA of the hospital's own, a sender certificate it issued, and an impostor's self-signed
+/// one; each written as PEM (certificate, key) into `dir`.
+fn sender_pki(dir: &Path) -> [(PathBuf, PathBuf); 3] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let write = |name: &str, cert: &rcgen::Certificate, key: &KeyPair| {
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        fs::write(&c, cert.pem()).unwrap();
+        fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "Hospital audit senders CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let sender = |name: &str| {
+        let mut p = CertificateParams::new(vec![format!("{name}.hospital.test")]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        (p, KeyPair::generate().unwrap())
+    };
+    let (ehr, ehr_key) = sender("ehr");
+    let ehr_cert = ehr.signed_by(&ehr_key, &ca_cert, &ca_key).unwrap();
+    let (impostor, impostor_key) = sender("ehr");
+    let impostor_cert = impostor.self_signed(&impostor_key).unwrap();
+    [
+        write("senders-ca", &ca_cert, &ca_key),
+        write("ehr", &ehr_cert, &ehr_key),
+        write("impostor", &impostor_cert, &impostor_key),
+    ]
+}
+
+/// Sends one syslog frame over TLS with Python's `ssl` (OpenSSL), showing `client` if given;
+/// returns whether the server kept the session open after the frame.
+fn tls_frame(port: u16, ca: &Path, client: Option<(&Path, &Path)>, frame: &str) -> bool {
+    let script = r#"
+import socket, ssl, sys
+port, ca, frame = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+ctx = ssl.create_default_context(cafile=ca)
+if len(sys.argv) > 5:
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.sendall(b"%d %s" % (len(frame), frame))
+    s.settimeout(3)
+    s.recv(1)
+    print("closed")
+except socket.timeout:
+    print("open")
+except (ssl.SSLError, ConnectionError) as e:
+    print("refused", e)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &port.to_string(), p(ca), frame]);
+    if let Some((c, k)) = client {
+        cmd.args([p(c), p(k)]);
+    }
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "open"
+}
+
+/// IHE ATNA over TLS (RFC 5425) from rsyslog, a real syslog daemon, authenticated both ways: it
+/// pins the monitor's fingerprint, the monitor checks its certificate against the hospital's
+/// CA. A sender without such a certificate (none, an impostor's, or plain TCP) gets no frame
+/// in; over HTTPS, reading needs no client certificate and submitting an access does (curl).
+#[test]
+fn atna_over_tls_from_rsyslog_and_https_intake_need_the_hospitals_client_certificate() {
+    assert!(
+        Command::new("rsyslogd")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "this test sends through rsyslog: apt-get install rsyslog rsyslog-gnutls (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = setup(dir.path());
+    let member = config.parent().unwrap().to_owned();
+    copy_dir(
+        &dir.path().join("logs/rural-clinic/context"),
+        &member.join("context"),
+    );
+    let names = ["--name", "localhost", "--name", "127.0.0.1"];
+    let made = ok(&[&["tls-cert", "--config", p(&config)][..], &names].concat());
+    let fingerprint = made
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
+        .unwrap()
+        .to_owned();
+    // The identity is never replaced: senders may have pinned it.
+    let again = common::fails(&[&["tls-cert", "--config", p(&config)][..], &names].concat());
+    assert!(again.contains("exists"), "{again}");
+    let monitor_cert = member.join("tls/monitor.crt");
+    let [(ca, _), (ehr, ehr_key), (impostor, impostor_key)] = sender_pki(&member.join("tls"));
+    let (port, syslog_port) = (free_port(), free_port());
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[monitor]\nlisten = \"127.0.0.1:{port}\"\nsyslog = \"127.0.0.1:{syslog_port}\"\n\n\
+         [monitor.tls]\ncert = \"tls/monitor.crt\"\nkey = \"tls/monitor.key\"\n\
+         client_ca = \"tls/{}\"\n",
+        ca.file_name().unwrap().to_str().unwrap()
+    ));
+    fs::write(&config, text).unwrap();
+    let _monitor = start(&config, port, dir.path().join("monitor-tls.log"));
+    let https = |client, method, path: &str, body: &[u8]| {
+        curl(port, &monitor_cert, client, method, path, body)
+    };
+    let records = || {
+        let (status, health) = https(None, "GET", "/healthz", b"");
+        assert_eq!(status, 200, "{health}");
+        let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+        health["records"].as_u64().unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !https(None, "GET", "/healthz", b"").1.contains("\"staff\"") {
+        assert!(Instant::now() < end, "the context feeds were not picked up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // HTTPS: plain HTTP gets nothing; an access needs the sender's certificate.
+    let (status, _) = http(port, "GET", "/healthz", b"");
+    assert_ne!(status, 200);
+    let stream = recent(&events, 40);
+    let one = serde_json::to_vec(&AccessRequest::from_event(&stream[0])).unwrap();
+    let (status, body) = https(None, "POST", "/v1/access", &one);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    let plain = plain_audit_events(&stream);
+    let (status, body) = https(
+        None,
+        "POST",
+        "/fhir/AuditEvent",
+        plain[0].to_string().as_bytes(),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("OperationOutcome") && body.contains("security"),
+        "{body}"
+    );
+    let (status, body) = https(Some((&impostor, &impostor_key)), "POST", "/v1/access", &one);
+    assert_ne!(status, 200, "an impostor's certificate was taken: {body}");
+    assert_eq!(records(), 0);
+    let (status, body) = https(Some((&ehr, &ehr_key)), "POST", "/v1/access", &one);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(records(), 1);
+
+    // Syslog over TLS: no certificate, an impostor's, or no TLS at all: not one frame in.
+    let frame = format!("<110>1 - ehr - - - - {}", plain[1]);
+    assert!(!tls_frame(syslog_port, &monitor_cert, None, &frame));
+    assert!(!tls_frame(
+        syslog_port,
+        &monitor_cert,
+        Some((&impostor, &impostor_key)),
+        &frame
+    ));
+    let mut s = TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
+    s.write_all(format!("{frame}\n").as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        records(),
+        1,
+        "a frame got in without the sender's certificate"
+    );
+
+    // rsyslog, as an EHR's audit forwarder: logger hands it the events over local TCP; it
+    // forwards them over TLS (octet-counted, RFC 5424), pinning the monitor's fingerprint and
+    // showing the certificate the hospital's CA issued.
+    let relay_port = free_port();
+    let work = dir.path().join("rsyslog");
+    fs::create_dir_all(&work).unwrap();
+    let conf = work.join("rsyslog.conf");
+    fs::write(
+        &conf,
+        format!(
+            r#"global(workDirectory="{work}"
+  defaultNetstreamDriverCAFile="{cert}"
+  defaultNetstreamDriverCertFile="{ehr}"
+  defaultNetstreamDriverKeyFile="{ehr_key}")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="{relay_port}")
+action(type="omfwd" target="127.0.0.1" port="{syslog_port}" protocol="tcp"
+  streamDriver="gtls" streamDriverMode="1" streamDriverAuthMode="x509/fingerprint"
+  streamDriverPermittedPeers="SHA256:{fingerprint}"
+  tcp_framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")
+"#,
+            work = p(&work),
+            cert = p(&monitor_cert),
+            ehr = p(&ehr),
+            ehr_key = p(&ehr_key),
+        ),
+    )
+    .unwrap();
+    let rsyslog = Command::new("rsyslogd")
+        .args(["-n", "-f", p(&conf), "-i", p(&work.join("pid"))])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.path().join("rsyslog.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _rsyslog = Proc(rsyslog);
+    let end = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", relay_port)).is_err() {
+        assert!(Instant::now() < end, "rsyslogd did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines: Vec<String> = plain[1..].iter().map(|v| v.to_string()).collect();
+    let mut logger = Command::new("logger")
+        .args(["--server", "127.0.0.1", "--port", &relay_port.to_string()])
+        .args([
+            "--tcp",
+            "--rfc5424",
+            "--octet-count",
+            "--size",
+            "65536",
+            "--tag",
+            "ehr-audit",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("util-linux logger");
+    logger
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", lines.join("\n")).as_bytes())
+        .unwrap();
+    assert!(logger.wait().unwrap().success());
+    let end = Instant::now() + Duration::from_secs(60);
+    while records() < stream.len() as u64 {
+        assert!(
+            Instant::now() < end,
+            "only {} of {} records; rsyslog said: {}",
+            records(),
+            stream.len(),
+            fs::read_to_string(dir.path().join("rsyslog.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(_monitor);
+    let logged = logged_decisions(&config);
+    assert_eq!(logged.len(), stream.len());
+    for (i, ((request, _), event)) in logged.iter().zip(&stream).enumerate() {
+        assert_eq!(
+            request,
+            &{
+                let mut r = AccessRequest::from_event(event);
+                r.purpose = request.purpose;
+                r
+            },
+            "request {i}"
+        );
+    }
+}

@@ -67,12 +67,20 @@ fn issue_code(status: StatusCode) -> &'static str {
 }
 
 /// `POST /fhir` and `POST /fhir/AuditEvent`.
-pub(super) async fn post(State(server): State<Server>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn post(
+    State(server): State<Server>,
+    axum::Extension(caller): axum::Extension<super::Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let refused = |status, issues: &[Issue]| {
         server.metrics.refused(Source::Fhir);
         outcome(status, issues)
     };
+    if let Some(why) = server.refuse_uncertified(caller) {
+        return refused(StatusCode::FORBIDDEN, &[Issue::error("security", why)]);
+    }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let media = ct.split(';').next().unwrap_or("").trim();

@@ -31,6 +31,7 @@ mod fhir;
 mod metrics;
 pub mod officers;
 mod syslog;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -103,6 +104,8 @@ pub struct Options {
     pub seal_every: Duration,
     /// Whether a key derived from a public seed is accepted.
     pub insecure_keys: super::InsecureKeys,
+    /// TLS on every listener, from `[monitor.tls]`; plain TCP without it.
+    pub tls: Option<tls::Tls>,
 }
 
 /// An alert as `GET /v1/alerts` lists it and the alert stream sends it.
@@ -168,6 +171,8 @@ struct Server {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Permits for FHIR bodies being read and parsed at once.
     fhir_bodies: Arc<tokio::sync::Semaphore>,
+    /// Whether submitting an access needs a certified TLS peer ([`Server::refuse_uncertified`]).
+    intake_needs_client_cert: bool,
 }
 
 impl Server {
@@ -225,6 +230,12 @@ pub fn options(
             3_600.0,
         )?,
         insecure_keys,
+        tls: set
+            .as_ref()
+            .and_then(|m| m.tls.as_ref())
+            .map(|t| tls::load(t, config.parent().unwrap_or(Path::new("."))))
+            .transpose()
+            .context("loading the monitor's TLS identity ([monitor.tls])")?,
     })
 }
 
@@ -302,6 +313,10 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_ALERT_STREAMS)),
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize)),
         fhir_bodies: Arc::new(tokio::sync::Semaphore::new(fhir::MAX_BODIES_AT_ONCE)),
+        intake_needs_client_cert: opts
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.intake_needs_client_cert),
     };
     refresh(&server, &member, &pseudonyms);
     let writer = Arc::clone(&app);
@@ -327,13 +342,20 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
-    info!(addr = %listener.local_addr()?, "access monitor listening");
+    let scheme = if opts.tls.is_some() { "HTTPS" } else { "HTTP" };
+    info!(addr = %listener.local_addr()?, scheme, "access monitor listening");
     if let Some(addr) = opts.syslog {
         let syslog = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for syslog on {addr}"))?;
-        info!(addr = %syslog.local_addr()?, "taking ATNA audit messages over syslog (TCP)");
-        tokio::spawn(syslog::serve(syslog, server.clone()));
+        let transport = if opts.tls.is_some() {
+            "TLS, RFC 5425"
+        } else {
+            "TCP"
+        };
+        info!(addr = %syslog.local_addr()?, transport, "taking ATNA audit messages over syslog");
+        let acceptor = opts.tls.as_ref().map(|t| t.syslog.clone());
+        tokio::spawn(syslog::serve(syslog, acceptor, server.clone()));
     }
     let background = server.clone();
     tokio::spawn(async move {
@@ -361,7 +383,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             }
         }
     });
-    serve_http(listener, router, opts.header_timeout).await;
+    let acceptor = opts.tls.as_ref().map(|t| t.http.clone());
+    serve_http(listener, router, acceptor, opts.header_timeout).await;
     Ok(())
 }
 
@@ -391,27 +414,78 @@ async fn accept(
     }
 }
 
-/// Serves HTTP/1.1 on `listener` until the process ends. Unlike `axum::serve`, a client must
-/// send a request's whole head within `header_timeout` (a slow-loris sender, trickling header
-/// bytes to hold connections open, is cut off), and a connection waiting for its next request
-/// is held as long only.
-async fn serve_http(listener: tokio::net::TcpListener, router: Router, header_timeout: Duration) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
+/// Who is on the other end of an HTTP connection, as TLS established it; every request
+/// carries it (as an extension) to the handlers that admit accesses.
+#[derive(Clone, Copy, Debug)]
+struct Caller {
+    /// Whether the peer showed a certificate the hospital's client CA issued.
+    certified: bool,
+}
+
+impl Server {
+    /// `Some(refusal)` if the caller may not submit accesses: with a client CA configured, only
+    /// a peer holding a certificate it issued may.
+    fn refuse_uncertified(&self, caller: Caller) -> Option<&'static str> {
+        (self.intake_needs_client_cert && !caller.certified).then_some(
+            "submitting accesses needs a client certificate issued by the hospital's CA \
+             ([monitor.tls] client_ca)",
+        )
+    }
+}
+
+/// Serves HTTP/1.1 (HTTPS with `tls`) on `listener` until the process ends. Unlike
+/// `axum::serve`, a client must send a request's whole head within `header_timeout` (a
+/// slow-loris sender, trickling header bytes to hold connections open, is cut off), and a
+/// connection waiting for its next request is held as long only.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: Duration,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let (stream, _, slot) = accept(&listener, &slots, "HTTP").await;
-        let service = TowerToHyperService::new(router.clone());
+        let (stream, peer, slot) = accept(&listener, &slots, "HTTP").await;
+        let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            // A client that goes away or times out ends its own connection only.
-            let _ = connection.await;
+            // The handshake runs on the connection's own task: a slow one delays no other.
+            match tls {
+                None => {
+                    serve_connection(stream, Caller { certified: false }, router, header_timeout)
+                        .await
+                }
+                Some(acceptor) => match tls::handshake(&acceptor, stream).await {
+                    Ok(stream) => {
+                        let certified = stream.get_ref().1.peer_certificates().is_some();
+                        serve_connection(stream, Caller { certified }, router, header_timeout)
+                            .await;
+                    }
+                    Err(e) => info!(%peer, error = %e, "TLS handshake failed"),
+                },
+            }
         });
     }
+}
+
+/// Serves one HTTP/1.1 connection; every request carries `caller`.
+async fn serve_connection<S>(io: S, caller: Caller, router: Router, header_timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let service = hyper::service::service_fn(move |mut request: axum::http::Request<_>| {
+        request.extensions_mut().insert(caller);
+        router.clone().oneshot(request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    // A client that goes away or times out ends its own connection only.
+    let _ = connection.await;
 }
 
 /// What an officer sends to lift a block.
@@ -891,8 +965,16 @@ async fn send(
 
 /// `POST /v1/access`: hands the request to the decision writer and answers once it is
 /// decided and durable.
-async fn access(State(server): State<Server>, body: axum::body::Body) -> Response {
+async fn access(
+    State(server): State<Server>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: axum::body::Body,
+) -> Response {
     let started = Instant::now();
+    if let Some(why) = server.refuse_uncertified(caller) {
+        server.metrics.refused(Source::Json);
+        return refuse(StatusCode::FORBIDDEN, why);
+    }
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(r) => {
