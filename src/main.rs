@@ -1153,7 +1153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             emit(&format!(
                 "wrote {cert} and {key} (self-signed, P-256, {days} days, for {names})\n\
                  SHA-256 fingerprint: {fp}\n\n\
-                 Add to {config}:\n\
+                 Add to {config} (beside a [monitor] table with its listen address):\n\
                  [monitor.tls]\n\
                  cert = \"{cert}\"\n\
                  key = \"{key}\"\n\

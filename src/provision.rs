@@ -74,9 +74,10 @@ pub struct MemberConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorSettings {
-    /// The HTTP address (`POST /v1/access`, the FHIR routes, alerts, metrics).
+    /// The HTTP (HTTPS with `tls`) address: `POST /v1/access`, the FHIR routes, alerts, metrics.
     pub listen: std::net::SocketAddr,
-    /// The syslog (IHE ATNA, TCP) address, if the EHR sends its audit feed that way.
+    /// The syslog (IHE ATNA; TCP, or TLS with `tls`) address, if the EHR sends its audit feed
+    /// that way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<std::net::SocketAddr>,
     /// Seconds between sealed audit batches.
@@ -105,6 +106,10 @@ pub struct TlsSettings {
     /// (officers' routes still take tokens); without it, anyone who reaches the port may send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
+    /// If not empty, only client certificates with these SHA-256 fingerprints count (for a
+    /// `client_ca` that issues more than the audit senders' certificates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
 }
 
 fn default_seal_every_s() -> f64 {

@@ -815,9 +815,10 @@ fn curl(
     (status.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-/// A CA of the hospital's own, a sender certificate it issued, and an impostor's self-signed
-/// one; each written as PEM (certificate, key) into `dir`.
-fn sender_pki(dir: &Path) -> [(PathBuf, PathBuf); 3] {
+/// A CA of the hospital's own, a sender certificate it issued, an impostor's self-signed one,
+/// and a workstation's the CA issued too (not a listed sender); each written as PEM
+/// (certificate, key) into `dir`. Also returns the sender certificate's fingerprint.
+fn sender_pki(dir: &Path) -> ([(PathBuf, PathBuf); 4], String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -848,16 +849,25 @@ fn sender_pki(dir: &Path) -> [(PathBuf, PathBuf); 3] {
     let ehr_cert = ehr.signed_by(&ehr_key, &ca_cert, &ca_key).unwrap();
     let (impostor, impostor_key) = sender("ehr");
     let impostor_cert = impostor.self_signed(&impostor_key).unwrap();
-    [
-        write("senders-ca", &ca_cert, &ca_key),
-        write("ehr", &ehr_cert, &ehr_key),
-        write("impostor", &impostor_cert, &impostor_key),
-    ]
+    let (workstation, workstation_key) = sender("ws-17");
+    let workstation_cert = workstation
+        .signed_by(&workstation_key, &ca_cert, &ca_key)
+        .unwrap();
+    (
+        [
+            write("senders-ca", &ca_cert, &ca_key),
+            write("ehr", &ehr_cert, &ehr_key),
+            write("impostor", &impostor_cert, &impostor_key),
+            write("workstation", &workstation_cert, &workstation_key),
+        ],
+        medfl::daemon::monitor::tls::fingerprint(ehr_cert.der()),
+    )
 }
 
 /// Sends one syslog frame over TLS with Python's `ssl` (OpenSSL), showing `client` if given;
-/// returns whether the server kept the session open after the frame.
-fn tls_frame(port: u16, ca: &Path, client: Option<(&Path, &Path)>, frame: &str) -> bool {
+/// returns "open" if the server kept the session open after the frame, else "refused" and
+/// why.
+fn tls_frame(port: u16, ca: &Path, client: Option<(&Path, &Path)>, frame: &str) -> String {
     let script = r#"
 import socket, ssl, sys
 port, ca, frame = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
@@ -869,7 +879,7 @@ try:
     s.sendall(b"%d %s" % (len(frame), frame))
     s.settimeout(3)
     s.recv(1)
-    print("closed")
+    print("refused: closed after the frame")
 except socket.timeout:
     print("open")
 except (ssl.SSLError, ConnectionError) as e:
@@ -881,7 +891,12 @@ except (ssl.SSLError, ConnectionError) as e:
         cmd.args([p(c), p(k)]);
     }
     let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "open"
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// IHE ATNA over TLS (RFC 5425) from rsyslog, a real syslog daemon, authenticated both ways: it
@@ -915,13 +930,22 @@ fn atna_over_tls_from_rsyslog_and_https_intake_need_the_hospitals_client_certifi
     let again = common::fails(&[&["tls-cert", "--config", p(&config)][..], &names].concat());
     assert!(again.contains("exists"), "{again}");
     let monitor_cert = member.join("tls/monitor.crt");
-    let [(ca, _), (ehr, ehr_key), (impostor, impostor_key)] = sender_pki(&member.join("tls"));
+    let (
+        [
+            (ca, _),
+            (ehr, ehr_key),
+            (impostor, impostor_key),
+            (ws, ws_key),
+        ],
+        ehr_fingerprint,
+    ) = sender_pki(&member.join("tls"));
     let (port, syslog_port) = (free_port(), free_port());
     let mut text = fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[monitor]\nlisten = \"127.0.0.1:{port}\"\nsyslog = \"127.0.0.1:{syslog_port}\"\n\n\
+        "\n[monitor]\nlisten = \"127.0.0.1:{port}\"\nsyslog = \"127.0.0.1:{syslog_port}\"\n\
+         header_timeout_s = 2\n\n\
          [monitor.tls]\ncert = \"tls/monitor.crt\"\nkey = \"tls/monitor.key\"\n\
-         client_ca = \"tls/{}\"\n",
+         client_ca = \"tls/{}\"\nsenders = [\"{ehr_fingerprint}\"]\n",
         ca.file_name().unwrap().to_str().unwrap()
     ));
     fs::write(&config, text).unwrap();
@@ -962,21 +986,29 @@ fn atna_over_tls_from_rsyslog_and_https_intake_need_the_hospitals_client_certifi
         "{body}"
     );
     let (status, body) = https(Some((&impostor, &impostor_key)), "POST", "/v1/access", &one);
-    assert_ne!(status, 200, "an impostor's certificate was taken: {body}");
+    assert_eq!(status, 0, "an impostor's certificate was taken: {body}");
+    // A workstation's certificate from the same CA is not a listed sender: it may read only.
+    let (status, body) = https(Some((&ws, &ws_key)), "POST", "/v1/access", &one);
+    assert_eq!(status, 403, "{body}");
+    // Reading alerts still takes an officer's token over HTTPS.
+    let (status, body) = https(None, "GET", "/v1/alerts", b"");
+    assert_eq!(status, 401, "{body}");
     assert_eq!(records(), 0);
     let (status, body) = https(Some((&ehr, &ehr_key)), "POST", "/v1/access", &one);
     assert_eq!(status, 200, "{body}");
     assert_eq!(records(), 1);
 
-    // Syslog over TLS: no certificate, an impostor's, or no TLS at all: not one frame in.
+    // Syslog over TLS: no certificate, an impostor's, an unlisted one, or no TLS at all: not
+    // one frame in.
     let frame = format!("<110>1 - ehr - - - - {}", plain[1]);
-    assert!(!tls_frame(syslog_port, &monitor_cert, None, &frame));
-    assert!(!tls_frame(
-        syslog_port,
-        &monitor_cert,
-        Some((&impostor, &impostor_key)),
-        &frame
-    ));
+    for client in [
+        None,
+        Some((impostor.as_path(), impostor_key.as_path())),
+        Some((ws.as_path(), ws_key.as_path())),
+    ] {
+        let said = tls_frame(syslog_port, &monitor_cert, client, &frame);
+        assert!(said.starts_with("refused"), "{client:?}: {said}");
+    }
     let mut s = TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
     s.write_all(format!("{frame}\n").as_bytes()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -986,6 +1018,36 @@ fn atna_over_tls_from_rsyslog_and_https_intake_need_the_hospitals_client_certifi
         records(),
         1,
         "a frame got in without the sender's certificate"
+    );
+    // The positive control: the sender's own certificate gets its frame in.
+    let said = tls_frame(syslog_port, &monitor_cert, Some((&ehr, &ehr_key)), &frame);
+    assert_eq!(said, "open");
+    let end = Instant::now() + Duration::from_secs(10);
+    while records() < 2 {
+        assert!(Instant::now() < end, "the sender's frame was not decided");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Handshakes that never come: one address holds 32 at most, each for the header timeout
+    // (2 s here); the 33rd is closed at once.
+    let silent: Vec<TcpStream> = (0..medfl::daemon::monitor::tls::HANDSHAKES_PER_ADDRESS)
+        .map(|_| TcpStream::connect(("127.0.0.1", syslog_port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(extra.read(&mut [0u8; 1]).ok(), Some(0), "the 33rd was held");
+    let held = Instant::now();
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    assert!(
+        held.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        held.elapsed()
     );
 
     // rsyslog, as an EHR's audit forwarder: logger hands it the events over local TCP; it
@@ -1028,7 +1090,7 @@ action(type="omfwd" target="127.0.0.1" port="{syslog_port}" protocol="tcp"
         assert!(Instant::now() < end, "rsyslogd did not listen");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let lines: Vec<String> = plain[1..].iter().map(|v| v.to_string()).collect();
+    let lines: Vec<String> = plain[2..].iter().map(|v| v.to_string()).collect();
     let mut logger = Command::new("logger")
         .args(["--server", "127.0.0.1", "--port", &relay_port.to_string()])
         .args([
@@ -1061,6 +1123,15 @@ action(type="omfwd" target="127.0.0.1" port="{syslog_port}" protocol="tcp"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (_, metrics) = https(None, "GET", "/metrics", b"");
+    let failures = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("medfl_monitor_tls_handshake_failures_total{listener=\"syslog\"} ")
+        })
+        .unwrap();
+    // Three refused senders, plain TCP, 32 silent and the one over the limit.
+    assert_eq!(failures, "37", "{metrics}");
     drop(_monitor);
     let logged = logged_decisions(&config);
     assert_eq!(logged.len(), stream.len());

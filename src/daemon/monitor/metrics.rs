@@ -41,6 +41,9 @@ pub(super) struct Metrics {
     /// Cumulative counts per bucket, plus one for `+Inf`.
     latency: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
+    /// Failed or refused TLS handshakes: on the HTTP listener (at [`Source::Json`]) and the
+    /// syslog one.
+    handshakes_failed: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -61,6 +64,12 @@ impl Metrics {
     /// A request from `source` refused (malformed, unknown to the context, overloaded).
     pub(super) fn refused(&self, source: Source) {
         self.refused[source as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake on the listener of `source` failed, was refused, or was not started
+    /// (too many from one address).
+    pub(super) fn handshake_failed(&self, source: Source) {
+        self.handshakes_failed[source as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A decision made and logged.
@@ -161,6 +170,20 @@ impl Metrics {
             "Users blocked until a security officer reviews them.",
         );
         let _ = writeln!(o, "medfl_monitor_blocked_users {blocked}");
+        family(
+            o,
+            "medfl_monitor_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes failed, refused (no acceptable certificate) or not started, by listener.",
+        );
+        for (listener, source) in [("http", Source::Json), ("syslog", Source::Syslog)] {
+            sample(
+                o,
+                "medfl_monitor_tls_handshake_failures_total",
+                &format!("listener=\"{listener}\""),
+                get(&self.handshakes_failed[source as usize]),
+            );
+        }
         out
     }
 }

@@ -1,4 +1,4 @@
-//! `medfl monitor`: the hospital's access monitor over HTTP.
+//! `medfl monitor`: the hospital's access monitor over HTTP (or HTTPS) and syslog.
 //!
 //! It serves [`medfl_monitor::Monitor`] at `POST /v1/access`: each request is decided, appended
 //! to the hospital's audit log and committed durably, and only then answered (a decision the
@@ -17,7 +17,8 @@
 //! /fhir/metadata`, `GET /v1/alerts` (the latest alerts and denials), `POST /v1/unblock` (a
 //! security officer lifts a user's block: `Authorization: Bearer TOKEN`, JSON `{"user",
 //! "note"}`; the review is logged before the block is lifted), `GET /healthz`, and `GET
-//! /metrics` (Prometheus). With `--syslog`, IHE ATNA audit messages over TCP too ([`syslog`]).
+//! /metrics` (Prometheus). With `--syslog`, IHE ATNA audit messages over TCP too ([`syslog`]);
+//! with `[monitor.tls]`, both listeners speak TLS only ([`tls`]).
 //!
 //! An EHR's `AuditEvent` carries no medfl extensions: the user's role and department, the
 //! patient's department and the relation flags come from the hospital's context feeds in
@@ -62,6 +63,9 @@ use super::{Member, queue_signed};
 
 /// HTTP connections served at once; more are closed at accept.
 const MAX_HTTP_CONNECTIONS: usize = 16 * 1024;
+
+/// A connection's read buffer at most, in bytes (a request's head must fit).
+const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// Largest request body accepted, in bytes (an access is a few hundred).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -207,7 +211,7 @@ pub fn options(
         Ok(Duration::from_secs_f64(v))
     };
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8088));
-    Ok(Options {
+    let mut opts = Options {
         listen: listen
             .or(set.as_ref().map(|m| m.listen))
             .unwrap_or(default_listen),
@@ -236,7 +240,12 @@ pub fn options(
             .map(|t| tls::load(t, config.parent().unwrap_or(Path::new("."))))
             .transpose()
             .context("loading the monitor's TLS identity ([monitor.tls])")?,
-    })
+    };
+    // A handshake is a request's head too: no longer than the header timeout.
+    opts.tls = opts
+        .tls
+        .map(|t| t.with_deadline_at_most(opts.header_timeout));
+    Ok(opts)
 }
 
 /// The `[monitor]` table of the member config at `config`, if it has one.
@@ -293,6 +302,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         context_error: None,
     }));
     let metrics = Arc::new(Metrics::default());
+    let metrics_for_http = Arc::clone(&metrics);
     let (queue, waiting) = std::sync::mpsc::sync_channel(MAX_QUEUED);
     let (alerts, _) = tokio::sync::broadcast::channel(ALERT_STREAM_BUFFER);
     let clock = Arc::new(Clock {
@@ -354,8 +364,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             "TCP"
         };
         info!(addr = %syslog.local_addr()?, transport, "taking ATNA audit messages over syslog");
-        let acceptor = opts.tls.as_ref().map(|t| t.syslog.clone());
-        tokio::spawn(syslog::serve(syslog, acceptor, server.clone()));
+        tokio::spawn(syslog::serve(syslog, opts.tls.clone(), server.clone()));
     }
     let background = server.clone();
     tokio::spawn(async move {
@@ -383,8 +392,14 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             }
         }
     });
-    let acceptor = opts.tls.as_ref().map(|t| t.http.clone());
-    serve_http(listener, router, acceptor, opts.header_timeout).await;
+    serve_http(
+        listener,
+        router,
+        opts.tls,
+        opts.header_timeout,
+        metrics_for_http,
+    )
+    .await;
     Ok(())
 }
 
@@ -440,31 +455,54 @@ impl Server {
 async fn serve_http(
     listener: tokio::net::TcpListener,
     router: Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Tls>,
     header_timeout: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
         let (stream, peer, slot) = accept(&listener, &slots, "HTTP").await;
         let router = router.clone();
-        let tls = tls.clone();
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(async move {
+                let _slot = slot;
+                let caller = Caller { certified: false };
+                serve_connection(stream, caller, router, header_timeout).await;
+            });
+            continue;
+        };
+        let Some(handshaking) = tls.handshakes.admit(peer.ip()) else {
+            metrics.handshake_failed(Source::Json);
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let _slot = slot;
             // The handshake runs on the connection's own task: a slow one delays no other.
-            match tls {
-                None => {
-                    serve_connection(stream, Caller { certified: false }, router, header_timeout)
-                        .await
+            let stream = match tls::handshake(&tls.http, stream, tls.handshake_deadline).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    metrics.handshake_failed(Source::Json);
+                    info!(%peer, error = %e, "TLS handshake failed");
+                    return;
                 }
-                Some(acceptor) => match tls::handshake(&acceptor, stream).await {
-                    Ok(stream) => {
-                        let certified = stream.get_ref().1.peer_certificates().is_some();
-                        serve_connection(stream, Caller { certified }, router, header_timeout)
-                            .await;
+            };
+            drop(handshaking);
+            let certified = tls.sender(stream.get_ref().1).is_some();
+            // A peer without a certificate that counts may read, on a few connections per
+            // address: it cannot hold every slot.
+            let _counted = if !certified && tls.intake_needs_client_cert {
+                match tls.uncertified.admit(peer.ip()) {
+                    Some(c) => Some(c),
+                    None => {
+                        info!(%peer, "too many HTTPS connections without a certificate");
+                        return;
                     }
-                    Err(e) => info!(%peer, error = %e, "TLS handshake failed"),
-                },
-            }
+                }
+            } else {
+                None
+            };
+            serve_connection(stream, Caller { certified }, router, header_timeout).await;
         });
     }
 }
@@ -483,6 +521,8 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // Heads are small: a connection's read buffer stays within this, not hyper's 400 KiB.
+        .max_buf_size(MAX_READ_BUFFER)
         .serve_connection(TokioIo::new(io), service);
     // A client that goes away or times out ends its own connection only.
     let _ = connection.await;

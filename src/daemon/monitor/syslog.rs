@@ -21,7 +21,8 @@ use medfl_monitor::intake::request_of_json;
 use medfl_monitor::syslog::{FrameReader, SyslogError, parse_message};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+
+use super::tls::{self, Tls};
 use tracing::{info, warn};
 
 use super::metrics::Source;
@@ -42,27 +43,48 @@ const FRAME_DEADLINE: Duration = Duration::from_secs(60);
 const LOGGED_REFUSALS: u64 = 10;
 
 /// Accepts syslog connections (over TLS with `tls`) until the process ends.
-pub(super) async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, server: Server) {
+pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Server) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer, slot) = super::accept(&listener, &slots, "syslog").await;
         let server = server.clone();
-        let tls = tls.clone();
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = connection(stream, peer, &server).await {
+                    warn!(%peer, error = %e, "syslog connection ended");
+                }
+            });
+            continue;
+        };
+        // One address cannot hold every slot with handshakes it never finishes.
+        let Some(handshaking) = tls.handshakes.admit(peer.ip()) else {
+            server.metrics.handshake_failed(Source::Syslog);
+            continue;
+        };
         tokio::spawn(async move {
             let _slot = slot;
-            let ended = match tls {
-                None => connection(stream, peer, &server).await,
-                Some(acceptor) => match super::tls::handshake(&acceptor, stream).await {
-                    Ok(stream) => connection(stream, peer, &server).await,
-                    Err(e) => {
-                        // A sender without an acceptable certificate never gets a frame in.
-                        server.metrics.refused(Source::Syslog);
-                        warn!(%peer, error = %e, "syslog TLS handshake refused");
-                        return;
-                    }
-                },
+            let refused = |why: &dyn std::fmt::Display| {
+                // Port scans and health checks end here too: counted, logged without alarm.
+                server.metrics.handshake_failed(Source::Syslog);
+                info!(%peer, error = %why, "syslog TLS handshake failed or refused");
             };
-            if let Err(e) = ended {
+            let stream = match tls::handshake(&tls.syslog, stream, tls.handshake_deadline).await {
+                Ok(stream) => stream,
+                Err(e) => return refused(&e),
+            };
+            drop(handshaking);
+            // The CA verified any certificate shown; with a client CA one must be shown, and
+            // with `senders` it must be a listed one.
+            let sender = tls.sender(stream.get_ref().1);
+            match sender {
+                Some(fp) => info!(%peer, certificate = %fp, "syslog sender authenticated"),
+                None if tls.intake_needs_client_cert => {
+                    return refused(&"its certificate is not among the listed senders");
+                }
+                None => {}
+            }
+            if let Err(e) = connection(stream, peer, &server).await {
                 warn!(%peer, error = %e, "syslog connection ended");
             }
         });

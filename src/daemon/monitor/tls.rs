@@ -8,11 +8,24 @@
 //! handshake (the mutual authentication IHE ATNA's Authenticate Node transaction, ITI-19,
 //! asks for), and an HTTPS client without one may read but not submit accesses.
 //!
+//! A CA may issue more than the hospital's audit senders (an enterprise CA signs every
+//! workstation): `senders` then narrows who may send to the listed certificates' fingerprints.
+//!
+//! Peers that have proved nothing yet are bounded per source address: handshakes in progress
+//! ([`HANDSHAKES_PER_ADDRESS`]) and HTTPS connections without a certificate
+//! ([`UNCERTIFIED_PER_ADDRESS`]), so one host cannot hold every connection slot; the
+//! certified senders' connections are not counted.
+//!
 //! The cryptography is rustls with the *ring* provider, chosen explicitly: no process-wide
-//! default provider is installed or assumed.
+//! default provider is installed or assumed. `medfl tls-cert` makes a P-256 identity: every
+//! TLS 1.3 sender and the ECDSA suites of TLS 1.2 reach it; a sender limited to RFC 9662's
+//! mandatory TLS 1.2 suite (ECDHE with an RSA certificate) needs an RSA certificate from the
+//! hospital's PKI, which `cert` and `key` take as well.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -26,9 +39,16 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::provision::TlsSettings;
 
-/// How long a peer may take to finish its TLS handshake (a peer that stalls it would otherwise
-/// hold a connection slot).
+/// How long a peer may take to finish its TLS handshake at most (a peer that stalls it would
+/// otherwise hold a connection slot); a shorter header timeout shortens it.
 pub(super) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress from one source address at once; more are closed at accept.
+pub const HANDSHAKES_PER_ADDRESS: u32 = 32;
+
+/// HTTPS connections without a (listed) client certificate from one source address at once,
+/// when a client CA is configured; more are closed after their handshake.
+pub const UNCERTIFIED_PER_ADDRESS: u32 = 64;
 
 /// The two TLS configurations of a monitor: one per listener, from the same identity.
 #[derive(Clone)]
@@ -40,6 +60,81 @@ pub struct Tls {
     pub(super) http: TlsAcceptor,
     /// Whether submitting accesses over HTTPS needs a verified client certificate.
     pub(super) intake_needs_client_cert: bool,
+    /// If not empty, the SHA-256 fingerprints (64 upper-case hex digits) of the only client
+    /// certificates that count.
+    senders: Vec<String>,
+    /// How long a handshake may take.
+    pub(super) handshake_deadline: Duration,
+    /// Handshakes in progress per source address.
+    pub(super) handshakes: Arc<PerAddress>,
+    /// HTTPS connections without a certificate per source address.
+    pub(super) uncertified: Arc<PerAddress>,
+}
+
+impl Tls {
+    /// Whether the peer of a finished handshake showed a certificate that counts: verified by
+    /// the client CA (rustls did that) and, with `senders`, one of those listed. Returns its
+    /// fingerprint.
+    pub(super) fn sender(&self, conn: &rustls::ServerConnection) -> Option<String> {
+        let leaf = conn.peer_certificates()?.first()?;
+        let fp = fingerprint(leaf);
+        let hex = fp.replace(':', "");
+        (self.senders.is_empty() || self.senders.contains(&hex)).then_some(fp)
+    }
+
+    /// Shortens the handshake deadline to `limit` if that is shorter.
+    pub fn with_deadline_at_most(mut self, limit: Duration) -> Tls {
+        self.handshake_deadline = self.handshake_deadline.min(limit);
+        self
+    }
+}
+
+/// Connections per source address in some state, bounded.
+#[derive(Debug)]
+pub(super) struct PerAddress {
+    limit: u32,
+    counts: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One connection counted by a [`PerAddress`]; uncounted when dropped.
+pub(super) struct Counted {
+    owner: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: u32) -> Arc<PerAddress> {
+        Arc::new(PerAddress {
+            limit,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts one more connection from `ip`, unless it already has the limit.
+    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Counted> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            owner: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Tls {
@@ -60,6 +155,7 @@ pub fn load(settings: &TlsSettings, member_dir: &Path) -> Result<Tls> {
     let cert_file = at(&settings.cert);
     let chain = certificates(&cert_file)?;
     let key_file = at(&settings.key);
+    refuse_open_key(&key_file)?;
     let key = PrivateKeyDer::from_pem_file(&key_file)
         .with_context(|| format!("reading a private key from {}", key_file.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -112,11 +208,53 @@ pub fn load(settings: &TlsSettings, member_dir: &Path) -> Result<Tls> {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     };
+    if !settings.senders.is_empty() && settings.client_ca.is_none() {
+        bail!("senders are listed but no client_ca: name the CA that issued their certificates");
+    }
+    let senders = settings
+        .senders
+        .iter()
+        .map(|s| {
+            let hex = s.replace(':', "").to_ascii_uppercase();
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(hex)
+            } else {
+                bail!("sender {s:?} is not a SHA-256 fingerprint (32 hex pairs)")
+            }
+        })
+        .collect::<Result<_>>()?;
     Ok(Tls {
         syslog: TlsAcceptor::from(config(syslog_verifier, &[])?),
         http: TlsAcceptor::from(config(http_verifier, &[b"http/1.1"])?),
         intake_needs_client_cert: settings.client_ca.is_some(),
+        senders,
+        handshake_deadline: HANDSHAKE_DEADLINE,
+        handshakes: PerAddress::new(HANDSHAKES_PER_ADDRESS),
+        uncertified: PerAddress::new(UNCERTIFIED_PER_ADDRESS),
     })
+}
+
+/// Refuses a private key file that others than its owner may read or write: anyone who can
+/// read it can pose as the monitor to senders that pinned it.
+fn refuse_open_key(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} is open to others (mode {mode:o}): chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Every certificate in the PEM file at `path`; at least one.
@@ -131,18 +269,19 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// Completes the server side of a handshake on `stream` within [`HANDSHAKE_DEADLINE`].
+/// Completes the server side of a handshake on `stream` within `deadline`.
 ///
 /// # Errors
 /// The peer broke the handshake, was refused (no acceptable certificate), or was too slow.
 pub(super) async fn handshake<S>(
     acceptor: &TlsAcceptor,
     stream: S,
+    deadline: Duration,
 ) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
         Ok(done) => done,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -168,6 +307,11 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// # Errors
 /// A name is neither a DNS name nor an IP address.
 pub fn self_signed(member: &str, names: &[String]) -> Result<SelfSigned> {
+    for name in names {
+        if name.parse::<IpAddr>().is_err() && !is_dns_name(name) {
+            bail!("{name:?} is neither a DNS name nor an IP address");
+        }
+    }
     let mut params = rcgen::CertificateParams::new(names.to_vec())
         .context("a name is neither a DNS name nor an IP address")?;
     params
@@ -185,6 +329,22 @@ pub fn self_signed(member: &str, names: &[String]) -> Result<SelfSigned> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// Whether `name` is a DNS host name (RFC 1123 §2.1: dot-separated labels of letters, digits
+/// and inner hyphens, 1-63 characters each, 253 in all).
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Where `medfl tls-cert` writes the certificate and key, relative to the member folder.
@@ -240,7 +400,12 @@ pub fn write_self_signed(config: &Path, names: &[String]) -> Result<SelfSigned> 
             .with_context(|| format!("writing {}", path.display()))
     };
     create(&key, 0o600, &made.key_pem)?;
-    create(&cert, 0o644, &made.cert_pem)?;
+    if let Err(e) = create(&cert, 0o644, &made.cert_pem) {
+        // No fingerprint was printed, so nobody pinned this key: leave nothing behind that
+        // would block the next attempt.
+        let _ = std::fs::remove_file(&key);
+        return Err(e);
+    }
     Ok(made)
 }
 
@@ -261,9 +426,12 @@ pub struct SelfSigned {
 mod tests {
     use super::*;
 
+    /// Writes a file only its owner may read.
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         PathBuf::from(name)
     }
 
@@ -275,6 +443,7 @@ mod tests {
             cert: write(dir.path(), "c.pem", &made.cert_pem),
             key: write(dir.path(), "k.pem", &made.key_pem),
             client_ca: Some(PathBuf::from("c.pem")),
+            senders: vec![made.fingerprint.to_lowercase()],
         };
         let tls = load(&settings, dir.path()).unwrap();
         assert!(tls.intake_needs_client_cert);
@@ -292,6 +461,7 @@ mod tests {
             cert: write(dir.path(), "c.pem", &one.cert_pem),
             key: write(dir.path(), "k.pem", &other.key_pem),
             client_ca: None,
+            senders: Vec::new(),
         };
         let e = format!("{:#}", load(&settings, dir.path()).unwrap_err());
         assert!(e.contains("c.pem") && e.contains("k.pem"), "{e}");
@@ -302,5 +472,63 @@ mod tests {
         };
         let e = format!("{:#}", load(&settings, dir.path()).unwrap_err());
         assert!(e.contains("empty.pem holds no certificate"), "{e}");
+        // A key others may read is refused, and so is a sender that is no fingerprint.
+        let settings = TlsSettings {
+            cert: write(dir.path(), "c.pem", &one.cert_pem),
+            key: write(dir.path(), "k.pem", &one.key_pem),
+            ..settings
+        };
+        let chmod = |mode| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.path().join("k.pem"),
+                std::fs::Permissions::from_mode(mode),
+            )
+            .unwrap();
+        };
+        chmod(0o644);
+        let e = format!("{:#}", load(&settings, dir.path()).unwrap_err());
+        assert!(e.contains("open to others"), "{e}");
+        chmod(0o600);
+        load(&settings, dir.path()).unwrap();
+        let e = load(
+            &TlsSettings {
+                client_ca: Some("c.pem".into()),
+                senders: vec!["AB:CD".into()],
+                ..settings.clone()
+            },
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a SHA-256 fingerprint"),
+            "{e:#}"
+        );
+        let e = load(
+            &TlsSettings {
+                senders: vec![one.fingerprint.clone()],
+                ..settings
+            },
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("no client_ca"), "{e:#}");
+        for bad in ["not a name!", "", "-x.example", "a..b", "*"] {
+            assert!(self_signed("h-a", &[bad.into()]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_per_address_up_to_the_limit() {
+        let counts = PerAddress::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let one = counts.admit(a).unwrap();
+        let _two = counts.admit(a).unwrap();
+        assert!(counts.admit(a).is_none());
+        let _other = counts.admit(b).unwrap();
+        drop(one);
+        let _three = counts.admit(a).unwrap();
+        assert!(counts.admit(a).is_none());
     }
 }
