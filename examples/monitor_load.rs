@@ -1,6 +1,14 @@
 //! Load on `medfl monitor`: concurrent keep-alive connections on loopback posting accesses,
 //! every decision durably logged before its answer. Prints throughput and latency percentiles
 //! per concurrency level. Run with `cargo run --release --example monitor_load`.
+//!
+//! Two kinds of load. Closed loop (the default): every connection sends its next request as
+//! soon as the last is answered, which finds the most the monitor can decide, at a latency
+//! set by Little's law (connections / throughput). Open loop (`--rate R`): the connections
+//! together offer R requests a second on a fixed schedule, each connection every
+//! connections/R seconds, as a hospital's many EHR sessions do; a request's latency counts
+//! from when it was due, so a late answer also delays what was scheduled behind it (no
+//! coordinated omission, as wrk2 measures).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +32,10 @@ struct Args {
     /// Seconds of load per level.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Requests a second offered by all connections together (open loop); closed loop if
+    /// absent.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 fn now_ms() -> u64 {
@@ -72,14 +84,23 @@ async fn main() -> Result<()> {
             .collect::<Result<_, _>>()?,
     );
     eprintln!("{} distinct requests", bodies.len());
-    println!("| connections | decisions/s | p50 | p99 | p99.9 | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!("| connections | offered/s | decisions/s | p50 | p99 | p99.9 | errors |");
+    println!("|---|---|---|---|---|---|---|");
     for &n in &args.connections {
-        let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+        // Every connection opens before the clock starts (10,000 take a moment).
+        let start = Instant::now() + Duration::from_secs(1) + Duration::from_micros(n as u64 * 200);
+        let deadline = start + Duration::from_secs_f64(args.seconds);
         let mut tasks = Vec::new();
         for c in 0..n {
             let bodies = Arc::clone(&bodies);
-            tasks.push(tokio::spawn(client(port, bodies, c, deadline)));
+            let schedule = args.rate.map(|rate| {
+                let every = Duration::from_secs_f64(n as f64 / rate);
+                // Spread over the interval, so the offered load is even.
+                (start + every.mul_f64(c as f64 / n as f64), every)
+            });
+            tasks.push(tokio::spawn(client(
+                port, bodies, c, start, schedule, deadline,
+            )));
         }
         let mut lat = Vec::new();
         let mut errors = 0u64;
@@ -101,9 +122,12 @@ async fn main() -> Result<()> {
             lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
                 .map_or(f64::NAN, |d: &Duration| d.as_secs_f64() * 1000.0)
         };
+        let offered = args
+            .rate
+            .map_or_else(|| "as fast as answered".to_owned(), |r| format!("{r:.0}"));
         println!(
-            "| {n} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} |",
-            lat.len() as f64 / args.seconds,
+            "| {n} | {offered} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} |",
+            lat.len() as f64 / start.elapsed().as_secs_f64().max(args.seconds),
             pct(0.5),
             pct(0.99),
             pct(0.999)
@@ -113,11 +137,15 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// One keep-alive connection posting until `deadline`; returns each request's latency.
+/// One keep-alive connection posting from `start` until `deadline`, back to back or on
+/// `schedule` (first due time, interval); returns each request's latency (from its due time
+/// on a schedule).
 async fn client(
     port: u16,
     bodies: Arc<Vec<Vec<u8>>>,
     offset: usize,
+    start: Instant,
+    schedule: Option<(Instant, Duration)>,
     deadline: Instant,
 ) -> Result<Vec<Duration>> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -126,7 +154,25 @@ async fn client(
     let mut r = BufReader::new(r);
     let mut out = Vec::new();
     let mut i = offset;
-    while Instant::now() < deadline {
+    let mut due = schedule.map(|(first, _)| first);
+    tokio::time::sleep_until(start.into()).await;
+    loop {
+        let t = match (due, schedule) {
+            (Some(d), Some((_, every))) => {
+                if d >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(d.into()).await;
+                due = Some(d + every);
+                d
+            }
+            _ => {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                Instant::now()
+            }
+        };
         let body = &bodies[i % bodies.len()];
         i += 1;
         let head = format!(
@@ -136,7 +182,6 @@ async fn client(
         // One write: a head and a body in two segments would wait on Nagle and delayed ACKs.
         let mut message = head.into_bytes();
         message.extend_from_slice(body);
-        let t = Instant::now();
         w.write_all(&message).await?;
         let mut status = String::new();
         r.read_line(&mut status).await?;

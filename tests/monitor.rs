@@ -943,7 +943,7 @@ fn atna_over_tls_from_rsyslog_and_https_intake_need_the_hospitals_client_certifi
     let mut text = fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "\n[monitor]\nlisten = \"127.0.0.1:{port}\"\nsyslog = \"127.0.0.1:{syslog_port}\"\n\
-         header_timeout_s = 2\n\n\
+         header_timeout_s = 5\n\n\
          [monitor.tls]\ncert = \"tls/monitor.crt\"\nkey = \"tls/monitor.key\"\n\
          client_ca = \"tls/{}\"\nsenders = [\"{ehr_fingerprint}\"]\n",
         ca.file_name().unwrap().to_str().unwrap()
@@ -1028,24 +1028,47 @@ fn atna_over_tls_from_rsyslog_and_https_intake_need_the_hospitals_client_certifi
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Handshakes that never come: one address holds 32 at most, each for the header timeout
-    // (2 s here); the 33rd is closed at once.
-    let silent: Vec<TcpStream> = (0..medfl::daemon::monitor::tls::HANDSHAKES_PER_ADDRESS)
+    // Handshakes that never come, each held for the header timeout (5 s here). Nobody is
+    // refused for its address while half the 1,024 syslog slots are free; past that, one
+    // address holds 32 at most, so the 513th silent connection is closed at once.
+    let open_syslog = || {
+        let (_, metrics) = https(None, "GET", "/metrics", b"");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("medfl_monitor_connections{listener=\"syslog\"} "))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap()
+    };
+    let mut silent: Vec<TcpStream> = (0..512)
         .map(|_| TcpStream::connect(("127.0.0.1", syslog_port)).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Connected is not yet accepted: wait for the monitor to hold them all.
+    let end = Instant::now() + Duration::from_secs(4);
+    while open_syslog() < 512 {
+        assert!(Instant::now() < end, "only {} held", open_syslog());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut extra = TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
     extra
-        .set_read_timeout(Some(Duration::from_secs(1)))
+        .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
-    assert_eq!(extra.read(&mut [0u8; 1]).ok(), Some(0), "the 33rd was held");
+    let got = extra.read(&mut [0u8; 1]).map_err(|e| e.kind());
+    assert_eq!(got, Ok(0), "the 513th was held");
     let held = Instant::now();
+    silent[0].set_nonblocking(true).unwrap();
+    let still = silent[0].read(&mut [0u8; 1]).map_err(|e| e.kind());
+    assert_eq!(
+        still,
+        Err(std::io::ErrorKind::WouldBlock),
+        "not held at all"
+    );
     for mut s in silent {
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = s.read_to_end(&mut Vec::new());
     }
     assert!(
-        held.elapsed() < Duration::from_secs(4),
+        held.elapsed() < Duration::from_secs(6),
         "{:?}",
         held.elapsed()
     );
@@ -1130,8 +1153,8 @@ action(type="omfwd" target="127.0.0.1" port="{syslog_port}" protocol="tcp"
             l.strip_prefix("medfl_monitor_tls_handshake_failures_total{listener=\"syslog\"} ")
         })
         .unwrap();
-    // Three refused senders, plain TCP, 32 silent and the one over the limit.
-    assert_eq!(failures, "37", "{metrics}");
+    // Three refused senders, plain TCP, 512 silent and the one over the limit.
+    assert_eq!(failures, "517", "{metrics}");
     drop(_monitor);
     let logged = logged_decisions(&config);
     assert_eq!(logged.len(), stream.len());

@@ -82,8 +82,9 @@ impl Metrics {
         self.decisions[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text, with the log's length and the standing blocks.
-    fn render(&self, records: u64, blocked: usize) -> String {
+    /// The exposition text, with the log's length, the standing blocks, and the connections
+    /// open on each listener.
+    fn render(&self, records: u64, blocked: usize, open: [(&str, usize); 2]) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
         let o = &mut out;
@@ -172,6 +173,20 @@ impl Metrics {
         let _ = writeln!(o, "medfl_monitor_blocked_users {blocked}");
         family(
             o,
+            "medfl_monitor_connections",
+            "gauge",
+            "Connections open, by listener.",
+        );
+        for (listener, n) in open {
+            sample(
+                o,
+                "medfl_monitor_connections",
+                &format!("listener=\"{listener}\""),
+                n as u64,
+            );
+        }
+        family(
+            o,
             "medfl_monitor_tls_handshake_failures_total",
             "counter",
             "TLS handshakes failed, refused (no acceptable certificate) or not started, by listener.",
@@ -201,10 +216,20 @@ fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
 /// `GET /metrics`.
 pub(super) async fn serve(State(server): State<Server>) -> Response {
     let metrics = std::sync::Arc::clone(&server.metrics);
+    let open = [
+        (
+            "http",
+            super::MAX_HTTP_CONNECTIONS.saturating_sub(server.http_slots.available_permits()),
+        ),
+        (
+            "syslog",
+            super::syslog::MAX_CONNECTIONS.saturating_sub(server.syslog_slots.available_permits()),
+        ),
+    ];
     match read_shared_value(server.app, |s| (s.log.len(), s.monitor.blocks().len())).await {
         Some((records, blocked)) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            metrics.render(records, blocked),
+            metrics.render(records, blocked, open),
         )
             .into_response(),
         None => super::refuse(

@@ -175,6 +175,10 @@ struct Server {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Permits for FHIR bodies being read and parsed at once.
     fhir_bodies: Arc<tokio::sync::Semaphore>,
+    /// Connection slots of the HTTP listener (a permit per open connection).
+    http_slots: Arc<tokio::sync::Semaphore>,
+    /// Connection slots of the syslog listener.
+    syslog_slots: Arc<tokio::sync::Semaphore>,
     /// Whether submitting an access needs a certified TLS peer ([`Server::refuse_uncertified`]).
     intake_needs_client_cert: bool,
 }
@@ -323,6 +327,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_ALERT_STREAMS)),
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize)),
         fhir_bodies: Arc::new(tokio::sync::Semaphore::new(fhir::MAX_BODIES_AT_ONCE)),
+        http_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
+        syslog_slots: Arc::new(tokio::sync::Semaphore::new(syslog::MAX_CONNECTIONS)),
         intake_needs_client_cert: opts
             .tls
             .as_ref()
@@ -394,6 +400,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     });
     serve_http(
         listener,
+        Arc::clone(&server.http_slots),
         router,
         opts.tls,
         opts.header_timeout,
@@ -443,7 +450,7 @@ impl Server {
     fn refuse_uncertified(&self, caller: Caller) -> Option<&'static str> {
         (self.intake_needs_client_cert && !caller.certified).then_some(
             "submitting accesses needs a client certificate issued by the hospital's CA \
-             ([monitor.tls] client_ca)",
+             ([monitor.tls] client_ca) and, if senders are listed, one of theirs",
         )
     }
 }
@@ -454,12 +461,12 @@ impl Server {
 /// connection waiting for its next request is held as long only.
 async fn serve_http(
     listener: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
     router: Router,
     tls: Option<tls::Tls>,
     header_timeout: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
         let (stream, peer, slot) = accept(&listener, &slots, "HTTP").await;
         let router = router.clone();
@@ -471,7 +478,8 @@ async fn serve_http(
             });
             continue;
         };
-        let Some(handshaking) = tls.handshakes.admit(peer.ip()) else {
+        let crowded = tls::crowded(&slots, MAX_HTTP_CONNECTIONS);
+        let Some(handshaking) = tls.http_handshakes.admit(peer.ip(), crowded) else {
             metrics.handshake_failed(Source::Json);
             continue;
         };
@@ -491,16 +499,17 @@ async fn serve_http(
             let certified = tls.sender(stream.get_ref().1).is_some();
             // A peer without a certificate that counts may read, on a few connections per
             // address: it cannot hold every slot.
-            let _counted = if !certified && tls.intake_needs_client_cert {
-                match tls.uncertified.admit(peer.ip()) {
+            let _counted = if certified {
+                None
+            } else {
+                match tls.uncertified.admit(peer.ip(), crowded) {
                     Some(c) => Some(c),
                     None => {
+                        metrics.handshake_failed(Source::Json);
                         info!(%peer, "too many HTTPS connections without a certificate");
                         return;
                     }
                 }
-            } else {
-                None
             };
             serve_connection(stream, Caller { certified }, router, header_timeout).await;
         });

@@ -29,7 +29,7 @@ use super::metrics::Source;
 use super::{Server, send};
 
 /// Syslog connections served at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 1024;
+pub(super) const MAX_CONNECTIONS: usize = 1024;
 
 /// A connection silent this long is closed (a sender reconnects), so idle connections cannot
 /// hold every slot.
@@ -44,7 +44,7 @@ const LOGGED_REFUSALS: u64 = 10;
 
 /// Accepts syslog connections (over TLS with `tls`) until the process ends.
 pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Server) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::clone(&server.syslog_slots);
     loop {
         let (stream, peer, slot) = super::accept(&listener, &slots, "syslog").await;
         let server = server.clone();
@@ -58,7 +58,8 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Serve
             continue;
         };
         // One address cannot hold every slot with handshakes it never finishes.
-        let Some(handshaking) = tls.handshakes.admit(peer.ip()) else {
+        let crowded = tls::crowded(&slots, MAX_CONNECTIONS);
+        let Some(handshaking) = tls.syslog_handshakes.admit(peer.ip(), crowded) else {
             server.metrics.handshake_failed(Source::Syslog);
             continue;
         };
@@ -80,7 +81,17 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Serve
             match sender {
                 Some(fp) => info!(%peer, certificate = %fp, "syslog sender authenticated"),
                 None if tls.intake_needs_client_cert => {
-                    return refused(&"its certificate is not among the listed senders");
+                    // Named, so that an operator can list a sender that belongs.
+                    let shown = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| tls::fingerprint(c))
+                        .unwrap_or_default();
+                    server.metrics.handshake_failed(Source::Syslog);
+                    warn!(%peer, certificate = %shown, "syslog sender refused: its certificate is not among the listed senders");
+                    return;
                 }
                 None => {}
             }

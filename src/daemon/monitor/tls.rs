@@ -6,15 +6,19 @@
 //! §4.2.2 requires senders to support exactly this). With `client_ca`, the monitor asks every
 //! peer for a certificate that CA issued: a syslog sender without one is refused during the
 //! handshake (the mutual authentication IHE ATNA's Authenticate Node transaction, ITI-19,
-//! asks for), and an HTTPS client without one may read but not submit accesses.
+//! asks for; one whose certificate is not among `senders` right after it), and an HTTPS
+//! client without one may read but not submit accesses.
 //!
 //! A CA may issue more than the hospital's audit senders (an enterprise CA signs every
 //! workstation): `senders` then narrows who may send to the listed certificates' fingerprints.
 //!
-//! Peers that have proved nothing yet are bounded per source address: handshakes in progress
-//! ([`HANDSHAKES_PER_ADDRESS`]) and HTTPS connections without a certificate
-//! ([`UNCERTIFIED_PER_ADDRESS`]), so one host cannot hold every connection slot; the
-//! certified senders' connections are not counted.
+//! Peers that have proved nothing yet are bounded per source (an IPv4 address, an IPv6 /64)
+//! once a listener's connection slots run short (fewer than half free): handshakes in
+//! progress ([`HANDSHAKES_PER_ADDRESS`]) and HTTPS connections without a certificate that
+//! counts ([`UNCERTIFIED_PER_ADDRESS`]), so one host cannot hold every slot; certified
+//! senders' connections are not counted. Below that pressure nobody is refused for its
+//! address, so a host sharing the EHR's address (a NAT, a proxy) cannot lock it out by
+//! spending a small per-address budget.
 //!
 //! The cryptography is rustls with the *ring* provider, chosen explicitly: no process-wide
 //! default provider is installed or assumed. `medfl tls-cert` makes a P-256 identity: every
@@ -40,8 +44,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::provision::TlsSettings;
 
 /// How long a peer may take to finish its TLS handshake at most (a peer that stalls it would
-/// otherwise hold a connection slot); a shorter header timeout shortens it.
+/// otherwise hold a connection slot); a shorter header timeout shortens it, down to
+/// [`HANDSHAKE_FLOOR`].
 pub(super) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The shortest handshake deadline: two round trips of a distant sender fit in it, whatever
+/// the header timeout.
+pub(super) const HANDSHAKE_FLOOR: Duration = Duration::from_secs(1);
 
 /// TLS handshakes in progress from one source address at once; more are closed at accept.
 pub const HANDSHAKES_PER_ADDRESS: u32 = 32;
@@ -65,9 +74,11 @@ pub struct Tls {
     senders: Vec<String>,
     /// How long a handshake may take.
     pub(super) handshake_deadline: Duration,
-    /// Handshakes in progress per source address.
-    pub(super) handshakes: Arc<PerAddress>,
-    /// HTTPS connections without a certificate per source address.
+    /// Handshakes in progress per source, on the HTTP listener.
+    pub(super) http_handshakes: Arc<PerAddress>,
+    /// Handshakes in progress per source, on the syslog listener.
+    pub(super) syslog_handshakes: Arc<PerAddress>,
+    /// HTTPS connections without a certificate that counts, per source.
     pub(super) uncertified: Arc<PerAddress>,
 }
 
@@ -82,9 +93,10 @@ impl Tls {
         (self.senders.is_empty() || self.senders.contains(&hex)).then_some(fp)
     }
 
-    /// Shortens the handshake deadline to `limit` if that is shorter.
+    /// Shortens the handshake deadline to `limit` if that is shorter, never below
+    /// [`HANDSHAKE_FLOOR`].
     pub fn with_deadline_at_most(mut self, limit: Duration) -> Tls {
-        self.handshake_deadline = self.handshake_deadline.min(limit);
+        self.handshake_deadline = self.handshake_deadline.min(limit).max(HANDSHAKE_FLOOR);
         self
     }
 }
@@ -110,20 +122,52 @@ impl PerAddress {
         })
     }
 
-    /// Counts one more connection from `ip`, unless it already has the limit.
-    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Counted> {
+    /// Counts one more connection from `ip`; refuses it if the listener is `crowded` and its
+    /// source already has the limit.
+    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr, crowded: bool) -> Option<Counted> {
+        let ip = source(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
-        if *n >= self.limit {
+        if crowded && *n >= self.limit {
+            if *n == 0 {
+                counts.remove(&ip);
+            }
             return None;
         }
-        *n += 1;
+        *n = n.saturating_add(1);
         Some(Counted {
             owner: Arc::clone(self),
             ip,
         })
     }
+
+    /// Sources counted now (for tests).
+    #[cfg(test)]
+    fn sources(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
+
+/// The source a connection from `ip` is counted under: an IPv4 address (also when it comes
+/// IPv4-mapped), or an IPv6 /64, the block one host usually holds whole.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether a listener with `total` slots has fewer than half of them free: the per-source
+/// limits apply from then on.
+pub(super) fn crowded(slots: &tokio::sync::Semaphore, total: usize) -> bool {
+    slots.available_permits() < total / 2
+}
+
+impl PerAddress {}
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -215,7 +259,16 @@ pub fn load(settings: &TlsSettings, member_dir: &Path) -> Result<Tls> {
         .senders
         .iter()
         .map(|s| {
-            let hex = s.replace(':', "").to_ascii_uppercase();
+            // rsyslog's form ("SHA256:AB:...") and RFC 4572's ("sha-256 AB:...") are taken too.
+            let bare = ["SHA256:", "SHA-256:", "SHA-256 "]
+                .iter()
+                .find_map(|p| {
+                    s.get(..p.len())
+                        .filter(|head| head.eq_ignore_ascii_case(p))
+                        .map(|_| &s[p.len()..])
+                })
+                .unwrap_or(s);
+            let hex = bare.replace(':', "").to_ascii_uppercase();
             if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(hex)
             } else {
@@ -229,7 +282,8 @@ pub fn load(settings: &TlsSettings, member_dir: &Path) -> Result<Tls> {
         intake_needs_client_cert: settings.client_ca.is_some(),
         senders,
         handshake_deadline: HANDSHAKE_DEADLINE,
-        handshakes: PerAddress::new(HANDSHAKES_PER_ADDRESS),
+        http_handshakes: PerAddress::new(HANDSHAKES_PER_ADDRESS),
+        syslog_handshakes: PerAddress::new(HANDSHAKES_PER_ADDRESS),
         uncertified: PerAddress::new(UNCERTIFIED_PER_ADDRESS),
     })
 }
@@ -395,9 +449,12 @@ pub fn write_self_signed(config: &Path, names: &[String]) -> Result<SelfSigned> 
         let mut f = options
             .open(path)
             .with_context(|| format!("creating {}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))
+        let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+        if written.is_err() {
+            // Half a file would block the next attempt as "exists".
+            let _ = std::fs::remove_file(path);
+        }
+        written.with_context(|| format!("writing {}", path.display()))
     };
     create(&key, 0o600, &made.key_pem)?;
     if let Err(e) = create(&cert, 0o644, &made.cert_pem) {
@@ -494,7 +551,7 @@ mod tests {
         let e = load(
             &TlsSettings {
                 client_ca: Some("c.pem".into()),
-                senders: vec!["AB:CD".into()],
+                senders: vec!["AB:CD".into(), format!("SHA256:{}", one.fingerprint)],
                 ..settings.clone()
             },
             dir.path(),
@@ -523,12 +580,27 @@ mod tests {
         let counts = PerAddress::new(2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let one = counts.admit(a).unwrap();
-        let _two = counts.admit(a).unwrap();
-        assert!(counts.admit(a).is_none());
-        let _other = counts.admit(b).unwrap();
+        let one = counts.admit(a, true).unwrap();
+        let _two = counts.admit(a, true).unwrap();
+        assert!(counts.admit(a, true).is_none());
+        // Uncrowded, nobody is refused for its address (but every connection is counted).
+        let uncrowded = counts.admit(a, false).unwrap();
+        let _other = counts.admit(b, true).unwrap();
         drop(one);
-        let _three = counts.admit(a).unwrap();
-        assert!(counts.admit(a).is_none());
+        drop(uncrowded);
+        let _three = counts.admit(a, true).unwrap();
+        assert!(counts.admit(a, true).is_none());
+        // The same host by another spelling, or from elsewhere in its /64, is one source.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(counts.admit(mapped, true).is_none());
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let x = counts.admit(v6("2001:db8:1:2::1"), true).unwrap();
+        let y = counts.admit(v6("2001:db8:1:2:ffff::9"), true).unwrap();
+        assert!(counts.admit(v6("2001:db8:1:2:abcd::1"), true).is_none());
+        let _z = counts.admit(v6("2001:db8:1:3::1"), true).unwrap();
+        // A source is forgotten once its last connection ends.
+        assert_eq!(counts.sources(), 4);
+        drop((x, y));
+        assert_eq!(counts.sources(), 3);
     }
 }
