@@ -1,5 +1,6 @@
 //! Training and scoring.
 
+use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -83,24 +84,34 @@ pub fn train(
 }
 
 /// Anomaly scores (mean squared reconstruction error) for every row.
+///
+/// Runs without autodiff whatever `model` and `device` carry: a forward pass recorded for a
+/// backward pass that never comes stays in the autodiff graph, which a long-running monitor,
+/// scoring every access, would grow without end (and stall on each time the graph's table
+/// doubled).
 pub fn score(
     model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    by_chunks(data, inputs, device, |x| model.score_batch(x).into_data())
+    let model = model.valid();
+    by_chunks(data, inputs, &device.clone().inner(), |x| {
+        model.score_batch(x).into_data()
+    })
 }
 
 /// Each feature's squared reconstruction error for every row (row-major, like `data`): what
-/// makes up a row's [`score`], so an alert can name the features that raised it.
+/// makes up a row's [`score`], so an alert can name the features that raised it. Without
+/// autodiff, as [`score`].
 pub fn reconstruction_errors(
     model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    by_chunks(data, inputs, device, |x| {
+    let model = model.valid();
+    by_chunks(data, inputs, &device.clone().inner(), |x| {
         (model.forward(x.clone()) - x).powi_scalar(2).into_data()
     })
 }
