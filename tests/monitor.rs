@@ -1170,3 +1170,76 @@ action(type="omfwd" target="127.0.0.1" port="{syslog_port}" protocol="tcp"
         );
     }
 }
+
+/// A block the monitor raises is anchored on its own: sealed, its record's hash goes into an
+/// `AnchorAlert` transaction in the hospital's outbox, once (the user's later accesses, denied
+/// because the block stands, raise none), and the ledger's contract accepts it.
+#[test]
+fn a_raised_block_gets_an_alert_anchor_of_its_own() {
+    use medfl_ledger::TxBody;
+    use medfl_model::modelfile::ModelFile;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = setup(dir.path());
+    let member = config.parent().unwrap().to_owned();
+    // A threshold this small makes every score block.
+    let model = member.join("models/current.model");
+    let (mut file, _) = ModelFile::load(&model).unwrap();
+    file.threshold = f32::MIN_POSITIVE;
+    file.save(&model).unwrap();
+    let port = free_port();
+    let monitor = start(&config, port, dir.path().join("monitor.log"));
+    let stream = recent(&events, 3);
+    for e in &stream {
+        let mut r = AccessRequest::from_event(e);
+        r.user = stream[0].user.clone();
+        let (status, body) = http(port, "POST", "/v1/access", &serde_json::to_vec(&r).unwrap());
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"deny\""), "{body}");
+    }
+    let outbox = member.join("outbox");
+    let anchors = || -> Vec<medfl_ledger::Transaction> {
+        fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(|f| fs::read(f.ok()?.path()).ok())
+                    .filter_map(|b| medfl_ledger::codec::decode(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !anchors()
+        .iter()
+        .any(|t| matches!(t.body, TxBody::AnchorAlert(_)))
+    {
+        assert!(Instant::now() < end, "no alert anchor was queued");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(monitor);
+    let txs = anchors();
+    let alerts: Vec<_> = txs
+        .iter()
+        .filter_map(|t| match &t.body {
+            TxBody::AnchorAlert(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alerts.len(), 1, "one block, one anchor: {alerts:?}");
+    let log = medfl_monitor::AuditLog::open(&member.join("monitor/audit.redb")).unwrap();
+    let records = log.records(0, 10).unwrap();
+    assert_eq!(records.len(), stream.len());
+    // Record 0 raised the block: record 1 links to its hash, which the anchor carries.
+    assert_eq!(alerts[0].alert, records[1].prev);
+    assert_eq!(alerts[0].severity, medfl_ledger::tx::Severity::Critical);
+    assert_eq!(alerts[0].raised_at.0, records[0].at_ms);
+    // The contract takes it, as every member's copy would check it in a block.
+    let genesis_text = fs::read_to_string(member.join("genesis.toml")).unwrap();
+    let genesis = medfl_ledger::Genesis::from_toml(&genesis_text).unwrap();
+    let state = medfl_ledger::ChainState::from_genesis(&genesis).unwrap();
+    let tx = txs
+        .iter()
+        .find(|t| matches!(t.body, TxBody::AnchorAlert(_)))
+        .unwrap();
+    state
+        .check_tx(tx, medfl_ledger::Timestamp(now_ms() + 1000))
+        .unwrap();
+}

@@ -15,7 +15,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use medfl_ledger::tx::AuditAnchor;
+use medfl_ledger::tx::{AlertAnchor, AuditAnchor, Severity};
 use medfl_ledger::{Hash, Timestamp, codec, merkle};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,36 @@ pub struct SealedBatch {
     pub first_at: u64,
     /// Its last record's time.
     pub last_at: u64,
+}
+
+/// A block a decision raised: the alert a hospital anchors on the ledger on its own (the
+/// record stays in the log; the anchor commits to its hash), so that when and on which model
+/// an employee was blocked can be proved to someone who does not trust the hospital's disk.
+/// Denials because a block already stands, and alerts that block no one, are covered by their
+/// batch's audit anchor only: anchoring each would put the hospital's alert rate on the ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RaisedBlock {
+    /// The record's position.
+    pub seq: u64,
+    /// The record's hash (a leaf of its batch's Merkle tree).
+    pub record: Hash,
+    /// When the monitor recorded it.
+    pub at_ms: u64,
+    /// The model that scored it (its hash, as the decision names it).
+    pub model: Option<String>,
+}
+
+impl RaisedBlock {
+    /// The ledger transaction body that anchors it; `anchored` is the anchored round's model
+    /// that raised it, if known (the contract refuses a model no round anchored).
+    pub fn anchor(&self, anchored: Option<Hash>) -> AlertAnchor {
+        AlertAnchor {
+            alert: self.record,
+            severity: Severity::Critical,
+            raised_at: Timestamp(self.at_ms),
+            model: anchored,
+        }
+    }
 }
 
 impl SealedBatch {
@@ -333,6 +363,44 @@ impl AuditLog {
             }
             Ok(out)
         })
+    }
+
+    /// The blocks raised by the decisions of `batch` (see [`RaisedBlock`]), in order.
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn blocks_in(&self, batch: &SealedBatch) -> Result<Vec<RaisedBlock>, AuditError> {
+        let mut out = Vec::new();
+        let mut from = batch.first;
+        while from <= batch.last {
+            let room = batch.last.saturating_sub(from).saturating_add(1);
+            let raw = self.raw(
+                from,
+                usize::try_from(room).unwrap_or(MAX_BATCH).min(MAX_BATCH),
+            )?;
+            let Some(next) = raw.last().and_then(|(last, _)| last.checked_add(1)) else {
+                break;
+            };
+            from = next;
+            for (seq, bytes) in raw {
+                let record = decode_record(seq, &bytes)?;
+                if let RecordBody::Decision { decision, .. } = record.body
+                    && decision.blocks_user
+                    && !decision
+                        .reasons
+                        .iter()
+                        .any(|r| r.starts_with(crate::decide::STANDING_BLOCK))
+                {
+                    out.push(RaisedBlock {
+                        seq,
+                        record: Hash::of_bytes(&bytes),
+                        at_ms: record.at_ms,
+                        model: decision.model,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The sealed batches, in order.

@@ -229,6 +229,10 @@ pub struct Consent {
     pub height: u64,
 }
 
+/// How the reason of a denial because a block already stands begins: such a decision raises
+/// no new block, whatever its `blocks_user` says.
+pub const STANDING_BLOCK: &str = "the user is blocked pending review since";
+
 /// A standing block of one user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Block {
@@ -416,7 +420,7 @@ impl Monitor {
             raise(
                 Verdict::Deny,
                 format!(
-                    "the user is blocked pending review since {}: {}",
+                    "{STANDING_BLOCK} {}: {}",
                     crate::explain::clock(b.since_ms),
                     b.reason
                 ),

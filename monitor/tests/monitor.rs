@@ -236,6 +236,56 @@ fn a_block_survives_a_restart_through_the_log() {
     );
 }
 
+/// The block a decision raised is found in its sealed batch and anchored by the record's hash,
+/// a leaf of the batch's Merkle root; the denials that follow it (the block standing) are not.
+#[test]
+fn a_raised_block_is_anchored_by_its_records_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events(6);
+    let (file, hash) = model(f32::MIN_POSITIVE);
+    let mut log = AuditLog::open(&dir.path().join("audit.redb")).unwrap();
+    log_decisions(&mut log, &events[..2]);
+    let mut m = Monitor::new(Policy::default());
+    m.swap_model(Scorer::new(file, hash.clone()).unwrap());
+    // The same user four times: the first blocks; the rest are denied as blocked, and still
+    // say they would block (the score stays high), which must not raise a block again.
+    let mut would_block = Vec::new();
+    for e in &events[2..] {
+        let mut request = AccessRequest::from_event(e);
+        request.user = events[2].user.clone();
+        let decision = m.decide(&request, e.time_ms).unwrap();
+        let blocks = decision.blocks_user;
+        let r = log
+            .append(
+                e.time_ms,
+                RecordBody::Decision {
+                    request: Box::new(request),
+                    decision: Box::new(decision),
+                },
+            )
+            .unwrap();
+        if blocks {
+            would_block.push(r);
+        }
+    }
+    assert_eq!(would_block.len(), 4, "the tiny threshold blocks every time");
+    let blocking = would_block[0].clone();
+    let batch = log.seal().unwrap().unwrap();
+    let raised = log.blocks_in(&batch).unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let b = &raised[0];
+    assert_eq!(b.seq, blocking.seq);
+    assert_eq!(b.at_ms, blocking.at_ms);
+    assert_eq!(b.model.as_deref(), Some(hash.as_str()));
+    // The anchored hash is the record's own: the next record links to it.
+    let next = log.records(blocking.seq + 1, 1).unwrap();
+    assert_eq!(next[0].prev, b.record);
+    let anchor = b.anchor(None);
+    assert_eq!(anchor.alert, b.record);
+    assert_eq!(anchor.severity, medfl_ledger::tx::Severity::Critical);
+    assert_eq!(anchor.raised_at.0, blocking.at_ms);
+}
+
 fn log_with(dir: &std::path::Path, n: u64) -> AuditLog {
     let mut log = AuditLog::open(&dir.join("audit.redb")).unwrap();
     log_decisions(&mut log, &events(n as usize));

@@ -1515,15 +1515,52 @@ fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u6
 
 /// Seals the records since the last batch and queues their anchor for the hospital's client.
 fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
-    let batches = {
+    let (batches, raised) = {
         let Ok(mut shared) = app.lock() else {
             bail!("the monitor failed");
         };
-        shared.log.seal_all()?
+        let batches = shared.log.seal_all()?;
+        let mut raised = Vec::new();
+        for b in &batches {
+            raised.extend(shared.log.blocks_in(b)?);
+        }
+        (batches, raised)
     };
     let genesis = member.genesis.hash()?;
     for batch in batches {
         queue_anchor(member, &genesis, &batch)?;
+    }
+    if !raised.is_empty() {
+        queue_alert_anchors(member, &genesis, &raised)?;
+    }
+    Ok(())
+}
+
+/// Signs an alert anchor for each block raised and leaves it in the outbox. The anchor names
+/// no model: a decision names the monitor's file (the global model with the hospital's own
+/// threshold), which is not the anchored round's model the contract would check; the record
+/// the anchor commits to names it.
+fn queue_alert_anchors(
+    member: &Member,
+    genesis: &medfl_ledger::Hash,
+    raised: &[medfl_monitor::audit::RaisedBlock],
+) -> Result<()> {
+    for block in raised {
+        let tx = Transaction::sign(
+            genesis,
+            member.config.member.clone(),
+            &member.key,
+            Timestamp(now_ms()),
+            TxBody::AnchorAlert(block.anchor(None)),
+        )?;
+        let (path, id) = queue_signed(member, &tx)?;
+        info!(
+            record = block.seq,
+            alert = %block.record,
+            tx = %id,
+            file = %path.display(),
+            "a block was raised; its alert anchor is queued for the ledger"
+        );
     }
     Ok(())
 }
