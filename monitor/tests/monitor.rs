@@ -255,15 +255,7 @@ fn a_raised_block_is_anchored_by_its_records_hash() {
         request.user = events[2].user.clone();
         let decision = m.decide(&request, e.time_ms).unwrap();
         let blocks = decision.blocks_user;
-        let r = log
-            .append(
-                e.time_ms,
-                RecordBody::Decision {
-                    request: Box::new(request),
-                    decision: Box::new(decision),
-                },
-            )
-            .unwrap();
+        let r = append_decision(&mut log, e.time_ms, request, decision);
         if blocks {
             would_block.push(r);
         }
@@ -299,17 +291,26 @@ fn log_decisions(log: &mut AuditLog, events: &[AccessEvent]) {
         let request = AccessRequest::from_event(e);
         let decision = m.decide(&request, e.time_ms).unwrap();
         let before = log.len();
-        let r = log
-            .append(
-                e.time_ms,
-                RecordBody::Decision {
-                    request: Box::new(request),
-                    decision: Box::new(decision),
-                },
-            )
-            .unwrap();
+        let r = append_decision(log, e.time_ms, request, decision);
         assert_eq!(r.seq, before);
     }
+}
+
+/// Appends one decision record at `at_ms`.
+fn append_decision(
+    log: &mut AuditLog,
+    at_ms: u64,
+    request: AccessRequest,
+    decision: medfl_monitor::Decision,
+) -> medfl_monitor::AuditRecord {
+    log.append(
+        at_ms,
+        RecordBody::Decision {
+            request: Box::new(request),
+            decision: Box::new(decision),
+        },
+    )
+    .unwrap()
 }
 
 #[test]
