@@ -122,8 +122,9 @@ pub struct SealedBatch {
 }
 
 /// A block a decision raised: the alert a hospital anchors on the ledger on its own (the
-/// record stays in the log; the anchor commits to its hash), so that when and on which model
-/// an employee was blocked can be proved to someone who does not trust the hospital's disk.
+/// record stays in the log; the anchor commits to its hash), so that when an employee was
+/// blocked can be proved to someone who does not trust the hospital's disk (with the record,
+/// its Merkle path and its batch's anchor).
 /// Denials because a block already stands, and alerts that block no one, are covered by their
 /// batch's audit anchor only: anchoring each would put the hospital's alert rate on the ledger.
 #[derive(Clone, Debug, PartialEq)]
@@ -365,42 +366,35 @@ impl AuditLog {
         })
     }
 
-    /// The blocks raised by the decisions of `batch` (see [`RaisedBlock`]), in order.
+    /// The block raised by the decision at `seq`, if it raised one (see [`RaisedBlock`]).
     ///
     /// # Errors
-    /// Storage failed or a record does not decode.
-    pub fn blocks_in(&self, batch: &SealedBatch) -> Result<Vec<RaisedBlock>, AuditError> {
-        let mut out = Vec::new();
-        let mut from = batch.first;
-        while from <= batch.last {
-            let room = batch.last.saturating_sub(from).saturating_add(1);
-            let raw = self.raw(
-                from,
-                usize::try_from(room).unwrap_or(MAX_BATCH).min(MAX_BATCH),
-            )?;
-            let Some(next) = raw.last().and_then(|(last, _)| last.checked_add(1)) else {
-                break;
-            };
-            from = next;
-            for (seq, bytes) in raw {
-                let record = decode_record(seq, &bytes)?;
-                if let RecordBody::Decision { decision, .. } = record.body
-                    && decision.blocks_user
-                    && !decision
-                        .reasons
-                        .iter()
-                        .any(|r| r.starts_with(crate::decide::STANDING_BLOCK))
-                {
-                    out.push(RaisedBlock {
-                        seq,
-                        record: Hash::of_bytes(&bytes),
-                        at_ms: record.at_ms,
-                        model: decision.model,
-                    });
-                }
-            }
-        }
-        Ok(out)
+    /// Storage failed or the record does not decode.
+    pub fn raised_block(&self, seq: u64) -> Result<Option<RaisedBlock>, AuditError> {
+        let Some((_, bytes)) = self.raw(seq, 1)?.into_iter().find(|(s, _)| *s == seq) else {
+            return Ok(None);
+        };
+        let record = decode_record(seq, &bytes)?;
+        Ok(match record.body {
+            RecordBody::Decision { decision, .. } if decision.raises_block() => Some(RaisedBlock {
+                seq,
+                record: Hash::of_bytes(&bytes),
+                at_ms: record.at_ms,
+                model: decision.model,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The first record no sealed batch holds yet.
+    ///
+    /// # Errors
+    /// Storage failed or a batch does not decode.
+    pub fn first_unsealed(&self) -> Result<u64, AuditError> {
+        Ok(self
+            .batches()?
+            .last()
+            .map_or(0, |b| b.last.saturating_add(1)))
     }
 
     /// The sealed batches, in order.

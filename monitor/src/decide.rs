@@ -84,6 +84,14 @@ pub struct Decision {
     pub consent_height: Option<u64>,
 }
 
+impl Decision {
+    /// Whether this decision put a block on its user (rather than being denied because one
+    /// already stood, which still says `blocks_user` when the score is high again).
+    pub fn raises_block(&self) -> bool {
+        self.blocks_user && !self.reasons.iter().any(|r| r.starts_with(STANDING_BLOCK))
+    }
+}
+
 /// A feature behind a score (a [`Contribution`] in a storable form).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopFeature {

@@ -84,7 +84,7 @@ impl Metrics {
 
     /// The exposition text, with the log's length, the standing blocks, and the connections
     /// open on each listener.
-    fn render(&self, records: u64, blocked: usize, open: [(&str, usize); 2]) -> String {
+    fn render(&self, records: u64, blocked: usize, open: [(&str, usize, usize); 2]) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::with_capacity(2048);
         let o = &mut out;
@@ -177,7 +177,7 @@ impl Metrics {
             "gauge",
             "Connections open, by listener.",
         );
-        for (listener, n) in open {
+        for (listener, n, _) in open {
             sample(
                 o,
                 "medfl_monitor_connections",
@@ -187,9 +187,23 @@ impl Metrics {
         }
         family(
             o,
+            "medfl_monitor_connection_slots",
+            "gauge",
+            "Connections each listener may hold (within the open-file limit).",
+        );
+        for (listener, _, total) in open {
+            sample(
+                o,
+                "medfl_monitor_connection_slots",
+                &format!("listener=\"{listener}\""),
+                total as u64,
+            );
+        }
+        family(
+            o,
             "medfl_monitor_tls_handshake_failures_total",
             "counter",
-            "TLS handshakes failed, refused (no acceptable certificate) or not started, by listener.",
+            "TLS connections refused: handshakes failed, refused (no acceptable certificate) or not started, and connections over a per-source limit, by listener.",
         );
         for (listener, source) in [("http", Source::Json), ("syslog", Source::Syslog)] {
             sample(
@@ -217,13 +231,11 @@ fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
 pub(super) async fn serve(State(server): State<Server>) -> Response {
     let metrics = std::sync::Arc::clone(&server.metrics);
     let open = [
-        (
-            "http",
-            super::MAX_HTTP_CONNECTIONS.saturating_sub(server.http_slots.available_permits()),
-        ),
+        ("http", server.http_slots.open(), server.http_slots.total),
         (
             "syslog",
-            super::syslog::MAX_CONNECTIONS.saturating_sub(server.syslog_slots.available_permits()),
+            server.syslog_slots.open(),
+            server.syslog_slots.total,
         ),
     ];
     match read_shared_value(server.app, |s| (s.log.len(), s.monitor.blocks().len())).await {

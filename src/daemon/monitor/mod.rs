@@ -61,8 +61,64 @@ pub use self::officers::add_officer;
 use self::officers::{OfficerRole, authorize};
 use super::{Member, queue_signed};
 
-/// HTTP connections served at once; more are closed at accept.
+/// HTTP connections served at once at most; more are closed at accept.
 const MAX_HTTP_CONNECTIONS: usize = 16 * 1024;
+
+/// File descriptors kept for everything but connections (the audit log, the ledger copy, the
+/// model and context files, the outbox, logs).
+const RESERVED_FDS: u64 = 256;
+
+/// A listener's connection slots: a permit per open connection, out of `total`.
+#[derive(Clone)]
+struct Slots {
+    permits: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+impl Slots {
+    fn new(total: usize) -> Slots {
+        Slots {
+            permits: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Connections open now.
+    fn open(&self) -> usize {
+        self.total.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Whether fewer than half the slots are free: the per-source limits apply from then on.
+    fn crowded(&self) -> bool {
+        self.permits.available_permits() < self.total / 2
+    }
+}
+
+/// The connection slots of the HTTP and syslog listeners that the process's file descriptors
+/// allow. The soft limit is raised to the hard one first (often 1,024 against 500,000): slots
+/// the descriptors cannot back would let a flood of connections fail every `accept`, and every
+/// file the monitor opens, before any limit of its own applied.
+fn connection_slots() -> (usize, usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit; assuming 1,024");
+            1024
+        }
+    };
+    let usable = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let syslog = (usable / 16).clamp(1, syslog::MAX_CONNECTIONS);
+    let http = usable.saturating_sub(syslog).clamp(1, MAX_HTTP_CONNECTIONS);
+    if http < MAX_HTTP_CONNECTIONS {
+        warn!(
+            open_files = limit,
+            http,
+            syslog,
+            "the open-file limit caps the monitor's connections (raise it: LimitNOFILE=65536)"
+        );
+    }
+    (http, syslog)
+}
 
 /// A connection's read buffer at most, in bytes (a request's head must fit).
 const MAX_READ_BUFFER: usize = 64 * 1024;
@@ -132,6 +188,8 @@ struct Shared {
     alerts: VecDeque<AlertView>,
     /// The model file's hash in use, and the ledger height consent was read at.
     model_hash: Option<String>,
+    /// Records that raised a block, not yet sealed and anchored (see `seal_and_anchor`).
+    raised: Vec<u64>,
     consent_height: Option<u64>,
     /// Size and modification time of the model file and the ledger copy when last read.
     model_seen: Stamp,
@@ -175,10 +233,10 @@ struct Server {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Permits for FHIR bodies being read and parsed at once.
     fhir_bodies: Arc<tokio::sync::Semaphore>,
-    /// Connection slots of the HTTP listener (a permit per open connection).
-    http_slots: Arc<tokio::sync::Semaphore>,
+    /// Connection slots of the HTTP listener.
+    http_slots: Slots,
     /// Connection slots of the syslog listener.
-    syslog_slots: Arc<tokio::sync::Semaphore>,
+    syslog_slots: Slots,
     /// Whether submitting an access needs a certified TLS peer ([`Server::refuse_uncertified`]).
     intake_needs_client_cert: bool,
 }
@@ -283,7 +341,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     }
     let mut monitor = Monitor::new(Policy::default());
     let mut alerts = VecDeque::new();
-    replay(&log, &mut monitor, &mut alerts)?;
+    let mut raised = Vec::new();
+    replay(&log, &mut monitor, &mut alerts, &mut raised)?;
     info!(
         records = log.len(),
         blocked = monitor.blocks().len(),
@@ -295,6 +354,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         log,
         alerts,
         model_hash: None,
+        raised,
         consent_height: None,
         model_seen: None,
         ledger_seen: None,
@@ -305,6 +365,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         context_loaded: false,
         context_error: None,
     }));
+    let (http_slots, syslog_slots) = connection_slots();
     let metrics = Arc::new(Metrics::default());
     let metrics_for_http = Arc::clone(&metrics);
     let (queue, waiting) = std::sync::mpsc::sync_channel(MAX_QUEUED);
@@ -327,8 +388,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_ALERT_STREAMS)),
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize)),
         fhir_bodies: Arc::new(tokio::sync::Semaphore::new(fhir::MAX_BODIES_AT_ONCE)),
-        http_slots: Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS)),
-        syslog_slots: Arc::new(tokio::sync::Semaphore::new(syslog::MAX_CONNECTIONS)),
+        http_slots: Slots::new(http_slots),
+        syslog_slots: Slots::new(syslog_slots),
         intake_needs_client_cert: opts
             .tls
             .as_ref()
@@ -400,7 +461,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     });
     serve_http(
         listener,
-        Arc::clone(&server.http_slots),
+        server.http_slots.clone(),
         router,
         opts.tls,
         opts.header_timeout,
@@ -461,14 +522,14 @@ impl Server {
 /// connection waiting for its next request is held as long only.
 async fn serve_http(
     listener: tokio::net::TcpListener,
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Slots,
     router: Router,
     tls: Option<tls::Tls>,
     header_timeout: Duration,
     metrics: Arc<Metrics>,
 ) {
     loop {
-        let (stream, peer, slot) = accept(&listener, &slots, "HTTP").await;
+        let (stream, peer, slot) = accept(&listener, &slots.permits, "HTTP").await;
         let router = router.clone();
         let Some(tls) = tls.clone() else {
             tokio::spawn(async move {
@@ -478,12 +539,13 @@ async fn serve_http(
             });
             continue;
         };
-        let crowded = tls::crowded(&slots, MAX_HTTP_CONNECTIONS);
+        let crowded = slots.crowded();
         let Some(handshaking) = tls.http_handshakes.admit(peer.ip(), crowded) else {
             metrics.handshake_failed(Source::Json);
             continue;
         };
         let metrics = Arc::clone(&metrics);
+        let slots_now = slots.clone();
         tokio::spawn(async move {
             let _slot = slot;
             // The handshake runs on the connection's own task: a slow one delays no other.
@@ -502,7 +564,8 @@ async fn serve_http(
             let _counted = if certified {
                 None
             } else {
-                match tls.uncertified.admit(peer.ip(), crowded) {
+                // Judged now, not at accept: the handshake took time.
+                match tls.uncertified.admit(peer.ip(), slots_now.crowded()) {
                     Some(c) => Some(c),
                     None => {
                         metrics.handshake_failed(Source::Json);
@@ -629,7 +692,13 @@ fn review_answer(
 }
 
 /// Rebuilds the users' history, blocks and recent alerts from the audit log.
-fn replay(log: &AuditLog, monitor: &mut Monitor, alerts: &mut VecDeque<AlertView>) -> Result<()> {
+fn replay(
+    log: &AuditLog,
+    monitor: &mut Monitor,
+    alerts: &mut VecDeque<AlertView>,
+    raised: &mut Vec<u64>,
+) -> Result<()> {
+    let unsealed = log.first_unsealed().context("reading the sealed batches")?;
     let mut seq = 0;
     loop {
         let chunk = log.records(seq, 4096).context("replaying the audit log")?;
@@ -640,6 +709,9 @@ fn replay(log: &AuditLog, monitor: &mut Monitor, alerts: &mut VecDeque<AlertView
         for r in chunk {
             match r.body {
                 RecordBody::Decision { request, decision } => {
+                    if r.seq >= unsealed && decision.raises_block() {
+                        raised.push(r.seq);
+                    }
                     monitor.replay(&request, &decision, r.at_ms);
                     note_alert(alerts, r.seq, &request, &decision);
                 }
@@ -915,6 +987,9 @@ fn decision_writer(
                 Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
             };
             for ((at, request, decision), record) in decided.into_iter().zip(records) {
+                if decision.raises_block() {
+                    shared.raised.push(record.seq);
+                }
                 if let Some(view) = note_alert(&mut shared.alerts, record.seq, &request, &decision)
                 {
                     // No stream listening is fine: the alert is in the log and the list.
@@ -1520,13 +1595,23 @@ fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
             bail!("the monitor failed");
         };
         let batches = shared.log.seal_all()?;
-        let mut raised = Vec::new();
-        for b in &batches {
-            raised.extend(shared.log.blocks_in(b)?);
+        // Only the few records the writer saw raise a block are read again, not the batch.
+        let sealed_to = batches.last().map_or(0, |b| b.last.saturating_add(1));
+        let (now, later): (Vec<u64>, Vec<u64>) =
+            shared.raised.iter().partition(|seq| **seq < sealed_to);
+        shared.raised = later;
+        let mut raised = Vec::with_capacity(now.len());
+        for seq in now {
+            match shared.log.raised_block(seq) {
+                Ok(Some(b)) => raised.push(b),
+                Ok(None) => warn!(record = seq, "a record noted as raising a block does not"),
+                Err(e) => warn!(record = seq, error = %e, "cannot read a raised block's record"),
+            }
         }
         (batches, raised)
     };
     let genesis = member.genesis.hash()?;
+    // The batches' anchors first: nothing about the blocks may keep them from the outbox.
     for batch in batches {
         queue_anchor(member, &genesis, &batch)?;
     }

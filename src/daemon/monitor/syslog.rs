@@ -28,7 +28,8 @@ use tracing::{info, warn};
 use super::metrics::Source;
 use super::{Server, send};
 
-/// Syslog connections served at once; more are closed at accept.
+/// Syslog connections served at once at most (fewer if the open-file limit is low); more are
+/// closed at accept.
 pub(super) const MAX_CONNECTIONS: usize = 1024;
 
 /// A connection silent this long is closed (a sender reconnects), so idle connections cannot
@@ -44,9 +45,9 @@ const LOGGED_REFUSALS: u64 = 10;
 
 /// Accepts syslog connections (over TLS with `tls`) until the process ends.
 pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Server) {
-    let slots = Arc::clone(&server.syslog_slots);
+    let slots = server.syslog_slots.clone();
     loop {
-        let (stream, peer, slot) = super::accept(&listener, &slots, "syslog").await;
+        let (stream, peer, slot) = super::accept(&listener, &slots.permits, "syslog").await;
         let server = server.clone();
         let Some(tls) = tls.clone() else {
             tokio::spawn(async move {
@@ -58,7 +59,7 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Serve
             continue;
         };
         // One address cannot hold every slot with handshakes it never finishes.
-        let crowded = tls::crowded(&slots, MAX_CONNECTIONS);
+        let crowded = slots.crowded();
         let Some(handshaking) = tls.syslog_handshakes.admit(peer.ip(), crowded) else {
             server.metrics.handshake_failed(Source::Syslog);
             continue;

@@ -129,9 +129,6 @@ impl PerAddress {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if crowded && *n >= self.limit {
-            if *n == 0 {
-                counts.remove(&ip);
-            }
             return None;
         }
         *n = n.saturating_add(1);
@@ -160,14 +157,6 @@ fn source(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
-
-/// Whether a listener with `total` slots has fewer than half of them free: the per-source
-/// limits apply from then on.
-pub(super) fn crowded(slots: &tokio::sync::Semaphore, total: usize) -> bool {
-    slots.available_permits() < total / 2
-}
-
-impl PerAddress {}
 
 impl Drop for Counted {
     fn drop(&mut self) {
