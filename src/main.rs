@@ -776,11 +776,14 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             let (_copy, log) = medfl::daemon::monitor::open_copy(&member.dir)?;
             let anchors = medfl::daemon::monitor::own_anchors(&member)?;
             let r = log
-                .verify(&anchors)
+                .verify(&anchors.audit)
                 .context("the audit log does not verify")?;
+            let alerts = log
+                .check_alert_anchors(&anchors.alerts)
+                .context("the alert anchors do not match the audit log")?;
             emit(&format!(
-                "audit log verifies: {} records; {} sealed batches, {} of them anchored on the ledger copy; {} records not yet sealed (protected by the hash chain only)",
-                r.records, r.batches, r.anchored, r.unsealed
+                "audit log verifies: {} records; {} sealed batches, {} of them anchored on the ledger copy; {} records not yet sealed (protected by the hash chain only); {} blocks raised in sealed batches, {} of them with an alert anchor on the ledger copy",
+                r.records, r.batches, r.anchored, r.unsealed, alerts.raised, alerts.anchored
             ))
         }
         AuditCommand::History {

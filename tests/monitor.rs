@@ -66,6 +66,7 @@ fn start(config: &Path, port: u16, log: PathBuf) -> Proc {
 
 /// [`start`] with more command-line arguments.
 fn start_with(config: &Path, port: u16, log: PathBuf, extra: &[&str]) -> Proc {
+    let log_file = log.clone();
     let child = Command::new(env!("CARGO_BIN_EXE_medfl"))
         .args([
             "monitor",
@@ -91,7 +92,10 @@ fn start_with(config: &Path, port: u16, log: PathBuf, extra: &[&str]) -> Proc {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("the monitor did not listen");
+    panic!(
+        "the monitor did not listen: {}",
+        fs::read_to_string(&log_file).unwrap_or_default()
+    );
 }
 
 fn now_ms() -> u64 {
@@ -1260,4 +1264,31 @@ fn a_raised_block_gets_an_alert_anchor_of_its_own() {
     state
         .check_tx(tx, medfl_ledger::Timestamp(now_ms() + 1000))
         .unwrap();
+
+    // An outbox lost after the seal (a crash before the files were written, say): the next
+    // start queues the very same transactions again, not new ones.
+    let names = |dir: &Path| -> std::collections::BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    drop(log);
+    let before = names(&outbox);
+    assert!(before.len() >= 2, "{before:?}");
+    fs::remove_dir_all(&outbox).unwrap();
+    let monitor = start(&config, port, dir.path().join("monitor-again.log"));
+    drop(monitor);
+    assert_eq!(names(&outbox), before);
+    let out = ok(&[
+        "audit",
+        "verify",
+        "--allow-insecure-keys",
+        "--config",
+        p(&config),
+    ]);
+    assert!(
+        out.contains("1 blocks raised in sealed batches, 0 of them with an alert anchor"),
+        "{out}"
+    );
 }

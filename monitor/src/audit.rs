@@ -43,6 +43,17 @@ pub enum AuditError {
         /// What is wrong.
         problem: String,
     },
+    /// An alert anchor the hospital signed names no block this log raised (or names one at
+    /// another time): the log was rewritten, or the anchor is false.
+    #[error(
+        "the ledger's alert anchor {alert} (raised at {raised_at}) matches no block this log raised at that time"
+    )]
+    UnmatchedAlert {
+        /// The anchor's record hash.
+        alert: Hash,
+        /// The time it claims.
+        raised_at: Timestamp,
+    },
     /// The ledger anchors more batches than the log holds: records were lost.
     #[error(
         "the ledger anchors {anchored} batches of this log, the log holds {held}: records were lost"
@@ -137,6 +148,15 @@ pub struct RaisedBlock {
     pub at_ms: u64,
     /// The model that scored it (its hash, as the decision names it).
     pub model: Option<String>,
+}
+
+/// What [`AuditLog::check_alert_anchors`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertReport {
+    /// Blocks raised by decisions in sealed batches.
+    pub raised: u64,
+    /// Of those, how many an alert anchor on the ledger covers.
+    pub anchored: u64,
 }
 
 impl RaisedBlock {
@@ -383,6 +403,51 @@ impl AuditLog {
                 model: decision.model,
             }),
             _ => None,
+        })
+    }
+
+    /// Checks the hospital's alert anchors against the blocks this log raised: every anchor
+    /// must name a raised block's record, at its time; returns how many blocks were raised in
+    /// sealed batches and how many of those the anchors cover.
+    ///
+    /// # Errors
+    /// An anchor matches no raised block ([`AuditError::UnmatchedAlert`]), or storage failed.
+    pub fn check_alert_anchors(&self, anchors: &[AlertAnchor]) -> Result<AlertReport, AuditError> {
+        let sealed = self.first_unsealed()?;
+        let mut raised = std::collections::HashMap::new();
+        let mut from = 0u64;
+        while from < sealed {
+            let raw = self.raw(from, MAX_BATCH)?;
+            let Some(next) = raw.last().and_then(|(last, _)| last.checked_add(1)) else {
+                break;
+            };
+            from = next;
+            for (seq, bytes) in raw.into_iter().filter(|(seq, _)| *seq < sealed) {
+                let record = decode_record(seq, &bytes)?;
+                if let RecordBody::Decision { decision, .. } = &record.body
+                    && decision.raises_block()
+                {
+                    raised.insert(Hash::of_bytes(&bytes), record.at_ms);
+                }
+            }
+        }
+        let mut covered = std::collections::HashSet::new();
+        for a in anchors {
+            match raised.get(&a.alert) {
+                Some(at) if *at == a.raised_at.0 => {
+                    covered.insert(a.alert);
+                }
+                _ => {
+                    return Err(AuditError::UnmatchedAlert {
+                        alert: a.alert,
+                        raised_at: a.raised_at,
+                    });
+                }
+            }
+        }
+        Ok(AlertReport {
+            raised: raised.len() as u64,
+            anchored: covered.len() as u64,
         })
     }
 

@@ -278,6 +278,28 @@ fn a_raised_block_is_anchored_by_its_records_hash() {
     assert_eq!(anchor.alert, b.record);
     assert_eq!(anchor.severity, medfl_ledger::tx::Severity::Critical);
     assert_eq!(anchor.raised_at.0, blocking.at_ms);
+    // Checked against the log: covered once anchored; an anchor for another record, or one
+    // that moves the block's time, matches nothing.
+    let report = log.check_alert_anchors(&[]).unwrap();
+    assert_eq!((report.raised, report.anchored), (1, 0));
+    let report = log
+        .check_alert_anchors(std::slice::from_ref(&anchor))
+        .unwrap();
+    assert_eq!((report.raised, report.anchored), (1, 1));
+    let mut moved = anchor.clone();
+    moved.raised_at.0 -= 60_000;
+    let mut other = anchor.clone();
+    other.alert = log.records(1, 1).unwrap()[0].prev;
+    for false_anchor in [moved, other] {
+        let e = log.check_alert_anchors(&[anchor.clone(), false_anchor]);
+        assert!(
+            matches!(
+                e,
+                Err(medfl_monitor::audit::AuditError::UnmatchedAlert { .. })
+            ),
+            "{e:?}"
+        );
+    }
 }
 
 fn log_with(dir: &std::path::Path, n: u64) -> AuditLog {

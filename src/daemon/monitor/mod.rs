@@ -343,11 +343,21 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let mut alerts = VecDeque::new();
     let mut raised = Vec::new();
     replay(&log, &mut monitor, &mut alerts, &mut raised)?;
+    // Blocks raised in sealed batches had their anchors queued at the seal (or lost to a
+    // crash just after it: queued again here); the rest wait for the next seal.
+    let unsealed = log.first_unsealed().context("reading the sealed batches")?;
+    let (sealed_raised, raised): (Vec<u64>, Vec<u64>) =
+        raised.into_iter().partition(|seq| *seq < unsealed);
     info!(
         records = log.len(),
         blocked = monitor.blocks().len(),
         "audit log replayed"
     );
+    if !opts.replay
+        && let Err(e) = requeue_lost_anchors(&log, &member, &sealed_raised)
+    {
+        warn!(error = %format!("{e:#}"), "cannot check for lost anchors");
+    }
     let pseudonyms = crate::data::pseudonym_key(&member.key, &member.config.member)?;
     let app: App = Arc::new(Mutex::new(Shared {
         monitor,
@@ -698,7 +708,6 @@ fn replay(
     alerts: &mut VecDeque<AlertView>,
     raised: &mut Vec<u64>,
 ) -> Result<()> {
-    let unsealed = log.first_unsealed().context("reading the sealed batches")?;
     let mut seq = 0;
     loop {
         let chunk = log.records(seq, 4096).context("replaying the audit log")?;
@@ -709,7 +718,7 @@ fn replay(
         for r in chunk {
             match r.body {
                 RecordBody::Decision { request, decision } => {
-                    if r.seq >= unsealed && decision.raises_block() {
+                    if decision.raises_block() {
                         raised.push(r.seq);
                     }
                     monitor.replay(&request, &decision, r.at_ms);
@@ -1635,7 +1644,8 @@ fn queue_alert_anchors(
             genesis,
             member.config.member.clone(),
             &member.key,
-            Timestamp(now_ms()),
+            // The record's time: queued again, it is the same transaction.
+            Timestamp(block.at_ms),
             TxBody::AnchorAlert(block.anchor(None)),
         )?;
         let (path, id) = queue_signed(member, &tx)?;
@@ -1660,7 +1670,8 @@ fn queue_anchor(
         genesis,
         member.config.member.clone(),
         &member.key,
-        Timestamp(now_ms()),
+        // The batch's own time, not the clock's: queued again, it is the same transaction.
+        Timestamp(batch.last_at),
         TxBody::AnchorAuditLog(batch.anchor()),
     )?;
     let (path, id) = queue_signed(member, &tx)?;
@@ -1706,24 +1717,88 @@ pub fn open_copy_of(file: &Path) -> Result<(tempfile::TempDir, AuditLog)> {
     Ok((tmp, log))
 }
 
-/// The audit anchors `member` signed, in ledger order, from its own ledger copy.
-pub fn own_anchors(member: &Member) -> Result<Vec<medfl_ledger::tx::AuditAnchor>> {
+/// The anchors the hospital itself signed that its ledger copy holds: its audit batches'
+/// and its alerts'.
+#[derive(Debug, Default)]
+pub struct OwnAnchors {
+    /// Audit-log batch anchors, in ledger order.
+    pub audit: Vec<medfl_ledger::tx::AuditAnchor>,
+    /// Alert anchors, in ledger order.
+    pub alerts: Vec<medfl_ledger::tx::AlertAnchor>,
+}
+
+/// The hospital's own anchors on its ledger copy (none if it has no copy yet).
+///
+/// # Errors
+/// The copy cannot be read.
+pub fn own_anchors(member: &Member) -> Result<OwnAnchors> {
     let dir = member.dir.join(&member.config.ledger_dir);
+    let mut out = OwnAnchors::default();
     if !dir.join("ledger.redb").exists() {
-        return Ok(Vec::new()); // no copy yet (`medfl client` makes it): nothing anchored
+        return Ok(out); // no copy yet (`medfl client` makes it): nothing anchored
     }
     let ledger = Ledger::open_snapshot(&dir)?;
-    let mut out = Vec::new();
     for h in 1..=ledger.state().height() {
         let Some(block) = ledger.block(h)? else {
             bail!("block {h} is missing from the ledger copy");
         };
-        for tx in &block.txs {
-            if let (TxBody::AnchorAuditLog(a), true) = (&tx.body, tx.signer == member.config.member)
-            {
-                out.push(a.clone());
+        for tx in block
+            .txs
+            .iter()
+            .filter(|t| t.signer == member.config.member)
+        {
+            match &tx.body {
+                TxBody::AnchorAuditLog(a) => out.audit.push(a.clone()),
+                TxBody::AnchorAlert(a) => out.alerts.push(a.clone()),
+                _ => {}
             }
         }
     }
     Ok(out)
+}
+
+/// Queues again every anchor a crash may have lost between a seal's commit and the outbox:
+/// each sealed batch, and each block raised in one (`raised`: their records), that neither
+/// the ledger copy nor the outbox holds. An anchor's time is its batch's (or record's), so a
+/// re-queued one is the very transaction queued before, never a second anchor.
+fn requeue_lost_anchors(log: &AuditLog, member: &Member, raised: &[u64]) -> Result<()> {
+    let on_ledger = own_anchors(member)?;
+    let mut roots: std::collections::HashSet<_> =
+        on_ledger.audit.iter().map(|a| a.merkle_root).collect();
+    let mut alerts: std::collections::HashSet<_> =
+        on_ledger.alerts.iter().map(|a| a.alert).collect();
+    for (_, tx) in super::agent::read_outbox(&member.dir.join("outbox")) {
+        match tx.map(|t| t.body) {
+            Ok(TxBody::AnchorAuditLog(a)) => {
+                roots.insert(a.merkle_root);
+            }
+            Ok(TxBody::AnchorAlert(a)) => {
+                alerts.insert(a.alert);
+            }
+            _ => {}
+        }
+    }
+    let genesis = member.genesis.hash()?;
+    for batch in log.batches()? {
+        if !roots.contains(&batch.root) {
+            warn!(
+                batch = batch.index,
+                "a sealed batch's anchor was lost; queueing it again"
+            );
+            queue_anchor(member, &genesis, &batch)?;
+        }
+    }
+    let mut lost = Vec::new();
+    for seq in raised {
+        if let Some(b) = log.raised_block(*seq)?
+            && !alerts.contains(&b.record)
+        {
+            warn!(
+                record = seq,
+                "a raised block's alert anchor was lost; queueing it again"
+            );
+            lost.push(b);
+        }
+    }
+    queue_alert_anchors(member, &genesis, &lost)
 }
