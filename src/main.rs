@@ -773,8 +773,10 @@ fn audit(cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify { config, insecure } => {
             let member = medfl::daemon::Member::load(&config, insecure.policy())?;
-            let (_copy, log) = medfl::daemon::monitor::open_copy(&member.dir)?;
+            // The anchors first, then the log: the log only grows, so the copy holds every
+            // record an anchor read here can name.
             let anchors = medfl::daemon::monitor::own_anchors(&member)?;
+            let (_copy, log) = medfl::daemon::monitor::open_copy(&member.dir)?;
             let r = log
                 .verify(&anchors.audit)
                 .context("the audit log does not verify")?;
@@ -782,8 +784,14 @@ fn audit(cmd: AuditCommand) -> Result<()> {
                 .check_alert_anchors(&anchors.alerts)
                 .context("the alert anchors do not match the audit log")?;
             emit(&format!(
-                "audit log verifies: {} records; {} sealed batches, {} of them anchored on the ledger copy; {} records not yet sealed (protected by the hash chain only); {} blocks raised in sealed batches, {} of them with an alert anchor on the ledger copy",
-                r.records, r.batches, r.anchored, r.unsealed, alerts.raised, alerts.anchored
+                "audit log verifies: {} records; {} sealed batches, {} of them anchored on the ledger copy; {} records not yet sealed (protected by the hash chain only); {} blocks raised in sealed batches, {} of them with an alert anchor on the ledger copy; {} alert anchors not the monitor's (severity below critical, or naming a model)",
+                r.records,
+                r.batches,
+                r.anchored,
+                r.unsealed,
+                alerts.raised,
+                alerts.anchored,
+                alerts.other
             ))
         }
         AuditCommand::History {

@@ -1276,10 +1276,51 @@ fn a_raised_block_gets_an_alert_anchor_of_its_own() {
     drop(log);
     let before = names(&outbox);
     assert!(before.len() >= 2, "{before:?}");
+    let again = |log: &str, want: &std::collections::BTreeSet<String>| {
+        let monitor = start(&config, port, dir.path().join(log));
+        let end = Instant::now() + Duration::from_secs(20);
+        while fs::read_dir(&outbox).is_err() || &names(&outbox) != want {
+            assert!(
+                Instant::now() < end,
+                "the outbox holds {:?}, not {want:?}",
+                fs::read_dir(&outbox).map(|_| names(&outbox)).ok()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A look more than the first would show a second anchor here.
+        std::thread::sleep(Duration::from_secs(3));
+        drop(monitor);
+        assert_eq!(&names(&outbox), want);
+    };
     fs::remove_dir_all(&outbox).unwrap();
-    let monitor = start(&config, port, dir.path().join("monitor-again.log"));
-    drop(monitor);
-    assert_eq!(names(&outbox), before);
+    again("monitor-again.log", &before);
+    // The alert anchor held under another id (an older version's, signed at another time,
+    // and already included): the block is anchored, and nothing is queued for it again.
+    let alert_file = txs
+        .iter()
+        .find(|t| matches!(t.body, TxBody::AnchorAlert(_)))
+        .map(|t| format!("{}.tx", t.id().unwrap()))
+        .unwrap();
+    fs::remove_file(outbox.join(&alert_file)).unwrap();
+    let signer = medfl::daemon::Member::load(&config, medfl::daemon::InsecureKeys::Allow).unwrap();
+    let older = medfl_ledger::Transaction::sign(
+        &signer.genesis.hash().unwrap(),
+        signer.config.member.clone(),
+        &signer.key,
+        medfl_ledger::Timestamp(records[0].at_ms + 5),
+        TxBody::AnchorAlert(alerts[0].clone()),
+    )
+    .unwrap();
+    let older_file = format!("{}.included", older.id().unwrap());
+    fs::write(
+        outbox.join(&older_file),
+        medfl_ledger::codec::encode(&older).unwrap(),
+    )
+    .unwrap();
+    let mut want = before.clone();
+    want.remove(&alert_file);
+    want.insert(older_file);
+    again("monitor-third.log", &want);
     let out = ok(&[
         "audit",
         "verify",

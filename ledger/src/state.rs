@@ -281,6 +281,12 @@ impl ChainState {
         self.models.contains_key(model)
     }
 
+    /// The last event time of `member`'s latest audit-log anchor: a batch that starts before it
+    /// can no longer be anchored (the `audit-overlap` rule).
+    pub fn audit_last(&self, member: &MemberId) -> Option<Timestamp> {
+        self.audit_last.get(member).copied()
+    }
+
     /// Whether a transaction id is on the ledger.
     pub fn contains_tx(&self, id: &TxId) -> bool {
         self.seen.contains(id)

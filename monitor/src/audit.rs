@@ -157,6 +157,8 @@ pub struct AlertReport {
     pub raised: u64,
     /// Of those, how many an alert anchor on the ledger covers.
     pub anchored: u64,
+    /// Alert anchors not shaped as the monitor's (another severity, or a model named).
+    pub other: u64,
 }
 
 impl RaisedBlock {
@@ -177,7 +179,7 @@ impl SealedBatch {
     pub fn anchor(&self) -> AuditAnchor {
         AuditAnchor {
             merkle_root: self.root,
-            count: self.last - self.first + 1,
+            count: self.last.saturating_sub(self.first).saturating_add(1),
             first_event_at: Timestamp(self.first_at),
             last_event_at: Timestamp(self.last_at),
         }
@@ -405,9 +407,9 @@ impl AuditLog {
             _ => None,
         })
     }
-
     /// Checks the hospital's alert anchors against the blocks this log raised: every anchor
-    /// must name a raised block's record, at its time; returns how many blocks were raised in
+    /// shaped as the monitor's (critical, no model) must name a raised block's record, at its
+    /// time; returns how many blocks were raised in
     /// sealed batches and how many of those the anchors cover.
     ///
     /// # Errors
@@ -432,7 +434,14 @@ impl AuditLog {
             }
         }
         let mut covered = std::collections::HashSet::new();
+        let mut other = 0u64;
         for a in anchors {
+            // The monitor's anchors are critical and name no model; others (made by hand
+            // with `medfl ledger submit alert`) are counted, not matched.
+            if a.severity != Severity::Critical || a.model.is_some() {
+                other += 1;
+                continue;
+            }
             match raised.get(&a.alert) {
                 Some(at) if *at == a.raised_at.0 => {
                     covered.insert(a.alert);
@@ -448,6 +457,7 @@ impl AuditLog {
         Ok(AlertReport {
             raised: raised.len() as u64,
             anchored: covered.len() as u64,
+            other,
         })
     }
 

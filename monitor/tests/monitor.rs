@@ -286,6 +286,15 @@ fn a_raised_block_is_anchored_by_its_records_hash() {
         .check_alert_anchors(std::slice::from_ref(&anchor))
         .unwrap();
     assert_eq!((report.raised, report.anchored), (1, 1));
+    // The same anchor twice counts once; one made by hand (another severity) is counted
+    // apart, not matched.
+    let mut by_hand = anchor.clone();
+    by_hand.severity = medfl_ledger::tx::Severity::High;
+    by_hand.alert = medfl_ledger::Hash::of_bytes(b"an alert from elsewhere");
+    let report = log
+        .check_alert_anchors(&[anchor.clone(), anchor.clone(), by_hand])
+        .unwrap();
+    assert_eq!((report.raised, report.anchored, report.other), (1, 1, 1));
     let mut moved = anchor.clone();
     moved.raised_at.0 -= 60_000;
     let mut other = anchor.clone();

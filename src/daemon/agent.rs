@@ -732,7 +732,7 @@ pub fn read_outbox(outbox: &Path) -> Vec<(PathBuf, Result<Transaction>)> {
 }
 
 /// Reads one outbox file: a bounded, canonical transaction encoding.
-fn read_tx(path: &Path) -> Result<Transaction> {
+pub(crate) fn read_tx(path: &Path) -> Result<Transaction> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();

@@ -190,6 +190,8 @@ struct Shared {
     model_hash: Option<String>,
     /// Records that raised a block, not yet sealed and anchored (see `seal_and_anchor`).
     raised: Vec<u64>,
+    /// Every record that raised a block (a few): what a re-queue of lost anchors looks at.
+    raised_all: Vec<u64>,
     consent_height: Option<u64>,
     /// Size and modification time of the model file and the ledger copy when last read.
     model_seen: Stamp,
@@ -346,18 +348,13 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     // Blocks raised in sealed batches had their anchors queued at the seal (or lost to a
     // crash just after it: queued again here); the rest wait for the next seal.
     let unsealed = log.first_unsealed().context("reading the sealed batches")?;
-    let (sealed_raised, raised): (Vec<u64>, Vec<u64>) =
-        raised.into_iter().partition(|seq| *seq < unsealed);
+    let raised_all = raised.clone();
+    let raised: Vec<u64> = raised.into_iter().filter(|seq| *seq >= unsealed).collect();
     info!(
         records = log.len(),
         blocked = monitor.blocks().len(),
         "audit log replayed"
     );
-    if !opts.replay
-        && let Err(e) = requeue_lost_anchors(&log, &member, &sealed_raised)
-    {
-        warn!(error = %format!("{e:#}"), "cannot check for lost anchors");
-    }
     let pseudonyms = crate::data::pseudonym_key(&member.key, &member.config.member)?;
     let app: App = Arc::new(Mutex::new(Shared {
         monitor,
@@ -365,6 +362,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         alerts,
         model_hash: None,
         raised,
+        raised_all,
         consent_height: None,
         model_seen: None,
         ledger_seen: None,
@@ -446,6 +444,9 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let background = server.clone();
     tokio::spawn(async move {
         let mut last_seal = std::time::Instant::now();
+        // Anchors lost to a crash (or a failed write) are looked for once at start, and again
+        // after any seal that failed. A replay's log is never anchored.
+        let mut requeue = !opts.replay;
         loop {
             tokio::time::sleep(REFRESH).await;
             let b = background.clone();
@@ -453,16 +454,25 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             let p = pseudonyms.clone();
             // A replay's log is the hospital's analysis, not its trail: never anchored.
             let seal = !opts.replay && last_seal.elapsed() >= opts.seal_every;
+            let look = requeue;
             // File and ledger reads, and the seal's commit, off the request path's threads.
             let done = tokio::task::spawn_blocking(move || {
                 refresh(&b, &m, &p);
+                let mut ok = true;
+                if look && let Err(e) = requeue_lost_anchors(&b.app, &m) {
+                    warn!(error = %format!("{e:#}"), "cannot look for lost anchors");
+                    ok = false;
+                }
                 if seal && let Err(e) = seal_and_anchor(&b.app, &m) {
                     warn!(error = %format!("{e:#}"), "cannot seal an audit batch");
+                    ok = false;
                 }
+                ok
             })
             .await;
-            if done.is_err() {
-                warn!("the monitor's refresh failed");
+            match done {
+                Ok(ok) => requeue = (look || seal) && !ok,
+                Err(_) => warn!("the monitor's refresh failed"),
             }
             if seal {
                 last_seal = std::time::Instant::now();
@@ -998,6 +1008,7 @@ fn decision_writer(
             for ((at, request, decision), record) in decided.into_iter().zip(records) {
                 if decision.raises_block() {
                     shared.raised.push(record.seq);
+                    shared.raised_all.push(record.seq);
                 }
                 if let Some(view) = note_alert(&mut shared.alerts, record.seq, &request, &decision)
                 {
@@ -1723,6 +1734,8 @@ pub fn open_copy_of(file: &Path) -> Result<(tempfile::TempDir, AuditLog)> {
 pub struct OwnAnchors {
     /// Audit-log batch anchors, in ledger order.
     pub audit: Vec<medfl_ledger::tx::AuditAnchor>,
+    /// The last event time its latest anchored batch covers.
+    pub audit_last: Option<Timestamp>,
     /// Alert anchors, in ledger order.
     pub alerts: Vec<medfl_ledger::tx::AlertAnchor>,
 }
@@ -1738,6 +1751,7 @@ pub fn own_anchors(member: &Member) -> Result<OwnAnchors> {
         return Ok(out); // no copy yet (`medfl client` makes it): nothing anchored
     }
     let ledger = Ledger::open_snapshot(&dir)?;
+    out.audit_last = ledger.state().audit_last(&member.config.member);
     for h in 1..=ledger.state().height() {
         let Some(block) = ledger.block(h)? else {
             bail!("block {h} is missing from the ledger copy");
@@ -1757,48 +1771,101 @@ pub fn own_anchors(member: &Member) -> Result<OwnAnchors> {
     Ok(out)
 }
 
-/// Queues again every anchor a crash may have lost between a seal's commit and the outbox:
-/// each sealed batch, and each block raised in one (`raised`: their records), that neither
-/// the ledger copy nor the outbox holds. An anchor's time is its batch's (or record's), so a
-/// re-queued one is the very transaction queued before, never a second anchor.
-fn requeue_lost_anchors(log: &AuditLog, member: &Member, raised: &[u64]) -> Result<()> {
-    let on_ledger = own_anchors(member)?;
-    let mut roots: std::collections::HashSet<_> =
-        on_ledger.audit.iter().map(|a| a.merkle_root).collect();
-    let mut alerts: std::collections::HashSet<_> =
-        on_ledger.alerts.iter().map(|a| a.alert).collect();
-    for (_, tx) in super::agent::read_outbox(&member.dir.join("outbox")) {
-        match tx.map(|t| t.body) {
-            Ok(TxBody::AnchorAuditLog(a)) => {
-                roots.insert(a.merkle_root);
+/// Queues again every anchor a crash (or a failed write) may have lost between a seal and the
+/// outbox: each sealed batch, and each block raised in one (`raised`: their records), whose
+/// very anchor (signed by this hospital) neither the outbox (sent or included) nor the ledger
+/// copy holds. An anchor's time is its batch's (or record's), so a re-queued one is the same
+/// transaction as before. Batches go in order; one that starts before the hospital's latest
+/// anchored batch ends can no longer be anchored (the contract's `audit-overlap` rule) and is
+/// reported instead, for `medfl audit verify` shows it unanchored.
+fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
+    // The log's part under the state lock, briefly: its batches and the few raised blocks.
+    let (batches, raised) = {
+        let Ok(shared) = app.lock() else {
+            bail!("the monitor failed");
+        };
+        let sealed = shared.log.first_unsealed()?;
+        let mut raised = Vec::new();
+        for seq in shared.raised_all.iter().filter(|s| **s < sealed) {
+            match shared.log.raised_block(*seq) {
+                Ok(Some(b)) => raised.push(b),
+                Ok(None) => {}
+                Err(e) => warn!(record = seq, error = %e, "cannot read a raised block's record"),
             }
-            Ok(TxBody::AnchorAlert(a)) => {
-                alerts.insert(a.alert);
+        }
+        (shared.log.batches()?, raised)
+    };
+    let me = &member.config.member;
+    // The outbox first, then the ledger: an anchor the client moves from one to the other
+    // in between is then seen in the ledger.
+    let mut held_audit = Vec::new();
+    let mut held_alerts = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(member.dir.join("outbox")) {
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if !path
+                .extension()
+                .is_some_and(|x| x == "tx" || x == "included")
+            {
+                continue;
             }
-            _ => {}
+            match super::agent::read_tx(&path) {
+                Ok(tx) if &tx.signer == me => match tx.body {
+                    TxBody::AnchorAuditLog(a) => held_audit.push(a),
+                    TxBody::AnchorAlert(a) => held_alerts.push(a),
+                    _ => {}
+                },
+                _ => {}
+            }
         }
     }
+    let on_ledger = own_anchors(member)?;
+    held_audit.extend(on_ledger.audit);
+    held_alerts.extend(on_ledger.alerts);
+    let audit_last = on_ledger.audit_last;
     let genesis = member.genesis.hash()?;
-    for batch in log.batches()? {
-        if !roots.contains(&batch.root) {
+    let mut expected_first = 0u64;
+    let mut failed = None;
+    for batch in batches {
+        // A damaged batch table is for `audit verify` to name, not for the key to sign.
+        if batch.first != expected_first || batch.last < batch.first {
             warn!(
                 batch = batch.index,
-                "a sealed batch's anchor was lost; queueing it again"
+                "the sealed batches do not follow on; not re-queueing their anchors (run medfl audit verify)"
             );
-            queue_anchor(member, &genesis, &batch)?;
+            break;
         }
-    }
-    let mut lost = Vec::new();
-    for seq in raised {
-        if let Some(b) = log.raised_block(*seq)?
-            && !alerts.contains(&b.record)
-        {
+        expected_first = batch.last.saturating_add(1);
+        let anchor = batch.anchor();
+        if held_audit.iter().any(|a| a == &anchor) {
+            continue;
+        }
+        if audit_last.is_some_and(|t| anchor.first_event_at < t) {
             warn!(
-                record = seq,
-                "a raised block's alert anchor was lost; queueing it again"
+                batch = batch.index,
+                "a sealed batch's anchor was lost and a later one is on the ledger: it can no longer be anchored"
             );
-            lost.push(b);
+            continue;
+        }
+        warn!(
+            batch = batch.index,
+            "a sealed batch's anchor was lost; queueing it again"
+        );
+        if let Err(e) = queue_anchor(member, &genesis, &batch) {
+            // Later batches must not overtake it: the next look starts here again.
+            failed = Some(e.context(format!("queueing batch {}'s anchor", batch.index)));
+            break;
         }
     }
-    queue_alert_anchors(member, &genesis, &lost)
+    let lost: Vec<_> = raised
+        .into_iter()
+        .filter(|b| !held_alerts.iter().any(|a| a == &b.anchor(None)))
+        .inspect(|b| {
+            warn!(
+                record = b.seq,
+                "a raised block's alert anchor was lost; queueing it again"
+            )
+        })
+        .collect();
+    queue_alert_anchors(member, &genesis, &lost)?;
+    failed.map_or(Ok(()), Err)
 }
