@@ -445,8 +445,13 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     tokio::spawn(async move {
         let mut last_seal = std::time::Instant::now();
         // Anchors lost to a crash (or a failed write) are looked for once at start, and again
-        // after any seal that failed. A replay's log is never anchored.
+        // after any look or seal that failed, with a growing wait (a look copies the ledger).
+        // Until a look succeeds, seals commit but queue nothing: a later batch's anchor must
+        // not reach the ledger before a lost earlier one (the contract would then refuse it).
+        // A replay's log is never anchored.
         let mut requeue = !opts.replay;
+        let mut next_look = std::time::Instant::now();
+        let mut wait = REFRESH;
         loop {
             tokio::time::sleep(REFRESH).await;
             let b = background.clone();
@@ -454,25 +459,40 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             let p = pseudonyms.clone();
             // A replay's log is the hospital's analysis, not its trail: never anchored.
             let seal = !opts.replay && last_seal.elapsed() >= opts.seal_every;
-            let look = requeue;
+            let look = requeue && std::time::Instant::now() >= next_look;
+            let pending = requeue;
             // File and ledger reads, and the seal's commit, off the request path's threads.
             let done = tokio::task::spawn_blocking(move || {
                 refresh(&b, &m, &p);
-                let mut ok = true;
-                if look && let Err(e) = requeue_lost_anchors(&b.app, &m) {
-                    warn!(error = %format!("{e:#}"), "cannot look for lost anchors");
-                    ok = false;
+                let mut looked = !pending;
+                if look {
+                    match requeue_lost_anchors(&b.app, &m) {
+                        Ok(()) => looked = true,
+                        Err(e) => warn!(error = %format!("{e:#}"), "cannot look for lost anchors"),
+                    }
                 }
-                if seal && let Err(e) = seal_and_anchor(&b.app, &m) {
+                let mut sealed = true;
+                if seal && let Err(e) = seal_and_anchor(&b.app, &m, looked) {
                     warn!(error = %format!("{e:#}"), "cannot seal an audit batch");
-                    ok = false;
+                    sealed = false;
                 }
-                ok
+                (looked, sealed)
             })
             .await;
             match done {
-                Ok(ok) => requeue = (look || seal) && !ok,
-                Err(_) => warn!("the monitor's refresh failed"),
+                Ok((looked, sealed)) => {
+                    requeue = !looked || !sealed;
+                    if look && !looked {
+                        wait = (wait * 2).min(Duration::from_secs(300));
+                        next_look = std::time::Instant::now() + wait;
+                    } else if looked {
+                        wait = REFRESH;
+                    }
+                }
+                Err(_) => {
+                    warn!("the monitor's refresh failed");
+                    requeue |= look || seal;
+                }
             }
             if seal {
                 last_seal = std::time::Instant::now();
@@ -1609,8 +1629,8 @@ fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u6
 }
 
 /// Seals the records since the last batch and queues their anchor for the hospital's client.
-fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
-    let (batches, raised) = {
+fn seal_and_anchor(app: &App, member: &Member, queue: bool) -> Result<()> {
+    let (batches, raised, unread) = {
         let Ok(mut shared) = app.lock() else {
             bail!("the monitor failed");
         };
@@ -1621,15 +1641,23 @@ fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
             shared.raised.iter().partition(|seq| **seq < sealed_to);
         shared.raised = later;
         let mut raised = Vec::with_capacity(now.len());
+        let mut unread = None;
         for seq in now {
             match shared.log.raised_block(seq) {
                 Ok(Some(b)) => raised.push(b),
                 Ok(None) => warn!(record = seq, "a record noted as raising a block does not"),
-                Err(e) => warn!(record = seq, error = %e, "cannot read a raised block's record"),
+                // Still in `raised_all`: the look after this failed seal queues it.
+                Err(e) => {
+                    unread = Some(anyhow::Error::from(e).context(format!("reading record {seq}")))
+                }
             }
         }
-        (batches, raised)
+        (batches, raised, unread)
     };
+    if !queue {
+        // Sealed; anchored by the next look that succeeds, in order.
+        return Ok(());
+    }
     let genesis = member.genesis.hash()?;
     // The batches' anchors first: nothing about the blocks may keep them from the outbox.
     for batch in batches {
@@ -1638,7 +1666,7 @@ fn seal_and_anchor(app: &App, member: &Member) -> Result<()> {
     if !raised.is_empty() {
         queue_alert_anchors(member, &genesis, &raised)?;
     }
-    Ok(())
+    unread.map_or(Ok(()), Err)
 }
 
 /// Signs an alert anchor for each block raised and leaves it in the outbox. The anchor names
@@ -1780,26 +1808,44 @@ pub fn own_anchors(member: &Member) -> Result<OwnAnchors> {
 /// reported instead, for `medfl audit verify` shows it unanchored.
 fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
     // The log's part under the state lock, briefly: its batches and the few raised blocks.
-    let (batches, raised) = {
+    let (batches, raised, unread) = {
         let Ok(shared) = app.lock() else {
             bail!("the monitor failed");
         };
         let sealed = shared.log.first_unsealed()?;
         let mut raised = Vec::new();
+        let mut unread = None;
         for seq in shared.raised_all.iter().filter(|s| **s < sealed) {
             match shared.log.raised_block(*seq) {
                 Ok(Some(b)) => raised.push(b),
                 Ok(None) => {}
-                Err(e) => warn!(record = seq, error = %e, "cannot read a raised block's record"),
+                // The others are queued; this look fails, so the next one tries again.
+                Err(e) => {
+                    unread = Some(anyhow::Error::from(e).context(format!("reading record {seq}")));
+                }
             }
         }
-        (shared.log.batches()?, raised)
+        (shared.log.batches()?, raised, unread)
     };
     let me = &member.config.member;
     // The outbox first, then the ledger: an anchor the client moves from one to the other
     // in between is then seen in the ledger.
-    let mut held_audit = Vec::new();
-    let mut held_alerts = Vec::new();
+    // Held anchors by their whole content (an alert anchor of the monitor's kind: critical,
+    // no model, so its record and time say it all); sets, for a year of batches is 500,000.
+    let audit_key = |a: &medfl_ledger::tx::AuditAnchor| {
+        (
+            a.merkle_root,
+            a.count,
+            a.first_event_at.0,
+            a.last_event_at.0,
+        )
+    };
+    let alert_key = |a: &medfl_ledger::tx::AlertAnchor| {
+        (a.severity == medfl_ledger::tx::Severity::Critical && a.model.is_none())
+            .then_some((a.alert, a.raised_at.0))
+    };
+    let mut held_audit = std::collections::HashSet::new();
+    let mut held_alerts = std::collections::HashSet::new();
     if let Ok(entries) = std::fs::read_dir(member.dir.join("outbox")) {
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if !path
@@ -1809,9 +1855,11 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
                 continue;
             }
             match super::agent::read_tx(&path) {
-                Ok(tx) if &tx.signer == me => match tx.body {
-                    TxBody::AnchorAuditLog(a) => held_audit.push(a),
-                    TxBody::AnchorAlert(a) => held_alerts.push(a),
+                Ok(tx) if &tx.signer == me => match &tx.body {
+                    TxBody::AnchorAuditLog(a) => {
+                        held_audit.insert(audit_key(a));
+                    }
+                    TxBody::AnchorAlert(a) => held_alerts.extend(alert_key(a)),
                     _ => {}
                 },
                 _ => {}
@@ -1819,8 +1867,8 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
         }
     }
     let on_ledger = own_anchors(member)?;
-    held_audit.extend(on_ledger.audit);
-    held_alerts.extend(on_ledger.alerts);
+    held_audit.extend(on_ledger.audit.iter().map(audit_key));
+    held_alerts.extend(on_ledger.alerts.iter().filter_map(alert_key));
     let audit_last = on_ledger.audit_last;
     let genesis = member.genesis.hash()?;
     let mut expected_first = 0u64;
@@ -1836,7 +1884,7 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
         }
         expected_first = batch.last.saturating_add(1);
         let anchor = batch.anchor();
-        if held_audit.iter().any(|a| a == &anchor) {
+        if held_audit.contains(&audit_key(&anchor)) {
             continue;
         }
         if audit_last.is_some_and(|t| anchor.first_event_at < t) {
@@ -1858,7 +1906,7 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
     }
     let lost: Vec<_> = raised
         .into_iter()
-        .filter(|b| !held_alerts.iter().any(|a| a == &b.anchor(None)))
+        .filter(|b| !held_alerts.contains(&(b.record, b.at_ms)))
         .inspect(|b| {
             warn!(
                 record = b.seq,
@@ -1867,5 +1915,12 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
         })
         .collect();
     queue_alert_anchors(member, &genesis, &lost)?;
-    failed.map_or(Ok(()), Err)
+    if let Some(e) = failed.or(unread) {
+        return Err(e);
+    }
+    info!(
+        alert_anchors_requeued = lost.len(),
+        "looked for anchors lost between a seal and the outbox"
+    );
+    Ok(())
 }
