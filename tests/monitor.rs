@@ -589,31 +589,7 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
         (&lines[half..quarter], None, quarter),
         (&lines[quarter..], Some("--octet-count"), stream.len()),
     ] {
-        let mut logger = Command::new("logger");
-        logger.args([
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &syslog_port.to_string(),
-            "--tcp",
-            "--rfc5424",
-            "--size",
-            "65536",
-            "--tag",
-            "ehr-audit",
-        ]);
-        logger.args(framing);
-        let mut child = logger
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("util-linux logger");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{}\n", part.join("\n")).as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        send_with_logger(syslog_port, framing.as_slice(), part);
         wait_for_records(port, upto as u64);
     }
 
@@ -714,6 +690,32 @@ fn the_ehrs_own_audit_feed_over_fhir_and_syslog_is_decided_as_the_json_api_decid
         );
         assert_eq!(got_d.verdict, want_d.verdict, "verdict {i}");
     }
+}
+
+/// Sends `lines` through util-linux `logger` to 127.0.0.1:`port` (TCP, RFC 5424), with
+/// `extra` arguments (the framing).
+fn send_with_logger(port: u16, extra: &[&str], lines: &[String]) {
+    let mut child = Command::new("logger")
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--tcp",
+            "--rfc5424",
+            "--size",
+            "65536",
+            "--tag",
+            "ehr-audit",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("util-linux logger");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", lines.join("\n")).as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -1127,27 +1129,7 @@ action(type="omfwd" target="127.0.0.1" port="{syslog_port}" protocol="tcp"
         std::thread::sleep(Duration::from_millis(100));
     }
     let lines: Vec<String> = plain[2..].iter().map(|v| v.to_string()).collect();
-    let mut logger = Command::new("logger")
-        .args(["--server", "127.0.0.1", "--port", &relay_port.to_string()])
-        .args([
-            "--tcp",
-            "--rfc5424",
-            "--octet-count",
-            "--size",
-            "65536",
-            "--tag",
-            "ehr-audit",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("util-linux logger");
-    logger
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", lines.join("\n")).as_bytes())
-        .unwrap();
-    assert!(logger.wait().unwrap().success());
+    send_with_logger(relay_port, &["--octet-count"], &lines);
     let end = Instant::now() + Duration::from_secs(60);
     while records() < stream.len() as u64 {
         assert!(
