@@ -718,6 +718,17 @@ fn send_with_logger(port: u16, extra: &[&str], lines: &[String]) {
     assert!(child.wait().unwrap().success());
 }
 
+/// `medfl <command>` for the member `config` (test keys allowed), its log in `log`.
+fn spawn_medfl(command: &str, config: &Path, log: &Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args([command, "--allow-insecure-keys", "--config", p(config)])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
@@ -757,13 +768,7 @@ fn the_client_runs_the_monitor_its_config_names() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let client = Command::new(env!("CARGO_BIN_EXE_medfl"))
-        .args(["client", "--allow-insecure-keys", "--config", p(&config)])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.path().join("client.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let client = Proc(client);
+    let client = spawn_medfl("client", &config, &dir.path().join("client.log"));
     let health = wait_health();
     assert!(health.contains("\"status\":\"ok\""), "{health}");
     // It was the client's: stopping the client stops it.
@@ -774,13 +779,7 @@ fn the_client_runs_the_monitor_its_config_names() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // `medfl monitor` without --listen serves where the table says.
-    let monitor = Command::new(env!("CARGO_BIN_EXE_medfl"))
-        .args(["monitor", "--allow-insecure-keys", "--config", p(&config)])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.path().join("monitor.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let monitor = Proc(monitor);
+    let monitor = spawn_medfl("monitor", &config, &dir.path().join("monitor.log"));
     wait_health();
     drop(monitor);
 }

@@ -480,11 +480,7 @@ impl AuditLog {
             let last = t.last().map_err(s)?;
             Ok(last.map(|(_, v)| v.value().to_vec()))
         })?;
-        raw.map(|b| {
-            codec::decode::<SealedBatch>(&b)
-                .map_err(|e| AuditError::Storage(format!("a sealed batch does not decode: {e}")))
-        })
-        .transpose()
+        raw.map(|b| decode_batch(&b)).transpose()
     }
 
     /// Every sealed batch, in order.
@@ -502,13 +498,7 @@ impl AuditLog {
             }
             Ok(out)
         })?;
-        raw.iter()
-            .map(|b| {
-                codec::decode::<SealedBatch>(b).map_err(|e| {
-                    AuditError::Storage(format!("a sealed batch does not decode: {e}"))
-                })
-            })
-            .collect()
+        raw.iter().map(|b| decode_batch(b)).collect()
     }
 
     /// Seals every record after the last sealed batch, [`MAX_BATCH`] at a time; returns the
@@ -532,19 +522,18 @@ impl AuditLog {
     pub fn seal(&mut self) -> Result<Option<SealedBatch>, AuditError> {
         // The last batch only: a monitor seals every minute for years, under its state lock.
         let previous = self.last_batch()?;
-        let first = match &previous {
-            Some(b) => b.last.checked_add(1).ok_or_else(|| AuditError::Bad {
-                seq: b.last,
-                problem: "batch bounds out of range".into(),
-            })?,
-            None => 0,
-        };
-        let index = match &previous {
-            Some(b) => b.index.checked_add(1).ok_or_else(|| AuditError::Bad {
-                seq: b.last,
-                problem: "batch index out of range".into(),
-            })?,
-            None => 0,
+        let (first, index) = match &previous {
+            Some(b) => {
+                let out_of_range = || AuditError::Bad {
+                    seq: b.last,
+                    problem: "batch bounds out of range".into(),
+                };
+                (
+                    b.last.checked_add(1).ok_or_else(out_of_range)?,
+                    b.index.checked_add(1).ok_or_else(out_of_range)?,
+                )
+            }
+            None => (0, 0),
         };
         let raw = self.raw(first, MAX_BATCH)?;
         let (Some((_, first_bytes)), Some((last, last_bytes))) = (raw.first(), raw.last()) else {
@@ -712,6 +701,11 @@ impl AuditLog {
             ));
         }
     }
+}
+
+fn decode_batch(bytes: &[u8]) -> Result<SealedBatch, AuditError> {
+    codec::decode::<SealedBatch>(bytes)
+        .map_err(|e| AuditError::Storage(format!("a sealed batch does not decode: {e}")))
 }
 
 fn decode_record(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AuditError> {
