@@ -203,14 +203,7 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     assert_eq!(health["records"].as_u64(), Some(answered), "{health}");
 
     // Lifting a block takes a security officer's token.
-    let token = ok(&[
-        "officer-token",
-        "--allow-insecure-keys",
-        "--config",
-        p(&config),
-        "--officer",
-        "sec-1",
-    ]);
+    let token = officer_token(&config, &["--officer", "sec-1"]);
     let token = token.trim();
     assert_eq!(token.len(), 64, "{token}");
     let lift = br#"{"user": "nobody", "note": "checked"}"#;
@@ -230,16 +223,7 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     );
 
     // Alerts are for officers and auditors; an auditor reads and streams, only an officer acts.
-    let auditor = ok(&[
-        "officer-token",
-        "--allow-insecure-keys",
-        "--config",
-        p(&config),
-        "--officer",
-        "aud-1",
-        "--role",
-        "auditor",
-    ]);
+    let auditor = officer_token(&config, &["--officer", "aud-1", "--role", "auditor"]);
     let auditor = format!("Authorization: Bearer {}\r\n", auditor.trim());
     let (status, _) = http(port, "GET", "/v1/alerts", b"");
     assert_eq!(status, 401);
@@ -299,15 +283,7 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     let (_, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
     assert!(text.contains("\"acknowledged_by\":\"sec-1\""), "{text}");
     // A revoked token is refused at once.
-    let out = ok(&[
-        "officer-token",
-        "--allow-insecure-keys",
-        "--config",
-        p(&config),
-        "--officer",
-        "aud-1",
-        "--revoke",
-    ]);
+    let out = officer_token(&config, &["--officer", "aud-1", "--revoke"]);
     assert!(out.contains("1 token(s) of aud-1 revoked"), "{out}");
     let (status, _) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
     assert_eq!(status, 401);
@@ -716,6 +692,18 @@ fn send_with_logger(port: u16, extra: &[&str], lines: &[String]) {
         .write_all(format!("{}\n", lines.join("\n")).as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// `medfl officer-token` for the member `config` with `args`; its output.
+fn officer_token(config: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "officer-token",
+        "--allow-insecure-keys",
+        "--config",
+        p(config),
+    ];
+    all.extend_from_slice(args);
+    ok(&all)
 }
 
 /// `medfl <command>` for the member `config` (test keys allowed), its log in `log`.
