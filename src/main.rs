@@ -747,6 +747,17 @@ impl SubmitBody {
                 first_event_at: time("first", &first)?,
                 last_event_at: time("last", &last)?,
             }),
+            // A critical anchor naming no model is the shape of the access monitor's own (a
+            // block it raised): `medfl audit verify` matches those against the audit log, so a
+            // hand-made one would read as a rewritten log.
+            SubmitBody::Alert {
+                severity: SeverityArg::Critical,
+                model: None,
+                ..
+            } => bail!(
+                "a critical alert anchor without --model is the access monitor's own kind (it \
+                 anchors the blocks it raises itself); give --model or a lower severity"
+            ),
             SubmitBody::Alert {
                 alert,
                 severity,

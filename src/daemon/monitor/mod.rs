@@ -1866,7 +1866,14 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
             }
         }
     }
-    let on_ledger = own_anchors(member)?;
+    // The ledger copy only adds anchors whose outbox files are gone: a copy that cannot be
+    // read steadily (a coordinator adding blocks faster than it copies) must not stop
+    // anchoring. Without it, an anchor already on the ledger may be queued again: the same
+    // transaction, refused as a replay.
+    let on_ledger = own_anchors(member).unwrap_or_else(|e| {
+        warn!(error = %format!("{e:#}"), "cannot read the ledger copy; judging lost anchors by the outbox alone");
+        OwnAnchors::default()
+    });
     held_audit.extend(on_ledger.audit.iter().map(audit_key));
     held_alerts.extend(on_ledger.alerts.iter().filter_map(alert_key));
     let audit_last = on_ledger.audit_last;
