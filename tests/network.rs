@@ -739,6 +739,91 @@ fn a_coordinator_that_drops_a_hospitals_transaction_is_reported_as_censoring() {
     rt.block_on(handle.shutdown());
 }
 
+/// Attack: a coordinator that holds the anchors of audit batches k and k+1 together can order
+/// k+1 first, and the contracts then refuse k's for good. The hospital's agent sends a batch
+/// anchor only when none is in flight: the coordinator sitting on k's sees k's again at each
+/// deadline, and never k+1's.
+#[test]
+fn a_coordinator_never_holds_two_audit_anchors_of_one_hospital() {
+    use medfl_ledger::TxBody;
+    use medfl_protocol::{Envelope, ToCoordinator};
+    let net = Net::new(1, 3);
+    let coordinator_key =
+        medfl_ledger::keyfile::read_with_origin(&net.folder("coordinator").join("member.key"))
+            .unwrap()
+            .0;
+    let hospital = medfl_ledger::keyfile::read_with_origin(&net.folder("h-a").join("member.key"))
+        .unwrap()
+        .0;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (handle, mut events) = rt.block_on(async {
+        let cfg = medfl_net::NetConfig {
+            listen: vec![net.coordinator_addr()],
+            ..medfl_net::NetConfig::default()
+        };
+        let allowed = [medfl_net::peer_id_of(&hospital.verifying_key())];
+        medfl_net::spawn::<Envelope>(&coordinator_key, cfg, allowed.into_iter().collect())
+            .await
+            .unwrap()
+    });
+    let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
+    client.wait_for("connected to the coordinator", 1, 60);
+    // Both batches are in the outbox within one scan or two: either way the agent could send
+    // them together.
+    let root = |b: u8| format!("{b:02x}").repeat(32);
+    for (b, first, last) in [
+        (1, "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"),
+        (2, "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"),
+    ] {
+        let out = net.submit(
+            "h-a",
+            &[
+                "audit",
+                "--root",
+                &root(b),
+                "--count",
+                "5",
+                "--first",
+                first,
+                "--last",
+                last,
+            ],
+        );
+        assert!(out.contains("queued"), "{out}");
+    }
+    let roots = rt.block_on(async {
+        let mut roots = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs(7);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(end, events.recv()).await {
+            if let medfl_net::NetEvent::Message {
+                msg: Envelope::ToCoordinator(ToCoordinator::SubmitTx(tx)),
+                ..
+            } = ev
+                && let TxBody::AnchorAuditLog(a) = &tx.body
+            {
+                roots.push(a.merkle_root.to_string());
+            }
+        }
+        roots
+    });
+    assert!(
+        roots.len() >= 2,
+        "batch 1 sent, then sent again at its deadline: {roots:?}\n{}",
+        client.text()
+    );
+    assert!(
+        roots.iter().all(|r| *r == root(1)),
+        "the coordinator got batch 2's anchor while batch 1's was unordered: {roots:?}"
+    );
+    let status = net.status("h-a");
+    assert_eq!(
+        status["pending"].as_array().map(Vec::len),
+        Some(1),
+        "batch 2 waits in the outbox, not in flight: {status}"
+    );
+    rt.block_on(handle.shutdown());
+}
+
 /// The honest coordinator orders a hospital's own transaction into its next block, and answers
 /// one the contracts refuse with the contract's reason; neither is reported as censored.
 #[test]

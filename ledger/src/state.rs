@@ -282,7 +282,7 @@ impl ChainState {
     }
 
     /// The last event time of `member`'s latest audit-log anchor: a batch that starts before it
-    /// can no longer be anchored (the `audit-overlap` rule).
+    /// can no longer be anchored (the `audit-sequence` rule).
     pub fn audit_last(&self, member: &MemberId) -> Option<Timestamp> {
         self.audit_last.get(member).copied()
     }

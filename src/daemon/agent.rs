@@ -28,7 +28,7 @@ use medfl_accesslog::consent::PseudonymKey;
 use medfl_client::spend::{HospitalBudget, PrivacyBudget};
 use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent, TrainingTask};
 use medfl_ledger::tx::Pseudonym;
-use medfl_ledger::{Role, Timestamp, Transaction, TxId, codec};
+use medfl_ledger::{Role, Timestamp, Transaction, TxBody, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::local::Trained;
 use medfl_model::modelfile::ModelFile;
@@ -519,6 +519,9 @@ impl Daemon {
                 let _ = std::fs::rename(&path, path.with_extension("included"));
                 continue;
             }
+            if !self.submissions.may_send(&tx) {
+                continue; // a batch anchor waits for the one before it
+            }
             info!(tx = %id, kind = tx.body.kind(), "submitting a transaction");
             let now = self.now_ms();
             self.submissions.sent(id, tx.clone(), path, now);
@@ -582,11 +585,20 @@ impl Daemon {
     /// ordered (`submit::Refusal::Disputed`).
     fn on_refused(&mut self, id: &TxId, claimed: &str) {
         let state = self.hospital.ledger().state();
-        let local = |tx: &Transaction| state.check_tx(tx, wall_now()).map_err(|e| e.to_string());
+        let local = |tx: &Transaction| state.check_tx(tx, wall_now());
         match self.submissions.refused(id, claimed, local) {
             None => return,
             Some(Refusal::Confirmed(s, reason)) => {
                 warn!(tx = %id, reason = %reason, "transaction refused by the contracts");
+                let _ = std::fs::write(s.path.with_extension("refused"), &reason);
+                let _ = std::fs::remove_file(&s.path);
+            }
+            Some(Refusal::Overtaken(s, reason)) => {
+                warn!(
+                    tx = %id,
+                    reason = %reason,
+                    "transaction censored: a later audit anchor of ours was ordered before this batch's, which can never be anchored now"
+                );
                 let _ = std::fs::write(s.path.with_extension("refused"), &reason);
                 let _ = std::fs::remove_file(&s.path);
             }
@@ -722,11 +734,17 @@ pub fn read_outbox(outbox: &Path) -> Vec<(PathBuf, Result<Transaction>)> {
             (p, tx)
         })
         .collect();
-    files.sort_by_key(|(p, tx)| {
-        (
-            tx.as_ref().map_or(Timestamp(u64::MAX), |t| t.issued_at),
-            p.clone(),
-        )
+    // Audit batches that end together go in the order they start: the contracts refuse a
+    // batch that starts before the last anchored one ends.
+    files.sort_by_key(|(p, tx)| match tx {
+        Ok(t) => {
+            let starts = match &t.body {
+                TxBody::AnchorAuditLog(a) => a.first_event_at,
+                _ => Timestamp(0),
+            };
+            (t.issued_at, starts, p.clone())
+        }
+        Err(_) => (Timestamp(u64::MAX), Timestamp(u64::MAX), p.clone()),
     });
     files
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use medfl_ledger::tx::{ConsentChoice, Pseudonym};
-use medfl_ledger::{Timestamp, Transaction, TxBody, TxId};
+use medfl_ledger::{ContractError, Timestamp, Transaction, TxBody, TxId};
 use serde::Serialize;
 
 pub use crate::node::mempool::{MAX_PENDING_PER_MEMBER, MAX_TX_BYTES};
@@ -45,6 +45,11 @@ pub struct Censored {
     /// The refusal the coordinator claimed, if it sent one the hospital's own contract check
     /// does not reproduce (a refusal is no excuse for not ordering a valid transaction).
     pub unconfirmed_refusal: Option<String>,
+    /// An audit batch's anchor the contracts now refuse for good because a later anchor of
+    /// this hospital's was ordered first (the contract's reason). The agent sends one batch
+    /// anchor at a time, so only a coordinator that held the later one (or a hand-made
+    /// submission) can cause this: the batch is left without an anchor of its own.
+    pub overtaken: Option<String>,
 }
 
 /// A coordinator's refusal, after the hospital checked it on its own ledger copy.
@@ -56,6 +61,11 @@ pub enum Refusal {
     /// queue, a transaction it says is ordered but no block shows): it stays pending, is
     /// recorded as not ordered, and goes out again at its deadline.
     Disputed,
+    /// An audit batch's anchor the contracts refuse only because a later one of the
+    /// hospital's own was ordered first (`audit-sequence`): it can never be ordered now, and
+    /// it is recorded as censored, for the batch lost its anchor to the order the coordinator
+    /// chose.
+    Overtaken(Box<Submitted>, String),
 }
 
 /// The hospital's side: every transaction it submitted, until a block carries it or a contract
@@ -101,6 +111,16 @@ impl Submissions {
         self.pending.len() < MAX_IN_FLIGHT
     }
 
+    /// Whether `tx` may be sent now: there is room, and it is not an audit batch's anchor
+    /// while another is in flight. Batch anchors go one at a time, oldest first: a
+    /// coordinator holding the anchors of batches k and k+1 together could order k+1 first,
+    /// and the contracts would then refuse k's for good (`audit-sequence`), a refusal the
+    /// hospital's own copy confirms. Holding only k's, it can order it or be seen not to.
+    pub fn may_send(&self, tx: &Transaction) -> bool {
+        self.has_room()
+            && !(is_audit_anchor(tx) && self.pending.values().any(|s| is_audit_anchor(&s.tx)))
+    }
+
     /// Starts tracking `tx`, sent at `now_ms`.
     pub fn sent(&mut self, id: TxId, tx: Transaction, path: PathBuf, now_ms: u64) {
         self.pending.entry(id).or_insert(Submitted {
@@ -133,15 +153,25 @@ impl Submissions {
         &mut self,
         id: &TxId,
         claimed: &str,
-        local: impl FnOnce(&Transaction) -> Result<(), String>,
+        local: impl FnOnce(&Transaction) -> Result<(), ContractError>,
     ) -> Option<Refusal> {
         let s = self.pending.get_mut(id)?;
         if s.disputed {
             return Some(Refusal::Disputed);
         }
-        if let Err(reason) = local(&s.tx) {
-            let s = self.pending.remove(id)?;
-            return Some(Refusal::Confirmed(Box::new(s), reason));
+        match local(&s.tx) {
+            Ok(()) => {}
+            // The chain's latest batch end is set by this hospital's anchors alone.
+            Err(e @ ContractError::AuditOverlap { .. }) if is_audit_anchor(&s.tx) => {
+                let s = self.pending.remove(id)?;
+                let reason = e.to_string();
+                censored_entry(&mut self.censored, id, &s).overtaken = Some(reason.clone());
+                return Some(Refusal::Overtaken(Box::new(s), reason));
+            }
+            Err(e) => {
+                let s = self.pending.remove(id)?;
+                return Some(Refusal::Confirmed(Box::new(s), e.to_string()));
+            }
         }
         s.disputed = true;
         let claimed: String = claimed.chars().take(MAX_CLAIMED_REASON).collect();
@@ -231,6 +261,11 @@ pub fn opt_outs<'a>(txs: impl IntoIterator<Item = &'a Transaction>) -> BTreeSet<
         .collect()
 }
 
+/// Whether `tx` anchors a batch of the hospital's audit log.
+fn is_audit_anchor(tx: &Transaction) -> bool {
+    matches!(tx.body, TxBody::AnchorAuditLog(_))
+}
+
 /// The censorship record of `id`, added (bounded) if it has none yet.
 fn censored_entry<'a>(
     censored: &'a mut VecDeque<Censored>,
@@ -249,6 +284,7 @@ fn censored_entry<'a>(
                     missed_deadlines: s.resent,
                     outstanding: true,
                     unconfirmed_refusal: None,
+                    overtaken: None,
                 },
             );
             censored.len() - 1
@@ -331,13 +367,11 @@ mod tests {
         let id = tx.id().unwrap();
         let mut s = Submissions::new(1_000);
         s.sent(id, tx, PathBuf::from("x.tx"), 0);
-        let verdict = s.refused(
-            &id,
-            "consent-changes: no",
-            |_| Err("consent-changes".into()),
-        );
+        let verdict = s.refused(&id, "consent-changes: no", |_| {
+            Err(ContractError::Malformed("consent-changes".into()))
+        });
         assert!(
-            matches!(verdict, Some(Refusal::Confirmed(_, ref why)) if why == "consent-changes")
+            matches!(verdict, Some(Refusal::Confirmed(_, ref why)) if why.contains("consent-changes"))
         );
         assert!(s.overdue(5_000).is_empty());
         assert!(s.status().censored.is_empty());
@@ -355,11 +389,7 @@ mod tests {
         let id = tx.id().unwrap();
         let mut s = Submissions::new(1_000);
         s.sent(id, tx, PathBuf::from("x.tx"), 0);
-        let local = |tx: &Transaction| {
-            state
-                .check_tx(tx, Timestamp(T0.0 + HOUR))
-                .map_err(|e| e.to_string())
-        };
+        let local = |tx: &Transaction| state.check_tx(tx, Timestamp(T0.0 + HOUR));
         let verdict = s.refused(&id, "consent-changes: trust me", local);
         assert!(matches!(verdict, Some(Refusal::Disputed)), "{verdict:?}");
         assert!(s.contains(&id));
@@ -376,12 +406,90 @@ mod tests {
         let due = s.overdue(1_000);
         assert_eq!(due.len(), 1, "sent again at the deadline");
         assert_eq!(s.status().censored[0].missed_deadlines, 1);
-        let rechecked = s.refused(&id, "x", |_| Err("contract-rule".into()));
+        let rechecked = s.refused(&id, "x", |_| {
+            Err(ContractError::Malformed("contract-rule".into()))
+        });
         assert!(
             matches!(rechecked, Some(Refusal::Confirmed(..))),
             "checked again after the resend"
         );
         assert!(s.refused(&TxId::default(), "x", |_| Ok(())).is_none());
+    }
+
+    fn audit_anchor(f: &Fixture, first: u64, last: u64) -> Transaction {
+        f.tx(
+            &Fixture::id("hospital-0"),
+            Timestamp(last),
+            TxBody::AnchorAuditLog(medfl_ledger::tx::AuditAnchor {
+                merkle_root: Hash([first as u8; 32]),
+                count: 3,
+                first_event_at: Timestamp(first),
+                last_event_at: Timestamp(last),
+            }),
+        )
+    }
+
+    /// Attack: a coordinator holding the anchors of batches k and k+1 orders k+1 first, and
+    /// the contracts then refuse k's for good. The agent never lets it hold both: a batch
+    /// anchor goes out only when none is in flight, whatever else is sent meanwhile.
+    #[test]
+    fn one_batch_anchor_is_in_flight_at_a_time() {
+        let f = Fixture::new(2, 3, 2);
+        let (k, next) = (
+            audit_anchor(&f, T0.0, T0.0 + 10),
+            audit_anchor(&f, T0.0 + 10, T0.0 + 20),
+        );
+        let mut s = Submissions::new(1_000);
+        assert!(s.may_send(&k));
+        s.sent(k.id().unwrap(), k.clone(), PathBuf::from("k.tx"), 0);
+        assert!(!s.may_send(&next), "k+1 waits while k is unordered");
+        assert!(
+            s.may_send(&consent(&f, "hospital-0", 1)),
+            "other kinds go on"
+        );
+        s.overdue(5_000);
+        assert!(
+            !s.may_send(&next),
+            "still waiting after k missed its deadline"
+        );
+        let refused = s.refused(&k.id().unwrap(), "made up", |_| Ok(()));
+        assert!(matches!(refused, Some(Refusal::Disputed)));
+        assert!(
+            !s.may_send(&next),
+            "a refusal our copy disputes does not free the slot"
+        );
+        s.included(&k.id().unwrap());
+        assert!(s.may_send(&next), "k is ordered: k+1 may go");
+    }
+
+    /// Attack: the coordinator did obtain a later anchor (a hand-made submission) and ordered
+    /// it first. The refusal of the earlier batch is one the hospital's copy reproduces, yet
+    /// it is reported as censorship, for the batch has lost its own anchor.
+    #[test]
+    fn a_batch_anchor_overtaken_by_our_own_later_one_is_censorship() {
+        let f = Fixture::new(2, 3, 2);
+        let mut state = ChainState::from_genesis(&f.genesis).unwrap();
+        let (k, next) = (
+            audit_anchor(&f, T0.0 + 1, T0.0 + 10),
+            audit_anchor(&f, T0.0 + 10, T0.0 + 20),
+        );
+        let block = f.block(&state, vec![next], Timestamp(T0.0 + HOUR));
+        state.apply_block(&block).unwrap();
+        let id = k.id().unwrap();
+        let mut s = Submissions::new(1_000);
+        s.sent(id, k, PathBuf::from("k.tx"), 0);
+        let verdict = s.refused(&id, "audit-sequence", |tx| {
+            state.check_tx(tx, Timestamp(T0.0 + HOUR))
+        });
+        assert!(
+            matches!(verdict, Some(Refusal::Overtaken(_, ref why)) if why.contains("audit-sequence")),
+            "{verdict:?}"
+        );
+        assert!(!s.contains(&id), "it can never be ordered: not sent again");
+        let status = s.status();
+        assert_eq!(status.censored.len(), 1);
+        assert!(status.censored[0].outstanding);
+        assert!(status.censored[0].overtaken.is_some());
     }
 
     /// Attack: the coordinator sits on a patient's opt-out. The hospital stops training on the

@@ -1804,7 +1804,7 @@ pub fn own_anchors(member: &Member) -> Result<OwnAnchors> {
 /// very anchor (signed by this hospital) neither the outbox (sent or included) nor the ledger
 /// copy holds. An anchor's time is its batch's (or record's), so a re-queued one is the same
 /// transaction as before. Batches go in order; one that starts before the hospital's latest
-/// anchored batch ends can no longer be anchored (the contract's `audit-overlap` rule) and is
+/// anchored batch ends can no longer be anchored (the contract's `audit-sequence` rule) and is
 /// reported instead, for `medfl audit verify` shows it unanchored.
 fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
     // The log's part under the state lock, briefly: its batches and the few raised blocks.
