@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use medfl::daemon::{self, InsecureKeys};
 use medfl_accesslog::{AttackKind, OnError};
 use medfl_model::evaluate::{Evaluation, evaluate};
-use medfl_monitor::{RecordBody, Verdict};
+use medfl_monitor::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -251,7 +251,7 @@ fn logged(member: &Path) -> Result<(Vec<f32>, Vec<Verdict>)> {
     let mut scores = Vec::new();
     let mut verdicts = Vec::new();
     for r in log.records(0, usize::MAX)? {
-        if let RecordBody::Decision { decision, .. } = r.body {
+        if let Some((_, decision)) = r.body.decision() {
             scores.push(decision.score.context("a decision without a model")?);
             verdicts.push(decision.verdict);
         }

@@ -817,19 +817,24 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             if json {
                 let list: Vec<_> = records
                     .iter()
-                    .filter_map(|r| match &r.body {
-                        RecordBody::Decision { request, decision } => Some(serde_json::json!({
+                    .filter_map(|r| {
+                        let (request, decision) = r.body.decision()?;
+                        let mut row = serde_json::json!({
                             "record": r.seq, "request": request, "decision": decision,
-                        })),
-                        RecordBody::Review { .. } => None,
+                        });
+                        if let RecordBody::Delivered { id, .. } = &r.body {
+                            row["delivery_id"] = serde_json::Value::from(id.as_str());
+                        }
+                        Some(row)
                     })
                     .collect();
                 return emit(&serde_json::to_string_pretty(&list)?);
             }
             let rows: Vec<Vec<String>> = records
                 .iter()
-                .filter_map(|r| match &r.body {
-                    RecordBody::Decision { request, decision } => Some(vec![
+                .filter_map(|r| {
+                    let (request, decision) = r.body.decision()?;
+                    Some(vec![
                         r.seq.to_string(),
                         medfl::ledger::Timestamp(request.time_ms).to_string(),
                         format!(
@@ -839,8 +844,7 @@ fn audit(cmd: AuditCommand) -> Result<()> {
                         format!("{} {}", request.action, request.resource),
                         format!("{} / {}", request.source_ip, request.workstation),
                         format!("{:?}", decision.verdict).to_lowercase(),
-                    ]),
-                    RecordBody::Review { .. } => None,
+                    ])
                 })
                 .collect();
             let mut text = format!(

@@ -405,11 +405,10 @@ fn logged_decisions(config: &Path) -> Vec<(AccessRequest, medfl_monitor::Decisio
     log.records(0, usize::MAX)
         .unwrap()
         .into_iter()
-        .filter_map(|r| match r.body {
-            medfl_monitor::RecordBody::Decision { request, decision } => {
-                Some((*request, *decision))
-            }
-            _ => None,
+        .filter_map(|r| {
+            r.body
+                .decision()
+                .map(|(request, decision)| (request.clone(), decision.clone()))
         })
         .collect()
 }
@@ -692,6 +691,115 @@ fn send_with_logger(port: u16, extra: &[&str], lines: &[String]) {
         .write_all(format!("{}\n", lines.join("\n")).as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// A delivery sent again is decided once: the JSON API's `Idempotency-Key`, a FHIR
+/// `AuditEvent`'s own `id` (posted again, alone or in a batch Bundle) and an ATNA message
+/// resent over syslog each get the first delivery's record back, and the log holds one record
+/// for it, also after the monitor is killed and restarted. The same id naming another access
+/// is a new delivery, decided on its own.
+#[test]
+fn a_delivery_sent_again_is_answered_from_its_first_record_not_decided_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = setup(dir.path());
+    let stream = recent(&events, 3);
+    let (port, syslog_port) = (free_port(), free_port());
+    let syslog = format!("127.0.0.1:{syslog_port}");
+    let args = ["--syslog", syslog.as_str()];
+    let monitor = start_with(&config, port, dir.path().join("m1.log"), &args);
+    let json = |e: &AccessEvent| serde_json::to_vec(&AccessRequest::from_event(e)).unwrap();
+    let post = |key: &str, body: &[u8]| {
+        let (status, answer) = http_with(
+            port,
+            "POST",
+            "/v1/access",
+            &format!("Idempotency-Key: {key}\r\n"),
+            body,
+        );
+        assert_eq!(status, 200, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        (v["record"].as_u64().unwrap(), v["verdict"].clone())
+    };
+    let first = post("\"retry-1\"", &json(&stream[0]));
+    assert_eq!(first.0, 0);
+    assert_eq!(post("retry-1", &json(&stream[0])), first, "the same answer");
+    assert_eq!(records(port), 1, "decided once");
+    assert_eq!(post("retry-1", &json(&stream[1])).0, 1, "another access");
+    let (status, body) = http_with(
+        port,
+        "POST",
+        "/v1/access",
+        "Idempotency-Key: two words\r\n",
+        &json(&stream[0]),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // The EHR's AuditEvent with its own id: posted, posted again, then inside a batch.
+    let mut buf = Vec::new();
+    medfl_accesslog::fhir::write_audit_events(&mut buf, &stream[2..3]).unwrap();
+    let mut event: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+    event["id"] = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f".into();
+    let one = serde_json::to_vec(&event).unwrap();
+    let (status, a) = http_with(port, "POST", "/fhir/AuditEvent", "", &one);
+    assert_eq!(status, 201, "{a}");
+    let (status, b) = http_with(port, "POST", "/fhir/AuditEvent", "", &one);
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(a, b, "the same outcome");
+    // A batch: the event again, and a new one twice (its first copy decides it).
+    let mut buf = Vec::new();
+    medfl_accesslog::fhir::write_audit_events(&mut buf, &stream[1..2]).unwrap();
+    let mut fresh: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+    fresh["id"] = "0b9c8d7e-6f5a-4b3c-9d2e-1f0a9b8c7d6e".into();
+    let entry = |r: &serde_json::Value| serde_json::json!({"resource": r, "request": {"method": "POST", "url": "AuditEvent"}});
+    let batch = serde_json::json!({"resourceType": "Bundle", "type": "batch",
+        "entry": [entry(&event), entry(&fresh), entry(&fresh)]});
+    let (status, c) = http_with(
+        port,
+        "POST",
+        "/fhir",
+        "",
+        &serde_json::to_vec(&batch).unwrap(),
+    );
+    assert_eq!(status, 200, "{c}");
+    let locations: Vec<String> = serde_json::from_str::<serde_json::Value>(&c).unwrap()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["location"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        locations,
+        ["AuditEvent/2", "AuditEvent/3", "AuditEvent/3"],
+        "{c}"
+    );
+    assert_eq!(records(port), 4);
+
+    // An ATNA sender resending the same message after a reconnect.
+    let line = serde_json::to_string(&event).unwrap();
+    send_with_logger(syslog_port, &[], std::slice::from_ref(&line));
+    let repeated = |port: u16| {
+        let (_, metrics) = http(port, "GET", "/metrics", b"");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("medfl_monitor_repeated_deliveries_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while repeated(port) < 5 {
+        assert!(Instant::now() < end, "only {} repeats seen", repeated(port));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(records(port), 4, "nothing decided twice");
+
+    // Killed and restarted: the deliveries are still known.
+    drop(monitor); // SIGKILL, and waited for
+    let _monitor = start_with(&config, port, dir.path().join("m2.log"), &args);
+    assert_eq!(post("retry-1", &json(&stream[0])), first);
+    let (status, again) = http_with(port, "POST", "/fhir/AuditEvent", "", &one);
+    assert_eq!((status, again), (201, a));
+    assert_eq!(records(port), 4);
+    assert_eq!(repeated(port), 2, "counted since the restart");
 }
 
 /// `medfl officer-token` for the member `config` with `args`; its output.

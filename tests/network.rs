@@ -821,6 +821,10 @@ fn a_coordinator_never_holds_two_audit_anchors_of_one_hospital() {
         Some(1),
         "batch 2 waits in the outbox, not in flight: {status}"
     );
+    assert_eq!(
+        status["anchors_waiting"], 1,
+        "and the status says so: {status}"
+    );
     rt.block_on(handle.shutdown());
 }
 

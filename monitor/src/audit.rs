@@ -21,10 +21,20 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::Decision;
-use crate::request::AccessRequest;
+use crate::request::{AccessRequest, DeliveryId, MAX_AGE_MS, MAX_AHEAD_MS};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+/// Named deliveries of the last day: (the access's time, [`delivery_key`]) to the record that
+/// decided it. An index into the records, kept in the same commits; never part of the chain.
+const DELIVERIES: TableDefinition<DeliveryKey, u64> = TableDefinition::new("deliveries");
+
+/// How long a named delivery is remembered, by the clock of the appends: longer than any
+/// retry can be decided (an access more than [`MAX_AGE_MS`] old is refused, not decided).
+const DELIVERY_WINDOW_MS: u64 = MAX_AGE_MS + 2 * MAX_AHEAD_MS;
+
+/// How often, by the log's clock, deliveries past the window are dropped (in an append).
+const PRUNE_EVERY_MS: u64 = 60_000;
 
 /// Most records one sealed batch holds.
 pub const MAX_BATCH: usize = 4096;
@@ -85,6 +95,52 @@ pub enum RecordBody {
         /// Free text.
         note: String,
     },
+    /// An access its sender named was decided: the same access delivered again under the
+    /// same id is answered from this record, not decided again. (Last, so that records
+    /// written before it existed still decode.)
+    Delivered {
+        /// The sender's id for the delivery (a FHIR `AuditEvent.id`, an `Idempotency-Key`).
+        id: DeliveryId,
+        /// The request as received.
+        request: Box<AccessRequest>,
+        /// The answer sent.
+        decision: Box<Decision>,
+    },
+}
+
+impl RecordBody {
+    /// The access and its decision, if the record is one.
+    pub fn decision(&self) -> Option<(&AccessRequest, &Decision)> {
+        match self {
+            RecordBody::Decision { request, decision }
+            | RecordBody::Delivered {
+                request, decision, ..
+            } => Some((request, decision)),
+            RecordBody::Review { .. } => None,
+        }
+    }
+}
+
+/// What identifies a named delivery: the access's time, and a hash of its id with every part
+/// of the access the sender states and the hospital's context does not derive (who, whose
+/// record, when, what, from where, break-the-glass, purpose). A context refresh between two
+/// deliveries changes derived flags, not this; and an id sent first with an access differing
+/// in any of those cannot stand in for the real one.
+pub type DeliveryKey = (u64, [u8; 32]);
+
+/// The [`DeliveryKey`] of `r` delivered under `id`.
+///
+/// # Errors
+/// The access cannot be encoded.
+pub fn delivery_key(id: &DeliveryId, r: &AccessRequest) -> Result<DeliveryKey, AuditError> {
+    let described = (
+        id.as_str(),
+        (r.user.as_str(), r.patient.as_str(), r.time_ms),
+        (r.action, r.resource, r.purpose),
+        (r.source_ip.as_str(), r.workstation.as_str(), r.break_glass),
+    );
+    let bytes = codec::encode(&described).map_err(|e| AuditError::Storage(e.to_string()))?;
+    Ok((r.time_ms, Hash::of_bytes(&bytes).0))
 }
 
 /// A security officer's review.
@@ -206,6 +262,8 @@ pub struct AuditLog {
     next: u64,
     last_hash: Hash,
     last_at: u64,
+    /// The log's time when deliveries past the window were last dropped.
+    pruned_at: u64,
     /// A write failed: the file is not written again.
     poisoned: bool,
 }
@@ -267,6 +325,7 @@ impl AuditLog {
             let txn = db.begin_write().map_err(s)?;
             txn.open_table(RECORDS).map_err(s)?;
             txn.open_table(BATCHES).map_err(s)?;
+            txn.open_table(DELIVERIES).map_err(s)?;
             txn.commit().map_err(s)
         })?;
         let mut log = AuditLog {
@@ -274,6 +333,7 @@ impl AuditLog {
             next: 0,
             last_hash: Hash::default(),
             last_at: 0,
+            pruned_at: 0,
             poisoned: false,
         };
         let last = guarded("reading the last record", || {
@@ -328,7 +388,12 @@ impl AuditLog {
         let (mut next, mut last_hash, mut last_at) = (self.next, self.last_hash, self.last_at);
         let mut records = Vec::with_capacity(items.len());
         let mut encoded = Vec::with_capacity(items.len());
+        let mut named = Vec::new();
+        let items_now = items.iter().map(|(at, _)| *at).max().unwrap_or(0);
         for (at_ms, body) in items {
+            if let RecordBody::Delivered { id, request, .. } = &body {
+                named.push((delivery_key(id, request)?, next));
+            }
             let record = AuditRecord {
                 seq: next,
                 at_ms: at_ms.max(last_at),
@@ -345,6 +410,10 @@ impl AuditLog {
             encoded.push((record.seq, bytes));
             records.push(record);
         }
+        // By the appends' own clock, the one requests are checked against: the log's time
+        // never goes back, and after the clock steps back it would drop deliveries still due.
+        let now = items_now;
+        let prune = now.saturating_sub(self.pruned_at) >= PRUNE_EVERY_MS;
         let poisoned = &mut self.poisoned;
         let db = &self.db;
         guarded_mut(poisoned, "appending records", || {
@@ -357,11 +426,61 @@ impl AuditLog {
                 for (seq, bytes) in &encoded {
                     t.insert(*seq, bytes.as_slice()).map_err(s)?;
                 }
+                let mut d = txn.open_table(DELIVERIES).map_err(s)?;
+                for (key, seq) in &named {
+                    d.insert(key, seq).map_err(s)?;
+                }
+                if prune {
+                    let cutoff = (now.saturating_sub(DELIVERY_WINDOW_MS), [0u8; 32]);
+                    d.retain_in(..cutoff, |_, _| false).map_err(s)?;
+                }
             }
             txn.commit().map_err(s)
         })?;
         (self.next, self.last_hash, self.last_at) = (next, last_hash, last_at);
+        if prune {
+            self.pruned_at = now;
+        }
         Ok(records)
+    }
+
+    /// The record that decided the access `request` delivered under `id`, and its decision,
+    /// if this log decided it within the last day.
+    ///
+    /// # Errors
+    /// Storage failed, or the index names a record that does not decode or is not that
+    /// delivery.
+    pub fn delivered(
+        &self,
+        id: &DeliveryId,
+        request: &AccessRequest,
+    ) -> Result<Option<(u64, Decision)>, AuditError> {
+        let key = delivery_key(id, request)?;
+        let seq = guarded("looking up a delivery", || {
+            let txn = self.db.begin_read().map_err(s)?;
+            let t = txn.open_table(DELIVERIES).map_err(s)?;
+            Ok(t.get(&key).map_err(s)?.map(|v| v.value()))
+        })?;
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        let Some((_, bytes)) = self.raw(seq, 1)?.into_iter().find(|(at, _)| *at == seq) else {
+            return Err(AuditError::Bad {
+                seq,
+                problem: "the delivery index names a record the log does not hold".into(),
+            });
+        };
+        match decode_record(seq, &bytes)?.body {
+            RecordBody::Delivered {
+                id: held,
+                request: was,
+                decision,
+            } if held == *id && delivery_key(&held, &was)? == key => Ok(Some((seq, *decision))),
+            _ => Err(AuditError::Bad {
+                seq,
+                problem: format!("the delivery index names it for {id}, which it does not record"),
+            }),
+        }
     }
 
     /// Records `from..` in order, at most `limit`.
@@ -397,12 +516,12 @@ impl AuditLog {
             return Ok(None);
         };
         let record = decode_record(seq, &bytes)?;
-        Ok(match record.body {
-            RecordBody::Decision { decision, .. } if decision.raises_block() => Some(RaisedBlock {
+        Ok(match record.body.decision() {
+            Some((_, decision)) if decision.raises_block() => Some(RaisedBlock {
                 seq,
                 record: Hash::of_bytes(&bytes),
                 at_ms: record.at_ms,
-                model: decision.model,
+                model: decision.model.clone(),
             }),
             _ => None,
         })
@@ -426,7 +545,7 @@ impl AuditLog {
             from = next;
             for (seq, bytes) in raw.into_iter().filter(|(seq, _)| *seq < sealed) {
                 let record = decode_record(seq, &bytes)?;
-                if let RecordBody::Decision { decision, .. } = &record.body
+                if let Some((_, decision)) = record.body.decision()
                     && decision.raises_block()
                 {
                     raised.insert(Hash::of_bytes(&bytes), record.at_ms);
@@ -696,9 +815,11 @@ impl AuditLog {
                 return Ok(out);
             };
             seq = last.seq + 1;
-            out.extend(chunk.into_iter().filter(
-                |r| matches!(&r.body, RecordBody::Decision { request, .. } if request.patient == patient),
-            ));
+            out.extend(chunk.into_iter().filter(|r| {
+                r.body
+                    .decision()
+                    .is_some_and(|(request, _)| request.patient == patient)
+            }));
         }
     }
 }

@@ -14,6 +14,7 @@
 //! in arrival order, so a score here is the score `medfl eval` gives the same stream. Pure:
 //! time comes in, nothing is read or written here.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
@@ -355,14 +356,14 @@ impl Monitor {
     ///
     /// A malformed request gets its error and changes nothing; a model failure fails every
     /// request that was checked (they are in the users' history already).
-    pub fn decide_all(
+    pub fn decide_all<R: std::borrow::Borrow<AccessRequest>>(
         &mut self,
-        reqs: &[AccessRequest],
+        reqs: &[R],
         now_ms: u64,
     ) -> Vec<Result<Decision, MonitorError>> {
         let mut checked = Vec::with_capacity(reqs.len());
         let mut rows = Vec::with_capacity(reqs.len() * N_FEATURES);
-        for req in reqs {
+        for req in reqs.iter().map(Borrow::borrow) {
             let c = req.check(now_ms).map(|()| {
                 let event = req.to_event(self.next_event_id);
                 self.next_event_id += 1;
@@ -390,7 +391,7 @@ impl Monitor {
         };
         let mut k = 0;
         let mut out = Vec::with_capacity(reqs.len());
-        for (req, c) in reqs.iter().zip(checked) {
+        for (req, c) in reqs.iter().map(Borrow::borrow).zip(checked) {
             match c {
                 Ok((event, features)) => {
                     let score = scored.as_ref().and_then(|(scores, errors)| {

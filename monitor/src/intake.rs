@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::decide::Decision;
-use crate::request::{AccessRequest, Purpose};
+use crate::request::{AccessRequest, Delivery, DeliveryId, Purpose};
 
 /// Entries one Bundle may hold.
 pub const MAX_BUNDLE_ENTRIES: usize = 1024;
@@ -251,11 +251,16 @@ pub fn apply_context(r: &mut AccessRequest, context: &Context) {
     }
 }
 
-/// The access an `AuditEvent` records, with its declared purpose.
-fn request_from(a: AuditAccess) -> AccessRequest {
-    let mut r = AccessRequest::from_event(&a.event);
-    r.purpose = purpose_of(&a.purposes);
-    r
+/// The access an `AuditEvent` records, with its declared purpose and its id.
+fn delivery_from(a: AuditAccess) -> Result<Delivery, Issue> {
+    let mut request = AccessRequest::from_event(&a.event);
+    request.purpose = purpose_of(&a.purposes);
+    let id =
+        a.id.as_deref()
+            .map(DeliveryId::new)
+            .transpose()
+            .map_err(|e| Issue::error("invalid", e.to_string()).at("AuditEvent.id"))?;
+    Ok(Delivery { request, id })
 }
 
 /// Reads one `AuditEvent` value as the access it records.
@@ -263,26 +268,42 @@ fn request_from(a: AuditAccess) -> AccessRequest {
 /// # Errors
 /// An [`Issue`] naming what is missing or malformed.
 pub fn request_of(value: &Value, context: Option<&Context>) -> Result<AccessRequest, Issue> {
-    let r = read_audit_value(value, context, 0)
-        .map(request_from)
-        .map_err(|e| Issue::error("invalid", e.0))?;
-    if let Some(c) = context {
-        check_known(&r, c)?;
-    }
-    Ok(r)
+    delivery_of(value, context).map(|d| d.request)
 }
 
-/// Reads one `AuditEvent` straight from its JSON bytes (a syslog MSG).
+/// Reads one `AuditEvent` value as the access it records, with the event's `id`.
 ///
 /// # Errors
 /// An [`Issue`] naming what is missing or malformed.
-pub fn request_of_json(json: &[u8], context: Option<&Context>) -> Result<AccessRequest, Issue> {
+pub fn delivery_of(value: &Value, context: Option<&Context>) -> Result<Delivery, Issue> {
+    let d = read_audit_value(value, context, 0)
+        .map_err(|e| Issue::error("invalid", e.0))
+        .and_then(delivery_from)?;
+    if let Some(c) = context {
+        check_known(&d.request, c)?;
+    }
+    Ok(d)
+}
+
+/// Reads one `AuditEvent` straight from its JSON bytes (a syslog MSG), with the event's `id`.
+///
+/// # Errors
+/// An [`Issue`] naming what is missing or malformed.
+pub fn delivery_of_json(json: &[u8], context: Option<&Context>) -> Result<Delivery, Issue> {
     let raw: RawAuditEvent = serde_json::from_slice(json)
         .map_err(|e| Issue::error("structure", format!("not an AuditEvent JSON object: {e}")))?;
     read_raw(raw, context)
 }
 
-fn read_raw(raw: RawAuditEvent, context: Option<&Context>) -> Result<AccessRequest, Issue> {
+/// [`delivery_of_json`] without the id.
+///
+/// # Errors
+/// An [`Issue`] naming what is missing or malformed.
+pub fn request_of_json(json: &[u8], context: Option<&Context>) -> Result<AccessRequest, Issue> {
+    delivery_of_json(json, context).map(|d| d.request)
+}
+
+fn read_raw(raw: RawAuditEvent, context: Option<&Context>) -> Result<Delivery, Issue> {
     if raw.resource_type() != "AuditEvent" {
         return Err(Issue::error(
             "not-supported",
@@ -292,14 +313,14 @@ fn read_raw(raw: RawAuditEvent, context: Option<&Context>) -> Result<AccessReque
             ),
         ));
     }
-    let r = raw
+    let d = raw
         .read(context, 0)
-        .map(request_from)
-        .map_err(|e| Issue::error("invalid", e.0))?;
+        .map_err(|e| Issue::error("invalid", e.0))
+        .and_then(delivery_from)?;
     if let Some(c) = context {
-        check_known(&r, c)?;
+        check_known(&d.request, c)?;
     }
-    Ok(r)
+    Ok(d)
 }
 
 /// How a Bundle's entries are answered.
@@ -325,13 +346,13 @@ impl BundleKind {
 #[derive(Debug)]
 pub enum Submission {
     /// One `AuditEvent`.
-    Single(AccessRequest),
+    Single(Delivery),
     /// A Bundle's entries, in order; each the access it records or why it cannot be read.
     Bundle {
         /// Transaction or batch.
         kind: BundleKind,
         /// One per entry.
-        entries: Vec<Result<AccessRequest, Issue>>,
+        entries: Vec<Result<Delivery, Issue>>,
     },
 }
 
@@ -407,7 +428,7 @@ pub fn read_submission(body: &[u8], context: Option<&Context>) -> Result<Submiss
         )]
     })?;
     match head.resource_type.as_deref() {
-        Some("AuditEvent") => request_of_json(body, context)
+        Some("AuditEvent") => delivery_of_json(body, context)
             .map(Submission::Single)
             .map_err(|i| vec![i.at("AuditEvent")]),
         Some("Bundle") => {
@@ -482,7 +503,7 @@ fn read_bundle(bundle: Bundle, context: Option<&Context>) -> Result<Submission, 
                             .at(format!("{at}.resource")),
                     ]);
                 }
-                request_of_json(raw.get().as_bytes(), context)
+                delivery_of_json(raw.get().as_bytes(), context)
             }
         }
         .map_err(|issue| issue.at(format!("{at}.resource")));
@@ -564,7 +585,14 @@ mod tests {
     fn a_single_event_and_a_bundle_read_as_their_accesses() {
         let one = serde_json::to_vec(&audit(1)).unwrap();
         match read_submission(&one, None).unwrap() {
-            Submission::Single(r) => assert_eq!(r, AccessRequest::from_event(&event(1))),
+            Submission::Single(d) => {
+                assert_eq!(d.request, AccessRequest::from_event(&event(1)));
+                assert_eq!(
+                    d.id.as_ref().map(DeliveryId::as_str),
+                    Some("1"),
+                    "the event's id"
+                );
+            }
             other => panic!("{other:?}"),
         }
         let b = bundle("transaction", vec![audit(1), audit(2)]);
@@ -572,7 +600,8 @@ mod tests {
             Submission::Bundle { kind, entries } => {
                 assert_eq!(kind, BundleKind::Transaction);
                 assert_eq!(entries.len(), 2);
-                assert_eq!(entries[1], Ok(AccessRequest::from_event(&event(2))));
+                let second = entries[1].as_ref().map(|d| &d.request);
+                assert_eq!(second, Ok(&AccessRequest::from_event(&event(2))));
             }
             other => panic!("{other:?}"),
         }

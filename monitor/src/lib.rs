@@ -25,4 +25,4 @@ pub mod syslog;
 
 pub use audit::{AuditLog, AuditRecord, RecordBody};
 pub use decide::{Decision, Monitor, Policy, Scorer, Verdict};
-pub use request::AccessRequest;
+pub use request::{AccessRequest, Delivery, DeliveryId};

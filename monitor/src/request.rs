@@ -186,6 +186,61 @@ fn invisible(c: char) -> bool {
             | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
+/// The sender's own name for one delivery of an access: a FHIR `AuditEvent.id`, or the
+/// `Idempotency-Key` header of a `POST /v1/access`. The same access delivered again under the
+/// same id (a retry after a lost answer, a syslog resend after a reconnect) is answered from
+/// the first delivery's record, not decided, and counted in the user's history, a second time.
+/// Visible ASCII only, at most [`MAX_ID_BYTES`].
+///
+/// Read back from a record it is not checked again: the rules may tighten, old logs must still
+/// read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeliveryId(String);
+
+impl DeliveryId {
+    /// Checks `id` as a delivery id.
+    ///
+    /// # Errors
+    /// Empty, too long, or not visible ASCII.
+    pub fn new(id: &str) -> Result<DeliveryId, RequestError> {
+        check_id("id", id)?;
+        if !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(RequestError::BadField {
+                field: "id",
+                problem: "only visible ASCII characters, no spaces".into(),
+            });
+        }
+        Ok(DeliveryId(id.to_owned()))
+    }
+
+    /// The id as the sender wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An access as its sender delivered it: the request, and the sender's id for this delivery
+/// if it gave one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// The access.
+    pub request: AccessRequest,
+    /// The sender's id for it.
+    pub id: Option<DeliveryId>,
+}
+
+impl From<AccessRequest> for Delivery {
+    fn from(request: AccessRequest) -> Delivery {
+        Delivery { request, id: None }
+    }
+}
+
 fn check_id(field: &'static str, value: &str) -> Result<(), RequestError> {
     let problem = if value.is_empty() {
         "must not be empty".to_owned()

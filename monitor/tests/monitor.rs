@@ -543,3 +543,70 @@ fn reseal(path: &std::path::Path, edit: impl Fn(&mut medfl_monitor::audit::Seale
     }
     txn.commit().unwrap();
 }
+
+/// A delivery its sender names (a FHIR `AuditEvent.id`, an `Idempotency-Key`) is found again
+/// by the same id and the same access, across a reopening; another access under the same id
+/// is not it (an id sent first cannot stand in for the real access); and the index forgets a
+/// delivery once no retry of it could be accepted (over a day old by the log's clock).
+#[test]
+fn a_named_delivery_is_found_again_only_as_the_same_access_and_for_a_day() {
+    use medfl_monitor::DeliveryId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.redb");
+    let e = events(2);
+    let (first, other) = (
+        AccessRequest::from_event(&e[0]),
+        AccessRequest::from_event(&e[1]),
+    );
+    let id = DeliveryId::new("8f2b7c1e-0d4a-4e59-9a3b-2c1d5e6f7a80").unwrap();
+    let mut m = Monitor::new(Policy::default());
+    let decision = m.decide(&first, first.time_ms).unwrap();
+    let seq = {
+        let mut log = AuditLog::open(&path).unwrap();
+        append_decision(&mut log, first.time_ms, other.clone(), decision.clone());
+        assert_eq!(log.delivered(&id, &first).unwrap(), None);
+        let r = log
+            .append(
+                first.time_ms,
+                RecordBody::Delivered {
+                    id: id.clone(),
+                    request: Box::new(first.clone()),
+                    decision: Box::new(decision.clone()),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            r.body.decision(),
+            Some((&first, &decision)),
+            "a delivery is a decision"
+        );
+        r.seq
+    };
+    let mut log = AuditLog::open(&path).unwrap();
+    assert_eq!(
+        log.delivered(&id, &first).unwrap(),
+        Some((seq, decision.clone())),
+        "found again after reopening"
+    );
+    assert_eq!(log.delivered(&id, &other).unwrap(), None, "another access");
+    let mut moved = first.clone();
+    moved.time_ms += 1;
+    assert_eq!(log.delivered(&id, &moved).unwrap(), None, "another time");
+    let other_id = DeliveryId::new("another").unwrap();
+    assert_eq!(log.delivered(&other_id, &first).unwrap(), None);
+    // A flag the context derives is not part of what names the access.
+    let mut refreshed = first.clone();
+    refreshed.care_team = !refreshed.care_team;
+    assert_eq!(
+        log.delivered(&id, &refreshed).unwrap().map(|f| f.0),
+        Some(seq)
+    );
+    assert_eq!(log.verify(&[]).unwrap().records, 2);
+    // A day and more later by the log's clock, the delivery is forgotten.
+    let later = first.time_ms + 25 * 3_600_000;
+    append_decision(&mut log, later, other, decision);
+    assert_eq!(log.delivered(&id, &first).unwrap(), None);
+    assert!(DeliveryId::new("").is_err());
+    assert!(DeliveryId::new("has space").is_err());
+    assert!(DeliveryId::new(&"x".repeat(257)).is_err());
+}

@@ -105,6 +105,8 @@ struct Daemon {
     max_backoff: Duration,
     /// The last refusal logged, so that a repeated one is not logged again.
     refusal_said: Option<String>,
+    /// An audit-batch anchor was ordered: the outbox is scanned again at once for the next.
+    scan_now: bool,
 }
 
 /// The first wait before redialing the coordinator.
@@ -223,6 +225,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         backoff: MIN_BACKOFF,
         max_backoff: MAX_BACKOFF,
         refusal_said: None,
+        scan_now: false,
     };
     std::fs::create_dir_all(d.member.dir.join("outbox"))?;
     d.write_status();
@@ -238,7 +241,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             next_dial = tokio::time::Instant::now() + d.backoff;
             d.backoff = (d.backoff * 2).min(d.max_backoff);
         }
-        if tokio::time::Instant::now() >= next_outbox {
+        if d.scan_now || tokio::time::Instant::now() >= next_outbox {
+            d.scan_now = false;
             d.scan_outbox().await;
             d.check_deadlines().await;
             d.write_status();
@@ -481,7 +485,9 @@ impl Daemon {
 
     /// Picks up transactions `medfl ledger submit` left in `outbox/` and sends the new ones.
     /// A file stays `*.tx` until a block carries it (`*.included`) or a contract refuses it
-    /// (`*.refused`); one that is not ours or not a transaction becomes `*.rejected`.
+    /// (`*.refused`, or `*.overtaken` for a batch anchor a later one of ours overtook); one
+    /// that is not ours or not a transaction becomes `*.rejected`. Batch anchors go one at a
+    /// time ([`Submissions::may_send`]).
     async fn scan_outbox(&mut self) {
         if !self.connected {
             return;
@@ -490,6 +496,7 @@ impl Daemon {
         if !self.submissions.has_room() {
             return;
         }
+        let mut anchors_waiting = 0;
         for (path, tx) in self.read_outbox() {
             if !self.submissions.has_room() {
                 break;
@@ -520,13 +527,15 @@ impl Daemon {
                 continue;
             }
             if !self.submissions.may_send(&tx) {
-                continue; // a batch anchor waits for the one before it
+                anchors_waiting += 1; // a batch anchor waits for the one before it
+                continue;
             }
             info!(tx = %id, kind = tx.body.kind(), "submitting a transaction");
             let now = self.now_ms();
             self.submissions.sent(id, tx.clone(), path, now);
             self.submit(tx).await;
         }
+        self.submissions.anchors_waiting(anchors_waiting);
     }
 
     /// Every transaction file in the outbox ([`read_outbox`]).
@@ -575,6 +584,7 @@ impl Daemon {
     fn on_included(&mut self, id: &TxId, height: u64) {
         if let Some(s) = self.submissions.included(id) {
             info!(tx = %id, height, "transaction ordered into a block");
+            self.scan_now |= matches!(s.tx.body, TxBody::AnchorAuditLog(_));
             let _ = std::fs::rename(&s.path, s.path.with_extension("included"));
             self.write_status();
         }
@@ -585,7 +595,15 @@ impl Daemon {
     /// ordered (`submit::Refusal::Disputed`).
     fn on_refused(&mut self, id: &TxId, claimed: &str) {
         let state = self.hospital.ledger().state();
-        let local = |tx: &Transaction| state.check_tx(tx, wall_now());
+        let now = wall_now();
+        // One dated after this clock (it stepped back) may be refused for its time alone: it
+        // stays pending, checked again when it is sent again.
+        let local = |tx: &Transaction| {
+            if tx.issued_at > now {
+                return Ok(());
+            }
+            state.check_tx(tx, now)
+        };
         match self.submissions.refused(id, claimed, local) {
             None => return,
             Some(Refusal::Confirmed(s, reason)) => {
@@ -599,8 +617,9 @@ impl Daemon {
                     reason = %reason,
                     "transaction censored: a later audit anchor of ours was ordered before this batch's, which can never be anchored now"
                 );
-                let _ = std::fs::write(s.path.with_extension("refused"), &reason);
-                let _ = std::fs::remove_file(&s.path);
+                // Kept whole (`*.overtaken`): the evidence outlives the status list, and the
+                // monitor's look for lost anchors counts it as held, never queueing it again.
+                let _ = std::fs::rename(&s.path, s.path.with_extension("overtaken"));
             }
             Some(Refusal::Disputed) => {
                 let claimed: String = claimed.chars().take(256).collect();

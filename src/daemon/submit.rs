@@ -78,6 +78,8 @@ pub struct Submissions {
     censored: VecDeque<Censored>,
     /// Transactions seen in blocks, newest last (bounded).
     included: VecDeque<TxId>,
+    /// Audit-batch anchors waiting in the outbox for the one in flight.
+    anchors_waiting: usize,
 }
 
 /// Most entries kept in each of the status lists.
@@ -98,7 +100,14 @@ impl Submissions {
             pending: BTreeMap::new(),
             censored: VecDeque::new(),
             included: VecDeque::new(),
+            anchors_waiting: 0,
         }
+    }
+
+    /// Notes how many audit-batch anchors wait in the outbox for the one in flight: a backlog
+    /// that grows while one is in flight is the coordinator's doing, and shows in the status.
+    pub fn anchors_waiting(&mut self, n: usize) {
+        self.anchors_waiting = n;
     }
 
     /// Whether `id` is being tracked.
@@ -235,6 +244,7 @@ impl Submissions {
                 .cloned()
                 .collect(),
             included: self.included.iter().map(ToString::to_string).collect(),
+            anchors_waiting: self.anchors_waiting,
             deadline_ms: self.deadline_ms,
         }
     }
@@ -311,6 +321,9 @@ pub struct SubmissionStatus {
     pub censored_then_included: Vec<Censored>,
     /// Recently seen in blocks (ids).
     pub included: Vec<String>,
+    /// Audit-batch anchors waiting in the outbox behind the one in flight (they go one at a
+    /// time); a number that keeps growing means the coordinator is slow to order them.
+    pub anchors_waiting: usize,
     /// The deadline, in milliseconds.
     pub deadline_ms: u64,
 }

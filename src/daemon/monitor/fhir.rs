@@ -145,14 +145,15 @@ pub(super) async fn post(
         }
     };
     match submission {
-        Submission::Single(request) => {
+        Submission::Single(delivery) => {
+            let request = &delivery.request;
             if let Err(e) = request.check(server.clock.for_access(request.time_ms)) {
                 return refused(
                     StatusCode::BAD_REQUEST,
                     &[Issue::error("invalid", e.to_string()).at("AuditEvent")],
                 );
             }
-            let answer = match submit(&server, vec![request], false).await {
+            let answer = match submit(&server, vec![delivery], false).await {
                 Ok(mut a) => a.pop(),
                 Err((status, why)) => {
                     return refused(status, &[Issue::error(issue_code(status), why)]);
@@ -184,13 +185,13 @@ pub(super) async fn post(
 async fn bundle(
     server: &Server,
     kind: BundleKind,
-    mut entries: Vec<Result<medfl_monitor::AccessRequest, Issue>>,
+    mut entries: Vec<Result<medfl_monitor::Delivery, Issue>>,
     started: Instant,
 ) -> Response {
     // Checked before anything is decided, so that a transaction is refused whole.
     for (i, e) in entries.iter_mut().enumerate() {
-        if let Ok(r) = e
-            && let Err(why) = r.check(server.clock.for_access(r.time_ms))
+        if let Ok(d) = e
+            && let Err(why) = d.request.check(server.clock.for_access(d.request.time_ms))
         {
             *e =
                 Err(Issue::error("invalid", why.to_string())

@@ -44,6 +44,8 @@ pub(super) struct Metrics {
     /// Failed or refused TLS handshakes: on the HTTP listener (at [`Source::Json`]) and the
     /// syslog one.
     handshakes_failed: [AtomicU64; 3],
+    /// Deliveries named again by their sender and answered from the first one's record.
+    repeated: AtomicU64,
 }
 
 impl Metrics {
@@ -70,6 +72,11 @@ impl Metrics {
     /// (too many from one address).
     pub(super) fn handshake_failed(&self, source: Source) {
         self.handshakes_failed[source as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A delivery its sender named again, answered from the record that decided it.
+    pub(super) fn repeated(&self) {
+        self.repeated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A decision made and logged.
@@ -171,6 +178,17 @@ impl Metrics {
             "Users blocked until a security officer reviews them.",
         );
         let _ = writeln!(o, "medfl_monitor_blocked_users {blocked}");
+        family(
+            o,
+            "medfl_monitor_repeated_deliveries_total",
+            "counter",
+            "Deliveries named again by their sender (same id, same access), answered from the record that decided them.",
+        );
+        let _ = writeln!(
+            o,
+            "medfl_monitor_repeated_deliveries_total {}",
+            get(&self.repeated)
+        );
         family(
             o,
             "medfl_monitor_connections",

@@ -52,7 +52,9 @@ use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
-use medfl_monitor::{AccessRequest, Decision, Monitor, Policy, Scorer, Verdict};
+use medfl_monitor::{
+    AccessRequest, Decision, Delivery, DeliveryId, Monitor, Policy, Scorer, Verdict,
+};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -747,7 +749,10 @@ fn replay(
         seq = last.seq + 1;
         for r in chunk {
             match r.body {
-                RecordBody::Decision { request, decision } => {
+                RecordBody::Decision { request, decision }
+                | RecordBody::Delivered {
+                    request, decision, ..
+                } => {
                     if decision.raises_block() {
                         raised.push(r.seq);
                     }
@@ -885,7 +890,7 @@ type Answer = Result<(u64, Decision), (StatusCode, String)>;
 /// Requests waiting for the decision writer, decided in order and committed together (a FHIR
 /// Bundle's entries, or the frames of one syslog read), with one answer each.
 struct Pending {
-    requests: Vec<AccessRequest>,
+    requests: Vec<Delivery>,
     /// A FHIR transaction: if one request cannot be decided, none is.
     all_or_nothing: bool,
     reply: tokio::sync::oneshot::Sender<Vec<Answer>>,
@@ -935,7 +940,7 @@ fn decision_writer(
         let mut times: Vec<Vec<u64>> = Vec::with_capacity(group.len());
         // A transaction one of whose requests would be refused is refused whole, before
         // anything of it is decided (and, in a replay, without moving the clock).
-        let mut refused: Vec<Option<String>> = Vec::with_capacity(group.len());
+        let mut refused: Vec<Option<(StatusCode, String)>> = Vec::with_capacity(group.len());
         for p in &group {
             let before = running;
             let t: Vec<u64> = p
@@ -943,7 +948,7 @@ fn decision_writer(
                 .iter()
                 .map(|r| {
                     if clock.replay {
-                        running = running.max(r.time_ms).min(wall);
+                        running = running.max(r.request.time_ms).min(wall);
                         running
                     } else {
                         wall
@@ -956,9 +961,12 @@ fn decision_writer(
                     .zip(&t)
                     .enumerate()
                     .find_map(|(i, (r, now))| {
-                        r.check(*now)
-                            .err()
-                            .map(|e| format!("entry {i}: {e}; the transaction was not applied"))
+                        r.request.check(*now).err().map(|e| {
+                            (
+                                StatusCode::BAD_REQUEST,
+                                format!("entry {i}: {e}; the transaction was not applied"),
+                            )
+                        })
                     })
             } else {
                 None
@@ -969,13 +977,44 @@ fn decision_writer(
             times.push(t);
             refused.push(why);
         }
-        let (requests, times): (Vec<AccessRequest>, Vec<u64>) = group
-            .iter()
-            .zip(&times)
-            .zip(&refused)
-            .filter(|(_, why)| why.is_none())
-            .flat_map(|((p, t), _)| p.requests.iter().cloned().zip(t.iter().copied()))
-            .unzip();
+        // Repeats are sorted out before anything is decided; a submission one of whose
+        // look-ups fails is refused whole (a transaction must not be half applied), and the
+        // rest sorted again.
+        let (deliveries, times, sorted) = loop {
+            let (owners, (deliveries, times)): (Vec<usize>, (Vec<Delivery>, Vec<u64>)) = group
+                .iter()
+                .zip(&times)
+                .zip(&refused)
+                .enumerate()
+                .filter(|(_, (_, why))| why.is_none())
+                .flat_map(|(owner, ((p, t), _))| {
+                    p.requests
+                        .iter()
+                        .cloned()
+                        .zip(t.iter().copied())
+                        .map(move |dt| (owner, dt))
+                })
+                .unzip();
+            match sort_repeats(&shared.log, &deliveries) {
+                Ok(sorted) => break (deliveries, times, sorted),
+                Err((at, why)) => {
+                    refused[owners[at]] = Some((StatusCode::INTERNAL_SERVER_ERROR, why));
+                }
+            }
+        };
+        let Sorted {
+            fresh,
+            repeats,
+            held,
+        } = sorted;
+        // Each delivery's answer; `None` until it is decided.
+        let mut answers: Vec<Option<Answer>> = vec![None; deliveries.len()];
+        for (at, found) in held {
+            answers[at] = Some(Ok(found));
+            metrics.repeated();
+        }
+        let requests: Vec<&AccessRequest> = fresh.iter().map(|&i| &deliveries[i].request).collect();
+        let times: Vec<u64> = fresh.iter().map(|&i| times[i]).collect();
         // Live, a group is scored in one pass; a replay decides each access at its own time.
         let decisions: Vec<_> = if clock.replay {
             requests
@@ -994,25 +1033,26 @@ fn decision_writer(
         if let Some(last) = times.iter().max() {
             clock.reached(*last);
         }
-        // Each request's answer, or its place among the records to append.
-        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(requests.len());
-        let mut items = Vec::with_capacity(requests.len());
-        let mut decided = Vec::with_capacity(requests.len());
-        for ((request, d), now) in requests.into_iter().zip(decisions).zip(times) {
+        let mut items = Vec::with_capacity(fresh.len());
+        let mut decided = Vec::with_capacity(fresh.len());
+        for ((at, d), now) in fresh.into_iter().zip(decisions).zip(times) {
+            let Delivery { request, id } = &deliveries[at];
             match d {
                 Ok(d) => {
-                    items.push((
-                        now,
-                        RecordBody::Decision {
-                            request: Box::new(request.clone()),
-                            decision: Box::new(d.clone()),
+                    let (request, decision) = (Box::new(request.clone()), Box::new(d.clone()));
+                    let body = match id {
+                        Some(id) => RecordBody::Delivered {
+                            id: id.clone(),
+                            request,
+                            decision,
                         },
-                    ));
-                    decided.push((answers.len(), request, d));
-                    answers.push(None);
+                        None => RecordBody::Decision { request, decision },
+                    };
+                    items.push((now, body));
+                    decided.push((at, d));
                 }
                 Err(medfl_monitor::decide::MonitorError::Request(e)) => {
-                    answers.push(Some(Err((StatusCode::BAD_REQUEST, e.to_string()))));
+                    answers[at] = Some(Err((StatusCode::BAD_REQUEST, e.to_string())));
                 }
                 // The access is in the users' history but in no record: stop, and let the
                 // restart rebuild the state from the log.
@@ -1025,13 +1065,13 @@ fn decision_writer(
                 // Decided but neither recorded nor answered: memory is ahead of the log.
                 Err(e) => fail_stop(&format!("cannot append to the audit log: {e}")),
             };
-            for ((at, request, decision), record) in decided.into_iter().zip(records) {
+            for ((at, decision), record) in decided.into_iter().zip(records) {
                 if decision.raises_block() {
                     shared.raised.push(record.seq);
                     shared.raised_all.push(record.seq);
                 }
-                if let Some(view) = note_alert(&mut shared.alerts, record.seq, &request, &decision)
-                {
+                let request = &deliveries[at].request;
+                if let Some(view) = note_alert(&mut shared.alerts, record.seq, request, &decision) {
                     // No stream listening is fine: the alert is in the log and the list.
                     let _ = alerts.send(view);
                 }
@@ -1039,15 +1079,18 @@ fn decision_writer(
                 answers[at] = Some(Ok((record.seq, decision)));
             }
         }
+        // A delivery repeated within the group gets its first one's answer.
+        for (at, first) in repeats {
+            answers[at] = answers[first].clone();
+            if matches!(answers[at], Some(Ok(_))) {
+                metrics.repeated();
+            }
+        }
         drop(shared);
         let mut answers = answers.into_iter();
         for (p, why) in group.into_iter().zip(refused) {
             if let Some(why) = why {
-                let mine = p
-                    .requests
-                    .iter()
-                    .map(|_| Err((StatusCode::BAD_REQUEST, why.clone())))
-                    .collect();
+                let mine = p.requests.iter().map(|_| Err(why.clone())).collect();
                 let _ = p.reply.send(mine);
                 continue;
             }
@@ -1065,6 +1108,57 @@ fn decision_writer(
     }
 }
 
+/// A group's deliveries sorted by [`sort_repeats`].
+struct Sorted {
+    /// To decide, in order.
+    fresh: Vec<usize>,
+    /// Repeats of a delivery earlier in the group: `(repeat, first)`.
+    repeats: Vec<(usize, usize)>,
+    /// Repeats of a delivery the log holds, with its record and decision.
+    held: Vec<(usize, (u64, Decision))>,
+}
+
+/// Sorts a group's deliveries into those to decide and repeats: a delivery its sender names
+/// again (the same id, the same access) is answered from the record that decided it, or,
+/// when its first delivery is in this very group, with the first one's answer.
+///
+/// # Errors
+/// The position of a delivery whose look-up failed, and why: nothing is decided.
+fn sort_repeats(log: &AuditLog, deliveries: &[Delivery]) -> Result<Sorted, (usize, String)> {
+    let mut sorted = Sorted {
+        fresh: Vec::with_capacity(deliveries.len()),
+        repeats: Vec::new(),
+        held: Vec::new(),
+    };
+    let mut named = std::collections::HashMap::new();
+    for (at, d) in deliveries.iter().enumerate() {
+        let Some(id) = &d.id else {
+            sorted.fresh.push(at);
+            continue;
+        };
+        let failed = |e: medfl_monitor::audit::AuditError| {
+            warn!(id = %id, error = %e, "cannot look up a named delivery; not deciding it");
+            (
+                at,
+                format!("cannot tell whether delivery {id} was decided before: {e}"),
+            )
+        };
+        let key = medfl_monitor::audit::delivery_key(id, &d.request).map_err(failed)?;
+        if let Some(first) = named.get(&key) {
+            sorted.repeats.push((at, *first));
+            continue;
+        }
+        match log.delivered(id, &d.request).map_err(failed)? {
+            Some(found) => sorted.held.push((at, found)),
+            None => {
+                named.insert(key, at);
+                sorted.fresh.push(at);
+            }
+        }
+    }
+    Ok(sorted)
+}
+
 /// Why a submission got no answers: the monitor is overloaded, or the writer is gone.
 type Refusal = (StatusCode, String);
 
@@ -1076,7 +1170,7 @@ const MAX_IN_FLIGHT: u32 = 16 * 1024;
 /// the monitor already holds [`MAX_IN_FLIGHT`] requests (the caller may retry).
 async fn submit(
     server: &Server,
-    requests: Vec<AccessRequest>,
+    requests: Vec<Delivery>,
     all_or_nothing: bool,
 ) -> Result<Vec<Answer>, Refusal> {
     let overloaded = || {
@@ -1095,7 +1189,7 @@ async fn submit(
 /// Queues a submission holding its in-flight permits and waits for its answers.
 async fn send(
     server: &Server,
-    requests: Vec<AccessRequest>,
+    requests: Vec<Delivery>,
     all_or_nothing: bool,
     permits: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Vec<Answer>, Refusal> {
@@ -1132,6 +1226,7 @@ async fn send(
 async fn access(
     State(server): State<Server>,
     axum::Extension(caller): axum::Extension<Caller>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
@@ -1139,6 +1234,13 @@ async fn access(
         server.metrics.refused(Source::Json);
         return refuse(StatusCode::FORBIDDEN, why);
     }
+    let id = match delivery_id(&headers) {
+        Ok(id) => id,
+        Err(why) => {
+            server.metrics.refused(Source::Json);
+            return refuse(StatusCode::BAD_REQUEST, why);
+        }
+    };
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(r) => {
@@ -1164,7 +1266,7 @@ async fn access(
         }
         medfl_monitor::intake::apply_context(&mut request, &context);
     }
-    let answer = submit(&server, vec![request], false).await;
+    let answer = submit(&server, vec![Delivery { request, id }], false).await;
     let response = match answer.map(|mut a| a.pop()) {
         Ok(Some(Ok((seq, decision)))) => {
             server.metrics.answered(Source::Json, started.elapsed());
@@ -1177,6 +1279,30 @@ async fn access(
     };
     server.metrics.refused(Source::Json);
     response
+}
+
+/// The caller's name for this delivery: the `Idempotency-Key` header (IETF httpapi
+/// draft-ietf-httpapi-idempotency-key-header §2: a string, here visible ASCII up to
+/// [`medfl_monitor::request::MAX_ID_BYTES`]), if it sent one. The quotes of the draft's
+/// structured-field form are taken off.
+fn delivery_id(headers: &axum::http::HeaderMap) -> Result<Option<DeliveryId>, String> {
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let Some(key) = keys.next() else {
+        return Ok(None);
+    };
+    if keys.next().is_some() {
+        return Err("more than one Idempotency-Key header".into());
+    }
+    let key = key
+        .to_str()
+        .map_err(|_| "Idempotency-Key: only visible ASCII".to_owned())?;
+    let key = key
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(key);
+    DeliveryId::new(key)
+        .map(Some)
+        .map_err(|e| format!("Idempotency-Key: {e}"))
 }
 
 /// The name of the officer whose token `headers` carry, if their role reaches `needs`.
@@ -1850,7 +1976,7 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if !path
                 .extension()
-                .is_some_and(|x| x == "tx" || x == "included")
+                .is_some_and(|x| x == "tx" || x == "included" || x == "overtaken")
             {
                 continue;
             }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medfl_monitor::intake::request_of_json;
+use medfl_monitor::intake::delivery_of_json;
 use medfl_monitor::syslog::{FrameReader, SyslogError, parse_message};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
@@ -162,7 +162,7 @@ async fn connection<S: AsyncRead + Unpin>(
             taken += 1;
             let request = frame.map_err(FrameError::from).and_then(|f| {
                 let m = parse_message(&f)?;
-                request_of_json(m.msg.as_bytes(), context.as_deref())
+                delivery_of_json(m.msg.as_bytes(), context.as_deref())
                     .map_err(FrameError::AuditEvent)
             });
             match request {
@@ -200,10 +200,7 @@ async fn connection<S: AsyncRead + Unpin>(
 
 /// Hands `requests` to the decision writer, waiting while the monitor is full (the sender is
 /// slowed through TCP, not dropped), and returns their answers.
-async fn decide(
-    server: &Server,
-    requests: Vec<medfl_monitor::AccessRequest>,
-) -> Vec<super::Answer> {
+async fn decide(server: &Server, requests: Vec<medfl_monitor::Delivery>) -> Vec<super::Answer> {
     let n = requests.len();
     let failed = |why: &str| -> Vec<super::Answer> {
         (0..n)
