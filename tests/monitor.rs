@@ -266,7 +266,6 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     }
     assert!(seen.contains("event: alert"), "{seen}");
     assert!(seen.contains("p-emergency"), "{seen}");
-    drop(stream);
     let (status, _) = http(port, "GET", "/v1/alerts/stream", b"");
     assert_eq!(status, 401, "a stream needs a token");
     let (status, text) = http_with(port, "POST", "/v1/unblock", &auditor, lift);
@@ -277,7 +276,21 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     assert_eq!(status, 403, "{text}");
     let (status, text) = http_with(port, "POST", &ack, &right, note);
     assert_eq!(status, 200, "{text}");
+    // Every console open sees the acknowledgement as it is logged.
+    let review = answered;
     answered += 1;
+    while !seen.contains(&format!("id: {review}")) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("event: acknowledged"), "{seen}");
+    assert!(
+        seen.contains(&format!("\"alert\":{alert_record}"))
+            && seen.contains("\"officer\":\"sec-1\""),
+        "{seen}"
+    );
+    drop(stream);
     let (status, text) = http_with(port, "POST", &ack, &right, note);
     assert_eq!(status, 409, "{text}");
     let (_, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
@@ -725,14 +738,16 @@ fn a_delivery_sent_again_is_answered_from_its_first_record_not_decided_twice() {
     assert_eq!(post("retry-1", &json(&stream[0])), first, "the same answer");
     assert_eq!(records(port), 1, "decided once");
     assert_eq!(post("retry-1", &json(&stream[1])).0, 1, "another access");
-    let (status, body) = http_with(
-        port,
-        "POST",
-        "/v1/access",
-        "Idempotency-Key: two words\r\n",
-        &json(&stream[0]),
-    );
-    assert_eq!(status, 400, "{body}");
+    for bad in ["two words", "\"unbalanced"] {
+        let (status, body) = http_with(
+            port,
+            "POST",
+            "/v1/access",
+            &format!("Idempotency-Key: {bad}\r\n"),
+            &json(&stream[0]),
+        );
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 
     // The EHR's AuditEvent with its own id: posted, posted again, then inside a batch.
     let mut buf = Vec::new();

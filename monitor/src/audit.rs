@@ -121,11 +121,10 @@ impl RecordBody {
     }
 }
 
-/// What identifies a named delivery: the access's time, and a hash of its id with every part
-/// of the access the sender states and the hospital's context does not derive (who, whose
-/// record, when, what, from where, break-the-glass, purpose). A context refresh between two
-/// deliveries changes derived flags, not this; and an id sent first with an access differing
-/// in any of those cannot stand in for the real one.
+/// What identifies a named delivery: the access's time, and a hash of its id with the whole
+/// access as it was decided (every field, the flags the context completed included). An id
+/// sent first with an access differing in anything cannot stand in for the real one; the
+/// price is that a retry after a context refresh changed a flag is decided again.
 pub type DeliveryKey = (u64, [u8; 32]);
 
 /// The [`DeliveryKey`] of `r` delivered under `id`.
@@ -133,13 +132,7 @@ pub type DeliveryKey = (u64, [u8; 32]);
 /// # Errors
 /// The access cannot be encoded.
 pub fn delivery_key(id: &DeliveryId, r: &AccessRequest) -> Result<DeliveryKey, AuditError> {
-    let described = (
-        id.as_str(),
-        (r.user.as_str(), r.patient.as_str(), r.time_ms),
-        (r.action, r.resource, r.purpose),
-        (r.source_ip.as_str(), r.workstation.as_str(), r.break_glass),
-    );
-    let bytes = codec::encode(&described).map_err(|e| AuditError::Storage(e.to_string()))?;
+    let bytes = codec::encode(&(id, r)).map_err(|e| AuditError::Storage(e.to_string()))?;
     Ok((r.time_ms, Hash::of_bytes(&bytes).0))
 }
 
@@ -389,7 +382,12 @@ impl AuditLog {
         let mut records = Vec::with_capacity(items.len());
         let mut encoded = Vec::with_capacity(items.len());
         let mut named = Vec::new();
-        let items_now = items.iter().map(|(at, _)| *at).max().unwrap_or(0);
+        // Reviews carry the wall clock even in a replay: only decisions set the pruning clock.
+        let items_now = items
+            .iter()
+            .filter(|(_, body)| body.decision().is_some())
+            .map(|(at, _)| *at)
+            .max();
         for (at_ms, body) in items {
             if let RecordBody::Delivered { id, request, .. } = &body {
                 named.push((delivery_key(id, request)?, next));
@@ -412,8 +410,8 @@ impl AuditLog {
         }
         // By the appends' own clock, the one requests are checked against: the log's time
         // never goes back, and after the clock steps back it would drop deliveries still due.
-        let now = items_now;
-        let prune = now.saturating_sub(self.pruned_at) >= PRUNE_EVERY_MS;
+        let now = items_now.unwrap_or(0);
+        let prune = items_now.is_some() && now.saturating_sub(self.pruned_at) >= PRUNE_EVERY_MS;
         let poisoned = &mut self.poisoned;
         let db = &self.db;
         guarded_mut(poisoned, "appending records", || {

@@ -251,16 +251,14 @@ pub fn apply_context(r: &mut AccessRequest, context: &Context) {
     }
 }
 
-/// The access an `AuditEvent` records, with its declared purpose and its id.
-fn delivery_from(a: AuditAccess) -> Result<Delivery, Issue> {
+/// The access an `AuditEvent` records, with its declared purpose and its id. An id medfl
+/// cannot use (see [`DeliveryId`]) only costs the event its protection against being decided
+/// twice: the access is still judged.
+fn delivery_from(a: AuditAccess) -> Delivery {
     let mut request = AccessRequest::from_event(&a.event);
     request.purpose = purpose_of(&a.purposes);
-    let id =
-        a.id.as_deref()
-            .map(DeliveryId::new)
-            .transpose()
-            .map_err(|e| Issue::error("invalid", e.to_string()).at("AuditEvent.id"))?;
-    Ok(Delivery { request, id })
+    let id = a.id.as_deref().and_then(|id| DeliveryId::new(id).ok());
+    Delivery { request, id }
 }
 
 /// Reads one `AuditEvent` value as the access it records.
@@ -278,7 +276,7 @@ pub fn request_of(value: &Value, context: Option<&Context>) -> Result<AccessRequ
 pub fn delivery_of(value: &Value, context: Option<&Context>) -> Result<Delivery, Issue> {
     let d = read_audit_value(value, context, 0)
         .map_err(|e| Issue::error("invalid", e.0))
-        .and_then(delivery_from)?;
+        .map(delivery_from)?;
     if let Some(c) = context {
         check_known(&d.request, c)?;
     }
@@ -316,7 +314,7 @@ fn read_raw(raw: RawAuditEvent, context: Option<&Context>) -> Result<Delivery, I
     let d = raw
         .read(context, 0)
         .map_err(|e| Issue::error("invalid", e.0))
-        .and_then(delivery_from)?;
+        .map(delivery_from)?;
     if let Some(c) = context {
         check_known(&d.request, c)?;
     }

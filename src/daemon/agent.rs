@@ -595,15 +595,11 @@ impl Daemon {
     /// ordered (`submit::Refusal::Disputed`).
     fn on_refused(&mut self, id: &TxId, claimed: &str) {
         let state = self.hospital.ledger().state();
+        // One dated a little after this clock (it stepped back, or the coordinator's runs
+        // behind) is checked at its own time: a refusal for its time alone is not believed,
+        // one by any other rule is. Dated further ahead, it is our clock that is wrong.
         let now = wall_now();
-        // One dated after this clock (it stepped back) may be refused for its time alone: it
-        // stays pending, checked again when it is sent again.
-        let local = |tx: &Transaction| {
-            if tx.issued_at > now {
-                return Ok(());
-            }
-            state.check_tx(tx, now)
-        };
+        let local = |tx: &Transaction| state.check_tx(tx, submit::checked_at(tx, now));
         match self.submissions.refused(id, claimed, local) {
             None => return,
             Some(Refusal::Confirmed(s, reason)) => {
@@ -619,6 +615,7 @@ impl Daemon {
                 );
                 // Kept whole (`*.overtaken`): the evidence outlives the status list, and the
                 // monitor's look for lost anchors counts it as held, never queueing it again.
+                let _ = std::fs::write(s.path.with_extension("overtaken-reason"), &reason);
                 let _ = std::fs::rename(&s.path, s.path.with_extension("overtaken"));
             }
             Some(Refusal::Disputed) => {

@@ -271,6 +271,22 @@ pub fn opt_outs<'a>(txs: impl IntoIterator<Item = &'a Transaction>) -> BTreeSet<
         .collect()
 }
 
+/// How far after this hospital's clock its own transaction may be dated and a refusal for
+/// its time alone still not believed (a clock stepped back, or the coordinator's behind).
+pub const MAX_OWN_CLOCK_AHEAD_MS: u64 = 10 * 60_000;
+
+/// The time at which the hospital checks a refusal of its own `tx` at its clock's `now`: its
+/// own date if that is a little ahead (up to [`MAX_OWN_CLOCK_AHEAD_MS`]), so that a refusal
+/// for its time alone is not believed while one by any other rule is; `now` otherwise (a
+/// transaction dated further ahead is the clock's fault, and its refusal stands).
+pub fn checked_at(tx: &Transaction, now: Timestamp) -> Timestamp {
+    if tx.issued_at.0.saturating_sub(now.0) <= MAX_OWN_CLOCK_AHEAD_MS {
+        now.max(tx.issued_at)
+    } else {
+        now
+    }
+}
+
 /// Whether `tx` anchors a batch of the hospital's audit log.
 fn is_audit_anchor(tx: &Transaction) -> bool {
     matches!(tx.body, TxBody::AnchorAuditLog(_))
@@ -503,6 +519,31 @@ mod tests {
         assert_eq!(status.censored.len(), 1);
         assert!(status.censored[0].outstanding);
         assert!(status.censored[0].overtaken.is_some());
+    }
+
+    /// A clock stepped back dates the hospital's own anchor after its clock: the refusal the
+    /// coordinator sends for its time alone is not believed; a far-future date is the clock's
+    /// fault and its refusal stands; another rule's refusal is believed either way.
+    #[test]
+    fn a_refusal_for_a_date_a_little_ahead_is_not_believed() {
+        let f = Fixture::new(2, 3, 2);
+        let state = ChainState::from_genesis(&f.genesis).unwrap();
+        let now = Timestamp(T0.0 + HOUR);
+        let check = |tx: &Transaction| state.check_tx(tx, checked_at(tx, now));
+        let soon = audit_anchor(&f, now.0, now.0 + 60_000);
+        assert!(state.check_tx(&soon, now).is_err(), "refused at our clock");
+        assert_eq!(check(&soon), Ok(()), "but only for its time");
+        let far = audit_anchor(&f, now.0, now.0 + MAX_OWN_CLOCK_AHEAD_MS + 1);
+        assert!(check(&far).is_err(), "far ahead: the clock is at fault");
+        let mut empty = audit_anchor(&f, now.0, now.0 + 60_000);
+        if let TxBody::AnchorAuditLog(a) = &mut empty.body {
+            a.count = 0;
+        }
+        let empty = f.tx(&Fixture::id("hospital-0"), empty.issued_at, empty.body);
+        assert!(
+            matches!(check(&empty), Err(ContractError::Malformed(_))),
+            "another rule still refuses it"
+        );
     }
 
     /// Attack: the coordinator sits on a patient's opt-out. The hospital stops training on the

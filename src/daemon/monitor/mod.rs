@@ -170,6 +170,53 @@ pub struct Options {
     pub tls: Option<tls::Tls>,
 }
 
+/// What the alert stream carries, each as it is logged: alerts, and the reviews of them, so
+/// that every open console sees another officer's acknowledgement or unblock at once.
+#[derive(Clone, Debug)]
+enum StreamEvent {
+    /// An alert (`event: alert`, `id:` its record).
+    Alert(AlertView),
+    /// A review (`event: acknowledged` or `unblocked`, `id:` the review's record).
+    Review(ReviewView),
+}
+
+/// A review as the alert stream sends it.
+#[derive(Clone, Debug, Serialize)]
+struct ReviewView {
+    /// The review's own record.
+    record: u64,
+    /// The officer who made it.
+    officer: String,
+    /// The alert acknowledged, if it acknowledges one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert: Option<u64>,
+    /// The user whose block was lifted, if it lifts one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+}
+
+impl StreamEvent {
+    /// The server-sent event.
+    fn to_event(&self) -> axum::response::sse::Event {
+        use axum::response::sse::Event;
+        let (name, id, data) = match self {
+            StreamEvent::Alert(a) => ("alert", a.seq, serde_json::to_string(a)),
+            StreamEvent::Review(r) => {
+                let name = if r.alert.is_some() {
+                    "acknowledged"
+                } else {
+                    "unblocked"
+                };
+                (name, r.record, serde_json::to_string(r))
+            }
+        };
+        match data {
+            Ok(data) => Event::default().event(name).id(id.to_string()).data(data),
+            Err(_) => Event::default().event("error"),
+        }
+    }
+}
+
 /// An alert as `GET /v1/alerts` lists it and the alert stream sends it.
 #[derive(Clone, Debug, Serialize)]
 struct AlertView {
@@ -226,7 +273,7 @@ struct Server {
     context: Arc<RwLock<Option<Arc<Feeds>>>>,
     metrics: Arc<Metrics>,
     /// New alerts, as they are logged, for the alert streams.
-    alerts: tokio::sync::broadcast::Sender<AlertView>,
+    alerts: tokio::sync::broadcast::Sender<StreamEvent>,
     /// The decisions' clock.
     clock: Arc<Clock>,
     /// The member's folder (officers' tokens), fixed at start: read without a lock.
@@ -676,7 +723,7 @@ async fn unblock(
             Ok(x) => x,
             Err(r) => return r,
         };
-    let app = server.app;
+    let (app, stream) = (server.app, server.alerts);
     if req.user == officer {
         return refuse(StatusCode::FORBIDDEN, "no one lifts their own block");
     }
@@ -716,6 +763,12 @@ async fn unblock(
             record = record.seq,
             "block lifted"
         );
+        let _ = stream.send(StreamEvent::Review(ReviewView {
+            record: record.seq,
+            officer,
+            alert: None,
+            user: Some(req.user),
+        }));
         Ok(record.seq)
     })
     .await;
@@ -913,7 +966,7 @@ fn decision_writer(
     app: App,
     queue: std::sync::mpsc::Receiver<Pending>,
     metrics: Arc<Metrics>,
-    alerts: tokio::sync::broadcast::Sender<AlertView>,
+    alerts: tokio::sync::broadcast::Sender<StreamEvent>,
     clock: Arc<Clock>,
 ) {
     while let Ok(first) = queue.recv() {
@@ -977,9 +1030,9 @@ fn decision_writer(
             times.push(t);
             refused.push(why);
         }
-        // Repeats are sorted out before anything is decided; a submission one of whose
-        // look-ups fails is refused whole (a transaction must not be half applied), and the
-        // rest sorted again.
+        // Repeats are sorted out before anything is decided. A delivery whose look-up fails is
+        // not decided (its sender retries); a transaction holding one is refused whole (it
+        // must not be half applied), and the rest sorted again.
         let (deliveries, times, sorted) = loop {
             let (owners, (deliveries, times)): (Vec<usize>, (Vec<Delivery>, Vec<u64>)) = group
                 .iter()
@@ -995,20 +1048,31 @@ fn decision_writer(
                         .map(move |dt| (owner, dt))
                 })
                 .unzip();
-            match sort_repeats(&shared.log, &deliveries) {
-                Ok(sorted) => break (deliveries, times, sorted),
-                Err((at, why)) => {
-                    refused[owners[at]] = Some((StatusCode::INTERNAL_SERVER_ERROR, why));
+            let sorted = sort_repeats(&shared.log, &deliveries, &times);
+            let mut whole = false;
+            for (at, why) in &sorted.failed {
+                let owner = owners[*at];
+                if group[owner].all_or_nothing {
+                    let why = format!("{why}; the transaction was not applied");
+                    refused[owner] = Some((StatusCode::INTERNAL_SERVER_ERROR, why));
+                    whole = true;
                 }
+            }
+            if !whole {
+                break (deliveries, times, sorted);
             }
         };
         let Sorted {
             fresh,
             repeats,
             held,
+            failed,
         } = sorted;
         // Each delivery's answer; `None` until it is decided.
         let mut answers: Vec<Option<Answer>> = vec![None; deliveries.len()];
+        for (at, why) in failed {
+            answers[at] = Some(Err((StatusCode::INTERNAL_SERVER_ERROR, why)));
+        }
         for (at, found) in held {
             answers[at] = Some(Ok(found));
             metrics.repeated();
@@ -1073,7 +1137,7 @@ fn decision_writer(
                 let request = &deliveries[at].request;
                 if let Some(view) = note_alert(&mut shared.alerts, record.seq, request, &decision) {
                     // No stream listening is fine: the alert is in the log and the list.
-                    let _ = alerts.send(view);
+                    let _ = alerts.send(StreamEvent::Alert(view));
                 }
                 metrics.decided(decision.verdict);
                 answers[at] = Some(Ok((record.seq, decision)));
@@ -1112,51 +1176,61 @@ fn decision_writer(
 struct Sorted {
     /// To decide, in order.
     fresh: Vec<usize>,
-    /// Repeats of a delivery earlier in the group: `(repeat, first)`.
+    /// Repeats of a delivery earlier in the group, at the same decision time: `(repeat,
+    /// first)`.
     repeats: Vec<(usize, usize)>,
     /// Repeats of a delivery the log holds, with its record and decision.
     held: Vec<(usize, (u64, Decision))>,
+    /// Deliveries whose look-up failed, and why: not decided.
+    failed: Vec<(usize, String)>,
 }
 
-/// Sorts a group's deliveries into those to decide and repeats: a delivery its sender names
-/// again (the same id, the same access) is answered from the record that decided it, or,
-/// when its first delivery is in this very group, with the first one's answer.
-///
-/// # Errors
-/// The position of a delivery whose look-up failed, and why: nothing is decided.
-fn sort_repeats(log: &AuditLog, deliveries: &[Delivery]) -> Result<Sorted, (usize, String)> {
+/// Sorts a group's deliveries (decided at `times`) into those to decide, repeats and
+/// failures: a delivery its sender names again (the same id, the same access) is answered
+/// from the record that decided it, or, when its first delivery is in this very group and
+/// decided at the same time, with the first one's answer (in a replay, where each access has
+/// its own time, a copy at another time is decided on its own: the first one's answer, an
+/// error at its time, say, is not necessarily its own).
+fn sort_repeats(log: &AuditLog, deliveries: &[Delivery], times: &[u64]) -> Sorted {
     let mut sorted = Sorted {
         fresh: Vec::with_capacity(deliveries.len()),
         repeats: Vec::new(),
         held: Vec::new(),
+        failed: Vec::new(),
     };
     let mut named = std::collections::HashMap::new();
-    for (at, d) in deliveries.iter().enumerate() {
+    for (at, (d, time)) in deliveries.iter().zip(times).enumerate() {
         let Some(id) = &d.id else {
             sorted.fresh.push(at);
             continue;
         };
-        let failed = |e: medfl_monitor::audit::AuditError| {
-            warn!(id = %id, error = %e, "cannot look up a named delivery; not deciding it");
-            (
-                at,
-                format!("cannot tell whether delivery {id} was decided before: {e}"),
-            )
+        let key = match medfl_monitor::audit::delivery_key(id, &d.request) {
+            Ok(key) => (key, *time),
+            Err(e) => {
+                sorted.failed.push((at, failed_look_up(id, &e)));
+                continue;
+            }
         };
-        let key = medfl_monitor::audit::delivery_key(id, &d.request).map_err(failed)?;
         if let Some(first) = named.get(&key) {
             sorted.repeats.push((at, *first));
             continue;
         }
-        match log.delivered(id, &d.request).map_err(failed)? {
-            Some(found) => sorted.held.push((at, found)),
-            None => {
+        match log.delivered(id, &d.request) {
+            Ok(Some(found)) => sorted.held.push((at, found)),
+            Ok(None) => {
                 named.insert(key, at);
                 sorted.fresh.push(at);
             }
+            Err(e) => sorted.failed.push((at, failed_look_up(id, &e))),
         }
     }
-    Ok(sorted)
+    sorted
+}
+
+/// Why a delivery whose look-up failed is not decided (and a warning saying so).
+fn failed_look_up(id: &DeliveryId, e: &medfl_monitor::audit::AuditError) -> String {
+    warn!(id = %id, error = %e, "cannot look up a named delivery; not deciding it");
+    format!("cannot tell whether delivery {id} was decided before: {e}")
 }
 
 /// Why a submission got no answers: the monitor is overloaded, or the writer is gone.
@@ -1296,10 +1370,11 @@ fn delivery_id(headers: &axum::http::HeaderMap) -> Result<Option<DeliveryId>, St
     let key = key
         .to_str()
         .map_err(|_| "Idempotency-Key: only visible ASCII".to_owned())?;
-    let key = key
-        .strip_prefix('"')
-        .and_then(|k| k.strip_suffix('"'))
-        .unwrap_or(key);
+    let key = match (key.strip_prefix('"'), key.ends_with('"')) {
+        (Some(quoted), true) => quoted.strip_suffix('"').unwrap_or(quoted),
+        (None, false) => key,
+        _ => return Err("Idempotency-Key: an unbalanced quote".into()),
+    };
     DeliveryId::new(key)
         .map(Some)
         .map_err(|e| format!("Idempotency-Key: {e}"))
@@ -1368,7 +1443,7 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
     // The stream lives while its token does: it ends at the token's expiry, and when a
     // re-check (every STREAM_RECHECK) finds the token revoked.
     struct Stream {
-        rx: tokio::sync::broadcast::Receiver<AlertView>,
+        rx: tokio::sync::broadcast::Receiver<StreamEvent>,
         dir: Arc<PathBuf>,
         token: String,
         expires_ms: u64,
@@ -1390,11 +1465,7 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
             let left = s.expires_ms.saturating_sub(now_ms());
             let event = tokio::select! {
                 got = s.rx.recv() => match got {
-                    Ok(a) => Event::default()
-                        .event("alert")
-                        .id(a.seq.to_string())
-                        .json_data(&a)
-                        .unwrap_or_else(|_| Event::default().event("error")),
+                    Ok(e) => e.to_event(),
                     Err(RecvError::Lagged(n)) => {
                         Event::default().event("lagged").data(n.to_string())
                     }
@@ -1444,7 +1515,7 @@ async fn acknowledge(
     if req.note.len() > MAX_NOTE_BYTES {
         return refuse(StatusCode::BAD_REQUEST, "note too long");
     }
-    let app = server.app;
+    let (app, stream) = (server.app, server.alerts);
     let done = tokio::task::spawn_blocking(move || {
         let Ok(mut shared) = app.lock() else {
             return Err((
@@ -1496,6 +1567,12 @@ async fn acknowledge(
             review = logged.seq,
             "alert acknowledged"
         );
+        let _ = stream.send(StreamEvent::Review(ReviewView {
+            record: logged.seq,
+            officer,
+            alert: Some(record),
+            user: None,
+        }));
         Ok(logged.seq)
     })
     .await;

@@ -43,6 +43,32 @@ const FRAME_DEADLINE: Duration = Duration::from_secs(60);
 /// Refused frames logged one by one per connection; after that, one line per thousand.
 const LOGGED_REFUSALS: u64 = 10;
 
+/// Unlisted senders named in the log at most this many times a minute: a host retrying in a
+/// loop must not fill it (each is still counted in the handshake failures).
+const SENDER_WARNINGS_PER_MINUTE: u32 = 10;
+
+/// The minute's start, the warnings in it, and those left out since the last one logged.
+static SENDER_WARNINGS: std::sync::Mutex<(Option<Instant>, u32, u64)> =
+    std::sync::Mutex::new((None, 0, 0));
+
+/// Whether a refused sender may be named in the log now; if so, how many were left out
+/// before it.
+fn sender_warning(now: Instant) -> Option<u64> {
+    let Ok(mut w) = SENDER_WARNINGS.lock() else {
+        return Some(0);
+    };
+    let (start, logged, left_out) = &mut *w;
+    if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(60)) {
+        (*start, *logged) = (Some(now), 0);
+    }
+    if *logged >= SENDER_WARNINGS_PER_MINUTE {
+        *left_out = left_out.saturating_add(1);
+        return None;
+    }
+    *logged += 1;
+    Some(std::mem::take(left_out))
+}
+
 /// Accepts syslog connections (over TLS with `tls`) until the process ends.
 pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Server) {
     let slots = server.syslog_slots.clone();
@@ -91,7 +117,9 @@ pub(super) async fn serve(listener: TcpListener, tls: Option<Tls>, server: Serve
                         .map(|c| tls::fingerprint(c))
                         .unwrap_or_default();
                     server.metrics.handshake_failed(Source::Syslog);
-                    warn!(%peer, certificate = %shown, "syslog sender refused: its certificate is not among the listed senders");
+                    if let Some(left_out) = sender_warning(Instant::now()) {
+                        warn!(%peer, certificate = %shown, left_out, "syslog sender refused: its certificate is not among the listed senders");
+                    }
                     return;
                 }
                 None => {}
@@ -224,4 +252,20 @@ async fn decide(server: &Server, requests: Vec<medfl_monitor::Delivery>) -> Vec<
     send(server, requests, false, permits)
         .await
         .unwrap_or_else(|(_, why)| failed(&why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender refused in a loop is named ten times a minute, and the next line logged says
+    /// how many were left out.
+    #[test]
+    fn refused_senders_are_logged_ten_times_a_minute() {
+        let t0 = Instant::now();
+        let allowed = (0..25).filter(|_| sender_warning(t0).is_some()).count();
+        assert_eq!(allowed, 10);
+        assert_eq!(sender_warning(t0 + Duration::from_secs(61)), Some(15));
+        assert_eq!(sender_warning(t0 + Duration::from_secs(62)), Some(0));
+    }
 }
