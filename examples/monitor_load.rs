@@ -11,6 +11,10 @@
 //! coordinated omission, as wrk2 measures). The last column is the generator's own delay in
 //! waking for a request due on an idle connection: it shares the cores with the monitor, and
 //! what it adds is in the latency too.
+//!
+//! The monitor runs on a runtime of its own (as in its own process, with a worker per core);
+//! the generator on another, of `--generator-threads` workers, so that neither's tasks queue
+//! behind the other's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +42,9 @@ struct Args {
     /// absent.
     #[arg(long)]
     rate: Option<f64>,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    generator_threads: usize,
 }
 
 fn now_ms() -> u64 {
@@ -46,9 +53,19 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
+    let generator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.generator_threads.max(1))
+        .enable_all()
+        .build()?;
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    generator.block_on(load(args, &server))
+}
+
+async fn load(args: Args, server: &tokio::runtime::Runtime) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let monitor_setup::Setup { config, events, .. } = setup(dir.path(), 1)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -63,7 +80,7 @@ async fn main() -> Result<()> {
         insecure_keys: InsecureKeys::Allow,
         tls: None,
     };
-    let monitor = tokio::spawn(async move { daemon::monitor::run(&config, opts).await });
+    let monitor = server.spawn(async move { daemon::monitor::run(&config, opts).await });
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             break;
