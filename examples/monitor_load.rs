@@ -12,9 +12,10 @@
 //! waking for a request due on an idle connection: it shares the cores with the monitor, and
 //! what it adds is in the latency too.
 //!
-//! The monitor runs on a runtime of its own (as in its own process, with a worker per core);
-//! the generator on another, of `--generator-threads` workers, so that neither's tasks queue
-//! behind the other's.
+//! The monitor runs in a process of its own, as deployed (this program again, with a worker
+//! per core and its own open-file limit: 10,000 connections are 20,000 sockets on loopback);
+//! the generator on a runtime of `--generator-threads` workers. Connections open a few
+//! hundred at a time, each answering a first request, before the clock starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,10 @@ use medfl::daemon::{self, InsecureKeys};
 use medfl_monitor::AccessRequest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// The allocator `medfl` itself runs with (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "support/monitor_setup.rs"]
 mod monitor_setup;
@@ -45,6 +50,12 @@ struct Args {
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     generator_threads: usize,
+    /// Internal: serve the monitor of this member config on `--serve-port` (the child).
+    #[arg(long, hide = true)]
+    serve: Option<std::path::PathBuf>,
+    /// Internal: the child's port.
+    #[arg(long, hide = true, default_value_t = 0)]
+    serve_port: u16,
 }
 
 fn now_ms() -> u64 {
@@ -55,22 +66,18 @@ fn now_ms() -> u64 {
 
 fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
-    let generator = tokio::runtime::Builder::new_multi_thread()
+    if let Some(config) = &args.serve {
+        return serve(config, args.serve_port);
+    }
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.generator_threads.max(1))
         .enable_all()
-        .build()?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    generator.block_on(load(args, &server))
+        .build()?
+        .block_on(load(args))
 }
 
-async fn load(args: Args, server: &tokio::runtime::Runtime) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let monitor_setup::Setup { config, events, .. } = setup(dir.path(), 1)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+/// The child: the monitor of `config` on `port`, as `medfl monitor` runs it.
+fn serve(config: &std::path::Path, port: u16) -> Result<()> {
     let opts = daemon::monitor::Options {
         listen: format!("127.0.0.1:{port}").parse()?,
         syslog: None,
@@ -80,7 +87,37 @@ async fn load(args: Args, server: &tokio::runtime::Runtime) -> Result<()> {
         insecure_keys: InsecureKeys::Allow,
         tls: None,
     };
-    let monitor = server.spawn(async move { daemon::monitor::run(&config, opts).await });
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(daemon::monitor::run(config, opts))
+}
+
+/// The monitor's process, killed with the generator.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn load(args: Args) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let monitor_setup::Setup { config, events, .. } = setup(dir.path(), 1)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _monitor = Child(
+        std::process::Command::new(std::env::current_exe()?)
+            .arg("--serve")
+            .arg(&config)
+            .args(["--serve-port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             break;
@@ -108,21 +145,50 @@ async fn load(args: Args, server: &tokio::runtime::Runtime) -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for &n in &args.connections {
-        // Every connection opens before the clock starts (10,000 take a moment).
-        let start = Instant::now() + Duration::from_secs(1) + Duration::from_micros(n as u64 * 200);
-        let deadline = start + Duration::from_secs_f64(args.seconds);
+        // Every connection is open (and answered a first request) before the clock starts:
+        // 10,000 take a moment, and the load is on held connections, not on opening them.
+        let (go, started) = tokio::sync::watch::channel(None::<Instant>);
+        let ready = Arc::new(tokio::sync::Semaphore::new(0));
+        // Opened a few hundred at a time, as sessions come and go: ten thousand SYNs at once
+        // overflow the kernel's queues, and a dropped SYN waits seconds to be sent again.
+        let opening = Arc::new(tokio::sync::Semaphore::new(256));
         let mut tasks = Vec::new();
         for c in 0..n {
             let bodies = Arc::clone(&bodies);
-            let schedule = args.rate.map(|rate| {
-                let every = Duration::from_secs_f64(n as f64 / rate);
+            let every = args
+                .rate
+                .map(|rate| Duration::from_secs_f64(n as f64 / rate));
+            let plan = Plan {
+                offset: c,
                 // Spread over the interval, so the offered load is even.
-                (start + every.mul_f64(c as f64 / n as f64), every)
-            });
+                phase: c as f64 / n as f64,
+                every,
+                seconds: args.seconds,
+            };
             tasks.push(tokio::spawn(client(
-                port, bodies, c, start, schedule, deadline,
+                port,
+                bodies,
+                plan,
+                [Arc::clone(&opening), Arc::clone(&ready)],
+                started.clone(),
             )));
         }
+        let all = u32::try_from(n)?;
+        let opened = tokio::time::timeout(Duration::from_secs(120), ready.acquire_many(all)).await;
+        if !matches!(opened, Ok(Ok(_))) {
+            let failed: Vec<_> = tasks.into_iter().filter(|t| t.is_finished()).collect();
+            let count = failed.len();
+            let first = match failed.into_iter().next() {
+                Some(t) => format!("{:?}", t.await?.err()),
+                None => "none failed".into(),
+            };
+            bail!(
+                "{n} connections did not all open within two minutes ({} ready, {count} failed; first: {first})",
+                ready.available_permits()
+            );
+        }
+        let start = Instant::now() + Duration::from_millis(200);
+        go.send_replace(Some(start));
         let mut lat = Vec::new();
         let mut lag = Vec::new();
         let mut errors = 0u64;
@@ -165,30 +231,65 @@ async fn load(args: Args, server: &tokio::runtime::Runtime) -> Result<()> {
             }
         );
     }
-    monitor.abort();
     Ok(())
 }
 
-/// One keep-alive connection posting from `start` until `deadline`, back to back or on
-/// `schedule` (first due time, interval); returns each request's latency (from its due time
-/// on a schedule).
+/// What one connection sends once the clock starts.
+struct Plan {
+    /// Where in the bodies it starts.
+    offset: usize,
+    /// Its first request's due time after the start, as a share of `every`.
+    phase: f64,
+    /// The interval between its requests (open loop); back to back if `None`.
+    every: Option<Duration>,
+    /// How long it sends.
+    seconds: f64,
+}
+
+/// One keep-alive connection: opens (in its turn, of `opening`) and sends one request, counts
+/// itself `ready`, waits for
+/// the start, then posts for `plan.seconds`, back to back or on a schedule; returns each
+/// request's latency (from its due time on a schedule) and the generator's wake-up lag.
 async fn client(
     port: u16,
     bodies: Arc<Vec<Vec<u8>>>,
-    offset: usize,
-    start: Instant,
-    schedule: Option<(Instant, Duration)>,
-    deadline: Instant,
+    plan: Plan,
+    [opening, ready]: [Arc<tokio::sync::Semaphore>; 2],
+    mut started: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let turn = opening.acquire_owned().await?;
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
+    let mut i = plan.offset;
+    // The server has accepted the connection once it answers on it.
+    post(&mut w, &mut r, &bodies[i % bodies.len()]).await?;
+    i += 1;
+    drop(turn);
+    ready.add_permits(1);
+    // The others may take a while to open: a request every two seconds keeps this one from
+    // the monitor's idle cut-off (its header timeout).
+    let start = loop {
+        if let Some(start) = *started.borrow_and_update() {
+            break start;
+        }
+        tokio::select! {
+            changed = started.changed() => changed?,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                post(&mut w, &mut r, &bodies[i % bodies.len()]).await?;
+                i += 1;
+            }
+        }
+    };
+    let deadline = start + Duration::from_secs_f64(plan.seconds);
+    let schedule = plan
+        .every
+        .map(|every| (start + every.mul_f64(plan.phase), every));
     let mut out = Vec::new();
     // On a schedule: how late this task woke for a request whose connection was idle (the
     // load generator's own delay, which the latency includes, not the monitor's).
     let mut lag = Vec::new();
-    let mut i = offset;
     let mut due = schedule.map(|(first, _)| first);
     tokio::time::sleep_until(start.into()).await;
     loop {
@@ -212,35 +313,44 @@ async fn client(
                 Instant::now()
             }
         };
-        let body = &bodies[i % bodies.len()];
+        post(&mut w, &mut r, &bodies[i % bodies.len()]).await?;
         i += 1;
-        let head = format!(
-            "POST /v1/access HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        // One write: a head and a body in two segments would wait on Nagle and delayed ACKs.
-        let mut message = head.into_bytes();
-        message.extend_from_slice(body);
-        w.write_all(&message).await?;
-        let mut status = String::new();
-        r.read_line(&mut status).await?;
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).await?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse()?;
-            }
-        }
-        let mut buf = vec![0u8; len];
-        r.read_exact(&mut buf).await?;
-        if !status.contains(" 200 ") {
-            bail!("{status}: {}", String::from_utf8_lossy(&buf));
-        }
         out.push(t.elapsed());
     }
     Ok((out, lag))
+}
+
+/// Posts one access on a keep-alive connection and reads its answer, which must be 200.
+async fn post(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    body: &[u8],
+) -> Result<()> {
+    let head = format!(
+        "POST /v1/access HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // One write: a head and a body in two segments would wait on Nagle and delayed ACKs.
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
+    w.write_all(&message).await?;
+    let mut status = String::new();
+    r.read_line(&mut status).await?;
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).await?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse()?;
+        }
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    if !status.contains(" 200 ") {
+        bail!("{status}: {}", String::from_utf8_lossy(&buf));
+    }
+    Ok(())
 }

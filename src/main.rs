@@ -1,5 +1,10 @@
 //! The `medfl` command line.
 
+/// mimalloc, not glibc's malloc: many threads allocating and freeing small buffers (the
+/// monitor's requests and answers) contend on glibc's arena locks (see `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
