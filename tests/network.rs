@@ -325,9 +325,20 @@ fn a_hospital_killed_in_training_does_not_hold_the_round_to_its_deadline() {
     .unwrap();
     let mut coord = net.coordinator("1");
     let mut clients: Vec<Proc> = HOSPITALS[..5].iter().map(|h| net.client(h, 1)).collect();
-    clients[0].wait_for("local training started", 1, 120);
+    // Polled closely: the kill must land inside training (about a second here).
+    assert!(
+        eventually_every(120, Duration::from_millis(5), || clients[0]
+            .text()
+            .contains("local training started")),
+        "h-a never started training:\n{}",
+        clients[0].text()
+    );
     clients[0].kill();
     let killed = Instant::now();
+    assert!(
+        !clients[0].text().contains("local training done"),
+        "the kill came after h-a's training had ended (a loaded machine?): nothing to test"
+    );
     assert!(
         coord.wait_exit(120),
         "coordinator failed:\n{}",
@@ -660,13 +671,18 @@ fn a_restarted_coordinator_continues_from_the_last_anchored_round() {
 const SUBJECT: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
 /// Polls `cond` every 100 ms for `secs` seconds.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+fn eventually(secs: u64, cond: impl FnMut() -> bool) -> bool {
+    eventually_every(secs, Duration::from_millis(100), cond)
+}
+
+/// Polls `cond` every `every` for `secs` seconds.
+fn eventually_every(secs: u64, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if cond() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
     false
 }

@@ -599,7 +599,12 @@ impl Daemon {
         // behind) is checked at its own time: a refusal for its time alone is not believed,
         // one by any other rule is. Dated further ahead, it is our clock that is wrong.
         let now = wall_now();
-        let local = |tx: &Transaction| state.check_tx(tx, submit::checked_at(tx, now));
+        let local = |tx: &Transaction| {
+            if tx.issued_at.0.saturating_sub(now.0) > submit::MAX_OWN_CLOCK_AHEAD_MS {
+                warn!(tx = %id, issued_at = %tx.issued_at, now = %now, "our own transaction is dated well after this clock: it waits until the clocks reach its date");
+            }
+            state.check_tx(tx, submit::checked_at(tx, now))
+        };
         match self.submissions.refused(id, claimed, local) {
             None => return,
             Some(Refusal::Confirmed(s, reason)) => {

@@ -271,20 +271,17 @@ pub fn opt_outs<'a>(txs: impl IntoIterator<Item = &'a Transaction>) -> BTreeSet<
         .collect()
 }
 
-/// How far after this hospital's clock its own transaction may be dated and a refusal for
-/// its time alone still not believed (a clock stepped back, or the coordinator's behind).
+/// How far after this hospital's clock its own transaction may be dated before the agent
+/// warns that its clock was wrong when it was issued.
 pub const MAX_OWN_CLOCK_AHEAD_MS: u64 = 10 * 60_000;
 
-/// The time at which the hospital checks a refusal of its own `tx` at its clock's `now`: its
-/// own date if that is a little ahead (up to [`MAX_OWN_CLOCK_AHEAD_MS`]), so that a refusal
-/// for its time alone is not believed while one by any other rule is; `now` otherwise (a
-/// transaction dated further ahead is the clock's fault, and its refusal stands).
+/// The time at which the hospital checks a refusal of its own `tx` at its clock's `now`: the
+/// later of `now` and the transaction's own date, so that a refusal for its date alone (a
+/// clock stepped back, a coordinator's behind) is never believed, while one by any other rule
+/// is. A transaction dated ahead stays pending until the clocks reach its date: an opt-out
+/// must never be dropped for the time it was issued at.
 pub fn checked_at(tx: &Transaction, now: Timestamp) -> Timestamp {
-    if tx.issued_at.0.saturating_sub(now.0) <= MAX_OWN_CLOCK_AHEAD_MS {
-        now.max(tx.issued_at)
-    } else {
-        now
-    }
+    now.max(tx.issued_at)
 }
 
 /// Whether `tx` anchors a batch of the hospital's audit log.
@@ -522,8 +519,8 @@ mod tests {
     }
 
     /// A clock stepped back dates the hospital's own anchor after its clock: the refusal the
-    /// coordinator sends for its time alone is not believed; a far-future date is the clock's
-    /// fault and its refusal stands; another rule's refusal is believed either way.
+    /// coordinator sends for its time alone is not believed, however far ahead (an opt-out
+    /// must not be dropped for its date); another rule's refusal is believed either way.
     #[test]
     fn a_refusal_for_a_date_a_little_ahead_is_not_believed() {
         let f = Fixture::new(2, 3, 2);
@@ -533,8 +530,12 @@ mod tests {
         let soon = audit_anchor(&f, now.0, now.0 + 60_000);
         assert!(state.check_tx(&soon, now).is_err(), "refused at our clock");
         assert_eq!(check(&soon), Ok(()), "but only for its time");
-        let far = audit_anchor(&f, now.0, now.0 + MAX_OWN_CLOCK_AHEAD_MS + 1);
-        assert!(check(&far).is_err(), "far ahead: the clock is at fault");
+        let far = audit_anchor(&f, now.0, now.0 + 7 * 24 * HOUR);
+        assert_eq!(
+            check(&far),
+            Ok(()),
+            "however far ahead: it waits for the clocks"
+        );
         let mut empty = audit_anchor(&f, now.0, now.0 + 60_000);
         if let TxBody::AnchorAuditLog(a) = &mut empty.body {
             a.count = 0;

@@ -473,15 +473,11 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         .route("/fhir/AuditEvent", post(fhir::post))
         .route("/fhir/metadata", get(fhir::metadata))
         .with_state(server.clone());
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
+    let listener = listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let scheme = if opts.tls.is_some() { "HTTPS" } else { "HTTP" };
     info!(addr = %listener.local_addr()?, scheme, "access monitor listening");
     if let Some(addr) = opts.syslog {
-        let syslog = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening for syslog on {addr}"))?;
+        let syslog = listen(addr).with_context(|| format!("listening for syslog on {addr}"))?;
         let transport = if opts.tls.is_some() {
             "TLS, RFC 5425"
         } else {
@@ -558,6 +554,25 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// Connections the kernel completes ahead of the accept loop: when a hospital's thousands of
+/// EHR sessions reconnect at once, a shorter queue drops their SYNs, and each dropped one
+/// waits a second or more to retry (the kernel caps this at `net.core.somaxconn`).
+const ACCEPT_QUEUE: u32 = 4096;
+
+/// A listener on `addr` with an accept queue of [`ACCEPT_QUEUE`].
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's `bind` do: a restarted monitor may take its port back at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_QUEUE)
 }
 
 /// The next connection on `listener` with a slot of `slots` for it. A failed accept (out of
@@ -1048,7 +1063,7 @@ fn decision_writer(
                         .map(move |dt| (owner, dt))
                 })
                 .unzip();
-            let sorted = sort_repeats(&shared.log, &deliveries, &times);
+            let sorted = sort_repeats(&shared.log, &deliveries);
             let mut whole = false;
             for (at, why) in &sorted.failed {
                 let owner = owners[*at];
@@ -1176,8 +1191,7 @@ fn decision_writer(
 struct Sorted {
     /// To decide, in order.
     fresh: Vec<usize>,
-    /// Repeats of a delivery earlier in the group, at the same decision time: `(repeat,
-    /// first)`.
+    /// Repeats of a delivery earlier in the group: `(repeat, first)`.
     repeats: Vec<(usize, usize)>,
     /// Repeats of a delivery the log holds, with its record and decision.
     held: Vec<(usize, (u64, Decision))>,
@@ -1185,13 +1199,14 @@ struct Sorted {
     failed: Vec<(usize, String)>,
 }
 
-/// Sorts a group's deliveries (decided at `times`) into those to decide, repeats and
-/// failures: a delivery its sender names again (the same id, the same access) is answered
-/// from the record that decided it, or, when its first delivery is in this very group and
-/// decided at the same time, with the first one's answer (in a replay, where each access has
-/// its own time, a copy at another time is decided on its own: the first one's answer, an
-/// error at its time, say, is not necessarily its own).
-fn sort_repeats(log: &AuditLog, deliveries: &[Delivery], times: &[u64]) -> Sorted {
+/// Sorts a group's deliveries into those to decide, repeats and failures: a delivery its
+/// sender names again (the same id, the same access) is answered from the record that
+/// decided it, or, when its first delivery is in this very group, with the first one's
+/// answer. That answer is the repeat's own even when it is a refusal: decision times only
+/// grow through a group and an access is never dated after its own (the wall clock caps
+/// both alike), so a check the first copy fails the repeat fails too, and a transaction
+/// holding it was refused whole before anything was decided.
+fn sort_repeats(log: &AuditLog, deliveries: &[Delivery]) -> Sorted {
     let mut sorted = Sorted {
         fresh: Vec::with_capacity(deliveries.len()),
         repeats: Vec::new(),
@@ -1199,13 +1214,13 @@ fn sort_repeats(log: &AuditLog, deliveries: &[Delivery], times: &[u64]) -> Sorte
         failed: Vec::new(),
     };
     let mut named = std::collections::HashMap::new();
-    for (at, (d, time)) in deliveries.iter().zip(times).enumerate() {
+    for (at, d) in deliveries.iter().enumerate() {
         let Some(id) = &d.id else {
             sorted.fresh.push(at);
             continue;
         };
         let key = match medfl_monitor::audit::delivery_key(id, &d.request) {
-            Ok(key) => (key, *time),
+            Ok(key) => key,
             Err(e) => {
                 sorted.failed.push((at, failed_look_up(id, &e)));
                 continue;
