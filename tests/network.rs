@@ -687,6 +687,39 @@ fn eventually_every(secs: u64, every: Duration, mut cond: impl FnMut() -> bool) 
     false
 }
 
+/// The coordinator played by the test: the coordinator's own key on its address, taking
+/// h-a's connection; its events are what h-a sends.
+fn fake_coordinator(
+    net: &Net,
+) -> (
+    tokio::runtime::Runtime,
+    medfl_net::NetHandle<medfl_protocol::Envelope>,
+    tokio::sync::mpsc::Receiver<medfl_net::NetEvent<medfl_protocol::Envelope>>,
+) {
+    let key = |member: &str| {
+        medfl_ledger::keyfile::read_with_origin(&net.folder(member).join("member.key"))
+            .unwrap()
+            .0
+    };
+    let (coordinator_key, hospital) = (key("coordinator"), key("h-a"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (handle, events) = rt.block_on(async {
+        let cfg = medfl_net::NetConfig {
+            listen: vec![net.coordinator_addr()],
+            ..medfl_net::NetConfig::default()
+        };
+        let allowed = [medfl_net::peer_id_of(&hospital.verifying_key())];
+        medfl_net::spawn::<medfl_protocol::Envelope>(
+            &coordinator_key,
+            cfg,
+            allowed.into_iter().collect(),
+        )
+        .await
+        .unwrap()
+    });
+    (rt, handle, events)
+}
+
 /// Attack: the coordinator (the single orderer) silently drops a hospital's transaction. Here
 /// the coordinator is played by the test with the coordinator's own key on its address: it
 /// takes the hospital's connection and its `SubmitTx` and never orders it. The hospital's agent
@@ -696,24 +729,7 @@ fn eventually_every(secs: u64, every: Duration, mut cond: impl FnMut() -> bool) 
 fn a_coordinator_that_drops_a_hospitals_transaction_is_reported_as_censoring() {
     use medfl_protocol::{Envelope, ToCoordinator};
     let net = Net::new(1, 3);
-    let coordinator_key =
-        medfl_ledger::keyfile::read_with_origin(&net.folder("coordinator").join("member.key"))
-            .unwrap()
-            .0;
-    let hospital = medfl_ledger::keyfile::read_with_origin(&net.folder("h-a").join("member.key"))
-        .unwrap()
-        .0;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (handle, mut events) = rt.block_on(async {
-        let cfg = medfl_net::NetConfig {
-            listen: vec![net.coordinator_addr()],
-            ..medfl_net::NetConfig::default()
-        };
-        let allowed = [medfl_net::peer_id_of(&hospital.verifying_key())];
-        medfl_net::spawn::<Envelope>(&coordinator_key, cfg, allowed.into_iter().collect())
-            .await
-            .unwrap()
-    });
+    let (rt, handle, mut events) = fake_coordinator(&net);
     let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
     client.wait_for("connected to the coordinator", 1, 60);
     let out = net.submit(
@@ -764,24 +780,7 @@ fn a_coordinator_never_holds_two_audit_anchors_of_one_hospital() {
     use medfl_ledger::TxBody;
     use medfl_protocol::{Envelope, ToCoordinator};
     let net = Net::new(1, 3);
-    let coordinator_key =
-        medfl_ledger::keyfile::read_with_origin(&net.folder("coordinator").join("member.key"))
-            .unwrap()
-            .0;
-    let hospital = medfl_ledger::keyfile::read_with_origin(&net.folder("h-a").join("member.key"))
-        .unwrap()
-        .0;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (handle, mut events) = rt.block_on(async {
-        let cfg = medfl_net::NetConfig {
-            listen: vec![net.coordinator_addr()],
-            ..medfl_net::NetConfig::default()
-        };
-        let allowed = [medfl_net::peer_id_of(&hospital.verifying_key())];
-        medfl_net::spawn::<Envelope>(&coordinator_key, cfg, allowed.into_iter().collect())
-            .await
-            .unwrap()
-    });
+    let (rt, handle, mut events) = fake_coordinator(&net);
     let client = net.client_with("h-a", &["--submit-deadline-s", "2"]);
     client.wait_for("connected to the coordinator", 1, 60);
     // Both batches are in the outbox within one scan or two: either way the agent could send
