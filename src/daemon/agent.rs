@@ -107,6 +107,8 @@ struct Daemon {
     refusal_said: Option<String>,
     /// An audit-batch anchor was ordered: the outbox is scanned again at once for the next.
     scan_now: bool,
+    /// The outbox's files as last decoded.
+    outbox: OutboxCache,
 }
 
 /// The first wait before redialing the coordinator.
@@ -226,6 +228,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         max_backoff: MAX_BACKOFF,
         refusal_said: None,
         scan_now: false,
+        outbox: OutboxCache::default(),
     };
     std::fs::create_dir_all(d.member.dir.join("outbox"))?;
     d.write_status();
@@ -538,17 +541,18 @@ impl Daemon {
         self.submissions.anchors_waiting(anchors_waiting);
     }
 
-    /// Every transaction file in the outbox ([`read_outbox`]).
-    fn read_outbox(&self) -> Vec<(PathBuf, Result<Transaction>)> {
-        read_outbox(&self.member.dir.join("outbox"))
+    /// Every transaction file in the outbox, in [`read_outbox`]'s order; only files new or
+    /// changed since the last scan are decoded ([`OutboxCache`]).
+    fn read_outbox(&mut self) -> Vec<(PathBuf, Result<Transaction>)> {
+        self.outbox.read(&self.member.dir.join("outbox"))
     }
 
     /// Patients this hospital opted out in a transaction no block carries yet, in flight or
     /// still waiting in the outbox: applied before the coordinator orders them.
-    fn own_opt_outs(&self) -> BTreeSet<Pseudonym> {
+    fn own_opt_outs(&mut self) -> BTreeSet<Pseudonym> {
+        let files = self.read_outbox();
         let me = &self.member.config.member;
-        let waiting: Vec<Transaction> = self
-            .read_outbox()
+        let waiting: Vec<Transaction> = files
             .into_iter()
             .filter_map(|(_, tx)| tx.ok())
             .filter(|tx| {
@@ -755,8 +759,14 @@ pub fn read_outbox(outbox: &Path) -> Vec<(PathBuf, Result<Transaction>)> {
             (p, tx)
         })
         .collect();
-    // Audit batches that end together go in the order they start: the contracts refuse a
-    // batch that starts before the last anchored one ends.
+    sort_outbox(&mut files);
+    files
+}
+
+/// Orders outbox files as [`read_outbox`] promises. Audit batches that end together go in
+/// the order they start: the contracts refuse a batch that starts before the last anchored
+/// one ends.
+fn sort_outbox(files: &mut [(PathBuf, Result<Transaction>)]) {
     files.sort_by_key(|(p, tx)| match tx {
         Ok(t) => {
             let starts = match &t.body {
@@ -767,7 +777,65 @@ pub fn read_outbox(outbox: &Path) -> Vec<(PathBuf, Result<Transaction>)> {
         }
         Err(_) => (Timestamp(u64::MAX), Timestamp(u64::MAX), p.clone()),
     });
-    files
+}
+
+/// The outbox's files as last decoded, each by its path and the file's identity (size,
+/// modification time, inode): a scan decodes only what is new or changed. A coordinator
+/// sitting on one batch anchor leaves the later ones waiting, and a week of them must not be
+/// decoded twice a second.
+#[derive(Default)]
+struct OutboxCache {
+    files: std::collections::HashMap<PathBuf, (FileStamp, Transaction)>,
+}
+
+/// What tells one version of a file from another: outbox files are written whole and renamed
+/// into place, so a new version is a new inode.
+type FileStamp = (u64, Option<std::time::SystemTime>, u64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((m.len(), m.modified().ok(), inode))
+}
+
+impl OutboxCache {
+    /// Every transaction file in `outbox`, as [`read_outbox`] lists them.
+    fn read(&mut self, outbox: &Path) -> Vec<(PathBuf, Result<Transaction>)> {
+        let Ok(entries) = std::fs::read_dir(outbox) else {
+            self.files.clear();
+            return Vec::new();
+        };
+        let mut files: Vec<(PathBuf, Result<Transaction>)> = Vec::new();
+        for path in entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tx"))
+        {
+            let stamp = file_stamp(&path);
+            let tx = match (stamp, self.files.get(&path)) {
+                (Some(now), Some((then, tx))) if now == *then => Ok(tx.clone()),
+                _ => {
+                    let tx = read_tx(&path);
+                    match (&tx, stamp) {
+                        (Ok(t), Some(now)) => {
+                            self.files.insert(path.clone(), (now, t.clone()));
+                        }
+                        _ => {
+                            self.files.remove(&path);
+                        }
+                    }
+                    tx
+                }
+            };
+            files.push((path, tx));
+        }
+        let listed: BTreeSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+        self.files.retain(|p, _| listed.contains(p));
+        sort_outbox(&mut files);
+        files
+    }
 }
 
 /// Reads one outbox file: a bounded, canonical transaction encoding.
@@ -787,4 +855,66 @@ fn reject(path: &Path, reason: &str) {
     warn!(file = %path.display(), reason, "outbox file rejected");
     let _ = std::fs::write(path.with_extension("rejected"), reason);
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medfl_ledger::testkit::{Fixture, HOUR, T0};
+    use medfl_ledger::tx::ConsentChoice;
+
+    fn consent(f: &Fixture, n: u8, at: u64) -> Transaction {
+        f.tx(
+            &Fixture::id("hospital-0"),
+            Timestamp(T0.0 + at),
+            TxBody::Consent {
+                subject: Pseudonym(medfl_ledger::Hash([n; 32])),
+                choice: ConsentChoice::OptOut,
+            },
+        )
+    }
+
+    /// The cache lists what the outbox holds, in order, decoding only new or replaced files:
+    /// a file replaced (renamed into place) is read again, one removed is forgotten, and an
+    /// unreadable one is listed as an error each time, never cached.
+    #[test]
+    fn the_outbox_cache_follows_the_files() {
+        let f = Fixture::new(2, 3, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, tx: &Transaction| {
+            crate::model_store::write_atomic(&dir.path().join(name), &codec::encode(tx).unwrap())
+                .unwrap()
+        };
+        let (a, b, c) = (
+            consent(&f, 1, 2 * HOUR),
+            consent(&f, 2, HOUR),
+            consent(&f, 3, 3 * HOUR),
+        );
+        write("a.tx", &a);
+        write("b.tx", &b);
+        std::fs::write(dir.path().join("bad.tx"), b"not a transaction").unwrap();
+        let mut cache = OutboxCache::default();
+        let ids = |files: &[(PathBuf, Result<Transaction>)]| -> Vec<Option<TxId>> {
+            files
+                .iter()
+                .map(|(_, t)| t.as_ref().ok().map(|t| t.id().unwrap()))
+                .collect()
+        };
+        let first = cache.read(dir.path());
+        assert_eq!(
+            ids(&first),
+            ids(&read_outbox(dir.path())),
+            "as read_outbox lists them"
+        );
+        assert_eq!(
+            ids(&first),
+            [Some(b.id().unwrap()), Some(a.id().unwrap()), None]
+        );
+        assert_eq!(cache.files.len(), 2, "the unreadable file is not cached");
+        write("a.tx", &c);
+        std::fs::remove_file(dir.path().join("b.tx")).unwrap();
+        let second = cache.read(dir.path());
+        assert_eq!(ids(&second), [Some(c.id().unwrap()), None]);
+        assert_eq!(cache.files.len(), 1);
+    }
 }
