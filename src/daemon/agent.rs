@@ -495,7 +495,8 @@ impl Daemon {
         if !self.connected {
             return;
         }
-        // Reading the outbox decodes every file: skip it while nothing more may be sent.
+        // Reading the outbox lists and stats every file: skip it while nothing more may be
+        // sent.
         if !self.submissions.has_room() {
             return;
         }
