@@ -336,25 +336,11 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     }
     drop(monitor);
 
-    let out = ok(&[
-        "audit",
-        "verify",
-        "--allow-insecure-keys",
-        "--config",
-        p(&config),
-    ]);
+    let out = medfl_audit(&config, &["verify"]);
     assert!(out.contains(&format!("{answered} records")), "{out}");
     let patient = &events[0].patient;
     let expected = events.iter().filter(|e| &e.patient == patient).count();
-    let out = ok(&[
-        "audit",
-        "history",
-        "--allow-insecure-keys",
-        "--config",
-        p(&config),
-        "--patient",
-        patient,
-    ]);
+    let out = medfl_audit(&config, &["history", "--patient", patient]);
     assert!(
         out.starts_with(&format!(
             "{expected} accesses to the record of patient {patient}"
@@ -815,6 +801,20 @@ fn a_delivery_sent_again_is_answered_from_its_first_record_not_decided_twice() {
     assert_eq!((status, again), (201, a));
     assert_eq!(records(port), 4);
     assert_eq!(repeated(port), 2, "counted since the restart");
+}
+
+/// `medfl audit <args>` for the member `config` (test keys allowed); its output.
+fn medfl_audit(config: &Path, args: &[&str]) -> String {
+    let (command, rest) = args.split_first().unwrap();
+    let mut all = vec![
+        "audit",
+        command,
+        "--allow-insecure-keys",
+        "--config",
+        p(config),
+    ];
+    all.extend_from_slice(rest);
+    ok(&all)
 }
 
 /// `medfl officer-token` for the member `config` with `args`; its output.
@@ -1415,13 +1415,7 @@ fn a_raised_block_gets_an_alert_anchor_of_its_own() {
     want.remove(&alert_file);
     want.insert(older_file);
     again("monitor-third.log", &want);
-    let out = ok(&[
-        "audit",
-        "verify",
-        "--allow-insecure-keys",
-        "--config",
-        p(&config),
-    ]);
+    let out = medfl_audit(&config, &["verify"]);
     assert!(
         out.contains("1 blocks raised in sealed batches, 0 of them with an alert anchor"),
         "{out}"
