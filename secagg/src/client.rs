@@ -770,7 +770,7 @@ impl ClientSession {
             &self.plan.session,
             &self.key_transcript,
             self.id,
-            survivors,
+            &crypto::survivor_set_digest(&self.plan.session, survivors),
         );
         self.outgoing
             .push_back(ClientMessage::ConsistencySignature {
@@ -788,6 +788,7 @@ impl ClientSession {
         signatures: &[(ClientId, Vec<u8>)],
         reveal: &[(ClientId, ShareKind)],
     ) -> Result<(), SecAggError> {
+        let survivor_set = crypto::survivor_set_digest(&self.plan.session, survivors);
         let mut signers = BTreeSet::new();
         let mut transcripts = Vec::with_capacity(signatures.len());
         for (signer, _) in signatures {
@@ -809,7 +810,7 @@ impl ClientSession {
                     &self.plan.session,
                     &self.key_transcript,
                     *signer,
-                    survivors,
+                    &survivor_set,
                 ),
             ));
         }

@@ -364,7 +364,26 @@ pub fn share_commitments_transcript(
     t
 }
 
-/// Bytes signed in the consistency check: session, key transcript, signer, survivor set.
+/// `H(session, survivors)`: the survivor set as one digest, so that a consistency signature
+/// covers a fixed-size message.
+///
+/// Every client checks up to a quorum of signatures over the same set; signing the set itself
+/// made each check hash the whole list again (`O(n)` per signature, `O(n^2)` per client). The
+/// list is sorted and duplicate-free (validated), and its length is bound, so the digest names
+/// exactly one set.
+pub fn survivor_set_digest(session: &[u8; 32], survivors: &[ClientId]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medfl-secagg/v4/survivor-set");
+    h.update(session);
+    h.update((survivors.len() as u64).to_le_bytes());
+    for s in survivors {
+        h.update(s.0.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Bytes signed in the consistency check: session, key transcript, signer, and the
+/// [`survivor_set_digest`] of the survivor set.
 ///
 /// Binding the key transcript (the digests of every advertisement of this attempt, with
 /// their fresh keys) makes a signature from any other attempt of the same session useless.
@@ -372,17 +391,14 @@ pub fn consistency_transcript(
     session: &[u8; 32],
     key_transcript: &[u8; 32],
     signer: ClientId,
-    survivors: &[ClientId],
+    survivor_set: &[u8; 32],
 ) -> Vec<u8> {
-    let mut t = Vec::with_capacity(112 + 4 * survivors.len());
-    t.extend_from_slice(b"medfl-secagg/v3/consistency");
+    let mut t = Vec::with_capacity(124);
+    t.extend_from_slice(b"medfl-secagg/v4/consistency");
     t.extend_from_slice(session);
     t.extend_from_slice(key_transcript);
     t.extend_from_slice(&signer.0.to_le_bytes());
-    t.extend_from_slice(&(survivors.len() as u64).to_le_bytes());
-    for s in survivors {
-        t.extend_from_slice(&s.0.to_le_bytes());
-    }
+    t.extend_from_slice(survivor_set);
     t
 }
 
@@ -458,6 +474,26 @@ pub fn parse_public_key(bytes: &[u8], field: &'static str) -> Result<PublicKey, 
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_consistency_signature_covers_exactly_one_survivor_set() {
+        let ids = |v: &[u32]| v.iter().map(|&i| ClientId(i)).collect::<Vec<_>>();
+        let set = ids(&[1, 2, 3, 4]);
+        let digest = survivor_set_digest(&[0; 32], &set);
+        for other in [ids(&[1, 2, 3]), ids(&[1, 2, 3, 5]), ids(&[0, 1, 2, 3, 4]), ids(&[])] {
+            assert_ne!(survivor_set_digest(&[0; 32], &other), digest, "{other:?}");
+        }
+        assert_ne!(survivor_set_digest(&[1; 32], &set), digest, "another round's session");
+
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let signed = consistency_transcript(&[0; 32], &[9; 32], ClientId(1), &digest);
+        let signature = sign(&key, &signed);
+        let vk = key.verifying_key();
+        verify(&vk, ClientId(1), &signed, &signature).unwrap();
+        let smaller = survivor_set_digest(&[0; 32], &ids(&[1, 2, 3]));
+        let shown = consistency_transcript(&[0; 32], &[9; 32], ClientId(1), &smaller);
+        assert!(verify(&vk, ClientId(1), &shown, &signature).is_err());
+    }
 
     #[test]
     fn pairwise_seed_is_symmetric_and_round_bound() {

@@ -83,6 +83,8 @@ struct MaskState {
     share_commitments: BTreeMap<(ClientId, ClientId), ([u8; 32], [u8; 32])>,
     u2: BTreeSet<ClientId>,
     survivors: Vec<ClientId>,
+    /// [`crypto::survivor_set_digest`] of `survivors`, what each consistency signature covers.
+    survivor_set: [u8; 32],
     sum: Vec<u64>,
 }
 
@@ -364,7 +366,7 @@ impl ServerSession {
                     &plan.session,
                     key_transcript,
                     from,
-                    &state.survivors,
+                    &state.survivor_set,
                 );
                 crypto::verify(vk, from, &transcript, &signature)?;
                 signatures.insert(from, signature);
@@ -695,6 +697,7 @@ impl ServerSession {
                         share_commitments,
                         u2: shares.into_keys().collect(),
                         survivors: Vec::new(),
+                        survivor_set: [0; 32],
                         sum: vec![0; self.plan.config.vector_len],
                     },
                     received: BTreeSet::new(),
@@ -706,6 +709,8 @@ impl ServerSession {
             } => {
                 self.require(Stage::MaskedInput, received.len())?;
                 state.survivors = received.into_iter().collect();
+                state.survivor_set =
+                    crypto::survivor_set_digest(&self.plan.session, &state.survivors);
                 for &i in &state.survivors {
                     self.outgoing.push_back((
                         i,
