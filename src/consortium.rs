@@ -36,6 +36,7 @@ use medfl_ledger::{
 use medfl_model::EmployeeRows;
 use medfl_model::local::Trained;
 use medfl_protocol::{GlobalModel, ToCoordinator};
+use medfl_sigcache::SignatureCache;
 
 use crate::node::mempool::MAX_PENDING_PER_MEMBER;
 use crate::node::{CoordinatorNode, NodeEvent, Pacing};
@@ -230,6 +231,11 @@ pub struct Consortium {
     dropout: f64,
 }
 
+/// Signatures the simulated hospitals remember having checked: a round brings a few per
+/// hospital (consistency signatures, endorsements, share commitments), so this holds several
+/// rounds of 10,000 hospitals in about 10 MiB.
+const SIGNATURE_CACHE_CAPACITY: usize = 1 << 18;
+
 fn seed_bytes(rng: &mut ChaCha20Rng) -> [u8; 32] {
     let mut s = [0u8; 32];
     rng.fill_bytes(&mut s);
@@ -306,6 +312,9 @@ impl Consortium {
         )?;
         let mut agents = Vec::new();
         let mut index = BTreeMap::new();
+        // Every hospital checks every signature for itself, but the same bytes get the same
+        // answer: the first to check one pays for the curve arithmetic.
+        let signatures = SignatureCache::new(SIGNATURE_CACHE_CAPACITY);
         for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
@@ -313,19 +322,19 @@ impl Consortium {
                 bail!("{id} is not an active member of the simulated consortium");
             }
             index.insert(id.clone(), agents.len());
+            let mut agent = Agent::new(
+                id,
+                key.clone(),
+                genesis_hash,
+                // Each simulated hospital holds itself to the agreement's budget, in memory.
+                hospital_spend(settings, cfg.training.delta)?,
+                seed_bytes(&mut rng),
+            );
+            agent.share_signature_cache(signatures.clone());
+            let mut copy = Ledger::in_memory(&genesis).context("a hospital's ledger copy")?;
+            copy.share_signature_cache(signatures.clone());
             agents.push(SimAgent {
-                hospital: Hospital::new(
-                    Agent::new(
-                        id,
-                        key.clone(),
-                        genesis_hash,
-                        // Each simulated hospital holds itself to the agreement's budget, in
-                        // memory.
-                        hospital_spend(settings, cfg.training.delta)?,
-                        seed_bytes(&mut rng),
-                    ),
-                    Ledger::in_memory(&genesis).context("a hospital's ledger copy")?,
-                ),
+                hospital: Hospital::new(agent, copy),
                 key,
                 pseudonyms,
                 log: h.log,

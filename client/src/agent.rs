@@ -15,6 +15,7 @@ use medfl_protocol::{
     ToCoordinator, TrainingParams, privacy, strategy, transcript,
 };
 use medfl_secagg::{ClientId, ClientSession, SecAggError};
+use medfl_sigcache::SignatureCache;
 
 use crate::spend::{Charge, PrivacySpend, SpendError};
 use medfl_dp::PrivacyEvent;
@@ -292,6 +293,9 @@ pub struct Agent {
     candidate: Option<(u64, GlobalModel)>,
     outgoing: VecDeque<ToCoordinator>,
     events: VecDeque<AgentEvent>,
+    /// Signatures other members in this process already checked (a simulation's); none in a
+    /// daemon.
+    signature_cache: Option<SignatureCache>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -327,7 +331,15 @@ impl Agent {
             candidate: None,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
+            signature_cache: None,
         }
+    }
+
+    /// Shares `cache` with the other members this process runs, for the secure-aggregation
+    /// sessions this agent starts (see [`medfl_sigcache`]): every check still runs, a
+    /// signature another member checked is not checked again.
+    pub fn share_signature_cache(&mut self, cache: SignatureCache) {
+        self.signature_cache = Some(cache);
     }
 
     /// The hospital's cumulative epsilon over every release it has charged (`+∞` if its own
@@ -657,13 +669,16 @@ impl Agent {
                     .agreement(&config.agreement)
                     .and_then(|a| a.last_server_state)
                     .unwrap_or_else(|| server_state_hash(&[]));
-                let secagg = ClientSession::new(
+                let mut secagg = ClientSession::new(
                     config.secagg_config(&self.genesis, codec.encoded_len(), codec.bits())?,
                     ClientId(index),
                     self.key.clone(),
                     &roster,
                     &mut self.rng,
                 )?;
+                if let Some(cache) = &self.signature_cache {
+                    secagg.share_signature_cache(cache.clone());
+                }
                 // The floors were judged on the resolved degree and threshold: they must be
                 // what the secure-aggregation plan actually runs with.
                 let p = config.aggregation_params();

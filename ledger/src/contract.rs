@@ -6,7 +6,10 @@
 //! block's batch check. Rule names (the prefix of each [`ContractError`] message) are listed in
 //! `docs/ledger-design.md`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use medfl_dp::PrivacyLoss;
 
 use crate::error::ContractError;
 use crate::genesis::check_agreement_shape;
@@ -439,6 +442,9 @@ fn anchor_round(
 
     let round = crate::state::RoundPrivacy::of(&r.dp).map_err(ContractError::Malformed)?;
     let mut composed = Vec::with_capacity(r.participants.len());
+    // Each distinct history is composed and priced once: members who joined the same rounds
+    // share one loss (by pointer, see `AgreementRecord::loss`), and so share the result.
+    let mut next_of: HashMap<*const PrivacyLoss, (Arc<PrivacyLoss>, f64)> = HashMap::new();
     let mut listed = HashSet::new();
     for (member, spend) in &r.participants {
         if !listed.insert(member) {
@@ -456,12 +462,22 @@ fn anchor_round(
         }
         // Recomputed from the parameters anchored for every round the member joined and this
         // round's: a coordinator cannot under-report a spend, nor re-price past rounds.
-        let mut acc = a.loss.get(member).cloned().unwrap_or_default();
-        acc.compose(round.loss())
-            .map_err(|e| ContractError::Malformed(e.to_string()))?;
-        let recomputed = acc
-            .epsilon(r.dp.delta)
-            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        let previous = a.loss.get(member);
+        let history = previous.map_or(std::ptr::null(), Arc::as_ptr);
+        let (acc, recomputed) = match next_of.get(&history) {
+            Some((acc, epsilon)) => (Arc::clone(acc), *epsilon),
+            None => {
+                let mut acc = previous.map_or_else(PrivacyLoss::new, |l| (**l).clone());
+                acc.compose(round.loss())
+                    .map_err(|e| ContractError::Malformed(e.to_string()))?;
+                let epsilon = acc
+                    .epsilon(r.dp.delta)
+                    .map_err(|e| ContractError::Malformed(e.to_string()))?;
+                let acc = Arc::new(acc);
+                next_of.insert(history, (Arc::clone(&acc), epsilon));
+                (acc, epsilon)
+            }
+        };
         // Written so that an infinite or NaN figure on either side is a mismatch: parameters
         // whose loss overflows must not let any claim through.
         let close = (claimed - recomputed).abs() <= EPSILON_TOLERANCE * recomputed.max(1.0);

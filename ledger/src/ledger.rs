@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::path::PathBuf;
 
+use medfl_sigcache::SignatureCache;
+
 use crate::block::{BLOCK_VERSION, Block, BlockHeader};
 use crate::bytes::Hash;
 use crate::codec::{self, CodecError};
@@ -98,6 +100,9 @@ pub struct Ledger {
     store: Box<dyn BlockStore>,
     genesis: Genesis,
     state: ChainState,
+    /// Signatures other ledger copies in this process already checked (a simulation's hospitals
+    /// share one); none unless shared.
+    signature_cache: Option<SignatureCache>,
 }
 
 impl Ledger {
@@ -108,6 +113,7 @@ impl Ledger {
             store: Box::new(MemStore::new(&codec::encode(genesis)?)),
             genesis: genesis.clone(),
             state: ChainState::from_genesis(genesis)?,
+            signature_cache: None,
         })
     }
 
@@ -129,6 +135,7 @@ impl Ledger {
             store: Box::new(store),
             genesis: genesis.clone(),
             state: ChainState::from_genesis(genesis)?,
+            signature_cache: None,
         })
     }
 
@@ -144,6 +151,7 @@ impl Ledger {
             store: Box::new(store),
             genesis: stored,
             state,
+            signature_cache: None,
         })
     }
 
@@ -189,6 +197,7 @@ impl Ledger {
             store: Box::new(store),
             genesis,
             state,
+            signature_cache: None,
         })
     }
 
@@ -231,9 +240,11 @@ impl Ledger {
     pub fn append_block(&mut self, block: &Block) -> Result<BlockReceipt, LedgerError> {
         let ids = block.tx_ids()?;
         let bytes = codec::encode(block)?;
-        let applied = self
-            .state
-            .apply_block_with_ids(block, &ids, Signatures::Check)?;
+        let applied = self.state.apply_block_with_ids(
+            block,
+            &ids,
+            Signatures::Check(self.signature_cache.as_ref()),
+        )?;
         let (height, hash) = (self.state.height(), self.state.tip());
         if let Err(e) = self
             .store
@@ -264,6 +275,13 @@ impl Ledger {
     /// The state after the last block.
     pub fn state(&self) -> &ChainState {
         &self.state
+    }
+
+    /// Shares `cache` with the other ledger copies this process keeps (see
+    /// [`medfl_sigcache`]): every rule still runs on every block, and a signature another copy
+    /// checked strictly is not checked again.
+    pub fn share_signature_cache(&mut self, cache: SignatureCache) {
+        self.signature_cache = Some(cache);
     }
 
     /// The genesis.

@@ -12,6 +12,8 @@
 //! torsion-free first, a full scalar multiplication per signature, which costs as much as
 //! the strict check itself; so the strict check is the whole rule.
 
+use medfl_sigcache::SignatureCache;
+
 use crate::bytes::{PublicKey, Signature};
 
 /// One signature to check, and what to blame if it fails.
@@ -23,11 +25,18 @@ pub(crate) struct PendingSig<C> {
 }
 
 /// Checks every signature strictly; on failure returns the culprit of the first bad one.
-pub(crate) fn verify_all<C: Clone>(pending: &[PendingSig<C>]) -> Result<(), C> {
-    match pending
-        .iter()
-        .find(|p| !p.key.verify(&p.message, &p.signature))
-    {
+///
+/// With a `cache`, a signature another member of this process already checked strictly is
+/// not checked again (see [`medfl_sigcache`]): same bytes, same strict rule, same answer.
+pub(crate) fn verify_all<C: Clone>(
+    pending: &[PendingSig<C>],
+    cache: Option<&SignatureCache>,
+) -> Result<(), C> {
+    let passes = |p: &PendingSig<C>| match cache {
+        Some(cache) => cache.verify_strict(p.key.as_dalek(), &p.message, &p.signature.to_dalek()),
+        None => p.key.verify(&p.message, &p.signature),
+    };
+    match pending.iter().find(|p| !passes(p)) {
         Some(bad) => Err(bad.culprit.clone()),
         None => Ok(()),
     }

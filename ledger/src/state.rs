@@ -8,6 +8,9 @@
 //! signature check fails, the undo records roll the state back to where it was.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use medfl_sigcache::SignatureCache;
 
 use crate::block::{BLOCK_VERSION, Block, MAX_BLOCK_TXS};
 use crate::bytes::{Hash, PublicKey};
@@ -66,7 +69,9 @@ pub struct AgreementRecord {
     pub rounds_joined: BTreeMap<MemberId, u64>,
     /// Each member's privacy loss under the agreement, composed by the contract from the DP
     /// parameters of every anchored round it joined (never from a figure the coordinator wrote).
-    pub loss: BTreeMap<MemberId, PrivacyLoss>,
+    /// Members with the same history share one value: a round composes each distinct history
+    /// once, so a consortium of `n` holds a handful of losses, not `n`.
+    pub loss: BTreeMap<MemberId, Arc<PrivacyLoss>>,
     /// How many times its expiry was extended: once it was, an acceptance must name the term
     /// it accepts (`accept-terms`), so an old acceptance cannot be replayed onto a new term.
     pub extensions: u32,
@@ -120,7 +125,7 @@ pub(crate) enum Undo {
         last_model: Option<Hash>,
         last_server_state: Option<Hash>,
         spent: Vec<(MemberId, Option<f64>)>,
-        loss: Vec<(MemberId, Option<PrivacyLoss>)>,
+        loss: Vec<(MemberId, Option<Arc<PrivacyLoss>>)>,
         model: Hash,
     },
     Audit(MemberId, Option<Timestamp>),
@@ -128,9 +133,11 @@ pub(crate) enum Undo {
 }
 
 /// Whether to check signatures while applying a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Signatures {
-    Check,
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Signatures<'a> {
+    /// Checked strictly, each one, answered from `cache` when another member of this process
+    /// checked the same bytes.
+    Check(Option<&'a SignatureCache>),
     /// Only for blocks read back from our own durable store (`Ledger::open`).
     #[cfg(feature = "redb")]
     Trust,
@@ -300,7 +307,7 @@ impl ChainState {
     /// Applies a block if every rule holds; otherwise leaves the state untouched.
     pub fn apply_block(&mut self, block: &Block) -> Result<(), BlockError> {
         let ids = block.tx_ids()?;
-        self.apply_block_with_ids(block, &ids, Signatures::Check)
+        self.apply_block_with_ids(block, &ids, Signatures::Check(None))
             .map(drop)
     }
 
@@ -334,7 +341,10 @@ impl ChainState {
             .agreements
             .get(agreement)
             .ok_or_else(|| format!("agreement {agreement} is not on the ledger"))?;
-        let mut acc = a.loss.get(member).cloned().unwrap_or_default();
+        let mut acc = a
+            .loss
+            .get(member)
+            .map_or_else(PrivacyLoss::new, |l| (**l).clone());
         acc.compose(&round.loss).map_err(|e| e.to_string())?;
         acc.epsilon(round.delta).map_err(|e| e.to_string())
     }
@@ -360,7 +370,7 @@ impl ChainState {
         let mut scratch = self.clone();
         let mut pending = Vec::with_capacity(1);
         contract::apply(&mut scratch, tx, &ctx, &mut pending)?;
-        sigs::verify_all(&pending).map_err(|culprit| match culprit {
+        sigs::verify_all(&pending, None).map_err(|culprit| match culprit {
             Culprit::Endorsement(_, who) => ContractError::BadEndorsement(who),
             Culprit::Tx(_, who) => ContractError::BadSignature(who),
             Culprit::Header => ContractError::BadSignature(tx.signer.clone()),
@@ -384,7 +394,7 @@ impl ChainState {
         &mut self,
         block: &Block,
         ids: &[TxId],
-        signatures: Signatures,
+        signatures: Signatures<'_>,
     ) -> Result<AppliedBlock, BlockError> {
         let proposer_key = self.check_header(block, ids)?;
         let h = &block.header.header;
@@ -416,7 +426,9 @@ impl ChainState {
             }
         }
 
-        if let (Signatures::Check, Err(culprit)) = (signatures, sigs::verify_all(&pending)) {
+        if let Signatures::Check(cache) = signatures
+            && let Err(culprit) = sigs::verify_all(&pending, cache)
+        {
             self.rollback(undos);
             return Err(match culprit {
                 Culprit::Header => BlockError::Signature,

@@ -16,6 +16,7 @@ use std::fmt;
 
 use chacha20::ChaCha20Rng;
 use ed25519_dalek::SigningKey;
+use medfl_sigcache::SignatureCache;
 use rand::{CryptoRng, SeedableRng};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
@@ -116,6 +117,9 @@ pub struct ClientSession {
     input: Option<Zeroizing<Vec<u64>>>,
     phase: ClientPhase,
     outgoing: VecDeque<ClientMessage>,
+    /// Signatures other members in this process already checked (a simulation's); none in a
+    /// daemon.
+    signature_cache: Option<SignatureCache>,
 }
 
 impl fmt::Debug for ClientSession {
@@ -192,11 +196,18 @@ impl ClientSession {
             input: None,
             phase: ClientPhase::AwaitingTranscript,
             outgoing: VecDeque::new(),
+            signature_cache: None,
         };
         session
             .outgoing
             .push_back(ClientMessage::AdvertiseKeys(advert));
         Ok(session)
+    }
+
+    /// Shares `cache` with the other members this process runs: a signature one of them checked
+    /// is not checked again (see [`medfl_sigcache`]). Every rule still runs.
+    pub fn share_signature_cache(&mut self, cache: SignatureCache) {
+        self.signature_cache = Some(cache);
     }
 
     /// This client's id.
@@ -597,7 +608,7 @@ impl ClientSession {
             items.push((*dealer, vk, t.as_slice(), c.signature.as_slice()));
         }
         if !items.is_empty() {
-            crypto::verify_all(&items)?;
+            crypto::verify_all(&items, self.signature_cache.as_ref())?;
         }
         let mut held = BTreeMap::new();
         let mut partners = BTreeMap::new();
@@ -820,7 +831,7 @@ impl ClientSession {
             .map(|((signer, vk, t), (_, sig))| (*signer, *vk, t.as_slice(), sig.as_slice()))
             .collect();
         // Valid key, wrong set: the server showed this signer a different survivor set.
-        crypto::verify_all(&items).map_err(|e| match e {
+        crypto::verify_all(&items, self.signature_cache.as_ref()).map_err(|e| match e {
             SecAggError::InvalidSignature(signer) => SecAggError::ConsistencyCheckFailed(signer),
             other => other,
         })?;

@@ -15,6 +15,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
+use medfl_sigcache::SignatureCache;
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
@@ -429,7 +430,10 @@ pub fn verify(
 /// multiscalar multiplication); it binds random coefficients to every input, so a forged
 /// signature passes with negligible probability. When the batch fails, each signature is
 /// checked strictly on its own to name the culprit; that path only runs on an attack.
-pub fn verify_all(items: &[(ClientId, &VerifyingKey, &[u8], &[u8])]) -> Result<(), SecAggError> {
+pub fn verify_all(
+    items: &[(ClientId, &VerifyingKey, &[u8], &[u8])],
+    cache: Option<&SignatureCache>,
+) -> Result<(), SecAggError> {
     let mut signatures = Vec::with_capacity(items.len());
     for (_, _, _, sig) in items {
         signatures.push(
@@ -442,7 +446,11 @@ pub fn verify_all(items: &[(ClientId, &VerifyingKey, &[u8], &[u8])]) -> Result<(
     }
     let messages: Vec<&[u8]> = items.iter().map(|(_, _, m, _)| *m).collect();
     let keys: Vec<VerifyingKey> = items.iter().map(|(_, k, _, _)| **k).collect();
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+    let passed = match cache {
+        Some(cache) => cache.verify_batch(&messages, &signatures, &keys),
+        None => ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok(),
+    };
+    if passed {
         return Ok(());
     }
     for (signer, key, transcript, sig) in items {
@@ -480,10 +488,19 @@ mod tests {
         let ids = |v: &[u32]| v.iter().map(|&i| ClientId(i)).collect::<Vec<_>>();
         let set = ids(&[1, 2, 3, 4]);
         let digest = survivor_set_digest(&[0; 32], &set);
-        for other in [ids(&[1, 2, 3]), ids(&[1, 2, 3, 5]), ids(&[0, 1, 2, 3, 4]), ids(&[])] {
+        for other in [
+            ids(&[1, 2, 3]),
+            ids(&[1, 2, 3, 5]),
+            ids(&[0, 1, 2, 3, 4]),
+            ids(&[]),
+        ] {
             assert_ne!(survivor_set_digest(&[0; 32], &other), digest, "{other:?}");
         }
-        assert_ne!(survivor_set_digest(&[1; 32], &set), digest, "another round's session");
+        assert_ne!(
+            survivor_set_digest(&[1; 32], &set),
+            digest,
+            "another round's session"
+        );
 
         let key = SigningKey::from_bytes(&[7; 32]);
         let signed = consistency_transcript(&[0; 32], &[9; 32], ClientId(1), &digest);

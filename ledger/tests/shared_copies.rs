@@ -1,0 +1,121 @@
+//! Ledger copies in one process (a simulated consortium's hospitals) share a cache of checked
+//! signatures and share privacy-loss values between members with the same history. Neither
+//! may change a verdict: every copy still runs every rule on every block.
+
+use medfl_ledger::testkit::{Fixture, HOUR, T0};
+use medfl_ledger::{BlockError, ContractError, Hash, Ledger, LedgerError, Timestamp, TxBody};
+use medfl_sigcache::SignatureCache;
+
+fn t(hours: u64) -> Timestamp {
+    Timestamp(T0.0 + hours * HOUR)
+}
+
+fn h(i: usize) -> medfl_ledger::MemberId {
+    Fixture::id(&format!("hospital-{i}"))
+}
+
+fn copy(f: &Fixture, cache: &SignatureCache) -> Ledger {
+    let mut ledger = Ledger::in_memory(&f.genesis).unwrap();
+    ledger.share_signature_cache(cache.clone());
+    ledger
+}
+
+fn contract_error(result: Result<medfl_ledger::BlockReceipt, LedgerError>) -> ContractError {
+    match result {
+        Err(LedgerError::Rejected(BlockError::Contract { error, .. })) => error,
+        other => panic!("expected a contract error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_signature_another_copy_checked_vouches_only_for_its_own_signer_and_bytes() {
+    let f = Fixture::new(7, 3, 2);
+    let cache = SignatureCache::new(1024);
+    let (mut a, mut b) = (copy(&f, &cache), copy(&f, &cache));
+    let all = [h(0), h(1), h(2)];
+    let honest = f.round_on(a.state(), 1, Hash([0; 32]), &all);
+    let (cid, _) = f.coordinator();
+    let block = f.block(
+        a.state(),
+        vec![f.tx(cid, t(1), TxBody::AnchorRound(honest.clone()))],
+        t(1),
+    );
+    a.append_block(&block).unwrap();
+    assert!(
+        cache.len() >= 4,
+        "the header, the tx and three endorsements"
+    );
+
+    // hospital-1's endorsement, checked and remembered by copy `a`, passed off as hospital-2's.
+    let mut forged = honest;
+    forged.endorsements[2].signature = forged.endorsements[1].signature;
+    let bad = f.block(
+        b.state(),
+        vec![f.tx(cid, t(1), TxBody::AnchorRound(forged))],
+        t(1),
+    );
+    assert_eq!(
+        contract_error(b.append_block(&bad)),
+        ContractError::BadEndorsement(h(2))
+    );
+    assert_eq!(b.state().height(), 0, "a refused block changed the copy");
+
+    // The block `a` took, every signature remembered: `b` takes it once, by the rules, and
+    // refuses it a second time.
+    b.append_block(&block).unwrap();
+    assert!(matches!(
+        b.append_block(&block),
+        Err(LedgerError::Rejected(_))
+    ));
+    assert_eq!(b.state().tip(), a.state().tip());
+}
+
+#[test]
+fn members_with_different_histories_are_priced_apart() {
+    let f = Fixture::new(7, 4, 2);
+    let cache = SignatureCache::new(1024);
+    let mut ledger = copy(&f, &cache);
+    let (cid, _) = f.coordinator();
+    let mut previous = Hash([0; 32]);
+    // Round 1: hospitals 0 and 1. Round 2: 0, 1 and 2 (2's first). Round 3: all four.
+    for (round, joined) in [(1u64, 2usize), (2, 3), (3, 4)] {
+        let participants: Vec<_> = (0..joined).map(h).collect();
+        let anchor = f.round_on(ledger.state(), round, previous, &participants);
+        previous = anchor.model;
+        let epsilons: Vec<f64> = anchor
+            .participants
+            .iter()
+            .map(|(_, s)| s.epsilon_total)
+            .collect();
+        let tx = f.tx(cid, t(round), TxBody::AnchorRound(anchor));
+        let block = f.block(ledger.state(), vec![tx], t(round));
+        ledger.append_block(&block).unwrap();
+        let record = ledger.state().agreement(&Fixture::dua()).unwrap();
+        for (i, epsilon) in epsilons.iter().enumerate() {
+            assert_eq!(
+                record.spent.get(&h(i)),
+                Some(epsilon),
+                "round {round}, {}",
+                h(i)
+            );
+        }
+        // Hospitals with more rounds behind them have spent strictly more.
+        for pair in epsilons.windows(2) {
+            assert!(pair[0] >= pair[1], "round {round}: {epsilons:?}");
+        }
+        assert!(
+            epsilons[0] > epsilons[joined - 1] || round == 1,
+            "{epsilons:?}"
+        );
+    }
+    // Hospitals 0 and 1 share one history (three rounds), and so one loss value.
+    let record = ledger.state().agreement(&Fixture::dua()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &record.loss[&h(0)],
+        &record.loss[&h(1)]
+    ));
+    assert!(!std::sync::Arc::ptr_eq(
+        &record.loss[&h(1)],
+        &record.loss[&h(2)]
+    ));
+}
