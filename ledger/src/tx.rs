@@ -187,6 +187,10 @@ impl RoundAnchor {
     /// The bytes an endorser signs: every field of the anchor but the endorsements, bound to
     /// the ledger, so a coordinator cannot anchor a participant list, a dropped list, a spend
     /// or a server state other than the one the hospitals checked.
+    ///
+    /// The fields enter as one tagged hash: each of a round's `n` endorsements is checked
+    /// against the same message by every ledger copy, and a message that carries the
+    /// participant list made each check hash `O(n)` bytes again.
     pub fn endorsement_message(&self, genesis: &Hash) -> Result<Vec<u8>, CodecError> {
         let outcome = EndorsedOutcome {
             agreement: &self.agreement,
@@ -201,9 +205,10 @@ impl RoundAnchor {
             server_state: &self.server_state,
             secagg_transcript: &self.secagg_transcript,
         };
-        let mut m = b"medfl/endorse/v2".to_vec();
+        let outcome = Hash::tagged(b"medfl/endorsed-outcome/v1", &[&codec::encode(&outcome)?]);
+        let mut m = b"medfl/endorse/v3".to_vec();
         m.extend_from_slice(&genesis.0);
-        m.extend_from_slice(&codec::encode(&outcome)?);
+        m.extend_from_slice(&outcome.0);
         Ok(m)
     }
 }
