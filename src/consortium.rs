@@ -30,8 +30,8 @@ use medfl_client::{Agent, AgentEvent, Hospital, HospitalEvent, TrainingTask};
 use medfl_coordinator::{CoordinatorConfig, RoundMetrics};
 use medfl_ledger::tx::{ConsentChoice, DataUseAgreement, Pseudonym};
 use medfl_ledger::{
-    AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, Timestamp,
-    Transaction, TxBody, TxId,
+    AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, SharedCopies,
+    Timestamp, Transaction, TxBody, TxId,
 };
 use medfl_model::EmployeeRows;
 use medfl_model::local::Trained;
@@ -312,9 +312,11 @@ impl Consortium {
         )?;
         let mut agents = Vec::new();
         let mut index = BTreeMap::new();
-        // Every hospital checks every signature for itself, but the same bytes get the same
-        // answer: the first to check one pays for the curve arithmetic.
+        // Every hospital validates everything for itself, but the same bytes get the same
+        // answer: the first to check a signature pays for the curve arithmetic, and equal
+        // ledger states and blocks are held once.
         let signatures = SignatureCache::new(SIGNATURE_CACHE_CAPACITY);
+        let copies = SharedCopies::new(signatures.clone());
         for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
@@ -331,8 +333,8 @@ impl Consortium {
                 seed_bytes(&mut rng),
             );
             agent.share_signature_cache(signatures.clone());
-            let mut copy = Ledger::in_memory(&genesis).context("a hospital's ledger copy")?;
-            copy.share_signature_cache(signatures.clone());
+            let copy =
+                Ledger::in_memory_shared(&genesis, &copies).context("a hospital's ledger copy")?;
             agents.push(SimAgent {
                 hospital: Hospital::new(agent, copy),
                 key,

@@ -8,8 +8,7 @@
 #[cfg(feature = "redb")]
 use std::path::Path;
 use std::path::PathBuf;
-
-use medfl_sigcache::SignatureCache;
+use std::sync::Arc;
 
 use crate::block::{BLOCK_VERSION, Block, BlockHeader};
 use crate::bytes::Hash;
@@ -19,6 +18,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::member::MemberId;
 use crate::merkle;
 use crate::proof::InclusionProof;
+use crate::shared::SharedCopies;
 use crate::state::{ChainState, Signatures};
 #[cfg(feature = "redb")]
 use crate::store::RedbStore;
@@ -98,11 +98,12 @@ pub struct BlockReceipt {
 /// An open ledger.
 pub struct Ledger {
     store: Box<dyn BlockStore>,
-    genesis: Genesis,
-    state: ChainState,
-    /// Signatures other ledger copies in this process already checked (a simulation's hospitals
-    /// share one); none unless shared.
-    signature_cache: Option<SignatureCache>,
+    genesis: Arc<Genesis>,
+    /// Shared only with the other copies of [`Ledger::in_memory_shared`]; a daemon's is its own
+    /// and changes in place.
+    state: Arc<ChainState>,
+    /// The process's other copies of this chain (a simulation's hospitals); none in a daemon.
+    shared: Option<Arc<SharedCopies>>,
 }
 
 impl Ledger {
@@ -111,9 +112,29 @@ impl Ledger {
         genesis.check()?;
         Ok(Ledger {
             store: Box::new(MemStore::new(&codec::encode(genesis)?)),
-            genesis: genesis.clone(),
-            state: ChainState::from_genesis(genesis)?,
-            signature_cache: None,
+            genesis: Arc::new(genesis.clone()),
+            state: Arc::new(ChainState::from_genesis(genesis)?),
+            shared: None,
+        })
+    }
+
+    /// [`Ledger::in_memory`], one of several copies of the chain in this process: it validates
+    /// everything itself, and holds states, bytes and signature checks equal to another
+    /// copy's only once (see [`SharedCopies`]).
+    pub fn in_memory_shared(
+        genesis: &Genesis,
+        shared: &Arc<SharedCopies>,
+    ) -> Result<Ledger, LedgerError> {
+        genesis.check()?;
+        let state = Arc::new(ChainState::from_genesis(genesis)?);
+        Ok(Ledger {
+            store: Box::new(MemStore::shared(
+                &codec::encode(genesis)?,
+                Arc::clone(shared),
+            )),
+            genesis: shared.genesis(genesis),
+            state: shared.state(state),
+            shared: Some(Arc::clone(shared)),
         })
     }
 
@@ -133,9 +154,9 @@ impl Ledger {
         let store = RedbStore::create(&db_path, &codec::encode(genesis)?)?;
         Ok(Ledger {
             store: Box::new(store),
-            genesis: genesis.clone(),
-            state: ChainState::from_genesis(genesis)?,
-            signature_cache: None,
+            genesis: Arc::new(genesis.clone()),
+            state: Arc::new(ChainState::from_genesis(genesis)?),
+            shared: None,
         })
     }
 
@@ -149,9 +170,9 @@ impl Ledger {
         let (_, state) = crate::verify::verify_parts(&store, &stored, Some(genesis), None)?;
         Ok(Ledger {
             store: Box::new(store),
-            genesis: stored,
-            state,
-            signature_cache: None,
+            genesis: Arc::new(stored),
+            state: Arc::new(state),
+            shared: None,
         })
     }
 
@@ -195,9 +216,9 @@ impl Ledger {
         )?;
         Ok(Ledger {
             store: Box::new(store),
-            genesis,
-            state,
-            signature_cache: None,
+            genesis: Arc::new(genesis),
+            state: Arc::new(state),
+            shared: None,
         })
     }
 
@@ -240,21 +261,30 @@ impl Ledger {
     pub fn append_block(&mut self, block: &Block) -> Result<BlockReceipt, LedgerError> {
         let ids = block.tx_ids()?;
         let bytes = codec::encode(block)?;
-        let applied = self.state.apply_block_with_ids(
-            block,
-            &ids,
-            Signatures::Check(self.signature_cache.as_ref()),
-        )?;
-        let (height, hash) = (self.state.height(), self.state.tip());
+        // In place for a daemon's own state; a shared one is copied first (and the copy
+        // dropped again below if another copy already holds the same result).
+        let state = Arc::make_mut(&mut self.state);
+        let signatures = self.shared.as_ref().map(|s| s.signatures());
+        let applied = state.apply_block_with_ids(block, &ids, Signatures::Check(signatures));
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.share_state();
+                return Err(e.into());
+            }
+        };
+        let (height, hash) = (state.height(), state.tip());
         if let Err(e) = self
             .store
             .append(height, &bytes, &ids, &store::tip_record(height, &hash))
         {
             // Not on disk, so not on the ledger: take the block back out of the state.
-            self.state.revert(applied);
+            state.revert(applied);
+            self.share_state();
             return Err(e.into());
         }
         drop(applied);
+        self.share_state();
         Ok(BlockReceipt {
             height,
             hash,
@@ -277,11 +307,11 @@ impl Ledger {
         &self.state
     }
 
-    /// Shares `cache` with the other ledger copies this process keeps (see
-    /// [`medfl_sigcache`]): every rule still runs on every block, and a signature another copy
-    /// checked strictly is not checked again.
-    pub fn share_signature_cache(&mut self, cache: SignatureCache) {
-        self.signature_cache = Some(cache);
+    /// Holds an equal state of another copy instead of ours, if there is one.
+    fn share_state(&mut self) {
+        if let Some(shared) = &self.shared {
+            self.state = shared.state(Arc::clone(&self.state));
+        }
     }
 
     /// The genesis.

@@ -35,6 +35,7 @@ pub mod member;
 pub mod merkle;
 pub mod privacy;
 pub mod proof;
+pub mod shared;
 mod sigs;
 pub mod state;
 pub mod store;
@@ -56,6 +57,7 @@ pub use privacy::{
     PrivacyBudget,
 };
 pub use proof::{InclusionProof, ProofError, ProvenTx};
+pub use shared::SharedCopies;
 pub use state::ChainState;
 pub use timestamp::Timestamp;
 pub use tx::{Transaction, TxBody, TxId};

@@ -11,8 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use crate::bytes::Hash;
+use crate::shared::SharedCopies;
 use crate::tx::TxId;
 
 #[cfg(feature = "redb")]
@@ -108,17 +110,29 @@ pub fn try_for_each_block<E>(
 /// A ledger's bytes in memory: for simulated members and tests. Lost when dropped.
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
-    genesis: Vec<u8>,
-    blocks: BTreeMap<u64, Vec<u8>>,
+    genesis: Arc<[u8]>,
+    blocks: BTreeMap<u64, Arc<[u8]>>,
     tx_index: BTreeMap<[u8; 32], (u64, u32)>,
     tip: Option<Vec<u8>>,
+    /// Other copies' stores in this process, whose equal bytes this one holds instead of its own.
+    shared: Option<Arc<SharedCopies>>,
 }
 
 impl MemStore {
     /// A store holding only the genesis.
     pub fn new(genesis: &[u8]) -> MemStore {
         MemStore {
-            genesis: genesis.to_vec(),
+            genesis: Arc::from(genesis),
+            ..MemStore::default()
+        }
+    }
+
+    /// A store holding only the genesis, which keeps one copy of bytes equal to another
+    /// store's of `shared`.
+    pub fn shared(genesis: &[u8], shared: Arc<SharedCopies>) -> MemStore {
+        MemStore {
+            genesis: shared.bytes(genesis),
+            shared: Some(shared),
             ..MemStore::default()
         }
     }
@@ -126,7 +140,7 @@ impl MemStore {
 
 impl BlockStore for MemStore {
     fn genesis(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(Some(self.genesis.clone()))
+        Ok(Some(self.genesis.to_vec()))
     }
 
     fn tip_record(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -140,7 +154,11 @@ impl BlockStore for MemStore {
         tx_ids: &[TxId],
         tip_record: &[u8],
     ) -> Result<(), StoreError> {
-        self.blocks.insert(height, block.to_vec());
+        let block = match &self.shared {
+            Some(shared) => shared.bytes(block),
+            None => Arc::from(block),
+        };
+        self.blocks.insert(height, block);
         for (position, id) in (0u32..).zip(tx_ids) {
             self.tx_index.insert(id.0, (height, position));
         }
@@ -149,7 +167,7 @@ impl BlockStore for MemStore {
     }
 
     fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.blocks.get(&height).cloned())
+        Ok(self.blocks.get(&height).map(|b| b.to_vec()))
     }
 
     fn for_each_block(

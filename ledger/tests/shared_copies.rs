@@ -1,9 +1,14 @@
-//! Ledger copies in one process (a simulated consortium's hospitals) share a cache of checked
-//! signatures and share privacy-loss values between members with the same history. Neither
-//! may change a verdict: every copy still runs every rule on every block.
+//! Ledger copies in one process (a simulated consortium's hospitals) share checked signatures,
+//! equal states and block bytes, and a state shares privacy-loss values between members with
+//! the same history. None of it may change a verdict: every copy still runs every rule on
+//! every block.
 
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
-use medfl_ledger::{BlockError, ContractError, Hash, Ledger, LedgerError, Timestamp, TxBody};
+use std::sync::Arc;
+
+use medfl_ledger::{
+    BlockError, ContractError, Hash, Ledger, LedgerError, SharedCopies, Timestamp, TxBody,
+};
 use medfl_sigcache::SignatureCache;
 
 fn t(hours: u64) -> Timestamp {
@@ -14,10 +19,8 @@ fn h(i: usize) -> medfl_ledger::MemberId {
     Fixture::id(&format!("hospital-{i}"))
 }
 
-fn copy(f: &Fixture, cache: &SignatureCache) -> Ledger {
-    let mut ledger = Ledger::in_memory(&f.genesis).unwrap();
-    ledger.share_signature_cache(cache.clone());
-    ledger
+fn copy(f: &Fixture, shared: &Arc<SharedCopies>) -> Ledger {
+    Ledger::in_memory_shared(&f.genesis, shared).unwrap()
 }
 
 fn contract_error(result: Result<medfl_ledger::BlockReceipt, LedgerError>) -> ContractError {
@@ -30,8 +33,10 @@ fn contract_error(result: Result<medfl_ledger::BlockReceipt, LedgerError>) -> Co
 #[test]
 fn a_signature_another_copy_checked_vouches_only_for_its_own_signer_and_bytes() {
     let f = Fixture::new(7, 3, 2);
-    let cache = SignatureCache::new(1024);
-    let (mut a, mut b) = (copy(&f, &cache), copy(&f, &cache));
+    let shared = SharedCopies::new(SignatureCache::new(1024));
+    let cache = shared.signatures();
+    let (mut a, mut b) = (copy(&f, &shared), copy(&f, &shared));
+    assert!(std::ptr::eq(a.state(), b.state()), "one genesis state");
     let all = [h(0), h(1), h(2)];
     let honest = f.round_on(a.state(), 1, Hash([0; 32]), &all);
     let (cid, _) = f.coordinator();
@@ -59,6 +64,7 @@ fn a_signature_another_copy_checked_vouches_only_for_its_own_signer_and_bytes() 
         ContractError::BadEndorsement(h(2))
     );
     assert_eq!(b.state().height(), 0, "a refused block changed the copy");
+    assert!(!std::ptr::eq(a.state(), b.state()));
 
     // The block `a` took, every signature remembered: `b` takes it once, by the rules, and
     // refuses it a second time.
@@ -68,13 +74,18 @@ fn a_signature_another_copy_checked_vouches_only_for_its_own_signer_and_bytes() 
         Err(LedgerError::Rejected(_))
     ));
     assert_eq!(b.state().tip(), a.state().tip());
+    assert!(
+        std::ptr::eq(a.state(), b.state()),
+        "equal states are held once"
+    );
+    assert_eq!(a.block(1).unwrap(), Some(block));
 }
 
 #[test]
 fn members_with_different_histories_are_priced_apart() {
     let f = Fixture::new(7, 4, 2);
-    let cache = SignatureCache::new(1024);
-    let mut ledger = copy(&f, &cache);
+    let shared = SharedCopies::new(SignatureCache::new(1024));
+    let mut ledger = copy(&f, &shared);
     let (cid, _) = f.coordinator();
     let mut previous = Hash([0; 32]);
     // Round 1: hospitals 0 and 1. Round 2: 0, 1 and 2 (2's first). Round 3: all four.
