@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -33,10 +34,11 @@ use medfl_ledger::{
     AggregationFloors, Genesis, Hash, Ledger, Member, MemberId, PrivacyBudget, Role, SharedCopies,
     Timestamp, Transaction, TxBody, TxId,
 };
+use medfl_memo::SignatureCache;
 use medfl_model::EmployeeRows;
 use medfl_model::local::Trained;
 use medfl_protocol::{GlobalModel, ToCoordinator};
-use medfl_sigcache::SignatureCache;
+use medfl_secagg::SharedSessions;
 
 use crate::node::mempool::MAX_PENDING_PER_MEMBER;
 use crate::node::{CoordinatorNode, NodeEvent, Pacing};
@@ -317,6 +319,7 @@ impl Consortium {
         // ledger states and blocks are held once.
         let signatures = SignatureCache::new(SIGNATURE_CACHE_CAPACITY);
         let copies = SharedCopies::new(signatures.clone());
+        let sessions = SharedSessions::new(signatures);
         for (h, (id, key)) in hospitals.into_iter().zip(keys.into_iter().skip(1)) {
             debug_assert_eq!(h.id, id);
             let pseudonyms = crate::data::pseudonym_key(&key, &id)?;
@@ -332,7 +335,7 @@ impl Consortium {
                 hospital_spend(settings, cfg.training.delta)?,
                 seed_bytes(&mut rng),
             );
-            agent.share_signature_cache(signatures.clone());
+            agent.share_sessions(Arc::clone(&sessions));
             let copy =
                 Ledger::in_memory_shared(&genesis, &copies).context("a hospital's ledger copy")?;
             agents.push(SimAgent {

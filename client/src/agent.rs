@@ -1,6 +1,7 @@
 //! The agent's state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use ed25519_dalek::{Signer, SigningKey};
 use medfl_ledger::tx::Pseudonym;
@@ -14,8 +15,7 @@ use medfl_protocol::{
     DeclineReason, GlobalModel, MAX_CLOCK_SKEW_MS, ProtocolError, RoundConfig, Strategy, ToAgent,
     ToCoordinator, TrainingParams, privacy, strategy, transcript,
 };
-use medfl_secagg::{ClientId, ClientSession, SecAggError};
-use medfl_sigcache::SignatureCache;
+use medfl_secagg::{ClientId, ClientSession, SecAggError, SharedSessions};
 
 use crate::spend::{Charge, PrivacySpend, SpendError};
 use medfl_dp::PrivacyEvent;
@@ -293,9 +293,9 @@ pub struct Agent {
     candidate: Option<(u64, GlobalModel)>,
     outgoing: VecDeque<ToCoordinator>,
     events: VecDeque<AgentEvent>,
-    /// Signatures other members in this process already checked (a simulation's); none in a
-    /// daemon.
-    signature_cache: Option<SignatureCache>,
+    /// The secure-aggregation sessions of the other members this process runs (a
+    /// simulation's); none in a daemon.
+    shared: Option<Arc<SharedSessions>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -331,15 +331,15 @@ impl Agent {
             candidate: None,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
-            signature_cache: None,
+            shared: None,
         }
     }
 
-    /// Shares `cache` with the other members this process runs, for the secure-aggregation
-    /// sessions this agent starts (see [`medfl_sigcache`]): every check still runs, a
-    /// signature another member checked is not checked again.
-    pub fn share_signature_cache(&mut self, cache: SignatureCache) {
-        self.signature_cache = Some(cache);
+    /// Joins the secure-aggregation sessions this agent starts to those of the other members
+    /// this process runs (see [`SharedSessions`]): every check still runs, and what
+    /// another member computed from the same inputs is not computed again.
+    pub fn share_sessions(&mut self, shared: Arc<SharedSessions>) {
+        self.shared = Some(shared);
     }
 
     /// The hospital's cumulative epsilon over every release it has charged (`+∞` if its own
@@ -676,8 +676,8 @@ impl Agent {
                     &roster,
                     &mut self.rng,
                 )?;
-                if let Some(cache) = &self.signature_cache {
-                    secagg.share_signature_cache(cache.clone());
+                if let Some(shared) = &self.shared {
+                    secagg.share(shared);
                 }
                 // The floors were judged on the resolved degree and threshold: they must be
                 // what the secure-aggregation plan actually runs with.

@@ -13,18 +13,14 @@
 //!
 //! A daemon (one member to a process) has nothing to share and does not use this.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use medfl_sigcache::SignatureCache;
+use medfl_memo::{Interner, SignatureCache};
 use sha2::{Digest, Sha256};
 
 use crate::bytes::Hash;
 use crate::genesis::Genesis;
 use crate::state::ChainState;
-
-/// How many interned values a table holds before its dead entries are swept.
-const SWEEP_EVERY: usize = 1024;
 
 /// The ledger copies of one process: hand the same `Arc` to each
 /// ([`crate::Ledger::in_memory_shared`]).
@@ -32,8 +28,10 @@ const SWEEP_EVERY: usize = 1024;
 pub struct SharedCopies {
     signatures: SignatureCache,
     genesis: Mutex<Vec<Arc<Genesis>>>,
-    states: Mutex<Table<(u64, Hash), ChainState>>,
-    bytes: Mutex<Table<[u8; 32], [u8]>>,
+    /// Validated states by height and tip hash.
+    states: Interner<(u64, Hash), ChainState>,
+    /// Block and genesis bytes by their SHA-256.
+    bytes: Interner<[u8; 32], [u8]>,
 }
 
 impl SharedCopies {
@@ -42,8 +40,8 @@ impl SharedCopies {
         Arc::new(SharedCopies {
             signatures,
             genesis: Mutex::new(Vec::new()),
-            states: Mutex::new(Table::default()),
-            bytes: Mutex::new(Table::default()),
+            states: Interner::default(),
+            bytes: Interner::default(),
         })
     }
 
@@ -54,7 +52,7 @@ impl SharedCopies {
 
     /// The one held genesis equal to `genesis`.
     pub(crate) fn genesis(&self, genesis: &Genesis) -> Arc<Genesis> {
-        let mut held = lock(&self.genesis);
+        let mut held = self.genesis.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(g) = held.iter().find(|g| ***g == *genesis) {
             return Arc::clone(g);
         }
@@ -65,53 +63,12 @@ impl SharedCopies {
 
     /// The held state equal to `state` if there is one, else `state`, now held.
     pub(crate) fn state(&self, state: Arc<ChainState>) -> Arc<ChainState> {
-        let key = (state.height(), state.tip());
-        lock(&self.states).intern(key, state)
+        self.states.intern((state.height(), state.tip()), state)
     }
 
     /// The held bytes equal to `bytes` if there are any, else `bytes`, now held.
     pub(crate) fn bytes(&self, bytes: &[u8]) -> Arc<[u8]> {
-        let key: [u8; 32] = Sha256::digest(bytes).into();
-        lock(&self.bytes).intern(key, Arc::from(bytes))
+        self.bytes
+            .intern(Sha256::digest(bytes).into(), Arc::from(bytes))
     }
-}
-
-/// Weakly held values by key: a value lives as long as some copy holds it.
-#[derive(Debug)]
-struct Table<K, V: ?Sized> {
-    held: HashMap<K, Weak<V>>,
-    inserted: usize,
-}
-
-impl<K, V: ?Sized> Default for Table<K, V> {
-    fn default() -> Self {
-        Table {
-            held: HashMap::new(),
-            inserted: 0,
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq, V: ?Sized + PartialEq> Table<K, V> {
-    fn intern(&mut self, key: K, value: Arc<V>) -> Arc<V> {
-        if let Some(held) = self.held.get(&key).and_then(Weak::upgrade) {
-            // Equal keys should mean equal values; compared anyway, so that a copy whose state
-            // differs (it would be a bug) keeps its own instead of silently adopting another's.
-            if Arc::ptr_eq(&held, &value) || *held == *value {
-                return held;
-            }
-            return value;
-        }
-        self.inserted += 1;
-        if self.inserted.is_multiple_of(SWEEP_EVERY) {
-            self.held.retain(|_, v| v.strong_count() > 0);
-        }
-        self.held.insert(key, Arc::downgrade(&value));
-        value
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Interned values are immutable; a panicking holder cannot have left one half-written.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

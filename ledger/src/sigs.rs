@@ -12,7 +12,7 @@
 //! torsion-free first, a full scalar multiplication per signature, which costs as much as
 //! the strict check itself; so the strict check is the whole rule.
 
-use medfl_sigcache::SignatureCache;
+use medfl_memo::SignatureCache;
 
 use crate::bytes::{PublicKey, Signature};
 
@@ -27,7 +27,7 @@ pub(crate) struct PendingSig<C> {
 /// Checks every signature strictly; on failure returns the culprit of the first bad one.
 ///
 /// With a `cache`, a signature another member of this process already checked strictly is
-/// not checked again (see [`medfl_sigcache`]): same bytes, same strict rule, same answer.
+/// not checked again (see [`medfl_memo`]): same bytes, same strict rule, same answer.
 pub(crate) fn verify_all<C: Clone>(
     pending: &[PendingSig<C>],
     cache: Option<&SignatureCache>,

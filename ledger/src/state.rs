@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use medfl_sigcache::SignatureCache;
+use medfl_memo::SignatureCache;
 
 use crate::block::{BLOCK_VERSION, Block, MAX_BLOCK_TXS};
 use crate::bytes::{Hash, PublicKey};

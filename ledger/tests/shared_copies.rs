@@ -9,7 +9,7 @@ use std::sync::Arc;
 use medfl_ledger::{
     BlockError, ContractError, Hash, Ledger, LedgerError, SharedCopies, Timestamp, TxBody,
 };
-use medfl_sigcache::SignatureCache;
+use medfl_memo::SignatureCache;
 
 fn t(hours: u64) -> Timestamp {
     Timestamp(T0.0 + hours * HOUR)

@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use chacha20::ChaCha20Rng;
 use ed25519_dalek::SigningKey;
-use medfl_sigcache::SignatureCache;
 use rand::{CryptoRng, SeedableRng};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
@@ -32,6 +32,7 @@ use crate::message::{
 use crate::packed::{self, PackedVector};
 use crate::prg::{self, MaskDomain, Seed, Sign};
 use crate::shamir::{self, SHARE_BYTES, SecretShare};
+use crate::shared::SharedSessions;
 
 /// Where a client is in the protocol, for drivers and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +100,8 @@ enum ClientPhase {
 
 /// One client's side of a SecAgg+ round.
 pub struct ClientSession {
-    plan: RoundPlan,
+    /// Shared with the other sessions of this process that built an equal plan, if any.
+    plan: Arc<RoundPlan>,
     id: ClientId,
     identity: SigningKey,
     mask_secret: StaticSecret,
@@ -112,14 +114,13 @@ pub struct ClientSession {
     key_transcript: [u8; 32],
     /// Who advertised in this attempt: a survivor set may name no one else.
     transcript_members: BTreeSet<ClientId>,
-    graph: Option<NeighbourGraph>,
+    graph: Option<Arc<NeighbourGraph>>,
     rng: ChaCha20Rng,
     input: Option<Zeroizing<Vec<u64>>>,
     phase: ClientPhase,
     outgoing: VecDeque<ClientMessage>,
-    /// Signatures other members in this process already checked (a simulation's); none in a
-    /// daemon.
-    signature_cache: Option<SignatureCache>,
+    /// The other sessions of this process (a simulation's); none in a daemon.
+    shared: Option<Arc<SharedSessions>>,
 }
 
 impl fmt::Debug for ClientSession {
@@ -182,7 +183,7 @@ impl ClientSession {
         let own_advert = crypto::advert_digest(&plan.session, &advert);
         let mut session = Self {
             rng: ChaCha20Rng::from_seed(*inner),
-            plan,
+            plan: Arc::new(plan),
             id,
             identity,
             mask_secret,
@@ -196,7 +197,7 @@ impl ClientSession {
             input: None,
             phase: ClientPhase::AwaitingTranscript,
             outgoing: VecDeque::new(),
-            signature_cache: None,
+            shared: None,
         };
         session
             .outgoing
@@ -204,10 +205,12 @@ impl ClientSession {
         Ok(session)
     }
 
-    /// Shares `cache` with the other members this process runs: a signature one of them checked
-    /// is not checked again (see [`medfl_sigcache`]). Every rule still runs.
-    pub fn share_signature_cache(&mut self, cache: SignatureCache) {
-        self.signature_cache = Some(cache);
+    /// Joins the other sessions this process runs (see [`SharedSessions`]): an equal plan,
+    /// the round's neighbour graph and signatures another session checked are not computed
+    /// again. Every check still runs.
+    pub fn share(&mut self, shared: &Arc<SharedSessions>) {
+        self.plan = shared.plan(Arc::clone(&self.plan));
+        self.shared = Some(Arc::clone(shared));
     }
 
     /// This client's id.
@@ -222,7 +225,7 @@ impl ClientSession {
 
     /// The neighbour graph, once every nonce is revealed and checked (`None` before).
     pub fn graph(&self) -> Option<&NeighbourGraph> {
-        self.graph.as_ref()
+        self.graph.as_deref()
     }
 
     /// The survivor set this client signed in the consistency check and then saw a quorum of
@@ -455,7 +458,10 @@ impl ClientSession {
             return Err(SecAggError::KeyTranscriptMismatch(*extra));
         }
         let seed = crypto::graph_seed(&self.plan.session, &self.key_transcript, &revealed);
-        let graph = self.plan.graph(&seed);
+        let graph = match &self.shared {
+            Some(shared) => shared.graph(&self.plan, &seed),
+            None => Arc::new(self.plan.graph(&seed)),
+        };
         let neighbours: BTreeSet<ClientId> = graph
             .neighbours(self.id)
             .iter()
@@ -608,7 +614,7 @@ impl ClientSession {
             items.push((*dealer, vk, t.as_slice(), c.signature.as_slice()));
         }
         if !items.is_empty() {
-            crypto::verify_all(&items, self.signature_cache.as_ref())?;
+            crypto::verify_all(&items, self.shared.as_ref().map(|s| s.signatures()))?;
         }
         let mut held = BTreeMap::new();
         let mut partners = BTreeMap::new();
@@ -831,9 +837,13 @@ impl ClientSession {
             .map(|((signer, vk, t), (_, sig))| (*signer, *vk, t.as_slice(), sig.as_slice()))
             .collect();
         // Valid key, wrong set: the server showed this signer a different survivor set.
-        crypto::verify_all(&items, self.signature_cache.as_ref()).map_err(|e| match e {
-            SecAggError::InvalidSignature(signer) => SecAggError::ConsistencyCheckFailed(signer),
-            other => other,
+        crypto::verify_all(&items, self.shared.as_ref().map(|s| s.signatures())).map_err(|e| {
+            match e {
+                SecAggError::InvalidSignature(signer) => {
+                    SecAggError::ConsistencyCheckFailed(signer)
+                }
+                other => other,
+            }
         })?;
         let quorum = self.plan.consistency_quorum();
         if signers.len() < quorum {

@@ -107,7 +107,7 @@ pub fn default_degree(n: usize) -> usize {
 /// The neighbour graph is not part of the plan: its seed is only known once every client has
 /// revealed its nonce ([`RoundPlan::graph`] builds it then). Its degree is known now, because
 /// a Harary graph's degree does not depend on the seed.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct RoundPlan {
     /// The configuration this plan came from.
     pub config: SecAggConfig,

@@ -129,6 +129,7 @@ pub mod prg;
 pub mod quantize;
 pub mod server;
 pub mod shamir;
+pub mod shared;
 pub mod sim;
 
 pub use client::{ClientSession, ClientStatus};
@@ -138,3 +139,4 @@ pub use message::{ClientMessage, ServerMessage, ShareKind, Stage};
 pub use packed::PackedVector;
 pub use quantize::{Quantizer, WeightedQuantizer};
 pub use server::{Aggregate, ServerEvent, ServerSession};
+pub use shared::SharedSessions;

@@ -1,4 +1,4 @@
-//! Signatures already verified, remembered so that members sharing one process check each once.
+//! Signatures already checked, remembered so that members sharing one process check each once.
 //!
 //! A simulated consortium runs every hospital in one process, and every hospital validates for
 //! itself: its own ledger copy checks each anchor's endorsements, its own secure-aggregation
@@ -143,8 +143,8 @@ impl SignatureCache {
 fn triple_id(check: Check, key: &VerifyingKey, message: &[u8], signature: &Signature) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(match check {
-        Check::Strict => b"medfl-sigcache/v1/strict",
-        Check::Batch => b"medfl-sigcache/v1/batch!",
+        Check::Strict => b"medfl-memo/v1/signature/strict",
+        Check::Batch => b"medfl-memo/v1/signature/batch!",
     });
     h.update(key.as_bytes());
     h.update(signature.to_bytes());
