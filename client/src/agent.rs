@@ -775,7 +775,7 @@ impl Agent {
         if a.agreement.expires_at <= now || a.agreement.expires_at <= config.issued_at {
             return Err(RoundMismatch::Expired(config.agreement.clone()));
         }
-        if !a.accepted.contains(&self.me) || !a.agreement.members.contains(&self.me) {
+        if !a.accepted.contains(&self.me) || !a.covers(&self.me) {
             return Err(RoundMismatch::NotAccepted(config.agreement.clone()));
         }
         // Every other participant is checked here, before any key is advertised: the contract
@@ -786,7 +786,7 @@ impl Agent {
             let ok = chain
                 .member(m)
                 .is_some_and(|r| !r.revoked && r.member.role == medfl_ledger::Role::Hospital)
-                && a.agreement.members.contains(m)
+                && a.covers(m)
                 && a.accepted.contains(m);
             if !ok {
                 return Err(RoundMismatch::ParticipantNotCovered {

@@ -313,7 +313,7 @@ impl Coordinator {
                 None => Some(Ineligible::Revoked),
                 Some(r) if r.revoked => Some(Ineligible::Revoked),
                 Some(r) if r.member.role != Role::Hospital => Some(Ineligible::NotAHospital),
-                Some(_) if !a.agreement.members.contains(m) => Some(Ineligible::NotInAgreement),
+                Some(_) if !a.covers(m) => Some(Ineligible::NotInAgreement),
                 Some(_) if !a.accepted.contains(m) => Some(Ineligible::NotAccepted),
                 Some(_) => self.excluded.get(m).map(|proof| Ineligible::Excluded {
                     proof: proof.clone(),

@@ -244,17 +244,7 @@ fn register_agreement(
             return Err(ContractError::NotAHospital(id.clone()));
         }
     }
-    let record = AgreementRecord {
-        agreement: a.clone(),
-        accepted: Default::default(),
-        last_round: 0,
-        last_model: None,
-        last_server_state: None,
-        spent: Default::default(),
-        rounds_joined: Default::default(),
-        loss: Default::default(),
-        extensions: 0,
-    };
+    let record = AgreementRecord::registered(a.clone());
     state.agreements.insert(a.id.clone(), record);
     Ok(Undo::RegisterAgreement(a.id.clone()))
 }
@@ -332,7 +322,7 @@ fn accept(
             what,
         });
     }
-    if !a.agreement.members.contains(signer) {
+    if !a.covers(signer) {
         return Err(ContractError::NotInAgreement {
             member: signer.clone(),
             agreement: agreement.clone(),
@@ -512,7 +502,7 @@ fn anchor_round(
         if !state.members.contains_key(member) {
             return Err(ContractError::UnknownMember(member.clone()));
         }
-        if !a.agreement.members.contains(member) {
+        if !a.covers(member) {
             return Err(ContractError::NotInAgreement {
                 member: member.clone(),
                 agreement: r.agreement.clone(),
@@ -590,7 +580,7 @@ fn anchor_round(
 /// The member is listed in the agreement and has accepted it.
 fn check_covered(a: &AgreementRecord, member: &MemberId) -> Result<(), ContractError> {
     let agreement = a.agreement.id.clone();
-    if !a.agreement.members.contains(member) {
+    if !a.covers(member) {
         return Err(ContractError::NotInAgreement {
             member: member.clone(),
             agreement,

@@ -75,6 +75,32 @@ pub struct AgreementRecord {
     /// How many times its expiry was extended: once it was, an acceptance must name the term
     /// it accepts (`accept-terms`), so an old acceptance cannot be replayed onto a new term.
     pub extensions: u32,
+    /// `agreement.members` as a set: every anchor asks about each participant, and every
+    /// ledger copy and agent checks every anchor.
+    covered: BTreeSet<MemberId>,
+}
+
+impl AgreementRecord {
+    /// A newly registered agreement: no acceptances, no rounds.
+    pub(crate) fn registered(agreement: DataUseAgreement) -> AgreementRecord {
+        AgreementRecord {
+            covered: agreement.members.iter().cloned().collect(),
+            agreement,
+            accepted: BTreeSet::new(),
+            last_round: 0,
+            last_model: None,
+            last_server_state: None,
+            spent: BTreeMap::new(),
+            rounds_joined: BTreeMap::new(),
+            loss: BTreeMap::new(),
+            extensions: 0,
+        }
+    }
+
+    /// Whether the agreement lists `member` (whether it accepted is [`Self::accepted`]).
+    pub fn covers(&self, member: &MemberId) -> bool {
+        self.covered.contains(member)
+    }
 }
 
 /// The state after some prefix of the chain.
@@ -185,17 +211,9 @@ impl ChainState {
             .agreements
             .iter()
             .map(|a| {
-                let record = AgreementRecord {
-                    agreement: a.clone(),
-                    accepted: a.members.iter().cloned().collect(),
-                    last_round: 0,
-                    last_model: None,
-                    last_server_state: None,
-                    spent: BTreeMap::new(),
-                    rounds_joined: BTreeMap::new(),
-                    loss: BTreeMap::new(),
-                    extensions: 0,
-                };
+                // Genesis agreements are accepted by every member they list.
+                let mut record = AgreementRecord::registered(a.clone());
+                record.accepted = a.members.iter().cloned().collect();
                 (a.id.clone(), record)
             })
             .collect();
