@@ -79,6 +79,10 @@ struct Args {
     /// Print the driver's progress within each round too.
     #[arg(long)]
     verbose: bool,
+    /// Each hospital pays for its own checks, as a deployed agent does, instead of sharing
+    /// equal states, plans and signature checks with the others in this process.
+    #[arg(long)]
+    alone: bool,
     /// Internal: run size N in this process and print its result line.
     #[arg(long, hide = true)]
     child: Option<usize>,
@@ -173,14 +177,19 @@ fn main() -> Result<()> {
         bail!("--sizes needs sizes of at least 2 hospitals");
     }
     eprintln!(
-        "model {FEATURES}-{}-{}-{}-{FEATURES}: {} parameters; {} rounds per size; dropout {}; seed {}",
+        "model {FEATURES}-{}-{}-{}-{FEATURES}: {} parameters; {} rounds per size; dropout {}; seed {}; {}",
         MODEL.hidden,
         MODEL.latent,
         MODEL.hidden,
         MODEL.param_count(),
         args.rounds,
         args.dropout,
-        args.seed
+        args.seed,
+        if args.alone {
+            "each hospital pays for its own checks (--alone)"
+        } else {
+            "hospitals hold equal states and checks once"
+        }
     );
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut results = Vec::new();
@@ -211,6 +220,7 @@ fn run_child(exe: &std::path::Path, args: &Args, n: usize) -> Result<SizeResult>
         .arg(args.seed.to_string())
         .arg("--rows")
         .arg(args.rows.to_string())
+        .args(args.alone.then_some("--alone"))
         .arg("--dropout")
         .arg(args.dropout.to_string());
     if args.verbose {
@@ -322,6 +332,7 @@ fn settings(args: &Args) -> Result<SimSettings> {
     let mut s = SimSettings::new(&rounds, args.seed, 1_000.0);
     s.coordinator.model = MODEL;
     s.dropout = args.dropout;
+    s.share_between_hospitals = !args.alone;
     Ok(s)
 }
 

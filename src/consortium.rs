@@ -117,6 +117,11 @@ pub struct SimSettings {
     pub quorum: Option<u32>,
     /// A hospital-level budget every simulated hospital holds itself to, if any.
     pub hospital: Option<medfl_protocol::privacy::HospitalLevel>,
+    /// Whether the hospitals, all in this one process, hold equal ledger states, plans and
+    /// graphs once and check each signature once (see `medfl_memo`). Every hospital validates
+    /// everything either way; off, each also pays for it alone, as a deployed agent does,
+    /// which is what a measure of one hospital's cost needs.
+    pub share_between_hospitals: bool,
 }
 
 impl SimSettings {
@@ -134,6 +139,7 @@ impl SimSettings {
             floors: AggregationFloors::default(),
             quorum: None,
             hospital: None,
+            share_between_hospitals: true,
         }
     }
 }
@@ -335,9 +341,13 @@ impl Consortium {
                 hospital_spend(settings, cfg.training.delta)?,
                 seed_bytes(&mut rng),
             );
-            agent.share_sessions(Arc::clone(&sessions));
-            let copy =
-                Ledger::in_memory_shared(&genesis, &copies).context("a hospital's ledger copy")?;
+            let copy = if settings.share_between_hospitals {
+                agent.share_sessions(Arc::clone(&sessions));
+                Ledger::in_memory_shared(&genesis, &copies)
+            } else {
+                Ledger::in_memory(&genesis)
+            }
+            .context("a hospital's ledger copy")?;
             agents.push(SimAgent {
                 hospital: Hospital::new(agent, copy),
                 key,

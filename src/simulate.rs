@@ -333,6 +333,7 @@ impl RunConfig {
             seed: self.seed,
             budget_epsilon: self.budget_epsilon,
             hospital: self.hospital,
+            share_between_hospitals: true,
         }
     }
 }

@@ -433,8 +433,11 @@ fn anchor_round(
     let round = crate::state::RoundPrivacy::of(&r.dp).map_err(ContractError::Malformed)?;
     let mut composed = Vec::with_capacity(r.participants.len());
     // Each distinct history is composed and priced once: members who joined the same rounds
-    // share one loss (by pointer, see `AgreementRecord::loss`), and so share the result.
-    let mut next_of: HashMap<*const PrivacyLoss, (Arc<PrivacyLoss>, f64)> = HashMap::new();
+    // share one loss (by pointer, see `AgreementRecord::loss`), and so share the result. Each
+    // entry holds the history it is keyed by, so no address can be freed and reused for
+    // another history while the map lives.
+    type Next = (Option<Arc<PrivacyLoss>>, Arc<PrivacyLoss>, f64);
+    let mut next_of: HashMap<*const PrivacyLoss, Next> = HashMap::new();
     let mut listed = HashSet::new();
     for (member, spend) in &r.participants {
         if !listed.insert(member) {
@@ -455,7 +458,7 @@ fn anchor_round(
         let previous = a.loss.get(member);
         let history = previous.map_or(std::ptr::null(), Arc::as_ptr);
         let (acc, recomputed) = match next_of.get(&history) {
-            Some((acc, epsilon)) => (Arc::clone(acc), *epsilon),
+            Some((_, acc, epsilon)) => (Arc::clone(acc), *epsilon),
             None => {
                 let mut acc = previous.map_or_else(PrivacyLoss::new, |l| (**l).clone());
                 acc.compose(round.loss())
@@ -464,7 +467,7 @@ fn anchor_round(
                     .epsilon(r.dp.delta)
                     .map_err(|e| ContractError::Malformed(e.to_string()))?;
                 let acc = Arc::new(acc);
-                next_of.insert(history, (Arc::clone(&acc), epsilon));
+                next_of.insert(history, (previous.cloned(), Arc::clone(&acc), epsilon));
                 (acc, epsilon)
             }
         };

@@ -127,12 +127,10 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         genesis.check()?;
         let state = Arc::new(ChainState::from_genesis(genesis)?);
+        let encoded = codec::encode(genesis)?;
         Ok(Ledger {
-            store: Box::new(MemStore::shared(
-                &codec::encode(genesis)?,
-                Arc::clone(shared),
-            )),
-            genesis: shared.genesis(genesis),
+            store: Box::new(MemStore::shared(&encoded, Arc::clone(shared))),
+            genesis: shared.genesis(genesis, &encoded),
             state: shared.state(state),
             shared: Some(Arc::clone(shared)),
         })
@@ -261,15 +259,18 @@ impl Ledger {
     pub fn append_block(&mut self, block: &Block) -> Result<BlockReceipt, LedgerError> {
         let ids = block.tx_ids()?;
         let bytes = codec::encode(block)?;
-        // In place for a daemon's own state; a shared one is copied first (and the copy
-        // dropped again below if another copy already holds the same result).
+        // In place for a daemon's own state. A shared one is copied first, and the state it
+        // was copied from is kept: a refused block puts it back as it was, and an accepted one
+        // leaves a copy that another ledger copy may already hold (then that one is kept).
+        let before = self.shared.is_some().then(|| Arc::clone(&self.state));
         let state = Arc::make_mut(&mut self.state);
         let signatures = self.shared.as_ref().map(|s| s.signatures());
-        let applied = state.apply_block_with_ids(block, &ids, Signatures::Check(signatures));
-        let applied = match applied {
+        let applied = match state.apply_block_with_ids(block, &ids, Signatures::Check(signatures)) {
             Ok(applied) => applied,
             Err(e) => {
-                self.share_state();
+                if let Some(before) = before {
+                    self.state = before;
+                }
                 return Err(e.into());
             }
         };
@@ -280,11 +281,15 @@ impl Ledger {
         {
             // Not on disk, so not on the ledger: take the block back out of the state.
             state.revert(applied);
-            self.share_state();
+            if let Some(before) = before {
+                self.state = before;
+            }
             return Err(e.into());
         }
-        drop(applied);
-        self.share_state();
+        drop((applied, before));
+        if let Some(shared) = &self.shared {
+            self.state = shared.state(Arc::clone(&self.state));
+        }
         Ok(BlockReceipt {
             height,
             hash,
@@ -305,13 +310,6 @@ impl Ledger {
     /// The state after the last block.
     pub fn state(&self) -> &ChainState {
         &self.state
-    }
-
-    /// Holds an equal state of another copy instead of ours, if there is one.
-    fn share_state(&mut self) {
-        if let Some(shared) = &self.shared {
-            self.state = shared.state(Arc::clone(&self.state));
-        }
     }
 
     /// The genesis.

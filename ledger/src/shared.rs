@@ -13,7 +13,7 @@
 //!
 //! A daemon (one member to a process) has nothing to share and does not use this.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use medfl_memo::{Interner, SignatureCache};
 use sha2::{Digest, Sha256};
@@ -27,7 +27,8 @@ use crate::state::ChainState;
 #[derive(Debug)]
 pub struct SharedCopies {
     signatures: SignatureCache,
-    genesis: Mutex<Vec<Arc<Genesis>>>,
+    /// Genesis documents by the SHA-256 of their encoding.
+    genesis: Interner<[u8; 32], Genesis>,
     /// Validated states by height and tip hash.
     states: Interner<(u64, Hash), ChainState>,
     /// Block and genesis bytes by their SHA-256.
@@ -39,7 +40,7 @@ impl SharedCopies {
     pub fn new(signatures: SignatureCache) -> Arc<SharedCopies> {
         Arc::new(SharedCopies {
             signatures,
-            genesis: Mutex::new(Vec::new()),
+            genesis: Interner::default(),
             states: Interner::default(),
             bytes: Interner::default(),
         })
@@ -50,15 +51,13 @@ impl SharedCopies {
         &self.signatures
     }
 
-    /// The one held genesis equal to `genesis`.
-    pub(crate) fn genesis(&self, genesis: &Genesis) -> Arc<Genesis> {
-        let mut held = self.genesis.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(g) = held.iter().find(|g| ***g == *genesis) {
-            return Arc::clone(g);
+    /// The held genesis encoded as `encoded` (which is `genesis`'s encoding), else `genesis`.
+    pub(crate) fn genesis(&self, genesis: &Genesis, encoded: &[u8]) -> Arc<Genesis> {
+        let key = Sha256::digest(encoded).into();
+        match self.genesis.get(&key) {
+            Some(held) if *held == *genesis => held,
+            _ => self.genesis.intern(key, Arc::new(genesis.clone())),
         }
-        let g = Arc::new(genesis.clone());
-        held.push(Arc::clone(&g));
-        g
     }
 
     /// The held state equal to `state` if there is one, else `state`, now held.

@@ -16,6 +16,9 @@ use medfl_memo::SignatureCache;
 
 use crate::bytes::{PublicKey, Signature};
 
+/// The name under which [`PublicKey::verify`] passes are shared between copies.
+pub(crate) const STRICT: &str = "medfl-ledger/public-key-verify";
+
 /// One signature to check, and what to blame if it fails.
 pub(crate) struct PendingSig<C> {
     pub(crate) message: Vec<u8>,
@@ -26,15 +29,21 @@ pub(crate) struct PendingSig<C> {
 
 /// Checks every signature strictly; on failure returns the culprit of the first bad one.
 ///
-/// With a `cache`, a signature another member of this process already checked strictly is
-/// not checked again (see [`medfl_memo`]): same bytes, same strict rule, same answer.
+/// With a `cache`, a signature another copy in this process already passed through
+/// [`PublicKey::verify`] is not checked again (see [`medfl_memo`]): same bytes, same rule,
+/// same answer.
 pub(crate) fn verify_all<C: Clone>(
     pending: &[PendingSig<C>],
     cache: Option<&SignatureCache>,
 ) -> Result<(), C> {
-    let passes = |p: &PendingSig<C>| match cache {
-        Some(cache) => cache.verify_strict(p.key.as_dalek(), &p.message, &p.signature.to_dalek()),
-        None => p.key.verify(&p.message, &p.signature),
+    let passes = |p: &PendingSig<C>| {
+        let check = || p.key.verify(&p.message, &p.signature);
+        match cache {
+            Some(cache) => {
+                cache.verify(STRICT, &p.key.to_bytes(), &p.message, &p.signature.0, check)
+            }
+            None => check(),
+        }
     };
     match pending.iter().find(|p| !passes(p)) {
         Some(bad) => Err(bad.culprit.clone()),

@@ -11,11 +11,14 @@
 //!
 //! # What makes this safe
 //! - Only *successes* are remembered, and only under a SHA-256 digest of all three inputs and
-//!   of how they were checked: finding another triple the cache would vouch for means a
+//!   of the rule that checked them: finding another triple the cache would vouch for means a
 //!   SHA-256 collision.
-//! - Strict and batch verification disagree on some signatures (a nonce point with a torsion
-//!   component can pass a batch by luck); a triple that passed a batch never vouches for a
-//!   strict check. A strict pass vouches for both.
+//! - The cache runs the caller's own check on a miss and never one of its own, so a shared
+//!   copy checks exactly what an unshared one does.
+//! - Only deterministic, per-signature checks belong here (strict verification). A batch check
+//!   is not a function of one signature: ed25519-dalek derives its coefficients from the whole
+//!   batch, so a signature with a torsion component passes some batches and fails others, and
+//!   remembering it would make one member's verdict depend on which member checked first.
 //! - The cache is a handle a driver passes in, never a global: a daemon, one member to a
 //!   process, gains nothing from one and runs without; a benchmark of one member's costs gives
 //!   it none, so its figures are a deployment's.
@@ -25,19 +28,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-/// How a remembered signature was checked.
-#[derive(Clone, Copy)]
-enum Check {
-    /// `verify_strict`: canonical `s`, and `R` exactly the recomputed nonce point.
-    Strict,
-    /// Part of a batch that passed (`ed25519_dalek::verify_batch`).
-    Batch,
-}
-
-/// A shared set of `(key, message, signature)` triples that passed a check; cheap to clone.
+/// A shared set of `(rule, key, message, signature)` that passed a check; cheap to clone.
 #[derive(Clone)]
 pub struct SignatureCache {
     inner: Arc<Mutex<HashSet<[u8; 32]>>>,
@@ -72,64 +65,34 @@ impl SignatureCache {
         self.len() == 0
     }
 
-    /// `key.verify_strict(message, signature)`, answered from memory when this exact triple
-    /// passed a strict check before.
-    pub fn verify_strict(&self, key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
-        let id = triple_id(Check::Strict, key, message, signature);
+    /// `check()`, answered from memory when this exact signature passed the same `rule`
+    /// before.
+    ///
+    /// `rule` names the check (`check` must be the same function of the three byte strings
+    /// for every caller that passes the same name); `check` runs only on a miss, and a pass is
+    /// remembered.
+    pub fn verify(
+        &self,
+        rule: &'static str,
+        key: &[u8; 32],
+        message: &[u8],
+        signature: &[u8; 64],
+        check: impl FnOnce() -> bool,
+    ) -> bool {
+        let id = signature_id(rule, key, message, signature);
         if self.set().contains(&id) {
             return true;
         }
-        let ok = key.verify_strict(message, signature).is_ok();
+        // Checked outside the lock: other members' checks go on meanwhile.
+        let ok = check();
         if ok {
-            self.remember([id]);
-        }
-        ok
-    }
-
-    /// `ed25519_dalek::verify_batch` over the triples not already known to pass; `true` when
-    /// every triple passes (a strict pass or an earlier batch counts).
-    ///
-    /// The slices are parallel, as `verify_batch` takes them; unequal lengths fail.
-    pub fn verify_batch(
-        &self,
-        messages: &[&[u8]],
-        signatures: &[Signature],
-        keys: &[VerifyingKey],
-    ) -> bool {
-        if messages.len() != signatures.len() || keys.len() != signatures.len() {
-            return false;
-        }
-        let mut unknown = Vec::new();
-        {
-            let set = self.set();
-            for (i, ((m, s), k)) in messages.iter().zip(signatures).zip(keys).enumerate() {
-                let batch = triple_id(Check::Batch, k, m, s);
-                if !set.contains(&batch) && !set.contains(&triple_id(Check::Strict, k, m, s)) {
-                    unknown.push((i, batch));
-                }
-            }
-        }
-        if unknown.is_empty() {
-            return true;
-        }
-        let m: Vec<&[u8]> = unknown.iter().map(|&(i, _)| messages[i]).collect();
-        let s: Vec<Signature> = unknown.iter().map(|&(i, _)| signatures[i]).collect();
-        let k: Vec<VerifyingKey> = unknown.iter().map(|&(i, _)| keys[i]).collect();
-        let ok = ed25519_dalek::verify_batch(&m, &s, &k).is_ok();
-        if ok {
-            self.remember(unknown.into_iter().map(|(_, id)| id));
-        }
-        ok
-    }
-
-    fn remember(&self, ids: impl IntoIterator<Item = [u8; 32]>) {
-        let mut set = self.set();
-        for id in ids {
+            let mut set = self.set();
             if set.len() >= self.capacity {
                 set.clear();
             }
             set.insert(id);
         }
+        ok
     }
 
     fn set(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
@@ -138,16 +101,16 @@ impl SignatureCache {
     }
 }
 
-/// SHA-256 of how the triple was checked, the key, the signature and the message, each of
-/// fixed length but the last: an unambiguous name for the triple.
-fn triple_id(check: Check, key: &VerifyingKey, message: &[u8], signature: &Signature) -> [u8; 32] {
+/// SHA-256 of the rule's name and length, the key, the signature and the message: an
+/// unambiguous name for the check (every part but the last is of fixed length, or prefixed by
+/// its length).
+fn signature_id(rule: &str, key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(match check {
-        Check::Strict => b"medfl-memo/v1/signature/strict",
-        Check::Batch => b"medfl-memo/v1/signature/batch!",
-    });
-    h.update(key.as_bytes());
-    h.update(signature.to_bytes());
+    h.update(b"medfl-memo/v1/signature");
+    h.update((rule.len() as u64).to_le_bytes());
+    h.update(rule.as_bytes());
+    h.update(key);
+    h.update(signature);
     h.update(message);
     h.finalize().into()
 }
@@ -155,53 +118,52 @@ fn triple_id(check: Check, key: &VerifyingKey, message: &[u8], signature: &Signa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signer, SigningKey};
+    use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+    const STRICT: &str = "ed25519-strict";
 
     fn signed(seed: u8, message: &[u8]) -> (VerifyingKey, Signature) {
         let key = SigningKey::from_bytes(&[seed; 32]);
         (key.verifying_key(), key.sign(message))
     }
 
+    fn strict(cache: &SignatureCache, key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
+        cache.verify(STRICT, key.as_bytes(), message, &sig.to_bytes(), || {
+            key.verify_strict(message, sig).is_ok()
+        })
+    }
+
     #[test]
-    fn a_remembered_signature_vouches_only_for_its_own_bytes() {
+    fn a_remembered_signature_vouches_only_for_its_own_bytes_and_rule() {
         let cache = SignatureCache::new(16);
         let (key, sig) = signed(1, b"endorse round 7");
-        assert!(cache.verify_strict(&key, b"endorse round 7", &sig));
+        assert!(strict(&cache, &key, b"endorse round 7", &sig));
         assert_eq!(cache.len(), 1);
-        assert!(cache.verify_strict(&key, b"endorse round 7", &sig));
-        assert!(!cache.verify_strict(&key, b"endorse round 8", &sig));
+        // Remembered: the check does not run again.
+        assert!(cache.verify(
+            STRICT,
+            key.as_bytes(),
+            b"endorse round 7",
+            &sig.to_bytes(),
+            || { unreachable!("answered from memory") }
+        ));
+        assert!(!strict(&cache, &key, b"endorse round 8", &sig));
         let (other, _) = signed(2, b"");
-        assert!(!cache.verify_strict(&other, b"endorse round 7", &sig));
+        assert!(!strict(&cache, &other, b"endorse round 7", &sig));
+        // Another rule's name does not borrow the pass.
+        let mut ran = false;
+        assert!(!cache.verify(
+            "another-rule",
+            key.as_bytes(),
+            b"endorse round 7",
+            &sig.to_bytes(),
+            || {
+                ran = true;
+                false
+            }
+        ));
+        assert!(ran);
         assert_eq!(cache.len(), 1, "failures are not remembered");
-    }
-
-    #[test]
-    fn a_batch_pass_never_vouches_for_a_strict_check() {
-        let cache = SignatureCache::new(16);
-        let (key, sig) = signed(1, b"m");
-        assert!(cache.verify_batch(&[b"m"], &[sig], &[key]));
-        let set = cache.set().clone();
-        assert!(set.contains(&triple_id(Check::Batch, &key, b"m", &sig)));
-        assert!(!set.contains(&triple_id(Check::Strict, &key, b"m", &sig)));
-        // The strict check runs (and passes, for an honest signature) and is remembered apart.
-        assert!(cache.verify_strict(&key, b"m", &sig));
-        assert_eq!(cache.len(), 2);
-    }
-
-    #[test]
-    fn a_batch_with_one_bad_signature_fails_and_remembers_nothing() {
-        let cache = SignatureCache::new(16);
-        let (a, sa) = signed(1, b"a");
-        let (b, _) = signed(2, b"b");
-        assert!(!cache.verify_batch(&[b"a", b"b"], &[sa, sa], &[a, b]));
-        assert!(cache.is_empty());
-        assert!(
-            !cache.verify_batch(&[b"a"], &[sa, sa], &[a, b]),
-            "unequal lengths"
-        );
-        // Known triples are skipped; the unknown one is still checked.
-        assert!(cache.verify_strict(&a, b"a", &sa));
-        assert!(!cache.verify_batch(&[b"a", b"b"], &[sa, sa], &[a, b]));
     }
 
     #[test]
@@ -209,7 +171,7 @@ mod tests {
         let cache = SignatureCache::new(2);
         for seed in 1..=3u8 {
             let (key, sig) = signed(seed, b"m");
-            assert!(cache.verify_strict(&key, b"m", &sig));
+            assert!(strict(&cache, &key, b"m", &sig));
         }
         assert_eq!(cache.len(), 1);
     }

@@ -200,10 +200,12 @@ impl RoundPlan {
             (1u64 << config.bits) - 1
         };
         let mut h = Sha256::new();
-        // v3: commit-reveal graph seed, key transcript, share commitments (v2 had none; v1
+        // v4: consistency signatures cover the survivor set's digest (v3 signed the list; v3
+        // brought the commit-reveal graph seed, key transcript and share commitments; v1
         // expanded masks with ChaCha20). Every signature and key derivation binds this tag, so
-        // an older peer fails loudly at the first signature check instead of corrupting the sum.
-        h.update(b"medfl-secagg/v3/session");
+        // an older peer fails loudly at the first signature check, its key advertisement,
+        // before any input or privacy charge, instead of at the consistency check after both.
+        h.update(b"medfl-secagg/v4/session");
         h.update(config.round.to_le_bytes());
         h.update(config.bits.to_le_bytes());
         h.update((config.vector_len as u64).to_le_bytes());

@@ -373,6 +373,10 @@ pub fn share_commitments_transcript(
 /// list is sorted and duplicate-free (validated), and its length is bound, so the digest names
 /// exactly one set.
 pub fn survivor_set_digest(session: &[u8; 32], survivors: &[ClientId]) -> [u8; 32] {
+    debug_assert!(
+        survivors.windows(2).all(|w| w[0] < w[1]),
+        "a survivor set is validated sorted and duplicate-free before it is hashed"
+    );
     let mut h = Sha256::new();
     h.update(b"medfl-secagg/v4/survivor-set");
     h.update(session);
@@ -394,7 +398,7 @@ pub fn consistency_transcript(
     signer: ClientId,
     survivor_set: &[u8; 32],
 ) -> Vec<u8> {
-    let mut t = Vec::with_capacity(124);
+    let mut t = Vec::with_capacity(27 + 32 + 32 + 4 + 32);
     t.extend_from_slice(b"medfl-secagg/v4/consistency");
     t.extend_from_slice(session);
     t.extend_from_slice(key_transcript);
@@ -426,14 +430,34 @@ pub fn verify(
 
 /// Checks many signatures at once, naming the first bad signer.
 ///
-/// ed25519 batch verification costs about half as much per signature as single checks (one
-/// multiscalar multiplication); it binds random coefficients to every input, so a forged
-/// signature passes with negligible probability. When the batch fails, each signature is
+/// Alone (a daemon), ed25519 batch verification costs about half as much per signature as
+/// single checks (one multiscalar multiplication); it binds coefficients to every input, so a
+/// forged signature passes with negligible probability. When the batch fails, each signature is
 /// checked strictly on its own to name the culprit; that path only runs on an attack.
+///
+/// With a `cache` (a simulation's sessions, see [`crate::SharedSessions`]), each signature is
+/// checked strictly and the pass remembered: a batch verdict depends on the rest of the batch
+/// (a signature with a torsion component passes some batches and fails others), so it cannot
+/// be shared between members without making one member's verdict depend on another's. Strict
+/// is the stricter rule; the two differ only on such signatures, which no honest signer makes.
 pub fn verify_all(
     items: &[(ClientId, &VerifyingKey, &[u8], &[u8])],
     cache: Option<&SignatureCache>,
 ) -> Result<(), SecAggError> {
+    if let Some(cache) = cache {
+        for (signer, key, transcript, sig) in items {
+            let bytes: &[u8; 64] = (*sig).try_into().map_err(|_| SecAggError::Malformed {
+                field: "signature",
+                expected: 64,
+                got: sig.len(),
+            })?;
+            let check = || verify(key, *signer, transcript, sig).is_ok();
+            if !cache.verify(STRICT, key.as_bytes(), transcript, bytes, check) {
+                return Err(SecAggError::InvalidSignature(*signer));
+            }
+        }
+        return Ok(());
+    }
     let mut signatures = Vec::with_capacity(items.len());
     for (_, _, _, sig) in items {
         signatures.push(
@@ -446,11 +470,7 @@ pub fn verify_all(
     }
     let messages: Vec<&[u8]> = items.iter().map(|(_, _, m, _)| *m).collect();
     let keys: Vec<VerifyingKey> = items.iter().map(|(_, k, _, _)| **k).collect();
-    let passed = match cache {
-        Some(cache) => cache.verify_batch(&messages, &signatures, &keys),
-        None => ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok(),
-    };
-    if passed {
+    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
         return Ok(());
     }
     for (signer, key, transcript, sig) in items {
@@ -458,6 +478,9 @@ pub fn verify_all(
     }
     Ok(())
 }
+
+/// The name under which [`verify`] passes are shared between sessions.
+const STRICT: &str = "medfl-secagg/verify-strict";
 
 /// Reads a 32-byte field (a digest, nonce or commitment).
 pub fn array32(bytes: &[u8], field: &'static str) -> Result<[u8; 32], SecAggError> {

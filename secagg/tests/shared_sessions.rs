@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::plain_sum;
 use medfl_memo::SignatureCache;
-use medfl_secagg::sim::{DropPoint, Simulation};
-use medfl_secagg::{ClientId, SecAggConfig, SharedSessions};
+use medfl_secagg::sim::{DropPoint, Interceptor, Simulation};
+use medfl_secagg::{ClientId, SecAggConfig, ServerMessage, SharedSessions, default_degree};
 
 fn round(shared: Option<&Arc<SharedSessions>>) -> (Simulation, medfl_secagg::sim::SimReport) {
     let n = 24;
@@ -62,17 +62,85 @@ fn shared_sessions_reach_the_same_sum_and_hold_one_plan_and_one_graph() {
 }
 
 #[test]
-fn sessions_over_different_rosters_keep_their_own_plans() {
+fn sessions_keep_their_own_plan_when_another_differs_under_the_same_tag() {
+    // `neighbours: None` and `Some(default_degree(n))` resolve to the same degree, so the two
+    // plans have the same session tag; their configurations still differ, and the comparison
+    // in full keeps them apart.
+    let n = 6;
     let shared = SharedSessions::new(SignatureCache::new(64));
-    let config = SecAggConfig::new(5, 8);
-    let mut one = Simulation::new(config.clone(), 6, [1; 32]).unwrap();
-    let mut other = Simulation::new(config, 6, [2; 32]).unwrap();
+    let implicit = SecAggConfig::new(5, 8);
+    let mut explicit = implicit.clone();
+    explicit.neighbours = Some(default_degree(n as usize));
+    let mut one = Simulation::new(implicit, n, [1; 32]).unwrap();
+    let mut other = Simulation::new(explicit, n, [1; 32]).unwrap();
+    for id in [1, 2] {
+        other.clients.get_mut(&ClientId(id)).unwrap().share(&shared);
+    }
     let a = one.clients.get_mut(&ClientId(0)).unwrap();
     a.share(&shared);
-    let b = other.clients.get_mut(&ClientId(0)).unwrap();
-    b.share(&shared);
-    assert!(!std::ptr::eq(
-        one.clients[&ClientId(0)].plan(),
-        other.clients[&ClientId(0)].plan()
-    ));
+    let (a, b, c) = (
+        &one.clients[&ClientId(0)],
+        &other.clients[&ClientId(1)],
+        &other.clients[&ClientId(2)],
+    );
+    assert_eq!(a.plan().session, b.plan().session, "the same tag");
+    assert!(
+        std::ptr::eq(b.plan(), c.plan()),
+        "one configuration, one plan"
+    );
+    assert!(
+        !std::ptr::eq(a.plan(), b.plan()),
+        "another configuration keeps its own"
+    );
+}
+
+/// A server that passes one member's consistency signature off as another's, to a client whose
+/// peers checked the genuine one: the client refuses to reveal, with the same error whether or
+/// not its session shares checks with theirs.
+#[test]
+fn a_signature_passed_off_as_another_signers_is_refused_the_same_way_when_sessions_share() {
+    let outcome = |shared: Option<&Arc<SharedSessions>>| {
+        let n = 12;
+        let mut sim = Simulation::new(SecAggConfig::new(5, 4), n, [5; 32]).unwrap();
+        let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+            .map(|i| (ClientId(i), vec![u64::from(i); 4]))
+            .collect();
+        sim.provide_inputs(&inputs).unwrap();
+        if let Some(shared) = shared {
+            for client in sim.clients.values_mut() {
+                client.share(shared);
+            }
+        }
+        sim.run_with(&mut SwappedSignature)
+            .client_status
+            .get(&ClientId(11))
+            .cloned()
+    };
+    let alone = outcome(None);
+    let shared = SharedSessions::new(SignatureCache::new(4096));
+    let together = outcome(Some(&shared));
+    assert_eq!(alone, together);
+    assert!(
+        matches!(
+            &alone,
+            Some(medfl_secagg::ClientStatus::Aborted(
+                medfl_secagg::SecAggError::ConsistencyCheckFailed(ClientId(1))
+            ))
+        ),
+        "{alone:?}"
+    );
+}
+
+/// In client 11's unmask request (the last one sent, so its peers have checked the genuine
+/// signatures first), client 2's signature stands in for client 1's.
+struct SwappedSignature;
+
+impl Interceptor for SwappedSignature {
+    fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
+        if let (ClientId(11), ServerMessage::UnmaskRequest { signatures, .. }) = (to, msg) {
+            let forged = signatures[2].1.clone();
+            signatures[1].1 = forged;
+        }
+        true
+    }
 }
