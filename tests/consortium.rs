@@ -158,3 +158,34 @@ fn a_round_no_hospital_can_afford_ends_the_simulation_with_the_reason() {
     assert!(err.contains("could not start"), "{err}");
     assert!(err.contains("budget"), "{err}");
 }
+
+/// Hospitals sharing what equal bytes prove (the simulator's default) run exactly the protocol
+/// they run alone: the same participants, dropouts and anchors, block for block.
+#[test]
+fn sharing_between_hospitals_changes_no_outcome() {
+    let run = |share: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(Strategy::default(), 0.2, 11);
+        s.share_between_hospitals = share;
+        let mut c = Consortium::create(dir.path(), hospitals(8, 120, 6, 3), &s).unwrap();
+        let rounds: Vec<_> = (0..3)
+            .map(|_| {
+                let r = c.run_round(|_| {}).unwrap();
+                (
+                    r.failure,
+                    r.model,
+                    r.metrics.participants,
+                    r.metrics.dropped,
+                )
+            })
+            .collect();
+        let copies: Vec<_> = c
+            .hospital_ledgers()
+            .map(|(m, l)| (m.clone(), l.state().tip()))
+            .collect();
+        (rounds, c.ledger().state().tip(), copies)
+    };
+    let (shared, alone) = (run(true), run(false));
+    assert!(shared.0.iter().any(|r| r.1.is_some()), "some round anchors");
+    assert_eq!(shared, alone);
+}

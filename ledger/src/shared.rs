@@ -8,8 +8,9 @@
 //! chain it validated, named by its height and tip hash, and a block's bytes are the same in
 //! every copy. So a copy applies each block to its own state as always, and then, if an equal
 //! state already exists in the process, keeps that one and drops its own; block bytes are
-//! interned the same way. A copy that validated differently (a bug, or a refused block) never
-//! meets an equal state and keeps its own: sharing changes what is held, never a verdict.
+//! interned the same way. A copy that refuses a block keeps the state it held before it; one
+//! that validated differently (a bug) never meets an equal state and keeps its own: sharing
+//! changes what is held, never a verdict.
 //!
 //! A daemon (one member to a process) has nothing to share and does not use this.
 
@@ -60,12 +61,12 @@ impl SharedCopies {
         }
     }
 
-    /// The held state equal to `state` if there is one, else `state`, now held.
+    /// The held state equal to `state` if there is one, else `state` (see [`Interner::intern`]).
     pub(crate) fn state(&self, state: Arc<ChainState>) -> Arc<ChainState> {
         self.states.intern((state.height(), state.tip()), state)
     }
 
-    /// The held bytes equal to `bytes` if there are any, else `bytes`, now held.
+    /// The held bytes equal to `bytes` if there are any, else `bytes` (see [`Interner::intern`]).
     pub(crate) fn bytes(&self, bytes: &[u8]) -> Arc<[u8]> {
         self.bytes
             .intern(Sha256::digest(bytes).into(), Arc::from(bytes))

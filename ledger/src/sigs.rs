@@ -12,12 +12,24 @@
 //! torsion-free first, a full scalar multiplication per signature, which costs as much as
 //! the strict check itself; so the strict check is the whole rule.
 
-use medfl_memo::SignatureCache;
+use medfl_memo::{SignatureCache, SignatureRule};
 
 use crate::bytes::{PublicKey, Signature};
 
-/// The name under which [`PublicKey::verify`] passes are shared between copies.
-pub(crate) const STRICT: &str = "medfl-ledger/public-key-verify";
+/// [`PublicKey::verify`], the ledger's one signature rule, as the copies of one process share
+/// its passes.
+struct LedgerRule;
+
+impl SignatureRule for LedgerRule {
+    type Key = PublicKey;
+    const NAME: &'static str = "medfl-ledger/public-key-verify";
+    fn key_bytes(key: &PublicKey) -> [u8; 32] {
+        key.to_bytes()
+    }
+    fn check(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> bool {
+        key.verify(message, &Signature(*signature))
+    }
+}
 
 /// One signature to check, and what to blame if it fails.
 pub(crate) struct PendingSig<C> {
@@ -36,14 +48,9 @@ pub(crate) fn verify_all<C: Clone>(
     pending: &[PendingSig<C>],
     cache: Option<&SignatureCache>,
 ) -> Result<(), C> {
-    let passes = |p: &PendingSig<C>| {
-        let check = || p.key.verify(&p.message, &p.signature);
-        match cache {
-            Some(cache) => {
-                cache.verify(STRICT, &p.key.to_bytes(), &p.message, &p.signature.0, check)
-            }
-            None => check(),
-        }
+    let passes = |p: &PendingSig<C>| match cache {
+        Some(cache) => cache.verify::<LedgerRule>(&p.key, &p.message, &p.signature.0),
+        None => p.key.verify(&p.message, &p.signature),
     };
     match pending.iter().find(|p| !passes(p)) {
         Some(bad) => Err(bad.culprit.clone()),

@@ -11,8 +11,11 @@ const SWEEP_EVERY: usize = 1024;
 /// A table of weakly held values by key, shared between the holders of one process.
 ///
 /// A key should determine its value (a height and tip hash, a session tag); the value is
-/// compared in full anyway, so a holder whose value differs under the same key (a bug, not an
-/// attack: every value here was computed by its holder) keeps its own.
+/// compared in full anyway, so a holder whose value differs under the same key keeps its own.
+/// That happens when a key names less than the whole value (two configurations, one
+/// resolving a default the other states, have one session tag), or through a bug; never by
+/// attack, since every value here was computed by its holder. The first value under a key is
+/// the one shared.
 #[derive(Debug)]
 pub struct Interner<K, V: ?Sized> {
     table: Mutex<Table<K, V>>,
@@ -36,7 +39,8 @@ impl<K, V: ?Sized> Default for Interner<K, V> {
 }
 
 impl<K: Hash + Eq, V: ?Sized + PartialEq> Interner<K, V> {
-    /// The held value equal to `value` under `key` if there is one, else `value`, now held.
+    /// The held value under `key` if it equals `value`; else `value`, held under `key` if no
+    /// other value is.
     pub fn intern(&self, key: K, value: Arc<V>) -> Arc<V> {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(held) = table.held.get(&key).and_then(Weak::upgrade) {

@@ -13,4 +13,4 @@ mod interner;
 mod signatures;
 
 pub use interner::Interner;
-pub use signatures::SignatureCache;
+pub use signatures::{SignatureCache, SignatureRule};

@@ -13,8 +13,9 @@
 //! - Only *successes* are remembered, and only under a SHA-256 digest of all three inputs and
 //!   of the rule that checked them: finding another triple the cache would vouch for means a
 //!   SHA-256 collision.
-//! - The cache runs the caller's own check on a miss and never one of its own, so a shared
-//!   copy checks exactly what an unshared one does.
+//! - On a miss the cache runs the rule's own check (a [`SignatureRule`], named once in its
+//!   type), so a shared copy checks exactly what an unshared one does, and no caller can
+//!   record a pass without running the check it names.
 //! - Only deterministic, per-signature checks belong here (strict verification). A batch check
 //!   is not a function of one signature: ed25519-dalek derives its coefficients from the whole
 //!   batch, so a signature with a torsion component passes some batches and fails others, and
@@ -29,6 +30,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
+
+/// A deterministic check of one signature, whose passes members of one process may share.
+pub trait SignatureRule {
+    /// What the signature is checked against.
+    type Key;
+    /// A name no other rule sharing a cache uses.
+    const NAME: &'static str;
+    /// The key's canonical bytes, which name it in the cache.
+    fn key_bytes(key: &Self::Key) -> [u8; 32];
+    /// Whether `signature` by `key` over `message` passes; a function of those bytes alone.
+    fn check(key: &Self::Key, message: &[u8], signature: &[u8; 64]) -> bool;
+}
 
 /// A shared set of `(rule, key, message, signature)` that passed a check; cheap to clone.
 #[derive(Clone)]
@@ -65,26 +78,20 @@ impl SignatureCache {
         self.len() == 0
     }
 
-    /// `check()`, answered from memory when this exact signature passed the same `rule`
-    /// before.
-    ///
-    /// `rule` names the check (`check` must be the same function of the three byte strings
-    /// for every caller that passes the same name); `check` runs only on a miss, and a pass is
-    /// remembered.
-    pub fn verify(
+    /// `R::check(key, message, signature)`, answered from memory when these exact bytes passed
+    /// `R` before.
+    pub fn verify<R: SignatureRule>(
         &self,
-        rule: &'static str,
-        key: &[u8; 32],
+        key: &R::Key,
         message: &[u8],
         signature: &[u8; 64],
-        check: impl FnOnce() -> bool,
     ) -> bool {
-        let id = signature_id(rule, key, message, signature);
+        let id = signature_id(R::NAME, &R::key_bytes(key), message, signature);
         if self.set().contains(&id) {
             return true;
         }
         // Checked outside the lock: other members' checks go on meanwhile.
-        let ok = check();
+        let ok = R::check(key, message, signature);
         if ok {
             let mut set = self.set();
             if set.len() >= self.capacity {
@@ -119,8 +126,39 @@ fn signature_id(rule: &str, key: &[u8; 32], message: &[u8], signature: &[u8; 64]
 mod tests {
     use super::*;
     use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const STRICT: &str = "ed25519-strict";
+    /// How many times [`Strict`] really ran (only one test uses the rule, so no other moves it).
+    static CHECKS: AtomicUsize = AtomicUsize::new(0);
+
+    struct Strict;
+
+    impl SignatureRule for Strict {
+        type Key = VerifyingKey;
+        const NAME: &'static str = "test/strict";
+        fn key_bytes(key: &VerifyingKey) -> [u8; 32] {
+            key.to_bytes()
+        }
+        fn check(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
+            CHECKS.fetch_add(1, Ordering::SeqCst);
+            key.verify_strict(message, &Signature::from_bytes(signature))
+                .is_ok()
+        }
+    }
+
+    /// A rule that passes everything: what a shared pass must never vouch for.
+    struct Lax;
+
+    impl SignatureRule for Lax {
+        type Key = VerifyingKey;
+        const NAME: &'static str = "test/lax";
+        fn key_bytes(key: &VerifyingKey) -> [u8; 32] {
+            key.to_bytes()
+        }
+        fn check(_: &VerifyingKey, _: &[u8], _: &[u8; 64]) -> bool {
+            true
+        }
+    }
 
     fn signed(seed: u8, message: &[u8]) -> (VerifyingKey, Signature) {
         let key = SigningKey::from_bytes(&[seed; 32]);
@@ -128,9 +166,7 @@ mod tests {
     }
 
     fn strict(cache: &SignatureCache, key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
-        cache.verify(STRICT, key.as_bytes(), message, &sig.to_bytes(), || {
-            key.verify_strict(message, sig).is_ok()
-        })
+        cache.verify::<Strict>(key, message, &sig.to_bytes())
     }
 
     #[test]
@@ -140,30 +176,16 @@ mod tests {
         assert!(strict(&cache, &key, b"endorse round 7", &sig));
         assert_eq!(cache.len(), 1);
         // Remembered: the check does not run again.
-        assert!(cache.verify(
-            STRICT,
-            key.as_bytes(),
-            b"endorse round 7",
-            &sig.to_bytes(),
-            || { unreachable!("answered from memory") }
-        ));
+        let before = CHECKS.load(Ordering::SeqCst);
+        assert!(strict(&cache, &key, b"endorse round 7", &sig));
+        assert_eq!(CHECKS.load(Ordering::SeqCst), before);
         assert!(!strict(&cache, &key, b"endorse round 8", &sig));
         let (other, _) = signed(2, b"");
         assert!(!strict(&cache, &other, b"endorse round 7", &sig));
-        // Another rule's name does not borrow the pass.
-        let mut ran = false;
-        assert!(!cache.verify(
-            "another-rule",
-            key.as_bytes(),
-            b"endorse round 7",
-            &sig.to_bytes(),
-            || {
-                ran = true;
-                false
-            }
-        ));
-        assert!(ran);
-        assert_eq!(cache.len(), 1, "failures are not remembered");
+        // A pass of another rule, however lax, does not vouch for this one.
+        assert!(cache.verify::<Lax>(&key, b"endorse round 8", &sig.to_bytes()));
+        assert!(!strict(&cache, &key, b"endorse round 8", &sig));
+        assert_eq!(cache.len(), 2, "failures are not remembered");
     }
 
     #[test]
@@ -171,7 +193,7 @@ mod tests {
         let cache = SignatureCache::new(2);
         for seed in 1..=3u8 {
             let (key, sig) = signed(seed, b"m");
-            assert!(strict(&cache, &key, b"m", &sig));
+            assert!(cache.verify::<Lax>(&key, b"m", &sig.to_bytes()));
         }
         assert_eq!(cache.len(), 1);
     }

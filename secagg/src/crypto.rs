@@ -15,7 +15,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
-use medfl_memo::SignatureCache;
+use medfl_memo::{SignatureCache, SignatureRule};
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
@@ -451,8 +451,7 @@ pub fn verify_all(
                 expected: 64,
                 got: sig.len(),
             })?;
-            let check = || verify(key, *signer, transcript, sig).is_ok();
-            if !cache.verify(STRICT, key.as_bytes(), transcript, bytes, check) {
+            if !cache.verify::<StrictRule>(key, transcript, bytes) {
                 return Err(SecAggError::InvalidSignature(*signer));
             }
         }
@@ -479,8 +478,20 @@ pub fn verify_all(
     Ok(())
 }
 
-/// The name under which [`verify`] passes are shared between sessions.
-const STRICT: &str = "medfl-secagg/verify-strict";
+/// [`verify`], as the sessions of one process share its passes.
+struct StrictRule;
+
+impl SignatureRule for StrictRule {
+    type Key = VerifyingKey;
+    const NAME: &'static str = "medfl-secagg/verify-strict";
+    fn key_bytes(key: &VerifyingKey) -> [u8; 32] {
+        key.to_bytes()
+    }
+    fn check(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
+        key.verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok()
+    }
+}
 
 /// Reads a 32-byte field (a digest, nonce or commitment).
 pub fn array32(bytes: &[u8], field: &'static str) -> Result<[u8; 32], SecAggError> {

@@ -44,7 +44,7 @@ impl SharedSessions {
         &self.signatures
     }
 
-    /// The held plan equal to `plan` if there is one, else `plan`, now held.
+    /// The held plan equal to `plan` if there is one, else `plan` (see [`Interner::intern`]).
     pub(crate) fn plan(&self, plan: Arc<RoundPlan>) -> Arc<RoundPlan> {
         self.plans.intern(plan.session, plan)
     }
