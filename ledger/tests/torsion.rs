@@ -14,9 +14,10 @@ use medfl_ledger::block::{BLOCK_VERSION, Block, BlockHeader, SignedHeader};
 use medfl_ledger::testkit::{Fixture, HOUR, T0};
 use medfl_ledger::tx::{ConsentChoice, Pseudonym};
 use medfl_ledger::{
-    BlockError, ChainState, ContractError, Genesis, Hash, InclusionProof, Member, MemberId,
-    PublicKey, Role, Signature, Timestamp, Transaction, TxBody, codec, merkle,
+    BlockError, ChainState, ContractError, Genesis, Hash, InclusionProof, Ledger, Member, MemberId,
+    PublicKey, Role, SharedCopies, Signature, Timestamp, Transaction, TxBody, codec, merkle,
 };
+use medfl_memo::SignatureCache;
 use sha2::{Digest, Sha512};
 
 /// A point of order 8 (from the small-order list of Chalkias, Garillot and Nikolaenko,
@@ -140,6 +141,8 @@ fn headers_signed_with_a_mixed_torsion_nonce_are_all_refused() {
     // The batch coefficient is a multiple of 8 for about one nonce in eight: the attacker
     // only has to try a few. Every one must be refused.
     let mut accepted = Vec::new();
+    let mut accepted_shared = Vec::new();
+    let shared = SharedCopies::new(SignatureCache::new(1024));
     for r in 1..=48u64 {
         let block = block_signed_by(&f, vec![consent(&f, r, at)], |m| {
             sign_with_torsion(key, m, r, t8)
@@ -158,11 +161,22 @@ fn headers_signed_with_a_mixed_torsion_nonce_are_all_refused() {
         if state.apply_block(&block).is_ok() {
             accepted.push(r);
         }
+        // Two copies sharing checks, as a simulation's hospitals do: neither may accept it,
+        // whichever sees it first.
+        let mut first = Ledger::in_memory_shared(&f.genesis, &shared).unwrap();
+        let mut second = Ledger::in_memory_shared(&f.genesis, &shared).unwrap();
+        if first.append_block(&block).is_ok() || second.append_block(&block).is_ok() {
+            accepted_shared.push(r);
+        }
     }
     assert!(
         accepted.is_empty(),
         "full verification accepted torsioned header signatures (nonces {accepted:?}) that \
          strict verification and inclusion proofs refuse"
+    );
+    assert!(
+        accepted_shared.is_empty(),
+        "shared copies accepted torsioned header signatures (nonces {accepted_shared:?})"
     );
 }
 
