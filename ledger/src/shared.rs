@@ -52,13 +52,10 @@ impl SharedCopies {
         &self.signatures
     }
 
-    /// The held genesis encoded as `encoded` (which is `genesis`'s encoding), else `genesis`.
+    /// The held genesis equal to `genesis`, whose encoding is `encoded`, else `genesis`.
     pub(crate) fn genesis(&self, genesis: &Genesis, encoded: &[u8]) -> Arc<Genesis> {
-        let key = Sha256::digest(encoded).into();
-        match self.genesis.get(&key) {
-            Some(held) if *held == *genesis => held,
-            _ => self.genesis.intern(key, Arc::new(genesis.clone())),
-        }
+        self.genesis
+            .intern(Sha256::digest(encoded).into(), Arc::new(genesis.clone()))
     }
 
     /// The held state equal to `state` if there is one, else `state` (see [`Interner::intern`]).
