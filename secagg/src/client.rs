@@ -32,7 +32,7 @@ use crate::message::{
 use crate::packed::{self, PackedVector};
 use crate::prg::{self, MaskDomain, Seed, Sign};
 use crate::shamir::{self, SHARE_BYTES, SecretShare};
-use crate::shared::SharedSessions;
+use crate::shared::{Nonce, SharedSessions};
 
 /// Where a client is in the protocol, for drivers and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,14 +69,9 @@ type Partners = BTreeMap<ClientId, Agreement>;
 /// Shares we hold, by the neighbour who owns the secrets.
 type HeldByOwner = BTreeMap<ClientId, HeldShares>;
 
-/// The key transcript as a client holds it: `client -> (advert digest, nonce commitment)`.
-type Transcript = BTreeMap<ClientId, ([u8; 32], [u8; 32])>;
-
 enum ClientPhase {
     AwaitingTranscript,
-    AwaitingKeyRoster {
-        transcript: Transcript,
-    },
+    AwaitingKeyRoster,
     AwaitingShares {
         peers: BTreeMap<ClientId, PeerKeys>,
     },
@@ -89,11 +84,11 @@ enum ClientPhase {
     },
     AwaitingUnmaskRequest {
         held: BTreeMap<ClientId, HeldShares>,
-        survivors: Vec<ClientId>,
+        survivors: Arc<[ClientId]>,
     },
     /// Unmask shares sent for the survivor set we signed.
     Finished {
-        survivors: Vec<ClientId>,
+        survivors: Arc<[ClientId]>,
     },
     Aborted(SecAggError),
 }
@@ -112,11 +107,16 @@ pub struct ClientSession {
     own_advert: [u8; 32],
     /// Hash of the key transcript we accepted; every later signature covers it.
     key_transcript: [u8; 32],
-    /// Who advertised in this attempt: a survivor set may name no one else.
-    transcript_members: BTreeSet<ClientId>,
+    /// The key transcript we accepted, strictly increasing by client (the server sends every
+    /// client the same one; a simulated server sends the very same allocation). Who advertised
+    /// in this attempt: a survivor set may name no one else.
+    transcript: Arc<[TranscriptEntry]>,
     graph: Option<Arc<NeighbourGraph>>,
     rng: ChaCha20Rng,
-    input: Option<Zeroizing<Vec<u64>>>,
+    /// The input, packed to `bits` bits a coordinate (`d * b / 8` bytes, not `8 * d`): it
+    /// waits here from training until the shares are exchanged, in every hospital of a
+    /// simulation at once.
+    input: Option<Zeroizing<Vec<u8>>>,
     phase: ClientPhase,
     outgoing: VecDeque<ClientMessage>,
     /// The other sessions of this process (a simulation's); none in a daemon.
@@ -192,7 +192,7 @@ impl ClientSession {
             nonce,
             own_advert,
             key_transcript: [0u8; 32],
-            transcript_members: BTreeSet::new(),
+            transcript: Arc::from([]),
             graph: None,
             input: None,
             phase: ClientPhase::AwaitingTranscript,
@@ -246,7 +246,7 @@ impl ClientSession {
     pub fn status(&self) -> ClientStatus {
         match &self.phase {
             ClientPhase::AwaitingTranscript => ClientStatus::Waiting(Stage::AdvertiseKeys),
-            ClientPhase::AwaitingKeyRoster { .. } => ClientStatus::Waiting(Stage::RevealNonces),
+            ClientPhase::AwaitingKeyRoster => ClientStatus::Waiting(Stage::RevealNonces),
             ClientPhase::AwaitingShares { .. } => ClientStatus::Waiting(Stage::ShareKeys),
             ClientPhase::ReadyToMask { .. } => ClientStatus::NeedsInput,
             ClientPhase::AwaitingSurvivors { .. } => ClientStatus::Waiting(Stage::MaskedInput),
@@ -286,7 +286,10 @@ impl ClientSession {
                 bits: self.plan.config.bits,
             });
         }
-        self.input = Some(input);
+        let bits = self.plan.config.bits;
+        let mut packed = Zeroizing::new(vec![0u8; packed::packed_len(input.len(), bits)?]);
+        packed::pack_into(&input, bits, &mut packed);
+        self.input = Some(packed);
         let r = self.try_mask();
         self.abort_on_err(r)
     }
@@ -319,7 +322,7 @@ impl ClientSession {
     fn expected_stage(&self) -> Stage {
         match &self.phase {
             ClientPhase::AwaitingTranscript => Stage::AdvertiseKeys,
-            ClientPhase::AwaitingKeyRoster { .. } => Stage::RevealNonces,
+            ClientPhase::AwaitingKeyRoster => Stage::RevealNonces,
             ClientPhase::AwaitingShares { .. } => Stage::ShareKeys,
             ClientPhase::ReadyToMask { .. } | ClientPhase::AwaitingSurvivors { .. } => {
                 Stage::MaskedInput
@@ -333,18 +336,17 @@ impl ClientSession {
         let phase = std::mem::replace(&mut self.phase, ClientPhase::AwaitingTranscript);
         let (phase, result) = match (phase, msg) {
             (ClientPhase::AwaitingTranscript, ServerMessage::KeyTranscript { entries, .. }) => {
-                match self.on_key_transcript(&entries) {
-                    Ok(transcript) => (ClientPhase::AwaitingKeyRoster { transcript }, Ok(())),
+                match self.on_key_transcript(entries) {
+                    Ok(()) => (ClientPhase::AwaitingKeyRoster, Ok(())),
                     Err(e) => (ClientPhase::AwaitingTranscript, Err(e)),
                 }
             }
-            (
-                ClientPhase::AwaitingKeyRoster { transcript },
-                ServerMessage::KeyRoster { nonces, keys, .. },
-            ) => match self.on_key_roster(&transcript, &nonces, &keys) {
-                Ok(peers) => (ClientPhase::AwaitingShares { peers }, Ok(())),
-                Err(e) => (ClientPhase::AwaitingKeyRoster { transcript }, Err(e)),
-            },
+            (ClientPhase::AwaitingKeyRoster, ServerMessage::KeyRoster { nonces, keys, .. }) => {
+                match self.on_key_roster(&nonces, &keys) {
+                    Ok(peers) => (ClientPhase::AwaitingShares { peers }, Ok(())),
+                    Err(e) => (ClientPhase::AwaitingKeyRoster, Err(e)),
+                }
+            }
             (
                 ClientPhase::AwaitingShares { peers },
                 ServerMessage::ForwardShares {
@@ -394,70 +396,53 @@ impl ClientSession {
     ///
     /// The transcript fixes every advertisement (and so every nonce commitment) of this
     /// attempt before any honest nonce is known; the graph seed depends on all of them.
-    fn on_key_transcript(
-        &mut self,
-        entries: &[TranscriptEntry],
-    ) -> Result<Transcript, SecAggError> {
-        let mut transcript = Transcript::new();
-        for e in entries {
-            let advert = crypto::array32(&e.advert, "advert digest")?;
-            let commitment = crypto::array32(&e.nonce_commitment, "nonce_commitment")?;
-            transcript.insert(e.client, (advert, commitment));
-        }
+    ///
+    /// `entries` passed [`ServerMessage::validate`]: strictly increasing by client, 32-byte
+    /// fields. It is kept as sent, not copied into a map: `n` clients of a simulated server
+    /// then hold one transcript between them, not `n`.
+    fn on_key_transcript(&mut self, entries: Arc<[TranscriptEntry]>) -> Result<(), SecAggError> {
         let own_commitment = crypto::nonce_commitment(&self.plan.session, self.id, &self.nonce);
-        if transcript.get(&self.id) != Some(&(self.own_advert, own_commitment)) {
+        let own = listed(&entries, self.id);
+        if !own.is_some_and(|e| e.advert == self.own_advert && e.nonce_commitment == own_commitment)
+        {
             return Err(SecAggError::KeyTranscriptMismatch(self.id));
         }
         let need = self.plan.min_survivors;
-        if transcript.len() < need {
+        if entries.len() < need {
             return Err(SecAggError::TooFewSurvivors {
                 stage: Stage::AdvertiseKeys,
-                got: transcript.len(),
+                got: entries.len(),
                 need,
             });
         }
-        self.key_transcript = crypto::key_transcript_hash(&self.plan.session, entries);
-        self.transcript_members = transcript.keys().copied().collect();
+        let session = self.plan.session;
+        let hash = || crypto::key_transcript_hash(&session, &entries);
+        self.key_transcript = match &self.shared {
+            Some(shared) => shared.transcript_hash(session, &entries, hash),
+            None => hash(),
+        };
+        self.transcript = entries;
         self.outgoing.push_back(ClientMessage::RevealNonce {
             round: self.plan.config.round,
             nonce: self.nonce.to_vec(),
         });
-        Ok(transcript)
+        Ok(())
     }
 
     /// Checks every nonce against its commitment, derives the graph, verifies the neighbours'
     /// advertisements against the transcript, and deals our shares to them.
     fn on_key_roster(
         &mut self,
-        transcript: &Transcript,
-        nonces: &[(ClientId, Vec<u8>)],
+        nonces: &Arc<[Nonce]>,
         keys: &[AdvertiseKeys],
     ) -> Result<BTreeMap<ClientId, PeerKeys>, SecAggError> {
-        // A nonce from every member and no one else: a server that drops a nonce it dislikes
-        // (to try another graph) stops the attempt instead.
-        let mut revealed = Vec::with_capacity(transcript.len());
-        let mut given = nonces.iter();
-        for (&client, (_, commitment)) in transcript {
-            let Some((id, nonce)) = given.next() else {
-                return Err(SecAggError::MissingNonce(client));
-            };
-            if *id != client {
-                return Err(if *id > client {
-                    SecAggError::MissingNonce(client)
-                } else {
-                    SecAggError::KeyTranscriptMismatch(*id)
-                });
-            }
-            let nonce = crypto::array32(nonce, "nonce")?;
-            if crypto::nonce_commitment(&self.plan.session, client, &nonce) != *commitment {
-                return Err(SecAggError::BadNonce(client));
-            }
-            revealed.push((client, nonce));
-        }
-        if let Some((extra, _)) = given.next() {
-            return Err(SecAggError::KeyTranscriptMismatch(*extra));
-        }
-        let seed = crypto::graph_seed(&self.plan.session, &self.key_transcript, &revealed);
+        let (session, key_transcript) = (self.plan.session, self.key_transcript);
+        let check = || checked_graph_seed(&session, &key_transcript, &self.transcript, nonces);
+        let seed = match &self.shared {
+            Some(shared) => shared.graph_seed(session, key_transcript, nonces, check)?,
+            None => check()?,
+        };
+        let transcript = &self.transcript;
         let graph = match &self.shared {
             Some(shared) => shared.graph(&self.plan, &seed),
             None => Arc::new(self.plan.graph(&seed)),
@@ -466,7 +451,7 @@ impl ClientSession {
             .neighbours(self.id)
             .iter()
             .copied()
-            .filter(|j| transcript.contains_key(j))
+            .filter(|&j| listed(transcript, j).is_some())
             .collect();
         self.graph = Some(graph);
         let mut peers = BTreeMap::new();
@@ -480,8 +465,8 @@ impl ClientSession {
             if peers.contains_key(&adv.sender) {
                 return Err(SecAggError::Duplicate(adv.sender));
             }
-            let listed = transcript.get(&adv.sender).map(|(digest, _)| digest);
-            if listed != Some(&crypto::advert_digest(&self.plan.session, adv)) {
+            let digest = crypto::advert_digest(&self.plan.session, adv);
+            if listed(transcript, adv.sender).is_none_or(|e| e.advert != digest) {
                 return Err(SecAggError::KeyTranscriptMismatch(adv.sender));
             }
             let vk = self
@@ -718,16 +703,19 @@ impl ClientSession {
                         .map(|(s, sign)| (s, MaskDomain::Pairwise, *sign)),
                 )
                 .collect();
-        // Mask and pack chunk by chunk: the masked vector exists only in packed
-        // form, and no d-long intermediate is written. `input` is wiped on drop.
-        let mut bytes = vec![0u8; packed::packed_len(input.len(), bits)?];
+        // Unpack, mask and pack chunk by chunk: the masked vector exists only in packed form,
+        // and no d-long intermediate is written. `input` and `plain` are wiped on drop.
+        let d = self.plan.config.vector_len;
+        let mut bytes = vec![0u8; input.len()];
         let chunk_bytes = prg::CHUNK_WORDS * bits as usize / 8;
         let mut masker = prg::Masker::new(&masks, bits);
-        for (src, dst) in input
-            .chunks(prg::CHUNK_WORDS)
-            .zip(bytes.chunks_mut(chunk_bytes))
-        {
-            packed::pack_into(masker.mask_chunk(src), bits, dst);
+        let mut plain = Zeroizing::new(vec![0u64; prg::CHUNK_WORDS.min(d)]);
+        let mut left = d;
+        for (src, dst) in input.chunks(chunk_bytes).zip(bytes.chunks_mut(chunk_bytes)) {
+            let words = &mut plain[..left.min(prg::CHUNK_WORDS)];
+            left -= words.len();
+            packed::unpack_into(src, bits, words);
+            packed::pack_into(masker.mask_chunk(words), bits, dst);
         }
         let masked = PackedVector::from_bytes(bytes);
         self.outgoing.push_back(ClientMessage::MaskedInput {
@@ -749,7 +737,7 @@ impl ClientSession {
         }
         if let Some(&j) = survivors
             .iter()
-            .find(|j| !self.transcript_members.contains(j))
+            .find(|&&j| listed(&self.transcript, j).is_none())
         {
             return Err(SecAggError::InconsistentSurvivorSet(j));
         }
@@ -776,10 +764,11 @@ impl ClientSession {
             .graph
             .as_ref()
             .ok_or(SecAggError::Internal("survivor set before the graph"))?;
-        let neighbours = graph.neighbours(self.id);
-        if let Some(&j) = survivors
+        // Neighbours are few and sorted, survivors many and sorted: look each neighbour up.
+        if let Some(&j) = graph
+            .neighbours(self.id)
             .iter()
-            .find(|j| neighbours.contains(j) && !held.contains_key(j))
+            .find(|j| survivors.binary_search(j).is_ok() && !held.contains_key(j))
         {
             return Err(SecAggError::InconsistentSurvivorSet(j));
         }
@@ -900,4 +889,49 @@ impl ClientSession {
         });
         Ok(())
     }
+}
+
+/// `client`'s entry in a validated (strictly increasing) key transcript.
+fn listed(transcript: &[TranscriptEntry], client: ClientId) -> Option<&TranscriptEntry> {
+    transcript
+        .binary_search_by_key(&client, |e| e.client)
+        .ok()
+        .map(|i| &transcript[i])
+}
+
+/// Checks every revealed nonce against its commitment in `transcript`, and derives the graph
+/// seed from them.
+///
+/// A nonce from every member and no one else: a server that drops a nonce it dislikes (to try
+/// another graph) stops the attempt instead.
+fn checked_graph_seed(
+    session: &[u8; 32],
+    key_transcript: &[u8; 32],
+    transcript: &[TranscriptEntry],
+    nonces: &[Nonce],
+) -> Result<[u8; 32], SecAggError> {
+    let mut revealed = Vec::with_capacity(transcript.len());
+    let mut given = nonces.iter();
+    for entry in transcript {
+        let client = entry.client;
+        let Some((id, nonce)) = given.next() else {
+            return Err(SecAggError::MissingNonce(client));
+        };
+        if *id != client {
+            return Err(if *id > client {
+                SecAggError::MissingNonce(client)
+            } else {
+                SecAggError::KeyTranscriptMismatch(*id)
+            });
+        }
+        let nonce = crypto::array32(nonce, "nonce")?;
+        if crypto::nonce_commitment(session, client, &nonce).as_slice() != entry.nonce_commitment {
+            return Err(SecAggError::BadNonce(client));
+        }
+        revealed.push((client, nonce));
+    }
+    if let Some((extra, _)) = given.next() {
+        return Err(SecAggError::KeyTranscriptMismatch(*extra));
+    }
+    Ok(crypto::graph_seed(session, key_transcript, &revealed))
 }

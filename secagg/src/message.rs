@@ -8,6 +8,8 @@
 //! ranges, sortedness, roster membership); the state machines check the rest
 //! (stage, duplicates, neighbourhoods, signatures).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClientId, RoundPlan};
@@ -163,6 +165,11 @@ pub enum ClientMessage {
 }
 
 /// Messages from the server to one client.
+///
+/// What every client is sent alike (the key transcript, the nonces, the survivor set, the
+/// consistency proof) is held in an `Arc`: the server builds it once and every outgoing message
+/// points at it, so a server of `n` clients holds one copy, not `n`. On the wire an `Arc<[T]>`
+/// is the plain sequence, so this costs the format nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMessage {
     /// Every advertisement the server accepted, as digests: the key transcript.
@@ -170,14 +177,14 @@ pub enum ServerMessage {
         /// Round id.
         round: u64,
         /// Strictly increasing by client.
-        entries: Vec<TranscriptEntry>,
+        entries: Arc<[TranscriptEntry]>,
     },
     /// Every revealed nonce, and the advertisements of the recipient's neighbours.
     KeyRoster {
         /// Round id.
         round: u64,
         /// `(client, nonce)` for every member of the key transcript, strictly increasing.
-        nonces: Vec<(ClientId, Vec<u8>)>,
+        nonces: Arc<[(ClientId, Vec<u8>)]>,
         /// Signed advertisements, forwarded verbatim.
         keys: Vec<AdvertiseKeys>,
     },
@@ -195,14 +202,14 @@ pub enum ServerMessage {
         /// Round id.
         round: u64,
         /// Sorted, duplicate-free.
-        survivors: Vec<ClientId>,
+        survivors: Arc<[ClientId]>,
     },
     /// Consistency signatures of all responders, and which shares to reveal.
     UnmaskRequest {
         /// Round id.
         round: u64,
         /// `(signer, signature)` pairs collected in the consistency stage.
-        signatures: Vec<(ClientId, Vec<u8>)>,
+        signatures: Arc<[(ClientId, Vec<u8>)]>,
         /// `(neighbour, kind)`: reveal that neighbour's share of that secret.
         reveal: Vec<(ClientId, ShareKind)>,
     },
@@ -350,7 +357,7 @@ impl ServerMessage {
             ServerMessage::KeyTranscript { round, entries } => {
                 plan.check_round(*round)?;
                 check_bounded("key transcript", entries.len(), n)?;
-                for e in entries {
+                for e in entries.iter() {
                     plan.check_member(e.client)?;
                     check_len("advert digest", e.advert.len(), 32)?;
                     check_len("nonce_commitment", e.nonce_commitment.len(), 32)?;
@@ -364,7 +371,7 @@ impl ServerMessage {
             } => {
                 plan.check_round(*round)?;
                 check_bounded("nonces", nonces.len(), n)?;
-                for (id, nonce) in nonces {
+                for (id, nonce) in nonces.iter() {
                     plan.check_member(*id)?;
                     check_len("nonce", nonce.len(), 32)?;
                 }
@@ -403,7 +410,7 @@ impl ServerMessage {
                 plan.check_round(*round)?;
                 check_bounded("signatures", signatures.len(), n)?;
                 check_bounded("reveal", reveal.len(), 2 * n)?;
-                for (id, sig) in signatures {
+                for (id, sig) in signatures.iter() {
                     plan.check_member(*id)?;
                     check_len("signature", sig.len(), 64)?;
                 }

@@ -193,7 +193,7 @@ pub(crate) fn pack_into(values: &[u64], bits: u32, out: &mut [u8]) {
 }
 
 /// Fills `out` from `bytes`, which must hold at least `out.len() * bits` bits.
-fn unpack_into(bytes: &[u8], bits: u32, out: &mut [u64]) {
+pub(crate) fn unpack_into(bytes: &[u8], bits: u32, out: &mut [u64]) {
     macro_rules! aligned {
         ($t:ty, $n:expr) => {
             for (slot, src) in out.iter_mut().zip(bytes.chunks_exact($n)) {

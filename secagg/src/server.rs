@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -583,7 +584,7 @@ impl ServerSession {
         match phase {
             ServerPhase::AdvertiseKeys { adverts } => {
                 self.require(Stage::AdvertiseKeys, adverts.len())?;
-                let entries: Vec<TranscriptEntry> = adverts
+                let entries: Arc<[TranscriptEntry]> = adverts
                     .values()
                     .map(|a| TranscriptEntry {
                         client: a.sender,
@@ -597,7 +598,7 @@ impl ServerSession {
                         i,
                         ServerMessage::KeyTranscript {
                             round,
-                            entries: entries.clone(),
+                            entries: Arc::clone(&entries),
                         },
                     ));
                 }
@@ -616,7 +617,7 @@ impl ServerSession {
                 let revealed: Vec<(ClientId, [u8; 32])> = nonces.into_iter().collect();
                 let seed = crypto::graph_seed(&self.plan.session, &self.key_transcript, &revealed);
                 let graph = self.plan.graph(&seed);
-                let wire: Vec<(ClientId, Vec<u8>)> =
+                let wire: Arc<[(ClientId, Vec<u8>)]> =
                     revealed.iter().map(|(id, n)| (*id, n.to_vec())).collect();
                 for &i in adverts.keys() {
                     let keys = graph
@@ -628,7 +629,7 @@ impl ServerSession {
                         i,
                         ServerMessage::KeyRoster {
                             round,
-                            nonces: wire.clone(),
+                            nonces: Arc::clone(&wire),
                             keys,
                         },
                     ));
@@ -711,12 +712,13 @@ impl ServerSession {
                 state.survivors = received.into_iter().collect();
                 state.survivor_set =
                     crypto::survivor_set_digest(&self.plan.session, &state.survivors);
+                let announced: Arc<[ClientId]> = state.survivors.as_slice().into();
                 for &i in &state.survivors {
                     self.outgoing.push_back((
                         i,
                         ServerMessage::SurvivorSet {
                             round,
-                            survivors: state.survivors.clone(),
+                            survivors: Arc::clone(&announced),
                         },
                     ));
                 }
@@ -730,7 +732,7 @@ impl ServerSession {
                 let signers: Vec<ClientId> = signatures.keys().copied().collect();
                 // A quorum of signatures is the proof each client needs; sending more would only
                 // make every client verify more (the check is O(quorum) per client).
-                let proof: Vec<(ClientId, Vec<u8>)> = signatures
+                let proof: Arc<[(ClientId, Vec<u8>)]> = signatures
                     .into_iter()
                     .take(self.plan.consistency_quorum())
                     .collect();
@@ -742,7 +744,7 @@ impl ServerSession {
                         j,
                         ServerMessage::UnmaskRequest {
                             round,
-                            signatures: proof.clone(),
+                            signatures: Arc::clone(&proof),
                             reveal,
                         },
                     ));

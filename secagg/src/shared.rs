@@ -9,14 +9,22 @@
 //! plan and the graph seed, which each session derives and checks itself; it is computed by the
 //! first session to need it.
 //!
+//! Two checks every client makes of what the server sent everyone are `O(n)` each: the key
+//! transcript's hash and the nonces against their commitments (`n` hashes). A simulated server
+//! sends every session the same `Arc`, so each answer is remembered under that allocation
+//! ([`ByAddress`]) and computed by the first session that asks. A session sent a list of its
+//! own (as a server that shows different clients different transcripts would) computes its own.
+//!
 //! A daemon (one session to a process) does not use this.
 
 use std::sync::Arc;
 
-use medfl_memo::{Interner, SignatureCache};
+use medfl_memo::{ByAddress, Interner, SignatureCache};
 
-use crate::config::RoundPlan;
+use crate::config::{ClientId, RoundPlan};
+use crate::error::SecAggError;
 use crate::graph::NeighbourGraph;
+use crate::message::TranscriptEntry;
 
 /// The secure-aggregation sessions of one process: hand the same `Arc` to each
 /// ([`crate::ClientSession::share`]).
@@ -27,7 +35,17 @@ pub struct SharedSessions {
     plans: Interner<[u8; 32], RoundPlan>,
     /// Graphs by session tag and graph seed.
     graphs: Interner<([u8; 32], [u8; 32]), NeighbourGraph>,
+    /// Key-transcript hashes by session tag and transcript allocation.
+    transcripts: ByAddress<[u8; 32], [TranscriptEntry], [u8; 32]>,
+    /// Graph seeds (or why the nonces fail) by session tag, key-transcript hash and nonce list.
+    seeds: ByAddress<([u8; 32], [u8; 32]), [Nonce], SeedOrRefusal>,
 }
+
+/// A graph seed, or why the nonces it would come from are refused.
+type SeedOrRefusal = Result<[u8; 32], SecAggError>;
+
+/// A revealed nonce as the server sends it.
+pub(crate) type Nonce = (ClientId, Vec<u8>);
 
 impl SharedSessions {
     /// Sessions that also share `signatures` (with whatever else in the process checks them).
@@ -36,6 +54,8 @@ impl SharedSessions {
             signatures,
             plans: Interner::default(),
             graphs: Interner::default(),
+            transcripts: ByAddress::default(),
+            seeds: ByAddress::default(),
         })
     }
 
@@ -56,5 +76,29 @@ impl SharedSessions {
             Some(graph) => graph,
             None => self.graphs.intern(key, Arc::new(plan.graph(seed))),
         }
+    }
+
+    /// The hash of `entries` under `session`, computed by `hash` for the first session sent
+    /// this allocation.
+    pub(crate) fn transcript_hash(
+        &self,
+        session: [u8; 32],
+        entries: &Arc<[TranscriptEntry]>,
+        hash: impl FnOnce() -> [u8; 32],
+    ) -> [u8; 32] {
+        self.transcripts.get_or_compute(session, entries, hash)
+    }
+
+    /// The graph seed from `nonces` checked against the transcript `key_transcript` names,
+    /// computed by `check` for the first session sent this allocation.
+    pub(crate) fn graph_seed(
+        &self,
+        session: [u8; 32],
+        key_transcript: [u8; 32],
+        nonces: &Arc<[Nonce]>,
+        check: impl FnOnce() -> Result<[u8; 32], SecAggError>,
+    ) -> Result<[u8; 32], SecAggError> {
+        self.seeds
+            .get_or_compute((session, key_transcript), nonces, check)
     }
 }

@@ -456,15 +456,21 @@ impl Interceptor for Equivocate {
                 self.victim = keys.first().map(|k| k.sender);
             }
             ServerMessage::SurvivorSet { survivors, .. } if to == ClientId(0) => {
-                survivors.retain(|&c| Some(c) != self.victim);
+                *survivors = survivors
+                    .iter()
+                    .copied()
+                    .filter(|&c| Some(c) != self.victim)
+                    .collect();
             }
             ServerMessage::UnmaskRequest { signatures, .. } => {
                 // Forward client 0's signature as if it covered the common set.
                 if let Some(sig) = &self.sig_of_0
                     && !signatures.iter().any(|(c, _)| *c == ClientId(0))
                 {
-                    signatures.push((ClientId(0), sig.clone()));
-                    signatures.sort();
+                    let mut forged = signatures.to_vec();
+                    forged.push((ClientId(0), sig.clone()));
+                    forged.sort();
+                    *signatures = forged.into();
                 }
             }
             _ => {}
@@ -545,7 +551,7 @@ fn asking_for_the_key_share_of_a_survivor_is_refused() {
     assert!(matches!(
         c1.handle_message(ServerMessage::SurvivorSet {
             round: 5,
-            survivors: vec![]
+            survivors: Vec::new().into()
         }),
         Err(SecAggError::Aborted(_))
     ));
@@ -589,7 +595,7 @@ fn too_few_consistency_signatures_for_the_quorum_reveal_nothing() {
         }
         fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
             if let ServerMessage::UnmaskRequest { signatures, .. } = msg {
-                signatures.truncate(self.keep);
+                *signatures = signatures[..self.keep.min(signatures.len())].into();
             }
             true
         }

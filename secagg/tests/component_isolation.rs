@@ -7,7 +7,7 @@
 //! `degree - t` clients out, so the ring stays connected and nothing is revealed.
 use std::collections::{BTreeMap, BTreeSet};
 
-use medfl_secagg::message::{ClientMessage, ServerMessage, ShareKind, TranscriptEntry};
+use medfl_secagg::message::{ClientMessage, ServerMessage, ShareKind};
 use medfl_secagg::shamir::SecretShare;
 use medfl_secagg::sim::{Interceptor, Simulation, make_identities};
 use medfl_secagg::{ClientId, RoundPlan, SecAggConfig, crypto};
@@ -56,8 +56,7 @@ impl Interceptor for Attacker {
     fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
         match msg {
             ServerMessage::KeyTranscript { entries, .. } if self.transcript.is_none() => {
-                let e: Vec<TranscriptEntry> = entries.clone();
-                self.transcript = Some(crypto::key_transcript_hash(&self.plan.session, &e));
+                self.transcript = Some(crypto::key_transcript_hash(&self.plan.session, entries));
             }
             ServerMessage::KeyRoster { nonces, .. } if self.ring.is_empty() => {
                 let revealed: Vec<(ClientId, [u8; 32])> = nonces

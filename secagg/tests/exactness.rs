@@ -208,6 +208,35 @@ fn one_dropout_at_each_stage_is_recovered() {
     assert_eq!(agg.sum, plain_sum(&inputs, &expected, 32, 50));
 }
 
+/// Inputs longer than one masking chunk (2,048 coordinates), at widths that do not divide a
+/// byte: each client holds its input packed and unpacks it chunk by chunk to mask it.
+#[test]
+fn inputs_of_several_chunks_are_summed_exactly_at_any_width() {
+    let (n, d) = (5u32, 5_000usize);
+    for bits in [13u32, 32, 61, 64] {
+        let mut config = SecAggConfig::new(3, d);
+        config.bits = bits;
+        let mut sim = Simulation::new(config, n, [bits as u8; 32]).unwrap();
+        let mask = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+            .map(|i| {
+                let v = (0..d as u64)
+                    .map(|j| (j.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(i)) & mask)
+                    .collect();
+                (ClientId(i), v)
+            })
+            .collect();
+        sim.provide_inputs(&inputs).unwrap();
+        let agg = sim.run().outcome.expect("no dropouts");
+        let all = (0..n).map(ClientId).collect();
+        assert_eq!(agg.sum, plain_sum(&inputs, &all, bits, d), "{bits} bits");
+    }
+}
+
 /// Fewer than t survivors: typed abort, and no aggregate event at all.
 #[test]
 fn too_few_survivors_abort_without_result() {

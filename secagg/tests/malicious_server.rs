@@ -114,7 +114,7 @@ fn sign_survivors(
 ) -> Option<Vec<u8>> {
     let _ = client.handle_message(ServerMessage::SurvivorSet {
         round,
-        survivors: survivors.to_vec(),
+        survivors: survivors.into(),
     });
     match client.poll_outgoing() {
         Some(ClientMessage::ConsistencySignature { signature, .. }) => Some(signature),
@@ -571,7 +571,7 @@ fn no_client_signs_a_survivor_set_below_the_minimum() {
                 if !self.small.contains(&to) {
                     return false;
                 }
-                *survivors = self.small.clone();
+                *survivors = self.small.as_slice().into();
             }
             true
         }
@@ -636,7 +636,11 @@ fn a_withheld_nonce_stops_every_client() {
         }
         fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
             if let ServerMessage::KeyRoster { nonces, .. } = msg {
-                nonces.retain(|(id, _)| *id != ClientId(3));
+                *nonces = nonces
+                    .iter()
+                    .filter(|(id, _)| *id != ClientId(3))
+                    .cloned()
+                    .collect();
             }
             true
         }
@@ -666,7 +670,7 @@ fn a_substituted_nonce_is_refused() {
         }
         fn server_to_client(&mut self, _to: ClientId, msg: &mut ServerMessage) -> bool {
             if let ServerMessage::KeyRoster { nonces, .. } = msg {
-                nonces[2].1 = vec![0x42; 32];
+                std::sync::Arc::make_mut(nonces)[2].1 = vec![0x42; 32];
             }
             true
         }
@@ -696,7 +700,10 @@ fn a_key_transcript_without_the_clients_own_advertisement_is_refused() {
         }
         fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
             if let ServerMessage::KeyTranscript { entries, .. } = msg {
-                for e in entries.iter_mut().filter(|e| e.client == to) {
+                for e in std::sync::Arc::make_mut(entries)
+                    .iter_mut()
+                    .filter(|e| e.client == to)
+                {
                     e.nonce_commitment = vec![0x13; 32];
                 }
             }

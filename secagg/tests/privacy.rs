@@ -231,7 +231,7 @@ fn messages_from_one_round_are_refused_in_another() {
     let err = fresh
         .handle_message(ServerMessage::KeyTranscript {
             round: 2,
-            entries: vec![entry],
+            entries: vec![entry].into(),
         })
         .unwrap_err();
     assert_eq!(err, SecAggError::KeyTranscriptMismatch(ClientId(1)));

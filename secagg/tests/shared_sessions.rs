@@ -9,7 +9,10 @@ use std::sync::Arc;
 use common::plain_sum;
 use medfl_memo::SignatureCache;
 use medfl_secagg::sim::{DropPoint, Interceptor, Simulation};
-use medfl_secagg::{ClientId, SecAggConfig, ServerMessage, SharedSessions, default_degree};
+use medfl_secagg::{
+    ClientId, ClientStatus, SecAggConfig, SecAggError, ServerMessage, SharedSessions,
+    default_degree,
+};
 
 fn round(shared: Option<&Arc<SharedSessions>>) -> (Simulation, medfl_secagg::sim::SimReport) {
     let n = 24;
@@ -138,9 +141,56 @@ struct SwappedSignature;
 impl Interceptor for SwappedSignature {
     fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
         if let (ClientId(11), ServerMessage::UnmaskRequest { signatures, .. }) = (to, msg) {
-            let forged = signatures[2].1.clone();
-            signatures[1].1 = forged;
+            let mut forged = signatures.to_vec();
+            forged[1].1 = forged[2].1.clone();
+            *signatures = forged.into();
         }
         true
     }
+}
+
+/// Client 0 (the first to check the nonces) is shown a list with one nonce changed; everyone
+/// else is shown the genuine list. Client 0 refuses it, and its refusal, remembered for the
+/// allocation it was sent, reaches no one else: each status is what it is without sharing.
+struct OneTamperedNonceList;
+
+impl Interceptor for OneTamperedNonceList {
+    fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
+        if let (ClientId(0), ServerMessage::KeyRoster { nonces, .. }) = (to, msg) {
+            Arc::make_mut(nonces)[2].1[0] ^= 1;
+        }
+        true
+    }
+}
+
+#[test]
+fn a_nonce_list_shown_to_one_client_is_refused_by_it_alone_when_sessions_share() {
+    let statuses = |shared: Option<&Arc<SharedSessions>>| {
+        let n = 12;
+        let mut sim = Simulation::new(SecAggConfig::new(5, 4), n, [9; 32]).unwrap();
+        let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
+            .map(|i| (ClientId(i), vec![u64::from(i); 4]))
+            .collect();
+        sim.provide_inputs(&inputs).unwrap();
+        if let Some(shared) = shared {
+            for client in sim.clients.values_mut() {
+                client.share(shared);
+            }
+        }
+        sim.run_with(&mut OneTamperedNonceList).client_status
+    };
+    let alone = statuses(None);
+    let together = statuses(Some(&SharedSessions::new(SignatureCache::new(4096))));
+    assert_eq!(alone, together);
+    assert_eq!(
+        alone.get(&ClientId(0)),
+        Some(&ClientStatus::Aborted(SecAggError::BadNonce(ClientId(2))))
+    );
+    let bad_nonce = |s: &ClientStatus| matches!(s, ClientStatus::Aborted(SecAggError::BadNonce(_)));
+    assert!(
+        !together
+            .iter()
+            .any(|(&id, s)| id != ClientId(0) && bad_nonce(s)),
+        "{together:?}"
+    );
 }
