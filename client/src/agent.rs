@@ -264,7 +264,7 @@ pub enum RoundMismatch {
 }
 
 struct AgentRound {
-    config: RoundConfig,
+    config: Arc<RoundConfig>,
     codec: UpdateCodec,
     secagg: ClientSession,
     assembler: ChunkAssembler,
@@ -389,7 +389,7 @@ impl Agent {
         now: Timestamp,
     ) -> Result<(), AgentError> {
         match msg {
-            ToAgent::RoundStart(config) => self.start(*config, chain, now),
+            ToAgent::RoundStart(config) => self.start(config, chain, now),
             ToAgent::Block(b) => {
                 self.events.push_back(AgentEvent::Block(b));
                 Ok(())
@@ -553,12 +553,12 @@ impl Agent {
                 .agreement(agreement)
                 .is_some_and(|a| a.last_round < *round)
         });
-        let Some((round, candidate)) = &self.candidate else {
+        let Some((_, candidate)) = &self.candidate else {
             return;
         };
-        if chain.is_anchored_model(&candidate.hash) {
-            let (round, model) = (*round, candidate.clone());
-            self.candidate = None;
+        if chain.is_anchored_model(&candidate.hash)
+            && let Some((round, model)) = self.candidate.take()
+        {
             self.model = Some(model.clone());
             self.events.push_back(AgentEvent::ModelAdopted {
                 round,
@@ -601,7 +601,7 @@ impl Agent {
     /// Checks a round against the ledger; declines it, or joins it.
     fn start(
         &mut self,
-        config: RoundConfig,
+        config: Arc<RoundConfig>,
         chain: &ChainState,
         now: Timestamp,
     ) -> Result<(), AgentError> {

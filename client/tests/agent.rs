@@ -70,8 +70,12 @@ fn declined(a: &mut Agent) -> bool {
 fn a_sound_round_is_joined_and_the_model_is_trained_after_its_chunks() {
     let (f, state, config, model) = setup();
     let mut a = agent(&f, "hospital-0");
-    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW)
-        .unwrap();
+    a.handle(
+        ToAgent::RoundStart(std::sync::Arc::new(config.clone())),
+        &state,
+        NOW,
+    )
+    .unwrap();
     let out: Vec<_> = std::iter::from_fn(|| a.poll_outgoing()).collect();
     assert!(
         matches!(out.as_slice(), [ToCoordinator::SecAgg { session: 77, .. }]),
@@ -84,7 +88,7 @@ fn a_sound_round_is_joined_and_the_model_is_trained_after_its_chunks() {
                 session: 77,
                 offset,
                 total: bytes.len() as u64,
-                bytes: c.to_vec(),
+                bytes: c.into(),
             },
             &state,
             NOW,
@@ -165,7 +169,7 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
     ];
     for (what, c) in cases {
         let mut a = agent(&f, "hospital-0");
-        let r = a.handle(ToAgent::RoundStart(Box::new(c)), &state, NOW);
+        let r = a.handle(ToAgent::RoundStart(std::sync::Arc::new(c)), &state, NOW);
         assert!(
             matches!(r, Err(AgentError::RoundRefused(_))),
             "{what}: {r:?}"
@@ -179,8 +183,12 @@ fn rounds_that_do_not_match_the_ledger_are_declined() {
 fn stale_messages_and_a_tampered_model_are_refused() {
     let (f, state, config, model) = setup();
     let mut a = agent(&f, "hospital-0");
-    a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW)
-        .unwrap();
+    a.handle(
+        ToAgent::RoundStart(std::sync::Arc::new(config)),
+        &state,
+        NOW,
+    )
+    .unwrap();
     let r = a.handle(
         ToAgent::Abort {
             session: 1,
@@ -206,7 +214,7 @@ fn stale_messages_and_a_tampered_model_are_refused() {
             session: 77,
             offset: 0,
             total: bytes.len() as u64,
-            bytes,
+            bytes: bytes.into(),
         },
         &state,
         NOW,

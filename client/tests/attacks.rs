@@ -19,6 +19,7 @@ use medfl_secagg::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 /// The agent's own clock in these tests.
 const NOW: Timestamp = Timestamp(T0.0 + 1000);
@@ -96,7 +97,7 @@ fn endorsed(out: &[ToCoordinator]) -> bool {
 /// Starts `config` at `a` and feeds it the initial model, as an honest coordinator would;
 /// returns what the agent sent (its key advertisement).
 fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) -> Vec<ToCoordinator> {
-    a.handle(ToAgent::RoundStart(Box::new(config.clone())), state, NOW)
+    a.handle(ToAgent::RoundStart(Arc::new(config.clone())), state, NOW)
         .unwrap();
     let bytes = GlobalModel::initial(MODEL, 1).unwrap().to_bytes().unwrap();
     for (offset, c) in chunks(&bytes) {
@@ -105,7 +106,7 @@ fn join(a: &mut Agent, config: &RoundConfig, state: &ChainState) -> Vec<ToCoordi
                 session: config.session,
                 offset,
                 total: bytes.len() as u64,
-                bytes: c.to_vec(),
+                bytes: c.into(),
             },
             state,
             NOW,
@@ -271,9 +272,9 @@ fn endorse_request(config: &RoundConfig, survivors: Vec<ClientId>, sum: &[u64]) 
     let codec = UpdateCodec::new(config).unwrap();
     ToAgent::EndorseRequest {
         session: config.session,
-        survivors,
-        aggregate: PackedVector::pack(sum, codec.bits()).unwrap(),
-        server_state: vec![],
+        survivors: survivors.into(),
+        aggregate: Arc::new(PackedVector::pack(sum, codec.bits()).unwrap()),
+        server_state: Vec::new().into(),
     }
 }
 
@@ -309,7 +310,7 @@ fn a_reannounced_session_is_refused() {
     join(&mut a, &config, &state);
     // The coordinator announces the very same attempt again, hoping for fresh keys under the
     // same secure-aggregation session.
-    let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW);
+    let r = a.handle(ToAgent::RoundStart(Arc::new(config.clone())), &state, NOW);
     let out = outgoing(&mut a);
     let reused = DeclineReason::SessionReused { session: 77 };
     assert!(
@@ -330,7 +331,7 @@ fn a_reannounced_session_is_refused() {
         ..config.clone()
     };
     assert!(
-        b.handle(ToAgent::RoundStart(Box::new(bad)), &state, NOW)
+        b.handle(ToAgent::RoundStart(Arc::new(bad)), &state, NOW)
             .is_err()
     );
     outgoing(&mut b);
@@ -338,7 +339,7 @@ fn a_reannounced_session_is_refused() {
         session: 78,
         ..config.clone()
     };
-    let r = b.handle(ToAgent::RoundStart(Box::new(retry)), &state, NOW);
+    let r = b.handle(ToAgent::RoundStart(Arc::new(retry)), &state, NOW);
     assert!(
         matches!(
             &r,
@@ -353,7 +354,7 @@ fn a_reannounced_session_is_refused() {
         session: 79,
         ..config
     };
-    b.handle(ToAgent::RoundStart(Box::new(fresh)), &state, NOW)
+    b.handle(ToAgent::RoundStart(Arc::new(fresh)), &state, NOW)
         .unwrap();
 }
 
@@ -368,7 +369,7 @@ fn degree_one_threshold_one_is_declined_by_every_agent() {
     };
     for i in 0..4 {
         let mut a = agent(&f, i);
-        let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW);
+        let r = a.handle(ToAgent::RoundStart(Arc::new(config.clone())), &state, NOW);
         let out = outgoing(&mut a);
         assert!(
             matches!(
@@ -393,7 +394,7 @@ fn a_strategy_other_than_the_agreements_is_declined() {
     let (f, state, mut config) = setup(3, 3, Strategy::default());
     config.strategy = Strategy::FedAvg { server_lr: 50.0 };
     let mut a = agent(&f, 0);
-    let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW);
+    let r = a.handle(ToAgent::RoundStart(Arc::new(config)), &state, NOW);
     assert!(
         matches!(
             &r,
@@ -424,7 +425,7 @@ fn an_unanchored_server_state_is_refused() {
             session,
             survivors,
             aggregate,
-            server_state: vec![0.25; 2 * d],
+            server_state: vec![0.25; 2 * d].into(),
         },
         _ => unreachable!(),
     };
@@ -560,7 +561,7 @@ fn a_roster_with_a_non_hospital_is_declined_before_any_key_is_sent() {
         let (f, state, mut config) = setup(3, 3, Strategy::default());
         config.participants[2] = Fixture::id(outsider);
         let mut a = agent(&f, 0);
-        let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW);
+        let r = a.handle(ToAgent::RoundStart(Arc::new(config)), &state, NOW);
         let out = outgoing(&mut a);
         assert!(
             matches!(&r, Err(AgentError::RoundRefused(DeclineReason::Ledger(why))) if why.contains(outsider)),
@@ -589,7 +590,7 @@ fn endless_attempts_of_one_round_are_capped_and_made_up_rounds_are_not_remembere
             session: 1000 + session,
             ..config.clone()
         };
-        a.handle(ToAgent::RoundStart(Box::new(attempt)), &state, NOW)
+        a.handle(ToAgent::RoundStart(Arc::new(attempt)), &state, NOW)
             .unwrap();
         outgoing(&mut a);
     }
@@ -597,7 +598,7 @@ fn endless_attempts_of_one_round_are_capped_and_made_up_rounds_are_not_remembere
         session: 5000,
         ..config.clone()
     };
-    let r = a.handle(ToAgent::RoundStart(Box::new(one_more)), &state, NOW);
+    let r = a.handle(ToAgent::RoundStart(Arc::new(one_more)), &state, NOW);
     assert!(
         matches!(
             &r,
@@ -618,7 +619,7 @@ fn endless_attempts_of_one_round_are_capped_and_made_up_rounds_are_not_remembere
         round: 1_000_000,
         ..config.clone()
     };
-    let r = b.handle(ToAgent::RoundStart(Box::new(future)), &state, NOW);
+    let r = b.handle(ToAgent::RoundStart(Arc::new(future)), &state, NOW);
     assert!(
         matches!(&r, Err(AgentError::RoundRefused(DeclineReason::Ledger(why))) if why.contains("next is 1")),
         "{r:?}"
@@ -627,7 +628,7 @@ fn endless_attempts_of_one_round_are_capped_and_made_up_rounds_are_not_remembere
         session: 9,
         ..config
     };
-    b.handle(ToAgent::RoundStart(Box::new(real)), &state, NOW)
+    b.handle(ToAgent::RoundStart(Arc::new(real)), &state, NOW)
         .unwrap();
 }
 
@@ -645,7 +646,7 @@ fn a_second_copy_of_the_model_does_not_start_a_second_training() {
             session: config.session,
             offset,
             total: bytes.len() as u64,
-            bytes: first.to_vec(),
+            bytes: first.into(),
         },
         &state,
         NOW,
@@ -731,7 +732,7 @@ fn a_failed_attempt_after_input_is_charged_and_a_retry_past_the_budget_is_refuse
         session: config.session + 1,
         ..config.clone()
     };
-    let r = a.handle(ToAgent::RoundStart(Box::new(retry)), &state, NOW);
+    let r = a.handle(ToAgent::RoundStart(Arc::new(retry)), &state, NOW);
     assert_declined_for_own_budget(&mut a, r, "a retry past the hospital's budget");
 }
 
@@ -761,7 +762,7 @@ fn a_second_agreement_does_not_reset_the_hospitals_spend() {
     earlier.agreement = medfl_ledger::AgreementId::new("dua-2025").unwrap();
     let spend = PrivacySpend::new(budget, vec![earlier]).unwrap();
     let mut a = agent_with(&f, 0, spend);
-    let r = a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW);
+    let r = a.handle(ToAgent::RoundStart(Arc::new(config.clone())), &state, NOW);
     assert!(
         matches!(
             &r,
@@ -773,7 +774,7 @@ fn a_second_agreement_does_not_reset_the_hospitals_spend() {
     let (mut earlier, budget) = budget_for(&config, 2);
     earlier.agreement = medfl_ledger::AgreementId::new("dua-2025").unwrap();
     let mut b = agent_with(&f, 1, PrivacySpend::new(budget, vec![earlier]).unwrap());
-    b.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW)
+    b.handle(ToAgent::RoundStart(Arc::new(config)), &state, NOW)
         .unwrap();
 }
 
@@ -800,14 +801,14 @@ fn a_round_past_the_hospital_level_budget_is_declined() {
             .unwrap()
     };
     let mut a = agent_with(&f, 0, hospital(1));
-    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW)
+    a.handle(ToAgent::RoundStart(Arc::new(config.clone())), &state, NOW)
         .unwrap();
 
     for (ddg_scale, colluders) in [(0.5, 1), (1.0, 3)] {
         let mut attack = config.clone();
         attack.ddg.noise_multiplier *= ddg_scale;
         let mut b = agent_with(&f, 1, hospital(colluders));
-        let r = b.handle(ToAgent::RoundStart(Box::new(attack)), &state, NOW);
+        let r = b.handle(ToAgent::RoundStart(Arc::new(attack)), &state, NOW);
         let what = format!("noise x{ddg_scale} with {colluders} colluders");
         assert_declined_for_own_budget(&mut b, r, &what);
     }
@@ -820,7 +821,7 @@ fn a_delta_above_the_agreements_is_declined() {
     let (f, state, mut config) = setup(3, 3, Strategy::default());
     config.training.delta = 1e-3;
     let mut a = agent(&f, 0);
-    let r = a.handle(ToAgent::RoundStart(Box::new(config)), &state, NOW);
+    let r = a.handle(ToAgent::RoundStart(Arc::new(config)), &state, NOW);
     assert!(
         matches!(&r, Err(AgentError::RoundRefused(DeclineReason::Ledger(why))) if why.contains("delta")),
         "{r:?}"
@@ -839,7 +840,7 @@ fn a_starting_model_with_huge_parameters_is_refused_before_training() {
     let bytes = file.to_bytes().unwrap();
     config.previous_model = medfl_protocol::model::sha256(&bytes);
     let mut a = agent(&f, 0);
-    a.handle(ToAgent::RoundStart(Box::new(config.clone())), &state, NOW)
+    a.handle(ToAgent::RoundStart(Arc::new(config.clone())), &state, NOW)
         .unwrap();
     let mut last = Ok(());
     for (offset, c) in chunks(&bytes) {
@@ -848,7 +849,7 @@ fn a_starting_model_with_huge_parameters_is_refused_before_training() {
                 session: config.session,
                 offset,
                 total: bytes.len() as u64,
-                bytes: c.to_vec(),
+                bytes: c.into(),
             },
             &state,
             NOW,

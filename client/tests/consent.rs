@@ -95,7 +95,7 @@ fn announce(
     chain: &ChainState,
     now: Timestamp,
 ) -> Result<(), String> {
-    match a.handle(ToAgent::RoundStart(Box::new(c)), chain, now) {
+    match a.handle(ToAgent::RoundStart(std::sync::Arc::new(c)), chain, now) {
         Ok(()) => Ok(()),
         Err(AgentError::RoundRefused(reason)) => {
             let declined = std::iter::from_fn(|| a.poll_outgoing())
@@ -143,7 +143,7 @@ fn the_training_task_names_the_hospitals_opt_outs_and_a_later_change_ends_the_ro
                     session: 9,
                     offset,
                     total: bytes.len() as u64,
-                    bytes: chunk.to_vec(),
+                    bytes: chunk.into(),
                 },
                 chain,
                 now,

@@ -1,6 +1,7 @@
 //! The round state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use medfl_ledger::tx::{Endorsement, RoundAnchor};
@@ -140,7 +141,7 @@ struct Endorsing {
 }
 
 struct Active {
-    config: RoundConfig,
+    config: Arc<RoundConfig>,
     codec: UpdateCodec,
     server: ServerSession,
     started_ms: u64,
@@ -236,7 +237,7 @@ impl Coordinator {
 
     /// The running attempt's config, if any.
     pub fn current_round(&self) -> Option<&RoundConfig> {
-        self.round.as_ref().map(|r| &r.config)
+        self.round.as_ref().map(|r| &*r.config)
     }
 
     /// The running attempt's stage, named as in [`RoundMetrics::stage_ms`] (`endorse` once the
@@ -430,17 +431,23 @@ impl Coordinator {
         )
         .map_err(|e| ProtocolError::invalid("secagg", e.to_string()))?;
         let bytes = self.model.to_bytes()?;
+        // Every participant is sent the same configuration and the same chunks: one copy each,
+        // however many participants the outgoing queue holds them for.
+        let config = Arc::new(config);
+        let pieces: Vec<(u64, Arc<[u8]>)> = chunks(&bytes)
+            .map(|(offset, chunk)| (offset, Arc::from(chunk)))
+            .collect();
         for m in &config.participants {
             self.outgoing
-                .push_back((m.clone(), ToAgent::RoundStart(Box::new(config.clone()))));
-            for (offset, chunk) in chunks(&bytes) {
+                .push_back((m.clone(), ToAgent::RoundStart(Arc::clone(&config))));
+            for (offset, chunk) in &pieces {
                 self.outgoing.push_back((
                     m.clone(),
                     ToAgent::ModelChunk {
                         session: config.session,
-                        offset,
+                        offset: *offset,
                         total: bytes.len() as u64,
-                        bytes: chunk.to_vec(),
+                        bytes: Arc::clone(chunk),
                     },
                 ));
             }
@@ -793,17 +800,21 @@ impl Coordinator {
             &transcript,
         )?;
         let message = endorsement_message(&self.genesis, &anchor)?;
-        let packed = PackedVector::pack(&agg.sum, active.codec.bits())
-            .map_err(|e| ProtocolError::invalid("aggregate", e.to_string()))?;
+        let packed = Arc::new(
+            PackedVector::pack(&agg.sum, active.codec.bits())
+                .map_err(|e| ProtocolError::invalid("aggregate", e.to_string()))?,
+        );
+        let survivors: Arc<[ClientId]> = agg.survivors.as_slice().into();
+        let server_state: Arc<[f32]> = self.server_state.as_slice().into();
         for id in &agg.survivors {
             if let Some(m) = active.config.participants.get(id.0 as usize) {
                 self.outgoing.push_back((
                     m.clone(),
                     ToAgent::EndorseRequest {
                         session: active.config.session,
-                        survivors: agg.survivors.clone(),
-                        aggregate: packed.clone(),
-                        server_state: self.server_state.clone(),
+                        survivors: Arc::clone(&survivors),
+                        aggregate: Arc::clone(&packed),
+                        server_state: Arc::clone(&server_state),
                     },
                 ));
             }

@@ -16,8 +16,9 @@ use crate::timestamp::Timestamp;
 
 /// Longest free-text field (purpose, reason) we accept.
 pub const MAX_TEXT_LEN: usize = 1024;
-/// Most members one agreement or one round may list.
-pub const MAX_LISTED_MEMBERS: usize = 10_000;
+/// Most members one agreement, one round or one genesis may list: room for a consortium of
+/// 10,000 hospitals with its coordinator and officers, while every list stays bounded.
+pub const MAX_LISTED_MEMBERS: usize = 16_384;
 
 /// A data-use agreement: who may train on what, until when, with how much privacy each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

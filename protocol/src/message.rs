@@ -1,6 +1,8 @@
 //! The messages of a round, both directions. Every one names its attempt (`session`), so a
 //! message from an old attempt can never be taken for one of the current attempt.
 
+use std::sync::Arc;
+
 use medfl_ledger::{Block, Hash, Signature, Transaction, TxId};
 use medfl_secagg::{ClientId, ClientMessage, PackedVector, ServerMessage};
 use serde::{Deserialize, Serialize};
@@ -12,8 +14,9 @@ use crate::refusal::SignedRefusal;
 /// From the coordinator to one agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToAgent {
-    /// A new round attempt; the previous global model follows in chunks.
-    RoundStart(Box<RoundConfig>),
+    /// A new round attempt; the previous global model follows in chunks. Every participant is
+    /// sent the same configuration (it lists them all), so it is built once and shared.
+    RoundStart(Arc<RoundConfig>),
     /// A piece of the previous global model's file.
     ModelChunk {
         /// The attempt.
@@ -22,8 +25,8 @@ pub enum ToAgent {
         offset: u64,
         /// The file's length.
         total: u64,
-        /// The bytes.
-        bytes: Vec<u8>,
+        /// The bytes (the same chunk for every participant, so shared).
+        bytes: Arc<[u8]>,
     },
     /// A secure-aggregation message.
     SecAgg {
@@ -32,16 +35,16 @@ pub enum ToAgent {
         /// The message.
         msg: ServerMessage,
     },
-    /// The outcome to check and endorse.
+    /// The outcome to check and endorse (the same for every survivor, so shared).
     EndorseRequest {
         /// The attempt.
         session: u64,
         /// Clients whose inputs are in the sum.
-        survivors: Vec<ClientId>,
+        survivors: Arc<[ClientId]>,
         /// The modular sum, `b` bits per value.
-        aggregate: PackedVector,
+        aggregate: Arc<PackedVector>,
         /// The server optimizer's state before the round (FedAdam), `2·d` values or none.
-        server_state: Vec<f32>,
+        server_state: Arc<[f32]>,
     },
     /// A ledger block to append (the coordinator orders; every member keeps a copy).
     Block(Box<Block>),
@@ -188,12 +191,12 @@ mod tests {
                 consent_height: 0,
             };
             let messages = [
-                Envelope::ToAgent(ToAgent::RoundStart(Box::new(config))),
+                Envelope::ToAgent(ToAgent::RoundStart(Arc::new(config))),
                 Envelope::ToAgent(ToAgent::ModelChunk {
                     session: 1,
                     offset: 0,
                     total: 3,
-                    bytes: vec![1, 2, 3],
+                    bytes: vec![1, 2, 3].into(),
                 }),
                 Envelope::ToAgent(ToAgent::Abort {
                     session: 1,
