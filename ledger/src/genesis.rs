@@ -4,7 +4,7 @@
 //! yet (a consortium *plan*); `medfl provision` generates the keys and writes the completed file,
 //! which is the genesis every member receives and every light client trusts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -118,9 +118,14 @@ impl ConsortiumFile {
     /// Checks the plan's rules, keys aside: what `provision` needs before generating keys.
     pub fn check_plan(&self) -> Result<(), GenesisError> {
         // Stand-in keys, distinct per member, only so the genesis rules can run unchanged.
-        let ids: Vec<&MemberId> = self.members.iter().map(|m| &m.id).collect();
+        let ids: HashMap<&MemberId, usize> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (&m.id, i))
+            .collect();
         self.to_genesis_with(|m| {
-            let i = ids.iter().position(|id| *id == &m.id).unwrap_or(0) as u64;
+            let i = ids.get(&m.id).copied().unwrap_or(0) as u64;
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&i.to_le_bytes());
             Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
@@ -245,10 +250,12 @@ impl Genesis {
         if self.members.len() > MAX_LISTED_MEMBERS {
             return bad(format!("more than {MAX_LISTED_MEMBERS} members"));
         }
-        let mut ids = HashSet::new();
+        // By id, so an agreement's members are looked up, not searched for: a consortium of
+        // 10,000 hospitals is checked by each of them.
+        let mut roles = HashMap::with_capacity(self.members.len());
         let mut keys = HashSet::new();
         for m in &self.members {
-            if !ids.insert(&m.id) {
+            if roles.insert(&m.id, m.role).is_some() {
                 return bad(format!("member {} is listed twice", m.id));
             }
             if !keys.insert(m.public_key.to_bytes()) {
@@ -280,8 +287,8 @@ impl Genesis {
                 |e: String| GenesisError::Invalid(format!("agreement {}: {e}", a.id));
             check_agreement_shape(a).map_err(in_agreement)?;
             for id in &a.members {
-                match self.member(id) {
-                    Some(m) if m.role == Role::Hospital => {}
+                match roles.get(id) {
+                    Some(Role::Hospital) => {}
                     Some(_) => return Err(in_agreement(format!("member {id} is not a hospital"))),
                     None => {
                         return Err(in_agreement(format!(

@@ -891,6 +891,10 @@ impl ClientSession {
     }
 }
 
+// The input is unpacked and packed again chunk by chunk: a chunk of a multiple of 8
+// coordinates fills whole bytes at any width, so the chunks' bytes are the whole vector's.
+const _: () = assert!(prg::CHUNK_WORDS.is_multiple_of(8));
+
 /// `client`'s entry in a validated (strictly increasing) key transcript.
 fn listed(transcript: &[TranscriptEntry], client: ClientId) -> Option<&TranscriptEntry> {
     transcript

@@ -149,23 +149,44 @@ impl Interceptor for SwappedSignature {
     }
 }
 
-/// Client 0 (the first to check the nonces) is shown a list with one nonce changed; everyone
-/// else is shown the genuine list. Client 0 refuses it, and its refusal, remembered for the
-/// allocation it was sent, reaches no one else: each status is what it is without sharing.
-struct OneTamperedNonceList;
+/// The server shows client `to` a list changed by `change` (in place: `Arc::make_mut` moves it
+/// to an allocation of its own, as a server that shows one client another list would send).
+struct Tamper {
+    to: ClientId,
+    change: fn(&mut ServerMessage),
+}
 
-impl Interceptor for OneTamperedNonceList {
+impl Interceptor for Tamper {
     fn server_to_client(&mut self, to: ClientId, msg: &mut ServerMessage) -> bool {
-        if let (ClientId(0), ServerMessage::KeyRoster { nonces, .. }) = (to, msg) {
-            Arc::make_mut(nonces)[2].1[0] ^= 1;
+        if to == self.to {
+            (self.change)(msg);
         }
         true
     }
 }
 
-#[test]
-fn a_nonce_list_shown_to_one_client_is_refused_by_it_alone_when_sessions_share() {
-    let statuses = |shared: Option<&Arc<SharedSessions>>| {
+fn flip_third_nonce(msg: &mut ServerMessage) {
+    if let ServerMessage::KeyRoster { nonces, .. } = msg {
+        Arc::make_mut(nonces)[2].1[0] ^= 1;
+    }
+}
+
+fn flip_third_commitment(msg: &mut ServerMessage) {
+    if let ServerMessage::KeyTranscript { entries, .. } = msg {
+        Arc::make_mut(entries)[2].nonce_commitment[0] ^= 1;
+    }
+}
+
+fn swap_first_two_entries(msg: &mut ServerMessage) {
+    if let ServerMessage::KeyTranscript { entries, .. } = msg {
+        Arc::make_mut(entries).swap(0, 1);
+    }
+}
+
+/// Every client's status after a round of 12 under `tamper`, with and without sharing: they
+/// must be equal, and are returned.
+fn statuses_alike(tamper: &mut Tamper) -> BTreeMap<ClientId, ClientStatus> {
+    let mut run = |shared: Option<&Arc<SharedSessions>>| {
         let n = 12;
         let mut sim = Simulation::new(SecAggConfig::new(5, 4), n, [9; 32]).unwrap();
         let inputs: BTreeMap<ClientId, Vec<u64>> = (0..n)
@@ -177,20 +198,64 @@ fn a_nonce_list_shown_to_one_client_is_refused_by_it_alone_when_sessions_share()
                 client.share(shared);
             }
         }
-        sim.run_with(&mut OneTamperedNonceList).client_status
+        sim.run_with(tamper).client_status
     };
-    let alone = statuses(None);
-    let together = statuses(Some(&SharedSessions::new(SignatureCache::new(4096))));
+    let alone = run(None);
+    let together = run(Some(&SharedSessions::new(SignatureCache::new(4096))));
     assert_eq!(alone, together);
+    together
+}
+
+/// The refusal of a tampered list reaches only the client shown it, whether that client checks
+/// first (client 0: the genuine list is still held by the others) or last (client 11: by then
+/// its list may be the genuine allocation's last holder, and the remembered answer's `Weak`
+/// is what makes `make_mut` move it).
+#[test]
+fn a_nonce_list_shown_to_one_client_is_refused_by_it_alone_when_sessions_share() {
+    for victim in [ClientId(0), ClientId(11)] {
+        let statuses = statuses_alike(&mut Tamper {
+            to: victim,
+            change: flip_third_nonce,
+        });
+        assert_eq!(
+            statuses.get(&victim),
+            Some(&ClientStatus::Aborted(SecAggError::BadNonce(ClientId(2))))
+        );
+        let bad_nonce =
+            |s: &ClientStatus| matches!(s, ClientStatus::Aborted(SecAggError::BadNonce(_)));
+        assert!(
+            !statuses.iter().any(|(&id, s)| id != victim && bad_nonce(s)),
+            "{statuses:?}"
+        );
+    }
+}
+
+/// One client is shown a transcript in which another member's nonce commitment differs (a
+/// split view): the genuine nonce then fails against it, for that client alone.
+#[test]
+fn a_transcript_shown_to_one_client_is_checked_by_it_alone_when_sessions_share() {
+    let statuses = statuses_alike(&mut Tamper {
+        to: ClientId(5),
+        change: flip_third_commitment,
+    });
     assert_eq!(
-        alone.get(&ClientId(0)),
+        statuses.get(&ClientId(5)),
         Some(&ClientStatus::Aborted(SecAggError::BadNonce(ClientId(2))))
     );
-    let bad_nonce = |s: &ClientStatus| matches!(s, ClientStatus::Aborted(SecAggError::BadNonce(_)));
-    assert!(
-        !together
-            .iter()
-            .any(|(&id, s)| id != ClientId(0) && bad_nonce(s)),
-        "{together:?}"
+}
+
+/// The client looks entries up by binary search, so a transcript out of order must never get
+/// that far.
+#[test]
+fn a_transcript_out_of_order_is_refused_before_any_lookup() {
+    let statuses = statuses_alike(&mut Tamper {
+        to: ClientId(4),
+        change: swap_first_two_entries,
+    });
+    assert_eq!(
+        statuses.get(&ClientId(4)),
+        Some(&ClientStatus::Aborted(SecAggError::Unsorted(
+            "key transcript"
+        )))
     );
 }
