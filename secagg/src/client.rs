@@ -32,7 +32,7 @@ use crate::message::{
 use crate::packed::{self, PackedVector};
 use crate::prg::{self, MaskDomain, Seed, Sign};
 use crate::shamir::{self, SHARE_BYTES, SecretShare};
-use crate::shared::{Nonce, SharedSessions};
+use crate::shared::{ByClient, SharedSessions};
 
 /// Where a client is in the protocol, for drivers and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,7 +433,7 @@ impl ClientSession {
     /// advertisements against the transcript, and deals our shares to them.
     fn on_key_roster(
         &mut self,
-        nonces: &Arc<[Nonce]>,
+        nonces: &Arc<[ByClient]>,
         keys: &[AdvertiseKeys],
     ) -> Result<BTreeMap<ClientId, PeerKeys>, SecAggError> {
         let (session, key_transcript) = (self.plan.session, self.key_transcript);
@@ -791,56 +791,26 @@ impl ClientSession {
         &mut self,
         held: &BTreeMap<ClientId, HeldShares>,
         survivors: &[ClientId],
-        signatures: &[(ClientId, Vec<u8>)],
+        signatures: &Arc<[ByClient]>,
         reveal: &[(ClientId, ShareKind)],
     ) -> Result<(), SecAggError> {
         let survivor_set = crypto::survivor_set_digest(&self.plan.session, survivors);
-        let mut signers = BTreeSet::new();
-        let mut transcripts = Vec::with_capacity(signatures.len());
-        for (signer, _) in signatures {
-            if !signers.insert(*signer) {
-                return Err(SecAggError::Duplicate(*signer));
+        let check = || {
+            checked_consistency_proof(
+                &self.plan,
+                &self.key_transcript,
+                survivors,
+                &survivor_set,
+                signatures,
+                self.shared.as_ref().map(|s| s.signatures()),
+            )
+        };
+        match &self.shared {
+            Some(shared) => {
+                let key = (self.plan.session, self.key_transcript, survivor_set);
+                shared.consistency_proof(key, signatures, check)?
             }
-            if survivors.binary_search(signer).is_err() {
-                return Err(SecAggError::ConsistencyCheckFailed(*signer));
-            }
-            let vk = self
-                .plan
-                .roster
-                .get(signer)
-                .ok_or(SecAggError::UnknownClient(*signer))?;
-            transcripts.push((
-                *signer,
-                vk,
-                crypto::consistency_transcript(
-                    &self.plan.session,
-                    &self.key_transcript,
-                    *signer,
-                    &survivor_set,
-                ),
-            ));
-        }
-        let items: Vec<_> = transcripts
-            .iter()
-            .zip(signatures)
-            .map(|((signer, vk, t), (_, sig))| (*signer, *vk, t.as_slice(), sig.as_slice()))
-            .collect();
-        // Valid key, wrong set: the server showed this signer a different survivor set.
-        crypto::verify_all(&items, self.shared.as_ref().map(|s| s.signatures())).map_err(|e| {
-            match e {
-                SecAggError::InvalidSignature(signer) => {
-                    SecAggError::ConsistencyCheckFailed(signer)
-                }
-                other => other,
-            }
-        })?;
-        let quorum = self.plan.consistency_quorum();
-        if signers.len() < quorum {
-            return Err(SecAggError::TooFewSurvivors {
-                stage: Stage::ConsistencyCheck,
-                got: signers.len(),
-                need: quorum,
-            });
+            None => check()?,
         }
         let mut requested: BTreeMap<ClientId, ShareKind> = BTreeMap::new();
         for &(owner, kind) in reveal {
@@ -912,7 +882,7 @@ fn checked_graph_seed(
     session: &[u8; 32],
     key_transcript: &[u8; 32],
     transcript: &[TranscriptEntry],
-    nonces: &[Nonce],
+    nonces: &[ByClient],
 ) -> Result<[u8; 32], SecAggError> {
     let mut revealed = Vec::with_capacity(transcript.len());
     let mut given = nonces.iter();
@@ -938,4 +908,55 @@ fn checked_graph_seed(
         return Err(SecAggError::KeyTranscriptMismatch(*extra));
     }
     Ok(crypto::graph_seed(session, key_transcript, &revealed))
+}
+
+/// Checks the consistency proof: distinct signers, each in `survivors` (whose digest is
+/// `survivor_set`), each signature valid over that set and `key_transcript`, and at least a
+/// quorum of them.
+fn checked_consistency_proof(
+    plan: &RoundPlan,
+    key_transcript: &[u8; 32],
+    survivors: &[ClientId],
+    survivor_set: &[u8; 32],
+    signatures: &[ByClient],
+    cache: Option<&medfl_memo::SignatureCache>,
+) -> Result<(), SecAggError> {
+    let mut signers = BTreeSet::new();
+    let mut transcripts = Vec::with_capacity(signatures.len());
+    for (signer, _) in signatures {
+        if !signers.insert(*signer) {
+            return Err(SecAggError::Duplicate(*signer));
+        }
+        if survivors.binary_search(signer).is_err() {
+            return Err(SecAggError::ConsistencyCheckFailed(*signer));
+        }
+        let vk = plan
+            .roster
+            .get(signer)
+            .ok_or(SecAggError::UnknownClient(*signer))?;
+        transcripts.push((
+            *signer,
+            vk,
+            crypto::consistency_transcript(&plan.session, key_transcript, *signer, survivor_set),
+        ));
+    }
+    let items: Vec<_> = transcripts
+        .iter()
+        .zip(signatures)
+        .map(|((signer, vk, t), (_, sig))| (*signer, *vk, t.as_slice(), sig.as_slice()))
+        .collect();
+    // Valid key, wrong set: the server showed this signer a different survivor set.
+    crypto::verify_all(&items, cache).map_err(|e| match e {
+        SecAggError::InvalidSignature(signer) => SecAggError::ConsistencyCheckFailed(signer),
+        other => other,
+    })?;
+    let quorum = plan.consistency_quorum();
+    if signers.len() < quorum {
+        return Err(SecAggError::TooFewSurvivors {
+            stage: Stage::ConsistencyCheck,
+            got: signers.len(),
+            need: quorum,
+        });
+    }
+    Ok(())
 }

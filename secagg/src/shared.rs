@@ -9,8 +9,9 @@
 //! plan and the graph seed, which each session derives and checks itself; it is computed by the
 //! first session to need it.
 //!
-//! Two checks every client makes of what the server sent everyone are `O(n)` each: the key
-//! transcript's hash and the nonces against their commitments (`n` hashes). A simulated server
+//! Three checks every client makes of what the server sent everyone are `O(n)` each: the key
+//! transcript's hash, the nonces against their commitments (`n` hashes), and the consistency
+//! proof (a quorum of signatures over the survivor set). A simulated server
 //! sends every session the same `Arc`, so each answer is remembered under that allocation
 //! ([`ByAddress`]) and computed by the first session that asks. A session sent a list of its
 //! own (as a server that shows different clients different transcripts would) computes its own.
@@ -38,14 +39,21 @@ pub struct SharedSessions {
     /// Key-transcript hashes by session tag and transcript allocation.
     transcripts: ByAddress<[u8; 32], [TranscriptEntry], [u8; 32]>,
     /// Graph seeds (or why the nonces fail) by session tag, key-transcript hash and nonce list.
-    seeds: ByAddress<([u8; 32], [u8; 32]), [Nonce], SeedOrRefusal>,
+    seeds: ByAddress<([u8; 32], [u8; 32]), [ByClient], SeedOrRefusal>,
+    /// Consistency proofs checked, by session tag, key-transcript hash, survivor-set digest and
+    /// signature list.
+    proofs: ByAddress<ProofKey, [ByClient], Result<(), SecAggError>>,
 }
+
+/// Session tag, key-transcript hash and survivor-set digest: what a consistency proof proves.
+type ProofKey = ([u8; 32], [u8; 32], [u8; 32]);
 
 /// A graph seed, or why the nonces it would come from are refused.
 type SeedOrRefusal = Result<[u8; 32], SecAggError>;
 
-/// A revealed nonce as the server sends it.
-pub(crate) type Nonce = (ClientId, Vec<u8>);
+/// Bytes of one client as the server forwards them: a revealed nonce, or a consistency
+/// signature.
+pub(crate) type ByClient = (ClientId, Vec<u8>);
 
 impl SharedSessions {
     /// Sessions that also share `signatures` (with whatever else in the process checks them).
@@ -56,6 +64,7 @@ impl SharedSessions {
             graphs: Interner::default(),
             transcripts: ByAddress::default(),
             seeds: ByAddress::default(),
+            proofs: ByAddress::default(),
         })
     }
 
@@ -95,10 +104,21 @@ impl SharedSessions {
         &self,
         session: [u8; 32],
         key_transcript: [u8; 32],
-        nonces: &Arc<[Nonce]>,
+        nonces: &Arc<[ByClient]>,
         check: impl FnOnce() -> Result<[u8; 32], SecAggError>,
     ) -> Result<[u8; 32], SecAggError> {
         self.seeds
             .get_or_compute((session, key_transcript), nonces, check)
+    }
+
+    /// Whether `signatures` prove the survivor set `key.2` (under session `key.0` and key
+    /// transcript `key.1`), computed by `check` for the first session sent this allocation.
+    pub(crate) fn consistency_proof(
+        &self,
+        key: ProofKey,
+        signatures: &Arc<[ByClient]>,
+        check: impl FnOnce() -> Result<(), SecAggError>,
+    ) -> Result<(), SecAggError> {
+        self.proofs.get_or_compute(key, signatures, check)
     }
 }

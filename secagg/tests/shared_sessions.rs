@@ -259,3 +259,34 @@ fn a_transcript_out_of_order_is_refused_before_any_lookup() {
         )))
     );
 }
+
+fn swap_two_signatures(msg: &mut ServerMessage) {
+    if let ServerMessage::UnmaskRequest { signatures, .. } = msg {
+        let proof = Arc::make_mut(signatures);
+        let second = proof[2].1.clone();
+        proof[1].1 = second;
+    }
+}
+
+/// A consistency proof with one signature standing in for another, shown to the first or the
+/// last client to check it: refused by that client alone.
+#[test]
+fn a_forged_consistency_proof_is_refused_by_the_client_shown_it_alone_when_sessions_share() {
+    for victim in [ClientId(0), ClientId(11)] {
+        let statuses = statuses_alike(&mut Tamper {
+            to: victim,
+            change: swap_two_signatures,
+        });
+        let refused = |s: &ClientStatus| {
+            matches!(
+                s,
+                ClientStatus::Aborted(SecAggError::ConsistencyCheckFailed(_))
+            )
+        };
+        assert!(statuses.get(&victim).is_some_and(refused), "{statuses:?}");
+        assert!(
+            !statuses.iter().any(|(&id, s)| id != victim && refused(s)),
+            "{statuses:?}"
+        );
+    }
+}
