@@ -128,7 +128,7 @@ pub enum AgentEvent {
     /// charge durably, then call [`Agent::charge_recorded`]; the masked input leaves only then.
     Charge(Box<Charge>),
     /// Append this block to the local ledger, then call [`Agent::ledger_updated`].
-    Block(Box<Block>),
+    Block(Arc<Block>),
     /// The agent endorsed the outcome of `round`.
     Endorsed {
         /// The round.

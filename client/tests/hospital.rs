@@ -67,7 +67,8 @@ fn blocks_in_order_are_appended_to_the_hospitals_own_copy() {
     let f = Fixture::new(5, 3, 2);
     let mut h = hospital(&f);
     for b in chain(&f) {
-        h.handle(ToAgent::Block(Box::new(b)), NOW).unwrap();
+        h.handle(ToAgent::Block(std::sync::Arc::new(b)), NOW)
+            .unwrap();
     }
     let appended = events(&mut h)
         .into_iter()
@@ -83,10 +84,10 @@ fn a_missed_block_makes_the_hospital_ask_again_from_its_own_height() {
     let f = Fixture::new(5, 3, 2);
     let blocks = chain(&f);
     let mut h = hospital(&f);
-    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[0].clone())), NOW)
         .unwrap();
     // Block 2 is lost; block 3 arrives.
-    h.handle(ToAgent::Block(Box::new(blocks[2].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[2].clone())), NOW)
         .unwrap();
     let evs = events(&mut h);
     assert!(
@@ -101,9 +102,10 @@ fn a_missed_block_makes_the_hospital_ask_again_from_its_own_height() {
     assert_eq!(h.ledger().state().height(), 1);
     // The catch-up resends 2 and 3 (3 a second time is harmless).
     for b in &blocks[1..] {
-        h.handle(ToAgent::Block(Box::new(b.clone())), NOW).unwrap();
+        h.handle(ToAgent::Block(std::sync::Arc::new(b.clone())), NOW)
+            .unwrap();
     }
-    h.handle(ToAgent::Block(Box::new(blocks[2].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[2].clone())), NOW)
         .unwrap();
     assert_eq!(h.ledger().state().height(), 3);
     assert_eq!(h.ledger().state().tip(), blocks[2].header.hash().unwrap());
@@ -116,11 +118,13 @@ fn a_block_the_copy_refuses_changes_nothing() {
     let mut h = hospital(&f);
     // Signed by a key outside the consortium.
     let forged = signed_by_an_outsider(&f, &blocks[0]);
-    h.handle(ToAgent::Block(Box::new(forged)), NOW).unwrap();
+    h.handle(ToAgent::Block(std::sync::Arc::new(forged)), NOW)
+        .unwrap();
     // A transaction changed after the header was signed.
     let mut altered = blocks[0].clone();
     altered.txs[0].issued_at.0 += 1;
-    h.handle(ToAgent::Block(Box::new(altered)), NOW).unwrap();
+    h.handle(ToAgent::Block(std::sync::Arc::new(altered)), NOW)
+        .unwrap();
     let refused = events(&mut h)
         .into_iter()
         .filter(|e| matches!(e, HospitalEvent::BlockRefused { height: 1, .. }))
@@ -128,7 +132,7 @@ fn a_block_the_copy_refuses_changes_nothing() {
     assert_eq!(refused, 2);
     assert_eq!(h.ledger().state().height(), 0);
     // The genuine block still goes in.
-    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[0].clone())), NOW)
         .unwrap();
     assert_eq!(h.ledger().state().height(), 1);
 }
@@ -138,7 +142,7 @@ fn a_second_block_signed_at_a_held_height_is_kept_as_proof_of_a_fork() {
     let f = Fixture::new(5, 3, 2);
     let blocks = chain(&f);
     let mut h = hospital(&f);
-    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[0].clone())), NOW)
         .unwrap();
     events(&mut h);
     // The coordinator signs another block 1 (another transaction) and sends it too.
@@ -153,7 +157,7 @@ fn a_second_block_signed_at_a_held_height_is_kept_as_proof_of_a_fork() {
         },
     );
     let fork = f.block(&genesis, vec![other], time);
-    h.handle(ToAgent::Block(Box::new(fork.clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(fork.clone())), NOW)
         .unwrap();
     let evs = events(&mut h);
     assert!(
@@ -163,10 +167,11 @@ fn a_second_block_signed_at_a_held_height_is_kept_as_proof_of_a_fork() {
     // The copy keeps its own block; the same block again, or one no coordinator signed, is
     // no evidence.
     assert_eq!(h.ledger().state().tip(), blocks[0].header.hash().unwrap());
-    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[0].clone())), NOW)
         .unwrap();
     let forged = signed_by_an_outsider(&f, &fork);
-    h.handle(ToAgent::Block(Box::new(forged)), NOW).unwrap();
+    h.handle(ToAgent::Block(std::sync::Arc::new(forged)), NOW)
+        .unwrap();
     assert!(events(&mut h).is_empty());
 }
 
@@ -176,7 +181,7 @@ fn a_batch_past_a_gap_asks_once_until_the_copy_moves() {
     let blocks = chain(&f);
     let mut h = hospital(&f);
     for _ in 0..3 {
-        h.handle(ToAgent::Block(Box::new(blocks[2].clone())), NOW)
+        h.handle(ToAgent::Block(std::sync::Arc::new(blocks[2].clone())), NOW)
             .unwrap();
     }
     let hellos = std::iter::from_fn(|| h.poll_outgoing())
@@ -184,9 +189,9 @@ fn a_batch_past_a_gap_asks_once_until_the_copy_moves() {
         .count();
     assert_eq!(hellos, 1);
     // Once the copy moves, a new gap asks again.
-    h.handle(ToAgent::Block(Box::new(blocks[0].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[0].clone())), NOW)
         .unwrap();
-    h.handle(ToAgent::Block(Box::new(blocks[2].clone())), NOW)
+    h.handle(ToAgent::Block(std::sync::Arc::new(blocks[2].clone())), NOW)
         .unwrap();
     assert!(matches!(
         h.poll_outgoing(),

@@ -238,7 +238,10 @@ impl World {
                         self.chain.push(receipt.hash);
                         let block = self.ledger.block(receipt.height).unwrap().unwrap();
                         for i in 0..self.nodes.len() {
-                            self.send(Packet::ToAgent(i, ToAgent::Block(Box::new(block.clone()))));
+                            self.send(Packet::ToAgent(
+                                i,
+                                ToAgent::Block(std::sync::Arc::new(block.clone())),
+                            ));
                         }
                     }
                     CoordinatorEvent::RoundFailed { reason, .. } => {
@@ -285,7 +288,10 @@ impl World {
                 // faulty network.
                 for h in height + 1..=self.ledger.state().height() {
                     let block = self.ledger.block(h).unwrap().unwrap();
-                    self.send(Packet::ToAgent(i, ToAgent::Block(Box::new(block))));
+                    self.send(Packet::ToAgent(
+                        i,
+                        ToAgent::Block(std::sync::Arc::new(block)),
+                    ));
                 }
             }
             Packet::ToCoordinator(i, msg) => {

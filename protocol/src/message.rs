@@ -47,7 +47,7 @@ pub enum ToAgent {
         server_state: Arc<[f32]>,
     },
     /// A ledger block to append (the coordinator orders; every member keeps a copy).
-    Block(Box<Block>),
+    Block(Arc<Block>),
     /// The attempt is over without a result.
     Abort {
         /// The attempt.

@@ -22,6 +22,7 @@
 //! [`CoordinatorNode::poll_event`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -526,9 +527,12 @@ impl CoordinatorNode {
         let Ok(Some(block)) = self.ledger.block(height) else {
             return;
         };
+        // One block for every member: an anchor lists its endorsements, so `n` copies of it
+        // would be `O(n^2)` bytes queued at once.
+        let block = Arc::new(block);
         let to: Vec<MemberId> = self.connected.iter().cloned().collect();
         for m in to {
-            self.send(&m, ToAgent::Block(Box::new(block.clone())));
+            self.send(&m, ToAgent::Block(Arc::clone(&block)));
         }
     }
 
@@ -744,7 +748,7 @@ impl CoordinatorNode {
         while let Some((member, heights)) = self.catch_up.poll_batch(now_ms, tip) {
             for h in heights {
                 match self.ledger.block(h) {
-                    Ok(Some(b)) => self.send(&member, ToAgent::Block(Box::new(b))),
+                    Ok(Some(b)) => self.send(&member, ToAgent::Block(Arc::new(b))),
                     _ => {
                         self.catch_up.disconnected(&member);
                         self.events.push_back(NodeEvent::CatchUpFailed {
@@ -849,9 +853,10 @@ impl CoordinatorNode {
             // itself does, as their evidence of why.
             self.outgoing.retain(|(to, _)| !removed.contains(to));
             if let Ok(Some(block)) = self.ledger.block(height) {
+                let block = Arc::new(block);
                 for m in told {
                     self.outgoing
-                        .push_back((m, ToAgent::Block(Box::new(block.clone()))));
+                        .push_back((m, ToAgent::Block(Arc::clone(&block))));
                 }
             }
             self.members = members;
