@@ -563,7 +563,7 @@ impl ClientSession {
         &self,
         peers: &BTreeMap<ClientId, PeerKeys>,
         shares: &[EncryptedShare],
-        commitments: &[ShareCommitments],
+        commitments: &[Arc<ShareCommitments>],
     ) -> Result<(Partners, HeldByOwner), SecAggError> {
         let mut lists: BTreeMap<ClientId, &ShareCommitments> = BTreeMap::new();
         for c in commitments {

@@ -194,8 +194,8 @@ pub enum ServerMessage {
         round: u64,
         /// The ciphertexts.
         shares: Vec<EncryptedShare>,
-        /// The senders' signed share commitments.
-        commitments: Vec<ShareCommitments>,
+        /// The senders' signed share commitments (each shared by its dealer's recipients).
+        commitments: Vec<Arc<ShareCommitments>>,
     },
     /// The set `U3` of clients whose masked inputs the server accepted.
     SurvivorSet {

@@ -99,7 +99,7 @@ enum ServerPhase {
     },
     ShareKeys {
         adverts: BTreeMap<ClientId, AdvertiseKeys>,
-        shares: BTreeMap<ClientId, (Vec<EncryptedShare>, ShareCommitments)>,
+        shares: BTreeMap<ClientId, (Vec<EncryptedShare>, Arc<ShareCommitments>)>,
     },
     MaskedInput {
         state: MaskState,
@@ -120,6 +120,10 @@ enum ServerPhase {
     Finished,
     Aborted(SecAggError),
 }
+
+/// What the server forwards to one client: ciphertexts addressed to it, and their dealers'
+/// signed commitments.
+type Forwarded = (Vec<EncryptedShare>, Vec<Arc<ShareCommitments>>);
 
 /// The server's side of a SecAgg+ round.
 pub struct ServerSession {
@@ -331,7 +335,7 @@ impl ServerSession {
                     &commitments.entries,
                 );
                 crypto::verify(vk, from, &signed, &commitments.signature)?;
-                shares.insert(from, (s, commitments));
+                shares.insert(from, (s, Arc::new(commitments)));
                 shares.len() == adverts.len()
             }
             (
@@ -642,21 +646,23 @@ impl ServerSession {
             }
             ServerPhase::ShareKeys { adverts, shares } => {
                 self.require(Stage::ShareKeys, shares.len())?;
-                let mut inbox: BTreeMap<ClientId, (Vec<EncryptedShare>, Vec<ShareCommitments>)> =
-                    shares
-                        .keys()
-                        .map(|&j| (j, (Vec::new(), Vec::new())))
-                        .collect();
+                let senders: Vec<ClientId> = shares.keys().copied().collect();
+                let mut inbox: BTreeMap<ClientId, Forwarded> = senders
+                    .iter()
+                    .map(|&j| (j, (Vec::new(), Vec::new())))
+                    .collect();
                 let mut share_commitments = BTreeMap::new();
-                for (&sender, (list, commitments)) in &shares {
+                // Each ciphertext moves to its recipient; each dealer's commitments are one `Arc`
+                // for its `degree` recipients (`n * degree^2` copies otherwise).
+                for (sender, (list, commitments)) in shares {
                     for e in list {
                         // Only clients that completed this stage are mask partners.
                         if let Some((slot, lists)) = inbox.get_mut(&e.peer) {
                             slot.push(EncryptedShare {
                                 peer: sender,
-                                ciphertext: e.ciphertext.clone(),
+                                ciphertext: e.ciphertext,
                             });
-                            lists.push(commitments.clone());
+                            lists.push(Arc::clone(&commitments));
                         }
                     }
                     for c in &commitments.entries {
@@ -681,7 +687,7 @@ impl ServerSession {
                 }
                 let mut mask_keys = BTreeMap::new();
                 let mut seed_commitments = BTreeMap::new();
-                for &i in shares.keys() {
+                for &i in &senders {
                     let adv = adverts
                         .get(&i)
                         .ok_or(SecAggError::Internal("advert lost"))?;
@@ -696,7 +702,7 @@ impl ServerSession {
                         mask_keys,
                         seed_commitments,
                         share_commitments,
-                        u2: shares.into_keys().collect(),
+                        u2: senders.into_iter().collect(),
                         survivors: Vec::new(),
                         survivor_set: [0; 32],
                         sum: vec![0; self.plan.config.vector_len],
