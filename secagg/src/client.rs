@@ -807,7 +807,12 @@ impl ClientSession {
         };
         match &self.shared {
             Some(shared) => {
-                let key = (self.plan.session, self.key_transcript, survivor_set);
+                let key = (
+                    self.plan.session,
+                    self.key_transcript,
+                    survivor_set,
+                    self.plan.consistency_quorum(),
+                );
                 shared.consistency_proof(key, signatures, check)?
             }
             None => check()?,

@@ -45,8 +45,11 @@ pub struct SharedSessions {
     proofs: ByAddress<ProofKey, [ByClient], Result<(), SecAggError>>,
 }
 
-/// Session tag, key-transcript hash and survivor-set digest: what a consistency proof proves.
-type ProofKey = ([u8; 32], [u8; 32], [u8; 32]);
+/// Session tag, key-transcript hash, survivor-set digest and quorum: everything a
+/// consistency proof's verdict depends on besides the signatures. The tag already binds the
+/// roster and the resolved threshold (so the quorum); the quorum is named as well, so a future
+/// knob that moves it without moving the tag cannot share a verdict across it.
+type ProofKey = ([u8; 32], [u8; 32], [u8; 32], usize);
 
 /// A graph seed, or why the nonces it would come from are refused.
 type SeedOrRefusal = Result<[u8; 32], SecAggError>;
@@ -111,8 +114,9 @@ impl SharedSessions {
             .get_or_compute((session, key_transcript), nonces, check)
     }
 
-    /// Whether `signatures` prove the survivor set `key.2` (under session `key.0` and key
-    /// transcript `key.1`), computed by `check` for the first session sent this allocation.
+    /// Whether `signatures` prove the survivor set `key.2` (under session `key.0`, key
+    /// transcript `key.1` and quorum `key.3`), computed by `check` for the first session sent
+    /// this allocation.
     pub(crate) fn consistency_proof(
         &self,
         key: ProofKey,
