@@ -871,14 +871,14 @@ impl SimAgent {
     }
 }
 
-/// The bytes a message takes on the wire.
 /// Milliseconds since `t`, for the stage timings of a simulated round.
 fn wall_ms(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The bytes a message takes on the wire, counted without encoding it into a buffer.
 fn wire_len<T: serde::Serialize>(msg: &T) -> u64 {
-    medfl_ledger::codec::encode(msg).map_or(0, |b| b.len() as u64)
+    medfl_ledger::codec::encoded_len(msg).map_or(0, |n| n as u64)
 }
 
 /// A simulated hospital's own privacy ledger: the agreement's budget, and the run's

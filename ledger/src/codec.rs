@@ -41,6 +41,15 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// How many bytes [`encode`] would write, without writing them: for counting what a simulated
+/// transport moves, where allocating every message would cost more than delivering it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(size.bytes_written)
+}
+
 /// Decodes a value, refusing trailing bytes and non-canonical encodings.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used): (T, usize) = bincode::serde::decode_from_slice(bytes, config())
@@ -57,6 +66,12 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_len_is_the_length_encode_writes() {
+        let v: (u32, String, Vec<u64>) = (70_000, "hospital".into(), vec![1, u64::MAX, 300]);
+        assert_eq!(encoded_len(&v).unwrap(), encode(&v).unwrap().len());
+    }
 
     #[test]
     fn roundtrip_and_rejections() {
