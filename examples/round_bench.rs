@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use medfl::daemon::{self, InsecureKeys};
+use medfl::progress::Progress;
 use medfl::provision::{KeyGeneration, KeySource, provision};
 use medfl_ledger::ConsortiumFile;
 
@@ -91,14 +92,16 @@ async fn main() -> Result<()> {
         }));
     }
     let metrics_path = cons.join("coordinator/metrics.jsonl");
+    let progress = Progress::new(args.rounds, false);
     let mut shown = 0;
     while !coordinator.is_finished() {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        shown = show_progress(&metrics_path, shown, args.rounds);
+        shown = show_progress(&progress, &metrics_path, shown, args.rounds);
         if started.elapsed() > Duration::from_secs(3600) {
             bail!("the rounds did not finish within an hour");
         }
     }
+    drop(progress);
     coordinator.await?.context("the coordinator")?;
     for c in clients {
         c.await?.context("a hospital")?;
@@ -160,8 +163,8 @@ fn logs(dir: &Path, days: u64) -> Result<PathBuf> {
     Ok(events)
 }
 
-/// Prints the rounds that ended since the last call; returns how many lines were read.
-fn show_progress(path: &Path, shown: usize, target: u64) -> usize {
+/// Shows the rounds that ended since the last call; returns how many lines were read.
+fn show_progress(progress: &Progress, path: &Path, shown: usize, target: u64) -> usize {
     let Ok(text) = std::fs::read_to_string(path) else {
         return shown;
     };
@@ -172,12 +175,17 @@ fn show_progress(path: &Path, shown: usize, target: u64) -> usize {
         };
         let round = v["round"].as_u64().unwrap_or(0);
         match (v["model"].as_str(), v["failure"].as_str()) {
-            (Some(model), _) => eprintln!(
-                "round {round}/{target} anchored in {:.2} s (model {}…)",
-                v["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-                &model[..model.len().min(12)]
-            ),
-            (None, Some(why)) => eprintln!("round {round}/{target} attempt failed: {why}"),
+            (Some(model), _) => {
+                progress.step();
+                progress.line(&format!(
+                    "round {round}/{target} anchored in {:.2} s (model {}…)",
+                    v["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                    &model[..model.len().min(12)]
+                ));
+            }
+            (None, Some(why)) => {
+                progress.line(&format!("round {round}/{target} attempt failed: {why}"))
+            }
             _ => {}
         }
     }

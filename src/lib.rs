@@ -13,7 +13,8 @@
 //! - [`local`]: runs an agent's training task on the model crate.
 //! - [`node`]: the coordinator's runtime apart from I/O, which every driver runs.
 //! - [`consortium`]: a whole consortium in one process, on in-memory queues.
-//! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts.
+//! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts;
+//!   [`progress`]: their progress bar.
 //! - [`settings`]: the one configuration of a consortium's rounds and its defaults.
 //! - [`provision`]: startup folders for every member of a consortium.
 //! - [`report`]: what `medfl ledger show` and `verify` print.
@@ -31,6 +32,7 @@ pub mod local;
 pub mod model_store;
 pub mod node;
 pub mod plot;
+pub mod progress;
 pub mod provision;
 pub mod report;
 pub mod settings;

@@ -24,6 +24,7 @@ use crate::consortium::{Consortium, RoundReport, SimHospital, SimLog, SimSetting
 use crate::detection::{self, Split};
 use crate::model_store::ModelStore;
 use crate::plot;
+use crate::progress::Progress;
 use crate::report::table;
 use crate::settings::RoundSettings;
 
@@ -387,19 +388,13 @@ fn evaluate(
 /// `report.metrics.round` or fails it (a failed round is tried again at the next step).
 #[derive(Clone, Debug, Serialize)]
 pub struct RoundRow {
-    /// The run's step, from 1: what the progress line counts.
+    /// The run's step, from 1: what the progress bar counts.
     pub step: u64,
     /// The round's report.
     #[serde(flatten)]
     pub report: RoundReport,
     /// Macro AUROC of the global model after the round.
     pub auroc: Option<f64>,
-}
-
-fn progress_bar(done: u64, total: u64) -> String {
-    let width = 24usize;
-    let filled = (done as usize * width) / (total.max(1) as usize);
-    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
 /// Creates `dir` (which must not hold a run already) and checks it is writable.
@@ -485,11 +480,8 @@ fn execute(
     dir: &Path,
     chatty: bool,
 ) -> Result<(Vec<RoundRow>, Vec<HospitalData>)> {
-    let say = |m: &str| {
-        if chatty {
-            eprintln!("{m}");
-        }
-    };
+    let progress = Progress::new(run.rounds.rounds, !chatty);
+    let say = |m: &str| progress.line(m);
     // Logs are kept only when patients will opt out: they are what consent is applied to.
     let opt_outs = scenario.consent.opt_outs > 0;
     let data = detection::consortium_data_with_logs(scenario, Split::default(), opt_outs, say)?;
@@ -529,16 +521,14 @@ fn execute(
                 scenario.consent.opt_outs
             ));
         }
-        let bar = progress_bar(r - 1, run.rounds.rounds);
-        let report = consortium.run_round(|stage| say(&format!("{bar} step {r}: {stage}")))?;
+        let report = consortium.run_round(|stage| progress.stage(&format!("step {r}: {stage}")))?;
         let auroc = match &report.model {
             Some(_) => evaluate(consortium.model(), &hospitals, run.target_fpr)?.mean(|e| e.auroc),
             None => None,
         };
-        if chatty {
-            eprintln!(
-                "{} step {r}/{}, round {} ({} attempt{}): {} participants, {} dropped, AUROC {}, max ε {:.3}, {:.1} s{}",
-                progress_bar(r, run.rounds.rounds),
+        progress.step();
+        progress.line(&format!(
+                "step {r}/{}, round {} ({} attempt{}): {} participants, {} dropped, AUROC {}, max ε {:.3}, {:.1} s{}",
                 run.rounds.rounds,
                 report.metrics.round,
                 report.attempts,
@@ -552,8 +542,7 @@ fn execute(
                     .failure
                     .as_ref()
                     .map_or(String::new(), |f| format!(" — FAILED: {f}")),
-            );
-        }
+            ));
         rows.push(RoundRow {
             step: r,
             report,
@@ -669,9 +658,9 @@ fn write_outputs(out: &Path, rows: &[RoundRow]) -> Result<()> {
         ));
     }
     std::fs::write(out.join("metrics.csv"), csv).context("writing metrics.csv")?;
-    let series = |f: &dyn Fn(&RoundRow) -> Option<f64>| -> Vec<(f64, f64)> {
+    let series = |f: &dyn Fn(&RoundRow) -> Option<f64>| -> Vec<(u64, f64)> {
         rows.iter()
-            .filter_map(|r| f(r).map(|y| (r.report.metrics.round as f64, y)))
+            .filter_map(|r| f(r).map(|y| (r.report.metrics.round, y)))
             .collect()
     };
     // AUROC on the half of its scale that means anything (0.5 is chance); epsilon from 0.
@@ -692,11 +681,8 @@ fn write_outputs(out: &Path, rows: &[RoundRow]) -> Result<()> {
         ),
     ];
     for (file, title, y, points, range) in plots {
-        std::fs::write(
-            out.join(file),
-            plot::line_chart(title, "round", y, &points, range),
-        )
-        .with_context(|| format!("writing {file}"))?;
+        let svg = plot::line_chart(title, "round", y, &points, range)?;
+        std::fs::write(out.join(file), svg).with_context(|| format!("writing {file}"))?;
     }
     Ok(())
 }
