@@ -731,9 +731,9 @@ impl Consortium {
             NodeEvent::Refused { member, reason } => acc.refusals.push(format!(
                 "the coordinator refused a message of {member}: {reason}"
             )),
-            NodeEvent::Misbehaved { member, reason } => acc
-                .refusals
-                .push(format!("{member} was proven to cheat: {reason}")),
+            NodeEvent::Misbehaved { member, reason } => {
+                acc.refusals.push(format!("{member} misbehaved: {reason}"))
+            }
             NodeEvent::TxRefused { id, reason, .. } => acc.tx_refused.push((id, reason)),
             NodeEvent::AppendFailed { reason } => acc
                 .refusals

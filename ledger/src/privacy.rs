@@ -10,12 +10,16 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Checks that a float is finite and within `[lo, hi]`.
+/// Checks that a float is finite and within `[lo, hi]`; a `lo` of `f64::MIN_POSITIVE` means
+/// "above zero", and is said so.
 pub(crate) fn check_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
     if !v.is_finite() || v < lo || v > hi {
-        return Err(format!(
-            "{name} = {v} must be a finite number in [{lo}, {hi}]"
-        ));
+        let range = if lo == f64::MIN_POSITIVE {
+            format!("(0, {hi}]")
+        } else {
+            format!("[{lo}, {hi}]")
+        };
+        return Err(format!("{name} = {v} must be a finite number in {range}"));
     }
     Ok(())
 }
@@ -282,6 +286,22 @@ impl AggregationFloors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_above_zero_is_stated_plainly() {
+        let e = PrivacyBudget {
+            epsilon: 1e9,
+            delta: 1e-6,
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "epsilon = 1000000000 must be a finite number in (0, 1000]"
+        );
+        let e = check_range("delta", 2.0, 0.0, 1.0).unwrap_err();
+        assert_eq!(e, "delta = 2 must be a finite number in [0, 1]");
+    }
 
     #[test]
     fn bad_budgets_and_params_are_refused() {

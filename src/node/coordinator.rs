@@ -113,7 +113,9 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
-    /// Secure aggregation proved a member cheated; it is left out of later rounds.
+    /// A member still in the round sent something the round refused (also reported as
+    /// [`NodeEvent::Refused`]), or secure aggregation proved it cheated: only then is it left
+    /// out of later rounds (the reason says so).
     Misbehaved {
         /// Who.
         member: MemberId,
