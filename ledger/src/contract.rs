@@ -184,7 +184,7 @@ fn add_member(state: &mut ChainState, m: &crate::member::Member) -> Result<Undo,
     if state.key_owners.contains_key(&key) {
         return Err(ContractError::KeyInUse(m.id.clone()));
     }
-    state.members.insert(
+    Arc::make_mut(&mut state.members).insert(
         m.id.clone(),
         MemberRecord {
             member: m.clone(),
@@ -192,7 +192,7 @@ fn add_member(state: &mut ChainState, m: &crate::member::Member) -> Result<Undo,
             revocation: None,
         },
     );
-    state.key_owners.insert(key, m.id.clone());
+    Arc::make_mut(&mut state.key_owners).insert(key, m.id.clone());
     Ok(Undo::AddMember(m.id.clone(), key))
 }
 
@@ -217,7 +217,7 @@ fn revoke(
             return Err(ContractError::LastCoordinator(target.clone()));
         }
     }
-    if let Some(r) = state.members.get_mut(target) {
+    if let Some(r) = Arc::make_mut(&mut state.members).get_mut(target) {
         r.revoked = true;
         r.revocation = Some(revocation);
     }
@@ -273,7 +273,7 @@ fn extend_agreement(
         expires_at: a.agreement.expires_at,
         accepted: std::mem::take(&mut a.accepted),
     };
-    a.agreement.expires_at = expires_at;
+    Arc::make_mut(&mut a.agreement).expires_at = expires_at;
     a.extensions = a.extensions.saturating_add(1);
     Ok(undo)
 }
@@ -335,7 +335,7 @@ fn accept(
         });
     }
     if let Some(a) = state.agreements.get_mut(agreement) {
-        a.accepted.insert(signer.clone());
+        Arc::make_mut(&mut a.accepted).insert(signer.clone());
     }
     Ok(Undo::Accept(agreement.clone(), signer.clone()))
 }
@@ -361,7 +361,7 @@ fn consent(
     }
     // A choice equal to the recorded one is still recorded, with its newer time: refusing it
     // would let an older, different choice still waiting in the orderer's hands win after it.
-    state.consent.insert(key.clone(), (choice, issued_at));
+    Arc::make_mut(&mut state.consent).insert(key.clone(), (choice, issued_at));
     let changed_at = state.consent_changed_at;
     if previous.map_or(ConsentChoice::OptIn, |(c, _)| c) != choice {
         // Transactions are applied while the state is still at the previous tip; the header

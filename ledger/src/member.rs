@@ -1,6 +1,7 @@
 //! Who may take part: member ids, roles, and the registered member record.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -30,15 +31,18 @@ pub(crate) fn check_id(kind: &str, s: &str) -> Result<(), String> {
 macro_rules! checked_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Held as an `Arc<str>`: every ledger state, anchor and round plan keys maps by it,
+        /// and a copy is then a count, not an allocation. On the wire it is a string.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Checks and wraps an identifier.
             pub fn new(s: impl Into<String>) -> Result<Self, String> {
                 let s = s.into();
                 check_id($kind, &s)?;
-                Ok(Self(s))
+                Ok(Self(Arc::from(s)))
             }
 
             /// The identifier as text.

@@ -12,6 +12,14 @@
 //! that validated differently (a bug) never meets an equal state and keeps its own: sharing
 //! changes what is held, never a verdict.
 //!
+//! Within a state, the parts few blocks change (the member list and its keys, consent
+//! choices, an agreement's terms, covered and accepted members) sit behind `Arc`s and
+//! [`crate::MemberId`] is an `Arc<str>`: a copy's private clone of the state it applies a
+//! block to shares them with its parent, and comparing it with an equal state finds the same
+//! pointers. What a round anchor changes (each participant's spend, rounds joined and privacy
+//! loss) is cloned, applied and compared per copy: `O(participants)` for each of the `n`
+//! copies, which no sharing removes while every copy validates for itself.
+//!
 //! A daemon (one member to a process) has nothing to share and does not use this.
 
 use std::sync::Arc;

@@ -26,7 +26,7 @@ use crate::tx::{ConsentChoice, DataUseAgreement, Pseudonym, Transaction, TxId};
 use medfl_dp::PrivacyLoss;
 
 /// A member and whether it was revoked.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberRecord {
     /// The registered member.
     pub member: Member,
@@ -52,10 +52,11 @@ pub struct Revocation {
 /// An agreement and its running totals.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgreementRecord {
-    /// The agreement as registered.
-    pub agreement: DataUseAgreement,
-    /// Hospitals that accepted it.
-    pub accepted: BTreeSet<MemberId>,
+    /// The agreement as registered (shared between the states that follow: it changes only
+    /// when extended).
+    pub agreement: Arc<DataUseAgreement>,
+    /// Hospitals that accepted it (shared likewise: it changes only with acceptances).
+    pub accepted: Arc<BTreeSet<MemberId>>,
     /// The last anchored round (0 before the first).
     pub last_round: u64,
     /// The model of the last anchored round.
@@ -77,16 +78,16 @@ pub struct AgreementRecord {
     pub extensions: u32,
     /// `agreement.members` as a set: every anchor asks about each participant, and every
     /// ledger copy and agent checks every anchor.
-    covered: BTreeSet<MemberId>,
+    covered: Arc<BTreeSet<MemberId>>,
 }
 
 impl AgreementRecord {
     /// A newly registered agreement: no acceptances, no rounds.
     pub(crate) fn registered(agreement: DataUseAgreement) -> AgreementRecord {
         AgreementRecord {
-            covered: agreement.members.iter().cloned().collect(),
-            agreement,
-            accepted: BTreeSet::new(),
+            covered: Arc::new(agreement.members.iter().cloned().collect()),
+            agreement: Arc::new(agreement),
+            accepted: Arc::default(),
             last_round: 0,
             last_model: None,
             last_server_state: None,
@@ -112,13 +113,17 @@ pub struct ChainState {
     pub(crate) height: u64,
     pub(crate) tip: Hash,
     pub(crate) tip_time: Timestamp,
-    pub(crate) members: BTreeMap<MemberId, MemberRecord>,
-    pub(crate) key_owners: HashMap<[u8; 32], MemberId>,
+    /// Shared between the states that follow (so between ledger copies that share states):
+    /// only membership transactions change it, and every state lists every member.
+    pub(crate) members: Arc<BTreeMap<MemberId, MemberRecord>>,
+    pub(crate) key_owners: Arc<HashMap<[u8; 32], MemberId>>,
     pub(crate) agreements: BTreeMap<AgreementId, AgreementRecord>,
     /// Only explicit choices are stored; a subject absent here has the default, opted in.
     /// Each subject's current choice at each hospital, and when the hospital issued it: a later
     /// consent transaction must be issued later (see the `consent-order` rule).
-    pub(crate) consent: HashMap<(MemberId, Pseudonym), (ConsentChoice, Timestamp)>,
+    /// Shared between the states that follow, like `members`: it can hold every opt-out a
+    /// hospital ever recorded, and only consent transactions change it.
+    pub(crate) consent: Arc<HashMap<(MemberId, Pseudonym), (ConsentChoice, Timestamp)>>,
     /// Height of the newest block that changed any consent (0: none yet); an agent refuses a
     /// round whose consent height is older, so it never trains on a superseded opt-out set.
     pub(crate) consent_changed_at: u64,
@@ -137,7 +142,7 @@ pub(crate) enum Undo {
     Extend {
         agreement: AgreementId,
         expires_at: Timestamp,
-        accepted: BTreeSet<MemberId>,
+        accepted: Arc<BTreeSet<MemberId>>,
     },
     Accept(AgreementId, MemberId),
     Consent(
@@ -206,14 +211,14 @@ impl ChainState {
             .members
             .iter()
             .map(|m| (m.public_key.to_bytes(), m.id.clone()))
-            .collect();
+            .collect::<HashMap<_, _>>();
         let agreements = genesis
             .agreements
             .iter()
             .map(|a| {
                 // Genesis agreements are accepted by every member they list.
                 let mut record = AgreementRecord::registered(a.clone());
-                record.accepted = a.members.iter().cloned().collect();
+                record.accepted = Arc::new(a.members.iter().cloned().collect());
                 (a.id.clone(), record)
             })
             .collect();
@@ -224,10 +229,10 @@ impl ChainState {
             height: 0,
             tip: hash,
             tip_time: genesis.created_at,
-            members,
-            key_owners,
+            members: Arc::new(members),
+            key_owners: Arc::new(key_owners),
             agreements,
-            consent: HashMap::new(),
+            consent: Arc::default(),
             consent_changed_at: 0,
             audit_last: HashMap::new(),
             models: HashMap::new(),
@@ -541,11 +546,11 @@ impl ChainState {
     fn undo(&mut self, undo: Undo) {
         match undo {
             Undo::AddMember(id, key) => {
-                self.members.remove(&id);
-                self.key_owners.remove(&key);
+                Arc::make_mut(&mut self.members).remove(&id);
+                Arc::make_mut(&mut self.key_owners).remove(&key);
             }
             Undo::Revoke(id) => {
-                if let Some(r) = self.members.get_mut(&id) {
+                if let Some(r) = Arc::make_mut(&mut self.members).get_mut(&id) {
                     r.revoked = false;
                     r.revocation = None;
                 }
@@ -559,24 +564,24 @@ impl ChainState {
                 accepted,
             } => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
-                    a.agreement.expires_at = expires_at;
+                    Arc::make_mut(&mut a.agreement).expires_at = expires_at;
                     a.accepted = accepted;
                     a.extensions = a.extensions.saturating_sub(1);
                 }
             }
             Undo::Accept(agreement, member) => {
                 if let Some(a) = self.agreements.get_mut(&agreement) {
-                    a.accepted.remove(&member);
+                    Arc::make_mut(&mut a.accepted).remove(&member);
                 }
             }
             Undo::Consent(key, previous, changed_at) => {
                 self.consent_changed_at = changed_at;
                 match previous {
                     Some(choice) => {
-                        self.consent.insert(key, choice);
+                        Arc::make_mut(&mut self.consent).insert(key, choice);
                     }
                     None => {
-                        self.consent.remove(&key);
+                        Arc::make_mut(&mut self.consent).remove(&key);
                     }
                 }
             }
