@@ -105,6 +105,11 @@ impl AgreementRecord {
 }
 
 /// The state after some prefix of the chain.
+///
+/// Cloning it is shallow for the parts behind `Arc`s: a clone and its parent share them until
+/// one writes, and every write goes through `Arc::make_mut`, which copies a shared part first.
+/// So the types inside those `Arc`s must never gain interior mutability (a cell, a lock, a
+/// cache): a write through one would reach every state, and every ledger copy, sharing it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChainState {
     pub(crate) genesis_hash: Hash,

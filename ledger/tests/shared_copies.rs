@@ -116,3 +116,68 @@ fn members_with_different_histories_are_priced_apart() {
     assert_ne!(record.loss[&h(1)], record.loss[&h(2)]);
     assert_ne!(record.loss[&h(2)], record.loss[&h(3)]);
 }
+
+/// A block refused at its last transaction, after the earlier ones wrote to the parts of the
+/// state that copies share (consent, an agreement's terms and acceptances, the member list),
+/// leaves every copy's state as it was, in content (compared in full, through `Debug`) and in
+/// identity: the writes went to the refusing copy's own clone, never to what it shared.
+#[test]
+fn a_block_refused_midway_leaves_the_shared_parts_of_every_copy_untouched() {
+    let f = Fixture::new(11, 3, 2);
+    let shared = SharedCopies::new(SignatureCache::new(1024));
+    let (mut a, b) = (copy(&f, &shared), copy(&f, &shared));
+    let before = format!("{:?}", a.state());
+    let (cid, _) = f.coordinator();
+    let block = f.block(
+        a.state(),
+        vec![
+            f.tx(
+                &h(0),
+                t(1),
+                TxBody::Consent {
+                    subject: medfl_ledger::tx::Pseudonym(Hash([9; 32])),
+                    choice: medfl_ledger::tx::ConsentChoice::OptOut,
+                },
+            ),
+            f.tx(
+                cid,
+                t(1),
+                TxBody::ExtendAgreement {
+                    agreement: Fixture::dua(),
+                    expires_at: t(2 * 365 * 24),
+                },
+            ),
+            f.tx(
+                cid,
+                t(1),
+                TxBody::RevokeMember {
+                    member: h(1),
+                    reason: "written, then taken back".into(),
+                },
+            ),
+            f.tx(
+                cid,
+                t(1),
+                TxBody::RevokeMember {
+                    member: Fixture::id("nobody"),
+                    reason: "no such member: refuses the block".into(),
+                },
+            ),
+        ],
+        t(1),
+    );
+    assert!(matches!(
+        a.append_block(&block),
+        Err(LedgerError::Rejected(BlockError::Contract { index: 3, .. }))
+    ));
+    assert_eq!(
+        format!("{:?}", a.state()),
+        before,
+        "the refusing copy changed"
+    );
+    assert_eq!(format!("{:?}", b.state()), before, "another copy changed");
+    assert!(
+        std::ptr::eq(a.state(), b.state()),
+        "the copies still share one state"
+    );
+}
