@@ -36,12 +36,16 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Interleaved timing of private and non-private training steps.
+#[derive(clap::Parser)]
+struct Args {
+    /// Steps of each kind.
+    #[arg(default_value_t = 400)]
+    steps: usize,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let steps: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(400);
+    let steps = <Args as clap::Parser>::parse().steps;
     let device = training_device();
     let config = AutoencoderConfig::for_inputs(INPUTS);
     let mut rng = ChaCha8Rng::seed_from_u64(1);

@@ -55,16 +55,21 @@ fn keystream<C: StreamCipher>(mut cipher: C, buf: &mut [u8], bytes: usize) {
     std::hint::black_box(&buf);
 }
 
+/// Keystream throughput of the PRGs a mask could be expanded with.
+#[derive(clap::Parser)]
+struct Args {
+    /// MiB of keystream per measurement.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    mib: u16,
+    /// Measurements per PRG (the median is reported).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..))]
+    repeats: u16,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().expect("a number"))
-    };
-    let bytes = arg("--mib", 64) << 20;
-    let repeats = arg("--repeats", 9).max(1);
+    let args = <Args as clap::Parser>::parse();
+    let bytes = usize::from(args.mib) << 20;
+    let repeats = usize::from(args.repeats);
     let key = [7u8; 32];
     let mut buf = vec![0u8; 32 * 1024];
 

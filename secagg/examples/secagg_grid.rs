@@ -556,68 +556,80 @@ fn parse_stage(s: &str) -> Result<DropStage, String> {
     })
 }
 
+/// Runs SecAgg+ rounds in-process and reports compute time and upload size (see the module
+/// docs for the columns).
+#[derive(clap::Parser)]
 struct Cli {
-    params: Params,
+    /// Clients.
+    #[arg(long, default_value_t = 10)]
+    n: u32,
+    /// Vector length (a count, or a float such as 1e5).
+    #[arg(long, default_value = "10000", value_parser = parse_count)]
+    d: usize,
+    /// Share of the clients that go silent.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Neighbours per client [default: resolved from N].
+    #[arg(long)]
+    k: Option<usize>,
+    /// Shamir threshold [default: resolved from N].
+    #[arg(long)]
+    t: Option<usize>,
+    /// Bits per element.
+    #[arg(long, default_value_t = 32)]
+    bits: u32,
+    /// Seed of everything.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where dropped clients go silent: advertise, share, masked, consistency, unmask, random.
+    #[arg(long, default_value = "masked", value_parser = parse_stage)]
+    drop_stage: DropStage,
+    /// Rounds per setting (medians are reported).
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Redraw the drop set until every secret the server must rebuild keeps a threshold of
+    /// holders.
+    #[arg(long)]
+    feasible_drops: bool,
+    /// The grid: N in {10, 50, 100}, d in {1e4, 1e5}, dropout in {0, 0.1}.
+    #[arg(long)]
     grid: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
     json: bool,
+    /// Run this many rounds and count how many complete, instead of timing.
+    #[arg(long)]
     completion_rounds: Option<u64>,
 }
 
-fn parse(args: &[String]) -> Result<Cli, String> {
-    let mut p = Params {
-        n: 10,
-        d: 10_000,
-        dropout: 0.0,
-        k: None,
-        t: None,
-        bits: 32,
-        seed: 1,
-        drop_stage: DropStage::At(DropPoint::BeforeMaskedInput),
-        repeats: 1,
-        feasible_drops: false,
-    };
-    let mut cli_grid = false;
-    let mut json = false;
-    let mut completion_rounds = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--grid" => {
-                cli_grid = true;
-                continue;
-            }
-            "--json" => {
-                json = true;
-                continue;
-            }
-            "--feasible-drops" => {
-                p.feasible_drops = true;
-                continue;
-            }
-            _ => {}
-        }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--n" => p.n = value.parse().map_err(|e| bad(&e))?,
-            "--d" => p.d = value.parse::<f64>().map_err(|e| bad(&e))? as usize,
-            "--dropout" => p.dropout = value.parse().map_err(|e| bad(&e))?,
-            "--k" => p.k = Some(value.parse().map_err(|e| bad(&e))?),
-            "--t" => p.t = Some(value.parse().map_err(|e| bad(&e))?),
-            "--bits" => p.bits = value.parse().map_err(|e| bad(&e))?,
-            "--seed" => p.seed = value.parse().map_err(|e| bad(&e))?,
-            "--repeats" => p.repeats = value.parse().map_err(|e| bad(&e))?,
-            "--drop-stage" => p.drop_stage = parse_stage(value)?,
-            "--completion-rounds" => completion_rounds = Some(value.parse().map_err(|e| bad(&e))?),
-            _ => return Err(format!("unknown flag {flag}")),
+impl Cli {
+    fn params(&self) -> Params {
+        Params {
+            n: self.n,
+            d: self.d,
+            dropout: self.dropout,
+            k: self.k,
+            t: self.t,
+            bits: self.bits,
+            seed: self.seed,
+            drop_stage: self.drop_stage,
+            repeats: self.repeats,
+            feasible_drops: self.feasible_drops,
         }
     }
-    Ok(Cli {
-        params: p,
-        grid: cli_grid,
-        json,
-        completion_rounds,
-    })
+}
+
+/// A count written as an integer or a float (`100000`, `1e5`), which must be a whole
+/// non-negative number.
+fn parse_count(s: &str) -> Result<usize, String> {
+    if let Ok(n) = s.parse::<usize>() {
+        return Ok(n);
+    }
+    let f: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(0.0..=usize::MAX as f64).contains(&f) || f.fract() != 0.0 {
+        return Err(format!("{s:?} is not a whole non-negative count"));
+    }
+    Ok(f as usize)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -625,15 +637,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cli = match parse(&args) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    let base = cli.params;
+    let cli = <Cli as clap::Parser>::parse();
+    let base = cli.params();
     if let Some(rounds) = cli.completion_rounds {
         completion(&base, rounds, cli.json);
         return;

@@ -4,16 +4,22 @@
 use medfl_accesslog::AttackKind;
 use medfl_simulations::{Scenario, write_consortium};
 
+/// Writes a consortium's logs.
+#[derive(clap::Parser)]
+struct Args {
+    /// Output directory (one folder per hospital).
+    out: std::path::PathBuf,
+    /// Scenario file (TOML); the bundled default scenario if absent.
+    scenario: Option<std::path::PathBuf>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let out = args
-        .next()
-        .ok_or("usage: simulate <out_dir> [scenario.toml]")?;
-    let scenario = match args.next() {
-        Some(path) => Scenario::from_toml(&std::fs::read_to_string(&path)?)?,
+    let args = <Args as clap::Parser>::parse();
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::from_toml(&std::fs::read_to_string(path)?)?,
         None => Scenario::default_embedded(),
     };
-    let summaries = write_consortium(&scenario, std::path::Path::new(&out))?;
+    let summaries = write_consortium(&scenario, &args.out)?;
     for s in summaries {
         let attacks: Vec<String> = AttackKind::ALL
             .iter()
