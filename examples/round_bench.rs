@@ -180,7 +180,7 @@ fn show_progress(progress: &Progress, path: &Path, shown: usize, target: u64) ->
                 progress.line(&format!(
                     "round {round}/{target} anchored in {:.2} s (model {}…)",
                     v["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-                    &model[..model.len().min(12)]
+                    model.chars().take(12).collect::<String>()
                 ));
             }
             (None, Some(why)) => {
