@@ -15,11 +15,18 @@ use serde::{Deserialize, Serialize};
 pub(crate) fn check_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
     if !v.is_finite() || v < lo || v > hi {
         let range = if lo == f64::MIN_POSITIVE {
-            format!("(0, {hi}]")
+            // A positive subnormal is below the bound too; say why.
+            let normal = if v > 0.0 && v < lo {
+                ", not subnormal"
+            } else {
+                ""
+            };
+            format!("(0, {hi}]{normal}")
         } else {
             format!("[{lo}, {hi}]")
         };
-        return Err(format!("{name} = {v} must be a finite number in {range}"));
+        // `{v:?}`: the shortest form that reads back exactly (`1e-310`, not 310 digits).
+        return Err(format!("{name} = {v:?} must be a finite number in {range}"));
     }
     Ok(())
 }
@@ -297,10 +304,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            "epsilon = 1000000000 must be a finite number in (0, 1000]"
+            "epsilon = 1000000000.0 must be a finite number in (0, 1000]"
+        );
+        let e = check_range("epsilon", 1e-310, f64::MIN_POSITIVE, 1000.0).unwrap_err();
+        assert_eq!(
+            e,
+            "epsilon = 1e-310 must be a finite number in (0, 1000], not subnormal"
         );
         let e = check_range("delta", 2.0, 0.0, 1.0).unwrap_err();
-        assert_eq!(e, "delta = 2 must be a finite number in [0, 1]");
+        assert_eq!(e, "delta = 2.0 must be a finite number in [0, 1]");
     }
 
     #[test]

@@ -117,19 +117,13 @@ fn members_with_different_histories_are_priced_apart() {
     assert_ne!(record.loss[&h(2)], record.loss[&h(3)]);
 }
 
-/// A block refused at its last transaction, after the earlier ones wrote to the parts of the
-/// state that copies share (consent, an agreement's terms and acceptances, the member list),
-/// leaves every copy's state as it was, in content (compared in full, through `Debug`) and in
-/// identity: the writes went to the refusing copy's own clone, never to what it shared.
-#[test]
-fn a_block_refused_midway_leaves_the_shared_parts_of_every_copy_untouched() {
-    let f = Fixture::new(11, 3, 2);
-    let shared = SharedCopies::new(SignatureCache::new(1024));
-    let (mut a, b) = (copy(&f, &shared), copy(&f, &shared));
-    let before = format!("{:?}", a.state());
+/// A block whose first three transactions write to the parts of the state that states share
+/// (consent, an agreement's terms and acceptances, the member list) and whose fourth revokes a
+/// member that does not exist, so the block is refused at index 3.
+fn refused_at_its_last(f: &Fixture, state: &ChainState) -> medfl_ledger::Block {
     let (cid, _) = f.coordinator();
-    let block = f.block(
-        a.state(),
+    f.block(
+        state,
         vec![
             f.tx(
                 &h(0),
@@ -165,11 +159,28 @@ fn a_block_refused_midway_leaves_the_shared_parts_of_every_copy_untouched() {
             ),
         ],
         t(1),
-    );
-    assert!(matches!(
-        a.append_block(&block),
+    )
+}
+
+fn refused_at_index_3(result: Result<medfl_ledger::BlockReceipt, LedgerError>) -> bool {
+    matches!(
+        result,
         Err(LedgerError::Rejected(BlockError::Contract { index: 3, .. }))
-    ));
+    )
+}
+
+/// A block refused at its last transaction, after the earlier ones wrote to the parts of the
+/// state that copies share, leaves every copy's state as it was, in content (compared in full,
+/// through `Debug`) and in identity: the writes went to the refusing copy's own clone, never
+/// to what it shared.
+#[test]
+fn a_block_refused_midway_leaves_the_shared_parts_of_every_copy_untouched() {
+    let f = Fixture::new(11, 3, 2);
+    let shared = SharedCopies::new(SignatureCache::new(1024));
+    let (mut a, b) = (copy(&f, &shared), copy(&f, &shared));
+    let before = format!("{:?}", a.state());
+    let block = refused_at_its_last(&f, a.state());
+    assert!(refused_at_index_3(a.append_block(&block)));
     assert_eq!(
         format!("{:?}", a.state()),
         before,
@@ -180,4 +191,32 @@ fn a_block_refused_midway_leaves_the_shared_parts_of_every_copy_untouched() {
         std::ptr::eq(a.state(), b.state()),
         "the copies still share one state"
     );
+}
+
+/// The same in a daemon's ledger, which shares nothing with other copies and applies a block
+/// to its own state in place: the refused block is undone, and a clone of the state held
+/// aside (as the mempool's trial holds one) shares the written parts and must not see the
+/// writes either.
+#[test]
+fn a_block_refused_midway_is_undone_in_place_and_a_held_clone_never_sees_it() {
+    let f = Fixture::new(12, 3, 2);
+    let mut ledger = Ledger::in_memory(&f.genesis).unwrap();
+    let held: ChainState = ledger.state().clone();
+    let before = format!("{:?}", ledger.state());
+    let block = refused_at_its_last(&f, ledger.state());
+    assert!(refused_at_index_3(ledger.append_block(&block)));
+    assert_eq!(
+        format!("{:?}", ledger.state()),
+        before,
+        "the refused block stayed"
+    );
+    assert_eq!(*ledger.state(), held);
+    assert_eq!(format!("{:?}", held), before, "the held clone changed");
+    // The same block without its bad last transaction is taken: the refusal was that one's.
+    let mut good = refused_at_its_last(&f, ledger.state());
+    good.txs.pop();
+    let good = f.block(ledger.state(), good.txs, t(1));
+    ledger.append_block(&good).unwrap();
+    assert_ne!(format!("{:?}", ledger.state()), before);
+    assert_eq!(format!("{:?}", held), before, "the held clone changed");
 }

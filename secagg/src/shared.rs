@@ -40,8 +40,8 @@ pub struct SharedSessions {
     transcripts: ByAddress<[u8; 32], [TranscriptEntry], [u8; 32]>,
     /// Graph seeds (or why the nonces fail) by session tag, key-transcript hash and nonce list.
     seeds: ByAddress<([u8; 32], [u8; 32]), [ByClient], SeedOrRefusal>,
-    /// Consistency proofs checked, by session tag, key-transcript hash, survivor-set digest and
-    /// signature list.
+    /// Consistency proofs checked, by session tag, key-transcript hash, survivor-set digest,
+    /// quorum ([`ProofKey`]) and signature list.
     proofs: ByAddress<ProofKey, [ByClient], Result<(), SecAggError>>,
 }
 
