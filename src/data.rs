@@ -18,6 +18,7 @@ use medfl_accesslog::{AccessEvent, AttackKind, OnError, csv, extract, fhir, tabu
 use medfl_ledger::MemberId;
 use medfl_ledger::tx::Pseudonym;
 use medfl_model::EmployeeRows;
+use medfl_model::cases::CaseKey;
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +59,20 @@ pub struct Dataset {
     pub data: Vec<f32>,
     /// Labels, if given.
     pub labels: Option<Labels>,
+    /// Who made each row and when (events only; empty for a table): what groups alerts into
+    /// the cases an office reviews.
+    pub keys: Vec<CaseKey>,
+}
+
+impl Dataset {
+    /// The staff behind the rows: the distinct employees the file holds (0 for a table).
+    pub fn employees(&self) -> usize {
+        self.keys
+            .iter()
+            .map(|k| k.employee)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
 }
 
 impl Dataset {
@@ -167,7 +182,12 @@ pub fn load(
             let t = tabular::read_table(BufReader::new(open(path)?), label_column, on_error)
                 .with_context(|| format!("reading {}", path.display()))?;
             report(&t.skipped);
-            return Ok(Dataset { n_cols: t.n_cols, data: t.data, labels: t.labels.map(Labels::Binary) });
+            return Ok(Dataset {
+                n_cols: t.n_cols,
+                data: t.data,
+                labels: t.labels.map(Labels::Binary),
+                keys: Vec::new(),
+            });
         }
         DataFormat::Events => csv::read_events(BufReader::new(open(path)?), on_error),
         DataFormat::Fhir => read_fhir(path, on_error)?,
@@ -203,10 +223,19 @@ pub fn load(
             Some(Labels::Typed(per_row))
         }
     };
+    let keys = events
+        .iter()
+        .zip(&features.employees)
+        .map(|(e, &employee)| CaseKey {
+            employee,
+            time_ms: e.time_ms,
+        })
+        .collect();
     Ok(Dataset {
         n_cols: features.n_cols,
         data: features.data,
         labels,
+        keys,
     })
 }
 

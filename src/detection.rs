@@ -16,6 +16,7 @@ use std::ops::Range;
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::time::DAY_MS;
 use medfl_accesslog::{AccessEvent, AttackKind, extract};
+use medfl_model::cases::{CaseKey, CaseRules};
 use medfl_model::experiment::{self, ExperimentConfig, HospitalData, SettingResult};
 use medfl_simulations::{Scenario, generate_hospital};
 
@@ -97,12 +98,22 @@ pub fn consortium_data_with_logs(
             validation_normal: Vec::new(),
             test: Vec::new(),
             test_labels: Vec::new(),
+            test_keys: Vec::new(),
+            // Employees are dense indices in order of first appearance: the staff that used
+            // the EHR over the whole log.
+            employees: features.employees.iter().max().map_or(0, |m| {
+                usize::try_from(*m).map_or(usize::MAX, |m| m.saturating_add(1))
+            }),
         };
         for (row, (e, l)) in events.iter().zip(&labels).enumerate() {
             let values = features.row(row);
             if e.time_ms >= test_from {
                 data.test.extend_from_slice(values);
                 data.test_labels.push(l.attack);
+                data.test_keys.push(CaseKey {
+                    employee: features.employees[row],
+                    time_ms: e.time_ms,
+                });
             } else if e.time_ms >= validation_from {
                 if l.attack.is_none() {
                     data.validation_normal.extend_from_slice(values);
@@ -139,8 +150,8 @@ fn num(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
 }
 
-/// The overall and per-attack tables.
-pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
+/// The overall and per-attack tables, by event and by case.
+pub fn render(results: &[SettingResult], target_fpr: f64, rules: &CaseRules) -> String {
     let mut out = String::new();
     let rows: Vec<Vec<String>> = results
         .iter()
@@ -180,5 +191,70 @@ pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
         .collect();
     out.push('\n');
     out.push_str(&table(&headers, &rows));
+    if results
+        .iter()
+        .any(|r| r.case_mean(|c| Some(c.budget as f64)).is_some())
+    {
+        out.push_str(&render_cases(results, rules));
+    }
     out
+}
+
+/// The case-level tables: what an office reviewing its budget each day would catch.
+fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nby case (one employee's alerts in one {} h window, ranked by evidence; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n",
+        rules.window_ms / 3_600_000,
+        rules.reviews_per_1000_employees
+    );
+    let per_window = |r: &SettingResult, f: fn(&medfl_model::cases::CaseEvaluation) -> usize| {
+        r.case_mean(|c| (c.windows > 0).then(|| f(c) as f64 / c.windows as f64))
+    };
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.setting.to_string(),
+                num1(per_window(r, |c| c.cases)),
+                num1(per_window(r, |c| c.reviewed)),
+                num1(per_window(r, |c| c.attack_windows)),
+                pct(r.case_mean(|c| c.recall)),
+                pct(r.case_mean(|c| c.precision)),
+                pct(r.case_mean(|c| {
+                    (c.attack_windows > 0).then(|| c.alerted as f64 / c.attack_windows as f64)
+                })),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "setting",
+            "cases/day",
+            "reviewed/day",
+            "attack cases/day",
+            "caught (recall)",
+            "precision",
+            "alerted (any budget)",
+        ],
+        &rows,
+    ));
+    let mut headers = vec!["attack (cases caught)"];
+    headers.extend(results.iter().map(|r| r.setting));
+    let rows: Vec<Vec<String>> = AttackKind::ALL
+        .iter()
+        .map(|&k| {
+            let mut row = vec![k.to_string()];
+            row.extend(results.iter().map(|r| pct(r.attack_case_recall(k))));
+            row
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&headers, &rows));
+    out
+}
+
+fn num1(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }

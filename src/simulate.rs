@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use medfl_ledger::tx::ConsentChoice;
 use medfl_ledger::{AggregationFloors, AgreementId, Hash, Ledger, MemberId, TxBody, verify_dir};
+use medfl_model::cases::CaseRules;
 use medfl_model::experiment::{HospitalData, SettingResult};
 use medfl_model::train::{alert_threshold, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
@@ -371,10 +372,7 @@ fn evaluate(
     for h in hospitals {
         let t = alert_threshold(&net, &h.validation_normal, cfg.inputs, target_fpr, &device)?;
         let test = score(&net, &h.test, cfg.inputs, &device)?;
-        out.push((
-            h.name.clone(),
-            medfl_model::evaluate::evaluate(&test, &h.test_labels, t),
-        ));
+        out.push((h.name.clone(), h.evaluate(&test, t, &CaseRules::default())));
     }
     Ok(SettingResult {
         setting: "medfl federated (DP-SGD + SecAgg+)",
@@ -454,7 +452,10 @@ pub fn simulate(scenario_text: &str, run: &RunConfig, out: &Path) -> Result<Vec<
     let final_model = latest_model(&ledger, out)?;
     if let (Some(()), Some(model)) = (last_eval, &final_model) {
         let result = evaluate(model, &hospitals, run.target_fpr)?;
-        println!("{}", detection::render(&[result], run.target_fpr));
+        println!(
+            "{}",
+            detection::render(&[result], run.target_fpr, &CaseRules::default())
+        );
     }
     println!("{}", privacy_table(&ledger)?);
     drop(ledger);

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use medfl_model::cases::{CaseEvaluation, CaseRules, evaluate_cases};
 use medfl_model::evaluate::{evaluate, evaluate_binary};
 use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::Standardizer;
@@ -89,6 +90,60 @@ pub fn train(
     Ok(text)
 }
 
+/// The case-level part of `medfl eval`'s report.
+fn cases_report(c: &CaseEvaluation) -> String {
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v));
+    let rules = CaseRules::default();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "\nby case: one employee's alerts in one UTC day, the top {} a day reviewed ({} per 1,000 employees)",
+        c.budget, rules.reviews_per_1000_employees
+    );
+    text.push_str(&report::table(
+        &[
+            "days",
+            "cases",
+            "reviewed",
+            "attack cases",
+            "alerted",
+            "caught",
+            "recall",
+            "precision",
+        ],
+        &[vec![
+            c.windows.to_string(),
+            c.cases.to_string(),
+            c.reviewed.to_string(),
+            c.attack_windows.to_string(),
+            c.alerted.to_string(),
+            c.caught.to_string(),
+            pct(c.recall),
+            pct(c.precision),
+        ]],
+    ));
+    if !c.per_attack.is_empty() {
+        let rows: Vec<Vec<String>> = c
+            .per_attack
+            .iter()
+            .map(|r| {
+                vec![
+                    r.attack.to_string(),
+                    r.windows.to_string(),
+                    r.caught.to_string(),
+                    pct(Some(r.recall)),
+                ]
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&report::table(
+            &["attack", "cases", "caught", "recall"],
+            &rows,
+        ));
+    }
+    text
+}
+
 /// Scores `ds` with the model at `model_path` and, given labels, evaluates it. Returns the
 /// report to print (JSON with `json`).
 pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
@@ -102,7 +157,20 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     let scores = score(&model, &rows, file.config.inputs, &device)?;
     let flagged = scores.iter().filter(|s| **s > file.threshold).count();
     let evaluation = match &ds.labels {
-        Some(data::Labels::Typed(l)) => Some(evaluate(&scores, l, file.threshold)),
+        Some(data::Labels::Typed(l)) => {
+            let mut e = evaluate(&scores, l, file.threshold);
+            if !ds.keys.is_empty() {
+                e.cases = Some(evaluate_cases(
+                    &scores,
+                    l,
+                    &ds.keys,
+                    file.threshold,
+                    ds.employees(),
+                    &CaseRules::default(),
+                ));
+            }
+            Some(e)
+        }
         Some(data::Labels::Binary(l)) => Some(evaluate_binary(&scores, l, file.threshold)),
         None => None,
     };
@@ -148,6 +216,9 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
                 &["attack", "events", "AUROC", "recall"],
                 &rows,
             ));
+        }
+        if let Some(c) = &e.cases {
+            text.push_str(&cases_report(c));
         }
     }
     Ok(text)

@@ -8,6 +8,7 @@ use std::path::Path;
 use common::{fails, medfl, ok, p};
 
 use medfl::detection::{self, Split};
+use medfl_model::cases::CaseRules;
 use medfl_model::experiment::ExperimentConfig;
 use medfl_simulations::Scenario;
 
@@ -42,6 +43,52 @@ fn the_experiment_is_bit_reproducible() {
     other.seed += 1;
     let c = detection::run(&other, Split::default(), &config, |_| {}).unwrap();
     assert_ne!(hashes(&a), hashes(&c), "another seed, another model");
+}
+
+#[test]
+fn every_setting_is_judged_by_case_and_an_unlimited_budget_reviews_every_alerted_case() {
+    let tight = ExperimentConfig {
+        rounds: 1,
+        ..ExperimentConfig::default()
+    };
+    let unlimited = ExperimentConfig {
+        cases: CaseRules {
+            reviews_per_1000_employees: 1e9,
+            ..CaseRules::default()
+        },
+        ..tight
+    };
+    let data = detection::consortium_data(&small(), Split::default(), |_| {}).unwrap();
+    let device = medfl_model::train::training_device();
+    let a = medfl_model::experiment::run(&data, &tight, &device).unwrap();
+    let b = medfl_model::experiment::run(&data, &unlimited, &device).unwrap();
+    let mut attack_cases = 0;
+    for (ra, rb) in a.iter().zip(&b) {
+        for ((name, ea), (_, eb)) in ra.hospitals.iter().zip(&rb.hospitals) {
+            let (ca, cb) = (ea.cases.as_ref().unwrap(), eb.cases.as_ref().unwrap());
+            let what = format!("{} at {name}", ra.setting);
+            // The same alerts make the same cases, whatever the budget.
+            assert_eq!(
+                (ca.cases, ca.attack_windows, ca.alerted),
+                (cb.cases, cb.attack_windows, cb.alerted),
+                "{what}"
+            );
+            assert!(
+                ca.caught <= ca.alerted && ca.alerted <= ca.attack_windows,
+                "{what}: {ca:?}"
+            );
+            assert!(ca.reviewed <= ca.windows * ca.budget, "{what}: {ca:?}");
+            // Reviewing everything catches exactly the attack cases that alerted.
+            assert_eq!((cb.reviewed, cb.caught), (cb.cases, cb.alerted), "{what}");
+            let per_kind: usize = ca.per_attack.iter().map(|r| r.windows).sum();
+            assert!(
+                per_kind >= ca.attack_windows,
+                "{what}: a case may hold two kinds, never none"
+            );
+            attack_cases += ca.attack_windows;
+        }
+    }
+    assert!(attack_cases > 0, "the test days hold attacks");
 }
 
 #[test]
@@ -110,6 +157,23 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
     ]))
     .unwrap();
     assert_eq!(from_csv["evaluation"]["auroc"], json["evaluation"]["auroc"]);
+    // Both judge by case too, alike: the FHIR reader gives the same employees and times.
+    let cases = &json["evaluation"]["cases"];
+    assert!(cases["attack_windows"].as_u64().unwrap() > 0, "{cases}");
+    assert_eq!(&from_csv["evaluation"]["cases"], cases);
+    let text = ok(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--data",
+        p(&h.join("events.csv")),
+        "--labels",
+        p(&h.join("labels.csv")),
+    ]);
+    assert!(
+        text.contains("by case") && text.contains("precision"),
+        "{text}"
+    );
 
     // A hospital's own numeric table, with its label column.
     let table = tmp.path().join("table.csv");
@@ -144,6 +208,8 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         "is_fraud",
     ]);
     assert!(out.contains("AUROC"), "{out}");
+    // A table names no employees: there are no cases to judge.
+    assert!(!out.contains("by case"), "{out}");
     // A model of the wrong width is refused, with the widths named.
     let err = fails(&[
         "eval",

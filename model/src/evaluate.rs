@@ -3,6 +3,7 @@
 use medfl_accesslog::AttackKind;
 use serde::{Deserialize, Serialize};
 
+use crate::cases::CaseEvaluation;
 use crate::metrics::{auprc, auroc, rates_at};
 
 /// How well scores separate attacks from normal access.
@@ -24,6 +25,9 @@ pub struct Evaluation {
     pub fpr: f64,
     /// Per attack type: events, AUROC against normal events, recall at the threshold.
     pub per_attack: Vec<AttackRow>,
+    /// The same alerts as the cases an office reviews (when who and when are known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<CaseEvaluation>,
 }
 
 /// One attack type's figures.
@@ -52,6 +56,7 @@ pub fn evaluate_binary(scores: &[f32], positive: &[bool], threshold: f32) -> Eva
         recall,
         fpr,
         per_attack: Vec::new(),
+        cases: None,
     }
 }
 
@@ -87,5 +92,6 @@ pub fn evaluate(scores: &[f32], labels: &[Option<AttackKind>], threshold: f32) -
         recall,
         fpr,
         per_attack,
+        cases: None,
     }
 }

@@ -23,6 +23,7 @@ use burn::tensor::Device;
 use medfl_accesslog::AttackKind;
 use serde::Serialize;
 
+use crate::cases::{CaseEvaluation, CaseKey, CaseRules, evaluate_cases};
 use crate::evaluate::{AttackRow, Evaluation, evaluate};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
@@ -48,6 +49,29 @@ pub struct HospitalData {
     pub test: Vec<f32>,
     /// One label per test row.
     pub test_labels: Vec<Option<AttackKind>>,
+    /// Who made each test row and when, for judging cases (empty when not known: a table).
+    pub test_keys: Vec<CaseKey>,
+    /// The hospital's staff: what its review budget is proportional to.
+    pub employees: usize,
+}
+
+impl HospitalData {
+    /// Judges `test_scores` (one per test row) at `threshold`, by event and, when the rows'
+    /// employees and times are known, by case.
+    pub fn evaluate(&self, test_scores: &[f32], threshold: f32, rules: &CaseRules) -> Evaluation {
+        let mut e = evaluate(test_scores, &self.test_labels, threshold);
+        if !self.test_keys.is_empty() {
+            e.cases = Some(evaluate_cases(
+                test_scores,
+                &self.test_labels,
+                &self.test_keys,
+                threshold,
+                self.employees,
+                rules,
+            ));
+        }
+        e
+    }
 }
 
 /// How the comparison runs.
@@ -69,6 +93,8 @@ pub struct ExperimentConfig {
     pub seed: u64,
     /// Baseline parameters.
     pub iforest: IsolationForestConfig,
+    /// How alerts become cases, and the office's review budget.
+    pub cases: CaseRules,
 }
 
 impl Default for ExperimentConfig {
@@ -87,6 +113,7 @@ impl Default for ExperimentConfig {
             target_fpr: 0.02,
             seed: 7,
             iforest: IsolationForestConfig::default(),
+            cases: CaseRules::default(),
         }
     }
 }
@@ -121,6 +148,21 @@ impl SettingResult {
         self.attack_mean(kind, |r| r.auroc)
     }
 
+    /// Macro average of a case-level figure, over hospitals judged by case.
+    pub fn case_mean(&self, f: impl Fn(&CaseEvaluation) -> Option<f64>) -> Option<f64> {
+        self.mean(|e| e.cases.as_ref().and_then(&f))
+    }
+
+    /// Macro-averaged share of one attack type's cases that were reviewed.
+    pub fn attack_case_recall(&self, kind: AttackKind) -> Option<f64> {
+        self.case_mean(|c| {
+            c.per_attack
+                .iter()
+                .find(|r| r.attack == kind)
+                .map(|r| r.recall)
+        })
+    }
+
     fn attack_mean(&self, kind: AttackKind, f: impl Fn(&AttackRow) -> Option<f64>) -> Option<f64> {
         self.mean(|e| e.per_attack.iter().find(|r| r.attack == kind).and_then(&f))
     }
@@ -140,11 +182,12 @@ fn check(hospitals: &[HospitalData]) -> Result<usize, ModelError> {
             )));
         }
         if h.test.len() / n_cols != h.test_labels.len()
+            || !(h.test_keys.is_empty() || h.test_keys.len() == h.test_labels.len())
             || h.validation_normal.is_empty()
             || h.train.is_empty()
         {
             return Err(ModelError::Shape(format!(
-                "hospital {}: empty split or labels do not match test rows",
+                "hospital {}: empty split, or labels or case keys do not match test rows",
                 h.name
             )));
         }
@@ -157,15 +200,15 @@ fn judge(
     hospitals: &[HospitalData],
     model: &Autoencoder,
     inputs: usize,
-    target_fpr: f64,
+    cfg: &ExperimentConfig,
     device: &Device,
 ) -> Result<Vec<(String, Evaluation)>, ModelError> {
     hospitals
         .iter()
         .map(|h| {
-            let t = alert_threshold(model, &h.validation_normal, inputs, target_fpr, device)?;
+            let t = alert_threshold(model, &h.validation_normal, inputs, cfg.target_fpr, device)?;
             let test = score(model, &h.test, inputs, device)?;
-            Ok((h.name.clone(), evaluate(&test, &h.test_labels, t)))
+            Ok((h.name.clone(), h.evaluate(&test, t, &cfg.cases)))
         })
         .collect()
 }
@@ -215,7 +258,7 @@ fn local(
             std::slice::from_ref(hd),
             &model,
             net.inputs,
-            cfg.target_fpr,
+            cfg,
             device,
         )?);
     }
@@ -279,7 +322,7 @@ fn federated(
         losses.push((loss / weight) as f32);
     }
     let model = Autoencoder::new(net, cfg.seed, device)?.load_flat(net, &global)?;
-    let hospitals = judge(h, &model, net.inputs, cfg.target_fpr, device)?;
+    let hospitals = judge(h, &model, net.inputs, cfg, device)?;
     let model_hash = Some(model_file(net, &model, h, cfg, device)?);
     Ok(SettingResult {
         setting: "federated",
@@ -309,7 +352,7 @@ fn centralized(
         },
         device,
     )?;
-    let hospitals = judge(h, &model, net.inputs, cfg.target_fpr, device)?;
+    let hospitals = judge(h, &model, net.inputs, cfg, device)?;
     let model_hash = Some(model_file(net, &model, h, cfg, device)?);
     Ok(SettingResult {
         setting: "centralized",
@@ -328,7 +371,7 @@ fn baseline(h: &[HospitalData], cfg: &ExperimentConfig) -> SettingResult {
             let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
             (
                 hd.name.clone(),
-                evaluate(&forest.score(&hd.test), &hd.test_labels, t),
+                hd.evaluate(&forest.score(&hd.test), t, &cfg.cases),
             )
         })
         .collect();

@@ -9,11 +9,13 @@
 //! - [`experiment`]: local, federated and centralized training on a simulated consortium.
 //! - [`iforest`]: the isolation-forest baseline.
 //! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
+//!   [`cases`]: alerts grouped into the cases an office reviews, judged at a review budget.
 //! - The shape, the model file and the DP-SGD plan are `medfl-modelspec`'s, re-exported here.
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod autoencoder;
+pub mod cases;
 pub mod dpsgd;
 pub mod employees;
 pub mod evaluate;
