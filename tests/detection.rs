@@ -32,6 +32,22 @@ fn the_experiment_is_bit_reproducible() {
         r.iter().map(|s| s.model_hash.clone()).collect::<Vec<_>>()
     };
     assert_eq!(hashes(&a), hashes(&b));
+    // Every figure, by event and by case, of every setting.
+    let json = |r: &[medfl_model::experiment::SettingResult]| serde_json::to_string(r).unwrap();
+    assert_eq!(json(&a), json(&b));
+    let settings: Vec<&str> = a.iter().map(|s| s.setting).collect();
+    assert_eq!(
+        settings,
+        [
+            "local",
+            "federated",
+            "centralized",
+            "isolation forest",
+            "ensemble"
+        ]
+    );
+    let ensemble = a[4].mean(|e| e.auroc).unwrap();
+    assert!(ensemble > 0.8, "ensemble AUROC {ensemble}");
     assert!(
         a[1].model_hash.is_some(),
         "federated training yields a model file hash"

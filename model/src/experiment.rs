@@ -18,12 +18,16 @@
 //! - **centralized**: all training data pooled in one place (the upper bound FL aims at), for
 //!   as many epochs as federated training runs in total.
 //! - **isolation forest**: the non-neural baseline, per hospital.
+//! - **ensemble**: the federated model and the hospital's own isolation forest as one
+//!   detector ([`crate::ensemble`]): each score calibrated on the hospital's normal validation
+//!   rows, the surprises added. The forest never leaves the hospital.
 
 use burn::tensor::Device;
 use medfl_accesslog::AttackKind;
 use serde::Serialize;
 
 use crate::cases::{CaseEvaluation, CaseKey, CaseRules, evaluate_cases};
+use crate::ensemble::{Calibration, combine};
 use crate::evaluate::{AttackRow, Evaluation, evaluate};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
@@ -121,7 +125,7 @@ impl Default for ExperimentConfig {
 /// The result of one setting.
 #[derive(Clone, Debug, Serialize)]
 pub struct SettingResult {
-    /// `local`, `federated`, `centralized` or `isolation forest`.
+    /// `local`, `federated`, `centralized`, `isolation forest` or `ensemble`.
     pub setting: &'static str,
     /// Per hospital.
     pub hospitals: Vec<(String, Evaluation)>,
@@ -226,12 +230,16 @@ pub fn run(
         latent: cfg.latent,
     };
     let total_epochs = cfg.rounds * cfg.local_epochs;
-    Ok(vec![
-        local(hospitals, net, cfg, total_epochs, device)?,
-        federated(hospitals, net, cfg, device)?,
-        centralized(hospitals, net, cfg, total_epochs, device)?,
-        baseline(hospitals, cfg),
-    ])
+    let local = local(hospitals, net, cfg, total_epochs, device)?;
+    let (federated, model) = federated(hospitals, net, cfg, device)?;
+    let centralized = centralized(hospitals, net, cfg, total_epochs, device)?;
+    let forests: Vec<IsolationForest> = hospitals
+        .iter()
+        .map(|hd| IsolationForest::fit(&hd.train, hd.n_cols, cfg.iforest))
+        .collect();
+    let baseline = baseline(hospitals, &forests, cfg);
+    let ensemble = ensemble(hospitals, &model, &forests, net.inputs, cfg, device)?;
+    Ok(vec![local, federated, centralized, baseline, ensemble])
 }
 
 fn local(
@@ -297,7 +305,7 @@ fn federated(
     net: AutoencoderConfig,
     cfg: &ExperimentConfig,
     device: &Device,
-) -> Result<SettingResult, ModelError> {
+) -> Result<(SettingResult, Autoencoder), ModelError> {
     let mut global = Autoencoder::new(net, cfg.seed, device)?.to_flat()?;
     let mut losses = Vec::with_capacity(cfg.rounds);
     for round in 0..cfg.rounds {
@@ -324,12 +332,15 @@ fn federated(
     let model = Autoencoder::new(net, cfg.seed, device)?.load_flat(net, &global)?;
     let hospitals = judge(h, &model, net.inputs, cfg, device)?;
     let model_hash = Some(model_file(net, &model, h, cfg, device)?);
-    Ok(SettingResult {
-        setting: "federated",
-        hospitals,
-        model_hash,
-        losses,
-    })
+    Ok((
+        SettingResult {
+            setting: "federated",
+            hospitals,
+            model_hash,
+            losses,
+        },
+        model,
+    ))
 }
 
 fn centralized(
@@ -362,11 +373,15 @@ fn centralized(
     })
 }
 
-fn baseline(h: &[HospitalData], cfg: &ExperimentConfig) -> SettingResult {
+fn baseline(
+    h: &[HospitalData],
+    forests: &[IsolationForest],
+    cfg: &ExperimentConfig,
+) -> SettingResult {
     let hospitals = h
         .iter()
-        .map(|hd| {
-            let forest = IsolationForest::fit(&hd.train, hd.n_cols, cfg.iforest);
+        .zip(forests)
+        .map(|(hd, forest)| {
             let val = forest.score(&hd.validation_normal);
             let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
             (
@@ -381,4 +396,33 @@ fn baseline(h: &[HospitalData], cfg: &ExperimentConfig) -> SettingResult {
         model_hash: None,
         losses: vec![],
     }
+}
+
+/// The federated model and each hospital's forest as one detector, calibrated and thresholded
+/// on the hospital's own normal validation rows.
+fn ensemble(
+    h: &[HospitalData],
+    model: &Autoencoder,
+    forests: &[IsolationForest],
+    inputs: usize,
+    cfg: &ExperimentConfig,
+    device: &Device,
+) -> Result<SettingResult, ModelError> {
+    let mut hospitals = Vec::with_capacity(h.len());
+    for (hd, forest) in h.iter().zip(forests) {
+        let ae_val = score(model, &hd.validation_normal, inputs, device)?;
+        let ae_test = score(model, &hd.test, inputs, device)?;
+        let (if_val, if_test) = (forest.score(&hd.validation_normal), forest.score(&hd.test));
+        let (ae, forest) = (Calibration::new(&ae_val), Calibration::new(&if_val));
+        let val = combine(&[(&ae, &ae_val), (&forest, &if_val)]);
+        let test = combine(&[(&ae, &ae_test), (&forest, &if_test)]);
+        let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
+        hospitals.push((hd.name.clone(), hd.evaluate(&test, t, &cfg.cases)));
+    }
+    Ok(SettingResult {
+        setting: "ensemble",
+        hospitals,
+        model_hash: None,
+        losses: vec![],
+    })
 }

@@ -7,7 +7,8 @@
 //!   sampling and clipping, calibrated noise) over [`employees`]' grouped rows.
 //! - [`local`]: one hospital's training for one round (what an agent's driver runs).
 //! - [`experiment`]: local, federated and centralized training on a simulated consortium.
-//! - [`iforest`]: the isolation-forest baseline.
+//! - [`iforest`]: the isolation-forest baseline. [`ensemble`]: it and the autoencoder as one
+//!   detector, each score calibrated on normal rows.
 //! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
 //!   [`cases`]: alerts grouped into the cases an office reviews, judged at a review budget.
 //! - The shape, the model file and the DP-SGD plan are `medfl-modelspec`'s, re-exported here.
@@ -18,6 +19,7 @@ pub mod autoencoder;
 pub mod cases;
 pub mod dpsgd;
 pub mod employees;
+pub mod ensemble;
 pub mod evaluate;
 pub mod experiment;
 pub mod iforest;
