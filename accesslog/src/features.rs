@@ -44,6 +44,13 @@
 //! | 18 | `dept_mismatch` | 1 if the user's department differs from the patient's | access outside one's unit |
 //! | 19 | `history_len` | ln1p(events seen from the user before this one) / ln1p(10000) | novelty features mean little for new users |
 //! | 20 | `sensitive_outside_team` | 1 if (VIP or family link) and not on the care team | the snooping conjunction, for linear models |
+//! | 21 | `unusual_outside_team` | `not_care_team` × (1 − the user's own share of accesses outside their care team, a moving average over their last ~100 accesses before this one) | curiosity by a user whose work keeps them on their teams; a consulting physician, often outside, scores low |
+//! | 22 | `unusual_department` | `dept_mismatch` × (1 − the user's own share of accesses outside their department, likewise) | a nurse reaching another ward, where a roaming pharmacist would not stand out |
+//! | 23 | `unusual_resource` | 1 − the user's own share of accesses to this kind of record (likewise; 0 with no history) | role misuse: billing staff who never open notes opening one |
+//! | 24 | `export_share_7d` | decayed prints and exports / decayed accesses, τ = 7 days | slow-drip exfiltration: a steady share of exports under every rate threshold |
+//!
+//! Features 21–24 measure a user against their own habits, the same "own history only" as the
+//! rest: no peer's or hospital-wide statistic enters, so employee-level DP holds unchanged.
 //!
 //! Every value is finite and in `[0, FEATURE_MAX]`, never NaN: flags are 0/1, and counts are
 //! log-scaled so that typical values stay at or below 1 and extreme bursts grow only
@@ -72,7 +79,7 @@ use crate::label::Label;
 use crate::time::{DAY_MS, HOUR_MS};
 
 /// Number of features per event.
-pub const N_FEATURES: usize = 21;
+pub const N_FEATURES: usize = 25;
 
 /// Largest value of any feature: the public bound that replaces data-dependent scaling.
 pub const FEATURE_MAX: f32 = 2.0;
@@ -100,6 +107,10 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "dept_mismatch",
     "history_len",
     "sensitive_outside_team",
+    "unusual_outside_team",
+    "unusual_department",
+    "unusual_resource",
+    "export_share_7d",
 ];
 
 /// Whether a role normally needs a resource: the fixed table behind `role_resource_mismatch`.
@@ -201,6 +212,10 @@ const BLOOM_GENERATION: u32 = 512;
 const CACHE_SETS: usize = 64;
 const CACHE_WAYS: usize = 4;
 const HOUR_BINS: usize = 24;
+/// Kinds of [`Resource`].
+const RESOURCES: usize = Resource::ALL.len();
+/// Time constant of the week-long export share.
+const WEEK_MS: f32 = 7.0 * 86_400_000.0;
 
 /// Everything remembered about one user; fixed size.
 #[derive(Clone)]
@@ -210,6 +225,14 @@ struct UserState {
     rate: [f32; 3],
     distinct: [f32; 2],
     export: f32,
+    /// Shares of the user's recent accesses outside their care team and department (moving
+    /// averages over ~100 accesses).
+    outside_team: f32,
+    outside_dept: f32,
+    /// Share of the user's recent accesses to each kind of resource.
+    resources: [f32; RESOURCES],
+    /// Decayed counts of events and of prints/exports, τ = 7 days.
+    week: [f32; 2],
     tod_cos: f32,
     tod_sin: f32,
     hours: [u32; HOUR_BINS],
@@ -230,6 +253,10 @@ impl UserState {
             rate: [0.0; 3],
             distinct: [0.0; 2],
             export: 0.0,
+            outside_team: 0.0,
+            outside_dept: 0.0,
+            resources: [0.0; RESOURCES],
+            week: [0.0; 2],
             tod_cos: 0.0,
             tod_sin: 0.0,
             hours: [0; HOUR_BINS],
@@ -410,6 +437,30 @@ impl FeatureExtractor {
         f[18] = f32::from(u8::from(e.user_department != e.patient_department));
         f[19] = ln1p_scaled(u.n as f32, 10_000.0);
         f[20] = f32::from(u8::from((e.vip || e.family_link) && !e.care_team));
+
+        // Against the user's own habits (before this access joins them): an access outside the
+        // care team, or the department, or to a kind of record, that this user rarely makes.
+        let alpha = 1.0 / ((u.n + 1).min(100) as f32);
+        let outside_team = f[12];
+        let outside_dept = f[18];
+        f[21] = outside_team * (1.0 - u.outside_team);
+        f[22] = outside_dept * (1.0 - u.outside_dept);
+        // A fieldless enum's discriminant is its place in declaration order, as `ALL` lists it.
+        let r = e.resource as usize;
+        f[23] = if first {
+            0.0
+        } else {
+            1.0 - u.resources.get(r).copied().unwrap_or(0.0)
+        };
+        u.outside_team += alpha * (outside_team - u.outside_team);
+        u.outside_dept += alpha * (outside_dept - u.outside_dept);
+        for (k, share) in u.resources.iter_mut().enumerate() {
+            *share += alpha * (f32::from(u8::from(k == r)) - *share);
+        }
+        let decay = if first { 0.0 } else { (-dt / WEEK_MS).exp() };
+        u.week[0] = u.week[0] * decay + 1.0;
+        u.week[1] = u.week[1] * decay + f32::from(u8::from(out));
+        f[24] = u.week[1] / u.week[0];
 
         u.n += 1;
         u.last_ms = t;

@@ -239,6 +239,73 @@ fn night_access_deviates_from_a_day_worker_baseline() {
 }
 
 #[test]
+fn a_user_is_measured_against_their_own_habits() {
+    let mut fx = FeatureExtractor::new();
+    // A nurse whose work keeps her on her care team, in her ward, on medication records.
+    let t = routine(&mut fx, "nurse");
+    let mut snoop = ev(t + MINUTE_MS, "nurse", "stranger");
+    snoop.care_team = false;
+    snoop.patient_department = "oncology".into();
+    snoop.resource = Resource::ClinicalNote;
+    let f = fx.push(&snoop);
+    assert!(f[col("unusual_outside_team")] > 0.99, "{f:?}");
+    assert!(f[col("unusual_department")] > 0.99, "{f:?}");
+    assert!(f[col("unusual_resource")] > 0.99, "{f:?}");
+
+    // A consultant who is outside his teams and his department half the time, reading notes.
+    let mut fx = FeatureExtractor::new();
+    let mut last = T0;
+    for k in 0..200u64 {
+        let mut e = ev(T0 + k * 10 * MINUTE_MS, "consultant", &format!("p{k}"));
+        e.role = StaffRole::Physician;
+        e.resource = Resource::ClinicalNote;
+        e.care_team = k % 2 == 0;
+        if k % 2 == 1 {
+            e.patient_department = "cardiology".into();
+        }
+        fx.push(&e);
+        last = e.time_ms;
+    }
+    let mut consult = ev(last + MINUTE_MS, "consultant", "another");
+    consult.role = StaffRole::Physician;
+    consult.resource = Resource::ClinicalNote;
+    consult.care_team = false;
+    consult.patient_department = "cardiology".into();
+    let f = fx.push(&consult);
+    for name in ["unusual_outside_team", "unusual_department"] {
+        let v = f[col(name)];
+        assert!((0.4..0.6).contains(&v), "{name} = {v}");
+    }
+    assert!(f[col("unusual_resource")] < 0.01, "{f:?}");
+    // The plain flags do not tell the two apart: the habits do.
+    assert_eq!(f[col("not_care_team")], 1.0);
+    assert_eq!(f[col("dept_mismatch")], 1.0);
+}
+
+#[test]
+fn a_steady_share_of_exports_shows_over_the_week() {
+    let mut fx = FeatureExtractor::new();
+    let t = routine(&mut fx, "u");
+    assert_eq!(
+        fx.push(&ev(t + MINUTE_MS, "u", "p1"))[col("export_share_7d")],
+        0.0
+    );
+    // A week of one export in four accesses, well under any rate threshold.
+    let mut share = 0.0;
+    for k in 0..7 * 24u64 {
+        let mut e = ev(t + HOUR_MS + k * HOUR_MS, "u", "p1");
+        if k % 4 == 0 {
+            e.action = Action::Export;
+        }
+        share = fx.push(&e)[col("export_share_7d")];
+    }
+    assert!((0.15..0.3).contains(&share), "export share {share}");
+    // A first event has no habits to be measured against.
+    let f = FeatureExtractor::new().push(&ev(T0, "new", "p"));
+    assert_eq!(f[col("unusual_resource")], 0.0);
+}
+
+#[test]
 fn flags_and_tables() {
     let mut e = ev(T0, "billing-1", "p");
     e.role = StaffRole::Billing;

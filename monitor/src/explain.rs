@@ -128,6 +128,26 @@ fn words(feature: usize, v: f32, e: &AccessEvent) -> String {
         18 => "a patient of the user's own department".into(),
         19 => format!("a user with about {} earlier accesses", n(10_000.0)),
         20 if on => "a VIP or family patient outside the care team".into(),
+        20 => "no VIP or family patient outside the care team".into(),
+        21 if on => "outside the care team, which this user rarely is".into(),
+        21 => "outside the care team no more than this user often is".into(),
+        22 if on => format!(
+            "a patient of {}, a department this user rarely reaches",
+            e.patient_department
+        ),
+        22 => "a department this user reaches as often as not".into(),
+        23 if on => format!(
+            "opening {}, a kind of record this user rarely opens",
+            e.resource
+        ),
+        23 => format!(
+            "opening {}, a kind of record this user often opens",
+            e.resource
+        ),
+        24 => format!(
+            "{:.0}% of this user's accesses in the last week were prints or exports",
+            100.0 * v
+        ),
         _ => FEATURE_NAMES
             .get(feature)
             .copied()
@@ -186,6 +206,23 @@ mod tests {
             top[2].words.contains("about 22 accesses"),
             "{}",
             top[2].words
+        );
+    }
+
+    #[test]
+    fn every_feature_has_words_either_way() {
+        for (i, name) in FEATURE_NAMES.iter().enumerate() {
+            for v in [0.0, 1.0] {
+                let w = words(i, v, &event());
+                assert!(
+                    !w.is_empty() && w != *name,
+                    "feature {i} ({name}) at {v}: {w:?}"
+                );
+            }
+        }
+        assert_eq!(
+            words(24, 0.25, &event()),
+            "25% of this user's accesses in the last week were prints or exports"
         );
     }
 
