@@ -22,11 +22,18 @@ pub enum AttackKind {
     RoleMisuse,
     /// Slow, steady exfiltration over weeks, under rate thresholds.
     SlowDripExfiltration,
+    /// A clinician looking up a co-worker treated in their own department: same ward, no
+    /// VIP or family flag, only the care team missing (not one the model was designed around).
+    CoworkerSnooping,
+    /// A stolen account used only during its owner's working hours, at their pace, on the
+    /// kinds of record their role opens, over the VPN as remote staff work (not one the model
+    /// was designed around).
+    MimickedAccount,
 }
 
 impl AttackKind {
     /// Every kind, in a fixed order (for tables).
-    pub const ALL: [AttackKind; 8] = [
+    pub const ALL: [AttackKind; 10] = [
         AttackKind::VipSnooping,
         AttackKind::FamilySnooping,
         AttackKind::OutsideCareTeam,
@@ -35,6 +42,8 @@ impl AttackKind {
         AttackKind::CompromisedAccount,
         AttackKind::RoleMisuse,
         AttackKind::SlowDripExfiltration,
+        AttackKind::CoworkerSnooping,
+        AttackKind::MimickedAccount,
     ];
 }
 
@@ -59,6 +68,8 @@ impl AttackKind {
             AttackKind::CompromisedAccount => "compromised_account",
             AttackKind::RoleMisuse => "role_misuse",
             AttackKind::SlowDripExfiltration => "slow_drip_exfiltration",
+            AttackKind::CoworkerSnooping => "coworker_snooping",
+            AttackKind::MimickedAccount => "mimicked_account",
         }
     }
 

@@ -1200,6 +1200,51 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
             }
         }
     }
+    // The two below come last so that adding them left every earlier attack's draws as they
+    // were.
+    for _ in 0..a.coworker_snooping {
+        let Some(s) = pick(rng, &clinical) else { break };
+        let st = &w.staff[s as usize];
+        let mut t = attack_time_in_shift(w, rng, s);
+        let day = (t.saturating_sub(w.start_ms) / DAY_MS) as usize;
+        let place = w.usual_ws(rng, s);
+        // A patient of the snooper's own ward that day, not one of theirs.
+        let ward = w.active.get(st.dept as usize).and_then(|d| d.get(day));
+        let colleagues: Vec<u32> = ward
+            .map(|ps| {
+                ps.iter()
+                    .copied()
+                    .filter(|&p| !w.patients[p as usize].team.contains(&s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for _ in 0..rng.random_range(1..=2) {
+            let Some(p) = pick(rng, &colleagues) else {
+                break;
+            };
+            browse(rng, out, s, p, &mut t, K::CoworkerSnooping, place);
+            t += gap(rng, 10.0 * MIN_MS as f64);
+        }
+    }
+    for _ in 0..a.mimicked_account {
+        let Some(s) = pick(rng, &everyone) else { break };
+        let st = &w.staff[s as usize];
+        let mut t = attack_time_in_shift(w, rng, s);
+        // In over the VPN gateway with a pool address, as remote staff sometimes are.
+        let gateway = w.by_dept_ws[st.dept as usize].last().copied().unwrap_or(0);
+        let addr = vpn_pool_address(w, rng);
+        let place = (gateway, out.fresh_ip(addr));
+        for _ in 0..rng.random_range(10..=25) {
+            let p = if rng.random_bool(0.6) {
+                pick(rng, &st.patients).unwrap_or_else(|| any_patient(w, rng))
+            } else {
+                any_patient(w, rng)
+            };
+            let (action, r) = w.normal_access(rng, st.role);
+            out.push(t, s, p, action, r, place, false, Some(K::MimickedAccount));
+            t += 2 * MIN_MS + rng.random_range(0..6 * MIN_MS);
+        }
+    }
 }
 
 /// Generates hospital `index` of the scenario: its events in time order (ids 1, 2, ...) and

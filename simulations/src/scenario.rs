@@ -161,6 +161,13 @@ pub struct AttackConfig {
     pub role_misuse: u32,
     /// A few extra exports a day on every worked day of the period (~3 a day).
     pub slow_drip_exfiltration: u32,
+    /// A clinician browsing 1-2 patients of their own department outside their care team, a
+    /// co-worker being treated there (~8 events). Not an attack the features were designed
+    /// around: it is here to show what the model misses.
+    pub coworker_snooping: u32,
+    /// A stolen account used within its owner's shift, at their pace and on the records their
+    /// role opens, over the VPN (~18 events). Not designed around either.
+    pub mimicked_account: u32,
 }
 
 impl Scenario {

@@ -35,6 +35,8 @@ stolen_credentials = 2
 compromised_account = 1
 role_misuse = 3
 slow_drip_exfiltration = 1
+coworker_snooping = 3
+mimicked_account = 1
 
 [[hospital]]
 name = "beta"
@@ -145,6 +147,13 @@ fn hospitals_are_time_ordered_labelled_and_realistic() {
         match l.attack {
             Some(AttackKind::VipSnooping) => assert!(e.vip && !e.care_team),
             Some(AttackKind::FamilySnooping) => assert!(e.family_link && !e.care_team),
+            // A co-worker in the snooper's own ward: nothing but the care team gives it away.
+            Some(AttackKind::CoworkerSnooping) => assert!(
+                e.user_department == e.patient_department
+                    && !e.care_team
+                    && !e.vip
+                    && !e.family_link
+            ),
             _ => {}
         }
     }
@@ -265,7 +274,7 @@ mod robustness {
             evening in 0.0f64..0.5,
             vip in 0.0f64..1.0,
             rates in proptest::collection::vec(0.0f64..=1.0, 5),
-            attacks in proptest::collection::vec(0u32..3, 8),
+            attacks in proptest::collection::vec(0u32..3, 10),
             seed in any::<u64>(),
         ) {
             let text = format!(
@@ -300,10 +309,13 @@ stolen_credentials = {}
 compromised_account = {}
 role_misuse = {}
 slow_drip_exfiltration = {}
+coworker_snooping = {}
+mimicked_account = {}
 "#,
                 rates[0], rates[1], rates[2], rates[3], rates[4],
                 attacks[0], attacks[1], attacks[2], attacks[3],
                 attacks[4], attacks[5], attacks[6], attacks[7],
+                attacks[8], attacks[9],
                 links = staff.min(patients) / 2,
             );
             let s = Scenario::from_toml(&text).unwrap();
