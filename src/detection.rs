@@ -151,7 +151,7 @@ fn num(v: Option<f64>) -> String {
 }
 
 /// The overall and per-attack tables, by event and by case.
-pub fn render(results: &[SettingResult], target_fpr: f64, rules: &CaseRules) -> String {
+pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
     let mut out = String::new();
     let rows: Vec<Vec<String>> = results
         .iter()
@@ -191,11 +191,13 @@ pub fn render(results: &[SettingResult], target_fpr: f64, rules: &CaseRules) -> 
         .collect();
     out.push('\n');
     out.push_str(&table(&headers, &rows));
-    if results
+    // The rules the cases were judged by, from the judgement itself.
+    let rules = results
         .iter()
-        .any(|r| r.case_mean(|c| Some(c.budget as f64)).is_some())
-    {
-        out.push_str(&render_cases(results, rules));
+        .flat_map(|r| &r.hospitals)
+        .find_map(|(_, e)| e.cases.as_ref().map(|c| c.rules));
+    if let Some(rules) = rules {
+        out.push_str(&render_cases(results, &rules));
     }
     out
 }
@@ -203,10 +205,15 @@ pub fn render(results: &[SettingResult], target_fpr: f64, rules: &CaseRules) -> 
 /// The case-level tables: what an office reviewing its budget each day would catch.
 fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
     let mut out = String::new();
+    let unit = if rules.window_ms == DAY_MS {
+        "day"
+    } else {
+        "window"
+    };
     let _ = writeln!(
         out,
         "\nby case (one employee's alerts in one {} h window, ranked by evidence; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n",
-        rules.window_ms / 3_600_000,
+        rules.window_ms as f64 / 3_600_000.0,
         rules.reviews_per_1000_employees
     );
     let per_window = |r: &SettingResult, f: fn(&medfl_model::cases::CaseEvaluation) -> usize| {
@@ -231,9 +238,9 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
     out.push_str(&table(
         &[
             "setting",
-            "cases/day",
-            "reviewed/day",
-            "attack cases/day",
+            &format!("cases/{unit}"),
+            &format!("reviewed/{unit}"),
+            &format!("attack cases/{unit}"),
             "caught (recall)",
             "precision",
             "alerted (any budget)",

@@ -452,10 +452,7 @@ pub fn simulate(scenario_text: &str, run: &RunConfig, out: &Path) -> Result<Vec<
     let final_model = latest_model(&ledger, out)?;
     if let (Some(()), Some(model)) = (last_eval, &final_model) {
         let result = evaluate(model, &hospitals, run.target_fpr)?;
-        println!(
-            "{}",
-            detection::render(&[result], run.target_fpr, &CaseRules::default())
-        );
+        println!("{}", detection::render(&[result], run.target_fpr));
     }
     println!("{}", privacy_table(&ledger)?);
     drop(ledger);

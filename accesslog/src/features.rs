@@ -51,6 +51,9 @@
 //!
 //! Features 21–24 measure a user against their own habits, the same "own history only" as the
 //! rest: no peer's or hospital-wide statistic enters, so employee-level DP holds unchanged.
+//! Without history they say little: 21 and 22 start as the plain flags, 23 at 0, and 24 is
+//! the share of exports among the accesses seen so far (1 after a first access that printed);
+//! `history_len` tells the model how much history there is.
 //!
 //! Every value is finite and in `[0, FEATURE_MAX]`, never NaN: flags are 0/1, and counts are
 //! log-scaled so that typical values stay at or below 1 and extreme bursts grow only
@@ -214,6 +217,16 @@ const CACHE_WAYS: usize = 4;
 const HOUR_BINS: usize = 24;
 /// Kinds of [`Resource`].
 const RESOURCES: usize = Resource::ALL.len();
+
+/// `unusual_resource` indexes its shares by `resource as usize`: `ALL` must list the kinds in
+/// declaration order (it is written by a macro, apart from the enum), checked when compiling.
+const _: () = {
+    let mut i = 0;
+    while i < RESOURCES {
+        assert!(Resource::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 /// Time constant of the week-long export share.
 const WEEK_MS: f32 = 7.0 * 86_400_000.0;
 

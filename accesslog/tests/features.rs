@@ -108,6 +108,11 @@ fn mixed_log(users: usize, seed: u64) -> Vec<AccessEvent> {
         if next() % 9 == 0 {
             e.action = Action::Export;
         }
+        // Every habit feature varies: departments reached and kinds of record opened.
+        if next() % 4 == 0 {
+            e.patient_department = "oncology".into();
+        }
+        e.resource = Resource::ALL[next() as usize % Resource::ALL.len()];
         events.push(e);
     }
     events
@@ -300,6 +305,15 @@ fn a_steady_share_of_exports_shows_over_the_week() {
         share = fx.push(&e)[col("export_share_7d")];
     }
     assert!((0.15..0.3).contains(&share), "export share {share}");
+    // A week of plain views at the same pace leaves e^-1 of the export week's weight (τ = 7
+    // days): about a quarter of the share, where a one-day τ would leave almost nothing.
+    let start = t + HOUR_MS + 7 * 24 * HOUR_MS;
+    let mut after = share;
+    for k in 0..7 * 24u64 {
+        after = fx.push(&ev(start + k * HOUR_MS, "u", "p1"))[col("export_share_7d")];
+    }
+    let ratio = after / share;
+    assert!((0.2..0.35).contains(&ratio), "{share} -> {after} ({ratio})");
     // A first event has no habits to be measured against.
     let f = FeatureExtractor::new().push(&ev(T0, "new", "p"));
     assert_eq!(f[col("unusual_resource")], 0.0);

@@ -15,10 +15,16 @@
 //! Cases rank by their **evidence**, the sum over their alerts of `ln(score / threshold)`: how
 //! far above the line each alert is, accumulated as a log-likelihood ratio is, so that one
 //! alert far above it (a snoop) and many just above it (a burst of exports) both rise. On the
-//! default scenario this reviews more attack cases than ranking by the top score alone or by
-//! the number of alerts alone (the closing note of the change has the three). Ties go to the
+//! default scenario (21 features, 2026-12-01) the federated model's reviewed cases held 23.1%
+//! of attack cases ranked this way, 15.8% ranked by top score alone and 24.6% by the number of
+//! alerts alone, which lost the lone snoops (VIP snooping 43% by evidence, 18% by count). Ties
+//! go to the
 //! top score, then the number of alerts, then the employee's index: total and deterministic,
 //! so the same scores always review the same cases.
+//!
+//! Windows are UTC days by default, so a night shift's session that crosses midnight is two
+//! cases; and an attack counts as alerted (and caught) when any event of its employee-day
+//! alerted, the attack's own or not: the officer opening the case sees the whole day.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -87,8 +93,9 @@ pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules
     let window_ms = rules.window_ms.max(1);
     let mut by_key: BTreeMap<(u64, u64), Case> = BTreeMap::new();
     for (&score, key) in scores.iter().zip(keys) {
-        // The same predicate as the event-level rates (`metrics::rates_at`).
-        if score <= threshold || score.is_nan() {
+        // The same predicate as the event-level rates (`metrics::rates_at`, `score >
+        // threshold`): a NaN on either side is no alert.
+        if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let window = key.time_ms / window_ms;
@@ -125,6 +132,8 @@ fn evidence(score: f32, threshold: f32) -> f64 {
 /// Detection judged by cases: what an office reviewing its budget would catch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaseEvaluation {
+    /// The rules the cases were formed and reviewed by.
+    pub rules: CaseRules,
     /// Windows the scored events span (those holding at least one event).
     pub windows: usize,
     /// Cases reviewed per window ([`CaseRules::budget`]).
@@ -161,7 +170,8 @@ pub struct CaseAttackRow {
 }
 
 /// Judges `scores` (with one `labels` and `keys` entry each) at case level, for a staff of
-/// `employees` alerting above `threshold`.
+/// `employees` alerting above `threshold`. Rows beyond the shortest of the three slices are
+/// left out of everything.
 pub fn evaluate_cases(
     scores: &[f32],
     labels: &[Option<AttackKind>],
@@ -170,6 +180,8 @@ pub fn evaluate_cases(
     employees: usize,
     rules: &CaseRules,
 ) -> CaseEvaluation {
+    let n = scores.len().min(labels.len()).min(keys.len());
+    let (scores, labels, keys) = (&scores[..n], &labels[..n], &keys[..n]);
     let window_ms = rules.window_ms.max(1);
     let budget = rules.budget(employees);
     let all = cases(scores, keys, threshold, rules);
@@ -187,7 +199,7 @@ pub fn evaluate_cases(
 
     let mut windows = BTreeSet::new();
     let mut attacked: BTreeMap<(u64, u64), BTreeSet<AttackKind>> = BTreeMap::new();
-    for (label, key) in labels.iter().zip(keys).take(scores.len()) {
+    for (label, key) in labels.iter().zip(keys) {
         let at = (key.time_ms / window_ms, key.employee);
         windows.insert(at.0);
         if let Some(kind) = label {
@@ -215,6 +227,7 @@ pub fn evaluate_cases(
         .collect();
     let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
     CaseEvaluation {
+        rules: *rules,
         windows: windows.len(),
         budget,
         cases: formed.len(),
@@ -344,6 +357,39 @@ mod tests {
             &CaseRules::default(),
         );
         assert_eq!((e.caught, e.recall, e.precision), (1, Some(1.0), Some(1.0)));
+    }
+
+    #[test]
+    fn a_nan_threshold_or_score_raises_no_case() {
+        let keys = [key(1, 0, 1), key(2, 0, 1)];
+        assert!(cases(&[0.9, 0.1], &keys, f32::NAN, &CaseRules::default()).is_empty());
+        let e = evaluate_cases(
+            &[0.9, f32::NAN],
+            &[None, SNOOP],
+            &keys,
+            f32::NAN,
+            10,
+            &CaseRules::default(),
+        );
+        assert_eq!((e.cases, e.attack_windows, e.alerted), (0, 1, 0));
+    }
+
+    #[test]
+    fn rows_beyond_the_shortest_slice_are_left_out_of_everything() {
+        // Three scores, two labels: the third alert is neither a case nor a window.
+        let keys = [key(1, 0, 1), key(2, 0, 1), key(3, 1, 1)];
+        let e = evaluate_cases(
+            &[0.9, 0.9, 0.9],
+            &[SNOOP, None],
+            &keys,
+            0.5,
+            10,
+            &CaseRules::default(),
+        );
+        assert_eq!(
+            (e.windows, e.cases, e.attack_windows, e.caught),
+            (1, 2, 1, 1)
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use medfl_accesslog::AttackKind;
 use serde::Serialize;
 
 use crate::cases::{CaseEvaluation, CaseKey, CaseRules, evaluate_cases};
-use crate::ensemble::{Calibration, combine};
+use crate::ensemble::{Calibration, Rows, combine};
 use crate::evaluate::{AttackRow, Evaluation, evaluate};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
@@ -414,8 +414,8 @@ fn ensemble(
         let ae_test = score(model, &hd.test, inputs, device)?;
         let (if_val, if_test) = (forest.score(&hd.validation_normal), forest.score(&hd.test));
         let (ae, forest) = (Calibration::new(&ae_val), Calibration::new(&if_val));
-        let val = combine(&[(&ae, &ae_val), (&forest, &if_val)]);
-        let test = combine(&[(&ae, &ae_test), (&forest, &if_test)]);
+        let val = combine(&[(&ae, &ae_val), (&forest, &if_val)], Rows::Calibration)?;
+        let test = combine(&[(&ae, &ae_test), (&forest, &if_test)], Rows::Fresh)?;
         let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
         hospitals.push((hd.name.clone(), hd.evaluate(&test, t, &cfg.cases)));
     }

@@ -129,13 +129,20 @@ fn words(feature: usize, v: f32, e: &AccessEvent) -> String {
         19 => format!("a user with about {} earlier accesses", n(10_000.0)),
         20 if on => "a VIP or family patient outside the care team".into(),
         20 => "no VIP or family patient outside the care team".into(),
-        21 if on => "outside the care team, which this user rarely is".into(),
-        21 => "outside the care team no more than this user often is".into(),
+        21 if on => "outside the care team, where this user seldom works".into(),
+        21 if e.care_team => "a patient on the user's care team".into(),
+        21 => "outside the care team, as this user often is".into(),
         22 if on => format!(
-            "a patient of {}, a department this user rarely reaches",
+            "a patient of {}, a department this user seldom reaches",
             e.patient_department
         ),
-        22 => "a department this user reaches as often as not".into(),
+        22 if e.user_department == e.patient_department => {
+            "a patient of the user's own department".into()
+        }
+        22 => format!(
+            "a patient of {}, outside the user's department as they often are",
+            e.patient_department
+        ),
         23 if on => format!(
             "opening {}, a kind of record this user rarely opens",
             e.resource
@@ -224,6 +231,21 @@ mod tests {
             words(24, 0.25, &event()),
             "25% of this user's accesses in the last week were prints or exports"
         );
+        // A habit feature near 0 says why: the access is inside the team or department, or
+        // outside it as the user often is.
+        let mut on_team = event();
+        on_team.care_team = true;
+        on_team.patient_department = on_team.user_department.clone();
+        assert_eq!(
+            words(21, 0.0, &on_team),
+            "a patient on the user's care team"
+        );
+        assert_eq!(
+            words(22, 0.0, &on_team),
+            "a patient of the user's own department"
+        );
+        assert!(words(21, 0.0, &event()).contains("as this user often is"));
+        assert!(words(22, 0.1, &event()).contains("outside the user's department"));
     }
 
     #[test]

@@ -384,10 +384,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             let started = std::time::Instant::now();
             let results = detection::run(&sc, Split::default(), &config, |msg| eprintln!("{msg}"))?;
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
-            print!(
-                "{}",
-                detection::render(&results, config.target_fpr, &config.cases)
-            );
+            print!("{}", detection::render(&results, config.target_fpr));
             for r in &results {
                 if let Some(hash) = &r.model_hash {
                     println!("{} model hash {hash}", r.setting);
