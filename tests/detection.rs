@@ -124,7 +124,22 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         .replace("days = 21", "days = 10");
     std::fs::write(&scenario, first).unwrap();
     let logs = tmp.path().join("logs");
-    assert!(ok(&["logs", "--scenario", p(&scenario), "--out", p(&logs)]).contains("rural-clinic"));
+    let written = ok(&["logs", "--scenario", p(&scenario), "--out", p(&logs)]);
+    assert!(written.contains("rural-clinic"), "{written}");
+    // Explanations first: the share of normal access the records explain, per hospital.
+    let explained = written
+        .lines()
+        .skip_while(|l| !l.starts_with("what the hospital's records explain"))
+        .find(|l| l.starts_with("rural-clinic"))
+        .unwrap_or_else(|| panic!("no explanation table: {written}"));
+    let share: f64 = explained
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(share > 50.0 && share <= 100.0, "{explained}");
     let h = logs.join("rural-clinic");
     let model = tmp.path().join("m.bin");
     let trained = ok(&[

@@ -12,6 +12,8 @@
 //! - [`fhir`]: FHIR R4 `AuditEvent` NDJSON.
 //! - [`tabular`]: plain numeric CSV tables (third-party data sets, exported features).
 //! - [`features`]: streaming per-user feature extraction.
+//! - [`explained`]: whether an access has a reason in the hospital's records (care team,
+//!   department), explanations first as in explanation-based auditing.
 //! - [`error`]: the errors and the malformed-row policy ([`OnError`]) shared by the readers.
 //! - [`time`]: FHIR instants.
 
@@ -22,6 +24,7 @@ pub mod context;
 pub mod csv;
 pub mod error;
 pub mod event;
+pub mod explained;
 pub mod features;
 pub mod fhir;
 pub mod label;

@@ -7,6 +7,7 @@
 //! definitions are in `medfl_accesslog::features`, and the counts are read back through their
 //! fixed public scales.
 
+use medfl_accesslog::explained::reason;
 use medfl_accesslog::{AccessEvent, FEATURE_NAMES, N_FEATURES};
 use serde::Serialize;
 
@@ -52,15 +53,24 @@ pub fn top_contributions(
         .collect()
 }
 
-/// One sentence: the top features' words and the access's time of day (UTC).
+/// One sentence: first whether the hospital's records explain the access (explanations
+/// first, `medfl_accesslog::explained`), then the top features' words and the access's time of
+/// day (UTC).
 pub fn summary(contributions: &[Contribution], event: &AccessEvent) -> String {
-    let mut parts: Vec<&str> = contributions.iter().map(|c| c.words.as_str()).collect();
+    let mut parts: Vec<&str> = Vec::with_capacity(contributions.len() + 1);
+    if reason(event).is_none() {
+        parts.push(UNEXPLAINED);
+    }
+    parts.extend(contributions.iter().map(|c| c.words.as_str()));
     let at = clock(event.time_ms);
     if parts.is_empty() {
         parts.push("no feature stands out");
     }
     format!("{}, {at}", parts.join("; "))
 }
+
+/// How the explanation of an access the hospital's records give no reason for begins.
+pub const UNEXPLAINED: &str = "unexplained access: the user is not on the patient's care team nor in the patient's department";
 
 /// `HH:MM` of a time in milliseconds since the epoch (UTC).
 pub fn clock(time_ms: u64) -> String {
@@ -203,10 +213,18 @@ mod tests {
         assert_eq!(names, ["not_care_team", "new_workstation", "rate_5m"]);
         assert!(top[0].share > top[1].share);
         let s = summary(&top, &event());
+        // The billing clerk has no reason on record to open a cardiology chart: that comes
+        // first, then the features.
         assert!(
-            s.starts_with("a patient outside the user's care team; from a workstation"),
+            s.starts_with(&format!(
+                "{UNEXPLAINED}; a patient outside the user's care team; from a workstation"
+            )),
             "{s}"
         );
+        let mut on_team = event();
+        on_team.care_team = true;
+        let s = summary(&top, &on_team);
+        assert!(s.starts_with("a patient outside"), "{s}");
         assert!(s.ends_with(", 02:14"), "{s}");
         // 0.8 of ln1p(50) reads back as about 22 accesses.
         assert!(

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vec![vec![Vec::new(); AttackKind::ALL.len() + 1]; N_FEATURES];
     for i in 0..scenario.hospitals.len() {
         let (events, labels) = generate_hospital(&scenario, i)?;
-        let s = HospitalSummary::new(&scenario, i, &labels).ok_or("no hospital")?;
+        let s = HospitalSummary::new(&scenario, i, &events, &labels).ok_or("no hospital")?;
         total += s.events;
         print!(
             "| {} | {} | {} | {} |",

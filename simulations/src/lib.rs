@@ -36,7 +36,8 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use medfl_accesslog::{AttackKind, FormatError, Label};
+use medfl_accesslog::explained::Explained;
+use medfl_accesslog::{AccessEvent, AttackKind, FormatError, Label};
 
 pub use generate::{generate_hospital, generate_hospital_with_context, opt_out_patients};
 pub use scenario::{
@@ -85,18 +86,33 @@ pub struct HospitalSummary {
     pub events: usize,
     /// Attack events per kind, in [`AttackKind::ALL`] order.
     pub attack_events: [usize; AttackKind::ALL.len()],
+    /// What the hospital's records explain of its normal accesses.
+    pub normal_explained: Explained,
+    /// The same of its attack accesses.
+    pub attack_explained: Explained,
 }
 
 impl HospitalSummary {
-    /// Summarises a generated hospital.
-    pub fn new(scenario: &Scenario, index: usize, labels: &[Label]) -> Option<HospitalSummary> {
+    /// Summarises a generated hospital: its `events` and their `labels`, one each.
+    pub fn new(
+        scenario: &Scenario,
+        index: usize,
+        events: &[AccessEvent],
+        labels: &[Label],
+    ) -> Option<HospitalSummary> {
         let h = scenario.hospitals.get(index)?;
         let mut attack_events = [0; AttackKind::ALL.len()];
-        for l in labels {
-            if let Some(k) = l.attack
-                && let Some(i) = AttackKind::ALL.iter().position(|x| *x == k)
-            {
-                attack_events[i] += 1;
+        let (mut normal_explained, mut attack_explained) =
+            (Explained::default(), Explained::default());
+        for (e, l) in events.iter().zip(labels) {
+            match l.attack {
+                None => normal_explained.add(e),
+                Some(k) => {
+                    attack_explained.add(e);
+                    if let Some(i) = AttackKind::ALL.iter().position(|x| *x == k) {
+                        attack_events[i] += 1;
+                    }
+                }
             }
         }
         Some(HospitalSummary {
@@ -106,6 +122,8 @@ impl HospitalSummary {
             days: scenario.days,
             events: labels.len(),
             attack_events,
+            normal_explained,
+            attack_explained,
         })
     }
 }
@@ -156,7 +174,7 @@ pub fn write_consortium(
         context
             .write_dir(&dir.join(CONTEXT_DIR))
             .map_err(SimError::Context)?;
-        summaries.extend(HospitalSummary::new(scenario, i, &labels));
+        summaries.extend(HospitalSummary::new(scenario, i, &events, &labels));
     }
     Ok(summaries)
 }
