@@ -107,6 +107,77 @@ fn every_setting_is_judged_by_case_and_an_unlimited_budget_reviews_every_alerted
     assert!(attack_cases > 0, "the test days hold attacks");
 }
 
+/// An explanation is faithful when what it names is what raised the score: put the first
+/// feature an alert names back to what the model expected of it, and the score falls. Checked
+/// on a trained model, through the monitor's own scorer and ranking.
+#[test]
+fn the_feature_an_alert_names_first_is_what_raised_its_score() {
+    use medfl_accesslog::N_FEATURES;
+    use medfl_model::modelfile::ModelFile;
+    use medfl_model::standardize::Standardizer;
+    use medfl_model::train::{TrainConfig, alert_threshold, reconstruct, train};
+    use medfl_model::{Autoencoder, AutoencoderConfig};
+    use medfl_monitor::Scorer;
+    use medfl_monitor::explain::top_contributions;
+
+    let data = detection::consortium_data(&small(), Split::default(), |_| {}).unwrap();
+    let h = &data[0];
+    let device = medfl_model::train::training_device();
+    let net = AutoencoderConfig::for_inputs(N_FEATURES);
+    let config = TrainConfig {
+        epochs: 5,
+        batch_size: 256,
+        learning_rate: 2e-3,
+        seed: 3,
+    };
+    let start = Autoencoder::new(net, 3, &device).unwrap();
+    let (model, _) = train(start, net, &h.train, config, &device).unwrap();
+    let t = alert_threshold(&model, &h.validation_normal, N_FEATURES, 0.02, &device).unwrap();
+    let file = ModelFile {
+        config: net,
+        standardizer: Standardizer::identity(N_FEATURES),
+        threshold: t,
+        params: model.to_flat().unwrap(),
+    };
+    let hash = file.hash().unwrap();
+    let scorer = Scorer::new(file, hash).unwrap();
+    let expected = reconstruct(&model, &h.test, N_FEATURES, &device).unwrap();
+    // Only the words need an event; any will do.
+    let event = medfl_accesslog::csv::read_events(
+        "event_id,time_ms,user,role,user_department,patient,patient_department,action,resource,workstation,ip,break_glass,care_team,vip,family_link\n1,0,u,nurse,icu,p,icu,view,medication,ws,10.0.0.1,false,true,false,false\n".as_bytes(),
+        medfl_accesslog::OnError::Reject,
+    )
+    .unwrap()
+    .records
+    .remove(0);
+    let (mut alerts, mut named, mut fell) = (0, 0, 0);
+    for (row, values) in h.test.chunks_exact(N_FEATURES).enumerate() {
+        let features: [f32; N_FEATURES] = values.try_into().unwrap();
+        let (score, _) = scorer.score(&features).unwrap();
+        if score <= t {
+            continue;
+        }
+        alerts += 1;
+        let drops = scorer.occlusion(&features, score).unwrap();
+        let top = top_contributions(&features, &drops, &event);
+        let Some(first) = top.first() else { continue };
+        named += 1;
+        let i = medfl_accesslog::FEATURE_NAMES
+            .iter()
+            .position(|n| *n == first.feature)
+            .unwrap();
+        let mut back = features;
+        back[i] = expected[row * N_FEATURES + i];
+        fell += usize::from(scorer.score(&back).unwrap().0 < score);
+    }
+    assert!(alerts >= 20, "only {alerts} alerts to judge");
+    assert_eq!(fell, named, "{alerts} alerts, {named} named a feature");
+    assert!(
+        named * 20 >= alerts * 19,
+        "{named} of {alerts} alerts named a feature"
+    );
+}
+
 #[test]
 fn train_on_csv_evaluate_on_fhir_and_tables() {
     let tmp = tempfile::tempdir().unwrap();

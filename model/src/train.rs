@@ -116,6 +116,21 @@ pub fn reconstruction_errors(
     })
 }
 
+/// The model's reconstruction of every row (row-major, like `data`): what it expected each
+/// feature to be, so an explanation can be checked by putting a feature back to it. Without
+/// autodiff, as [`score`].
+pub fn reconstruct(
+    model: &Autoencoder,
+    data: &[f32],
+    inputs: usize,
+    device: &Device,
+) -> Result<Vec<f32>, ModelError> {
+    let model = model.valid();
+    by_chunks(data, inputs, &device.clone().inner(), |x| {
+        model.forward(x).into_data()
+    })
+}
+
 /// Runs `f` over the rows of `data` (of `inputs` columns) in chunks of 4,096 rows and
 /// concatenates what it returns.
 fn by_chunks(

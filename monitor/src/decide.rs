@@ -22,7 +22,7 @@ use medfl_accesslog::consent::{Pseudonym, PseudonymKey};
 use medfl_accesslog::{FeatureExtractor, N_FEATURES};
 use medfl_model::Autoencoder;
 use medfl_model::modelfile::ModelFile;
-use medfl_model::train::{reconstruction_errors, score, training_device};
+use medfl_model::train::{reconstruct, reconstruction_errors, score, training_device};
 use serde::{Deserialize, Serialize};
 
 use crate::explain::{Contribution, summary, top_contributions};
@@ -206,6 +206,35 @@ impl Scorer {
             .copied()
             .ok_or_else(|| MonitorError::Model("no score".into()))?;
         Ok((s, errors))
+    }
+
+    /// How much of `score`, the score of `features`, goes away when each feature alone is put
+    /// back to what the model expected of it (its reconstruction): an occlusion test, one
+    /// pass through the network for all of them. What an alert names by these is what raised
+    /// its score. A feature whose own reconstruction error is largest need not be: putting it
+    /// back can raise the errors of the features the model reads it with (on the default
+    /// scenario it lowered the score in 86% of alerts).
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub fn occlusion(
+        &self,
+        features: &[f32; N_FEATURES],
+        score_now: f32,
+    ) -> Result<Vec<f32>, MonitorError> {
+        let model_err = |e: medfl_model::ModelError| MonitorError::Model(e.to_string());
+        let device = training_device();
+        let mut row = features.to_vec();
+        self.file.standardizer.apply(&mut row);
+        let expected = reconstruct(&self.net, &row, N_FEATURES, &device).map_err(model_err)?;
+        let mut variants = Vec::with_capacity(N_FEATURES * N_FEATURES);
+        for (i, e) in expected.iter().enumerate() {
+            let start = variants.len();
+            variants.extend_from_slice(&row);
+            variants[start + i] = *e;
+        }
+        let scores = score(&self.net, &variants, N_FEATURES, &device).map_err(model_err)?;
+        Ok(scores.iter().map(|s| (score_now - s).max(0.0)).collect())
     }
 
     /// [`Self::score`] for many rows at once (row-major): one pass through the network.
@@ -485,7 +514,12 @@ impl Monitor {
                 );
                 blocks_user = true;
             }
-            top = top_contributions(features, errors, event);
+            // An alert is explained by occlusion (what raised the score); anything else by
+            // the cheaper reconstruction errors, which the backend failing falls back to too.
+            let drops = score_alert
+                .then(|| s.occlusion(features, value).ok())
+                .flatten();
+            top = top_contributions(features, drops.as_deref().unwrap_or(errors), event);
             (score, threshold, model) = (Some(value), Some(t), Some(s.hash().to_owned()));
         }
         // Only the model's alerts count towards a block, on the monitor's own clock: a run of
