@@ -12,12 +12,20 @@ use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::Standardizer;
 use medfl_model::train::{TrainConfig, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 
 use crate::data::{self, Dataset};
 use crate::report;
 
-/// Trains on the first 80% of the rows of `ds` (read from `source`); sets the threshold on the
-/// normal rows of the last 20%; saves the model to `out`. Returns the report to print.
+/// Trains on 80% of the rows of `ds` (read from `source`); sets the threshold on the normal rows
+/// of the other 20%; saves the model to `out`. Returns the report to print.
+///
+/// An event log splits in time, the first 80% of its accesses against the last 20%: its
+/// features are computed in time order from each user's past, and a threshold must hold on
+/// traffic that came later. A table has no time: its rows are shuffled with `seed` first, so a
+/// file sorted by its label column cannot put every anomaly on one side.
 pub fn train(
     ds: &Dataset,
     source: &Path,
@@ -39,13 +47,22 @@ pub fn train(
     let cut = n * 4 / 5;
     // Features keep their fixed public scale, as in federated training.
     let standardizer = Standardizer::identity(d);
-    let (train_rows, held_out) = ds.data.split_at(cut * d);
-    let normal_held_out: Vec<f32> = held_out
-        .chunks_exact(d)
-        .enumerate()
-        .filter(|(i, _)| ds.labels.as_ref().is_none_or(|l| l.is_normal(cut + i)))
-        .flat_map(|(_, r)| r.iter().copied())
+    let mut order: Vec<usize> = (0..n).collect();
+    if ds.keys.is_empty() {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    }
+    let rows = |idx: &[usize]| -> Vec<f32> {
+        idx.iter()
+            .flat_map(|&i| ds.data[i * d..(i + 1) * d].iter().copied())
+            .collect()
+    };
+    let train_rows = rows(&order[..cut]);
+    let normal: Vec<usize> = order[cut..]
+        .iter()
+        .copied()
+        .filter(|&i| ds.labels.as_ref().is_none_or(|l| l.is_normal(i)))
         .collect();
+    let normal_held_out = rows(&normal);
     let device = training_device();
     let config = AutoencoderConfig::for_inputs(d);
     let model = Autoencoder::new(config, seed, &device)?;
@@ -55,7 +72,7 @@ pub fn train(
         seed,
         ..TrainConfig::default()
     };
-    let (model, losses) = medfl_model::train::train(model, config, train_rows, tc, &device)?;
+    let (model, losses) = medfl_model::train::train(model, config, &train_rows, tc, &device)?;
     let threshold =
         medfl_model::train::alert_threshold(&model, &normal_held_out, d, target_fpr, &device)
             .context("setting the alert threshold on the held-out normal rows")?;

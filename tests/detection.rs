@@ -312,6 +312,43 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
     assert!(out.contains("AUROC"), "{out}");
     // A table names no employees: there are no cases to judge.
     assert!(!out.contains("by case"), "{out}");
+    // Sorted by its label, a fifth of anomalies at the end: split in file order, the held-out
+    // fifth would hold no normal row to set a threshold on. Shuffled with the seed, it does.
+    let sorted = tmp.path().join("sorted.csv");
+    let mut csv = String::from("a,b,c,is_fraud\n");
+    for i in 0..400 {
+        let x = (i as f32 * 0.37).sin();
+        csv.push_str(&format!("{x},{},{},0\n", 2.0 * x, -x));
+    }
+    for i in 0..100 {
+        csv.push_str(&format!("{},-4.0,5.0,1\n", 3.0 + 0.01 * i as f32));
+    }
+    std::fs::write(&sorted, csv).unwrap();
+    let sm = tmp.path().join("s.bin");
+    ok(&[
+        "train",
+        "--data",
+        p(&sorted),
+        "--label-column",
+        "is_fraud",
+        "--out",
+        p(&sm),
+        "--epochs",
+        "20",
+    ]);
+    let judged: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        p(&sm),
+        "--data",
+        p(&sorted),
+        "--label-column",
+        "is_fraud",
+        "--json",
+    ]))
+    .unwrap();
+    let auroc = judged["evaluation"]["auroc"].as_f64().unwrap();
+    assert!(auroc > 0.9, "AUROC {auroc} on a label-sorted table");
     // A model of the wrong width is refused, with the widths named.
     let err = fails(&[
         "eval",
