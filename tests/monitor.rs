@@ -295,6 +295,49 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     assert_eq!(status, 409, "{text}");
     let (_, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
     assert!(text.contains("\"acknowledged_by\":\"sec-1\""), "{text}");
+    // The same alerts as cases, one per user and day: every alert in exactly one case, and
+    // the acknowledged one no longer open.
+    let alerts: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut listed: Vec<u64> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["seq"].as_u64().unwrap())
+        .collect();
+    let (status, _) = http(port, "GET", "/v1/cases", b"");
+    assert_eq!(status, 401);
+    let (status, text) = http_with(port, "GET", "/v1/cases", &auditor, b"");
+    assert_eq!(status, 200, "{text}");
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(!cases.is_empty(), "{text}");
+    let mut in_cases: Vec<u64> = cases
+        .iter()
+        .flat_map(|c| {
+            c["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_u64().unwrap())
+        })
+        .collect();
+    listed.sort_unstable();
+    in_cases.sort_unstable();
+    assert_eq!(listed, in_cases);
+    let with_ack = cases
+        .iter()
+        .find(|c| {
+            c["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_u64() == Some(alert_record))
+        })
+        .unwrap();
+    assert!(
+        with_ack["open"].as_u64().unwrap() < with_ack["alerts"].as_u64().unwrap(),
+        "{with_ack}"
+    );
     // A revoked token is refused at once.
     let out = officer_token(&config, &["--officer", "aud-1", "--revoke"]);
     assert!(out.contains("1 token(s) of aud-1 revoked"), "{out}");

@@ -124,7 +124,7 @@ pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules
 
 /// What one alert adds to its case: `ln(score / threshold)`, positive above a positive
 /// threshold; the plain excess where the threshold is not positive (no ratio is defined).
-fn evidence(score: f32, threshold: f32) -> f64 {
+pub fn evidence(score: f32, threshold: f32) -> f64 {
     let (s, t) = (f64::from(score), f64::from(threshold));
     if t > 0.0 { (s / t).ln() } else { s - t }
 }

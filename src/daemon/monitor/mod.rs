@@ -14,7 +14,8 @@
 //! Endpoints: `POST /v1/access` (JSON [`AccessRequest`]; answers the decision with its record
 //! number), `POST /fhir/AuditEvent` and `POST /fhir` (the EHR's own FHIR R4 `AuditEvent`s,
 //! alone or in transaction and batch Bundles, answered in FHIR; see [`fhir`]), `GET
-//! /fhir/metadata`, `GET /v1/alerts` (the latest alerts and denials), `POST /v1/unblock` (a
+//! /fhir/metadata`, `GET /v1/alerts` (the latest alerts and denials), `GET /v1/cases` (the
+//! same grouped into cases, one per user and UTC day, ranked), `POST /v1/unblock` (a
 //! security officer lifts a user's block: `Authorization: Bearer TOKEN`, JSON `{"user",
 //! "note"}`; the review is logged before the block is lifted), `GET /healthz`, and `GET
 //! /metrics` (Prometheus). With `--syslog`, IHE ATNA audit messages over TCP too ([`syslog`]);
@@ -227,8 +228,84 @@ struct AlertView {
     verdict: Verdict,
     reasons: Vec<String>,
     explanation: String,
+    /// The model's score and the alert threshold, when a model judged it.
+    score: Option<f32>,
+    threshold: Option<f32>,
     /// The officer who acknowledged it, once one has.
     acknowledged_by: Option<String>,
+}
+
+/// A case as `GET /v1/cases` lists it: one user's recent alerts and denials in one UTC day.
+#[derive(Debug, Serialize)]
+struct CaseView {
+    user: String,
+    /// The UTC day, `YYYY-MM-DD`.
+    day: String,
+    /// Alerts and denials in it, and how many are denials.
+    alerts: usize,
+    denials: usize,
+    /// Not yet acknowledged by an officer.
+    open: usize,
+    /// The sum over its model alerts of `ln(score / threshold)` (`medfl_model::cases`); alerts
+    /// raised by a rule alone (break-the-glass, consent, a standing block) add none.
+    evidence: f64,
+    top_score: Option<f32>,
+    first_ms: u64,
+    last_ms: u64,
+    /// The records, oldest first (each acknowledged through `/v1/alerts/{record}/ack`).
+    records: Vec<u64>,
+}
+
+/// The recent alerts as cases: newest day first, then by evidence, alerts and user.
+fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView> {
+    let mut by_key: std::collections::BTreeMap<(u64, &str), CaseView> = Default::default();
+    for a in alerts {
+        let day = a.time_ms / medfl_accesslog::time::DAY_MS;
+        let case = by_key
+            .entry((day, a.user.as_str()))
+            .or_insert_with(|| CaseView {
+                user: a.user.clone(),
+                day: medfl_accesslog::time::format_instant(day * medfl_accesslog::time::DAY_MS)
+                    .chars()
+                    .take(10)
+                    .collect(),
+                alerts: 0,
+                denials: 0,
+                open: 0,
+                evidence: 0.0,
+                top_score: None,
+                first_ms: a.time_ms,
+                last_ms: a.time_ms,
+                records: Vec::new(),
+            });
+        case.alerts += 1;
+        case.denials += usize::from(a.verdict == Verdict::Deny);
+        case.open += usize::from(a.acknowledged_by.is_none());
+        if let (Some(s), Some(t)) = (a.score, a.threshold)
+            && s.partial_cmp(&t) == Some(std::cmp::Ordering::Greater)
+        {
+            case.evidence += medfl_model::cases::evidence(s, t);
+        }
+        if let Some(s) = a.score.filter(|s| !s.is_nan()) {
+            case.top_score = Some(case.top_score.map_or(s, |top| top.max(s)));
+        }
+        case.first_ms = case.first_ms.min(a.time_ms);
+        case.last_ms = case.last_ms.max(a.time_ms);
+        case.records.push(a.seq);
+    }
+    let mut out: Vec<(u64, CaseView)> = by_key.into_iter().map(|((day, _), c)| (day, c)).collect();
+    out.sort_by(|(da, a), (db, b)| {
+        db.cmp(da)
+            .then(b.evidence.total_cmp(&a.evidence))
+            .then(b.alerts.cmp(&a.alerts))
+            .then(a.user.cmp(&b.user))
+    });
+    out.into_iter()
+        .map(|(_, mut c)| {
+            c.records.sort_unstable();
+            c
+        })
+        .collect()
 }
 
 struct Shared {
@@ -461,6 +538,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let router = Router::new()
         .route("/v1/access", post(access))
         .route("/v1/alerts", get(list_alerts))
+        .route("/v1/cases", get(list_cases))
         .route("/v1/alerts/stream", get(stream_alerts))
         .route("/v1/alerts/{record}/ack", post(acknowledge))
         .route("/v1/unblock", post(unblock))
@@ -868,6 +946,8 @@ fn note_alert(
         verdict: d.verdict,
         reasons: d.reasons.clone(),
         explanation: d.explanation.clone(),
+        score: d.score,
+        threshold: d.threshold,
         acknowledged_by: None,
     };
     alerts.push_back(view.clone());
@@ -1430,6 +1510,20 @@ async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMa
         let list: Vec<&AlertView> = shared.alerts.iter().rev().collect();
         serde_json::json!({ "alerts": list })
     })
+    .await
+}
+
+/// `GET /v1/cases`: the recent alerts and denials as the cases an officer reviews, one per user
+/// and UTC day, newest day first and most suspicious first within it (an officer's or
+/// auditor's token, as for the alerts).
+async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
+    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor).await {
+        return refuse(status, why);
+    }
+    read_shared(
+        server.app,
+        |shared| serde_json::json!({ "cases": cases_of(&shared.alerts) }),
+    )
     .await
 }
 
@@ -2148,4 +2242,56 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
         "looked for anchors lost between a seal and the outbox"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(seq: u64, user: &str, hour: u64, score: Option<f32>, verdict: Verdict) -> AlertView {
+        AlertView {
+            seq,
+            user: user.into(),
+            patient: "p".into(),
+            time_ms: 1_767_571_200_000 + hour * 3_600_000,
+            verdict,
+            reasons: Vec::new(),
+            explanation: String::new(),
+            score,
+            threshold: score.map(|_| 0.5),
+            acknowledged_by: None,
+        }
+    }
+
+    #[test]
+    fn cases_group_a_users_day_and_rank_by_evidence_newest_day_first() {
+        let alerts = [
+            alert(1, "ann", 9, Some(0.6), Verdict::Alert),
+            alert(2, "bob", 10, Some(4.0), Verdict::Deny),
+            alert(3, "ann", 11, Some(0.6), Verdict::Alert),
+            // Break-the-glass: listed, no evidence.
+            alert(4, "cat", 12, None, Verdict::Alert),
+            // The next UTC day.
+            alert(5, "ann", 25, Some(0.7), Verdict::Alert),
+        ];
+        let cases = cases_of(&alerts);
+        let order: Vec<(&str, &str, usize)> = cases
+            .iter()
+            .map(|c| (c.day.as_str(), c.user.as_str(), c.alerts))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("2026-01-06", "ann", 1),
+                ("2026-01-05", "bob", 1),
+                ("2026-01-05", "ann", 2),
+                ("2026-01-05", "cat", 1),
+            ]
+        );
+        assert_eq!(cases[1].denials, 1);
+        assert!((cases[2].evidence - 2.0 * 1.2f64.ln()).abs() < 1e-6);
+        assert_eq!(cases[2].records, [1, 3]);
+        assert_eq!(cases[3].evidence, 0.0);
+        assert_eq!(cases[3].top_score, None);
+    }
 }
