@@ -158,7 +158,18 @@ fn the_feature_an_alert_names_first_is_what_raised_its_score() {
             continue;
         }
         alerts += 1;
-        let drops = scorer.occlusion(&features, score).unwrap();
+        let drops = scorer.occlusion(&features).unwrap();
+        // Each drop is what putting that feature back takes off the score, measured apart.
+        for (i, d) in drops.iter().enumerate() {
+            let mut back = features;
+            back[i] = expected[row * N_FEATURES + i];
+            let after = scorer.score(&back).unwrap().0;
+            let measured = (score - after).max(0.0);
+            assert!(
+                (d - measured).abs() <= 1e-4 * score.abs() + 1e-6,
+                "row {row}, feature {i}: drop {d}, measured {measured}"
+            );
+        }
         let top = top_contributions(&features, &drops, &event);
         let Some(first) = top.first() else { continue };
         named += 1;
@@ -166,12 +177,15 @@ fn the_feature_an_alert_names_first_is_what_raised_its_score() {
             .iter()
             .position(|n| *n == first.feature)
             .unwrap();
+        // The first named is the largest drop, and putting it back lowers the score.
+        assert!(drops.iter().all(|d| *d <= drops[i]), "{first:?} {drops:?}");
         let mut back = features;
         back[i] = expected[row * N_FEATURES + i];
         fell += usize::from(scorer.score(&back).unwrap().0 < score);
     }
     assert!(alerts >= 20, "only {alerts} alerts to judge");
     assert_eq!(fell, named, "{alerts} alerts, {named} named a feature");
+    // The rest fall back to the reconstruction errors in the monitor.
     assert!(
         named * 20 >= alerts * 19,
         "{named} of {alerts} alerts named a feature"
@@ -349,6 +363,12 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
     .unwrap();
     let auroc = judged["evaluation"]["auroc"].as_f64().unwrap();
     assert!(auroc > 0.9, "AUROC {auroc} on a label-sorted table");
+    // The threshold came from normal rows: it flags the anomalies and few of the others.
+    let (recall, fpr) = (
+        judged["evaluation"]["recall"].as_f64().unwrap(),
+        judged["evaluation"]["fpr"].as_f64().unwrap(),
+    );
+    assert!(recall > 0.9 && fpr < 0.1, "recall {recall}, FPR {fpr}");
     // A model of the wrong width is refused, with the widths named.
     let err = fails(&[
         "eval",

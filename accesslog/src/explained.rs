@@ -13,8 +13,9 @@
 //! (`patient_department`). Orders, appointments and referrals, which would explain most
 //! consults, are not among the feeds yet: a consult reads as unexplained here.
 //!
-//! The reason is a function of the event alone, so it means the same in training, in
-//! `medfl eval` and in the live monitor.
+//! The reason is a function of the event alone, so it reads the same in `medfl logs` (the
+//! shares per hospital) and in the live monitor (the first line of an alert's explanation).
+//! It is not a model feature.
 
 use serde::Serialize;
 
@@ -84,7 +85,9 @@ impl Explained {
 
     /// Accesses with no reason.
     pub fn unexplained(&self) -> usize {
-        self.events - self.care_team - self.department
+        self.events
+            .saturating_sub(self.care_team)
+            .saturating_sub(self.department)
     }
 
     /// The share explained by any reason (`None` without accesses).

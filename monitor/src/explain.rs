@@ -27,7 +27,9 @@ pub struct Contribution {
     pub feature: &'static str,
     /// Its value for this access.
     pub value: f32,
-    /// Its share of the score (0 to 1).
+    /// Its share (0 to 1) of the named parts: for an alert, of the summed occlusion drops (how
+    /// much of the score each removal takes away); otherwise of the squared reconstruction
+    /// error.
     pub share: f32,
     /// What it means, in words.
     pub words: String,
@@ -60,12 +62,12 @@ pub fn top_contributions(
         .collect()
 }
 
-/// One sentence: first whether the hospital's records explain the access (explanations
-/// first, `medfl_accesslog::explained`), then the top features' words and the access's time of
-/// day (UTC).
-pub fn summary(contributions: &[Contribution], event: &AccessEvent) -> String {
+/// One sentence: for an alert or a denial (`raised`), first whether the hospital's records
+/// explain the access (explanations first, `medfl_accesslog::explained`); then the top
+/// features' words and the access's time of day (UTC).
+pub fn summary(contributions: &[Contribution], event: &AccessEvent, raised: bool) -> String {
     let mut parts: Vec<&str> = Vec::with_capacity(contributions.len() + 1);
-    if reason(event).is_none() {
+    if raised && reason(event).is_none() {
         parts.push(UNEXPLAINED);
     }
     parts.extend(contributions.iter().map(|c| c.words.as_str()));
@@ -219,7 +221,7 @@ mod tests {
         let names: Vec<&str> = top.iter().map(|c| c.feature).collect();
         assert_eq!(names, ["not_care_team", "new_workstation", "rate_5m"]);
         assert!(top[0].share > top[1].share);
-        let s = summary(&top, &event());
+        let s = summary(&top, &event(), true);
         // The billing clerk has no reason on record to open a cardiology chart: that comes
         // first, then the features.
         assert!(
@@ -230,7 +232,10 @@ mod tests {
         );
         let mut on_team = event();
         on_team.care_team = true;
-        let s = summary(&top, &on_team);
+        let s = summary(&top, &on_team, true);
+        assert!(s.starts_with("a patient outside"), "{s}");
+        // An access allowed says nothing of its explanation.
+        let s = summary(&top, &event(), false);
         assert!(s.starts_with("a patient outside"), "{s}");
         assert!(s.ends_with(", 02:14"), "{s}");
         // 0.8 of ln1p(50) reads back as about 22 accesses.

@@ -294,9 +294,12 @@ fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView
         case.records.push(a.seq);
     }
     let mut out: Vec<(u64, CaseView)> = by_key.into_iter().map(|((day, _), c)| (day, c)).collect();
+    // The experiment's order (`medfl_model::cases`): evidence, top score, alerts, then who.
+    let top = |c: &CaseView| c.top_score.unwrap_or(f32::NEG_INFINITY);
     out.sort_by(|(da, a), (db, b)| {
         db.cmp(da)
             .then(b.evidence.total_cmp(&a.evidence))
+            .then(top(b).total_cmp(&top(a)))
             .then(b.alerts.cmp(&a.alerts))
             .then(a.user.cmp(&b.user))
     });
@@ -1515,7 +1518,9 @@ async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMa
 
 /// `GET /v1/cases`: the recent alerts and denials as the cases an officer reviews, one per user
 /// and UTC day, newest day first and most suspicious first within it (an officer's or
-/// auditor's token, as for the alerts).
+/// auditor's token, as for the alerts). Built from the alerts kept in memory (the last
+/// [`RECENT_ALERTS`]), so the oldest day listed may be missing its earlier alerts; its
+/// `alerts` count rule-raised alerts and denials as well as the model's.
 async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
     if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor).await {
         return refuse(status, why);
