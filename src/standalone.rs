@@ -6,8 +6,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use medfl_model::cases::{CaseEvaluation, CaseRules, evaluate_cases};
-use medfl_model::evaluate::{evaluate, evaluate_binary};
+use medfl_model::cases::{CaseEvaluation, CaseRules};
+use medfl_model::evaluate::{evaluate_binary, evaluate_with_cases};
 use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::Standardizer;
 use medfl_model::train::{TrainConfig, score, training_device};
@@ -174,20 +174,14 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     let scores = score(&model, &rows, file.config.inputs, &device)?;
     let flagged = scores.iter().filter(|s| **s > file.threshold).count();
     let evaluation = match &ds.labels {
-        Some(data::Labels::Typed(l)) => {
-            let mut e = evaluate(&scores, l, file.threshold);
-            if !ds.keys.is_empty() {
-                e.cases = Some(evaluate_cases(
-                    &scores,
-                    l,
-                    &ds.keys,
-                    file.threshold,
-                    ds.employees(),
-                    &CaseRules::default(),
-                ));
-            }
-            Some(e)
-        }
+        Some(data::Labels::Typed(l)) => Some(evaluate_with_cases(
+            &scores,
+            l,
+            file.threshold,
+            &ds.keys,
+            ds.employees(),
+            &CaseRules::default(),
+        )),
         Some(data::Labels::Binary(l)) => Some(evaluate_binary(&scores, l, file.threshold)),
         None => None,
     };

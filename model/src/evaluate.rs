@@ -3,7 +3,7 @@
 use medfl_accesslog::AttackKind;
 use serde::{Deserialize, Serialize};
 
-use crate::cases::CaseEvaluation;
+use crate::cases::{CaseEvaluation, CaseKey, CaseRules, evaluate_cases};
 use crate::metrics::{auprc, auroc, rates_at};
 
 /// How well scores separate attacks from normal access.
@@ -94,4 +94,23 @@ pub fn evaluate(scores: &[f32], labels: &[Option<AttackKind>], threshold: f32) -
         per_attack,
         cases: None,
     }
+}
+
+/// [`evaluate`], and by case too when `keys` (one per score) say who made each row and when:
+/// for a staff of `employees`, by `rules`.
+pub fn evaluate_with_cases(
+    scores: &[f32],
+    labels: &[Option<AttackKind>],
+    threshold: f32,
+    keys: &[CaseKey],
+    employees: usize,
+    rules: &CaseRules,
+) -> Evaluation {
+    let mut e = evaluate(scores, labels, threshold);
+    if !keys.is_empty() {
+        e.cases = Some(evaluate_cases(
+            scores, labels, keys, threshold, employees, rules,
+        ));
+    }
+    e
 }

@@ -26,9 +26,9 @@ use burn::tensor::Device;
 use medfl_accesslog::AttackKind;
 use serde::Serialize;
 
-use crate::cases::{CaseEvaluation, CaseKey, CaseRules, evaluate_cases};
+use crate::cases::{CaseEvaluation, CaseKey, CaseRules};
 use crate::ensemble::{Calibration, Rows, combine};
-use crate::evaluate::{AttackRow, Evaluation, evaluate};
+use crate::evaluate::{AttackRow, Evaluation, evaluate_with_cases};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
 use crate::metrics::threshold_for_fpr;
 use crate::modelfile::ModelFile;
@@ -63,18 +63,14 @@ impl HospitalData {
     /// Judges `test_scores` (one per test row) at `threshold`, by event and, when the rows'
     /// employees and times are known, by case.
     pub fn evaluate(&self, test_scores: &[f32], threshold: f32, rules: &CaseRules) -> Evaluation {
-        let mut e = evaluate(test_scores, &self.test_labels, threshold);
-        if !self.test_keys.is_empty() {
-            e.cases = Some(evaluate_cases(
-                test_scores,
-                &self.test_labels,
-                &self.test_keys,
-                threshold,
-                self.employees,
-                rules,
-            ));
-        }
-        e
+        evaluate_with_cases(
+            test_scores,
+            &self.test_labels,
+            threshold,
+            &self.test_keys,
+            self.employees,
+            rules,
+        )
     }
 }
 
