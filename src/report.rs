@@ -482,3 +482,51 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
     out.push_str(&table(&["height", "id", "kind", "signer", "what"], &rows));
     out
 }
+
+/// The generated logs' figures beside published figures of real EHR audit logs: each
+/// statistic's range over the hospitals, the published range, its source, and whether the
+/// hospitals fall inside it.
+pub fn realism(summaries: &[medfl_simulations::HospitalSummary]) -> String {
+    use medfl_simulations::published::PUBLISHED;
+    let stats: Vec<_> = summaries
+        .iter()
+        .filter_map(|s| s.normal_statistics.as_ref())
+        .collect();
+    let rows: Vec<Vec<String>> = PUBLISHED
+        .iter()
+        .map(|p| {
+            let values: Vec<f64> = stats.iter().filter_map(|s| p.statistic.of(s)).collect();
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let show = |v: f64| p.statistic.show(v);
+            let ours = if values.is_empty() {
+                "-".to_owned()
+            } else if show(lo) == show(hi) {
+                show(lo)
+            } else {
+                format!("{}-{}", show(lo), show(hi))
+            };
+            let inside = values.iter().filter(|v| p.contains(**v)).count();
+            vec![
+                p.statistic.to_string(),
+                ours,
+                format!("{}-{}", show(p.low), show(p.high)),
+                format!("{}/{}", inside, values.len()),
+                p.source.to_owned(),
+            ]
+        })
+        .collect();
+    format!(
+        "\nnormal traffic against published figures of real EHR audit logs (docs/realism.md)\n\n{}",
+        table(
+            &[
+                "statistic",
+                "this scenario",
+                "published",
+                "hospitals in range",
+                "source"
+            ],
+            &rows
+        )
+    )
+}

@@ -225,6 +225,23 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         .parse()
         .unwrap();
     assert!(share > 50.0 && share <= 100.0, "{explained}");
+    // The realism table: every published figure, with this one hospital counted in or out of
+    // its range, and the explained share agreeing with the table above.
+    let realism: Vec<&str> = written
+        .lines()
+        .skip_while(|l| !l.contains("published figures of real EHR audit logs"))
+        .filter(|l| l.contains("/1 "))
+        .collect();
+    assert_eq!(
+        realism.len(),
+        medfl_simulations::published::PUBLISHED.len(),
+        "{written}"
+    );
+    let row = realism
+        .iter()
+        .find(|l| l.starts_with("accesses explained"))
+        .unwrap_or_else(|| panic!("no explained row: {written}"));
+    assert!(row.contains(&format!("{share:.1}%")), "{row} / {explained}");
     let h = logs.join("rural-clinic");
     let model = tmp.path().join("m.bin");
     let trained = ok(&[

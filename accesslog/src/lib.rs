@@ -14,6 +14,8 @@
 //! - [`features`]: streaming per-user feature extraction.
 //! - [`explained`]: whether an access has a reason in the hospital's records (care team,
 //!   department), explanations first as in explanation-based auditing.
+//! - [`statistics`]: a log's figures (accesses and patients per user-day, users per patient,
+//!   night and weekend shares, explained share), held against published real-world ones.
 //! - [`error`]: the errors and the malformed-row policy ([`OnError`]) shared by the readers.
 //! - [`time`]: FHIR instants.
 
@@ -29,6 +31,7 @@ pub mod features;
 pub mod fhir;
 pub mod label;
 mod lines;
+pub mod statistics;
 pub mod tabular;
 pub mod time;
 

@@ -30,6 +30,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod generate;
+pub mod published;
 pub mod scenario;
 
 use std::fs::File;
@@ -37,6 +38,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use medfl_accesslog::explained::Explained;
+use medfl_accesslog::statistics::{LogStatistics, statistics};
 use medfl_accesslog::{AccessEvent, AttackKind, FormatError, Label};
 
 pub use generate::{generate_hospital, generate_hospital_with_context, opt_out_patients};
@@ -72,7 +74,7 @@ pub enum SimError {
 }
 
 /// What was generated for one hospital (for tables and sanity checks).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HospitalSummary {
     /// The hospital's name (and output directory).
     pub name: String,
@@ -90,6 +92,8 @@ pub struct HospitalSummary {
     pub normal_explained: Explained,
     /// The same of its attack accesses.
     pub attack_explained: Explained,
+    /// The figures of its normal accesses, to hold against real logs' (`None` without any).
+    pub normal_statistics: Option<LogStatistics>,
 }
 
 impl HospitalSummary {
@@ -115,6 +119,13 @@ impl HospitalSummary {
                 }
             }
         }
+        let normal_statistics = statistics(
+            events
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| l.attack.is_none())
+                .map(|(e, _)| e),
+        );
         Some(HospitalSummary {
             name: h.name.clone(),
             staff: h.staff,
@@ -124,6 +135,7 @@ impl HospitalSummary {
             attack_events,
             normal_explained,
             attack_explained,
+            normal_statistics,
         })
     }
 }

@@ -187,6 +187,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     &rows
                 )
             );
+            print!("{}", medfl::report::realism(&summaries));
             println!("logs written to {}", out.display());
         }
         Command::Simulate {
