@@ -141,9 +141,9 @@ async fn load(args: Args) -> Result<()> {
     );
     eprintln!("{} distinct requests", bodies.len());
     println!(
-        "| connections | offered/s | decisions/s | p50 | p99 | p99.9 | errors | generator wake-up lag p99 |"
+        "| connections | offered/s | decisions/s | p50 | p99 | p99.9 | errors | generator wake-up lag p99 | monitor's own: within 5 ms / 10 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &args.connections {
         // Every connection is open (and answered a first request) before the clock starts:
         // 10,000 take a moment, and the load is on held connections, not on opening them.
@@ -187,6 +187,7 @@ async fn load(args: Args) -> Result<()> {
                 ready.available_permits()
             );
         }
+        let before = own_latency(port).await?;
         let start = Instant::now() + Duration::from_millis(200);
         go.send_replace(Some(start));
         let mut lat = Vec::new();
@@ -208,6 +209,15 @@ async fn load(args: Args) -> Result<()> {
         if let Some(e) = first_error {
             eprintln!("{n} connections: first error: {e:#}");
         }
+        let after = own_latency(port).await?;
+        let own = |i: usize| {
+            let (n, all) = (after[i] - before[i], after[2] - before[2]);
+            if all == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2}%", 100.0 * n as f64 / all as f64)
+            }
+        };
         lat.sort_unstable();
         lag.sort_unstable();
         let pct_of = |v: &[Duration], q: f64| {
@@ -219,7 +229,7 @@ async fn load(args: Args) -> Result<()> {
             .rate
             .map_or_else(|| "as fast as answered".to_owned(), |r| format!("{r:.0}"));
         println!(
-            "| {n} | {offered} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} | {} |",
+            "| {n} | {offered} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} | {} | {} / {} |",
             lat.len() as f64 / start.elapsed().as_secs_f64().max(args.seconds),
             pct(0.5),
             pct(0.99),
@@ -228,10 +238,33 @@ async fn load(args: Args) -> Result<()> {
                 "-".to_owned()
             } else {
                 format!("{:.2} ms", pct_of(&lag, 0.99))
-            }
+            },
+            own(0),
+            own(1),
         );
     }
     Ok(())
+}
+
+/// The monitor's own count of decisions answered within 5 ms, within 10 ms, and in all (its
+/// `/metrics` histogram, from a request's receipt to its answer): the share of the latency
+/// that is the monitor's, apart from the sockets' and the generator's.
+async fn own_latency(port: u16) -> Result<[u64; 3]> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    BufReader::new(r).read_to_string(&mut text).await?;
+    let bucket = |le: &str| -> Result<u64> {
+        let name = format!("medfl_monitor_decision_seconds_bucket{{le=\"{le}\"}} ");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .ok_or_else(|| anyhow::anyhow!("no {name}in /metrics"))?;
+        Ok(line.trim().parse()?)
+    };
+    Ok([bucket("0.005")?, bucket("0.01")?, bucket("+Inf")?])
 }
 
 /// What one connection sends once the clock starts.
