@@ -51,6 +51,9 @@ pub struct LogStatistics {
     /// Mean distinct users per patient on the days the patient's record was read (a mean, so
     /// that it compares with published per-stay counts divided by the stay's days).
     pub users_per_patient_day: f64,
+    /// The same counting clinicians only (physicians, nurses, pharmacists, students), over the
+    /// patient-days a clinician read the record: what studies of care teams count.
+    pub clinicians_per_patient_day: f64,
     /// Per role, in [`StaffRole::ALL`] order, roles without accesses left out.
     pub by_role: Vec<RoleStatistics>,
     /// Share of accesses between 22:00 and 06:00.
@@ -76,6 +79,7 @@ struct Day<'a> {
 pub fn statistics<'a>(events: impl IntoIterator<Item = &'a AccessEvent>) -> Option<LogStatistics> {
     let mut user_days: HashMap<(&str, u64), Day> = HashMap::new();
     let mut patient_days: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
+    let mut clinician_days: HashMap<(&str, u64), HashSet<&str>> = HashMap::new();
     let mut roles: HashMap<&str, StaffRole> = HashMap::new();
     let mut patients: HashSet<&str> = HashSet::new();
     let (mut night, mut weekend, mut break_glass) = (0usize, 0usize, 0usize);
@@ -89,6 +93,12 @@ pub fn statistics<'a>(events: impl IntoIterator<Item = &'a AccessEvent>) -> Opti
             .entry((&e.patient, day))
             .or_default()
             .insert(&e.user);
+        if is_clinician(e.role) {
+            clinician_days
+                .entry((&e.patient, day))
+                .or_default()
+                .insert(&e.user);
+        }
         // A user's role is the one of their first access (a directory gives one per user).
         roles.entry(&e.user).or_insert(e.role);
         patients.insert(&e.patient);
@@ -127,8 +137,8 @@ pub fn statistics<'a>(events: impl IntoIterator<Item = &'a AccessEvent>) -> Opti
         patients: patients.len(),
         accesses_per_user_day: median(user_days.values().map(|d| d.accesses as f64)),
         patients_per_user_day: median(user_days.values().map(|d| d.others.len() as f64)),
-        users_per_patient_day: patient_days.values().map(|u| u.len() as f64).sum::<f64>()
-            / patient_days.len() as f64,
+        users_per_patient_day: mean(patient_days.values().map(|u| u.len() as f64)),
+        clinicians_per_patient_day: mean(clinician_days.values().map(|u| u.len() as f64)),
         by_role,
         night_share: share(night),
         weekend_share: share(weekend),
@@ -136,6 +146,24 @@ pub fn statistics<'a>(events: impl IntoIterator<Item = &'a AccessEvent>) -> Opti
         explained_share: explained.share().unwrap_or(0.0),
         break_glass_share: share(break_glass),
     })
+}
+
+/// Whether `role` gives care (and so counts in [`LogStatistics::clinicians_per_patient_day`]).
+fn is_clinician(role: StaffRole) -> bool {
+    matches!(
+        role,
+        StaffRole::Physician | StaffRole::Nurse | StaffRole::Pharmacist | StaffRole::Student
+    )
+}
+
+/// The mean of `values` (0 for none).
+fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else {
+        values.sum::<f64>() / n as f64
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count; 0 for none).
@@ -206,6 +234,18 @@ mod tests {
         );
         // Patient-days: p1 Monday (n1, d1), p2 Monday (n1), p3 Saturday (d1).
         assert_eq!(s.users_per_patient_day, 4.0 / 3.0);
+        assert_eq!(s.clinicians_per_patient_day, 4.0 / 3.0);
+        // A biller's look after discharge is a patient-day of users, not of clinicians.
+        let mut billed = events.clone();
+        billed.push(access(
+            "b1",
+            StaffRole::Billing,
+            "p2",
+            MONDAY + DAY_MS + 9 * h,
+        ));
+        let b = statistics(&billed).unwrap();
+        assert_eq!(b.users_per_patient_day, 5.0 / 4.0);
+        assert_eq!(b.clinicians_per_patient_day, 4.0 / 3.0);
         assert_eq!(s.night_share, 0.2);
         assert_eq!(s.weekend_share, 0.2);
         assert_eq!(s.break_glass_share, 0.2);

@@ -123,6 +123,13 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> Option<T> {
     }
 }
 
+/// Up to `k` distinct members of `xs`, in random order (all of them if there are fewer).
+fn pick_distinct<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T], k: usize) -> impl Iterator<Item = T> {
+    rand::seq::index::sample(rng, xs.len(), k.min(xs.len()))
+        .into_iter()
+        .map(|i| xs[i])
+}
+
 fn weighted<T: Copy>(rng: &mut ChaCha8Rng, xs: &[(T, f64)]) -> T {
     let total: f64 = xs.iter().map(|x| x.1).sum();
     let mut r = rng.random::<f64>() * total;
@@ -334,13 +341,11 @@ fn build_world(
         let [docs, nrs, studs] = &dept_role[dept as usize];
         let docs = if docs.is_empty() { &physicians } else { docs };
         let nrs = if nrs.is_empty() { &nurses } else { nrs };
-        for _ in 0..rng.random_range(1..=2) {
-            team.extend(pick(rng, docs));
-        }
+        let k = rng.random_range(2..=3);
+        team.extend(pick_distinct(rng, docs, k));
         // Nurses from each shift, so night nurses have patients too.
-        for _ in 0..rng.random_range(3..=4) {
-            team.extend(pick(rng, nrs));
-        }
+        let k = rng.random_range(5..=7);
+        team.extend(pick_distinct(rng, nrs, k));
         if rng.random_bool(0.3) {
             team.extend(pick(rng, studs));
         }
@@ -642,7 +647,7 @@ fn normal_traffic(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &m
                 };
             }
             let role_factor = match st.role {
-                StaffRole::Physician => 1.1,
+                StaffRole::Physician => 1.5,
                 StaffRole::Nurse => 1.0,
                 StaffRole::Pharmacist => 1.4,
                 StaffRole::Billing => 1.2,
@@ -714,8 +719,31 @@ fn normal_traffic(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &m
                 }
                 done += len;
             }
-            // Rounds and handovers: a quick pass over many charts, one look each, which looks
-            // like harvesting to rate features but is routine.
+            // Handover: a clinician starting a shift opens each of their own patients' charts
+            // once (the report from the shift before), so every working member of a care team
+            // reads the chart that day, as in real logs, where a 3-5-day stay is read by about
+            // 30 clinicians (docs/realism.md).
+            if matches!(
+                st.role,
+                StaffRole::Physician
+                    | StaffRole::Nurse
+                    | StaffRole::Student
+                    | StaffRole::Pharmacist
+            ) {
+                let mut t = shift_start + rng.random_range(0..HOUR_MS / 2);
+                let place = w.usual_ws(rng, s);
+                let resource = if st.role == StaffRole::Pharmacist {
+                    Resource::Medication
+                } else {
+                    Resource::ClinicalNote
+                };
+                for &p in &own {
+                    out.push(t, s, p, Action::View, resource, place, false, None);
+                    t += gap(rng, 60_000.0);
+                }
+            }
+            // Rounds: a quick pass over many charts, one look each, which looks like
+            // harvesting to rate features but is routine.
             let rounds_p = match st.role {
                 StaffRole::Nurse | StaffRole::Physician => 0.25,
                 StaffRole::Pharmacist => 0.4,
@@ -856,15 +884,33 @@ fn normal_traffic(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &m
     }
 }
 
-/// A working day and shift start for `s` (a random day if they never work).
-fn attack_time_in_shift(w: &World, rng: &mut ChaCha8Rng, s: u32) -> u64 {
+/// A day for instance `i` of an attack kind with `k` instances by user `s`: drawn from the
+/// `i`-th of `k` equal strata of the days the user works before the last, so each kind's
+/// instances spread over the whole period (and every period, training, validation and test,
+/// sees the kinds with a few instances). Never the last day (for a user who started before
+/// it): a night shift's hours run past the period, and an attack's events there would be
+/// dropped.
+fn attack_day(w: &World, rng: &mut ChaCha8Rng, s: u32, (i, k): (u32, u32)) -> u32 {
     let st = &w.staff[s as usize];
-    let mut day = rng.random_range(st.start_day..w.days);
+    let (first, last) = (st.start_day, w.days.saturating_sub(1).max(st.start_day + 1));
+    let span = u64::from(last - first);
+    let k = u64::from(k.max(1));
+    let i = u64::from(i).min(k - 1);
+    // span * k fits in u64 for any u32 inputs; the stratum is never empty.
+    let lo = first + u32::try_from(span * i / k).unwrap_or(0);
+    let hi = (first + u32::try_from(span * (i + 1) / k).unwrap_or(0)).max(lo + 1);
+    rng.random_range(lo..hi)
+}
+
+/// A working day (see [`attack_day`]) and a time in `s`'s shift on it.
+fn attack_time_in_shift(w: &World, rng: &mut ChaCha8Rng, s: u32, instance: (u32, u32)) -> u64 {
+    let st = &w.staff[s as usize];
+    let mut day = attack_day(w, rng, s, instance);
     for _ in 0..7 {
         if st.shift != Shift::Office || !w.is_weekend(day) {
             break;
         }
-        day = rng.random_range(st.start_day..w.days);
+        day = attack_day(w, rng, s, instance);
     }
     w.shift_start(day, st.shift)
         + rng.random_range(HOUR_MS / 2..st.shift.hours() * HOUR_MS - HOUR_MS)
@@ -962,9 +1008,10 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
         }
     };
 
-    for _ in 0..a.vip_snooping {
+    for i in 0..a.vip_snooping {
+        let instance = (i, a.vip_snooping);
         let Some(s) = pick(rng, &clinical) else { break };
-        let mut t = attack_time_in_shift(w, rng, s);
+        let mut t = attack_time_in_shift(w, rng, s, instance);
         let place = w.usual_ws(rng, s);
         for _ in 0..rng.random_range(1..=2) {
             let Some(p) = pick(rng, &w.vips) else { break };
@@ -975,20 +1022,22 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
             t += gap(rng, 10.0 * MIN_MS as f64);
         }
     }
-    for _ in 0..a.family_snooping {
+    for i in 0..a.family_snooping {
+        let instance = (i, a.family_snooping);
         let Some(s) = pick(rng, &with_family) else {
             break;
         };
         let p = w.staff[s as usize].family[0];
         for _ in 0..rng.random_range(1..=2) {
-            let mut t = attack_time_in_shift(w, rng, s);
+            let mut t = attack_time_in_shift(w, rng, s, instance);
             let place = w.usual_ws(rng, s);
             browse(rng, out, s, p, &mut t, K::FamilySnooping, place);
         }
     }
-    for _ in 0..a.outside_care_team {
+    for i in 0..a.outside_care_team {
+        let instance = (i, a.outside_care_team);
         let Some(s) = pick(rng, &clinical) else { break };
-        let mut t = attack_time_in_shift(w, rng, s);
+        let mut t = attack_time_in_shift(w, rng, s, instance);
         let place = w.usual_ws(rng, s);
         for _ in 0..rng.random_range(1..=2) {
             let p = stranger(w, rng, s);
@@ -996,11 +1045,13 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
             t += gap(rng, 5.0 * MIN_MS as f64);
         }
     }
-    for _ in 0..a.off_hours_exfiltration {
+    for i in 0..a.off_hours_exfiltration {
+        let instance = (i, a.off_hours_exfiltration);
         let Some(s) = pick(rng, &everyone) else { break };
         let st = &w.staff[s as usize];
-        // Hours away from the user's own shift: 14-20 h after it starts (a day worker at night).
-        let day = rng.random_range(st.start_day..end_day);
+        // Hours away from the user's own shift: 14-20 h after it starts (a day worker at night),
+        // so not on the last day, whose night runs past the period and would be dropped.
+        let day = attack_day(w, rng, s, instance);
         let mut t = w.shift_start(day, st.shift) + 14 * HOUR_MS + rng.random_range(0..6 * HOUR_MS);
         let place = match st.vpn_ip {
             Some(ip) if rng.random_bool(0.5) => (
@@ -1042,13 +1093,14 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
         }
     }
     for i in 0..a.stolen_credentials {
+        let instance = (i, a.stolen_credentials);
         let Some(s) = pick(rng, &everyone) else { break };
         let st = &w.staff[s as usize];
         let mut t = if rng.random_bool(0.5) {
-            attack_time_in_shift(w, rng, s)
+            attack_time_in_shift(w, rng, s, instance)
         } else {
             w.start_ms
-                + u64::from(rng.random_range(st.start_day..end_day)) * DAY_MS
+                + u64::from(attack_day(w, rng, s, instance)) * DAY_MS
                 + rng.random_range(0..DAY_MS)
         };
         // An address never seen in the hospital; the device is new too, unless the intruder
@@ -1102,9 +1154,10 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
             t += gap(rng, 120_000.0);
         }
     }
-    for _ in 0..a.compromised_account {
+    for i in 0..a.compromised_account {
+        let instance = (i, a.compromised_account);
         let Some(s) = pick(rng, &everyone) else { break };
-        let mut t = attack_time_in_shift(w, rng, s);
+        let mut t = attack_time_in_shift(w, rng, s, instance);
         let place = w.usual_ws(rng, s);
         for _ in 0..rng.random_range(100..=250) {
             let p = any_patient(w, rng);
@@ -1134,11 +1187,12 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
             t += 1000 + rng.random_range(0..8000);
         }
     }
-    for _ in 0..a.role_misuse {
+    for i in 0..a.role_misuse {
+        let instance = (i, a.role_misuse);
         let Some(s) = pick(rng, &non_clinical) else {
             break;
         };
-        let mut t = attack_time_in_shift(w, rng, s);
+        let mut t = attack_time_in_shift(w, rng, s, instance);
         let place = w.usual_ws(rng, s);
         for _ in 0..rng.random_range(1..=2) {
             // Half the time a patient from their own worklist: the relationship is real, the reading is not.
@@ -1202,10 +1256,11 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
     }
     // The two below come last so that adding them left every earlier attack's draws as they
     // were.
-    for _ in 0..a.coworker_snooping {
+    for i in 0..a.coworker_snooping {
+        let instance = (i, a.coworker_snooping);
         let Some(s) = pick(rng, &clinical) else { break };
         let st = &w.staff[s as usize];
-        let mut t = attack_time_in_shift(w, rng, s);
+        let mut t = attack_time_in_shift(w, rng, s, instance);
         let day = (t.saturating_sub(w.start_ms) / DAY_MS) as usize;
         let place = w.usual_ws(rng, s);
         // A patient of the snooper's own ward that day, not one of theirs.
@@ -1226,10 +1281,11 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
             t += gap(rng, 10.0 * MIN_MS as f64);
         }
     }
-    for _ in 0..a.mimicked_account {
+    for i in 0..a.mimicked_account {
+        let instance = (i, a.mimicked_account);
         let Some(s) = pick(rng, &everyone) else { break };
         let st = &w.staff[s as usize];
-        let mut t = attack_time_in_shift(w, rng, s);
+        let mut t = attack_time_in_shift(w, rng, s, instance);
         // In over the VPN gateway with a pool address, as remote staff sometimes are.
         let gateway = w.by_dept_ws[st.dept as usize].last().copied().unwrap_or(0);
         let addr = vpn_pool_address(w, rng);

@@ -22,6 +22,8 @@ pub enum Statistic {
     RolePatientsPerUserDay(StaffRole),
     /// Mean distinct users per patient-day.
     UsersPerPatientDay,
+    /// Mean distinct clinicians per patient-day.
+    CliniciansPerPatientDay,
     /// Share of accesses at night (22:00-06:00).
     NightShare,
     /// Share of accesses on weekends.
@@ -44,6 +46,7 @@ impl Statistic {
             Statistic::PatientsPerUserDay => s.patients_per_user_day,
             Statistic::RolePatientsPerUserDay(r) => role(r)?.patients_per_user_day,
             Statistic::UsersPerPatientDay => s.users_per_patient_day,
+            Statistic::CliniciansPerPatientDay => s.clinicians_per_patient_day,
             Statistic::NightShare => s.night_share,
             Statistic::WeekendShare => s.weekend_share,
             Statistic::CareTeamShare => s.care_team_share,
@@ -91,6 +94,7 @@ impl fmt::Display for Statistic {
                 write!(f, "patients per {role} user-day (median)")
             }
             Statistic::UsersPerPatientDay => f.write_str("users per patient-day (mean)"),
+            Statistic::CliniciansPerPatientDay => f.write_str("clinicians per patient-day (mean)"),
             Statistic::NightShare => f.write_str("accesses at night, 22:00-06:00"),
             Statistic::WeekendShare => f.write_str("accesses on weekends"),
             Statistic::CareTeamShare => f.write_str("accesses by the care team"),
@@ -144,10 +148,10 @@ pub const PUBLISHED: &[Published] = &[
         source: "Blecker et al. J Hosp Med 2013 (weekday/weekend 1.14-1.76x)",
     },
     // 30.8 clinicians opened the chart of a patient staying 3 to 5 days (Vawdrey et al., Appl
-    // Clin Inform 2011): the distinct users of a patient-day average at least 30.8 / 5 = 6.2
-    // (each seen on one day only) and at most 30.8 (all of them every day).
+    // Clin Inform 2011): the distinct clinicians of a patient-day average at least 30.8 / 5 =
+    // 6.2 (each seen on one day only) and at most 30.8 (all of them every day).
     Published {
-        statistic: Statistic::UsersPerPatientDay,
+        statistic: Statistic::CliniciansPerPatientDay,
         low: 6.2,
         high: 30.8,
         source: "Vawdrey et al. Appl Clin Inform 2011 (30.8 per 3-5-day stay)",
@@ -182,7 +186,7 @@ mod tests {
     fn shares_show_as_percentages_and_counts_with_one_decimal() {
         assert_eq!(Statistic::WeekendShare.show(0.185), "18.5%");
         assert_eq!(Statistic::BreakGlassShare.show(0.0018), "0.18%");
-        assert_eq!(Statistic::UsersPerPatientDay.show(6.25), "6.2");
+        assert_eq!(Statistic::CliniciansPerPatientDay.show(6.25), "6.2");
         assert_eq!(
             Statistic::RolePatientsPerUserDay(StaffRole::Physician).to_string(),
             "patients per physician user-day (median)"
