@@ -83,61 +83,54 @@ pub fn train(
     Ok((model, losses))
 }
 
-/// Anomaly scores (mean squared reconstruction error) for every row.
-///
-/// Runs without autodiff whatever `model` and `device` carry: a forward pass recorded for a
-/// backward pass that never comes stays in the autodiff graph, which a long-running monitor,
-/// scoring every access, would grow without end (and stall on each time the graph's table
-/// doubled).
+/// Anomaly scores (mean squared reconstruction error) for every row, as [`infer`] runs them.
 pub fn score(
     model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    let model = model.valid();
-    by_chunks(data, inputs, &device.clone().inner(), |x| {
-        model.score_batch(x).into_data()
+    infer(model, data, inputs, device, |m, x| {
+        m.score_batch(x).into_data()
     })
 }
 
 /// Each feature's squared reconstruction error for every row (row-major, like `data`): what
-/// makes up a row's [`score`], so an alert can name the features that raised it. Without
-/// autodiff, as [`score`].
+/// makes up a row's [`score`], so an alert can name the features that raised it.
 pub fn reconstruction_errors(
     model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    let model = model.valid();
-    by_chunks(data, inputs, &device.clone().inner(), |x| {
-        (model.forward(x.clone()) - x).powi_scalar(2).into_data()
+    infer(model, data, inputs, device, |m, x| {
+        (m.forward(x.clone()) - x).powi_scalar(2).into_data()
     })
 }
 
 /// The model's reconstruction of every row (row-major, like `data`): what it expected each
-/// feature to be, so an explanation can be checked by putting a feature back to it. Without
-/// autodiff, as [`score`].
+/// feature to be, so an explanation can be checked by putting a feature back to it.
 pub fn reconstruct(
     model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    let model = model.valid();
-    by_chunks(data, inputs, &device.clone().inner(), |x| {
-        model.forward(x).into_data()
-    })
+    infer(model, data, inputs, device, |m, x| m.forward(x).into_data())
 }
 
-/// Runs `f` over the rows of `data` (of `inputs` columns) in chunks of 4,096 rows and
-/// concatenates what it returns.
-fn by_chunks(
+/// Runs `f` over the rows of `data` (of `inputs` columns) in chunks of 4,096 rows, with `model`
+/// and the rows outside autodiff whatever they carry, and concatenates what it returns.
+///
+/// Without autodiff because a forward pass recorded for a backward pass that never comes stays
+/// in the autodiff graph, which a long-running monitor, scoring every access, would grow
+/// without end (and stall on each time the graph's table doubled).
+fn infer(
+    model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
-    f: impl Fn(Tensor<2>) -> TensorData,
+    f: impl Fn(&Autoencoder, Tensor<2>) -> TensorData,
 ) -> Result<Vec<f32>, ModelError> {
     if inputs == 0 || !data.len().is_multiple_of(inputs) {
         return Err(ModelError::Shape(format!(
@@ -145,14 +138,17 @@ fn by_chunks(
             data.len()
         )));
     }
+    let model = model.valid();
+    let device = device.clone().inner();
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(4096 * inputs) {
         let x = Tensor::<2>::from_data(
             TensorData::new(chunk.to_vec(), [chunk.len() / inputs, inputs]),
-            device,
+            &device,
         );
         out.extend(
-            f(x).try_into_vec::<f32>()
+            f(&model, x)
+                .try_into_vec::<f32>()
                 .map_err(|e| ModelError::Backend(format!("{e:?}")))?,
         );
     }
