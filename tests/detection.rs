@@ -192,6 +192,35 @@ fn the_feature_an_alert_names_first_is_what_raised_its_score() {
     );
 }
 
+/// A numeric table with an `is_fraud` label column: 400 normal rows on a line, then one
+/// anomaly per value of `anomalies` (its first column), the anomalies last.
+fn fraud_table(anomalies: impl Iterator<Item = f32>) -> String {
+    let mut csv = String::from("a,b,c,is_fraud\n");
+    for i in 0..400 {
+        let x = (i as f32 * 0.37).sin();
+        csv.push_str(&format!("{x},{},{},0\n", 2.0 * x, -x));
+    }
+    for a in anomalies {
+        csv.push_str(&format!("{a},-4.0,5.0,1\n"));
+    }
+    csv
+}
+
+/// `medfl train` on `table` (label column `is_fraud`, 20 epochs) into `model`.
+fn train_on_table(table: &Path, model: &Path) {
+    ok(&[
+        "train",
+        "--data",
+        p(table),
+        "--label-column",
+        "is_fraud",
+        "--out",
+        p(model),
+        "--epochs",
+        "20",
+    ]);
+}
+
 #[test]
 fn train_on_csv_evaluate_on_fhir_and_tables() {
     let tmp = tempfile::tempdir().unwrap();
@@ -310,27 +339,9 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
 
     // A hospital's own numeric table, with its label column.
     let table = tmp.path().join("table.csv");
-    let mut csv = String::from("a,b,c,is_fraud\n");
-    for i in 0..400 {
-        let x = (i as f32 * 0.37).sin();
-        csv.push_str(&format!("{x},{},{},0\n", 2.0 * x, -x));
-    }
-    for _ in 0..20 {
-        csv.push_str("3.0,-4.0,5.0,1\n");
-    }
-    std::fs::write(&table, csv).unwrap();
+    std::fs::write(&table, fraud_table((0..20).map(|_| 3.0))).unwrap();
     let tm = tmp.path().join("t.bin");
-    ok(&[
-        "train",
-        "--data",
-        p(&table),
-        "--label-column",
-        "is_fraud",
-        "--out",
-        p(&tm),
-        "--epochs",
-        "20",
-    ]);
+    train_on_table(&table, &tm);
     let out = ok(&[
         "eval",
         "--model",
@@ -346,27 +357,13 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
     // Sorted by its label, a fifth of anomalies at the end: split in file order, the held-out
     // fifth would hold no normal row to set a threshold on. Shuffled with the seed, it does.
     let sorted = tmp.path().join("sorted.csv");
-    let mut csv = String::from("a,b,c,is_fraud\n");
-    for i in 0..400 {
-        let x = (i as f32 * 0.37).sin();
-        csv.push_str(&format!("{x},{},{},0\n", 2.0 * x, -x));
-    }
-    for i in 0..100 {
-        csv.push_str(&format!("{},-4.0,5.0,1\n", 3.0 + 0.01 * i as f32));
-    }
-    std::fs::write(&sorted, csv).unwrap();
+    std::fs::write(
+        &sorted,
+        fraud_table((0..100).map(|i| 3.0 + 0.01 * i as f32)),
+    )
+    .unwrap();
     let sm = tmp.path().join("s.bin");
-    ok(&[
-        "train",
-        "--data",
-        p(&sorted),
-        "--label-column",
-        "is_fraud",
-        "--out",
-        p(&sm),
-        "--epochs",
-        "20",
-    ]);
+    train_on_table(&sorted, &sm);
     let judged: serde_json::Value = serde_json::from_str(&ok(&[
         "eval",
         "--model",
