@@ -483,6 +483,40 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
     out
 }
 
+/// Explanations first: for each generated hospital, the shares of its normal accesses the
+/// hospital's own records explain (care team at the time, else the patient's department) and
+/// the share of its attack accesses they leave unexplained.
+pub fn explained(summaries: &[medfl_simulations::HospitalSummary]) -> String {
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v));
+    let share = |n: usize, of: usize| pct((of > 0).then(|| n as f64 / of as f64));
+    let rows: Vec<Vec<String>> = summaries
+        .iter()
+        .map(|s| {
+            let (n, a) = (&s.normal_explained, &s.attack_explained);
+            vec![
+                s.name.clone(),
+                share(n.care_team, n.events),
+                share(n.department, n.events),
+                pct(n.share()),
+                share(a.unexplained(), a.events),
+            ]
+        })
+        .collect();
+    format!(
+        "\nwhat the hospital's records explain (care team at the time, else the patient's department)\n\n{}",
+        table(
+            &[
+                "hospital",
+                "normal: care team",
+                "normal: department",
+                "normal explained",
+                "attacks unexplained"
+            ],
+            &rows
+        )
+    )
+}
+
 /// The generated logs' figures beside published figures of real EHR audit logs: each
 /// statistic's range over the hospitals, the published range, its source, and whether the
 /// hospitals fall inside it.

@@ -154,40 +154,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect();
             print!("{}", report::table(&headers, &rows));
-            // Explanations first: what the hospital's own records account for.
-            let pct =
-                |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v));
-            let share = |n: usize, of: usize| pct((of > 0).then(|| n as f64 / of as f64));
-            let rows: Vec<Vec<String>> = summaries
-                .iter()
-                .map(|s| {
-                    let (n, a) = (&s.normal_explained, &s.attack_explained);
-                    vec![
-                        s.name.clone(),
-                        share(n.care_team, n.events),
-                        share(n.department, n.events),
-                        pct(n.share()),
-                        share(a.unexplained(), a.events),
-                    ]
-                })
-                .collect();
-            println!(
-                "\nwhat the hospital's records explain (care team at the time, else the patient's department)\n"
-            );
-            print!(
-                "{}",
-                report::table(
-                    &[
-                        "hospital",
-                        "normal: care team",
-                        "normal: department",
-                        "normal explained",
-                        "attacks unexplained"
-                    ],
-                    &rows
-                )
-            );
-            print!("{}", medfl::report::realism(&summaries));
+            print!("{}", report::explained(&summaries));
+            print!("{}", report::realism(&summaries));
             println!("logs written to {}", out.display());
         }
         Command::Simulate {
