@@ -12,6 +12,7 @@
 //! - [`model_store`]: models under their hash, and the one rule for writing a file.
 //! - [`local`]: runs an agent's training task on the model crate.
 //! - [`node`]: the coordinator's runtime apart from I/O, which every driver runs.
+//! - [`console`]: the web console over a run (`medfl simulate --serve`).
 //! - [`consortium`]: a whole consortium in one process, on in-memory queues.
 //! - [`simulate`]: `medfl simulate` and `medfl replay`. [`plot`]: their SVG charts;
 //!   [`progress`]: their progress bar.
@@ -24,6 +25,7 @@
 pub use medfl_ledger as ledger;
 pub use medfl_secagg as secagg;
 
+pub mod console;
 pub mod consortium;
 pub mod daemon;
 pub mod data;

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use medfl_ledger::tx::ConsentChoice;
-use medfl_ledger::{Block, Hash, Ledger, LedgerError, Timestamp, Transaction, TxBody};
+use medfl_ledger::{Block, ChainState, Hash, Ledger, LedgerError, Timestamp, Transaction, TxBody};
 use serde::Serialize;
 
 /// Everything `show` reports about a ledger.
@@ -249,10 +249,9 @@ fn tx_row(id: Hash, tx: &Transaction) -> TxRow {
     }
 }
 
-/// Gathers the summary of an open ledger.
-pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
-    let state = ledger.state();
-    let members = state
+/// The members, in id order, with their standing.
+pub fn member_rows(state: &ChainState) -> Vec<MemberRow> {
+    state
         .members()
         .map(|r| MemberRow {
             id: r.member.id.to_string(),
@@ -266,8 +265,12 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
                 reason: v.reason.clone(),
             }),
         })
-        .collect();
-    let agreements = state
+        .collect()
+}
+
+/// The agreements, in id order, with what each covered hospital accepted and spent.
+pub fn agreement_rows(state: &ChainState) -> Vec<AgreementRow> {
+    state
         .agreements()
         .map(|a| AgreementRow {
             id: a.agreement.id.to_string(),
@@ -288,27 +291,36 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
             last_round: a.last_round,
             last_model: a.last_model,
         })
-        .collect();
-    let mut blocks = Vec::new();
-    for height in 1..=state.height() {
-        let block: Block = ledger.block(height)?.ok_or_else(|| LedgerError::Damaged {
-            height,
-            source: "block missing".into(),
-        })?;
-        let ids = block.tx_ids()?;
-        blocks.push(BlockRow {
-            height,
-            hash: block.header.hash()?,
-            time: block.header.header.timestamp,
-            proposer: block.header.header.proposer.to_string(),
-            txs: block
-                .txs
-                .iter()
-                .zip(ids)
-                .map(|(tx, id)| tx_row(id, tx))
-                .collect(),
-        });
-    }
+        .collect()
+}
+
+/// The block at `height` as a row: its header and every transaction in words.
+pub fn block_row(ledger: &Ledger, height: u64) -> Result<BlockRow, LedgerError> {
+    let block: Block = ledger.block(height)?.ok_or_else(|| LedgerError::Damaged {
+        height,
+        source: "block missing".into(),
+    })?;
+    let ids = block.tx_ids()?;
+    Ok(BlockRow {
+        height,
+        hash: block.header.hash()?,
+        time: block.header.header.timestamp,
+        proposer: block.header.header.proposer.to_string(),
+        txs: block
+            .txs
+            .iter()
+            .zip(ids)
+            .map(|(tx, id)| tx_row(id, tx))
+            .collect(),
+    })
+}
+
+/// Gathers the summary of an open ledger.
+pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
+    let state = ledger.state();
+    let blocks = (1..=state.height())
+        .map(|height| block_row(ledger, height))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(LedgerSummary {
         consortium: ledger.genesis().name.clone(),
         genesis: state.genesis_hash(),
@@ -316,8 +328,8 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
         tip: state.tip(),
         tip_time: state.tip_time(),
         quorum: state.quorum(),
-        members,
-        agreements,
+        members: member_rows(state),
+        agreements: agreement_rows(state),
         blocks,
     })
 }

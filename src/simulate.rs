@@ -395,6 +395,24 @@ pub struct RoundRow {
     pub auroc: Option<f64>,
 }
 
+/// The file a run appends each step to as it ends (one JSON [`RoundRow`] a line), so that a
+/// reader such as the console follows a run while it goes on.
+pub const ROUNDS_FILE: &str = "rounds.jsonl";
+
+/// Appends `row` to the run's [`ROUNDS_FILE`] as one line, written whole.
+fn append_round(dir: &Path, row: &RoundRow) -> Result<()> {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(row)?;
+    line.push(b'\n');
+    let path = dir.join(ROUNDS_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&line))
+        .with_context(|| format!("appending to {}", path.display()))
+}
+
 /// Creates `dir` (which must not hold a run already) and checks it is writable.
 fn prepare_out(dir: &Path) -> Result<()> {
     if dir.join("ledger").exists() {
@@ -541,11 +559,13 @@ fn execute(
                     .as_ref()
                     .map_or(String::new(), |f| format!(" — FAILED: {f}")),
             ));
-        rows.push(RoundRow {
+        let row = RoundRow {
             step: r,
             report,
             auroc,
-        });
+        };
+        append_round(dir, &row)?;
+        rows.push(row);
     }
     Ok((rows, hospitals))
 }

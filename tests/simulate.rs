@@ -2,19 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{fails, ok, p};
-
-/// The default scenario cut to its two smallest hospitals over two weeks.
-fn small_scenario(dir: &Path) -> String {
-    let text = medfl_simulations::scenario::DEFAULT_TOML;
-    let third = text.match_indices("[[hospital]]").nth(2).unwrap().0;
-    let small = text[..third].replace("days = 21", "days = 14");
-    let path = dir.join("small.toml");
-    std::fs::write(&path, small).unwrap();
-    path.display().to_string()
-}
+use common::{fails, ok, p, small_scenario};
 
 #[test]
 fn simulate_writes_a_run_that_replays_and_a_changed_run_names_the_diverging_round() {

@@ -63,6 +63,16 @@ pub(crate) enum Command {
         /// scenario, so another setting never lands on an earlier run); must not hold a run.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Serve the web console of the run at this address while it goes on, and after it
+        /// ends until interrupted [default address: 127.0.0.1:8090].
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8090")]
+        serve: Option<std::net::SocketAddr>,
+        /// With --serve: serve the finished run in this directory instead of running one.
+        #[arg(long, value_name = "DIR", requires = "serve", conflicts_with_all = [
+            "scenario", "consortium", "hospitals", "rounds", "seed", "dropout", "strategy",
+            "epsilon", "hospital_epsilon", "out",
+        ])]
+        view: Option<PathBuf>,
     },
     /// Run the coordinator of a provisioned consortium: rounds over libp2p, anchored on the ledger.
     Coordinator {

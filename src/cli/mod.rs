@@ -170,7 +170,25 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             hospital_epsilon,
             colluders,
             out,
+            serve,
+            view,
         } => {
+            if let (Some(addr), Some(dir)) = (serve, &view) {
+                if !dir.join("run.toml").is_file() {
+                    bail!(
+                        "{} holds no run (no run.toml): --view takes a directory `medfl simulate` wrote",
+                        dir.display()
+                    );
+                }
+                let bound = medfl::console::spawn(addr, dir.clone())?;
+                eprintln!(
+                    "console of {} at http://{bound}/ (Ctrl-C to stop)",
+                    dir.display()
+                );
+                loop {
+                    std::thread::park();
+                }
+            }
             let mut run = match &consortium {
                 Some(dir) => simulate::RunConfig::from_consortium(dir)?,
                 None => simulate::RunConfig::default(),
@@ -215,10 +233,24 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 Some(out) => out,
                 None => simulate::default_out(&run, &text)?,
             };
+            let console = match serve {
+                Some(addr) => {
+                    let bound = medfl::console::spawn(addr, out.clone())?;
+                    eprintln!("console of the run at http://{bound}/");
+                    Some(bound)
+                }
+                None => None,
+            };
             let started = std::time::Instant::now();
             simulate::simulate(&text, &run, &out)
                 .with_context(|| format!("simulation into {}", out.display()))?;
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+            if let Some(bound) = console {
+                eprintln!("console still at http://{bound}/ (Ctrl-C to stop)");
+                loop {
+                    std::thread::park();
+                }
+            }
         }
         Command::Coordinator {
             config,

@@ -44,3 +44,14 @@ pub fn fails(args: &[&str]) -> String {
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// A scenario of the default's first two hospitals over 14 days, written into `dir`: a
+/// simulation of a few rounds in seconds, even unoptimised.
+pub fn small_scenario(dir: &Path) -> String {
+    let text = medfl_simulations::scenario::DEFAULT_TOML;
+    let third = text.match_indices("[[hospital]]").nth(2).unwrap().0;
+    let small = text[..third].replace("days = 21", "days = 14");
+    let path = dir.join("small.toml");
+    std::fs::write(&path, small).unwrap();
+    path.display().to_string()
+}

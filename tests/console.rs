@@ -1,0 +1,278 @@
+//! The web console (`medfl simulate --serve`): its API against its OpenAPI file, its refusals,
+//! and the consortium view in Debian's headless Chromium (Playwright and axe-core from npm,
+//! installed by `.ci/run` under `tests/browser/`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ok, p, small_scenario};
+
+/// A `medfl` process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `medfl simulate` with `args` and `--serve` on a free port; waits until it listens.
+fn serve(args: &[&str], log: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .arg("simulate")
+        .args(args)
+        .args(["--serve", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the console never listened: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (proc, port)
+}
+
+/// One HTTP/1.1 GET with `host` as its Host: status, headers (lowercase names) and body.
+fn get(port: u16, path: &str, host: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// A finished run of five rounds over two hospitals.
+fn finished_run(dir: &Path) -> PathBuf {
+    let sc = small_scenario(dir);
+    let out = dir.join("run");
+    ok(&[
+        "simulate",
+        "--scenario",
+        &sc,
+        "--rounds",
+        "5",
+        "--out",
+        p(&out),
+    ]);
+    out
+}
+
+/// Every route the OpenAPI file documents answers as documented on a finished run, with the
+/// security headers; what is malformed, unknown or addressed to another host is refused with
+/// a reason.
+#[test]
+fn the_console_api_answers_as_documented_and_refuses_what_it_must() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = finished_run(tmp.path());
+    let (_proc, port) = serve(&["--view", p(&run)], &tmp.path().join("console.log"));
+    let host = format!("127.0.0.1:{port}");
+
+    let (status, _, body) = get(port, "/api/v1/blocks?limit=1", &host);
+    assert_eq!(status, 200, "{body}");
+    let blocks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(blocks["height"], 5);
+    let tx = blocks["blocks"][0]["txs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("docs/openapi.json").unwrap()).unwrap();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{name}", "console.css")
+            .replace("{height}", "5")
+            .replace("{id}", &tx);
+        let (status, head, body) = get(port, &concrete, &host);
+        assert_eq!(status, 200, "GET {concrete}: {body}");
+        let documented = item["get"]["responses"]["200"]["content"]
+            .as_object()
+            .and_then(|c| c.keys().next().cloned())
+            .unwrap();
+        let media = if concrete.ends_with(".css") {
+            "text/css"
+        } else {
+            &documented
+        };
+        assert!(
+            head.contains(&format!("content-type: {media}")),
+            "GET {concrete}: {head}"
+        );
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+            "GET {concrete}: {head}"
+        );
+        assert!(head.contains("x-frame-options: deny"), "{head}");
+    }
+
+    let (_, _, body) = get(port, "/api/v1/rounds?after=3", &host);
+    let rounds: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let steps: Vec<u64> = rounds["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![4, 5]);
+    assert_eq!(rounds["finished"], true);
+
+    let (_, _, body) = get(port, "/api/v1/privacy", &host);
+    let privacy: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let series = privacy[0]["members"][0]["series"].as_array().unwrap();
+    assert_eq!(series.len(), 5, "{body}");
+    let spent = privacy[0]["members"][0]["spent"].as_f64().unwrap();
+    assert_eq!(series[4][1].as_f64().unwrap(), spent);
+
+    // The proof the console serves is the one `medfl ledger check-proof` accepts.
+    let (_, _, proof) = get(port, &format!("/api/v1/transactions/{tx}/proof"), &host);
+    let proof_file = tmp.path().join("proof.json");
+    std::fs::write(&proof_file, &proof).unwrap();
+    let genesis = run.join("ledger").join("genesis.toml");
+    ok(&[
+        "ledger",
+        "check-proof",
+        "--genesis",
+        p(&genesis),
+        p(&proof_file),
+    ]);
+
+    for (path, want, says) in [
+        ("/api/v1/blocks/0", 404, "no block at height 0"),
+        ("/api/v1/blocks/6", 404, "the ledger holds 1 to 5"),
+        ("/api/v1/blocks/five", 400, "not a block height"),
+        (
+            "/api/v1/transactions/abc/proof",
+            400,
+            "not a transaction id",
+        ),
+        (
+            &format!("/api/v1/transactions/{}/proof", "0".repeat(64)),
+            404,
+            "no transaction",
+        ),
+        ("/api/v1/headers?from=0", 400, "from counts heights from 1"),
+        ("/api/v1/nothing", 404, "no such page"),
+        ("/assets/../Cargo.toml", 404, ""),
+        ("/assets/secret.js", 404, "no asset"),
+    ] {
+        let (status, head, body) = get(port, path, &host);
+        assert_eq!(status, want, "GET {path}: {body}");
+        assert!(body.contains(says), "GET {path}: {body}");
+        assert!(
+            head.contains("content-security-policy"),
+            "GET {path}: {head}"
+        );
+    }
+
+    // A page elsewhere that rebinds its DNS name to this address reads nothing.
+    let (status, head, _) = get(port, "/api/v1/consortium", &format!("evil.example:{port}"));
+    assert_eq!(status, 421);
+    assert!(head.contains("content-security-policy"), "{head}");
+}
+
+/// `--view` of a directory that holds no run is refused by name, before anything listens.
+#[test]
+fn viewing_a_folder_without_a_run_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = common::fails(&[
+        "simulate",
+        "--serve",
+        "127.0.0.1:0",
+        "--view",
+        p(tmp.path()),
+    ]);
+    assert!(err.contains("holds no run"), "{err}");
+    let err = common::fails(&["simulate", "--view", p(tmp.path())]);
+    assert!(err.contains("--serve"), "{err}");
+}
+
+/// Where the browser tests live, with their npm packages installed.
+fn browser_tests() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir()
+            && dir.join("node_modules/axe-core").is_dir(),
+        "the browser tests need Playwright and axe-core: cd tests/browser && npm ci (.ci/run does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Debian's chromium: apt-get install chromium (.ci/run does)"
+    );
+    dir
+}
+
+/// Where the browser tests save their screenshots.
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The consortium view, opened in headless Chromium while a simulation runs: rounds appear
+/// without a reload, the page's own check of the header chain reaches the tip, an inclusion
+/// proof verifies in the page and a forged one is refused, every control is reachable by
+/// keyboard, axe-core finds nothing serious, and the finished view loads in under a second.
+#[test]
+fn the_consortium_view_follows_a_running_simulation_in_chromium() {
+    let browser = browser_tests();
+    let tmp = tempfile::tempdir().unwrap();
+    let sc = small_scenario(tmp.path());
+    let out = tmp.path().join("run");
+    let (_proc, port) = serve(
+        &["--scenario", &sc, "--rounds", "8", "--out", p(&out)],
+        &tmp.path().join("simulate.log"),
+    );
+    let shots = screenshots();
+    let result = Command::new("node")
+        .current_dir(&browser)
+        .args([
+            "consortium.mjs",
+            &format!("http://127.0.0.1:{port}/"),
+            "8",
+            p(&shots),
+        ])
+        .output()
+        .expect("run node (the browser tests need Node.js)");
+    assert!(
+        result.status.success(),
+        "the browser test failed: {}{}\nsimulate: {}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr),
+        std::fs::read_to_string(tmp.path().join("simulate.log")).unwrap_or_default()
+    );
+    let measured: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&result.stdout).trim()).unwrap();
+    println!("consortium view: {measured}");
+    assert_eq!(measured["ledger_height"], 8);
+    assert!(shots.join("consortium.png").is_file());
+}
