@@ -75,6 +75,7 @@ async fn main() -> Result<()> {
     let opts = daemon::coordinator::Options {
         rounds: Some(args.rounds),
         insecure_keys: InsecureKeys::Allow,
+        console: None,
     };
     let config = coordinator_config.clone();
     let coordinator = tokio::spawn(async move { daemon::coordinator::run(&config, opts).await });

@@ -276,3 +276,181 @@ fn the_consortium_view_follows_a_running_simulation_in_chromium() {
     assert_eq!(measured["ledger_height"], 8);
     assert!(shots.join("consortium.png").is_file());
 }
+
+/// A `medfl` daemon with its log in `log`, killed when the test ends.
+fn daemon(args: &[&str], log: &Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_medfl"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Waits until something listens on `port`, or fails naming `log`.
+fn wait_listening(port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The hospital console of a running networked consortium (a coordinator serving the
+/// consortium view, three hospitals' clients, one hospital's monitor), in headless Chromium: an
+/// officer signs in, an alert arrives live and is acknowledged, the patient-access report
+/// lists it, a patient's opt-out recorded in the console reaches the ledger and verifies in
+/// the consortium view; requests without a valid token, without the CSRF token, from another
+/// origin or from an auditor are refused and log nothing.
+#[test]
+fn the_hospital_console_records_reviews_and_consent_that_reach_the_ledger_in_chromium() {
+    let browser = browser_tests();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p2p = free_port();
+    let plan = format!(
+        "name = \"console\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n\
+         [[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/{p2p}\"\n\n\
+         [[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n[[members]]\nid = \"h-b\"\nrole = \"hospital\"\n\n\
+         [[members]]\nid = \"h-c\"\nrole = \"hospital\"\n\n\
+         [[agreements]]\nid = \"dua\"\npurpose = \"access-anomaly detection\"\nmembers = [\"h-a\", \"h-b\", \"h-c\"]\n\
+         expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 50.0\ndelta = 1e-5\n"
+    );
+    std::fs::write(dir.join("plan.toml"), plan).unwrap();
+    let cons = dir.join("cons");
+    ok(&[
+        "provision",
+        "--consortium",
+        p(&dir.join("plan.toml")),
+        "--out",
+        p(&cons),
+        "--generate-keys-centrally",
+        "--insecure-deterministic-seed",
+        "9",
+    ]);
+    let coordinator_config = cons.join("coordinator/config.toml");
+    let text = std::fs::read_to_string(&coordinator_config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("min_participants") {
+                "min_participants = 3"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("rounds = 10", "rounds = 1000")
+        .replace("gather_s = 10.0", "gather_s = 3.0")
+        .replace("interval_s = 1.0", "interval_s = 0.5")
+        .replace("stage_timeout_s = 30.0", "stage_timeout_s = 8.0")
+        .replace("training_timeout_s = 600.0", "training_timeout_s = 60.0")
+        .replace("endorse_timeout_s = 30.0", "endorse_timeout_s = 8.0")
+        .replace("sampling_rate = 0.01", "sampling_rate = 0.05");
+    std::fs::write(&coordinator_config, text).unwrap();
+    let scenario = small_scenario(dir);
+    let logs = dir.join("logs");
+    ok(&["logs", "--scenario", &scenario, "--out", p(&logs)]);
+    let events = logs.join("rural-clinic/events.csv");
+
+    let token = |role: &str, name: &str| {
+        let out = ok(&[
+            "officer-token",
+            "--allow-insecure-keys",
+            "--config",
+            p(&cons.join("h-a/config.toml")),
+            "--officer",
+            name,
+            "--role",
+            role,
+        ]);
+        out.split_whitespace()
+            .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no token in {out}"))
+            .to_owned()
+    };
+    let officer = token("officer", "dana");
+    let auditor = token("auditor", "avi");
+
+    let console_port = free_port();
+    let coordinator_log = dir.join("coordinator.log");
+    let _coordinator = daemon(
+        &[
+            "coordinator",
+            "--allow-insecure-keys",
+            "--config",
+            p(&coordinator_config),
+            "--console",
+            &format!("127.0.0.1:{console_port}"),
+        ],
+        &coordinator_log,
+    );
+    let clients: Vec<Proc> = ["h-a", "h-b", "h-c"]
+        .iter()
+        .map(|h| {
+            daemon(
+                &[
+                    "client",
+                    "--allow-insecure-keys",
+                    "--config",
+                    p(&cons.join(h).join("config.toml")),
+                    "--data",
+                    p(&events),
+                ],
+                &dir.join(format!("{h}.log")),
+            )
+        })
+        .collect();
+    let monitor_port = free_port();
+    let monitor_log = dir.join("monitor.log");
+    let _monitor = daemon(
+        &[
+            "monitor",
+            "--allow-insecure-keys",
+            "--config",
+            p(&cons.join("h-a/config.toml")),
+            "--listen",
+            &format!("127.0.0.1:{monitor_port}"),
+            "--seal-every-s",
+            "1",
+        ],
+        &monitor_log,
+    );
+    wait_listening(console_port, &coordinator_log);
+    wait_listening(monitor_port, &monitor_log);
+
+    let shots = screenshots();
+    let result = Command::new("node")
+        .current_dir(&browser)
+        .args([
+            "hospital.mjs",
+            &format!("http://127.0.0.1:{console_port}/"),
+            &format!("http://127.0.0.1:{monitor_port}/"),
+            &officer,
+            &auditor,
+            p(&shots),
+        ])
+        .output()
+        .expect("run node (the browser tests need Node.js)");
+    drop(clients);
+    let logs_of = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert!(
+        result.status.success(),
+        "the browser test failed: {}{}\nmonitor: {}\ncoordinator: {}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr),
+        logs_of("monitor.log"),
+        logs_of("coordinator.log"),
+    );
+    println!(
+        "hospital console: {}",
+        String::from_utf8_lossy(&result.stdout).trim()
+    );
+    assert!(shots.join("hospital.png").is_file());
+}

@@ -14,6 +14,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::Arc;
 
 use medfl_ledger::tx::{AlertAnchor, AuditAnchor, Severity};
 use medfl_ledger::{Hash, Timestamp, codec, merkle};
@@ -149,6 +150,17 @@ pub enum ReviewAction {
         /// The user.
         user: String,
     },
+    /// A patient's consent choice was recorded on the patient's behalf, and the hospital's
+    /// consent transaction queued for the ledger. (Last, so that records written before it
+    /// existed still decode.)
+    Consent {
+        /// The patient (the hospital's own id for them; the ledger gets a salted pseudonym).
+        patient: String,
+        /// `true` for an opt-out, `false` for an opt-in.
+        opt_out: bool,
+        /// The consent transaction's id on the ledger.
+        transaction: Hash,
+    },
 }
 
 /// One record of the log.
@@ -250,7 +262,7 @@ pub struct VerifyReport {
 
 /// The audit log (see the module docs).
 pub struct AuditLog {
-    db: redb::Database,
+    db: Arc<redb::Database>,
     /// The next record's position, and the hash and time of the last record.
     next: u64,
     last_hash: Hash,
@@ -322,7 +334,7 @@ impl AuditLog {
             txn.commit().map_err(s)
         })?;
         let mut log = AuditLog {
-            db,
+            db: Arc::new(db),
             next: 0,
             last_hash: Hash::default(),
             last_at: 0,
@@ -486,23 +498,20 @@ impl AuditLog {
     /// # Errors
     /// Storage failed or a record does not decode.
     pub fn records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
-        let raw = self.raw(from, limit)?;
-        raw.into_iter()
-            .map(|(seq, bytes)| decode_record(seq, &bytes))
-            .collect()
+        self.reader().records(from, limit)
     }
 
     fn raw(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
-        guarded("reading records", || {
-            let txn = self.db.begin_read().map_err(s)?;
-            let t = txn.open_table(RECORDS).map_err(s)?;
-            let mut out = Vec::new();
-            for entry in t.range(from..).map_err(s)?.take(limit) {
-                let (k, v) = entry.map_err(s)?;
-                out.push((k.value(), v.value().to_vec()));
-            }
-            Ok(out)
-        })
+        raw(&self.db, from, limit)
+    }
+
+    /// A reader of the log for reports that scan it while it is written: it holds no lock of
+    /// the log's, so a long report never delays a decision (redb serves each read from a
+    /// snapshot of the last commit).
+    pub fn reader(&self) -> AuditReader {
+        AuditReader {
+            db: Arc::clone(&self.db),
+        }
     }
 
     /// The block raised by the decision at `seq`, if it raised one (see [`RaisedBlock`]).
@@ -805,6 +814,40 @@ impl AuditLog {
     /// # Errors
     /// Storage failed or a record does not decode.
     pub fn history(&self, patient: &str) -> Result<Vec<AuditRecord>, AuditError> {
+        self.reader().history(patient)
+    }
+}
+
+/// Reads an [`AuditLog`] while it is written (see [`AuditLog::reader`]); it never writes.
+#[derive(Clone)]
+pub struct AuditReader {
+    db: Arc<redb::Database>,
+}
+
+impl std::fmt::Debug for AuditReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditReader").finish_non_exhaustive()
+    }
+}
+
+impl AuditReader {
+    /// Records `from..` in order, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        raw(&self.db, from, limit)?
+            .into_iter()
+            .map(|(seq, bytes)| decode_record(seq, &bytes))
+            .collect()
+    }
+
+    /// Every decision on `patient`'s record, oldest first: who, when, from where, what was
+    /// decided (the patient-access report).
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn history(&self, patient: &str) -> Result<Vec<AuditRecord>, AuditError> {
         let mut out = Vec::new();
         let mut seq = 0;
         loop {
@@ -820,6 +863,58 @@ impl AuditLog {
             }));
         }
     }
+
+    /// `user`'s latest decisions, newest first: at most `limit`, found among the last
+    /// `window` records (a bound on the work one request can ask for).
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn recent_of_user(
+        &self,
+        user: &str,
+        limit: usize,
+        window: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let newest = guarded("reading records", || {
+            let txn = self.db.begin_read().map_err(s)?;
+            let t = txn.open_table(RECORDS).map_err(s)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(s)?.rev().take(window) {
+                let (k, v) = entry.map_err(s)?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        let mut found = Vec::new();
+        for (seq, bytes) in newest {
+            let record = decode_record(seq, &bytes)?;
+            if record
+                .body
+                .decision()
+                .is_some_and(|(request, _)| request.user == user)
+            {
+                found.push(record);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Records `from..` of `db` as stored, at most `limit`.
+fn raw(db: &redb::Database, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+    guarded("reading records", || {
+        let txn = db.begin_read().map_err(s)?;
+        let t = txn.open_table(RECORDS).map_err(s)?;
+        let mut out = Vec::new();
+        for entry in t.range(from..).map_err(s)?.take(limit) {
+            let (k, v) = entry.map_err(s)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    })
 }
 
 fn decode_batch(bytes: &[u8]) -> Result<SealedBatch, AuditError> {

@@ -82,6 +82,10 @@ pub(crate) enum Command {
         /// Stop once the ledger holds this many rounds (overrides the config).
         #[arg(long)]
         rounds: Option<u64>,
+        /// Serve the consortium's web console (rounds, privacy, the ledger explorer) at this
+        /// address.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<std::net::SocketAddr>,
         #[command(flatten)]
         insecure: InsecureKeysArg,
     },

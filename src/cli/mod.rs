@@ -180,7 +180,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                         dir.display()
                     );
                 }
-                let bound = medfl::console::spawn(addr, dir.clone())?;
+                let bound = medfl::console::spawn(addr, medfl::console::RunDir::new(dir.clone()))?;
                 eprintln!(
                     "console of {} at http://{bound}/ (Ctrl-C to stop)",
                     dir.display()
@@ -235,7 +235,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             };
             let console = match serve {
                 Some(addr) => {
-                    let bound = medfl::console::spawn(addr, out.clone())?;
+                    let bound =
+                        medfl::console::spawn(addr, medfl::console::RunDir::new(out.clone()))?;
                     eprintln!("console of the run at http://{bound}/");
                     Some(bound)
                 }
@@ -255,12 +256,14 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Coordinator {
             config,
             rounds,
+            console,
             insecure,
         } => {
             medfl::daemon::init_logging();
             let opts = medfl::daemon::coordinator::Options {
                 rounds,
                 insecure_keys: insecure.policy(),
+                console,
             };
             runtime()?.block_on(medfl::daemon::coordinator::run(&config, opts))?;
         }

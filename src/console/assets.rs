@@ -28,6 +28,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("assets/charts.js"),
     ),
     (
+        "hospital.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/hospital.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("assets/favicon.svg"),
@@ -52,6 +57,22 @@ pub(super) async fn consortium_page() -> Response {
         "text/html; charset=utf-8",
         include_str!("assets/consortium.html"),
     )
+}
+
+/// The hospital console's page (served by the monitor at `/console`).
+pub fn hospital_page() -> Response {
+    with_type(
+        "text/html; charset=utf-8",
+        include_str!("assets/hospital.html"),
+    )
+}
+
+/// `GET /assets/{name}`, for the monitor's router (whose state differs from the console's).
+pub async fn asset_response(name: Path<String>) -> Response {
+    match asset(name).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /assets/{name}`.

@@ -1,5 +1,6 @@
 //! The web console: a consortium's rounds, privacy and ledger, in a browser, served by the
-//! process that holds them (`medfl simulate --serve`).
+//! process that holds them (`medfl simulate --serve`, `medfl coordinator --console`; the
+//! monitor serves the hospital's own view, see `daemon::monitor`).
 //!
 //! Every page is plain HTML with small scripts embedded in the binary (hospital networks are
 //! closed: no CDN, no web font), and every page reads the same JSON API a script can call,
@@ -23,7 +24,6 @@ mod assets;
 mod run;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -34,6 +34,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 
+pub use self::assets::{asset_response, hospital_page};
 pub use self::run::RunDir;
 
 /// The policy every response carries: nothing from another origin, no inline script or style,
@@ -85,18 +86,19 @@ pub fn router(run: RunDir, listening: SocketAddr) -> Router {
         .layer(middleware::map_response(secure_headers))
 }
 
-/// Serves the console of the run in `dir` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, dir: PathBuf) -> Result<()> {
+/// Serves the console of `run` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, run: RunDir) -> Result<()> {
     let addr = listener.local_addr()?;
-    let app = router(RunDir::new(dir), addr);
+    let app = router(run, addr);
     axum::serve(listener, app)
         .await
         .context("serving the console")
 }
 
-/// Binds `addr` and serves the console of the run in `dir` from a thread of its own (the
-/// caller may be busy simulating); returns the address bound (`addr` may ask for port 0).
-pub fn spawn(addr: SocketAddr, dir: PathBuf) -> Result<SocketAddr> {
+/// Binds `addr` and serves the console of `run` from a thread of its own (the caller may be
+/// busy simulating, or running a coordinator); returns the address bound (`addr` may ask for
+/// port 0).
+pub fn spawn(addr: SocketAddr, run: RunDir) -> Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} for the console"))?;
     std_listener.set_nonblocking(true)?;
@@ -111,7 +113,7 @@ pub fn spawn(addr: SocketAddr, dir: PathBuf) -> Result<SocketAddr> {
             let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
                 rt.block_on(async {
                     let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                    serve(listener, dir).await
+                    serve(listener, run).await
                 })
             });
             if let Err(e) = result {
@@ -151,8 +153,8 @@ async fn only_our_host(State(listening): State<SocketAddr>, req: Request, next: 
     }
 }
 
-/// Adds the security headers to every response.
-async fn secure_headers(mut response: Response) -> Response {
+/// Adds the security headers to every response (the monitor's hospital console uses it too).
+pub async fn secure_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -41,57 +41,86 @@ pub enum RunError {
 /// When a file last changed, as far as a reader can tell: its length and modification time.
 type Stamp = (u64, Option<SystemTime>);
 
-/// The run directory of a simulation, going on or finished.
+/// The rounds and ledger of a simulation's run directory, going on or finished, or of a
+/// running coordinator's folder.
 pub struct RunDir {
-    dir: PathBuf,
+    /// Where each round is appended as it ends, one JSON line each.
+    rounds: PathBuf,
+    /// The run's summary, written when it finishes (a simulation's `metrics.json`).
+    summary: Option<PathBuf>,
+    /// The ledger's directory.
+    ledger_dir: PathBuf,
     ledger: Mutex<Option<(Stamp, Ledger)>>,
 }
 
 impl RunDir {
-    /// The run in `dir` (it may not have started yet).
+    /// The simulation run in `dir` (it may not have started yet).
     pub fn new(dir: PathBuf) -> RunDir {
         RunDir {
-            dir,
+            rounds: dir.join(crate::simulate::ROUNDS_FILE),
+            summary: Some(dir.join("metrics.json")),
+            ledger_dir: dir.join("ledger"),
             ledger: Mutex::new(None),
         }
     }
 
-    /// Whether the run has finished (its summary, `metrics.json`, is written).
-    pub fn finished(&self) -> bool {
-        self.dir.join("metrics.json").is_file()
-    }
-
-    /// Every step recorded so far, oldest first: `rounds.jsonl` as the run appends it (a line
-    /// still being written, without its newline, is left for the next read), or, for a run
-    /// recorded before that file existed, `metrics.json`.
-    pub fn rounds(&self) -> Result<Vec<serde_json::Value>, RunError> {
-        let lines = self.dir.join(crate::simulate::ROUNDS_FILE);
-        match std::fs::read_to_string(&lines) {
-            Ok(text) => {
-                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-                complete
-                    .lines()
-                    .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                    .map(|(i, l)| {
-                        serde_json::from_str(l).map_err(|source| RunError::Round {
-                            path: lines.clone(),
-                            line: i + 1,
-                            source,
-                        })
-                    })
-                    .collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.rounds_of_summary(),
-            Err(source) => Err(RunError::Io {
-                path: lines,
-                source,
-            }),
+    /// A running coordinator: the rounds its daemon appends to `metrics_file`, and the ledger
+    /// in `ledger_dir`. It never finishes.
+    pub fn coordinator(metrics_file: PathBuf, ledger_dir: PathBuf) -> RunDir {
+        RunDir {
+            rounds: metrics_file,
+            summary: None,
+            ledger_dir,
+            ledger: Mutex::new(None),
         }
     }
 
+    /// Whether the run has finished (its summary is written).
+    pub fn finished(&self) -> bool {
+        self.summary.as_ref().is_some_and(|s| s.is_file())
+    }
+
+    /// Every step recorded so far, oldest first, in the form of a simulation's `metrics.json`
+    /// rows: the rounds file as it is appended (a line still being written, without its
+    /// newline, is left for the next read), or the summary of a run recorded before that file
+    /// existed. A coordinator's lines (its round metrics, flat) are put in the same form, each
+    /// a step; its lines saying no round could start are left out.
+    pub fn rounds(&self) -> Result<Vec<serde_json::Value>, RunError> {
+        let text = match std::fs::read_to_string(&self.rounds) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.rounds_of_summary(),
+            Err(source) => {
+                return Err(RunError::Io {
+                    path: self.rounds.clone(),
+                    source,
+                });
+            }
+        };
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let mut rows = Vec::new();
+        for (i, line) in complete.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|source| RunError::Round {
+                    path: self.rounds.clone(),
+                    line: i + 1,
+                    source,
+                })?;
+            if value.get("step").is_some() {
+                rows.push(value);
+            } else if let Some(row) = coordinator_row(value, rows.len() as u64 + 1) {
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
     fn rounds_of_summary(&self) -> Result<Vec<serde_json::Value>, RunError> {
-        let path = self.dir.join("metrics.json");
+        let Some(path) = self.summary.clone() else {
+            return Ok(Vec::new());
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|source| RunError::Round {
                 path,
@@ -109,7 +138,7 @@ impl RunDir {
         &self,
         f: impl FnOnce(&Ledger) -> Result<T, E>,
     ) -> Result<Option<T>, E> {
-        let dir = self.dir.join("ledger");
+        let dir = &self.ledger_dir;
         let file = dir.join("ledger.redb");
         let stamp = match stamp(&file) {
             Ok(s) => s,
@@ -126,7 +155,7 @@ impl RunDir {
         let fresh = matches!(&*cache, Some((s, _)) if *s == stamp);
         if !fresh {
             *cache = None;
-            let ledger = Ledger::open_snapshot(&dir).map_err(RunError::from)?;
+            let ledger = Ledger::open_snapshot(dir).map_err(RunError::from)?;
             *cache = Some((stamp, ledger));
         }
         match &*cache {
@@ -134,11 +163,29 @@ impl RunDir {
             None => Ok(None),
         }
     }
+}
 
-    /// The run directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
+/// A coordinator's `metrics.jsonl` round line as a simulation's row: its round metrics under
+/// `metrics`, its outcome beside them, as step `step`. `None` for a line that is not a
+/// round's (one saying no round could start).
+fn coordinator_row(mut line: serde_json::Value, step: u64) -> Option<serde_json::Value> {
+    let fields = line.as_object_mut()?;
+    fields.get("round")?;
+    let model = fields.remove("model").unwrap_or(serde_json::Value::Null);
+    let failure = fields.remove("failure").unwrap_or(serde_json::Value::Null);
+    let bytes_out = fields.remove("bytes_out");
+    let bytes_in = fields.remove("bytes_in");
+    fields.remove("ledger_ms");
+    Some(serde_json::json!({
+        "step": step,
+        "metrics": line,
+        "model": model,
+        "failure": failure,
+        "attempts": 1,
+        "bytes_out": bytes_out,
+        "bytes_in": bytes_in,
+        "auroc": null,
+    }))
 }
 
 fn stamp(file: &Path) -> std::io::Result<Stamp> {

@@ -34,6 +34,8 @@ pub struct Options {
     pub rounds: Option<u64>,
     /// Whether a key derived from a public seed is accepted.
     pub insecure_keys: super::InsecureKeys,
+    /// Where to serve the consortium's web console, if anywhere.
+    pub console: Option<std::net::SocketAddr>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -136,6 +138,14 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         .append(true)
         .open(member.dir.join("metrics.jsonl"))
         .context("opening metrics.jsonl")?;
+    if let Some(addr) = opts.console {
+        let source = crate::console::RunDir::coordinator(
+            member.dir.join("metrics.jsonl"),
+            member.dir.join(&member.config.ledger_dir),
+        );
+        let bound = crate::console::spawn(addr, source)?;
+        info!(addr = %bound, "consortium console listening (http://{bound}/)");
+    }
     let mut d = Daemon {
         member,
         node,

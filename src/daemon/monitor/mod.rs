@@ -29,9 +29,11 @@
 //! only their SHA-256 (in `monitor/officers`), so the file does not hold a usable token. A
 //! slow password hash would add nothing for tokens this long.
 
+mod console;
 mod fhir;
 mod metrics;
 pub mod officers;
+mod sessions;
 mod syslog;
 pub mod tls;
 
@@ -389,6 +391,16 @@ struct Server {
     syslog_slots: Slots,
     /// Whether submitting an access needs a certified TLS peer ([`Server::refuse_uncertified`]).
     intake_needs_client_cert: bool,
+    /// The console's signed-in browsers.
+    sessions: Arc<sessions::Sessions>,
+    /// Reads the audit log for reports without the state's lock.
+    reader: medfl_monitor::audit::AuditReader,
+    /// The hospital: its key signs the consent transactions officers record.
+    member: Arc<Member>,
+    /// Turns a patient id into the salted pseudonym the ledger records.
+    pseudonyms: PseudonymKey,
+    /// The hospital's privacy standing, from its ledger copy (re-read when it changes).
+    privacy: Arc<RwLock<Option<Arc<console::PrivacyView>>>>,
 }
 
 impl Server {
@@ -505,6 +517,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         "audit log replayed"
     );
     let pseudonyms = crate::data::pseudonym_key(&member.key, &member.config.member)?;
+    let reader = log.reader();
     let app: App = Arc::new(Mutex::new(Shared {
         monitor,
         log,
@@ -551,6 +564,11 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             .tls
             .as_ref()
             .is_some_and(|t| t.intake_needs_client_cert),
+        sessions: Arc::new(sessions::Sessions::new(opts.tls.is_some())),
+        reader,
+        member: Arc::new(member.clone()),
+        pseudonyms: pseudonyms.clone(),
+        privacy: Arc::new(RwLock::new(None)),
     };
     refresh(&server, &member, &pseudonyms);
     let writer = Arc::clone(&app);
@@ -567,13 +585,33 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         .route("/v1/unblock", post(unblock))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics::serve))
+        // The hospital console: its page, and the routes it reads beyond the alerts'.
+        .route("/console", get(console::page))
+        .route("/assets/{name}", get(console::asset))
+        .route(
+            "/v1/session",
+            get(console::session)
+                .post(console::login)
+                .delete(console::logout),
+        )
+        .route("/v1/blocked", get(console::blocked))
+        .route("/v1/users/{user}/activity", get(console::activity))
+        .route(
+            "/v1/patients/{patient}/accesses",
+            get(console::patient_report),
+        )
+        .route("/v1/consent", post(console::consent))
+        .route("/v1/privacy", get(console::privacy))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // The FHIR routes read their bodies themselves, to answer an oversized one in FHIR.
         .route("/fhir", post(fhir::post))
         .route("/fhir/", post(fhir::post))
         .route("/fhir/AuditEvent", post(fhir::post))
         .route("/fhir/metadata", get(fhir::metadata))
-        .with_state(server.clone());
+        .with_state(server.clone())
+        .layer(axum::middleware::map_response(
+            crate::console::secure_headers,
+        ));
     let listener = listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let scheme = if opts.tls.is_some() { "HTTPS" } else { "HTTP" };
     info!(addr = %listener.local_addr()?, scheme, "access monitor listening");
@@ -819,7 +857,7 @@ async fn officer_request<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<(String, T), Response> {
-    let officer = officer_for(server, headers, OfficerRole::Officer)
+    let officer = officer_for(server, headers, OfficerRole::Officer, true)
         .await
         .map_err(|(status, why)| refuse(status, why))?;
     let body = read_body(body).await?;
@@ -943,6 +981,11 @@ fn replay(
                         a.acknowledged_by = Some(officer);
                     }
                 }
+                // The choice takes effect from the ledger, where the queued transaction goes.
+                RecordBody::Review {
+                    action: ReviewAction::Consent { .. },
+                    ..
+                } => {}
             }
         }
     }
@@ -1498,22 +1541,77 @@ fn delivery_id(headers: &axum::http::HeaderMap) -> Result<Option<DeliveryId>, St
         .map_err(|e| format!("Idempotency-Key: {e}"))
 }
 
-/// The name of the officer whose token `headers` carry, if their role reaches `needs`.
-async fn officer_for(
+/// How a request shows who sends it: a bearer token (a script), or the session cookie of a
+/// signed-in console page.
+#[derive(Clone)]
+enum Credential {
+    Bearer(String),
+    Session { id: String, token: String },
+}
+
+impl Credential {
+    /// The officer's token behind the credential.
+    fn token(&self) -> &str {
+        match self {
+            Credential::Bearer(t) | Credential::Session { token: t, .. } => t,
+        }
+    }
+}
+
+/// The credential `headers` carry. A write through a session must come from the console's own
+/// page: the session's CSRF token in `X-CSRF-Token`, and no sign of another origin.
+fn credential(
     server: &Server,
     headers: &axum::http::HeaderMap,
-    needs: OfficerRole,
-) -> Result<officers::Officer, (StatusCode, String)> {
-    // A request without a well-formed token is refused before any work is done for it.
-    let Some(token) = officers::bearer(headers) else {
+    write: bool,
+) -> Result<Credential, (StatusCode, String)> {
+    if let Some(token) = officers::bearer(headers) {
+        return Ok(Credential::Bearer(token));
+    }
+    let Some((id, session)) = server.sessions.of(headers, now_ms()) else {
         return Err((
             StatusCode::UNAUTHORIZED,
             "a security officer's token is needed".into(),
         ));
     };
+    if write
+        && (!sessions::same_origin(headers)
+            || !sessions::csrf_matches(&session, headers.get(sessions::CSRF_HEADER)))
+    {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "a write through the console needs its CSRF token and its own origin".into(),
+        ));
+    }
+    Ok(Credential::Session {
+        id,
+        token: session.token,
+    })
+}
+
+/// The officer whose credential `headers` carry, if their role reaches `needs`; `write` for a
+/// request that changes something (see [`credential`]).
+async fn officer_for(
+    server: &Server,
+    headers: &axum::http::HeaderMap,
+    needs: OfficerRole,
+    write: bool,
+) -> Result<officers::Officer, (StatusCode, String)> {
+    // A request without a well-formed credential is refused before any work is done for it.
+    let credential = credential(server, headers, write)?;
+    authorize_credential(server, credential, needs).await
+}
+
+/// Checks `credential`'s token against the officers file (so a revoked token stops at once,
+/// whatever session it opened).
+async fn authorize_credential(
+    server: &Server,
+    credential: Credential,
+    needs: OfficerRole,
+) -> Result<officers::Officer, (StatusCode, String)> {
     let dir = Arc::clone(&server.member_dir);
     // The officers file is read from disk: off the runtime's threads.
-    tokio::task::spawn_blocking(move || authorize(&dir, &token, needs, now_ms()))
+    tokio::task::spawn_blocking(move || authorize(&dir, credential.token(), needs, now_ms()))
         .await
         .unwrap_or_else(|_| {
             Err((
@@ -1526,7 +1624,7 @@ async fn officer_for(
 /// `GET /v1/alerts`: the latest alerts and denials, newest first (an officer's or auditor's
 /// token: alerts name staff and patients).
 async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
-    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor).await {
+    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
         return refuse(status, why);
     }
     read_shared(server.app, |shared| {
@@ -1542,7 +1640,7 @@ async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMa
 /// [`RECENT_ALERTS`]), so the oldest day listed may be missing its earlier alerts; its
 /// `alerts` count rule-raised alerts and denials as well as the model's.
 async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
-    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor).await {
+    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
         return refuse(status, why);
     }
     read_shared(
@@ -1558,28 +1656,36 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
 async fn stream_alerts(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let officer = match officer_for(&server, &headers, OfficerRole::Auditor).await {
-        Ok(o) => o,
+    let credential = match credential(&server, &headers, false) {
+        Ok(c) => c,
         Err((status, why)) => return refuse(status, why),
     };
+    let officer =
+        match authorize_credential(&server, credential.clone(), OfficerRole::Auditor).await {
+            Ok(o) => o,
+            Err((status, why)) => return refuse(status, why),
+        };
     let Ok(slot) = Arc::clone(&server.streams).try_acquire_owned() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{MAX_ALERT_STREAMS} alert streams are open already"),
         );
     };
-    let Some(token) = officers::bearer(&headers) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "a security officer's token is needed",
-        );
+    // The stream lives while its credential does: it ends at the token's (or session's)
+    // expiry, and when a re-check (every STREAM_RECHECK) finds the token revoked or the
+    // session closed.
+    let expires_ms = match &credential {
+        Credential::Session { id, .. } => server
+            .sessions
+            .of_id(id)
+            .map_or(0, |s| s.expires_ms.min(officer.expires_ms)),
+        Credential::Bearer(_) => officer.expires_ms,
     };
-    // The stream lives while its token does: it ends at the token's expiry, and when a
-    // re-check (every STREAM_RECHECK) finds the token revoked.
     struct Stream {
         rx: tokio::sync::broadcast::Receiver<StreamEvent>,
         dir: Arc<PathBuf>,
-        token: String,
+        credential: Credential,
+        sessions: Arc<sessions::Sessions>,
         expires_ms: u64,
         recheck: tokio::time::Interval,
         _slot: tokio::sync::OwnedSemaphorePermit,
@@ -1589,8 +1695,9 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
     let state = Stream {
         rx: server.alerts.subscribe(),
         dir: Arc::clone(&server.member_dir),
-        token,
-        expires_ms: officer.expires_ms,
+        credential,
+        sessions: Arc::clone(&server.sessions),
+        expires_ms,
         recheck,
         _slot: slot,
     };
@@ -1606,9 +1713,14 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
                     Err(RecvError::Closed) => return None,
                 },
                 _ = s.recheck.tick() => {
-                    let (dir, token) = (Arc::clone(&s.dir), s.token.clone());
+                    if let Credential::Session { id, .. } = &s.credential
+                        && !s.sessions.is_open(id, now_ms())
+                    {
+                        return None;
+                    }
+                    let (dir, credential) = (Arc::clone(&s.dir), s.credential.clone());
                     let still = tokio::task::spawn_blocking(move || {
-                        authorize(&dir, &token, OfficerRole::Auditor, now_ms())
+                        authorize(&dir, credential.token(), OfficerRole::Auditor, now_ms())
                     })
                     .await;
                     match still {
@@ -1793,7 +1905,7 @@ fn refresh(server: &Server, member: &Member, pseudonyms: &PseudonymKey) {
     let ledger_now = stamp(&ledger_path);
     let consent_now = Some((ledger_now, stamp(&member.dir.join("outbox"))));
     let consent = if consent_now != consent_seen {
-        read_consent(member, pseudonyms)
+        read_consent(server, member, pseudonyms)
     } else {
         Ok(None)
     };
@@ -1928,7 +2040,11 @@ fn refresh_context(server: &Server, member: &Member) {
 
 /// What the hospital's own ledger copy says about research use, read from a snapshot (the
 /// running `medfl client` holds the copy); `None` before the copy exists.
-fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u64, Consent)>> {
+fn read_consent(
+    server: &Server,
+    member: &Member,
+    pseudonyms: &PseudonymKey,
+) -> Result<Option<(u64, Consent)>> {
     let dir = member.dir.join(&member.config.ledger_dir);
     if !dir.join("ledger.redb").exists() {
         return Ok(None);
@@ -1936,6 +2052,11 @@ fn read_consent(member: &Member, pseudonyms: &PseudonymKey) -> Result<Option<(u6
     let ledger = Ledger::open_snapshot(&dir)?;
     let chain = ledger.state();
     let me = &member.config.member;
+    // The console's privacy view comes from the same read.
+    let privacy = Arc::new(console::privacy_of(&ledger, me));
+    if let Ok(mut p) = server.privacy.write() {
+        *p = Some(privacy);
+    }
     // The hospital's own opt-outs apply before the coordinator orders them: one it censors
     // must not keep research access open.
     let pending: Vec<Transaction> = super::agent::read_outbox(&member.dir.join("outbox"))

@@ -128,11 +128,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<String> {
         .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// An officer a token belongs to: their name and when the token expires.
+/// An officer a token belongs to: their name, role and when the token expires.
 #[derive(Clone, Debug)]
 pub struct Officer {
     /// Their name.
     pub name: String,
+    /// What their token lets them do.
+    pub role: OfficerRole,
     /// When the token stops working, in ms since the epoch.
     pub expires_ms: u64,
 }
@@ -186,5 +188,9 @@ pub fn authorize(
             ),
         ));
     }
-    Ok(Officer { name, expires_ms })
+    Ok(Officer {
+        name,
+        role,
+        expires_ms,
+    })
 }

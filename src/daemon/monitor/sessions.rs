@@ -1,0 +1,257 @@
+//! Browser sessions of security officers and auditors: the hospital console's login.
+//!
+//! An officer signs in once with their token (`POST /v1/session`); the monitor answers with a
+//! session cookie (`HttpOnly`: no script reads it; `SameSite=Strict`: no other site's page
+//! sends it; `Secure` over TLS) and a CSRF token the page sends back in `X-CSRF-Token` with
+//! every write. The cookie names a session kept only in the monitor's memory, which holds the
+//! officer's token: every request through it is authorized afresh from the officers file, so a
+//! revoked token ends its sessions at once, and a session never outlives its token.
+//!
+//! A write through a session is refused unless it carries the session's CSRF token and, when
+//! the browser says where the request comes from (`Origin`, `Sec-Fetch-Site`), it comes from
+//! this origin. Scripts calling the API with `Authorization: Bearer` hold no ambient
+//! credential, so those checks do not apply to them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
+/// The session cookie's name.
+pub(super) const COOKIE: &str = "medfl_session";
+/// The header a page sends its CSRF token in.
+pub(super) const CSRF_HEADER: &str = "x-csrf-token";
+/// Longest a session lasts (a working shift), if its token lasts as long.
+pub(super) const SESSION_MS: u64 = 12 * 60 * 60 * 1000;
+/// Most sessions open at once: a login flood cannot grow the monitor's memory.
+pub(super) const MAX_SESSIONS: usize = 1024;
+
+/// One signed-in browser.
+#[derive(Clone)]
+pub(super) struct Session {
+    /// The officer's token (kept here, never sent to the browser again).
+    pub(super) token: String,
+    /// The CSRF token the page must send with writes.
+    pub(super) csrf: String,
+    /// When the session ends, in ms since the epoch.
+    pub(super) expires_ms: u64,
+}
+
+/// The open sessions, keyed by the SHA-256 of their cookie value (a lookup's timing then
+/// tells nothing about the secret).
+pub(super) struct Sessions {
+    open: Mutex<HashMap<String, Session>>,
+    /// Whether cookies are marked `Secure` (the monitor speaks TLS).
+    secure: bool,
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+fn digest(s: &str) -> String {
+    medfl_ledger::Hash::of_bytes(s.as_bytes()).to_string()
+}
+
+impl Sessions {
+    /// No sessions yet; cookies marked `Secure` if `secure`.
+    pub(super) fn new(secure: bool) -> Sessions {
+        Sessions {
+            open: Mutex::new(HashMap::new()),
+            secure,
+        }
+    }
+
+    /// Opens a session for `token` (already authorized, valid until `token_expires_ms`);
+    /// returns its cookie value and the session.
+    ///
+    /// # Errors
+    /// `503` when [`MAX_SESSIONS`] are open and none has expired.
+    pub(super) fn open(
+        &self,
+        token: String,
+        token_expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(String, Session), (StatusCode, String)> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, s| s.expires_ms > now_ms);
+        if open.len() >= MAX_SESSIONS {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_SESSIONS} console sessions are open already"),
+            ));
+        }
+        let id = random_hex();
+        let session = Session {
+            token,
+            csrf: random_hex(),
+            expires_ms: token_expires_ms.min(now_ms.saturating_add(SESSION_MS)),
+        };
+        open.insert(digest(&id), session.clone());
+        Ok((id, session))
+    }
+
+    /// The session the request's cookie names, if it is open.
+    pub(super) fn of(&self, headers: &HeaderMap, now_ms: u64) -> Option<(String, Session)> {
+        let id = cookie(headers)?;
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let s = open.get(&digest(&id)).filter(|s| s.expires_ms > now_ms)?;
+        Some((id, s.clone()))
+    }
+
+    /// The open session with cookie value `id`.
+    pub(super) fn of_id(&self, id: &str) -> Option<Session> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&digest(id)).cloned()
+    }
+
+    /// Whether the session with cookie value `id` is still open.
+    pub(super) fn is_open(&self, id: &str, now_ms: u64) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&digest(id)).is_some_and(|s| s.expires_ms > now_ms)
+    }
+
+    /// Closes the session with cookie value `id`.
+    pub(super) fn close(&self, id: &str) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.remove(&digest(id));
+    }
+
+    /// The `Set-Cookie` value that opens session `id` until `expires_ms`.
+    pub(super) fn set_cookie(&self, id: &str, now_ms: u64, expires_ms: u64) -> HeaderValue {
+        let max_age = expires_ms.saturating_sub(now_ms) / 1000;
+        let secure = if self.secure { "; Secure" } else { "" };
+        // The id is hex: always a valid header value.
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The `Set-Cookie` value that ends the session in the browser.
+    pub(super) fn clear_cookie(&self) -> HeaderValue {
+        if self.secure {
+            HeaderValue::from_static(
+                "medfl_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure",
+            )
+        } else {
+            HeaderValue::from_static("medfl_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+        }
+    }
+}
+
+/// The session cookie's value, if the request carries a well-formed one.
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether a browser request comes from the monitor's own pages: its `Origin`, when sent,
+/// names the host it was sent to, and its `Sec-Fetch-Site`, when sent, says `same-origin`.
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_ok = match headers.get(header::ORIGIN) {
+        None => true,
+        Some(o) => {
+            let o = o.to_str().unwrap_or("");
+            let authority = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            authority.is_some() && authority == host
+        }
+    };
+    let site_ok = headers
+        .get("sec-fetch-site")
+        .is_none_or(|s| s.as_bytes() == b"same-origin");
+    origin_ok && site_ok
+}
+
+/// Whether `sent` is the session's CSRF token (compared as digests: the comparison's timing
+/// tells an attacker nothing about the token).
+pub(super) fn csrf_matches(session: &Session, sent: Option<&HeaderValue>) -> bool {
+    sent.and_then(|v| v.to_str().ok())
+        .is_some_and(|v| digest(v) == digest(&session.csrf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn a_session_is_found_by_its_cookie_and_ends_with_its_token() {
+        let sessions = Sessions::new(false);
+        let (id, s) = sessions.open("t".repeat(64), 5_000, 1_000).unwrap();
+        assert_eq!(s.expires_ms, 5_000, "never outlives its token");
+        let h = headers(&[("cookie", &format!("theme=dark; {COOKIE}={id}"))]);
+        assert_eq!(sessions.of(&h, 2_000).unwrap().1.token, "t".repeat(64));
+        assert!(sessions.of(&h, 5_000).is_none(), "expired with its token");
+        let forged = headers(&[("cookie", &format!("{COOKIE}={}", "0".repeat(64)))]);
+        assert!(sessions.of(&forged, 2_000).is_none());
+        sessions.close(&id);
+        assert!(sessions.of(&h, 2_000).is_none(), "closed");
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_and_same_site_strict_and_secure_over_tls() {
+        let plain = Sessions::new(false).set_cookie("ab", 0, 60_000);
+        let plain = plain.to_str().unwrap();
+        assert!(
+            plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("Max-Age=60") && !plain.contains("Secure"),
+            "{plain}"
+        );
+        let tls = Sessions::new(true).set_cookie("ab", 0, 60_000);
+        assert!(tls.to_str().unwrap().ends_with("; Secure"));
+    }
+
+    #[test]
+    fn a_cross_site_request_is_not_same_origin() {
+        let ok = headers(&[("host", "monitor:8088"), ("origin", "http://monitor:8088")]);
+        assert!(same_origin(&ok));
+        assert!(
+            same_origin(&headers(&[("host", "monitor:8088")])),
+            "no Origin sent"
+        );
+        for bad in [
+            headers(&[("host", "monitor:8088"), ("origin", "http://evil.example")]),
+            headers(&[("host", "monitor:8088"), ("origin", "null")]),
+            headers(&[("host", "monitor:8088"), ("sec-fetch-site", "cross-site")]),
+            headers(&[("host", "monitor:8088"), ("sec-fetch-site", "same-site")]),
+        ] {
+            assert!(!same_origin(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_capped() {
+        let sessions = Sessions::new(false);
+        for _ in 0..MAX_SESSIONS {
+            sessions.open("t".into(), u64::MAX, 0).unwrap();
+        }
+        let (status, _) = sessions.open("t".into(), u64::MAX, 0).err().unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
