@@ -160,6 +160,20 @@ try {
   await attacker.waitForURL(monitor("/v1/unblock"), { timeout: 10_000 });
   await attacker.close();
   check(answers.length >= 1 && answers.every((s) => s === 401), `the cross-site writes were answered ${answers.join(", ")}`);
+  // Bad input in the form and the API: a clear message, nothing written.
+  await page.fill("#consent-patient", "   ");
+  await page.click("#consent-form button[type=submit]");
+  await page.waitForSelector("#consent-result.bad");
+  const blank = await page.locator("#consent-result").textContent();
+  check(/patient id is 1 to/.test(blank), `a blank patient id: ${blank}`);
+  const badChoice = await page.evaluate(async (token) => {
+    const r = await fetch("/v1/consent", {
+      method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
+      body: JSON.stringify({ patient: "p-2", choice: "maybe", note: "" }),
+    });
+    return [r.status, (await r.json()).error];
+  }, csrf);
+  check(badChoice[0] === 400 && /opt-out/.test(badChoice[1]), `a bad choice: ${badChoice}`);
   const after = await auditLength();
   check(after === before, `refused writes logged records: ${before} -> ${after}`);
 

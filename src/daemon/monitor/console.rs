@@ -211,10 +211,10 @@ async fn read_log(
     }
 }
 
-/// Refuses an id a request could never have carried (see `medfl_monitor::request`).
-fn check_id(what: &str, id: &str) -> Result<(), Response> {
+/// The refusal of an id a request could never have carried (see `medfl_monitor::request`).
+fn bad_id(what: &str, id: &str) -> Option<Response> {
     if id.is_empty() || id.len() > medfl_monitor::request::MAX_ID_BYTES {
-        return Err(refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "a {what} id is 1 to {} bytes",
@@ -222,7 +222,7 @@ fn check_id(what: &str, id: &str) -> Result<(), Response> {
             ),
         ));
     }
-    Ok(())
+    None
 }
 
 /// `GET /v1/users/{user}/activity`: the user's latest decisions, newest first.
@@ -234,7 +234,7 @@ pub(super) async fn activity(
     if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
         return refuse(status, why);
     }
-    if let Err(r) = check_id("user", &user) {
+    if let Some(r) = bad_id("user", &user) {
         return r;
     }
     read_log(&server, move |log| {
@@ -256,7 +256,7 @@ pub(super) async fn patient_report(
     if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
         return refuse(status, why);
     }
-    if let Err(r) = check_id("patient", &patient) {
+    if let Some(r) = bad_id("patient", &patient) {
         return r;
     }
     read_log(&server, move |log| {
@@ -297,7 +297,7 @@ pub(super) async fn consent(
             Ok(x) => x,
             Err(r) => return r,
         };
-    if let Err(r) = check_id("patient", &req.patient) {
+    if let Some(r) = bad_id("patient", &req.patient) {
         return r;
     }
     if req.note.len() > MAX_NOTE_BYTES {
@@ -402,7 +402,7 @@ pub(super) fn privacy_of(ledger: &Ledger, me: &medfl_ledger::MemberId) -> Privac
         while last_dp.is_none() && height > 0 && a.last_round > 0 {
             if let Ok(Some(block)) = ledger.block(height) {
                 last_dp = block.txs.iter().rev().find_map(|tx| match &tx.body {
-                    TxBody::AnchorRound(r) if r.agreement == a.agreement.id => Some(r.dp.clone()),
+                    TxBody::AnchorRound(r) if r.agreement == a.agreement.id => Some(r.dp),
                     _ => None,
                 });
             }

@@ -576,42 +576,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         .name("decision-writer".into())
         .spawn(move || decision_writer(writer, waiting, metrics, alerts, clock))
         .context("starting the decision writer")?;
-    let router = Router::new()
-        .route("/v1/access", post(access))
-        .route("/v1/alerts", get(list_alerts))
-        .route("/v1/cases", get(list_cases))
-        .route("/v1/alerts/stream", get(stream_alerts))
-        .route("/v1/alerts/{record}/ack", post(acknowledge))
-        .route("/v1/unblock", post(unblock))
-        .route("/healthz", get(health))
-        .route("/metrics", get(metrics::serve))
-        // The hospital console: its page, and the routes it reads beyond the alerts'.
-        .route("/console", get(console::page))
-        .route("/assets/{name}", get(console::asset))
-        .route(
-            "/v1/session",
-            get(console::session)
-                .post(console::login)
-                .delete(console::logout),
-        )
-        .route("/v1/blocked", get(console::blocked))
-        .route("/v1/users/{user}/activity", get(console::activity))
-        .route(
-            "/v1/patients/{patient}/accesses",
-            get(console::patient_report),
-        )
-        .route("/v1/consent", post(console::consent))
-        .route("/v1/privacy", get(console::privacy))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // The FHIR routes read their bodies themselves, to answer an oversized one in FHIR.
-        .route("/fhir", post(fhir::post))
-        .route("/fhir/", post(fhir::post))
-        .route("/fhir/AuditEvent", post(fhir::post))
-        .route("/fhir/metadata", get(fhir::metadata))
-        .with_state(server.clone())
-        .layer(axum::middleware::map_response(
-            crate::console::secure_headers,
-        ));
+    let router = router(server.clone());
     let listener = listen(opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     let scheme = if opts.tls.is_some() { "HTTPS" } else { "HTTP" };
     info!(addr = %listener.local_addr()?, scheme, "access monitor listening");
@@ -693,6 +658,73 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// One route: its method, its path as `docs/monitor-openapi.json` writes it, its handler.
+type Route = (
+    &'static str,
+    &'static str,
+    axum::routing::MethodRouter<Server>,
+);
+
+/// The routes whose bodies axum reads (under [`MAX_BODY_BYTES`]): decisions, alerts and
+/// reviews, the hospital console and its reports, health and metrics.
+fn api_routes() -> Vec<Route> {
+    vec![
+        ("POST", "/v1/access", post(access)),
+        ("GET", "/v1/alerts", get(list_alerts)),
+        ("GET", "/v1/cases", get(list_cases)),
+        ("GET", "/v1/alerts/stream", get(stream_alerts)),
+        ("POST", "/v1/alerts/{record}/ack", post(acknowledge)),
+        ("POST", "/v1/unblock", post(unblock)),
+        ("GET", "/healthz", get(health)),
+        ("GET", "/metrics", get(metrics::serve)),
+        ("GET", "/console", get(console::page)),
+        ("GET", "/assets/{name}", get(console::asset)),
+        ("GET", "/v1/session", get(console::session)),
+        ("POST", "/v1/session", post(console::login)),
+        (
+            "DELETE",
+            "/v1/session",
+            axum::routing::delete(console::logout),
+        ),
+        ("GET", "/v1/blocked", get(console::blocked)),
+        ("GET", "/v1/users/{user}/activity", get(console::activity)),
+        (
+            "GET",
+            "/v1/patients/{patient}/accesses",
+            get(console::patient_report),
+        ),
+        ("POST", "/v1/consent", post(console::consent)),
+        ("GET", "/v1/privacy", get(console::privacy)),
+    ]
+}
+
+/// The FHIR routes: they read their bodies themselves, to answer an oversized one in FHIR.
+fn fhir_routes() -> Vec<Route> {
+    vec![
+        ("POST", "/fhir", post(fhir::post)),
+        ("POST", "/fhir/", post(fhir::post)),
+        ("POST", "/fhir/AuditEvent", post(fhir::post)),
+        ("GET", "/fhir/metadata", get(fhir::metadata)),
+    ]
+}
+
+/// The monitor's HTTP API: [`api_routes`] and [`fhir_routes`], every answer with the console's
+/// security headers.
+fn router(server: Server) -> Router {
+    let add = |r: Router<Server>, (_, path, handler): Route| r.route(path, handler);
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), add)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    fhir_routes()
+        .into_iter()
+        .fold(api, add)
+        .with_state(server)
+        .layer(axum::middleware::map_response(
+            crate::console::secure_headers,
+        ))
 }
 
 /// Connections the kernel completes ahead of the accept loop: when a hospital's thousands of
@@ -2393,6 +2425,25 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/monitor-openapi.json` names exactly the routes the monitor serves.
+    #[test]
+    fn the_openapi_file_documents_every_route_and_no_other() {
+        let spec: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/monitor-openapi.json")).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        let served: std::collections::BTreeSet<(String, String)> = api_routes()
+            .into_iter()
+            .chain(fhir_routes())
+            .map(|(m, p, _)| (m.to_owned(), p.to_owned()))
+            .collect();
+        assert_eq!(documented, served);
+    }
 
     #[cfg(target_os = "linux")]
     #[test]
