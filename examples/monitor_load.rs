@@ -86,6 +86,7 @@ fn serve(config: &std::path::Path, port: u16) -> Result<()> {
         seal_every: Duration::from_secs(60),
         insecure_keys: InsecureKeys::Allow,
         tls: None,
+        console_hosts: Vec::new(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

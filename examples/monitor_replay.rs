@@ -227,6 +227,7 @@ async fn start(config: &Path, port: u16, syslog: Option<u16>) -> Result<()> {
         seal_every: Duration::from_secs(3600),
         insecure_keys: InsecureKeys::Allow,
         tls: None,
+        console_hosts: Vec::new(),
     };
     let config = config.to_owned();
     tokio::spawn(async move {

@@ -89,6 +89,11 @@ pub struct MonitorSettings {
     /// TLS on every listener (HTTPS, and syslog per RFC 5425); plain TCP without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
+    /// DNS names officers' browsers reach the console by (`monitor.hospital.example`, with
+    /// `:port` unless 80 or 443). A signed-in browser's request naming any other host is
+    /// refused (DNS rebinding); IP addresses and `localhost` are always accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console_hosts: Vec<String>,
 }
 
 /// The monitor's TLS identity and whom it lets send (the `[monitor.tls]` table). Paths are

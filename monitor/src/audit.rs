@@ -864,8 +864,45 @@ impl AuditReader {
         }
     }
 
+    /// The decisions on `patient`'s record: how many there are, and the latest `limit` of
+    /// them, oldest first. Memory holds `limit` records at most, however long the log.
+    ///
+    /// # Errors
+    /// Storage failed or a record does not decode.
+    pub fn history_tail(
+        &self,
+        patient: &str,
+        limit: usize,
+    ) -> Result<(usize, Vec<AuditRecord>), AuditError> {
+        let mut total = 0;
+        let mut tail = std::collections::VecDeque::with_capacity(limit.min(MAX_BATCH));
+        let mut seq = 0;
+        loop {
+            let chunk = self.records(seq, MAX_BATCH)?;
+            let Some(last) = chunk.last() else {
+                return Ok((total, tail.into()));
+            };
+            seq = last.seq + 1;
+            for r in chunk {
+                if r.body
+                    .decision()
+                    .is_some_and(|(request, _)| request.patient == patient)
+                {
+                    total += 1;
+                    if limit > 0 {
+                        if tail.len() == limit {
+                            tail.pop_front();
+                        }
+                        tail.push_back(r);
+                    }
+                }
+            }
+        }
+    }
+
     /// `user`'s latest decisions, newest first: at most `limit`, found among the last
-    /// `window` records (a bound on the work one request can ask for).
+    /// `window` records (a bound on the work one request can ask for). Records are decoded
+    /// one at a time inside the read: memory holds the matches only.
     ///
     /// # Errors
     /// Storage failed or a record does not decode.
@@ -875,31 +912,37 @@ impl AuditReader {
         limit: usize,
         window: usize,
     ) -> Result<Vec<AuditRecord>, AuditError> {
-        let newest = guarded("reading records", || {
+        let mut found = Vec::new();
+        let mut bad = None;
+        guarded("reading records", || {
             let txn = self.db.begin_read().map_err(s)?;
             let t = txn.open_table(RECORDS).map_err(s)?;
-            let mut out = Vec::new();
             for entry in t.iter().map_err(s)?.rev().take(window) {
                 let (k, v) = entry.map_err(s)?;
-                out.push((k.value(), v.value().to_vec()));
-            }
-            Ok(out)
-        })?;
-        let mut found = Vec::new();
-        for (seq, bytes) in newest {
-            let record = decode_record(seq, &bytes)?;
-            if record
-                .body
-                .decision()
-                .is_some_and(|(request, _)| request.user == user)
-            {
-                found.push(record);
-                if found.len() == limit {
-                    break;
+                let record = match decode_record(k.value(), v.value()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        bad = Some(e);
+                        return Ok(());
+                    }
+                };
+                if record
+                    .body
+                    .decision()
+                    .is_some_and(|(request, _)| request.user == user)
+                {
+                    found.push(record);
+                    if found.len() >= limit {
+                        break;
+                    }
                 }
             }
+            Ok(())
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(found),
         }
-        Ok(found)
     }
 }
 

@@ -102,13 +102,7 @@ impl AccessRequest {
         // report): only visible ASCII, so no look-alike or invisible character makes a second
         // name for one person.
         for (field, value) in [("user", &self.user), ("patient", &self.patient)] {
-            check_id(field, value)?;
-            if !value.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(RequestError::BadField {
-                    field,
-                    problem: "only visible ASCII characters, no spaces".into(),
-                });
-            }
+            check_identity(field, value)?;
         }
         for (field, value) in [
             ("department", &self.department),
@@ -239,6 +233,25 @@ impl From<AccessRequest> for Delivery {
     fn from(request: AccessRequest) -> Delivery {
         Delivery { request, id: None }
     }
+}
+
+/// Checks a user or patient id as an access must carry it: 1 to [`MAX_ID_BYTES`] bytes of
+/// visible ASCII. Identities are matched byte for byte (consent pseudonyms, blocks, the
+/// patient-access report), so anything that names a person to the monitor (a consent choice,
+/// a report) is held to the same rule: no look-alike or invisible character makes a second
+/// name for one person.
+///
+/// # Errors
+/// [`RequestError::BadField`] naming `field` and what is wrong.
+pub fn check_identity(field: &'static str, value: &str) -> Result<(), RequestError> {
+    check_id(field, value)?;
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(RequestError::BadField {
+            field,
+            problem: "only visible ASCII characters, no spaces".into(),
+        });
+    }
+    Ok(())
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<(), RequestError> {

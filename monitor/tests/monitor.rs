@@ -381,6 +381,30 @@ fn the_log_verifies_against_its_anchors_and_survives_reopening() {
     let expected = events(30).iter().filter(|e| e.patient == patient).count();
     let history = log.history(&patient).unwrap();
     assert_eq!(history.len(), expected);
+    // The console's bounded reads agree with it: the report's tail, a user's latest.
+    let reader = log.reader();
+    let (total, tail) = reader.history_tail(&patient, 1).unwrap();
+    assert_eq!((total, tail.len()), (expected, 1));
+    assert_eq!(tail[0], *history.last().unwrap());
+    let user = events(30)[5].user.clone();
+    let by_user: Vec<u64> = log
+        .records(0, 100)
+        .unwrap()
+        .iter()
+        .filter(|r| r.body.decision().is_some_and(|(q, _)| q.user == user))
+        .map(|r| r.seq)
+        .rev()
+        .collect();
+    let latest: Vec<u64> = reader
+        .recent_of_user(&user, 2, 1000)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(latest, by_user[..by_user.len().min(2)]);
+    // The window bounds the look back: the last record is the review, so a window of one
+    // finds nothing.
+    assert!(reader.recent_of_user(&user, 2, 1).unwrap().is_empty());
     // An anchor for records the log does not hold: records were lost.
     let mut ghost = b0.anchor();
     ghost.count += 1;

@@ -20,7 +20,7 @@ use crate::report::{self, AgreementRow, BlockRow, MemberRow};
 /// Most blocks one `/api/v1/blocks` answer lists.
 const MAX_BLOCKS: u64 = 100;
 /// Most headers one `/api/v1/headers` answer carries (about 200 bytes each).
-const MAX_HEADERS: u64 = 2000;
+const MAX_HEADERS: u64 = 500;
 
 /// An answer that is not the one asked for: a status and a sentence, as JSON
 /// `{"error": ...}`.
@@ -226,7 +226,21 @@ struct AgreementPrivacy {
 /// `GET /api/v1/privacy`: each hospital's epsilon after every round, against its budget, as
 /// the round anchors on the ledger record it.
 pub(super) async fn privacy(State(console): State<Console>) -> Result<Response, ApiError> {
-    let answer = on_ledger(&console, |ledger| {
+    let answer = blocking(&console, |run| {
+        run.derived("privacy", privacy_of)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the run has no ledger yet: it is still generating its hospitals' data",
+            )
+        })
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// Each hospital's epsilon after every round it joined, from the round anchors.
+fn privacy_of(ledger: &Ledger) -> Result<serde_json::Value, ApiError> {
+    {
         let state = ledger.state();
         let mut series: BTreeMap<(String, String), Vec<(u64, f64)>> = BTreeMap::new();
         for height in 1..=state.height() {
@@ -265,10 +279,9 @@ pub(super) async fn privacy(State(console): State<Console>) -> Result<Response, 
                     .collect(),
             })
             .collect();
-        Ok(agreements)
-    })
-    .await?;
-    Ok(Json(answer).into_response())
+        serde_json::to_value(agreements)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
 }
 
 /// `GET /api/v1/genesis`: the genesis hash and the canonical bytes it hashes, so a page can

@@ -9,11 +9,19 @@
 //! What the browser is asked to trust is kept small. The ledger explorer does not take the
 //! server's word that a transaction is on the ledger: the page fetches the genesis's canonical
 //! bytes, hashes them itself, and checks each inclusion proof (Merkle path, header chain,
-//! coordinators' Ed25519 signatures) with the browser's own WebCrypto, as `medfl ledger
-//! check-proof` does. The "verified up to height N" badge is the page's own check of every
-//! signed header from the genesis. That protects against a damaged or altered ledger file
-//! and a tampering proxy; it cannot protect against a hostile server, which serves the
-//! script too: an auditor who trusts no server runs `medfl ledger verify` on a copy.
+//! coordinators' Ed25519 signatures, and that the proof is for the transaction asked about)
+//! with the browser's own WebCrypto, as `medfl ledger check-proof` does. The "verified up to
+//! height N" badge is the page's own check of every signed header from the genesis. The
+//! genesis itself is the one pinned: in the address (`#genesis=HASH`, the hash a member
+//! holds) or else in the browser at its first visit; another is refused.
+//!
+//! What that protects against, stated plainly: a ledger file damaged or rewritten under the
+//! server (it no longer chains from the pinned genesis). It cannot protect against whoever
+//! serves the page, since the server sends the script too; and the console speaks plain HTTP,
+//! so a proxy on the path is such a server. Bind it to loopback or a trusted network (or
+//! behind a TLS proxy); an auditor who trusts no server runs `medfl ledger verify` on a copy.
+//! The console is unauthenticated: it shows what every member of the consortium sees on the
+//! ledger (rounds, each hospital's privacy spent, opt-out counts) to whoever reaches it.
 //!
 //! Responses carry a strict Content-Security-Policy (scripts and styles from this origin only,
 //! no inline code, no framing) and requests are refused unless their `Host` names the address

@@ -51,6 +51,17 @@ pub struct RunDir {
     /// The ledger's directory.
     ledger_dir: PathBuf,
     ledger: Mutex<Option<(Stamp, Ledger)>>,
+    /// The rounds read so far, and how many bytes of the rounds file they came from: a poll
+    /// reads only what was appended since.
+    read: Mutex<(u64, Vec<serde_json::Value>)>,
+    /// Answers computed from the ledger as it stood at a stamp (the privacy series walk every
+    /// block), kept until the ledger changes.
+    derived: Mutex<
+        Option<(
+            Stamp,
+            std::collections::HashMap<&'static str, serde_json::Value>,
+        )>,
+    >,
 }
 
 impl RunDir {
@@ -61,6 +72,8 @@ impl RunDir {
             summary: Some(dir.join("metrics.json")),
             ledger_dir: dir.join("ledger"),
             ledger: Mutex::new(None),
+            read: Mutex::new((0, Vec::new())),
+            derived: Mutex::new(None),
         }
     }
 
@@ -72,6 +85,8 @@ impl RunDir {
             summary: None,
             ledger_dir,
             ledger: Mutex::new(None),
+            read: Mutex::new((0, Vec::new())),
+            derived: Mutex::new(None),
         }
     }
 
@@ -86,18 +101,30 @@ impl RunDir {
     /// existed. A coordinator's lines (its round metrics, flat) are put in the same form, each
     /// a step; its lines saying no round could start are left out.
     pub fn rounds(&self) -> Result<Vec<serde_json::Value>, RunError> {
-        let text = match std::fs::read_to_string(&self.rounds) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.rounds_of_summary(),
-            Err(source) => {
-                return Err(RunError::Io {
-                    path: self.rounds.clone(),
-                    source,
-                });
-            }
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |source| RunError::Io {
+            path: self.rounds.clone(),
+            source,
         };
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        let mut rows = Vec::new();
+        let mut file = match std::fs::File::open(&self.rounds) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.rounds_of_summary(),
+            Err(source) => return Err(io(source)),
+        };
+        let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        let len = file.metadata().map_err(io)?.len();
+        if len < read.0 {
+            // The file was replaced by a shorter one: read it afresh.
+            *read = (0, Vec::new());
+        }
+        let mut text = String::new();
+        file.seek(SeekFrom::Start(read.0)).map_err(io)?;
+        file.take(len - read.0)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        // A line still being written, without its newline, is left for the next read.
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        let first_line = read.1.len();
         for (i, line) in complete.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -105,16 +132,17 @@ impl RunDir {
             let value: serde_json::Value =
                 serde_json::from_str(line).map_err(|source| RunError::Round {
                     path: self.rounds.clone(),
-                    line: i + 1,
+                    line: first_line + i + 1,
                     source,
                 })?;
             if value.get("step").is_some() {
-                rows.push(value);
-            } else if let Some(row) = coordinator_row(value, rows.len() as u64 + 1) {
-                rows.push(row);
+                read.1.push(value);
+            } else if let Some(row) = coordinator_row(value, read.1.len() as u64 + 1) {
+                read.1.push(row);
             }
         }
-        Ok(rows)
+        read.0 += complete.len() as u64;
+        Ok(read.1.clone())
     }
 
     fn rounds_of_summary(&self) -> Result<Vec<serde_json::Value>, RunError> {
@@ -162,6 +190,41 @@ impl RunDir {
             Some((_, ledger)) => f(ledger).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The answer `name` computes from the ledger, computed once for each state of the
+    /// ledger file; `None` before the run has a ledger.
+    pub fn derived<E: From<RunError>>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&Ledger) -> Result<serde_json::Value, E>,
+    ) -> Result<Option<serde_json::Value>, E> {
+        let file = self.ledger_dir.join("ledger.redb");
+        let now = match stamp(&file) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(RunError::Io { path: file, source }.into()),
+        };
+        {
+            let derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, values)) = &*derived
+                && *at == now
+                && let Some(v) = values.get(name)
+            {
+                return Ok(Some(v.clone()));
+            }
+        }
+        let Some(value) = self.with_ledger(f)? else {
+            return Ok(None);
+        };
+        let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *derived {
+            Some((at, values)) if *at == now => {
+                values.insert(name, value.clone());
+            }
+            _ => *derived = Some((now, [(name, value.clone())].into_iter().collect())),
+        }
+        Ok(Some(value))
     }
 }
 

@@ -145,6 +145,12 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         );
         let bound = crate::console::spawn(addr, source)?;
         info!(addr = %bound, "consortium console listening (http://{bound}/)");
+        if !bound.ip().is_loopback() {
+            warn!(
+                addr = %bound,
+                "the console is unauthenticated plain HTTP: anyone who reaches this address sees what the ledger shows every member; bind it to loopback or a trusted network"
+            );
+        }
     }
     let mut d = Daemon {
         member,

@@ -91,6 +91,26 @@ try {
   check(/Merkle path|signature/.test(refused), `forged proof: ${refused}`);
   await page.unroute("**/api/v1/transactions/*/proof");
 
+  // A genuine proof of another transaction, served for the one asked about, is refused too.
+  const ids = await page.locator("#blocks-table code").evaluateAll((cs) => cs.map((c) => c.title));
+  check(ids.length >= 2, "two transactions to swap");
+  await page.route(`**/api/v1/transactions/${ids[0]}/proof`, async (route) => {
+    const other = await route.fetch({ url: new URL(`/api/v1/transactions/${ids[1]}/proof`, url).href });
+    await route.fulfill({ response: other });
+  });
+  await page.fill("#tx-id", ids[0]);
+  await page.locator("#proof-form button[type=submit]").click();
+  await page.waitForSelector("#proof-result.bad", { timeout: 10_000 });
+  const swapped = await page.locator("#proof-result").textContent();
+  check(swapped.includes("the proof is for transaction"), `a swapped proof: ${swapped}`);
+  await page.unroute(`**/api/v1/transactions/${ids[0]}/proof`);
+
+  // A genesis other than the one pinned in the address is refused, whatever the server says.
+  const pinnedElsewhere = await browser.newPage();
+  await pinnedElsewhere.goto(`${url}#genesis=${"0".repeat(64)}`);
+  await pinnedElsewhere.waitForSelector("#verified-badge.bad:has-text('not the one pinned in the address')", { timeout: 10_000 });
+  await pinnedElsewhere.close();
+
   // A malformed id typed by hand gets a clear message, not a request.
   await page.fill("#tx-id", "not-a-transaction");
   await page.locator("#proof-form button[type=submit]").click();
@@ -130,6 +150,8 @@ try {
   measured.load_ms = Date.now() - t0;
 
   await page.screenshot({ path: `${shots}/consortium.png`, fullPage: true });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: `${shots}/consortium-top.png` });
   check(problems.length === 0, problems.join("\n"));
   console.log(JSON.stringify(measured));
 } finally {

@@ -57,8 +57,10 @@ const evil = createServer((req, res) => {
 <form id="f" method="POST" action="${monitor("/v1/unblock")}" enctype="text/plain">
 <input name='{"user":"u-er-nurse-1","note":"x","pad":"' value='"}'></form>
 <script>
-fetch(${JSON.stringify(monitor("/v1/consent"))}, { method: "POST", mode: "no-cors", credentials: "include",
-  headers: { "Content-Type": "text/plain" }, body: JSON.stringify({ patient: "p-evil", choice: "opt-out", note: "" }) })
+fetch(${JSON.stringify(monitor("/v1/access"))}, { method: "POST", mode: "no-cors",
+  body: new Blob([${JSON.stringify(JSON.stringify(breakGlass("u-colleague-9", "p-2002")))}]) })
+  .finally(() => fetch(${JSON.stringify(monitor("/v1/consent"))}, { method: "POST", mode: "no-cors", credentials: "include",
+    headers: { "Content-Type": "text/plain" }, body: JSON.stringify({ patient: "p-evil", choice: "opt-out", note: "" }) }))
   .finally(() => document.getElementById("f").submit());
 </script></body></html>`);
 });
@@ -155,17 +157,23 @@ try {
   // The attacker's page: its form post and fetch carry no session cookie (SameSite=Strict).
   const attacker = await context.newPage();
   const answers = [];
+  // Each request reaches the monitor: its answer is seen (the form's navigation), or arrives
+  // and is withheld from the attacker's page by the monitor's Cross-Origin-Resource-Policy.
   attacker.on("response", (r) => { if (r.url().startsWith(monitorUrl)) answers.push(r.status()); });
+  attacker.on("requestfailed", (r) => {
+    if (r.url().startsWith(monitorUrl)) answers.push(r.failure()?.errorText ?? "failed");
+  });
   await attacker.goto(evilUrl);
   await attacker.waitForURL(monitor("/v1/unblock"), { timeout: 10_000 });
   await attacker.close();
-  check(answers.length >= 1 && answers.every((s) => s === 401), `the cross-site writes were answered ${answers.join(", ")}`);
+  check(answers.length === 3 && answers.every((s) => s === 401 || s === 403 || s === "net::ERR_BLOCKED_BY_RESPONSE.NotSameOrigin"),
+    `the cross-site writes were answered ${answers.join(", ")}`);
   // Bad input in the form and the API: a clear message, nothing written.
   await page.fill("#consent-patient", "   ");
   await page.click("#consent-form button[type=submit]");
   await page.waitForSelector("#consent-result.bad");
   const blank = await page.locator("#consent-result").textContent();
-  check(/patient id is 1 to/.test(blank), `a blank patient id: ${blank}`);
+  check(/patient: must not be empty/.test(blank), `a blank patient id: ${blank}`);
   const badChoice = await page.evaluate(async (token) => {
     const r = await fetch("/v1/consent", {
       method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
@@ -188,6 +196,8 @@ try {
   check((await auditLength()) === before + 1, "the consent review is one record");
   await axe(page, "the hospital console");
   await page.screenshot({ path: `${shots}/hospital.png`, fullPage: true });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: `${shots}/hospital-top.png` });
 
   // The auditor reads but cannot write, whatever the page would let them try.
   await page.click("#sign-out");

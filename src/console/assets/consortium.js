@@ -3,7 +3,7 @@
 // API; every value reaches the page as text (textContent), never as markup.
 
 import { lineChart, stackedBars } from "./charts.js";
-import { chainStart, nextHeader, readGenesis, verifyProof } from "./proof.js";
+import { chainStart, nextHeader, readGenesis, toHex, verifyProof } from "./proof.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
@@ -140,16 +140,42 @@ function setBadge(text, kind) {
   badge.className = `badge ${kind}`;
 }
 
+/**
+ * The genesis the page checks against: the one the server serves, accepted only if it is the
+ * one pinned, in the address (`#genesis=HASH`, the hash a member holds) or, failing that, in
+ * this browser on its first visit (a later visit that finds another genesis is refused).
+ */
+async function trustedGenesis() {
+  if (state.genesis) return state.genesis;
+  const genesis = await readGenesis(await api("/api/v1/genesis"));
+  const hash = toHex(genesis.hash);
+  const fromAddress = new URLSearchParams(location.hash.slice(1)).get("genesis");
+  const key = `medfl.genesis.${location.host}`;
+  let pinned = fromAddress?.toLowerCase();
+  let how = "pinned in the address";
+  if (!pinned) {
+    pinned = localStorage.getItem(key) ?? undefined;
+    how = "pinned in this browser at its first visit";
+  }
+  if (pinned && pinned !== hash) {
+    throw new Error(`the server's genesis ${hash} is not the one ${how} (${pinned})`);
+  }
+  if (!pinned) {
+    localStorage.setItem(key, hash);
+    how = "pinned in this browser now (first visit): compare it with your genesis (medfl ledger show)";
+  }
+  $("genesis-hash").textContent = `Genesis ${hash}, ${how}.`;
+  state.genesis = genesis;
+  return genesis;
+}
+
 /** Extends the page's own check of the header chain to the ledger's current height. */
 async function extendChain(height) {
   if (state.chainFailed) return;
   try {
-    if (!state.genesis) {
-      state.genesis = await readGenesis(await api("/api/v1/genesis"));
-      state.chain = chainStart(state.genesis);
-    }
+    if (!state.chain) state.chain = chainStart(await trustedGenesis());
     while (state.chain.height < height) {
-      const page = await api(`/api/v1/headers?from=${state.chain.height + 1}&limit=2000`);
+      const page = await api(`/api/v1/headers?from=${state.chain.height + 1}&limit=500`);
       if (page.headers.length === 0) break;
       for (const h of page.headers) state.chain = await nextHeader(state.genesis, state.chain, h);
     }
@@ -227,11 +253,14 @@ async function checkProof(id) {
   out.textContent = `checking ${id.slice(0, 12)}…`;
   try {
     if (!/^[0-9a-fA-F]{64}$/.test(id)) throw new Error("a transaction id is 64 hex digits");
-    if (!state.genesis) state.genesis = await readGenesis(await api("/api/v1/genesis"));
+    const genesis = await trustedGenesis();
     const proof = await api(`/api/v1/transactions/${id.toLowerCase()}/proof`);
-    const p = await verifyProof(state.genesis, proof);
+    const p = await verifyProof(genesis, proof);
+    if (p.id !== id.toLowerCase()) {
+      throw new Error(`the proof is for transaction ${p.id}, not ${id.toLowerCase()}`);
+    }
     out.className = "ok";
-    out.textContent = `Verified: transaction ${p.id.slice(0, 12)}… (${p.kind}, signed by ${p.signer}${p.signerChecked ? ", signature checked" : ""}) is in block ${p.height} of ${utc(p.time)}, on a chain of ${p.height} signed headers from genesis ${toShort(state.genesis.hash)}.`;
+    out.textContent = `Verified: transaction ${p.id.slice(0, 12)}… (${p.kind}, signed by ${p.signer}${p.signerChecked ? ", signature checked" : ""}) is in block ${p.height} of ${utc(p.time)}, on a chain of ${p.height} signed headers from genesis ${toShort(genesis.hash)}.`;
   } catch (e) {
     out.className = "bad";
     out.textContent = `Not verified: ${e.message}`;

@@ -73,6 +73,13 @@ pub(super) async fn login(
     if !sessions::same_origin(&headers) {
         return refuse(StatusCode::FORBIDDEN, "sign in from the console's own page");
     }
+    if !server.sessions.host_allowed(&headers) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "sign in at the console's own address ([monitor] console_hosts names the DNS \
+             names it may be reached by)",
+        );
+    }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -112,10 +119,7 @@ pub(super) async fn login(
         Err(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the sign-in failed"),
     };
     let now = now_ms();
-    let (id, session) = match server.sessions.open(token, officer.expires_ms, now) {
-        Ok(s) => s,
-        Err((status, why)) => return refuse(status, why),
-    };
+    let (id, session) = server.sessions.open(token, officer.expires_ms, now);
     info!(officer = officer.name, "officer signed in to the console");
     let mut response = axum::Json(SessionView {
         officer: officer.name,
@@ -155,6 +159,7 @@ pub(super) async fn logout(State(server): State<Server>, headers: HeaderMap) -> 
         return refuse(StatusCode::UNAUTHORIZED, "not signed in");
     };
     if !sessions::same_origin(&headers)
+        || !server.sessions.host_allowed(&headers)
         || !sessions::csrf_matches(&session, headers.get(sessions::CSRF_HEADER))
     {
         return refuse(StatusCode::FORBIDDEN, "a cross-site request is refused");
@@ -192,16 +197,31 @@ fn access_row(r: &AuditRecord) -> Option<serde_json::Value> {
     Some(serde_json::json!({ "record": r.seq, "request": request, "decision": decision }))
 }
 
+/// Reports run at once at most: each scans the audit log, and a burst of them must not take
+/// the blocking threads sign-ins and officers' checks need.
+pub(super) const MAX_REPORTS_AT_ONCE: usize = 2;
+
 /// Runs a read of the audit log off the async threads, with the log's own reader (no lock of
-/// the monitor's: a long report delays no decision).
+/// the monitor's: a long report delays no decision), one of [`MAX_REPORTS_AT_ONCE`].
 async fn read_log(
     server: &Server,
     f: impl FnOnce(&medfl_monitor::audit::AuditReader) -> Result<serde_json::Value, String>
     + Send
     + 'static,
 ) -> Response {
+    let Ok(slot) = Arc::clone(&server.reports).try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_REPORTS_AT_ONCE} reports are running; try again in a moment"),
+        );
+    };
     let reader = server.reader.clone();
-    match tokio::task::spawn_blocking(move || f(&reader)).await {
+    let done = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f(&reader)
+    })
+    .await;
+    match done {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -211,18 +231,12 @@ async fn read_log(
     }
 }
 
-/// The refusal of an id a request could never have carried (see `medfl_monitor::request`).
-fn bad_id(what: &str, id: &str) -> Option<Response> {
-    if id.is_empty() || id.len() > medfl_monitor::request::MAX_ID_BYTES {
-        return Some(refuse(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "a {what} id is 1 to {} bytes",
-                medfl_monitor::request::MAX_ID_BYTES
-            ),
-        ));
-    }
-    None
+/// The refusal of an id no access could carry (`medfl_monitor::request::check_identity`): a
+/// report on it would find nothing, and an opt-out for it would match no record.
+fn bad_id(what: &'static str, id: &str) -> Option<Response> {
+    medfl_monitor::request::check_identity(what, id)
+        .err()
+        .map(|e| refuse(StatusCode::BAD_REQUEST, e))
 }
 
 /// `GET /v1/users/{user}/activity`: the user's latest decisions, newest first.
@@ -231,12 +245,14 @@ pub(super) async fn activity(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
-        return refuse(status, why);
-    }
+    let officer = match officer_for(&server, &headers, OfficerRole::Auditor, false).await {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, why),
+    };
     if let Some(r) = bad_id("user", &user) {
         return r;
     }
+    info!(officer = officer.name, user, "user activity read");
     read_log(&server, move |log| {
         let records = log
             .recent_of_user(&user, ACTIVITY_LIMIT, ACTIVITY_WINDOW)
@@ -253,20 +269,22 @@ pub(super) async fn patient_report(
     Path(patient): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
-        return refuse(status, why);
-    }
+    let officer = match officer_for(&server, &headers, OfficerRole::Auditor, false).await {
+        Ok(o) => o,
+        Err((status, why)) => return refuse(status, why),
+    };
     if let Some(r) = bad_id("patient", &patient) {
         return r;
     }
+    info!(
+        officer = officer.name,
+        patient, "patient-access report read"
+    );
     read_log(&server, move |log| {
-        let records = log.history(&patient).map_err(|e| e.to_string())?;
-        let total = records.len();
-        let list: Vec<_> = records
-            .iter()
-            .skip(total.saturating_sub(REPORT_LIMIT))
-            .filter_map(access_row)
-            .collect();
+        let (total, records) = log
+            .history_tail(&patient, REPORT_LIMIT)
+            .map_err(|e| e.to_string())?;
+        let list: Vec<_> = records.iter().filter_map(access_row).collect();
         Ok(serde_json::json!({
             "patient": patient, "total": total, "accesses": list,
         }))
@@ -319,19 +337,22 @@ pub(super) async fn consent(
     let done = tokio::task::spawn_blocking(move || {
         let subject = medfl_ledger::tx::Pseudonym(medfl_ledger::Hash(pseudonyms.pseudonym(&req.patient)));
         let genesis = member.genesis.hash().map_err(|e| e.to_string())?;
-        let tx = Transaction::sign(
-            &genesis,
-            member.config.member.clone(),
-            &member.key,
-            Timestamp(now_ms()),
-            TxBody::Consent { subject, choice },
-        )
-        .map_err(|e| e.to_string())?;
-        let id = tx.id().map_err(|e| e.to_string())?;
-        let record = {
+        // Signed and logged under the lock, with an issue time later than the last choice's:
+        // the ledger then applies concurrent choices in the order the log holds them.
+        let (tx, id, record) = {
             let Ok(mut shared) = app.lock() else {
                 return Err("the monitor failed".to_owned());
             };
+            let issued = now_ms().max(shared.last_consent_ms.saturating_add(1));
+            let tx = Transaction::sign(
+                &genesis,
+                member.config.member.clone(),
+                &member.key,
+                Timestamp(issued),
+                TxBody::Consent { subject, choice },
+            )
+            .map_err(|e| e.to_string())?;
+            let id = tx.id().map_err(|e| e.to_string())?;
             let body = RecordBody::Review {
                 officer: officer.clone(),
                 action: ReviewAction::Consent {
@@ -341,10 +362,12 @@ pub(super) async fn consent(
                 },
                 note: req.note,
             };
-            shared
+            let record = shared
                 .log
                 .append(now_ms(), body)
-                .map_err(|e| format!("the review could not be logged, nothing was queued: {e}"))?
+                .map_err(|e| format!("the review could not be logged, nothing was queued: {e}"))?;
+            shared.last_consent_ms = issued;
+            (tx, id, record)
         };
         super::super::queue_signed(&member, &tx).map_err(|e| {
             format!(

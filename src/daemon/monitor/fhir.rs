@@ -81,6 +81,15 @@ pub(super) async fn post(
     if let Some(why) = server.refuse_uncertified(caller) {
         return refused(StatusCode::FORBIDDEN, &[Issue::error("security", why)]);
     }
+    if !super::sessions::same_origin(&headers) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            &[Issue::error(
+                "security",
+                "AuditEvents are not taken from another site's web page",
+            )],
+        );
+    }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let media = ct.split(';').next().unwrap_or("").trim();

@@ -190,6 +190,8 @@ pub struct Options {
     pub insecure_keys: super::InsecureKeys,
     /// TLS on every listener, from `[monitor.tls]`; plain TCP without it.
     pub tls: Option<tls::Tls>,
+    /// DNS names the console may be reached by, from `[monitor] console_hosts`.
+    pub console_hosts: Vec<String>,
 }
 
 /// What the alert stream carries, each as it is logged: alerts, and the reviews of them, so
@@ -335,6 +337,9 @@ fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView
 struct Shared {
     monitor: Monitor,
     log: AuditLog,
+    /// The issue time of the last consent transaction an officer recorded: each is later than
+    /// the one before, so the ledger applies two choices in the order they were logged.
+    last_consent_ms: u64,
     alerts: VecDeque<AlertView>,
     /// The model file's hash in use, and the ledger height consent was read at.
     model_hash: Option<String>,
@@ -393,6 +398,8 @@ struct Server {
     intake_needs_client_cert: bool,
     /// The console's signed-in browsers.
     sessions: Arc<sessions::Sessions>,
+    /// Permits for reports reading the audit log at once.
+    reports: Arc<tokio::sync::Semaphore>,
     /// Reads the audit log for reports without the state's lock.
     reader: medfl_monitor::audit::AuditReader,
     /// The hospital: its key signs the consent transactions officers record.
@@ -464,6 +471,15 @@ pub fn options(
             .map(|t| tls::load(t, config.parent().unwrap_or(Path::new("."))))
             .transpose()
             .context("loading the monitor's TLS identity ([monitor.tls])")?,
+        console_hosts: set
+            .as_ref()
+            .map(|m| {
+                m.console_hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     // A handshake is a request's head too: no longer than the header timeout.
     opts.tls = opts
@@ -534,6 +550,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         context_failed: None,
         context_loaded: false,
         context_error: None,
+        last_consent_ms: 0,
     }));
     let (http_slots, syslog_slots) = connection_slots();
     let metrics = Arc::new(Metrics::default());
@@ -564,7 +581,11 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             .tls
             .as_ref()
             .is_some_and(|t| t.intake_needs_client_cert),
-        sessions: Arc::new(sessions::Sessions::new(opts.tls.is_some())),
+        sessions: Arc::new(sessions::Sessions::new(
+            opts.tls.is_some(),
+            opts.console_hosts.clone(),
+        )),
+        reports: Arc::new(tokio::sync::Semaphore::new(console::MAX_REPORTS_AT_ONCE)),
         reader,
         member: Arc::new(member.clone()),
         pseudonyms: pseudonyms.clone(),
@@ -1501,6 +1522,15 @@ async fn access(
         server.metrics.refused(Source::Json);
         return refuse(StatusCode::FORBIDDEN, why);
     }
+    if !sessions::same_origin(&headers) {
+        // A web page a member of staff has open must not inject accesses (to get a colleague
+        // blocked, say): EHRs send none of the headers a browser marks another site's with.
+        server.metrics.refused(Source::Json);
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "accesses are not taken from another site's web page",
+        );
+    }
     let id = match delivery_id(&headers) {
         Ok(id) => id,
         Err(why) => {
@@ -1606,6 +1636,14 @@ fn credential(
             "a security officer's token is needed".into(),
         ));
     };
+    if !server.sessions.host_allowed(headers) {
+        return Err((
+            StatusCode::MISDIRECTED_REQUEST,
+            "the console answers signed-in browsers only at its own address \
+             ([monitor] console_hosts names the DNS names it may be reached by)"
+                .into(),
+        ));
+    }
     if write
         && (!sessions::same_origin(headers)
             || !sessions::csrf_matches(&session, headers.get(sessions::CSRF_HEADER)))
@@ -1720,10 +1758,15 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
         sessions: Arc<sessions::Sessions>,
         expires_ms: u64,
         recheck: tokio::time::Interval,
+        session_check: tokio::time::Interval,
         _slot: tokio::sync::OwnedSemaphorePermit,
     }
     let mut recheck = tokio::time::interval(STREAM_RECHECK);
     recheck.reset();
+    // A session closed (signed out, evicted) ends its stream within a second: the check is
+    // in memory, unlike the token's.
+    let mut session_check = tokio::time::interval(Duration::from_secs(1));
+    session_check.reset();
     let state = Stream {
         rx: server.alerts.subscribe(),
         dir: Arc::clone(&server.member_dir),
@@ -1731,6 +1774,7 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
         sessions: Arc::clone(&server.sessions),
         expires_ms,
         recheck,
+        session_check,
         _slot: slot,
     };
     let events = futures::stream::unfold(state, |mut s| async move {
@@ -1738,18 +1782,28 @@ async fn stream_alerts(State(server): State<Server>, headers: axum::http::Header
             let left = s.expires_ms.saturating_sub(now_ms());
             let event = tokio::select! {
                 got = s.rx.recv() => match got {
-                    Ok(e) => e.to_event(),
+                    Ok(e) => {
+                        if let Credential::Session { id, .. } = &s.credential
+                            && !s.sessions.is_open(id, now_ms())
+                        {
+                            return None;
+                        }
+                        e.to_event()
+                    }
                     Err(RecvError::Lagged(n)) => {
                         Event::default().event("lagged").data(n.to_string())
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = s.recheck.tick() => {
-                    if let Credential::Session { id, .. } = &s.credential
-                        && !s.sessions.is_open(id, now_ms())
-                    {
-                        return None;
+                _ = s.session_check.tick() => {
+                    match &s.credential {
+                        Credential::Session { id, .. } if !s.sessions.is_open(id, now_ms()) => {
+                            return None;
+                        }
+                        _ => continue,
                     }
+                }
+                _ = s.recheck.tick() => {
                     let (dir, credential) = (Arc::clone(&s.dir), s.credential.clone());
                     let still = tokio::task::spawn_blocking(move || {
                         authorize(&dir, credential.token(), OfficerRole::Auditor, now_ms())

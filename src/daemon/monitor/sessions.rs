@@ -9,22 +9,35 @@
 //!
 //! A write through a session is refused unless it carries the session's CSRF token and, when
 //! the browser says where the request comes from (`Origin`, `Sec-Fetch-Site`), it comes from
-//! this origin. Scripts calling the API with `Authorization: Bearer` hold no ambient
-//! credential, so those checks do not apply to them.
+//! this origin. Every request through a session must name the monitor by an IP address,
+//! `localhost` or a name the hospital lists (`[monitor] console_hosts`): a page elsewhere
+//! that rebinds its own name to the monitor's address gets no session to use. Scripts
+//! calling the API with `Authorization: Bearer` hold no ambient credential, so those checks
+//! do not apply to them.
+//!
+//! One token holds [`MAX_PER_TOKEN`] sessions at most (its oldest is closed for a new one),
+//! and when [`MAX_SESSIONS`] are open the oldest is closed: no holder of one token can lock
+//! the others out. Over TLS the cookie is `__Host-medfl_session` (bound to this host, sent
+//! only over TLS, never set by a sibling); a request carrying the cookie twice is refused
+//! (one of the two would be planted).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 pub(super) const COOKIE: &str = "medfl_session";
+/// Its name over TLS: the `__Host-` prefix binds it to this host and path `/`, `Secure`.
+pub(super) const TLS_COOKIE: &str = "__Host-medfl_session";
 /// The header a page sends its CSRF token in.
 pub(super) const CSRF_HEADER: &str = "x-csrf-token";
 /// Longest a session lasts (a working shift), if its token lasts as long.
 pub(super) const SESSION_MS: u64 = 12 * 60 * 60 * 1000;
 /// Most sessions open at once: a login flood cannot grow the monitor's memory.
 pub(super) const MAX_SESSIONS: usize = 1024;
+/// Most sessions one token holds at once (an officer's browsers).
+pub(super) const MAX_PER_TOKEN: usize = 4;
 
 /// One signed-in browser.
 #[derive(Clone)]
@@ -35,6 +48,8 @@ pub(super) struct Session {
     pub(super) csrf: String,
     /// When the session ends, in ms since the epoch.
     pub(super) expires_ms: u64,
+    /// When it was opened (the oldest is closed first).
+    opened_ms: u64,
 }
 
 /// The open sessions, keyed by the SHA-256 of their cookie value (a lookup's timing then
@@ -43,6 +58,8 @@ pub(super) struct Sessions {
     open: Mutex<HashMap<String, Session>>,
     /// Whether cookies are marked `Secure` (the monitor speaks TLS).
     secure: bool,
+    /// DNS names (lowercase, with the port unless 80 or 443) the console may be reached by.
+    hosts: Vec<String>,
 }
 
 fn random_hex() -> String {
@@ -56,46 +73,84 @@ fn digest(s: &str) -> String {
 }
 
 impl Sessions {
-    /// No sessions yet; cookies marked `Secure` if `secure`.
-    pub(super) fn new(secure: bool) -> Sessions {
+    /// No sessions yet; cookies marked `Secure` if `secure`; the console reachable by IP
+    /// address, `localhost` and the DNS names `hosts`.
+    pub(super) fn new(secure: bool, hosts: Vec<String>) -> Sessions {
         Sessions {
             open: Mutex::new(HashMap::new()),
             secure,
+            hosts,
         }
     }
 
+    /// The cookie's name: `__Host-` prefixed over TLS.
+    fn cookie_name(&self) -> &'static str {
+        if self.secure { TLS_COOKIE } else { COOKIE }
+    }
+
     /// Opens a session for `token` (already authorized, valid until `token_expires_ms`);
-    /// returns its cookie value and the session.
-    ///
-    /// # Errors
-    /// `503` when [`MAX_SESSIONS`] are open and none has expired.
+    /// returns its cookie value and the session. The token's oldest session is closed if it
+    /// holds [`MAX_PER_TOKEN`], and the oldest of all if [`MAX_SESSIONS`] are open.
     pub(super) fn open(
         &self,
         token: String,
         token_expires_ms: u64,
         now_ms: u64,
-    ) -> Result<(String, Session), (StatusCode, String)> {
+    ) -> (String, Session) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|_, s| s.expires_ms > now_ms);
-        if open.len() >= MAX_SESSIONS {
-            return Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{MAX_SESSIONS} console sessions are open already"),
-            ));
+        let oldest = |open: &HashMap<String, Session>, mine: bool| {
+            open.iter()
+                .filter(|(_, s)| !mine || s.token == token)
+                .min_by_key(|(_, s)| s.opened_ms)
+                .map(|(k, _)| k.clone())
+        };
+        if open.values().filter(|s| s.token == token).count() >= MAX_PER_TOKEN
+            && let Some(k) = oldest(&open, true)
+        {
+            open.remove(&k);
+        }
+        if open.len() >= MAX_SESSIONS
+            && let Some(k) = oldest(&open, false)
+        {
+            open.remove(&k);
         }
         let id = random_hex();
         let session = Session {
             token,
             csrf: random_hex(),
             expires_ms: token_expires_ms.min(now_ms.saturating_add(SESSION_MS)),
+            opened_ms: now_ms,
         };
         open.insert(digest(&id), session.clone());
-        Ok((id, session))
+        (id, session)
+    }
+
+    /// Whether a signed-in browser's request names the monitor by an allowed host: an IP
+    /// address (a rebinding attack needs a DNS name of its own), `localhost`, or a listed name.
+    pub(super) fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(host) = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase)
+        else {
+            return false;
+        };
+        if host.parse::<std::net::SocketAddr>().is_ok()
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host == "localhost"
+            || host
+                .strip_prefix("localhost:")
+                .is_some_and(|p| p.parse::<u16>().is_ok())
+        {
+            return true;
+        }
+        self.hosts.contains(&host)
     }
 
     /// The session the request's cookie names, if it is open.
     pub(super) fn of(&self, headers: &HeaderMap, now_ms: u64) -> Option<(String, Session)> {
-        let id = cookie(headers)?;
+        let id = cookie(headers, self.cookie_name())?;
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let s = open.get(&digest(&id)).filter(|s| s.expires_ms > now_ms)?;
         Some((id, s.clone()))
@@ -125,7 +180,8 @@ impl Sessions {
         let secure = if self.secure { "; Secure" } else { "" };
         // The id is hex: always a valid header value.
         HeaderValue::from_str(&format!(
-            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+            "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+            self.cookie_name()
         ))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
@@ -134,7 +190,7 @@ impl Sessions {
     pub(super) fn clear_cookie(&self) -> HeaderValue {
         if self.secure {
             HeaderValue::from_static(
-                "medfl_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure",
+                "__Host-medfl_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure",
             )
         } else {
             HeaderValue::from_static("medfl_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
@@ -142,17 +198,23 @@ impl Sessions {
     }
 }
 
-/// The session cookie's value, if the request carries a well-formed one.
-fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The session cookie's value, if the request carries exactly one, well formed. Two are
+/// refused: a sibling service on the host (cookies ignore ports) may have planted one, and the
+/// browser would send the planted one first.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_owned())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value);
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    Some(value.to_owned()).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether a browser request comes from the monitor's own pages: its `Origin`, when sent,
@@ -199,8 +261,8 @@ mod tests {
 
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_with_its_token() {
-        let sessions = Sessions::new(false);
-        let (id, s) = sessions.open("t".repeat(64), 5_000, 1_000).unwrap();
+        let sessions = Sessions::new(false, vec![]);
+        let (id, s) = sessions.open("t".repeat(64), 5_000, 1_000);
         assert_eq!(s.expires_ms, 5_000, "never outlives its token");
         let h = headers(&[("cookie", &format!("theme=dark; {COOKIE}={id}"))]);
         assert_eq!(sessions.of(&h, 2_000).unwrap().1.token, "t".repeat(64));
@@ -213,7 +275,7 @@ mod tests {
 
     #[test]
     fn the_cookie_is_http_only_and_same_site_strict_and_secure_over_tls() {
-        let plain = Sessions::new(false).set_cookie("ab", 0, 60_000);
+        let plain = Sessions::new(false, vec![]).set_cookie("ab", 0, 60_000);
         let plain = plain.to_str().unwrap();
         assert!(
             plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
@@ -223,8 +285,12 @@ mod tests {
             plain.contains("Max-Age=60") && !plain.contains("Secure"),
             "{plain}"
         );
-        let tls = Sessions::new(true).set_cookie("ab", 0, 60_000);
-        assert!(tls.to_str().unwrap().ends_with("; Secure"));
+        let tls = Sessions::new(true, vec![]).set_cookie("ab", 0, 60_000);
+        let tls = tls.to_str().unwrap();
+        assert!(
+            tls.starts_with("__Host-medfl_session=ab;") && tls.ends_with("; Secure"),
+            "{tls}"
+        );
     }
 
     #[test]
@@ -246,12 +312,68 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_capped() {
-        let sessions = Sessions::new(false);
-        for _ in 0..MAX_SESSIONS {
-            sessions.open("t".into(), u64::MAX, 0).unwrap();
+    fn one_token_holds_a_few_sessions_and_cannot_lock_out_the_others() {
+        let sessions = Sessions::new(false, vec![]);
+        let mut flood = Vec::new();
+        for t in 0..2 * MAX_SESSIONS as u64 {
+            flood.push(sessions.open("auditor".into(), u64::MAX, t).0);
         }
-        let (status, _) = sessions.open("t".into(), u64::MAX, 0).err().unwrap();
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let open = |id: &str| sessions.is_open(id, 0);
+        assert_eq!(flood.iter().filter(|id| open(id)).count(), MAX_PER_TOKEN);
+        assert!(open(flood.last().unwrap()), "the newest stays");
+        let (officer, _) = sessions.open("officer".into(), u64::MAX, 10_000);
+        assert!(open(&officer));
+        // With the table full of distinct tokens, the oldest goes, never the newcomer.
+        for t in 0..MAX_SESSIONS as u64 {
+            sessions.open(format!("t{t}"), u64::MAX, 20_000 + t);
+        }
+        let (last, _) = sessions.open("latecomer".into(), u64::MAX, 90_000);
+        assert!(open(&last));
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_refused() {
+        let sessions = Sessions::new(false, vec![]);
+        let (id, _) = sessions.open("t".into(), u64::MAX, 0);
+        let twice = headers(&[(
+            "cookie",
+            &format!("{COOKIE}={}; {COOKIE}={id}", "a".repeat(64)),
+        )]);
+        assert!(sessions.of(&twice, 1).is_none());
+        let once = headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+        assert!(sessions.of(&once, 1).is_some());
+        // Over TLS only the __Host- cookie counts.
+        let tls = Sessions::new(true, vec![]);
+        let (id, _) = tls.open("t".into(), u64::MAX, 0);
+        assert!(
+            tls.of(&headers(&[("cookie", &format!("{COOKIE}={id}"))]), 1)
+                .is_none()
+        );
+        assert!(
+            tls.of(&headers(&[("cookie", &format!("{TLS_COOKIE}={id}"))]), 1)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn signed_in_requests_name_the_monitor_by_address_or_a_listed_name() {
+        let sessions = Sessions::new(false, vec!["monitor.hospital.example:8088".into()]);
+        for ok in [
+            "127.0.0.1:8088",
+            "[::1]:8088",
+            "10.0.0.5",
+            "localhost:8088",
+            "Monitor.Hospital.Example:8088",
+        ] {
+            assert!(sessions.host_allowed(&headers(&[("host", ok)])), "{ok}");
+        }
+        for bad in [
+            "evil.example:8088",
+            "monitor.hospital.example:9",
+            "localhost.evil:8088",
+        ] {
+            assert!(!sessions.host_allowed(&headers(&[("host", bad)])), "{bad}");
+        }
+        assert!(!sessions.host_allowed(&HeaderMap::new()));
     }
 }
