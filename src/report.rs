@@ -10,6 +10,16 @@ use serde::Serialize;
 /// Everything `show` reports about a ledger.
 #[derive(Debug, Serialize)]
 pub struct LedgerSummary {
+    /// The head, members and agreements.
+    #[serde(flatten)]
+    pub head: LedgerHead,
+    /// Blocks, oldest first.
+    pub blocks: Vec<BlockRow>,
+}
+
+/// A ledger at a glance: where it stands, who is in it, under which agreements.
+#[derive(Debug, Serialize)]
+pub struct LedgerHead {
     /// Consortium name.
     pub consortium: String,
     /// Genesis hash.
@@ -26,8 +36,6 @@ pub struct LedgerSummary {
     pub members: Vec<MemberRow>,
     /// Agreements, in id order.
     pub agreements: Vec<AgreementRow>,
-    /// Blocks, oldest first.
-    pub blocks: Vec<BlockRow>,
 }
 
 /// One member.
@@ -315,13 +323,10 @@ pub fn block_row(ledger: &Ledger, height: u64) -> Result<BlockRow, LedgerError> 
     })
 }
 
-/// Gathers the summary of an open ledger.
-pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
+/// The head of an open ledger, its members and agreements.
+pub fn head(ledger: &Ledger) -> LedgerHead {
     let state = ledger.state();
-    let blocks = (1..=state.height())
-        .map(|height| block_row(ledger, height))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(LedgerSummary {
+    LedgerHead {
         consortium: ledger.genesis().name.clone(),
         genesis: state.genesis_hash(),
         height: state.height(),
@@ -330,6 +335,16 @@ pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
         quorum: state.quorum(),
         members: member_rows(state),
         agreements: agreement_rows(state),
+    }
+}
+
+/// Gathers the summary of an open ledger.
+pub fn summarize(ledger: &Ledger) -> Result<LedgerSummary, LedgerError> {
+    let blocks = (1..=ledger.state().height())
+        .map(|height| block_row(ledger, height))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LedgerSummary {
+        head: head(ledger),
         blocks,
     })
 }
@@ -367,17 +382,22 @@ fn short(h: &Hash) -> String {
 /// Renders the summary for a terminal; `last_blocks` limits the block list.
 pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "consortium  {}", s.consortium);
-    let _ = writeln!(out, "genesis     {}", s.genesis);
+    let _ = writeln!(out, "consortium  {}", s.head.consortium);
+    let _ = writeln!(out, "genesis     {}", s.head.genesis);
     let _ = writeln!(
         out,
         "height      {}   (last block {})",
-        s.height, s.tip_time
+        s.head.height, s.head.tip_time
     );
-    let _ = writeln!(out, "tip         {}", s.tip);
-    let _ = writeln!(out, "quorum      {} endorsements per round\n", s.quorum);
+    let _ = writeln!(out, "tip         {}", s.head.tip);
+    let _ = writeln!(
+        out,
+        "quorum      {} endorsements per round\n",
+        s.head.quorum
+    );
 
     let rows: Vec<Vec<String>> = s
+        .head
         .members
         .iter()
         .map(|m| {
@@ -392,7 +412,7 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
         .collect();
     out.push_str("members\n");
     out.push_str(&table(&["id", "role", "status", "key", "address"], &rows));
-    for m in &s.members {
+    for m in &s.head.members {
         if let Some(v) = &m.revocation {
             let _ = writeln!(
                 out,
@@ -402,7 +422,7 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
         }
     }
 
-    for a in &s.agreements {
+    for a in &s.head.agreements {
         let _ = writeln!(
             out,
             "\nagreement {}  (expires {}, budget epsilon {} at delta {:e}; last round {}{})",

@@ -4,12 +4,11 @@
 mod common;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, p};
+use common::{free_port, ok, p};
 use medfl_ledger::{Ledger, MemberId, TxBody, verify_dir};
 
 const HOSPITALS: [&str; 6] = ["h-a", "h-b", "h-c", "h-d", "h-e", "h-spare"];
@@ -73,14 +72,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A provisioned consortium of a coordinator and six hospitals on free ports, with logs.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Console;
 use super::run::{RunDir, RunError};
-use crate::report::{self, AgreementRow, BlockRow, MemberRow};
+use crate::report::{self, BlockRow};
 
 /// Most blocks one `/api/v1/blocks` answer lists.
 const MAX_BLOCKS: u64 = 100;
@@ -118,14 +118,8 @@ struct ConsortiumView {
 /// The ledger's head, members, agreements and consent.
 #[derive(Serialize)]
 struct LedgerView {
-    consortium: String,
-    genesis: Hash,
-    height: u64,
-    tip: Hash,
-    tip_time: medfl_ledger::Timestamp,
-    quorum: u32,
-    members: Vec<MemberRow>,
-    agreements: Vec<AgreementRow>,
+    #[serde(flatten)]
+    head: report::LedgerHead,
     /// Per hospital, how many patients' opt-outs stand.
     consent: Vec<ConsentRow>,
 }
@@ -147,14 +141,7 @@ fn ledger_view(ledger: &Ledger) -> LedgerView {
         })
         .collect();
     LedgerView {
-        consortium: ledger.genesis().name.clone(),
-        genesis: state.genesis_hash(),
-        height: state.height(),
-        tip: state.tip(),
-        tip_time: state.tip_time(),
-        quorum: state.quorum(),
-        members: report::member_rows(state),
-        agreements: report::agreement_rows(state),
+        head: report::head(ledger),
         consent,
     }
 }

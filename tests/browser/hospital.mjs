@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
+import { check, launch } from "./launch.mjs";
 
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -23,10 +23,6 @@ if (!shots) {
   process.exit(2);
 }
 const monitor = (path) => new URL(path, monitorUrl).href;
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
 
 async function axe(page, what) {
   await page.evaluate(axeSource);
@@ -67,13 +63,7 @@ fetch(${JSON.stringify(monitor("/v1/access"))}, { method: "POST", mode: "no-cors
 await new Promise((r) => evil.listen(0, "127.0.0.1", r));
 const evilUrl = `http://localhost:${evil.address().port}/`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 const measured = {};
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

@@ -2,18 +2,12 @@
 // prints, as JSON, the milliseconds until it is drawn (rounds table full, privacy chart,
 // members and blocks) and until the page's own header-chain check reaches the tip. Used by
 // examples/console_scale.rs:  node load.mjs URL ROUNDS LOADS
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [url, roundsArg, loadsArg] = process.argv.slice(2);
 const rounds = Number(roundsArg);
 const loads = Number(loadsArg ?? 5);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 const loaded = [];
 const verified = [];
 try {

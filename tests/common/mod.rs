@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 /// Runs `medfl` with `args`.
 pub fn medfl(args: &[&str]) -> Output {
@@ -54,4 +55,23 @@ pub fn small_scenario(dir: &Path) -> String {
     let path = dir.join("small.toml");
     std::fs::write(&path, small).unwrap();
     path.display().to_string()
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

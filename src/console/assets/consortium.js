@@ -3,6 +3,7 @@
 // API; every value reaches the page as text (textContent), never as markup.
 
 import { lineChart, stackedBars } from "./charts.js";
+import { cell, fixed, utc } from "./dom.js";
 import { chainStart, nextHeader, readGenesis, toHex, verifyProof } from "./proof.js";
 
 const $ = (id) => document.getElementById(id);
@@ -26,20 +27,6 @@ async function api(path) {
   if (!response.ok) throw Object.assign(new Error(body.error ?? response.statusText), { status: response.status });
   return body;
 }
-
-function cell(row, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  row.append(td);
-  return td;
-}
-
-function utc(ms) {
-  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
-}
-
-const fixed = (v, d) => (typeof v === "number" && Number.isFinite(v) ? v.toFixed(d) : "–");
 
 // ---- rounds ----------------------------------------------------------------------------
 

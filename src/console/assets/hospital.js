@@ -3,6 +3,8 @@
 // it); writes carry the session's CSRF token. The server checks every permission: this page
 // only hides what the signed-in role may not do. Every value reaches the page as text.
 
+import { cell, fixed, utc } from "./dom.js";
+
 const $ = (id) => document.getElementById(id);
 const session = { csrf: null, role: null, officer: null };
 let stream = null;
@@ -25,17 +27,6 @@ async function api(method, path, body) {
   }
   return answer;
 }
-
-function cell(row, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  row.append(td);
-  return td;
-}
-
-const utc = (ms) => new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
-const fixed = (v, d) => (typeof v === "number" && Number.isFinite(v) ? v.toFixed(d) : "–");
 
 function say(id, text, ok) {
   const out = $(id);
