@@ -181,9 +181,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
                 let bound = medfl::console::spawn(addr, medfl::console::RunDir::new(dir.clone()))?;
+                let genesis = medfl::console::genesis_of(&dir.join("ledger"));
                 eprintln!(
-                    "console of {} at http://{bound}/ (Ctrl-C to stop)",
-                    dir.display()
+                    "console of {} at {} (Ctrl-C to stop)",
+                    dir.display(),
+                    medfl::console::link(bound, genesis)
                 );
                 loop {
                     std::thread::park();
@@ -247,7 +249,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("simulation into {}", out.display()))?;
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
             if let Some(bound) = console {
-                eprintln!("console still at http://{bound}/ (Ctrl-C to stop)");
+                let genesis = medfl::console::genesis_of(&out.join("ledger"));
+                eprintln!(
+                    "console still at {} (Ctrl-C to stop)",
+                    medfl::console::link(bound, genesis)
+                );
                 loop {
                     std::thread::park();
                 }

@@ -103,6 +103,23 @@ pub async fn serve(listener: tokio::net::TcpListener, run: RunDir) -> Result<()>
         .context("serving the console")
 }
 
+/// The console's address for a person to open: with the genesis pinned in it
+/// (`#genesis=HASH`) when known, so the page checks the ledger against that genesis and no
+/// other.
+pub fn link(bound: SocketAddr, genesis: Option<medfl_ledger::Hash>) -> String {
+    match genesis {
+        Some(g) => format!("http://{bound}/#genesis={g}"),
+        None => format!("http://{bound}/"),
+    }
+}
+
+/// The genesis hash of the ledger in `ledger_dir`, if it can be read now.
+pub fn genesis_of(ledger_dir: &std::path::Path) -> Option<medfl_ledger::Hash> {
+    medfl_ledger::Ledger::open_snapshot(ledger_dir)
+        .ok()
+        .and_then(|l| l.genesis().hash().ok())
+}
+
 /// Binds `addr` and serves the console of `run` from a thread of its own (the caller may be
 /// busy simulating, or running a coordinator); returns the address bound (`addr` may ask for
 /// port 0).

@@ -144,7 +144,8 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             member.dir.join(&member.config.ledger_dir),
         );
         let bound = crate::console::spawn(addr, source)?;
-        info!(addr = %bound, "consortium console listening (http://{bound}/)");
+        let link = crate::console::link(bound, member.genesis.hash().ok());
+        info!(addr = %bound, "consortium console listening ({link})");
         if !bound.ip().is_loopback() {
             warn!(
                 addr = %bound,

@@ -101,6 +101,13 @@ try {
   await pinnedElsewhere.waitForSelector("#verified-badge.bad:has-text('not the one pinned in the address')", { timeout: 10_000 });
   await pinnedElsewhere.close();
 
+  // A browser that pinned another genesis refuses this one, and re-pins only when told to.
+  await page.evaluate(() => localStorage.setItem(`medfl.genesis.${location.host}`, "11".repeat(32)));
+  await page.reload();
+  await page.waitForSelector("#verified-badge.bad:has-text('not the one this browser pinned')", { timeout: 10_000 });
+  await page.click("#repin");
+  await page.waitForSelector("#verified-badge.ok", { timeout: 30_000 });
+
   // A malformed id typed by hand gets a clear message, not a request.
   await page.fill("#tx-id", "not-a-transaction");
   await page.locator("#proof-form button[type=submit]").click();

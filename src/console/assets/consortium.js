@@ -129,28 +129,42 @@ function setBadge(text, kind) {
 
 /**
  * The genesis the page checks against: the one the server serves, accepted only if it is the
- * one pinned, in the address (`#genesis=HASH`, the hash a member holds) or, failing that, in
- * this browser on its first visit (a later visit that finds another genesis is refused).
+ * one pinned, in the address (`#genesis=HASH`, the hash a member holds; `medfl` prints the
+ * link) and in this browser (pinned at the first visit, or from the address). A mismatch is
+ * refused; the officer may re-pin, by a button that says what it does.
  */
 async function trustedGenesis() {
   if (state.genesis) return state.genesis;
   const genesis = await readGenesis(await api("/api/v1/genesis"));
   const hash = toHex(genesis.hash);
-  const fromAddress = new URLSearchParams(location.hash.slice(1)).get("genesis");
   const key = `medfl.genesis.${location.host}`;
-  let pinned = fromAddress?.toLowerCase();
-  let how = "pinned in the address";
-  if (!pinned) {
-    pinned = localStorage.getItem(key) ?? undefined;
-    how = "pinned in this browser at its first visit";
+  const params = new URLSearchParams(location.hash.slice(1));
+  const stored = localStorage.getItem(key);
+  let fromAddress = null;
+  if (params.has("genesis")) {
+    fromAddress = (params.get("genesis") ?? "").toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(fromAddress)) {
+      throw new Error("the address's #genesis= is not a genesis hash (64 hex digits)");
+    }
   }
-  if (pinned && pinned !== hash) {
-    throw new Error(`the server's genesis ${hash} is not the one ${how} (${pinned})`);
+  const offerRepin = (to, why) => {
+    const button = $("repin");
+    button.textContent = why;
+    button.hidden = false;
+    button.onclick = () => { localStorage.setItem(key, to); location.reload(); };
+  };
+  if (fromAddress && fromAddress !== hash) {
+    throw new Error(`the server's genesis ${hash} is not the one pinned in the address (${fromAddress})`);
   }
-  if (!pinned) {
-    localStorage.setItem(key, hash);
-    how = "pinned in this browser now (first visit): compare it with your genesis (medfl ledger show)";
+  if (stored && stored !== hash) {
+    offerRepin(hash, fromAddress
+      ? "Trust the genesis in the address from now on"
+      : `Trust the server's new genesis ${hash.slice(0, 12)}… from now on (compare it with yours first)`);
+    throw new Error(`the server's genesis ${hash} is not the one this browser pinned (${stored})`);
   }
+  let how = stored ? "pinned in this browser" : "pinned in this browser now (first visit): compare it with your genesis (medfl ledger show)";
+  if (fromAddress) how = "pinned in the address";
+  localStorage.setItem(key, hash);
   $("genesis-hash").textContent = `Genesis ${hash}, ${how}.`;
   state.genesis = genesis;
   return genesis;

@@ -205,10 +205,18 @@ pub(super) const MAX_REPORTS_AT_ONCE: usize = 2;
 /// the monitor's: a long report delays no decision), one of [`MAX_REPORTS_AT_ONCE`].
 async fn read_log(
     server: &Server,
+    officer: &str,
     f: impl FnOnce(&medfl_monitor::audit::AuditReader) -> Result<serde_json::Value, String>
     + Send
     + 'static,
 ) -> Response {
+    // One report at a time per officer, so that no one holds every slot.
+    let Some(mine) = ReportOf::start(&server.reports_running, officer) else {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "your previous report is still running; try again when it is done",
+        );
+    };
     let Ok(slot) = Arc::clone(&server.reports).try_acquire_owned() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -217,7 +225,7 @@ async fn read_log(
     };
     let reader = server.reader.clone();
     let done = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
+        let (_slot, _mine) = (slot, mine);
         f(&reader)
     })
     .await;
@@ -228,6 +236,33 @@ async fn read_log(
             format!("the audit log cannot be read: {e}"),
         ),
         Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the report failed"),
+    }
+}
+
+/// An officer's report while it runs: listed in the running set, taken off when dropped.
+struct ReportOf {
+    running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    officer: String,
+}
+
+impl ReportOf {
+    /// Lists `officer`'s report as running, unless one already is.
+    fn start(
+        running: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+        officer: &str,
+    ) -> Option<ReportOf> {
+        let mut set = running.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(officer.to_owned()).then(|| ReportOf {
+            running: Arc::clone(running),
+            officer: officer.to_owned(),
+        })
+    }
+}
+
+impl Drop for ReportOf {
+    fn drop(&mut self) {
+        let mut set = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.officer);
     }
 }
 
@@ -253,7 +288,7 @@ pub(super) async fn activity(
         return r;
     }
     info!(officer = officer.name, user, "user activity read");
-    read_log(&server, move |log| {
+    read_log(&server, &officer.name, move |log| {
         let records = log
             .recent_of_user(&user, ACTIVITY_LIMIT, ACTIVITY_WINDOW)
             .map_err(|e| e.to_string())?;
@@ -280,7 +315,7 @@ pub(super) async fn patient_report(
         officer = officer.name,
         patient, "patient-access report read"
     );
-    read_log(&server, move |log| {
+    read_log(&server, &officer.name, move |log| {
         let (total, records) = log
             .history_tail(&patient, REPORT_LIMIT)
             .map_err(|e| e.to_string())?;
@@ -302,9 +337,9 @@ struct ConsentRequest {
     note: String,
 }
 
-/// `POST /v1/consent`: an officer records a patient's opt-out or opt-in. The review is logged
-/// (naming the transaction) before the hospital's consent transaction is queued for its
-/// client to submit; the ledger gets the patient's salted pseudonym, never the id.
+/// `POST /v1/consent`: an officer records a patient's opt-out or opt-in: the hospital's
+/// consent transaction is queued for its client to submit, then the officer's review (naming
+/// the transaction) is logged; the ledger gets the patient's salted pseudonym, never the id.
 pub(super) async fn consent(
     State(server): State<Server>,
     headers: HeaderMap,
@@ -337,9 +372,12 @@ pub(super) async fn consent(
     let done = tokio::task::spawn_blocking(move || {
         let subject = medfl_ledger::tx::Pseudonym(medfl_ledger::Hash(pseudonyms.pseudonym(&req.patient)));
         let genesis = member.genesis.hash().map_err(|e| e.to_string())?;
-        // Signed and logged under the lock, with an issue time later than the last choice's:
-        // the ledger then applies concurrent choices in the order the log holds them.
-        let (tx, id, record) = {
+        // Signed, queued and logged under the lock, with an issue time later than the last
+        // choice's: the ledger then applies concurrent choices in the order the log holds
+        // them. Queued before it is logged: a crash between the two leaves the patient's
+        // choice on its way to the ledger (signed by the hospital) without the officer's
+        // record, never an officer's record of a choice that was not sent.
+        let (id, record) = {
             let Ok(mut shared) = app.lock() else {
                 return Err("the monitor failed".to_owned());
             };
@@ -353,6 +391,10 @@ pub(super) async fn consent(
             )
             .map_err(|e| e.to_string())?;
             let id = tx.id().map_err(|e| e.to_string())?;
+            super::super::queue_signed(&member, &tx).map_err(|e| {
+                format!("the consent transaction could not be queued, nothing was recorded: {e:#}")
+            })?;
+            shared.last_consent_ms = issued;
             let body = RecordBody::Review {
                 officer: officer.clone(),
                 action: ReviewAction::Consent {
@@ -362,19 +404,13 @@ pub(super) async fn consent(
                 },
                 note: req.note,
             };
-            let record = shared
-                .log
-                .append(now_ms(), body)
-                .map_err(|e| format!("the review could not be logged, nothing was queued: {e}"))?;
-            shared.last_consent_ms = issued;
-            (tx, id, record)
+            let record = shared.log.append(now_ms(), body).map_err(|e| {
+                format!(
+                    "the consent transaction {id} is queued, but the officer's review could not be logged: {e}"
+                )
+            })?;
+            (id, record)
         };
-        super::super::queue_signed(&member, &tx).map_err(|e| {
-            format!(
-                "the review was logged (record {}) but the transaction could not be queued: {e:#}; record the choice again",
-                record.seq
-            )
-        })?;
         info!(officer, record = record.seq, transaction = %id, ?choice, "consent recorded");
         Ok((record.seq, id))
     })

@@ -81,12 +81,12 @@ pub(super) async fn post(
     if let Some(why) = server.refuse_uncertified(caller) {
         return refused(StatusCode::FORBIDDEN, &[Issue::error("security", why)]);
     }
-    if !super::sessions::same_origin(&headers) {
+    if super::sessions::sent_by_a_page(&headers) {
         return refused(
             StatusCode::FORBIDDEN,
             &[Issue::error(
                 "security",
-                "AuditEvents are not taken from another site's web page",
+                "AuditEvents are not taken from web pages",
             )],
         );
     }

@@ -400,6 +400,8 @@ struct Server {
     sessions: Arc<sessions::Sessions>,
     /// Permits for reports reading the audit log at once.
     reports: Arc<tokio::sync::Semaphore>,
+    /// The officers whose report is running (one each at a time).
+    reports_running: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Reads the audit log for reports without the state's lock.
     reader: medfl_monitor::audit::AuditReader,
     /// The hospital: its key signs the consent transactions officers record.
@@ -476,9 +478,10 @@ pub fn options(
             .map(|m| {
                 m.console_hosts
                     .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect()
+                    .map(|h| console_host(h))
+                    .collect::<Result<Vec<_>>>()
             })
+            .transpose()?
             .unwrap_or_default(),
     };
     // A handshake is a request's head too: no longer than the header timeout.
@@ -486,6 +489,31 @@ pub fn options(
         .tls
         .map(|t| t.with_deadline_at_most(opts.header_timeout));
     Ok(opts)
+}
+
+/// A `[monitor] console_hosts` entry as a browser's `Host` header spells it: a DNS name (no
+/// scheme, no trailing dot), with `:port` unless the port is 80 or 443; lowercased.
+fn console_host(entry: &str) -> Result<String> {
+    let host = entry.to_ascii_lowercase();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host.as_str(), None),
+    };
+    let name_ok = !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && !name.ends_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !name_ok || !port_ok {
+        bail!(
+            "[monitor] console_hosts: {entry:?} is not a host name as a browser sends it \
+             (monitor.hospital.example or monitor.hospital.example:8088; no scheme, path or \
+             trailing dot)"
+        );
+    }
+    Ok(host)
 }
 
 /// The `[monitor]` table of the member config at `config`, if it has one.
@@ -521,7 +549,14 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     let mut monitor = Monitor::new(Policy::default());
     let mut alerts = VecDeque::new();
     let mut raised = Vec::new();
-    replay(&log, &mut monitor, &mut alerts, &mut raised)?;
+    let mut last_consent_ms = 0;
+    replay(
+        &log,
+        &mut monitor,
+        &mut alerts,
+        &mut raised,
+        &mut last_consent_ms,
+    )?;
     // Blocks raised in sealed batches had their anchors queued at the seal (or lost to a
     // crash just after it: queued again here); the rest wait for the next seal.
     let unsealed = log.first_unsealed().context("reading the sealed batches")?;
@@ -550,7 +585,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         context_failed: None,
         context_loaded: false,
         context_error: None,
-        last_consent_ms: 0,
+        last_consent_ms,
     }));
     let (http_slots, syslog_slots) = connection_slots();
     let metrics = Arc::new(Metrics::default());
@@ -586,6 +621,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
             opts.console_hosts.clone(),
         )),
         reports: Arc::new(tokio::sync::Semaphore::new(console::MAX_REPORTS_AT_ONCE)),
+        reports_running: Arc::default(),
         reader,
         member: Arc::new(member.clone()),
         pseudonyms: pseudonyms.clone(),
@@ -999,6 +1035,7 @@ fn replay(
     monitor: &mut Monitor,
     alerts: &mut VecDeque<AlertView>,
     raised: &mut Vec<u64>,
+    last_consent_ms: &mut u64,
 ) -> Result<()> {
     let mut seq = 0;
     loop {
@@ -1034,11 +1071,14 @@ fn replay(
                         a.acknowledged_by = Some(officer);
                     }
                 }
-                // The choice takes effect from the ledger, where the queued transaction goes.
+                // The choice takes effect from the ledger, where the queued transaction goes;
+                // its time only bounds the next choice's issue time.
                 RecordBody::Review {
                     action: ReviewAction::Consent { .. },
                     ..
-                } => {}
+                } => {
+                    *last_consent_ms = (*last_consent_ms).max(r.at_ms);
+                }
             }
         }
     }
@@ -1522,13 +1562,13 @@ async fn access(
         server.metrics.refused(Source::Json);
         return refuse(StatusCode::FORBIDDEN, why);
     }
-    if !sessions::same_origin(&headers) {
+    if sessions::sent_by_a_page(&headers) {
         // A web page a member of staff has open must not inject accesses (to get a colleague
-        // blocked, say): EHRs send none of the headers a browser marks another site's with.
+        // blocked, say), even one rebound to the monitor's own origin.
         server.metrics.refused(Source::Json);
         return refuse(
             StatusCode::FORBIDDEN,
-            "accesses are not taken from another site's web page",
+            "accesses are not taken from web pages",
         );
     }
     let id = match delivery_id(&headers) {
@@ -2479,6 +2519,25 @@ fn requeue_lost_anchors(app: &App, member: &Member) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_hosts_are_host_names_as_browsers_send_them() {
+        assert_eq!(
+            console_host("Monitor.Hospital.Example:8088").unwrap(),
+            "monitor.hospital.example:8088"
+        );
+        assert!(console_host("monitor.hospital.example").is_ok());
+        for bad in [
+            "",
+            "https://monitor.example",
+            "monitor.example.",
+            "monitor.example:0",
+            "monitor.example:http",
+            "monitor.example/console",
+        ] {
+            assert!(console_host(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// `docs/monitor-openapi.json` names exactly the routes the monitor serves.
     #[test]

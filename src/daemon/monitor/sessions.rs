@@ -17,9 +17,10 @@
 //!
 //! One token holds [`MAX_PER_TOKEN`] sessions at most (its oldest is closed for a new one),
 //! and when [`MAX_SESSIONS`] are open the oldest is closed: no holder of one token can lock
-//! the others out. Over TLS the cookie is `__Host-medfl_session` (bound to this host, sent
-//! only over TLS, never set by a sibling); a request carrying the cookie twice is refused
-//! (one of the two would be planted).
+//! the others out. Over TLS the cookie is `__Host-medfl_session` (sent only over TLS, path
+//! `/`, no `Domain`); a request carrying the cookie twice is refused (one of the two would be
+//! planted). Cookies ignore ports, so another service on the monitor's host name receives the
+//! cookie and can replace it: the console needs a host name no other web service answers on.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -237,6 +238,14 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     origin_ok && site_ok
 }
 
+/// Whether a request was sent by a web page: browsers mark every one with `Origin` (on a
+/// POST) or `Sec-Fetch-Site`; EHRs, syslog relays and scripts send neither. The intake takes
+/// no access from a page at all, its own origin included: after a DNS rebinding another
+/// site's page *is* the monitor's origin to the browser, so only refusing pages stops it.
+pub(super) fn sent_by_a_page(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site")
+}
+
 /// Whether `sent` is the session's CSRF token (compared as digests: the comparison's timing
 /// tells an attacker nothing about the token).
 pub(super) fn csrf_matches(session: &Session, sent: Option<&HeaderValue>) -> bool {
@@ -291,6 +300,22 @@ mod tests {
             tls.starts_with("__Host-medfl_session=ab;") && tls.ends_with("; Secure"),
             "{tls}"
         );
+    }
+
+    #[test]
+    fn a_page_is_told_from_an_ehr() {
+        assert!(!sent_by_a_page(&headers(&[
+            ("host", "m:1"),
+            ("content-type", "application/json")
+        ])));
+        assert!(
+            sent_by_a_page(&headers(&[("origin", "http://m:1")])),
+            "even its own origin"
+        );
+        assert!(sent_by_a_page(&headers(&[(
+            "sec-fetch-site",
+            "same-origin"
+        )])));
     }
 
     #[test]
