@@ -10,7 +10,7 @@
 
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { check, launch } from "./launch.mjs";
+import { check, launch, reachableByTab } from "./launch.mjs";
 
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -59,6 +59,7 @@ try {
   check(privacyLines === consortium.ledger.consent.length,
     `privacy chart has ${privacyLines} lines for ${consortium.ledger.consent.length} hospitals`);
   check(await page.locator("#auroc-chart svg path").count() === 1, "no AUROC line");
+  check(await page.locator("#norm-chart svg path").count() === 1, "no range-check line");
 
   // An inclusion proof verifies in the page.
   await page.locator("#blocks-table button", { hasText: "verify" }).first().click();
@@ -119,14 +120,7 @@ try {
   // section links, the proof form and the first block's verify button.
   await page.goto(url);
   await page.waitForSelector(`#verified-badge.ok`, { timeout: 30_000 });
-  const reached = new Set();
-  for (let i = 0; i < 40; i++) {
-    await page.keyboard.press("Tab");
-    reached.add(await page.evaluate(() => {
-      const e = document.activeElement;
-      return e ? (e.id || e.getAttribute("href") || e.textContent.trim().slice(0, 20)) : "";
-    }));
-  }
+  const reached = await reachableByTab(page, 40);
   for (const want of ["#main", "#rounds", "#ledger", "tx-id", "verify"]) {
     check(reached.has(want), `Tab never reaches ${want} (reached: ${[...reached].join(", ")})`);
   }

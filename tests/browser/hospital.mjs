@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
-import { check, launch } from "./launch.mjs";
+import { check, launch, reachableByTab } from "./launch.mjs";
 
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -93,6 +93,10 @@ try {
   await page.click("#sign-in-form button[type=submit]");
   await page.waitForSelector("#sign-in-result:has-text('Not signed in')");
   await axe(page, "the sign-in page");
+  const signInStops = await reachableByTab(page, 6);
+  for (const want of ["#main", "token", "Sign in"]) {
+    check(signInStops.has(want), `Tab never reaches ${want} on the sign-in page (reached: ${[...signInStops].join(", ")})`);
+  }
   await page.fill("#token", officerToken);
   await page.click("#sign-in-form button[type=submit]");
   await page.waitForSelector("#console:not([hidden])");
@@ -185,6 +189,10 @@ try {
   const tx = consentText.match(/transaction ([0-9a-f]{64})/)[1];
   check((await auditLength()) === before + 1, "the consent review is one record");
   await axe(page, "the hospital console");
+  const consoleStops = await reachableByTab(page, 40);
+  for (const want of ["#main", "sign-out", "#alerts", "#consent", "activity-user", "report-patient", "consent-patient", "consent-note", "report-print"]) {
+    check(consoleStops.has(want), `Tab never reaches ${want} in the console (reached: ${[...consoleStops].join(", ")})`);
+  }
   await page.screenshot({ path: `${shots}/hospital.png`, fullPage: true });
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: `${shots}/hospital-top.png` });

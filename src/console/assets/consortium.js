@@ -57,6 +57,15 @@ function drawRounds() {
     yMin: 0.5,
     yMax: 1,
   });
+  const ranged = rows.filter((r) => r.metrics.range?.norm_bound > 0);
+  lineChart($("norm-chart"), {
+    label: "Aggregate norm over its honest bound, per round",
+    xLabel: "round",
+    yLabel: "norm / bound",
+    series: [{ name: "norm / bound", points: ranged.map((r) => [r.metrics.round, r.metrics.range.norm / r.metrics.range.norm_bound]) }],
+    limits: [{ name: "bound", value: 1 }],
+    yMin: 0,
+  });
   const recent = rows.slice(-60);
   stackedBars($("stage-chart"), {
     label: "Milliseconds per stage of each round (the last 60 steps)",
