@@ -173,6 +173,12 @@ function listen() {
 async function refreshBlocked() {
   const answer = await api("GET", "/v1/blocked");
   const body = $("blocked-table").tBodies[0];
+  if (answer.blocked.length === 0) {
+    const tr = document.createElement("tr");
+    cell(tr, "No user is blocked.").colSpan = 4;
+    body.replaceChildren(tr);
+    return;
+  }
   body.replaceChildren(...answer.blocked.map((b) => {
     const tr = document.createElement("tr");
     cell(tr, b.user);
