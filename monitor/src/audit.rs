@@ -151,8 +151,8 @@ pub enum ReviewAction {
         user: String,
     },
     /// A patient's consent choice was recorded on the patient's behalf, and the hospital's
-    /// consent transaction queued for the ledger. (Last, so that records written before it
-    /// existed still decode.)
+    /// consent transaction queued for the ledger. (After the others, so that records written
+    /// before it existed still decode.)
     Consent {
         /// The patient (the hospital's own id for them; the ledger gets a salted pseudonym).
         patient: String,
@@ -160,6 +160,18 @@ pub enum ReviewAction {
         opt_out: bool,
         /// The consent transaction's id on the ledger.
         transaction: Hash,
+    },
+    /// The officer read who accessed this patient's record (the patient-access report):
+    /// logged, sealed and anchored before the report is sent, so every reading of it is on
+    /// the record. (Last, so that records written before it existed still decode.)
+    ReadPatientReport {
+        /// The patient.
+        patient: String,
+    },
+    /// The officer read this user's recent activity; logged like a patient report.
+    ReadUserActivity {
+        /// The user.
+        user: String,
     },
 }
 

@@ -122,7 +122,8 @@ try {
   await page.waitForSelector(`#alerts-table tr[data-record="${decided.record}"] td:has-text('acknowledged by')`);
   await page.waitForSelector("#action-result.ok");
 
-  // The patient-access report lists the access.
+  // The patient-access report lists the access; each reading of a report is logged first.
+  const beforeReports = await auditLength();
   await page.fill("#report-patient", "p-1001");
   await page.click("#report-form button[type=submit]");
   await page.waitForSelector("#report-table:not([hidden]) tbody tr");
@@ -131,6 +132,7 @@ try {
   await page.fill("#activity-user", "u-er-nurse-1");
   await page.click("#activity-form button[type=submit]");
   await page.waitForSelector("#activity-table:not([hidden]) tbody tr");
+  check((await auditLength()) === beforeReports + 2, "the two report readings are two records");
 
   // Writes the server must refuse, with nothing logged for them.
   const before = await auditLength();

@@ -239,6 +239,38 @@ async fn read_log(
     }
 }
 
+/// Logs that `officer` reads a report (`read`) before it is sent: a reading that cannot be
+/// logged is not served. `None` once logged, else the refusal.
+async fn log_the_read(server: &Server, officer: &str, read: ReviewAction) -> Option<Response> {
+    let app = Arc::clone(&server.app);
+    let officer = officer.to_owned();
+    let done = tokio::task::spawn_blocking(move || {
+        let Ok(mut shared) = app.lock() else {
+            return Err("the monitor failed".to_owned());
+        };
+        let body = RecordBody::Review {
+            officer: officer.clone(),
+            action: read,
+            note: String::new(),
+        };
+        let record = shared
+            .log
+            .append(now_ms(), body)
+            .map_err(|e| format!("the reading could not be logged, so it is not served: {e}"))?;
+        info!(officer, record = record.seq, "report read");
+        Ok(())
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => None,
+        Ok(Err(why)) => Some(refuse(StatusCode::SERVICE_UNAVAILABLE, why)),
+        Err(_) => Some(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the report failed",
+        )),
+    }
+}
+
 /// An officer's report while it runs: listed in the running set, taken off when dropped.
 struct ReportOf {
     running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -287,7 +319,10 @@ pub(super) async fn activity(
     if let Some(r) = bad_id("user", &user) {
         return r;
     }
-    info!(officer = officer.name, user, "user activity read");
+    let read = ReviewAction::ReadUserActivity { user: user.clone() };
+    if let Some(refused) = log_the_read(&server, &officer.name, read).await {
+        return refused;
+    }
     read_log(&server, &officer.name, move |log| {
         let records = log
             .recent_of_user(&user, ACTIVITY_LIMIT, ACTIVITY_WINDOW)
@@ -311,10 +346,12 @@ pub(super) async fn patient_report(
     if let Some(r) = bad_id("patient", &patient) {
         return r;
     }
-    info!(
-        officer = officer.name,
-        patient, "patient-access report read"
-    );
+    let read = ReviewAction::ReadPatientReport {
+        patient: patient.clone(),
+    };
+    if let Some(refused) = log_the_read(&server, &officer.name, read).await {
+        return refused;
+    }
     read_log(&server, &officer.name, move |log| {
         let (total, records) = log
             .history_tail(&patient, REPORT_LIMIT)

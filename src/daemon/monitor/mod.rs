@@ -1079,6 +1079,12 @@ fn replay(
                 } => {
                     *last_consent_ms = (*last_consent_ms).max(r.at_ms);
                 }
+                // A report read changes nothing the monitor holds.
+                RecordBody::Review {
+                    action:
+                        ReviewAction::ReadPatientReport { .. } | ReviewAction::ReadUserActivity { .. },
+                    ..
+                } => {}
             }
         }
     }
