@@ -144,6 +144,9 @@ try {
     body: JSON.stringify({ patient: "p-2", choice: "opt-out", note: "" }),
   }).then((r) => r.status));
   check(noCsrf === 403, `a write without the CSRF token: ${noCsrf}`);
+  // A report reading writes a record, so it too needs the token through a session.
+  const readNoCsrf = await page.evaluate(() => fetch("/v1/patients/p-1001/accesses").then((r) => r.status));
+  check(readNoCsrf === 403, `a report reading without the CSRF token: ${readNoCsrf}`);
   // With the token, but from another origin (the request a rebinding or a proxy could make).
   const crossOrigin = await page.request.post(monitor("/v1/consent"), {
     headers: { "X-CSRF-Token": csrf, Origin: "http://evil.example", "Content-Type": "application/json" },

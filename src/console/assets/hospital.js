@@ -12,7 +12,8 @@ let stream = null;
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && session.csrf) headers["X-CSRF-Token"] = session.csrf;
+  // Every request carries the CSRF token: some reads (the reports) write a record too.
+  if (session.csrf) headers["X-CSRF-Token"] = session.csrf;
   const response = await fetch(path, {
     method,
     headers,

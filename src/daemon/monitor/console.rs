@@ -206,6 +206,7 @@ pub(super) const MAX_REPORTS_AT_ONCE: usize = 2;
 async fn read_log(
     server: &Server,
     officer: &str,
+    read: ReviewAction,
     f: impl FnOnce(&medfl_monitor::audit::AuditReader) -> Result<serde_json::Value, String>
     + Send
     + 'static,
@@ -223,6 +224,10 @@ async fn read_log(
             format!("{MAX_REPORTS_AT_ONCE} reports are running; try again in a moment"),
         );
     };
+    // Logged once the slots are held: a refused report costs no write.
+    if let Some(refused) = log_the_read(server, officer, read).await {
+        return refused;
+    }
     let reader = server.reader.clone();
     let done = tokio::task::spawn_blocking(move || {
         let (_slot, _mine) = (slot, mine);
@@ -312,7 +317,8 @@ pub(super) async fn activity(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let officer = match officer_for(&server, &headers, OfficerRole::Auditor, false).await {
+    // A reading writes a record: through a session it needs the CSRF token, as a write does.
+    let officer = match officer_for(&server, &headers, OfficerRole::Auditor, true).await {
         Ok(o) => o,
         Err((status, why)) => return refuse(status, why),
     };
@@ -320,10 +326,7 @@ pub(super) async fn activity(
         return r;
     }
     let read = ReviewAction::ReadUserActivity { user: user.clone() };
-    if let Some(refused) = log_the_read(&server, &officer.name, read).await {
-        return refused;
-    }
-    read_log(&server, &officer.name, move |log| {
+    read_log(&server, &officer.name, read, move |log| {
         let records = log
             .recent_of_user(&user, ACTIVITY_LIMIT, ACTIVITY_WINDOW)
             .map_err(|e| e.to_string())?;
@@ -339,7 +342,8 @@ pub(super) async fn patient_report(
     Path(patient): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let officer = match officer_for(&server, &headers, OfficerRole::Auditor, false).await {
+    // A reading writes a record: through a session it needs the CSRF token, as a write does.
+    let officer = match officer_for(&server, &headers, OfficerRole::Auditor, true).await {
         Ok(o) => o,
         Err((status, why)) => return refuse(status, why),
     };
@@ -349,10 +353,7 @@ pub(super) async fn patient_report(
     let read = ReviewAction::ReadPatientReport {
         patient: patient.clone(),
     };
-    if let Some(refused) = log_the_read(&server, &officer.name, read).await {
-        return refused;
-    }
-    read_log(&server, &officer.name, move |log| {
+    read_log(&server, &officer.name, read, move |log| {
         let (total, records) = log
             .history_tail(&patient, REPORT_LIMIT)
             .map_err(|e| e.to_string())?;
@@ -441,7 +442,9 @@ pub(super) async fn consent(
                 },
                 note: req.note,
             };
-            let record = shared.log.append(now_ms(), body).map_err(|e| {
+            // Stamped with the issue time (the log raises it to its last record's if
+            // earlier), so replaying the log restores a time no earlier than any issued.
+            let record = shared.log.append(issued, body).map_err(|e| {
                 format!(
                     "the consent transaction {id} is queued, but the officer's review could not be logged: {e}"
                 )
