@@ -15,24 +15,14 @@ use common::{Proc, free_port, ok, p, small_scenario};
 /// Starts `medfl simulate` with `args` and `--serve` on a free port; waits until it listens.
 fn serve(args: &[&str], log: &Path) -> (Proc, u16) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_medfl"))
-        .arg("simulate")
-        .args(args)
-        .args(["--serve", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the console never listened: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let serve = format!("127.0.0.1:{port}");
+    let all: Vec<&str> = ["simulate"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--serve", &serve])
+        .collect();
+    let proc = daemon(&all, log);
+    wait_listening(port, log);
     (proc, port)
 }
 
@@ -303,18 +293,7 @@ fn the_hospital_console_records_reviews_and_consent_that_reach_the_ledger_in_chr
          [[agreements]]\nid = \"dua\"\npurpose = \"access-anomaly detection\"\nmembers = [\"h-a\", \"h-b\", \"h-c\"]\n\
          expires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 50.0\ndelta = 1e-5\n"
     );
-    std::fs::write(dir.join("plan.toml"), plan).unwrap();
-    let cons = dir.join("cons");
-    ok(&[
-        "provision",
-        "--consortium",
-        p(&dir.join("plan.toml")),
-        "--out",
-        p(&cons),
-        "--generate-keys-centrally",
-        "--insecure-deterministic-seed",
-        "9",
-    ]);
+    let cons = common::provision(dir, &plan, 9);
     let coordinator_config = cons.join("coordinator/config.toml");
     let text = std::fs::read_to_string(&coordinator_config).unwrap();
     let text = text

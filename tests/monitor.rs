@@ -91,18 +91,7 @@ fn now_ms() -> u64 {
 /// A provisioned one-hospital consortium, a log for the hospital, and a monitor model trained on it.
 fn setup(dir: &Path) -> (PathBuf, Vec<AccessEvent>) {
     let plan = "name = \"t\"\ncreated_at = \"2026-11-01T00:00:00Z\"\nquorum = 1\n\n[[members]]\nid = \"coordinator\"\nrole = \"coordinator\"\naddress = \"/ip4/127.0.0.1/tcp/1\"\n\n[[members]]\nid = \"h-a\"\nrole = \"hospital\"\n\n[[agreements]]\nid = \"dua\"\npurpose = \"t\"\nmembers = [\"h-a\"]\nexpires_at = \"2030-01-01T00:00:00Z\"\nepsilon = 5.0\ndelta = 1e-6\n";
-    fs::write(dir.join("plan.toml"), plan).unwrap();
-    let cons = dir.join("cons");
-    ok(&[
-        "provision",
-        "--consortium",
-        p(&dir.join("plan.toml")),
-        "--out",
-        p(&cons),
-        "--generate-keys-centrally",
-        "--insecure-deterministic-seed",
-        "5",
-    ]);
+    let cons = common::provision(dir, plan, 5);
     let scenario = dir.join("small.toml");
     let full = medfl_simulations::scenario::DEFAULT_TOML;
     let second = full.match_indices("[[hospital]]").nth(1).unwrap().0;

@@ -152,7 +152,7 @@ pub(super) async fn consortium(State(console): State<Console>) -> Result<Respons
         let ledger = run.with_ledger(|l| Ok::<_, ApiError>(ledger_view(l)))?;
         Ok(ConsortiumView {
             finished: run.finished(),
-            steps: run.rounds()?.len(),
+            steps: run.steps()?,
             ledger,
         })
     })
@@ -179,11 +179,7 @@ pub(super) async fn rounds(
         rounds: Vec<serde_json::Value>,
     }
     let answer = blocking(&console, move |run| {
-        let rounds = run
-            .rounds()?
-            .into_iter()
-            .filter(|r| r.get("step").and_then(serde_json::Value::as_u64) > Some(q.after))
-            .collect();
+        let rounds = run.rounds_after(q.after)?;
         Ok(Rounds {
             finished: run.finished(),
             rounds,
@@ -386,7 +382,6 @@ pub(super) async fn blocks(
         let bottom = top.saturating_sub(limit - 1).max(1);
         let blocks = (bottom..=top)
             .rev()
-            .filter(|h| *h >= 1)
             .map(|h| report::block_row(ledger, h))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Blocks { height, blocks })

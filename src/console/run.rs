@@ -95,12 +95,28 @@ impl RunDir {
         self.summary.as_ref().is_some_and(|s| s.is_file())
     }
 
-    /// Every step recorded so far, oldest first, in the form of a simulation's `metrics.json`
+    /// The steps after step `after`, oldest first, in the form of a simulation's `metrics.json`
     /// rows: the rounds file as it is appended (a line still being written, without its
     /// newline, is left for the next read), or the summary of a run recorded before that file
     /// existed. A coordinator's lines (its round metrics, flat) are put in the same form, each
     /// a step; its lines saying no round could start are left out.
-    pub fn rounds(&self) -> Result<Vec<serde_json::Value>, RunError> {
+    pub fn rounds_after(&self, after: u64) -> Result<Vec<serde_json::Value>, RunError> {
+        self.with_rounds(|rows| {
+            rows.iter()
+                .filter(|r| r.get("step").and_then(serde_json::Value::as_u64) > Some(after))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// How many steps are recorded so far (what the page polls; nothing is copied).
+    pub fn steps(&self) -> Result<usize, RunError> {
+        self.with_rounds(<[serde_json::Value]>::len)
+    }
+
+    /// Runs `f` on the steps recorded so far, reading only what was appended since the last
+    /// call.
+    fn with_rounds<T>(&self, f: impl FnOnce(&[serde_json::Value]) -> T) -> Result<T, RunError> {
         use std::io::{Read, Seek, SeekFrom};
         let io = |source| RunError::Io {
             path: self.rounds.clone(),
@@ -108,7 +124,9 @@ impl RunDir {
         };
         let mut file = match std::fs::File::open(&self.rounds) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.rounds_of_summary(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.rounds_of_summary().map(|rows| f(&rows));
+            }
             Err(source) => return Err(io(source)),
         };
         let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,7 +160,7 @@ impl RunDir {
             }
         }
         read.0 += complete.len() as u64;
-        Ok(read.1.clone())
+        Ok(f(&read.1))
     }
 
     fn rounds_of_summary(&self) -> Result<Vec<serde_json::Value>, RunError> {

@@ -75,3 +75,21 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Provisions the consortium `plan` (TOML) into `dir/cons` with keys from the public `seed`
+/// (tests only); returns that folder.
+pub fn provision(dir: &Path, plan: &str, seed: u64) -> std::path::PathBuf {
+    std::fs::write(dir.join("plan.toml"), plan).unwrap();
+    let cons = dir.join("cons");
+    ok(&[
+        "provision",
+        "--consortium",
+        p(&dir.join("plan.toml")),
+        "--out",
+        p(&cons),
+        "--generate-keys-centrally",
+        "--insecure-deterministic-seed",
+        &seed.to_string(),
+    ]);
+    cons
+}
