@@ -31,24 +31,7 @@ pub enum DataFormat {
     Tabular,
 }
 
-/// Labels, when known.
-#[derive(Clone, Debug)]
-pub enum Labels {
-    /// Attack type per row (events with a labels file).
-    Typed(Vec<Option<AttackKind>>),
-    /// Anomalous or not per row (a table's label column).
-    Binary(Vec<bool>),
-}
-
-impl Labels {
-    /// Whether row `i` is normal.
-    pub fn is_normal(&self, i: usize) -> bool {
-        match self {
-            Labels::Typed(v) => v.get(i).is_some_and(Option::is_none),
-            Labels::Binary(v) => v.get(i).is_some_and(|b| !b),
-        }
-    }
-}
+pub use medfl_model::evaluate::Labels;
 
 /// Features (row-major) and optional labels.
 #[derive(Clone, Debug)]

@@ -7,17 +7,20 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use medfl_model::cases::{CaseEvaluation, CaseRules};
-use medfl_model::evaluate::{evaluate_binary, evaluate_with_cases};
 use medfl_model::modelfile::ModelFile;
-use medfl_model::standardize::Standardizer;
+use medfl_model::standardize::{Moments, Standardizer};
 use medfl_model::train::{TrainConfig, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{self, Dataset};
+use crate::data::Dataset;
 use crate::report;
+
+/// Fewest optimizer steps a table trains for (`medfl train`, the table experiments): a
+/// table of a few hundred rows would otherwise get a handful of steps from its passes.
+pub const TABLE_MIN_STEPS: usize = 500;
 
 /// Trains on 80% of the rows of `ds` (read from `source`); sets the threshold on the normal rows
 /// of the other 20%; saves the model to `out`. Returns the report to print.
@@ -45,10 +48,9 @@ pub fn train(
         bail!("--target-fpr must be in [0, 1) and --epochs at least 1");
     }
     let cut = n * 4 / 5;
-    // Features keep their fixed public scale, as in federated training.
-    let standardizer = Standardizer::identity(d);
+    let table = ds.keys.is_empty();
     let mut order: Vec<usize> = (0..n).collect();
-    if ds.keys.is_empty() {
+    if table {
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     }
     let rows = |idx: &[usize]| -> Vec<f32> {
@@ -56,13 +58,25 @@ pub fn train(
             .flat_map(|&i| ds.data[i * d..(i + 1) * d].iter().copied())
             .collect()
     };
-    let train_rows = rows(&order[..cut]);
+    let mut train_rows = rows(&order[..cut]);
     let normal: Vec<usize> = order[cut..]
         .iter()
         .copied()
         .filter(|&i| ds.labels.as_ref().is_none_or(|l| l.is_normal(i)))
         .collect();
-    let normal_held_out = rows(&normal);
+    let mut normal_held_out = rows(&normal);
+    // Access features keep their fixed public scale, as in federated training. A table's
+    // columns have none: its scale is fitted on the training rows (no DP here: this model
+    // stays in the hospital), and it trains for steps, not passes, however few its rows.
+    let (standardizer, min_steps) = if table {
+        let mut m = Moments::new(d);
+        m.add(&train_rows);
+        (m.standardizer(), TABLE_MIN_STEPS)
+    } else {
+        (Standardizer::identity(d), 0)
+    };
+    standardizer.apply(&mut train_rows);
+    standardizer.apply(&mut normal_held_out);
     let device = training_device();
     let config = AutoencoderConfig::for_inputs(d);
     let model = Autoencoder::new(config, seed, &device)?;
@@ -70,9 +84,11 @@ pub fn train(
     let tc = TrainConfig {
         epochs,
         seed,
+        min_steps,
         ..TrainConfig::default()
     };
-    let (model, losses) = medfl_model::train::train(model, config, &train_rows, tc, &device)?;
+    let (model, losses) =
+        medfl_model::train::train(model, config, &train_rows, tc, &device).context("training")?;
     let threshold =
         medfl_model::train::alert_threshold(&model, &normal_held_out, d, target_fpr, &device)
             .context("setting the alert threshold on the held-out normal rows")?;
@@ -83,12 +99,15 @@ pub fn train(
         params: model.to_flat()?,
     };
     let hash = file.save(out)?;
+    // At most ten passes shown, evenly spaced, the last always.
+    let every = losses.len().div_ceil(10).max(1);
     let rows: Vec<Vec<String>> = losses
         .iter()
         .enumerate()
+        .filter(|(i, _)| (i + 1) % every == 0 || i + 1 == losses.len())
         .map(|(i, l)| vec![(i + 1).to_string(), format!("{l:.5}")])
         .collect();
-    let mut text = report::table(&["epoch", "loss"], &rows);
+    let mut text = report::table(&["pass", "loss"], &rows);
     let _ = writeln!(
         text,
         "trained on {cut} rows x {d} features in {:.1} s; threshold {threshold:.5} for {:.1}% FPR on {} held-out normal rows",
@@ -173,18 +192,15 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     file.standardizer.apply(&mut rows);
     let scores = score(&model, &rows, file.config.inputs, &device)?;
     let flagged = scores.iter().filter(|s| **s > file.threshold).count();
-    let evaluation = match &ds.labels {
-        Some(data::Labels::Typed(l)) => Some(evaluate_with_cases(
+    let evaluation = ds.labels.as_ref().map(|l| {
+        l.evaluate(
             &scores,
-            l,
             file.threshold,
             &ds.keys,
             ds.employees(),
             &CaseRules::default(),
-        )),
-        Some(data::Labels::Binary(l)) => Some(evaluate_binary(&scores, l, file.threshold)),
-        None => None,
-    };
+        )
+    });
     if json {
         let value = serde_json::json!({ "model": hash, "rows": scores.len(), "flagged": flagged, "evaluation": evaluation });
         return Ok(serde_json::to_string_pretty(&value)?);

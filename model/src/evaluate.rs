@@ -43,6 +43,55 @@ pub struct AttackRow {
     pub recall: f64,
 }
 
+/// What is known of each row: an attack type (events with a labels file) or only anomalous or
+/// not (a table's label column).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Labels {
+    /// Attack type per row (`None`: normal).
+    Typed(Vec<Option<AttackKind>>),
+    /// Anomalous or not per row.
+    Binary(Vec<bool>),
+}
+
+impl Labels {
+    /// Rows labelled.
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Typed(v) => v.len(),
+            Labels::Binary(v) => v.len(),
+        }
+    }
+
+    /// Whether no row is labelled.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether row `i` is labelled normal (`false` past the end).
+    pub fn is_normal(&self, i: usize) -> bool {
+        match self {
+            Labels::Typed(v) => v.get(i).is_some_and(Option::is_none),
+            Labels::Binary(v) => v.get(i).is_some_and(|b| !b),
+        }
+    }
+
+    /// Judges `scores` (one per row) at `threshold`: per attack type when types are known,
+    /// and by case when `keys` say who made each row and when (for a staff of `employees`).
+    pub fn evaluate(
+        &self,
+        scores: &[f32],
+        threshold: f32,
+        keys: &[CaseKey],
+        employees: usize,
+        rules: &CaseRules,
+    ) -> Evaluation {
+        match self {
+            Labels::Typed(l) => evaluate_with_cases(scores, l, threshold, keys, employees, rules),
+            Labels::Binary(l) => evaluate_binary(scores, l, threshold),
+        }
+    }
+}
+
 /// Evaluates scores against plain anomalous/normal labels (no attack types: a hospital's own
 /// tabular data).
 pub fn evaluate_binary(scores: &[f32], positive: &[bool], threshold: f32) -> Evaluation {

@@ -20,6 +20,26 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Seed for the order rows are visited in.
     pub seed: u64,
+    /// Fewest optimizer steps, however few the rows: a small table gets more passes, in
+    /// batches of at most a quarter of its rows, so how long a model trains follows its
+    /// updates, not the file's size (0: exactly `epochs` passes).
+    pub min_steps: usize,
+}
+
+impl TrainConfig {
+    /// The batch size and the passes `train` runs over `rows` rows: batches of at most a
+    /// quarter of the rows when `min_steps` asks for steps (at least 8 rows each, or all of
+    /// them), and as many passes beyond `epochs` as reaching `min_steps` takes.
+    pub fn schedule(&self, rows: usize) -> (usize, usize) {
+        let batch = if self.min_steps == 0 {
+            self.batch_size
+        } else {
+            self.batch_size.min(rows.div_ceil(4).max(8))
+        }
+        .max(1);
+        let per_epoch = rows.div_ceil(batch).max(1);
+        (batch, self.epochs.max(self.min_steps.div_ceil(per_epoch)))
+    }
 }
 
 impl Default for TrainConfig {
@@ -29,6 +49,7 @@ impl Default for TrainConfig {
             batch_size: 256,
             learning_rate: 1e-3,
             seed: 0,
+            min_steps: 0,
         }
     }
 }
@@ -38,7 +59,9 @@ pub fn training_device() -> Device {
     Device::flex().autodiff()
 }
 
-/// Trains on a row-major matrix; returns the model and the mean loss of each epoch.
+/// Trains on a row-major matrix; returns the model and the mean loss of each epoch (of
+/// [`TrainConfig::schedule`]'s passes). A step whose loss is not finite stops training with
+/// [`ModelError::Diverged`]: a model that blew up is reported, never returned or averaged in.
 pub fn train(
     mut model: Autoencoder,
     config: AutoencoderConfig,
@@ -57,15 +80,16 @@ pub fn train(
         return Err(ModelError::Config(format!("{train:?}")));
     }
     let rows = data.len() / d;
+    let (batch_size, epochs) = train.schedule(rows);
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(train.seed);
     let mut optim = AdamConfig::new().init();
-    let mut losses = Vec::with_capacity(train.epochs);
-    let mut batch = Vec::with_capacity(train.batch_size * d);
-    for _ in 0..train.epochs {
+    let mut losses = Vec::with_capacity(epochs);
+    let mut batch = Vec::with_capacity(batch_size * d);
+    for epoch in 0..epochs {
         order.shuffle(&mut rng);
         let (mut sum, mut steps) = (0.0f32, 0usize);
-        for chunk in order.chunks(train.batch_size) {
+        for chunk in order.chunks(batch_size) {
             batch.clear();
             for &r in chunk {
                 batch.extend_from_slice(&data[r * d..(r + 1) * d]);
@@ -73,7 +97,17 @@ pub fn train(
             let x =
                 Tensor::<2>::from_data(TensorData::new(batch.clone(), [chunk.len(), d]), device);
             let loss = (model.forward(x.clone()) - x).powi_scalar(2).mean();
-            sum += loss.clone().into_scalar::<f32>();
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(ModelError::Diverged(format!(
+                    "the loss is {value} at step {} of pass {} (learning rate {}); the data's \
+                     scale or the learning rate is too large",
+                    steps + 1,
+                    epoch + 1,
+                    train.learning_rate
+                )));
+            }
+            sum += value;
             steps += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(train.learning_rate, model, grads);
@@ -234,6 +268,7 @@ mod tests {
             batch_size: 128,
             learning_rate: 3e-3,
             seed: 1,
+            min_steps: 0,
         };
         let (model, losses) = train(model, config, &data, cfg, &device).unwrap();
         assert!(losses[losses.len() - 1] < losses[0] * 0.2, "{losses:?}");
@@ -259,6 +294,7 @@ mod tests {
                 batch_size: 64,
                 learning_rate: 1e-3,
                 seed: 9,
+                min_steps: 0,
             };
             train(m, config, &data, cfg, &device)
                 .unwrap()
@@ -267,5 +303,53 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_small_table_trains_for_steps_not_passes() {
+        let cfg = TrainConfig {
+            epochs: 5,
+            batch_size: 256,
+            learning_rate: 1e-3,
+            seed: 0,
+            min_steps: 400,
+        };
+        // 60 rows: batches of 15, 4 a pass, 100 passes.
+        assert_eq!(cfg.schedule(60), (15, 100));
+        // Few rows: batches of 8 (or all of them).
+        assert_eq!(cfg.schedule(20), (8, 134));
+        assert_eq!(cfg.schedule(3), (8, 400));
+        // Plenty of rows: the configured batch and passes.
+        assert_eq!(cfg.schedule(1_000_000), (256, 5));
+        // No step floor: exactly as configured.
+        let plain = TrainConfig {
+            min_steps: 0,
+            ..cfg
+        };
+        assert_eq!(plain.schedule(60), (256, 5));
+    }
+
+    #[test]
+    fn a_diverging_run_is_reported_not_returned() {
+        let device = training_device();
+        let config = AutoencoderConfig {
+            inputs: 6,
+            hidden: 8,
+            latent: 2,
+        };
+        // Values near f32's range: the squared error overflows at the first step.
+        let data: Vec<f32> = toy(64, 3).iter().map(|v| v * 1e30).collect();
+        let m = Autoencoder::new(config, 1, &device).unwrap();
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            seed: 1,
+            min_steps: 0,
+        };
+        match train(m, config, &data, cfg, &device) {
+            Err(ModelError::Diverged(why)) => assert!(why.contains("step 1 of pass 1"), "{why}"),
+            other => panic!("expected divergence, got {:?}", other.map(|(_, l)| l)),
+        }
     }
 }

@@ -35,4 +35,7 @@ pub enum ModelError {
     /// Bad training parameters.
     #[error("training parameters: {0}")]
     Config(String),
+    /// Training blew up (a loss that is not finite); the model is not usable.
+    #[error("training diverged: {0}")]
+    Diverged(String),
 }

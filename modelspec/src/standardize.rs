@@ -6,6 +6,12 @@
 //! hospital. Standardizing with the data's own moments would be a release DP-SGD does not
 //! cover. The transform stays in the file format so a scale released under its own DP charge
 //! can be carried later.
+//!
+//! A numeric table has no public scale: its columns may be millimetres beside counts. Outside
+//! the networked consortium (`medfl train` inside one hospital, and the table experiments,
+//! neither under DP) its scale is fitted with [`Moments`]: per column, the row count, sum and
+//! sum of squares, which add across hospitals, so a consortium's scale is the sum of its
+//! members' moments (what one secure-aggregation round of them would release).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,5 +44,107 @@ impl Standardizer {
                 *x = (*x - m) * s;
             }
         }
+    }
+}
+
+/// Per-column sums of a matrix's rows: what a scale is fitted from, and what adds across
+/// hospitals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moments {
+    rows: f64,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+}
+
+impl Moments {
+    /// No rows yet, of `n` columns.
+    pub fn new(n: usize) -> Moments {
+        Moments {
+            rows: 0.0,
+            sum: vec![0.0; n],
+            sum_sq: vec![0.0; n],
+        }
+    }
+
+    /// Adds the rows of a row-major matrix (of this many columns; a trailing partial row is
+    /// left out).
+    pub fn add(&mut self, data: &[f32]) {
+        let n = self.sum.len();
+        if n == 0 {
+            return;
+        }
+        for row in data.chunks_exact(n) {
+            self.rows += 1.0;
+            for ((s, q), x) in self.sum.iter_mut().zip(&mut self.sum_sq).zip(row) {
+                let x = f64::from(*x);
+                *s += x;
+                *q += x * x;
+            }
+        }
+    }
+
+    /// Adds another matrix's moments (of the same columns).
+    pub fn merge(&mut self, other: &Moments) {
+        self.rows += other.rows;
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.sum_sq.iter_mut().zip(&other.sum_sq) {
+            *a += b;
+        }
+    }
+
+    /// The transform to zero mean and unit variance. A column with no spread (constant, or
+    /// no rows) is only centred: dividing by its zero deviation would send any other value
+    /// to infinity.
+    pub fn standardizer(&self) -> Standardizer {
+        let n = self.rows.max(1.0);
+        let (mut mean, mut inv_std) = (Vec::new(), Vec::new());
+        for (s, q) in self.sum.iter().zip(&self.sum_sq) {
+            let m = s / n;
+            // Rounding can leave a constant column a tiny negative variance.
+            let sd = (q / n - m * m).max(0.0).sqrt();
+            mean.push(m as f32);
+            let inv = if sd > 1e-12 * m.abs().max(1.0) {
+                1.0 / sd
+            } else {
+                1.0
+            };
+            inv_std.push(if (inv as f32).is_finite() {
+                inv as f32
+            } else {
+                1.0
+            });
+        }
+        Standardizer { mean, inv_std }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moments_add_across_parts_and_standardize() {
+        // Two columns: one spread, one constant.
+        let a = [1.0f32, 5.0, 3.0, 5.0];
+        let b = [5.0f32, 5.0];
+        let mut whole = Moments::new(2);
+        whole.add(&[a.as_slice(), b.as_slice()].concat());
+        let (mut left, mut right) = (Moments::new(2), Moments::new(2));
+        left.add(&a);
+        right.add(&b);
+        left.merge(&right);
+        assert_eq!(left, whole);
+        let s = whole.standardizer();
+        // Column 0: 1, 3, 5: mean 3, population sd sqrt(8/3).
+        assert!((s.mean[0] - 3.0).abs() < 1e-6);
+        assert!((s.inv_std[0] - (3.0f32 / 8.0).sqrt()).abs() < 1e-6);
+        // Column 1 is constant: centred, not scaled.
+        assert_eq!((s.mean[1], s.inv_std[1]), (5.0, 1.0));
+        let mut rows = vec![1.0, 5.0, 5.0, 6.0];
+        s.apply(&mut rows);
+        assert!(rows.iter().all(|v| v.is_finite()));
+        assert_eq!(rows[3], 1.0);
     }
 }
