@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use medfl_accesslog::time::DAY_MS;
 use medfl_accesslog::{AccessEvent, AttackKind, extract};
 use medfl_model::cases::{CaseKey, CaseRules};
+use medfl_model::evaluate::Labels;
 use medfl_model::experiment::{self, ExperimentConfig, HospitalData, SettingResult};
 use medfl_simulations::{Scenario, generate_hospital};
 
@@ -97,7 +98,7 @@ pub fn consortium_data_with_logs(
             train_employees: Vec::new(),
             validation_normal: Vec::new(),
             test: Vec::new(),
-            test_labels: Vec::new(),
+            test_labels: Labels::Typed(Vec::new()),
             test_keys: Vec::new(),
             // Employees are dense indices in order of first appearance: the staff that used
             // the EHR over the whole log.
@@ -105,11 +106,12 @@ pub fn consortium_data_with_logs(
                 usize::try_from(*m).map_or(usize::MAX, |m| m.saturating_add(1))
             }),
         };
+        let mut test_labels = Vec::new();
         for (row, (e, l)) in events.iter().zip(&labels).enumerate() {
             let values = features.row(row);
             if e.time_ms >= test_from {
                 data.test.extend_from_slice(values);
-                data.test_labels.push(l.attack);
+                test_labels.push(l.attack);
                 data.test_keys.push(CaseKey {
                     employee: features.employees[row],
                     time_ms: e.time_ms,
@@ -123,6 +125,7 @@ pub fn consortium_data_with_logs(
                 data.train_employees.push(features.employees[row]);
             }
         }
+        data.test_labels = Labels::Typed(test_labels);
         let log = keep_logs.then_some((events, train_from..validation_from));
         out.push((data, log));
     }
@@ -165,15 +168,24 @@ pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
             ]
         })
         .collect();
+    // Attack types are known for simulated logs; a table's labels say only anomalous or not.
+    let typed = results
+        .iter()
+        .flat_map(|r| &r.hospitals)
+        .any(|(_, e)| !e.per_attack.is_empty());
+    let unit = if typed { "days" } else { "rows" };
     let _ = writeln!(
         out,
-        "detection on the test days (macro average over hospitals; alert threshold set for {:.0}% FPR on validation days)\n",
+        "detection on the test {unit} (macro average over hospitals; alert threshold set for {:.0}% FPR on validation {unit})\n",
         100.0 * target_fpr
     );
     out.push_str(&table(
         &["setting", "AUROC", "AUPRC", "recall", "FPR"],
         &rows,
     ));
+    if !typed {
+        return out;
+    }
 
     let mut headers = vec!["attack (recall / AUROC)"];
     headers.extend(results.iter().map(|r| r.setting));

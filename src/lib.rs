@@ -8,7 +8,8 @@
 //! - [`ledger`]: the permissioned ledger (`medfl-ledger`).
 //! - [`secagg`]: SecAgg+ secure aggregation, sans-IO (`medfl-secagg`).
 //! - [`data`]: reading events (CSV, FHIR NDJSON) and tables for training and evaluation.
-//! - [`detection`]: the detection experiment on a simulated consortium.
+//! - [`detection`]: the detection experiment on a simulated consortium; [`tables`]: on
+//!   hospitals' own numeric tables.
 //! - [`model_store`]: models under their hash, and the one rule for writing a file.
 //! - [`local`]: runs an agent's training task on the model crate.
 //! - [`node`]: the coordinator's runtime apart from I/O, which every driver runs.
@@ -40,3 +41,4 @@ pub mod report;
 pub mod settings;
 pub mod simulate;
 pub mod standalone;
+pub mod tables;

@@ -18,6 +18,8 @@ pub struct Table {
     pub data: Vec<f32>,
     /// One label per row (`true` = anomalous) when a label column was named.
     pub labels: Option<Vec<bool>>,
+    /// Which part of an experiment each row belongs to, when a split column was named.
+    pub parts: Option<Vec<Part>>,
     /// Rows skipped under [`OnError::Skip`].
     pub skipped: Vec<RowError>,
 }
@@ -31,6 +33,31 @@ impl Table {
     /// Row `i` (panics if out of range, like slice indexing).
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.n_cols..(i + 1) * self.n_cols]
+    }
+}
+
+/// The part of an experiment a row is for, as a table's split column names it (`train`,
+/// `validation` or `test`, any case): how a data set's published split is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Training rows (used unlabelled).
+    Train,
+    /// Rows whose normal ones set the alert threshold.
+    Validation,
+    /// Rows judged.
+    Test,
+}
+
+impl Part {
+    fn parse(cell: &str) -> Option<Part> {
+        let c = cell.trim();
+        [
+            ("train", Part::Train),
+            ("validation", Part::Validation),
+            ("test", Part::Test),
+        ]
+        .into_iter()
+        .find_map(|(name, part)| c.eq_ignore_ascii_case(name).then_some(part))
     }
 }
 
@@ -54,6 +81,17 @@ pub fn read_table<R: BufRead>(
     label: Option<&str>,
     on_error: OnError,
 ) -> Result<Table, FormatError> {
+    read_table_split(r, label, None, on_error)
+}
+
+/// [`read_table`], with `split` naming a column of [`Part`]s (which must then exist, and be
+/// another column than the label's).
+pub fn read_table_split<R: BufRead>(
+    r: R,
+    label: Option<&str>,
+    split: Option<&str>,
+    on_error: OnError,
+) -> Result<Table, FormatError> {
     let mut lines = Lines::new(r);
     let mut fields = Vec::new();
     lines.read_header(&mut fields)?;
@@ -61,19 +99,25 @@ pub fn read_table<R: BufRead>(
     if header.iter().any(String::is_empty) {
         return Err(FormatError::BadHeader("empty column name".into()));
     }
-    let label_idx = match label {
-        None => None,
-        Some(name) => Some(
-            header
-                .iter()
-                .position(|h| h == name)
-                .ok_or_else(|| FormatError::BadHeader(format!("no label column {name:?}")))?,
-        ),
+    let find = |name: Option<&str>, what: &str| match name {
+        None => Ok(None),
+        Some(name) => header
+            .iter()
+            .position(|h| h == name)
+            .map(Some)
+            .ok_or_else(|| FormatError::BadHeader(format!("no {what} column {name:?}"))),
     };
+    let label_idx = find(label, "label")?;
+    let split_idx = find(split, "split")?;
+    if split_idx.is_some() && split_idx == label_idx {
+        return Err(FormatError::BadHeader(
+            "the split column cannot be the label column".into(),
+        ));
+    }
     let columns: Vec<String> = header
         .iter()
         .enumerate()
-        .filter(|(i, _)| Some(*i) != label_idx)
+        .filter(|(i, _)| Some(*i) != label_idx && Some(*i) != split_idx)
         .map(|(_, h)| h.clone())
         .collect();
     if columns.is_empty() {
@@ -85,6 +129,7 @@ pub fn read_table<R: BufRead>(
         n_cols,
         data: Vec::new(),
         labels: label_idx.map(|_| Vec::new()),
+        parts: split_idx.map(|_| Vec::new()),
         skipped: Vec::new(),
     };
     let mut row = Vec::with_capacity(n_cols);
@@ -103,10 +148,19 @@ pub fn read_table<R: BufRead>(
                 )));
             }
             row.clear();
-            let mut lab = false;
+            let (mut lab, mut part) = (false, Part::Train);
             for (i, cell) in fields.iter().enumerate() {
                 if Some(i) == label_idx {
                     lab = label_is_anomalous(cell);
+                    continue;
+                }
+                if Some(i) == split_idx {
+                    part = Part::parse(cell).ok_or_else(|| {
+                        fail(format!(
+                            "column {:?}: {cell:?} is not train, validation or test",
+                            header[i]
+                        ))
+                    })?;
                     continue;
                 }
                 let v: f32 = cell.trim().parse().map_err(|_| {
@@ -120,13 +174,16 @@ pub fn read_table<R: BufRead>(
                 }
                 row.push(v);
             }
-            Ok(Some(lab))
+            Ok(Some((lab, part)))
         });
         match parsed {
-            Ok(Some(lab)) => {
+            Ok(Some((lab, part))) => {
                 table.data.extend_from_slice(&row);
                 if let Some(l) = table.labels.as_mut() {
                     l.push(lab);
+                }
+                if let Some(p) = table.parts.as_mut() {
+                    p.push(part);
                 }
             }
             Ok(None) => {}

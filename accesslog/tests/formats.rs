@@ -2,7 +2,7 @@
 
 use medfl_accesslog::csv::{read_events, read_labels, write_events, write_labels};
 use medfl_accesslog::fhir::{read_audit_events, write_audit_events};
-use medfl_accesslog::tabular::{label_is_anomalous, read_table};
+use medfl_accesslog::tabular::{Part, label_is_anomalous, read_table, read_table_split};
 use medfl_accesslog::{
     AccessEvent, Action, AttackKind, FormatError, Label, OnError, Resource, StaffRole,
 };
@@ -245,6 +245,37 @@ fn table_reads_numbers_and_labels() {
     assert!(
         label_is_anomalous("yes") && !label_is_anomalous(" 0.0 ") && !label_is_anomalous("NORMAL")
     );
+}
+
+#[test]
+fn a_split_column_names_each_rows_part() {
+    let data = "a,part,label\n1,train,0\n2,Validation,0\n3,TEST,1\n4,test,0\n";
+    let t = read_table_split(
+        data.as_bytes(),
+        Some("label"),
+        Some("part"),
+        OnError::Reject,
+    )
+    .unwrap();
+    assert_eq!(t.columns, vec!["a"]);
+    assert_eq!(
+        t.parts,
+        Some(vec![Part::Train, Part::Validation, Part::Test, Part::Test])
+    );
+    assert_eq!(t.labels, Some(vec![false, false, true, false]));
+    // Any other word is a row error with its line; a missing or shared column, a header error.
+    let bad = "a,part\n1,train\n2,holdout\n";
+    let err = read_table_split(bad.as_bytes(), None, Some("part"), OnError::Reject).unwrap_err();
+    assert!(err.to_string().starts_with("line 3:"), "{err}");
+    assert!(err.to_string().contains("holdout"), "{err}");
+    let t = read_table_split(bad.as_bytes(), None, Some("part"), OnError::Skip).unwrap();
+    assert_eq!((t.n_rows(), t.parts.map(|p| p.len())), (1, Some(1)));
+    for (label, split) in [(None, Some("fold")), (Some("part"), Some("part"))] {
+        assert!(matches!(
+            read_table_split(bad.as_bytes(), label, split, OnError::Skip),
+            Err(FormatError::BadHeader(_))
+        ));
+    }
 }
 
 #[test]

@@ -32,6 +32,7 @@ impl Default for IsolationForestConfig {
     }
 }
 
+#[derive(Clone)]
 enum Node {
     Leaf {
         size: usize,
@@ -44,11 +45,18 @@ enum Node {
     },
 }
 
-/// A trained forest.
-pub struct IsolationForest {
-    trees: Vec<Vec<Node>>,
-    n_cols: usize,
+#[derive(Clone)]
+/// One tree and the normalizer of its paths, `c(psi)` of the subsample it grew on.
+struct Tree {
+    nodes: Vec<Node>,
     c_psi: f64,
+}
+
+/// A trained forest.
+#[derive(Clone)]
+pub struct IsolationForest {
+    trees: Vec<Tree>,
+    n_cols: usize,
 }
 
 /// Average path length of an unsuccessful search in a binary search tree of `n` nodes.
@@ -85,14 +93,29 @@ impl IsolationForest {
                     &mut rng,
                     &mut nodes,
                 );
-                nodes
+                Tree {
+                    nodes,
+                    c_psi: c(psi),
+                }
             })
             .collect();
-        IsolationForest {
-            trees,
-            n_cols,
-            c_psi: c(psi),
+        IsolationForest { trees, n_cols }
+    }
+
+    /// One forest of every tree of `forests` (hospitals' forests over the same columns): a
+    /// row's score is then its path length averaged over all of them, each path normalized by
+    /// its own tree's subsample, so a small hospital's trees count as much as a large one's.
+    /// `None` when the forests' columns differ or there are none.
+    pub fn union(forests: impl IntoIterator<Item = IsolationForest>) -> Option<IsolationForest> {
+        let mut forests = forests.into_iter();
+        let mut all = forests.next()?;
+        for f in forests {
+            if f.n_cols != all.n_cols {
+                return None;
+            }
+            all.trees.extend(f.trees);
         }
+        Some(all)
     }
 
     /// Anomaly scores in `(0, 1]` for each row; higher is more anomalous.
@@ -102,9 +125,14 @@ impl IsolationForest {
         }
         data.chunks_exact(self.n_cols)
             .map(|row| {
-                let mean_path: f64 = self.trees.iter().map(|t| path_length(t, row)).sum::<f64>()
+                // With one subsample size this is the paper's 2^(-E[h] / c(psi)).
+                let mean: f64 = self
+                    .trees
+                    .iter()
+                    .map(|t| path_length(&t.nodes, row) / t.c_psi.max(f64::MIN_POSITIVE))
+                    .sum::<f64>()
                     / self.trees.len() as f64;
-                2f64.powf(-mean_path / self.c_psi.max(f64::MIN_POSITIVE)) as f32
+                2f64.powf(-mean) as f32
             })
             .collect()
     }
@@ -213,5 +241,31 @@ mod tests {
         let a = IsolationForest::fit(&data, 3, IsolationForestConfig::default()).score(&data);
         let b = IsolationForest::fit(&data, 3, IsolationForestConfig::default()).score(&data);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_union_of_forests_scores_as_their_trees_together() {
+        let data: Vec<f32> = (0..400).map(|i| (i as f32 * 0.37).sin()).collect();
+        let cfg = |seed| IsolationForestConfig {
+            trees: 10,
+            seed,
+            ..IsolationForestConfig::default()
+        };
+        let (a, b) = (
+            IsolationForest::fit(&data[..200], 2, cfg(1)),
+            IsolationForest::fit(&data[200..], 2, cfg(2)),
+        );
+        let rows = &data[..20];
+        let (sa, sb) = (a.score(rows), b.score(rows));
+        let both = IsolationForest::union([a, b]).unwrap().score(rows);
+        // Equal tree counts: the union's exponent is the mean of the two exponents.
+        for ((u, x), y) in both.iter().zip(&sa).zip(&sb) {
+            let expected = 2f64.powf((f64::from(*x).log2() + f64::from(*y).log2()) / 2.0);
+            assert!((f64::from(*u) - expected).abs() < 1e-5, "{u} vs {expected}");
+        }
+        let other = IsolationForest::fit(&data[..30], 3, cfg(3));
+        let again = IsolationForest::fit(&data[..200], 2, cfg(1));
+        assert!(IsolationForest::union([again, other]).is_none());
+        assert!(IsolationForest::union([]).is_none());
     }
 }

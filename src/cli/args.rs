@@ -225,8 +225,22 @@ pub(crate) enum Command {
     /// isolation-forest baseline, on a simulated consortium.
     Experiment {
         /// Scenario file (TOML); the embedded default scenario if absent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tables")]
         scenario: Option<PathBuf>,
+        /// Hospitals' own numeric tables (CSV, one hospital each, the same columns) instead of
+        /// a scenario: the network takes their width.
+        #[arg(long, num_args = 2.., requires = "label_column")]
+        tables: Vec<PathBuf>,
+        /// The tables' label column (anomalous or not).
+        #[arg(long, requires = "tables")]
+        label_column: Option<String>,
+        /// A column of train/validation/test keeping a data set's own split (without it, each
+        /// table's rows are shuffled with the seed and split 60/20/20).
+        #[arg(long, requires = "tables")]
+        split_column: Option<String>,
+        /// Skip the tables' malformed rows (reported) instead of refusing the file.
+        #[arg(long, requires = "tables")]
+        skip_bad_rows: bool,
         /// Federated rounds (centralized and local training get as many epochs).
         #[arg(long, default_value_t = 10)]
         rounds: usize,

@@ -14,6 +14,7 @@ use medfl::ledger::{ConsortiumFile, Genesis, Ledger};
 use medfl::provision::{self, KeyGeneration, KeySource};
 use medfl::report;
 use medfl::simulate;
+use medfl_accesslog::OnError;
 use medfl_model::experiment::ExperimentConfig;
 use medfl_simulations::Scenario;
 
@@ -412,20 +413,50 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Experiment {
             scenario,
+            tables,
+            label_column,
+            split_column,
+            skip_bad_rows,
             rounds,
             seed,
             json,
         } => {
-            let sc = load_scenario(scenario.as_deref(), seed)?;
             if rounds == 0 {
                 bail!("--rounds must be at least 1");
             }
-            let config = ExperimentConfig {
+            let mut config = ExperimentConfig {
                 rounds,
                 ..ExperimentConfig::default()
             };
             let started = std::time::Instant::now();
-            let results = detection::run(&sc, Split::default(), &config, |msg| eprintln!("{msg}"))?;
+            let results = if tables.is_empty() {
+                let sc = load_scenario(scenario.as_deref(), seed)?;
+                detection::run(&sc, Split::default(), &config, |msg| eprintln!("{msg}"))?
+            } else {
+                let split = medfl::tables::TableSplit {
+                    label_column: label_column.as_deref().unwrap_or_default(),
+                    split_column: split_column.as_deref(),
+                    seed: seed.unwrap_or(config.seed),
+                    on_error: if skip_bad_rows {
+                        OnError::Skip
+                    } else {
+                        OnError::Reject
+                    },
+                };
+                let (hospitals, scale) = medfl::tables::consortium_tables(&tables, split)?;
+                eprintln!(
+                    "{} hospitals, {} columns, {} training rows in all",
+                    hospitals.len(),
+                    scale.mean.len(),
+                    hospitals.iter().map(|h| h.train.len()).sum::<usize>()
+                        / scale.mean.len().max(1)
+                );
+                config.seed = split.seed;
+                config.train.min_steps = medfl::standalone::TABLE_MIN_STEPS;
+                config.scale = Some(scale);
+                let device = medfl_model::train::training_device();
+                medfl_model::experiment::run(&hospitals, &config, &device)?
+            };
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
             print!("{}", detection::render(&results, config.target_fpr));
             for r in &results {
