@@ -260,10 +260,11 @@ pub fn run(
         .iter()
         .map(|hd| IsolationForest::fit(&hd.train, hd.n_cols, cfg.iforest))
         .collect();
-    let own_forests = baseline("isolation forest", hospitals, &forests, cfg);
-    let union = IsolationForest::union(forests.iter().cloned())
+    let own = forest_scores(hospitals, &forests);
+    let union = IsolationForest::union(forests)
         .ok_or_else(|| ModelError::Shape("the hospitals' forests differ in columns".into()))?;
-    let shared = vec![union; hospitals.len()];
+    let shared = forest_scores(hospitals, std::iter::repeat(&union));
+    let own_forests = baseline("isolation forest", hospitals, &own, cfg);
     let federated_forest = baseline("federated forest", hospitals, &shared, cfg);
     let ensemble = ensemble(hospitals, &model, &shared, net.inputs, cfg, device)?;
     Ok(vec![
@@ -414,22 +415,39 @@ fn centralized(
     })
 }
 
+/// A forest's scores of one hospital's normal validation rows and of its test rows.
+struct ForestScores {
+    validation: Vec<f32>,
+    test: Vec<f32>,
+}
+
+/// Each hospital's rows scored by its forest (scored once: the forest settings and the
+/// ensemble share them).
+fn forest_scores<'a>(
+    h: &[HospitalData],
+    forests: impl IntoIterator<Item = &'a IsolationForest>,
+) -> Vec<ForestScores> {
+    h.iter()
+        .zip(forests)
+        .map(|(hd, forest)| ForestScores {
+            validation: forest.score(&hd.validation_normal),
+            test: forest.score(&hd.test),
+        })
+        .collect()
+}
+
 fn baseline(
     setting: &'static str,
     h: &[HospitalData],
-    forests: &[IsolationForest],
+    scores: &[ForestScores],
     cfg: &ExperimentConfig,
 ) -> SettingResult {
     let hospitals = h
         .iter()
-        .zip(forests)
-        .map(|(hd, forest)| {
-            let val = forest.score(&hd.validation_normal);
-            let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
-            (
-                hd.name.clone(),
-                hd.evaluate(&forest.score(&hd.test), t, &cfg.cases),
-            )
+        .zip(scores)
+        .map(|(hd, s)| {
+            let t = threshold_for_fpr(&s.validation, cfg.target_fpr).unwrap_or(f32::MAX);
+            (hd.name.clone(), hd.evaluate(&s.test, t, &cfg.cases))
         })
         .collect();
     SettingResult {
@@ -440,24 +458,24 @@ fn baseline(
     }
 }
 
-/// The federated model and a forest (each hospital's own, or one shared) as one detector,
-/// calibrated and thresholded on the hospital's own normal validation rows.
+/// The federated model and a forest's scores as one detector, calibrated and thresholded on
+/// the hospital's own normal validation rows.
 fn ensemble(
     h: &[HospitalData],
     model: &Autoencoder,
-    forests: &[IsolationForest],
+    forest_scores: &[ForestScores],
     inputs: usize,
     cfg: &ExperimentConfig,
     device: &Device,
 ) -> Result<SettingResult, ModelError> {
     let mut hospitals = Vec::with_capacity(h.len());
-    for (hd, forest) in h.iter().zip(forests) {
+    for (hd, f) in h.iter().zip(forest_scores) {
         let ae_val = score(model, &hd.validation_normal, inputs, device)?;
         let ae_test = score(model, &hd.test, inputs, device)?;
-        let (if_val, if_test) = (forest.score(&hd.validation_normal), forest.score(&hd.test));
-        let (ae, forest) = (Calibration::new(&ae_val), Calibration::new(&if_val));
-        let val = combine(&[(&ae, &ae_val), (&forest, &if_val)], Rows::Calibration)?;
-        let test = combine(&[(&ae, &ae_test), (&forest, &if_test)], Rows::Fresh)?;
+        let (if_val, if_test) = (&f.validation, &f.test);
+        let (ae, forest) = (Calibration::new(&ae_val), Calibration::new(if_val));
+        let val = combine(&[(&ae, &ae_val), (&forest, if_val)], Rows::Calibration)?;
+        let test = combine(&[(&ae, &ae_test), (&forest, if_test)], Rows::Fresh)?;
         let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
         hospitals.push((hd.name.clone(), hd.evaluate(&test, t, &cfg.cases)));
     }

@@ -35,7 +35,9 @@ impl Default for IsolationForestConfig {
 #[derive(Clone)]
 enum Node {
     Leaf {
-        size: usize,
+        /// `c(size)` of the rows left unresolved here, computed once when grown: a score
+        /// would otherwise take a logarithm per tree per row.
+        unresolved: f64,
     },
     Split {
         feature: usize,
@@ -148,7 +150,9 @@ fn grow(
     nodes: &mut Vec<Node>,
 ) -> usize {
     let me = nodes.len();
-    nodes.push(Node::Leaf { size: rows.len() });
+    nodes.push(Node::Leaf {
+        unresolved: c(rows.len()),
+    });
     if depth >= limit || rows.len() <= 1 {
         return me;
     }
@@ -209,7 +213,7 @@ fn path_length(tree: &[Node], row: &[f32]) -> f64 {
                 };
                 depth += 1.0;
             }
-            Some(Node::Leaf { size }) => return depth + c(*size),
+            Some(Node::Leaf { unresolved }) => return depth + unresolved,
             None => return depth,
         }
     }
