@@ -167,7 +167,8 @@ pub fn load(
             report(&t.skipped);
             return Ok(Dataset {
                 n_cols: t.n_cols,
-                data: t.data,
+                // Shaped from a flat vector, so in row-major order from offset 0.
+                data: t.data.into_raw_vec_and_offset().0,
                 labels: t.labels.map(Labels::Binary),
                 keys: Vec::new(),
             });

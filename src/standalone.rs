@@ -11,6 +11,7 @@ use medfl_model::modelfile::ModelFile;
 use medfl_model::standardize::{Moments, Standardizer};
 use medfl_model::train::{TrainConfig, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
+use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -70,7 +71,7 @@ pub fn train(
     // stays in the hospital), and it trains for steps, not passes, however few its rows.
     let (standardizer, min_steps) = if table {
         let mut m = Moments::new(d);
-        m.add(&train_rows);
+        m.add(ArrayView2::from_shape((cut, d), &train_rows)?)?;
         (m.standardizer(), TABLE_MIN_STEPS)
     } else {
         (Standardizer::identity(d), 0)

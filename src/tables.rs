@@ -28,6 +28,7 @@ use medfl_accesslog::tabular::{Part, Table, read_table_split};
 use medfl_model::evaluate::Labels;
 use medfl_model::experiment::HospitalData;
 use medfl_model::standardize::{Moments, Standardizer};
+use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -88,7 +89,8 @@ pub fn consortium_tables(
     let n_cols = hospitals.first().map_or(0, |h| h.n_cols);
     let mut moments = Moments::new(n_cols);
     for h in &hospitals {
-        moments.add(&h.train);
+        let train = ArrayView2::from_shape((h.train.len() / n_cols.max(1), n_cols), &h.train)?;
+        moments.add(train)?;
     }
     let scale = moments.standardizer();
     for h in &mut hospitals {
@@ -160,12 +162,12 @@ fn split_one(table: Table, name: String, seed: u64) -> Result<HospitalData> {
             Part::Train => {
                 // A row names nobody: each is its own unit.
                 h.train_employees.push(h.train_employees.len() as u64);
-                h.train.extend_from_slice(values);
+                h.train.extend(values.iter());
             }
-            Part::Validation if !anomalous => h.validation_normal.extend_from_slice(values),
+            Part::Validation if !anomalous => h.validation_normal.extend(values.iter()),
             Part::Validation => {}
             Part::Test => {
-                h.test.extend_from_slice(values);
+                h.test.extend(values.iter());
                 test_labels.push(anomalous);
             }
         }

@@ -4,6 +4,8 @@
 
 use std::io::BufRead;
 
+use ndarray::{Array2, ArrayView1};
+
 use crate::error::{FormatError, OnError, RowError};
 use crate::lines::{Lines, split_csv};
 
@@ -14,8 +16,8 @@ pub struct Table {
     pub columns: Vec<String>,
     /// Number of numeric columns (`columns.len()`).
     pub n_cols: usize,
-    /// Row-major values, `rows * n_cols` long; every value is finite.
-    pub data: Vec<f32>,
+    /// The values, a row per record; every value is finite.
+    pub data: Array2<f32>,
     /// One label per row (`true` = anomalous) when a label column was named.
     pub labels: Option<Vec<bool>>,
     /// Which part of an experiment each row belongs to, when a split column was named.
@@ -27,12 +29,12 @@ pub struct Table {
 impl Table {
     /// Number of rows.
     pub fn n_rows(&self) -> usize {
-        self.data.len().checked_div(self.n_cols).unwrap_or(0)
+        self.data.nrows()
     }
 
     /// Row `i` (panics if out of range, like slice indexing).
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.n_cols..(i + 1) * self.n_cols]
+    pub fn row(&self, i: usize) -> ArrayView1<'_, f32> {
+        self.data.row(i)
     }
 }
 
@@ -127,12 +129,14 @@ pub fn read_table_split<R: BufRead>(
     let mut table = Table {
         columns,
         n_cols,
-        data: Vec::new(),
+        data: Array2::zeros((0, n_cols)),
         labels: label_idx.map(|_| Vec::new()),
         parts: split_idx.map(|_| Vec::new()),
         skipped: Vec::new(),
     };
     let mut row = Vec::with_capacity(n_cols);
+    // Rows are gathered flat, then shaped once.
+    let mut values = Vec::new();
     while let Some((line, text)) = lines.next_line()? {
         let parsed = text.and_then(|text| {
             if text.trim().is_empty() {
@@ -178,7 +182,7 @@ pub fn read_table_split<R: BufRead>(
         });
         match parsed {
             Ok(Some((lab, part))) => {
-                table.data.extend_from_slice(&row);
+                values.extend_from_slice(&row);
                 if let Some(l) = table.labels.as_mut() {
                     l.push(lab);
                 }
@@ -193,5 +197,8 @@ pub fn read_table_split<R: BufRead>(
             },
         }
     }
+    let rows = values.len() / n_cols;
+    table.data = Array2::from_shape_vec((rows, n_cols), values)
+        .map_err(|e| FormatError::BadHeader(format!("{rows} rows of {n_cols} columns: {e}")))?;
     Ok(table)
 }

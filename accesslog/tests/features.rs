@@ -374,7 +374,11 @@ fn extraction_is_reproducible_and_exports_as_a_table() {
     a.write_csv(&mut buf, Some(&labels)).unwrap();
     let t = read_table(buf.as_slice(), Some("label"), OnError::Reject).unwrap();
     assert_eq!(t.columns, FEATURE_NAMES.to_vec());
-    assert_eq!(t.data, a.data, "f32 Display round-trips exactly");
+    assert_eq!(
+        t.data.iter().copied().collect::<Vec<f32>>(),
+        a.data,
+        "f32 Display round-trips exactly"
+    );
     assert_eq!(t.labels.unwrap().len(), 500);
 }
 

@@ -233,7 +233,7 @@ fn table_reads_numbers_and_labels() {
     assert_eq!(t.columns, vec!["a", "b", "c"]);
     assert_eq!(t.n_cols, 3);
     assert_eq!(t.n_rows(), 4);
-    assert_eq!(t.row(1), &[4.5, -1e-3, 6.0]);
+    assert_eq!(t.row(1).to_vec(), [4.5, -1e-3, 6.0]);
     assert_eq!(t.labels, Some(vec![false, true, false, true]));
     // Without a label column, the text label cells are not numbers.
     let t = read_table(data.as_bytes(), None, OnError::Skip).unwrap();

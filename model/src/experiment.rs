@@ -32,6 +32,7 @@
 
 use burn::tensor::Device;
 use medfl_accesslog::AttackKind;
+use ndarray::ArrayView2;
 use serde::Serialize;
 
 use crate::cases::{CaseEvaluation, CaseKey, CaseRules};
@@ -256,14 +257,14 @@ pub fn run(
     let local = local(hospitals, net, cfg, total_epochs, device)?;
     let (federated, model) = federated(hospitals, net, cfg, device)?;
     let centralized = centralized(hospitals, net, cfg, total_epochs, device)?;
-    let forests: Vec<IsolationForest> = hospitals
+    let forests = hospitals
         .iter()
-        .map(|hd| IsolationForest::fit(&hd.train, hd.n_cols, cfg.iforest))
-        .collect();
-    let own = forest_scores(hospitals, &forests);
+        .map(|hd| Ok(IsolationForest::fit(rows(&hd.train, inputs)?, cfg.iforest)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let own = forest_scores(hospitals, &forests)?;
     let union = IsolationForest::union(forests)
         .ok_or_else(|| ModelError::Shape("the hospitals' forests differ in columns".into()))?;
-    let shared = forest_scores(hospitals, std::iter::repeat(&union));
+    let shared = forest_scores(hospitals, std::iter::repeat(&union))?;
     let own_forests = baseline("isolation forest", hospitals, &own, cfg);
     let federated_forest = baseline("federated forest", hospitals, &shared, cfg);
     let ensemble = ensemble(hospitals, &model, &shared, net.inputs, cfg, device)?;
@@ -426,14 +427,23 @@ struct ForestScores {
 fn forest_scores<'a>(
     h: &[HospitalData],
     forests: impl IntoIterator<Item = &'a IsolationForest>,
-) -> Vec<ForestScores> {
+) -> Result<Vec<ForestScores>, ModelError> {
     h.iter()
         .zip(forests)
-        .map(|(hd, forest)| ForestScores {
-            validation: forest.score(&hd.validation_normal),
-            test: forest.score(&hd.test),
+        .map(|(hd, forest)| {
+            Ok(ForestScores {
+                validation: forest.score(rows(&hd.validation_normal, hd.n_cols)?),
+                test: forest.score(rows(&hd.test, hd.n_cols)?),
+            })
         })
         .collect()
+}
+
+/// A row-major matrix of `n_cols` columns as an ndarray view.
+fn rows(data: &[f32], n_cols: usize) -> Result<ArrayView2<'_, f32>, ModelError> {
+    let n_rows = data.len().checked_div(n_cols).unwrap_or(0);
+    ArrayView2::from_shape((n_rows, n_cols), data)
+        .map_err(|e| ModelError::Shape(format!("{} values as rows of {n_cols}: {e}", data.len())))
 }
 
 fn baseline(

@@ -6,6 +6,7 @@
 //! (plus `c(size)` for the unresolved points left in a leaf) and `c(n)` the average path length
 //! of an unsuccessful binary-search-tree lookup, `2 H(n-1) - 2 (n-1)/n`.
 
+use ndarray::{ArrayView1, ArrayView2};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -74,9 +75,9 @@ fn c(n: usize) -> f64 {
 }
 
 impl IsolationForest {
-    /// Grows a forest on a row-major matrix of `n_cols` columns.
-    pub fn fit(data: &[f32], n_cols: usize, config: IsolationForestConfig) -> IsolationForest {
-        let n_rows = data.len().checked_div(n_cols).unwrap_or(0);
+    /// Grows a forest on the rows of `data`.
+    pub fn fit(data: ArrayView2<'_, f32>, config: IsolationForestConfig) -> IsolationForest {
+        let (n_rows, n_cols) = data.dim();
         let psi = config.sample_size.min(n_rows).max(1);
         let depth_limit = (psi as f64).log2().ceil() as usize;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -86,15 +87,7 @@ impl IsolationForest {
                 rows.shuffle(&mut rng);
                 let mut sample: Vec<usize> = rows[..psi.min(n_rows)].to_vec();
                 let mut nodes = Vec::new();
-                grow(
-                    data,
-                    n_cols,
-                    &mut sample,
-                    0,
-                    depth_limit,
-                    &mut rng,
-                    &mut nodes,
-                );
+                grow(data, &mut sample, 0, depth_limit, &mut rng, &mut nodes);
                 Tree {
                     nodes,
                     c_psi: c(psi),
@@ -120,12 +113,14 @@ impl IsolationForest {
         Some(all)
     }
 
-    /// Anomaly scores in `(0, 1]` for each row; higher is more anomalous.
-    pub fn score(&self, data: &[f32]) -> Vec<f32> {
-        if self.n_cols == 0 || self.trees.is_empty() {
-            return vec![0.0; data.len().checked_div(self.n_cols).unwrap_or(0)];
+    /// Anomaly scores in `(0, 1]` for each row of `data`; higher is more anomalous. Rows of
+    /// another width than the forest's score 0 (nothing can be said of them).
+    pub fn score(&self, data: ArrayView2<'_, f32>) -> Vec<f32> {
+        if data.ncols() != self.n_cols || self.n_cols == 0 || self.trees.is_empty() {
+            return vec![0.0; data.nrows()];
         }
-        data.chunks_exact(self.n_cols)
+        data.rows()
+            .into_iter()
             .map(|row| {
                 // With one subsample size this is the paper's 2^(-E[h] / c(psi)).
                 let mean: f64 = self
@@ -141,8 +136,7 @@ impl IsolationForest {
 }
 
 fn grow(
-    data: &[f32],
-    n_cols: usize,
+    data: ArrayView2<'_, f32>,
     rows: &mut [usize],
     depth: usize,
     limit: usize,
@@ -157,22 +151,26 @@ fn grow(
         return me;
     }
     // Pick a feature that still varies among these rows; give up after a few tries.
-    for _ in 0..n_cols.max(1) * 2 {
+    let n_cols = data.ncols();
+    if n_cols == 0 {
+        return me;
+    }
+    for _ in 0..n_cols * 2 {
         let feature = rng.random_range(0..n_cols);
         let (lo, hi) = rows
             .iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &r| {
-                let v = data[r * n_cols + feature];
+                let v = data[[r, feature]];
                 (lo.min(v), hi.max(v))
             });
         if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let value = lo + rng.random::<f32>() * (hi - lo);
-        let split = partition(rows, |r| data[r * n_cols + feature] < value);
+        let split = partition(rows, |r| data[[r, feature]] < value);
         let (left_rows, right_rows) = rows.split_at_mut(split);
-        let left = grow(data, n_cols, left_rows, depth + 1, limit, rng, nodes);
-        let right = grow(data, n_cols, right_rows, depth + 1, limit, rng, nodes);
+        let left = grow(data, left_rows, depth + 1, limit, rng, nodes);
+        let right = grow(data, right_rows, depth + 1, limit, rng, nodes);
         nodes[me] = Node::Split {
             feature,
             value,
@@ -196,7 +194,7 @@ fn partition(rows: &mut [usize], pred: impl Fn(usize) -> bool) -> usize {
     k
 }
 
-fn path_length(tree: &[Node], row: &[f32]) -> f64 {
+fn path_length(tree: &[Node], row: ArrayView1<'_, f32>) -> f64 {
     let (mut node, mut depth) = (0usize, 0f64);
     loop {
         match tree.get(node) {
@@ -223,13 +221,18 @@ fn path_length(tree: &[Node], row: &[f32]) -> f64 {
 mod tests {
     use super::*;
 
+    /// `data` as rows of `cols`.
+    fn m(data: &[f32], cols: usize) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((data.len() / cols, cols), data).unwrap()
+    }
+
     #[test]
     fn an_outlier_scores_higher_than_the_crowd() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut data: Vec<f32> = (0..2000).map(|_| rng.random::<f32>()).collect();
         data.extend_from_slice(&[8.0, -7.0]);
-        let forest = IsolationForest::fit(&data, 2, IsolationForestConfig::default());
-        let scores = forest.score(&data);
+        let forest = IsolationForest::fit(m(&data, 2), IsolationForestConfig::default());
+        let scores = forest.score(m(&data, 2));
         let outlier = scores[1000];
         let typical = scores[..1000].iter().copied().fold(0.0f32, f32::max);
         assert!(
@@ -242,8 +245,10 @@ mod tests {
     #[test]
     fn deterministic_from_the_seed() {
         let data: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
-        let a = IsolationForest::fit(&data, 3, IsolationForestConfig::default()).score(&data);
-        let b = IsolationForest::fit(&data, 3, IsolationForestConfig::default()).score(&data);
+        let a =
+            IsolationForest::fit(m(&data, 3), IsolationForestConfig::default()).score(m(&data, 3));
+        let b =
+            IsolationForest::fit(m(&data, 3), IsolationForestConfig::default()).score(m(&data, 3));
         assert_eq!(a, b);
     }
 
@@ -256,20 +261,31 @@ mod tests {
             ..IsolationForestConfig::default()
         };
         let (a, b) = (
-            IsolationForest::fit(&data[..200], 2, cfg(1)),
-            IsolationForest::fit(&data[200..], 2, cfg(2)),
+            IsolationForest::fit(m(&data[..200], 2), cfg(1)),
+            IsolationForest::fit(m(&data[200..], 2), cfg(2)),
         );
-        let rows = &data[..20];
+        let rows = m(&data[..20], 2);
         let (sa, sb) = (a.score(rows), b.score(rows));
         let both = IsolationForest::union([a, b]).unwrap().score(rows);
+        // Rows of another width score 0.
+        assert_eq!(b_width(&data), vec![0.0; 6]);
         // Equal tree counts: the union's exponent is the mean of the two exponents.
         for ((u, x), y) in both.iter().zip(&sa).zip(&sb) {
             let expected = 2f64.powf((f64::from(*x).log2() + f64::from(*y).log2()) / 2.0);
             assert!((f64::from(*u) - expected).abs() < 1e-5, "{u} vs {expected}");
         }
-        let other = IsolationForest::fit(&data[..30], 3, cfg(3));
-        let again = IsolationForest::fit(&data[..200], 2, cfg(1));
+        let other = IsolationForest::fit(m(&data[..30], 3), cfg(3));
+        let again = IsolationForest::fit(m(&data[..200], 2), cfg(1));
         assert!(IsolationForest::union([again, other]).is_none());
         assert!(IsolationForest::union([]).is_none());
+    }
+
+    /// The scores of 18 values read as rows of 3 by a forest of 2 columns.
+    fn b_width(data: &[f32]) -> Vec<f32> {
+        let f = IsolationForest::fit(
+            ArrayView2::from_shape((10, 2), &data[..20]).unwrap(),
+            IsolationForestConfig::default(),
+        );
+        f.score(ArrayView2::from_shape((6, 3), &data[..18]).unwrap())
     }
 }

@@ -13,7 +13,10 @@
 //! sum of squares, which add across hospitals, so a consortium's scale is the sum of its
 //! members' moments (what one secure-aggregation round of them would release).
 
+use ndarray::{Array1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
 
 /// Per-column `(x - mean) / std`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,8 +55,8 @@ impl Standardizer {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Moments {
     rows: f64,
-    sum: Vec<f64>,
-    sum_sq: Vec<f64>,
+    sum: Array1<f64>,
+    sum_sq: Array1<f64>,
 }
 
 impl Moments {
@@ -61,42 +64,45 @@ impl Moments {
     pub fn new(n: usize) -> Moments {
         Moments {
             rows: 0.0,
-            sum: vec![0.0; n],
-            sum_sq: vec![0.0; n],
+            sum: Array1::zeros(n),
+            sum_sq: Array1::zeros(n),
         }
     }
 
-    /// Adds the rows of a row-major matrix (of this many columns; a trailing partial row is
-    /// left out).
-    pub fn add(&mut self, data: &[f32]) {
-        let n = self.sum.len();
-        if n == 0 {
-            return;
-        }
-        for row in data.chunks_exact(n) {
-            self.rows += 1.0;
-            for ((s, q), x) in self.sum.iter_mut().zip(&mut self.sum_sq).zip(row) {
-                let x = f64::from(*x);
-                *s += x;
-                *q += x * x;
-            }
-        }
+    /// Adds the rows of `data`, which must have this many columns.
+    pub fn add(&mut self, data: ArrayView2<'_, f32>) -> Result<(), ModelError> {
+        self.expect_columns(data.ncols())?;
+        let x = data.mapv(f64::from);
+        self.rows += data.nrows() as f64;
+        self.sum += &x.sum_axis(Axis(0));
+        self.sum_sq += &x.mapv(|v| v * v).sum_axis(Axis(0));
+        Ok(())
     }
 
     /// Adds another matrix's moments (of the same columns).
-    pub fn merge(&mut self, other: &Moments) {
+    pub fn merge(&mut self, other: &Moments) -> Result<(), ModelError> {
+        self.expect_columns(other.sum.len())?;
         self.rows += other.rows;
-        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
-            *a += b;
-        }
-        for (a, b) in self.sum_sq.iter_mut().zip(&other.sum_sq) {
-            *a += b;
+        self.sum += &other.sum;
+        self.sum_sq += &other.sum_sq;
+        Ok(())
+    }
+
+    fn expect_columns(&self, n: usize) -> Result<(), ModelError> {
+        if n == self.sum.len() {
+            Ok(())
+        } else {
+            Err(ModelError::Shape(format!(
+                "moments of {} columns cannot take {n}",
+                self.sum.len()
+            )))
         }
     }
 
     /// The transform to zero mean and unit variance. A column with no spread (constant, or
     /// no rows) is only centred: dividing by its zero deviation would send any other value
-    /// to infinity.
+    /// to infinity. A spread below a millionth of the column's magnitude counts as none: it is
+    /// under the resolution of the f32 values it came from, so it is rounding, not data.
     pub fn standardizer(&self) -> Standardizer {
         let n = self.rows.max(1.0);
         let (mut mean, mut inv_std) = (Vec::new(), Vec::new());
@@ -105,7 +111,7 @@ impl Moments {
             // Rounding can leave a constant column a tiny negative variance.
             let sd = (q / n - m * m).max(0.0).sqrt();
             mean.push(m as f32);
-            let inv = if sd > 1e-12 * m.abs().max(1.0) {
+            let inv = if sd > 1e-6 * m.abs().max(1.0) {
                 1.0 / sd
             } else {
                 1.0
@@ -129,13 +135,31 @@ mod tests {
         // Two columns: one spread, one constant.
         let a = [1.0f32, 5.0, 3.0, 5.0];
         let b = [5.0f32, 5.0];
+        let view = |v: &[f32]| {
+            ArrayView2::from_shape((v.len() / 2, 2), v)
+                .unwrap()
+                .to_owned()
+        };
         let mut whole = Moments::new(2);
-        whole.add(&[a.as_slice(), b.as_slice()].concat());
+        whole
+            .add(view(&[a.as_slice(), b.as_slice()].concat()).view())
+            .unwrap();
         let (mut left, mut right) = (Moments::new(2), Moments::new(2));
-        left.add(&a);
-        right.add(&b);
-        left.merge(&right);
+        left.add(view(&a).view()).unwrap();
+        right.add(view(&b).view()).unwrap();
+        left.merge(&right).unwrap();
         assert_eq!(left, whole);
+        // Another width is refused, never broadcast or truncated.
+        assert!(left.merge(&Moments::new(3)).is_err());
+        assert!(
+            left.add(
+                view(&[1.0; 6])
+                    .into_shape_with_order((2, 3))
+                    .unwrap()
+                    .view()
+            )
+            .is_err()
+        );
         let s = whole.standardizer();
         // Column 0: 1, 3, 5: mean 3, population sd sqrt(8/3).
         assert!((s.mean[0] - 3.0).abs() < 1e-6);
