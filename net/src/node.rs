@@ -887,7 +887,6 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                 peer_id,
                 connection_id,
                 endpoint,
-                num_established,
                 ..
             } => {
                 if !self.is_allowed(&peer_id) {
@@ -896,7 +895,9 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                             "{peer_id} is not on our allowlist"
                         ))));
                         let _ = self.swarm.disconnect_peer_id(peer_id);
-                    } else if num_established.get() == 1 {
+                    } else {
+                        // Whatever the count: a peer that redials at once can open its new
+                        // connection before the one we cut is closed, and must still be told.
                         self.refuse(peer_id);
                     }
                     return;
@@ -985,6 +986,10 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
                         .behaviour_mut()
                         .messages
                         .send_response(channel, Ack::Refused);
+                    if !self.is_allowed(&peer) {
+                        // A refused peer still talking has not had its notice: send it.
+                        self.refuse(peer);
+                    }
                 }
                 Frame::Malformed(reason) => self.misbehaved(peer, channel, reason),
                 Frame::Encoded(_) => {
