@@ -76,8 +76,12 @@ pub fn train(
     } else {
         (Standardizer::identity(d), 0)
     };
-    standardizer.apply(&mut train_rows);
-    standardizer.apply(&mut normal_held_out);
+    standardizer
+        .apply_finite(&mut train_rows)
+        .context("scaling the training rows (in shuffled order)")?;
+    standardizer
+        .apply_finite(&mut normal_held_out)
+        .context("scaling the held-out normal rows")?;
     let device = training_device();
     let config = AutoencoderConfig::for_inputs(d);
     let model = Autoencoder::new(config, seed, &device)?;
@@ -190,7 +194,9 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     let device = training_device();
     let model = Autoencoder::new(file.config, 0, &device)?.load_flat(file.config, &file.params)?;
     let mut rows = ds.data.clone();
-    file.standardizer.apply(&mut rows);
+    file.standardizer
+        .apply_finite(&mut rows)
+        .context("scaling the file's rows (data rows in file order) with the model's scale")?;
     let scores = score(&model, &rows, file.config.inputs, &device)?;
     let flagged = scores.iter().filter(|s| **s > file.threshold).count();
     let evaluation = ds.labels.as_ref().map(|l| {

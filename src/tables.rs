@@ -94,9 +94,15 @@ pub fn consortium_tables(
     }
     let scale = moments.standardizer();
     for h in &mut hospitals {
-        scale.apply(&mut h.train);
-        scale.apply(&mut h.validation_normal);
-        scale.apply(&mut h.test);
+        for (part, rows) in [
+            ("training", &mut h.train),
+            ("normal validation", &mut h.validation_normal),
+            ("test", &mut h.test),
+        ] {
+            scale
+                .apply_finite(rows)
+                .with_context(|| format!("scaling {}'s {part} rows", h.name))?;
+        }
     }
     Ok((hospitals, scale))
 }
@@ -176,10 +182,12 @@ fn split_one(table: Table, name: String, seed: u64) -> Result<HospitalData> {
     if rows(&h.train) == 0 || rows(&h.validation_normal) == 0 || test_labels.is_empty() {
         bail!(
             "{n} rows give {} training rows, {} normal validation rows and {} test rows; each \
-             must be at least one (a shuffled table needs at least 5 rows)",
+             must be at least one (a shuffled table needs at least 5 rows; a label is normal \
+             when empty, 0 or one of {:?}, and anomalous otherwise)",
             rows(&h.train),
             rows(&h.validation_normal),
-            test_labels.len()
+            test_labels.len(),
+            medfl_accesslog::tabular::NORMAL_LABELS
         );
     }
     h.test_labels = Labels::Binary(test_labels);

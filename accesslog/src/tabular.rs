@@ -63,11 +63,16 @@ impl Part {
     }
 }
 
+/// The words a label cell may use for a normal row (any case), beside empty and 0.
+pub const NORMAL_LABELS: [&str; 7] = [
+    "normal", "benign", "inlier", "negative", "false", "no", "nominal",
+];
+
 /// Whether a label cell means anomalous: anything but empty, `0` (or a number equal to 0) and
-/// `normal` (any case).
+/// one of [`NORMAL_LABELS`].
 pub fn label_is_anomalous(cell: &str) -> bool {
     let c = cell.trim();
-    if c.is_empty() || c.eq_ignore_ascii_case("normal") {
+    if c.is_empty() || NORMAL_LABELS.iter().any(|w| c.eq_ignore_ascii_case(w)) {
         return false;
     }
     match c.parse::<f64>() {
@@ -100,6 +105,18 @@ pub fn read_table_split<R: BufRead>(
     let header: Vec<String> = fields.iter().map(|f| f.trim().to_owned()).collect();
     if header.iter().any(String::is_empty) {
         return Err(FormatError::BadHeader("empty column name".into()));
+    }
+    // Two columns of one name: which one is the label, and which the other table's column of
+    // that name lines up with, would be a guess.
+    let mut seen = std::collections::HashMap::with_capacity(header.len());
+    for (i, h) in header.iter().enumerate() {
+        if let Some(first) = seen.insert(h.as_str(), i) {
+            return Err(FormatError::BadHeader(format!(
+                "column {h:?} is named twice (columns {} and {})",
+                first + 1,
+                i + 1
+            )));
+        }
     }
     let find = |name: Option<&str>, what: &str| match name {
         None => Ok(None),

@@ -243,7 +243,12 @@ fn table_reads_numbers_and_labels() {
         vec![3, 5]
     );
     assert!(
-        label_is_anomalous("yes") && !label_is_anomalous(" 0.0 ") && !label_is_anomalous("NORMAL")
+        label_is_anomalous("yes")
+            && !label_is_anomalous(" 0.0 ")
+            && !label_is_anomalous("NORMAL")
+            && !label_is_anomalous("Benign")
+            && !label_is_anomalous("false")
+            && label_is_anomalous("outlier")
     );
 }
 
@@ -294,6 +299,16 @@ fn table_errors_carry_line_numbers() {
         read_table("x,y\n".as_bytes(), Some("label"), OnError::Skip),
         Err(FormatError::BadHeader(_))
     ));
+    // A name given twice is refused, naming both columns: which is the label would be a guess.
+    let twice = read_table(
+        "x,label,label\n1,0,1\n".as_bytes(),
+        Some("label"),
+        OnError::Skip,
+    );
+    match twice {
+        Err(FormatError::BadHeader(m)) => assert!(m.contains("columns 2 and 3"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 proptest! {

@@ -12,6 +12,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
+use crate::ModelError;
+
 /// Forest parameters (the paper's defaults).
 #[derive(Clone, Copy, Debug)]
 pub struct IsolationForestConfig {
@@ -21,6 +23,22 @@ pub struct IsolationForestConfig {
     pub sample_size: usize,
     /// Seed for sampling and cuts.
     pub seed: u64,
+}
+
+impl IsolationForestConfig {
+    /// The same parameters with a seed of member `index`'s own, so that forests grown by
+    /// several hospitals and pooled ([`IsolationForest::union`]) do not cut along the same
+    /// random features in the same order.
+    pub fn for_member(self, index: usize) -> IsolationForestConfig {
+        // A golden-ratio multiple keeps consecutive members' seeds far apart.
+        let stream = (index as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        IsolationForestConfig {
+            seed: self.seed ^ stream,
+            ..self
+        }
+    }
 }
 
 impl Default for IsolationForestConfig {
@@ -114,12 +132,23 @@ impl IsolationForest {
     }
 
     /// Anomaly scores in `(0, 1]` for each row of `data`; higher is more anomalous. Rows of
-    /// another width than the forest's score 0 (nothing can be said of them).
-    pub fn score(&self, data: ArrayView2<'_, f32>) -> Vec<f32> {
-        if data.ncols() != self.n_cols || self.n_cols == 0 || self.trees.is_empty() {
-            return vec![0.0; data.nrows()];
+    /// another width than the forest's, or a forest without trees, are an error: nothing can
+    /// be said of them, and a made-up score would rank them.
+    pub fn score(&self, data: ArrayView2<'_, f32>) -> Result<Vec<f32>, ModelError> {
+        if data.ncols() != self.n_cols {
+            return Err(ModelError::Shape(format!(
+                "a forest of {} columns cannot score rows of {}",
+                self.n_cols,
+                data.ncols()
+            )));
         }
-        data.rows()
+        if self.trees.is_empty() {
+            return Err(ModelError::Shape(
+                "a forest without trees scores nothing".into(),
+            ));
+        }
+        Ok(data
+            .rows()
             .into_iter()
             .map(|row| {
                 // With one subsample size this is the paper's 2^(-E[h] / c(psi)).
@@ -131,7 +160,7 @@ impl IsolationForest {
                     / self.trees.len() as f64;
                 2f64.powf(-mean) as f32
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -232,7 +261,7 @@ mod tests {
         let mut data: Vec<f32> = (0..2000).map(|_| rng.random::<f32>()).collect();
         data.extend_from_slice(&[8.0, -7.0]);
         let forest = IsolationForest::fit(m(&data, 2), IsolationForestConfig::default());
-        let scores = forest.score(m(&data, 2));
+        let scores = forest.score(m(&data, 2)).unwrap();
         let outlier = scores[1000];
         let typical = scores[..1000].iter().copied().fold(0.0f32, f32::max);
         assert!(
@@ -245,11 +274,16 @@ mod tests {
     #[test]
     fn deterministic_from_the_seed() {
         let data: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
-        let a =
-            IsolationForest::fit(m(&data, 3), IsolationForestConfig::default()).score(m(&data, 3));
-        let b =
-            IsolationForest::fit(m(&data, 3), IsolationForestConfig::default()).score(m(&data, 3));
-        assert_eq!(a, b);
+        let fit = |cfg| {
+            IsolationForest::fit(m(&data, 3), cfg)
+                .score(m(&data, 3))
+                .unwrap()
+        };
+        let cfg = IsolationForestConfig::default();
+        assert_eq!(fit(cfg), fit(cfg));
+        // Members' forests grow from seeds of their own.
+        assert_ne!(cfg.for_member(0).seed, cfg.for_member(1).seed);
+        assert_ne!(fit(cfg.for_member(0)), fit(cfg.for_member(1)));
     }
 
     #[test]
@@ -265,10 +299,10 @@ mod tests {
             IsolationForest::fit(m(&data[200..], 2), cfg(2)),
         );
         let rows = m(&data[..20], 2);
-        let (sa, sb) = (a.score(rows), b.score(rows));
-        let both = IsolationForest::union([a, b]).unwrap().score(rows);
-        // Rows of another width score 0.
-        assert_eq!(b_width(&data), vec![0.0; 6]);
+        let (sa, sb) = (a.score(rows).unwrap(), b.score(rows).unwrap());
+        let both = IsolationForest::union([a, b]).unwrap().score(rows).unwrap();
+        // Rows of another width are refused, not scored.
+        assert!(b_width(&data).is_err());
         // Equal tree counts: the union's exponent is the mean of the two exponents.
         for ((u, x), y) in both.iter().zip(&sa).zip(&sb) {
             let expected = 2f64.powf((f64::from(*x).log2() + f64::from(*y).log2()) / 2.0);
@@ -281,7 +315,7 @@ mod tests {
     }
 
     /// The scores of 18 values read as rows of 3 by a forest of 2 columns.
-    fn b_width(data: &[f32]) -> Vec<f32> {
+    fn b_width(data: &[f32]) -> Result<Vec<f32>, ModelError> {
         let f = IsolationForest::fit(
             ArrayView2::from_shape((10, 2), &data[..20]).unwrap(),
             IsolationForestConfig::default(),

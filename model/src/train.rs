@@ -60,8 +60,9 @@ pub fn training_device() -> Device {
 }
 
 /// Trains on a row-major matrix; returns the model and the mean loss of each epoch (of
-/// [`TrainConfig::schedule`]'s passes). A step whose loss is not finite stops training with
-/// [`ModelError::Diverged`]: a model that blew up is reported, never returned or averaged in.
+/// [`TrainConfig::schedule`]'s passes). A step whose loss is not finite, or parameters that
+/// are not finite after the last step, stop training with [`ModelError::Diverged`]: a model
+/// that blew up is reported, never returned or averaged in.
 pub fn train(
     mut model: Autoencoder,
     config: AutoencoderConfig,
@@ -80,6 +81,12 @@ pub fn train(
         return Err(ModelError::Config(format!("{train:?}")));
     }
     let rows = data.len() / d;
+    if rows == 0 && train.min_steps > 0 {
+        return Err(ModelError::Shape(format!(
+            "no rows to train on ({} steps asked for)",
+            train.min_steps
+        )));
+    }
     let (batch_size, epochs) = train.schedule(rows);
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(train.seed);
@@ -114,19 +121,33 @@ pub fn train(
         }
         losses.push(sum / steps.max(1) as f32);
     }
+    // The last step's update is applied after its loss was checked: it can still overflow.
+    if model.to_flat()?.iter().any(|v| !v.is_finite()) {
+        return Err(ModelError::Diverged(format!(
+            "the parameters are not finite after {epochs} passes (learning rate {}); the data's \
+             scale or the learning rate is too large",
+            train.learning_rate
+        )));
+    }
     Ok((model, losses))
 }
 
 /// Anomaly scores (mean squared reconstruction error) for every row, as [`infer`] runs them.
+/// A row the network cannot reconstruct to a number (its error overflowed) scores `+inf`,
+/// the most anomalous: not-a-number would sort below every score and never alert.
 pub fn score(
     model: &Autoencoder,
     data: &[f32],
     inputs: usize,
     device: &Device,
 ) -> Result<Vec<f32>, ModelError> {
-    infer(model, data, inputs, device, |m, x| {
+    let mut scores = infer(model, data, inputs, device, |m, x| {
         m.score_batch(x).into_data()
-    })
+    })?;
+    for s in scores.iter_mut().filter(|s| s.is_nan()) {
+        *s = f32::INFINITY;
+    }
+    Ok(scores)
 }
 
 /// Each feature's squared reconstruction error for every row (row-major, like `data`): what

@@ -9,9 +9,10 @@
 //!
 //! A numeric table has no public scale: its columns may be millimetres beside counts. Outside
 //! the networked consortium (`medfl train` inside one hospital, and the table experiments,
-//! neither under DP) its scale is fitted with [`Moments`]: per column, the row count, sum and
-//! sum of squares, which add across hospitals, so a consortium's scale is the sum of its
-//! members' moments (what one secure-aggregation round of them would release).
+//! neither under DP) its scale is fitted with [`Moments`]: per column, the row count, mean and
+//! sum of squared deviations, which merge exactly across hospitals, so a consortium's scale is
+//! the merge of its members' moments. They say what the column sums and sums of squares say
+//! (what one secure-aggregation round of them would release), computed without cancellation.
 
 use ndarray::{Array1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,24 @@ impl Standardizer {
         }
     }
 
+    /// Standardizes a row-major matrix in place, then refuses it if any value left the finite
+    /// range (a value far outside the fitted scale overflows): a row that scales to infinity
+    /// would score as not-a-number, and ranks nowhere. The error names the first such value's
+    /// row and column (from 0).
+    pub fn apply_finite(&self, data: &mut [f32]) -> Result<(), ModelError> {
+        self.apply(data);
+        let n = self.mean.len().max(1);
+        match data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(ModelError::Shape(format!(
+                "row {} column {} is out of the scale's range (it scales to {})",
+                i / n,
+                i % n,
+                data[i]
+            ))),
+        }
+    }
+
     /// Standardizes a row-major matrix in place.
     pub fn apply(&self, data: &mut [f32]) {
         let n = self.mean.len();
@@ -50,13 +69,16 @@ impl Standardizer {
     }
 }
 
-/// Per-column sums of a matrix's rows: what a scale is fitted from, and what adds across
-/// hospitals.
+/// Per-column row count, mean and sum of squared deviations (`M2`) of a matrix's rows: what a
+/// scale is fitted from. Parts merge exactly (Chan, Golub and LeVeque, 1979), so a
+/// consortium's moments are the merge of its members'; they carry the same information as the
+/// column sums and sums of squares, without the cancellation that `E[x^2] - E[x]^2` suffers
+/// when a column's spread is small beside its magnitude.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Moments {
     rows: f64,
-    sum: Array1<f64>,
-    sum_sq: Array1<f64>,
+    mean: Array1<f64>,
+    m2: Array1<f64>,
 }
 
 impl Moments {
@@ -64,60 +86,72 @@ impl Moments {
     pub fn new(n: usize) -> Moments {
         Moments {
             rows: 0.0,
-            sum: Array1::zeros(n),
-            sum_sq: Array1::zeros(n),
+            mean: Array1::zeros(n),
+            m2: Array1::zeros(n),
         }
     }
 
     /// Adds the rows of `data`, which must have this many columns.
     pub fn add(&mut self, data: ArrayView2<'_, f32>) -> Result<(), ModelError> {
         self.expect_columns(data.ncols())?;
+        if data.nrows() == 0 {
+            return Ok(());
+        }
+        // Two passes over the part: its mean, then the squared deviations from it.
         let x = data.mapv(f64::from);
-        self.rows += data.nrows() as f64;
-        self.sum += &x.sum_axis(Axis(0));
-        self.sum_sq += &x.mapv(|v| v * v).sum_axis(Axis(0));
-        Ok(())
+        let rows = data.nrows() as f64;
+        let mean = x.sum_axis(Axis(0)) / rows;
+        let m2 = (x - &mean).mapv(|d| d * d).sum_axis(Axis(0));
+        self.merge(&Moments { rows, mean, m2 })
     }
 
     /// Adds another matrix's moments (of the same columns).
     pub fn merge(&mut self, other: &Moments) -> Result<(), ModelError> {
-        self.expect_columns(other.sum.len())?;
-        self.rows += other.rows;
-        self.sum += &other.sum;
-        self.sum_sq += &other.sum_sq;
+        self.expect_columns(other.mean.len())?;
+        if other.rows == 0.0 {
+            return Ok(());
+        }
+        let rows = self.rows + other.rows;
+        let delta = &other.mean - &self.mean;
+        // Chan et al.: the pooled M2 is both parts' plus the spread between their means.
+        self.m2 = &self.m2 + &other.m2 + delta.mapv(|d| d * d * self.rows * other.rows / rows);
+        self.mean = &self.mean + delta * (other.rows / rows);
+        self.rows = rows;
         Ok(())
     }
 
     fn expect_columns(&self, n: usize) -> Result<(), ModelError> {
-        if n == self.sum.len() {
+        if n == self.mean.len() {
             Ok(())
         } else {
             Err(ModelError::Shape(format!(
                 "moments of {} columns cannot take {n}",
-                self.sum.len()
+                self.mean.len()
             )))
         }
     }
 
     /// The transform to zero mean and unit variance. A column with no spread (constant, or
     /// no rows) is only centred: dividing by its zero deviation would send any other value
-    /// to infinity. A spread below a millionth of the column's magnitude counts as none: it is
-    /// under the resolution of the f32 values it came from, so it is rounding, not data.
+    /// to infinity. A spread within a few f32 roundings of the column's root mean square
+    /// counts as none: the f32 values it came from cannot resolve it, so it is rounding, not
+    /// data. The test is relative, so a column of tiny values keeps its real spread.
     pub fn standardizer(&self) -> Standardizer {
         let n = self.rows.max(1.0);
         let (mut mean, mut inv_std) = (Vec::new(), Vec::new());
-        for (s, q) in self.sum.iter().zip(&self.sum_sq) {
-            let m = s / n;
-            // Rounding can leave a constant column a tiny negative variance.
-            let sd = (q / n - m * m).max(0.0).sqrt();
-            mean.push(m as f32);
-            let inv = if sd > 1e-6 * m.abs().max(1.0) {
+        for (m, m2) in self.mean.iter().zip(&self.m2) {
+            let sd = (m2 / n).max(0.0).sqrt();
+            let rms = (m * m + sd * sd).sqrt();
+            mean.push(*m as f32);
+            let inv = if sd > 4.0 * f64::from(f32::EPSILON) * rms {
                 1.0 / sd
             } else {
                 1.0
             };
-            inv_std.push(if (inv as f32).is_finite() {
-                inv as f32
+            // A spread beyond f32's range would scale every value to 0 or infinity.
+            let inv = inv as f32;
+            inv_std.push(if inv.is_finite() && inv > 0.0 {
+                inv
             } else {
                 1.0
             });
@@ -148,7 +182,15 @@ mod tests {
         left.add(view(&a).view()).unwrap();
         right.add(view(&b).view()).unwrap();
         left.merge(&right).unwrap();
-        assert_eq!(left, whole);
+        let close = |a: &Moments, b: &Moments| {
+            a.rows == b.rows
+                && a.mean
+                    .iter()
+                    .zip(&b.mean)
+                    .all(|(x, y)| (x - y).abs() < 1e-12)
+                && a.m2.iter().zip(&b.m2).all(|(x, y)| (x - y).abs() < 1e-9)
+        };
+        assert!(close(&left, &whole), "{left:?} vs {whole:?}");
         // Another width is refused, never broadcast or truncated.
         assert!(left.merge(&Moments::new(3)).is_err());
         assert!(
@@ -170,5 +212,30 @@ mod tests {
         s.apply(&mut rows);
         assert!(rows.iter().all(|v| v.is_finite()));
         assert_eq!(rows[3], 1.0);
+    }
+
+    #[test]
+    fn a_small_spread_is_kept_at_any_magnitude_and_rounding_is_not_spread() {
+        let col = |v: &[f32]| {
+            let mut m = Moments::new(1);
+            m.add(ArrayView2::from_shape((v.len(), 1), v).unwrap())
+                .unwrap();
+            m.standardizer().inv_std[0]
+        };
+        // Tiny values with a real spread: scaled by it (sd 1e-9), not left alone.
+        let tiny = col(&[1e-9, 3e-9, 1e-9, 3e-9]);
+        assert!((tiny - 1e9).abs() / 1e9 < 1e-4, "{tiny}");
+        // Large values a few units apart: the spread is real (f32 resolves it), kept.
+        let large = col(&[1e6, 1e6 + 2.0, 1e6, 1e6 + 2.0]);
+        assert!((large - 1.0).abs() < 1e-4, "{large}");
+        // A constant column of an awkward value: no spread, only centred.
+        assert_eq!(col(&[0.1; 1000]), 1.0);
+        // Parts of very different means merge to the whole's spread: 0 and 2, sd 1.
+        let mut m = Moments::new(1);
+        m.add(ArrayView2::from_shape((2, 1), &[0.0f32, 0.0]).unwrap())
+            .unwrap();
+        m.add(ArrayView2::from_shape((2, 1), &[2.0f32, 2.0]).unwrap())
+            .unwrap();
+        assert!((m.standardizer().inv_std[0] - 1.0).abs() < 1e-6);
     }
 }
