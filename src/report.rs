@@ -516,7 +516,7 @@ pub fn render_text(s: &LedgerSummary, last_blocks: usize) -> String {
 }
 
 /// Explanations first: for each generated hospital, the shares of its normal accesses the
-/// hospital's own records explain (care team at the time, else the patient's department) and
+/// hospital's own records explain (care team or order at the time, else the patient's department) and
 /// the share of its attack accesses they leave unexplained.
 pub fn explained(summaries: &[medfl_simulations::HospitalSummary]) -> String {
     let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v));
@@ -535,7 +535,7 @@ pub fn explained(summaries: &[medfl_simulations::HospitalSummary]) -> String {
         })
         .collect();
     format!(
-        "\nwhat the hospital's records explain (care team at the time, else the patient's department)\n\n{}",
+        "\nwhat the hospital's records explain (care team or order at the time, else the patient's department)\n\n{}",
         table(
             &[
                 "hospital",

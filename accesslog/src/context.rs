@@ -20,6 +20,7 @@
 //! | `care_team.csv` | `user,patient,start,end`: care assignments; `start`/`end` FHIR instants or empty (open) |
 //! | `care_teams.ndjson` | FHIR R4 `CareTeam` resources, one per line (`subject`, `participant[].member`, `period`) |
 //! | `encounters.ndjson` | FHIR R4 `Encounter` resources, one per line (`subject`, `participant[].individual`, `period`) |
+//! | `service_requests.ndjson` | FHIR R4 `ServiceRequest` resources, one per line: consult orders and referrals (`status`, `intent`, `subject`, `requester`, `performer[]`, `occurrencePeriod`, `occurrenceDateTime` or `authoredOn`) |
 //!
 //! People are matched by id, by one rule in every feed and in `AuditEvent`s: a FHIR `Reference`
 //! names a person by the id in its literal `reference` (`Practitioner/<id>`, `Patient/<id>`,
@@ -32,6 +33,16 @@
 //! `entered-in-error` holds for no one. An `Encounter` that never was (`planned`, `cancelled`,
 //! `entered-in-error`, `unknown`) is left out; one without a `period` says nothing; one that is
 //! over but has no end counts for a day from its start.
+//!
+//! An order or referral (`ServiceRequest`) explains its performer's accesses to the patient the
+//! way a care assignment does, from its occurrence for three days (or over its
+//! `occurrencePeriod`): a consulting physician reads the chart because they were asked to.
+//! Fabbri and LeFevre (PVLDB 2011, section 5) found consult and order records among the
+//! reasons that explain most accesses outside a care team. A request that never held (`draft`,
+//! `on-hold`, `revoked`, `entered-in-error`, `unknown`) or only suggests (intent `proposal`,
+//! `plan`, `option`) explains nothing; a performer that is not a practitioner (a department, a
+//! care team), or that is the request's own requester, is left out and counted: an order to
+//! oneself would let anyone who can place orders explain their own curiosity.
 //!
 //! Any malformed line fails the whole load, naming its file and line: a context read in part
 //! would mark legitimate care as unexplained, or hide a VIP.
@@ -65,9 +76,11 @@ pub const CARE_TEAM_CSV: &str = "care_team.csv";
 pub const CARE_TEAMS_NDJSON: &str = "care_teams.ndjson";
 /// Encounters as FHIR `Encounter` NDJSON.
 pub const ENCOUNTERS_NDJSON: &str = "encounters.ndjson";
+/// Consult orders and referrals as FHIR `ServiceRequest` NDJSON.
+pub const SERVICE_REQUESTS_NDJSON: &str = "service_requests.ndjson";
 
 /// Every file a context folder may hold.
-pub const FILES: [&str; 7] = [
+pub const FILES: [&str; 8] = [
     STAFF_FILE,
     PATIENTS_FILE,
     VIP_FILE,
@@ -75,6 +88,7 @@ pub const FILES: [&str; 7] = [
     CARE_TEAM_CSV,
     CARE_TEAMS_NDJSON,
     ENCOUNTERS_NDJSON,
+    SERVICE_REQUESTS_NDJSON,
 ];
 
 /// A time span in milliseconds since the epoch: `start_ms` inclusive, `end_ms` exclusive.
@@ -133,6 +147,9 @@ struct PatientContext {
     vip: bool,
     /// Care assignments by user.
     care: HashMap<String, Vec<Span>>,
+    /// Orders and referrals by performer: kept apart from care so that they are written back
+    /// as what they are.
+    orders: HashMap<String, Vec<Span>>,
     /// Users declared family of this patient.
     family: HashSet<String>,
 }
@@ -227,6 +244,19 @@ impl Context {
         }
     }
 
+    /// Records an order or referral for `patient` performed by `user`, explaining their
+    /// accesses during `span` as care does.
+    pub fn add_order(&mut self, user: &str, patient: &str, span: Span) {
+        self.lists_care = true;
+        if span.start_ms < span.end_ms {
+            self.patient_mut(patient)
+                .orders
+                .entry(user.to_owned())
+                .or_default()
+                .push(span);
+        }
+    }
+
     /// The directory's entry for `user`, if listed.
     pub fn staff(&self, user: &str) -> Option<&StaffEntry> {
         self.staff.get(user)
@@ -242,11 +272,13 @@ impl Context {
         let Some(p) = self.patients.get(patient) else {
             return Relation::default();
         };
-        Relation {
-            care_team: p
-                .care
+        let holds = |by_user: &HashMap<String, Vec<Span>>| {
+            by_user
                 .get(user)
-                .is_some_and(|spans| spans.iter().any(|s| s.contains(time_ms))),
+                .is_some_and(|spans| spans.iter().any(|s| s.contains(time_ms)))
+        };
+        Relation {
+            care_team: holds(&p.care) || holds(&p.orders),
             vip: p.vip,
             family_link: p.family.contains(user),
         }
@@ -382,6 +414,10 @@ impl Context {
                 self.lists_care = true;
                 read_ndjson(r, |line| self.add_encounter(line))?;
             }
+            SERVICE_REQUESTS_NDJSON => {
+                self.lists_care = true;
+                read_ndjson(r, |line| self.add_service_request(line))?;
+            }
             other => {
                 return Err(FormatError::BadHeader(format!(
                     "{other:?} is not a context file ({})",
@@ -458,8 +494,63 @@ impl Context {
         Ok(())
     }
 
+    fn add_service_request(&mut self, line: &str) -> Result<(), String> {
+        let req: ServiceRequest = serde_json::from_str(line)
+            .map_err(|e| format!("not a ServiceRequest JSON object: {e}"))?;
+        if req.resource_type != "ServiceRequest" {
+            return Err(format!(
+                "resourceType is {:?}, expected \"ServiceRequest\"",
+                req.resource_type
+            ));
+        }
+        if request_not_holding(req.status.as_deref()) || !request_asks(req.intent.as_deref())? {
+            return Ok(());
+        }
+        let Some(patient) = subject_patient(req.subject.as_ref()) else {
+            self.skipped += 1;
+            return Ok(());
+        };
+        let span = match (
+            &req.occurrence_period,
+            &req.occurrence_date_time,
+            &req.authored_on,
+        ) {
+            (Some(period), _, _) => {
+                let mut span = fhir_span(Some(period))?;
+                if period.end.is_none() && req.status.as_deref() == Some("completed") {
+                    span.end_ms = span.start_ms.saturating_add(ORDER_MS);
+                }
+                span
+            }
+            (None, Some(at), _) | (None, None, Some(at)) => {
+                let start = bound(at, false)?;
+                Span {
+                    start_ms: start,
+                    end_ms: start.saturating_add(ORDER_MS),
+                }
+            }
+            (None, None, None) => {
+                // A request with no time cannot say when it explained anything.
+                self.skipped += 1;
+                return Ok(());
+            }
+        };
+        let requester = practitioner(req.requester.as_ref());
+        for performer in &req.performer {
+            match practitioner(Some(performer)) {
+                // An order to oneself would let anyone who can place orders explain their
+                // own curiosity: it explains nothing.
+                Some(user) if Some(user) == requester => self.skipped += 1,
+                Some(user) => self.add_order(user, &patient, span),
+                None => self.skipped += 1,
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the context as a folder [`Context::load_dir`] reads back (care assignments as
-    /// `care_teams.ndjson`, one `CareTeam` per patient), for the simulator's hospitals.
+    /// `care_teams.ndjson`, one `CareTeam` per patient; orders as `service_requests.ndjson`,
+    /// one `ServiceRequest` per order), for the simulator's hospitals.
     ///
     /// # Errors
     /// The first file that cannot be written.
@@ -553,6 +644,33 @@ impl Context {
             }
             Ok(())
         })?;
+        if patients.iter().any(|(_, c)| !c.orders.is_empty()) {
+            write(SERVICE_REQUESTS_NDJSON, &|w| {
+                for (p, c) in &patients {
+                    let mut performers: Vec<(&String, &Vec<Span>)> = c.orders.iter().collect();
+                    performers.sort_unstable_by_key(|(u, _)| *u);
+                    for (u, spans) in performers {
+                        for &span in spans {
+                            let req = ServiceRequest {
+                                resource_type: "ServiceRequest".into(),
+                                status: Some("active".into()),
+                                intent: Some("order".into()),
+                                subject: Some(Reference::to("Patient", p)),
+                                requester: None,
+                                performer: vec![Reference::by_identifier(u)],
+                                occurrence_period: Some(FhirPeriod::of(span).unwrap_or_default()),
+                                occurrence_date_time: None,
+                                authored_on: None,
+                            };
+                            serde_json::to_writer(&mut *w, &req)
+                                .map_err(|e| FormatError::Io(std::io::Error::other(e)))?;
+                            w.write_all(b"\n")?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 }
@@ -573,6 +691,34 @@ fn encounter_never_was(status: Option<&str>) -> bool {
         Some("entered-in-error" | "cancelled" | "planned" | "unknown")
     )
 }
+
+/// Whether a `ServiceRequest` status says the request does not explain access: it is not yet
+/// in force, suspended, withdrawn, or never was.
+fn request_not_holding(status: Option<&str>) -> bool {
+    matches!(
+        status,
+        Some("draft" | "on-hold" | "revoked" | "entered-in-error" | "unknown")
+    )
+}
+
+/// Whether a `ServiceRequest`'s intent asks a performer to act (an order or a directive), as
+/// opposed to suggesting it (`proposal`, `plan`, `option`). The intent is required (1..1 in
+/// R4): a request without one, or with one R4 does not define, is malformed.
+fn request_asks(intent: Option<&str>) -> Result<bool, String> {
+    match intent {
+        Some(
+            "order" | "original-order" | "reflex-order" | "filler-order" | "instance-order"
+            | "directive",
+        ) => Ok(true),
+        Some("proposal" | "plan" | "option") => Ok(false),
+        Some(other) => Err(format!("intent {other:?} is not an R4 request intent")),
+        None => Err("no intent (required in R4)".into()),
+    }
+}
+
+/// How long an order or referral without an end explains its performer's accesses: a consult is
+/// usually answered within one to three days of the request.
+const ORDER_MS: u64 = 3 * DAY_MS;
 
 /// How long a finished encounter without an end counts as care, from its start.
 const OPEN_FINISHED_ENCOUNTER_MS: u64 = DAY_MS;
@@ -683,6 +829,29 @@ struct Encounter {
     participant: Vec<Participant>,
 }
 
+/// A FHIR R4 `ServiceRequest` (section 12.3 of the R4 specification), the elements medfl reads.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceRequest {
+    resource_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    intent: Option<String>,
+    #[serde(default)]
+    subject: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requester: Option<Reference>,
+    #[serde(default)]
+    performer: Vec<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    occurrence_period: Option<FhirPeriod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    occurrence_date_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authored_on: Option<String>,
+}
+
 /// A `CareTeam.participant` (`member`) or an `Encounter.participant` (`individual`).
 #[derive(Serialize, Deserialize)]
 struct Participant {
@@ -763,6 +932,92 @@ mod tests {
         );
         // The relative, the organisation, the group's team and the timeless encounter.
         assert_eq!(ctx.n_skipped(), 4);
+    }
+
+    #[test]
+    fn orders_and_referrals_explain_their_performers_accesses_while_they_hold() {
+        let mut ctx = Context::new();
+        let h = 3_600_000;
+        let requests = concat!(
+            // A consult ordered at a time: explains u1's accesses to p1 for three days.
+            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p1"},"#,
+            r#""authoredOn":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u1"},{"reference":"Organization/cardio"}]}"#,
+            "\n",
+            // A referral over a period.
+            r#"{"resourceType":"ServiceRequest","status":"completed","intent":"order","subject":{"reference":"Patient/p2"},"#,
+            r#""occurrencePeriod":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T10:00:00Z"},"performer":[{"identifier":{"value":"u2"}}]}"#,
+            "\n",
+            // The occurrence wins over the authoring time.
+            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p3"},"#,
+            r#""occurrenceDateTime":"2026-01-05T00:00:00Z","authoredOn":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u3"}]}"#,
+            "\n",
+            // Withdrawn, drafted or in error: explains nothing.
+            r#"{"resourceType":"ServiceRequest","status":"revoked","intent":"order","subject":{"reference":"Patient/p4"},"authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u4"}]}"#,
+            "\n",
+            r#"{"resourceType":"ServiceRequest","status":"draft","intent":"order","subject":{"reference":"Patient/p4"},"authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u5"}]}"#,
+            "\n",
+            // No time: says nothing.
+            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p4"},"performer":[{"reference":"Practitioner/u6"}]}"#,
+            "\n",
+            // A proposal asks no one; an order to oneself explains nothing (u7), to another does (u8).
+            r#"{"resourceType":"ServiceRequest","status":"active","intent":"proposal","subject":{"reference":"Patient/p5"},"authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u7"}]}"#,
+            "\n",
+            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p5"},"authoredOn":"2026-01-01","#,
+            r#""requester":{"reference":"Practitioner/u7"},"performer":[{"reference":"Practitioner/u7"},{"reference":"Practitioner/u8"}]}"#,
+            "\n"
+        );
+        ctx.read(SERVICE_REQUESTS_NDJSON, requests.as_bytes())
+            .unwrap();
+        let care = |u: &str, p: &str, t: u64| ctx.relation(u, p, t).care_team;
+        assert!(!care("u1", "p1", T - 1));
+        assert!(care("u1", "p1", T));
+        assert!(care("u1", "p1", T + 3 * DAY_MS - 1));
+        assert!(
+            !care("u1", "p1", T + 3 * DAY_MS),
+            "an order holds three days"
+        );
+        assert!(!care("cardio", "p1", T), "a department is no performer");
+        assert!(care("u2", "p2", T + 9 * h));
+        assert!(
+            !care("u2", "p2", T + 10 * h),
+            "the period's end is exclusive"
+        );
+        assert!(!care("u3", "p3", T));
+        assert!(care("u3", "p3", T + 4 * DAY_MS));
+        assert!(!care("u4", "p4", T), "a revoked request explains nothing");
+        assert!(!care("u5", "p4", T), "a draft explains nothing");
+        assert!(!care("u6", "p4", T));
+        assert!(
+            !care("u7", "p5", T),
+            "neither a proposal nor an order to oneself explains"
+        );
+        assert!(care("u8", "p5", T));
+        // The organisation performer, the timeless request and the order to oneself.
+        assert_eq!(ctx.n_skipped(), 3);
+        assert!(ctx.lists_care());
+
+        let err = ctx
+            .read(
+                SERVICE_REQUESTS_NDJSON,
+                r#"{"resourceType":"ServiceRequest","intent":"order","authoredOn":"yesterday","subject":{"reference":"Patient/p1"}}"#.as_bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("yesterday"), "{err}");
+        let err = ctx
+            .read(
+                SERVICE_REQUESTS_NDJSON,
+                r#"{"resourceType":"Encounter"}"#.as_bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("ServiceRequest"), "{err}");
+        let err = ctx
+            .read(
+                SERVICE_REQUESTS_NDJSON,
+                r#"{"resourceType":"ServiceRequest","authoredOn":"2026-01-01","subject":{"reference":"Patient/p1"}}"#.as_bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("intent"), "{err}");
     }
 
     #[test]
@@ -849,6 +1104,14 @@ mod tests {
                 end_ms: T + 1000,
             },
         );
+        ctx.add_order(
+            "u1",
+            "p3",
+            Span {
+                start_ms: T + 500,
+                end_ms: T + 2000,
+            },
+        );
         let dir = std::env::temp_dir().join(format!("medfl-context-{}", std::process::id()));
         ctx.write_dir(&dir).unwrap();
         let back = Context::load_dir(&dir).unwrap();
@@ -859,6 +1122,10 @@ mod tests {
             ("u2", "p2", T),
             ("u2", "p2", T + 1000),
             ("u1", "p2", T),
+            ("u1", "p3", T + 499),
+            ("u1", "p3", T + 500),
+            ("u1", "p3", T + 1999),
+            ("u1", "p3", T + 2000),
         ] {
             assert_eq!(back.relation(u, p, t), ctx.relation(u, p, t), "{u} {p} {t}");
         }

@@ -543,6 +543,11 @@ struct Out {
     new_ws: Vec<String>,
     ip_base: u32,
     ws_base: u32,
+    /// Consult orders placed: (consultant, patient, when), for the context feeds.
+    orders: Vec<(u32, u32, u64)>,
+    /// Whether a consult was ordered, on a stream of its own so that the log's other draws do
+    /// not depend on it.
+    order_rng: ChaCha8Rng,
 }
 
 impl Out {
@@ -663,6 +668,7 @@ fn normal_traffic(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &m
                 // A session: one chart, a few accesses a minute or so apart.
                 let mut t = shift_start + rng.random_range(0..shift_len);
                 let len = rng.random_range(1..=5u32).min(n_access - done);
+                let mut consult = false;
                 let patient = if cover && clinical_dept && rng.random_bool(0.6) {
                     pick(rng, &w.active[st.dept as usize][day as usize])
                 } else if st.role == StaffRole::Physician
@@ -670,6 +676,7 @@ fn normal_traffic(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &m
                     && rng.random_bool(ex.consult)
                 {
                     // Consult: a patient of another department.
+                    consult = true;
                     let d = rng.random_range(0..w.n_clinical) as usize;
                     pick(rng, &w.active[d][day as usize])
                 } else if st.role == StaffRole::It {
@@ -682,6 +689,12 @@ fn normal_traffic(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &m
                     done += len;
                     continue;
                 };
+                if consult && out.order_rng.random_bool(ex.consult_ordered) {
+                    // Most consults are asked for: an order naming the consultant, placed up
+                    // to four hours before they open the chart.
+                    let lead = out.order_rng.random_range(0..4 * HOUR_MS);
+                    out.orders.push((s, patient, t.saturating_sub(lead)));
+                }
                 let remote_p = match st.role {
                     StaffRole::Researcher | StaffRole::It => ex.remote * 2.0,
                     StaffRole::Physician => ex.remote * 0.4,
@@ -1303,6 +1316,10 @@ fn attacks(w: &World, cfg: &HospitalConfig, rng: &mut ChaCha8Rng, out: &mut Out)
     }
 }
 
+/// How long a simulated consult order explains its consultant's accesses (as the context
+/// feed's `ServiceRequest` without an end does).
+const CONSULT_ORDER_MS: u64 = 3 * DAY_MS;
+
 /// Generates hospital `index` of the scenario: its events in time order (ids 1, 2, ...) and
 /// one label per event, in the same order.
 pub fn generate_hospital(
@@ -1362,11 +1379,24 @@ pub fn generate_hospital_with_context(
         new_ws: Vec::new(),
         ip_base: w.ips.len() as u32,
         ws_base: w.workstations.len() as u32,
+        orders: Vec::new(),
+        order_rng: ChaCha8Rng::seed_from_u64(derive_seed(scenario.seed, index, 4)),
     };
     normal_traffic(&w, cfg, &mut normal_rng, &mut out);
     attacks(&w, cfg, &mut attack_rng, &mut out);
     out.raws.sort_unstable_by_key(|r| (r.t, r.seq));
-    let context = world_context(&w);
+    let mut context = world_context(&w);
+    for &(s, p, at) in &out.orders {
+        let span = Span {
+            start_ms: at,
+            end_ms: at.saturating_add(CONSULT_ORDER_MS),
+        };
+        context.add_order(
+            &w.staff[s as usize].name,
+            &w.patients[p as usize].name,
+            span,
+        );
+    }
     let mut events = Vec::with_capacity(out.raws.len());
     let mut labels = Vec::with_capacity(out.raws.len());
     for (i, r) in out.raws.iter().enumerate() {

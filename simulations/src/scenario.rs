@@ -116,6 +116,9 @@ fn default_vip() -> f64 {
 pub struct ExceptionConfig {
     /// Probability that a physician's chart session is a consult outside their care team.
     pub consult: f64,
+    /// Probability that a consult was ordered (a `ServiceRequest` in the context feeds naming
+    /// the consultant, which explains it); the rest are curbside consults nothing explains.
+    pub consult_ordered: f64,
     /// Probability that a clinical staff member's worked day is a cover shift at another time.
     pub cover_shift: f64,
     /// Break-the-glass emergencies per 100 staff per day.
@@ -132,6 +135,7 @@ impl Default for ExceptionConfig {
     fn default() -> Self {
         ExceptionConfig {
             consult: 0.05,
+            consult_ordered: 0.9,
             cover_shift: 0.03,
             emergencies_per_100_staff_day: 1.0,
             remote: 0.1,
@@ -260,6 +264,7 @@ impl Scenario {
                 ("evening_fraction", h.evening_fraction),
                 ("vip_fraction", h.vip_fraction),
                 ("exceptions.consult", h.exceptions.consult),
+                ("exceptions.consult_ordered", h.exceptions.consult_ordered),
                 ("exceptions.cover_shift", h.exceptions.cover_shift),
                 ("exceptions.remote", h.exceptions.remote),
                 ("exceptions.roaming", h.exceptions.roaming),
