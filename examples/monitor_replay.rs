@@ -123,8 +123,8 @@ async fn main() -> Result<()> {
         );
     }
     let threshold = offline.threshold;
-    let over_http = evaluate(&http_scores, &labels, threshold);
-    let over_syslog = evaluate(&syslog_scores, &labels, threshold);
+    let over_http = evaluate(&http_scores, &labels, threshold)?;
+    let over_syslog = evaluate(&syslog_scores, &labels, threshold)?;
     let same = http_scores
         .iter()
         .zip(&syslog_scores)

@@ -372,7 +372,7 @@ fn evaluate(
     for h in hospitals {
         let t = alert_threshold(&net, &h.validation_normal, cfg.inputs, target_fpr, &device)?;
         let test = score(&net, &h.test, cfg.inputs, &device)?;
-        out.push((h.name.clone(), h.evaluate(&test, t, &CaseRules::default())));
+        out.push((h.name.clone(), h.evaluate(&test, t, &CaseRules::default())?));
     }
     Ok(SettingResult {
         setting: "medfl federated (DP-SGD + SecAgg+)",

@@ -3,8 +3,9 @@
 use medfl_accesslog::AttackKind;
 use serde::{Deserialize, Serialize};
 
+use crate::ModelError;
 use crate::cases::{CaseEvaluation, CaseKey, CaseRules, evaluate_cases};
-use crate::metrics::{auprc, auroc, rates_at};
+use crate::metrics::Scored;
 
 /// How well scores separate attacks from normal access.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,7 +85,7 @@ impl Labels {
         keys: &[CaseKey],
         employees: usize,
         rules: &CaseRules,
-    ) -> Evaluation {
+    ) -> Result<Evaluation, ModelError> {
         match self {
             Labels::Typed(l) => evaluate_with_cases(scores, l, threshold, keys, employees, rules),
             Labels::Binary(l) => evaluate_binary(scores, l, threshold),
@@ -93,26 +94,37 @@ impl Labels {
 }
 
 /// Evaluates scores against plain anomalous/normal labels (no attack types: a hospital's own
-/// tabular data).
-pub fn evaluate_binary(scores: &[f32], positive: &[bool], threshold: f32) -> Evaluation {
-    let (recall, fpr) = rates_at(scores, positive, threshold);
-    Evaluation {
+/// tabular data). Scores and labels of other lengths are an error.
+pub fn evaluate_binary(
+    scores: &[f32],
+    positive: &[bool],
+    threshold: f32,
+) -> Result<Evaluation, ModelError> {
+    let scored = Scored::new(scores, positive)?;
+    let (recall, fpr) = scored.rates_at(threshold);
+    Ok(Evaluation {
         events: scores.len(),
-        attacks: positive.iter().filter(|p| **p).count(),
-        auroc: auroc(scores, positive),
-        auprc: auprc(scores, positive),
+        attacks: scored.positives(),
+        auroc: scored.auroc(),
+        auprc: scored.auprc(),
         threshold,
         recall,
         fpr,
         per_attack: Vec::new(),
         cases: None,
-    }
+    })
 }
 
-/// Evaluates `scores` against `labels` (one per event) at `threshold`.
-pub fn evaluate(scores: &[f32], labels: &[Option<AttackKind>], threshold: f32) -> Evaluation {
+/// Evaluates `scores` against `labels` (one per event) at `threshold`. Scores and labels of
+/// other lengths are an error.
+pub fn evaluate(
+    scores: &[f32],
+    labels: &[Option<AttackKind>],
+    threshold: f32,
+) -> Result<Evaluation, ModelError> {
     let positive: Vec<bool> = labels.iter().map(Option::is_some).collect();
-    let (recall, fpr) = rates_at(scores, &positive, threshold);
+    let scored = Scored::new(scores, &positive)?;
+    let (recall, fpr) = scored.rates_at(threshold);
     let per_attack = AttackKind::ALL
         .iter()
         .filter_map(|&kind| {
@@ -123,30 +135,32 @@ pub fn evaluate(scores: &[f32], labels: &[Option<AttackKind>], threshold: f32) -
                 .filter(|(_, l)| l.is_none() || **l == Some(kind))
                 .map(|(s, l)| (*s, l.is_some()))
                 .unzip();
-            let events = p.iter().filter(|x| **x).count();
+            // Of one length by construction (one unzip).
+            let kind_scored = Scored::new(&s, &p).ok()?;
+            let events = kind_scored.positives();
             (events > 0).then(|| AttackRow {
                 attack: kind,
                 events,
-                auroc: auroc(&s, &p),
-                recall: rates_at(&s, &p, threshold).0,
+                auroc: kind_scored.auroc(),
+                recall: kind_scored.rates_at(threshold).0,
             })
         })
         .collect();
-    Evaluation {
+    Ok(Evaluation {
         events: scores.len(),
-        attacks: positive.iter().filter(|p| **p).count(),
-        auroc: auroc(scores, &positive),
-        auprc: auprc(scores, &positive),
+        attacks: scored.positives(),
+        auroc: scored.auroc(),
+        auprc: scored.auprc(),
         threshold,
         recall,
         fpr,
         per_attack,
         cases: None,
-    }
+    })
 }
 
 /// [`evaluate`], and by case too when `keys` (one per score) say who made each row and when:
-/// for a staff of `employees`, by `rules`.
+/// for a staff of `employees`, by `rules`. Keys of another length than the scores are an error.
 pub fn evaluate_with_cases(
     scores: &[f32],
     labels: &[Option<AttackKind>],
@@ -154,12 +168,19 @@ pub fn evaluate_with_cases(
     keys: &[CaseKey],
     employees: usize,
     rules: &CaseRules,
-) -> Evaluation {
-    let mut e = evaluate(scores, labels, threshold);
+) -> Result<Evaluation, ModelError> {
+    let mut e = evaluate(scores, labels, threshold)?;
     if !keys.is_empty() {
+        if keys.len() != scores.len() {
+            return Err(ModelError::Shape(format!(
+                "{} scores against {} case keys",
+                scores.len(),
+                keys.len()
+            )));
+        }
         e.cases = Some(evaluate_cases(
             scores, labels, keys, threshold, employees, rules,
         ));
     }
-    e
+    Ok(e)
 }

@@ -71,7 +71,12 @@ pub struct HospitalData {
 impl HospitalData {
     /// Judges `test_scores` (one per test row) at `threshold`, by event and, when the rows'
     /// employees and times are known, by case.
-    pub fn evaluate(&self, test_scores: &[f32], threshold: f32, rules: &CaseRules) -> Evaluation {
+    pub fn evaluate(
+        &self,
+        test_scores: &[f32],
+        threshold: f32,
+        rules: &CaseRules,
+    ) -> Result<Evaluation, ModelError> {
         self.test_labels.evaluate(
             test_scores,
             threshold,
@@ -236,7 +241,7 @@ fn judge(
         .map(|h| {
             let t = alert_threshold(model, &h.validation_normal, inputs, cfg.target_fpr, device)?;
             let test = score(model, &h.test, inputs, device)?;
-            Ok((h.name.clone(), h.evaluate(&test, t, &cfg.cases)))
+            Ok((h.name.clone(), h.evaluate(&test, t, &cfg.cases)?))
         })
         .collect()
 }
@@ -269,8 +274,8 @@ pub fn run(
     let union = IsolationForest::union(forests)
         .ok_or_else(|| ModelError::Shape("the hospitals' forests differ in columns".into()))?;
     let shared = forest_scores(hospitals, std::iter::repeat(&union))?;
-    let own_forests = baseline("isolation forest", hospitals, &own, cfg);
-    let federated_forest = baseline("federated forest", hospitals, &shared, cfg);
+    let own_forests = baseline("isolation forest", hospitals, &own, cfg)?;
+    let federated_forest = baseline("federated forest", hospitals, &shared, cfg)?;
     let ensemble = ensemble(hospitals, &model, &shared, net.inputs, cfg, device)?;
     Ok(vec![
         local,
@@ -455,21 +460,21 @@ fn baseline(
     h: &[HospitalData],
     scores: &[ForestScores],
     cfg: &ExperimentConfig,
-) -> SettingResult {
+) -> Result<SettingResult, ModelError> {
     let hospitals = h
         .iter()
         .zip(scores)
         .map(|(hd, s)| {
             let t = threshold_for_fpr(&s.validation, cfg.target_fpr).unwrap_or(f32::MAX);
-            (hd.name.clone(), hd.evaluate(&s.test, t, &cfg.cases))
+            Ok((hd.name.clone(), hd.evaluate(&s.test, t, &cfg.cases)?))
         })
-        .collect();
-    SettingResult {
+        .collect::<Result<_, ModelError>>()?;
+    Ok(SettingResult {
         setting,
         hospitals,
         model_hash: None,
         losses: vec![],
-    }
+    })
 }
 
 /// The federated model and a forest's scores as one detector, calibrated and thresholded on
@@ -491,7 +496,7 @@ fn ensemble(
         let val = combine(&[(&ae, &ae_val), (&forest, if_val)], Rows::Calibration)?;
         let test = combine(&[(&ae, &ae_test), (&forest, if_test)], Rows::Fresh)?;
         let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
-        hospitals.push((hd.name.clone(), hd.evaluate(&test, t, &cfg.cases)));
+        hospitals.push((hd.name.clone(), hd.evaluate(&test, t, &cfg.cases)?));
     }
     Ok(SettingResult {
         setting: "ensemble",
