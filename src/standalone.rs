@@ -194,20 +194,24 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     let device = training_device();
     let model = Autoencoder::new(file.config, 0, &device)?.load_flat(file.config, &file.params)?;
     let mut rows = ds.data.clone();
-    file.standardizer
-        .apply_finite(&mut rows)
-        .context("scaling the file's rows (data rows in file order) with the model's scale")?;
+    // A row past the model's scale is held at f32's edge and scores +inf: the most unusual.
+    file.standardizer.apply_saturating(&mut rows);
     let scores = score(&model, &rows, file.config.inputs, &device)?;
     let flagged = scores.iter().filter(|s| **s > file.threshold).count();
-    let evaluation = ds.labels.as_ref().map(|l| {
-        l.evaluate(
-            &scores,
-            file.threshold,
-            &ds.keys,
-            ds.employees(),
-            &CaseRules::default(),
-        )
-    });
+    let evaluation = ds
+        .labels
+        .as_ref()
+        .map(|l| {
+            l.evaluate(
+                &scores,
+                file.threshold,
+                &ds.keys,
+                ds.employees(),
+                &CaseRules::default(),
+            )
+        })
+        .transpose()
+        .context("judging the scores against the labels")?;
     if json {
         let value = serde_json::json!({ "model": hash, "rows": scores.len(), "flagged": flagged, "evaluation": evaluation });
         return Ok(serde_json::to_string_pretty(&value)?);

@@ -36,13 +36,16 @@
 //!
 //! An order or referral (`ServiceRequest`) explains its performer's accesses to the patient the
 //! way a care assignment does, from its occurrence for three days (or over its
-//! `occurrencePeriod`): a consulting physician reads the chart because they were asked to.
+//! `occurrencePeriod`, at most 30 days), never from before it was written (`authoredOn`): a
+//! consulting physician reads the chart because they were asked to.
 //! Fabbri and LeFevre (PVLDB 2011, section 5) found consult and order records among the
-//! reasons that explain most accesses outside a care team. A request that never held (`draft`,
-//! `on-hold`, `revoked`, `entered-in-error`, `unknown`) or only suggests (intent `proposal`,
-//! `plan`, `option`) explains nothing; a performer that is not a practitioner (a department, a
-//! care team), or that is the request's own requester, is left out and counted: an order to
-//! oneself would let anyone who can place orders explain their own curiosity.
+//! reasons that explain most accesses outside a care team. Only a request in force (`active`,
+//! `completed`) that asks (intent `order` or `directive` and their kinds, not `proposal`,
+//! `plan`, `option`) explains; a status or intent missing or not in R4 is malformed. The
+//! requester must be a practitioner, and a performer who is not one (a department, a care
+//! team) or who shares any id with the requester is left out and counted: an order to oneself,
+//! or one nobody can be seen to have placed, would let anyone who can place orders explain
+//! their own curiosity.
 //!
 //! Any malformed line fails the whole load, naming its file and line: a context read in part
 //! would mark legitimate care as unexplained, or hide a VIP.
@@ -147,9 +150,11 @@ struct PatientContext {
     vip: bool,
     /// Care assignments by user.
     care: HashMap<String, Vec<Span>>,
-    /// Orders and referrals by performer: kept apart from care so that they are written back
-    /// as what they are.
+    /// Orders and referrals by performer, with who asked: kept apart from care so that they
+    /// are written back as what they are.
     orders: HashMap<String, Vec<Span>>,
+    /// The requester of each order in `orders` (same keys, same order).
+    requesters: HashMap<String, Vec<String>>,
     /// Users declared family of this patient.
     family: HashSet<String>,
 }
@@ -244,16 +249,21 @@ impl Context {
         }
     }
 
-    /// Records an order or referral for `patient` performed by `user`, explaining their
-    /// accesses during `span` as care does.
-    pub fn add_order(&mut self, user: &str, patient: &str, span: Span) {
+    /// Records an order or referral for `patient` from `requester` to `user`, explaining
+    /// `user`'s accesses during `span` as care does. An order to oneself explains nothing.
+    pub fn add_order(&mut self, requester: &str, user: &str, patient: &str, span: Span) {
         self.lists_care = true;
+        if requester == user {
+            self.skipped += 1;
+            return;
+        }
         if span.start_ms < span.end_ms {
-            self.patient_mut(patient)
-                .orders
+            let p = self.patient_mut(patient);
+            p.orders.entry(user.to_owned()).or_default().push(span);
+            p.requesters
                 .entry(user.to_owned())
                 .or_default()
-                .push(span);
+                .push(requester.to_owned());
         }
     }
 
@@ -503,46 +513,35 @@ impl Context {
                 req.resource_type
             ));
         }
-        if request_not_holding(req.status.as_deref()) || !request_asks(req.intent.as_deref())? {
+        if !request_in_force(req.status.as_deref())? || !request_asks(req.intent.as_deref())? {
             return Ok(());
         }
         let Some(patient) = subject_patient(req.subject.as_ref()) else {
             self.skipped += 1;
             return Ok(());
         };
-        let span = match (
-            &req.occurrence_period,
-            &req.occurrence_date_time,
-            &req.authored_on,
-        ) {
-            (Some(period), _, _) => {
-                let mut span = fhir_span(Some(period))?;
-                if period.end.is_none() && req.status.as_deref() == Some("completed") {
-                    span.end_ms = span.start_ms.saturating_add(ORDER_MS);
-                }
-                span
-            }
-            (None, Some(at), _) | (None, None, Some(at)) => {
-                let start = bound(at, false)?;
-                Span {
-                    start_ms: start,
-                    end_ms: start.saturating_add(ORDER_MS),
-                }
-            }
-            (None, None, None) => {
-                // A request with no time cannot say when it explained anything.
-                self.skipped += 1;
-                return Ok(());
-            }
+        // Who asked must be a practitioner we can name: an order nobody can be seen to have
+        // placed could be anyone's order to themselves.
+        let (Some(requester_ref), Some(requester)) =
+            (req.requester.as_ref(), practitioner(req.requester.as_ref()))
+        else {
+            self.skipped += req.performer.len().max(1);
+            return Ok(());
         };
-        let requester = practitioner(req.requester.as_ref());
+        let Some(span) = order_span(&req)? else {
+            // A request with no time cannot say when it explained anything.
+            self.skipped += 1;
+            return Ok(());
+        };
         for performer in &req.performer {
+            // An order to oneself would let anyone who can place orders explain their own
+            // curiosity: any id the two references share makes them one person.
+            let to_self = performer
+                .all_ids()
+                .any(|id| requester_ref.all_ids().any(|r| r == id));
             match practitioner(Some(performer)) {
-                // An order to oneself would let anyone who can place orders explain their
-                // own curiosity: it explains nothing.
-                Some(user) if Some(user) == requester => self.skipped += 1,
-                Some(user) => self.add_order(user, &patient, span),
-                None => self.skipped += 1,
+                Some(user) if !to_self => self.add_order(requester, user, &patient, span),
+                _ => self.skipped += 1,
             }
         }
         Ok(())
@@ -650,13 +649,14 @@ impl Context {
                     let mut performers: Vec<(&String, &Vec<Span>)> = c.orders.iter().collect();
                     performers.sort_unstable_by_key(|(u, _)| *u);
                     for (u, spans) in performers {
-                        for &span in spans {
+                        let requesters = c.requesters.get(u).map_or(&[][..], Vec::as_slice);
+                        for (&span, requester) in spans.iter().zip(requesters) {
                             let req = ServiceRequest {
                                 resource_type: "ServiceRequest".into(),
                                 status: Some("active".into()),
                                 intent: Some("order".into()),
                                 subject: Some(Reference::to("Patient", p)),
-                                requester: None,
+                                requester: Some(Reference::by_identifier(requester)),
                                 performer: vec![Reference::by_identifier(u)],
                                 occurrence_period: Some(FhirPeriod::of(span).unwrap_or_default()),
                                 occurrence_date_time: None,
@@ -692,13 +692,58 @@ fn encounter_never_was(status: Option<&str>) -> bool {
     )
 }
 
-/// Whether a `ServiceRequest` status says the request does not explain access: it is not yet
-/// in force, suspended, withdrawn, or never was.
-fn request_not_holding(status: Option<&str>) -> bool {
-    matches!(
-        status,
-        Some("draft" | "on-hold" | "revoked" | "entered-in-error" | "unknown")
-    )
+/// Whether a `ServiceRequest`'s status puts it in force (`active`, `completed`), as opposed
+/// to not yet, suspended, withdrawn, never, or not known. The status is required (1..1 in R4):
+/// a request without one, or with one R4 does not define, is malformed.
+fn request_in_force(status: Option<&str>) -> Result<bool, String> {
+    match status {
+        Some("active" | "completed") => Ok(true),
+        Some("draft" | "on-hold" | "revoked" | "entered-in-error" | "unknown") => Ok(false),
+        Some(other) => Err(format!("status {other:?} is not an R4 request status")),
+        None => Err("no status (required in R4)".into()),
+    }
+}
+
+/// When an order explains its performer's accesses: from its occurrence (the period's start,
+/// the occurrence time, else when it was written) but never before it was written, since an
+/// order entered after the fact must not explain what came before it; until the period's end,
+/// else for [`ORDER_MS`]; and for at most [`ORDER_MAX_MS`], since an order left `active`
+/// for years would otherwise explain for years. `None` when it says no start.
+fn order_span(req: &ServiceRequest) -> Result<Option<Span>, String> {
+    let authored = req
+        .authored_on
+        .as_deref()
+        .map(|a| bound(a, false))
+        .transpose()?;
+    let (start, end) = match (&req.occurrence_period, &req.occurrence_date_time) {
+        (Some(period), _) => (
+            period
+                .start
+                .as_deref()
+                .map(|s| bound(s, false))
+                .transpose()?,
+            period.end.as_deref().map(|e| bound(e, true)).transpose()?,
+        ),
+        (None, Some(at)) => (Some(bound(at, false)?), None),
+        (None, None) => (None, None),
+    };
+    let Some(start) = start.or(authored) else {
+        return Ok(None);
+    };
+    if let Some(end) = end
+        && end < start
+    {
+        return Err("occurrencePeriod ends before it starts".into());
+    }
+    let start = start.max(authored.unwrap_or(0));
+    let end = end
+        .unwrap_or(start.saturating_add(ORDER_MS))
+        .min(start.saturating_add(ORDER_MAX_MS));
+    // An order whose whole period came before it was written explains nothing.
+    Ok(Some(Span {
+        start_ms: start,
+        end_ms: end.max(start),
+    }))
 }
 
 /// Whether a `ServiceRequest`'s intent asks a performer to act (an order or a directive), as
@@ -719,6 +764,10 @@ fn request_asks(intent: Option<&str>) -> Result<bool, String> {
 /// How long an order or referral without an end explains its performer's accesses: a consult is
 /// usually answered within one to three days of the request.
 const ORDER_MS: u64 = 3 * DAY_MS;
+
+/// The longest an order explains, whatever its period says: a referral's episode of care
+/// rarely runs past a month, and a longer one should be a care team.
+const ORDER_MAX_MS: u64 = 30 * DAY_MS;
 
 /// How long a finished encounter without an end counts as care, from its start.
 const OPEN_FINISHED_ENCOUNTER_MS: u64 = DAY_MS;
@@ -936,37 +985,83 @@ mod tests {
 
     #[test]
     fn orders_and_referrals_explain_their_performers_accesses_while_they_hold() {
-        let mut ctx = Context::new();
         let h = 3_600_000;
-        let requests = concat!(
+        // One request a line: `fields` after the common head (status active, intent order,
+        // requester r1, subject `patient`).
+        let req = |patient: &str, fields: &str| {
+            format!(
+                r#"{{"resourceType":"ServiceRequest","status":"active","intent":"order","requester":{{"reference":"Practitioner/r1"}},"subject":{{"reference":"Patient/{patient}"}},{fields}}}"#
+            )
+        };
+        let lines = [
             // A consult ordered at a time: explains u1's accesses to p1 for three days.
-            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p1"},"#,
-            r#""authoredOn":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u1"},{"reference":"Organization/cardio"}]}"#,
-            "\n",
+            req(
+                "p1",
+                r#""authoredOn":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u1"},{"reference":"Organization/cardio"}]"#,
+            ),
             // A referral over a period.
-            r#"{"resourceType":"ServiceRequest","status":"completed","intent":"order","subject":{"reference":"Patient/p2"},"#,
-            r#""occurrencePeriod":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T10:00:00Z"},"performer":[{"identifier":{"value":"u2"}}]}"#,
-            "\n",
-            // The occurrence wins over the authoring time.
-            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p3"},"#,
-            r#""occurrenceDateTime":"2026-01-05T00:00:00Z","authoredOn":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u3"}]}"#,
-            "\n",
-            // Withdrawn, drafted or in error: explains nothing.
-            r#"{"resourceType":"ServiceRequest","status":"revoked","intent":"order","subject":{"reference":"Patient/p4"},"authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u4"}]}"#,
-            "\n",
-            r#"{"resourceType":"ServiceRequest","status":"draft","intent":"order","subject":{"reference":"Patient/p4"},"authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u5"}]}"#,
-            "\n",
+            req(
+                "p2",
+                r#""occurrencePeriod":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T10:00:00Z"},"performer":[{"identifier":{"value":"u2"}}]"#,
+            ),
+            // The occurrence wins over the authoring time when it is later.
+            req(
+                "p3",
+                r#""occurrenceDateTime":"2026-01-05T00:00:00Z","authoredOn":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u3"}]"#,
+            ),
+            // Withdrawn or drafted: explains nothing.
+            req(
+                "p4",
+                r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u4"}]"#,
+            )
+            .replace("active", "revoked"),
+            req(
+                "p4",
+                r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u5"}]"#,
+            )
+            .replace("active", "draft"),
             // No time: says nothing.
-            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p4"},"performer":[{"reference":"Practitioner/u6"}]}"#,
-            "\n",
-            // A proposal asks no one; an order to oneself explains nothing (u7), to another does (u8).
-            r#"{"resourceType":"ServiceRequest","status":"active","intent":"proposal","subject":{"reference":"Patient/p5"},"authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u7"}]}"#,
-            "\n",
-            r#"{"resourceType":"ServiceRequest","status":"active","intent":"order","subject":{"reference":"Patient/p5"},"authoredOn":"2026-01-01","#,
-            r#""requester":{"reference":"Practitioner/u7"},"performer":[{"reference":"Practitioner/u7"},{"reference":"Practitioner/u8"}]}"#,
-            "\n"
-        );
-        ctx.read(SERVICE_REQUESTS_NDJSON, requests.as_bytes())
+            req("p4", r#""performer":[{"reference":"Practitioner/u6"}]"#),
+            // A proposal asks no one.
+            req(
+                "p5",
+                r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u7"}]"#,
+            )
+            .replace("\"order\"", "\"proposal\""),
+            // An order to oneself explains nothing, by the same id or by any shared id; one to
+            // another does.
+            req(
+                "p5",
+                r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/r1"},{"identifier":{"value":"r1"}},{"reference":"Practitioner/u8"}]"#,
+            ),
+            // No requester, or one that is not a practitioner: nobody can be seen to ask.
+            req(
+                "p6",
+                r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u9"}]"#,
+            )
+            .replace(r#""requester":{"reference":"Practitioner/r1"},"#, ""),
+            req(
+                "p6",
+                r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u9"}]"#,
+            )
+            .replace("Practitioner/r1", "PractitionerRole/r1-er"),
+            // Backdated: written on the 10th for the 1st, it explains from the 10th only.
+            req(
+                "p7",
+                r#""occurrenceDateTime":"2026-01-01T00:00:00Z","authoredOn":"2026-01-10T00:00:00Z","performer":[{"reference":"Practitioner/u10"}]"#,
+            ),
+            // Open or endless periods explain for 3 and 30 days from their start.
+            req(
+                "p8",
+                r#""occurrencePeriod":{"start":"2026-01-01T00:00:00Z"},"performer":[{"reference":"Practitioner/u11"}]"#,
+            ),
+            req(
+                "p8",
+                r#""occurrencePeriod":{"start":"2026-01-01T00:00:00Z","end":"9999-12-31"},"performer":[{"reference":"Practitioner/u12"}]"#,
+            ),
+        ];
+        let mut ctx = Context::new();
+        ctx.read(SERVICE_REQUESTS_NDJSON, lines.join("\n").as_bytes())
             .unwrap();
         let care = |u: &str, p: &str, t: u64| ctx.relation(u, p, t).care_team;
         assert!(!care("u1", "p1", T - 1));
@@ -987,37 +1082,55 @@ mod tests {
         assert!(!care("u4", "p4", T), "a revoked request explains nothing");
         assert!(!care("u5", "p4", T), "a draft explains nothing");
         assert!(!care("u6", "p4", T));
-        assert!(
-            !care("u7", "p5", T),
-            "neither a proposal nor an order to oneself explains"
-        );
+        assert!(!care("u7", "p5", T), "a proposal explains nothing");
+        assert!(!care("r1", "p5", T), "an order to oneself explains nothing");
         assert!(care("u8", "p5", T));
-        // The organisation performer, the timeless request and the order to oneself.
-        assert_eq!(ctx.n_skipped(), 3);
+        assert!(
+            !care("u9", "p6", T),
+            "an order nobody placed explains nothing"
+        );
+        assert!(!care("u10", "p7", T + DAY_MS), "backdated");
+        assert!(care("u10", "p7", T + 9 * DAY_MS));
+        assert!(care("u11", "p8", T + 3 * DAY_MS - 1));
+        assert!(
+            !care("u11", "p8", T + 3 * DAY_MS),
+            "an open period holds 3 days"
+        );
+        assert!(care("u12", "p8", T + 30 * DAY_MS - 1));
+        assert!(
+            !care("u12", "p8", T + 30 * DAY_MS),
+            "no order holds past 30 days"
+        );
+        // The organisation performer, the timeless request, the two orders to oneself, the
+        // two without a practitioner requester.
+        assert_eq!(ctx.n_skipped(), 6);
         assert!(ctx.lists_care());
 
-        let err = ctx
-            .read(
-                SERVICE_REQUESTS_NDJSON,
-                r#"{"resourceType":"ServiceRequest","intent":"order","authoredOn":"yesterday","subject":{"reference":"Patient/p1"}}"#.as_bytes(),
-            )
-            .unwrap_err();
-        assert!(err.to_string().contains("line 1"), "{err}");
-        assert!(err.to_string().contains("yesterday"), "{err}");
-        let err = ctx
-            .read(
-                SERVICE_REQUESTS_NDJSON,
-                r#"{"resourceType":"Encounter"}"#.as_bytes(),
-            )
-            .unwrap_err();
-        assert!(err.to_string().contains("ServiceRequest"), "{err}");
-        let err = ctx
-            .read(
-                SERVICE_REQUESTS_NDJSON,
-                r#"{"resourceType":"ServiceRequest","authoredOn":"2026-01-01","subject":{"reference":"Patient/p1"}}"#.as_bytes(),
-            )
-            .unwrap_err();
-        assert!(err.to_string().contains("intent"), "{err}");
+        for (line, error) in [
+            (req("p1", r#""authoredOn":"yesterday""#), "yesterday"),
+            (
+                r#"{"resourceType":"Encounter"}"#.to_owned(),
+                "ServiceRequest",
+            ),
+            (
+                req("p1", r#""authoredOn":"2026-01-01""#).replace(r#""intent":"order","#, ""),
+                "intent",
+            ),
+            (
+                req("p1", r#""authoredOn":"2026-01-01""#).replace(r#""status":"active","#, ""),
+                "status",
+            ),
+            (
+                req("p1", r#""authoredOn":"2026-01-01""#).replace("active", "cancelled"),
+                "cancelled",
+            ),
+        ] {
+            let err = ctx
+                .read(SERVICE_REQUESTS_NDJSON, line.as_bytes())
+                .unwrap_err();
+            assert!(err.to_string().contains("line 1"), "{err}");
+            assert!(err.to_string().contains(error), "{error}: {err}");
+        }
     }
 
     #[test]
@@ -1105,6 +1218,7 @@ mod tests {
             },
         );
         ctx.add_order(
+            "u9",
             "u1",
             "p3",
             Span {

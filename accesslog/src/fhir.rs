@@ -175,6 +175,18 @@ impl Reference {
             .filter(|v| !v.is_empty())
     }
 
+    /// Every id the reference carries: its literal `reference`'s id and its `identifier.value`
+    /// (whatever their types), for telling whether two references could name one person.
+    pub(crate) fn all_ids(&self) -> impl Iterator<Item = &str> {
+        let literal = self.typed().map(|(_, id)| id);
+        let identifier = self
+            .identifier
+            .as_ref()
+            .and_then(|i| i.value.as_deref())
+            .filter(|v| !v.is_empty());
+        literal.into_iter().chain(identifier)
+    }
+
     /// The type the reference declares (`Reference.type`, or the type in its literal
     /// `reference`), if any.
     pub(crate) fn declared_type(&self) -> Option<&str> {

@@ -55,6 +55,16 @@ impl Standardizer {
         }
     }
 
+    /// Standardizes rows to be scored in place, holding a value the scale sends past f32's
+    /// range at the largest finite value of its sign: such a row is the most unusual there
+    /// is, and must score so (as `+inf`), not fail the rows scored beside it.
+    pub fn apply_saturating(&self, data: &mut [f32]) {
+        self.apply(data);
+        for v in data.iter_mut().filter(|v| v.is_infinite()) {
+            *v = f32::MAX.copysign(*v);
+        }
+    }
+
     /// Standardizes a row-major matrix in place.
     pub fn apply(&self, data: &mut [f32]) {
         let n = self.mean.len();
@@ -212,6 +222,16 @@ mod tests {
         s.apply(&mut rows);
         assert!(rows.iter().all(|v| v.is_finite()));
         assert_eq!(rows[3], 1.0);
+        // A value past the scale's range: refused for training, held finite for scoring.
+        let narrow = Standardizer {
+            mean: vec![0.0, 0.0],
+            inv_std: vec![1.0, 1000.0],
+        };
+        let mut far = vec![1.0, -f32::MAX];
+        let err = narrow.apply_finite(&mut far.clone()).unwrap_err();
+        assert!(err.to_string().contains("row 0 column 1"), "{err}");
+        narrow.apply_saturating(&mut far);
+        assert_eq!(far, vec![1.0, -f32::MAX]);
     }
 
     #[test]

@@ -645,10 +645,12 @@ impl<M: DeserializeOwned + Send + 'static> Node<M> {
 
     /// A peer off the allowlist is connected: tell it why (its notice, if any), then close.
     fn refuse(&mut self, peer: PeerId) {
-        self.emit(NetEvent::Refused { peer });
+        // Its notice is on the way: nothing more to do or report (a refused peer sending
+        // message after message must not fill the application's queue with reports).
         if self.notices_in_flight.values().any(|p| *p == peer) {
             return;
         }
+        self.emit(NetEvent::Refused { peer });
         match self.notices.get(&peer) {
             Some(notice) => {
                 let id = self

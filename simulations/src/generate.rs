@@ -1391,11 +1391,21 @@ pub fn generate_hospital_with_context(
             start_ms: at,
             end_ms: at.saturating_add(CONSULT_ORDER_MS),
         };
-        context.add_order(
-            &w.staff[s as usize].name,
-            &w.patients[p as usize].name,
-            span,
-        );
+        // The order comes from the patient's own team: its first physician other than the
+        // consultant, else its first other member.
+        let patient = &w.patients[p as usize];
+        let others = || patient.team.iter().copied().filter(|&m| m != s);
+        let requester = others()
+            .find(|&m| w.staff[m as usize].role == StaffRole::Physician)
+            .or_else(|| others().next());
+        if let Some(r) = requester {
+            context.add_order(
+                &w.staff[r as usize].name,
+                &w.staff[s as usize].name,
+                &patient.name,
+                span,
+            );
+        }
     }
     let mut events = Vec::with_capacity(out.raws.len());
     let mut labels = Vec::with_capacity(out.raws.len());

@@ -231,7 +231,7 @@ pub(crate) enum Command {
         /// a scenario: the network takes their width.
         #[arg(long, num_args = 2.., requires = "label_column")]
         tables: Vec<PathBuf>,
-        /// The tables' label column (anomalous or not).
+        /// The tables' label column: normal when empty, 0, normal, benign, inlier, negative, false, no or nominal (any case); anomalous otherwise.
         #[arg(long, requires = "tables")]
         label_column: Option<String>,
         /// A column of train/validation/test keeping a data set's own split (without it, each
@@ -382,7 +382,7 @@ pub(crate) struct DataArgs {
     /// Labels CSV (event_id,attack) for an event file.
     #[arg(long)]
     pub(crate) labels: Option<PathBuf>,
-    /// Name of a table's label column (excluded from the features).
+    /// Name of a table's label column (excluded from the features): normal when empty, 0, normal, benign, inlier, negative, false, no or nominal (any case); anomalous otherwise.
     #[arg(long)]
     pub(crate) label_column: Option<String>,
     /// Skip malformed rows (reported with their line numbers) instead of refusing the file.
