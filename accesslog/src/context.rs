@@ -20,6 +20,7 @@
 //! | `care_team.csv` | `user,patient,start,end`: care assignments; `start`/`end` FHIR instants or empty (open) |
 //! | `care_teams.ndjson` | FHIR R4 `CareTeam` resources, one per line (`subject`, `participant[].member`, `period`) |
 //! | `encounters.ndjson` | FHIR R4 `Encounter` resources, one per line (`subject`, `participant[].individual`, `period`) |
+//! | `appointments.ndjson` | FHIR R4 `Appointment` resources, one per line (`status`, `start`, `end`, `participant[].actor` and `.status`) |
 //! | `service_requests.ndjson` | FHIR R4 `ServiceRequest` resources, one per line: consult orders and referrals (`status`, `intent`, `subject`, `requester`, `performer[]`, `occurrencePeriod`, `occurrenceDateTime` or `authoredOn`) |
 //!
 //! People are matched by id, by one rule in every feed and in `AuditEvent`s: a FHIR `Reference`
@@ -46,6 +47,13 @@
 //! team) or who shares any id with the requester is left out and counted: an order to oneself,
 //! or one nobody can be seen to have placed, would let anyone who can place orders explain
 //! their own curiosity.
+//!
+//! A booked (or arrived, checked-in, fulfilled) `Appointment` explains each attending
+//! practitioner's accesses to each attending patient from a day before it starts to a day
+//! after it ends (chart preparation and notes; an appointment is held to a day at most). A
+//! participant who `declined` is no participant. An appointment has no second person who
+//! asked for it, so one an insider books for themselves with a patient explains their access:
+//! the scheduling system's own audit trail is where that shows.
 //!
 //! Any malformed line fails the whole load, naming its file and line: a context read in part
 //! would mark legitimate care as unexplained, or hide a VIP.
@@ -81,9 +89,11 @@ pub const CARE_TEAMS_NDJSON: &str = "care_teams.ndjson";
 pub const ENCOUNTERS_NDJSON: &str = "encounters.ndjson";
 /// Consult orders and referrals as FHIR `ServiceRequest` NDJSON.
 pub const SERVICE_REQUESTS_NDJSON: &str = "service_requests.ndjson";
+/// Appointments as FHIR `Appointment` NDJSON.
+pub const APPOINTMENTS_NDJSON: &str = "appointments.ndjson";
 
 /// Every file a context folder may hold.
-pub const FILES: [&str; 8] = [
+pub const FILES: [&str; 9] = [
     STAFF_FILE,
     PATIENTS_FILE,
     VIP_FILE,
@@ -92,6 +102,7 @@ pub const FILES: [&str; 8] = [
     CARE_TEAMS_NDJSON,
     ENCOUNTERS_NDJSON,
     SERVICE_REQUESTS_NDJSON,
+    APPOINTMENTS_NDJSON,
 ];
 
 /// A time span in milliseconds since the epoch: `start_ms` inclusive, `end_ms` exclusive.
@@ -428,6 +439,10 @@ impl Context {
                 self.lists_care = true;
                 read_ndjson(r, |line| self.add_service_request(line))?;
             }
+            APPOINTMENTS_NDJSON => {
+                self.lists_care = true;
+                read_ndjson(r, |line| self.add_appointment(line))?;
+            }
             other => {
                 return Err(FormatError::BadHeader(format!(
                     "{other:?} is not a context file ({})",
@@ -461,6 +476,74 @@ impl Context {
             match practitioner(part.member.as_ref()) {
                 Some(user) => self.add_care(user, &patient, own.within(span)),
                 // A family member, an organisation or the patient on the team is no staff.
+                None => self.skipped += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn add_appointment(&mut self, line: &str) -> Result<(), String> {
+        let appt: Appointment = serde_json::from_str(line)
+            .map_err(|e| format!("not an Appointment JSON object: {e}"))?;
+        if appt.resource_type != "Appointment" {
+            return Err(format!(
+                "resourceType is {:?}, expected \"Appointment\"",
+                appt.resource_type
+            ));
+        }
+        if !appointment_holds(appt.status.as_deref())? {
+            return Ok(());
+        }
+        let (Some(start), Some(end)) = (appt.start.as_deref(), appt.end.as_deref()) else {
+            // R4 lets only proposed or cancelled appointments go without times (app-3).
+            return Err("a booked appointment without start and end".into());
+        };
+        let (start, end) = (bound(start, false)?, bound(end, false)?);
+        if end < start {
+            return Err("appointment ends before it starts".into());
+        }
+        // The chart is read the day before (preparation) and the day after (notes); an
+        // appointment longer than a day is held to one, so a mistyped end explains no year.
+        let span = Span {
+            start_ms: start.saturating_sub(APPOINTMENT_MARGIN_MS),
+            end_ms: end
+                .min(start.saturating_add(DAY_MS))
+                .saturating_add(APPOINTMENT_MARGIN_MS),
+        };
+        let attending = |p: &&AppointmentParticipant| p.status.as_deref() != Some("declined");
+        let patients: Vec<String> = appt
+            .participant
+            .iter()
+            .filter(attending)
+            .filter_map(|p| {
+                let actor = p.actor.as_ref()?;
+                (actor.declared_type() == Some("Patient"))
+                    .then(|| subject_patient(Some(actor)))
+                    .flatten()
+            })
+            .collect();
+        if patients.is_empty() {
+            self.skipped += 1;
+            return Ok(());
+        }
+        for p in appt.participant.iter().filter(attending) {
+            let Some(actor) = p.actor.as_ref() else {
+                continue;
+            };
+            if actor.declared_type() == Some("Patient") {
+                continue;
+            }
+            // Actors of every kind meet here: only one that says it is a practitioner is
+            // staff (an untyped identifier could be anyone's).
+            match practitioner(Some(actor))
+                .filter(|_| actor.declared_type() == Some("Practitioner"))
+            {
+                Some(user) => {
+                    for patient in &patients {
+                        self.add_care(user, patient, span);
+                    }
+                }
+                // A location, a device, a related person: no one to explain.
                 None => self.skipped += 1,
             }
         }
@@ -765,6 +848,23 @@ fn request_asks(intent: Option<&str>) -> Result<bool, String> {
 /// usually answered within one to three days of the request.
 const ORDER_MS: u64 = 3 * DAY_MS;
 
+/// Whether an `Appointment`'s status says it holds (`booked`, `arrived`, `fulfilled`,
+/// `checked-in`), as opposed to not yet agreed, called off, missed or never. The status is
+/// required (1..1 in R4): missing or not an R4 code is malformed.
+fn appointment_holds(status: Option<&str>) -> Result<bool, String> {
+    match status {
+        Some("booked" | "arrived" | "fulfilled" | "checked-in") => Ok(true),
+        Some("proposed" | "pending" | "cancelled" | "noshow" | "entered-in-error" | "waitlist") => {
+            Ok(false)
+        }
+        Some(other) => Err(format!("status {other:?} is not an R4 appointment status")),
+        None => Err("no status (required in R4)".into()),
+    }
+}
+
+/// How long before and after an appointment its practitioners' accesses are explained.
+const APPOINTMENT_MARGIN_MS: u64 = DAY_MS;
+
 /// The longest an order explains, whatever its period says: a referral's episode of care
 /// rarely runs past a month, and a longer one should be a care team.
 const ORDER_MAX_MS: u64 = 30 * DAY_MS;
@@ -876,6 +976,30 @@ struct Encounter {
     period: Option<FhirPeriod>,
     #[serde(default)]
     participant: Vec<Participant>,
+}
+
+/// A FHIR R4 `Appointment` (section 12.10 of the R4 specification), the elements medfl reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Appointment {
+    resource_type: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    end: Option<String>,
+    #[serde(default)]
+    participant: Vec<AppointmentParticipant>,
+}
+
+/// An `Appointment.participant`: who (`actor`) and whether they take part (`status`).
+#[derive(Deserialize)]
+struct AppointmentParticipant {
+    #[serde(default)]
+    actor: Option<Reference>,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 /// A FHIR R4 `ServiceRequest` (section 12.3 of the R4 specification), the elements medfl reads.
@@ -1128,6 +1252,79 @@ mod tests {
             let err = ctx
                 .read(SERVICE_REQUESTS_NDJSON, line.as_bytes())
                 .unwrap_err();
+            assert!(err.to_string().contains("line 1"), "{err}");
+            assert!(err.to_string().contains(error), "{error}: {err}");
+        }
+    }
+
+    #[test]
+    fn appointments_explain_their_practitioners_accesses_around_them() {
+        let appt = |status: &str, times: &str, participants: &str| {
+            format!(
+                r#"{{"resourceType":"Appointment","status":"{status}",{times}"participant":[{participants}]}}"#
+            )
+        };
+        let at = r#""start":"2026-01-05T09:00:00Z","end":"2026-01-05T09:30:00Z","#;
+        let pat = r#"{"actor":{"reference":"Patient/p1"},"status":"accepted"}"#;
+        let doc = |u: &str, st: &str| {
+            format!(r#"{{"actor":{{"reference":"Practitioner/{u}"}},"status":"{st}"}}"#)
+        };
+        let lines = [
+            appt(
+                "booked",
+                at,
+                &format!("{pat},{},{}", doc("u1", "accepted"), doc("u2", "declined")),
+            ),
+            appt("cancelled", at, &format!("{pat},{}", doc("u3", "accepted"))),
+            // Untyped, a location: no one to explain.
+            appt(
+                "fulfilled",
+                at,
+                &format!(
+                    r#"{pat},{{"actor":{{"identifier":{{"value":"u4"}}}},"status":"accepted"}},{{"actor":{{"reference":"Location/room1"}},"status":"accepted"}}"#
+                ),
+            ),
+            // A mistyped end: held to a day.
+            appt(
+                "booked",
+                r#""start":"2026-01-05T09:00:00Z","end":"2027-01-05T09:00:00Z","#,
+                &format!("{pat},{}", doc("u5", "accepted")),
+            ),
+        ];
+        let mut ctx = Context::new();
+        ctx.read(APPOINTMENTS_NDJSON, lines.join("\n").as_bytes())
+            .unwrap();
+        let care = |u: &str, t: u64| ctx.relation(u, "p1", t).care_team;
+        let start = T + 4 * DAY_MS + 9 * 3_600_000;
+        assert!(!care("u1", start - DAY_MS - 1));
+        assert!(care("u1", start - DAY_MS), "a day before: preparation");
+        assert!(
+            care("u1", start + DAY_MS + 30 * 60_000 - 1),
+            "a day after: notes"
+        );
+        assert!(!care("u1", start + DAY_MS + 30 * 60_000));
+        assert!(!care("u2", start), "a participant who declined");
+        assert!(!care("u3", start), "a cancelled appointment");
+        assert!(!care("u4", start), "an untyped actor is no one's");
+        assert!(care("u5", start + 2 * DAY_MS - 1));
+        assert!(
+            !care("u5", start + 2 * DAY_MS),
+            "held to a day and its margin"
+        );
+        assert_eq!(ctx.n_skipped(), 2);
+        for (line, error) in [
+            (appt("booked", "", pat), "without start and end"),
+            (appt("confirmed", at, pat), "confirmed"),
+            (
+                appt(
+                    "booked",
+                    r#""start":"2026-01-05T09:00:00Z","end":"2026-01-04T09:00:00Z","#,
+                    pat,
+                ),
+                "ends before",
+            ),
+        ] {
+            let err = ctx.read(APPOINTMENTS_NDJSON, line.as_bytes()).unwrap_err();
             assert!(err.to_string().contains("line 1"), "{err}");
             assert!(err.to_string().contains(error), "{error}: {err}");
         }

@@ -8,10 +8,10 @@
 //! access with no reason is the one an officer should look at first.
 //!
 //! medfl's reasons are the two its context feeds carry: the user is on the patient's care team
-//! at that moment (`care_team`, from `CareTeam`/`Encounter` assignments and from the consult
-//! orders and referrals a `ServiceRequest` names them to perform, see [`crate::context`]), or
-//! the user works in the department responsible for the patient (`patient_department`).
-//! Appointments are not among the feeds yet: a consult nobody ordered reads as unexplained.
+//! at that moment (`care_team`, from `CareTeam`/`Encounter` assignments, from the consult
+//! orders and referrals a `ServiceRequest` names them to perform, and from the `Appointment`s
+//! they attend, see [`crate::context`]), or the user works in the department responsible for
+//! the patient (`patient_department`). A consult nobody ordered reads as unexplained.
 //!
 //! The reason is a function of the event alone, so it reads the same in `medfl logs` (the
 //! shares per hospital) and in the live monitor (the first line of an alert's explanation).
