@@ -37,21 +37,25 @@
 //!
 //! An order or referral (`ServiceRequest`) explains its performer's accesses to the patient the
 //! way a care assignment does, from its occurrence for three days (or over its
-//! `occurrencePeriod`, at most 30 days), never from before it was written (`authoredOn`): a
+//! `occurrencePeriod`, at most 30 days), never from before it was written (`authoredOn`,
+//! required here, taken at the latest instant it can mean: a date at the end of its day): a
 //! consulting physician reads the chart because they were asked to.
 //! Fabbri and LeFevre (PVLDB 2011, section 5) found consult and order records among the
 //! reasons that explain most accesses outside a care team. Only a request in force (`active`,
 //! `completed`) that asks (intent `order` or `directive` and their kinds, not `proposal`,
-//! `plan`, `option`) explains; a status or intent missing or not in R4 is malformed. The
-//! requester must be a practitioner, and a performer who is not one (a department, a care
-//! team) or who shares any id with the requester is left out and counted: an order to oneself,
+//! `plan`, `option`) explains; a status or intent missing or not in R4 is malformed, whatever
+//! the status. The requester must be a reference that says it is a practitioner
+//! (`Practitioner/<id>` or `type`), and a performer who is not one (a department, a care
+//! team, an untyped identifier) or who shares any id with the requester is left out and
+//! counted: an order to oneself,
 //! or one nobody can be seen to have placed, would let anyone who can place orders explain
 //! their own curiosity.
 //!
 //! A booked (or arrived, checked-in, fulfilled) `Appointment` explains each attending
 //! practitioner's accesses to each attending patient from a day before it starts to a day
-//! after it ends (chart preparation and notes; an appointment is held to a day at most). A
-//! participant who `declined` is no participant. An appointment has no second person who
+//! after it ends (chart preparation and notes; an appointment is held to a day at most).
+//! `start` and `end` are instants; a participant needs an R4 status, and one who `declined`
+//! is no participant; an actor counts as staff only when typed `Practitioner`. An appointment has no second person who
 //! asked for it, so one an insider books for themselves with a patient explains their access:
 //! the scheduling system's own audit trail is where that shows.
 //!
@@ -69,7 +73,7 @@ use crate::error::{FormatError, OnError};
 use crate::event::{AccessEvent, StaffRole};
 use crate::fhir::{Period as FhirPeriod, Reference};
 use crate::lines::Lines;
-use crate::time::{DAY_MS, parse_date, parse_instant};
+use crate::time::{DAY_MS, format_instant, parse_date, parse_instant};
 
 /// The context folder's name beside a hospital's log (and in its member folder).
 pub const DIR: &str = "context";
@@ -491,14 +495,26 @@ impl Context {
                 appt.resource_type
             ));
         }
-        if !appointment_holds(appt.status.as_deref())? {
+        // Every field is checked before the appointment is judged, so a malformed line is
+        // refused whatever its status. `start` and `end` are R4 instants, not dates.
+        let holds = appointment_holds(appt.status.as_deref())?;
+        let instant = |t: &Option<String>, what: &str| {
+            t.as_deref()
+                .map(|t| parse_instant(t).ok_or_else(|| format!("{what} {t:?} is not an instant")))
+                .transpose()
+        };
+        let (start, end) = (instant(&appt.start, "start")?, instant(&appt.end, "end")?);
+        let mut attending = Vec::with_capacity(appt.participant.len());
+        for p in &appt.participant {
+            attending.push(participant_attends(p.status.as_deref())?);
+        }
+        if !holds {
             return Ok(());
         }
-        let (Some(start), Some(end)) = (appt.start.as_deref(), appt.end.as_deref()) else {
+        let (Some(start), Some(end)) = (start, end) else {
             // R4 lets only proposed or cancelled appointments go without times (app-3).
             return Err("a booked appointment without start and end".into());
         };
-        let (start, end) = (bound(start, false)?, bound(end, false)?);
         if end < start {
             return Err("appointment ends before it starts".into());
         }
@@ -510,41 +526,36 @@ impl Context {
                 .min(start.saturating_add(DAY_MS))
                 .saturating_add(APPOINTMENT_MARGIN_MS),
         };
-        let attending = |p: &&AppointmentParticipant| p.status.as_deref() != Some("declined");
-        let patients: Vec<String> = appt
+        let actors = appt
             .participant
             .iter()
-            .filter(attending)
-            .filter_map(|p| {
-                let actor = p.actor.as_ref()?;
-                (actor.declared_type() == Some("Patient"))
-                    .then(|| subject_patient(Some(actor)))
-                    .flatten()
-            })
-            .collect();
+            .zip(attending)
+            .filter(|(_, attends)| *attends)
+            .filter_map(|(p, _)| p.actor.as_ref());
+        let (mut patients, mut staff) = (Vec::new(), Vec::new());
+        for actor in actors {
+            if actor.declared_type() == Some("Patient") {
+                match subject_patient(Some(actor)) {
+                    Some(p) => patients.push(p),
+                    None => self.skipped += 1,
+                }
+            } else {
+                // Actors of every kind meet here: only one that says it is a practitioner is
+                // staff (an untyped identifier could be anyone's); a location, a device or a
+                // related person explains nothing.
+                match typed_practitioner(Some(actor)) {
+                    Some(user) => staff.push(user),
+                    None => self.skipped += 1,
+                }
+            }
+        }
         if patients.is_empty() {
-            self.skipped += 1;
+            self.skipped += staff.len().max(1);
             return Ok(());
         }
-        for p in appt.participant.iter().filter(attending) {
-            let Some(actor) = p.actor.as_ref() else {
-                continue;
-            };
-            if actor.declared_type() == Some("Patient") {
-                continue;
-            }
-            // Actors of every kind meet here: only one that says it is a practitioner is
-            // staff (an untyped identifier could be anyone's).
-            match practitioner(Some(actor))
-                .filter(|_| actor.declared_type() == Some("Practitioner"))
-            {
-                Some(user) => {
-                    for patient in &patients {
-                        self.add_care(user, patient, span);
-                    }
-                }
-                // A location, a device, a related person: no one to explain.
-                None => self.skipped += 1,
+        for user in staff {
+            for patient in &patients {
+                self.add_care(user, patient, span);
             }
         }
         Ok(())
@@ -596,7 +607,12 @@ impl Context {
                 req.resource_type
             ));
         }
-        if !request_in_force(req.status.as_deref())? || !request_asks(req.intent.as_deref())? {
+        // Every field is checked before the request is judged, so a malformed line is
+        // refused whatever its status.
+        let in_force = request_in_force(req.status.as_deref())?;
+        let asks = request_asks(req.intent.as_deref())?;
+        let span = order_span(&req)?;
+        if !in_force || !asks {
             return Ok(());
         }
         let Some(patient) = subject_patient(req.subject.as_ref()) else {
@@ -605,14 +621,15 @@ impl Context {
         };
         // Who asked must be a practitioner we can name: an order nobody can be seen to have
         // placed could be anyone's order to themselves.
-        let (Some(requester_ref), Some(requester)) =
-            (req.requester.as_ref(), practitioner(req.requester.as_ref()))
-        else {
+        let (Some(requester_ref), Some(requester)) = (
+            req.requester.as_ref(),
+            typed_practitioner(req.requester.as_ref()),
+        ) else {
             self.skipped += req.performer.len().max(1);
             return Ok(());
         };
-        let Some(span) = order_span(&req)? else {
-            // A request with no time cannot say when it explained anything.
+        let Some(span) = span.filter(|s| s.start_ms < s.end_ms) else {
+            // No time, or none after it was written: it explains nothing.
             self.skipped += 1;
             return Ok(());
         };
@@ -622,7 +639,7 @@ impl Context {
             let to_self = performer
                 .all_ids()
                 .any(|id| requester_ref.all_ids().any(|r| r == id));
-            match practitioner(Some(performer)) {
+            match typed_practitioner(Some(performer)) {
                 Some(user) if !to_self => self.add_order(requester, user, &patient, span),
                 _ => self.skipped += 1,
             }
@@ -739,11 +756,11 @@ impl Context {
                                 status: Some("active".into()),
                                 intent: Some("order".into()),
                                 subject: Some(Reference::to("Patient", p)),
-                                requester: Some(Reference::by_identifier(requester)),
-                                performer: vec![Reference::by_identifier(u)],
+                                requester: Some(Reference::to("Practitioner", requester)),
+                                performer: vec![Reference::to("Practitioner", u)],
                                 occurrence_period: Some(FhirPeriod::of(span).unwrap_or_default()),
                                 occurrence_date_time: None,
-                                authored_on: None,
+                                authored_on: Some(format_instant(span.start_ms)),
                             };
                             serde_json::to_writer(&mut *w, &req)
                                 .map_err(|e| FormatError::Io(std::io::Error::other(e)))?;
@@ -788,41 +805,41 @@ fn request_in_force(status: Option<&str>) -> Result<bool, String> {
 }
 
 /// When an order explains its performer's accesses: from its occurrence (the period's start,
-/// the occurrence time, else when it was written) but never before it was written, since an
-/// order entered after the fact must not explain what came before it; until the period's end,
-/// else for [`ORDER_MS`]; and for at most [`ORDER_MAX_MS`], since an order left `active`
-/// for years would otherwise explain for years. `None` when it says no start.
+/// the occurrence time, else when it was written) but never before it was written
+/// (`authoredOn`, required here), since an order entered after the fact must not explain what
+/// came before it; until the period's end, else for [`ORDER_MS`]; and for at most
+/// [`ORDER_MAX_MS`], since an order left `active` for years would otherwise explain for years.
+/// `None` when it does not say when it was written.
 fn order_span(req: &ServiceRequest) -> Result<Option<Span>, String> {
+    // The latest instant `authoredOn` can mean (a date: the end of its day), so that an order
+    // written in the evening explains nothing of its morning.
     let authored = req
         .authored_on
         .as_deref()
-        .map(|a| bound(a, false))
+        .map(|a| bound(a, true))
         .transpose()?;
     let (start, end) = match (&req.occurrence_period, &req.occurrence_date_time) {
-        (Some(period), _) => (
-            period
-                .start
-                .as_deref()
-                .map(|s| bound(s, false))
-                .transpose()?,
-            period.end.as_deref().map(|e| bound(e, true)).transpose()?,
-        ),
+        (Some(period), _) => {
+            let span = span_of(period.start.as_deref(), period.end.as_deref())
+                .map_err(|e| format!("occurrencePeriod: {e}"))?;
+            (
+                period.start.as_ref().map(|_| span.start_ms),
+                period.end.as_ref().map(|_| span.end_ms),
+            )
+        }
         (None, Some(at)) => (Some(bound(at, false)?), None),
         (None, None) => (None, None),
     };
-    let Some(start) = start.or(authored) else {
+    // An order that does not say when it was written cannot be placed before what it
+    // explains: it explains nothing.
+    let Some(authored) = authored else {
         return Ok(None);
     };
-    if let Some(end) = end
-        && end < start
-    {
-        return Err("occurrencePeriod ends before it starts".into());
-    }
-    let start = start.max(authored.unwrap_or(0));
+    let start = start.unwrap_or(authored).max(authored);
     let end = end
         .unwrap_or(start.saturating_add(ORDER_MS))
         .min(start.saturating_add(ORDER_MAX_MS));
-    // An order whose whole period came before it was written explains nothing.
+    // An order whose whole period came before it was written is empty.
     Ok(Some(Span {
         start_ms: start,
         end_ms: end.max(start),
@@ -862,6 +879,19 @@ fn appointment_holds(status: Option<&str>) -> Result<bool, String> {
     }
 }
 
+/// Whether an `Appointment.participant` takes part: all but one who `declined`. The status is
+/// required (1..1 in R4): missing or not an R4 code is malformed.
+fn participant_attends(status: Option<&str>) -> Result<bool, String> {
+    match status {
+        Some("accepted" | "tentative" | "needs-action") => Ok(true),
+        Some("declined") => Ok(false),
+        Some(other) => Err(format!(
+            "participant status {other:?} is not an R4 participation status"
+        )),
+        None => Err("a participant without a status (required in R4)".into()),
+    }
+}
+
 /// How long before and after an appointment its practitioners' accesses are explained.
 const APPOINTMENT_MARGIN_MS: u64 = DAY_MS;
 
@@ -882,6 +912,16 @@ fn practitioner(r: Option<&Reference>) -> Option<&str> {
     r.id_of(&["Practitioner"])
 }
 
+/// A practitioner named by a reference that says it is one (a literal `Practitioner/<id>` or
+/// `Reference.type`): where several kinds of actor meet, an untyped identifier could be
+/// anyone's.
+fn typed_practitioner(r: Option<&Reference>) -> Option<&str> {
+    let r = r?;
+    (r.declared_type() == Some("Practitioner"))
+        .then(|| practitioner(Some(r)))
+        .flatten()
+}
+
 fn subject_patient(subject: Option<&Reference>) -> Option<String> {
     let s = subject?;
     if s.declared_type().is_some_and(|t| t != "Patient") {
@@ -890,15 +930,33 @@ fn subject_patient(subject: Option<&Reference>) -> Option<String> {
     s.id_of(&["Patient"]).map(str::to_owned)
 }
 
-/// A FHIR `dateTime` bound as milliseconds: a full instant, or a date (its midnight UTC; an end
-/// date covers its whole day).
+/// A FHIR `dateTime` bound as milliseconds: a full instant, or a date, year-month or year
+/// (its first instant, UTC; as an end, the first instant after it, so it covers its whole
+/// day, month or year).
 fn bound(s: &str, end: bool) -> Result<u64, String> {
     if let Some(t) = parse_instant(s) {
         return Ok(t);
     }
-    parse_date(s)
-        .map(|d| if end { d.saturating_add(DAY_MS) } else { d })
-        .ok_or_else(|| format!("{s:?} is not a FHIR instant or date"))
+    let invalid = || format!("{s:?} is not a FHIR instant or date");
+    if let Some(d) = parse_date(s) {
+        return Ok(if end { d.saturating_add(DAY_MS) } else { d });
+    }
+    // `YYYY-MM` or `YYYY`: the first day of the month or year, or of the next one.
+    let (year, month) = match s.split_once('-') {
+        Some((y, m)) if y.len() == 4 && m.len() == 2 => (y, Some(m)),
+        None if s.len() == 4 => (s, None),
+        _ => return Err(invalid()),
+    };
+    let year: u16 = year.parse().map_err(|_| invalid())?;
+    let month: Option<u8> = month.map(str::parse).transpose().map_err(|_| invalid())?;
+    let (y, m) = match (month, end) {
+        (Some(m), false) => (year, m),
+        (Some(12), true) => (year.saturating_add(1), 1),
+        (Some(m), true) => (year, m.saturating_add(1)),
+        (None, false) => (year, 1),
+        (None, true) => (year.saturating_add(1), 1),
+    };
+    parse_date(&format!("{y:04}-{m:02}-01")).ok_or_else(invalid)
 }
 
 fn span_of(start: Option<&str>, end: Option<&str>) -> Result<Span, String> {
@@ -1126,7 +1184,7 @@ mod tests {
             // A referral over a period.
             req(
                 "p2",
-                r#""occurrencePeriod":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T10:00:00Z"},"performer":[{"identifier":{"value":"u2"}}]"#,
+                r#""authoredOn":"2026-01-01T00:00:00Z","occurrencePeriod":{"start":"2026-01-01T08:00:00Z","end":"2026-01-01T10:00:00Z"},"performer":[{"identifier":{"value":"u2"},"type":"Practitioner"},{"identifier":{"value":"u2b"}}]"#,
             ),
             // The occurrence wins over the authoring time when it is later.
             req(
@@ -1144,8 +1202,11 @@ mod tests {
                 r#""authoredOn":"2026-01-01","performer":[{"reference":"Practitioner/u5"}]"#,
             )
             .replace("active", "draft"),
-            // No time: says nothing.
-            req("p4", r#""performer":[{"reference":"Practitioner/u6"}]"#),
+            // Not saying when it was written: says nothing.
+            req(
+                "p4",
+                r#""occurrenceDateTime":"2026-01-01T00:00:00Z","performer":[{"reference":"Practitioner/u6"}]"#,
+            ),
             // A proposal asks no one.
             req(
                 "p5",
@@ -1177,11 +1238,21 @@ mod tests {
             // Open or endless periods explain for 3 and 30 days from their start.
             req(
                 "p8",
-                r#""occurrencePeriod":{"start":"2026-01-01T00:00:00Z"},"performer":[{"reference":"Practitioner/u11"}]"#,
+                r#""authoredOn":"2026-01-01T00:00:00Z","occurrencePeriod":{"start":"2026-01-01T00:00:00Z"},"performer":[{"reference":"Practitioner/u11"}]"#,
             ),
             req(
                 "p8",
-                r#""occurrencePeriod":{"start":"2026-01-01T00:00:00Z","end":"9999-12-31"},"performer":[{"reference":"Practitioner/u12"}]"#,
+                r#""authoredOn":"2026-01-01T00:00:00Z","occurrencePeriod":{"start":"2026-01-01T00:00:00Z","end":"9999-12-31"},"performer":[{"reference":"Practitioner/u12"}]"#,
+            ),
+            // Written some time in January (a partial date): explains from February only; a
+            // period wholly before it explains nothing.
+            req(
+                "p9",
+                r#""authoredOn":"2026-01","performer":[{"reference":"Practitioner/u13"}]"#,
+            ),
+            req(
+                "p9",
+                r#""authoredOn":"2026-01-10T00:00:00Z","occurrencePeriod":{"end":"2026-01-02"},"performer":[{"reference":"Practitioner/u14"}]"#,
             ),
         ];
         let mut ctx = Context::new();
@@ -1196,19 +1267,27 @@ mod tests {
             "an order holds three days"
         );
         assert!(!care("cardio", "p1", T), "a department is no performer");
-        assert!(care("u2", "p2", T + 9 * h));
+        assert!(
+            care("u2", "p2", T + 9 * h),
+            "a typed identifier names a practitioner"
+        );
+        assert!(
+            !care("u2b", "p2", T + 9 * h),
+            "an untyped one could be anyone's"
+        );
         assert!(
             !care("u2", "p2", T + 10 * h),
             "the period's end is exclusive"
         );
         assert!(!care("u3", "p3", T));
         assert!(care("u3", "p3", T + 4 * DAY_MS));
-        assert!(!care("u4", "p4", T), "a revoked request explains nothing");
-        assert!(!care("u5", "p4", T), "a draft explains nothing");
+        assert!(!care("u4", "p4", T + DAY_MS), "a revoked request explains nothing");
+        assert!(!care("u5", "p4", T + DAY_MS), "a draft explains nothing");
         assert!(!care("u6", "p4", T));
-        assert!(!care("u7", "p5", T), "a proposal explains nothing");
-        assert!(!care("r1", "p5", T), "an order to oneself explains nothing");
-        assert!(care("u8", "p5", T));
+        assert!(!care("u7", "p5", T + DAY_MS), "a proposal explains nothing");
+        assert!(!care("r1", "p5", T + DAY_MS), "an order to oneself explains nothing");
+        assert!(!care("u8", "p5", T), "a date says the order was written by its end");
+        assert!(care("u8", "p5", T + DAY_MS));
         assert!(
             !care("u9", "p6", T),
             "an order nobody placed explains nothing"
@@ -1225,9 +1304,19 @@ mod tests {
             !care("u12", "p8", T + 30 * DAY_MS),
             "no order holds past 30 days"
         );
-        // The organisation performer, the timeless request, the two orders to oneself, the
-        // two without a practitioner requester.
-        assert_eq!(ctx.n_skipped(), 6);
+        assert!(!care("u13", "p9", T + 30 * DAY_MS));
+        assert!(
+            care("u13", "p9", T + 31 * DAY_MS),
+            "from the end of January"
+        );
+        assert!(
+            !care("u14", "p9", T + DAY_MS),
+            "wholly before it was written"
+        );
+        // The organisation and untyped performers, the request not saying when it was
+        // written, the two orders to oneself, the two without a practitioner requester, the
+        // one wholly before it was written.
+        assert_eq!(ctx.n_skipped(), 8);
         assert!(ctx.lists_care());
 
         for (line, error) in [
@@ -1247,6 +1336,24 @@ mod tests {
             (
                 req("p1", r#""authoredOn":"2026-01-01""#).replace("active", "cancelled"),
                 "cancelled",
+            ),
+            // Malformed whatever the status: checked before the request is judged.
+            (
+                req("p1", r#""authoredOn":"2026-01-01""#)
+                    .replace("active", "revoked")
+                    .replace("\"order\"", "\"BOGUS\""),
+                "BOGUS",
+            ),
+            (
+                req("p1", r#""authoredOn":"2026-13""#).replace("active", "draft"),
+                "2026-13",
+            ),
+            (
+                req(
+                    "p1",
+                    r#""authoredOn":"2026-01-01","occurrencePeriod":{"start":"2026-01-05","end":"2026-01-02"}"#,
+                ),
+                "ends before it starts",
             ),
         ] {
             let err = ctx
@@ -1315,6 +1422,22 @@ mod tests {
         for (line, error) in [
             (appt("booked", "", pat), "without start and end"),
             (appt("confirmed", at, pat), "confirmed"),
+            (
+                appt("booked", at, r#"{"actor":{"reference":"Patient/p1"}}"#),
+                "participant without a status",
+            ),
+            (
+                appt(
+                    "cancelled",
+                    r#""start":"garbage","end":"2026-01-05T09:30:00Z","#,
+                    pat,
+                ),
+                "garbage",
+            ),
+            (
+                appt("booked", r#""start":"2026-01-05","end":"2026-01-06","#, pat),
+                "not an instant",
+            ),
             (
                 appt(
                     "booked",
