@@ -1281,12 +1281,21 @@ mod tests {
         );
         assert!(!care("u3", "p3", T));
         assert!(care("u3", "p3", T + 4 * DAY_MS));
-        assert!(!care("u4", "p4", T + DAY_MS), "a revoked request explains nothing");
+        assert!(
+            !care("u4", "p4", T + DAY_MS),
+            "a revoked request explains nothing"
+        );
         assert!(!care("u5", "p4", T + DAY_MS), "a draft explains nothing");
         assert!(!care("u6", "p4", T));
         assert!(!care("u7", "p5", T + DAY_MS), "a proposal explains nothing");
-        assert!(!care("r1", "p5", T + DAY_MS), "an order to oneself explains nothing");
-        assert!(!care("u8", "p5", T), "a date says the order was written by its end");
+        assert!(
+            !care("r1", "p5", T + DAY_MS),
+            "an order to oneself explains nothing"
+        );
+        assert!(
+            !care("u8", "p5", T),
+            "a date says the order was written by its end"
+        );
         assert!(care("u8", "p5", T + DAY_MS));
         assert!(
             !care("u9", "p6", T),

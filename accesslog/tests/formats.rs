@@ -450,3 +450,129 @@ fn a_standard_audit_event_is_read_with_the_hospitals_context() {
     assert_eq!(e.action, Action::Edit);
     assert!(e.break_glass);
 }
+
+/// Pieces of order and appointment lines, valid and not, for the context feeds' properties.
+mod context_feeds {
+    use medfl_accesslog::context::{APPOINTMENTS_NDJSON, Context, SERVICE_REQUESTS_NDJSON};
+    use medfl_accesslog::time::{DAY_MS, parse_instant};
+    use proptest::prelude::*;
+
+    const TIMES: [&str; 9] = [
+        "2026-01-05T09:00:00Z",
+        "2026-01-05T09:00:00+14:00",
+        "2026-01-05",
+        "2026-01",
+        "2026",
+        "2026-13",
+        "9999-12-31",
+        "1969-12-31",
+        "yesterday",
+    ];
+    const REFS: [&str; 6] = [
+        r#"{"reference":"Practitioner/u1"}"#,
+        r#"{"reference":"Practitioner/u2"}"#,
+        r#"{"identifier":{"value":"u1"}}"#,
+        r#"{"identifier":{"value":"u2"},"type":"Practitioner"}"#,
+        r#"{"reference":"PractitionerRole/u1-er"}"#,
+        r#"{"reference":"Organization/o1"}"#,
+    ];
+
+    fn field(name: &str, value: Option<String>) -> String {
+        value.map_or_else(String::new, |v| format!(r#","{name}":{v}"#))
+    }
+
+    fn quoted(s: &str) -> String {
+        format!("{s:?}")
+    }
+
+    prop_compose! {
+        fn service_request()(
+            // Weighted towards well-formed values, so that some orders do explain.
+            status in prop::option::weighted(0.9, prop::sample::select(vec!["active", "active", "completed", "draft", "cancelled"])),
+            intent in prop::option::weighted(0.9, prop::sample::select(vec!["order", "order", "order", "proposal", "BOGUS"])),
+            requester in prop::option::weighted(0.9, prop::sample::select(REFS.to_vec())),
+            performers in prop::collection::vec(prop::sample::select(REFS.to_vec()), 0..3),
+            authored in prop::option::weighted(0.9, prop::sample::select(vec![
+                "2026-01-05T09:00:00Z", "2026-01-05T09:00:00Z", "2026-01-05T09:00:00+14:00",
+                "2026-01-05", "2026-01", "yesterday",
+            ])),
+            at in prop::option::weighted(0.3, prop::sample::select(TIMES.to_vec())),
+            period in prop::option::weighted(0.3, (prop::option::of(prop::sample::select(TIMES.to_vec())), prop::option::of(prop::sample::select(TIMES.to_vec())))),
+        ) -> String {
+            let period = period.map(|(s, e)| {
+                format!("{{{}}}", [field("start", s.map(quoted)), field("end", e.map(quoted))].concat().trim_start_matches(','))
+            });
+            format!(
+                r#"{{"resourceType":"ServiceRequest","subject":{{"reference":"Patient/p1"}}{}{}{}{}{}{}{}}}"#,
+                field("status", status.map(quoted)),
+                field("intent", intent.map(quoted)),
+                field("requester", requester.map(str::to_owned)),
+                field("performer", Some(format!("[{}]", performers.join(",")))),
+                field("authoredOn", authored.map(quoted)),
+                field("occurrenceDateTime", at.map(quoted)),
+                field("occurrencePeriod", period),
+            )
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever an order line holds, reading it never panics, and an order that loads
+        /// explains nothing before it was written nor more than 30 days after.
+        #[test]
+        fn an_order_explains_only_after_it_was_written_and_for_30_days_at_most(line in service_request()) {
+            let mut ctx = Context::new();
+            if ctx.read(SERVICE_REQUESTS_NDJSON, line.as_bytes()).is_err() {
+                return Ok(());
+            }
+            // When the order was written at the latest: a date, by the end of its day; a
+            // month, by the end of its month.
+            let authored = [
+                ("2026-01-05T09:00:00Z", "2026-01-05T09:00:00Z"),
+                ("2026-01-05T09:00:00+14:00", "2026-01-04T19:00:00Z"),
+                ("2026-01-05", "2026-01-06T00:00:00Z"),
+                ("2026-01", "2026-02-01T00:00:00Z"),
+            ]
+            .iter()
+            .find(|(t, _)| line.contains(&format!(r#""authoredOn":"{t}""#)))
+            .and_then(|(_, latest)| parse_instant(latest));
+            for u in ["u1", "u2", "u1-er", "o1"] {
+                for step in 0..160u64 {
+                    let t = parse_instant("2025-12-20T00:00:00Z").unwrap() + step * DAY_MS / 2;
+                    if ctx.relation(u, "p1", t).care_team {
+                        // Only after a readable authoredOn, and only a typed practitioner.
+                        let written = authored.expect("explained without a readable authoredOn");
+                        prop_assert!(t >= written && t < written + 30 * DAY_MS, "{u} at {t}: {line}");
+                        prop_assert!(["u1", "u2"].contains(&u), "{u}: {line}");
+                    }
+                }
+            }
+        }
+
+        /// Whatever an appointment line holds, reading it never panics.
+        #[test]
+        fn no_appointment_line_panics(
+            status in prop::sample::select(vec!["booked", "cancelled", "confirmed", ""]),
+            start in prop::sample::select(TIMES.to_vec()),
+            end in prop::sample::select(TIMES.to_vec()),
+            actor in prop::sample::select(REFS.to_vec()),
+            p_status in prop::sample::select(vec!["accepted", "declined", "Declined", ""]),
+        ) {
+            let line = format!(
+                r#"{{"resourceType":"Appointment","status":"{status}","start":"{start}","end":"{end}","participant":[{{"actor":{{"reference":"Patient/p1"}},"status":"accepted"}},{{"actor":{actor},"status":"{p_status}"}}]}}"#
+            );
+            let _ = Context::new().read(APPOINTMENTS_NDJSON, line.as_bytes());
+        }
+    }
+
+    /// The property above is not vacuous: a well-formed order in its space explains.
+    #[test]
+    fn a_well_formed_order_of_the_property_space_explains() {
+        let line = r#"{"resourceType":"ServiceRequest","subject":{"reference":"Patient/p1"},"status":"active","intent":"order","requester":{"reference":"Practitioner/u1"},"performer":[{"reference":"Practitioner/u2"}],"authoredOn":"2026-01-05T09:00:00Z"}"#;
+        let mut ctx = Context::new();
+        ctx.read(SERVICE_REQUESTS_NDJSON, line.as_bytes()).unwrap();
+        let t = parse_instant("2026-01-06T00:00:00Z").unwrap();
+        assert!(ctx.relation("u2", "p1", t).care_team);
+    }
+}
