@@ -458,14 +458,7 @@ impl Context {
     }
 
     fn add_care_team(&mut self, line: &str) -> Result<(), String> {
-        let team: CareTeam =
-            serde_json::from_str(line).map_err(|e| format!("not a CareTeam JSON object: {e}"))?;
-        if team.resource_type != "CareTeam" {
-            return Err(format!(
-                "resourceType is {:?}, expected \"CareTeam\"",
-                team.resource_type
-            ));
-        }
+        let team: CareTeam = fhir_resource(line)?;
         if team_not_holding(team.status.as_deref()) {
             return Ok(());
         }
@@ -487,14 +480,7 @@ impl Context {
     }
 
     fn add_appointment(&mut self, line: &str) -> Result<(), String> {
-        let appt: Appointment = serde_json::from_str(line)
-            .map_err(|e| format!("not an Appointment JSON object: {e}"))?;
-        if appt.resource_type != "Appointment" {
-            return Err(format!(
-                "resourceType is {:?}, expected \"Appointment\"",
-                appt.resource_type
-            ));
-        }
+        let appt: Appointment = fhir_resource(line)?;
         // Every field is checked before the appointment is judged, so a malformed line is
         // refused whatever its status. `start` and `end` are R4 instants, not dates.
         let holds = appointment_holds(appt.status.as_deref())?;
@@ -562,14 +548,7 @@ impl Context {
     }
 
     fn add_encounter(&mut self, line: &str) -> Result<(), String> {
-        let enc: Encounter =
-            serde_json::from_str(line).map_err(|e| format!("not an Encounter JSON object: {e}"))?;
-        if enc.resource_type != "Encounter" {
-            return Err(format!(
-                "resourceType is {:?}, expected \"Encounter\"",
-                enc.resource_type
-            ));
-        }
+        let enc: Encounter = fhir_resource(line)?;
         if encounter_never_was(enc.status.as_deref()) {
             return Ok(());
         }
@@ -599,14 +578,7 @@ impl Context {
     }
 
     fn add_service_request(&mut self, line: &str) -> Result<(), String> {
-        let req: ServiceRequest = serde_json::from_str(line)
-            .map_err(|e| format!("not a ServiceRequest JSON object: {e}"))?;
-        if req.resource_type != "ServiceRequest" {
-            return Err(format!(
-                "resourceType is {:?}, expected \"ServiceRequest\"",
-                req.resource_type
-            ));
-        }
+        let req: ServiceRequest = fhir_resource(line)?;
         // Every field is checked before the request is judged, so a malformed line is
         // refused whatever its status.
         let in_force = request_in_force(req.status.as_deref())?;
@@ -1035,6 +1007,39 @@ struct Encounter {
     #[serde(default)]
     participant: Vec<Participant>,
 }
+
+/// A FHIR resource a feed holds one of per line.
+trait FhirResource: serde::de::DeserializeOwned {
+    /// Its `resourceType`.
+    const TYPE: &'static str;
+    /// The `resourceType` the line said.
+    fn resource_type(&self) -> &str;
+}
+
+/// One NDJSON line read as a `T`: JSON of the right shape and of `T`'s `resourceType`.
+fn fhir_resource<T: FhirResource>(line: &str) -> Result<T, String> {
+    let r: T = serde_json::from_str(line).map_err(|e| format!("not a {} as JSON: {e}", T::TYPE))?;
+    if r.resource_type() != T::TYPE {
+        return Err(format!(
+            "resourceType is {:?}, expected {:?}",
+            r.resource_type(),
+            T::TYPE
+        ));
+    }
+    Ok(r)
+}
+
+macro_rules! fhir_resource {
+    ($($ty:ident),*) => {$(
+        impl FhirResource for $ty {
+            const TYPE: &'static str = stringify!($ty);
+            fn resource_type(&self) -> &str {
+                &self.resource_type
+            }
+        }
+    )*};
+}
+fhir_resource!(CareTeam, Encounter, Appointment, ServiceRequest);
 
 /// A FHIR R4 `Appointment` (section 12.10 of the R4 specification), the elements medfl reads.
 #[derive(Deserialize)]
