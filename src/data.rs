@@ -18,7 +18,7 @@ use medfl_accesslog::{AccessEvent, AttackKind, OnError, csv, extract, fhir, tabu
 use medfl_ledger::MemberId;
 use medfl_ledger::tx::Pseudonym;
 use medfl_model::EmployeeRows;
-use medfl_model::cases::CaseKey;
+use medfl_model::cases::{CaseKey, Standing};
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -213,6 +213,7 @@ pub fn load(
         .map(|(e, &employee)| CaseKey {
             employee,
             time_ms: e.time_ms,
+            standing: Standing::of(e.care_team, e.break_glass),
         })
         .collect();
     Ok(Dataset {

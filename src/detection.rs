@@ -16,7 +16,7 @@ use std::ops::Range;
 use anyhow::{Context, Result, bail};
 use medfl_accesslog::time::DAY_MS;
 use medfl_accesslog::{AccessEvent, AttackKind, extract};
-use medfl_model::cases::{CaseKey, CaseRules};
+use medfl_model::cases::{CaseKey, CaseRules, Standing};
 use medfl_model::evaluate::Labels;
 use medfl_model::experiment::{self, ExperimentConfig, HospitalData, SettingResult};
 use medfl_simulations::{Scenario, generate_hospital};
@@ -115,6 +115,7 @@ pub fn consortium_data_with_logs(
                 data.test_keys.push(CaseKey {
                     employee: features.employees[row],
                     time_ms: e.time_ms,
+                    standing: Standing::of(e.care_team, e.break_glass),
                 });
             } else if e.time_ms >= validation_from {
                 if l.attack.is_none() {
@@ -224,7 +225,9 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
     };
     let _ = writeln!(
         out,
-        "\nby case (one employee's alerts in one {} h window, ranked by evidence; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n",
+        "\nby case (one employee's alerts in one {} h window, ranked by evidence; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n\
+         ceiling: the recall of a perfect ranking, capped where the simulator schedules more attack cases a {unit} than the office reviews\n\
+         caught alone: the attack case ranked among its {unit}'s normal cases only, as if it were the only attack that {unit}\n",
         rules.window_ms as f64 / 3_600_000.0,
         rules.reviews_per_1000_employees
     );
@@ -240,6 +243,8 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
                 num1(per_window(r, |c| c.reviewed)),
                 num1(per_window(r, |c| c.attack_windows)),
                 pct(r.case_mean(|c| c.recall)),
+                pct(r.case_mean(|c| c.ceiling)),
+                pct(r.case_mean(|c| c.recall_alone)),
                 pct(r.case_mean(|c| c.precision)),
                 pct(r.case_mean(|c| {
                     (c.attack_windows > 0).then(|| c.alerted as f64 / c.attack_windows as f64)
@@ -254,18 +259,26 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
             &format!("reviewed/{unit}"),
             &format!("attack cases/{unit}"),
             "caught (recall)",
+            "ceiling",
+            "caught alone",
             "precision",
             "alerted (any budget)",
         ],
         &rows,
     ));
-    let mut headers = vec!["attack (cases caught)"];
+    let mut headers = vec!["attack (cases caught / alone)"];
     headers.extend(results.iter().map(|r| r.setting));
     let rows: Vec<Vec<String>> = AttackKind::ALL
         .iter()
         .map(|&k| {
             let mut row = vec![k.to_string()];
-            row.extend(results.iter().map(|r| pct(r.attack_case_recall(k))));
+            row.extend(results.iter().map(|r| {
+                format!(
+                    "{} / {}",
+                    pct(r.attack_case_recall(k)),
+                    pct(r.attack_case_recall_alone(k))
+                )
+            }));
             row
         })
         .collect();

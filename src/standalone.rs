@@ -150,6 +150,8 @@ fn cases_report(c: &CaseEvaluation) -> String {
             "alerted",
             "caught",
             "recall",
+            "ceiling",
+            "caught alone",
             "precision",
         ],
         &[vec![
@@ -160,6 +162,8 @@ fn cases_report(c: &CaseEvaluation) -> String {
             c.alerted.to_string(),
             c.caught.to_string(),
             pct(c.recall),
+            pct(c.ceiling),
+            pct(c.recall_alone),
             pct(c.precision),
         ]],
     ));
@@ -173,12 +177,21 @@ fn cases_report(c: &CaseEvaluation) -> String {
                     r.windows.to_string(),
                     r.caught.to_string(),
                     pct(Some(r.recall)),
+                    r.caught_alone.to_string(),
+                    pct(Some(r.recall_alone)),
                 ]
             })
             .collect();
         text.push('\n');
         text.push_str(&report::table(
-            &["attack", "cases", "caught", "recall"],
+            &[
+                "attack",
+                "cases",
+                "caught",
+                "recall",
+                "caught alone",
+                "recall alone",
+            ],
             &rows,
         ));
     }

@@ -14,13 +14,25 @@
 //!
 //! Cases rank by their **evidence**, the sum over their alerts of `ln(score / threshold)`: how
 //! far above the line each alert is, accumulated as a log-likelihood ratio is, so that one
-//! alert far above it (a snoop) and many just above it (a burst of exports) both rise. On the
-//! default scenario (21 features, 2026-12-01) the federated model's reviewed cases held 23.1%
-//! of attack cases ranked this way, 15.8% ranked by top score alone and 24.6% by the number of
-//! alerts alone, which lost the lone snoops (VIP snooping 43% by evidence, 18% by count). Ties
-//! go to the
-//! top score, then the number of alerts, then the employee's index: total and deterministic,
-//! so the same scores always review the same cases.
+//! alert far above it (a snoop) and many just above it (a burst of exports) both rise.
+//!
+//! Only **unexplained** alerts are evidence, explanations first as in explanation-based
+//! auditing (Fabbri and LeFevre, PVLDB 2011): an alert on a patient whose care team the user
+//! is on is listed in its case but adds nothing, and so is a break-the-glass access, which the
+//! monitor alerts and an office reviews every time, outside the budget. Here only a care
+//! relationship explains, not the department responsible for the patient (which
+//! [`medfl_accesslog::explained`] also counts): a co-worker treated in one's own department is
+//! exactly the snoop that reason would hide. On the default scenario (2026-12-02) the
+//! federated model's ranked queue caught 36.7% of attack cases with every alert as evidence and
+//! 49.6% with unexplained alerts alone; each attack alone among its day's normal cases, 44.5%
+//! and 70.1%. Most of the normal cases that outranked attacks were night-time emergencies.
+//!
+//! A snooper who declares a false emergency leaves the budgeted ranking and is caught only by
+//! the review of every break-the-glass access, which these figures do not count: they are what
+//! the ranked queue alone catches.
+//!
+//! Ties go to the top score, then the number of alerts, then the employee's index: total and
+//! deterministic, so the same scores always review the same cases.
 //!
 //! Windows are UTC days by default, so a night shift's session that crosses midnight is two
 //! cases; and an attack counts as alerted (and caught) when any event of its employee-day
@@ -29,18 +41,51 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use medfl_accesslog::AttackKind;
+
+use crate::ModelError;
 use serde::{Deserialize, Serialize};
 
 /// One day in milliseconds: the default case window.
 pub const DAY_MS: u64 = 86_400_000;
 
-/// Who made a scored event and when: what places it in a case.
+/// Who made a scored event and when, and what the hospital's records say of it: what places
+/// it in a case and what its alert adds there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CaseKey {
     /// The employee (a dense index, as [`crate::EmployeeRows`] uses).
     pub employee: u64,
     /// The event's time, milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// Whether the access has a reason on record, which decides whether its alert is evidence.
+    pub standing: Standing,
+}
+
+/// What the hospital's records say of one access, as far as ranking cases goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No care relationship and no declared emergency: an alert on it is evidence.
+    Unexplained,
+    /// The user is on the patient's care team at that time: an alert on it is listed in the
+    /// case but adds no evidence.
+    CareTeam,
+    /// Break-the-glass: the monitor alerts every one and each is reviewed on its own, so it
+    /// adds no evidence to the budgeted ranking.
+    BreakGlass,
+}
+
+impl Standing {
+    /// The standing of an access with a care relationship `care_team`, declared an
+    /// emergency when `break_glass`. A declared emergency comes first: it is reviewed
+    /// whatever the care team says.
+    pub fn of(care_team: bool, break_glass: bool) -> Standing {
+        if break_glass {
+            Standing::BreakGlass
+        } else if care_team {
+            Standing::CareTeam
+        } else {
+            Standing::Unexplained
+        }
+    }
 }
 
 /// How alerts become cases and how many cases an office reviews.
@@ -81,7 +126,8 @@ pub struct Case {
     pub alerts: usize,
     /// The highest score among them.
     pub top_score: f32,
-    /// The evidence: the sum over its alerts of `ln(score / threshold)`.
+    /// The evidence: the sum over its alerts on unexplained accesses of `ln(score /
+    /// threshold)` ([`evidence_of`]).
     pub evidence: f64,
 }
 
@@ -107,7 +153,7 @@ pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules
             evidence: 0.0,
         });
         case.alerts += 1;
-        case.evidence += evidence(score, threshold);
+        case.evidence += evidence_of(score, threshold, key.standing);
         case.top_score = case.top_score.max(score);
     }
     let mut out: Vec<Case> = by_key.into_values().collect();
@@ -122,7 +168,16 @@ pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules
     out
 }
 
-/// What one alert adds to its case: `ln(score / threshold)`, positive above a positive
+/// What one alert on an access of `standing` adds to its case: [`evidence`] when the access is
+/// unexplained, nothing otherwise.
+pub fn evidence_of(score: f32, threshold: f32, standing: Standing) -> f64 {
+    match standing {
+        Standing::Unexplained => evidence(score, threshold),
+        Standing::CareTeam | Standing::BreakGlass => 0.0,
+    }
+}
+
+/// How far above the line one alert is: `ln(score / threshold)`, positive above a positive
 /// threshold; the plain excess where the threshold is not positive (no ratio is defined).
 pub fn evidence(score: f32, threshold: f32) -> f64 {
     let (s, t) = (f64::from(score), f64::from(threshold));
@@ -152,6 +207,15 @@ pub struct CaseEvaluation {
     pub recall: Option<f64>,
     /// Share of reviewed cases holding an attack (`None` when nothing was reviewed).
     pub precision: Option<f64>,
+    /// The recall of a perfect ranking: each window's attack cases up to the budget, over all
+    /// attack cases. Where a simulator schedules more attacks a day than an office reviews,
+    /// no model reaches more.
+    pub ceiling: Option<f64>,
+    /// Attack cases fewer than `budget` normal cases of their window outrank: those an office
+    /// catches when the attack is the only one that day, whatever the simulator's attack rate.
+    pub caught_alone: usize,
+    /// `caught_alone / attack_windows` (`None` without attacks).
+    pub recall_alone: Option<f64>,
     /// Per attack type: its windows and how many were caught.
     pub per_attack: Vec<CaseAttackRow>,
 }
@@ -167,11 +231,19 @@ pub struct CaseAttackRow {
     pub caught: usize,
     /// `caught / windows`.
     pub recall: f64,
+    /// Of its windows, those caught alone ([`CaseEvaluation::caught_alone`]).
+    pub caught_alone: usize,
+    /// `caught_alone / windows`.
+    pub recall_alone: f64,
 }
 
 /// Judges `scores` (with one `labels` and `keys` entry each) at case level, for a staff of
-/// `employees` alerting above `threshold`. Rows beyond the shortest of the three slices are
-/// left out of everything.
+/// `employees` alerting above `threshold`.
+///
+/// Besides what the office catches ([`CaseEvaluation::recall`]), two figures separate the
+/// ranking from the simulator's attack rate: the recall a perfect ranking would reach at this
+/// budget ([`CaseEvaluation::ceiling`]), and the recall with each attack case alone among its
+/// window's normal cases ([`CaseEvaluation::recall_alone`]).
 pub fn evaluate_cases(
     scores: &[f32],
     labels: &[Option<AttackKind>],
@@ -179,23 +251,17 @@ pub fn evaluate_cases(
     threshold: f32,
     employees: usize,
     rules: &CaseRules,
-) -> CaseEvaluation {
-    let n = scores.len().min(labels.len()).min(keys.len());
-    let (scores, labels, keys) = (&scores[..n], &labels[..n], &keys[..n]);
+) -> Result<CaseEvaluation, ModelError> {
+    if labels.len() != scores.len() || keys.len() != scores.len() {
+        return Err(ModelError::Shape(format!(
+            "{} scores, {} labels and {} case keys",
+            scores.len(),
+            labels.len(),
+            keys.len()
+        )));
+    }
     let window_ms = rules.window_ms.max(1);
     let budget = rules.budget(employees);
-    let all = cases(scores, keys, threshold, rules);
-    let mut reviewed = BTreeSet::new();
-    let mut formed = BTreeSet::new();
-    let mut rank = 0;
-    for (i, c) in all.iter().enumerate() {
-        let first_of_window = i == 0 || all[i - 1].window != c.window;
-        rank = if first_of_window { 0 } else { rank + 1 };
-        if rank < budget {
-            reviewed.insert((c.window, c.employee));
-        }
-        formed.insert((c.window, c.employee));
-    }
 
     let mut windows = BTreeSet::new();
     let mut attacked: BTreeMap<(u64, u64), BTreeSet<AttackKind>> = BTreeMap::new();
@@ -206,6 +272,41 @@ pub fn evaluate_cases(
             attacked.entry(at).or_default().insert(*kind);
         }
     }
+
+    // One pass over each window's cases in rank order: the top `budget` are reviewed; an
+    // attack case is caught alone when fewer than `budget` normal cases outrank it.
+    let all = cases(scores, keys, threshold, rules);
+    let mut reviewed = BTreeSet::new();
+    let mut formed = BTreeSet::new();
+    let mut caught_alone = BTreeSet::new();
+    let (mut rank, mut normal_above) = (0, 0);
+    for (i, c) in all.iter().enumerate() {
+        if i == 0 || all[i - 1].window != c.window {
+            (rank, normal_above) = (0, 0);
+        }
+        let at = (c.window, c.employee);
+        if rank < budget {
+            reviewed.insert(at);
+        }
+        if !attacked.contains_key(&at) {
+            normal_above += 1;
+        } else if normal_above < budget {
+            caught_alone.insert(at);
+        }
+        formed.insert(at);
+        rank += 1;
+    }
+
+    // A perfect ranking reviews every attack case of a window up to the budget.
+    let mut attack_cases_per_window: BTreeMap<u64, usize> = BTreeMap::new();
+    for (window, _) in attacked.keys() {
+        *attack_cases_per_window.entry(*window).or_default() += 1;
+    }
+    let reachable: usize = attack_cases_per_window
+        .values()
+        .map(|&n| n.min(budget))
+        .sum();
+
     let caught = attacked.keys().filter(|w| reviewed.contains(w)).count();
     let reviewed_attacks = reviewed.iter().filter(|w| attacked.contains_key(w)).count();
     let per_attack = AttackKind::ALL
@@ -217,16 +318,19 @@ pub fn evaluate_cases(
                 .map(|(w, _)| w)
                 .collect();
             let caught = of_kind.iter().filter(|w| reviewed.contains(*w)).count();
+            let alone = of_kind.iter().filter(|w| caught_alone.contains(*w)).count();
             (!of_kind.is_empty()).then(|| CaseAttackRow {
                 attack: kind,
                 windows: of_kind.len(),
                 caught,
                 recall: caught as f64 / of_kind.len() as f64,
+                caught_alone: alone,
+                recall_alone: alone as f64 / of_kind.len() as f64,
             })
         })
         .collect();
     let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
-    CaseEvaluation {
+    Ok(CaseEvaluation {
         rules: *rules,
         windows: windows.len(),
         budget,
@@ -237,8 +341,11 @@ pub fn evaluate_cases(
         caught,
         recall: ratio(caught, attacked.len()),
         precision: ratio(reviewed_attacks, reviewed.len()),
+        ceiling: ratio(reachable, attacked.len()),
+        caught_alone: caught_alone.len(),
+        recall_alone: ratio(caught_alone.len(), attacked.len()),
         per_attack,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +359,7 @@ mod tests {
         CaseKey {
             employee,
             time_ms: day * DAY_MS + hour * 3_600_000,
+            standing: Standing::Unexplained,
         }
     }
 
@@ -299,6 +407,28 @@ mod tests {
     }
 
     #[test]
+    fn only_unexplained_alerts_are_evidence() {
+        // Employee 1: three alerts far above the line, on patients whose care team they are
+        // on, or declared emergencies. Employee 2: one unexplained alert just above it.
+        let at = |employee, hour, standing| CaseKey {
+            standing,
+            ..key(employee, 0, hour)
+        };
+        let keys = [
+            at(1, 1, Standing::CareTeam),
+            at(1, 2, Standing::BreakGlass),
+            at(1, 3, Standing::of(true, true)),
+            at(2, 1, Standing::of(false, false)),
+        ];
+        let c = cases(&[4.0, 4.0, 4.0, 0.6], &keys, 0.5, &CaseRules::default());
+        let order: Vec<_> = c.iter().map(|c| (c.employee, c.alerts)).collect();
+        assert_eq!(order, [(2, 1), (1, 3)]);
+        assert_eq!(c[1].evidence, 0.0);
+        // A declared emergency on a care-team patient is still break-the-glass.
+        assert_eq!(Standing::of(true, true), Standing::BreakGlass);
+    }
+
+    #[test]
     fn equal_evidence_ranks_by_employee() {
         let keys = [key(5, 0, 1), key(4, 0, 1), key(9, 0, 1), key(9, 0, 2)];
         let scores = [0.9, 0.9, 0.9, 0.2];
@@ -322,7 +452,7 @@ mod tests {
         ];
         let scores = [0.9, 0.8, 0.95, 0.7, 0.1];
         let labels = [SNOOP, None, None, BURST, SNOOP];
-        let e = evaluate_cases(&scores, &labels, &keys, 0.5, 100, &rules);
+        let e = evaluate_cases(&scores, &labels, &keys, 0.5, 100, &rules).unwrap();
         assert_eq!((e.windows, e.budget, e.cases, e.reviewed), (3, 1, 4, 2));
         assert_eq!((e.attack_windows, e.alerted, e.caught), (3, 2, 1));
         assert_eq!(e.recall, Some(1.0 / 3.0));
@@ -339,7 +469,7 @@ mod tests {
         assert_eq!(burst.map(|r| r.caught), Some(0));
 
         // A larger staff reviews both of day 1's cases and catches the burst too.
-        let e = evaluate_cases(&scores, &labels, &keys, 0.5, 200, &rules);
+        let e = evaluate_cases(&scores, &labels, &keys, 0.5, 200, &rules).unwrap();
         assert_eq!((e.budget, e.reviewed, e.caught), (2, 4, 2));
     }
 
@@ -355,7 +485,8 @@ mod tests {
             0.5,
             10,
             &CaseRules::default(),
-        );
+        )
+        .unwrap();
         assert_eq!((e.caught, e.recall, e.precision), (1, Some(1.0), Some(1.0)));
     }
 
@@ -370,31 +501,60 @@ mod tests {
             f32::NAN,
             10,
             &CaseRules::default(),
-        );
+        )
+        .unwrap();
         assert_eq!((e.cases, e.attack_windows, e.alerted), (0, 1, 0));
     }
 
     #[test]
-    fn rows_beyond_the_shortest_slice_are_left_out_of_everything() {
-        // Three scores, two labels: the third alert is neither a case nor a window.
+    fn slices_of_different_lengths_are_refused() {
+        // Three scores, two labels: nothing is judged on a guess about the missing row.
         let keys = [key(1, 0, 1), key(2, 0, 1), key(3, 1, 1)];
-        let e = evaluate_cases(
-            &[0.9, 0.9, 0.9],
-            &[SNOOP, None],
-            &keys,
-            0.5,
-            10,
-            &CaseRules::default(),
-        );
+        let rules = CaseRules::default();
+        let e = evaluate_cases(&[0.9, 0.9, 0.9], &[SNOOP, None], &keys, 0.5, 10, &rules);
+        assert!(matches!(e, Err(ModelError::Shape(_))));
+        let e = evaluate_cases(&[0.9, 0.9], &[SNOOP, None], &keys, 0.5, 10, &rules);
+        assert!(matches!(e, Err(ModelError::Shape(_))));
+    }
+
+    #[test]
+    fn more_attacks_a_day_than_the_budget_cap_recall_and_alone_ranks_each_among_normal_cases() {
+        // 100 employees: one review a day. Day 0 holds three attack cases and two normal ones.
+        let keys = [
+            key(1, 0, 9), // attack, evidence ln 1.8
+            key(2, 0, 9), // attack, ln 1.6
+            key(3, 0, 9), // normal, ln 1.4
+            key(4, 0, 9), // attack, ln 1.2
+            key(5, 0, 9), // normal, ln 1.1
+            key(6, 1, 9), // day 1: one attack that raised no alert
+        ];
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.55, 0.1];
+        let labels = [SNOOP, BURST, None, SNOOP, None, SNOOP];
+        let e = evaluate_cases(&scores, &labels, &keys, 0.5, 100, &CaseRules::default()).unwrap();
+        assert_eq!((e.attack_windows, e.caught), (4, 1));
+        // A perfect ranking catches one a day: day 0's best and day 1's (which did not alert).
+        assert_eq!(e.ceiling, Some(0.5));
+        // Alone among day 0's normal cases, employees 1 and 2 rank first; employee 4 has a
+        // normal case above it, which fills the budget. Day 1's never alerted.
+        assert_eq!((e.caught_alone, e.recall_alone), (2, Some(0.5)));
+        let snoop = &e.per_attack[0];
         assert_eq!(
-            (e.windows, e.cases, e.attack_windows, e.caught),
-            (1, 2, 1, 1)
+            (
+                snoop.attack,
+                snoop.windows,
+                snoop.caught,
+                snoop.caught_alone
+            ),
+            (AttackKind::VipSnooping, 3, 1, 1)
         );
+        // Caught alone is never below caught: an attack reviewed has fewer than `budget`
+        // cases of any kind above it.
+        assert!(e.caught_alone >= e.caught);
     }
 
     #[test]
     fn nothing_scored_gives_no_rates() {
-        let e = evaluate_cases(&[], &[], &[], 0.5, 10, &CaseRules::default());
+        let e = evaluate_cases(&[], &[], &[], 0.5, 10, &CaseRules::default()).unwrap();
         assert_eq!(
             (e.windows, e.cases, e.recall, e.precision),
             (0, 0, None, None)

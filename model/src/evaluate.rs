@@ -180,7 +180,7 @@ pub fn evaluate_with_cases(
         }
         e.cases = Some(evaluate_cases(
             scores, labels, keys, threshold, employees, rules,
-        ));
+        )?);
     }
     Ok(e)
 }

@@ -177,12 +177,21 @@ impl SettingResult {
 
     /// Macro-averaged share of one attack type's cases that were reviewed.
     pub fn attack_case_recall(&self, kind: AttackKind) -> Option<f64> {
-        self.case_mean(|c| {
-            c.per_attack
-                .iter()
-                .find(|r| r.attack == kind)
-                .map(|r| r.recall)
-        })
+        self.attack_case_mean(kind, |r| r.recall)
+    }
+
+    /// Macro-averaged share of one attack type's cases caught alone among their window's
+    /// normal cases ([`CaseEvaluation::caught_alone`]).
+    pub fn attack_case_recall_alone(&self, kind: AttackKind) -> Option<f64> {
+        self.attack_case_mean(kind, |r| r.recall_alone)
+    }
+
+    fn attack_case_mean(
+        &self,
+        kind: AttackKind,
+        f: impl Fn(&crate::cases::CaseAttackRow) -> f64,
+    ) -> Option<f64> {
+        self.case_mean(|c| c.per_attack.iter().find(|r| r.attack == kind).map(&f))
     }
 
     fn attack_mean(&self, kind: AttackKind, f: impl Fn(&AttackRow) -> Option<f64>) -> Option<f64> {

@@ -53,6 +53,7 @@ use axum::routing::{get, post};
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
+use medfl_model::cases::Standing;
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
 use medfl_monitor::{
@@ -256,6 +257,9 @@ struct AlertView {
     threshold: Option<f32>,
     /// The officer who acknowledged it, once one has.
     acknowledged_by: Option<String>,
+    /// Whether the access had a reason on record: what its alert adds to its case.
+    #[serde(skip)]
+    standing: Standing,
 }
 
 /// A case as `GET /v1/cases` lists it: one user's recent alerts and denials in one UTC day.
@@ -269,8 +273,9 @@ struct CaseView {
     denials: usize,
     /// Not yet acknowledged by an officer.
     open: usize,
-    /// The sum over its model alerts of `ln(score / threshold)` (`medfl_model::cases`); alerts
-    /// raised by a rule alone (break-the-glass, consent, a standing block) add none.
+    /// The sum over its model alerts on unexplained accesses of `ln(score / threshold)`
+    /// (`medfl_model::cases::evidence_of`); alerts on a care-team patient or under
+    /// break-the-glass, and alerts raised by a rule alone (consent, a standing block), add none.
     evidence: f64,
     top_score: Option<f32>,
     first_ms: u64,
@@ -307,7 +312,7 @@ fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView
         if let (Some(s), Some(t)) = (a.score, a.threshold)
             && s.partial_cmp(&t) == Some(std::cmp::Ordering::Greater)
         {
-            case.evidence += medfl_model::cases::evidence(s, t);
+            case.evidence += medfl_model::cases::evidence_of(s, t, a.standing);
         }
         if let Some(s) = a.score.filter(|s| !s.is_nan()) {
             case.top_score = Some(case.top_score.map_or(s, |top| top.max(s)));
@@ -1114,6 +1119,7 @@ fn note_alert(
         score: d.score,
         threshold: d.threshold,
         acknowledged_by: None,
+        standing: Standing::of(r.care_team, r.break_glass),
     };
     alerts.push_back(view.clone());
     Some(view)
@@ -2591,6 +2597,7 @@ mod tests {
             score,
             threshold: score.map(|_| 0.5),
             acknowledged_by: None,
+            standing: Standing::Unexplained,
         }
     }
 
@@ -2604,6 +2611,16 @@ mod tests {
             alert(4, "cat", 12, None, Verdict::Alert),
             // The next UTC day.
             alert(5, "ann", 25, Some(0.7), Verdict::Alert),
+            // Far above the line, but on a patient whose care team Dan is on, or in a
+            // declared emergency: listed, no evidence.
+            AlertView {
+                standing: Standing::CareTeam,
+                ..alert(6, "dan", 13, Some(4.0), Verdict::Alert)
+            },
+            AlertView {
+                standing: Standing::BreakGlass,
+                ..alert(7, "dan", 14, Some(4.0), Verdict::Alert)
+            },
         ];
         let cases = cases_of(&alerts);
         let order: Vec<(&str, &str, usize)> = cases
@@ -2616,13 +2633,15 @@ mod tests {
                 ("2026-01-06", "ann", 1),
                 ("2026-01-05", "bob", 1),
                 ("2026-01-05", "ann", 2),
+                ("2026-01-05", "dan", 2),
                 ("2026-01-05", "cat", 1),
             ]
         );
         assert_eq!(cases[1].denials, 1);
         assert!((cases[2].evidence - 2.0 * 1.2f64.ln()).abs() < 1e-6);
         assert_eq!(cases[2].records, [1, 3]);
-        assert_eq!(cases[3].evidence, 0.0);
-        assert_eq!(cases[3].top_score, None);
+        assert_eq!((cases[3].evidence, cases[3].top_score), (0.0, Some(4.0)));
+        assert_eq!(cases[4].evidence, 0.0);
+        assert_eq!(cases[4].top_score, None);
     }
 }
