@@ -213,7 +213,7 @@ pub fn load(
         .map(|(e, &employee)| CaseKey {
             employee,
             time_ms: e.time_ms,
-            standing: Standing::of(e.care_team, e.break_glass),
+            standing: Standing::of(e),
         })
         .collect();
     Ok(Dataset {

@@ -115,7 +115,7 @@ pub fn consortium_data_with_logs(
                 data.test_keys.push(CaseKey {
                     employee: features.employees[row],
                     time_ms: e.time_ms,
-                    standing: Standing::of(e.care_team, e.break_glass),
+                    standing: Standing::of(e),
                 });
             } else if e.time_ms >= validation_from {
                 if l.attack.is_none() {

@@ -18,14 +18,25 @@
 //!
 //! Only **unexplained** alerts are evidence, explanations first as in explanation-based
 //! auditing (Fabbri and LeFevre, PVLDB 2011): an alert on a patient whose care team the user
-//! is on is listed in its case but adds nothing, and so is a break-the-glass access, which the
-//! monitor alerts and an office reviews every time, outside the budget. Here only a care
+//! is on (for a kind of record their role needs) is listed in its case but adds nothing, and
+//! so is a break-the-glass access, which the monitor alerts and an office reviews every time,
+//! outside the budget. Here only a care
 //! relationship explains, not the department responsible for the patient (which
 //! [`medfl_accesslog::explained`] also counts): a co-worker treated in one's own department is
 //! exactly the snoop that reason would hide. On the default scenario (2026-12-02) the
 //! federated model's ranked queue caught 36.7% of attack cases with every alert as evidence and
-//! 49.6% with unexplained alerts alone; each attack alone among its day's normal cases, 44.5%
-//! and 70.1%. Most of the normal cases that outranked attacks were night-time emergencies.
+//! 50.8% with unexplained alerts alone; each attack alone among its day's normal cases, 44.5%
+//! and 71.1%. Most of the normal cases that outranked attacks were night-time emergencies.
+//!
+//! An employee's evidence also carries into their next windows, halving each window
+//! ([`CaseRules::carry`], [`carried_in`]): a case ranks by its own evidence plus what its
+//! employee carried in. A slow drip of exports or a daily look at a neighbour's chart adds up
+//! where one day's alerts stay below the budget's line, while a one-off alert fades. On the
+//! default scenario (2026-12-02) carrying half a day's evidence into the next raised the
+//! federated model's attack cases caught alone among their day's normal cases from 71.1% to
+//! 73.5% (slow-drip exfiltration from 72.7% to 83.7%; centralized training's from 53.1% to
+//! 62.4%). What its ranked queue caught with the scenario's many attacks a day stayed level
+//! (50.8%, 50.5%): a caught attacker's next day carries evidence too and takes a review.
 //!
 //! A snooper who declares a false emergency leaves the budgeted ranking and is caught only by
 //! the review of every break-the-glass access, which these figures do not count: they are what
@@ -40,7 +51,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use medfl_accesslog::AttackKind;
+use medfl_accesslog::features::role_needs;
+use medfl_accesslog::{AccessEvent, AttackKind};
 
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
@@ -65,8 +77,8 @@ pub struct CaseKey {
 pub enum Standing {
     /// No care relationship and no declared emergency: an alert on it is evidence.
     Unexplained,
-    /// The user is on the patient's care team at that time: an alert on it is listed in the
-    /// case but adds no evidence.
+    /// The user is on the patient's care team at that time and opened a kind of record their
+    /// role needs: an alert on it is listed in the case but adds no evidence.
     CareTeam,
     /// Break-the-glass: the monitor alerts every one and each is reviewed on its own, so it
     /// adds no evidence to the budgeted ranking.
@@ -74,13 +86,14 @@ pub enum Standing {
 }
 
 impl Standing {
-    /// The standing of an access with a care relationship `care_team`, declared an
-    /// emergency when `break_glass`. A declared emergency comes first: it is reviewed
-    /// whatever the care team says.
-    pub fn of(care_team: bool, break_glass: bool) -> Standing {
-        if break_glass {
+    /// The standing of access `e`. A declared emergency comes first: it is reviewed whatever
+    /// the care team says. A care relationship explains opening the patient's chart, but not a
+    /// kind of record the user's role never needs ([`role_needs`]): a clerk on a team has no
+    /// reason to read its patients' notes.
+    pub fn of(e: &AccessEvent) -> Standing {
+        if e.break_glass {
             Standing::BreakGlass
-        } else if care_team {
+        } else if e.care_team && role_needs(e.role, e.resource) {
             Standing::CareTeam
         } else {
             Standing::Unexplained
@@ -95,6 +108,15 @@ pub struct CaseRules {
     pub window_ms: u64,
     /// Cases reviewed per window for every 1,000 employees (at least one a window).
     pub reviews_per_1000_employees: f64,
+    /// How much of an employee's evidence carries into their next window: a window's evidence
+    /// counts `carry` times as much one window later, `carry²` two later (a half-life of one
+    /// window at the default 0.5). Held to `[0, 1]`; 0 judges each window alone.
+    #[serde(default = "default_carry")]
+    pub carry: f64,
+}
+
+fn default_carry() -> f64 {
+    0.5
 }
 
 impl Default for CaseRules {
@@ -102,11 +124,22 @@ impl Default for CaseRules {
         CaseRules {
             window_ms: DAY_MS,
             reviews_per_1000_employees: 10.0,
+            carry: default_carry(),
         }
     }
 }
 
 impl CaseRules {
+    /// [`CaseRules::carry`] held to `[0, 1]` (NaN counts as 0): evidence never grows by
+    /// waiting.
+    pub fn carry(&self) -> f64 {
+        if self.carry.is_nan() {
+            0.0
+        } else {
+            self.carry.clamp(0.0, 1.0)
+        }
+    }
+
     /// Cases reviewed each window for a staff of `employees`.
     pub fn budget(&self, employees: usize) -> usize {
         let b = (self.reviews_per_1000_employees.max(0.0) * employees as f64 / 1000.0).ceil();
@@ -129,6 +162,41 @@ pub struct Case {
     /// The evidence: the sum over its alerts on unexplained accesses of `ln(score /
     /// threshold)` ([`evidence_of`]).
     pub evidence: f64,
+    /// The evidence the employee carries in from earlier windows ([`carried_in`]).
+    pub carried: f64,
+}
+
+impl Case {
+    /// What the case ranks by: its own evidence and what it carries in.
+    pub fn total_evidence(&self) -> f64 {
+        self.evidence + self.carried
+    }
+}
+
+/// The evidence each of a sequence of cases carries in from its employee's earlier cases: a
+/// window's evidence decays by `carry` each window after it. `cases` holds `((window,
+/// employee), evidence)` in ascending order of window; the answer has one entry for each.
+///
+/// An employee whose unexplained accesses alert a little every day (a slow drip of exports,
+/// a habit of looking up neighbours) builds up evidence that no single day shows, while a
+/// one-off alert fades within days.
+pub fn carried_in<K: Ord + Clone>(
+    cases: impl IntoIterator<Item = ((u64, K), f64)>,
+    carry: f64,
+) -> Vec<f64> {
+    // Per employee: the last window seen and the evidence standing after it.
+    let mut standing: BTreeMap<K, (u64, f64)> = BTreeMap::new();
+    cases
+        .into_iter()
+        .map(|((window, employee), evidence)| {
+            let slot = standing.entry(employee).or_insert((window, 0.0));
+            let gap = window.saturating_sub(slot.0);
+            // `powf` of a gap beyond f64's integers only rounds it: the factor is 0 by then.
+            let carried = slot.1 * carry.powf(gap as f64);
+            *slot = (window, carried + evidence);
+            carried
+        })
+        .collect()
 }
 
 /// The cases in `scores`: every (employee, window) with at least one score above
@@ -151,16 +219,24 @@ pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules
             alerts: 0,
             top_score: score,
             evidence: 0.0,
+            carried: 0.0,
         });
         case.alerts += 1;
         case.evidence += evidence_of(score, threshold, key.standing);
         case.top_score = case.top_score.max(score);
     }
+    let carried = carried_in(
+        by_key.iter().map(|(&key, case)| (key, case.evidence)),
+        rules.carry(),
+    );
     let mut out: Vec<Case> = by_key.into_values().collect();
+    for (case, carried) in out.iter_mut().zip(carried) {
+        case.carried = carried;
+    }
     out.sort_by(|a, b| {
         a.window
             .cmp(&b.window)
-            .then(b.evidence.total_cmp(&a.evidence))
+            .then(b.total_evidence().total_cmp(&a.total_evidence()))
             .then(b.top_score.total_cmp(&a.top_score))
             .then(b.alerts.cmp(&a.alerts))
             .then(a.employee.cmp(&b.employee))
@@ -417,15 +493,118 @@ mod tests {
         let keys = [
             at(1, 1, Standing::CareTeam),
             at(1, 2, Standing::BreakGlass),
-            at(1, 3, Standing::of(true, true)),
-            at(2, 1, Standing::of(false, false)),
+            at(1, 3, Standing::BreakGlass),
+            at(2, 1, Standing::Unexplained),
         ];
         let c = cases(&[4.0, 4.0, 4.0, 0.6], &keys, 0.5, &CaseRules::default());
         let order: Vec<_> = c.iter().map(|c| (c.employee, c.alerts)).collect();
         assert_eq!(order, [(2, 1), (1, 3)]);
         assert_eq!(c[1].evidence, 0.0);
-        // A declared emergency on a care-team patient is still break-the-glass.
-        assert_eq!(Standing::of(true, true), Standing::BreakGlass);
+    }
+
+    #[test]
+    fn a_care_relationship_explains_the_chart_not_a_record_the_role_never_needs() {
+        use medfl_accesslog::{Action, Resource, StaffRole};
+        let access = |role, resource, care_team, break_glass| AccessEvent {
+            event_id: 1,
+            time_ms: 0,
+            user: "u".into(),
+            role,
+            user_department: "ward".into(),
+            patient: "p".into(),
+            patient_department: "ward".into(),
+            action: Action::View,
+            resource,
+            workstation: "ws".into(),
+            ip: "10.0.0.1".into(),
+            break_glass,
+            care_team,
+            vip: false,
+            family_link: false,
+        };
+        let (nurse, billing) = (StaffRole::Nurse, StaffRole::Billing);
+        let note = Resource::ClinicalNote;
+        assert_eq!(
+            Standing::of(&access(nurse, note, true, false)),
+            Standing::CareTeam
+        );
+        // Not on the team: the department alone explains nothing here.
+        assert_eq!(
+            Standing::of(&access(nurse, note, false, false)),
+            Standing::Unexplained
+        );
+        // On the team, but billing staff never need the notes.
+        assert_eq!(
+            Standing::of(&access(billing, note, true, false)),
+            Standing::Unexplained
+        );
+        // A declared emergency is reviewed as one, on the team or not.
+        assert_eq!(
+            Standing::of(&access(nurse, note, true, true)),
+            Standing::BreakGlass
+        );
+        assert_eq!(
+            Standing::of(&access(billing, note, false, true)),
+            Standing::BreakGlass
+        );
+    }
+
+    #[test]
+    fn evidence_carries_into_later_windows_halving_each_window() {
+        let carried = carried_in(
+            [
+                ((0, 'a'), 1.0),
+                ((0, 'b'), 4.0),
+                ((1, 'a'), 1.0),
+                ((3, 'a'), 0.0),
+                ((3, 'b'), 0.0),
+            ],
+            0.5,
+        );
+        // a: day 1 carries half of day 0's; day 3 carries (0.5 + 1) / 4. b: 4 / 8 by day 3.
+        assert_eq!(carried, [0.0, 0.0, 0.5, 0.375, 0.5]);
+        assert_eq!(carried_in([((0, 1), 1.0), ((1, 1), 1.0)], 0.0), [0.0, 0.0]);
+        // A gap past every power of two decays to nothing, without overflow.
+        assert_eq!(
+            carried_in([((0, 1), 9.0), ((u64::MAX, 1), 0.0)], 0.5)[1],
+            0.0
+        );
+    }
+
+    #[test]
+    fn a_small_alert_every_day_outranks_a_one_off_of_the_same_day() {
+        // Employee 1 alerts a little each of days 0-3; employee 2 once on day 3, a bit higher.
+        let mut keys = Vec::new();
+        let mut scores = Vec::new();
+        for day in 0..4 {
+            keys.push(key(1, day, 9));
+            scores.push(0.6);
+        }
+        // ln 1.3 = 0.26 against 1's ln 1.2 = 0.18 plus 0.16 carried in.
+        keys.push(key(2, 3, 9));
+        scores.push(0.65);
+        let day3 = |rules: &CaseRules| -> Vec<u64> {
+            cases(&scores, &keys, 0.5, rules)
+                .iter()
+                .filter(|c| c.window == 3)
+                .map(|c| c.employee)
+                .collect()
+        };
+        assert_eq!(day3(&CaseRules::default()), [1, 2]);
+        // Judged day by day, the one-off ranks first.
+        let alone = CaseRules {
+            carry: 0.0,
+            ..CaseRules::default()
+        };
+        assert_eq!(day3(&alone), [2, 1]);
+        // Out-of-range settings are held to [0, 1].
+        for (carry, held) in [(f64::NAN, 0.0), (-1.0, 0.0), (7.0, 1.0), (0.25, 0.25)] {
+            let rules = CaseRules {
+                carry,
+                ..CaseRules::default()
+            };
+            assert_eq!(rules.carry(), held);
+        }
     }
 
     #[test]

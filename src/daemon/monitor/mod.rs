@@ -53,7 +53,7 @@ use axum::routing::{get, post};
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
-use medfl_model::cases::Standing;
+use medfl_model::cases::{CaseRules, Standing};
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
 use medfl_monitor::{
@@ -277,6 +277,9 @@ struct CaseView {
     /// (`medfl_model::cases::evidence_of`); alerts on a care-team patient or under
     /// break-the-glass, and alerts raised by a rule alone (consent, a standing block), add none.
     evidence: f64,
+    /// The evidence the user carries in from their earlier days among the recent alerts
+    /// (`medfl_model::cases::carried_in`, halving each day): the case ranks by the two added.
+    carried: f64,
     top_score: Option<f32>,
     first_ms: u64,
     last_ms: u64,
@@ -301,6 +304,7 @@ fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView
                 denials: 0,
                 open: 0,
                 evidence: 0.0,
+                carried: 0.0,
                 top_score: None,
                 first_ms: a.time_ms,
                 last_ms: a.time_ms,
@@ -321,12 +325,25 @@ fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView
         case.last_ms = case.last_ms.max(a.time_ms);
         case.records.push(a.seq);
     }
-    let mut out: Vec<(u64, CaseView)> = by_key.into_iter().map(|((day, _), c)| (day, c)).collect();
-    // The experiment's order (`medfl_model::cases`): evidence, top score, alerts, then who.
+    let carried = medfl_model::cases::carried_in(
+        by_key.iter().map(|(&key, case)| (key, case.evidence)),
+        CaseRules::default().carry(),
+    );
+    let mut out: Vec<(u64, CaseView)> = by_key
+        .into_iter()
+        .zip(carried)
+        .map(|(((day, _), mut c), carried)| {
+            c.carried = carried;
+            (day, c)
+        })
+        .collect();
+    // The experiment's order (`medfl_model::cases`): evidence with what is carried in, top
+    // score, alerts, then who.
     let top = |c: &CaseView| c.top_score.unwrap_or(f32::NEG_INFINITY);
+    let total = |c: &CaseView| c.evidence + c.carried;
     out.sort_by(|(da, a), (db, b)| {
         db.cmp(da)
-            .then(b.evidence.total_cmp(&a.evidence))
+            .then(total(b).total_cmp(&total(a)))
             .then(top(b).total_cmp(&top(a)))
             .then(b.alerts.cmp(&a.alerts))
             .then(a.user.cmp(&b.user))
@@ -1119,7 +1136,7 @@ fn note_alert(
         score: d.score,
         threshold: d.threshold,
         acknowledged_by: None,
-        standing: Standing::of(r.care_team, r.break_glass),
+        standing: Standing::of(&r.to_event(seq)),
     };
     alerts.push_back(view.clone());
     Some(view)
@@ -2639,6 +2656,9 @@ mod tests {
         );
         assert_eq!(cases[1].denials, 1);
         assert!((cases[2].evidence - 2.0 * 1.2f64.ln()).abs() < 1e-6);
+        // Ann's second day carries in half of her first day's evidence.
+        assert!((cases[0].carried - 1.2f64.ln()).abs() < 1e-6);
+        assert_eq!(cases[2].carried, 0.0);
         assert_eq!(cases[2].records, [1, 3]);
         assert_eq!((cases[3].evidence, cases[3].top_score), (0.0, Some(4.0)));
         assert_eq!(cases[4].evidence, 0.0);
