@@ -225,10 +225,11 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
     };
     let _ = writeln!(
         out,
-        "\nby case (one employee's alerts in one {} h window, ranked by evidence; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n\
+        "\nby case (one employee's alerts in one {} h window, ranked by the evidence of its alerts on unexplained accesses, plus {} of the employee's standing evidence from the {unit} before; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n\
          ceiling: the recall of a perfect ranking, capped where the simulator schedules more attack cases a {unit} than the office reviews\n\
          caught alone: the attack case ranked among its {unit}'s normal cases only, as if it were the only attack that {unit}\n",
         rules.window_ms as f64 / 3_600_000.0,
+        rules.carry(),
         rules.reviews_per_1000_employees
     );
     let per_window = |r: &SettingResult, f: fn(&medfl_model::cases::CaseEvaluation) -> usize| {
