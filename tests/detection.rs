@@ -97,6 +97,18 @@ fn every_setting_is_judged_by_case_and_an_unlimited_budget_reviews_every_alerted
             assert!(ca.reviewed <= ca.windows * ca.budget, "{what}: {ca:?}");
             // Reviewing everything catches exactly the attack cases that alerted.
             assert_eq!((cb.reviewed, cb.caught), (cb.cases, cb.alerted), "{what}");
+            // Alone among normal cases, an attack does at least as well as among all; with
+            // no limit, every alerted one is caught, and a perfect ranking catches them all.
+            assert!(
+                ca.caught <= ca.caught_alone && ca.caught_alone <= ca.alerted,
+                "{what}: {ca:?}"
+            );
+            assert_eq!(cb.caught_alone, cb.alerted, "{what}");
+            assert!(
+                ca.attack_windows == 0 || cb.ceiling == Some(1.0),
+                "{what}: {cb:?}"
+            );
+            assert!(ca.ceiling <= cb.ceiling, "{what}");
             let per_kind: usize = ca.per_attack.iter().map(|r| r.windows).sum();
             assert!(
                 per_kind >= ca.attack_windows,
