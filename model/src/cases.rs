@@ -17,30 +17,32 @@
 //! alert far above it (a snoop) and many just above it (a burst of exports) both rise.
 //!
 //! Only **unexplained** alerts are evidence, explanations first as in explanation-based
-//! auditing (Fabbri and LeFevre, PVLDB 2011): an alert on a patient whose care team the user
-//! is on (for a kind of record their role needs) is listed in its case but adds nothing, and
-//! so is a break-the-glass access, which the monitor alerts and an office reviews every time,
-//! outside the budget. Here only a care
-//! relationship explains, not the department responsible for the patient (which
-//! [`medfl_accesslog::explained`] also counts): a co-worker treated in one's own department is
-//! exactly the snoop that reason would hide. On the default scenario (2026-12-02) the
-//! federated model's ranked queue caught 36.7% of attack cases with every alert as evidence and
-//! 50.8% with unexplained alerts alone; each attack alone among its day's normal cases, 44.5%
-//! and 71.1%. Most of the normal cases that outranked attacks were night-time emergencies.
+//! auditing (Fabbri and LeFevre, PVLDB 2011). An alert is explained ([`Standing::of`]) when the
+//! user is on the patient's care team and reads or writes a kind of record their role needs;
+//! it is then listed in its case but adds nothing. Care explains neither a record the role
+//! never needs nor a print or an export. A break-the-glass access adds nothing either: the
+//! monitor alerts every one, and it goes to the review every declared emergency gets, outside
+//! the budget ([`CaseEvaluation::break_glass_windows`] counts that work; what it catches is
+//! not counted). Only a care relationship explains, not the department responsible for the
+//! patient (which [`medfl_accesslog::explained`] also counts): a co-worker treated in one's
+//! own department is exactly the snoop that reason would hide.
 //!
 //! An employee's evidence also carries into their next windows, halving each window
 //! ([`CaseRules::carry`], [`carried_in`]): a case ranks by its own evidence plus what its
 //! employee carried in. A slow drip of exports or a daily look at a neighbour's chart adds up
-//! where one day's alerts stay below the budget's line, while a one-off alert fades. On the
-//! default scenario (2026-12-02) carrying half a day's evidence into the next raised the
-//! federated model's attack cases caught alone among their day's normal cases from 71.1% to
-//! 73.5% (slow-drip exfiltration from 72.7% to 83.7%; centralized training's from 53.1% to
-//! 62.4%). What its ranked queue caught with the scenario's many attacks a day stayed level
-//! (50.8%, 50.5%): a caught attacker's next day carries evidence too and takes a review.
+//! where one day's alerts stay below the budget's line, while a one-off alert fades.
 //!
-//! A snooper who declares a false emergency leaves the budgeted ranking and is caught only by
-//! the review of every break-the-glass access, which these figures do not count: they are what
-//! the ranked queue alone catches.
+//! On the default scenario (2026-12-02) these two changes took the federated model's ranked
+//! queue from 36.7% of attack cases caught to 49.9%, and each attack case ranked alone among
+//! its day's normal cases from 44.5% to 73.5%; under employee-level DP (`medfl simulate`) from
+//! 26.9% to 35.0%. Most of the normal cases that had outranked attacks were night-time
+//! emergencies; break-the-glass days are 6.5 a day per hospital, beside a budget of 5.
+//!
+//! **Stated gaps.** A snooper who declares a false emergency leaves the budgeted ranking and
+//! is left to the break-the-glass review. Someone using a stolen account to read only its
+//! owner's own patients, records the owner's role needs, adds no evidence from a new address
+//! either: the alerts stand and are listed, but the case ranks on nothing (reading the
+//! charts of thousands of patients, the usual theft, is unexplained).
 //!
 //! Ties go to the top score, then the number of alerts, then the employee's index: total and
 //! deterministic, so the same scores always review the same cases.
@@ -52,7 +54,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use medfl_accesslog::features::role_needs;
-use medfl_accesslog::{AccessEvent, AttackKind};
+use medfl_accesslog::{AccessEvent, Action, AttackKind};
 
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
@@ -73,12 +75,13 @@ pub struct CaseKey {
 }
 
 /// What the hospital's records say of one access, as far as ranking cases goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Standing {
     /// No care relationship and no declared emergency: an alert on it is evidence.
     Unexplained,
-    /// The user is on the patient's care team at that time and opened a kind of record their
-    /// role needs: an alert on it is listed in the case but adds no evidence.
+    /// The user is on the patient's care team at that time and read or wrote a kind of record
+    /// their role needs: an alert on it is listed in the case but adds no evidence.
     CareTeam,
     /// Break-the-glass: the monitor alerts every one and each is reviewed on its own, so it
     /// adds no evidence to the budgeted ranking.
@@ -87,13 +90,15 @@ pub enum Standing {
 
 impl Standing {
     /// The standing of access `e`. A declared emergency comes first: it is reviewed whatever
-    /// the care team says. A care relationship explains opening the patient's chart, but not a
-    /// kind of record the user's role never needs ([`role_needs`]): a clerk on a team has no
-    /// reason to read its patients' notes.
+    /// the care team says. A care relationship explains reading and writing the patient's
+    /// chart, but not a kind of record the user's role never needs ([`role_needs`]: a clerk
+    /// on a team has no reason to read its patients' notes), nor printing or exporting it:
+    /// care does not explain records leaving the EHR.
     pub fn of(e: &AccessEvent) -> Standing {
+        let in_the_chart = matches!(e.action, Action::View | Action::Edit);
         if e.break_glass {
             Standing::BreakGlass
-        } else if e.care_team && role_needs(e.role, e.resource) {
+        } else if e.care_team && in_the_chart && role_needs(e.role, e.resource) {
             Standing::CareTeam
         } else {
             Standing::Unexplained
@@ -130,6 +135,26 @@ impl Default for CaseRules {
 }
 
 impl CaseRules {
+    /// Refuses rules that judge nothing meaningful: an empty window, a review rate or carry
+    /// that is not a number or out of range. Rules read from outside go through this first.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |what: String| Err(ModelError::Config(format!("case rules: {what}")));
+        if self.window_ms == 0 {
+            return bad("a window of 0 ms".into());
+        }
+        if !(self.reviews_per_1000_employees.is_finite() && self.reviews_per_1000_employees >= 0.0)
+        {
+            return bad(format!(
+                "{} reviews per 1,000 employees (a finite number, 0 or more)",
+                self.reviews_per_1000_employees
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.carry) {
+            return bad(format!("carry {} (from 0 to 1)", self.carry));
+        }
+        Ok(())
+    }
+
     /// [`CaseRules::carry`] held to `[0, 1]` (NaN counts as 0): evidence never grows by
     /// waiting.
     pub fn carry(&self) -> f64 {
@@ -175,11 +200,15 @@ impl Case {
 
 /// The evidence each of a sequence of cases carries in from its employee's earlier cases: a
 /// window's evidence decays by `carry` each window after it. `cases` holds `((window,
-/// employee), evidence)` in ascending order of window; the answer has one entry for each.
+/// employee), evidence)` in ascending order of window (as a `BTreeMap` keyed so iterates);
+/// the answer has one entry for each. A case out of order carries nothing in and restarts its
+/// employee's count.
 ///
 /// An employee whose unexplained accesses alert a little every day (a slow drip of exports,
 /// a habit of looking up neighbours) builds up evidence that no single day shows, while a
-/// one-off alert fades within days.
+/// one-off alert fades within days. The build-up is bounded: a steady day's evidence `e`
+/// stands at most at `e / (1 − carry)` (twice at the default 0.5), so spreading k snoops over
+/// k days still lowers each day's standing by about k/2.
 pub fn carried_in<K: Ord + Clone>(
     cases: impl IntoIterator<Item = ((u64, K), f64)>,
     carry: f64,
@@ -190,9 +219,13 @@ pub fn carried_in<K: Ord + Clone>(
         .into_iter()
         .map(|((window, employee), evidence)| {
             let slot = standing.entry(employee).or_insert((window, 0.0));
-            let gap = window.saturating_sub(slot.0);
-            // `powf` of a gap beyond f64's integers only rounds it: the factor is 0 by then.
-            let carried = slot.1 * carry.powf(gap as f64);
+            let carried = if window < slot.0 {
+                0.0
+            } else {
+                // `powf` of a gap beyond f64's integers only rounds it: the factor is 0 by then.
+                let factor = carry.powf((window - slot.0) as f64);
+                if factor > 0.0 { slot.1 * factor } else { 0.0 }
+            };
             *slot = (window, carried + evidence);
             carried
         })
@@ -255,9 +288,19 @@ pub fn evidence_of(score: f32, threshold: f32, standing: Standing) -> f64 {
 
 /// How far above the line one alert is: `ln(score / threshold)`, positive above a positive
 /// threshold; the plain excess where the threshold is not positive (no ratio is defined).
+///
+/// Always finite: an infinite score (a row past f32's range scores +inf) counts as far as the
+/// largest f32, and NaN as nothing, so sums and [`carried_in`]'s products never meet `inf ×
+/// 0` and every case has a place in the order.
 pub fn evidence(score: f32, threshold: f32) -> f64 {
     let (s, t) = (f64::from(score), f64::from(threshold));
-    if t > 0.0 { (s / t).ln() } else { s - t }
+    let raw = if t > 0.0 { (s / t).ln() } else { s - t };
+    let cap = f64::from(f32::MAX);
+    if raw.is_nan() {
+        0.0
+    } else {
+        raw.clamp(-cap, cap)
+    }
 }
 
 /// Detection judged by cases: what an office reviewing its budget would catch.
@@ -283,15 +326,18 @@ pub struct CaseEvaluation {
     pub recall: Option<f64>,
     /// Share of reviewed cases holding an attack (`None` when nothing was reviewed).
     pub precision: Option<f64>,
-    /// The recall of a perfect ranking: each window's attack cases up to the budget, over all
-    /// attack cases. Where a simulator schedules more attacks a day than an office reviews,
-    /// no model reaches more.
+    /// The recall of a perfect model: every attack case alerting and ranked above every normal
+    /// one, so each window's attack cases are caught up to the budget. Where a simulator
+    /// schedules more attacks a day than an office reviews, no model reaches more.
     pub ceiling: Option<f64>,
     /// Attack cases fewer than `budget` normal cases of their window outrank: those an office
     /// catches when the attack is the only one that day, whatever the simulator's attack rate.
     pub caught_alone: usize,
     /// `caught_alone / attack_windows` (`None` without attacks).
     pub recall_alone: Option<f64>,
+    /// Employee-windows holding a break-the-glass access: the separate review every declared
+    /// emergency gets, outside the budget (and not counted in `caught`).
+    pub break_glass_windows: usize,
     /// Per attack type: its windows and how many were caught.
     pub per_attack: Vec<CaseAttackRow>,
 }
@@ -328,6 +374,7 @@ pub fn evaluate_cases(
     employees: usize,
     rules: &CaseRules,
 ) -> Result<CaseEvaluation, ModelError> {
+    rules.validate()?;
     if labels.len() != scores.len() || keys.len() != scores.len() {
         return Err(ModelError::Shape(format!(
             "{} scores, {} labels and {} case keys",
@@ -340,10 +387,14 @@ pub fn evaluate_cases(
     let budget = rules.budget(employees);
 
     let mut windows = BTreeSet::new();
+    let mut break_glass = BTreeSet::new();
     let mut attacked: BTreeMap<(u64, u64), BTreeSet<AttackKind>> = BTreeMap::new();
     for (label, key) in labels.iter().zip(keys) {
         let at = (key.time_ms / window_ms, key.employee);
         windows.insert(at.0);
+        if key.standing == Standing::BreakGlass {
+            break_glass.insert(at);
+        }
         if let Some(kind) = label {
             attacked.entry(at).or_default().insert(*kind);
         }
@@ -420,6 +471,7 @@ pub fn evaluate_cases(
         ceiling: ratio(reachable, attacked.len()),
         caught_alone: caught_alone.len(),
         recall_alone: ratio(caught_alone.len(), attacked.len()),
+        break_glass_windows: break_glass.len(),
         per_attack,
     })
 }
@@ -504,7 +556,7 @@ mod tests {
 
     #[test]
     fn a_care_relationship_explains_the_chart_not_a_record_the_role_never_needs() {
-        use medfl_accesslog::{Action, Resource, StaffRole};
+        use medfl_accesslog::{Resource, StaffRole};
         let access = |role, resource, care_team, break_glass| AccessEvent {
             event_id: 1,
             time_ms: 0,
@@ -538,6 +590,17 @@ mod tests {
             Standing::of(&access(billing, note, true, false)),
             Standing::Unexplained
         );
+        // Care explains reading and writing the chart, not printing or exporting it.
+        let export = AccessEvent {
+            action: Action::Export,
+            ..access(nurse, note, true, false)
+        };
+        assert_eq!(Standing::of(&export), Standing::Unexplained);
+        let edit = AccessEvent {
+            action: Action::Edit,
+            ..access(nurse, note, true, false)
+        };
+        assert_eq!(Standing::of(&edit), Standing::CareTeam);
         // A declared emergency is reviewed as one, on the team or not.
         assert_eq!(
             Standing::of(&access(nurse, note, true, true)),
@@ -605,6 +668,97 @@ mod tests {
             };
             assert_eq!(rules.carry(), held);
         }
+    }
+
+    #[test]
+    fn evidence_stays_finite_and_out_of_order_cases_carry_nothing() {
+        assert_eq!(evidence(f32::INFINITY, 0.5), f64::from(f32::MAX));
+        assert_eq!(evidence(f32::INFINITY, -1.0), f64::from(f32::MAX));
+        assert_eq!(evidence(f32::NAN, 0.5), 0.0);
+        // An infinite score with no carry: the employee's next case carries 0, not NaN.
+        let rules = CaseRules {
+            carry: 0.0,
+            ..CaseRules::default()
+        };
+        let c = cases(
+            &[f32::INFINITY, 0.6, 0.7],
+            &[key(1, 0, 1), key(1, 1, 1), key(2, 1, 1)],
+            0.5,
+            &rules,
+        );
+        assert!(c.iter().all(|c| c.total_evidence().is_finite()), "{c:?}");
+        assert_eq!(c[2].employee, 1, "day 1: 2's ln 1.4 above 1's ln 1.2");
+        // A case out of order restarts its employee's count.
+        assert_eq!(
+            carried_in([((5, 1), 2.0), ((3, 1), 1.0), ((4, 1), 0.0)], 0.5),
+            [0.0, 0.0, 0.5]
+        );
+    }
+
+    #[test]
+    fn rules_that_judge_nothing_meaningful_are_refused() {
+        let ok = CaseRules::default();
+        assert!(ok.validate().is_ok());
+        let bad = [
+            CaseRules { window_ms: 0, ..ok },
+            CaseRules {
+                reviews_per_1000_employees: f64::NAN,
+                ..ok
+            },
+            CaseRules {
+                reviews_per_1000_employees: -1.0,
+                ..ok
+            },
+            CaseRules {
+                reviews_per_1000_employees: f64::INFINITY,
+                ..ok
+            },
+            CaseRules {
+                carry: f64::NAN,
+                ..ok
+            },
+            CaseRules { carry: 1.5, ..ok },
+        ];
+        for rules in bad {
+            assert!(
+                matches!(rules.validate(), Err(ModelError::Config(_))),
+                "{rules:?}"
+            );
+            let e = evaluate_cases(&[0.9], &[SNOOP], &[key(1, 0, 1)], 0.5, 10, &rules);
+            assert!(e.is_err(), "{rules:?}");
+        }
+    }
+
+    #[test]
+    fn break_the_glass_windows_are_counted_apart() {
+        let keys = [
+            CaseKey {
+                standing: Standing::BreakGlass,
+                ..key(1, 0, 1)
+            },
+            CaseKey {
+                standing: Standing::BreakGlass,
+                ..key(1, 0, 2)
+            },
+            key(2, 0, 1),
+            CaseKey {
+                standing: Standing::BreakGlass,
+                ..key(2, 1, 1)
+            },
+        ];
+        let e = evaluate_cases(
+            &[0.9, 0.1, 0.9, 0.1],
+            &[SNOOP, None, None, None],
+            &keys,
+            0.5,
+            100,
+            &CaseRules::default(),
+        )
+        .unwrap();
+        // Employee 1's day 0 and employee 2's day 1, alerted or not.
+        assert_eq!(e.break_glass_windows, 2);
+        // The snoop under break-the-glass is no evidence: employee 2's case takes the review.
+        assert_eq!((e.caught, e.caught_alone), (0, 0));
     }
 
     #[test]

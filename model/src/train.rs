@@ -132,7 +132,7 @@ pub fn train(
     Ok((model, losses))
 }
 
-/// Anomaly scores (mean squared reconstruction error) for every row, as [`infer`] runs them.
+/// Anomaly scores (mean squared reconstruction error) for every row, as `infer` runs them.
 /// A row the network cannot reconstruct to a number (its error overflowed) scores `+inf`,
 /// the most anomalous: not-a-number would sort below every score and never alert.
 pub fn score(

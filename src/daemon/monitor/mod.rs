@@ -257,8 +257,9 @@ struct AlertView {
     threshold: Option<f32>,
     /// The officer who acknowledged it, once one has.
     acknowledged_by: Option<String>,
-    /// Whether the access had a reason on record: what its alert adds to its case.
-    #[serde(skip)]
+    /// Whether the access had a reason on record (`unexplained`, `care_team`,
+    /// `break_glass`): what its alert adds to its case, shown so an officer sees why a case
+    /// with a high score has no evidence.
     standing: Standing,
 }
 
@@ -278,7 +279,10 @@ struct CaseView {
     /// break-the-glass, and alerts raised by a rule alone (consent, a standing block), add none.
     evidence: f64,
     /// The evidence the user carries in from their earlier days among the recent alerts
-    /// (`medfl_model::cases::carried_in`, halving each day): the case ranks by the two added.
+    /// (`medfl_model::cases::carried_in`, at the default `CaseRules` carry of one half a
+    /// day): the case ranks by the two added. Only the last `RECENT_ALERTS` alerts of the
+    /// whole hospital are held, so on a busy day yesterday may already be gone; the
+    /// experiment carries over every day it scores.
     carried: f64,
     top_score: Option<f32>,
     first_ms: u64,
