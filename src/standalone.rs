@@ -138,8 +138,10 @@ fn cases_report(c: &CaseEvaluation) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "\nby case: one employee's alerts in one UTC day, the top {} a day reviewed ({} per 1,000 employees)",
-        c.budget, rules.reviews_per_1000_employees
+        "\nby case: one employee's alerts in one UTC day, ranked by the evidence of its alerts on unexplained accesses plus {} of the employee's from the day before; the top {} a day reviewed ({} per 1,000 employees); break-the-glass days are reviewed apart",
+        rules.carry(),
+        c.budget,
+        rules.reviews_per_1000_employees
     );
     text.push_str(&report::table(
         &[
@@ -147,6 +149,7 @@ fn cases_report(c: &CaseEvaluation) -> String {
             "cases",
             "reviewed",
             "attack cases",
+            "break-glass days",
             "alerted",
             "caught",
             "recall",
@@ -159,6 +162,7 @@ fn cases_report(c: &CaseEvaluation) -> String {
             c.cases.to_string(),
             c.reviewed.to_string(),
             c.attack_windows.to_string(),
+            c.break_glass_windows.to_string(),
             c.alerted.to_string(),
             c.caught.to_string(),
             pct(c.recall),
