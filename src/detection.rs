@@ -266,7 +266,7 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
             "ceiling",
             "caught alone",
             "precision",
-            "alerted (any budget)",
+            "alerted",
         ],
         &rows,
     ));

@@ -154,7 +154,7 @@ fn cases_report(c: &CaseEvaluation) -> String {
             "caught",
             "recall",
             "ceiling",
-            "caught alone",
+            "recall alone",
             "precision",
         ],
         &[vec![

@@ -238,6 +238,8 @@ fn decisions_are_logged_durably_bad_input_is_refused_and_the_log_verifies() {
     }
     assert!(seen.contains("event: alert"), "{seen}");
     assert!(seen.contains("p-emergency"), "{seen}");
+    // Its standing says why its case gains no evidence from it.
+    assert!(seen.contains(r#""standing":"break_glass""#), "{seen}");
     let (status, _) = http(port, "GET", "/v1/alerts/stream", b"");
     assert_eq!(status, 401, "a stream needs a token");
     let (status, text) = http_with(port, "POST", "/v1/unblock", &auditor, lift);

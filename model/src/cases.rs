@@ -33,9 +33,9 @@
 //! where one day's alerts stay below the budget's line, while a one-off alert fades.
 //!
 //! On the default scenario (2026-12-02) these two changes took the federated model's ranked
-//! queue from 36.7% of attack cases caught to 49.9%, and each attack case ranked alone among
-//! its day's normal cases from 44.5% to 73.5%; under employee-level DP (`medfl simulate`) from
-//! 26.9% to 35.0%. Most of the normal cases that had outranked attacks were night-time
+//! queue from 36.7% of attack cases caught to 48.6%, and each attack case ranked alone among
+//! its day's normal cases from 44.5% to 71.9%; under employee-level DP (`medfl simulate`) from
+//! 26.9% to 35.0%, and 54.6% alone. A case with no evidence is listed but takes no review. Most of the normal cases that had outranked attacks were night-time
 //! emergencies; break-the-glass days are 6.5 a day per hospital, beside a budget of 5.
 //!
 //! **Stated gaps.** A snooper who declares a false emergency leaves the budgeted ranking and
@@ -54,7 +54,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use medfl_accesslog::features::role_needs;
-use medfl_accesslog::{AccessEvent, Action, AttackKind};
+use medfl_accesslog::{AccessEvent, Action, AttackKind, StaffRole};
 
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
@@ -93,12 +93,15 @@ impl Standing {
     /// the care team says. A care relationship explains reading and writing the patient's
     /// chart, but not a kind of record the user's role never needs ([`role_needs`]: a clerk
     /// on a team has no reason to read its patients' notes), nor printing or exporting it:
-    /// care does not explain records leaving the EHR.
+    /// care does not explain records leaving the EHR. Nor does it explain a researcher's
+    /// access: research is not care, and the monitor takes a researcher claimed by either the
+    /// event or the staff directory as one, whose role needs would otherwise widen a clerk's.
     pub fn of(e: &AccessEvent) -> Standing {
         let in_the_chart = matches!(e.action, Action::View | Action::Edit);
+        let caring = e.care_team && e.role != StaffRole::Researcher;
         if e.break_glass {
             Standing::BreakGlass
-        } else if e.care_team && in_the_chart && role_needs(e.role, e.resource) {
+        } else if caring && in_the_chart && role_needs(e.role, e.resource) {
             Standing::CareTeam
         } else {
             Standing::Unexplained
@@ -235,8 +238,20 @@ pub fn carried_in<K: Ord + Clone>(
 /// The cases in `scores`: every (employee, window) with at least one score above
 /// `threshold`, ordered by window and, within one, by rank (most suspicious first).
 ///
-/// `keys` holds one entry per score; extra entries on either side are ignored.
-pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules) -> Vec<Case> {
+/// `keys` holds one entry per score; slices of different lengths are refused.
+pub fn cases(
+    scores: &[f32],
+    keys: &[CaseKey],
+    threshold: f32,
+    rules: &CaseRules,
+) -> Result<Vec<Case>, ModelError> {
+    if keys.len() != scores.len() {
+        return Err(ModelError::Shape(format!(
+            "{} scores against {} case keys",
+            scores.len(),
+            keys.len()
+        )));
+    }
     let window_ms = rules.window_ms.max(1);
     let mut by_key: BTreeMap<(u64, u64), Case> = BTreeMap::new();
     for (&score, key) in scores.iter().zip(keys) {
@@ -269,12 +284,32 @@ pub fn cases(scores: &[f32], keys: &[CaseKey], threshold: f32, rules: &CaseRules
     out.sort_by(|a, b| {
         a.window
             .cmp(&b.window)
-            .then(b.total_evidence().total_cmp(&a.total_evidence()))
-            .then(b.top_score.total_cmp(&a.top_score))
-            .then(b.alerts.cmp(&a.alerts))
-            .then(a.employee.cmp(&b.employee))
+            .then(rank_order(a.rank_key(), b.rank_key()))
     });
-    out
+    Ok(out)
+}
+
+/// What orders cases within a window: total evidence, top score, alerts, then the employee.
+type RankKey = (f64, f32, usize, u64);
+
+impl Case {
+    fn rank_key(&self) -> RankKey {
+        (
+            self.total_evidence(),
+            self.top_score,
+            self.alerts,
+            self.employee,
+        )
+    }
+}
+
+/// Most suspicious first: more evidence, then a higher top score, more alerts, and the lower
+/// employee index, so the order is total and deterministic.
+fn rank_order(a: RankKey, b: RankKey) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0)
+        .then(b.1.total_cmp(&a.1))
+        .then(b.2.cmp(&a.2))
+        .then(a.3.cmp(&b.3))
 }
 
 /// What one alert on an access of `standing` adds to its case: [`evidence`] when the access is
@@ -314,7 +349,10 @@ pub struct CaseEvaluation {
     pub budget: usize,
     /// Cases formed (alerted employee-windows).
     pub cases: usize,
-    /// Cases reviewed: each window's top `budget`, or all it has.
+    /// Cases with evidence: those the ranking places (a case whose alerts are all explained or
+    /// break-the-glass is listed but never takes a review).
+    pub ranked: usize,
+    /// Cases reviewed: each window's top `budget` of those ranked, or all it has.
     pub reviewed: usize,
     /// Employee-windows holding at least one attack event: the cases an office should open.
     pub attack_windows: usize,
@@ -330,13 +368,15 @@ pub struct CaseEvaluation {
     /// one, so each window's attack cases are caught up to the budget. Where a simulator
     /// schedules more attacks a day than an office reviews, no model reaches more.
     pub ceiling: Option<f64>,
-    /// Attack cases fewer than `budget` normal cases of their window outrank: those an office
-    /// catches when the attack is the only one that day, whatever the simulator's attack rate.
+    /// Attack cases with evidence that fewer than `budget` normal cases of their window
+    /// outrank, these ranked as if no attack had happened: those an office catches when the
+    /// attack is the only one that day, whatever the simulator's attack rate.
     pub caught_alone: usize,
     /// `caught_alone / attack_windows` (`None` without attacks).
     pub recall_alone: Option<f64>,
     /// Employee-windows holding a break-the-glass access: the separate review every declared
-    /// emergency gets, outside the budget (and not counted in `caught`).
+    /// emergency gets, outside the budget. What it catches is not counted in `caught`: a case
+    /// whose only alerts are break-the-glass has no evidence and takes no place in the ranking.
     pub break_glass_windows: usize,
     /// Per attack type: its windows and how many were caught.
     pub per_attack: Vec<CaseAttackRow>,
@@ -400,28 +440,74 @@ pub fn evaluate_cases(
         }
     }
 
-    // One pass over each window's cases in rank order: the top `budget` are reviewed; an
-    // attack case is caught alone when fewer than `budget` normal cases outrank it.
-    let all = cases(scores, keys, threshold, rules);
+    // Each window's cases in rank order: the top `budget` with any evidence are reviewed. A
+    // case without evidence (only explained or break-the-glass alerts) is listed, not ranked.
+    let all = cases(scores, keys, threshold, rules)?;
     let mut reviewed = BTreeSet::new();
     let mut formed = BTreeSet::new();
-    let mut caught_alone = BTreeSet::new();
-    let (mut rank, mut normal_above) = (0, 0);
+    let mut ranked = 0;
+    let mut rank = 0;
     for (i, c) in all.iter().enumerate() {
         if i == 0 || all[i - 1].window != c.window {
-            (rank, normal_above) = (0, 0);
+            rank = 0;
         }
         let at = (c.window, c.employee);
-        if rank < budget {
-            reviewed.insert(at);
-        }
-        if !attacked.contains_key(&at) {
-            normal_above += 1;
-        } else if normal_above < budget {
-            caught_alone.insert(at);
-        }
         formed.insert(at);
-        rank += 1;
+        if c.total_evidence() > 0.0 {
+            if rank < budget {
+                reviewed.insert(at);
+            }
+            rank += 1;
+            ranked += 1;
+        }
+    }
+
+    // Alone: each attack case against its window's normal cases only, these ranked as if no
+    // attack had happened (an attack window's evidence carries nothing into the attacker's
+    // later normal days), so that no other attack moves the figure.
+    let is_attack = |c: &Case| attacked.contains_key(&(c.window, c.employee));
+    let clean_carried = carried_in(
+        all.iter()
+            .map(|c| {
+                (
+                    (c.window, c.employee),
+                    if is_attack(c) { 0.0 } else { c.evidence },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+        rules.carry(),
+    );
+    let mut clean_keys: BTreeMap<(u64, u64), RankKey> = BTreeMap::new();
+    let mut by_window: BTreeMap<u64, Vec<&Case>> = BTreeMap::new();
+    for c in &all {
+        by_window.entry(c.window).or_default().push(c);
+    }
+    // `carried_in` answered in (window, employee) order: pair it with the cases so sorted.
+    let mut keyed: Vec<&Case> = all.iter().collect();
+    keyed.sort_by_key(|c| (c.window, c.employee));
+    for (c, carried) in keyed.iter().zip(clean_carried) {
+        let total = c.evidence + carried;
+        clean_keys.insert(
+            (c.window, c.employee),
+            (total, c.top_score, c.alerts, c.employee),
+        );
+    }
+    let mut caught_alone = BTreeSet::new();
+    for c in all
+        .iter()
+        .filter(|c| is_attack(c) && c.total_evidence() > 0.0)
+    {
+        let normal_above = by_window
+            .get(&c.window)
+            .into_iter()
+            .flatten()
+            .filter(|n| !is_attack(n))
+            .filter_map(|n| clean_keys.get(&(n.window, n.employee)))
+            .filter(|k| k.0 > 0.0 && rank_order(**k, c.rank_key()).is_lt())
+            .count();
+        if normal_above < budget {
+            caught_alone.insert((c.window, c.employee));
+        }
     }
 
     // A perfect ranking reviews every attack case of a window up to the budget.
@@ -462,6 +548,7 @@ pub fn evaluate_cases(
         windows: windows.len(),
         budget,
         cases: formed.len(),
+        ranked,
         reviewed: reviewed.len(),
         attack_windows: attacked.len(),
         alerted: attacked.keys().filter(|w| formed.contains(w)).count(),
@@ -501,7 +588,7 @@ mod tests {
             key(3, 0, 1),
         ];
         let scores = [0.6, 0.9, 0.7, 0.8, 0.1];
-        let c = cases(&scores, &keys, 0.5, &CaseRules::default());
+        let c = cases(&scores, &keys, 0.5, &CaseRules::default()).unwrap();
         let summary: Vec<_> = c.iter().map(|c| (c.window, c.employee, c.alerts)).collect();
         // Employee 3 raised nothing; employee 1's two alerts on day 0 are one case, ranked
         // above employee 2's by their evidence; day 1 follows.
@@ -520,7 +607,7 @@ mod tests {
             keys.push(key(2, 0, h));
             scores.push(0.6);
         }
-        let c = cases(&scores, &keys, 0.5, &CaseRules::default());
+        let c = cases(&scores, &keys, 0.5, &CaseRules::default()).unwrap();
         let order: Vec<u64> = c.iter().map(|c| c.employee).collect();
         assert_eq!(order, [3, 2, 1]);
         // A threshold that is not positive still ranks by how far above it.
@@ -529,7 +616,8 @@ mod tests {
             &[key(1, 0, 1), key(2, 0, 1)],
             0.0,
             &CaseRules::default(),
-        );
+        )
+        .unwrap();
         assert!(c.iter().all(|c| c.evidence.is_finite()));
         assert_eq!(c[0].employee, 1);
     }
@@ -548,7 +636,7 @@ mod tests {
             at(1, 3, Standing::BreakGlass),
             at(2, 1, Standing::Unexplained),
         ];
-        let c = cases(&[4.0, 4.0, 4.0, 0.6], &keys, 0.5, &CaseRules::default());
+        let c = cases(&[4.0, 4.0, 4.0, 0.6], &keys, 0.5, &CaseRules::default()).unwrap();
         let order: Vec<_> = c.iter().map(|c| (c.employee, c.alerts)).collect();
         assert_eq!(order, [(2, 1), (1, 3)]);
         assert_eq!(c[1].evidence, 0.0);
@@ -556,7 +644,7 @@ mod tests {
 
     #[test]
     fn a_care_relationship_explains_the_chart_not_a_record_the_role_never_needs() {
-        use medfl_accesslog::{Resource, StaffRole};
+        use medfl_accesslog::Resource;
         let access = |role, resource, care_team, break_glass| AccessEvent {
             event_id: 1,
             time_ms: 0,
@@ -601,6 +689,17 @@ mod tests {
             ..access(nurse, note, true, false)
         };
         assert_eq!(Standing::of(&edit), Standing::CareTeam);
+        // Research is not care, whatever the team says (a researcher reads lab results).
+        let lab = Resource::LabResult;
+        let researcher = StaffRole::Researcher;
+        assert_eq!(
+            Standing::of(&access(nurse, lab, true, false)),
+            Standing::CareTeam
+        );
+        assert_eq!(
+            Standing::of(&access(researcher, lab, true, false)),
+            Standing::Unexplained
+        );
         // A declared emergency is reviewed as one, on the team or not.
         assert_eq!(
             Standing::of(&access(nurse, note, true, true)),
@@ -648,6 +747,7 @@ mod tests {
         scores.push(0.65);
         let day3 = |rules: &CaseRules| -> Vec<u64> {
             cases(&scores, &keys, 0.5, rules)
+                .unwrap()
                 .iter()
                 .filter(|c| c.window == 3)
                 .map(|c| c.employee)
@@ -685,7 +785,8 @@ mod tests {
             &[key(1, 0, 1), key(1, 1, 1), key(2, 1, 1)],
             0.5,
             &rules,
-        );
+        )
+        .unwrap();
         assert!(c.iter().all(|c| c.total_evidence().is_finite()), "{c:?}");
         assert_eq!(c[2].employee, 1, "day 1: 2's ln 1.4 above 1's ln 1.2");
         // A case out of order restarts its employee's count.
@@ -762,10 +863,40 @@ mod tests {
     }
 
     #[test]
+    fn caught_alone_ranks_normal_cases_as_if_no_attack_had_happened() {
+        // Employee 2 attacks loudly on day 0 and raises a small normal alert on day 1, where
+        // employee 1 attacks a little. One review a day.
+        let keys = [key(2, 0, 9), key(2, 1, 9), key(1, 1, 9)];
+        let scores = [5.0, 0.55, 0.6];
+        let labels = [BURST, None, SNOOP];
+        let e = evaluate_cases(&scores, &labels, &keys, 0.5, 100, &CaseRules::default()).unwrap();
+        // In the office's queue employee 2's carried evidence (ln 10 / 2) takes day 1's review.
+        assert_eq!(e.caught, 1);
+        // Alone, employee 2's day 1 carries nothing from an attack that did not happen, and
+        // ln 1.1 ranks below ln 1.2: both attacks are caught.
+        assert_eq!(e.caught_alone, 2);
+    }
+
+    #[test]
+    fn a_case_without_evidence_is_listed_but_never_takes_a_review() {
+        // The attack's only alert is break-the-glass; nothing else alerted that day.
+        let keys = [CaseKey {
+            standing: Standing::BreakGlass,
+            ..key(1, 0, 9)
+        }];
+        let e = evaluate_cases(&[0.9], &[SNOOP], &keys, 0.5, 100, &CaseRules::default()).unwrap();
+        assert_eq!(
+            (e.cases, e.ranked, e.alerted, e.break_glass_windows),
+            (1, 0, 1, 1)
+        );
+        assert_eq!((e.reviewed, e.caught, e.caught_alone), (0, 0, 0));
+    }
+
+    #[test]
     fn equal_evidence_ranks_by_employee() {
         let keys = [key(5, 0, 1), key(4, 0, 1), key(9, 0, 1), key(9, 0, 2)];
         let scores = [0.9, 0.9, 0.9, 0.2];
-        let c = cases(&scores, &keys, 0.1, &CaseRules::default());
+        let c = cases(&scores, &keys, 0.1, &CaseRules::default()).unwrap();
         let order: Vec<u64> = c.iter().map(|c| c.employee).collect();
         // Employee 9's second alert adds evidence; 4 and 5 tie on everything but the index.
         assert_eq!(order, [9, 4, 5]);
@@ -826,7 +957,11 @@ mod tests {
     #[test]
     fn a_nan_threshold_or_score_raises_no_case() {
         let keys = [key(1, 0, 1), key(2, 0, 1)];
-        assert!(cases(&[0.9, 0.1], &keys, f32::NAN, &CaseRules::default()).is_empty());
+        assert!(
+            cases(&[0.9, 0.1], &keys, f32::NAN, &CaseRules::default())
+                .unwrap()
+                .is_empty()
+        );
         let e = evaluate_cases(
             &[0.9, f32::NAN],
             &[None, SNOOP],
@@ -893,6 +1028,10 @@ mod tests {
             (0, 0, None, None)
         );
         // NaN never alerts, as in the event-level rates.
-        assert!(cases(&[f32::NAN], &[key(1, 0, 0)], 0.0, &CaseRules::default()).is_empty());
+        assert!(
+            cases(&[f32::NAN], &[key(1, 0, 0)], 0.0, &CaseRules::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 }
