@@ -117,6 +117,7 @@ try {
   const row = page.locator(`#alerts-table tr[data-record="${decided.record}"]`);
   await row.waitFor({ timeout: 10_000 });
   measured.alert_live_ms = Date.now() - sent;
+  check((await row.textContent()).includes("reviewed on its own"), "the row says why break-the-glass adds no case evidence");
   await row.locator("input").fill("called the ER: a real emergency");
   await row.locator("button", { hasText: "Acknowledge" }).click();
   await page.waitForSelector(`#alerts-table tr[data-record="${decided.record}"] td:has-text('acknowledged by')`);

@@ -118,6 +118,12 @@ function reviewCell(tr, alert) {
   tr.append(td);
 }
 
+/** Why an alert adds nothing to its case's evidence (`standing`; `unexplained` adds it). */
+const STANDING = {
+  care_team: "explained by the care team: no case evidence",
+  break_glass: "break-the-glass: reviewed on its own, no case evidence",
+};
+
 function alertRow(a) {
   const tr = document.createElement("tr");
   tr.dataset.record = a.seq;
@@ -127,7 +133,7 @@ function alertRow(a) {
   cell(tr, a.patient);
   cell(tr, a.verdict, a.verdict === "deny" ? "failed" : "");
   cell(tr, a.score == null ? "rule" : `${fixed(a.score, 3)} / ${fixed(a.threshold, 3)}`, "num");
-  cell(tr, [a.explanation, ...a.reasons].filter(Boolean).join(" — "));
+  cell(tr, [a.explanation, ...a.reasons, STANDING[a.standing]].filter(Boolean).join(" — "));
   reviewCell(tr, a);
   return tr;
 }
