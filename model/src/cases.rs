@@ -466,44 +466,33 @@ pub fn evaluate_cases(
     // attack had happened (an attack window's evidence carries nothing into the attacker's
     // later normal days), so that no other attack moves the figure.
     let is_attack = |c: &Case| attacked.contains_key(&(c.window, c.employee));
+    let in_key_order: BTreeMap<(u64, u64), &Case> =
+        all.iter().map(|c| ((c.window, c.employee), c)).collect();
     let clean_carried = carried_in(
-        all.iter()
-            .map(|c| {
-                (
-                    (c.window, c.employee),
-                    if is_attack(c) { 0.0 } else { c.evidence },
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
+        in_key_order
+            .iter()
+            .map(|(&at, c)| (at, if is_attack(c) { 0.0 } else { c.evidence })),
         rules.carry(),
     );
-    let mut clean_keys: BTreeMap<(u64, u64), RankKey> = BTreeMap::new();
-    let mut by_window: BTreeMap<u64, Vec<&Case>> = BTreeMap::new();
-    for c in &all {
-        by_window.entry(c.window).or_default().push(c);
-    }
-    // `carried_in` answered in (window, employee) order: pair it with the cases so sorted.
-    let mut keyed: Vec<&Case> = all.iter().collect();
-    keyed.sort_by_key(|c| (c.window, c.employee));
-    for (c, carried) in keyed.iter().zip(clean_carried) {
+    // Each window's normal cases that are ranked at all, by what they would rank by.
+    let mut normal_keys: BTreeMap<u64, Vec<RankKey>> = BTreeMap::new();
+    for (c, carried) in in_key_order.values().zip(clean_carried) {
         let total = c.evidence + carried;
-        clean_keys.insert(
-            (c.window, c.employee),
-            (total, c.top_score, c.alerts, c.employee),
-        );
+        if !is_attack(c) && total > 0.0 {
+            let key = (total, c.top_score, c.alerts, c.employee);
+            normal_keys.entry(c.window).or_default().push(key);
+        }
     }
     let mut caught_alone = BTreeSet::new();
     for c in all
         .iter()
         .filter(|c| is_attack(c) && c.total_evidence() > 0.0)
     {
-        let normal_above = by_window
+        let normal_above = normal_keys
             .get(&c.window)
             .into_iter()
             .flatten()
-            .filter(|n| !is_attack(n))
-            .filter_map(|n| clean_keys.get(&(n.window, n.employee)))
-            .filter(|k| k.0 > 0.0 && rank_order(**k, c.rank_key()).is_lt())
+            .filter(|k| rank_order(**k, c.rank_key()).is_lt())
             .count();
         if normal_above < budget {
             caught_alone.insert((c.window, c.employee));
