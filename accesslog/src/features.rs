@@ -48,12 +48,17 @@
 //! | 22 | `unusual_department` | `dept_mismatch` × (1 − the user's own share of accesses outside their department, likewise) | a nurse reaching another ward, where a roaming pharmacist would not stand out |
 //! | 23 | `unusual_resource` | 1 − the user's own share of accesses to this kind of record (likewise; 0 with no history) | role misuse: billing staff who never open notes opening one |
 //! | 24 | `export_share_7d` | decayed prints and exports / decayed accesses, τ = 7 days | slow-drip exfiltration: a steady share of exports under every rate threshold |
+//! | 25 | `strangers_from_new_place` | ln1p(decayed count, τ = 1 h, of accesses from a new IP or workstation (as in 0 and 1, and not in the user's first day, when every place is new) to a patient outside the care team) / ln1p(20) | stolen credentials: a new place alone is routine (staff move between workstations, the VPN hands out fresh addresses), a new place reaching patients one does not treat is not; the count carries over the session, so the owner's own patients, read in between, stand out too |
 //!
-//! Features 21–24 measure a user against their own habits, the same "own history only" as the
-//! rest: no peer's or hospital-wide statistic enters, so employee-level DP holds unchanged.
+//! Features 21–25 measure a user against their own habits and recent acts, the same "own
+//! history only" as the rest: no peer's or hospital-wide statistic enters, so employee-level
+//! DP holds unchanged.
 //! Without history they say little: 21 and 22 start as the plain flags, 23 at 0, and 24 is
-//! the share of exports among the accesses seen so far (1 after a first access that printed);
-//! `history_len` tells the model how much history there is.
+//! the share of exports among the accesses seen so far (1 after a first access that printed),
+//! and 25 stays 0 through the user's first day; `history_len` tells the model how much history
+//! there is. A user whose VPN hands out addresses from a pool larger than the 8 remembered
+//! looks new at every other address, so for a remote consultant outside their care teams 25
+//! measures only how much of that work they do in the hour.
 //!
 //! Every value is finite and in `[0, FEATURE_MAX]`, never NaN: flags are 0/1, and counts are
 //! log-scaled so that typical values stay at or below 1 and extreme bursts grow only
@@ -82,7 +87,7 @@ use crate::label::Label;
 use crate::time::{DAY_MS, HOUR_MS};
 
 /// Number of features per event.
-pub const N_FEATURES: usize = 25;
+pub const N_FEATURES: usize = 26;
 
 /// Largest value of any feature: the public bound that replaces data-dependent scaling.
 pub const FEATURE_MAX: f32 = 2.0;
@@ -114,6 +119,7 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "unusual_department",
     "unusual_resource",
     "export_share_7d",
+    "strangers_from_new_place",
 ];
 
 /// Whether a role normally needs a resource: the fixed table behind `role_resource_mismatch`.
@@ -234,6 +240,8 @@ const WEEK_MS: f32 = 7.0 * 86_400_000.0;
 #[derive(Clone)]
 struct UserState {
     n: u64,
+    /// When the user's first event happened.
+    first_ms: u64,
     last_ms: u64,
     rate: [f32; 3],
     distinct: [f32; 2],
@@ -246,6 +254,9 @@ struct UserState {
     resources: [f32; RESOURCES],
     /// Decayed counts of events and of prints/exports, τ = 7 days.
     week: [f32; 2],
+    /// Decayed count (τ = 1 h) of accesses from a new place to a patient outside the care
+    /// team.
+    strangers_new_place: f32,
     tod_cos: f32,
     tod_sin: f32,
     hours: [u32; HOUR_BINS],
@@ -262,6 +273,7 @@ impl UserState {
     fn new() -> Box<Self> {
         Box::new(UserState {
             n: 0,
+            first_ms: 0,
             last_ms: 0,
             rate: [0.0; 3],
             distinct: [0.0; 2],
@@ -270,6 +282,7 @@ impl UserState {
             outside_dept: 0.0,
             resources: [0.0; RESOURCES],
             week: [0.0; 2],
+            strangers_new_place: 0.0,
             tod_cos: 0.0,
             tod_sin: 0.0,
             hours: [0; HOUR_BINS],
@@ -372,6 +385,9 @@ impl FeatureExtractor {
         let t = e.time_ms.max(u.last_ms);
         let dt = (t - u.last_ms) as f32;
         let first = u.n == 0;
+        if first {
+            u.first_ms = t;
+        }
 
         // "New" lasts a day: an intruder's whole session from a new place stands out, not
         // just its first event.
@@ -381,19 +397,19 @@ impl FeatureExtractor {
         let ph = hash_id(&e.patient);
         f[2] = f32::from(u8::from(!u.patient_seen(ph)));
 
+        // What a count kept with each time constant keeps of itself since the user's last event.
+        let decays = TAU_MS.map(|tau| if first { 0.0 } else { (-dt / tau).exp() });
         for k in 0..3 {
-            let decay = if first { 0.0 } else { (-dt / TAU_MS[k]).exp() };
-            u.rate[k] = u.rate[k] * decay + 1.0;
+            u.rate[k] = u.rate[k] * decays[k] + 1.0;
             f[3 + k] = ln1p_scaled(u.rate[k], RATE_SCALE[k]);
         }
         let now_s = u32::try_from(t / 1000).unwrap_or(u32::MAX);
         let since = u.patient_since(ph, now_s);
-        for (k, (window_s, tau, scale)) in
-            [(3600u32, TAU_MS[1], 100.0f32), (86_400, TAU_MS[2], 500.0)]
+        for (k, (window_s, decay, scale)) in
+            [(3600u32, decays[1], 100.0f32), (86_400, decays[2], 500.0)]
                 .into_iter()
                 .enumerate()
         {
-            let decay = if first { 0.0 } else { (-dt / tau).exp() };
             let fresh = since.is_none_or(|s| s >= window_s);
             u.distinct[k] = u.distinct[k] * decay + f32::from(u8::from(fresh));
             f[6 + k] = ln1p_scaled(u.distinct[k], scale);
@@ -444,8 +460,7 @@ impl FeatureExtractor {
         f[15] = f32::from(u8::from(e.break_glass));
         let out = matches!(e.action, Action::Print | Action::Export);
         f[16] = f32::from(u8::from(out));
-        let decay = if first { 0.0 } else { (-dt / TAU_MS[2]).exp() };
-        u.export = u.export * decay + f32::from(u8::from(out));
+        u.export = u.export * decays[2] + f32::from(u8::from(out));
         f[17] = ln1p_scaled(u.export, 100.0);
         f[18] = f32::from(u8::from(e.user_department != e.patient_department));
         f[19] = ln1p_scaled(u.n as f32, 10_000.0);
@@ -474,6 +489,12 @@ impl FeatureExtractor {
         u.week[0] = u.week[0] * decay + 1.0;
         u.week[1] = u.week[1] * decay + f32::from(u8::from(out));
         f[24] = u.week[1] / u.week[0];
+
+        // On a user's first day every place is new, so a place counts as new only after it.
+        let settled = !first && t - u.first_ms >= DAY_MS;
+        let new_place = if settled { f[0].max(f[1]) } else { 0.0 };
+        u.strangers_new_place = u.strangers_new_place * decays[1] + new_place * f[12];
+        f[25] = ln1p_scaled(u.strangers_new_place, 20.0);
 
         u.n += 1;
         u.last_ms = t;

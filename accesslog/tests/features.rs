@@ -157,11 +157,17 @@ fn every_feature_stays_within_its_public_bound_and_rows_name_their_employee() {
     for k in 0..10_000u64 {
         let mut e = ev(last + k * 60, "u0", &format!("q{k}"));
         e.action = Action::Export;
+        // From a new workstation, and half of it outside the care team: every count, the
+        // new-place one included, past its scale.
+        e.workstation = "ws-burst".into();
+        e.care_team = k % 2 == 0;
         burst.push(e);
     }
     let m = extract(&burst);
     assert!(m.data.iter().all(|&x| (0.0..=FEATURE_MAX).contains(&x)));
     assert!(m.data.contains(&FEATURE_MAX), "the cap is reached");
+    let strangers = col("strangers_from_new_place");
+    assert_eq!(m.row(m.n_rows() - 1)[strangers], FEATURE_MAX);
     assert_eq!(m.employees.len(), m.n_rows());
     for (e, &i) in burst.iter().zip(&m.employees) {
         let first = burst.iter().position(|x| x.user == e.user).unwrap();
@@ -285,6 +291,71 @@ fn a_user_is_measured_against_their_own_habits() {
     // The plain flags do not tell the two apart: the habits do.
     assert_eq!(f[col("not_care_team")], 1.0);
     assert_eq!(f[col("dept_mismatch")], 1.0);
+}
+
+#[test]
+fn a_new_place_reaching_strangers_lifts_the_whole_session() {
+    // The owner moves to another workstation and works on her own patients: a new place,
+    // nothing more, and the feature stays at 0.
+    let mut fx = FeatureExtractor::new();
+    let t = routine(&mut fx, "nurse");
+    for k in 0..10u64 {
+        let mut e = ev(t + HOUR_MS + k * MINUTE_MS, "nurse", &format!("p{}", k % 5));
+        e.workstation = "ws-7".into();
+        e.ip = "10.0.0.7".into();
+        let f = fx.push(&e);
+        assert_eq!(f[col("new_workstation")], 1.0);
+        assert_eq!(f[col("strangers_from_new_place")], 0.0, "{k}: {f:?}");
+    }
+
+    // Her stolen password from an outside address: a few strangers, then her own patients,
+    // which still stand out because of what the session did before them.
+    let mut fx = FeatureExtractor::new();
+    let t = routine(&mut fx, "nurse");
+    let thief = |k: u64, patient: &str, team: bool| {
+        let mut e = ev(t + HOUR_MS + k * 2 * MINUTE_MS, "nurse", patient);
+        e.workstation = "ext-1".into();
+        e.ip = "185.1.2.3".into();
+        e.care_team = team;
+        e
+    };
+    let mut last = 0.0;
+    for k in 0..5u64 {
+        let f = fx.push(&thief(k, &format!("s{k}"), false));
+        let v = f[col("strangers_from_new_place")];
+        assert!(v > last, "rises with each stranger: {last} -> {v}");
+        last = v;
+    }
+    let own = fx.push(&thief(5, "p1", true))[col("strangers_from_new_place")];
+    assert!(
+        own > 0.5,
+        "the owner's own patient in the thief's session: {own}"
+    );
+    // An hour is the time constant: a day later it has faded.
+    let mut later = thief(6, "p1", true);
+    later.time_ms += DAY_MS;
+    later.ip = "10.0.0.1".into();
+    later.workstation = "ws-1".into();
+    let f = fx.push(&later);
+    assert!(f[col("strangers_from_new_place")] < 0.01, "{f:?}");
+}
+
+#[test]
+fn a_new_users_first_day_is_not_a_new_place() {
+    // A new employee's first day: every place is new to them, and a float nurse's first
+    // patients are outside her teams. Nothing to count yet.
+    let mut fx = FeatureExtractor::new();
+    for k in 0..20u64 {
+        let mut e = ev(T0 + k * 10 * MINUTE_MS, "new-nurse", &format!("p{k}"));
+        e.care_team = false;
+        let f = fx.push(&e);
+        assert_eq!(f[col("strangers_from_new_place")], 0.0, "{k}: {f:?}");
+    }
+    // A day on, a place first used now is new, and counts.
+    let mut e = ev(T0 + DAY_MS + HOUR_MS, "new-nurse", "p99");
+    e.care_team = false;
+    e.ip = "185.9.9.9".into();
+    assert!(fx.push(&e)[col("strangers_from_new_place")] > 0.0);
 }
 
 #[test]

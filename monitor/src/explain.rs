@@ -14,7 +14,7 @@
 //! fixed public scales.
 
 use medfl_accesslog::explained::reason;
-use medfl_accesslog::{AccessEvent, FEATURE_NAMES, N_FEATURES};
+use medfl_accesslog::{AccessEvent, FEATURE_MAX, FEATURE_NAMES, N_FEATURES};
 use serde::Serialize;
 
 /// Features named in an explanation, at most.
@@ -174,6 +174,19 @@ fn words(feature: usize, v: f32, e: &AccessEvent) -> String {
             "{:.0}% of this user's accesses in the last week were prints or exports",
             100.0 * v
         ),
+        25 if n(20.0) < 1.0 => "no recent access from an IP address or workstation first used in \
+                                the last day to a patient outside the user's care team"
+            .into(),
+        25 => format!(
+            "{} {} accesses in the last hour from an IP address or workstation first used in \
+             the last day to patients outside the user's care team",
+            if v >= FEATURE_MAX {
+                "at least"
+            } else {
+                "about"
+            },
+            n(20.0)
+        ),
         _ => FEATURE_NAMES
             .get(feature)
             .copied()
@@ -275,6 +288,11 @@ mod tests {
             "a patient of the user's own department"
         );
         assert!(words(21, 0.0, &event()).contains("as this user often is"));
+        assert!(words(25, 0.0, &event()).starts_with("no recent access"));
+        // ln1p(3) / ln1p(20): three such accesses in the hour.
+        let three = 3f32.ln_1p() / 20f32.ln_1p();
+        assert!(words(25, three, &event()).starts_with("about 3 accesses"));
+        assert!(words(25, FEATURE_MAX, &event()).starts_with("at least 440 accesses"));
         assert!(words(22, 0.1, &event()).contains("outside the user's department"));
     }
 
