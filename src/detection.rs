@@ -291,6 +291,86 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
     out
 }
 
+/// Each figure's median and range over runs on the same data whose model seeds (the networks'
+/// initial weights and the order they see the rows in) run upward from `first_seed`: how much
+/// of a single run's figure is the draw of its starting point.
+pub fn render_spread(runs: &[Vec<SettingResult>], first_seed: u64) -> String {
+    let mut out = String::new();
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    let seeds = match first_seed.checked_add(runs.len() as u64 - 1) {
+        Some(last) if last > first_seed => format!("model seeds {first_seed}-{last}"),
+        _ => format!("model seed {first_seed} and on"),
+    };
+    let _ = writeln!(
+        out,
+        "across {} initial weights ({seeds}, the same data): median [min-max]\n",
+        runs.len()
+    );
+    // One figure of a setting in every run that has it, summarised.
+    let spread =
+        |setting: &str, f: &dyn Fn(&SettingResult) -> Option<f64>, show: fn(f64) -> String| {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.iter().find(|r| r.setting == setting).and_then(f))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            match (v.first(), v.last()) {
+                (Some(&lo), Some(&hi)) => {
+                    let mid = v.len() / 2;
+                    let median = if v.len() % 2 == 1 {
+                        v[mid]
+                    } else {
+                        (v[mid - 1] + v[mid]) / 2.0
+                    };
+                    format!("{} [{}-{}]", show(median), show(lo), show(hi))
+                }
+                _ => "-".into(),
+            }
+        };
+    let p = |v: f64| format!("{:.1}%", 100.0 * v);
+    let n = |v: f64| format!("{v:.3}");
+    let rows: Vec<Vec<String>> = first
+        .iter()
+        .map(|r| {
+            vec![
+                r.setting.to_string(),
+                spread(r.setting, &|r| r.mean(|e| e.auroc), n),
+                spread(r.setting, &|r| r.mean(|e| Some(e.recall)), p),
+                spread(r.setting, &|r| r.case_mean(|c| c.recall_alone), p),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["setting", "AUROC", "recall", "cases caught alone"],
+        &rows,
+    ));
+    let typed = first
+        .iter()
+        .flat_map(|r| &r.hospitals)
+        .any(|(_, e)| !e.per_attack.is_empty());
+    if typed {
+        let mut headers = vec!["attack (recall)"];
+        headers.extend(first.iter().map(|r| r.setting));
+        let rows: Vec<Vec<String>> = AttackKind::ALL
+            .iter()
+            .map(|&k| {
+                let mut row = vec![k.to_string()];
+                row.extend(
+                    first
+                        .iter()
+                        .map(|r| spread(r.setting, &|r| r.attack_recall(k), p)),
+                );
+                row
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&headers, &rows));
+    }
+    out
+}
+
 fn num1(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }

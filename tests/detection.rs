@@ -512,6 +512,36 @@ fn the_experiment_runs_on_hospital_tables_of_any_width_and_size() {
     // The same run twice gives the same figures and model hashes.
     assert_eq!(ok(&args), out);
 
+    // Three initial weights: the first run's tables as they were, then each figure's median
+    // and range, which must contain the first run's figure.
+    let mut three = args.clone();
+    three.extend(["--inits", "3"]);
+    let spread = ok(&three);
+    assert!(spread.starts_with(&out), "{spread}");
+    let summary = &spread[out.len()..];
+    assert!(
+        summary.contains("across 3 initial weights (model seeds"),
+        "{summary}"
+    );
+    let row = summary
+        .lines()
+        .find(|l| l.starts_with("federated  "))
+        .unwrap_or_else(|| panic!("no federated row in\n{summary}"));
+    let (median, range) = row["federated".len()..]
+        .trim_start()
+        .split_once(' ')
+        .unwrap();
+    let (lo, hi) = range
+        .trim_start_matches('[')
+        .split_once(']')
+        .and_then(|(r, _)| r.split_once('-'))
+        .unwrap();
+    let [median, lo, hi]: [f64; 3] = [median, lo, hi].map(|v| v.parse().unwrap());
+    let first = auroc("federated");
+    assert!(lo <= median && median <= hi, "{row}");
+    assert!(lo <= first && first <= hi, "{first} outside {row}");
+    assert!(fails(&[&args[..], &["--inits", "0"]].concat()).contains("--inits"));
+
     // Tables whose columns differ are refused, naming both.
     let other = write("other.csv", "a,c,b_in_mm,label\n1,2,3,0\n".into());
     let err = fails(&[

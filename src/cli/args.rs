@@ -247,7 +247,12 @@ pub(crate) enum Command {
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Also write the full results as JSON to this file.
+        /// Train every network from this many initial weights and data orders (model seeds
+        /// upward from 7, or from --seed with --tables) on the same data, and report each
+        /// figure's median and range: one initialization's figures can be lucky.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        inits: u64,
+        /// Also write the full results (of the first initial weights) as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
     },

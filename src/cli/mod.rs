@@ -419,6 +419,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             skip_bad_rows,
             rounds,
             seed,
+            inits,
             json,
         } => {
             if rounds == 0 {
@@ -429,9 +430,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 ..ExperimentConfig::default()
             };
             let started = std::time::Instant::now();
-            let results = if tables.is_empty() {
+            let (hospitals, device) = if tables.is_empty() {
                 let sc = load_scenario(scenario.as_deref(), seed)?;
-                detection::run(&sc, Split::default(), &config, |msg| eprintln!("{msg}"))?
+                let data =
+                    detection::consortium_data(&sc, Split::default(), |msg| eprintln!("{msg}"))?;
+                (data, medfl_model::train::training_device())
             } else {
                 let split = medfl::tables::TableSplit {
                     label_column: label_column.as_deref().unwrap_or_default(),
@@ -454,18 +457,36 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 config.seed = split.seed;
                 config.train.min_steps = medfl::standalone::TABLE_MIN_STEPS;
                 config.scale = Some(scale);
-                let device = medfl_model::train::training_device();
-                medfl_model::experiment::run(&hospitals, &config, &device)?
+                (hospitals, medfl_model::train::training_device())
             };
+            let first_seed = config.seed;
+            if first_seed.checked_add(inits - 1).is_none() {
+                bail!("--inits {inits} from model seed {first_seed} runs past 2^64 - 1");
+            }
+            let mut runs = Vec::new();
+            for seed in (first_seed..).take(inits as usize) {
+                if inits > 1 {
+                    eprintln!("initial weights {} of {inits}", seed - first_seed + 1);
+                }
+                let config = ExperimentConfig {
+                    seed,
+                    ..config.clone()
+                };
+                runs.push(medfl_model::experiment::run(&hospitals, &config, &device)?);
+            }
             eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
-            print!("{}", detection::render(&results, config.target_fpr));
-            for r in &results {
+            let results = runs.first().context("no run")?;
+            print!("{}", detection::render(results, config.target_fpr));
+            for r in results {
                 if let Some(hash) = &r.model_hash {
                     println!("{} model hash {hash}", r.setting);
                 }
             }
+            if inits > 1 {
+                print!("\n{}", detection::render_spread(&runs, first_seed));
+            }
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+                std::fs::write(&path, serde_json::to_string_pretty(results)?)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
