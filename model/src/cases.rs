@@ -32,7 +32,7 @@
 //! employee carried in. A slow drip of exports or a daily look at a neighbour's chart adds up
 //! where one day's alerts stay below the budget's line, while a one-off alert fades.
 //!
-//! On the default scenario (2026-12-02) these two changes took the federated model's ranked
+//! On the default scenario (2026-12-02, with the 25 features of that day) these two changes took the federated model's ranked
 //! queue from 36.7% of attack cases caught to 48.6%, and each attack case ranked alone among
 //! its day's normal cases from 44.5% to 71.9%; under employee-level DP (`medfl simulate`) from
 //! 26.9% to 35.0%, and 54.6% alone. A case with no evidence is listed but takes no review. Most of the normal cases that had outranked attacks were night-time
