@@ -48,15 +48,15 @@
 //! | 22 | `unusual_department` | `dept_mismatch` × (1 − the user's own share of accesses outside their department, likewise) | a nurse reaching another ward, where a roaming pharmacist would not stand out |
 //! | 23 | `unusual_resource` | 1 − the user's own share of accesses to this kind of record (likewise; 0 with no history) | role misuse: billing staff who never open notes opening one |
 //! | 24 | `export_share_7d` | decayed prints and exports / decayed accesses, τ = 7 days | slow-drip exfiltration: a steady share of exports under every rate threshold |
-//! | 25 | `strangers_from_new_place` | ln1p(decayed count, τ = 1 h, of accesses from a new IP or workstation (as in 0 and 1, and not in the user's first day, when every place is new) to a patient outside the care team) / ln1p(20) | stolen credentials: a new place alone is routine (staff move between workstations, the VPN hands out fresh addresses), a new place reaching patients one does not treat is not; the count carries over the session, so the owner's own patients, read in between, stand out too |
+//! | 25 | `strangers_from_new_place` | ln1p(decayed count, τ = 1 h, of accesses from a new IP or workstation (as in 0 and 1, first used after the user's first day, when every place is new) to a patient outside the care team) / ln1p(20) | stolen credentials: a new place alone is routine (staff move between workstations, the VPN hands out fresh addresses), a new place reaching patients one does not treat is not; the count carries over the session, so the owner's own patients, read in between, stand out too |
 //!
 //! Features 21–25 measure a user against their own habits and recent acts, the same "own
 //! history only" as the rest: no peer's or hospital-wide statistic enters, so employee-level
 //! DP holds unchanged.
 //! Without history they say little: 21 and 22 start as the plain flags, 23 at 0, and 24 is
 //! the share of exports among the accesses seen so far (1 after a first access that printed),
-//! and 25 stays 0 through the user's first day; `history_len` tells the model how much history
-//! there is. A user whose VPN hands out addresses from a pool larger than the 8 remembered
+//! and 25 counts no place the user first used on their first day; `history_len` tells the
+//! model how much history there is. A user whose VPN hands out addresses from a pool larger than the 8 remembered
 //! looks new at every other address, so for a remote consultant outside their care teams 25
 //! measures only how much of that work they do in the hour.
 //!
@@ -392,8 +392,10 @@ impl FeatureExtractor {
         // "New" lasts a day: an intruder's whole session from a new place stands out, not
         // just its first event.
         let fresh = |first: u64| f32::from(u8::from(t - first < DAY_MS));
-        f[0] = fresh(u.ips.touch(hash_id(&e.ip), t));
-        f[1] = fresh(u.workstations.touch(hash_id(&e.workstation), t));
+        let ip_first = u.ips.touch(hash_id(&e.ip), t);
+        let workstation_first = u.workstations.touch(hash_id(&e.workstation), t);
+        f[0] = fresh(ip_first);
+        f[1] = fresh(workstation_first);
         let ph = hash_id(&e.patient);
         f[2] = f32::from(u8::from(!u.patient_seen(ph)));
 
@@ -490,9 +492,13 @@ impl FeatureExtractor {
         u.week[1] = u.week[1] * decay + f32::from(u8::from(out));
         f[24] = u.week[1] / u.week[0];
 
-        // On a user's first day every place is new, so a place counts as new only after it.
-        let settled = !first && t - u.first_ms >= DAY_MS;
-        let new_place = if settled { f[0].max(f[1]) } else { 0.0 };
+        // On a user's first day every place is new, so only a place first used after it
+        // counts. (Every first use is at or after `first_ms`; saturating all the same.)
+        let after_first_day = |place_first: u64| place_first.saturating_sub(u.first_ms) >= DAY_MS;
+        let new_place = f32::from(u8::from(
+            f[0] == 1.0 && after_first_day(ip_first)
+                || f[1] == 1.0 && after_first_day(workstation_first),
+        ));
         u.strangers_new_place = u.strangers_new_place * decays[1] + new_place * f[12];
         f[25] = ln1p_scaled(u.strangers_new_place, 20.0);
 

@@ -351,8 +351,20 @@ fn a_new_users_first_day_is_not_a_new_place() {
         let f = fx.push(&e);
         assert_eq!(f[col("strangers_from_new_place")], 0.0, "{k}: {f:?}");
     }
-    // A day on, a place first used now is new, and counts.
-    let mut e = ev(T0 + DAY_MS + HOUR_MS, "new-nurse", "p99");
+    // A workstation first used late on her first day is still new the next morning, but it
+    // was first used on that first day: it does not count either.
+    let mut e = ev(T0 + 23 * HOUR_MS, "new-nurse", "p50");
+    e.care_team = false;
+    e.workstation = "ws-late".into();
+    fx.push(&e);
+    let mut e = ev(T0 + DAY_MS + HOUR_MS, "new-nurse", "p51");
+    e.care_team = false;
+    e.workstation = "ws-late".into();
+    let f = fx.push(&e);
+    assert_eq!(f[col("new_workstation")], 1.0);
+    assert_eq!(f[col("strangers_from_new_place")], 0.0, "{f:?}");
+    // A place first used after her first day is new, and counts.
+    let mut e = ev(T0 + DAY_MS + 2 * HOUR_MS, "new-nurse", "p99");
     e.care_team = false;
     e.ip = "185.9.9.9".into();
     assert!(fx.push(&e)[col("strangers_from_new_place")] > 0.0);

@@ -174,19 +174,22 @@ fn words(feature: usize, v: f32, e: &AccessEvent) -> String {
             "{:.0}% of this user's accesses in the last week were prints or exports",
             100.0 * v
         ),
-        25 if n(20.0) < 1.0 => "no recent access from an IP address or workstation first used in \
-                                the last day to a patient outside the user's care team"
+        25 if v == 0.0 => "no recent access from an IP address or workstation new to this user \
+                           to a patient outside their care team"
             .into(),
-        25 => format!(
-            "{} {} accesses in the last hour from an IP address or workstation first used in \
-             the last day to patients outside the user's care team",
-            if v >= FEATURE_MAX {
-                "at least"
+        25 => {
+            let c = count(v, 20.0);
+            let place = "from an IP address or workstation new to this user to patients outside \
+                         their care team";
+            if c < 1.5 {
+                // One access, or one fading over the hour.
+                format!("an access in the last hour {place}")
+            } else if v >= FEATURE_MAX {
+                format!("at least {} accesses in the last hour {place}", c.round())
             } else {
-                "about"
-            },
-            n(20.0)
-        ),
+                format!("about {} accesses in the last hour {place}", c.round())
+            }
+        }
         _ => FEATURE_NAMES
             .get(feature)
             .copied()
@@ -292,6 +295,9 @@ mod tests {
         // ln1p(3) / ln1p(20): three such accesses in the hour.
         let three = 3f32.ln_1p() / 20f32.ln_1p();
         assert!(words(25, three, &event()).starts_with("about 3 accesses"));
+        // One access 45 minutes ago, faded to about half: still named, never as "no access".
+        let faded = 0.47f32.ln_1p() / 20f32.ln_1p();
+        assert!(words(25, faded, &event()).starts_with("an access in the last hour"));
         assert!(words(25, FEATURE_MAX, &event()).starts_with("at least 440 accesses"));
         assert!(words(22, 0.1, &event()).contains("outside the user's department"));
     }
