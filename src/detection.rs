@@ -169,11 +169,7 @@ pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
             ]
         })
         .collect();
-    // Attack types are known for simulated logs; a table's labels say only anomalous or not.
-    let typed = results
-        .iter()
-        .flat_map(|r| &r.hospitals)
-        .any(|(_, e)| !e.per_attack.is_empty());
+    let typed = typed(results);
     let unit = if typed { "days" } else { "rows" };
     let _ = writeln!(
         out,
@@ -188,22 +184,10 @@ pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
         return out;
     }
 
-    let mut headers = vec!["attack (recall / AUROC)"];
-    headers.extend(results.iter().map(|r| r.setting));
-    let rows: Vec<Vec<String>> = AttackKind::ALL
-        .iter()
-        .map(|&k| {
-            let mut row = vec![k.to_string()];
-            row.extend(
-                results
-                    .iter()
-                    .map(|r| format!("{} / {}", pct(r.attack_recall(k)), num(r.attack_auroc(k)))),
-            );
-            row
-        })
-        .collect();
     out.push('\n');
-    out.push_str(&table(&headers, &rows));
+    out.push_str(&attack_table("attack (recall / AUROC)", results, |r, k| {
+        format!("{} / {}", pct(r.attack_recall(k)), num(r.attack_auroc(k)))
+    }));
     // The rules the cases were judged by, from the judgement itself.
     let rules = results
         .iter()
@@ -270,24 +254,18 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
         ],
         &rows,
     ));
-    let mut headers = vec!["attack (cases caught / alone)"];
-    headers.extend(results.iter().map(|r| r.setting));
-    let rows: Vec<Vec<String>> = AttackKind::ALL
-        .iter()
-        .map(|&k| {
-            let mut row = vec![k.to_string()];
-            row.extend(results.iter().map(|r| {
-                format!(
-                    "{} / {}",
-                    pct(r.attack_case_recall(k)),
-                    pct(r.attack_case_recall_alone(k))
-                )
-            }));
-            row
-        })
-        .collect();
     out.push('\n');
-    out.push_str(&table(&headers, &rows));
+    out.push_str(&attack_table(
+        "attack (cases caught / alone)",
+        results,
+        |r, k| {
+            format!(
+                "{} / {}",
+                pct(r.attack_case_recall(k)),
+                pct(r.attack_case_recall_alone(k))
+            )
+        },
+    ));
     out
 }
 
@@ -346,29 +324,41 @@ pub fn render_spread(runs: &[Vec<SettingResult>], first_seed: u64) -> String {
         &["setting", "AUROC", "recall", "cases caught alone"],
         &rows,
     ));
-    let typed = first
-        .iter()
-        .flat_map(|r| &r.hospitals)
-        .any(|(_, e)| !e.per_attack.is_empty());
-    if typed {
-        let mut headers = vec!["attack (recall)"];
-        headers.extend(first.iter().map(|r| r.setting));
-        let rows: Vec<Vec<String>> = AttackKind::ALL
-            .iter()
-            .map(|&k| {
-                let mut row = vec![k.to_string()];
-                row.extend(
-                    first
-                        .iter()
-                        .map(|r| spread(r.setting, &|r| r.attack_recall(k), p)),
-                );
-                row
-            })
-            .collect();
+    if typed(first) {
         out.push('\n');
-        out.push_str(&table(&headers, &rows));
+        out.push_str(&attack_table("attack (recall)", first, |r, k| {
+            spread(r.setting, &|r| r.attack_recall(k), p)
+        }));
     }
     out
+}
+
+/// Whether the results judge attack types: known for simulated logs, while a table's labels
+/// say only anomalous or not.
+fn typed(results: &[SettingResult]) -> bool {
+    results
+        .iter()
+        .flat_map(|r| &r.hospitals)
+        .any(|(_, e)| !e.per_attack.is_empty())
+}
+
+/// A table with a row per attack type and a column per setting, each cell from `cell`.
+fn attack_table(
+    title: &str,
+    results: &[SettingResult],
+    cell: impl Fn(&SettingResult, AttackKind) -> String,
+) -> String {
+    let mut headers = vec![title];
+    headers.extend(results.iter().map(|r| r.setting));
+    let rows: Vec<Vec<String>> = AttackKind::ALL
+        .iter()
+        .map(|&k| {
+            let mut row = vec![k.to_string()];
+            row.extend(results.iter().map(|r| cell(r, k)));
+            row
+        })
+        .collect();
+    table(&headers, &rows)
 }
 
 fn num1(v: Option<f64>) -> String {
