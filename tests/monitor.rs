@@ -1438,3 +1438,173 @@ fn a_raised_block_gets_an_alert_anchor_of_its_own() {
         "{out}"
     );
 }
+
+/// Posts `requests` in order on one keep-alive connection, each answered 200.
+fn post_all(port: u16, requests: &[AccessRequest]) {
+    use std::io::BufRead;
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answers = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    for r in requests {
+        let body = serde_json::to_vec(r).unwrap();
+        // One write: a head and a body written apart meet Nagle's algorithm and the
+        // server's delayed ACK, 40 ms a request.
+        let mut message = format!(
+            "POST /v1/access HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        message.extend_from_slice(&body);
+        out.write_all(&message).unwrap();
+        let (mut status, mut length) = (String::new(), 0usize);
+        answers.read_line(&mut status).unwrap();
+        loop {
+            let mut line = String::new();
+            answers.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; length];
+        answers.read_exact(&mut answer).unwrap();
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "{status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
+/// The ranked cases of `GET /v1/cases`, per day: (user, evidence, carried) in rank order.
+fn ranked_cases(port: u16, auditor: &str) -> (serde_json::Value, Vec<(String, String, f64, f64)>) {
+    let (status, text) = http_with(port, "GET", "/v1/cases", auditor, b"");
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ranked = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["rank"].is_u64())
+        .map(|c| {
+            (
+                c["day"].as_str().unwrap().to_owned(),
+                c["user"].as_str().unwrap().to_owned(),
+                c["evidence"].as_f64().unwrap(),
+                c["carried"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    (v["cases"].clone(), ranked)
+}
+
+/// An officer's queue is the experiments' ranking: three days of a hospital's accesses
+/// replayed through `/v1/access`, and every day's cases in `GET /v1/cases` rank, with the
+/// same evidence and the same evidence carried in from the day before, as
+/// `medfl_model::cases::cases` ranks the logged scores offline; a restart rebuilds the same
+/// queue from the audit log, days whose alerts have left the list included.
+#[test]
+fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
+    use medfl_model::cases::{CaseKey, CaseRules, Standing, cases};
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = setup(dir.path());
+    // Three UTC days, so that evidence carries from day to day.
+    let day = 86_400_000;
+    let from = (events.last().unwrap().time_ms / day - 2) * day;
+    let requests: Vec<AccessRequest> = events
+        .iter()
+        .filter(|e| e.time_ms >= from)
+        .map(AccessRequest::from_event)
+        .collect();
+    let port = free_port();
+    let monitor = start_with(
+        &config,
+        port,
+        dir.path().join("monitor-1.log"),
+        &["--replay"],
+    );
+    post_all(port, &requests);
+    let auditor = officer_token(&config, &["--officer", "aud-1", "--role", "auditor"]);
+    let auditor = format!("Authorization: Bearer {}\r\n", auditor.trim());
+    let (listed, live) = ranked_cases(port, &auditor);
+    drop(monitor);
+
+    // Offline: the logged scores, keyed by employee and standing as the experiments key them.
+    let member = config.parent().unwrap();
+    fs::create_dir_all(member.join("monitor")).unwrap();
+    fs::rename(
+        member.join("monitor-replay/audit.redb"),
+        member.join("monitor/audit.redb"),
+    )
+    .unwrap();
+    let logged = logged_decisions(&config);
+    assert_eq!(logged.len(), requests.len());
+    // Employees numbered in the order of their ids, so that exact ties (two users with the
+    // same single alert) break as the monitor breaks them, by id.
+    let mut index: std::collections::BTreeMap<String, u64> =
+        logged.iter().map(|(r, _)| (r.user.clone(), 0)).collect();
+    for (i, n) in index.values_mut().enumerate() {
+        *n = i as u64;
+    }
+    let (mut scores, mut keys, mut threshold) = (Vec::new(), Vec::new(), None);
+    for (seq, (request, decision)) in logged.iter().enumerate() {
+        let employee = index[&request.user];
+        scores.push(decision.score.unwrap());
+        assert!(
+            threshold.is_none() || threshold == decision.threshold,
+            "one model"
+        );
+        threshold = decision.threshold;
+        keys.push(CaseKey {
+            employee,
+            time_ms: request.time_ms,
+            standing: Standing::of(&request.to_event(seq as u64)),
+        });
+    }
+    let name: std::collections::BTreeMap<u64, String> =
+        index.into_iter().map(|(u, i)| (i, u)).collect();
+    let offline: Vec<_> = cases(&scores, &keys, threshold.unwrap(), &CaseRules::default())
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter(|c| c.total_evidence() > 0.0)
+        .collect();
+    // Newest day first in the queue; within a day the offline order is already by rank.
+    let mut offline_by_day: Vec<(String, String, f64, f64)> = Vec::new();
+    let days: Vec<u64> = {
+        let mut d: Vec<u64> = offline.iter().map(|c| c.window).collect();
+        d.dedup();
+        d
+    };
+    for w in days {
+        let date = medfl_accesslog::time::format_instant(w * day)[..10].to_owned();
+        let mut of_day: Vec<_> = offline.iter().filter(|c| c.window == w).collect();
+        of_day.reverse();
+        offline_by_day.extend(of_day.into_iter().map(|c| {
+            (
+                date.clone(),
+                name[&c.employee].clone(),
+                c.evidence,
+                c.carried,
+            )
+        }));
+    }
+    assert!(live.len() >= 10, "too few ranked cases to judge: {live:?}");
+    assert!(
+        live.iter().any(|c| c.3 > 0.0),
+        "no case carries evidence in: {live:?}"
+    );
+    assert_eq!(live, offline_by_day);
+
+    // A restart replays the log into the same queue (the replay's log, moved where a live
+    // monitor keeps its own).
+    let port = free_port();
+    let _monitor = start(&config, port, dir.path().join("monitor-2.log"));
+    let (relisted, _) = ranked_cases(port, &auditor);
+    assert_eq!(relisted, listed);
+}

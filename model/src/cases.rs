@@ -176,11 +176,12 @@ impl CaseRules {
     }
 }
 
-/// One employee's alerts within one window.
+/// One employee's alerts within one window. The employee is a dense index in the experiments
+/// and the staff id in a monitor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Case {
+pub struct Case<E = u64> {
     /// The employee.
-    pub employee: u64,
+    pub employee: E,
     /// The window's index (`time_ms / window_ms`).
     pub window: u64,
     /// How many of the employee's events in the window alerted.
@@ -194,7 +195,7 @@ pub struct Case {
     pub carried: f64,
 }
 
-impl Case {
+impl<E> Case<E> {
     /// What the case ranks by: its own evidence and what it carries in.
     pub fn total_evidence(&self) -> f64 {
         self.evidence + self.carried
@@ -216,23 +217,36 @@ pub fn carried_in<K: Ord + Clone>(
     cases: impl IntoIterator<Item = ((u64, K), f64)>,
     carry: f64,
 ) -> Vec<f64> {
-    // Per employee: the last window seen and the evidence standing after it.
-    let mut standing: BTreeMap<K, (u64, f64)> = BTreeMap::new();
+    let mut standing = BTreeMap::new();
     cases
         .into_iter()
         .map(|((window, employee), evidence)| {
-            let slot = standing.entry(employee).or_insert((window, 0.0));
-            let carried = if window < slot.0 {
-                0.0
-            } else {
-                // `powf` of a gap beyond f64's integers only rounds it: the factor is 0 by then.
-                let factor = carry.powf((window - slot.0) as f64);
-                if factor > 0.0 { slot.1 * factor } else { 0.0 }
-            };
-            *slot = (window, carried + evidence);
-            carried
+            carry_through(&mut standing, window, employee, evidence, carry)
         })
         .collect()
+}
+
+/// One step of [`carried_in`]: what `employee` carries into `window` by `standing` (per
+/// employee, the last window seen and the evidence standing after it), which then takes in
+/// the window's own `evidence`. The batch, the live [`CaseBook`] and its folding of old
+/// windows all step through here, so they agree to the bit.
+fn carry_through<K: Ord>(
+    standing: &mut BTreeMap<K, (u64, f64)>,
+    window: u64,
+    employee: K,
+    evidence: f64,
+    carry: f64,
+) -> f64 {
+    let slot = standing.entry(employee).or_insert((window, 0.0));
+    let carried = if window < slot.0 {
+        0.0
+    } else {
+        // `powf` of a gap beyond f64's integers only rounds it: the factor is 0 by then.
+        let factor = carry.powf((window - slot.0) as f64);
+        if factor > 0.0 { slot.1 * factor } else { 0.0 }
+    };
+    *slot = (window, carried + evidence);
+    carried
 }
 
 /// The cases in `scores`: every (employee, window) with at least one score above
@@ -252,60 +266,176 @@ pub fn cases(
             keys.len()
         )));
     }
-    let window_ms = rules.window_ms.max(1);
-    let mut by_key: BTreeMap<(u64, u64), Case> = BTreeMap::new();
+    let mut book = CaseBook::new(*rules, u64::MAX);
     for (&score, key) in scores.iter().zip(keys) {
+        book.file(key.employee, key.time_ms, score, threshold, key.standing);
+    }
+    Ok(book.ranked())
+}
+
+/// The cases of a live stream, kept as its alerts come: each alert's evidence filed under its
+/// employee and window, and ranked as [`cases`] ranks a batch (which is this book fed all at
+/// once). A monitor holds one for as long as it runs, so an officer's queue ranks on every
+/// alert of the last days, not only on those still listed.
+///
+/// The book holds the newest `keep` windows. An older window is folded into what its
+/// employees carry ([`carried_in`]'s standing, in the same order the batch takes), so memory
+/// stays bounded by the alerting employees of `keep` windows and the ranking of the windows
+/// held stays the batch's to the bit. An alert for a window already folded is not filed
+/// ([`Filed::TooLate`]): it is still logged and listed, but its case is gone from the queue.
+#[derive(Clone, Debug)]
+pub struct CaseBook<E> {
+    rules: CaseRules,
+    keep: u64,
+    /// The windows held: window to employee to case.
+    held: BTreeMap<u64, BTreeMap<E, Case<E>>>,
+    /// Per employee, the last window folded and the evidence standing after it.
+    folded: BTreeMap<E, (u64, f64)>,
+    /// Windows below this are folded.
+    horizon: u64,
+}
+
+/// What [`CaseBook::file`] did with a score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filed {
+    /// At or below the threshold (or not a number): no alert, nothing filed.
+    NoAlert,
+    /// Filed in its case.
+    Filed,
+    /// An alert for a window the book has already folded away.
+    TooLate,
+}
+
+impl<E: Ord + Clone> CaseBook<E> {
+    /// An empty book keeping the newest `keep` windows (at least one) of `rules`.
+    pub fn new(rules: CaseRules, keep: u64) -> CaseBook<E> {
+        CaseBook {
+            rules,
+            keep: keep.max(1),
+            held: BTreeMap::new(),
+            folded: BTreeMap::new(),
+            horizon: 0,
+        }
+    }
+
+    /// The rules the book forms cases by.
+    pub fn rules(&self) -> &CaseRules {
+        &self.rules
+    }
+
+    /// Files one scored access of `employee` at `time_ms`: an alert when `score > threshold`,
+    /// adding [`evidence_of`] to its case. A window `keep` past the oldest held folds that one.
+    pub fn file(
+        &mut self,
+        employee: E,
+        time_ms: u64,
+        score: f32,
+        threshold: f32,
+        standing: Standing,
+    ) -> Filed {
         // The same predicate as the event-level rates (`metrics::rates_at`, `score >
         // threshold`): a NaN on either side is no alert.
         if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
-            continue;
+            return Filed::NoAlert;
         }
-        let window = key.time_ms / window_ms;
-        let case = by_key.entry((window, key.employee)).or_insert(Case {
-            employee: key.employee,
-            window,
-            alerts: 0,
-            top_score: score,
-            evidence: 0.0,
-            carried: 0.0,
-        });
+        let window = time_ms / self.rules.window_ms.max(1);
+        if window < self.horizon {
+            return Filed::TooLate;
+        }
+        self.fold_before(window.saturating_sub(self.keep - 1));
+        let case = self
+            .held
+            .entry(window)
+            .or_default()
+            .entry(employee.clone())
+            .or_insert(Case {
+                employee,
+                window,
+                alerts: 0,
+                top_score: score,
+                evidence: 0.0,
+                carried: 0.0,
+            });
         case.alerts += 1;
-        case.evidence += evidence_of(score, threshold, key.standing);
+        case.evidence += evidence_of(score, threshold, standing);
         case.top_score = case.top_score.max(score);
+        Filed::Filed
     }
-    let carried = carried_in(
-        by_key.iter().map(|(&key, case)| (key, case.evidence)),
-        rules.carry(),
-    );
-    let mut out: Vec<Case> = by_key.into_values().collect();
-    for (case, carried) in out.iter_mut().zip(carried) {
-        case.carried = carried;
+
+    /// Folds every held window below `horizon` into the employees' standing, oldest first.
+    fn fold_before(&mut self, horizon: u64) {
+        if horizon <= self.horizon {
+            return;
+        }
+        self.horizon = horizon;
+        let kept = self.held.split_off(&horizon);
+        let carry = self.rules.carry();
+        for (window, cases) in std::mem::replace(&mut self.held, kept) {
+            for (employee, case) in cases {
+                carry_through(&mut self.folded, window, employee, case.evidence, carry);
+            }
+        }
     }
-    out.sort_by(|a, b| {
-        a.window
-            .cmp(&b.window)
-            .then(rank_order(a.rank_key(), b.rank_key()))
-    });
-    Ok(out)
+
+    /// The cases held, ordered by window and, within one, by rank (most suspicious first),
+    /// each with what its employee carries in.
+    pub fn ranked(&self) -> Vec<Case<E>> {
+        let mut standing = self.folded.clone();
+        let carry = self.rules.carry();
+        let mut out: Vec<Case<E>> = self
+            .held
+            .iter()
+            .flat_map(|(window, cases)| cases.iter().map(move |(e, case)| (*window, e, case)))
+            .map(|(window, employee, case)| {
+                let carried = carry_through(
+                    &mut standing,
+                    window,
+                    employee.clone(),
+                    case.evidence,
+                    carry,
+                );
+                Case {
+                    carried,
+                    ..case.clone()
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.window
+                .cmp(&b.window)
+                .then_with(|| rank_order(a.rank_key(), b.rank_key()))
+        });
+        out
+    }
+
+    /// Cases held (alerted employee-windows).
+    pub fn len(&self) -> usize {
+        self.held.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether no case is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
 }
 
 /// What orders cases within a window: total evidence, top score, alerts, then the employee.
-type RankKey = (f64, f32, usize, u64);
+type RankKey<E> = (f64, f32, usize, E);
 
-impl Case {
-    fn rank_key(&self) -> RankKey {
+impl<E> Case<E> {
+    fn rank_key(&self) -> RankKey<&E> {
         (
             self.total_evidence(),
             self.top_score,
             self.alerts,
-            self.employee,
+            &self.employee,
         )
     }
 }
 
 /// Most suspicious first: more evidence, then a higher top score, more alerts, and the lower
-/// employee index, so the order is total and deterministic.
-fn rank_order(a: RankKey, b: RankKey) -> std::cmp::Ordering {
+/// employee key, so the order is total and deterministic.
+fn rank_order<E: Ord>(a: RankKey<E>, b: RankKey<E>) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0)
         .then(b.1.total_cmp(&a.1))
         .then(b.2.cmp(&a.2))
@@ -475,11 +605,11 @@ pub fn evaluate_cases(
         rules.carry(),
     );
     // Each window's normal cases that are ranked at all, by what they would rank by.
-    let mut normal_keys: BTreeMap<u64, Vec<RankKey>> = BTreeMap::new();
+    let mut normal_keys: BTreeMap<u64, Vec<RankKey<&u64>>> = BTreeMap::new();
     for (c, carried) in in_key_order.values().zip(clean_carried) {
         let total = c.evidence + carried;
         if !is_attack(c) && total > 0.0 {
-            let key = (total, c.top_score, c.alerts, c.employee);
+            let key = (total, c.top_score, c.alerts, &c.employee);
             normal_keys.entry(c.window).or_default().push(key);
         }
     }
@@ -1022,5 +1152,78 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_book_folds_old_windows_into_what_employees_carry() {
+        let rules = CaseRules::default();
+        let mut book = CaseBook::new(rules, 2);
+        let at = |day: u64, hour: u64| day * DAY_MS + hour * 3_600_000;
+        let ln2 = 2f32;
+        // Employee "a" alerts on days 0, 1 and 3; days 0 and 1 fold away as day 3 arrives.
+        assert_eq!(
+            book.file("a", at(0, 9), ln2, 1.0, Standing::Unexplained),
+            Filed::Filed
+        );
+        assert_eq!(
+            book.file("a", at(1, 9), ln2, 1.0, Standing::Unexplained),
+            Filed::Filed
+        );
+        assert_eq!(
+            book.file("b", at(1, 9), 0.5, 1.0, Standing::Unexplained),
+            Filed::NoAlert
+        );
+        assert_eq!(
+            book.file("a", at(3, 9), ln2, 1.0, Standing::Unexplained),
+            Filed::Filed
+        );
+        assert_eq!(book.len(), 1, "days 0 and 1 are folded: only day 3 is held");
+        assert_eq!(
+            book.file("a", at(1, 10), ln2, 1.0, Standing::Unexplained),
+            Filed::TooLate
+        );
+        let held = book.ranked();
+        // Day 1 stands at ln 2 + ln 2 / 2; two windows later it counts a quarter.
+        let e = 2f64.ln();
+        assert_eq!(held[0].carried, (e * 0.5 + e) * 0.25);
+        assert_eq!((held[0].window, held[0].alerts), (3, 1));
+    }
+
+    proptest::proptest! {
+        /// A live book, fed in time order and folding all but its newest `keep` windows, ranks
+        /// the windows it holds exactly as the batch ranks them with every window in view.
+        #[test]
+        fn a_book_ranks_what_it_holds_as_the_batch_does(
+            alerts in proptest::collection::vec(
+                (0u64..6, 0u64..(8 * DAY_MS), 0.5f32..4.0, 0u8..3),
+                0..80,
+            ),
+            keep in 1u64..5,
+        ) {
+            let mut alerts = alerts;
+            alerts.sort_by_key(|a| a.1);
+            let standing = |s: u8| match s {
+                0 => Standing::Unexplained,
+                1 => Standing::CareTeam,
+                _ => Standing::BreakGlass,
+            };
+            let (scores, keys): (Vec<f32>, Vec<CaseKey>) = alerts
+                .iter()
+                .map(|&(employee, time_ms, score, s)| {
+                    (score, CaseKey { employee, time_ms, standing: standing(s) })
+                })
+                .unzip();
+            let rules = CaseRules::default();
+            let batch = cases(&scores, &keys, 1.0, &rules).unwrap();
+            let mut book = CaseBook::new(rules, keep);
+            for (score, key) in scores.iter().zip(&keys) {
+                let filed = book.file(key.employee, key.time_ms, *score, 1.0, key.standing);
+                proptest::prop_assert_ne!(filed, Filed::TooLate);
+            }
+            let live = book.ranked();
+            let oldest = live.first().map_or(0, |c| c.window);
+            let batch_held: Vec<_> = batch.into_iter().filter(|c| c.window >= oldest).collect();
+            proptest::prop_assert_eq!(live, batch_held);
+        }
     }
 }

@@ -53,7 +53,7 @@ use axum::routing::{get, post};
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
-use medfl_model::cases::{CaseRules, Standing};
+use medfl_model::cases::{CaseBook, CaseRules, Standing};
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
 use medfl_monitor::{
@@ -263,101 +263,145 @@ struct AlertView {
     standing: Standing,
 }
 
-/// A case as `GET /v1/cases` lists it: one user's recent alerts and denials in one UTC day.
+/// Days of cases the monitor ranks (the case book's windows): an officer's queue and the
+/// fortnight before it. Older days are folded into what each user carries, exactly.
+const CASE_DAYS: u64 = 14;
+
+/// A case as `GET /v1/cases` lists it: one user's alerts and denials in one UTC day.
 #[derive(Debug, Serialize)]
 struct CaseView {
     user: String,
     /// The UTC day, `YYYY-MM-DD`.
     day: String,
-    /// Alerts and denials in it, and how many are denials.
+    /// The case's place among its day's ranked cases (1 = most suspicious), when it has
+    /// evidence; the office reviews the first `budget` of each day.
+    rank: Option<usize>,
+    /// Whether it is among its day's first `budget` (`GET /v1/cases` gives the budget):
+    /// the cases the office reviews.
+    reviewed: bool,
+    /// Alerts the model raised that day (every one, listed or not).
+    model_alerts: usize,
+    /// Alerts and denials of the day still listed (the last `RECENT_ALERTS` of the
+    /// hospital), and how many are denials: rule-raised ones (consent, a standing block,
+    /// break-the-glass) as well as the model's.
     alerts: usize,
     denials: usize,
-    /// Not yet acknowledged by an officer.
+    /// Of those listed, not yet acknowledged by an officer.
     open: usize,
     /// The sum over its model alerts on unexplained accesses of `ln(score / threshold)`
     /// (`medfl_model::cases::evidence_of`); alerts on a care-team patient or under
-    /// break-the-glass, and alerts raised by a rule alone (consent, a standing block), add none.
+    /// break-the-glass, and alerts raised by a rule alone, add none.
     evidence: f64,
-    /// The evidence the user carries in from their earlier days among the recent alerts
-    /// (`medfl_model::cases::carried_in`, at the default `CaseRules` carry of one half a
-    /// day): the case ranks by the two added. Only the last `RECENT_ALERTS` alerts of the
-    /// whole hospital are held, so on a busy day yesterday may already be gone; the
-    /// experiment carries over every day it scores.
+    /// The evidence the user carries in from earlier days (`medfl_model::cases::carried_in`,
+    /// at the default `CaseRules` carry of one half a day): the case ranks by the two added,
+    /// as the experiments rank cases (`medfl_model::cases::CaseBook`).
     carried: f64,
     top_score: Option<f32>,
-    first_ms: u64,
-    last_ms: u64,
-    /// The records, oldest first (each acknowledged through `/v1/alerts/{record}/ack`).
+    /// The first and last listed alert's time (none once its alerts have left the list).
+    first_ms: Option<u64>,
+    last_ms: Option<u64>,
+    /// The listed records, oldest first (each acknowledged through `/v1/alerts/{record}/ack`).
     records: Vec<u64>,
 }
 
-/// The recent alerts as cases: newest day first, then by evidence, alerts and user.
-fn cases_of<'a>(alerts: impl IntoIterator<Item = &'a AlertView>) -> Vec<CaseView> {
-    let mut by_key: std::collections::BTreeMap<(u64, &str), CaseView> = Default::default();
+/// The cases of the book, with what the recent alerts list of each, and the cases of listed
+/// alerts the model did not raise (no evidence): newest day first, then in the book's rank
+/// order, then by alerts and user. `budget` is the reviews a day (none without a staff
+/// directory to size it by).
+fn cases_of<'a>(
+    book: &CaseBook<String>,
+    alerts: impl IntoIterator<Item = &'a AlertView>,
+    budget: Option<usize>,
+) -> Vec<CaseView> {
+    use std::collections::BTreeMap;
+    let day_of = |window: u64| -> String {
+        medfl_accesslog::time::format_instant(window.saturating_mul(medfl_accesslog::time::DAY_MS))
+            .chars()
+            .take(10)
+            .collect()
+    };
+    let view = |user: &str, window: u64| CaseView {
+        user: user.to_owned(),
+        day: day_of(window),
+        rank: None,
+        reviewed: false,
+        model_alerts: 0,
+        alerts: 0,
+        denials: 0,
+        open: 0,
+        evidence: 0.0,
+        carried: 0.0,
+        top_score: None,
+        first_ms: None,
+        last_ms: None,
+        records: Vec::new(),
+    };
+    // The book's cases in its order: by day, then by rank within a day.
+    let mut by_day: BTreeMap<u64, Vec<CaseView>> = BTreeMap::new();
+    let mut index: BTreeMap<(u64, String), (u64, usize)> = BTreeMap::new();
+    for c in book.ranked() {
+        let day = by_day.entry(c.window).or_default();
+        let ranked = day.iter().filter(|v| v.rank.is_some()).count();
+        let rank = (c.total_evidence() > 0.0).then_some(ranked + 1);
+        index.insert((c.window, c.employee.clone()), (c.window, day.len()));
+        day.push(CaseView {
+            rank,
+            reviewed: matches!((rank, budget), (Some(r), Some(b)) if r <= b),
+            model_alerts: c.alerts,
+            evidence: c.evidence,
+            carried: c.carried,
+            top_score: Some(c.top_score),
+            ..view(&c.employee, c.window)
+        });
+    }
+    // The listed alerts: into their book case, or a case of their own after the book's.
+    let window_ms = book.rules().window_ms.max(1);
     for a in alerts {
-        let day = a.time_ms / medfl_accesslog::time::DAY_MS;
-        let case = by_key
-            .entry((day, a.user.as_str()))
-            .or_insert_with(|| CaseView {
-                user: a.user.clone(),
-                day: medfl_accesslog::time::format_instant(day * medfl_accesslog::time::DAY_MS)
-                    .chars()
-                    .take(10)
-                    .collect(),
-                alerts: 0,
-                denials: 0,
-                open: 0,
-                evidence: 0.0,
-                carried: 0.0,
-                top_score: None,
-                first_ms: a.time_ms,
-                last_ms: a.time_ms,
-                records: Vec::new(),
-            });
+        let window = a.time_ms / window_ms;
+        let key = (window, a.user.clone());
+        let (w, at) = match index.get(&key) {
+            Some(&at) => at,
+            None => {
+                let day = by_day.entry(window).or_default();
+                day.push(view(&a.user, window));
+                let at = (window, day.len() - 1);
+                index.insert(key, at);
+                at
+            }
+        };
+        let Some(case) = by_day.get_mut(&w).and_then(|d| d.get_mut(at)) else {
+            continue;
+        };
         case.alerts += 1;
         case.denials += usize::from(a.verdict == Verdict::Deny);
         case.open += usize::from(a.acknowledged_by.is_none());
-        if let (Some(s), Some(t)) = (a.score, a.threshold)
-            && s.partial_cmp(&t) == Some(std::cmp::Ordering::Greater)
+        case.first_ms = Some(case.first_ms.map_or(a.time_ms, |t| t.min(a.time_ms)));
+        case.last_ms = Some(case.last_ms.map_or(a.time_ms, |t| t.max(a.time_ms)));
+        if case.model_alerts == 0
+            && let Some(s) = a.score.filter(|s| !s.is_nan())
         {
-            case.evidence += medfl_model::cases::evidence_of(s, t, a.standing);
-        }
-        if let Some(s) = a.score.filter(|s| !s.is_nan()) {
             case.top_score = Some(case.top_score.map_or(s, |top| top.max(s)));
         }
-        case.first_ms = case.first_ms.min(a.time_ms);
-        case.last_ms = case.last_ms.max(a.time_ms);
         case.records.push(a.seq);
     }
-    let carried = medfl_model::cases::carried_in(
-        by_key.iter().map(|(&key, case)| (key, case.evidence)),
-        CaseRules::default().carry(),
-    );
-    let mut out: Vec<(u64, CaseView)> = by_key
-        .into_iter()
-        .zip(carried)
-        .map(|(((day, _), mut c), carried)| {
-            c.carried = carried;
-            (day, c)
-        })
-        .collect();
-    // The experiment's order (`medfl_model::cases`): evidence with what is carried in, top
-    // score, alerts, then who.
-    let top = |c: &CaseView| c.top_score.unwrap_or(f32::NEG_INFINITY);
-    let total = |c: &CaseView| c.evidence + c.carried;
-    out.sort_by(|(da, a), (db, b)| {
-        db.cmp(da)
-            .then(total(b).total_cmp(&total(a)))
-            .then(top(b).total_cmp(&top(a)))
-            .then(b.alerts.cmp(&a.alerts))
-            .then(a.user.cmp(&b.user))
-    });
-    out.into_iter()
-        .map(|(_, mut c)| {
+    let mut out = Vec::new();
+    for (_, mut day) in by_day.into_iter().rev() {
+        // The book's cases keep their order (stable); the others follow by alerts and user.
+        let in_book = |c: &CaseView| c.model_alerts > 0;
+        day.sort_by(|a, b| {
+            in_book(b)
+                .cmp(&in_book(a))
+                .then_with(|| match (in_book(a), in_book(b)) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    _ => b.alerts.cmp(&a.alerts).then_with(|| a.user.cmp(&b.user)),
+                })
+        });
+        for mut c in day {
             c.records.sort_unstable();
-            c
-        })
-        .collect()
+            out.push(c);
+        }
+    }
+    out
 }
 
 struct Shared {
@@ -367,6 +411,9 @@ struct Shared {
     /// the one before, so the ledger applies two choices in the order they were logged.
     last_consent_ms: u64,
     alerts: VecDeque<AlertView>,
+    /// Every model alert of the last [`CASE_DAYS`] days as cases, ranked as the experiments
+    /// rank them (rebuilt from the audit log on start).
+    cases: CaseBook<String>,
     /// The model file's hash in use, and the ledger height consent was read at.
     model_hash: Option<String>,
     /// Records that raised a block, not yet sealed and anchored (see `seal_and_anchor`).
@@ -574,12 +621,13 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
     }
     let mut monitor = Monitor::new(Policy::default());
     let mut alerts = VecDeque::new();
+    let mut cases = CaseBook::new(CaseRules::default(), CASE_DAYS);
     let mut raised = Vec::new();
     let mut last_consent_ms = 0;
     replay(
         &log,
         &mut monitor,
-        &mut alerts,
+        (&mut alerts, &mut cases),
         &mut raised,
         &mut last_consent_ms,
     )?;
@@ -599,6 +647,7 @@ pub async fn run(config: &Path, opts: Options) -> Result<()> {
         monitor,
         log,
         alerts,
+        cases,
         model_hash: None,
         raised,
         raised_all,
@@ -1059,7 +1108,7 @@ fn review_answer(
 fn replay(
     log: &AuditLog,
     monitor: &mut Monitor,
-    alerts: &mut VecDeque<AlertView>,
+    (alerts, cases): (&mut VecDeque<AlertView>, &mut CaseBook<String>),
     raised: &mut Vec<u64>,
     last_consent_ms: &mut u64,
 ) -> Result<()> {
@@ -1080,7 +1129,7 @@ fn replay(
                         raised.push(r.seq);
                     }
                     monitor.replay(&request, &decision, r.at_ms);
-                    note_alert(alerts, r.seq, &request, &decision);
+                    note_alert((alerts, cases), r.seq, &request, &decision);
                 }
                 RecordBody::Review {
                     action: ReviewAction::Unblock { user },
@@ -1116,13 +1165,20 @@ fn replay(
     }
 }
 
-/// Keeps an alert or denial among the recent ones; returns it (`None` for an allow).
+/// Files a model alert in the case book, and keeps an alert or denial among the recent ones;
+/// returns it (`None` for an allow).
 fn note_alert(
-    alerts: &mut VecDeque<AlertView>,
+    (alerts, cases): (&mut VecDeque<AlertView>, &mut CaseBook<String>),
     seq: u64,
     r: &AccessRequest,
     d: &Decision,
 ) -> Option<AlertView> {
+    let standing = Standing::of(&r.to_event(seq));
+    if let (Some(score), Some(threshold)) = (d.score, d.threshold) {
+        // An alert for a day already folded (an access more than `CASE_DAYS` older than the
+        // newest) stays in the log and the list; its case has left the queue.
+        cases.file(r.user.clone(), r.time_ms, score, threshold, standing);
+    }
     if d.verdict == Verdict::Allow {
         return None;
     }
@@ -1140,7 +1196,7 @@ fn note_alert(
         score: d.score,
         threshold: d.threshold,
         acknowledged_by: None,
-        standing: Standing::of(&r.to_event(seq)),
+        standing,
     };
     alerts.push_back(view.clone());
     Some(view)
@@ -1422,7 +1478,9 @@ fn decision_writer(
                     shared.raised_all.push(record.seq);
                 }
                 let request = &deliveries[at].request;
-                if let Some(view) = note_alert(&mut shared.alerts, record.seq, request, &decision) {
+                let state = &mut *shared;
+                let recent = (&mut state.alerts, &mut state.cases);
+                if let Some(view) = note_alert(recent, record.seq, request, &decision) {
                     // No stream listening is fine: the alert is in the log and the list.
                     let _ = alerts.send(StreamEvent::Alert(view));
                 }
@@ -1777,19 +1835,25 @@ async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMa
     .await
 }
 
-/// `GET /v1/cases`: the recent alerts and denials as the cases an officer reviews, one per user
-/// and UTC day, newest day first and most suspicious first within it (an officer's or
-/// auditor's token, as for the alerts). Built from the alerts kept in memory (the last
-/// [`RECENT_ALERTS`]), so the oldest day listed may be missing its earlier alerts; its
-/// `alerts` count rule-raised alerts and denials as well as the model's.
+/// `GET /v1/cases`: the cases an officer reviews, one per user and UTC day, newest day first
+/// and most suspicious first within it (an officer's or auditor's token, as for the alerts).
+/// Every model alert of the last [`CASE_DAYS`] days is ranked, as the experiments rank cases;
+/// `budget` is the reviews a day, 10 per 1,000 staff of the directory (none without one), and
+/// each case says whether it is among them. Listed alerts the model did not raise (consent,
+/// a standing block, break-the-glass below the threshold) make cases with no evidence.
 async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
     if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
         return refuse(status, why);
     }
-    read_shared(
-        server.app,
-        |shared| serde_json::json!({ "cases": cases_of(&shared.alerts) }),
-    )
+    let staff = server.context().map(|c| c.n_staff());
+    read_shared(server.app, move |shared| {
+        let budget = staff.map(|n| shared.cases.rules().budget(n));
+        serde_json::json!({
+            "budget": budget,
+            "days": CASE_DAYS,
+            "cases": cases_of(&shared.cases, &shared.alerts, budget),
+        })
+    })
     .await
 }
 
@@ -2643,7 +2707,15 @@ mod tests {
                 ..alert(7, "dan", 14, Some(4.0), Verdict::Alert)
             },
         ];
-        let cases = cases_of(&alerts);
+        let mut book = CaseBook::new(CaseRules::default(), CASE_DAYS);
+        for a in &alerts {
+            if let (Some(s), Some(t)) = (a.score, a.threshold) {
+                book.file(a.user.clone(), a.time_ms, s, t, a.standing);
+            }
+        }
+        // Bob's day has gone from the list: the book still ranks it.
+        let listed: Vec<&AlertView> = alerts.iter().filter(|a| a.user != "bob").collect();
+        let cases = cases_of(&book, listed, Some(1));
         let order: Vec<(&str, &str, usize)> = cases
             .iter()
             .map(|c| (c.day.as_str(), c.user.as_str(), c.alerts))
@@ -2652,13 +2724,28 @@ mod tests {
             order,
             [
                 ("2026-01-06", "ann", 1),
-                ("2026-01-05", "bob", 1),
+                ("2026-01-05", "bob", 0),
                 ("2026-01-05", "ann", 2),
                 ("2026-01-05", "dan", 2),
                 ("2026-01-05", "cat", 1),
             ]
         );
-        assert_eq!(cases[1].denials, 1);
+        let ranks: Vec<(Option<usize>, bool, usize)> = cases
+            .iter()
+            .map(|c| (c.rank, c.reviewed, c.model_alerts))
+            .collect();
+        assert_eq!(
+            ranks,
+            [
+                (Some(1), true, 1),
+                (Some(1), true, 1),
+                (Some(2), false, 2),
+                (None, false, 2),
+                (None, false, 0),
+            ]
+        );
+        assert_eq!((cases[1].first_ms, cases[1].records.len()), (None, 0));
+        assert!((cases[1].evidence - 8f64.ln()).abs() < 1e-6);
         assert!((cases[2].evidence - 2.0 * 1.2f64.ln()).abs() < 1e-6);
         // Ann's second day carries in half of her first day's evidence.
         assert!((cases[0].carried - 1.2f64.ln()).abs() < 1e-6);
