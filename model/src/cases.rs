@@ -266,9 +266,10 @@ pub fn cases(
             keys.len()
         )));
     }
+    // A book that keeps every window folds nothing: no filing is too late.
     let mut book = CaseBook::new(*rules, u64::MAX);
     for (&score, key) in scores.iter().zip(keys) {
-        book.file(key.employee, key.time_ms, score, threshold, key.standing);
+        let _ = book.file(key.employee, key.time_ms, score, threshold, key.standing);
     }
     Ok(book.ranked())
 }
@@ -281,8 +282,11 @@ pub fn cases(
 /// The book holds the newest `keep` windows. An older window is folded into what its
 /// employees carry ([`carried_in`]'s standing, in the same order the batch takes), so memory
 /// stays bounded by the alerting employees of `keep` windows and the ranking of the windows
-/// held stays the batch's to the bit. An alert for a window already folded is not filed
-/// ([`Filed::TooLate`]): it is still logged and listed, but its case is gone from the queue.
+/// held stays the batch's to the bit, for alerts filed in the same order (a case's evidence
+/// is summed in filing order: a monitor files in arrival order, the experiments in time order,
+/// which late deliveries can make differ in the last bits). An alert for a window already
+/// folded is not filed ([`Filed::TooLate`], counted in [`CaseBook::too_late`]): it is still
+/// logged and listed, but its case is gone from the queue.
 #[derive(Clone, Debug)]
 pub struct CaseBook<E> {
     rules: CaseRules,
@@ -293,9 +297,12 @@ pub struct CaseBook<E> {
     folded: BTreeMap<E, (u64, f64)>,
     /// Windows below this are folded.
     horizon: u64,
+    /// Alerts not filed because their window was already folded.
+    too_late: u64,
 }
 
 /// What [`CaseBook::file`] did with a score.
+#[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filed {
     /// At or below the threshold (or not a number): no alert, nothing filed.
@@ -315,6 +322,7 @@ impl<E: Ord + Clone> CaseBook<E> {
             held: BTreeMap::new(),
             folded: BTreeMap::new(),
             horizon: 0,
+            too_late: 0,
         }
     }
 
@@ -340,6 +348,7 @@ impl<E: Ord + Clone> CaseBook<E> {
         }
         let window = time_ms / self.rules.window_ms.max(1);
         if window < self.horizon {
+            self.too_late += 1;
             return Filed::TooLate;
         }
         self.fold_before(window.saturating_sub(self.keep - 1));
@@ -375,6 +384,22 @@ impl<E: Ord + Clone> CaseBook<E> {
                 carry_through(&mut self.folded, window, employee, case.evidence, carry);
             }
         }
+        // A standing that has decayed to exactly 0 by the horizon carries 0 into every later
+        // window too, as an employee never seen does: dropping it changes no result.
+        self.folded.retain(|_, (window, standing)| {
+            *standing * carry.powf(horizon.saturating_sub(*window) as f64) != 0.0
+        });
+    }
+
+    /// The oldest window held: alerts before it are no longer filed.
+    pub fn oldest_window(&self) -> u64 {
+        self.horizon
+    }
+
+    /// Alerts refused since the book began because their window had been folded (an access
+    /// dated more than `keep` windows before the newest filed).
+    pub fn too_late(&self) -> u64 {
+        self.too_late
     }
 
     /// The cases held, ordered by window and, within one, by rank (most suspicious first),
@@ -1182,6 +1207,7 @@ mod tests {
             book.file("a", at(1, 10), ln2, 1.0, Standing::Unexplained),
             Filed::TooLate
         );
+        assert_eq!((book.too_late(), book.oldest_window()), (1, 2));
         let held = book.ranked();
         // Day 1 stands at ln 2 + ln 2 / 2; two windows later it counts a quarter.
         let e = 2f64.ln();
@@ -1195,13 +1221,16 @@ mod tests {
         #[test]
         fn a_book_ranks_what_it_holds_as_the_batch_does(
             alerts in proptest::collection::vec(
-                (0u64..6, 0u64..(8 * DAY_MS), 0.5f32..4.0, 0u8..3),
+                (0u64..6, 0u64..(8 * DAY_MS), 0.5f32..4.0, 0u8..3, 0f64..1.0),
                 0..80,
             ),
-            keep in 1u64..5,
+            keep in 1u64..6,
         ) {
+            // Filed in order of arrival: each alert up to `keep - 2` windows late, so never
+            // later than the book's oldest window (the newest seen is at most that far ahead).
             let mut alerts = alerts;
-            alerts.sort_by_key(|a| a.1);
+            let late = keep.saturating_sub(2) * DAY_MS;
+            alerts.sort_by_key(|a| a.1 + (a.4 * late as f64) as u64);
             let standing = |s: u8| match s {
                 0 => Standing::Unexplained,
                 1 => Standing::CareTeam,
@@ -1209,7 +1238,7 @@ mod tests {
             };
             let (scores, keys): (Vec<f32>, Vec<CaseKey>) = alerts
                 .iter()
-                .map(|&(employee, time_ms, score, s)| {
+                .map(|&(employee, time_ms, score, s, _)| {
                     (score, CaseKey { employee, time_ms, standing: standing(s) })
                 })
                 .unzip();

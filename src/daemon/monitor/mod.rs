@@ -304,12 +304,13 @@ struct CaseView {
     records: Vec<u64>,
 }
 
-/// The cases of the book, with what the recent alerts list of each, and the cases of listed
-/// alerts the model did not raise (no evidence): newest day first, then in the book's rank
-/// order, then by alerts and user. `budget` is the reviews a day (none without a staff
-/// directory to size it by).
+/// The book's cases (`ranked`, as [`CaseBook::ranked`] gives them, from `oldest` on), with
+/// what the recent alerts list of each, and the cases of listed alerts the model did not raise
+/// (no evidence): newest day first, then in the book's rank order, then by alerts and user.
+/// `budget` is the reviews a day (none without a staff directory to size it by).
 fn cases_of<'a>(
-    book: &CaseBook<String>,
+    ranked: Vec<medfl_model::cases::Case<String>>,
+    oldest: u64,
     alerts: impl IntoIterator<Item = &'a AlertView>,
     budget: Option<usize>,
 ) -> Vec<CaseView> {
@@ -336,13 +337,13 @@ fn cases_of<'a>(
         last_ms: None,
         records: Vec::new(),
     };
-    // The book's cases in its order: by day, then by rank within a day.
+    // The book's cases in its order: by day, then by rank within a day (cases with evidence
+    // come first, so a case's rank is its place).
     let mut by_day: BTreeMap<u64, Vec<CaseView>> = BTreeMap::new();
     let mut index: BTreeMap<(u64, String), (u64, usize)> = BTreeMap::new();
-    for c in book.ranked() {
+    for c in ranked {
         let day = by_day.entry(c.window).or_default();
-        let ranked = day.iter().filter(|v| v.rank.is_some()).count();
-        let rank = (c.total_evidence() > 0.0).then_some(ranked + 1);
+        let rank = (c.total_evidence() > 0.0).then_some(day.len() + 1);
         index.insert((c.window, c.employee.clone()), (c.window, day.len()));
         day.push(CaseView {
             rank,
@@ -354,10 +355,14 @@ fn cases_of<'a>(
             ..view(&c.employee, c.window)
         });
     }
-    // The listed alerts: into their book case, or a case of their own after the book's.
-    let window_ms = book.rules().window_ms.max(1);
+    // The listed alerts of the days held: into their book case, or a case of their own after
+    // the book's. (An older day's alerts are still in `/v1/alerts`.)
+    let window_ms = CaseRules::default().window_ms.max(1);
     for a in alerts {
         let window = a.time_ms / window_ms;
+        if window < oldest {
+            continue;
+        }
         let key = (window, a.user.clone());
         let (w, at) = match index.get(&key) {
             Some(&at) => at,
@@ -1176,8 +1181,19 @@ fn note_alert(
     let standing = Standing::of(&r.to_event(seq));
     if let (Some(score), Some(threshold)) = (d.score, d.threshold) {
         // An alert for a day already folded (an access more than `CASE_DAYS` older than the
-        // newest) stays in the log and the list; its case has left the queue.
-        cases.file(r.user.clone(), r.time_ms, score, threshold, standing);
+        // newest filed) stays in the log and the list; its case has left the queue. Intake
+        // holds access times within a day of the clock, so only a clock stepped back (or
+        // forward, then back) can do it: say so once, and count it in `/v1/cases`.
+        if cases.file(r.user.clone(), r.time_ms, score, threshold, standing)
+            == medfl_model::cases::Filed::TooLate
+            && cases.too_late() == 1
+        {
+            warn!(
+                user = %r.user,
+                time_ms = r.time_ms,
+                "an alert older than the case queue's days is not ranked (was the clock stepped?)"
+            );
+        }
     }
     if d.verdict == Verdict::Allow {
         return None;
@@ -1846,15 +1862,24 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
         return refuse(status, why);
     }
     let staff = server.context().map(|c| c.n_staff());
-    read_shared(server.app, move |shared| {
-        let budget = staff.map(|n| shared.cases.rules().budget(n));
-        serde_json::json!({
-            "budget": budget,
-            "days": CASE_DAYS,
-            "cases": cases_of(&shared.cases, &shared.alerts, budget),
-        })
+    // Copied under the lock (the decision writer waits for it), laid out after.
+    let held = read_shared_value(server.app, |shared| {
+        let book = &shared.cases;
+        let listed: Vec<AlertView> = shared.alerts.iter().cloned().collect();
+        (book.ranked(), book.oldest_window(), book.too_late(), listed)
     })
-    .await
+    .await;
+    let Some((ranked, oldest, too_late, listed)) = held else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
+    };
+    let budget = staff.map(|n| CaseRules::default().budget(n));
+    axum::Json(serde_json::json!({
+        "budget": budget,
+        "days": CASE_DAYS,
+        "too_late": too_late,
+        "cases": cases_of(ranked, oldest, &listed, budget),
+    }))
+    .into_response()
 }
 
 /// `GET /v1/alerts/stream`: new alerts as server-sent events (`event: alert`, `id:` the
@@ -2710,12 +2735,19 @@ mod tests {
         let mut book = CaseBook::new(CaseRules::default(), CASE_DAYS);
         for a in &alerts {
             if let (Some(s), Some(t)) = (a.score, a.threshold) {
-                book.file(a.user.clone(), a.time_ms, s, t, a.standing);
+                let _ = book.file(a.user.clone(), a.time_ms, s, t, a.standing);
             }
         }
-        // Bob's day has gone from the list: the book still ranks it.
-        let listed: Vec<&AlertView> = alerts.iter().filter(|a| a.user != "bob").collect();
-        let cases = cases_of(&book, listed, Some(1));
+        // Bob's day has gone from the list: the book still ranks it. An alert still listed
+        // from before the book's days makes no case (it is in `/v1/alerts`).
+        let old = AlertView {
+            time_ms: 1_767_571_200_000 - 20 * medfl_accesslog::time::DAY_MS,
+            ..alert(0, "eve", 9, Some(4.0), Verdict::Alert)
+        };
+        let listed: Vec<&AlertView> = std::iter::once(&old)
+            .chain(alerts.iter().filter(|a| a.user != "bob"))
+            .collect();
+        let cases = cases_of(book.ranked(), book.oldest_window(), listed, Some(1));
         let order: Vec<(&str, &str, usize)> = cases
             .iter()
             .map(|c| (c.day.as_str(), c.user.as_str(), c.alerts))
