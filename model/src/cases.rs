@@ -269,7 +269,7 @@ pub fn cases(
     // A book that keeps every window folds nothing: no filing is too late.
     let mut book = CaseBook::new(*rules, u64::MAX);
     for (&score, key) in scores.iter().zip(keys) {
-        let _ = book.file(key.employee, key.time_ms, score, threshold, key.standing);
+        let _ = book.file(&key.employee, key.time_ms, score, threshold, key.standing);
     }
     Ok(book.ranked())
 }
@@ -335,7 +335,7 @@ impl<E: Ord + Clone> CaseBook<E> {
     /// adding [`evidence_of`] to its case. A window `keep` past the oldest held folds that one.
     pub fn file(
         &mut self,
-        employee: E,
+        employee: &E,
         time_ms: u64,
         score: f32,
         threshold: f32,
@@ -352,22 +352,24 @@ impl<E: Ord + Clone> CaseBook<E> {
             return Filed::TooLate;
         }
         self.fold_before(window.saturating_sub(self.keep - 1));
-        let case = self
-            .held
-            .entry(window)
-            .or_default()
-            .entry(employee.clone())
-            .or_insert(Case {
-                employee,
+        let day = self.held.entry(window).or_default();
+        // The employee is cloned only for a new case: a monitor files every alert here.
+        if !day.contains_key(employee) {
+            let case = Case {
+                employee: employee.clone(),
                 window,
                 alerts: 0,
                 top_score: score,
                 evidence: 0.0,
                 carried: 0.0,
-            });
-        case.alerts += 1;
-        case.evidence += evidence_of(score, threshold, standing);
-        case.top_score = case.top_score.max(score);
+            };
+            day.insert(employee.clone(), case);
+        }
+        if let Some(case) = day.get_mut(employee) {
+            case.alerts += 1;
+            case.evidence += evidence_of(score, threshold, standing);
+            case.top_score = case.top_score.max(score);
+        }
         Filed::Filed
     }
 
@@ -1187,24 +1189,24 @@ mod tests {
         let ln2 = 2f32;
         // Employee "a" alerts on days 0, 1 and 3; days 0 and 1 fold away as day 3 arrives.
         assert_eq!(
-            book.file("a", at(0, 9), ln2, 1.0, Standing::Unexplained),
+            book.file(&"a", at(0, 9), ln2, 1.0, Standing::Unexplained),
             Filed::Filed
         );
         assert_eq!(
-            book.file("a", at(1, 9), ln2, 1.0, Standing::Unexplained),
+            book.file(&"a", at(1, 9), ln2, 1.0, Standing::Unexplained),
             Filed::Filed
         );
         assert_eq!(
-            book.file("b", at(1, 9), 0.5, 1.0, Standing::Unexplained),
+            book.file(&"b", at(1, 9), 0.5, 1.0, Standing::Unexplained),
             Filed::NoAlert
         );
         assert_eq!(
-            book.file("a", at(3, 9), ln2, 1.0, Standing::Unexplained),
+            book.file(&"a", at(3, 9), ln2, 1.0, Standing::Unexplained),
             Filed::Filed
         );
         assert_eq!(book.len(), 1, "days 0 and 1 are folded: only day 3 is held");
         assert_eq!(
-            book.file("a", at(1, 10), ln2, 1.0, Standing::Unexplained),
+            book.file(&"a", at(1, 10), ln2, 1.0, Standing::Unexplained),
             Filed::TooLate
         );
         assert_eq!((book.too_late(), book.oldest_window()), (1, 2));
@@ -1246,7 +1248,7 @@ mod tests {
             let batch = cases(&scores, &keys, 1.0, &rules).unwrap();
             let mut book = CaseBook::new(rules, keep);
             for (score, key) in scores.iter().zip(&keys) {
-                let filed = book.file(key.employee, key.time_ms, *score, 1.0, key.standing);
+                let filed = book.file(&key.employee, key.time_ms, *score, 1.0, key.standing);
                 proptest::prop_assert_ne!(filed, Filed::TooLate);
             }
             let live = book.ranked();

@@ -1178,13 +1178,22 @@ fn note_alert(
     r: &AccessRequest,
     d: &Decision,
 ) -> Option<AlertView> {
+    let model_alert = match (d.score, d.threshold) {
+        (Some(score), Some(threshold)) => (score.partial_cmp(&threshold)
+            == Some(std::cmp::Ordering::Greater))
+        .then_some((score, threshold)),
+        _ => None,
+    };
+    if model_alert.is_none() && d.verdict == Verdict::Allow {
+        return None;
+    }
     let standing = Standing::of(&r.to_event(seq));
-    if let (Some(score), Some(threshold)) = (d.score, d.threshold) {
+    if let Some((score, threshold)) = model_alert {
         // An alert for a day already folded (an access more than `CASE_DAYS` older than the
         // newest filed) stays in the log and the list; its case has left the queue. Intake
         // holds access times within a day of the clock, so only a clock stepped back (or
         // forward, then back) can do it: say so once, and count it in `/v1/cases`.
-        if cases.file(r.user.clone(), r.time_ms, score, threshold, standing)
+        if cases.file(&r.user, r.time_ms, score, threshold, standing)
             == medfl_model::cases::Filed::TooLate
             && cases.too_late() == 1
         {
@@ -2735,7 +2744,7 @@ mod tests {
         let mut book = CaseBook::new(CaseRules::default(), CASE_DAYS);
         for a in &alerts {
             if let (Some(s), Some(t)) = (a.score, a.threshold) {
-                let _ = book.file(a.user.clone(), a.time_ms, s, t, a.standing);
+                let _ = book.file(&a.user, a.time_ms, s, t, a.standing);
             }
         }
         // Bob's day has gone from the list: the book still ranks it. An alert still listed
