@@ -1482,7 +1482,9 @@ fn post_all(port: u16, requests: &[AccessRequest]) {
 }
 
 /// The ranked cases of `GET /v1/cases`, per day: (user, evidence, carried) in rank order.
-fn ranked_cases(port: u16, auditor: &str) -> (serde_json::Value, Vec<(String, String, f64, f64)>) {
+type Ranked = Vec<(String, String, f64, f64)>;
+
+fn ranked_cases(port: u16, auditor: &str) -> (serde_json::Value, Ranked) {
     let (status, text) = http_with(port, "GET", "/v1/cases", auditor, b"");
     assert_eq!(status, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -1500,7 +1502,7 @@ fn ranked_cases(port: u16, auditor: &str) -> (serde_json::Value, Vec<(String, St
             )
         })
         .collect();
-    (v["cases"].clone(), ranked)
+    (v, ranked)
 }
 
 /// An officer's queue is the experiments' ranking: three days of a hospital's accesses
@@ -1600,6 +1602,34 @@ fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
         "no case carries evidence in: {live:?}"
     );
     assert_eq!(live, offline_by_day);
+    // The other queue: every user-day with a declared emergency, and how many.
+    let mut emergencies = std::collections::BTreeMap::new();
+    for (request, _) in &logged {
+        if request.break_glass {
+            let date = medfl_accesslog::time::format_instant(request.time_ms)[..10].to_owned();
+            *emergencies
+                .entry((date, request.user.clone()))
+                .or_insert(0u64) += 1;
+        }
+    }
+    let listed_emergencies: std::collections::BTreeMap<(String, String), u64> =
+        listed["break_glass"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let key = (
+                    e["day"].as_str().unwrap().to_owned(),
+                    e["user"].as_str().unwrap().to_owned(),
+                );
+                (key, e["accesses"].as_u64().unwrap())
+            })
+            .collect();
+    assert!(
+        !emergencies.is_empty(),
+        "no emergency in the stream to judge"
+    );
+    assert_eq!(listed_emergencies, emergencies);
 
     // A restart replays the log into the same queue (the replay's log, moved where a live
     // monitor keeps its own).

@@ -295,6 +295,9 @@ pub struct CaseBook<E> {
     held: BTreeMap<u64, BTreeMap<E, Case<E>>>,
     /// Per employee, the last window folded and the evidence standing after it.
     folded: BTreeMap<E, (u64, f64)>,
+    /// Break-the-glass accesses of the windows held: window to employee to how many. Each
+    /// such employee-window gets the review every declared emergency gets, outside the budget.
+    emergencies: BTreeMap<u64, BTreeMap<E, usize>>,
     /// Windows below this are folded.
     horizon: u64,
     /// Alerts not filed because their window was already folded.
@@ -321,6 +324,7 @@ impl<E: Ord + Clone> CaseBook<E> {
             keep: keep.max(1),
             held: BTreeMap::new(),
             folded: BTreeMap::new(),
+            emergencies: BTreeMap::new(),
             horizon: 0,
             too_late: 0,
         }
@@ -373,12 +377,41 @@ impl<E: Ord + Clone> CaseBook<E> {
         Filed::Filed
     }
 
+    /// Notes a break-the-glass access of `employee` at `time_ms`, alerted or not: its
+    /// employee-window goes to the emergency review ([`CaseBook::emergencies`]), not the
+    /// budgeted ranking. An access of a window already folded is [`Filed::TooLate`].
+    pub fn note_emergency(&mut self, employee: &E, time_ms: u64) -> Filed {
+        let window = time_ms / self.rules.window_ms.max(1);
+        if window < self.horizon {
+            self.too_late += 1;
+            return Filed::TooLate;
+        }
+        self.fold_before(window.saturating_sub(self.keep - 1));
+        let day = self.emergencies.entry(window).or_default();
+        if let Some(n) = day.get_mut(employee) {
+            *n += 1;
+        } else {
+            day.insert(employee.clone(), 1);
+        }
+        Filed::Filed
+    }
+
+    /// The employee-windows held with a declared emergency, oldest window first: (window,
+    /// employee, break-the-glass accesses).
+    pub fn emergencies(&self) -> impl Iterator<Item = (u64, &E, usize)> {
+        self.emergencies
+            .iter()
+            .flat_map(|(w, day)| day.iter().map(move |(e, n)| (*w, e, *n)))
+    }
+
     /// Folds every held window below `horizon` into the employees' standing, oldest first.
     fn fold_before(&mut self, horizon: u64) {
         if horizon <= self.horizon {
             return;
         }
         self.horizon = horizon;
+        // An emergency review is of its own day: nothing of it carries.
+        self.emergencies = self.emergencies.split_off(&horizon);
         let kept = self.held.split_off(&horizon);
         let carry = self.rules.carry();
         for (window, cases) in std::mem::replace(&mut self.held, kept) {
@@ -1210,6 +1243,18 @@ mod tests {
             Filed::TooLate
         );
         assert_eq!((book.too_late(), book.oldest_window()), (1, 2));
+        // Emergencies are noted whatever the score, and leave with their day.
+        assert_eq!(book.note_emergency(&"b", at(2, 3)), Filed::Filed);
+        assert_eq!(book.note_emergency(&"b", at(2, 4)), Filed::Filed);
+        assert_eq!(book.note_emergency(&"a", at(3, 4)), Filed::Filed);
+        let noted: Vec<_> = book.emergencies().collect();
+        assert_eq!(noted, [(2, &"b", 2), (3, &"a", 1)]);
+        assert_eq!(
+            book.file(&"a", at(4, 9), ln2, 1.0, Standing::Unexplained),
+            Filed::Filed
+        );
+        assert_eq!(book.emergencies().count(), 1, "day 2 is folded away");
+        assert_eq!(book.note_emergency(&"b", at(2, 5)), Filed::TooLate);
         let held = book.ranked();
         // Day 1 stands at ln 2 + ln 2 / 2; two windows later it counts a quarter.
         let e = 2f64.ln();

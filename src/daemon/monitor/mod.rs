@@ -304,6 +304,58 @@ struct CaseView {
     records: Vec<u64>,
 }
 
+/// An employee-day with a declared emergency, as `GET /v1/cases` lists it under
+/// `break_glass`: each gets a review of its own, outside the budget of ranked cases.
+#[derive(Debug, Serialize)]
+struct EmergencyView {
+    user: String,
+    /// The UTC day, `YYYY-MM-DD`.
+    day: String,
+    /// Break-the-glass accesses that day (every one, listed or not).
+    accesses: usize,
+    /// Of its break-the-glass alerts still listed, those not yet acknowledged, and their
+    /// records (oldest first).
+    open: usize,
+    records: Vec<u64>,
+}
+
+/// The book's emergency days, newest first and by user, with their listed break-the-glass
+/// alerts.
+fn emergencies_of(
+    noted: Vec<(u64, String, usize)>,
+    listed: &[AlertView],
+    window_ms: u64,
+) -> Vec<EmergencyView> {
+    let mut out: Vec<(u64, EmergencyView)> = noted
+        .into_iter()
+        .map(|(window, user, accesses)| {
+            let mine: Vec<&AlertView> = listed
+                .iter()
+                .filter(|a| {
+                    a.standing == Standing::BreakGlass
+                        && a.user == user
+                        && a.time_ms / window_ms == window
+                })
+                .collect();
+            let mut records: Vec<u64> = mine.iter().map(|a| a.seq).collect();
+            records.sort_unstable();
+            let view = EmergencyView {
+                day: medfl_accesslog::time::format_instant(window.saturating_mul(window_ms))
+                    .chars()
+                    .take(10)
+                    .collect(),
+                user,
+                accesses,
+                open: mine.iter().filter(|a| a.acknowledged_by.is_none()).count(),
+                records,
+            };
+            (window, view)
+        })
+        .collect();
+    out.sort_by(|(wa, a), (wb, b)| wb.cmp(wa).then_with(|| a.user.cmp(&b.user)));
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
 /// The book's cases (`ranked`, as [`CaseBook::ranked`] gives them, from `oldest` on), with
 /// what the recent alerts list of each, and the cases of listed alerts the model did not raise
 /// (no evidence): newest day first, then in the book's rank order, then by alerts and user.
@@ -1188,6 +1240,10 @@ fn note_alert(
         return None;
     }
     let standing = Standing::of(&r.to_event(seq));
+    // Every declared emergency is alerted (the policy), so each reaches here.
+    if standing == Standing::BreakGlass {
+        let _ = cases.note_emergency(&r.user, r.time_ms);
+    }
     if let Some((score, threshold)) = model_alert {
         // An alert for a day already folded (an access more than `CASE_DAYS` older than the
         // newest filed) stays in the log and the list; its case has left the queue. Intake
@@ -1866,6 +1922,8 @@ async fn list_alerts(State(server): State<Server>, headers: axum::http::HeaderMa
 /// `budget` is the reviews a day, 10 per 1,000 staff of the directory (none without one), and
 /// each case says whether it is among them. Listed alerts the model did not raise (consent,
 /// a standing block, break-the-glass below the threshold) make cases with no evidence.
+/// `break_glass` is the other queue: every user-day of those days with a declared
+/// emergency, each reviewed on its own whatever the ranking.
 async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
     if let Err((status, why)) = officer_for(&server, &headers, OfficerRole::Auditor, false).await {
         return refuse(status, why);
@@ -1875,18 +1933,30 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
     let held = read_shared_value(server.app, |shared| {
         let book = &shared.cases;
         let listed: Vec<AlertView> = shared.alerts.iter().cloned().collect();
-        (book.ranked(), book.oldest_window(), book.too_late(), listed)
+        let noted: Vec<(u64, String, usize)> = book
+            .emergencies()
+            .map(|(w, user, n)| (w, user.clone(), n))
+            .collect();
+        (
+            book.ranked(),
+            noted,
+            book.oldest_window(),
+            book.too_late(),
+            listed,
+        )
     })
     .await;
-    let Some((ranked, oldest, too_late, listed)) = held else {
+    let Some((ranked, noted, oldest, too_late, listed)) = held else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
     };
-    let budget = staff.map(|n| CaseRules::default().budget(n));
+    let rules = CaseRules::default();
+    let budget = staff.map(|n| rules.budget(n));
     axum::Json(serde_json::json!({
         "budget": budget,
         "days": CASE_DAYS,
         "too_late": too_late,
         "cases": cases_of(ranked, oldest, &listed, budget),
+        "break_glass": emergencies_of(noted, &listed, rules.window_ms.max(1)),
     }))
     .into_response()
 }
@@ -2746,6 +2816,9 @@ mod tests {
             if let (Some(s), Some(t)) = (a.score, a.threshold) {
                 let _ = book.file(&a.user, a.time_ms, s, t, a.standing);
             }
+            if a.standing == Standing::BreakGlass {
+                let _ = book.note_emergency(&a.user, a.time_ms);
+            }
         }
         // Bob's day has gone from the list: the book still ranks it. An alert still listed
         // from before the book's days makes no case (it is in `/v1/alerts`).
@@ -2795,5 +2868,25 @@ mod tests {
         assert_eq!((cases[3].evidence, cases[3].top_score), (0.0, Some(4.0)));
         assert_eq!(cases[4].evidence, 0.0);
         assert_eq!(cases[4].top_score, None);
+        // Dan's emergency is the other queue's, with its listed alert.
+        let noted = book
+            .emergencies()
+            .map(|(w, u, n)| (w, u.clone(), n))
+            .collect();
+        let listed: Vec<AlertView> = alerts.to_vec();
+        let emergencies = emergencies_of(noted, &listed, medfl_accesslog::time::DAY_MS);
+        let got: Vec<(&str, &str, usize, usize, &[u64])> = emergencies
+            .iter()
+            .map(|e| {
+                (
+                    e.day.as_str(),
+                    e.user.as_str(),
+                    e.accesses,
+                    e.open,
+                    &e.records[..],
+                )
+            })
+            .collect();
+        assert_eq!(got, [("2026-01-05", "dan", 1, 1, &[7u64][..])]);
     }
 }
