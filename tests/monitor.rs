@@ -1630,6 +1630,28 @@ fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
         "no emergency in the stream to judge"
     );
     assert_eq!(listed_emergencies, emergencies);
+    // Every field `docs/monitor-openapi.json` says a case and an emergency carry, and no other.
+    let spec: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/monitor-openapi.json")).unwrap();
+    for (list, schema) in [("cases", "Case"), ("break_glass", "Emergency")] {
+        let mut required: Vec<&str> = spec["components"]["schemas"][schema]["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        required.sort_unstable();
+        for item in listed[list].as_array().unwrap() {
+            let mut fields: Vec<&str> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            fields.sort_unstable();
+            assert_eq!(fields, required, "{schema}: {item}");
+        }
+    }
 
     // A restart replays the log into the same queue (the replay's log, moved where a live
     // monitor keeps its own).

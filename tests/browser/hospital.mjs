@@ -72,7 +72,7 @@ try {
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 
   // Without a valid token, nothing is read.
-  for (const path of ["/v1/alerts", "/v1/privacy", "/v1/patients/p-1/accesses", "/v1/blocked"]) {
+  for (const path of ["/v1/alerts", "/v1/cases", "/v1/privacy", "/v1/patients/p-1/accesses", "/v1/blocked"]) {
     const r = await fetch(monitor(path));
     check(r.status === 401, `GET ${path} without a token: ${r.status}`);
     const forged = await fetch(monitor(path), { headers: { Authorization: `Bearer ${"ab".repeat(32)}` } });
@@ -118,10 +118,18 @@ try {
   await row.waitFor({ timeout: 10_000 });
   measured.alert_live_ms = Date.now() - sent;
   check((await row.textContent()).includes("reviewed on its own"), "the row says why break-the-glass adds no case evidence");
+  // The declared emergency joins the break-the-glass queue, open until acknowledged.
+  const glass = page.locator("#break-glass-table tbody tr", { hasText: "u-er-nurse-1" });
+  await glass.waitFor({ timeout: 10_000 });
+  check((await glass.locator("td").nth(3).textContent()) === "1", `open emergency: ${await glass.textContent()}`);
   await row.locator("input").fill("called the ER: a real emergency");
   await row.locator("button", { hasText: "Acknowledge" }).click();
   await page.waitForSelector(`#alerts-table tr[data-record="${decided.record}"] td:has-text('acknowledged by')`);
   await page.waitForSelector("#action-result.ok");
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll("#break-glass-table tbody tr")].find((r) => r.textContent.includes("u-er-nurse-1"));
+    return row && row.cells[3].textContent === "0";
+  }, null, { timeout: 10_000 });
 
   // The patient-access report lists the access; each reading of a report is logged first.
   const beforeReports = await auditLength();

@@ -161,11 +161,13 @@ function listen() {
   stream.addEventListener("alert", (event) => {
     addAlert(JSON.parse(event.data), true);
     refreshBlocked();
+    refreshCasesSoon();
   });
   stream.addEventListener("acknowledged", (event) => {
     const review = JSON.parse(event.data);
     const tr = alertRows.get(review.alert);
     if (tr) tr.lastElementChild.replaceChildren(`acknowledged by ${review.officer}`);
+    refreshCasesSoon();
   });
   stream.addEventListener("unblocked", () => refreshBlocked());
   stream.addEventListener("error", () => {
@@ -173,6 +175,57 @@ function listen() {
     // EventSource reconnects by itself; a closed session would loop, so check it.
     api("GET", "/v1/session").catch(() => showSignedOut("The session ended: sign in again."));
   });
+}
+
+// ---- cases -----------------------------------------------------------------------------
+
+/** A message row spanning a table's columns. */
+function only(body, text, columns) {
+  const tr = document.createElement("tr");
+  cell(tr, text).colSpan = columns;
+  body.replaceChildren(tr);
+}
+
+async function refreshCases() {
+  const view = await api("GET", "/v1/cases");
+  const ranked = view.cases.filter((c) => c.rank != null);
+  const budget = view.budget == null
+    ? "no staff directory is loaded, so no daily budget"
+    : `the office reviews the first ${view.budget} of each day`;
+  $("cases-summary").textContent = `${ranked.length} cases with evidence over the last ${view.days} days; ${budget}.`;
+  const body = $("cases-table").tBodies[0];
+  if (ranked.length === 0) only(body, "No case has evidence.", 7);
+  else body.replaceChildren(...ranked.map((c) => {
+    const tr = document.createElement("tr");
+    cell(tr, c.day);
+    cell(tr, String(c.rank), "num");
+    cell(tr, c.user);
+    cell(tr, `${fixed(c.evidence + c.carried, 2)} (${fixed(c.evidence, 2)} + ${fixed(c.carried, 2)})`, "num");
+    cell(tr, String(c.model_alerts), "num");
+    cell(tr, String(c.open), "num");
+    cell(tr, c.reviewed ? "within the day's budget" : "below the budget");
+    return tr;
+  }));
+  const glass = $("break-glass-table").tBodies[0];
+  if (view.break_glass.length === 0) only(glass, "No emergency was declared.", 4);
+  else glass.replaceChildren(...view.break_glass.map((e) => {
+    const tr = document.createElement("tr");
+    cell(tr, e.day);
+    cell(tr, e.user);
+    cell(tr, String(e.accesses), "num");
+    cell(tr, String(e.open), "num");
+    return tr;
+  }));
+}
+
+// An alert or a review changes the queues: refresh them once for a burst of either.
+let casesDue = null;
+function refreshCasesSoon() {
+  if (casesDue) return;
+  casesDue = setTimeout(() => {
+    casesDue = null;
+    refreshCases().catch((e) => say("cases-summary", `Cases: ${e.message}`, false));
+  }, 300);
 }
 
 // ---- blocked users ---------------------------------------------------------------------
@@ -309,7 +362,7 @@ async function start() {
   try {
     await loadAlerts();
     listen();
-    await Promise.all([refreshBlocked(), refreshPrivacy()]);
+    await Promise.all([refreshBlocked(), refreshCases(), refreshPrivacy()]);
   } catch (e) {
     if (e.status === 401) showSignedOut("The session ended: sign in again.");
     else say("action-result", e.message, false);
