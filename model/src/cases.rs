@@ -295,13 +295,28 @@ pub struct CaseBook<E> {
     held: BTreeMap<u64, BTreeMap<E, Case<E>>>,
     /// Per employee, the last window folded and the evidence standing after it.
     folded: BTreeMap<E, (u64, f64)>,
-    /// Break-the-glass accesses of the windows held: window to employee to how many. Each
-    /// such employee-window gets the review every declared emergency gets, outside the budget.
-    emergencies: BTreeMap<u64, BTreeMap<E, usize>>,
+    /// Break-the-glass accesses of the windows held: window to employee to each access's
+    /// record and whether an officer has reviewed it. Each such employee-window gets the
+    /// review every declared emergency gets, outside the budget.
+    emergencies: BTreeMap<u64, BTreeMap<E, Vec<Emergency>>>,
+    /// The window and employee of each emergency record held, to mark its review.
+    emergency_records: BTreeMap<u64, (u64, E)>,
+    /// Emergencies not noted because their window was already folded.
+    emergencies_too_late: u64,
     /// Windows below this are folded.
     horizon: u64,
     /// Alerts not filed because their window was already folded.
     too_late: u64,
+}
+
+/// One break-the-glass access noted in a [`CaseBook`]: its record and whether an officer has
+/// reviewed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Emergency {
+    /// The access's record (the monitor's audit-log sequence number).
+    pub record: u64,
+    /// Whether an officer has acknowledged it.
+    pub reviewed: bool,
 }
 
 /// What [`CaseBook::file`] did with a score.
@@ -325,6 +340,8 @@ impl<E: Ord + Clone> CaseBook<E> {
             held: BTreeMap::new(),
             folded: BTreeMap::new(),
             emergencies: BTreeMap::new(),
+            emergency_records: BTreeMap::new(),
+            emergencies_too_late: 0,
             horizon: 0,
             too_late: 0,
         }
@@ -377,31 +394,78 @@ impl<E: Ord + Clone> CaseBook<E> {
         Filed::Filed
     }
 
-    /// Notes a break-the-glass access of `employee` at `time_ms`, alerted or not: its
+    /// Notes break-the-glass access `record` of `employee` at `time_ms`, alerted or not: its
     /// employee-window goes to the emergency review ([`CaseBook::emergencies`]), not the
-    /// budgeted ranking. An access of a window already folded is [`Filed::TooLate`].
-    pub fn note_emergency(&mut self, employee: &E, time_ms: u64) -> Filed {
+    /// budgeted ranking. An access of a window already folded is [`Filed::TooLate`] (counted
+    /// in [`CaseBook::emergencies_too_late`]).
+    pub fn note_emergency(&mut self, employee: &E, time_ms: u64, record: u64) -> Filed {
         let window = time_ms / self.rules.window_ms.max(1);
         if window < self.horizon {
-            self.too_late += 1;
+            self.emergencies_too_late += 1;
             return Filed::TooLate;
         }
         self.fold_before(window.saturating_sub(self.keep - 1));
         let day = self.emergencies.entry(window).or_default();
-        if let Some(n) = day.get_mut(employee) {
-            *n += 1;
+        let noted = Emergency {
+            record,
+            reviewed: false,
+        };
+        if let Some(list) = day.get_mut(employee) {
+            list.push(noted);
         } else {
-            day.insert(employee.clone(), 1);
+            day.insert(employee.clone(), vec![noted]);
         }
+        self.emergency_records
+            .insert(record, (window, employee.clone()));
         Filed::Filed
     }
 
+    /// Marks emergency `record` reviewed; whether the book holds it (its day may have left).
+    pub fn review_emergency(&mut self, record: u64) -> bool {
+        let Some((window, employee)) = self.emergency_records.get(&record) else {
+            return false;
+        };
+        let noted = self
+            .emergencies
+            .get_mut(window)
+            .and_then(|day| day.get_mut(employee))
+            .and_then(|list| list.iter_mut().find(|n| n.record == record));
+        match noted {
+            Some(n) => {
+                n.reviewed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The employee of emergency `record`, if the book holds it.
+    pub fn emergency_employee(&self, record: u64) -> Option<&E> {
+        self.emergency_records.get(&record).map(|(_, e)| e)
+    }
+
+    /// Whether emergency `record` is held and already reviewed (`None` when not held).
+    pub fn emergency_reviewed(&self, record: u64) -> Option<bool> {
+        let (window, employee) = self.emergency_records.get(&record)?;
+        self.emergencies
+            .get(window)?
+            .get(employee)?
+            .iter()
+            .find(|n| n.record == record)
+            .map(|n| n.reviewed)
+    }
+
     /// The employee-windows held with a declared emergency, oldest window first: (window,
-    /// employee, break-the-glass accesses).
-    pub fn emergencies(&self) -> impl Iterator<Item = (u64, &E, usize)> {
+    /// employee, its break-the-glass accesses in the order noted).
+    pub fn emergencies(&self) -> impl Iterator<Item = (u64, &E, &[Emergency])> {
         self.emergencies
             .iter()
-            .flat_map(|(w, day)| day.iter().map(move |(e, n)| (*w, e, *n)))
+            .flat_map(|(w, day)| day.iter().map(move |(e, n)| (*w, e, n.as_slice())))
+    }
+
+    /// Emergencies refused since the book began because their window had been folded.
+    pub fn emergencies_too_late(&self) -> u64 {
+        self.emergencies_too_late
     }
 
     /// Folds every held window below `horizon` into the employees' standing, oldest first.
@@ -412,6 +476,8 @@ impl<E: Ord + Clone> CaseBook<E> {
         self.horizon = horizon;
         // An emergency review is of its own day: nothing of it carries.
         self.emergencies = self.emergencies.split_off(&horizon);
+        self.emergency_records
+            .retain(|_, (window, _)| *window >= horizon);
         let kept = self.held.split_off(&horizon);
         let carry = self.rules.carry();
         for (window, cases) in std::mem::replace(&mut self.held, kept) {
@@ -432,7 +498,7 @@ impl<E: Ord + Clone> CaseBook<E> {
     }
 
     /// Alerts refused since the book began because their window had been folded (an access
-    /// dated more than `keep` windows before the newest filed).
+    /// dated more than `keep` windows before the newest filed or noted).
     pub fn too_late(&self) -> u64 {
         self.too_late
     }
@@ -1243,18 +1309,28 @@ mod tests {
             Filed::TooLate
         );
         assert_eq!((book.too_late(), book.oldest_window()), (1, 2));
-        // Emergencies are noted whatever the score, and leave with their day.
-        assert_eq!(book.note_emergency(&"b", at(2, 3)), Filed::Filed);
-        assert_eq!(book.note_emergency(&"b", at(2, 4)), Filed::Filed);
-        assert_eq!(book.note_emergency(&"a", at(3, 4)), Filed::Filed);
-        let noted: Vec<_> = book.emergencies().collect();
-        assert_eq!(noted, [(2, &"b", 2), (3, &"a", 1)]);
+        // Emergencies are noted whatever the score, reviewed one by one, and leave with their
+        // day.
+        assert_eq!(book.note_emergency(&"b", at(2, 3), 10), Filed::Filed);
+        assert_eq!(book.note_emergency(&"b", at(2, 4), 11), Filed::Filed);
+        assert_eq!(book.note_emergency(&"a", at(3, 4), 12), Filed::Filed);
+        assert!(book.review_emergency(11));
+        assert!(!book.review_emergency(99), "not an emergency held");
+        assert_eq!(book.emergency_reviewed(11), Some(true));
+        assert_eq!(book.emergency_reviewed(10), Some(false));
+        let noted: Vec<_> = book
+            .emergencies()
+            .map(|(w, e, n)| (w, *e, n.iter().filter(|n| !n.reviewed).count(), n.len()))
+            .collect();
+        assert_eq!(noted, [(2, "b", 1, 2), (3, "a", 1, 1)]);
         assert_eq!(
             book.file(&"a", at(4, 9), ln2, 1.0, Standing::Unexplained),
             Filed::Filed
         );
         assert_eq!(book.emergencies().count(), 1, "day 2 is folded away");
-        assert_eq!(book.note_emergency(&"b", at(2, 5)), Filed::TooLate);
+        assert_eq!(book.emergency_reviewed(10), None);
+        assert_eq!(book.note_emergency(&"b", at(2, 5), 13), Filed::TooLate);
+        assert_eq!((book.emergencies_too_late(), book.too_late()), (1, 1));
         let held = book.ranked();
         // Day 1 stands at ln 2 + ln 2 / 2; two windows later it counts a quarter.
         let e = 2f64.ln();

@@ -319,25 +319,17 @@ struct EmergencyView {
     records: Vec<u64>,
 }
 
-/// The book's emergency days, newest first and by user, with their listed break-the-glass
-/// alerts.
+/// The book's emergency days (`noted`: window, user, its accesses), newest first and by
+/// user. Each access's review is the book's, so an emergency whose alert has left the
+/// recent list still shows open until an officer acknowledges it.
 fn emergencies_of(
-    noted: Vec<(u64, String, usize)>,
-    listed: &[AlertView],
+    noted: Vec<(u64, String, Vec<medfl_model::cases::Emergency>)>,
     window_ms: u64,
 ) -> Vec<EmergencyView> {
     let mut out: Vec<(u64, EmergencyView)> = noted
         .into_iter()
         .map(|(window, user, accesses)| {
-            let mine: Vec<&AlertView> = listed
-                .iter()
-                .filter(|a| {
-                    a.standing == Standing::BreakGlass
-                        && a.user == user
-                        && a.time_ms / window_ms == window
-                })
-                .collect();
-            let mut records: Vec<u64> = mine.iter().map(|a| a.seq).collect();
+            let mut records: Vec<u64> = accesses.iter().map(|a| a.record).collect();
             records.sort_unstable();
             let view = EmergencyView {
                 day: medfl_accesslog::time::format_instant(window.saturating_mul(window_ms))
@@ -345,8 +337,8 @@ fn emergencies_of(
                     .take(10)
                     .collect(),
                 user,
-                accesses,
-                open: mine.iter().filter(|a| a.acknowledged_by.is_none()).count(),
+                accesses: accesses.len(),
+                open: accesses.iter().filter(|a| !a.reviewed).count(),
                 records,
             };
             (window, view)
@@ -1202,6 +1194,7 @@ fn replay(
                     if let Some(a) = alerts.iter_mut().find(|a| a.seq == seq) {
                         a.acknowledged_by = Some(officer);
                     }
+                    cases.review_emergency(seq);
                 }
                 // The choice takes effect from the ledger, where the queued transaction goes;
                 // its time only bounds the next choice's issue time.
@@ -1236,13 +1229,20 @@ fn note_alert(
         .then_some((score, threshold)),
         _ => None,
     };
-    if model_alert.is_none() && d.verdict == Verdict::Allow {
+    // A declared emergency goes to its queue whatever was decided of it.
+    if model_alert.is_none() && d.verdict == Verdict::Allow && !r.break_glass {
         return None;
     }
     let standing = Standing::of(&r.to_event(seq));
-    // Every declared emergency is alerted (the policy), so each reaches here.
-    if standing == Standing::BreakGlass {
-        let _ = cases.note_emergency(&r.user, r.time_ms);
+    if standing == Standing::BreakGlass
+        && cases.note_emergency(&r.user, r.time_ms, seq) == medfl_model::cases::Filed::TooLate
+        && cases.emergencies_too_late() == 1
+    {
+        warn!(
+            user = %r.user,
+            time_ms = r.time_ms,
+            "a declared emergency older than the queue's days is not listed (was the clock stepped?)"
+        );
     }
     if let Some((score, threshold)) = model_alert {
         // An alert for a day already folded (an access more than `CASE_DAYS` older than the
@@ -1933,20 +1933,15 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
     let held = read_shared_value(server.app, |shared| {
         let book = &shared.cases;
         let listed: Vec<AlertView> = shared.alerts.iter().cloned().collect();
-        let noted: Vec<(u64, String, usize)> = book
+        let noted: Vec<(u64, String, Vec<medfl_model::cases::Emergency>)> = book
             .emergencies()
-            .map(|(w, user, n)| (w, user.clone(), n))
+            .map(|(w, user, n)| (w, user.clone(), n.to_vec()))
             .collect();
-        (
-            book.ranked(),
-            noted,
-            book.oldest_window(),
-            book.too_late(),
-            listed,
-        )
+        let too_late = (book.too_late(), book.emergencies_too_late());
+        (book.ranked(), noted, book.oldest_window(), too_late, listed)
     })
     .await;
-    let Some((ranked, noted, oldest, too_late, listed)) = held else {
+    let Some((ranked, noted, oldest, (too_late, emergencies_too_late), listed)) = held else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
     };
     let rules = CaseRules::default();
@@ -1955,8 +1950,9 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
         "budget": budget,
         "days": CASE_DAYS,
         "too_late": too_late,
+        "emergencies_too_late": emergencies_too_late,
         "cases": cases_of(ranked, oldest, &listed, budget),
-        "break_glass": emergencies_of(noted, &listed, rules.window_ms.max(1)),
+        "break_glass": emergencies_of(noted, rules.window_ms.max(1)),
     }))
     .into_response()
 }
@@ -2096,13 +2092,34 @@ async fn acknowledge(
                 "the monitor failed".to_owned(),
             ));
         };
+        // A declared emergency of the queue's days can be reviewed after its alert has left
+        // the list: the case book knows it, its user and whether it was reviewed.
+        let emergency = shared
+            .cases
+            .emergency_reviewed(record)
+            .zip(shared.cases.emergency_employee(record).cloned());
         match shared.alerts.iter().find(|a| a.seq == record) {
-            None => {
-                return Err((
-                    StatusCode::NOT_FOUND,
-                    format!("record {record} is not among the recent alerts"),
-                ));
-            }
+            None => match emergency {
+                None => {
+                    return Err((
+                        StatusCode::NOT_FOUND,
+                        format!("record {record} is not among the recent alerts"),
+                    ));
+                }
+                Some((true, _)) => {
+                    return Err((
+                        StatusCode::CONFLICT,
+                        format!("record {record} was acknowledged"),
+                    ));
+                }
+                Some((false, user)) if user == officer => {
+                    return Err((
+                        StatusCode::FORBIDDEN,
+                        "no one reviews their own alert".to_owned(),
+                    ));
+                }
+                Some((false, _)) => {}
+            },
             Some(AlertView {
                 acknowledged_by: Some(by),
                 ..
@@ -2134,6 +2151,7 @@ async fn acknowledge(
         if let Some(a) = shared.alerts.iter_mut().find(|a| a.seq == record) {
             a.acknowledged_by = Some(officer.clone());
         }
+        shared.cases.review_emergency(record);
         info!(
             officer,
             alert = record,
@@ -2817,7 +2835,7 @@ mod tests {
                 let _ = book.file(&a.user, a.time_ms, s, t, a.standing);
             }
             if a.standing == Standing::BreakGlass {
-                let _ = book.note_emergency(&a.user, a.time_ms);
+                let _ = book.note_emergency(&a.user, a.time_ms, a.seq);
             }
         }
         // Bob's day has gone from the list: the book still ranks it. An alert still listed
@@ -2871,10 +2889,9 @@ mod tests {
         // Dan's emergency is the other queue's, with its listed alert.
         let noted = book
             .emergencies()
-            .map(|(w, u, n)| (w, u.clone(), n))
+            .map(|(w, u, n)| (w, u.clone(), n.to_vec()))
             .collect();
-        let listed: Vec<AlertView> = alerts.to_vec();
-        let emergencies = emergencies_of(noted, &listed, medfl_accesslog::time::DAY_MS);
+        let emergencies = emergencies_of(noted, medfl_accesslog::time::DAY_MS);
         let got: Vec<(&str, &str, usize, usize, &[u64])> = emergencies
             .iter()
             .map(|e| {
