@@ -367,12 +367,10 @@ impl<E: Ord + Clone> CaseBook<E> {
         if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
             return Filed::NoAlert;
         }
-        let window = time_ms / self.rules.window_ms.max(1);
-        if window < self.horizon {
+        let Some(window) = self.window_of(time_ms) else {
             self.too_late += 1;
             return Filed::TooLate;
-        }
-        self.fold_before(window.saturating_sub(self.keep - 1));
+        };
         let day = self.held.entry(window).or_default();
         // The employee is cloned only for a new case: a monitor files every alert here.
         if !day.contains_key(employee) {
@@ -399,12 +397,10 @@ impl<E: Ord + Clone> CaseBook<E> {
     /// budgeted ranking. An access of a window already folded is [`Filed::TooLate`] (counted
     /// in [`CaseBook::emergencies_too_late`]).
     pub fn note_emergency(&mut self, employee: &E, time_ms: u64, record: u64) -> Filed {
-        let window = time_ms / self.rules.window_ms.max(1);
-        if window < self.horizon {
+        let Some(window) = self.window_of(time_ms) else {
             self.emergencies_too_late += 1;
             return Filed::TooLate;
-        }
-        self.fold_before(window.saturating_sub(self.keep - 1));
+        };
         let day = self.emergencies.entry(window).or_default();
         let noted = Emergency {
             record,
@@ -466,6 +462,17 @@ impl<E: Ord + Clone> CaseBook<E> {
     /// Emergencies refused since the book began because their window had been folded.
     pub fn emergencies_too_late(&self) -> u64 {
         self.emergencies_too_late
+    }
+
+    /// The window of `time_ms`, once the windows it pushes out of the book are folded; `None`
+    /// when it is itself already folded.
+    fn window_of(&mut self, time_ms: u64) -> Option<u64> {
+        let window = time_ms / self.rules.window_ms.max(1);
+        if window < self.horizon {
+            return None;
+        }
+        self.fold_before(window.saturating_sub(self.keep - 1));
+        Some(window)
     }
 
     /// Folds every held window below `horizon` into the employees' standing, oldest first.
