@@ -211,7 +211,7 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
         out,
         "\nby case (one employee's alerts in one {} h window, ranked by the evidence of its alerts on unexplained accesses, plus {} of the employee's standing evidence from the {unit} before; each window the office reviews the top {} per 1,000 employees; macro average over hospitals)\n\
          ceiling: what a perfect model would catch (every attack case alerting and ranked first), capped where the simulator schedules more attack cases a {unit} than the office reviews\n\
-         break-glass: employee-{unit}s with a declared emergency, each reviewed on its own outside the budget (what that review catches is not counted here)\n\
+         break-glass: employee-{unit}s with a declared emergency, each reviewed on its own outside the budget; with break-glass review: the attack cases caught, and those the ranking missed on an employee-{unit} with a declared emergency, which that review has in front of it\n\
          caught alone: the attack case ranked among its {unit}'s normal cases only, as if it were the only attack that {unit}\n",
         rules.window_ms as f64 / 3_600_000.0,
         rules.carry(),
@@ -230,6 +230,7 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
                 num1(per_window(r, |c| c.attack_windows)),
                 num1(per_window(r, |c| c.break_glass_windows)),
                 pct(r.case_mean(|c| c.recall)),
+                pct(r.case_mean(|c| c.recall_with_emergency_review)),
                 pct(r.case_mean(|c| c.ceiling)),
                 pct(r.case_mean(|c| c.recall_alone)),
                 pct(r.case_mean(|c| c.precision)),
@@ -247,6 +248,7 @@ fn render_cases(results: &[SettingResult], rules: &CaseRules) -> String {
             &format!("attack cases/{unit}"),
             &format!("break-glass/{unit}"),
             "caught (recall)",
+            "with break-glass review",
             "ceiling",
             "caught alone",
             "precision",

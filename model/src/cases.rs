@@ -22,8 +22,8 @@
 //! it is then listed in its case but adds nothing. Care explains neither a record the role
 //! never needs nor a print or an export. A break-the-glass access adds nothing either: the
 //! monitor alerts every one, and it goes to the review every declared emergency gets, outside
-//! the budget ([`CaseEvaluation::break_glass_windows`] counts that work; what it catches is
-//! not counted). Only a care relationship explains, not the department responsible for the
+//! the budget ([`CaseEvaluation::break_glass_windows`] counts that work; the attacks in front of
+//! it are counted apart, [`CaseEvaluation::before_emergency_review`]). Only a care relationship explains, not the department responsible for the
 //! patient (which [`medfl_accesslog::explained`] also counts): a co-worker treated in one's
 //! own department is exactly the snoop that reason would hide.
 //!
@@ -641,6 +641,14 @@ pub struct CaseEvaluation {
     /// emergency gets, outside the budget. What it catches is not counted in `caught`: a case
     /// whose only alerts are break-the-glass has no evidence and takes no place in the ranking.
     pub break_glass_windows: usize,
+    /// Attack cases the budgeted review missed that fall in an employee-window with a declared
+    /// emergency: the break-the-glass review has them in front of it (whether the officer sees
+    /// through the emergency is not modelled).
+    #[serde(default)]
+    pub before_emergency_review: usize,
+    /// `(caught + before_emergency_review) / attack_windows`: the two reviews together.
+    #[serde(default)]
+    pub recall_with_emergency_review: Option<f64>,
     /// Per attack type: its windows and how many were caught.
     pub per_attack: Vec<CaseAttackRow>,
 }
@@ -773,6 +781,10 @@ pub fn evaluate_cases(
         .sum();
 
     let caught = attacked.keys().filter(|w| reviewed.contains(w)).count();
+    let before_emergency_review = attacked
+        .keys()
+        .filter(|w| !reviewed.contains(w) && break_glass.contains(w))
+        .count();
     let reviewed_attacks = reviewed.iter().filter(|w| attacked.contains_key(w)).count();
     let per_attack = AttackKind::ALL
         .iter()
@@ -811,6 +823,8 @@ pub fn evaluate_cases(
         caught_alone: caught_alone.len(),
         recall_alone: ratio(caught_alone.len(), attacked.len()),
         break_glass_windows: break_glass.len(),
+        before_emergency_review,
+        recall_with_emergency_review: ratio(caught + before_emergency_review, attacked.len()),
         per_attack,
     })
 }
@@ -1112,6 +1126,11 @@ mod tests {
         assert_eq!(e.break_glass_windows, 2);
         // The snoop under break-the-glass is no evidence: employee 2's case takes the review.
         assert_eq!((e.caught, e.caught_alone), (0, 0));
+        // But it is in front of the break-the-glass review.
+        assert_eq!(
+            (e.before_emergency_review, e.recall_with_emergency_review),
+            (1, Some(1.0))
+        );
     }
 
     #[test]
