@@ -22,10 +22,11 @@
 //! it is then listed in its case but adds nothing. Care explains neither a record the role
 //! never needs nor a print or an export. A break-the-glass access adds nothing either: the
 //! monitor alerts every one, and it goes to the review every declared emergency gets, outside
-//! the budget ([`CaseEvaluation::break_glass_windows`] counts that work; the attacks in front of
-//! it are counted apart, [`CaseEvaluation::before_emergency_review`]). Only a care relationship explains, not the department responsible for the
-//! patient (which [`medfl_accesslog::explained`] also counts): a co-worker treated in one's
-//! own department is exactly the snoop that reason would hide.
+//! the budget ([`CaseEvaluation::break_glass_windows`] counts that work; the attacks in front
+//! of it are counted apart, [`CaseEvaluation::before_emergency_review`]). Only a care
+//! relationship explains, not the department responsible for the patient (which
+//! [`medfl_accesslog::explained`] also counts): a co-worker treated in one's own department is
+//! exactly the snoop that reason would hide.
 //!
 //! An employee's evidence also carries into their next windows, halving each window
 //! ([`CaseRules::carry`], [`carried_in`]): a case ranks by its own evidence plus what its
@@ -362,9 +363,7 @@ impl<E: Ord + Clone> CaseBook<E> {
         threshold: f32,
         standing: Standing,
     ) -> Filed {
-        // The same predicate as the event-level rates (`metrics::rates_at`, `score >
-        // threshold`): a NaN on either side is no alert.
-        if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
+        if !is_alert(score, threshold) {
             return Filed::NoAlert;
         }
         let Some(window) = self.window_of(time_ms) else {
@@ -573,6 +572,12 @@ fn rank_order<E: Ord>(a: RankKey<E>, b: RankKey<E>) -> std::cmp::Ordering {
         .then(b.1.total_cmp(&a.1))
         .then(b.2.cmp(&a.2))
         .then(a.3.cmp(&b.3))
+}
+
+/// Whether `score` alerts at `threshold`: the event-level rates' predicate
+/// (`metrics::rates_at`, `score > threshold`), so a NaN on either side is no alert.
+pub fn is_alert(score: f32, threshold: f32) -> bool {
+    score.partial_cmp(&threshold) == Some(std::cmp::Ordering::Greater)
 }
 
 /// What one alert on an access of `standing` adds to its case: [`evidence`] when the access is

@@ -234,9 +234,7 @@ async function refreshBlocked() {
   const answer = await api("GET", "/v1/blocked");
   const body = $("blocked-table").tBodies[0];
   if (answer.blocked.length === 0) {
-    const tr = document.createElement("tr");
-    cell(tr, "No user is blocked.").colSpan = 4;
-    body.replaceChildren(tr);
+    only(body, "No user is blocked.", 4);
     return;
   }
   body.replaceChildren(...answer.blocked.map((b) => {

@@ -319,6 +319,14 @@ struct EmergencyView {
     records: Vec<u64>,
 }
 
+/// The UTC day (`YYYY-MM-DD`) a case window of `window_ms` starts on.
+fn window_day(window: u64, window_ms: u64) -> String {
+    medfl_accesslog::time::format_instant(window.saturating_mul(window_ms))
+        .chars()
+        .take(10)
+        .collect()
+}
+
 /// The book's emergency days (`noted`: window, user, its accesses), newest first and by
 /// user. Each access's review is the book's, so an emergency whose alert has left the
 /// recent list still shows open until an officer acknowledges it.
@@ -332,10 +340,7 @@ fn emergencies_of(
             let mut records: Vec<u64> = accesses.iter().map(|a| a.record).collect();
             records.sort_unstable();
             let view = EmergencyView {
-                day: medfl_accesslog::time::format_instant(window.saturating_mul(window_ms))
-                    .chars()
-                    .take(10)
-                    .collect(),
+                day: window_day(window, window_ms),
                 user,
                 accesses: accesses.len(),
                 open: accesses.iter().filter(|a| !a.reviewed).count(),
@@ -354,20 +359,14 @@ fn emergencies_of(
 /// `budget` is the reviews a day (none without a staff directory to size it by).
 fn cases_of<'a>(
     ranked: Vec<medfl_model::cases::Case<String>>,
-    oldest: u64,
+    (oldest, window_ms): (u64, u64),
     alerts: impl IntoIterator<Item = &'a AlertView>,
     budget: Option<usize>,
 ) -> Vec<CaseView> {
     use std::collections::BTreeMap;
-    let day_of = |window: u64| -> String {
-        medfl_accesslog::time::format_instant(window.saturating_mul(medfl_accesslog::time::DAY_MS))
-            .chars()
-            .take(10)
-            .collect()
-    };
     let view = |user: &str, window: u64| CaseView {
         user: user.to_owned(),
-        day: day_of(window),
+        day: window_day(window, window_ms),
         rank: None,
         reviewed: false,
         model_alerts: 0,
@@ -401,7 +400,6 @@ fn cases_of<'a>(
     }
     // The listed alerts of the days held: into their book case, or a case of their own after
     // the book's. (An older day's alerts are still in `/v1/alerts`.)
-    let window_ms = CaseRules::default().window_ms.max(1);
     for a in alerts {
         let window = a.time_ms / window_ms;
         if window < oldest {
@@ -1223,12 +1221,10 @@ fn note_alert(
     r: &AccessRequest,
     d: &Decision,
 ) -> Option<AlertView> {
-    let model_alert = match (d.score, d.threshold) {
-        (Some(score), Some(threshold)) => (score.partial_cmp(&threshold)
-            == Some(std::cmp::Ordering::Greater))
-        .then_some((score, threshold)),
-        _ => None,
-    };
+    let model_alert = d
+        .score
+        .zip(d.threshold)
+        .filter(|&(score, threshold)| medfl_model::cases::is_alert(score, threshold));
     // A declared emergency goes to its queue whatever was decided of it.
     if model_alert.is_none() && d.verdict == Verdict::Allow && !r.break_glass {
         return None;
@@ -1938,21 +1934,23 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
             .map(|(w, user, n)| (w, user.clone(), n.to_vec()))
             .collect();
         let too_late = (book.too_late(), book.emergencies_too_late());
-        (book.ranked(), noted, book.oldest_window(), too_late, listed)
+        let held = (book.oldest_window(), *book.rules());
+        (book.ranked(), noted, held, too_late, listed)
     })
     .await;
-    let Some((ranked, noted, oldest, (too_late, emergencies_too_late), listed)) = held else {
+    let Some((ranked, noted, (oldest, rules), (too_late, emergencies_too_late), listed)) = held
+    else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
     };
-    let rules = CaseRules::default();
     let budget = staff.map(|n| rules.budget(n));
+    let window_ms = rules.window_ms.max(1);
     axum::Json(serde_json::json!({
         "budget": budget,
         "days": CASE_DAYS,
         "too_late": too_late,
         "emergencies_too_late": emergencies_too_late,
-        "cases": cases_of(ranked, oldest, &listed, budget),
-        "break_glass": emergencies_of(noted, rules.window_ms.max(1)),
+        "cases": cases_of(ranked, (oldest, window_ms), &listed, budget),
+        "break_glass": emergencies_of(noted, window_ms),
     }))
     .into_response()
 }
@@ -2847,7 +2845,8 @@ mod tests {
         let listed: Vec<&AlertView> = std::iter::once(&old)
             .chain(alerts.iter().filter(|a| a.user != "bob"))
             .collect();
-        let cases = cases_of(book.ranked(), book.oldest_window(), listed, Some(1));
+        let held = (book.oldest_window(), medfl_accesslog::time::DAY_MS);
+        let cases = cases_of(book.ranked(), held, listed, Some(1));
         let order: Vec<(&str, &str, usize)> = cases
             .iter()
             .map(|c| (c.day.as_str(), c.user.as_str(), c.alerts))
