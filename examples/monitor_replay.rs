@@ -113,8 +113,8 @@ async fn main() -> Result<()> {
     let syslog_s = t.elapsed().as_secs_f64();
     drop(s);
 
-    let (http_scores, http_verdicts) = logged(&member)?;
-    let (syslog_scores, syslog_verdicts) = logged(&member2)?;
+    let (http_scores, http_detector, http_verdicts) = logged(&member)?;
+    let (syslog_scores, syslog_detector, syslog_verdicts) = logged(&member2)?;
     if http_scores.len() != n || syslog_scores.len() != n {
         bail!(
             "{} and {} decisions logged for {n} accesses",
@@ -123,8 +123,8 @@ async fn main() -> Result<()> {
         );
     }
     let threshold = offline.threshold;
-    let over_http = evaluate(&http_scores, &labels, threshold)?;
-    let over_syslog = evaluate(&syslog_scores, &labels, threshold)?;
+    let over_http = evaluate(&http_detector, &http_scores, &labels, threshold)?;
+    let over_syslog = evaluate(&syslog_detector, &syslog_scores, &labels, threshold)?;
     let same = http_scores
         .iter()
         .zip(&syslog_scores)
@@ -190,10 +190,10 @@ async fn main() -> Result<()> {
     );
     println!(
         "\nHTTP vs syslog: scores equal bit for bit {same} of {n}, verdicts equal \
-         {same_verdicts} of {n}.\ndetection columns count score > threshold, as `medfl eval` \
-         does; alerted/denied is the monitor's verdict, which adds break-the-glass, the \
-         consent rules and blocks (no officer reviews during a replay, so a blocked user \
-         stays denied)"
+         {same_verdicts} of {n}.\ndetection columns count score > threshold and the role \
+         policy's alerts, as `medfl eval` does (the monitor's from its logged reasons); \
+         alerted/denied is the monitor's verdict, which adds break-the-glass, the consent rules \
+         and blocks (no officer reviews during a replay, so a blocked user stays denied)"
     );
     println!(
         "replay speed: HTTP {:.0} accesses/s, syslog {:.0} accesses/s (each durably logged)",
@@ -247,17 +247,25 @@ async fn start(config: &Path, port: u16, syslog: Option<u16>) -> Result<()> {
 }
 
 /// The scores and verdicts a monitor logged, in order.
-fn logged(member: &Path) -> Result<(Vec<f32>, Vec<Verdict>)> {
+/// The logged decisions' scores, their detector scores (the role policy's alerts at +inf, as
+/// `medfl eval` judges them) and verdicts.
+fn logged(member: &Path) -> Result<(Vec<f32>, Vec<f32>, Vec<Verdict>)> {
     let (_copy, log) = daemon::monitor::open_copy_of(&daemon::monitor::audit_file(member, true))?;
-    let mut scores = Vec::new();
-    let mut verdicts = Vec::new();
+    let (mut scores, mut detector, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
     for r in log.records(0, usize::MAX)? {
         if let Some((_, decision)) = r.body.decision() {
-            scores.push(decision.score.context("a decision without a model")?);
+            let score = decision.score.context("a decision without a model")?;
+            scores.push(score);
+            // The monitor's own word: the role policy is among its reasons.
+            let by_policy = decision
+                .reasons
+                .iter()
+                .any(|r| r.starts_with("role policy"));
+            detector.push(if by_policy { f32::INFINITY } else { score });
             verdicts.push(decision.verdict);
         }
     }
-    Ok((scores, verdicts))
+    Ok((scores, detector, verdicts))
 }
 
 async fn wait_for(port: u16, n: usize) -> Result<()> {

@@ -19,6 +19,7 @@ use medfl_ledger::MemberId;
 use medfl_ledger::tx::Pseudonym;
 use medfl_model::EmployeeRows;
 use medfl_model::cases::{CaseKey, Standing};
+use medfl_model::policy::AlertPolicy;
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +56,16 @@ impl Dataset {
             .map(|k| k.employee)
             .collect::<BTreeSet<_>>()
             .len()
+    }
+
+    /// What alerts besides the model's score: the role policy on access events (the rows
+    /// whose makers are known), nothing on a table.
+    pub fn policy(&self) -> AlertPolicy {
+        if self.keys.is_empty() {
+            AlertPolicy::ScoreOnly
+        } else {
+            AlertPolicy::RoleNeeds
+        }
     }
 }
 

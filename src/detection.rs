@@ -19,6 +19,7 @@ use medfl_accesslog::{AccessEvent, AttackKind, extract};
 use medfl_model::cases::{CaseKey, CaseRules, Standing};
 use medfl_model::evaluate::Labels;
 use medfl_model::experiment::{self, ExperimentConfig, HospitalData, SettingResult};
+use medfl_model::policy::AlertPolicy;
 use medfl_simulations::{Scenario, generate_hospital};
 
 use crate::report::table;
@@ -105,6 +106,7 @@ pub fn consortium_data_with_logs(
             employees: features.employees.iter().max().map_or(0, |m| {
                 usize::try_from(*m).map_or(usize::MAX, |m| m.saturating_add(1))
             }),
+            policy: AlertPolicy::RoleNeeds,
         };
         let mut test_labels = Vec::new();
         for (row, (e, l)) in events.iter().zip(&labels).enumerate() {
@@ -173,9 +175,13 @@ pub fn render(results: &[SettingResult], target_fpr: f64) -> String {
     let unit = if typed { "days" } else { "rows" };
     let _ = writeln!(
         out,
-        "detection on the test {unit} (macro average over hospitals; alert threshold set for {:.0}% FPR on validation {unit})\n",
+        "detection on the test {unit} (macro average over hospitals; alert threshold set for {:.0}% FPR on validation {unit})",
         100.0 * target_fpr
     );
+    if typed {
+        out.push_str("alerts: the model's and the role policy's (a kind of record the user's role never needs, always alerted); AUROC and AUPRC rank the model's scores\n");
+    }
+    out.push('\n');
     out.push_str(&table(
         &["setting", "AUROC", "AUPRC", "recall", "FPR"],
         &rows,

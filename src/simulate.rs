@@ -370,7 +370,14 @@ fn evaluate(
     let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
     let mut out = Vec::new();
     for h in hospitals {
-        let t = alert_threshold(&net, &h.validation_normal, cfg.inputs, target_fpr, &device)?;
+        let t = alert_threshold(
+            &net,
+            &h.validation_normal,
+            cfg.inputs,
+            target_fpr,
+            h.policy,
+            &device,
+        )?;
         let test = score(&net, &h.test, cfg.inputs, &device)?;
         out.push((h.name.clone(), h.evaluate(&test, t, &CaseRules::default())?));
     }

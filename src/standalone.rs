@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use medfl_model::cases::{CaseEvaluation, CaseRules};
 use medfl_model::modelfile::ModelFile;
+use medfl_model::policy::{AlertPolicy, MAX_POLICY_SHARE};
 use medfl_model::standardize::{Moments, Standardizer};
 use medfl_model::train::{TrainConfig, score, training_device};
 use medfl_model::{Autoencoder, AutoencoderConfig};
@@ -94,9 +95,15 @@ pub fn train(
     };
     let (model, losses) =
         medfl_model::train::train(model, config, &train_rows, tc, &device).context("training")?;
-    let threshold =
-        medfl_model::train::alert_threshold(&model, &normal_held_out, d, target_fpr, &device)
-            .context("setting the alert threshold on the held-out normal rows")?;
+    let threshold = medfl_model::train::alert_threshold(
+        &model,
+        &normal_held_out,
+        d,
+        target_fpr,
+        ds.policy(),
+        &device,
+    )
+    .context("setting the alert threshold on the held-out normal rows")?;
     let file = ModelFile {
         config,
         standardizer,
@@ -113,13 +120,27 @@ pub fn train(
         .map(|(i, l)| vec![(i + 1).to_string(), format!("{l:.5}")])
         .collect();
     let mut text = report::table(&["pass", "loss"], &rows);
+    let held_out = normal_held_out.len() / d.max(1);
     let _ = writeln!(
         text,
-        "trained on {cut} rows x {d} features in {:.1} s; threshold {threshold:.5} for {:.1}% FPR on {} held-out normal rows",
+        "trained on {cut} rows x {d} features in {:.1} s; threshold {threshold:.5} for {:.1}% FPR on {held_out} held-out normal rows",
         started.elapsed().as_secs_f64(),
         100.0 * target_fpr,
-        normal_held_out.len() / d.max(1)
     );
+    // Events keep their public scale (the identity), so these are the features as extracted.
+    let share = ds.policy().share(&normal_held_out, d);
+    if share > 0.0 {
+        let _ = writeln!(
+            text,
+            "role policy: {:.2}% of them are a kind of record the user's role never needs, always alerted{}",
+            100.0 * share,
+            if share > MAX_POLICY_SHARE * target_fpr {
+                "; more than a quarter of the target, so the model keeps three quarters of it and the total is above the target"
+            } else {
+                "; the model's threshold leaves room for them"
+            }
+        );
+    }
     let _ = writeln!(
         text,
         "privacy statement\n- guarantee: NONE. This model is trained without differential privacy \
@@ -216,12 +237,16 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     // A row past the model's scale is held at f32's edge and scores +inf: the most unusual.
     file.standardizer.apply_saturating(&mut rows);
     let scores = score(&model, &rows, file.config.inputs, &device)?;
-    let flagged = scores.iter().filter(|s| **s > file.threshold).count();
+    // What the monitor would alert on: the model's alerts and the role policy's, which reads
+    // the features as extracted, never as the model scales them.
+    let detector = ds.policy().detector_scores(&scores, &ds.data, ds.n_cols);
+    let flagged = detector.iter().filter(|s| **s > file.threshold).count();
     let evaluation = ds
         .labels
         .as_ref()
         .map(|l| {
             l.evaluate(
+                &detector,
                 &scores,
                 file.threshold,
                 &ds.keys,
@@ -236,11 +261,21 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&value)?);
     }
     let mut text = String::new();
+    let by_policy = ds
+        .data
+        .chunks_exact(ds.n_cols.max(1))
+        .filter(|r| ds.policy().flags(r))
+        .count();
     let _ = writeln!(
         text,
-        "model {hash}: {} rows scored, {flagged} flagged ({:.2}%)",
+        "model {hash}: {} rows scored, {flagged} flagged ({:.2}%{})",
         scores.len(),
-        100.0 * flagged as f64 / scores.len().max(1) as f64
+        100.0 * flagged as f64 / scores.len().max(1) as f64,
+        if ds.policy() == AlertPolicy::RoleNeeds {
+            format!(", {by_policy} of them by the role policy")
+        } else {
+            String::new()
+        }
     );
     if let Some(e) = evaluation {
         let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());

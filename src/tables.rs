@@ -27,6 +27,7 @@ use medfl_accesslog::OnError;
 use medfl_accesslog::tabular::{Part, Table, read_table_split};
 use medfl_model::evaluate::Labels;
 use medfl_model::experiment::HospitalData;
+use medfl_model::policy::AlertPolicy;
 use medfl_model::standardize::{Moments, Standardizer};
 use ndarray::ArrayView2;
 use rand::SeedableRng;
@@ -160,6 +161,8 @@ fn split_one(table: Table, name: String, seed: u64) -> Result<HospitalData> {
         test_labels: Labels::Binary(Vec::new()),
         test_keys: Vec::new(),
         employees: 0,
+        // A table's rows have no roles to hold a policy against.
+        policy: AlertPolicy::ScoreOnly,
     };
     let mut test_labels = Vec::new();
     for (row, part) in parts.iter().enumerate() {

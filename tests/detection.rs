@@ -147,7 +147,15 @@ fn the_feature_an_alert_names_first_is_what_raised_its_score() {
     };
     let start = Autoencoder::new(net, 3, &device).unwrap();
     let (model, _) = train(start, net, &h.train, config, &device).unwrap();
-    let t = alert_threshold(&model, &h.validation_normal, N_FEATURES, 0.02, &device).unwrap();
+    let t = alert_threshold(
+        &model,
+        &h.validation_normal,
+        N_FEATURES,
+        0.02,
+        h.policy,
+        &device,
+    )
+    .unwrap();
     let file = ModelFile {
         config: net,
         standardizer: Standardizer::identity(N_FEATURES),
@@ -302,6 +310,8 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         "--epochs",
         "3",
     ]);
+    // The role policy's alerts are paid for out of the same budget, and said so.
+    assert!(trained.contains("role policy: "), "{trained}");
     let hash = trained
         .lines()
         .last()
@@ -322,6 +332,41 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
     ]))
     .unwrap();
     assert_eq!(json["model"].as_str(), Some(hash.as_str()));
+    // `eval` alerts on what the monitor would: the model's alerts and the role policy's, on
+    // the features as extracted.
+    let ds = medfl::data::load(
+        &h.join("events.csv"),
+        None,
+        None,
+        None,
+        medfl_accesslog::OnError::Reject,
+    )
+    .unwrap();
+    let (file, _) = medfl_model::modelfile::ModelFile::load(&model).unwrap();
+    let device = medfl_model::train::training_device();
+    let net = medfl_model::Autoencoder::new(file.config, 0, &device)
+        .unwrap()
+        .load_flat(file.config, &file.params)
+        .unwrap();
+    let scores = medfl_model::train::score(&net, &ds.data, ds.n_cols, &device).unwrap();
+    let policy = medfl_model::policy::AlertPolicy::RoleNeeds;
+    let (by_score, by_policy) =
+        scores
+            .iter()
+            .zip(ds.data.chunks_exact(ds.n_cols))
+            .fold((0, 0), |(s, q), (&x, row)| {
+                (
+                    s + u64::from(x > file.threshold),
+                    q + u64::from(policy.flags(row)),
+                )
+            });
+    let either = scores
+        .iter()
+        .zip(ds.data.chunks_exact(ds.n_cols))
+        .filter(|&(&x, row)| x > file.threshold || policy.flags(row))
+        .count() as u64;
+    assert!(by_policy > 0 && either > by_score, "{by_score} {by_policy}");
+    assert_eq!(json["flagged"].as_u64(), Some(either));
     let auroc = json["evaluation"]["auroc"].as_f64().unwrap();
     assert!(auroc > 0.8, "AUROC {auroc}");
     // The same events as CSV score identically.
@@ -354,6 +399,8 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         text.contains("by case") && text.contains("precision"),
         "{text}"
     );
+    // Access events are alerted by the role policy too; a table's rows never are.
+    assert!(text.contains("of them by the role policy"), "{text}");
 
     // A hospital's own numeric table, with its label column.
     let table = tmp.path().join("table.csv");
@@ -369,7 +416,10 @@ fn train_on_csv_evaluate_on_fhir_and_tables() {
         "--label-column",
         "is_fraud",
     ]);
-    assert!(out.contains("AUROC"), "{out}");
+    assert!(
+        out.contains("AUROC") && !out.contains("role policy"),
+        "{out}"
+    );
     // A table names no employees: there are no cases to judge.
     assert!(!out.contains("by case"), "{out}");
     // Sorted by its label, a fifth of anomalies at the end: split in file order, the held-out

@@ -14,15 +14,15 @@ pub struct Evaluation {
     pub events: usize,
     /// Of which attacks.
     pub attacks: usize,
-    /// AUROC over all events.
+    /// AUROC of the model's scores over all events.
     pub auroc: Option<f64>,
-    /// Average precision over all events.
+    /// Average precision of the model's scores over all events.
     pub auprc: Option<f64>,
     /// The alert threshold used for the rates.
     pub threshold: f32,
-    /// Share of attack events flagged.
+    /// Share of attack events alerted (by the model or the policy).
     pub recall: f64,
-    /// Share of normal events flagged.
+    /// Share of normal events alerted (by the model or the policy).
     pub fpr: f64,
     /// Per attack type: events, AUROC against normal events, recall at the threshold.
     pub per_attack: Vec<AttackRow>,
@@ -40,7 +40,7 @@ pub struct AttackRow {
     pub events: usize,
     /// AUROC of this type's events against all normal events.
     pub auroc: Option<f64>,
-    /// Share of its events flagged.
+    /// Share of its events alerted (by the model or the policy).
     pub recall: f64,
 }
 
@@ -76,10 +76,14 @@ impl Labels {
         }
     }
 
-    /// Judges `scores` (one per row) at `threshold`: per attack type when types are known,
-    /// and by case when `keys` say who made each row and when (for a staff of `employees`).
+    /// Judges the model's `scores` (one per row) and the `detector`'s alerts at `threshold`
+    /// (the same scores with the policy's alerts raised:
+    /// [`AlertPolicy::detector_scores`](crate::policy::AlertPolicy::detector_scores)): per attack type when
+    /// types are known, and by case, from the model's scores, when `keys` say who made each row
+    /// and when (for a staff of `employees`).
     pub fn evaluate(
         &self,
+        detector: &[f32],
         scores: &[f32],
         threshold: f32,
         keys: &[CaseKey],
@@ -87,21 +91,25 @@ impl Labels {
         rules: &CaseRules,
     ) -> Result<Evaluation, ModelError> {
         match self {
-            Labels::Typed(l) => evaluate_with_cases(scores, l, threshold, keys, employees, rules),
-            Labels::Binary(l) => evaluate_binary(scores, l, threshold),
+            Labels::Typed(l) => {
+                evaluate_with_cases(detector, scores, l, threshold, keys, employees, rules)
+            }
+            Labels::Binary(l) => evaluate_binary(detector, scores, l, threshold),
         }
     }
 }
 
 /// Evaluates scores against plain anomalous/normal labels (no attack types: a hospital's own
-/// tabular data). Scores and labels of other lengths are an error.
+/// tabular data), ranking by the model's `scores` and alerting by the `detector`'s, as
+/// [`evaluate`] does. Inputs of other lengths are an error.
 pub fn evaluate_binary(
+    detector: &[f32],
     scores: &[f32],
     positive: &[bool],
     threshold: f32,
 ) -> Result<Evaluation, ModelError> {
     let scored = Scored::new(scores, positive)?;
-    let (recall, fpr) = scored.rates_at(threshold);
+    let (recall, fpr) = Scored::new(detector, positive)?.rates_at(threshold);
     Ok(Evaluation {
         events: scores.len(),
         attacks: scored.positives(),
@@ -115,25 +123,36 @@ pub fn evaluate_binary(
     })
 }
 
-/// Evaluates `scores` against `labels` (one per event) at `threshold`. Scores and labels of
-/// other lengths are an error.
+/// Evaluates `scores` against `labels` (one per event): AUROC and AUPRC rank by the model's
+/// own `scores` (what it learned; the policy ranks nothing), recall and false-positive rate
+/// count the `detector`'s alerts at `threshold` (the model's and the policy's: what an officer
+/// is shown). Inputs of other lengths are an error.
 pub fn evaluate(
+    detector: &[f32],
     scores: &[f32],
     labels: &[Option<AttackKind>],
     threshold: f32,
 ) -> Result<Evaluation, ModelError> {
+    if detector.len() != scores.len() {
+        return Err(ModelError::Shape(format!(
+            "{} detector scores against {} model scores",
+            detector.len(),
+            scores.len()
+        )));
+    }
     let positive: Vec<bool> = labels.iter().map(Option::is_some).collect();
     let scored = Scored::new(scores, &positive)?;
-    let (recall, fpr) = scored.rates_at(threshold);
+    let (recall, fpr) = Scored::new(detector, &positive)?.rates_at(threshold);
     let per_attack = AttackKind::ALL
         .iter()
         .filter_map(|&kind| {
             // This type's events against the normal ones; other attacks left out.
-            let (s, p): (Vec<f32>, Vec<bool>) = scores
+            let ((s, d), p): ((Vec<f32>, Vec<f32>), Vec<bool>) = scores
                 .iter()
+                .zip(detector)
                 .zip(labels)
                 .filter(|(_, l)| l.is_none() || **l == Some(kind))
-                .map(|(s, l)| (*s, l.is_some()))
+                .map(|((s, d), l)| ((*s, *d), l.is_some()))
                 .unzip();
             // Of one length by construction (one unzip).
             let kind_scored = Scored::new(&s, &p).ok()?;
@@ -142,7 +161,7 @@ pub fn evaluate(
                 attack: kind,
                 events,
                 auroc: kind_scored.auroc(),
-                recall: kind_scored.rates_at(threshold).0,
+                recall: Scored::new(&d, &p).map_or(0.0, |k| k.rates_at(threshold).0),
             })
         })
         .collect();
@@ -159,9 +178,11 @@ pub fn evaluate(
     })
 }
 
-/// [`evaluate`], and by case too when `keys` (one per score) say who made each row and when:
-/// for a staff of `employees`, by `rules`. Keys of another length than the scores are an error.
+/// [`evaluate`] of the `detector` scores, and by case too, from the model's own `scores`, when
+/// `keys` (one per score) say who made each row and when: for a staff of `employees`, by
+/// `rules`. Scores or keys of another length than the detector's are an error.
 pub fn evaluate_with_cases(
+    detector: &[f32],
     scores: &[f32],
     labels: &[Option<AttackKind>],
     threshold: f32,
@@ -169,11 +190,12 @@ pub fn evaluate_with_cases(
     employees: usize,
     rules: &CaseRules,
 ) -> Result<Evaluation, ModelError> {
-    let mut e = evaluate(scores, labels, threshold)?;
+    let mut e = evaluate(detector, scores, labels, threshold)?;
     if !keys.is_empty() {
-        if keys.len() != scores.len() {
+        if keys.len() != scores.len() || scores.len() != detector.len() {
             return Err(ModelError::Shape(format!(
-                "{} scores against {} case keys",
+                "{} detector scores, {} model scores and {} case keys",
+                detector.len(),
                 scores.len(),
                 keys.len()
             )));

@@ -6,7 +6,9 @@
 //! and a labelled test matrix. Every setting is judged on every hospital's own test data, with
 //! the threshold calibrated on that hospital's validation rows for the target false-positive
 //! rate (a security office tunes its alert volume to its own traffic); figures are averaged over
-//! hospitals (macro averages), so a large hospital does not hide a small one.
+//! hospitals (macro averages), so a large hospital does not hide a small one. On access
+//! events every setting is judged with the role policy beside it ([`crate::policy`]), as the
+//! monitor decides: its alerts count within the target rate.
 //!
 //! - **local**: each hospital trains alone, on its own data.
 //! - **federated**: FedAvg (McMahan et al. 2017): each round every hospital trains
@@ -39,8 +41,8 @@ use crate::cases::{CaseEvaluation, CaseKey, CaseRules};
 use crate::ensemble::{Calibration, Rows, combine};
 use crate::evaluate::{AttackRow, Evaluation, Labels};
 use crate::iforest::{IsolationForest, IsolationForestConfig};
-use crate::metrics::threshold_for_fpr;
 use crate::modelfile::ModelFile;
+use crate::policy::AlertPolicy;
 use crate::standardize::Standardizer;
 use crate::train::{TrainConfig, alert_threshold, score, train};
 use crate::{Autoencoder, AutoencoderConfig, ModelError};
@@ -66,24 +68,42 @@ pub struct HospitalData {
     pub test_keys: Vec<CaseKey>,
     /// The hospital's staff: what its review budget is proportional to.
     pub employees: usize,
+    /// What alerts besides the score: the role policy on access events, nothing on a table.
+    pub policy: AlertPolicy,
 }
 
 impl HospitalData {
-    /// Judges `test_scores` (one per test row) at `threshold`, by event and, when the rows'
-    /// employees and times are known, by case.
+    /// Judges `test_scores` (one per test row) at `threshold`, by event (with the policy's
+    /// alerts) and, when the rows' employees and times are known, by case.
     pub fn evaluate(
         &self,
         test_scores: &[f32],
         threshold: f32,
         rules: &CaseRules,
     ) -> Result<Evaluation, ModelError> {
+        let detector = self.detector_scores(test_scores, &self.test);
         self.test_labels.evaluate(
+            &detector,
             test_scores,
             threshold,
             &self.test_keys,
             self.employees,
             rules,
         )
+    }
+
+    /// `scores` of `rows` (this hospital's) with the policy's alerts raised above any threshold.
+    pub fn detector_scores(&self, scores: &[f32], rows: &[f32]) -> Vec<f32> {
+        self.policy.detector_scores(scores, rows, self.n_cols)
+    }
+
+    /// The threshold at which the policy and `validation` (scores of the normal validation
+    /// rows) together flag a `target_fpr` share of them (`f32::MAX` when none can).
+    fn threshold(&self, validation: &[f32], target_fpr: f64) -> f32 {
+        self.policy
+            .threshold(validation, &self.validation_normal, self.n_cols, target_fpr)
+            .filter(|t| t.is_finite())
+            .unwrap_or(f32::MAX)
     }
 }
 
@@ -248,7 +268,14 @@ fn judge(
     hospitals
         .iter()
         .map(|h| {
-            let t = alert_threshold(model, &h.validation_normal, inputs, cfg.target_fpr, device)?;
+            let t = alert_threshold(
+                model,
+                &h.validation_normal,
+                inputs,
+                cfg.target_fpr,
+                h.policy,
+                device,
+            )?;
             let test = score(model, &h.test, inputs, device)?;
             Ok((h.name.clone(), h.evaluate(&test, t, &cfg.cases)?))
         })
@@ -341,11 +368,16 @@ fn model_file(
     device: &Device,
 ) -> Result<String, ModelError> {
     // The file's threshold is set on all hospitals' validation rows together.
-    let mut val = Vec::new();
+    let (mut val, mut rows) = (Vec::new(), Vec::new());
     for hd in h {
         val.extend(score(model, &hd.validation_normal, net.inputs, device)?);
+        rows.extend_from_slice(&hd.validation_normal);
     }
-    let threshold = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
+    let policy = h.first().map_or(AlertPolicy::ScoreOnly, |hd| hd.policy);
+    let threshold = policy
+        .threshold(&val, &rows, net.inputs, cfg.target_fpr)
+        .filter(|t| t.is_finite())
+        .unwrap_or(f32::MAX);
     ModelFile {
         config: net,
         standardizer: cfg
@@ -474,7 +506,7 @@ fn baseline(
         .iter()
         .zip(scores)
         .map(|(hd, s)| {
-            let t = threshold_for_fpr(&s.validation, cfg.target_fpr).unwrap_or(f32::MAX);
+            let t = hd.threshold(&s.validation, cfg.target_fpr);
             Ok((hd.name.clone(), hd.evaluate(&s.test, t, &cfg.cases)?))
         })
         .collect::<Result<_, ModelError>>()?;
@@ -504,7 +536,7 @@ fn ensemble(
         let (ae, forest) = (Calibration::new(&ae_val), Calibration::new(if_val));
         let val = combine(&[(&ae, &ae_val), (&forest, if_val)], Rows::Calibration)?;
         let test = combine(&[(&ae, &ae_test), (&forest, if_test)], Rows::Fresh)?;
-        let t = threshold_for_fpr(&val, cfg.target_fpr).unwrap_or(f32::MAX);
+        let t = hd.threshold(&val, cfg.target_fpr);
         hospitals.push((hd.name.clone(), hd.evaluate(&test, t, &cfg.cases)?));
     }
     Ok(SettingResult {

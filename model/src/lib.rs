@@ -11,6 +11,7 @@
 //!   detector, each score calibrated on normal rows.
 //! - [`metrics`]: AUROC, AUPRC, thresholds and rates. [`evaluate`]: per attack type.
 //!   [`cases`]: alerts grouped into the cases an office reviews, judged at a review budget.
+//!   [`policy`]: what alerts whatever the score (a record the role never needs).
 //! - The shape, the model file and the DP-SGD plan are `medfl-modelspec`'s, re-exported here.
 
 #![warn(missing_docs, unreachable_pub)]
@@ -25,6 +26,7 @@ pub mod experiment;
 pub mod iforest;
 pub mod local;
 pub mod metrics;
+pub mod policy;
 pub mod train;
 
 pub use autoencoder::Autoencoder;

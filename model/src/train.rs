@@ -7,6 +7,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
+use crate::policy::AlertPolicy;
 use crate::{Autoencoder, AutoencoderConfig, ModelError};
 
 /// Training hyperparameters.
@@ -210,21 +211,24 @@ fn infer(
     Ok(out)
 }
 
-/// The alert threshold for `model` on a hospital's own normal traffic: the score above which a
-/// `target_fpr` share of `normal_rows` (of `inputs` columns) lies. The one calibration every
-/// path uses (a hospital adopting a model, `medfl train`, the simulator, the experiments); it
-/// never leaves the hospital. No rows, or a rate outside `[0, 1)`, is an error, never a
-/// threshold that silently alerts on everything or nothing.
+/// The alert threshold for `model` on a hospital's own normal traffic: the score above which
+/// the model's alerts and `policy`'s together flag a `target_fpr` share of `normal_rows` (of
+/// `inputs` columns), the model keeping at least half ([`AlertPolicy::threshold`]). The one
+/// calibration every path uses (a hospital adopting a model, `medfl train`, the simulator, the
+/// experiments); it never leaves the hospital. No rows, or a rate outside `[0, 1)`, is an error,
+/// never a threshold that silently alerts on everything or nothing.
 pub fn alert_threshold(
     model: &Autoencoder,
     normal_rows: &[f32],
     inputs: usize,
     target_fpr: f64,
+    policy: AlertPolicy,
     device: &Device,
 ) -> Result<f32, ModelError> {
     let scores = score(model, normal_rows, inputs, device)?;
     // A NaN score sorts last; a threshold that is not finite would never (or always) alert.
-    crate::metrics::threshold_for_fpr(&scores, target_fpr)
+    policy
+        .threshold(&scores, normal_rows, inputs, target_fpr)
         .filter(|t| t.is_finite())
         .ok_or_else(|| {
             ModelError::Config(format!(

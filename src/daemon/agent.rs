@@ -32,6 +32,7 @@ use medfl_ledger::{Role, Timestamp, Transaction, TxBody, TxId, codec};
 use medfl_model::Autoencoder;
 use medfl_model::local::Trained;
 use medfl_model::modelfile::ModelFile;
+use medfl_model::policy::{AlertPolicy, MAX_POLICY_SHARE};
 use medfl_model::standardize::Standardizer;
 use medfl_model::train::{alert_threshold, training_device};
 use medfl_net::{NetConfig, NetEvent, NetHandle, PeerId};
@@ -718,11 +719,21 @@ impl Daemon {
         let cfg = model.file.config;
         let device = training_device();
         let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
+        // The rows are the hospital's own recent traffic, unlabelled: the policy's share of them
+        // is capped in the threshold, and said here when it is past the cap.
+        let share = AlertPolicy::RoleNeeds.share(&self.current.rows, cfg.inputs);
+        if share > MAX_POLICY_SHARE * self.target_fpr {
+            warn!(
+                share = format!("{:.2}%", 100.0 * share),
+                "the role policy alone alerts on more than a quarter of the false-positive target; the model keeps three quarters of it, and the monitor alerts on more than the target"
+            );
+        }
         let threshold = match alert_threshold(
             &net,
             &self.current.rows,
             cfg.inputs,
             self.target_fpr,
+            AlertPolicy::RoleNeeds,
             &device,
         ) {
             Ok(t) => t,
