@@ -9,7 +9,9 @@
 //!    threshold alerts; a score of `block_factor` times the threshold, or the
 //!    `alerts_to_block`-th alert of a user within `alert_window_ms`, denies and blocks.
 //!
-//! Break-the-glass is allowed (an emergency must not wait for a model) and always alerted.
+//! Break-the-glass is allowed (an emergency must not wait for a model) and always alerted, and
+//! so is a kind of record the user's role never needs (the role policy,
+//! [`medfl_model::policy`]), which every alert threshold is set to leave room for.
 //! Features come from the one streaming extractor the training pipeline uses, fed every request
 //! in arrival order, so a score here is the score `medfl eval` gives the same stream. Pure:
 //! time comes in, nothing is read or written here.
@@ -22,6 +24,7 @@ use medfl_accesslog::consent::{Pseudonym, PseudonymKey};
 use medfl_accesslog::{FeatureExtractor, N_FEATURES};
 use medfl_model::Autoencoder;
 use medfl_model::modelfile::ModelFile;
+use medfl_model::policy::AlertPolicy;
 use medfl_model::train::{reconstruct, reconstruction_errors, score, training_device};
 use serde::{Deserialize, Serialize};
 
@@ -529,6 +532,19 @@ impl Monitor {
             raise(
                 Verdict::Alert,
                 "break-the-glass access is always reviewed".into(),
+                &mut verdict,
+            );
+        }
+        // The office's role policy alerts whatever the score, as every threshold the hospital
+        // sets assumes (`medfl_model::policy`); it blocks no one by itself.
+        if AlertPolicy::RoleNeeds.flags(features) {
+            raise(
+                Verdict::Alert,
+                format!(
+                    "role policy: the {} role does not need {} records",
+                    event.role.as_str(),
+                    event.resource.as_str()
+                ),
                 &mut verdict,
             );
         }

@@ -53,9 +53,19 @@ fn live_scores_equal_the_offline_scores_of_the_same_stream_bit_for_bit() {
     // Live: one request at a time.
     let mut m = Monitor::new(Policy::default());
     m.swap_model(Scorer::new(file, hash.clone()).unwrap());
+    let policy = medfl_model::policy::AlertPolicy::RoleNeeds;
+    let mut by_policy = 0;
     for (i, e) in events.iter().enumerate() {
         let d = m.decide(&AccessRequest::from_event(e), e.time_ms).unwrap();
         assert_eq!(d.model.as_deref(), Some(hash.as_str()));
+        // The role policy alerts on the rows the offline policy flags, and only those.
+        let flagged = policy.flags(matrix.row(i));
+        by_policy += usize::from(flagged);
+        assert_eq!(
+            d.reasons.iter().any(|r| r.starts_with("role policy")),
+            flagged,
+            "event {i}: {d:?}"
+        );
         let live = d.score.unwrap();
         assert_eq!(
             live.to_bits(),
@@ -64,6 +74,10 @@ fn live_scores_equal_the_offline_scores_of_the_same_stream_bit_for_bit() {
             offline[i]
         );
     }
+    assert!(
+        by_policy > 0,
+        "no access the role never needs in the stream"
+    );
 }
 
 /// Deciding a group at once (one pass through the network) gives the decisions, scores to the
@@ -103,6 +117,8 @@ fn a_group_is_decided_as_its_requests_one_by_one() {
 fn request(user: &str, patient: &str, role: StaffRole, time_ms: u64) -> AccessRequest {
     let mut e = events(1).remove(0);
     (e.user, e.patient, e.role, e.time_ms) = (user.into(), patient.into(), role, time_ms);
+    // A kind of record every role needs: the role policy stays out of these tests' way.
+    e.resource = medfl_accesslog::Resource::Demographics;
     e.break_glass = false;
     AccessRequest::from_event(&e)
 }
@@ -161,6 +177,36 @@ fn contracts_and_break_the_glass_decide_whatever_the_score() {
     let mut bad = request("n-3", "p-9", StaffRole::Nurse, t);
     bad.patient.clear();
     assert!(m.decide(&bad, t).is_err());
+}
+
+/// A kind of record the role never needs is alerted at any score, and only that: the same
+/// clerk reading the patient's bill is let through, and policy alerts add up to no block.
+#[test]
+fn the_role_policy_alerts_a_record_the_role_never_needs_whatever_the_score() {
+    use medfl_accesslog::Resource;
+    let t = 1_767_225_600_000;
+    let mut m = Monitor::new(Policy::default());
+    let (file, hash) = model(f32::MAX);
+    m.swap_model(Scorer::new(file, hash).unwrap());
+    let mut note = request("clerk-1", "p-1", StaffRole::Billing, t);
+    note.resource = Resource::ClinicalNote;
+    let mut bill = note.clone();
+    bill.resource = Resource::Billing;
+    assert_eq!(m.decide(&bill, t).unwrap().verdict, Verdict::Allow);
+    for i in 0..10 {
+        let d = m.decide(&note, t + i).unwrap();
+        assert_eq!(d.verdict, Verdict::Alert, "{d:?}");
+        assert_eq!(
+            d.reasons,
+            ["role policy: the billing role does not need clinical_note records"]
+        );
+        assert!(d.score.is_some_and(|s| s < f32::MAX) && !d.blocks_user);
+    }
+    assert!(m.blocks().is_empty());
+    // A physician reading the same note is care.
+    let mut doc = note.clone();
+    (doc.user, doc.role) = ("doc-1".into(), StaffRole::Physician);
+    assert_eq!(m.decide(&doc, t).unwrap().verdict, Verdict::Allow);
 }
 
 #[test]
