@@ -1587,6 +1587,24 @@ fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
         first["open"].as_u64().map(|n| n - 1),
         "{first}"
     );
+    // A role-policy alert is reviewed the same way, in its own queue, listed or not.
+    let policy_open = |v: &serde_json::Value| -> u64 {
+        v["role_policy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["open"].as_u64().unwrap())
+            .sum()
+    };
+    let policy_record = reviewed["role_policy"][0]["records"][0].as_u64().unwrap();
+    let ack = format!("/v1/alerts/{policy_record}/ack");
+    let (status, text) = http_with(port, "POST", &ack, &officer, note);
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = http_with(port, "POST", &ack, &officer, note);
+    assert_eq!(status, 409, "{text}");
+    let (policy_reviewed, _) = ranked_cases(port, &auditor);
+    assert_eq!(policy_open(&policy_reviewed) + 1, policy_open(&reviewed));
+    let reviewed = policy_reviewed;
     drop(monitor);
 
     // Offline: the logged scores, keyed by employee and standing as the experiments key them.
@@ -1656,18 +1674,24 @@ fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
         "no case carries evidence in: {live:?}"
     );
     assert_eq!(live, offline_by_day);
-    // The other queue: every user-day with a declared emergency, and how many.
-    let mut emergencies = std::collections::BTreeMap::new();
-    for (request, _) in &logged {
-        if request.break_glass {
-            let date = medfl_accesslog::time::format_instant(request.time_ms)[..10].to_owned();
-            *emergencies
-                .entry((date, request.user.clone()))
-                .or_insert(0u64) += 1;
+    // The other queues: every user-day with a declared emergency, or with an access to a kind
+    // of record the user's role never needs (the role policy), and how many.
+    type Noted = fn(&AccessRequest, &medfl_monitor::Decision) -> bool;
+    let queues: [(&str, Noted); 2] = [
+        ("break_glass", |r, _| r.break_glass),
+        ("role_policy", |_, d| d.by_role_policy()),
+    ];
+    for (list, noted) in queues {
+        let mut logged_days = std::collections::BTreeMap::new();
+        for (request, decision) in &logged {
+            if noted(request, decision) {
+                let date = medfl_accesslog::time::format_instant(request.time_ms)[..10].to_owned();
+                *logged_days
+                    .entry((date, request.user.clone()))
+                    .or_insert(0u64) += 1;
+            }
         }
-    }
-    let listed_emergencies: std::collections::BTreeMap<(String, String), u64> =
-        listed["break_glass"]
+        let listed_days: std::collections::BTreeMap<(String, String), u64> = listed[list]
             .as_array()
             .unwrap()
             .iter()
@@ -1679,15 +1703,17 @@ fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
                 (key, e["accesses"].as_u64().unwrap())
             })
             .collect();
-    assert!(
-        !emergencies.is_empty(),
-        "no emergency in the stream to judge"
-    );
-    assert_eq!(listed_emergencies, emergencies);
-    // Every field `docs/monitor-openapi.json` says a case and an emergency carry, and no other.
+        assert!(!logged_days.is_empty(), "no {list} access in the stream");
+        assert_eq!(listed_days, logged_days, "{list}");
+    }
+    // Every field `docs/monitor-openapi.json` says a case and a noted day carry, and no other.
     let spec: serde_json::Value =
         serde_json::from_str(include_str!("../docs/monitor-openapi.json")).unwrap();
-    for (list, schema) in [("cases", "Case"), ("break_glass", "Emergency")] {
+    for (list, schema) in [
+        ("cases", "Case"),
+        ("break_glass", "Noted"),
+        ("role_policy", "Noted"),
+    ] {
         let mut required: Vec<&str> = spec["components"]["schemas"][schema]["required"]
             .as_array()
             .unwrap()

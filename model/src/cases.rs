@@ -23,7 +23,10 @@
 //! never needs nor a print or an export. A break-the-glass access adds nothing either: the
 //! monitor alerts every one, and it goes to the review every declared emergency gets, outside
 //! the budget ([`CaseEvaluation::break_glass_windows`] counts that work; the attacks in front
-//! of it are counted apart, [`CaseEvaluation::before_emergency_review`]). Only a care
+//! of it are counted apart, [`CaseEvaluation::before_emergency_review`]). The role policy's
+//! alerts (`crate::policy`) are not evidence either, unless the model raised them too: a
+//! [`CaseBook`] keeps them for a review of their own ([`Review`]), as it keeps emergencies,
+//! since coders' daily reading would otherwise fill the ranked queue. Only a care
 //! relationship explains, not the department responsible for the patient (which
 //! [`medfl_accesslog::explained`] also counts): a co-worker treated in one's own department is
 //! exactly the snoop that reason would hide.
@@ -296,28 +299,102 @@ pub struct CaseBook<E> {
     held: BTreeMap<u64, BTreeMap<E, Case<E>>>,
     /// Per employee, the last window folded and the evidence standing after it.
     folded: BTreeMap<E, (u64, f64)>,
-    /// Break-the-glass accesses of the windows held: window to employee to each access's
-    /// record and whether an officer has reviewed it. Each such employee-window gets the
+    /// Break-the-glass accesses of the windows held: each such employee-window gets the
     /// review every declared emergency gets, outside the budget.
-    emergencies: BTreeMap<u64, BTreeMap<E, Vec<Emergency>>>,
-    /// The window and employee of each emergency record held, to mark its review.
-    emergency_records: BTreeMap<u64, (u64, E)>,
-    /// Emergencies not noted because their window was already folded.
-    emergencies_too_late: u64,
+    emergencies: ReviewQueue<E>,
+    /// The role policy's alerts of the windows held, reviewed the same way.
+    role_policy: ReviewQueue<E>,
     /// Windows below this are folded.
     horizon: u64,
     /// Alerts not filed because their window was already folded.
     too_late: u64,
 }
 
-/// One break-the-glass access noted in a [`CaseBook`]: its record and whether an officer has
+/// The reviews outside the budget, each of an employee-window's accesses one by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Review {
+    /// Declared emergencies (break-the-glass).
+    BreakGlass,
+    /// The role policy's alerts: a kind of record the user's role never needs
+    /// (`crate::policy`).
+    RolePolicy,
+}
+
+/// One access noted for a [`Review`] in a [`CaseBook`]: its record and whether an officer has
 /// reviewed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Emergency {
+pub struct Noted {
     /// The access's record (the monitor's audit-log sequence number).
     pub record: u64,
     /// Whether an officer has acknowledged it.
     pub reviewed: bool,
+}
+
+/// The accesses of one [`Review`] in the windows a book holds: window to employee to each
+/// access noted, with an index from record to where it is.
+#[derive(Clone, Debug)]
+struct ReviewQueue<E> {
+    noted: BTreeMap<u64, BTreeMap<E, Vec<Noted>>>,
+    records: BTreeMap<u64, (u64, E)>,
+    /// Accesses not noted because their window was already folded.
+    too_late: u64,
+}
+
+impl<E: Ord + Clone> ReviewQueue<E> {
+    fn new() -> ReviewQueue<E> {
+        ReviewQueue {
+            noted: BTreeMap::new(),
+            records: BTreeMap::new(),
+            too_late: 0,
+        }
+    }
+
+    fn note(&mut self, employee: &E, window: u64, record: u64) {
+        let day = self.noted.entry(window).or_default();
+        let noted = Noted {
+            record,
+            reviewed: false,
+        };
+        if let Some(list) = day.get_mut(employee) {
+            list.push(noted);
+        } else {
+            day.insert(employee.clone(), vec![noted]);
+        }
+        self.records.insert(record, (window, employee.clone()));
+    }
+
+    fn find(&self, record: u64) -> Option<&Noted> {
+        let (window, employee) = self.records.get(&record)?;
+        self.noted
+            .get(window)?
+            .get(employee)?
+            .iter()
+            .find(|n| n.record == record)
+    }
+
+    fn review(&mut self, record: u64) -> bool {
+        let Some((window, employee)) = self.records.get(&record) else {
+            return false;
+        };
+        let noted = self
+            .noted
+            .get_mut(window)
+            .and_then(|day| day.get_mut(employee))
+            .and_then(|list| list.iter_mut().find(|n| n.record == record));
+        match noted {
+            Some(n) => {
+                n.reviewed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A review is of its own day: nothing of it carries past the horizon.
+    fn fold_before(&mut self, horizon: u64) {
+        self.noted = self.noted.split_off(&horizon);
+        self.records.retain(|_, (window, _)| *window >= horizon);
+    }
 }
 
 /// What [`CaseBook::file`] did with a score.
@@ -340,9 +417,8 @@ impl<E: Ord + Clone> CaseBook<E> {
             keep: keep.max(1),
             held: BTreeMap::new(),
             folded: BTreeMap::new(),
-            emergencies: BTreeMap::new(),
-            emergency_records: BTreeMap::new(),
-            emergencies_too_late: 0,
+            emergencies: ReviewQueue::new(),
+            role_policy: ReviewQueue::new(),
             horizon: 0,
             too_late: 0,
         }
@@ -391,76 +467,68 @@ impl<E: Ord + Clone> CaseBook<E> {
         Filed::Filed
     }
 
-    /// Notes break-the-glass access `record` of `employee` at `time_ms`, alerted or not: its
-    /// employee-window goes to the emergency review ([`CaseBook::emergencies`]), not the
-    /// budgeted ranking. An access of a window already folded is [`Filed::TooLate`] (counted
-    /// in [`CaseBook::emergencies_too_late`]).
-    pub fn note_emergency(&mut self, employee: &E, time_ms: u64, record: u64) -> Filed {
+    /// Notes access `record` of `employee` at `time_ms` for `review` (a declared emergency,
+    /// alerted or not; a role-policy alert): its employee-window goes to that review
+    /// ([`CaseBook::noted`]), not the budgeted ranking. An access of a window already folded
+    /// is [`Filed::TooLate`] (counted in [`CaseBook::noted_too_late`]).
+    pub fn note(&mut self, review: Review, employee: &E, time_ms: u64, record: u64) -> Filed {
         let Some(window) = self.window_of(time_ms) else {
-            self.emergencies_too_late += 1;
+            self.queue_mut(review).too_late += 1;
             return Filed::TooLate;
         };
-        let day = self.emergencies.entry(window).or_default();
-        let noted = Emergency {
-            record,
-            reviewed: false,
-        };
-        if let Some(list) = day.get_mut(employee) {
-            list.push(noted);
-        } else {
-            day.insert(employee.clone(), vec![noted]);
-        }
-        self.emergency_records
-            .insert(record, (window, employee.clone()));
+        self.queue_mut(review).note(employee, window, record);
         Filed::Filed
     }
 
-    /// Marks emergency `record` reviewed; whether the book holds it (its day may have left).
-    pub fn review_emergency(&mut self, record: u64) -> bool {
-        let Some((window, employee)) = self.emergency_records.get(&record) else {
-            return false;
-        };
-        let noted = self
-            .emergencies
-            .get_mut(window)
-            .and_then(|day| day.get_mut(employee))
-            .and_then(|list| list.iter_mut().find(|n| n.record == record));
-        match noted {
-            Some(n) => {
-                n.reviewed = true;
-                true
-            }
-            None => false,
+    fn queue(&self, review: Review) -> &ReviewQueue<E> {
+        match review {
+            Review::BreakGlass => &self.emergencies,
+            Review::RolePolicy => &self.role_policy,
         }
     }
 
-    /// The employee of emergency `record`, if the book holds it.
-    pub fn emergency_employee(&self, record: u64) -> Option<&E> {
-        self.emergency_records.get(&record).map(|(_, e)| e)
+    fn queue_mut(&mut self, review: Review) -> &mut ReviewQueue<E> {
+        match review {
+            Review::BreakGlass => &mut self.emergencies,
+            Review::RolePolicy => &mut self.role_policy,
+        }
     }
 
-    /// Whether emergency `record` is held and already reviewed (`None` when not held).
-    pub fn emergency_reviewed(&self, record: u64) -> Option<bool> {
-        let (window, employee) = self.emergency_records.get(&record)?;
-        self.emergencies
-            .get(window)?
-            .get(employee)?
-            .iter()
-            .find(|n| n.record == record)
-            .map(|n| n.reviewed)
+    /// Marks noted access `record` reviewed, in every review that holds it; whether any does
+    /// (its day may have left).
+    pub fn review_noted(&mut self, record: u64) -> bool {
+        let emergency = self.emergencies.review(record);
+        self.role_policy.review(record) || emergency
     }
 
-    /// The employee-windows held with a declared emergency, oldest window first: (window,
-    /// employee, its break-the-glass accesses in the order noted).
-    pub fn emergencies(&self) -> impl Iterator<Item = (u64, &E, &[Emergency])> {
-        self.emergencies
+    /// The employee of noted access `record`, if a review holds it.
+    pub fn noted_employee(&self, record: u64) -> Option<&E> {
+        [&self.emergencies, &self.role_policy]
+            .into_iter()
+            .find_map(|q| q.records.get(&record).map(|(_, e)| e))
+    }
+
+    /// Whether noted access `record` is held and already reviewed (`None` when no review
+    /// holds it). An access in both reviews is reviewed in both at once.
+    pub fn noted_reviewed(&self, record: u64) -> Option<bool> {
+        [&self.emergencies, &self.role_policy]
+            .into_iter()
+            .find_map(|q| q.find(record).map(|n| n.reviewed))
+    }
+
+    /// The employee-windows held with an access noted for `review`, oldest window first:
+    /// (window, employee, its accesses in the order noted).
+    pub fn noted(&self, review: Review) -> impl Iterator<Item = (u64, &E, &[Noted])> {
+        self.queue(review)
+            .noted
             .iter()
             .flat_map(|(w, day)| day.iter().map(move |(e, n)| (*w, e, n.as_slice())))
     }
 
-    /// Emergencies refused since the book began because their window had been folded.
-    pub fn emergencies_too_late(&self) -> u64 {
-        self.emergencies_too_late
+    /// Accesses for `review` refused since the book began because their window had been
+    /// folded.
+    pub fn noted_too_late(&self, review: Review) -> u64 {
+        self.queue(review).too_late
     }
 
     /// The window of `time_ms`, once the windows it pushes out of the book are folded; `None`
@@ -480,10 +548,8 @@ impl<E: Ord + Clone> CaseBook<E> {
             return;
         }
         self.horizon = horizon;
-        // An emergency review is of its own day: nothing of it carries.
-        self.emergencies = self.emergencies.split_off(&horizon);
-        self.emergency_records
-            .retain(|_, (window, _)| *window >= horizon);
+        self.emergencies.fold_before(horizon);
+        self.role_policy.fold_before(horizon);
         let kept = self.held.split_off(&horizon);
         let carry = self.rules.carry();
         for (window, cases) in std::mem::replace(&mut self.held, kept) {
@@ -1342,26 +1408,48 @@ mod tests {
         assert_eq!((book.too_late(), book.oldest_window()), (1, 2));
         // Emergencies are noted whatever the score, reviewed one by one, and leave with their
         // day.
-        assert_eq!(book.note_emergency(&"b", at(2, 3), 10), Filed::Filed);
-        assert_eq!(book.note_emergency(&"b", at(2, 4), 11), Filed::Filed);
-        assert_eq!(book.note_emergency(&"a", at(3, 4), 12), Filed::Filed);
-        assert!(book.review_emergency(11));
-        assert!(!book.review_emergency(99), "not an emergency held");
-        assert_eq!(book.emergency_reviewed(11), Some(true));
-        assert_eq!(book.emergency_reviewed(10), Some(false));
+        let glass = Review::BreakGlass;
+        assert_eq!(book.note(glass, &"b", at(2, 3), 10), Filed::Filed);
+        assert_eq!(book.note(glass, &"b", at(2, 4), 11), Filed::Filed);
+        assert_eq!(book.note(glass, &"a", at(3, 4), 12), Filed::Filed);
+        assert!(book.review_noted(11));
+        assert!(!book.review_noted(99), "not an access held");
+        assert_eq!(book.noted_reviewed(11), Some(true));
+        assert_eq!(book.noted_reviewed(10), Some(false));
         let noted: Vec<_> = book
-            .emergencies()
+            .noted(glass)
             .map(|(w, e, n)| (w, *e, n.iter().filter(|n| !n.reviewed).count(), n.len()))
             .collect();
         assert_eq!(noted, [(2, "b", 1, 2), (3, "a", 1, 1)]);
+        // The role policy's review is another queue; an access in both is reviewed in both.
+        let policy = Review::RolePolicy;
+        assert_eq!(book.note(policy, &"a", at(3, 4), 12), Filed::Filed);
+        assert_eq!(book.note(policy, &"c", at(3, 5), 14), Filed::Filed);
+        assert_eq!(book.noted(policy).count(), 2);
+        assert!(book.review_noted(12));
+        assert_eq!(book.noted_reviewed(12), Some(true));
+        assert_eq!(book.noted_employee(14), Some(&"c"));
+        assert!(
+            book.noted(glass)
+                .chain(book.noted(policy))
+                .filter(|(_, e, _)| **e == "a")
+                .all(|(_, _, n)| n.iter().all(|n| n.reviewed))
+        );
         assert_eq!(
             book.file(&"a", at(4, 9), ln2, 1.0, Standing::Unexplained),
             Filed::Filed
         );
-        assert_eq!(book.emergencies().count(), 1, "day 2 is folded away");
-        assert_eq!(book.emergency_reviewed(10), None);
-        assert_eq!(book.note_emergency(&"b", at(2, 5), 13), Filed::TooLate);
-        assert_eq!((book.emergencies_too_late(), book.too_late()), (1, 1));
+        assert_eq!(book.noted(glass).count(), 1, "day 2 is folded away");
+        assert_eq!(book.noted_reviewed(10), None);
+        assert_eq!(book.note(glass, &"b", at(2, 5), 13), Filed::TooLate);
+        assert_eq!(
+            (
+                book.noted_too_late(glass),
+                book.noted_too_late(policy),
+                book.too_late()
+            ),
+            (1, 0, 1)
+        );
         let held = book.ranked();
         // Day 1 stands at ln 2 + ln 2 / 2; two windows later it counts a quarter.
         let e = 2f64.ln();

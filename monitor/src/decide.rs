@@ -94,6 +94,11 @@ impl Decision {
     pub fn raises_block(&self) -> bool {
         self.blocks_user && !self.reasons.iter().any(|r| r.starts_with(STANDING_BLOCK))
     }
+
+    /// Whether the role policy alerted on this access (a kind of record the role never needs).
+    pub fn by_role_policy(&self) -> bool {
+        self.reasons.iter().any(|r| r.starts_with(ROLE_POLICY))
+    }
 }
 
 /// A feature behind a score (a [`Contribution`] in a storable form).
@@ -292,6 +297,9 @@ pub struct Consent {
 /// How the reason of a denial because a block already stands begins: such a decision raises
 /// no new block, whatever its `blocks_user` says.
 pub const STANDING_BLOCK: &str = "the user is blocked pending review since";
+
+/// How the reason for a role-policy alert begins.
+pub const ROLE_POLICY: &str = "role policy:";
 
 /// A standing block of one user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -541,7 +549,7 @@ impl Monitor {
             raise(
                 Verdict::Alert,
                 format!(
-                    "role policy: the {} role does not need {} records",
+                    "{ROLE_POLICY} the {} role does not need {} records",
                     event.role.as_str(),
                     event.resource.as_str()
                 ),

@@ -122,6 +122,8 @@ try {
   const glass = page.locator("#break-glass-table tbody tr", { hasText: "u-er-nurse-1" });
   await glass.waitFor({ timeout: 10_000 });
   check((await glass.locator("td").nth(3).textContent()) === "1", `open emergency: ${await glass.textContent()}`);
+  // The role policy's queue sits beside it (no access of this test breaks the policy).
+  await page.waitForSelector("#role-policy-table tbody tr:has-text('No access broke the role policy.')");
   await row.locator("input").fill("called the ER: a real emergency");
   await row.locator("button", { hasText: "Acknowledge" }).click();
   await page.waitForSelector(`#alerts-table tr[data-record="${decided.record}"] td:has-text('acknowledged by')`);

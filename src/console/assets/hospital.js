@@ -206,9 +206,15 @@ async function refreshCases() {
     cell(tr, c.reviewed ? "within the day's budget" : "below the budget");
     return tr;
   }));
-  const glass = $("break-glass-table").tBodies[0];
-  if (view.break_glass.length === 0) only(glass, "No emergency was declared.", 4);
-  else glass.replaceChildren(...view.break_glass.map((e) => {
+  noted("break-glass-table", view.break_glass, "No emergency was declared.");
+  noted("role-policy-table", view.role_policy, "No access broke the role policy.");
+}
+
+// A queue of user-days whose accesses are each reviewed on their own.
+function noted(table, days, none) {
+  const body = $(table).tBodies[0];
+  if (days.length === 0) only(body, none, 4);
+  else body.replaceChildren(...days.map((e) => {
     const tr = document.createElement("tr");
     cell(tr, e.day);
     cell(tr, e.user);

@@ -53,7 +53,7 @@ use axum::routing::{get, post};
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
-use medfl_model::cases::{CaseBook, CaseRules, Standing};
+use medfl_model::cases::{CaseBook, CaseRules, Noted, Review, Standing};
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
 use medfl_monitor::{
@@ -304,17 +304,17 @@ struct CaseView {
     records: Vec<u64>,
 }
 
-/// An employee-day with a declared emergency, as `GET /v1/cases` lists it under
-/// `break_glass`: each gets a review of its own, outside the budget of ranked cases.
+/// An employee-day with a declared emergency or a role-policy alert, as `GET /v1/cases` lists
+/// it under `break_glass` or `role_policy`: each access gets a review of its own, outside the
+/// budget of ranked cases.
 #[derive(Debug, Serialize)]
-struct EmergencyView {
+struct NotedView {
     user: String,
     /// The UTC day, `YYYY-MM-DD`.
     day: String,
-    /// Break-the-glass accesses that day (every one, listed or not).
+    /// Such accesses that day (every one, listed or not).
     accesses: usize,
-    /// Of its break-the-glass alerts still listed, those not yet acknowledged, and their
-    /// records (oldest first).
+    /// Of them, those no officer has acknowledged yet, and every one's record (oldest first).
     open: usize,
     records: Vec<u64>,
 }
@@ -327,19 +327,16 @@ fn window_day(window: u64, window_ms: u64) -> String {
         .collect()
 }
 
-/// The book's emergency days (`noted`: window, user, its accesses), newest first and by
-/// user. Each access's review is the book's, so an emergency whose alert has left the
-/// recent list still shows open until an officer acknowledges it.
-fn emergencies_of(
-    noted: Vec<(u64, String, Vec<medfl_model::cases::Emergency>)>,
-    window_ms: u64,
-) -> Vec<EmergencyView> {
-    let mut out: Vec<(u64, EmergencyView)> = noted
+/// The book's days of one review (`noted`: window, user, its accesses), newest first and by
+/// user. Each access's review is the book's, so an access whose alert has left the recent
+/// list still shows open until an officer acknowledges it.
+fn noted_of(noted: Vec<(u64, String, Vec<Noted>)>, window_ms: u64) -> Vec<NotedView> {
+    let mut out: Vec<(u64, NotedView)> = noted
         .into_iter()
         .map(|(window, user, accesses)| {
             let mut records: Vec<u64> = accesses.iter().map(|a| a.record).collect();
             records.sort_unstable();
-            let view = EmergencyView {
+            let view = NotedView {
                 day: window_day(window, window_ms),
                 user,
                 accesses: accesses.len(),
@@ -1192,7 +1189,7 @@ fn replay(
                     if let Some(a) = alerts.iter_mut().find(|a| a.seq == seq) {
                         a.acknowledged_by = Some(officer);
                     }
-                    cases.review_emergency(seq);
+                    cases.review_noted(seq);
                 }
                 // The choice takes effect from the ledger, where the queued transaction goes;
                 // its time only bounds the next choice's issue time.
@@ -1230,15 +1227,21 @@ fn note_alert(
         return None;
     }
     let standing = Standing::of(&r.to_event(seq));
-    if standing == Standing::BreakGlass
-        && cases.note_emergency(&r.user, r.time_ms, seq) == medfl_model::cases::Filed::TooLate
-        && cases.emergencies_too_late() == 1
-    {
-        warn!(
-            user = %r.user,
-            time_ms = r.time_ms,
-            "a declared emergency older than the queue's days is not listed (was the clock stepped?)"
-        );
+    let reviews = [
+        (standing == Standing::BreakGlass, Review::BreakGlass),
+        (d.by_role_policy(), Review::RolePolicy),
+    ];
+    for (_, review) in reviews.into_iter().filter(|(noted, _)| *noted) {
+        if cases.note(review, &r.user, r.time_ms, seq) == medfl_model::cases::Filed::TooLate
+            && cases.noted_too_late(review) == 1
+        {
+            warn!(
+                user = %r.user,
+                time_ms = r.time_ms,
+                ?review,
+                "an access older than the review queue's days is not listed (was the clock stepped?)"
+            );
+        }
     }
     if let Some((score, threshold)) = model_alert {
         // An alert for a day already folded (an access more than `CASE_DAYS` older than the
@@ -1929,17 +1932,22 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
     let held = read_shared_value(server.app, |shared| {
         let book = &shared.cases;
         let listed: Vec<AlertView> = shared.alerts.iter().cloned().collect();
-        let noted: Vec<(u64, String, Vec<medfl_model::cases::Emergency>)> = book
-            .emergencies()
-            .map(|(w, user, n)| (w, user.clone(), n.to_vec()))
-            .collect();
-        let too_late = (book.too_late(), book.emergencies_too_late());
+        let noted = |review| -> Vec<(u64, String, Vec<Noted>)> {
+            book.noted(review)
+                .map(|(w, user, n)| (w, user.clone(), n.to_vec()))
+                .collect()
+        };
+        let noted = (noted(Review::BreakGlass), noted(Review::RolePolicy));
+        let too_late = [
+            book.too_late(),
+            book.noted_too_late(Review::BreakGlass),
+            book.noted_too_late(Review::RolePolicy),
+        ];
         let held = (book.oldest_window(), *book.rules());
         (book.ranked(), noted, held, too_late, listed)
     })
     .await;
-    let Some((ranked, noted, (oldest, rules), (too_late, emergencies_too_late), listed)) = held
-    else {
+    let Some((ranked, (glass, policy), (oldest, rules), too_late, listed)) = held else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the monitor failed");
     };
     let budget = staff.map(|n| rules.budget(n));
@@ -1947,10 +1955,12 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
     axum::Json(serde_json::json!({
         "budget": budget,
         "days": CASE_DAYS,
-        "too_late": too_late,
-        "emergencies_too_late": emergencies_too_late,
+        "too_late": too_late[0],
+        "emergencies_too_late": too_late[1],
+        "role_policy_too_late": too_late[2],
         "cases": cases_of(ranked, (oldest, window_ms), &listed, budget),
-        "break_glass": emergencies_of(noted, window_ms),
+        "break_glass": noted_of(glass, window_ms),
+        "role_policy": noted_of(policy, window_ms),
     }))
     .into_response()
 }
@@ -2090,14 +2100,15 @@ async fn acknowledge(
                 "the monitor failed".to_owned(),
             ));
         };
-        // A declared emergency of the queue's days can be reviewed after its alert has left
-        // the list: the case book knows it, its user and whether it was reviewed.
-        let emergency = shared
+        // A declared emergency or a role-policy alert of the queue's days can be reviewed
+        // after its alert has left the list: the case book knows it, its user and whether it
+        // was reviewed.
+        let noted = shared
             .cases
-            .emergency_reviewed(record)
-            .zip(shared.cases.emergency_employee(record).cloned());
+            .noted_reviewed(record)
+            .zip(shared.cases.noted_employee(record).cloned());
         match shared.alerts.iter().find(|a| a.seq == record) {
-            None => match emergency {
+            None => match noted {
                 None => {
                     return Err((
                         StatusCode::NOT_FOUND,
@@ -2149,7 +2160,7 @@ async fn acknowledge(
         if let Some(a) = shared.alerts.iter_mut().find(|a| a.seq == record) {
             a.acknowledged_by = Some(officer.clone());
         }
-        shared.cases.review_emergency(record);
+        shared.cases.review_noted(record);
         info!(
             officer,
             alert = record,
@@ -2833,7 +2844,7 @@ mod tests {
                 let _ = book.file(&a.user, a.time_ms, s, t, a.standing);
             }
             if a.standing == Standing::BreakGlass {
-                let _ = book.note_emergency(&a.user, a.time_ms, a.seq);
+                let _ = book.note(Review::BreakGlass, &a.user, a.time_ms, a.seq);
             }
         }
         // Bob's day has gone from the list: the book still ranks it. An alert still listed
@@ -2887,10 +2898,10 @@ mod tests {
         assert_eq!(cases[4].top_score, None);
         // Dan's emergency is the other queue's, with its listed alert.
         let noted = book
-            .emergencies()
+            .noted(Review::BreakGlass)
             .map(|(w, u, n)| (w, u.clone(), n.to_vec()))
             .collect();
-        let emergencies = emergencies_of(noted, medfl_accesslog::time::DAY_MS);
+        let emergencies = noted_of(noted, medfl_accesslog::time::DAY_MS);
         let got: Vec<(&str, &str, usize, usize, &[u64])> = emergencies
             .iter()
             .map(|e| {
