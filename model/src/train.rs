@@ -213,7 +213,8 @@ fn infer(
 
 /// The alert threshold for `model` on a hospital's own normal traffic: the score above which
 /// the model's alerts and `policy`'s together flag a `target_fpr` share of `normal_rows` (of
-/// `inputs` columns), the model keeping at least half ([`AlertPolicy::threshold`]). The one
+/// `inputs` columns), the policy taking at most a quarter of the target from the model
+/// ([`AlertPolicy::threshold`]). The one
 /// calibration every path uses (a hospital adopting a model, `medfl train`, the simulator, the
 /// experiments); it never leaves the hospital. No rows, or a rate outside `[0, 1)`, is an error,
 /// never a threshold that silently alerts on everything or nothing.
