@@ -92,7 +92,7 @@ impl AlertPolicy {
         let flagged = flags.iter().filter(|&&f| f).count();
         let n = scores.len() as f64;
         if flagged as f64 <= MAX_POLICY_SHARE * target_fpr * n {
-            let detector = self.detector_scores(scores, rows, n_cols);
+            let detector = raise(scores, &flags);
             return crate::metrics::threshold_for_fpr(&detector, target_fpr)
                 .filter(|t| t.is_finite());
         }
@@ -122,14 +122,19 @@ impl AlertPolicy {
     /// take the model's own scores: a policy alert ranks nothing by itself.
     pub fn detector_scores(self, scores: &[f32], rows: &[f32], n_cols: usize) -> Vec<f32> {
         match self.flag_rows(scores.len(), rows, n_cols) {
-            Some(flags) => scores
-                .iter()
-                .zip(flags)
-                .map(|(&s, f)| if f { f32::INFINITY } else { s })
-                .collect(),
+            Some(flags) => raise(scores, &flags),
             None => scores.to_vec(),
         }
     }
+}
+
+/// `scores` with every flagged one raised to +∞.
+fn raise(scores: &[f32], flags: &[bool]) -> Vec<f32> {
+    scores
+        .iter()
+        .zip(flags)
+        .map(|(&s, &f)| if f { f32::INFINITY } else { s })
+        .collect()
 }
 
 #[cfg(test)]
