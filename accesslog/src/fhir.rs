@@ -430,6 +430,9 @@ const ACT_REASON_SYSTEMS: [&str; 3] = [
 /// What [`AuditAccess::purposes`] holds for a purpose medfl cannot read (another code system,
 /// or words only).
 pub const UNREADABLE_PURPOSE: &str = "?";
+/// The purpose [`AuditAccess::purposes`] gains when an event claims the researcher role for a
+/// user the staff directory lists in another: HL7 v3 ActReason `HRESCH`, healthcare research.
+pub const CLAIMED_RESEARCH: &str = "HRESCH";
 
 /// An `AuditEvent` read as an access, with what it says beyond the event schema.
 #[derive(Clone, Debug, PartialEq)]
@@ -793,9 +796,11 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         (None, None) => Resource::Demographics,
     };
     let staff = ctx.and_then(|c| c.staff(&user));
-    // The staff directory, when it lists the user, is the authority on their role, except
-    // that research is research whoever says so: neither source can take a researcher out of
-    // the research rules.
+    // The staff directory, when it lists the user, is the authority on their role: it decides
+    // which records the role needs (`role_needs`), so a clerk who claims to be a researcher is
+    // still held to a clerk's needs. Research is research whoever says so, though: a claimed
+    // researcher the directory lists otherwise is read as declaring a research purpose, which
+    // no source can take out of the research rules.
     let claimed = agent
         .role
         .iter()
@@ -804,19 +809,17 @@ fn from_audit(a: Audit, ctx: Option<&Context>, fallback_id: u64) -> Result<Audit
         .and_then(|c| c.code.as_deref())
         .map(|code| StaffRole::parse(code).ok_or_else(|| format!("unknown role {code:?}")))
         .transpose()?;
-    let strictest = [staff.map(|s| s.role), claimed]
-        .into_iter()
-        .flatten()
-        .find(|r| *r == StaffRole::Researcher);
-    let role = strictest
-        .or(staff.map(|s| s.role))
-        .or(claimed)
-        .ok_or_else(|| {
-            format!(
-                "no role for {user:?}: agent.role has no medfl staff-role code and the staff \
+    let role = staff.map(|s| s.role).or(claimed).ok_or_else(|| {
+        format!(
+            "no role for {user:?}: agent.role has no medfl staff-role code and the staff \
              directory does not list them"
-            )
-        })?;
+        )
+    })?;
+    if claimed == Some(StaffRole::Researcher) && role != StaffRole::Researcher {
+        purposes.push(CLAIMED_RESEARCH.to_owned());
+        purposes.sort_unstable();
+        purposes.dedup();
+    }
     let ext = |name: &str| {
         a.extension
             .iter()

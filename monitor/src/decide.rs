@@ -21,7 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
 use medfl_accesslog::consent::{Pseudonym, PseudonymKey};
-use medfl_accesslog::{FeatureExtractor, N_FEATURES};
+use medfl_accesslog::features::role_needs;
+use medfl_accesslog::{FeatureExtractor, N_FEATURES, StaffRole};
 use medfl_model::Autoencoder;
 use medfl_model::modelfile::ModelFile;
 use medfl_model::policy::AlertPolicy;
@@ -544,13 +545,23 @@ impl Monitor {
             );
         }
         // The office's role policy alerts whatever the score, as every threshold the hospital
-        // sets assumes (`medfl_model::policy`); it blocks no one by itself.
+        // sets assumes (`medfl_model::policy`); it blocks no one by itself. Research by any
+        // role is also held to what research needs: declaring it cannot widen a role's reach.
         if AlertPolicy::RoleNeeds.flags(features) {
             raise(
                 Verdict::Alert,
                 format!(
                     "{ROLE_POLICY} the {} role does not need {} records",
                     event.role.as_str(),
+                    event.resource.as_str()
+                ),
+                &mut verdict,
+            );
+        } else if req.is_research() && !role_needs(StaffRole::Researcher, event.resource) {
+            raise(
+                Verdict::Alert,
+                format!(
+                    "{ROLE_POLICY} research does not need {} records",
                     event.resource.as_str()
                 ),
                 &mut verdict,

@@ -229,15 +229,16 @@ pub fn check_known(r: &AccessRequest, context: &Context) -> Result<(), Issue> {
 }
 
 /// What the hospital's own records say, applied to a request that carries its own flags (the
-/// JSON API), by the rules the `AuditEvent` reader uses: the directory's role, except that a
-/// researcher in either is a researcher; the context's departments; VIP and family if either
-/// says so; care only if both do (when the context gives care assignments at all).
+/// JSON API), by the rules the `AuditEvent` reader uses: the directory's role, with a claimed
+/// researcher role kept as a research purpose; the context's departments; VIP and family if
+/// either says so; care only if both do (when the context gives care assignments at all).
 pub fn apply_context(r: &mut AccessRequest, context: &Context) {
     use medfl_accesslog::StaffRole;
     if let Some(staff) = context.staff(&r.user) {
-        if r.role != StaffRole::Researcher {
-            r.role = staff.role;
+        if r.role == StaffRole::Researcher && staff.role != StaffRole::Researcher {
+            r.purpose = Some(Purpose::Research);
         }
+        r.role = staff.role;
         r.department.clone_from(&staff.department);
     }
     if let Some(d) = context.patient_department(&r.patient) {
@@ -654,6 +655,8 @@ mod tests {
         v["agent"][0]["role"][0]["coding"][0]["code"] = "researcher".into();
         let r = request_of(&v, Some(&ctx)).unwrap();
         assert!(r.is_research(), "{r:?}");
+        // ... but the role, and so the records it needs, is the directory's.
+        assert_eq!(r.role, medfl_accesslog::StaffRole::Physician);
         // And a researcher in the directory stays one whatever the event claims.
         ctx.add_staff("u1", medfl_accesslog::StaffRole::Researcher, "icu");
         assert!(request_of(&audit(1), Some(&ctx)).unwrap().is_research());
@@ -716,6 +719,16 @@ mod tests {
         let mut plain = Context::new();
         plain.add_staff("u1", medfl_accesslog::StaffRole::Nurse, "icu");
         assert!(request_of(&audit(1), Some(&plain)).unwrap().care_team);
+        // A clerk who claims to be a researcher keeps the clerk's role (and so the records a
+        // clerk needs) and is held to the research rules.
+        let mut clerk = Context::new();
+        clerk.add_staff("u1", medfl_accesslog::StaffRole::Billing, "billing");
+        let mut r = AccessRequest::from_event(&event(1));
+        r.role = medfl_accesslog::StaffRole::Researcher;
+        r.purpose = Some(Purpose::Treatment);
+        apply_context(&mut r, &clerk);
+        assert_eq!(r.role, medfl_accesslog::StaffRole::Billing);
+        assert_eq!(r.purpose, Some(Purpose::Research));
     }
 
     #[test]

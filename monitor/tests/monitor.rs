@@ -209,6 +209,58 @@ fn the_role_policy_alerts_a_record_the_role_never_needs_whatever_the_score() {
     assert_eq!(m.decide(&doc, t).unwrap().verdict, Verdict::Allow);
 }
 
+/// Claiming the researcher role, or declaring research, never widens what a role may read
+/// unalerted: the directory's role is held to its own needs and research to research's.
+#[test]
+fn a_claimed_researcher_role_or_research_purpose_does_not_escape_the_role_policy() {
+    use medfl_accesslog::Resource;
+    use medfl_accesslog::context::Context;
+    use medfl_monitor::request::Purpose;
+    let t = 1_767_225_600_000;
+    let key = PseudonymKey::derive(&[7; 32], "h").unwrap();
+    let mut m = Monitor::new(Policy::default());
+    let (file, hash) = model(f32::MAX);
+    m.swap_model(Scorer::new(file, hash).unwrap());
+    m.set_consent(Consent {
+        key,
+        opted_out: BTreeSet::new(),
+        agreement_until: Some(t + 60_000),
+        height: 1,
+    });
+    let mut ctx = Context::new();
+    ctx.add_staff("clerk-1", StaffRole::Billing, "billing");
+    ctx.add_staff("doc-1", StaffRole::Physician, "icu");
+    // A billing clerk whose request says researcher, reading medication (which research needs
+    // and billing does not): the clerk's role stands, so the policy alerts; research rules hold.
+    let mut claimed = request("clerk-1", "p-1", StaffRole::Researcher, t);
+    claimed.resource = Resource::Medication;
+    medfl_monitor::intake::apply_context(&mut claimed, &ctx);
+    assert_eq!(
+        (claimed.role, claimed.purpose),
+        (StaffRole::Billing, Some(Purpose::Research))
+    );
+    let d = m.decide(&claimed, t).unwrap();
+    assert_eq!(d.verdict, Verdict::Alert, "{d:?}");
+    assert_eq!(
+        d.reasons,
+        ["role policy: the billing role does not need medication records"]
+    );
+    // Research by a physician is held to research's needs: structured data, not notes.
+    let mut declared = request("doc-1", "p-1", StaffRole::Physician, t);
+    declared.resource = Resource::ClinicalNote;
+    declared.purpose = Some(Purpose::Research);
+    medfl_monitor::intake::apply_context(&mut declared, &ctx);
+    let d = m.decide(&declared, t + 1).unwrap();
+    assert_eq!(
+        d.reasons,
+        ["role policy: research does not need clinical_note records"]
+    );
+    assert!(d.by_role_policy() && !d.blocks_user);
+    // The same note read for care is care.
+    declared.purpose = Some(Purpose::Treatment);
+    assert_eq!(m.decide(&declared, t + 2).unwrap().verdict, Verdict::Allow);
+}
+
 #[test]
 fn a_high_score_blocks_the_user_until_an_officer_lifts_it() {
     let events = events(50);
