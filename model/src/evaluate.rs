@@ -206,3 +206,53 @@ pub fn evaluate_with_cases(
     }
     Ok(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four normal rows and two role misuses, one of which the model scores as normal and the
+    /// policy alerts: the detector's scores carry it to +inf.
+    fn rows() -> (Vec<f32>, Vec<f32>, Vec<Option<AttackKind>>) {
+        let scores = vec![0.1, 0.2, 0.3, 0.4, 0.9, 0.15];
+        let mut detector = scores.clone();
+        detector[5] = f32::INFINITY;
+        let mut labels = vec![None; 4];
+        labels.extend([Some(AttackKind::RoleMisuse); 2]);
+        (detector, scores, labels)
+    }
+
+    #[test]
+    fn recall_counts_the_detectors_alerts_and_auroc_ranks_the_models_scores() {
+        let (detector, scores, labels) = rows();
+        let e = evaluate(&detector, &scores, &labels, 0.5).unwrap();
+        assert_eq!((e.recall, e.fpr), (1.0, 0.0));
+        // The model ranks the second misuse below three normal rows: 5 of 8 pairs in order.
+        assert_eq!(e.auroc, Some(5.0 / 8.0));
+        let row = &e.per_attack[0];
+        assert_eq!((row.attack, row.events), (AttackKind::RoleMisuse, 2));
+        assert_eq!((row.recall, row.auroc), (1.0, Some(5.0 / 8.0)));
+        // The model alone alerts on half the misuses; the ranking is the same.
+        let alone = evaluate(&scores, &scores, &labels, 0.5).unwrap();
+        assert_eq!((alone.recall, alone.auroc), (0.5, e.auroc));
+        let positive: Vec<bool> = labels.iter().map(Option::is_some).collect();
+        let b = evaluate_binary(&detector, &scores, &positive, 0.5).unwrap();
+        assert_eq!((b.recall, b.auroc), (1.0, Some(5.0 / 8.0)));
+    }
+
+    #[test]
+    fn inputs_of_other_lengths_are_refused() {
+        let (detector, scores, labels) = rows();
+        assert!(evaluate(&detector[..5], &scores, &labels, 0.5).is_err());
+        let positive = vec![false; 6];
+        assert!(evaluate_binary(&detector[..5], &scores, &positive, 0.5).is_err());
+        let key = CaseKey {
+            employee: 0,
+            time_ms: 0,
+            standing: crate::cases::Standing::Unexplained,
+        };
+        let keys = vec![key; 5];
+        let rules = CaseRules::default();
+        assert!(evaluate_with_cases(&detector, &scores, &labels, 0.5, &keys, 10, &rules).is_err());
+    }
+}
