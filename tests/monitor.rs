@@ -1577,6 +1577,37 @@ fn the_case_queue_ranks_as_the_experiments_do_and_a_restart_rebuilds_it() {
     let officer = format!("Authorization: Bearer {}\r\n", officer.trim());
     let ack = format!("/v1/alerts/{record}/ack");
     let note = br#"{"note": "called the ward: a real emergency"}"#;
+    // No one reviews their own alert or lifts their own block, listed or not: an officer
+    // named as the EHR user is refused, and nothing is logged.
+    let own = |user: &str| {
+        let token = officer_token(&config, &["--officer", user]);
+        format!("Authorization: Bearer {}\r\n", token.trim())
+    };
+    let before = records(port);
+    let emergency_user = first["user"].as_str().unwrap();
+    let (status, text) = http_with(port, "POST", &ack, &own(emergency_user), note);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("own alert"), "{text}");
+    let flooder = own("flooder");
+    let (_, text) = http_with(port, "GET", "/v1/alerts", &auditor, b"");
+    let alerts: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let own_listed = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["user"] == "flooder")
+        .and_then(|a| a["seq"].as_u64())
+        .unwrap();
+    let own_ack = format!("/v1/alerts/{own_listed}/ack");
+    let (status, text) = http_with(port, "POST", &own_ack, &flooder, note);
+    assert_eq!(status, 403, "{text}");
+    let unblock = br#"{"user": "flooder", "note": "mine"}"#;
+    let (status, text) = http_with(port, "POST", "/v1/unblock", &flooder, unblock);
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(records(port), before, "a refused review was logged");
+    // Anyone else may.
+    let (status, text) = http_with(port, "POST", &own_ack, &officer, note);
+    assert_eq!(status, 200, "{text}");
     let (status, text) = http_with(port, "POST", &ack, &officer, note);
     assert_eq!(status, 200, "{text}");
     let (status, text) = http_with(port, "POST", &ack, &officer, note);
