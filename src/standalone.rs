@@ -239,7 +239,10 @@ pub fn eval(ds: &Dataset, model_path: &Path, json: bool) -> Result<String> {
     let scores = score(&model, &rows, file.config.inputs, &device)?;
     // What the monitor would alert on: the model's alerts and the role policy's, which reads
     // the features as extracted, never as the model scales them.
-    let detector = ds.policy().detector_scores(&scores, &ds.data, ds.n_cols);
+    let detector = ds
+        .policy()
+        .detector_scores(&scores, &ds.data, ds.n_cols)
+        .context("the scores are not one per row of the data")?;
     let flagged = detector.iter().filter(|s| **s > file.threshold).count();
     let evaluation = ds
         .labels

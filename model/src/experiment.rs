@@ -81,7 +81,7 @@ impl HospitalData {
         threshold: f32,
         rules: &CaseRules,
     ) -> Result<Evaluation, ModelError> {
-        let detector = self.detector_scores(test_scores, &self.test);
+        let detector = self.detector_scores(test_scores, &self.test)?;
         self.test_labels.evaluate(
             &detector,
             test_scores,
@@ -93,8 +93,20 @@ impl HospitalData {
     }
 
     /// `scores` of `rows` (this hospital's) with the policy's alerts raised above any threshold.
-    pub fn detector_scores(&self, scores: &[f32], rows: &[f32]) -> Vec<f32> {
-        self.policy.detector_scores(scores, rows, self.n_cols)
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] when `rows` are not one row of this hospital's width per score.
+    pub fn detector_scores(&self, scores: &[f32], rows: &[f32]) -> Result<Vec<f32>, ModelError> {
+        self.policy
+            .detector_scores(scores, rows, self.n_cols)
+            .ok_or_else(|| {
+                ModelError::Shape(format!(
+                    "{} scores against {} values in rows of {}",
+                    scores.len(),
+                    rows.len(),
+                    self.n_cols
+                ))
+            })
     }
 
     /// The threshold at which the policy and `validation` (scores of the normal validation

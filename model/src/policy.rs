@@ -114,17 +114,15 @@ impl AlertPolicy {
     }
 
     /// The detector's scores: `scores` (one per row of `rows`, `n_cols` wide, unscaled) with
-    /// every row the policy flags raised to +∞, above any threshold. Rows of another shape
-    /// flag nothing.
+    /// every row the policy flags raised to +∞, above any threshold; `None` for rows of another
+    /// shape (never a silent truncation, nor a policy silently off).
     ///
     /// What is alerted is these above the threshold: recall and false-positive rates judge the
     /// model and the policy as the one detector an officer sees. Rankings (AUROC, case evidence)
     /// take the model's own scores: a policy alert ranks nothing by itself.
-    pub fn detector_scores(self, scores: &[f32], rows: &[f32], n_cols: usize) -> Vec<f32> {
-        match self.flag_rows(scores.len(), rows, n_cols) {
-            Some(flags) => raise(scores, &flags),
-            None => scores.to_vec(),
-        }
+    pub fn detector_scores(self, scores: &[f32], rows: &[f32], n_cols: usize) -> Option<Vec<f32>> {
+        self.flag_rows(scores.len(), rows, n_cols)
+            .map(|flags| raise(scores, &flags))
     }
 }
 
@@ -161,16 +159,16 @@ mod tests {
         let scores = [0.5, 0.1, 3.0];
         assert_eq!(
             AlertPolicy::RoleNeeds.detector_scores(&scores, &rows, N_FEATURES),
-            vec![0.5, f32::INFINITY, 3.0]
+            Some(vec![0.5, f32::INFINITY, 3.0])
         );
         assert_eq!(
             AlertPolicy::ScoreOnly.detector_scores(&scores, &rows, N_FEATURES),
-            scores.to_vec()
+            Some(scores.to_vec())
         );
-        // Rows that are not one per score flag nothing and lose no score.
+        // Rows that are not one per score are refused, not read as flagging nothing.
         assert_eq!(
             AlertPolicy::RoleNeeds.detector_scores(&scores, &rows[N_FEATURES..], N_FEATURES),
-            scores.to_vec()
+            None
         );
         assert_eq!(
             AlertPolicy::RoleNeeds.threshold(&scores, &rows[N_FEATURES..], N_FEATURES, 0.1),
@@ -189,7 +187,7 @@ mod tests {
         }
         let p = AlertPolicy::RoleNeeds;
         let t = p.threshold(&scores, &rows, N_FEATURES, 0.04).unwrap();
-        let detector = p.detector_scores(&scores, &rows, N_FEATURES);
+        let detector = p.detector_scores(&scores, &rows, N_FEATURES).unwrap();
         let alerted = detector.iter().filter(|&&s| s > t).count();
         let by_policy = detector.iter().filter(|s| s.is_infinite()).count();
         assert_eq!((alerted, by_policy), (8, 2));
@@ -216,7 +214,7 @@ mod tests {
                 scores.push(f32::from(i));
             }
             let t = p.threshold(&scores, &rows, N_FEATURES, target).unwrap();
-            let detector = p.detector_scores(&scores, &rows, N_FEATURES);
+            let detector = p.detector_scores(&scores, &rows, N_FEATURES).unwrap();
             detector.iter().filter(|&&s| s.is_finite() && s > t).count()
         };
         // 5% of the rows flagged against a 4% target: the model keeps 30 of 40.
