@@ -330,11 +330,38 @@ pub struct Noted {
     pub reviewed: bool,
 }
 
+/// The most accesses of one employee-window a [`Review`] holds one by one; past them they are
+/// only counted ([`NotedDay::beyond`]). A user whose accesses are noted without end (a script
+/// declaring an emergency on every read) then grows neither the monitor's memory nor its
+/// answers without bound, and is plainly the day to review, from their activity report.
+pub const MAX_NOTED_PER_DAY: usize = 1_000;
+
+/// One employee-window's accesses noted for a [`Review`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotedDay {
+    /// The first [`MAX_NOTED_PER_DAY`] of them, in the order noted, each reviewed on its own.
+    pub held: Vec<Noted>,
+    /// Those noted after them: counted, not held one by one.
+    pub beyond: u64,
+}
+
+impl NotedDay {
+    /// Every access noted (held or counted).
+    pub fn accesses(&self) -> u64 {
+        (self.held.len() as u64).saturating_add(self.beyond)
+    }
+
+    /// The held accesses no officer has reviewed yet.
+    pub fn open(&self) -> impl Iterator<Item = &Noted> {
+        self.held.iter().filter(|n| !n.reviewed)
+    }
+}
+
 /// The accesses of one [`Review`] in the windows a book holds: window to employee to each
-/// access noted, with an index from record to where it is.
+/// access noted, with an index from held record to where it is.
 #[derive(Clone, Debug)]
 struct ReviewQueue<E> {
-    noted: BTreeMap<u64, BTreeMap<E, Vec<Noted>>>,
+    noted: BTreeMap<u64, BTreeMap<E, NotedDay>>,
     records: BTreeMap<u64, (u64, E)>,
     /// Accesses not noted because their window was already folded.
     too_late: u64,
@@ -351,15 +378,20 @@ impl<E: Ord + Clone> ReviewQueue<E> {
 
     fn note(&mut self, employee: &E, window: u64, record: u64) {
         let day = self.noted.entry(window).or_default();
-        let noted = Noted {
+        if !day.contains_key(employee) {
+            day.insert(employee.clone(), NotedDay::default());
+        }
+        let Some(list) = day.get_mut(employee) else {
+            return;
+        };
+        if list.held.len() >= MAX_NOTED_PER_DAY {
+            list.beyond = list.beyond.saturating_add(1);
+            return;
+        }
+        list.held.push(Noted {
             record,
             reviewed: false,
-        };
-        if let Some(list) = day.get_mut(employee) {
-            list.push(noted);
-        } else {
-            day.insert(employee.clone(), vec![noted]);
-        }
+        });
         self.records.insert(record, (window, employee.clone()));
     }
 
@@ -368,6 +400,7 @@ impl<E: Ord + Clone> ReviewQueue<E> {
         self.noted
             .get(window)?
             .get(employee)?
+            .held
             .iter()
             .find(|n| n.record == record)
     }
@@ -380,7 +413,7 @@ impl<E: Ord + Clone> ReviewQueue<E> {
             .noted
             .get_mut(window)
             .and_then(|day| day.get_mut(employee))
-            .and_then(|list| list.iter_mut().find(|n| n.record == record));
+            .and_then(|list| list.held.iter_mut().find(|n| n.record == record));
         match noted {
             Some(n) => {
                 n.reviewed = true;
@@ -517,12 +550,12 @@ impl<E: Ord + Clone> CaseBook<E> {
     }
 
     /// The employee-windows held with an access noted for `review`, oldest window first:
-    /// (window, employee, its accesses in the order noted).
-    pub fn noted(&self, review: Review) -> impl Iterator<Item = (u64, &E, &[Noted])> {
+    /// (window, employee, its accesses).
+    pub fn noted(&self, review: Review) -> impl Iterator<Item = (u64, &E, &NotedDay)> {
         self.queue(review)
             .noted
             .iter()
-            .flat_map(|(w, day)| day.iter().map(move |(e, n)| (*w, e, n.as_slice())))
+            .flat_map(|(w, day)| day.iter().map(move |(e, n)| (*w, e, n)))
     }
 
     /// Accesses for `review` refused since the book began because their window had been
@@ -1418,7 +1451,7 @@ mod tests {
         assert_eq!(book.noted_reviewed(10), Some(false));
         let noted: Vec<_> = book
             .noted(glass)
-            .map(|(w, e, n)| (w, *e, n.iter().filter(|n| !n.reviewed).count(), n.len()))
+            .map(|(w, e, n)| (w, *e, n.open().count(), n.accesses()))
             .collect();
         assert_eq!(noted, [(2, "b", 1, 2), (3, "a", 1, 1)]);
         // The role policy's review is another queue; an access in both is reviewed in both.
@@ -1433,7 +1466,7 @@ mod tests {
             book.noted(glass)
                 .chain(book.noted(policy))
                 .filter(|(_, e, _)| **e == "a")
-                .all(|(_, _, n)| n.iter().all(|n| n.reviewed))
+                .all(|(_, _, n)| n.open().count() == 0)
         );
         assert_eq!(
             book.file(&"a", at(4, 9), ln2, 1.0, Standing::Unexplained),
@@ -1455,6 +1488,35 @@ mod tests {
         let e = 2f64.ln();
         assert_eq!(held[0].carried, (e * 0.5 + e) * 0.25);
         assert_eq!((held[0].window, held[0].alerts), (3, 1));
+    }
+
+    /// A user noted without end is held one by one up to the cap, then only counted.
+    #[test]
+    fn a_review_holds_a_days_accesses_up_to_the_cap_then_counts_them() {
+        let mut book: CaseBook<&str> = CaseBook::new(CaseRules::default(), 14);
+        let glass = Review::BreakGlass;
+        let extra = 5u64;
+        let cap = MAX_NOTED_PER_DAY as u64;
+        for record in 0..cap + extra {
+            assert_eq!(book.note(glass, &"flood", record, record), Filed::Filed);
+        }
+        assert_eq!(book.note(glass, &"b", 7, cap + extra), Filed::Filed);
+        let days: Vec<_> = book
+            .noted(glass)
+            .map(|(_, e, n)| (*e, n.held.len(), n.beyond, n.accesses()))
+            .collect();
+        assert_eq!(
+            days,
+            [
+                ("b", 1, 0, 1),
+                ("flood", MAX_NOTED_PER_DAY, extra, cap + extra)
+            ]
+        );
+        // A counted access has no record to review; a held one does.
+        assert_eq!(book.noted_reviewed(cap), None);
+        assert!(!book.review_noted(cap));
+        assert!(book.review_noted(cap - 1));
+        assert_eq!(book.noted_employee(cap + extra), Some(&"b"));
     }
 
     proptest::proptest! {

@@ -132,6 +132,25 @@ try {
     const row = [...document.querySelectorAll("#break-glass-table tbody tr")].find((r) => r.textContent.includes("u-er-nurse-1"));
     return row && row.cells[3].textContent === "0";
   }, null, { timeout: 10_000 });
+  // A second emergency is acknowledged from the queue itself, as one whose alert has left the
+  // list would be.
+  const second = await (await fetch(monitor("/v1/access"), {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(breakGlass("u-er-nurse-1", "p-1002")),
+  })).json();
+  check(second.verdict === "alert", `second break-the-glass decision: ${JSON.stringify(second)}`);
+  const queued = page.locator("#break-glass-table tbody tr", { hasText: "u-er-nurse-1" });
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll("#break-glass-table tbody tr")].find((r) => r.textContent.includes("u-er-nurse-1"));
+    return row && row.cells[2].textContent === "2" && row.cells[3].textContent === "1";
+  }, null, { timeout: 10_000 });
+  await queued.locator("input").fill("the same emergency, a second patient");
+  await queued.locator("button", { hasText: "Acknowledge" }).click();
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll("#break-glass-table tbody tr")].find((r) => r.textContent.includes("u-er-nurse-1"));
+    return row && row.cells[3].textContent === "0" && row.cells[4].textContent === "all acknowledged";
+  }, null, { timeout: 10_000 });
+  await page.waitForSelector(`#alerts-table tr[data-record="${second.record}"] td:has-text('acknowledged by')`);
 
   // The patient-access report lists the access; each reading of a report is logged first.
   const beforeReports = await auditLength();

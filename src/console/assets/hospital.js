@@ -210,18 +210,58 @@ async function refreshCases() {
   noted("role-policy-table", view.role_policy, "No access broke the role policy.");
 }
 
-// A queue of user-days whose accesses are each reviewed on their own.
+// A queue of user-days whose accesses are each reviewed on their own. An officer acknowledges
+// them here oldest first, whether or not their alerts are still in the list above.
 function noted(table, days, none) {
   const body = $(table).tBodies[0];
-  if (days.length === 0) only(body, none, 4);
+  if (days.length === 0) only(body, none, 5);
   else body.replaceChildren(...days.map((e) => {
     const tr = document.createElement("tr");
     cell(tr, e.day);
     cell(tr, e.user);
-    cell(tr, String(e.accesses), "num");
+    const more = e.unheld > 0 ? ` (${e.unheld} past the first 1,000: review the user's activity)` : "";
+    cell(tr, `${e.accesses}${more}`, "num");
     cell(tr, String(e.open), "num");
+    notedReviewCell(tr, e);
     return tr;
   }));
+}
+
+function notedReviewCell(tr, day) {
+  const td = document.createElement("td");
+  const record = day.open_records[0];
+  if (record == null) {
+    td.textContent = "all acknowledged";
+  } else if (session.role === "officer") {
+    const form = document.createElement("form");
+    form.className = "inline";
+    const label = document.createElement("label");
+    label.textContent = "Note";
+    const note = document.createElement("input");
+    note.type = "text";
+    note.maxLength = 1000;
+    note.id = `noted-note-${record}`;
+    label.htmlFor = note.id;
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Acknowledge";
+    button.setAttribute("aria-label", `acknowledge record ${record}, ${day.user}'s oldest open access of ${day.day}`);
+    form.append(label, note, button);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const r = await api("POST", `/v1/alerts/${record}/ack`, { note: note.value });
+        say("action-result", `Record ${record} acknowledged (review record ${r.record}).`, true);
+      } catch (e) {
+        say("action-result", `Record ${record} not acknowledged: ${e.message}`, false);
+      }
+      refreshCasesSoon();
+    });
+    td.append(form);
+  } else {
+    td.textContent = "an officer acknowledges each";
+  }
+  tr.append(td);
 }
 
 // An alert or a review changes the queues: refresh them once for a burst of either.

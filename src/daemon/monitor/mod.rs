@@ -53,7 +53,7 @@ use axum::routing::{get, post};
 use medfl_accesslog::consent::PseudonymKey;
 use medfl_accesslog::context::{self as feeds, Context as Feeds};
 use medfl_ledger::{Ledger, Role, Timestamp, Transaction, TxBody};
-use medfl_model::cases::{CaseBook, CaseRules, Noted, Review, Standing};
+use medfl_model::cases::{CaseBook, CaseRules, Noted, NotedDay, Review, Standing};
 use medfl_monitor::audit::{AuditLog, RecordBody, ReviewAction};
 use medfl_monitor::decide::Consent;
 use medfl_monitor::{
@@ -313,10 +313,15 @@ struct NotedView {
     /// The UTC day, `YYYY-MM-DD`.
     day: String,
     /// Such accesses that day (every one, listed or not).
-    accesses: usize,
-    /// Of them, those no officer has acknowledged yet, and every one's record (oldest first).
+    accesses: u64,
+    /// Of the accesses held one by one, those no officer has acknowledged yet, and every held
+    /// one's record (oldest first), and the open ones'.
     open: usize,
     records: Vec<u64>,
+    open_records: Vec<u64>,
+    /// Accesses past the first [`medfl_model::cases::MAX_NOTED_PER_DAY`] of the day: counted,
+    /// not held one by one (the user-day is reviewed from the user's activity report).
+    unheld: u64,
 }
 
 /// The UTC day (`YYYY-MM-DD`) a case window of `window_ms` starts on.
@@ -330,18 +335,25 @@ fn window_day(window: u64, window_ms: u64) -> String {
 /// The book's days of one review (`noted`: window, user, its accesses), newest first and by
 /// user. Each access's review is the book's, so an access whose alert has left the recent
 /// list still shows open until an officer acknowledges it.
-fn noted_of(noted: Vec<(u64, String, Vec<Noted>)>, window_ms: u64) -> Vec<NotedView> {
+fn noted_of(noted: Vec<(u64, String, NotedDay)>, window_ms: u64) -> Vec<NotedView> {
     let mut out: Vec<(u64, NotedView)> = noted
         .into_iter()
-        .map(|(window, user, accesses)| {
-            let mut records: Vec<u64> = accesses.iter().map(|a| a.record).collect();
-            records.sort_unstable();
+        .map(|(window, user, day)| {
+            let sorted = |it: &mut dyn Iterator<Item = &Noted>| {
+                let mut v: Vec<u64> = it.map(|a| a.record).collect();
+                v.sort_unstable();
+                v
+            };
+            let records = sorted(&mut day.held.iter());
+            let open_records = sorted(&mut day.open());
             let view = NotedView {
                 day: window_day(window, window_ms),
                 user,
-                accesses: accesses.len(),
-                open: accesses.iter().filter(|a| !a.reviewed).count(),
+                accesses: day.accesses(),
+                open: open_records.len(),
                 records,
+                open_records,
+                unheld: day.beyond,
             };
             (window, view)
         })
@@ -1932,9 +1944,10 @@ async fn list_cases(State(server): State<Server>, headers: axum::http::HeaderMap
     let held = read_shared_value(server.app, |shared| {
         let book = &shared.cases;
         let listed: Vec<AlertView> = shared.alerts.iter().cloned().collect();
-        let noted = |review| -> Vec<(u64, String, Vec<Noted>)> {
+        // At most MAX_NOTED_PER_DAY records a user-day: a flood is copied as a count.
+        let noted = |review| -> Vec<(u64, String, NotedDay)> {
             book.noted(review)
-                .map(|(w, user, n)| (w, user.clone(), n.to_vec()))
+                .map(|(w, user, n)| (w, user.clone(), n.clone()))
                 .collect()
         };
         let noted = (noted(Review::BreakGlass), noted(Review::RolePolicy));
@@ -2899,10 +2912,10 @@ mod tests {
         // Dan's emergency is the other queue's, with its listed alert.
         let noted = book
             .noted(Review::BreakGlass)
-            .map(|(w, u, n)| (w, u.clone(), n.to_vec()))
+            .map(|(w, u, n)| (w, u.clone(), n.clone()))
             .collect();
         let emergencies = noted_of(noted, medfl_accesslog::time::DAY_MS);
-        let got: Vec<(&str, &str, usize, usize, &[u64])> = emergencies
+        let got: Vec<(&str, &str, u64, usize, &[u64])> = emergencies
             .iter()
             .map(|e| {
                 (
@@ -2915,5 +2928,22 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [("2026-01-05", "dan", 1, 1, &[7u64][..])]);
+    }
+
+    /// A user-day past the review's cap shows its held accesses one by one and counts the rest.
+    #[test]
+    fn a_noted_day_lists_what_it_holds_and_counts_the_rest() {
+        let noted = |record, reviewed| Noted { record, reviewed };
+        let day = NotedDay {
+            held: vec![noted(9, false), noted(4, true), noted(6, false)],
+            beyond: 3,
+        };
+        let views = noted_of(vec![(0, "eve".into(), day)], medfl_accesslog::time::DAY_MS);
+        let v = &views[0];
+        assert_eq!((v.accesses, v.open, v.unheld), (6, 2, 3));
+        assert_eq!(
+            (&v.records[..], &v.open_records[..]),
+            (&[4, 6, 9][..], &[6, 9][..])
+        );
     }
 }
