@@ -719,24 +719,20 @@ impl Daemon {
         let cfg = model.file.config;
         let device = training_device();
         let net = Autoencoder::new(cfg, 0, &device)?.load_flat(cfg, &model.file.params)?;
-        // The rows are the hospital's own recent traffic, unlabelled: the policy's share of them
-        // is capped in the threshold, and said here when it is past the cap.
-        let share = AlertPolicy::RoleNeeds.share(&self.current.rows, cfg.inputs);
-        if share > MAX_POLICY_SHARE * self.target_fpr {
-            warn!(
-                share = format!("{:.2}%", 100.0 * share),
-                "the role policy alone alerts on more than a quarter of the false-positive target; the model keeps three quarters of it, and the monitor alerts on more than the target"
-            );
-        }
-        let threshold = match alert_threshold(
+        let threshold = match monitor_threshold(
             &net,
             &self.current.rows,
             cfg.inputs,
             self.target_fpr,
-            AlertPolicy::RoleNeeds,
-            &device,
         ) {
-            Ok(t) => t,
+            Ok((t, None)) => t,
+            Ok((t, Some(share))) => {
+                warn!(
+                    share = format!("{:.2}%", 100.0 * share),
+                    "the role policy alone alerts on more than a quarter of the false-positive target; the model keeps three quarters of it, and the monitor alerts on more than the target"
+                );
+                t
+            }
             Err(e) => {
                 warn!(error = %e, "no alert threshold on this hospital's own traffic; the access monitor keeps its previous model");
                 return Ok(());
@@ -755,6 +751,26 @@ impl Daemon {
         )?;
         Ok(())
     }
+}
+
+/// The monitor's alert threshold on the hospital's own access-feature `rows` (recent traffic,
+/// unlabelled) for a `target_fpr` share of alerts, the role policy's counted inside it (the
+/// monitor alerts on both); with the policy's share of the rows when it is past the quarter of
+/// the target it may take, where the cap binds and the monitor alerts on more than the target.
+fn monitor_threshold(
+    net: &Autoencoder,
+    rows: &[f32],
+    inputs: usize,
+    target_fpr: f64,
+) -> Result<(f32, Option<f64>), medfl_model::ModelError> {
+    let policy = AlertPolicy::RoleNeeds;
+    let device = training_device();
+    let threshold = alert_threshold(net, rows, inputs, target_fpr, policy, &device)?;
+    let share = policy.share(rows, inputs);
+    Ok((
+        threshold,
+        (share > MAX_POLICY_SHARE * target_fpr).then_some(share),
+    ))
 }
 
 /// Every transaction file in `outbox`, the readable ones oldest issued first (consent
@@ -928,5 +944,50 @@ mod tests {
         let second = cache.read(dir.path());
         assert_eq!(ids(&second), [Some(c.id().unwrap()), None]);
         assert_eq!(cache.files.len(), 1);
+    }
+
+    /// The monitor's threshold counts the role policy's alerts inside the target, and past
+    /// its quarter of the target the model keeps three quarters, and says so.
+    #[test]
+    fn the_monitor_threshold_makes_room_for_the_role_policy_up_to_its_cap() {
+        use medfl_accesslog::N_FEATURES;
+        use medfl_model::AutoencoderConfig;
+        let config = AutoencoderConfig::for_inputs(N_FEATURES);
+        let device = training_device();
+        let net = Autoencoder::new(config, 3, &device).unwrap();
+        let rows_flagging = |every: usize| -> Vec<f32> {
+            (0..1000usize)
+                .flat_map(|i| {
+                    (0..N_FEATURES).map(move |j| {
+                        if j == 11 {
+                            f32::from(u8::from(i % every == 0))
+                        } else {
+                            ((i * 7919 + j * 104_729) % 10_007) as f32 / 10_007.0
+                        }
+                    })
+                })
+                .collect()
+        };
+        let alerted = |rows: &[f32], t: f32| -> (usize, usize) {
+            let scores = medfl_model::train::score(&net, rows, N_FEATURES, &device).unwrap();
+            let flagged: Vec<bool> = rows
+                .chunks_exact(N_FEATURES)
+                .map(|r| AlertPolicy::RoleNeeds.flags(r))
+                .collect();
+            let by_model = scores
+                .iter()
+                .zip(&flagged)
+                .filter(|(s, f)| !**f && **s > t)
+                .count();
+            (by_model, flagged.iter().filter(|f| **f).count())
+        };
+        // 4 rows in 1,000 flagged, under a quarter of a 2% target: 16 more by the model.
+        let rows = rows_flagging(250);
+        let (t, past_cap) = monitor_threshold(&net, &rows, N_FEATURES, 0.02).unwrap();
+        assert_eq!((alerted(&rows, t), past_cap), ((16, 4), None));
+        // 10 in 1,000 flagged, past the quarter: the model keeps 15, and the share is said.
+        let rows = rows_flagging(100);
+        let (t, past_cap) = monitor_threshold(&net, &rows, N_FEATURES, 0.02).unwrap();
+        assert_eq!((alerted(&rows, t), past_cap), ((15, 10), Some(0.01)));
     }
 }
